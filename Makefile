@@ -1,0 +1,40 @@
+# Infra-Core — `make install`, then `.venv/bin/fsctl serve` (or `make run`); `make test` runs the tests.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PYTEST_ARGS ?=
+
+.PHONY: install test lint bench run ui clean
+
+install: $(BIN)/fsctl ui
+
+$(BIN)/fsctl: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip setuptools wheel
+	$(BIN)/pip install -q -e '.[dev]'
+	@touch $@
+
+# Built once ui/package.json exists; served from ui/dist by `fsctl serve`.
+ui:
+	@if [ -f ui/package.json ]; then cd ui && npm ci --no-audit --no-fund && npm run build; fi
+
+test: $(BIN)/fsctl
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+lint: $(BIN)/fsctl
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check . || true
+
+# Every benchmark in bench/ (each prints its figures beside a reference measured in the same run).
+bench: $(BIN)/fsctl
+	@set -e; for f in bench/bench_*.py; do [ -e "$$f" ] || continue; echo "== $$f"; $(BIN)/python "$$f"; done
+
+# One benchmark: `make bench-gate` runs bench/bench_gate.py, `make bench-gate-tls` bench/bench_gate_tls.py.
+bench-%: $(BIN)/fsctl
+	$(BIN)/python bench/bench_$(subst -,_,$*).py
+
+run: $(BIN)/fsctl
+	$(BIN)/fsctl serve
+
+clean:
+	rm -rf $(VENV) ui/dist ui/node_modules .pytest_cache .ruff_cache

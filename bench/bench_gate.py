@@ -1,0 +1,349 @@
+"""`make bench-gate`: the gate's HTTP/1.1 proxy against nginx, measured in the same run.
+
+Starts an origin (nginx `return 200` + a 1 MiB static file when nginx is installed, else a minimal
+asyncio origin), the gate (its proxy engine on uvloop, one process), and nginx as a reference proxy
+(1 worker, upstream keep-alive); pins each proxy to core 0 and the load generator (wrk) to core 1, and
+prints requests/s and latency for direct-to-origin, nginx and the gate, the added p50 latency at one
+connection, 1 MiB body throughput and the gate's peak RSS. Load goes only to 127.0.0.1, for a bounded
+time per run (`--seconds`, default 5).
+
+    .venv/bin/python bench/bench_gate.py [--seconds 5] [--connections 50] [--profile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+PROFILE = Path(tempfile.gettempdir()) / "gate-profile.txt"
+PROXY_CPU = "0"
+LOAD_CPU = "1"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"nothing listens on {port} after {timeout}s")
+
+
+# --- the gate, run in its own process ------------------------------------------------------------------
+
+
+def run_gate(port: int, upstream: str) -> None:
+    import uvloop
+
+    from gate.config import GateConfig
+    from gate.routes import Route, RouteSpec
+    from gate.server import EdgeServer
+    from gate.state import ProxyState
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        state = ProxyState(GateConfig(), clock=loop.time, wall_clock=time.time)
+        state.install(state.build_snapshot([Route(1, RouteSpec(host="*", upstreams=[upstream]))]))
+        server = EdgeServer(state)
+        await server.listen("127.0.0.1", port)
+        stop = asyncio.Event()
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        await stop.wait()
+        await server.stop(1.0)
+
+    uvloop.run(main())
+
+
+# --- a minimal origin when nginx is missing ---------------------------------------------------------
+
+
+def run_origin(port: int) -> None:
+    import uvloop
+
+    small = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 3\r\n\r\nok\n"
+    big_body = b"x" * (1 << 20)
+    big = b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: %d\r\n\r\n" % len(big_body)
+
+    class Origin(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            self.t = transport
+            self.buf = b""
+
+        def data_received(self, data: bytes) -> None:
+            self.buf += data
+            while b"\r\n\r\n" in self.buf:
+                head, self.buf = self.buf.split(b"\r\n\r\n", 1)
+                if head.split(b" ", 2)[1].startswith(b"/1m"):
+                    self.t.writelines([big, big_body])  # type: ignore[attr-defined]
+                else:
+                    self.t.write(small)  # type: ignore[attr-defined]
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        await loop.create_server(Origin, "127.0.0.1", port, backlog=1024)
+        await asyncio.Event().wait()
+
+    uvloop.run(main())
+
+
+# --- nginx ------------------------------------------------------------------------------------------------
+
+
+NGINX_CONF = """
+daemon off;
+master_process on;
+worker_processes 1;
+user root;
+pid {dir}/nginx-{name}.pid;
+error_log {dir}/error-{name}.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    keepalive_requests 1000000;
+    client_body_temp_path {dir}/body-{name};
+    proxy_temp_path {dir}/proxy-{name};
+    fastcgi_temp_path {dir}/fcgi-{name};
+    uwsgi_temp_path {dir}/uwsgi-{name};
+    scgi_temp_path {dir}/scgi-{name};
+    {body}
+}}
+"""
+
+ORIGIN_BODY = """
+    server {{
+        listen 127.0.0.1:{port} reuseport;
+        root {dir}/www;
+        location = / {{ default_type text/plain; return 200 "ok\\n"; }}
+        location /1m {{ }}
+    }}
+"""
+
+PROXY_BODY = """
+    upstream origin {{ server 127.0.0.1:{origin}; keepalive 64; }}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://origin;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $host;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+        }}
+    }}
+"""
+
+
+def start_nginx(nginx: str, tmp: Path, name: str, body: str, cpu: str) -> subprocess.Popen[bytes]:
+    conf = tmp / f"nginx-{name}.conf"
+    conf.write_text(NGINX_CONF.format(dir=tmp, name=name, body=body))
+    return subprocess.Popen(["taskset", "-c", cpu, nginx, "-p", str(tmp), "-c", str(conf)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+# --- load --------------------------------------------------------------------------------------------------
+
+
+def _ms(text: str) -> float:
+    m = re.match(r"([\d.]+)(us|ms|s)", text)
+    if not m:
+        return float("nan")
+    v = float(m.group(1))
+    return v / 1000 if m.group(2) == "us" else v * 1000 if m.group(2) == "s" else v
+
+
+def wrk(port: int, path: str, connections: int, seconds: float) -> dict[str, float]:
+    cmd = ["taskset", "-c", LOAD_CPU, "wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency",
+           f"http://127.0.0.1:{port}{path}"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 30)
+    out = done.stdout
+    if "Requests/sec" not in out:
+        print(f"wrk failed: {' '.join(cmd)}\n{out}{done.stderr}", file=sys.stderr)
+    res: dict[str, float] = {}
+    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    res["rps"] = float(m.group(1)) if m else 0.0
+    m = re.search(r"Transfer/sec:\s+([\d.]+)(\w+)", out)
+    if m:
+        scale = {"B": 1 / 2**20, "KB": 1 / 1024, "MB": 1, "GB": 1024}.get(m.group(2), 1)
+        res["mib_s"] = float(m.group(1)) * scale
+    for pct in ("50", "99"):
+        m = re.search(rf"\s{pct}(?:\.000)?%\s+([\d.]+\w+)", out)
+        res[f"p{pct}_ms"] = _ms(m.group(1)) if m else float("nan")
+    errs = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    res["errors"] = float(errs.group(1)) if errs else 0.0
+    sock_errs = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    if sock_errs:
+        res["errors"] += sum(float(x) for x in sock_errs.groups())
+    return res
+
+
+class RssSampler:
+    def __init__(self, pid: int) -> None:
+        import psutil
+
+        self.proc = psutil.Process(pid)
+        self.peak = 0
+        self._stop = False
+
+    def sample(self) -> None:
+        self.peak = max(self.peak, self.proc.memory_info().rss)
+
+
+def run_load(sampler: RssSampler | None, port: int, path: str, conns: int, seconds: float) -> dict[str, float]:
+    import threading
+
+    done = threading.Event()
+
+    def poll() -> None:
+        while not done.is_set():
+            if sampler:
+                sampler.sample()
+            time.sleep(0.1)
+
+    t = threading.Thread(target=poll, daemon=True)
+    t.start()
+    try:
+        return wrk(port, path, conns, seconds)
+    finally:
+        done.set()
+        t.join()
+
+
+def summarize_profile(path: Path, top: int = 12) -> None:
+    """Print where the gate spent its samples (py-spy raw format: `frame;frame;... count`)."""
+    from collections import Counter
+
+    own: Counter[str] = Counter()
+    total: Counter[str] = Counter()
+    n_all = 0
+    for line in path.read_text().splitlines():
+        stack, _, n_s = line.rpartition(" ")
+        n = int(n_s)
+        n_all += n
+        frames = [f.split(" (")[0] for f in stack.split(";")]
+        own[frames[-1]] += n
+        for f in set(frames):
+            total[f] += n
+    print(f"\npy-spy profile of the gate under load ({n_all} samples, raw file {path}):")
+    print("  self time:      " + ", ".join(f"{f} {c / n_all:.0%}" for f, c in own.most_common(top)))
+    print("  inclusive time: " + ", ".join(f"{f} {c / n_all:.0%}" for f, c in total.most_common(top + 5)
+                                          if c < n_all))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seconds", type=float, default=5.0)
+    ap.add_argument("--connections", type=int, default=50)
+    ap.add_argument("--profile", action="store_true", help="record a py-spy profile of the gate (needs py-spy)")
+    ap.add_argument("--run-gate", nargs=2, metavar=("PORT", "UPSTREAM"), help=argparse.SUPPRESS)
+    ap.add_argument("--run-origin", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.run_gate:
+        run_gate(int(args.run_gate[0]), args.run_gate[1])
+        return 0
+    if args.run_origin:
+        run_origin(args.run_origin)
+        return 0
+    if not shutil.which("wrk"):
+        print("bench-gate needs wrk (apt-get install wrk)", file=sys.stderr)
+        return 2
+    nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
+    procs: list[subprocess.Popen[bytes]] = []
+    tmp = Path(tempfile.mkdtemp(prefix="bench-gate-"))
+    try:
+        (tmp / "www").mkdir()
+        (tmp / "www" / "1m").write_bytes(b"x" * (1 << 20))
+        origin_port, gate_port, nginx_port = free_port(), free_port(), free_port()
+        if nginx:
+            procs.append(start_nginx(nginx, tmp, "origin", ORIGIN_BODY.format(port=origin_port, dir=tmp), LOAD_CPU))
+            origin_kind = "nginx return 200"
+        else:
+            procs.append(subprocess.Popen(["taskset", "-c", LOAD_CPU, sys.executable, __file__, "--run-origin",
+                                           str(origin_port)]))
+            origin_kind = "minimal asyncio origin"
+        wait_port(origin_port)
+        gate = subprocess.Popen(["taskset", "-c", PROXY_CPU, sys.executable, __file__, "--run-gate", str(gate_port),
+                                 f"127.0.0.1:{origin_port}"], cwd=ROOT)
+        procs.append(gate)
+        wait_port(gate_port)
+        if nginx:
+            procs.append(start_nginx(nginx, tmp, "proxy", PROXY_BODY.format(port=nginx_port, origin=origin_port),
+                                     PROXY_CPU))
+            wait_port(nginx_port)
+        targets = [("direct", origin_port), ("gate", gate_port)] + ([("nginx", nginx_port)] if nginx else [])
+        sampler = RssSampler(gate.pid)
+        s, c = args.seconds, args.connections
+        for _, port in targets:  # warm up pools and caches
+            wrk(port, "/", c, 1)
+        results: dict[str, dict[str, dict[str, float]]] = {}
+        profiler = None
+        for name, port in targets:
+            if args.profile and name == "gate" and shutil.which("py-spy"):
+                profiler = subprocess.Popen(["py-spy", "record", "-p", str(gate.pid), "-o", str(PROFILE), "-f", "raw",
+                                             "-d", str(int(s)), "-r", "200"],
+                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            results[name] = {
+                "small": run_load(sampler if name == "gate" else None, port, "/", c, s),
+            }
+            if profiler:
+                profiler.wait()
+                profiler = None
+            results[name]["one"] = run_load(sampler if name == "gate" else None, port, "/", 1, s)
+            results[name]["big"] = run_load(sampler if name == "gate" else None, port, "/1m", 10, s)
+        print(f"\ngate benchmark — origin: {origin_kind}; proxies pinned to cpu {PROXY_CPU}, wrk to cpu {LOAD_CPU}; "
+              f"{s:g} s per run\n")
+        print(f"{'':8} {'req/s @' + str(c):>12} {'p50 ms':>8} {'p99 ms':>8} {'p50 ms @1':>10} "
+              f"{'1MiB MiB/s':>11} {'errors':>7}")
+        for name, _ in targets:
+            r = results[name]
+            errors = int(r["small"]["errors"] + r["one"]["errors"] + r["big"]["errors"])
+            print(f"{name:8} {r['small']['rps']:>12.0f} {r['small']['p50_ms']:>8.3f} {r['small']['p99_ms']:>8.3f} "
+                  f"{r['one']['p50_ms']:>10.3f} {r['big'].get('mib_s', 0):>11.0f} {errors:>7}")
+        d = results["direct"]["one"]["p50_ms"]
+        g = results["gate"]
+        print()
+        print(f"gate added p50 latency at 1 connection: {g['one']['p50_ms'] - d:.3f} ms (target <= 0.25 ms)")
+        if nginx:
+            n = results["nginx"]
+            print(f"nginx added p50 latency at 1 connection: {n['one']['p50_ms'] - d:.3f} ms")
+            print(f"gate / nginx requests/s: {g['small']['rps'] / max(1.0, n['small']['rps']):.2f} (target >= 0.50)")
+            print(f"gate / nginx 1 MiB throughput: {g['big'].get('mib_s', 0) / max(1.0, n['big'].get('mib_s', 1)):.2f}"
+                  f" (target >= 1.0)")
+        print(f"gate peak RSS under load: {sampler.peak / 2**20:.1f} MiB (target < 100 MiB)")
+        if args.profile and PROFILE.exists():
+            summarize_profile(PROFILE)
+        return 0
+    finally:
+        for p in reversed(procs):
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM if p is not procs[0] or not nginx else signal.SIGQUIT)
+        for p in procs:
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

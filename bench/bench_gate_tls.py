@@ -1,0 +1,286 @@
+"""`make bench-gate-tls`: the gate's HTTPS side against nginx (and Caddy when installed), same run.
+
+Measures, for each proxy pinned to core 0 with the load generator on core 1 and an nginx origin:
+- HTTPS HTTP/1.1 keep-alive requests/s (wrk, 50 connections);
+- new TLS 1.3 handshakes/s (wrk with `Connection: close`: one handshake + one request per connection);
+- HTTP/2 requests/s (h2load, 10 connections x 10 concurrent streams).
+Every proxy serves the same ECDSA P-256 certificate. Load goes only to 127.0.0.1 for a bounded time
+(`--seconds`, default 5 per run).
+
+    .venv/bin/python bench/bench_gate_tls.py [--seconds 5] [--profile]
+
+Needs wrk, h2load (Debian nghttp2-client) and nginx; Caddy (Debian caddy) is measured when present.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from bench_gate import (  # noqa: E402 - the plain-HTTP bench's helpers
+    LOAD_CPU,
+    ORIGIN_BODY,
+    PROXY_CPU,
+    RssSampler,
+    free_port,
+    start_nginx,
+    summarize_profile,
+    wait_port,
+)
+
+PROFILE = Path(tempfile.gettempdir()) / "gate-tls-profile.txt"
+
+NGINX_TLS_PROXY = """
+    upstream origin {{ server 127.0.0.1:{origin}; keepalive 64; }}
+    server {{
+        listen 127.0.0.1:{port} ssl http2;
+        ssl_certificate {cert};
+        ssl_certificate_key {key};
+        ssl_protocols TLSv1.2 TLSv1.3;
+        ssl_session_cache shared:SSL:10m;
+        keepalive_requests 1000000;
+        http2_max_requests 1000000;
+        location / {{
+            proxy_pass http://origin;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $host;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+        }}
+    }}
+"""
+
+CADDYFILE = """{{
+    admin off
+    auto_https off
+    default_sni 127.0.0.1
+    storage file_system {dir}/caddy-data
+}}
+https://127.0.0.1:{port} {{
+    tls {cert} {key}
+    reverse_proxy 127.0.0.1:{origin}
+}}
+"""
+
+
+def run_gate(port: int, upstream: str, data_dir: str) -> None:
+    import uvloop
+
+    from core.ports import CertificateBoard
+    from gate.config import GateConfig
+    from gate.routes import Route, RouteSpec
+    from gate.server import EdgeServer
+    from gate.state import ProxyState
+    from gate.tls import CertSelector, start_tls_listener
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        state = ProxyState(GateConfig(), clock=loop.time, wall_clock=time.time)
+        state.install(state.build_snapshot([Route(1, RouteSpec(host="*", upstreams=[upstream]))]))
+        server = EdgeServer(state)
+        selector = CertSelector(CertificateBoard(), Path(data_dir), now=time.time)
+        await start_tls_listener(server, "127.0.0.1", port, selector)
+        stop = asyncio.Event()
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        await stop.wait()
+        await server.stop(1.0)
+
+    uvloop.run(main())
+
+
+def h2load(port: int, seconds: float, conns: int = 10, streams: int = 10) -> dict[str, float]:
+    cmd = ["taskset", "-c", LOAD_CPU, "h2load", "-t1", f"-c{conns}", f"-m{streams}", f"-D{max(1, round(seconds))}",
+           "--warm-up-time=1", f"https://127.0.0.1:{port}/"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60)
+    out = done.stdout
+    res: dict[str, float] = {"rps": 0.0, "errors": 0.0}
+    m = re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", out)
+    if m:
+        res["rps"] = float(m.group(1))
+    m = re.search(r"requests: \d+ total, \d+ started, \d+ done, (\d+) succeeded, (\d+) failed, (\d+) errored", out)
+    if m:
+        res["errors"] = float(m.group(2)) + float(m.group(3))
+    m = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", out)
+    if m:
+        res["errors"] += float(m.group(3)) + float(m.group(4))
+    if not res["rps"]:
+        print(f"h2load failed: {' '.join(cmd)}\n{out}{done.stderr}", file=sys.stderr)
+    if "h2" not in out.split("Application protocol:", 1)[-1][:10]:
+        print(f"h2load did not negotiate h2 on {port}", file=sys.stderr)
+    return res
+
+
+def https_wrk(port: int, conns: int, seconds: float, *, close: bool = False) -> dict[str, float]:
+    if not close:
+        return wrk_url(f"https://127.0.0.1:{port}/", conns, seconds, [])
+    return wrk_url(f"https://127.0.0.1:{port}/", conns, seconds, ["-H", "Connection: close"])
+
+
+def wrk_url(url: str, conns: int, seconds: float, extra: list[str]) -> dict[str, float]:
+    cmd = ["taskset", "-c", LOAD_CPU, "wrk", "-t1", f"-c{conns}", f"-d{max(1, round(seconds))}s", *extra, url]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 30)
+    out = done.stdout
+    res = {"rps": 0.0, "errors": 0.0}
+    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    if m:
+        res["rps"] = float(m.group(1))
+    else:
+        print(f"wrk failed: {' '.join(cmd)}\n{out}{done.stderr}", file=sys.stderr)
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if m:
+        res["errors"] += float(m.group(1))
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    if m:
+        # With Connection: close, wrk counts the server's orderly close after the response as a read error.
+        res["errors"] += float(m.group(1)) + float(m.group(4))
+    return res
+
+
+class CpuMeter:
+    """User+system CPU seconds of a process and its children (nginx: master + worker)."""
+
+    def __init__(self, pid: int) -> None:
+        import psutil
+
+        self.proc = psutil.Process(pid)
+
+    def seconds(self) -> float:
+        total = 0.0
+        for p in [self.proc, *self.proc.children(recursive=True)]:
+            try:
+                t = p.cpu_times()
+                total += t.user + t.system
+            except Exception:
+                pass
+        return total
+
+
+def measured(meter: CpuMeter, seconds: float, fn, *a, **kw) -> dict[str, float]:
+    """Run one load; add the proxy's CPU microseconds per request (robust to a loaded machine)."""
+    before = meter.seconds()
+    res = fn(*a, **kw)
+    used = meter.seconds() - before
+    done = res["rps"] * max(1, round(seconds))
+    res["cpu_us"] = used / done * 1e6 if done else float("nan")
+    return res
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seconds", type=float, default=5.0)
+    ap.add_argument("--profile", action="store_true", help="py-spy profile of the gate during the HTTP/2 run")
+    ap.add_argument("--run-gate", nargs=3, metavar=("PORT", "UPSTREAM", "DIR"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.run_gate:
+        run_gate(int(args.run_gate[0]), args.run_gate[1], args.run_gate[2])
+        return 0
+    nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
+    missing = [t for t, p in (("wrk", shutil.which("wrk")), ("h2load", shutil.which("h2load")), ("nginx", nginx))
+               if not p]
+    if missing:
+        print(f"bench-gate-tls needs {', '.join(missing)} (apt-get install wrk nghttp2-client nginx)", file=sys.stderr)
+        return 2
+    assert nginx is not None
+    caddy = shutil.which("caddy")
+    procs: list[subprocess.Popen[bytes]] = []
+    tmp = Path(tempfile.mkdtemp(prefix="bench-gate-tls-"))
+    try:
+        from gate.tls import ensure_fallback
+
+        cert, key = ensure_fallback(tmp / "certs", time.time())
+        (tmp / "www").mkdir()
+        (tmp / "www" / "1m").write_bytes(b"x" * (1 << 20))
+        origin_port, gate_port, nginx_port, caddy_port = free_port(), free_port(), free_port(), free_port()
+        procs.append(start_nginx(nginx, tmp, "origin", ORIGIN_BODY.format(port=origin_port, dir=tmp), LOAD_CPU))
+        wait_port(origin_port)
+        gate = subprocess.Popen(["taskset", "-c", PROXY_CPU, sys.executable, __file__, "--run-gate", str(gate_port),
+                                 f"127.0.0.1:{origin_port}", str(tmp / "certs")], cwd=ROOT)
+        procs.append(gate)
+        wait_port(gate_port)
+        procs.append(start_nginx(nginx, tmp, "proxy", NGINX_TLS_PROXY.format(port=nginx_port, origin=origin_port,
+                                                                             cert=cert, key=key), PROXY_CPU))
+        wait_port(nginx_port)
+        targets = [("gate", gate_port), ("nginx", nginx_port)]
+        meters = {"gate": CpuMeter(gate.pid), "nginx": CpuMeter(procs[-1].pid)}
+        if caddy:
+            (tmp / "Caddyfile").write_text(CADDYFILE.format(port=caddy_port, origin=origin_port, cert=cert, key=key,
+                                                            dir=tmp))
+            procs.append(subprocess.Popen(["taskset", "-c", PROXY_CPU, caddy, "run", "--config", str(tmp / "Caddyfile"),
+                                           "--adapter", "caddyfile"], stdout=subprocess.DEVNULL,
+                                          stderr=subprocess.DEVNULL, env={"HOME": str(tmp), "PATH": "/usr/bin:/bin",
+                                                                          "GOMAXPROCS": "1"}))
+            wait_port(caddy_port)
+            targets.append(("caddy", caddy_port))
+            meters["caddy"] = CpuMeter(procs[-1].pid)
+        sampler = RssSampler(gate.pid)
+        s = args.seconds
+        for _, port in targets:  # warm up pools
+            https_wrk(port, 20, 1)
+        results: dict[str, dict[str, dict[str, float]]] = {}
+        for name, port in targets:
+            r: dict[str, dict[str, float]] = {}
+            meter = meters[name]
+            r["h1"] = measured(meter, s, https_wrk, port, 50, s)
+            sampler.sample()
+            r["hs"] = measured(meter, s, https_wrk, port, 50, s, close=True)
+            sampler.sample()
+            profiler = None
+            if args.profile and name == "gate" and shutil.which("py-spy"):
+                profiler = subprocess.Popen(["py-spy", "record", "-p", str(gate.pid), "-o", str(PROFILE), "-f", "raw",
+                                             "-d", str(int(s)), "-r", "200"],
+                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            r["h2"] = measured(meter, s, h2load, port, s)
+            sampler.sample()
+            if profiler:
+                profiler.wait()
+            results[name] = r
+        print(f"\ngate TLS benchmark — origin nginx `return 200` on cpu {LOAD_CPU}; proxies pinned to cpu {PROXY_CPU}, "
+              f"load (wrk, h2load) on cpu {LOAD_CPU}; {s:g} s per run; ECDSA P-256 certificate\n")
+        print(f"{'':8} {'HTTPS h1 req/s @50':>19} {'TLS1.3 handshakes/s':>20} {'h2 req/s 10x10':>15} {'errors':>7}"
+              f"   CPU us per request: {'h1':>6} {'handshake':>9} {'h2':>6}")
+        for name, _ in targets:
+            r = results[name]
+            errors = int(sum(x["errors"] for x in r.values()))
+            print(f"{name:8} {r['h1']['rps']:>19.0f} {r['hs']['rps']:>20.0f} {r['h2']['rps']:>15.0f} {errors:>7}"
+                  f"   {'':19}{r['h1']['cpu_us']:>6.0f} {r['hs']['cpu_us']:>9.0f} {r['h2']['cpu_us']:>6.0f}")
+        g, n = results["gate"], results["nginx"]
+        print()
+        print(f"gate / nginx HTTPS HTTP/1.1 req/s: {g['h1']['rps'] / max(1.0, n['h1']['rps']):.2f} (target >= 0.50)")
+        print(f"gate / nginx TLS 1.3 handshakes/s: {g['hs']['rps'] / max(1.0, n['hs']['rps']):.2f} (target >= 0.50)")
+        print(f"gate / nginx HTTP/2 req/s:         {g['h2']['rps'] / max(1.0, n['h2']['rps']):.2f} (target >= 0.15)")
+        if "caddy" in results:
+            c = results["caddy"]
+            print(f"gate / caddy HTTP/2 req/s:         {g['h2']['rps'] / max(1.0, c['h2']['rps']):.2f} "
+                  f"(target >= 1.0)")
+        for k, label in (("h1", "HTTPS HTTP/1.1"), ("hs", "TLS 1.3 handshake"), ("h2", "HTTP/2")):
+            print(f"CPU per request, nginx / gate, {label}: {n[k]['cpu_us'] / g[k]['cpu_us']:.2f}")
+        print(f"gate peak RSS: {sampler.peak / 2**20:.1f} MiB")
+        if args.profile and PROFILE.exists():
+            summarize_profile(PROFILE)
+        return 0
+    finally:
+        for p in reversed(procs):
+            if p.poll() is None:
+                p.send_signal(signal.SIGQUIT if p.args and "nginx" in str(p.args) else signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

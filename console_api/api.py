@@ -1,0 +1,215 @@
+"""The route registry: each route states its method, path, role, body model and summary once; the
+aiohttp router, the role checks, the audit entries and the OpenAPI document all come from it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+from core.errors import BadRequest, ValidationFailed
+from core.identity import Principal, Role
+
+MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+@dataclass
+class ApiRequest:
+    """What a handler gets: the aiohttp request, the caller, the validated body, and a place to say
+    what the call changed (for the audit log)."""
+
+    raw: web.Request
+    principal: Principal | None
+    body: Any = None
+    audit_target: str | None = None
+    audit_before: Any = None
+    audit_after: Any = None
+
+    @property
+    def match(self) -> dict[str, str]:
+        return dict(self.raw.match_info)
+
+    @property
+    def query(self) -> Any:
+        return self.raw.query
+
+    @property
+    def client_ip(self) -> str:
+        return client_ip(self.raw)
+
+    def audit(self, target: str | None = None, *, before: Any = None, after: Any = None) -> None:
+        self.audit_target, self.audit_before, self.audit_after = target, before, after
+
+    def require(self) -> Principal:
+        assert self.principal is not None
+        return self.principal
+
+
+Handler = Callable[[ApiRequest], Awaitable[Any]]
+
+
+@dataclass
+class Operation:
+    method: str
+    path: str
+    handler: Handler
+    summary: str
+    role: Role | None  # None: no authentication needed
+    body: type[BaseModel] | None = None
+    action: str | None = None
+    tag: str = "core"
+    query: dict[str, str] = field(default_factory=dict)  # name -> description, for the OpenAPI document
+    response: str = "application/json"
+
+    @property
+    def mutating(self) -> bool:
+        return self.method in MUTATING
+
+
+class Api:
+    """A list of operations; route modules call `api.route(...)` to add theirs."""
+
+    def __init__(self) -> None:
+        self.operations: list[Operation] = []
+        # Set when the console starts shutting down: long-lived handlers (streams) end when they see it.
+        self.stopping = asyncio.Event()
+
+    def route(
+        self,
+        method: str,
+        path: str,
+        *,
+        summary: str,
+        role: Role | None = "viewer",
+        body: type[BaseModel] | None = None,
+        action: str | None = None,
+        tag: str = "core",
+        query: dict[str, str] | None = None,
+        response: str = "application/json",
+    ) -> Callable[[Handler], Handler]:
+        """Register a handler. Mutating methods default to needing `admin` unless `role` says otherwise
+        explicitly; every mutating call is audited under `action` (default `METHOD path`)."""
+
+        def deco(fn: Handler) -> Handler:
+            self.operations.append(
+                Operation(method.upper(), path, fn, summary, role, body, action, tag, dict(query or {}), response)
+            )
+            return fn
+
+        return deco
+
+    def find(self, method: str, path: str) -> Operation:
+        for op in self.operations:
+            if op.method == method and op.path == path:
+                return op
+        raise KeyError((method, path))
+
+
+async def parse_body(request: web.Request, model: type[BaseModel]) -> BaseModel:
+    """Read and validate a JSON body; errors are 400s that say which field and why."""
+    raw = await request.read()
+    if not raw:
+        raise BadRequest("a JSON body is required", hint=f"send {model.__name__} as application/json")
+    try:
+        data = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        where = f" at line {e.lineno} column {e.colno}" if isinstance(e, json.JSONDecodeError) else ""
+        raise BadRequest(f"the body is not valid JSON{where}", details={"reason": str(e)}) from e
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        raise validation_failed(e) from e
+
+
+def validation_failed(e: ValidationError) -> ValidationFailed:
+    problems = [
+        {"field": ".".join(str(p) for p in err["loc"]) or "(body)", "message": err["msg"], "type": err["type"]}
+        for err in e.errors()
+    ]
+    summary = "; ".join(f"{p['field']}: {p['message']}" for p in problems[:5])
+    return ValidationFailed(f"invalid request: {summary}", details={"errors": problems})
+
+
+def client_ip(request: web.Request) -> str:
+    peer = request.transport.get_extra_info("peername") if request.transport else None
+    if isinstance(peer, tuple) and peer:
+        return str(peer[0])
+    return "local"
+
+
+_PARAM = re.compile(r"\{(\w+)(?::[^}]*)?\}")
+
+
+def openapi_document(api: Api, *, version: str) -> dict[str, Any]:
+    """The OpenAPI 3.1 document for every registered operation."""
+    paths: dict[str, dict[str, Any]] = {}
+    schemas: dict[str, Any] = {
+        "Error": {
+            "type": "object",
+            "required": ["error"],
+            "properties": {
+                "error": {
+                    "type": "object",
+                    "required": ["code", "message", "details"],
+                    "properties": {
+                        "code": {"type": "string"},
+                        "message": {"type": "string"},
+                        "details": {"type": "object"},
+                    },
+                }
+            },
+        }
+    }
+    error_ref = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+    for op in api.operations:
+        path = _PARAM.sub(r"{\1}", op.path)
+        params: list[dict[str, Any]] = [
+            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+            for name in _PARAM.findall(op.path)
+        ]
+        params += [
+            {"name": name, "in": "query", "required": False, "schema": {"type": "string"}, "description": desc}
+            for name, desc in op.query.items()
+        ]
+        entry: dict[str, Any] = {
+            "summary": op.summary,
+            "operationId": f"{op.method.lower()}_{re.sub(r'[^a-z0-9]+', '_', path.lower()).strip('_')}",
+            "tags": [op.tag],
+            "responses": {
+                "200": {"description": "success", "content": {op.response: {}}},
+                "400": {"description": "bad request", **error_ref},
+                "default": {"description": "error", **error_ref},
+            },
+        }
+        if params:
+            entry["parameters"] = params
+        if op.role is not None:
+            entry["security"] = [{"bearer": []}]
+            entry["x-required-role"] = op.role if not op.mutating or op.role != "viewer" else "viewer"
+            entry["responses"]["401"] = {"description": "not authenticated", **error_ref}
+            entry["responses"]["403"] = {"description": "role not allowed", **error_ref}
+        if op.body is not None:
+            schema = op.body.model_json_schema(ref_template="#/components/schemas/{model}")
+            for name, sub in schema.pop("$defs", {}).items():
+                schemas[name] = sub
+            schemas[op.body.__name__] = schema
+            entry["requestBody"] = {
+                "required": True,
+                "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{op.body.__name__}"}}},
+            }
+        paths.setdefault(path, {})[op.method.lower()] = entry
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Infra-Core console API", "version": version},
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+    }

@@ -1,0 +1,282 @@
+"""The console's HTTP shell: the aiohttp application (error shape, authentication, role checks,
+audit), served on the console address (127.0.0.1:7070 by default) and on `<data>/console.sock`."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import socket
+import struct
+import uuid
+from pathlib import Path
+from typing import Any
+
+import structlog
+from aiohttp import web
+from pydantic import BaseModel
+
+from console_api.api import Api, ApiRequest, Operation, client_ip, parse_body
+from core.audit import AuditEntry, AuditLog
+from core.errors import Forbidden, InfraError, PayloadTooLarge, StartupError, Unauthorized
+from core.identity import Identity, Principal
+
+log = structlog.get_logger("console_api")
+
+_UNIX_PATH_MAX = 107
+MAX_BODY_BYTES = web.AppKey("max_body_bytes", int)
+
+
+def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        body=json.dumps(data, default=str, separators=(",", ":")).encode(),
+        status=status,
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+def _error_response(e: InfraError, request_id: str) -> web.Response:
+    body = e.to_dict()
+    body["error"]["details"].setdefault("request_id", request_id)
+    headers = {"X-Request-Id": request_id}
+    retry = getattr(e, "retry_after_s", None)
+    if retry is not None:
+        headers["Retry-After"] = str(max(1, int(retry + 0.999)))
+    if e.status == 401:
+        headers["WWW-Authenticate"] = 'Bearer realm="infracore"'
+    return _json(body, e.status, headers)
+
+
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large", 400: "bad_request"}
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: Any) -> web.StreamResponse:
+    request_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex[:16]
+    request["request_id"] = request_id
+    try:
+        return await handler(request)
+    except InfraError as e:
+        return _error_response(e, request_id)
+    except web.HTTPRequestEntityTooLarge:
+        limit = request.app[MAX_BODY_BYTES]
+        too_large = PayloadTooLarge(
+            f"the request body is larger than the {limit}-byte limit", details={"limit_bytes": limit}
+        )
+        return _error_response(too_large, request_id)
+    except web.HTTPException as e:
+        if e.status < 400:
+            raise
+        err = InfraError(e.reason or "error", code=_HTTP_CODES.get(e.status, "http_error"))
+        err.status = e.status
+        if e.status == 404:
+            err.message = f"no such API path: {request.path}"
+            err.details["hint"] = "see /api/openapi.json for the routes"
+        elif e.status == 405:
+            err.message = f"{request.method} is not allowed on {request.path}"
+        return _error_response(err, request_id)
+    except (ConnectionResetError, ConnectionError):
+        raise
+    except Exception as e:
+        log.exception("api handler failed", path=request.path, method=request.method, request_id=request_id)
+        return _error_response(
+            InfraError("internal error; the server log has the details", details={"type": type(e).__name__}),
+            request_id,
+        )
+
+
+def _peer_uid(request: web.Request) -> int | None:
+    sock = request.transport.get_extra_info("socket") if request.transport else None
+    if sock is None or sock.family != socket.AF_UNIX:
+        return None
+    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    _pid, uid, _gid = struct.unpack("3i", raw)
+    return uid
+
+
+class ConsoleServer:
+    """The console API as a component. Started last, stopped first."""
+
+    name = "console"
+
+    def __init__(
+        self,
+        api: Api,
+        identity: Identity,
+        audit: AuditLog,
+        *,
+        host: str,
+        port: int,
+        socket_path: Path | None,
+        max_body_bytes: int,
+        drain_timeout_s: float = 10.0,
+        ui_dir: Path | None = None,
+    ) -> None:
+        self.api = api
+        self.identity = identity
+        self.audit = audit
+        self.host, self.port = host, port
+        self.socket_path = socket_path
+        self.max_body_bytes = max_body_bytes
+        self.drain_timeout_s = drain_timeout_s
+        self.ui_dir = ui_dir
+        self._runner: web.AppRunner | None = None
+        self.bound_port: int | None = None
+        self.on_stop: list[Any] = []  # callables run first on stop (end SSE streams)
+
+    # --- application -------------------------------------------------------------------------
+
+    def build_app(self) -> web.Application:
+        app = web.Application(client_max_size=self.max_body_bytes, middlewares=[_errors, self._authenticate])
+        app[MAX_BODY_BYTES] = self.max_body_bytes
+        app.on_response_prepare.append(_server_header)
+        for op in self.api.operations:
+            app.router.add_route(op.method, op.path, self._adapt(op))
+        if self.ui_dir and (self.ui_dir / "index.html").exists():
+            index = self.ui_dir / "index.html"
+            if (self.ui_dir / "assets").is_dir():
+                app.router.add_static("/assets", self.ui_dir / "assets")
+
+            async def spa(_: web.Request) -> web.FileResponse:
+                return web.FileResponse(index)
+
+            app.router.add_get("/", spa)
+            app.router.add_get("/{tail:(?!api/).*}", spa)
+        return app
+
+    @web.middleware
+    async def _authenticate(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        principal: Principal | None = None
+        uid = _peer_uid(request)
+        if uid is not None:
+            # The socket is 0600: only its owner (root, or the user running the server) can connect.
+            if uid not in (0, os.getuid()):
+                raise Forbidden("this Unix socket is for the server's own user")
+            principal = Principal(f"local:uid={uid}", "admin", "socket")
+        else:
+            auth = request.headers.get("Authorization", "")
+            scheme, _, token = auth.partition(" ")
+            if auth and scheme.lower() == "bearer" and token.strip():
+                try:
+                    principal = await self.identity.authenticate(token.strip())
+                except Unauthorized as e:
+                    request["auth_error"] = e
+            elif auth:
+                request["auth_error"] = Unauthorized("unsupported Authorization scheme; use 'Bearer TOKEN'")
+        request["principal"] = principal
+        return await handler(request)
+
+    def _adapt(self, op: Operation) -> Any:
+        async def handle(request: web.Request) -> web.StreamResponse:
+            areq = ApiRequest(request, request.get("principal"))
+            try:
+                if op.role is not None:
+                    if areq.principal is None:
+                        raise request.get("auth_error") or Unauthorized(
+                            "authentication required",
+                            hint="log in with `fsctl login`, or send 'Authorization: Bearer TOKEN'",
+                        )
+                    if not areq.principal.has_role(op.role):
+                        raise Forbidden(
+                            f"this needs the {op.role} role; you are {areq.principal.role}",
+                            details={"required_role": op.role},
+                        )
+                if op.body is not None:
+                    areq.body = await parse_body(request, op.body)
+                result = await op.handler(areq)
+            except InfraError as e:
+                if op.mutating:
+                    outcome = "denied" if e.status in (401, 403) else "failed"
+                    await self._audit(op, areq, outcome, e.status)
+                raise
+            except web.HTTPRequestEntityTooLarge:
+                if op.mutating:
+                    await self._audit(op, areq, "failed", 413)
+                raise
+            response = _to_response(result)
+            if op.mutating:
+                await self._audit(op, areq, "ok", response.status)
+            return response
+
+        handle.__name__ = op.handler.__name__
+        return handle
+
+    async def _audit(self, op: Operation, areq: ApiRequest, outcome: str, status: int) -> None:
+        p = areq.principal
+        await self.audit.record(
+            AuditEntry(
+                actor=p.username if p else "anonymous",
+                role=p.role if p else None,
+                action=op.action or f"{op.method} {op.path}",
+                target=areq.audit_target,
+                outcome=outcome,
+                status=status,
+                client_ip=client_ip(areq.raw) if areq.raw.transport else None,
+                before=areq.audit_before,
+                after=areq.audit_after,
+            )
+        )
+
+    # --- component ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        app = self.build_app()
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=self.drain_timeout_s)
+        await self._runner.setup()
+        tcp = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
+        try:
+            await tcp.start()
+        except OSError as e:
+            await self._runner.cleanup()
+            if e.errno == errno.EADDRINUSE:
+                raise StartupError(
+                    f"the console address {self.host}:{self.port} is already in use",
+                    hint="stop the other program or pass --console HOST:PORT",
+                ) from e
+            raise StartupError(f"cannot listen on {self.host}:{self.port} for the console: {e.strerror}") from e
+        self.bound_port = self._runner.addresses[0][1] if self._runner.addresses else self.port
+        if self.socket_path is not None:
+            await self._start_unix(self.socket_path)
+        log.info("console listening", address=f"{self.host}:{self.bound_port}", socket=str(self.socket_path))
+
+    async def _start_unix(self, path: Path) -> None:
+        assert self._runner is not None
+        if len(os.fsencode(path)) > _UNIX_PATH_MAX:
+            log.warning("console socket path too long; not serving on a Unix socket", path=str(path))
+            self.socket_path = None
+            return
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()  # stale from a crash; the data-dir lock says no other instance owns it
+        old = os.umask(0o177)
+        try:
+            await web.UnixSite(self._runner, str(path)).start()
+        finally:
+            os.umask(old)
+        os.chmod(path, 0o600)
+
+    async def stop(self, drain_timeout_s: float) -> None:
+        self.api.stopping.set()
+        for fn in self.on_stop:
+            fn()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        if self.socket_path is not None:
+            with contextlib.suppress(FileNotFoundError):
+                self.socket_path.unlink()
+
+
+async def _server_header(_: web.Request, response: web.StreamResponse) -> None:
+    response.headers["Server"] = "infracore"  # not the Python and aiohttp versions
+
+
+def _to_response(result: Any) -> web.StreamResponse:
+    if isinstance(result, web.StreamResponse):
+        return result
+    if result is None:
+        return web.Response(status=204)
+    if isinstance(result, BaseModel):
+        return _json(result.model_dump(mode="json"))
+    return _json(result)

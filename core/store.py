@@ -1,0 +1,160 @@
+"""The state store: SQLite (WAL) through aiosqlite, with versioned migrations per component and one
+writer path.
+
+Theory of operation: one connection writes, one reads. Every write goes through `transaction()`,
+which holds an asyncio lock and a `BEGIN IMMEDIATE` transaction, so writes are serialized in one place
+and a write never sees a half-made change of another. Readers use the second connection and, thanks to
+WAL, see the last committed state without waiting for the writer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+import structlog
+
+from core.errors import StartupError
+
+log = structlog.get_logger("core.store")
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One step of a component's schema. Versions start at 1 and only ever grow; never edit a shipped one."""
+
+    version: int
+    name: str
+    sql: str
+
+
+_BOOKKEEPING = """
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    component TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    applied_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+    PRIMARY KEY (component, version)
+);
+"""
+
+
+class Store:
+    """An SQLite database file in WAL mode. Safe for concurrent use by tasks of one loop."""
+
+    def __init__(self, path: Path, *, synchronous: str = "FULL") -> None:
+        self.path = path
+        self._synchronous = synchronous
+        self._writer: aiosqlite.Connection | None = None
+        self._reader: aiosqlite.Connection | None = None
+        self._write_lock = asyncio.Lock()
+
+    async def open(self) -> None:
+        try:
+            self._writer = await self._connect()
+            self._reader = await self._connect()
+            await self._writer.executescript(_BOOKKEEPING)
+        except sqlite3.DatabaseError as e:
+            await self.close()
+            raise StartupError(
+                f"cannot open database {self.path}: {e}",
+                hint="the file may be damaged; restore it from a backup or move it away",
+            ) from e
+
+    async def _connect(self) -> aiosqlite.Connection:
+        conn = await aiosqlite.connect(self.path, isolation_level=None)
+        conn.row_factory = sqlite3.Row
+        await conn.execute("PRAGMA journal_mode=WAL")
+        await conn.execute(f"PRAGMA synchronous={self._synchronous}")
+        await conn.execute("PRAGMA busy_timeout=5000")
+        await conn.execute("PRAGMA foreign_keys=ON")
+        return conn
+
+    async def close(self) -> None:
+        for conn in (self._reader, self._writer):
+            if conn is not None:
+                await conn.close()
+        self._reader = self._writer = None
+
+    async def migrate(self, component: str, migrations: Sequence[Migration]) -> int:
+        """Apply the component's pending migrations in order, each in its own transaction.
+
+        Returns the schema version now in force. Refuses to run against a database made by a newer
+        release (a version this code does not know), rather than guess.
+        """
+        known = sorted(migrations, key=lambda m: m.version)
+        if [m.version for m in known] != list(range(1, len(known) + 1)):
+            raise ValueError(f"{component}: migration versions must be 1..N without gaps")
+        rows = await self.fetchall("SELECT version FROM schema_migrations WHERE component = ?", (component,))
+        applied = {r["version"] for r in rows}
+        newest = max(applied, default=0)
+        if newest > len(known):
+            raise StartupError(
+                f"{self.path}: the {component} schema is at version {newest}, newer than this release knows "
+                f"({len(known)})",
+                hint="run the release that wrote this database, or restore a backup made by this one",
+            )
+        assert self._writer is not None
+        for m in known:
+            if m.version in applied:
+                continue
+            async with self._write_lock:
+                try:
+                    await self._writer.executescript(
+                        f"BEGIN IMMEDIATE;\n{m.sql}\n;"
+                        f"INSERT INTO schema_migrations (component, version, name) "
+                        f"VALUES ({_quote(component)}, {m.version}, {_quote(m.name)});\nCOMMIT;"
+                    )
+                except sqlite3.Error as e:
+                    if self._writer.in_transaction:
+                        await self._writer.execute("ROLLBACK")
+                    raise StartupError(f"{component} migration {m.version} ({m.name}) failed: {e}") from e
+            log.info("applied migration", component=component, version=m.version, name=m.name)
+        return len(known)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        """The one writer path: an exclusive write transaction, committed on exit, rolled back on error.
+
+        Do not await anything but this connection inside it: the lock is held for its whole length.
+        """
+        assert self._writer is not None, "store is not open"
+        async with self._write_lock:
+            await self._writer.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._writer
+            except BaseException:
+                await self._writer.execute("ROLLBACK")
+                raise
+            else:
+                await self._writer.execute("COMMIT")
+
+    async def execute(self, sql: str, params: Iterable[Any] = ()) -> sqlite3.Cursor:
+        """Run one write statement in its own transaction; returns the cursor (lastrowid, rowcount)."""
+        async with self.transaction() as db:
+            cur = await db.execute(sql, tuple(params))
+            return cur  # type: ignore[return-value]
+
+    async def fetchall(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
+        assert self._reader is not None, "store is not open"
+        async with self._reader.execute(sql, tuple(params)) as cur:
+            return list(await cur.fetchall())
+
+    async def fetchone(self, sql: str, params: Iterable[Any] = ()) -> sqlite3.Row | None:
+        assert self._reader is not None, "store is not open"
+        async with self._reader.execute(sql, tuple(params)) as cur:
+            return await cur.fetchone()
+
+    async def integrity_check(self) -> str:
+        row = await self.fetchone("PRAGMA integrity_check")
+        return str(row[0]) if row else "no answer"
+
+
+def _quote(s: str) -> str:
+    return "'" + s.replace("'", "''") + "'"

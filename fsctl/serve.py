@@ -1,0 +1,249 @@
+"""`fsctl serve`: the composition root. Builds the kernel, wires the components, starts them in
+dependency order on one uvloop loop and stops them in reverse on SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import fcntl
+import importlib
+import os
+import signal
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import structlog
+
+from console_api import Api, ConsoleServer, routes_core
+from core.audit import AuditLog
+from core.bus import EventBus
+from core.clock import SystemClock
+from core.component import Component
+from core.errors import StartupError
+from core.identity import Identity
+from core.logging import configure_logging
+from core.ports import CertificateBoard, ChallengeStore, EndpointBoard
+from core.schema import CORE_MIGRATIONS
+from core.settings import Settings
+from core.store import Store
+from core.tasks import TaskSet
+from fsctl import __version__
+
+log = structlog.get_logger("fsctl.serve")
+
+# Each module has `wire(kernel) -> list[Component]`; they run (and their components start) in this
+# order: producers of ports before their consumers.
+WIRING: tuple[str, ...] = (
+    "fsctl.wire_logbus",
+    "fsctl.wire_orch",
+    "fsctl.wire_probe",
+    "fsctl.wire_certd",
+    "fsctl.wire_gate",
+    "fsctl.wire_snap",
+)
+
+
+@dataclass
+class Kernel:
+    """What the wiring modules build components from."""
+
+    settings: Settings
+    store: Store
+    bus: EventBus
+    identity: Identity
+    audit: AuditLog
+    api: Api
+    tasks: TaskSet
+    clock: SystemClock = field(default_factory=SystemClock)
+    endpoints: EndpointBoard = field(default_factory=EndpointBoard)
+    challenges: ChallengeStore = field(default_factory=ChallengeStore)
+    certificates: CertificateBoard = field(default_factory=CertificateBoard)
+    # Public service objects by name, for wiring modules that run later (e.g. logbus's sink).
+    services: dict[str, Any] = field(default_factory=dict)
+
+
+class DataDirLock:
+    """An exclusive `flock` on `<data>/infracore.lock`, held for the server's lifetime."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.path = data_dir / "infracore.lock"
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise StartupError(
+                f"another Infra-Core server (pid {holder}) is using the data dir {self.path.parent}",
+                hint="stop it first, or pass --data-dir for a separate instance",
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def prepare_data_dir(path: Path) -> None:
+    """Create the data dir (0700) and prove it is writable, or say precisely why not."""
+    try:
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        probe = path / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as e:
+        reason = e.strerror or str(e)
+        if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            reason = "permission denied" if e.errno != errno.EROFS else "read-only file system"
+        raise StartupError(
+            f"the data dir {path} is not writable: {reason}",
+            hint="fix its permissions, or pass --data-dir (or set INFRACORE_DATA_DIR) to another directory",
+        ) from e
+
+
+def _wire(kernel: Kernel) -> list[Component]:
+    components: list[Component] = []
+    for name in WIRING:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name == name:
+                continue  # that component is not built yet
+            raise
+        components.extend(module.wire(kernel))
+    return components
+
+
+class Server:
+    """The whole platform, built from settings. `run()` returns the process exit code."""
+
+    def __init__(self, settings: Settings, *, banner: IO[str] | None = None) -> None:
+        self.settings = settings
+        self.banner = banner or sys.stderr
+        self.components: list[Component] = []
+        self.states: dict[str, str] = {}
+        self.console: ConsoleServer | None = None
+        self._stopping = asyncio.Event()
+
+    def request_stop(self) -> None:
+        self._stopping.set()
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "data_dir": str(self.settings.data_dir),
+            "components": [{"name": c.name, "state": self.states.get(c.name, "new")} for c in self.components],
+        }
+
+    async def run(self, on_ready: Callable[[Server], None] | None = None) -> int:
+        s = self.settings
+        prepare_data_dir(s.data_dir)
+        lock = DataDirLock(s.data_dir)
+        lock.acquire()
+        store = Store(s.state_db)
+        started: list[Component] = []
+        bus = EventBus(store)
+        try:
+            await store.open()
+            await store.migrate("core", CORE_MIGRATIONS)
+            await bus.start()
+            await bus.prune(s.event_retention_count)
+            identity = Identity(store, bus, session_ttl_s=s.session_ttl_s, hash_rounds=s.password_hash_rounds)
+            audit = AuditLog(store)
+            password = await identity.ensure_initial_admin(s.data_dir)
+            if password:
+                self._print_banner(password)
+            api = Api()
+            kernel = Kernel(s, store, bus, identity, audit, api, TaskSet("kernel"))
+            ctx = routes_core.CoreContext(
+                identity, audit, bus, __version__, heartbeat_s=s.sse_heartbeat_s, status=self.status
+            )
+            routes_core.register(api, ctx)
+            self.components = _wire(kernel)
+            host, port = s.console_addr
+            self.console = ConsoleServer(
+                api, identity, audit, host=host, port=port, socket_path=s.console_socket,
+                max_body_bytes=s.api_max_body_bytes, drain_timeout_s=s.drain_timeout_s,
+                ui_dir=_ui_dir(),
+            )
+            self.console.on_stop.append(ctx.end_streams)
+            self.components.append(self.console)
+            for comp in self.components:
+                self.states[comp.name] = "starting"
+                await comp.start()
+                started.append(comp)
+                self.states[comp.name] = "running"
+            self._install_signals()
+            log.info(
+                "infracore ready", version=__version__, console=f"http://{host}:{self.console.bound_port}",
+                data_dir=str(s.data_dir), components=[c.name for c in self.components],
+            )
+            if on_ready:
+                on_ready(self)
+            await self._stopping.wait()
+            log.info("stopping", drain_timeout_s=s.drain_timeout_s)
+            return 0
+        finally:
+            await self._stop(started)
+            bus.close()
+            await store.close()
+            lock.release()
+            log.info("stopped")
+
+    async def _stop(self, started: list[Component]) -> None:
+        for comp in reversed(started):
+            self.states[comp.name] = "stopping"
+            try:
+                await asyncio.wait_for(comp.stop(self.settings.drain_timeout_s), self.settings.drain_timeout_s + 5)
+                self.states[comp.name] = "stopped"
+            except Exception as e:  # one component failing to stop must not keep the rest running
+                self.states[comp.name] = "failed"
+                log.error("component failed to stop", component=comp.name, error=repr(e))
+
+    def _install_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self.request_stop)
+
+    def _print_banner(self, password: str) -> None:
+        path = self.settings.data_dir / "initial-admin-password"
+        # Printed once, on the terminal of whoever started the first run; never to the structured log.
+        print(
+            "\n"
+            "  Infra-Core first start: an admin account was created.\n"
+            "    username: admin\n"
+            f"    password: {password}\n"
+            f"  (also saved, mode 0600, in {path}; change it with `fsctl user passwd admin`)\n",
+            file=self.banner,
+            flush=True,
+        )
+
+
+def _ui_dir() -> Path | None:
+    here = Path(__file__).resolve().parent.parent / "ui" / "dist"
+    return here if here.is_dir() else None
+
+
+def serve(settings: Settings) -> int:
+    """Run the server until SIGTERM/SIGINT on a uvloop loop; returns the exit code."""
+    import uvloop
+
+    os.umask(0o077)  # everything the platform writes (state, keys, logs) is private unless made otherwise
+    configure_logging(settings.log_level, settings.log_format)
+    server = Server(settings)
+    try:
+        return uvloop.run(server.run())
+    except StartupError as e:
+        hint = f" ({e.hint})" if e.hint else ""
+        print(f"fsctl serve: error: {e.message}{hint}", file=sys.stderr)
+        return 1

@@ -1,0 +1,31 @@
+"""Wiring of certd: its service from the settings (`acme_*` and the `certd:` section), the state store,
+the bus, the challenge store the gate's responder reads, the certificate board the gate's SNI
+selection reads (and declares its wanted names on), and its console routes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from certd import CertdService, load_config
+from console_api import routes_certd
+from core.component import Component
+
+
+def wire(kernel: Any) -> list[Component]:
+    s = kernel.settings
+    config = load_config(s.certd)
+    service = CertdService(
+        data_dir=s.data_dir,
+        directory_url=config.directory_url(s.acme_directory),
+        config=config,
+        store=kernel.store,
+        bus=kernel.bus,
+        challenges=kernel.challenges,
+        board=kernel.certificates,
+        ca_bundle=s.acme_ca_bundle,
+        email=s.acme_email,
+        clock=kernel.clock,
+    )
+    kernel.services["certd"] = service
+    routes_certd.register(kernel.api, service)
+    return [service]

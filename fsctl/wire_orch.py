@@ -1,0 +1,38 @@
+"""Wiring of orch: `OrchService` from the settings (`data_dir`, the `orch:` section), the state store (its
+own migrations), the bus (`service.*` events), the endpoint board (healthy instances, for the gate's
+`service:NAME` upstreams), logbus's `log_sink` when wired (else files under `<data>/logs/<service>/`);
+registered as `inventory` (for probe) and `orch`; and its console routes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import ValidationError
+
+from console_api import routes_orch
+from core.component import Component
+from core.errors import StartupError
+from orch.config import OrchSettings
+from orch.service import OrchService
+
+
+def load_orch_settings(section: dict[str, Any]) -> OrchSettings:
+    """The `orch:` section validated, or a StartupError naming each bad key."""
+    try:
+        return OrchSettings.model_validate(section or {})
+    except ValidationError as e:
+        problems = "; ".join(f"orch.{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors())
+        raise StartupError(f"invalid settings: {problems}",
+                           hint="e.g. orch: {cgroups: auto, backoff_max_s: 60}") from e
+
+
+def wire(kernel: Any) -> list[Component]:
+    s = kernel.settings
+    service = OrchService(
+        load_orch_settings(s.orch), data_dir=s.data_dir, store=kernel.store, bus=kernel.bus,
+        endpoints=kernel.endpoints, log_sink=kernel.services.get("log_sink"), clock=kernel.clock,
+    )
+    kernel.services["orch"] = service
+    kernel.services["inventory"] = service
+    routes_orch.register(kernel.api, service)
+    return [service]

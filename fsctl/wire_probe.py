@@ -1,0 +1,30 @@
+"""Wiring of probe: its service from the settings (`data_dir`, the `probe:` section), the state store
+(alert rules), the bus (alert events), orch's `inventory` (per-instance metrics; looked up each tick,
+so probe runs without orch too) and the gate's `gate_metrics` source (registered by gate's wiring,
+which runs later: looked up lazily each tick), and its console routes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from console_api import routes_probe
+from core.component import Component
+from probe.config import load_probe_config
+from probe.service import ProbeService
+
+
+def wire(kernel: Any) -> list[Component]:
+    s = kernel.settings
+    config = load_probe_config(s.probe)
+    service = ProbeService(
+        config,
+        s.data_dir,
+        kernel.store,
+        kernel.bus,
+        inventory=lambda: kernel.services.get("inventory"),
+        gate_source=lambda: kernel.services.get("gate_metrics"),
+        clock=kernel.clock,
+    )
+    kernel.services["probe"] = service
+    routes_probe.register(kernel.api, service)
+    return [service]

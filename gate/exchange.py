@@ -1,0 +1,568 @@
+"""One request/response exchange through the gate: route, policies, upstream choice (with retry and
+passive health), request body streaming, response streaming, upgrade tunnels, accounting.
+
+Theory of operation: `start()` decides synchronously whether the gate answers itself (ACME token, 404,
+405, policy verdict, 413, 503) or proxies. Proxying takes a warm pooled connection when there is one
+(no task, no await) and otherwise dials in a task. Body bytes that arrive before the upstream is
+attached are buffered up to the high-water mark, after which the client is paused. The response head
+and body are appended to the downstream's `out` and written once per upstream read. Every path ends
+in exactly one `_account()` (metrics and access log) guarded by `finished`.
+
+The exchange talks to its downstream only through the small interface documented in `gate.proxy`, so
+an HTTP/2 stream can be a downstream too.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import structlog
+
+from core.ports import AccessLogEntry
+from gate._static_io import StaticResponder
+from gate.balancer import TargetHealth, pick, record_failure, record_success, retry_after_s
+from gate.h1 import (
+    IDEMPOTENT,
+    LAST_CHUNK,
+    HttpError,
+    RequestInfo,
+    ResponseFraming,
+    response_framing,
+    upstream_request_head,
+)
+from gate.metrics import Stats
+from gate.pages import error_page
+
+if TYPE_CHECKING:
+    from gate.proxy import ClientConnection
+    from gate.state import RouteRuntime
+    from gate.upstream import UpstreamConnection
+
+log = structlog.get_logger("gate.exchange")
+
+ACME_PREFIX = "/.well-known/acme-challenge/"
+MAX_ATTEMPTS = 3
+
+
+class Exchange(StaticResponder):
+    # Per-request defaults live on the class (an exchange sets only what differs), which keeps the
+    # constructor cheap on the hot path; lists are created on first use.
+    rt: RouteRuntime | None = None
+    up: UpstreamConnection | None = None
+    target: TargetHealth | None = None
+    target_stats: Stats | None = None
+    tried: tuple[TargetHealth, ...] | list[TargetHealth] = ()
+    body_buf: tuple[bytes, ...] | list[bytes] = ()
+    body_buf_size = 0
+    tunnel_buf: tuple[bytes, ...] | list[bytes] = ()
+    req_bytes = 0
+    req_ended = False
+    bytes_out = 0
+    status = 0
+    framing: ResponseFraming | None = None
+    response_started = False
+    finished = False
+    interim = False
+    sent_continue = False
+    retry_ok = False
+    retried_stale = False
+    force_new = False
+    up_started = 0.0
+    upstream_ms: float | None = None
+    upstream_key: str | None = None
+    headers_101: list[tuple[bytes, bytes]] | tuple[()] = ()
+
+    def __init__(self, client: ClientConnection, method: bytes, version: str, headers: list[tuple[bytes, bytes]],
+                 info: RequestInfo, keep_alive: bool) -> None:
+        self.client = client
+        self.state = client.state
+        self.method = method
+        self.version = version
+        self.headers = headers
+        self.info = info
+        self.keep_alive = keep_alive
+        self.started = self.state.clock()
+        self.started_wall = self.state.wall_clock()
+        self.request_id = ""
+        if client.trusted:
+            for name, value in headers:
+                if name.lower() == b"x-request-id" and 0 < len(value) <= 128:
+                    self.request_id = value.decode("latin-1")
+        if not self.request_id:
+            self.request_id = self.state.request_id()
+        self.upstream_target = info.target
+
+    # --- helpers ------------------------------------------------------------------------------------
+
+    def now(self) -> float:
+        return self.state.clock()
+
+    @property
+    def upstream_timeout_s(self) -> float:
+        return self.rt.timeout_s if self.rt is not None else self.state.config.upstream_timeout_s
+
+    @property
+    def request_complete(self) -> bool:
+        return self.req_ended
+
+    def header(self, name: bytes) -> bytes:
+        for n, v in self.headers:
+            if n.lower() == name:
+                return v
+        return b""
+
+    # --- deciding --------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        st = self.state
+        info = self.info
+        client = self.client
+        if client.scheme == "http" and info.target.startswith(ACME_PREFIX):
+            token = info.target[len(ACME_PREFIX):].split("?", 1)[0]
+            key_auth = st.challenges.get(token) if token else None
+            if key_auth is None:
+                self.error(404, "no pending ACME challenge has this token")
+            else:
+                self.respond(200, key_auth.encode(), b"text/plain")
+            return
+        snap = st.snapshot
+        m = snap.table.match(info.host, info.target)
+        if m is None:
+            self.error(404, f"no site is configured for {info.host or 'this address'} at this path")
+            return
+        rt = snap.runtimes[m.route.id]
+        self.rt = rt
+        rt.metrics.active += 1
+        spec = rt.route.spec
+        if spec.methods and self.method.decode() not in spec.methods:
+            self.error(405, f"{self.method.decode()} is not allowed here",
+                       headers=((b"Allow", ", ".join(spec.methods).encode()),))
+            return
+        pol = rt.policies
+        if not pol.trivial:
+            verdict = (pol.check_ip(client.client_ip)
+                       or pol.check_redirect(client.scheme, self.method, info.host_header, info.target)
+                       or pol.check_auth(self.header(b"authorization")))
+            if verdict is not None:
+                if 300 <= verdict.status < 400:
+                    self.respond(verdict.status, b"", b"text/plain", headers=verdict.headers)
+                else:
+                    self.error(verdict.status, verdict.message, headers=verdict.headers)
+                return
+        if rt.limiter is not None:
+            wait = rt.limiter.take(client.client_ip, st.clock())
+            if wait > 0:
+                self.error(429, "too many requests from your address; slow down",
+                           headers=((b"Retry-After", str(math.ceil(wait)).encode()),))
+                return
+        if rt.max_body is not None and info.content_length is not None and info.content_length > rt.max_body:
+            self.error(413, f"the request body is larger than this site accepts ({rt.max_body} bytes)", close=True)
+            return
+        self.upstream_target = m.upstream_target
+        if rt.static_root is not None:
+            self.serve_static(rt.static_root, spec.static_spa)
+            return
+        self.retry_ok = self.method in IDEMPOTENT and not info.has_body
+        self.choose()
+
+    def choose(self) -> None:
+        st = self.state
+        rt = self.rt
+        assert rt is not None
+        targets = rt.targets(st)
+        now = st.clock()
+        if len(self.tried) >= MAX_ATTEMPTS:
+            t = None
+        else:
+            t = pick(targets, now, balance=rt.route.spec.balance, cursor=rt.cursor, exclude=self.tried)
+        if t is None:
+            if not targets:
+                self.error(503, "no upstream is available for this site", headers=((b"Retry-After", b"1"),))
+            elif self.tried:
+                self.error(502, "the upstream could not be reached")
+            else:
+                ra = retry_after_s(targets, now)
+                self.error(503, "every upstream of this site is failing; retry shortly",
+                           headers=((b"Retry-After", str(ra).encode()),))
+            return
+        conn = None if self.force_new else st.pool.take_idle(t)
+        if conn is not None:
+            self.attach(conn)
+            return
+        if st.pool.at_limit(t):
+            self.error(503, "the upstream has too many open connections", headers=((b"Retry-After", b"1"),))
+            return
+        st.tasks.spawn("connect", self._connect(t))
+
+    async def _connect(self, t: TargetHealth) -> None:
+        st = self.state
+        try:
+            conn = await st.pool.open(t, st.config.connect_timeout_s)
+        except TimeoutError:
+            self._connect_failed(t, 504, "the upstream did not accept the connection in time")
+            return
+        except OSError as e:
+            self._connect_failed(t, 502, f"the upstream refused the connection ({e.strerror or e})")
+            return
+        finally:
+            self.force_new = False
+        if self.finished or self.client.closed:
+            st.pool.release(conn)
+            return
+        self.attach(conn)
+        self.client.flush()
+
+    def _connect_failed(self, t: TargetHealth, status: int, message: str) -> None:
+        st = self.state
+        if record_failure(t, st.clock(), st.health_policy):
+            log.warning("upstream ejected", target=t.key, until_s=round(t.ejected_until - st.clock(), 1))
+        log.info("upstream connect failed", target=t.key, status=status, reason=message, request_id=self.request_id)
+        if self.finished or self.client.closed:
+            return
+        self.tried = [*self.tried, t]
+        if len(self.tried) < MAX_ATTEMPTS and self.rt is not None:
+            targets = self.rt.targets(st)
+            if any(x not in self.tried and x.available(st.clock()) for x in targets):
+                self.choose()
+                self.client.flush()
+                return
+        self.error(status, message)
+        self.client.flush()
+
+    # --- proxying the request -------------------------------------------------------------------------
+
+    def attach(self, conn: UpstreamConnection) -> None:
+        st = self.state
+        rt = self.rt
+        assert rt is not None and conn.transport is not None
+        self.up = conn
+        conn.exchange = self
+        conn.requests += 1
+        t = conn.target
+        self.target = t
+        t.active += 1
+        self.upstream_key = t.key
+        self.target_stats = ts = st.metrics.target(t.key)
+        ts.active += 1
+        now = st.clock()
+        self.up_started = now
+        pol = rt.policies
+        head = upstream_request_head(
+            self.method, self.upstream_target, self.headers, self.info, client_ip=self.client.client_ip,
+            proto=self.client.scheme, request_id=self.request_id.encode(), trusted=self.client.trusted,
+            set_headers=pol.req_set or None, remove_headers=pol.req_remove,
+        )
+        pieces = [head]
+        if self.body_buf:
+            chunked = self.info.chunked
+            for data in self.body_buf:
+                if chunked:
+                    pieces += (b"%x\r\n" % len(data), data, b"\r\n")
+                else:
+                    pieces.append(data)
+            self.body_buf = ()
+            self.body_buf_size = 0
+            self.client.resume_reading_for(4)
+        if self.req_ended and self.info.chunked:
+            pieces.append(LAST_CHUNK)
+        conn.transport.write(b"".join(pieces) if len(pieces) > 1 else head)
+        # The upstream's answer is due once the whole request is sent; during a long upload the client's
+        # body timeout (and back-pressure) govern instead.
+        conn.deadline = now + rt.timeout_s if self.req_ended or not self.info.has_body else 0.0
+        if self.info.expect_continue and not self.req_ended and self.req_bytes == 0:
+            self.sent_continue = True
+            self.client.send_continue()
+        if self.client.write_paused:
+            self.pause_upstream()
+
+    def on_request_body(self, data: bytes) -> None:
+        self.req_bytes += len(data)
+        rt = self.rt
+        if rt is not None and rt.max_body is not None and self.req_bytes > rt.max_body:
+            self.on_request_aborted(HttpError(413, f"the request body is larger than this site accepts "
+                                                   f"({rt.max_body} bytes)"))
+            return
+        if self.finished:
+            return
+        up = self.up
+        if up is not None and up.transport is not None:
+            if self.info.chunked:
+                up.transport.writelines((b"%x\r\n" % len(data), data, b"\r\n"))
+            else:
+                up.transport.write(data)
+            return
+        if self.body_buf:
+            self.body_buf.append(data)  # type: ignore[union-attr]
+        else:
+            self.body_buf = [data]
+        self.body_buf_size += len(data)
+        if self.body_buf_size > self.state.config.high_water_bytes:
+            self.client.pause_reading_for(4)
+
+    def on_request_end(self) -> None:
+        self.req_ended = True
+        up = self.up
+        if up is not None and not self.finished:
+            if self.info.chunked and up.transport is not None:
+                up.transport.write(LAST_CHUNK)
+            if not up.deadline and not self.client.write_paused:
+                up.deadline = self.state.clock() + self.upstream_timeout_s
+
+    def on_request_aborted(self, err: HttpError) -> None:
+        """The client's request cannot be completed (bad chunk, too large, stalled)."""
+        self._drop_upstream(failed=False)
+        if self.finished:
+            self.client.close()
+            return
+        if not self.response_started:
+            self.error(err.status, err.message, close=True)
+            self.client.flush()
+        else:
+            self.status = self.status or err.status
+            self._account()
+            self.client.abort()
+
+    def tunnel_buffer(self, data: bytes) -> None:
+        if data:
+            self.tunnel_buf = [*self.tunnel_buf, data]
+            if sum(len(x) for x in self.tunnel_buf) > self.state.config.high_water_bytes:
+                self.client.pause_reading_for(4)
+
+    # --- upstream events ----------------------------------------------------------------------------
+
+    def on_response_head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]) -> bool:
+        """Returns True when no body follows that the parser would wait for (HEAD)."""
+        if self.finished:
+            return False
+        if status < 200:
+            self.interim = True  # 1xx: swallowed (we sent our own 100); 101 continues in on_upstream_upgrade
+            if status == 101:
+                self.status = 101
+                self.headers_101 = headers
+            return False
+        if self.upstream_ms is None:
+            self.upstream_ms = (self.state.clock() - self.up_started) * 1000
+        client = self.client
+        try:
+            framing = response_framing(status, headers, self.method, self.version, self.keep_alive)
+        except HttpError as e:
+            self.on_upstream_failed(self.up, e, protocol_error=True)
+            return False
+        if client.closing or self.info.upgrade is not None or not self.req_ended:
+            framing.close_after = True
+        self.framing = framing
+        self.status = status
+        rt = self.rt
+        assert rt is not None
+        client.send_head(status, reason, headers, framing,
+                         rt.policies.response_headers(client.scheme, rt.route.spec.policies.hsts_max_age_s),
+                         rt.policies.resp_remove)
+        self.response_started = True
+        return self.method == b"HEAD"
+
+    def on_response_body(self, data: bytes) -> None:
+        if self.finished:
+            return
+        self.bytes_out += len(data)
+        self.client.send_body(data, self.framing)
+
+    def on_response_end(self) -> None:
+        if self.finished:
+            return
+        framing = self.framing
+        if framing is not None:
+            self.client.send_end(framing)
+        self.client.flush()  # the response leaves before the bookkeeping below
+        up = self.up
+        self.up = None
+        if up is not None:
+            up.exchange = None
+            self._release_target(success=True)
+            if self.req_ended and up.keep_alive:
+                self.state.pool.release(up)
+            else:
+                up.close()
+        self._account()
+        self.client.response_done(self, framing.close_after if framing is not None else True)
+
+    def on_upstream_upgrade(self, rest: bytes) -> None:
+        """The upstream answered 101: relay it and turn both connections into a raw tunnel."""
+        up = self.up
+        client = self.client
+        if up is None or self.finished:
+            return
+        if self.info.upgrade is None or self.status != 101:
+            self.on_upstream_failed(up, HttpError(502, "the upstream switched protocols unasked"), protocol_error=True)
+            return
+        client.send_switch(list(self.headers_101), self.info.upgrade, rest)
+        self.response_started = True
+        self.upstream_ms = (self.state.clock() - self.up_started) * 1000
+        up.exchange = None
+        up.deadline = 0.0
+        up.tunnel = client
+        client.upgrading = False
+        client.start_tunnel(up)
+        if self.tunnel_buf and up.transport is not None:
+            up.transport.write(b"".join(self.tunnel_buf))
+            self.tunnel_buf = ()
+
+    def tunnel_finished(self) -> None:
+        if not self.finished:
+            self._release_target(success=True)
+            self.up = None
+            self._account()
+
+    def on_upstream_failed(self, conn: UpstreamConnection | None, exc: BaseException, *, protocol_error: bool) -> None:
+        """The upstream sent something unparseable or ambiguous."""
+        if conn is not None and conn is self.up:
+            log.warning("invalid upstream response", target=conn.target.key, error=str(exc),
+                        request_id=self.request_id)
+            self._drop_upstream(failed=True)
+        if self.finished:
+            return
+        if not self.response_started:
+            self.error(502, "the upstream sent an invalid response")
+        else:
+            self._account()
+            self.client.abort()
+
+    def on_upstream_lost(self, conn: UpstreamConnection, exc: Exception | None) -> None:
+        if conn is not self.up or self.finished:
+            return
+        framing = self.framing
+        if self.response_started and framing is not None:
+            if framing.body and framing.content_length is None and not framing.chunked_in and exc is None:
+                conn.keep_alive = False
+                self.on_response_end()  # a close-delimited body ends here
+                self.client.flush()
+                return
+            self._drop_upstream(failed=False)
+            self._account()
+            self.client.flush()
+            self.client.abort()
+            return
+        self._drop_upstream(failed=False)
+        t = conn.target
+        if conn.requests > 1 and self.retry_ok and not self.retried_stale:
+            # A pooled connection the upstream had closed just as we sent: try once on a fresh one.
+            self.retried_stale = True
+            self.force_new = True
+            self.state.tasks.spawn("reconnect", self._connect(t))
+            return
+        if record_failure(t, self.state.clock(), self.state.health_policy):
+            log.warning("upstream ejected", target=t.key)
+        self.error(502, "the upstream closed the connection without answering")
+        self.client.flush()
+
+    def check_timeouts(self, now: float) -> None:
+        up = self.up
+        if up is None or not up.deadline or now < up.deadline:
+            return
+        self.state.metrics.timeouts += 1
+        t = up.target
+        record_failure(t, now, self.state.health_policy)
+        log.info("upstream timed out", target=t.key, request_id=self.request_id)
+        self._drop_upstream(failed=False)
+        if not self.response_started:
+            self.error(504, "the upstream did not answer in time")
+            self.client.flush()
+        else:
+            self._account()
+            self.client.abort()
+
+    def pause_upstream(self) -> None:
+        up = self.up
+        if up is not None and up.transport is not None:
+            up.transport.pause_reading()
+            up.deadline = 0.0
+
+    def resume_upstream(self) -> None:
+        up = self.up
+        if up is not None and up.transport is not None:
+            up.transport.resume_reading()
+            up.deadline = self.state.clock() + self.upstream_timeout_s
+
+    def on_client_lost(self) -> None:
+        if self.finished:
+            return
+        self._drop_upstream(failed=False)
+        if not self.status or not self.response_started:
+            self.status = 499
+        self._account()
+
+    # --- answering ourselves ----------------------------------------------------------------------------
+
+    def error(self, status: int, message: str, *, headers: tuple[tuple[bytes, bytes], ...] = (),
+              close: bool = False) -> None:
+        body, ctype = error_page(status, message, self.request_id, accept=self.header(b"accept"))
+        self.respond(status, body, ctype, headers=headers, close=close)
+
+    def respond(self, status: int, body: bytes, ctype: bytes, *, headers: tuple[tuple[bytes, bytes], ...] = (),
+                close: bool = False) -> None:
+        if self.finished:
+            return
+        close = close or not self.keep_alive or self.client.closing or (not self.req_ended and self.info.has_body)
+        hdrs = [(b"X-Request-Id", self.request_id.encode()), *headers]
+        self.client.send_simple(status, body, ctype, keep_alive=not close, headers=hdrs,
+                                head_only=self.method == b"HEAD")
+        self.status = status
+        self.response_started = True
+        self.bytes_out = len(body)
+        self._account()
+        self.client.response_done(self, close)
+
+    # --- bookkeeping ----------------------------------------------------------------------------------
+
+    def _release_target(self, *, success: bool) -> None:
+        t = self.target
+        if t is not None:
+            t.active -= 1
+            if success:
+                record_success(t)
+            if self.target_stats is not None:
+                self.target_stats.active -= 1
+            self.target = None
+
+    def _drop_upstream(self, *, failed: bool) -> None:
+        up = self.up
+        self.up = None
+        if up is not None:
+            up.exchange = None
+            up.close()
+            if failed:
+                record_failure(up.target, self.state.clock(), self.state.health_policy)
+        self._release_target(success=False)
+
+    def _account(self) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        st = self.state
+        now = st.clock()
+        ms = (now - self.started) * 1000
+        status = self.status
+        st.metrics.total.record(status, self.req_bytes, self.bytes_out, ms, now)
+        rt = self.rt
+        route_name = None
+        if rt is not None:
+            rt.metrics.active -= 1
+            rt.metrics.record(status, self.req_bytes, self.bytes_out, ms, now)
+            route_name = rt.route.name
+        ts = self.target_stats
+        upstream = None
+        if ts is not None:
+            ts.record(status, self.req_bytes, self.bytes_out, ms, now)
+            upstream = self.upstream_key
+        sink = st.access_log
+        if sink is not None:
+            try:
+                sink.record(AccessLogEntry(
+                    at=self.started_wall, host=self.info.host, method=self.method.decode("latin-1"),
+                    path=self.info.target, status=status, bytes_sent=self.bytes_out, duration_ms=round(ms, 3),
+                    upstream=upstream, client_ip=self.client.client_ip, request_id=self.request_id,
+                    route=route_name, protocol=f"HTTP/{self.version}", bytes_received=self.req_bytes,
+                    upstream_ms=None if self.upstream_ms is None else round(self.upstream_ms, 3),
+                ))
+            except Exception as e:  # the sink must not raise; if it does, the request still succeeds
+                log.warning("access log sink failed", error=repr(e))

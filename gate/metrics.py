@@ -1,0 +1,147 @@
+"""Request metrics, pure: counters by status class, bytes, active requests, and latency histograms over
+sliding windows (p50/p95/p99), per route and per upstream target. `now` is passed in.
+
+Theory of operation: a histogram has fixed log-spaced buckets (0.05 ms … ~60 s, +12.5 % each) and a
+ring of `windows` slots of `window_s` seconds; recording adds 1 to one bucket of the current slot
+(resetting the slot when the ring comes round). A quantile merges the slots still inside the asked
+span, so memory is constant and a query costs O(buckets * windows).
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from typing import Any
+
+from core.ports import Sample
+
+_BOUNDS: tuple[float, ...] = tuple(0.05 * (1.125**i) for i in range(160))  # ms, up to ~80 s
+
+
+class Histogram:
+    __slots__ = ("counts", "slot_ids", "window_s", "windows")
+
+    def __init__(self, window_s: float = 10.0, windows: int = 30) -> None:
+        self.window_s = window_s
+        self.windows = windows
+        self.counts = [[0] * (len(_BOUNDS) + 1) for _ in range(windows)]
+        self.slot_ids = [-1] * windows
+
+    def record(self, ms: float, now: float) -> None:
+        slot_id = int(now // self.window_s)
+        i = slot_id % self.windows
+        if self.slot_ids[i] != slot_id:
+            self.slot_ids[i] = slot_id
+            self.counts[i] = [0] * (len(_BOUNDS) + 1)
+        self.counts[i][bisect_left(_BOUNDS, ms)] += 1
+
+    def merged(self, now: float, span_s: float) -> list[int]:
+        newest = int(now // self.window_s)
+        oldest = newest - max(1, int(span_s // self.window_s)) + 1
+        out = [0] * (len(_BOUNDS) + 1)
+        for i, sid in enumerate(self.slot_ids):
+            if oldest <= sid <= newest:
+                for j, c in enumerate(self.counts[i]):
+                    if c:
+                        out[j] += c
+        return out
+
+    def quantiles(self, now: float, span_s: float, qs: tuple[float, ...] = (0.5, 0.95, 0.99)) -> dict[str, Any]:
+        """{"count", "p50", ...} in ms over the last `span_s` seconds; the bucket's upper bound is reported."""
+        merged = self.merged(now, span_s)
+        total = sum(merged)
+        out: dict[str, Any] = {"count": total}
+        for q in qs:
+            key = f"p{round(q * 100):d}"
+            if total == 0:
+                out[key] = None
+                continue
+            rank, acc = q * total, 0
+            for j, c in enumerate(merged):
+                acc += c
+                if acc >= rank:
+                    out[key] = round(_BOUNDS[j] if j < len(_BOUNDS) else _BOUNDS[-1], 3)
+                    break
+        return out
+
+
+class Stats:
+    """Counters for one route or one target."""
+
+    __slots__ = ("active", "by_class", "bytes_in", "bytes_out", "latency", "requests")
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.by_class = [0, 0, 0, 0, 0, 0]  # index = status // 100 (0 = aborted before a status)
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.active = 0
+        self.latency = Histogram()
+
+    def record(self, status: int, bytes_in: int, bytes_out: int, ms: float, now: float) -> None:
+        self.requests += 1
+        self.by_class[min(5, max(0, status // 100))] += 1
+        self.bytes_in += bytes_in
+        self.bytes_out += bytes_out
+        self.latency.record(ms, now)
+
+    def to_dict(self, now: float, span_s: float) -> dict[str, Any]:
+        latency = self.latency.quantiles(now, span_s)
+        return {
+            "requests": self.requests,
+            "qps": round(latency["count"] / max(span_s, 1e-9), 2),
+            "status": {"1xx": self.by_class[1], "2xx": self.by_class[2], "3xx": self.by_class[3],
+                       "4xx": self.by_class[4], "5xx": self.by_class[5], "aborted": self.by_class[0]},
+            "bytes_in": self.bytes_in,
+            "bytes_out": self.bytes_out,
+            "active": self.active,
+            "latency_ms": latency,
+        }
+
+
+class GateMetrics:
+    """All the gate's counters. Mutated only on the loop; reads are cheap snapshots."""
+
+    def __init__(self) -> None:
+        self.total = Stats()
+        self.routes: dict[str, Stats] = {}
+        self.targets: dict[str, Stats] = {}
+        self.connections_open = 0
+        self.connections_total = 0
+        self.protocol_errors = 0
+        self.timeouts = 0
+
+    def route(self, name: str) -> Stats:
+        s = self.routes.get(name)
+        if s is None:
+            s = self.routes[name] = Stats()
+        return s
+
+    def target(self, key: str) -> Stats:
+        s = self.targets.get(key)
+        if s is None:
+            s = self.targets[key] = Stats()
+        return s
+
+    def snapshot(self, now: float, span_s: float = 60.0) -> dict[str, Any]:
+        return {
+            "window_s": span_s,
+            "connections": {"open": self.connections_open, "total": self.connections_total},
+            "protocol_errors": self.protocol_errors,
+            "timeouts": self.timeouts,
+            "total": self.total.to_dict(now, span_s),
+            "routes": {k: v.to_dict(now, span_s) for k, v in sorted(self.routes.items())},
+            "targets": {k: v.to_dict(now, span_s) for k, v in sorted(self.targets.items())},
+        }
+
+    def samples(self) -> list[Sample]:
+        """Counters and gauges for probe's Prometheus exposition (core.ports.MetricsSource)."""
+        out = [Sample("gate_connections_open", self.connections_open),
+               Sample("gate_connections_total", self.connections_total, kind="counter")]
+        for kind, table in (("route", self.routes), ("target", self.targets)):
+            for key, s in table.items():
+                for i, cls in enumerate(("aborted", "1xx", "2xx", "3xx", "4xx", "5xx")):
+                    out.append(Sample("gate_requests_total", s.by_class[i], {kind: key, "class": cls}, "counter"))
+                out.append(Sample("gate_bytes_in_total", s.bytes_in, {kind: key}, "counter"))
+                out.append(Sample("gate_bytes_out_total", s.bytes_out, {kind: key}, "counter"))
+                out.append(Sample("gate_active_requests", s.active, {kind: key}))
+        return out

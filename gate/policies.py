@@ -1,0 +1,170 @@
+"""Per-route policies, pure: HTTPS redirect, HSTS and security headers, IP allow/deny, basic auth and a
+token-bucket rate limit per client IP. `now` is passed in; no I/O.
+
+`CompiledPolicies` is built once per route table (CIDRs parsed, header names encoded) so a request pays
+only lookups. Rate-limit buckets live in a `RateLimiter` the gate keeps per route across table swaps.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import ipaddress
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import bcrypt
+
+from gate.routes import Policies, RateLimit
+
+SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
+    (b"X-Content-Type-Options", b"nosniff"),
+    (b"X-Frame-Options", b"SAMEORIGIN"),
+    (b"Referrer-Policy", b"strict-origin-when-cross-origin"),
+    (b"Permissions-Policy", b"interest-cohort=()"),
+)
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _nets(items: list[str]) -> tuple[Network, ...]:
+    return tuple(ipaddress.ip_network(x, strict=False) for x in items)
+
+
+def ip_in(nets: tuple[Network, ...], ip: str) -> bool:
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        return False
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped
+    return any(addr.version == n.version and addr in n for n in nets)
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """An answer the gate gives instead of proxying."""
+
+    status: int
+    message: str
+    headers: tuple[tuple[bytes, bytes], ...] = ()
+
+
+class CompiledPolicies:
+    """A route's policies, ready for the hot path."""
+
+    __slots__ = ("allow", "auth_cache", "auth_users", "deny", "realm", "redirect_https", "req_remove", "req_set",
+                 "resp_extra", "resp_remove", "trivial")
+
+    def __init__(self, p: Policies) -> None:
+        self.redirect_https = p.redirect_https
+        self.allow = _nets(p.allow)
+        self.deny = _nets(p.deny)
+        self.auth_users = {u.username: u.bcrypt_hash.encode() for u in p.basic_auth}
+        self.realm = p.basic_auth_realm
+        self.auth_cache: OrderedDict[bytes, None] = OrderedDict()
+        self.req_set = dict(p.request_headers.set)
+        self.req_remove = frozenset(h.lower().encode() for h in [*p.request_headers.remove, *p.request_headers.set])
+        extra: list[tuple[bytes, bytes]] = []
+        if p.security_headers:
+            extra += SECURITY_HEADERS
+        extra += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in p.response_headers.set.items()]
+        self.resp_extra = tuple(extra)
+        self.resp_remove = frozenset(
+            h.lower().encode() for h in [*p.response_headers.remove, *p.response_headers.set]
+        ) | (frozenset(k.lower() for k, _ in SECURITY_HEADERS) if p.security_headers else frozenset())
+        self.trivial = not (self.redirect_https or self.allow or self.deny or self.auth_users)
+
+    def response_headers(self, scheme: str, hsts_max_age_s: int) -> tuple[tuple[bytes, bytes], ...]:
+        if hsts_max_age_s and scheme == "https":
+            return (*self.resp_extra, (b"Strict-Transport-Security", b"max-age=%d" % hsts_max_age_s))
+        return self.resp_extra
+
+    def check_ip(self, ip: str) -> Verdict | None:
+        if self.deny and ip_in(self.deny, ip):
+            return Verdict(403, "your address is not allowed to use this site")
+        if self.allow and not ip_in(self.allow, ip):
+            return Verdict(403, "your address is not allowed to use this site")
+        return None
+
+    def check_redirect(self, scheme: str, method: bytes, host_header: bytes, target: str) -> Verdict | None:
+        if not self.redirect_https or scheme == "https":
+            return None
+        status = 301 if method in (b"GET", b"HEAD") else 308
+        host = host_header.decode("latin-1")
+        if host.startswith("["):
+            host = host[: host.find("]") + 1]
+        else:
+            host = host.split(":", 1)[0]
+        return Verdict(status, "this site is served over HTTPS",
+                       ((b"Location", f"https://{host}{target}".encode("latin-1")),))
+
+    def check_auth(self, authorization: bytes) -> Verdict | None:
+        if not self.auth_users:
+            return None
+        if basic_auth_ok(authorization, self.auth_users, self.auth_cache):
+            return None
+        return Verdict(401, "this site needs a username and password",
+                       ((b"WWW-Authenticate", f'Basic realm="{self.realm}", charset="UTF-8"'.encode()),))
+
+
+def basic_auth_ok(
+    header: bytes, users: dict[str, bytes], cache: OrderedDict[bytes, None], cache_size: int = 256
+) -> bool:
+    """Whether an `Authorization: Basic ...` value names a user with the right password.
+
+    bcrypt is slow by design, so a successful check is remembered (by a SHA-256 of the header and the
+    stored hash) in a small LRU; a wrong password is checked in full every time."""
+    if not header[:6].lower() == b"basic ":
+        return False
+    try:
+        decoded = base64.b64decode(header[6:].strip(), validate=True).decode("utf-8")
+    except (ValueError, UnicodeDecodeError):
+        return False
+    user, sep, password = decoded.partition(":")
+    stored = users.get(user)
+    if not sep or stored is None:
+        return False
+    key = hashlib.sha256(header + b"\x00" + stored).digest()
+    if key in cache:
+        cache.move_to_end(key)
+        return True
+    try:
+        ok = bcrypt.checkpw(password.encode("utf-8"), stored)
+    except ValueError:
+        return False
+    if ok:
+        cache[key] = None
+        if len(cache) > cache_size:
+            cache.popitem(last=False)
+    return ok
+
+
+class RateLimiter:
+    """Token buckets per client IP. `take(ip, now)` → 0.0 when allowed, else seconds until a token.
+
+    Memory is bounded: at most `max_clients` buckets; when full, the least recently seen goes (it would
+    have refilled the most)."""
+
+    __slots__ = ("buckets", "burst", "max_clients", "rate")
+
+    def __init__(self, limit: RateLimit, max_clients: int = 100_000) -> None:
+        self.rate = limit.rate_per_s
+        self.burst = float(limit.burst or max(1, int(limit.rate_per_s)))
+        self.max_clients = max_clients
+        self.buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()  # ip -> (tokens, at)
+
+    def take(self, ip: str, now: float) -> float:
+        entry = self.buckets.get(ip)
+        if entry is None:
+            tokens = self.burst
+            if len(self.buckets) >= self.max_clients:
+                self.buckets.popitem(last=False)
+        else:
+            tokens = min(self.burst, entry[0] + (now - entry[1]) * self.rate)
+            self.buckets.move_to_end(ip)
+        if tokens >= 1.0:
+            self.buckets[ip] = (tokens - 1.0, now)
+            return 0.0
+        self.buckets[ip] = (tokens, now)
+        return (1.0 - tokens) / self.rate

@@ -1,0 +1,458 @@
+"""The client side of the HTTP/1.1 proxy: one `asyncio.Protocol` per client connection, parsing with
+httptools, keeping pipelined requests in order, enforcing limits and timeouts, and being the
+*downstream* an `Exchange` writes its response to.
+
+Theory of operation: parser callbacks build a request head; at its end the head is checked
+(`h1.check_request`) and an `Exchange` is queued. Only the first queued exchange is active; while a
+later (pipelined) one waits, reading from the socket is paused, so at most one read's worth of
+pipelined bytes is held. Reading is paused for several independent reasons at once (a bit each:
+pipelining, the upstream's write buffer, body buffering before the upstream is connected, shutdown)
+and resumes only when none is left. Response bytes produced while handling one upstream read are
+gathered in `out` and written with one `write` (`flush`), so a small response's head and body leave
+in one segment. Timeouts are deadlines checked by the service's sweeper, not timers per request.
+
+The *downstream* contract an `Exchange` uses, which an HTTP/2 stream implements the same way (with
+frames instead of HTTP/1 bytes): `send_head`, `send_body`, `send_end`, `send_simple`, `send_continue`,
+`flush`, `response_done(exchange, close)`, `pause_reading_for`/`resume_reading_for`, `wait_writable`,
+`write_paused`, `closing`, `closed`, `abort()`, `close()`, and the fields `state`, `client_ip`,
+`trusted`, `scheme`. A TLS listener reuses this class as is, with `scheme="https"`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections import deque
+
+import httptools
+import structlog
+
+from gate.exchange import Exchange
+from gate.h1 import (
+    HOP_BY_HOP,
+    LAST_CHUNK,
+    HttpError,
+    ResponseFraming,
+    check_request,
+    response_head,
+    simple_response,
+)
+from gate.pages import error_page
+from gate.state import ProxyState
+
+log = structlog.get_logger("gate.proxy")
+
+# Reasons to stop reading from a client (bits of `ClientConnection.paused`).
+PAUSE_PIPELINE = 1
+PAUSE_UPSTREAM_FULL = 2
+PAUSE_BUFFERED = 4
+PAUSE_ERROR = 8
+
+# Deadline kinds.
+D_NONE, D_IDLE, D_HEADER, D_BODY = 0, 1, 2, 3
+
+
+class ClientConnection(asyncio.Protocol):
+    """One HTTP/1.1 client connection (plain TCP now; the TLS listener will reuse it with scheme https)."""
+
+    def __init__(self, state: ProxyState, scheme: str = "http") -> None:
+        self.state = state
+        self.config = state.config
+        self.scheme = scheme
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.client_ip = "-"
+        self.trusted = False
+        self.queue: deque[Exchange] = deque()
+        self.out: list[bytes] = []
+        self.out_size = 0
+        self.paused = 0
+        self.write_paused = False
+        self.closing = False
+        self.closed = False
+        self.deadline = 0.0
+        self.dkind = D_NONE
+        self.write_deadline = 0.0
+        self.pending_error: HttpError | None = None
+        self.tunnel: object | None = None  # the upstream connection once the connection is a tunnel
+        self.upgrading = False
+        self.lingering = False
+        self._writable: asyncio.Future[None] | None = None
+        self.requests = 0
+        self.version = "1.1"
+        self.keep_alive = True
+        # the head being parsed
+        self._url = b""
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._head_bytes = 0
+        self._in_body = False
+
+    # --- asyncio.Protocol ---------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        self.client_ip = str(peer[0]) if isinstance(peer, tuple) and peer else "local"
+        if self.client_ip.startswith("::ffff:"):
+            self.client_ip = self.client_ip[7:]
+        self.trusted = self.state.is_trusted(self.client_ip)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+        transport.set_write_buffer_limits(self.config.high_water_bytes, self.config.low_water_bytes)
+        self.state.clients.add(self)
+        m = self.state.metrics
+        m.connections_open += 1
+        m.connections_total += 1
+        self.set_deadline(D_HEADER, self.config.header_timeout_s)
+        if self.state.draining:
+            self.closing = True
+
+    def data_received(self, data: bytes) -> None:
+        if self.lingering:
+            return
+        if self.tunnel is not None:
+            self.tunnel.transport.write(data)  # type: ignore[attr-defined]
+            return
+        if self.upgrading:
+            if self.queue:
+                self.queue[0].tunnel_buffer(data)
+            return
+        if self.dkind == D_IDLE:
+            self.set_deadline(D_HEADER, self.config.header_timeout_s)
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as e:
+            offset = int(e.args[0]) if e.args else len(data)
+            self.upgrading = True
+            if self.queue:
+                self.queue[-1].tunnel_buffer(data[offset:])
+        except httptools.HttpParserCallbackError as e:
+            err = e.__context__
+            if isinstance(err, HttpError):
+                self.protocol_error(err)
+            else:
+                log.error("proxy callback failed", error=repr(err), exc_info=err)
+                self.protocol_error(HttpError(500, "the gate failed on this request"))
+        except httptools.HttpParserError as e:
+            self.protocol_error(HttpError(400, f"malformed request: {e}"))
+        if self.out:
+            self.flush()
+
+    def eof_received(self) -> bool | None:
+        # The client half-closed. With nothing in flight close now; else let the response finish first.
+        if not self.queue:
+            return None
+        self.closing = True
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        st = self.state
+        st.clients.discard(self)
+        st.metrics.connections_open -= 1
+        if st.drained is not None and not st.clients:
+            st.drained.set()
+        if self.tunnel is not None:
+            up = self.tunnel
+            self.tunnel = None
+            up.close()  # type: ignore[attr-defined]
+        for ex in list(self.queue):
+            ex.on_client_lost()
+        self.queue.clear()
+        self._wake_writer()
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        self.write_deadline = self.state.clock() + self.config.send_timeout_s
+        if self.tunnel is not None:
+            self.tunnel.transport.pause_reading()  # type: ignore[attr-defined]
+        elif self.queue:
+            self.queue[0].pause_upstream()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        self.write_deadline = 0.0
+        self._wake_writer()
+        if self.tunnel is not None:
+            self.tunnel.transport.resume_reading()  # type: ignore[attr-defined]
+        elif self.queue:
+            self.queue[0].resume_upstream()
+
+    # --- httptools callbacks ------------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._url = b""
+        self._headers = []
+        self._head_bytes = 0
+        self._in_body = False
+        if self.dkind != D_HEADER:
+            self.set_deadline(D_HEADER, self.config.header_timeout_s)
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        if len(self._url) > self.config.max_request_line_bytes:
+            raise HttpError(414, f"the request target is longer than {self.config.max_request_line_bytes} bytes")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._head_bytes += len(name) + len(value) + 4
+        if self._head_bytes > self.config.max_header_bytes:
+            raise HttpError(431, f"the request headers are larger than {self.config.max_header_bytes} bytes")
+        if self._in_body:
+            return  # trailers of a chunked body: dropped (they are not forwarded)
+        self._headers.append((name, value))
+        if len(self._headers) > self.config.max_header_count:
+            raise HttpError(431, f"the request has more than {self.config.max_header_count} headers")
+
+    def on_headers_complete(self) -> None:
+        p = self.parser
+        method = p.get_method()
+        version = p.get_http_version()
+        info = check_request(method, self._url, version, self._headers)
+        self._in_body = True
+        self.requests += 1
+        keep_alive = p.should_keep_alive() and not self.closing
+        ex = Exchange(self, method, version, self._headers, info, keep_alive)
+        if info.has_body:
+            self.set_deadline(D_BODY, self.config.body_timeout_s)
+        else:
+            self.set_deadline(D_NONE, 0)
+        self.queue.append(ex)
+        if len(self.queue) == 1:
+            ex.start()
+        else:
+            self.pause_reading_for(PAUSE_PIPELINE)
+
+    def on_body(self, data: bytes) -> None:
+        if self.dkind == D_BODY:
+            self.deadline = self.state.clock() + self.config.body_timeout_s
+        if self.queue:
+            self.queue[-1].on_request_body(data)
+
+    def on_message_complete(self) -> None:
+        if self.dkind == D_BODY:
+            self.set_deadline(D_NONE, 0)
+        if self.queue:
+            self.queue[-1].on_request_end()
+
+    # --- downstream interface (used by Exchange) ------------------------------------------------------
+
+    def flush(self) -> None:
+        out = self.out
+        if not out or self.transport is None:
+            self.out = []
+            return
+        if len(out) == 1:
+            self.transport.write(out[0])
+        elif self.out_size < 65536:
+            self.transport.write(b"".join(out))
+        else:
+            self.transport.writelines(out)
+        self.out = []
+        self.out_size = 0
+
+    def send_head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]], framing: ResponseFraming,
+                  extra: tuple[tuple[bytes, bytes], ...], remove: frozenset[bytes]) -> None:
+        """Queue a response head (written at the next `flush`, together with the first body bytes)."""
+        self.out.append(response_head(status, reason, headers, framing, extra=extra, remove=remove,
+                                      via=self.state.via))
+
+    def send_body(self, data: bytes, framing: ResponseFraming | None) -> None:
+        if framing is not None and framing.chunked_out:
+            self.out += (b"%x\r\n" % len(data), data, b"\r\n")
+        else:
+            self.out.append(data)
+        self.out_size += len(data)
+
+    def send_end(self, framing: ResponseFraming) -> None:
+        if framing.chunked_out:
+            self.out.append(LAST_CHUNK)
+
+    def send_simple(self, status: int, body: bytes, ctype: bytes, *, keep_alive: bool,
+                    headers: list[tuple[bytes, bytes]], head_only: bool) -> None:
+        """A whole response the gate makes itself."""
+        self.out.append(simple_response(status, body, ctype, keep_alive=keep_alive, headers=headers,
+                                        head_only=head_only))
+
+    def send_continue(self) -> None:
+        self.send_raw(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def send_switch(self, headers: list[tuple[bytes, bytes]], upgrade: bytes | None, rest: bytes) -> None:
+        """The 101 head and the first tunnelled bytes (HTTP/1.1 only: HTTP/2 has no Upgrade)."""
+        out = [b"HTTP/1.1 101 Switching Protocols\r\n"]
+        upgrade_value = upgrade or b""
+        for name, value in headers:
+            n = name.lower()
+            if n == b"upgrade":
+                upgrade_value = value
+            elif n not in HOP_BY_HOP:
+                out += (name, b": ", value, b"\r\n")
+        out += (b"Connection: Upgrade\r\nUpgrade: ", upgrade_value, b"\r\n\r\n")
+        self.out.append(b"".join(out))
+        if rest:
+            self.out.append(rest)
+
+    def send_raw(self, data: bytes) -> None:
+        """Write now (interim responses such as 100 Continue)."""
+        if self.transport is not None and not self.closed:
+            self.flush()
+            self.transport.write(data)
+
+    def response_done(self, ex: Exchange, close: bool) -> None:
+        """The active exchange's response is complete (its bytes are in `out` or written)."""
+        if self.queue and self.queue[0] is ex:
+            self.queue.popleft()
+        if close or self.closing or not ex.keep_alive:
+            self.flush()
+            if ex.request_complete:
+                self.close()
+            else:
+                self.linger()
+            return
+        if self.queue:
+            nxt = self.queue[0]
+            if len(self.queue) == 1:
+                self.resume_reading_for(PAUSE_PIPELINE)
+            self.flush()
+            nxt.start()
+            return
+        if self.pending_error is not None:
+            self.flush()
+            self._send_error(self.pending_error)
+            return
+        self.set_deadline(D_IDLE, self.config.keepalive_timeout_s)
+        self.resume_reading_for(PAUSE_PIPELINE)
+
+    async def wait_writable(self) -> None:
+        """Returns once the transport's buffer is under the low-water mark (or the connection is gone)."""
+        if not self.write_paused or self.closed:
+            return
+        if self._writable is None or self._writable.done():
+            self._writable = asyncio.get_running_loop().create_future()
+        await self._writable
+
+    def _wake_writer(self) -> None:
+        if self._writable is not None and not self._writable.done():
+            self._writable.set_result(None)
+
+    def pause_reading_for(self, reason: int) -> None:
+        if not self.paused and self.transport is not None and not self.closed:
+            self.transport.pause_reading()
+        self.paused |= reason
+
+    def resume_reading_for(self, reason: int) -> None:
+        if not self.paused & reason:
+            return
+        self.paused &= ~reason
+        if not self.paused and self.transport is not None and not self.closed:
+            self.transport.resume_reading()
+
+    def tunnel_write(self, data: bytes) -> None:
+        if self.transport is not None:
+            self.transport.write(data)
+
+    def tunnel_closed(self) -> None:
+        self.tunnel = None
+        if self.queue:
+            self.queue[0].tunnel_finished()
+        self.close()
+
+    def start_tunnel(self, upstream: object) -> None:
+        self.tunnel = upstream
+        self.set_deadline(D_NONE, 0)
+        self.paused = 0
+        if self.transport is not None:
+            self.transport.resume_reading()
+
+    # --- errors, timeouts, closing ------------------------------------------------------------------
+
+    def protocol_error(self, err: HttpError) -> None:
+        """The client sent something we refuse. Answer it (in order, after earlier responses) and close."""
+        if err.status != 408:
+            self.state.metrics.protocol_errors += 1
+        self.pause_reading_for(PAUSE_ERROR)
+        if self.queue:
+            last = self.queue[-1]
+            if not last.request_complete and last is self.queue[0]:
+                # The bad bytes were in the body of the request being answered.
+                last.on_request_aborted(err)
+                return
+            if not last.request_complete:
+                # ... of a pipelined request not started yet: drop it; answer in order after the others.
+                self.queue.pop()
+                last.on_client_lost()
+            self.pending_error = err  # answered (then the connection closes) once the earlier responses are out
+            return
+        self.closing = True
+        self._send_error(err)
+
+    def _send_error(self, err: HttpError) -> None:
+        rid = self.state.request_id()
+        body, ctype = error_page(err.status, err.message, rid, code=err.code)
+        headers = [(b"X-Request-Id", rid.encode())] + [(k.encode(), v.encode()) for k, v in err.headers]
+        self.send_raw(simple_response(err.status, body, ctype, keep_alive=False, headers=headers))
+        log.info("refused request", status=err.status, reason=err.message, client_ip=self.client_ip, request_id=rid)
+        self.linger()
+
+    def set_deadline(self, kind: int, seconds: float) -> None:
+        self.dkind = kind
+        self.deadline = self.state.clock() + seconds if kind != D_NONE else 0.0
+
+    def check_timeouts(self, now: float) -> None:
+        """Called by the sweeper: act on a passed deadline."""
+        if self.write_deadline and now >= self.write_deadline:
+            self.state.metrics.timeouts += 1
+            log.info("client stopped reading; closing", client_ip=self.client_ip)
+            self.abort()
+            return
+        if self.deadline and now >= self.deadline:
+            kind = self.dkind
+            self.set_deadline(D_NONE, 0)
+            if kind == D_IDLE:
+                self.close()
+            elif kind == D_HEADER:
+                self.state.metrics.timeouts += 1
+                if self._head_bytes or self._url:
+                    self.protocol_error(HttpError(408, "the request head was not received in time"))
+                else:
+                    self.close()
+            elif kind == D_BODY:
+                self.state.metrics.timeouts += 1
+                self.protocol_error(HttpError(408, "the request body stalled"))
+        if self.queue:
+            self.queue[0].check_timeouts(now)
+
+    def linger(self) -> None:
+        """Close after a response while the client may still be sending: half-close our side and read
+        (and drop) its remaining bytes for a moment, so its kernel does not reset the connection before
+        the client has read our response."""
+        if self.transport is None or self.closed:
+            return
+        self.flush()
+        if not self.transport.can_write_eof():
+            self.close()
+            return
+        self.lingering = True
+        self.transport.write_eof()
+        self.set_deadline(D_IDLE, 2.0)
+        self.paused = 0
+        self.transport.resume_reading()
+
+    def close(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.closed = True
+            self.transport.close()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.closed = True
+            self.transport.abort()
+
+    def drain(self) -> None:
+        """Shutdown: idle connections close now, busy ones after their current response."""
+        self.closing = True
+        if not self.queue and self.tunnel is None:
+            self.close()

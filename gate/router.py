@@ -1,0 +1,158 @@
+"""The router: a pure, immutable table from (host, path) to a route, built once per change and swapped.
+
+Theory of operation: hosts match exactly first, then as a one-label wildcard (`*.example.com` matches
+`a.example.com`, not `example.com` nor `a.b.example.com`), then the catch-all `*`. Within a host the
+longest path prefix wins, compared on whole segments (`/api` matches `/api` and `/api/x`, not `/apix`).
+A table is never mutated after construction, so a request holds the table (and route) it started with
+while a newer table serves new requests.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from gate.routes import Route
+
+
+class RouteConflict(ValueError):
+    """Two routes claim the same host and path."""
+
+
+_HOSTNAME = re.compile(r"[a-z0-9._-]+")
+_CACHE: dict[bytes, str | None] = {}
+_CACHE_MAX = 4096
+
+
+def parse_host_header(value: str | bytes | None) -> str | None:
+    """The host name a `Host` header (or absolute-form authority) names, lowercased, without its port.
+
+    `Example.com:8080` → `example.com`; `[::1]:80` → `[::1]`; `127.0.0.1` → `127.0.0.1`.
+    None when the value is not a valid host (the caller answers 400). Answers for byte values are
+    memoized in a small bounded table (the same few Host values arrive on every request).
+    """
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        try:
+            return _CACHE[value]
+        except KeyError:
+            pass
+        parsed = _parse_host(value)
+        if len(_CACHE) >= _CACHE_MAX:
+            _CACHE.clear()
+        _CACHE[value] = parsed
+        return parsed
+    return _parse_host(value)
+
+
+def _parse_host(value: str | bytes) -> str | None:
+    if isinstance(value, bytes):
+        try:
+            value = value.decode("ascii")
+        except UnicodeDecodeError:
+            return None
+    v = value.strip().lower()
+    if not v or len(v) > 300:
+        return None
+    if v.startswith("["):
+        end = v.find("]")
+        if end < 0:
+            return None
+        rest = v[end + 1:]
+        if rest and not (rest.startswith(":") and rest[1:].isdigit() and len(rest) <= 6):
+            return None
+        try:
+            ip = ipaddress.IPv6Address(v[1:end])
+        except ValueError:
+            return None
+        return f"[{ip.compressed}]"
+    host, sep, port = v.partition(":")
+    if sep and (not port.isdigit() or len(port) > 5):
+        return None
+    host = host.rstrip(".")
+    if not host or not _HOSTNAME.fullmatch(host):
+        return None
+    return host
+
+
+def path_matches(prefix: str, path: str) -> bool:
+    """Whether `path` is under `prefix` on whole segments (prefix has no trailing slash, or is '/')."""
+    if prefix == "/":
+        return True
+    return path.startswith(prefix) and (len(path) == len(prefix) or path[len(prefix)] == "/")
+
+
+def strip_prefix(prefix: str, target: str) -> str:
+    """`target` (path with optional query) without `prefix`; always starts with '/'."""
+    if prefix == "/":
+        return target
+    rest = target[len(prefix):]
+    if not rest or rest[0] == "?":
+        return "/" + rest
+    return rest
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    route: Route
+    upstream_target: str  # the request target to send upstream (prefix stripped when asked)
+
+
+class RouteTable:
+    """Immutable (host, path) → Route. Construction validates the whole table (no duplicates)."""
+
+    __slots__ = ("_any", "_exact", "_wild", "routes", "version")
+
+    def __init__(self, routes: Iterable[Route] = (), *, version: int = 0) -> None:
+        self.routes: tuple[Route, ...] = tuple(routes)
+        self.version = version
+        by_host: dict[str, list[Route]] = {}
+        seen: dict[tuple[str, str], Route] = {}
+        for r in self.routes:
+            key = (r.spec.host, r.spec.path)
+            if key in seen:
+                raise RouteConflict(
+                    f"route {r.id} and route {seen[key].id} both claim host {r.spec.host} path {r.spec.path}"
+                )
+            seen[key] = r
+            by_host.setdefault(r.spec.host, []).append(r)
+        for lst in by_host.values():
+            lst.sort(key=lambda r: len(r.spec.path), reverse=True)
+        self._any = tuple(by_host.pop("*", ()))
+        self._wild = {h[2:]: tuple(v) for h, v in by_host.items() if h.startswith("*.")}
+        self._exact = {h: tuple(v) for h, v in by_host.items() if not h.startswith("*.")}
+
+    def __len__(self) -> int:
+        return len(self.routes)
+
+    def candidates(self, host: str) -> tuple[Route, ...]:
+        """The routes of the most specific host pattern that matches `host`, longest path first."""
+        found = self._exact.get(host)
+        if found is not None:
+            return found
+        dot = host.find(".")
+        if dot > 0:
+            found = self._wild.get(host[dot + 1:])
+            if found is not None:
+                return found
+        return self._any
+
+    def match(self, host: str, target: str) -> Match | None:
+        """The route for `host` (already parsed, see `parse_host_header`) and request `target`
+        (origin-form path with optional query), or None (the caller answers 404)."""
+        routes = self.candidates(host)
+        if not routes:
+            return None
+        q = target.find("?")
+        path = target if q < 0 else target[:q]
+        for r in routes:
+            if path_matches(r.spec.path, path):
+                up = strip_prefix(r.spec.path, target) if r.spec.strip_prefix else target
+                return Match(r, up)
+        return None
+
+    def hosts_wanting_certs(self) -> frozenset[str]:
+        return frozenset(r.spec.host for r in self.routes if r.spec.tls == "auto")

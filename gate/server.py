@@ -1,0 +1,96 @@
+"""The edge's listeners and housekeeping: bind sockets with a protocol factory per listener, sweep
+deadlines (header/body/idle/upstream timeouts, pooled connection expiry), and drain on stop.
+
+A TLS listener (HTTP/1.1 over TLS, or HTTP/2 chosen by ALPN) is another `listen(...)` call with an
+`ssl` context and its own protocol factory over the same `ProxyState`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl as ssl_mod
+from collections.abc import Callable
+
+import structlog
+
+from core.errors import StartupError
+from gate.proxy import ClientConnection
+from gate.state import ProxyState
+
+log = structlog.get_logger("gate.server")
+
+
+class EdgeServer:
+    def __init__(self, state: ProxyState) -> None:
+        self.state = state
+        self.servers: list[asyncio.Server] = []
+        self._sweeper: asyncio.Task[None] | None = None
+
+    async def listen(
+        self,
+        host: str,
+        port: int,
+        *,
+        scheme: str = "http",
+        ssl: ssl_mod.SSLContext | None = None,
+        factory: Callable[[], asyncio.Protocol] | None = None,
+    ) -> int:
+        """Bind and serve; returns the bound port. Raises StartupError when the address is taken."""
+        loop = asyncio.get_running_loop()
+        make = factory or (lambda: ClientConnection(self.state, scheme))
+        try:
+            server = await loop.create_server(make, host, port, ssl=ssl, backlog=2048, reuse_address=True)
+        except OSError as e:
+            raise StartupError(
+                f"the gate cannot listen on {host}:{port}: {e.strerror or e}",
+                hint="another program uses that port; stop it or choose another with --http-port",
+            ) from e
+        self.servers.append(server)
+        bound = server.sockets[0].getsockname()[1]
+        log.info("gate listening", host=host, port=bound, scheme=scheme)
+        if self._sweeper is None:
+            self._sweeper = self.state.tasks.spawn("sweeper", self._sweep())
+        return int(bound)
+
+    def _interval(self) -> float:
+        c = self.state.config
+        shortest = min(c.header_timeout_s, c.body_timeout_s, c.keepalive_timeout_s, c.upstream_timeout_s,
+                       c.send_timeout_s)
+        return min(1.0, max(0.05, shortest / 4))
+
+    async def _sweep(self) -> None:
+        interval = self._interval()
+        clock = self.state.clock
+        while True:
+            await asyncio.sleep(interval)
+            now = clock()
+            for conn in list(self.state.clients):
+                try:
+                    conn.check_timeouts(now)
+                except Exception as e:  # one broken connection must not stop the sweeper
+                    log.error("timeout check failed", error=repr(e), exc_info=e)
+                    conn.abort()
+            self.state.pool.sweep(now)
+
+    async def stop(self, drain_timeout_s: float) -> None:
+        """Stop accepting, let in-flight requests finish (bounded), then close everything."""
+        st = self.state
+        st.draining = True
+        for server in self.servers:
+            server.close()
+        st.drained = asyncio.Event()
+        for conn in list(st.clients):
+            conn.drain()
+        if st.clients:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(st.drained.wait(), drain_timeout_s)
+        for conn in list(st.clients):
+            conn.abort()
+        st.pool.close_all()
+        for server in self.servers:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(server.wait_closed(), 1.0)
+        self.servers.clear()
+        await st.tasks.close()
+        self._sweeper = None

@@ -1,0 +1,247 @@
+"""`GateService`: the gate as a component — routes kept in the state DB, validated and swapped atomically
+into the running proxy, the plain-HTTP listener, metrics, and the names that want certificates.
+
+Theory of operation: every route change runs under one lock: the whole new table is built (validated,
+compiled) from the current routes plus the change *inside* the DB transaction, so a table that would not
+build is never stored; after commit the snapshot is installed with one assignment and `route.changed`
+is published. In-flight requests keep the snapshot they started with; open connections and tunnels
+are untouched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import structlog
+from pydantic import ValidationError
+
+from core.bus import EventBus
+from core.errors import Conflict, NotFound, ValidationFailed
+from core.ports import AccessLogSink, CertificateBoard, ChallengeStore, EndpointBoard, Sample
+from core.store import Migration, Store
+from gate.config import GateConfig
+from gate.router import RouteConflict
+from gate.routes import Route, RouteSpec
+from gate.server import EdgeServer
+from gate.state import ProxyState
+
+log = structlog.get_logger("gate.service")
+
+MIGRATIONS: list[Migration] = [
+    Migration(
+        1,
+        "routes",
+        """
+        CREATE TABLE gate_routes (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            host TEXT NOT NULL,
+            path TEXT NOT NULL,
+            spec TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL,
+            UNIQUE (host, path)
+        );
+        """,
+    ),
+]
+
+
+def spec_errors(e: ValidationError, prefix: str = "") -> ValidationFailed:
+    problems = [
+        {"field": prefix + ".".join(str(p) for p in err["loc"]) or "(route)", "message": err["msg"]}
+        for err in e.errors()
+    ]
+    summary = "; ".join(f"{p['field']}: {p['message']}" for p in problems[:5])
+    return ValidationFailed(f"invalid route: {summary}", details={"errors": problems},
+                            hint="see `fsctl route add --help` for the route fields")
+
+
+class GateService:
+    """The edge proxy component. Public methods are what the console API and the CLI use."""
+
+    name = "gate"
+
+    def __init__(
+        self,
+        config: GateConfig,
+        *,
+        store: Store,
+        bus: EventBus,
+        listen_host: str,
+        listen_port: int,
+        endpoints: EndpointBoard | None = None,
+        challenges: ChallengeStore | None = None,
+        certificates: CertificateBoard | None = None,
+        access_log: AccessLogSink | None = None,
+        wall_clock: Callable[[], float] = time.time,
+        https_port: int | None = None,
+        data_dir: Path | None = None,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.bus = bus
+        self.listen_host = listen_host
+        self.listen_port = listen_port
+        self.certificates = certificates
+        self.wall_clock = wall_clock
+        self.state = ProxyState(config, clock=time.monotonic, wall_clock=wall_clock, endpoints=endpoints,
+                                challenges=challenges, access_log=access_log)
+        self.edge = EdgeServer(self.state)
+        self.bound_port: int | None = None
+        self.https_port = https_port
+        self.data_dir = data_dir
+        self.tls: Any = None  # gate.tls.TlsListener once the HTTPS listener runs
+        self._routes: dict[int, Route] = {}
+        self._lock = asyncio.Lock()
+        self._version = 0
+
+    # --- lifecycle ------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.state.clock = asyncio.get_running_loop().time
+        self.state.pool.clock = self.state.clock
+        await self.store.migrate("gate", MIGRATIONS)
+        rows = await self.store.fetchall("SELECT id, spec FROM gate_routes ORDER BY id")
+        routes: list[Route] = []
+        for row in rows:
+            try:
+                routes.append(Route(row["id"], RouteSpec.model_validate_json(row["spec"])))
+            except ValidationError as e:
+                # A stored route this release no longer accepts: skip it loudly rather than refuse to start.
+                log.error("stored route is invalid; skipped", route_id=row["id"], error=str(e))
+        self._install(routes)
+        self.bound_port = await self.edge.listen(self.listen_host, self.listen_port, scheme="http")
+        if self.https_port is not None and self.certificates is not None and self.data_dir is not None:
+            from gate.tls import CertSelector, start_tls_listener
+
+            selector = CertSelector(self.certificates, self.data_dir / "gate", now=self.wall_clock)
+            self.tls = await start_tls_listener(self.edge, self.listen_host, self.https_port, selector)
+
+    def certificate_for(self, host: str) -> dict[str, Any] | None:
+        """Which certificate the HTTPS listener serves for a route's host (None without TLS)."""
+        return self.tls.selector.describe(host) if self.tls is not None else None
+
+    async def stop(self, drain_timeout_s: float) -> None:
+        await self.edge.stop(self.config.drain_timeout_s or drain_timeout_s)
+
+    # --- routes ---------------------------------------------------------------------------------------
+
+    def routes(self) -> list[Route]:
+        return sorted(self._routes.values(), key=lambda r: (r.spec.host, r.spec.path))
+
+    def get_route(self, route_id: int) -> Route:
+        r = self._routes.get(route_id)
+        if r is None:
+            raise NotFound(f"no route with id {route_id}", hint="list routes with `fsctl route ls`")
+        return r
+
+    def find_route(self, ref: str) -> Route:
+        """A route by id, or by `host` / `host/path` as `route ls` shows it."""
+        if ref.isdigit():
+            return self.get_route(int(ref))
+        for r in self._routes.values():
+            if r.name == ref.lower().rstrip("/") or (r.spec.path == "/" and r.spec.host == ref.lower()):
+                return r
+        raise NotFound(f"no route named {ref!r}", hint="list routes with `fsctl route ls`")
+
+    async def add_route(self, spec: RouteSpec) -> Route:
+        async with self._lock:
+            now = self.wall_clock()
+            try:
+                async with self.store.transaction() as db:
+                    cur = await db.execute(
+                        "INSERT INTO gate_routes (host, path, spec, created_at, updated_at) VALUES (?, ?, ?, ?, ?)",
+                        (spec.host, spec.path, spec.model_dump_json(), now, now),
+                    )
+                    route = Route(int(cur.lastrowid or 0), spec)
+                    snap = self._build([*self._routes.values(), route])
+            except sqlite3.IntegrityError:
+                raise self._conflict(spec) from None
+            self._swap(snap)
+        await self._changed("added", route)
+        return route
+
+    async def update_route(self, route_id: int, spec: RouteSpec) -> tuple[Route, Route]:
+        async with self._lock:
+            before = self.get_route(route_id)
+            if before.spec == spec:
+                return before, before  # unchanged: a no-op
+            after = Route(route_id, spec)
+            try:
+                async with self.store.transaction() as db:
+                    await db.execute(
+                        "UPDATE gate_routes SET host = ?, path = ?, spec = ?, updated_at = ? WHERE id = ?",
+                        (spec.host, spec.path, spec.model_dump_json(), self.wall_clock(), route_id),
+                    )
+                    snap = self._build([after if r.id == route_id else r for r in self._routes.values()])
+            except sqlite3.IntegrityError:
+                raise self._conflict(spec) from None
+            self._swap(snap)
+        await self._changed("updated", after)
+        return before, after
+
+    async def remove_route(self, route_id: int) -> Route:
+        async with self._lock:
+            before = self.get_route(route_id)
+            async with self.store.transaction() as db:
+                await db.execute("DELETE FROM gate_routes WHERE id = ?", (route_id,))
+                snap = self._build([r for r in self._routes.values() if r.id != route_id])
+            self._swap(snap)
+        await self._changed("removed", before)
+        return before
+
+    def _conflict(self, spec: RouteSpec) -> Conflict:
+        return Conflict(f"a route for host {spec.host} path {spec.path} already exists",
+                        hint="change that route (PUT /api/routes/ID) or remove it first")
+
+    def _build(self, routes: list[Route]) -> Any:
+        try:
+            return self.state.build_snapshot(routes, version=self._version + 1)
+        except RouteConflict as e:
+            raise Conflict(str(e)) from e
+        except ValueError as e:
+            raise ValidationFailed(f"the route table is invalid: {e}") from e
+
+    def _install(self, routes: list[Route]) -> None:
+        self._swap(self._build(routes))
+
+    def _swap(self, snap: Any) -> None:
+        self.state.install(snap)
+        self._version = snap.table.version
+        self._routes = {r.id: r for r in snap.table.routes}
+        if self.certificates is not None:
+            self.certificates.set_wanted(snap.table.hosts_wanting_certs())
+
+    async def _changed(self, action: str, route: Route) -> None:
+        log.info("route changed", action=action, route_id=route.id, host=route.spec.host, path=route.spec.path,
+                 version=self._version)
+        await self.bus.publish("route.changed", {"action": action, "id": route.id, "host": route.spec.host,
+                                                 "path": route.spec.path, "version": self._version})
+
+    # --- observation ----------------------------------------------------------------------------------
+
+    def metrics(self, span_s: float = 60.0) -> dict[str, Any]:
+        st = self.state
+        now = st.clock()
+        data = st.metrics.snapshot(now, span_s)
+        data["table_version"] = self._version
+        data["pool"] = st.pool.stats()
+        data["targets_health"] = {
+            k: {"active": t.active, "ejected": not t.available(now), "failures": t.total_failures,
+                "ejected_for_s": max(0.0, round(t.ejected_until - now, 1))}
+            for k, t in sorted(st.health.items())
+        }
+        return data
+
+    def samples(self) -> list[Sample]:
+        return self.state.metrics.samples()
+
+
+def route_payload(route: Route) -> dict[str, Any]:
+    return json.loads(json.dumps(route.to_dict()))

@@ -1,0 +1,141 @@
+"""What every connection of the gate shares: the current configuration snapshot (route table plus the
+per-route runtime pieces), the upstream pool, target health, metrics and the access-log sink.
+
+Theory of operation: `Snapshot` is immutable and replaced as one attribute assignment, so a request
+that read `state.snapshot` keeps a consistent table and route for its whole life while new requests
+see the new one. Per-route runtime state that should survive a reload (rate-limit buckets, the
+round-robin cursor) is carried over by route id when the spec part it depends on is unchanged; target
+health is keyed by address and shared by all routes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import os
+import secrets
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from core.ports import AccessLogSink, ChallengeStore, EndpointBoard
+from core.tasks import TaskSet
+from gate.balancer import Cursor, HealthPolicy, TargetHealth
+from gate.config import GateConfig
+from gate.metrics import GateMetrics, Stats
+from gate.policies import CompiledPolicies, RateLimiter, ip_in
+from gate.router import RouteTable
+from gate.routes import Route, parse_target
+from gate.upstream import UpstreamPool
+
+
+class RouteRuntime:
+    """A route plus what the proxy needs at request time."""
+
+    __slots__ = ("cursor", "limiter", "max_body", "metrics", "policies", "route", "services", "static_root",
+                 "static_targets", "timeout_s")
+
+    def __init__(self, route: Route, state: ProxyState, previous: RouteRuntime | None) -> None:
+        spec = route.spec
+        self.route = route
+        self.policies = CompiledPolicies(spec.policies)
+        keep = previous is not None and previous.route.spec.upstreams == spec.upstreams
+        self.cursor = previous.cursor if keep and previous else Cursor()
+        same_rl = previous is not None and previous.route.spec.policies.rate_limit == spec.policies.rate_limit
+        if spec.policies.rate_limit is None:
+            self.limiter = None
+        elif same_rl and previous is not None and previous.limiter is not None:
+            self.limiter = previous.limiter
+        else:
+            self.limiter = RateLimiter(spec.policies.rate_limit)
+        limit = spec.max_body_bytes if spec.max_body_bytes is not None else state.config.max_body_bytes
+        self.max_body = limit or None
+        self.timeout_s = spec.upstream_timeout_s or state.config.upstream_timeout_s
+        self.metrics: Stats = state.metrics.route(route.name)
+        self.static_root = os.path.realpath(spec.static_dir) if spec.static_dir else None
+        self.static_targets: list[TargetHealth] = []
+        self.services: list[str] = []
+        for item in spec.upstreams:
+            t = parse_target(item)
+            if isinstance(t, str):
+                self.services.append(t)
+            else:
+                self.static_targets.append(state.target(t[0], t[1]))
+
+    def targets(self, state: ProxyState) -> Sequence[TargetHealth]:
+        if not self.services:
+            return self.static_targets
+        out = list(self.static_targets)
+        for name in self.services:
+            for ep in state.endpoints.get(name):
+                if ep.healthy:
+                    out.append(state.target(ep.host, ep.port))
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    table: RouteTable
+    runtimes: dict[int, RouteRuntime]
+
+
+class ProxyState:
+    """Shared by every client connection of every listener (plain HTTP now; TLS and HTTP/2 later)."""
+
+    def __init__(
+        self,
+        config: GateConfig,
+        *,
+        clock: Callable[[], float],
+        wall_clock: Callable[[], float],
+        endpoints: EndpointBoard | None = None,
+        challenges: ChallengeStore | None = None,
+        access_log: AccessLogSink | None = None,
+    ) -> None:
+        self.config = config
+        self.clock = clock  # loop time, for timeouts and rates
+        self.wall_clock = wall_clock  # epoch seconds, for logs
+        self.endpoints = endpoints or EndpointBoard()
+        self.challenges = challenges or ChallengeStore()
+        self.access_log = access_log
+        self.metrics = GateMetrics()
+        self.health_policy = HealthPolicy(config.eject_after_failures, config.eject_backoff_s,
+                                          config.eject_max_backoff_s)
+        self.health: dict[str, TargetHealth] = {}
+        self.pool = UpstreamPool(
+            max_idle_per_target=config.pool_max_idle_per_target, max_per_target=config.pool_max_per_target,
+            idle_s=config.upstream_idle_s, high_water=config.high_water_bytes, low_water=config.low_water_bytes,
+            clock=clock,
+        )
+        self.trusted = tuple(ipaddress.ip_network(n, strict=False) for n in config.trusted_proxies)
+        self.snapshot = Snapshot(RouteTable(), {})
+        self.clients: set = set()  # open client connections (any protocol), for timeouts and draining
+        self.draining = False
+        self.drained: asyncio.Event | None = None  # set when the last client connection closes while draining
+        self.tasks = TaskSet("gate")
+        self._rid_prefix = secrets.token_hex(4)
+        self._rid = 0
+        self.via = b"1.1 infracore" if config.via else None
+
+    def target(self, host: str, port: int) -> TargetHealth:
+        key = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        t = self.health.get(key)
+        if t is None:
+            t = self.health[key] = TargetHealth(host, port)
+        return t
+
+    def is_trusted(self, ip: str) -> bool:
+        return bool(self.trusted) and ip_in(self.trusted, ip)
+
+    def request_id(self) -> str:
+        self._rid += 1
+        return f"{self._rid_prefix}{self._rid:08x}"
+
+    def build_snapshot(self, routes: Sequence[Route], version: int = 0) -> Snapshot:
+        """Validate and compile a whole table (raises RouteConflict / ValueError); does not install it."""
+        table = RouteTable(routes, version=version)
+        old = self.snapshot.runtimes
+        return Snapshot(table, {r.id: RouteRuntime(r, self, old.get(r.id)) for r in table.routes})
+
+    def install(self, snap: Snapshot) -> None:
+        """Make `snap` the table new requests see (one assignment: atomic on the loop)."""
+        self.snapshot = snap

@@ -1,0 +1,343 @@
+"""Queries over the stored files: time range by the block index, then keyword / regex / stream filters
+on the bytes of just those blocks. Synchronous; the service runs it in a worker thread.
+
+Keyword search lowercases a whole block once and uses `bytes.find` (C speed) to jump from match to
+match; a regex without anchors or lookbehind is searched over the block the same way and confirmed on
+the matching line's text alone. Only patterns that need line-at-a-time semantics (`^`, `$`, `\\A`,
+lookbehind) are run line by line. Matches in the record prefix (timestamp, stream, instance) never count.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import heapq
+import json
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from logbus.format import TS_LEN, iso_bytes, record_dict, record_text_start
+from logbus.index import BlockRef, IndexReader
+
+Position = tuple[int, int]  # (file id, byte offset of the next line)
+
+
+@dataclass(frozen=True)
+class Query:
+    services: tuple[str, ...]
+    from_ts: float | None = None  # inclusive
+    to_ts: float | None = None  # exclusive
+    streams: frozenset[str] | None = None  # {"stdout", "stderr"}; logbus markers always shown
+    keyword: str | None = None
+    regex: str | None = None
+    limit: int = 500
+    cursor: dict[str, Position] | None = None
+    tail: bool = False  # the last `limit` matching lines instead of the first
+    # Stop reading after about this much: forward queries then continue by the cursor; `tail` queries
+    # return what the budget reached (`Result.stopped_at` says the answer is partial).
+    max_scan_bytes: int | None = None
+
+
+@dataclass
+class Result:
+    lines: list[dict[str, object]] = field(default_factory=list)
+    next_cursor: str | None = None  # more lines after these: pass it back as `cursor`
+    end: dict[str, Position] = field(default_factory=dict)  # where the index ended per service, at query time
+    scanned_bytes: int = 0
+    stopped_at: dict[str, Position] = field(default_factory=dict)  # services whose scan the budget cut short
+    stop_ts: bytes | None = None  # the earliest time a cut-short scan did not reach
+
+
+def encode_cursor(pos: dict[str, Position]) -> str:
+    raw = json.dumps({s: list(p) for s, p in sorted(pos.items())}, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(text: str) -> dict[str, Position]:
+    """ValueError if `text` is not a cursor this module made."""
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        data = json.loads(raw)
+        out = {str(s): (int(p[0]), int(p[1])) for s, p in data.items()}
+    except (binascii.Error, ValueError, TypeError, AttributeError, IndexError, KeyError) as e:
+        raise ValueError("cursor is not one this server returned; start again without it") from e
+    if any(f < 0 or o < 0 for f, o in out.values()):
+        raise ValueError("cursor is not one this server returned; start again without it")
+    return out
+
+
+MAX_REGEX_CHARS = 500
+_WINDOW = 64 * 1024
+# A quantified group containing a quantifier: the classic catastrophic-backtracking shape. `re` holds
+# the GIL while it matches, so one such pattern would stall the whole process (the proxy included).
+_NESTED_QUANTIFIER = re.compile(r"\((?:[^()\\]|\\.)*(?:[*+}]|\?(?!:|<|=|!|P))(?:[^()\\]|\\.)*\)[*+{]")
+_LINE_ANCHORED = re.compile(r"(?<!\\)[\^$]|\\[AZbB]|\(\?<[=!]")
+
+
+class Matcher:
+    """Which lines of a buffer of stored records match a keyword (case-insensitive) and/or a regex."""
+
+    def __init__(self, keyword: str | None = None, regex: str | None = None,
+                 streams: frozenset[str] | None = None) -> None:
+        self.kw: bytes | None = None
+        self.kw_exact: bytes | None = None
+        self.kw_fold: str | None = None
+        if keyword:
+            if "\n" in keyword:
+                raise ValueError("the keyword must be on one line")
+            if keyword.isascii() and keyword.lower() == keyword.upper():
+                self.kw_exact = keyword.encode()  # no letters: no case to fold, no lowering pass
+            elif keyword.isascii():
+                self.kw = keyword.lower().encode()
+            else:
+                self.kw_fold = keyword.casefold()
+        self.rx: re.Pattern[bytes] | None = None
+        self.rx_fast = False
+        if regex:
+            if len(regex) > MAX_REGEX_CHARS:
+                raise ValueError(f"regex is {len(regex)} characters long; at most {MAX_REGEX_CHARS} are allowed")
+            if _NESTED_QUANTIFIER.search(regex):
+                raise ValueError(
+                    f"regex {regex!r} repeats a group that itself repeats (like (a+)+), which can take "
+                    "exponential time; rewrite it without the nesting"
+                )
+            try:
+                self.rx = re.compile(regex.encode())
+            except re.error as e:
+                raise ValueError(f"regex {regex!r} is invalid: {e}") from e
+            self.rx_fast = not _LINE_ANCHORED.search(regex)
+        self.tokens: frozenset[bytes] | None = None
+        self.everything = not keyword and not regex and streams is None
+        if streams is not None:
+            toks = {b"sys"}
+            for s in streams:
+                t = b"out" if s == "stdout" else b"err"
+                toks |= {t, t + b"+"}
+            self.tokens = frozenset(toks)
+
+    def _token_ok(self, buf: bytes, ls: int) -> bool:
+        if self.tokens is None:
+            return True
+        i = ls + TS_LEN + 1
+        return buf[i:buf.find(b" ", i)] in self.tokens
+
+    def _text_ok(self, buf: bytes, ls: int, le: int) -> bool:
+        """The slow, exact check of one line's text against every filter."""
+        ts = record_text_start(buf, ls)
+        text = buf[ts:le - 1]
+        if self.kw is not None and self.kw not in text.lower():
+            return False
+        if self.kw_exact is not None and self.kw_exact not in text:
+            return False
+        if self.kw_fold is not None and self.kw_fold not in text.decode("utf-8", "replace").casefold():
+            return False
+        return not (self.rx is not None and self.rx.search(text) is None)
+
+    def spans(self, buf: bytes, lo: int, hi: int) -> Iterator[tuple[int, int]]:
+        """(start, end) of each matching line in buf[lo:hi], in order; lines end with `\\n`."""
+        if self.kw is not None or self.kw_exact is not None:
+            yield from self._by_find(buf, lo, hi)
+        elif self.rx is not None and self.rx_fast and self.kw_fold is None:
+            yield from self._by_regex(buf, lo, hi)
+        else:
+            exact = self.kw_fold is not None or self.rx is not None
+            p = lo
+            while p < hi:
+                e = buf.find(b"\n", p, hi) + 1 or hi
+                if self._token_ok(buf, p) and (not exact or self._text_ok(buf, p, e)):
+                    yield p, e
+                p = e
+
+    def _by_find(self, buf: bytes, lo: int, hi: int) -> Iterator[tuple[int, int]]:
+        # Windows of whole lines, about 64 KiB each: lowering and searching a window that stays in the
+        # CPU cache runs ~1.5x faster than one pass of `lower` and one of `find` over a whole block.
+        w = lo
+        while w < hi:
+            we = buf.rfind(b"\n", w, min(hi, w + _WINDOW)) + 1
+            if we <= w:  # a line longer than the window: take it whole
+                we = buf.find(b"\n", w, hi) + 1 or hi
+            yield from self._find_in(buf, w, we)
+            w = we
+
+    def _find_in(self, buf: bytes, lo: int, hi: int) -> Iterator[tuple[int, int]]:
+        if self.kw_exact is not None:
+            low, kw = buf[lo:hi], self.kw_exact
+        else:
+            assert self.kw is not None
+            low, kw = buf[lo:hi].lower(), self.kw
+        pos = 0
+        while True:
+            i = low.find(kw, pos)
+            if i < 0:
+                return
+            ls = low.rfind(b"\n", 0, i) + 1
+            le = low.find(b"\n", i) + 1 or len(low)
+            if i < record_text_start(low, ls) and low.find(kw, record_text_start(low, ls), le) < 0:
+                pos = le  # the keyword only matched the timestamp / stream / instance
+                continue
+            if self._token_ok(low, ls) and (
+                    (self.rx is None and self.kw_fold is None) or self._text_ok(buf, lo + ls, lo + le)):
+                yield lo + ls, lo + le
+            pos = le
+
+    def _by_regex(self, buf: bytes, lo: int, hi: int) -> Iterator[tuple[int, int]]:
+        assert self.rx is not None
+        pos = lo
+        while pos < hi:
+            m = self.rx.search(buf, pos, hi)
+            if m is None:
+                return
+            ls = buf.rfind(b"\n", lo, m.start()) + 1 if m.start() > lo else lo
+            ls = max(ls, lo)
+            le = buf.find(b"\n", m.start(), hi) + 1 or hi
+            if le <= ls:  # an empty match right at a newline
+                le = buf.find(b"\n", ls, hi) + 1 or hi
+            if self._token_ok(buf, ls) and self._text_ok(buf, ls, le):
+                yield ls, le
+            pos = le
+
+
+def seek_ts(buf: bytes, iso: bytes, lo: int = 0, hi: int | None = None) -> int:
+    """Offset of the first line in buf[lo:hi] whose timestamp is ≥ `iso` (hi if none); lines are in
+    time order, so this bisects on byte positions. `lo` must be a line start."""
+    a, b = lo, len(buf) if hi is None else hi
+    end = b
+    # Invariant: every line before `a` is earlier than `iso`; `b` is `end` or a line start at/after it.
+    while a < b:
+        mid = (a + b) // 2
+        k = buf.rfind(b"\n", a, mid)
+        ls = k + 1 if k >= 0 else a
+        if buf[ls:ls + TS_LEN] < iso:
+            a = buf.find(b"\n", ls, end) + 1 or end
+        else:
+            b = ls
+    return a
+
+
+def _read(path_cache: dict[int, int], block: BlockRef, start: int) -> bytes:
+    fd = path_cache.get(block.file_id)
+    if fd is None:
+        fd = path_cache[block.file_id] = os.open(block.path, os.O_RDONLY)
+    return os.pread(fd, block.end - start, start)
+
+
+# A matching line: (timestamp bytes, service, file id, offset after the line, the line).
+_Hit = tuple[bytes, str, int, int, bytes]
+
+
+def _scan(reader: IndexReader, service: str, q: Query, matcher: Matcher, result: Result,
+          reverse: bool = False) -> Iterator[_Hit]:
+    after = (q.cursor or {}).get(service, (0, 0))
+    blocks = reader.blocks(service, q.from_ts, q.to_ts, after_file=after[0], after_offset=after[1])
+    if blocks:
+        result.end[service] = (blocks[-1].file_id, blocks[-1].end)
+    lo_iso = iso_bytes(q.from_ts) if q.from_ts is not None else None
+    hi_iso = iso_bytes(q.to_ts) if q.to_ts is not None else None
+    fds: dict[int, int] = {}
+    read_any = False
+    try:
+        for b in reversed(blocks) if reverse else blocks:
+            start = after[1] if b.file_id == after[0] and after[1] > b.start else b.start
+            if (q.max_scan_bytes is not None and result.scanned_bytes >= q.max_scan_bytes
+                    and read_any):  # every service reads at least one block, so each page makes progress
+                result.stopped_at[service] = (b.file_id, start)
+                cut = iso_bytes(b.first_ts)
+                result.stop_ts = cut if result.stop_ts is None else min(result.stop_ts, cut)
+                return
+            try:
+                buf = _read(fds, b, start)
+            except FileNotFoundError:
+                continue  # deleted by retention while we looked
+            result.scanned_bytes += len(buf)
+            read_any = True
+            lo, hi = 0, len(buf)
+            if lo_iso is not None and b.first_ts < q.from_ts:  # type: ignore[operator]
+                lo = seek_ts(buf, lo_iso)
+            if hi_iso is not None and b.last_ts >= q.to_ts:  # type: ignore[operator]
+                hi = seek_ts(buf, hi_iso, lo)
+            if matcher.everything and not reverse:
+                # No filter: split once in C and walk the lines, instead of a `find` per line.
+                end = start + lo
+                for line in buf[lo:hi].split(b"\n")[:-1]:
+                    end += len(line) + 1
+                    yield line[:TS_LEN], service, b.file_id, end, line
+                continue
+            spans = matcher.spans(buf, lo, hi)
+            if reverse:
+                spans = reversed(list(spans))  # type: ignore[assignment]
+            for ls, le in spans:
+                yield buf[ls:ls + TS_LEN], service, b.file_id, start + le, buf[ls:le]
+    finally:
+        for fd in fds.values():
+            os.close(fd)
+
+
+def run_query(reader: IndexReader, q: Query) -> Result:
+    """Lines matching `q`, oldest first (also with `tail`), with a cursor when more remain."""
+    matcher = Matcher(q.keyword, q.regex, q.streams)
+    result = Result()
+    if q.tail:
+        hits: list[_Hit] = []
+        for s in q.services:
+            got: list[_Hit] = []
+            for h in _scan(reader, s, q, matcher, result, reverse=True):
+                got.append(h)
+                if len(got) >= q.limit:
+                    break
+            got.reverse()
+            hits += got
+        hits.sort(key=lambda h: h[0])
+        chosen = hits[-q.limit:]
+        result.lines = [record_dict(h[4], h[1]) for h in chosen]
+        return result
+    gens = [_scan(reader, s, q, matcher, result) for s in q.services]
+    merged = heapq.merge(*gens, key=lambda h: h[0]) if len(gens) > 1 else gens[0]
+    pos: dict[str, Position] = dict(q.cursor or {})
+    more = False
+    lines = result.lines
+    limit = q.limit
+    for ts, service, file_id, end, line in merged:
+        if len(lines) >= limit or (result.stop_ts is not None and ts > result.stop_ts):
+            more = True  # (past a cut-short scan's horizon, lines of other services would come too early)
+            break
+        lines.append(record_dict(line, service))
+        pos[service] = (file_id, end)
+    for g in gens:
+        g.close()  # type: ignore[attr-defined]
+    if more:
+        # A scan cut short returned only after all its lines were taken: continue it where it stopped.
+        pos.update(result.stopped_at)
+        result.next_cursor = encode_cursor(pos)
+    elif result.stopped_at:
+        # The read budget ran out before the data did: every hit so far was returned; continue each
+        # cut-short service where its scan stopped, and each finished one past its end.
+        for s in q.services:
+            pos[s] = result.stopped_at.get(s) or result.end.get(s) or pos.get(s) or (0, 0)
+        result.next_cursor = encode_cursor(pos)
+    return result
+
+
+def read_window(reader: IndexReader, service: str, from_ts: float | None, to_ts: float | None,
+                chunk_bytes: int = 1024 * 1024) -> Iterator[bytes]:
+    """The stored bytes of `service` in [from_ts, to_ts), in pieces: the body of a download."""
+    lo_iso = iso_bytes(from_ts) if from_ts is not None else None
+    hi_iso = iso_bytes(to_ts) if to_ts is not None else None
+    fds: dict[int, int] = {}
+    try:
+        for b in reader.blocks(service, from_ts, to_ts):
+            try:
+                buf = _read(fds, b, b.start)
+            except FileNotFoundError:
+                continue
+            lo, hi = 0, len(buf)
+            if lo_iso is not None and b.first_ts < from_ts:  # type: ignore[operator]
+                lo = seek_ts(buf, lo_iso)
+            if hi_iso is not None and b.last_ts >= to_ts:  # type: ignore[operator]
+                hi = seek_ts(buf, hi_iso, lo)
+            for i in range(lo, hi, chunk_bytes):
+                yield buf[i:min(hi, i + chunk_bytes)]
+    finally:
+        for fd in fds.values():
+            os.close(fd)

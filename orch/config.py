@@ -1,0 +1,33 @@
+"""Orch's settings: the `orch:` section of the platform config, validated here."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from orch.planner import BackoffPolicy
+
+
+class OrchSettings(BaseModel):
+    """Units are in the names. Every field has a default; an unknown key is an error."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    cgroups: Literal["auto", "v2", "v1", "none"] = "auto"
+    cgroup_group: str = Field(default="infracore", pattern=r"^[A-Za-z0-9_.-]+$")
+    run_as_user: str | None = None  # default user for services without `user:` (when the platform is root)
+    keep_running_on_exit: bool = False  # leave instances running when the platform stops (adopted on start)
+    backoff_initial_s: float = Field(default=1.0, gt=0)
+    backoff_max_s: float = Field(default=60.0, gt=0)
+    backoff_factor: float = Field(default=2.0, ge=1)
+    stable_after_s: float = Field(default=30.0, gt=0)
+    crashloop_failures: int = Field(default=5, ge=2)
+    crashloop_window_s: float = Field(default=120.0, gt=0)
+    health_history: int = Field(default=20, ge=1, le=1000)
+    kill_grace_s: float = Field(default=5.0, gt=0)
+    drain_before_stop_s: float = Field(default=0.5, ge=0, le=60)  # endpoints withdrawn → wait → stop signal
+
+    def backoff(self) -> BackoffPolicy:
+        return BackoffPolicy(self.backoff_initial_s, self.backoff_max_s, self.backoff_factor, self.stable_after_s,
+                             self.crashloop_failures, self.crashloop_window_s)

@@ -1,0 +1,101 @@
+"""From a spec and a replica slot to a concrete `InstanceConfig`: ports chosen on 127.0.0.1 and
+`${PORT}`, `${PORT_<NAME>}`, `${SERVICE}`, `${INSTANCE}`, `${INDEX}` and the spec's own env expanded."""
+
+from __future__ import annotations
+
+import re
+import signal
+import socket
+from collections.abc import Mapping
+
+from orch.runtime import InstanceConfig
+from orch.spec import PortSpec, ServiceSpec
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def expand(text: str, variables: Mapping[str, str]) -> str:
+    """Replace `${NAME}` by its value; unknown names are left as written (the program may want them)."""
+    return _VAR.sub(lambda m: variables.get(m.group(1), m.group(0)), text)
+
+
+def variables(spec: ServiceSpec, index: int, ports: Mapping[str, int]) -> dict[str, str]:
+    out = {k: v for k, v in spec.env.items()}
+    out |= {"SERVICE": spec.name, "INSTANCE": f"{spec.name}-{index}", "INDEX": str(index)}
+    for name, port in ports.items():
+        out[f"PORT_{name.upper().replace('-', '_')}"] = str(port)
+    if spec.ports:
+        out["PORT"] = str(ports[spec.ports[0].name])
+    return out
+
+
+def build_config(spec: ServiceSpec, index: int, ports: Mapping[str, int], version: int) -> InstanceConfig:
+    """The instance config for replica `index` of `spec` with `ports` already chosen."""
+    v = variables(spec, index, ports)
+    env = {k: expand(val, v) for k, val in spec.env.items()}
+    env |= {k: val for k, val in v.items() if k.startswith("PORT") or k in ("SERVICE", "INSTANCE")}
+    return InstanceConfig(
+        service=spec.name, index=index, argv=tuple(expand(a, v) for a in spec.argv), image=spec.image, env=env,
+        workdir=expand(spec.workdir, v) if spec.workdir else None, user=spec.user, ports=dict(ports),
+        memory_bytes=spec.resources.memory, cpu=spec.resources.cpu, stop_timeout_s=spec.stop_timeout,
+        stop_signal=int(getattr(signal, spec.stop_signal)), version=version,
+        config_files=tuple((expand(f.path, v), expand(f.content, v), f.mode) for f in spec.config_files),
+    )
+
+
+def health_target(spec: ServiceSpec, index: int, ports: Mapping[str, int]) -> str | list[str] | None:
+    hc = spec.healthcheck
+    if hc is None:
+        return None
+    v = variables(spec, index, ports)
+    if hc.http is not None:
+        return expand(hc.http, v)
+    if hc.tcp is not None:
+        return expand(hc.tcp, v)
+    assert hc.exec is not None
+    return expand(hc.exec, v) if isinstance(hc.exec, str) else [expand(a, v) for a in hc.exec]
+
+
+class PortAllocator:
+    """Free 127.0.0.1 ports for instances, never handing out one already given (until released)."""
+
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        self.host = host
+        self._taken: set[int] = set()
+
+    def _free(self, port: int) -> int | None:
+        with socket.socket() as s:
+            try:
+                s.bind((self.host, port))
+            except OSError:
+                return None
+            return int(s.getsockname()[1])
+
+    def allocate(self, specs: list[PortSpec], previous: Mapping[str, int] | None = None) -> dict[str, int]:
+        """A port per spec: the fixed one, else the previous one if still free, else a new free one.
+        Raises OSError when a fixed port is taken."""
+        out: dict[str, int] = {}
+        try:
+            for p in specs:
+                if p.internal != "auto":
+                    port = int(p.internal)
+                    if port in self._taken or self._free(port) is None:
+                        raise OSError(f"port {port} ({p.name}) is already in use on {self.host}")
+                else:
+                    prev = (previous or {}).get(p.name)
+                    port = prev if prev and prev not in self._taken and self._free(prev) else 0
+                    while not port:
+                        got = self._free(0)
+                        port = got if got and got not in self._taken else 0
+                self._taken.add(port)
+                out[p.name] = port
+        except OSError:
+            self.release(out)
+            raise
+        return out
+
+    def reserve(self, ports: Mapping[str, int]) -> None:
+        self._taken.update(ports.values())
+
+    def release(self, ports: Mapping[str, int]) -> None:
+        self._taken.difference_update(ports.values())

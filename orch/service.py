@@ -1,0 +1,604 @@
+"""`OrchService`: the asyncio shell around the planner — it owns the instances, runs the health probes,
+executes the planner's actions through a `Runtime`, persists specs and pidfiles, publishes endpoints and
+`service.*` events, and is the public object the console API and the wiring use.
+
+Concurrency: everything runs on one loop. `self.slots` is only ever replaced slot by slot with the result
+of a pure transition, with no `await` between reading a slot and writing it back; the reconcile task is
+woken (`_wake`) after every transition and is the only caller of `planner.plan`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import os
+import pwd
+import signal
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from core.bus import EventBus
+from core.clock import Clock, SystemClock
+from core.errors import Conflict, NotFound
+from core.ports import EndpointBoard, InstanceInfo, LogSink
+from core.store import Store
+from core.tasks import TaskSet
+from orch import planner
+from orch.cgroups import CgroupDriver, CgroupHandle, detect
+from orch.config import OrchSettings
+from orch.endpoints import EndpointPublisher, endpoint_sets
+from orch.health import HealthResult, run_probe
+from orch.instances import PortAllocator, build_config, health_target
+from orch.logfiles import FileLogSink
+from orch.pidfiles import PidFiles
+from orch.planner import ServiceView, Slot, SlotKey, StartInstance, StopInstance
+from orch.process import ProcessRuntime
+from orch.repo import OrchRepo, ServiceRow
+from orch.runtime import ExitStatus, Instance, Runtime, RuntimeError_
+from orch.spec import ServiceSpec, SpecError, SpecProblem, line_of, load_spec, validate_mapping
+
+log = structlog.get_logger("orch")
+
+
+def _user_problem(user: str) -> str | None:
+    """Why instances cannot run as `user` here, or None."""
+    try:
+        pw = pwd.getpwnam(user)
+    except KeyError:
+        return f"user {user!r} does not exist on this host"
+    if os.geteuid() != 0 and pw.pw_uid != os.geteuid():
+        return f"cannot run as {user!r}: the platform is not running as root"
+    return None
+
+
+@dataclass
+class Live:
+    """The shell's side of a slot: the runtime handle and the tasks watching it."""
+
+    instance: Instance | None = None
+    ports: dict[str, int] = field(default_factory=dict)
+    starting: asyncio.Task[Any] | None = None
+    health_task: asyncio.Task[Any] | None = None
+    health: deque[HealthResult] = field(default_factory=lambda: deque(maxlen=20))
+    started_wall: float | None = None
+    last_exit: dict[str, Any] | None = None
+
+
+class OrchService:
+    """Services from specs, supervised. Implements `core.ports.ServiceInventory`."""
+
+    name = "orch"
+
+    def __init__(self, settings: OrchSettings, *, data_dir: Path, store: Store, bus: EventBus,
+                 endpoints: EndpointBoard, log_sink: LogSink | None = None, runtime: Runtime | None = None,
+                 cgroups: CgroupDriver | None = None, clock: Clock | None = None) -> None:
+        self.settings = settings
+        self.data_dir = data_dir
+        self.run_dir = data_dir / "run" / "orch"
+        self.repo = OrchRepo(store)
+        self.bus = bus
+        self.endpoints = endpoints
+        self._own_sink = log_sink is None
+        self.log_sink: LogSink = log_sink or FileLogSink(data_dir / "logs")
+        self.cgroups = cgroups
+        self.runtime: Runtime | None = runtime
+        self.clock = clock or SystemClock()
+        self.bo = settings.backoff()
+        self.services: dict[str, ServiceRow] = {}
+        self.slots: dict[SlotKey, Slot] = {}
+        self.live: dict[SlotKey, Live] = {}
+        self.statuses: dict[str, planner.ServiceStatus] = {}
+        self.ports = PortAllocator()
+        self._endpoints = EndpointPublisher(endpoints)
+        self.pidfiles = PidFiles(self.run_dir)
+        self._deleting: set[str] = set()
+        self._shutting_down = False
+        self._wake = asyncio.Event()
+        self._changed = asyncio.Condition()
+        self._events: asyncio.Queue[tuple[str, dict[str, Any]] | None] = asyncio.Queue()
+        self._tasks = TaskSet("orch")
+        self._loop_task: asyncio.Task[Any] | None = None
+        self._publisher: asyncio.Task[Any] | None = None
+
+    # --- component lifecycle ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.repo.migrate()
+        self.services = {r.name: r for r in await self.repo.load()}
+        if self.cgroups is None:
+            self.cgroups = detect(self.settings.cgroups, self.settings.cgroup_group)
+        if self.cgroups.warning:
+            log.warning("resource limits are limited", cgroups=self.cgroups.kind, warning=self.cgroups.warning)
+        else:
+            log.info("resource limits by cgroups", cgroups=self.cgroups.kind)
+        if self.runtime is None:
+            self.runtime = ProcessRuntime(self.log_sink, self.cgroups, default_user=self.settings.run_as_user,
+                                          kill_grace_s=self.settings.kill_grace_s)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._publisher = self._tasks.spawn("events", self._publish_events())
+        await self._adopt()
+        self._loop_task = self._tasks.spawn("reconcile", self._reconcile_loop())
+
+    async def stop(self, drain_timeout_s: float) -> None:
+        self._shutting_down = True
+        if self.settings.keep_running_on_exit:
+            # Nothing may plan a stop from here on: the loop and the probes end first.
+            if self._loop_task is not None:
+                self._loop_task.cancel()
+            for live in self.live.values():
+                if live.health_task:
+                    live.health_task.cancel()
+            log.info("leaving instances running", count=sum(1 for s in self.slots.values() if s.active))
+        else:
+            self._wake.set()
+            try:
+                await self._wait_for(lambda: not any(s.active for s in self.slots.values()), drain_timeout_s)
+            except TimeoutError:
+                log.error("instances still running at shutdown; killing them",
+                          instances=[f"{k[0]}-{k[1]}" for k, s in self.slots.items() if s.active])
+                for live in self.live.values():
+                    if live.instance is not None and self.runtime is not None:
+                        await self.runtime.kill(live.instance, signal.SIGKILL)
+        self._events.put_nowait(None)
+        if self._publisher is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(self._publisher), 5)
+        await self._tasks.close()
+        if self.cgroups is not None and not any(s.active for s in self.slots.values()):
+            self.cgroups.cleanup()
+        if self._own_sink and isinstance(self.log_sink, FileLogSink):
+            self.log_sink.close()
+
+    # --- public API (console routes, CLI) ---------------------------------------------------------
+
+    async def apply(self, source: str | dict[str, Any], filename: str = "spec.yaml",
+                    actor: str | None = None) -> dict[str, Any]:
+        """Validate and store a spec as the service's next version; the supervisor converges to it."""
+        if isinstance(source, dict):
+            spec = validate_mapping(source, filename)
+            text = json.dumps(source)
+        else:
+            spec = load_spec(source, filename)
+            text = source
+
+        def line(field: str) -> int | None:
+            return line_of(source, field) if isinstance(source, str) else None
+
+        if spec.runtime_name != "process":
+            field = "runtime" if spec.runtime else "image"
+            raise SpecError([SpecProblem(filename, line(field), field,
+                                         f"the {spec.runtime_name} runtime is not available on this platform yet; "
+                                         "use cmd: (the process runtime)")])
+        user = spec.user or self.settings.run_as_user
+        if user is not None:
+            problem = _user_problem(user)
+            if problem:
+                raise SpecError([SpecProblem(filename, line("user"), "user", problem)])
+        if spec.name in self._deleting:
+            raise Conflict(f"service {spec.name} is being removed", hint="wait for the removal to finish")
+        views = {n: self._view(r) for n, r in self.services.items()}
+        views[spec.name] = dataclasses.replace(self._view_of(spec, 0, "running"))
+        try:
+            planner.start_order(views)
+        except ValueError as e:
+            raise SpecError([SpecProblem(filename, line("depends_on"), "depends_on",
+                                         f"dependency cycle: {e}")]) from None
+        current = self.services.get(spec.name)
+        if current is not None and current.spec == spec:
+            return {**self.describe(spec.name), "changed": False}
+        version = await self.repo.save_version(spec, text, filename, actor)
+        now = time.time()
+        self.services[spec.name] = ServiceRow(
+            spec.name, version, current.desired if current else "running", spec,
+            current.created_at if current else now, now, current.restarts if current else 0,
+            current.last_exit if current else None)
+        now_m = self.clock.monotonic()
+        for key, slot in list(self.slots.items()):
+            if key[0] == spec.name and slot.phase == "absent":
+                self.slots[key] = planner.reset(slot, now_m)  # a new version gets a fresh start, no back-off
+        self._emit("service.applied", {"service": spec.name, "version": version, "by": actor})
+        log.info("service applied", service=spec.name, version=version)
+        self._wake.set()
+        return {**self.describe(spec.name), "changed": True}
+
+    def list(self) -> list[dict[str, Any]]:
+        return [self._summary(n) for n in sorted(self.services)]
+
+    def describe(self, name: str) -> dict[str, Any]:
+        row = self._row(name)
+        insts = []
+        for slot in sorted((s for s in self.slots.values() if s.service == name), key=lambda s: s.index):
+            live = self.live.get(slot.key, Live())
+            inspect = self.runtime.inspect(live.instance) if live.instance is not None and self.runtime else {}
+            stats = self.runtime.stats(live.instance) if live.instance is not None and self.runtime and \
+                slot.phase == "running" else None
+            wait = slot.next_start_at - self.clock.monotonic() if slot.phase == "absent" else 0
+            insts.append({
+                "id": f"{name}-{slot.index}", "index": slot.index, "phase": slot.phase, "state": slot.state,
+                "healthy": slot.healthy, "health_failures": slot.health_failures, "version": slot.version,
+                "pid": inspect.get("pid") if slot.phase in ("running", "stopping") else None,
+                "ports": live.ports if slot.phase != "absent" else {}, "restarts": slot.restarts,
+                "reason": slot.reason, "started_at": live.started_wall if slot.phase != "absent" else None,
+                "next_start_in_s": round(wait, 1) if wait > 0 and slot.state not in ("failed", "exited") else None,
+                "last_exit": live.last_exit, "adopted": inspect.get("adopted", False),
+                "cgroup": inspect.get("cgroup"),
+                "stats": dataclasses.asdict(stats) if stats else None,
+                "health": [h.to_dict() for h in live.health],
+            })
+        return {**self._summary(name), "spec": row.spec.model_dump(mode="json", exclude_defaults=True),
+                "instances": insts}
+
+    async def versions(self, name: str) -> list[dict[str, Any]]:
+        self._row(name)
+        return await self.repo.versions(name)
+
+    async def start_service(self, name: str) -> dict[str, Any]:
+        row = self._row(name)
+        now = self.clock.monotonic()
+        for key, slot in list(self.slots.items()):
+            if key[0] == name and slot.phase == "absent":
+                self.slots[key] = planner.reset(slot, now)
+        if row.desired != "running":
+            row.desired = "running"
+            await self.repo.set_desired(name, "running")
+        self._wake.set()
+        return self.describe(name)
+
+    async def stop_service(self, name: str, *, wait_s: float | None = None) -> dict[str, Any]:
+        row = self._row(name)
+        if row.desired != "stopped":
+            row.desired = "stopped"
+            await self.repo.set_desired(name, "stopped")
+        self._wake.set()
+        await self._wait_stopped(name, wait_s)
+        return self.describe(name)
+
+    async def restart_service(self, name: str) -> dict[str, Any]:
+        row = self._row(name)
+        now = self.clock.monotonic()
+        for key, slot in list(self.slots.items()):
+            if key[0] != name:
+                continue
+            slot = planner.reset(slot, now)
+            if slot.phase == "running":
+                slot = dataclasses.replace(slot, phase="stopping", stop_intent="restart", reason="restart requested")
+                self._tasks.spawn(f"stop:{name}-{key[1]}", self._stop_instance(key))
+            self.slots[key] = slot
+        if row.desired != "running":
+            row.desired = "running"
+            await self.repo.set_desired(name, "running")
+        self._emit("service.restart.requested", {"service": name})
+        self._wake.set()
+        return self.describe(name)
+
+    async def delete(self, name: str) -> dict[str, Any]:
+        """Stop every instance of the service, then forget it (its spec history stays)."""
+        before = self.describe(name)
+        self._deleting.add(name)
+        try:
+            self._wake.set()
+            await self._wait_stopped(name, None)
+            await self.repo.delete(name)
+            self.services.pop(name, None)
+            self.statuses.pop(name, None)
+            for key in [k for k in self.slots if k[0] == name]:
+                self.slots.pop(key, None)
+                self.live.pop(key, None)
+            self._publish_endpoints(name)
+        finally:
+            self._deleting.discard(name)
+        self._emit("service.removed", {"service": name})
+        return before
+
+    def instances(self) -> list[InstanceInfo]:
+        """`ServiceInventory`: the running instances now."""
+        out = []
+        for key, slot in self.slots.items():
+            live = self.live.get(key)
+            if slot.phase not in ("running", "stopping") or live is None or live.instance is None:
+                continue
+            info = self.runtime.inspect(live.instance) if self.runtime else {}
+            out.append(InstanceInfo(service=key[0], instance=f"{key[0]}-{key[1]}", runtime="process",
+                                    state=slot.phase, pid=info.get("pid"), cgroup=info.get("cgroup"),
+                                    restarts=slot.restarts))
+        return out
+
+    def limits(self) -> dict[str, Any]:
+        return self.cgroups.describe() if self.cgroups else {}
+
+    # --- internals: views and waiting ----------------------------------------------------------
+
+    def _row(self, name: str) -> ServiceRow:
+        row = self.services.get(name)
+        if row is None:
+            raise NotFound(f"no service named {name!r}", hint="see `fsctl service ls`")
+        return row
+
+    @staticmethod
+    def _view_of(spec: ServiceSpec, version: int, desired: str) -> ServiceView:
+        hc = spec.healthcheck
+        return ServiceView(spec.name, version, desired, spec.replicas, spec.restart,  # type: ignore[arg-type]
+                           tuple(spec.depends_on), hc.retries if hc else None, hc.start_period if hc else 0.0)
+
+    def _view(self, row: ServiceRow) -> ServiceView:
+        desired = "stopped" if self._shutting_down or row.name in self._deleting else row.desired
+        return self._view_of(row.spec, row.version, desired)
+
+    def _summary(self, name: str) -> dict[str, Any]:
+        row = self._row(name)
+        st = self.statuses.get(name) or planner.ServiceStatus("pending", "", 0, row.spec.replicas)
+        return {"name": name, "version": row.version, "desired": row.desired, "status": st.status,
+                "reason": st.reason, "healthy": st.healthy, "replicas": row.spec.replicas,
+                "restarts": row.restarts, "last_exit": row.last_exit, "runtime": row.spec.runtime_name,
+                "created_at": row.created_at, "updated_at": row.updated_at,
+                "endpoints": [f"{e.host}:{e.port}" for e in self.endpoints.get(name)]}
+
+    async def _wait_for(self, pred: Callable[[], bool], timeout_s: float | None) -> None:
+        async with self._changed:
+            await asyncio.wait_for(self._changed.wait_for(pred), timeout_s)
+
+    async def _wait_stopped(self, name: str, wait_s: float | None) -> None:
+        row = self._row(name)
+        timeout = wait_s if wait_s is not None else row.spec.stop_timeout + self.settings.kill_grace_s + 10
+        try:
+            await self._wait_for(lambda: not any(s.active for k, s in self.slots.items() if k[0] == name), timeout)
+        except TimeoutError:
+            raise Conflict(f"service {name} did not stop within {timeout:g}s",
+                           hint="see `fsctl service status` for what is still running") from None
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+    def _transitioned(self) -> None:
+        self._wake.set()
+        self._tasks.spawn("notify", self._notify())
+
+    # --- internals: the reconcile loop ----------------------------------------------------------
+
+    async def _reconcile_loop(self) -> None:
+        while True:
+            self._wake.clear()
+            wake_at = self._reconcile_once()
+            delay = None if wake_at is None else max(0.0, wake_at - self.clock.monotonic())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), delay)
+
+    def _reconcile_once(self) -> float | None:
+        now = self.clock.monotonic()
+        views = {n: self._view(r) for n, r in self.services.items()}
+        p = planner.plan(views, self.slots, now, self.bo)
+        self.slots = p.slots
+        for action in p.actions:
+            key = (action.service, action.index)
+            if isinstance(action, StartInstance):
+                live = self.live.setdefault(key, Live(health=deque(maxlen=self.settings.health_history)))
+                live.starting = self._tasks.spawn(f"start:{action.service}-{action.index}",
+                                                  self._start_instance(action))
+            elif isinstance(action, StopInstance):
+                log.info("stopping instance", service=action.service, instance=f"{action.service}-{action.index}",
+                         intent=action.intent, reason=action.reason)
+                self._tasks.spawn(f"stop:{action.service}-{action.index}", self._stop_instance(key))
+        for name, st in p.statuses.items():
+            prev = self.statuses.get(name)
+            if prev is None or (prev.status, prev.reason) != (st.status, st.reason):
+                self.statuses[name] = st
+                if prev is None or prev.status != st.status:
+                    log.info("service status changed", service=name, status=st.status, previous=prev and prev.status,
+                             reason=st.reason)
+                    self._emit("service.status.changed", {
+                        "service": name, "status": st.status, "previous": prev.status if prev else None,
+                        "reason": st.reason, "healthy": st.healthy, "replicas": st.replicas})
+            else:
+                self.statuses[name] = st
+        for name in {*self.services, *self._endpoints.services()}:
+            self._publish_endpoints(name)
+        if p.actions:
+            self._tasks.spawn("notify", self._notify())
+        return p.wake_at
+
+    # --- internals: executing actions ------------------------------------------------------------
+
+    async def _start_instance(self, action: StartInstance) -> None:
+        key = (action.service, action.index)
+        live = self.live[key]
+        row = self.services.get(action.service)
+        assert self.runtime is not None
+        if row is None:
+            self._on_exit(key, ExitStatus(note="service removed"), failed=False)
+            return
+        spec = row.spec
+        try:
+            live.ports = self.ports.allocate(spec.ports, live.ports)
+            config = build_config(spec, action.index, live.ports, action.version)
+            instance = await self.runtime.create(config)
+            try:
+                await self.runtime.start(instance)
+            except BaseException:
+                await self.runtime.remove(instance)
+                raise
+        except (RuntimeError_, OSError) as e:
+            self.ports.release(live.ports)
+            log.warning("cannot start instance", service=action.service, index=action.index, error=str(e))
+            self._on_exit(key, ExitStatus(note=f"cannot start: {e}"), failed=True)
+            return
+        finally:
+            live.starting = None
+        live.instance = instance
+        live.started_wall = time.time()
+        slot = self.slots.get(key, Slot(*key))
+        new = planner.started(slot, action.version, self.clock.monotonic(),
+                              has_healthcheck=spec.healthcheck is not None)
+        if slot.phase == "stopping":  # a stop was planned while it was starting: it still goes
+            new = dataclasses.replace(new, phase="stopping", stop_intent=slot.stop_intent, reason=slot.reason)
+        self.slots[key] = new
+        self.pidfiles.write(key[0], key[1], instance.record())
+        self._watch(key, spec, instance)
+        self._transitioned()
+
+    def _watch(self, key: SlotKey, spec: ServiceSpec, instance: Instance) -> None:
+        live = self.live[key]
+        if spec.healthcheck is not None:
+            live.health_task = self._tasks.spawn(f"health:{key[0]}-{key[1]}", self._health_loop(key, spec, instance))
+        self._tasks.spawn(f"wait:{key[0]}-{key[1]}", self._wait_instance(key, instance))
+
+    async def _wait_instance(self, key: SlotKey, instance: Instance) -> None:
+        assert self.runtime is not None
+        status = await self.runtime.wait(instance)
+        live = self.live.get(key)
+        if live is not None and live.health_task is not None:
+            live.health_task.cancel()
+        await self.runtime.remove(instance)
+        if live is not None and live.instance is instance:
+            live.instance = None
+        self._on_exit(key, status, failed=status.failed)
+
+    async def _stop_instance(self, key: SlotKey) -> None:
+        live = self.live.get(key)
+        if live is None:
+            return
+        if live.starting is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(live.starting)
+        if live.instance is not None and self.runtime is not None:
+            if live.ports and self.settings.drain_before_stop_s > 0:
+                # Its endpoints were withdrawn when the slot left `running`: let requests in flight finish.
+                await asyncio.sleep(self.settings.drain_before_stop_s)
+            await self.runtime.stop(live.instance)
+
+    def _on_exit(self, key: SlotKey, status: ExitStatus, *, failed: bool) -> None:
+        """The one place an instance's end is turned into the slot's next state (no await in here)."""
+        slot = self.slots.get(key, Slot(*key))
+        row = self.services.get(key[0])
+        view = self._view(row) if row is not None and key[0] not in self._deleting and not self._shutting_down \
+            else None
+        if view is not None and key[1] > view.replicas:
+            view = None
+        if view is not None and view.desired == "stopped":
+            view = None
+        new = planner.exited(slot, view, failed=failed, detail=status.detail, now=self.clock.monotonic(), bo=self.bo)
+        self.slots[key] = new
+        live = self.live.get(key)
+        exit_info = {**status.to_dict(), "at": time.time(), "instance": f"{key[0]}-{key[1]}"}
+        if live is not None:
+            self.ports.release(live.ports)
+            live.last_exit = exit_info
+            live.started_wall = None
+        self.pidfiles.remove(*key)
+        if row is not None:
+            row.restarts += new.restarts - slot.restarts
+            row.last_exit = exit_info
+            self._tasks.spawn("record-exit", self.repo.record_exit(row.name, row.restarts, exit_info))
+        self._emit("service.instance.exited", {
+            "service": key[0], "instance": f"{key[0]}-{key[1]}", "exit": status.to_dict(), "expected": not failed,
+            "state": new.state, "restarts": new.restarts, "reason": new.reason,
+            "restart_in_s": round(new.next_start_at - self.clock.monotonic(), 2)
+            if new.state in ("backoff", "crashloop") else None})
+        log.info("instance ended", service=key[0], instance=f"{key[0]}-{key[1]}", status=status.detail,
+                 state=new.state, restarts=new.restarts)
+        self._publish_endpoints(key[0])
+        self._transitioned()
+
+    async def _health_loop(self, key: SlotKey, spec: ServiceSpec, instance: Instance) -> None:
+        hc = spec.healthcheck
+        assert hc is not None
+        live = self.live[key]
+        target = health_target(spec, key[1], live.ports)
+        assert target is not None
+        cfg = getattr(instance, "config", None)
+        env = dict(cfg.env) if cfg is not None else {}
+        # Until the first success, probe early and back off (0.05 s, 0.1 s, ... up to interval): a success
+        # counts at once, a failure only once per interval, so a slow starter still gets retries * interval.
+        ramp = 0.05
+        counted_at = self.clock.monotonic()
+        while True:
+            slot = self.slots.get(key)
+            if slot is None or slot.phase != "running":
+                return
+            if slot.healthy:
+                ramp = hc.interval
+            await asyncio.sleep(min(hc.interval, ramp))
+            ramp *= 2
+            result = await run_probe(hc.kind, target, hc.timeout, env=env, cwd=cfg.workdir if cfg else None)
+            live.health.append(result)
+            slot = self.slots.get(key)
+            if slot is None or slot.phase != "running" or live.instance is not instance:
+                return
+            row = self.services.get(key[0])
+            if row is None:
+                return
+            now = self.clock.monotonic()
+            if not result.ok and not slot.healthy and now - counted_at < hc.interval * 0.999:
+                continue
+            counted_at = now
+            new = planner.health_checked(slot, result.ok, now, self._view(row), result.detail)
+            self.slots[key] = new
+            if new.healthy != slot.healthy:
+                log.info("instance health changed", service=key[0], instance=f"{key[0]}-{key[1]}",
+                         healthy=new.healthy, detail=result.detail)
+                self._emit("service.instance.health", {"service": key[0], "instance": f"{key[0]}-{key[1]}",
+                                                       "healthy": new.healthy, "detail": result.detail})
+                self._publish_endpoints(key[0])
+            if new != slot:
+                self._transitioned()
+
+    # --- internals: endpoints, events, pidfiles ------------------------------------------------
+
+    def _publish_endpoints(self, name: str) -> None:
+        row = self.services.get(name)
+        healthy = [(s.index, self.live[s.key].ports) for s in self.slots.values()
+                   if s.service == name and s.phase == "running" and s.healthy and s.key in self.live]
+        self._endpoints.publish(name, endpoint_sets(name, [p.name for p in row.spec.ports] if row else [], healthy))
+
+    def _emit(self, etype: str, data: dict[str, Any]) -> None:
+        self._events.put_nowait((etype, data))
+
+    async def _publish_events(self) -> None:
+        while True:
+            item = await self._events.get()
+            if item is None:
+                return
+            try:
+                await self.bus.publish(item[0], item[1])
+            except Exception as e:  # an event lost must not stop supervision
+                log.error("cannot publish event", type=item[0], error=repr(e))
+
+    async def _adopt(self) -> None:
+        """Re-attach to instances that outlived the last run of the platform; forget the dead ones."""
+        assert self.runtime is not None
+        for rec in self.pidfiles.scan():
+            key = (rec["service"], rec["index"])
+            row = self.services.get(key[0])
+            spec = row.spec if row is not None else None
+            ports = {str(k): int(v) for k, v in (rec.get("ports") or {}).items()}
+            if spec is None:
+                spec = ServiceSpec(name=key[0], cmd=["unknown"])
+            config = build_config(spec, key[1], ports, int(rec.get("version", 0)))
+            instance = await self.runtime.adopt(config, rec)
+            if instance is None:
+                log.info("instance from the last run is gone", service=key[0], index=key[1], pid=rec.get("pid"))
+                cg = CgroupHandle.from_record(rec.get("cgroup"))
+                if cg is not None:
+                    cg.kill_all()  # whatever it left behind goes too
+                    cg.remove()
+                self.pidfiles.remove(*key)
+                continue
+            self.ports.reserve(ports)
+            live = Live(instance=instance, ports=ports, started_wall=rec.get("started_at"),
+                        health=deque(maxlen=self.settings.health_history))
+            self.live[key] = live
+            # Assumed healthy (it was serving); its probes say otherwise within `retries`.
+            self.slots[key] = planner.started(Slot(*key), int(rec.get("version", 0)), self.clock.monotonic(),
+                                              has_healthcheck=False)
+            self._watch(key, spec, instance)
+            self._emit("service.instance.adopted", {"service": key[0], "instance": f"{key[0]}-{key[1]}",
+                                                    "pid": rec.get("pid")})
+

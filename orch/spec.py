@@ -1,0 +1,471 @@
+"""Service specs: the YAML people write, validated by pydantic, with errors that name file, line and field.
+
+`load_spec(text, filename)` is the one entry point for YAML; `ServiceSpec.model_validate` takes an
+already-parsed mapping (the API's JSON form). Every error is a `SpecError` carrying one `SpecProblem`
+per fault, each rendered as `hello.yaml:7 healthcheck.interval: '5 s' is not a duration like 5s ...`.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from core.errors import ValidationFailed
+from core.units import parse_duration, parse_size
+
+NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+_RESTART_RE = re.compile(r"^(no|always|unless-stopped|on-failure(?::(\d+))?)$")
+
+
+def _err(code: str, message: str) -> PydanticCustomError:
+    """A validation error whose message is already final (without a context pydantic formats nothing)."""
+    return PydanticCustomError(code, message)
+
+
+def _port(value: Any) -> Any:
+    if value == "auto":
+        return value
+    if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 65535:
+        return value
+    raise _err("port", f"{value!r} is not a port: auto, or a number from 1 to 65535")
+
+
+def _duration(value: Any) -> float:
+    if isinstance(value, bool):
+        raise _err("duration", f"{value!r} is not a duration like 5s or 1m30s")
+    try:
+        return parse_duration(value)
+    except (ValueError, TypeError):
+        raise _err("duration", f"{value!r} is not a duration like 5s or 1m30s") from None
+
+
+def _size(value: Any) -> int:
+    if isinstance(value, bool) or isinstance(value, float):
+        raise _err("size", f"{value!r} is not a size like 256Mi or 1G")
+    try:
+        return parse_size(value)
+    except (ValueError, TypeError):
+        raise _err("size", f"{value!r} is not a size like 256Mi or 1G") from None
+
+
+def _scalar_str(value: Any) -> Any:
+    """Environment values may be written as numbers or booleans in YAML; they are strings to the child."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    return value
+
+
+Duration = Annotated[float, BeforeValidator(_duration)]
+Size = Annotated[int, BeforeValidator(_size)]
+EnvValue = Annotated[str, BeforeValidator(_scalar_str)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PortSpec(_Model):
+    """A port the service listens on. `internal: auto` lets orch pick a free 127.0.0.1 port."""
+
+    name: str = Field(default="http", pattern=r"^[a-z][a-z0-9_-]{0,31}$")
+    internal: Annotated[Literal["auto"] | int, BeforeValidator(_port)] = "auto"
+
+
+class HealthcheckSpec(_Model):
+    """Exactly one of `http` (a URL answered 2xx/3xx), `tcp` (`HOST:PORT` accepting), `exec` (exit 0)."""
+
+    http: str | None = None
+    tcp: str | None = None
+    exec: list[str] | str | None = None
+    interval: Duration = 10.0
+    timeout: Duration = 5.0
+    retries: int = Field(default=3, ge=1, le=100)
+    start_period: Duration = 0.0
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> HealthcheckSpec:
+        kinds = [k for k in ("http", "tcp", "exec") if getattr(self, k) is not None]
+        if len(kinds) != 1:
+            got = ", ".join(kinds) if kinds else "none"
+            raise _err("healthcheck_kind", f"give exactly one of http, tcp or exec (got {got})")
+        if self.timeout <= 0 or self.interval <= 0:
+            raise _err("healthcheck_time", "interval and timeout must be more than 0")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return "http" if self.http is not None else "tcp" if self.tcp is not None else "exec"
+
+
+class ResourcesSpec(_Model):
+    cpu: float | None = Field(default=None, gt=0, le=1024, description="CPU cores, e.g. 0.5")
+    memory: Size | None = None
+
+    @field_validator("memory")
+    @classmethod
+    def _min_memory(cls, v: int | None) -> int | None:
+        if v is not None and v < 4 * 1024 * 1024:
+            raise _err("memory_min", f"{v} bytes is too little; give at least 4Mi")
+        return v
+
+
+class ConfigFileSpec(_Model):
+    path: str
+    content: str
+    mode: int = Field(default=0o644, ge=0, le=0o7777)
+
+
+@dataclass(frozen=True)
+class RestartPolicy:
+    """`no`, `always`, `unless-stopped` (same as always here) or `on-failure[:N]` (N: most restarts)."""
+
+    mode: Literal["no", "always", "on-failure"]
+    max_retries: int | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> RestartPolicy:
+        m = _RESTART_RE.match(text.strip())
+        if not m:
+            raise ValueError(text)
+        if m.group(1) in ("always", "unless-stopped"):
+            return cls("always")
+        if m.group(1) == "no":
+            return cls("no")
+        return cls("on-failure", int(m.group(2)) if m.group(2) else None)
+
+    def __str__(self) -> str:
+        if self.mode == "on-failure" and self.max_retries is not None:
+            return f"on-failure:{self.max_retries}"
+        return self.mode
+
+
+def _restart(value: Any) -> str:
+    if isinstance(value, bool) and value is False:
+        return "no"  # YAML 1.1 reads a bare `no` as false
+    if not isinstance(value, str):
+        raise _err("restart_policy", f"{value!r} is not a restart policy: no, always or on-failure[:N]")
+    try:
+        RestartPolicy.parse(value)
+    except ValueError:
+        raise _err("restart_policy", f"{value!r} is not a restart policy: no, always or on-failure[:N]") from None
+    return value.strip()
+
+
+class ServiceSpec(_Model):
+    """One service as applied: what to run, how to check it, how to restart it, what it may use."""
+
+    name: str
+    runtime: Literal["process", "docker", "systemd"] | None = None
+    cmd: list[str] | str | None = None
+    image: str | None = None
+    workdir: str | None = None
+    env: dict[str, EnvValue] = Field(default_factory=dict)
+    ports: list[PortSpec] = Field(default_factory=list)
+    healthcheck: HealthcheckSpec | None = None
+    restart_policy: Annotated[str, BeforeValidator(_restart)] = "on-failure"
+    depends_on: list[str] = Field(default_factory=list)
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+    replicas: int = Field(default=1, ge=0, le=64)
+    user: str | None = None
+    stop_timeout: Duration = 10.0
+    stop_signal: Literal["SIGTERM", "SIGINT", "SIGQUIT", "SIGHUP", "SIGUSR1", "SIGUSR2"] = "SIGTERM"
+    volumes: list[str] = Field(default_factory=list)
+    config_files: list[ConfigFileSpec] = Field(default_factory=list)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not NAME_RE.match(v):
+            raise _err(
+                "service_name",
+                f"{v!r} is not a service name: lowercase letters, digits and '-', 1-63 long, like hello-api",
+            )
+        return v
+
+    @field_validator("cmd")
+    @classmethod
+    def _cmd(cls, v: list[str] | str | None) -> list[str] | str | None:
+        if v is None:
+            return v
+        argv = shlex.split(v) if isinstance(v, str) else v
+        if not argv or not argv[0]:
+            raise _err("cmd_empty", "the command is empty; give a program and its arguments")
+        return v
+
+    @field_validator("workdir")
+    @classmethod
+    def _workdir(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith("/"):
+            raise _err("workdir", f"{v!r} is not an absolute path (start it with /)")
+        return v
+
+    @field_validator("env")
+    @classmethod
+    def _env_names(cls, v: dict[str, str]) -> dict[str, str]:
+        for key in v:
+            if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", key):
+                raise _err("env_name", f"{key!r} is not an environment variable name (letters, digits, _)")
+        return v
+
+    @field_validator("volumes")
+    @classmethod
+    def _volumes(cls, v: list[str], info: ValidationInfo) -> list[str]:
+        if v and info.data.get("image") is None and info.data.get("runtime") in (None, "process"):
+            raise _err("volumes_process", "volumes are for containers (image:); a native process (cmd:) sees the "
+                       "host's files directly: remove volumes, or use workdir")
+        return v
+
+    @field_validator("depends_on")
+    @classmethod
+    def _deps(cls, v: list[str]) -> list[str]:
+        for d in v:
+            if not NAME_RE.match(d):
+                raise _err("depends_on", f"{d!r} is not a service name")
+        if len(set(v)) != len(v):
+            raise _err("depends_on_dup", "a dependency is listed twice")
+        return v
+
+    @model_validator(mode="after")
+    def _whole(self) -> ServiceSpec:
+        if (self.cmd is None) == (self.image is None):
+            raise _err("cmd_or_image", "give exactly one of cmd (a native process) or image (a container)")
+        if self.runtime == "docker" and self.image is None:
+            raise _err("runtime_image", "runtime docker needs image:")
+        if self.name in self.depends_on:
+            raise _err("depends_on_self", "a service cannot depend on itself")
+        names = [p.name for p in self.ports]
+        if len(set(names)) != len(names):
+            raise _err("ports_dup", "two ports have the same name; name them (http, admin, ...)")
+        return self
+
+    @property
+    def argv(self) -> list[str]:
+        if self.cmd is None:
+            return []
+        return shlex.split(self.cmd) if isinstance(self.cmd, str) else list(self.cmd)
+
+    @property
+    def restart(self) -> RestartPolicy:
+        return RestartPolicy.parse(self.restart_policy)
+
+    @property
+    def runtime_name(self) -> str:
+        return self.runtime or ("docker" if self.image else "process")
+
+
+@dataclass(frozen=True)
+class SpecProblem:
+    """One fault in a spec: where (file, 1-based line or None) and which field, and what is wrong."""
+
+    file: str
+    line: int | None
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        return f"{where} {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"file": self.file, "line": self.line, "field": self.field, "message": self.message}
+
+
+class SpecError(ValidationFailed):
+    """The spec cannot be used; `problems` lists each fault with its line."""
+
+    code = "invalid_spec"
+
+    def __init__(self, problems: list[SpecProblem]) -> None:
+        self.problems = problems
+        head = "; ".join(str(p) for p in problems[:5])
+        more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+        super().__init__(
+            f"invalid service spec: {head}{more}",
+            hint="fix the lines named and apply again",
+            details={"problems": [p.to_dict() for p in problems]},
+        )
+
+
+# --- YAML with line numbers --------------------------------------------------------------------
+
+
+def _find_node(root: yaml.Node | None, loc: tuple[int | str, ...]) -> tuple[yaml.Node | None, bool]:
+    """The node at `loc` (or the deepest ancestor found); the flag says whether `loc` was reached whole.
+
+    For a key that should not be there (extra field) the key node itself is returned.
+    """
+    node = root
+    for i, part in enumerate(loc):
+        if isinstance(node, yaml.MappingNode):
+            found = None
+            for k, v in node.value:
+                if isinstance(k, yaml.ScalarNode) and k.value == str(part):
+                    found = v if i < len(loc) - 1 else k  # the key's line reads best
+                    break
+            if found is None:
+                return node, False
+            node = found
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+            if part >= len(node.value):
+                return node, False
+            node = node.value[part]
+        else:
+            return node, False
+    return node, True
+
+
+def _duplicate_keys(node: yaml.Node | None, path: str, out: list[tuple[int, str, str]]) -> None:
+    if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
+        for k, v in node.value:
+            key = k.value if isinstance(k, yaml.ScalarNode) else "?"
+            sub = f"{path}.{key}" if path else key
+            if key in seen:
+                out.append((k.start_mark.line + 1, sub, "is given twice; keep one"))
+            seen.add(key)
+            _duplicate_keys(v, sub, out)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, v in enumerate(node.value):
+            _duplicate_keys(v, f"{path}[{i}]", out)
+
+
+def _field_name(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _clean_loc(loc: tuple[int | str, ...]) -> tuple[int | str, ...]:
+    """Drop pydantic's union-branch and validator tags (`str`, `list[str]`, `function-after[...]`)."""
+    keep: list[int | str] = []
+    for part in loc:
+        if isinstance(part, str) and (
+            "[" in part or part in ("str", "int", "float", "list", "literal['auto']", "bool", "dict")
+        ):
+            continue
+        keep.append(part)
+    return tuple(keep)
+
+
+def problems_from(e: ValidationError, filename: str, root: yaml.Node | None) -> list[SpecProblem]:
+    """Turn pydantic's errors into problems with YAML lines (the first error per field)."""
+    out: list[SpecProblem] = []
+    seen: set[str] = set()
+    for err in e.errors():
+        loc = _clean_loc(tuple(err["loc"]))
+        field = _field_name(loc)
+        if field in seen:
+            continue  # a union reports each branch; the first says enough
+        seen.add(field)
+        node, _ = _find_node(root, loc)
+        line = node.start_mark.line + 1 if node is not None else None
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = f"unknown field; allowed here: {', '.join(_allowed(loc[:-1]))}"
+        elif err["type"] == "missing":
+            msg = "is required"
+        elif msg.startswith("Value error, "):
+            msg = msg[len("Value error, "):]
+        out.append(SpecProblem(filename, line, field, msg))
+    return sorted(out, key=lambda p: (p.line or 0, p.field))
+
+
+def _allowed(loc: tuple[int | str, ...]) -> list[str]:
+    model: type[BaseModel] = ServiceSpec
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        f = model.model_fields.get(str(part))
+        if f is None:
+            return []
+        inner = _model_of(f.annotation)
+        if inner is None:
+            return []
+        model = inner
+    return list(model.model_fields)
+
+
+def _model_of(tp: Any) -> type[BaseModel] | None:
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        return tp
+    for arg in getattr(tp, "__args__", ()) or ():
+        m = _model_of(arg)
+        if m is not None:
+            return m
+    return None
+
+
+def load_spec(text: str, filename: str = "spec.yaml") -> ServiceSpec:
+    """Parse and validate one spec document. Raises `SpecError` naming file, line and field."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        line = mark.line + 1 if mark else None
+        raise SpecError([SpecProblem(filename, line, "", f"invalid YAML: {problem}")]) from e
+    if root is None:
+        raise SpecError([SpecProblem(filename, 1, "", "the file is empty; a spec needs at least name and cmd")])
+    if not isinstance(root, yaml.MappingNode):
+        raise SpecError([SpecProblem(filename, root.start_mark.line + 1, "",
+                                     "a spec is a mapping of fields (name: ..., cmd: ...), not a list or a value")])
+    dups: list[tuple[int, str, str]] = []
+    _duplicate_keys(root, "", dups)
+    if dups:
+        raise SpecError([SpecProblem(filename, line, field, msg) for line, field, msg in dups])
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:  # composed but not constructible (e.g. a bad !!tag)
+        mark = getattr(e, "problem_mark", None)
+        raise SpecError([SpecProblem(filename, mark.line + 1 if mark else None, "", f"invalid YAML: {e}")]) from e
+    try:
+        return ServiceSpec.model_validate(data)
+    except ValidationError as e:
+        raise SpecError(problems_from(e, filename, root)) from e
+
+
+def line_of(text: str, *loc: int | str) -> int | None:
+    """The 1-based line of the field at `loc` in YAML `text` (for checks made after validation)."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return None
+    node, _ = _find_node(root, loc)
+    return node.start_mark.line + 1 if node is not None else None
+
+
+def validate_mapping(data: Any, filename: str = "(request)") -> ServiceSpec:
+    """Validate an already-parsed spec (JSON); problems carry field names but no lines."""
+    if not isinstance(data, dict):
+        raise SpecError([SpecProblem(filename, None, "", "a spec is an object of fields")])
+    try:
+        return ServiceSpec.model_validate(data)
+    except ValidationError as e:
+        raise SpecError(problems_from(e, filename, None)) from e
+
+
+def dump_spec(spec: ServiceSpec) -> str:
+    """The spec as YAML, fields in declaration order, defaults left out."""
+    data = spec.model_dump(mode="json", exclude_defaults=True)
+    return yaml.safe_dump(data, sort_keys=False)

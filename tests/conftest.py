@@ -1,0 +1,151 @@
+"""Shared fixtures: free loopback ports and a real `fsctl serve` subprocess on a temp data dir."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+FSCTL = [sys.executable, "-m", "fsctl"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class RunningServer:
+    """A `fsctl serve` child process and how to talk to it."""
+
+    proc: subprocess.Popen[bytes]
+    data_dir: Path
+    console_port: int
+    http_port: int
+    https_port: int
+    log_path: Path
+    env: dict[str, str]
+    _tokens: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.console_port}"
+
+    @property
+    def admin_password(self) -> str:
+        return (self.data_dir / "initial-admin-password").read_text().strip()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def login(self, username: str = "admin", password: str | None = None) -> str:
+        key = f"{username}:{password}"
+        if key not in self._tokens:
+            r = httpx.post(f"{self.url}/api/auth/login",
+                           json={"username": username, "password": password or self.admin_password})
+            assert r.status_code == 200, r.text
+            self._tokens[key] = r.json()["token"]
+        return self._tokens[key]
+
+    def api(self, method: str, path: str, *, token: str | None = "admin", **kw: Any) -> httpx.Response:
+        """A request to the console API; `token="admin"` logs in as the initial admin first."""
+        headers = kw.pop("headers", {})
+        if token == "admin":
+            token = self.login()
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        return httpx.request(method, f"{self.url}{path}", headers=headers, timeout=30, **kw)
+
+    def fsctl(self, *args: str, input: str | None = None, token: str | None = "admin",
+              timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        """Run the CLI against this server."""
+        env = {**self.env, "FSCTL_SERVER": self.url}
+        if token == "admin":
+            token = self.login()
+        if token:
+            env["FSCTL_TOKEN"] = token
+        return subprocess.run([*FSCTL, *args], input=input, env=env, capture_output=True, text=True,
+                              timeout=timeout, cwd=ROOT)
+
+    def wait_ready(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"fsctl serve exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                if httpx.get(f"{self.url}/api/health", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        raise AssertionError(f"fsctl serve not ready after {timeout}s:\n{self.log()}")
+
+    def stop(self, timeout: float = 20) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise AssertionError(f"fsctl serve did not stop within {timeout}s after SIGTERM") from None
+        return self.proc.returncode
+
+
+def start_server(data_dir: Path, *, extra_args: list[str] | None = None, env: dict[str, str] | None = None,
+                 console_port: int | None = None, wait: bool = True) -> RunningServer:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    console_port = console_port or free_port()
+    http_port, https_port = free_port(), free_port()
+    full_env = {
+        **os.environ,
+        "INFRACORE_PASSWORD_HASH_ROUNDS": "4",  # fast hashing for tests; the default is 12
+        "INFRACORE_LOG_FORMAT": "json",
+        "XDG_CONFIG_HOME": str(data_dir.parent / "xdg"),
+        "PYTHONUNBUFFERED": "1",
+        **(env or {}),
+    }
+    full_env.pop("FSCTL_SERVER", None)
+    full_env.pop("FSCTL_TOKEN", None)
+    log_path = data_dir.parent / f"serve-{console_port}.log"
+    args = [*FSCTL, "serve", "--data-dir", str(data_dir), "--console", f"127.0.0.1:{console_port}",
+            "--http-port", str(http_port), "--https-port", str(https_port), *(extra_args or [])]
+    with open(log_path, "ab") as log_file:
+        proc = subprocess.Popen(args, stdout=log_file, stderr=subprocess.STDOUT, env=full_env, cwd=ROOT)
+    srv = RunningServer(proc, data_dir, console_port, http_port, https_port, log_path, full_env)
+    if wait:
+        srv.wait_ready()
+    return srv
+
+
+@pytest.fixture
+def server_factory(tmp_path: Path) -> Iterator[Any]:
+    started: list[RunningServer] = []
+
+    def factory(name: str = "data", **kw: Any) -> RunningServer:
+        srv = start_server(tmp_path / name, **kw)
+        started.append(srv)
+        return srv
+
+    yield factory
+    for srv in started:
+        if srv.proc.poll() is None:
+            srv.proc.kill()
+            srv.proc.wait()
+
+
+@pytest.fixture
+def server(server_factory: Any) -> RunningServer:
+    return server_factory()

@@ -1,0 +1,73 @@
+from pathlib import Path
+
+import pytest
+
+from core.errors import StartupError
+from core.settings import load_settings, parse_host_port
+
+
+def test_defaults_without_any_config_file(monkeypatch, tmp_path):
+    monkeypatch.delenv("INFRACORE_CONFIG_FILE", raising=False)
+    monkeypatch.setattr("core.settings.DEFAULT_CONFIG_FILE", tmp_path / "absent.yaml")
+    s = load_settings()
+    assert s.console == "127.0.0.1:7070"
+    assert s.console_addr == ("127.0.0.1", 7070)
+    assert s.config_file is None
+
+
+def test_precedence_flags_over_env_over_file(monkeypatch, tmp_path):
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text("http_port: 1001\nhttps_port: 1002\nconsole: 127.0.0.1:1003\nlog_level: debug\n")
+    monkeypatch.setenv("INFRACORE_HTTPS_PORT", "2002")
+    monkeypatch.setenv("INFRACORE_CONSOLE", "127.0.0.1:2003")
+    s = load_settings(cfg, console="127.0.0.1:3003", data_dir=None)
+    assert s.http_port == 1001  # file
+    assert s.https_port == 2002  # env beats file
+    assert s.console == "127.0.0.1:3003"  # flag beats env
+    assert s.log_level == "debug"
+    assert s.config_file == cfg
+
+
+def test_invalid_yaml_names_file_and_line(tmp_path):
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text("http_port: 80\nconsole: [unclosed\n")
+    with pytest.raises(StartupError, match=r"config.yaml:\d+:\d+: invalid YAML"):
+        load_settings(cfg)
+
+
+def test_unknown_key_is_an_error_not_ignored(tmp_path):
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text("http_prot: 80\n")
+    with pytest.raises(StartupError, match="http_prot: Extra inputs are not permitted"):
+        load_settings(cfg)
+
+
+def test_bad_value_says_which_setting(tmp_path):
+    with pytest.raises(StartupError, match="http_port"):
+        load_settings(None, http_port=70000)
+
+
+def test_config_file_must_be_a_mapping(tmp_path):
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text("- a\n- b\n")
+    with pytest.raises(StartupError, match="must be a mapping"):
+        load_settings(cfg)
+
+
+def test_missing_config_file_named_explicitly(tmp_path):
+    with pytest.raises(StartupError, match="cannot read config file"):
+        load_settings(Path(tmp_path / "nope.yaml"))
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("127.0.0.1:7070", ("127.0.0.1", 7070)), ("[::1]:80", ("::1", 80)), (":8080", ("0.0.0.0", 8080))],
+)
+def test_parse_host_port(text, expected):
+    assert parse_host_port(text, what="x") == expected
+
+
+@pytest.mark.parametrize("text", ["7070", "host:", "host:99999", "host:http"])
+def test_parse_host_port_rejects(text):
+    with pytest.raises(ValueError, match="is not HOST:PORT"):
+        parse_host_port(text, what="console address")

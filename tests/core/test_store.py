@@ -1,0 +1,75 @@
+import sqlite3
+
+import pytest
+
+from core.errors import StartupError
+from core.store import Migration, Store
+
+M1 = Migration(1, "things", "CREATE TABLE things (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);")
+M2 = Migration(2, "things.color", "ALTER TABLE things ADD COLUMN color TEXT;")
+
+
+async def test_wal_mode_and_migrations_apply_once(tmp_path):
+    s = Store(tmp_path / "a.db")
+    await s.open()
+    assert await s.migrate("demo", [M1]) == 1
+    assert (await s.fetchone("PRAGMA journal_mode"))[0] == "wal"
+    assert await s.migrate("demo", [M1, M2]) == 2
+    assert await s.migrate("demo", [M1, M2]) == 2  # nothing pending: a no-op
+    rows = await s.fetchall("SELECT version, name FROM schema_migrations WHERE component = 'demo' ORDER BY version")
+    assert [(r[0], r[1]) for r in rows] == [(1, "things"), (2, "things.color")]
+    await s.close()
+
+
+async def test_refuses_a_database_from_a_newer_release(tmp_path):
+    s = Store(tmp_path / "a.db")
+    await s.open()
+    await s.migrate("demo", [M1, M2])
+    with pytest.raises(StartupError, match="newer than this release knows"):
+        await s.migrate("demo", [M1])
+    await s.close()
+
+
+async def test_failed_migration_rolls_back_and_says_which(tmp_path):
+    s = Store(tmp_path / "a.db")
+    await s.open()
+    bad = Migration(2, "broken", "CREATE TABLE half (x INT); CREATE TABLE oops (;")
+    with pytest.raises(StartupError, match=r"demo migration 2 \(broken\) failed"):
+        await s.migrate("demo", [M1, bad])
+    assert await s.fetchone("SELECT name FROM sqlite_master WHERE name = 'half'") is None
+    assert await s.migrate("demo", [M1]) == 1  # version 1 stayed applied
+    await s.close()
+
+
+async def test_migration_versions_must_be_contiguous(tmp_path):
+    s = Store(tmp_path / "a.db")
+    await s.open()
+    with pytest.raises(ValueError, match="without gaps"):
+        await s.migrate("demo", [M2])
+    await s.close()
+
+
+async def test_transaction_rolls_back_on_error_and_readers_see_commits(tmp_path):
+    s = Store(tmp_path / "a.db")
+    await s.open()
+    await s.migrate("demo", [M1])
+    with pytest.raises(sqlite3.IntegrityError):
+        async with s.transaction() as db:
+            await db.execute("INSERT INTO things (name) VALUES ('a')")
+            await db.execute("INSERT INTO things (name) VALUES ('a')")  # unique violation
+    assert (await s.fetchone("SELECT COUNT(*) FROM things"))[0] == 0
+    cur = await s.execute("INSERT INTO things (name) VALUES (?)", ("b",))
+    assert cur.lastrowid == 1
+    assert [r["name"] for r in await s.fetchall("SELECT name FROM things")] == ["b"]
+    assert await s.integrity_check() == "ok"
+    await s.close()
+
+
+async def test_garbage_file_is_a_clear_startup_error(tmp_path):
+    path = tmp_path / "state.db"
+    path.write_bytes(b"this is not a database" * 100)
+    s = Store(path)
+    with pytest.raises(StartupError, match="cannot open database"):
+        await s.open()
+        await s.migrate("demo", [M1])
+    assert path.read_bytes().startswith(b"this is not a database")  # left as it was, for the user to inspect

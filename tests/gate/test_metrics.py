@@ -1,0 +1,37 @@
+"""Metrics arithmetic: histogram quantiles over sliding windows, status classes, Prometheus samples."""
+
+from __future__ import annotations
+
+from gate.metrics import GateMetrics, Histogram, Stats
+
+
+def test_quantiles_over_window():
+    h = Histogram(window_s=10, windows=6)
+    for ms in [1.0] * 50 + [10.0] * 45 + [100.0] * 5:
+        h.record(ms, now=1000.0)
+    q = h.quantiles(1005.0, 60)
+    assert q["count"] == 100
+    assert 1.0 <= q["p50"] <= 1.13  # bucket upper bounds are within 12.5 %
+    assert 10.0 <= q["p95"] <= 11.3
+    assert 100.0 <= q["p99"] <= 113
+    # Older than the span: not counted; the ring slot is reused after it comes round.
+    assert h.quantiles(1075.0, 60)["count"] == 0
+    h.record(5.0, now=1060.0)  # same ring slot as t=1000, a new window
+    assert h.quantiles(1060.0, 60)["count"] == 1
+
+
+def test_empty_quantiles_are_none():
+    assert Histogram().quantiles(0, 60) == {"count": 0, "p50": None, "p95": None, "p99": None}
+
+
+def test_stats_and_samples():
+    m = GateMetrics()
+    s: Stats = m.route("a.test")
+    for status in (200, 201, 301, 404, 502, 0):
+        s.record(status, 10, 20, 1.0, 0.0)
+    d = s.to_dict(0.0, 60)
+    assert d["status"] == {"1xx": 0, "2xx": 2, "3xx": 1, "4xx": 1, "5xx": 1, "aborted": 1}
+    assert d["requests"] == 6 and d["bytes_in"] == 60 and d["bytes_out"] == 120
+    assert d["qps"] == 0.1  # 6 requests over the 60 s span
+    samples = {(x.name, tuple(sorted(x.labels.items()))): x.value for x in m.samples()}
+    assert samples[("gate_requests_total", (("class", "2xx"), ("route", "a.test")))] == 2

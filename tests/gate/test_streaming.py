@@ -1,0 +1,182 @@
+"""Bodies streamed both ways with back-pressure, 100-continue, close-delimited responses, WebSocket."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+import httpx
+from aiohttp import web
+
+from tests.gate.conftest import Gate, Origin, start_origin, wait_for
+
+
+def gate_buffered(g: Gate) -> int:
+    """Bytes the gate holds for its clients right now (transport buffers + pending output)."""
+    total = 0
+    for conn in g.state.clients:
+        if conn.transport is not None and not conn.transport.is_closing():
+            total += conn.transport.get_write_buffer_size()
+        total += sum(len(x) for x in conn.out)
+    return total
+
+
+async def test_expect_100_continue(gate_factory, origin: Origin):
+    g = await gate_factory()
+    g.set_routes({"host": "a", "upstreams": [origin.addr]})
+    r, w = await asyncio.open_connection("127.0.0.1", g.port)
+    w.write(b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+    async with asyncio.timeout(10):
+        assert await r.readuntil(b"\r\n\r\n") == b"HTTP/1.1 100 Continue\r\n\r\n"
+        w.write(b"hello")
+        head = await r.readuntil(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 OK")
+    w.close()
+    assert origin.requests[0].headers.get("Expect") is None
+
+
+async def test_expect_100_continue_refused_early_when_too_large(gate_factory, origin: Origin):
+    g = await gate_factory(max_body_bytes=10)
+    g.set_routes({"host": "a", "upstreams": [origin.addr]})
+    out = await g.raw(b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 500\r\nExpect: 100-continue\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 413 ") and b"100 Continue" not in out
+
+
+async def test_slow_client_download_keeps_gate_memory_bounded(gate_factory, origin: Origin):
+    g = await gate_factory(high_water_bytes=64 * 1024, low_water_bytes=16 * 1024)
+    g.set_routes({"host": "a", "upstreams": [origin.addr]})
+    total = 32 * 1024 * 1024
+    r, w = await asyncio.open_connection("127.0.0.1", g.port, limit=1 << 20)
+    sock = w.get_extra_info("socket")
+    import socket as s
+    sock.setsockopt(s.SOL_SOCKET, s.SO_RCVBUF, 64 * 1024)
+    w.write(b"GET /big?bytes=%d HTTP/1.1\r\nHost: a\r\n\r\n" % total)
+    await r.readuntil(b"\r\n\r\n")
+    got, peak = 0, 0
+    async with asyncio.timeout(60):
+        while got < total:
+            chunk = await r.read(256 * 1024)
+            assert chunk
+            got += len(chunk)
+            peak = max(peak, gate_buffered(g))
+            if got < 4 * 1024 * 1024:
+                await asyncio.sleep(0.002)  # a slow reader for the first few MiB
+    w.close()
+    assert got == total
+    assert peak < 1024 * 1024, peak
+
+
+async def test_upload_streams_with_backpressure_to_slow_origin(gate_factory):
+    received = 0
+
+    async def slow_sink(request: web.Request) -> web.StreamResponse:
+        nonlocal received
+        async for chunk in request.content.iter_chunked(65536):
+            received += len(chunk)
+            if received < 4 * 1024 * 1024:
+                await asyncio.sleep(0.002)
+        return web.json_response({"received": received})
+
+    o = await start_origin(lambda app: app.router.add_post("/sink", slow_sink))
+    try:
+        g = await gate_factory(high_water_bytes=64 * 1024, low_water_bytes=16 * 1024)
+        g.set_routes({"host": "a", "upstreams": [o.addr]})
+        total = 32 * 1024 * 1024
+        peak = 0
+        done = False
+
+        async def sample() -> None:
+            nonlocal peak
+            while not done:
+                for conn in g.state.clients:
+                    for ex in conn.queue:
+                        up = ex.up
+                        if up is not None and up.transport is not None and not up.transport.is_closing():
+                            peak = max(peak, up.transport.get_write_buffer_size() + ex.body_buf_size)
+                await asyncio.sleep(0.001)
+
+        async def body():
+            block = b"u" * 65536
+            for _ in range(total // len(block)):
+                yield block
+
+        sampler = asyncio.create_task(sample())
+        async with httpx.AsyncClient(timeout=60) as c:
+            r = await c.post(f"http://127.0.0.1:{g.port}/sink", headers={"Host": "a"}, content=body())
+        done = True
+        await sampler
+        assert r.status_code == 200 and r.json()["received"] == total
+        assert peak < 1024 * 1024, peak
+    finally:
+        await o.runner.cleanup()
+
+
+async def test_close_delimited_response_becomes_chunked(gate_factory):
+    async def old_server(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil-close-")
+        await writer.drain()
+        writer.write(b"delimited")
+        writer.close()
+
+    srv = await asyncio.start_server(old_server, "127.0.0.1", 0)
+    g = await gate_factory()
+    g.set_routes({"host": "a", "upstreams": [f"127.0.0.1:{srv.sockets[0].getsockname()[1]}"]})
+    async with httpx.AsyncClient() as c:
+        r = await c.get(f"http://127.0.0.1:{g.port}/", headers={"Host": "a"})
+    assert r.text == "until-close-delimited" and r.headers["transfer-encoding"] == "chunked"
+    srv.close()
+
+
+async def test_websocket_echo_through_gate(gate_factory, origin: Origin):
+    g = await gate_factory()
+    g.set_routes({"host": "a", "upstreams": [origin.addr]})
+    async with aiohttp.ClientSession() as s, s.ws_connect(f"http://127.0.0.1:{g.port}/ws", headers={"Host": "a"}) as ws:
+        for i in range(20):
+            await ws.send_str(f"m{i}")
+            assert (await ws.receive_str()) == f"echo:m{i}"
+        await ws.send_bytes(b"\x00" * 200_000)
+        assert (await ws.receive_bytes()) == b"\x00" * 200_000
+    await wait_for(lambda: len(g.sink.entries) == 1)
+    assert g.sink.entries[0].status == 101
+
+
+async def test_upgrade_refused_by_upstream_is_relayed_and_closed(gate_factory, origin: Origin):
+    g = await gate_factory()
+    g.set_routes({"host": "a", "upstreams": [origin.addr]})
+    out = await g.raw(b"GET /echo HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 200 OK") and b"Connection: close\r\n" in out
+
+
+async def test_body_stall_is_408(gate_factory, origin: Origin):
+    g = await gate_factory(body_timeout_s=0.3)
+    g.set_routes({"host": "a", "upstreams": [origin.addr]})
+    out = await g.raw(b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\nonly-part")
+    assert out.startswith(b"HTTP/1.1 408 ") and b"stalled" in out
+
+
+async def test_bad_pipelined_request_is_answered_after_the_good_one(gate_factory, origin: Origin):
+    g = await gate_factory()
+    g.set_routes({"host": "a", "upstreams": [origin.addr]})
+    out = await g.raw(b"GET /slow?s=0.3 HTTP/1.1\r\nHost: a\r\n\r\n"
+                      b"POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n")
+    first, _, rest = out.partition(b"HTTP/1.1 400 ")
+    assert first.startswith(b"HTTP/1.1 200 OK") and first.endswith(b"slow") and rest
+    assert origin.requests[-1].path == "/slow" and len(origin.requests) == 1
+
+
+async def test_stop_drains_in_flight_requests(gate_factory, origin: Origin):
+    g = await gate_factory()
+    g.set_routes({"host": "a", "upstreams": [origin.addr]})
+    async with httpx.AsyncClient(timeout=10) as c:
+        pending = asyncio.create_task(c.get(f"http://127.0.0.1:{g.port}/slow?s=0.5", headers={"Host": "a"}))
+        await wait_for(lambda: len(origin.requests) == 1)
+        await g.server.stop(5.0)
+        r = await pending
+        assert r.status_code == 200 and r.text == "slow" and r.headers.get("connection") == "close"
+    try:
+        await asyncio.open_connection("127.0.0.1", g.port)
+    except OSError:
+        pass
+    else:
+        raise AssertionError("the gate still accepts connections after stop")

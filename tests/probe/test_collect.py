@@ -1,0 +1,196 @@
+"""Real collection on this host: values within sane bounds and consistent with psutil read directly;
+a child burning CPU shows up in its instance's CPU reading; cgroup files where the host allows."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from core.ports import InstanceInfo, Sample
+from probe.collect import GateAdapter, HostCollector, ServiceCollector, find_cgroup_files
+from probe.procfs import parse_pid_stat, parse_proc_stat
+
+BURN = "import time\nend = time.time() + 60\nwhile time.time() < end: pass\n"
+SLEEP = "import time; time.sleep(60)"
+
+
+@pytest.fixture
+def child() -> Iterator[callable]:  # type: ignore[valid-type]
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(code: str) -> subprocess.Popen[bytes]:
+        p = subprocess.Popen([sys.executable, "-c", code])
+        procs.append(p)
+        return p
+
+    yield start
+    for p in procs:
+        p.kill()
+        p.wait()
+
+
+def by_name(points: list, name: str) -> dict[tuple, float]:
+    return {tuple(sorted(lab.items())): v for n, lab, v in points if n == name}
+
+
+def test_host_collection_is_sane_and_agrees_with_psutil() -> None:
+    hc = HostCollector()
+    assert hc.collect(time.monotonic()) is not None
+    time.sleep(0.3)
+    pts = hc.collect(time.monotonic())
+    cpu = by_name(pts, "host_cpu_percent")
+    assert (("cpu", "total"),) in cpu
+    assert len(cpu) == psutil.cpu_count() + 1
+    assert all(0.0 <= v <= 100.0 for v in cpu.values())
+    load = by_name(pts, "host_load1")[()]
+    assert abs(load - os.getloadavg()[0]) < 2
+    vm = psutil.virtual_memory()
+    assert by_name(pts, "host_memory_total_bytes")[()] == vm.total
+    assert abs(by_name(pts, "host_memory_available_bytes")[()] - vm.available) < 0.05 * vm.total
+    sw = psutil.swap_memory()
+    assert by_name(pts, "host_swap_total_bytes")[()] == sw.total
+    fs = by_name(pts, "host_fs_used_percent")
+    assert (("mount", "/"),) in fs
+    assert abs(fs[(("mount", "/"),)] - psutil.disk_usage("/").percent) < 1.0
+    net = by_name(pts, "host_net_rx_bytes_per_second")
+    assert (("interface", "lo"),) in net and all(v >= 0 for v in net.values())
+    assert all(v >= 0 for n, _, v in pts if n.startswith("host_disk_"))
+    names = {n for n, _, _ in pts}
+    assert {"host_disk_reads_per_second", "host_net_tx_packets_per_second", "host_swap_used_bytes"} <= names
+
+
+def test_proc_stat_parser_agrees_with_psutil() -> None:
+    text = Path("/proc/stat").read_text()
+    ours = parse_proc_stat(text)
+    t = psutil.cpu_times()
+    hz = os.sysconf("SC_CLK_TCK")
+    busy = t.user + t.nice + t.system + t.irq + t.softirq + t.steal
+    assert abs(ours["total"][0] / hz - busy) < 5.0
+
+
+def test_a_child_burning_cpu_shows_up_in_its_instance(child: callable) -> None:  # type: ignore[valid-type]
+    burner, idle = child(BURN), child(SLEEP)
+    sc = ServiceCollector()
+    inv = [InstanceInfo("burn", "burn-1", "process", "running", pid=burner.pid, restarts=2),
+           InstanceInfo("idle", "idle-1", "process", "running", pid=idle.pid)]
+    sc.collect(inv, time.monotonic())
+    deadline = time.monotonic() + 3.0
+    cpu: dict = {}
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        pts = sc.collect(inv, time.monotonic())
+        cpu = by_name(pts, "service_cpu_percent")
+        if cpu.get((("instance", "burn-1"), ("service", "burn")), 0) > 5:
+            break
+    assert cpu[(("instance", "burn-1"), ("service", "burn"))] > 5, cpu
+    assert cpu[(("instance", "idle-1"), ("service", "idle"))] < cpu[(("instance", "burn-1"), ("service", "burn"))], cpu
+    rss = by_name(pts, "service_rss_bytes")[(("instance", "burn-1"), ("service", "burn"))]
+    assert abs(rss - psutil.Process(burner.pid).memory_info().rss) < 4 * 1024 * 1024
+    assert by_name(pts, "service_restarts")[(("instance", "burn-1"), ("service", "burn"))] == 2
+    assert by_name(pts, "service_connections")[(("instance", "idle-1"), ("service", "idle"))] == 0
+    # an instance that exited is skipped without error
+    idle.kill()
+    idle.wait()
+    pts = sc.collect(inv, time.monotonic())
+    assert (("instance", "idle-1"), ("service", "idle")) not in by_name(pts, "service_cpu_percent")
+
+
+def test_instance_measured_by_its_cgroup(child: callable) -> None:  # type: ignore[valid-type]
+    rel = f"infracore-probe-test-{os.getpid()}"
+    root = "/sys/fs/cgroup"
+    made: list[Path] = []
+    for hier in ("unified", "cpuacct", "memory", ""):
+        d = Path(root, hier, rel) if hier else Path(root, rel)
+        if Path(root, hier or ".", "cgroup.procs").exists() and (hier or Path(root, "cgroup.controllers").exists()):
+            try:
+                d.mkdir()
+                made.append(d)
+            except OSError:
+                pass
+    if not made:
+        pytest.skip("cannot create a cgroup on this host (not root, or no writable hierarchy)")
+    burner = child(BURN)
+    try:
+        for d in made:
+            (d / "cgroup.procs").write_text(str(burner.pid))
+        files = find_cgroup_files(rel, root)
+        assert files.cpu is not None
+        sc = ServiceCollector()
+        inv = [InstanceInfo("cg", "cg-1", "process", "running", pid=burner.pid, cgroup=rel)]
+        sc.collect(inv, time.monotonic())
+        deadline = time.monotonic() + 3.0
+        pct = 0.0
+        while time.monotonic() < deadline and pct < 5:
+            time.sleep(0.5)
+            pts = sc.collect(inv, time.monotonic())
+            pct = by_name(pts, "service_cpu_percent").get((("instance", "cg-1"), ("service", "cg")), 0.0)
+        assert pct > 5
+        if files.memory:
+            assert by_name(pts, "service_memory_bytes")[(("instance", "cg-1"), ("service", "cg"))] > 0
+    finally:
+        burner.kill()
+        burner.wait()
+        for d in reversed(made):
+            deadline = time.monotonic() + 5
+            while True:
+                try:
+                    d.rmdir()
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.05)
+
+
+def test_pid_stat_parser_handles_odd_command_names() -> None:
+    text = "123 (a b) c)) S 1 1 1 0 -1 0 0 0 0 0 7 9 0 0 20 0 1 0 100 2000 55 0"
+    assert parse_pid_stat(text) == (7, 9, 55)
+
+
+def test_gate_counters_become_rates() -> None:
+    ga = GateAdapter()
+    s1 = [Sample("gate_requests_total", 100, {"route": "a", "class": "2xx"}, kind="counter"),
+          Sample("gate_open_connections", 3)]
+    assert ga.convert(s1, 10.0) == [("gate_open_connections", {}, 3.0)]
+    s2 = [Sample("gate_requests_total", 150, {"route": "a", "class": "2xx"}, kind="counter"),
+          Sample("gate_open_connections", 4)]
+    assert ga.convert(s2, 12.0) == [("gate_requests_per_second", {"route": "a", "class": "2xx"}, 25.0),
+                                    ("gate_open_connections", {}, 4.0)]
+
+
+def _docker_ready() -> bool:
+    if not Path("/var/run/docker.sock").exists():
+        return False
+    r = subprocess.run(["docker", "image", "inspect", "infracore-test/busybox:1"], capture_output=True)
+    return r.returncode == 0
+
+
+@pytest.mark.skipif(not _docker_ready(), reason="no dockerd with infracore-test/busybox:1 (../shared/peers/peers.sh)")
+def test_a_container_is_measured_by_its_cgroup_and_network_namespace() -> None:
+    run = subprocess.run(["docker", "run", "-d", "--rm", "infracore-test/busybox:1", "sh", "-c",
+                          "while :; do :; done"], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    cid = run.stdout.strip()
+    try:
+        pid = int(subprocess.run(["docker", "inspect", "-f", "{{.State.Pid}}", cid], capture_output=True,
+                                 text=True, check=True).stdout)
+        sc = ServiceCollector()
+        inv = [InstanceInfo("box", "box-1", "docker", "running", pid=pid, container_id=cid)]
+        sc.collect(inv, time.monotonic())
+        deadline = time.monotonic() + 3.0
+        pct, pts = 0.0, []
+        while time.monotonic() < deadline and pct < 5:
+            time.sleep(0.5)
+            pts = sc.collect(inv, time.monotonic())
+            pct = by_name(pts, "service_cpu_percent").get((("instance", "box-1"), ("service", "box")), 0.0)
+        assert pct > 5
+        assert (("instance", "box-1"), ("service", "box")) in by_name(pts, "service_net_rx_bytes_per_second")
+    finally:
+        subprocess.run(["docker", "rm", "-f", cid], capture_output=True, timeout=60)

@@ -1,0 +1,223 @@
+"""The probe service end to end in-process: real collection ticks into a real metrics.db, a burning
+child in its service's CPU series, alerts with for-duration through the bus and a webhook delivered
+(after retries) to a real aiohttp server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from core.bus import EventBus
+from core.ports import InstanceInfo, Sample
+from core.schema import CORE_MIGRATIONS
+from core.store import Store
+from probe.config import AlertRuleBody, ProbeConfig, load_probe_config
+from probe.service import ProbeService
+
+BURN = "import time\nend = time.time() + 60\nwhile time.time() < end: pass\n"
+
+
+class Inventory:
+    """A ServiceInventory over child processes this test started (orch is another component)."""
+
+    def __init__(self) -> None:
+        self.items: list[InstanceInfo] = []
+
+    def instances(self) -> list[InstanceInfo]:
+        return list(self.items)
+
+
+class Gauge:
+    """A MetricsSource whose one gauge the test sets (stands in for the gate's counters)."""
+
+    def __init__(self) -> None:
+        self.value = 0.0
+        self.requests = 0
+
+    def samples(self) -> list[Sample]:
+        self.requests += 10
+        return [Sample("gate_upstream_latency_p99_ms", self.value, {"route": "r1"}),
+                Sample("gate_requests_total", self.requests, {"route": "r1", "class": "2xx"}, kind="counter")]
+
+
+@pytest.fixture
+def burner() -> Iterator[subprocess.Popen[bytes]]:
+    p = subprocess.Popen([sys.executable, "-c", BURN])
+    yield p
+    p.kill()
+    p.wait()
+
+
+@pytest.fixture
+async def kernel(tmp_path: Path) -> AsyncIterator[tuple[Store, EventBus]]:
+    store = Store(tmp_path / "state.db")
+    await store.open()
+    await store.migrate("core", CORE_MIGRATIONS)
+    bus = EventBus(store)
+    await bus.start()
+    yield store, bus
+    bus.close()
+    await store.close()
+
+
+async def poll(fn: Any, timeout_s: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = await fn()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+        await asyncio.sleep(0.1)
+
+
+async def test_ticks_store_host_and_service_metrics(tmp_path: Path, kernel: Any, burner: Any) -> None:
+    store, bus = kernel
+    inv = Inventory()
+    inv.items = [InstanceInfo("burn", "burn-1", "process", "running", pid=burner.pid)]
+    gauge = Gauge()
+    svc = ProbeService(ProbeConfig(interval_s=0.25), tmp_path, store, bus, inventory=lambda: inv,
+                       gate_source=lambda: gauge)
+    await svc.start()
+    try:
+        assert (tmp_path / "metrics.db").exists()
+        t0 = time.time()
+
+        async def burning() -> bool:
+            q = await svc.query("cpu", {"service": "burn"}, t0 - 5, time.time() + 1, 1)
+            pts = q["series"][0]["points"] if q["series"] else []
+            return bool(pts) and pts[-1][1] > 5
+
+        await poll(burning, 3.0, "the burning child in service_cpu_percent{service=burn}")
+        q = await svc.query("host_cpu_percent", {"cpu": "total"}, t0 - 5, time.time() + 1, 1)
+        assert q["resolution"] == "raw" and q["series"][0]["points"]
+        gate = await svc.query("gate_requests_per_second", {}, t0 - 5, time.time() + 1, 1)
+        assert gate["series"] and gate["series"][0]["points"][-1][1] > 0
+        text = svc.exposition()
+        assert 'service_cpu_percent{instance="burn-1",service="burn"}' in text
+        assert "# TYPE gate_requests_total counter" in text
+        top = await svc.top("cpu", "service", 5, time.time() - 60, time.time() + 1)
+        assert top and top[0]["service"] == "burn"
+        st = svc.status()
+        assert st["ticks"] >= 2 and st["errors"] == 0
+        sm = await svc.service_metrics("burn", t0 - 5, time.time() + 1, None)
+        assert "service_cpu_percent" in sm["metrics"] and "service_rss_bytes" in sm["metrics"]
+    finally:
+        await svc.stop(5.0)
+
+
+async def test_alert_fires_after_for_duration_resolves_and_webhook_is_retried(tmp_path: Path, kernel: Any) -> None:
+    store, bus = kernel
+    received: list[dict[str, Any]] = []
+    calls = {"n": 0}
+
+    async def hook(request: web.Request) -> web.Response:
+        calls["n"] += 1
+        if calls["n"] <= 2:
+            return web.Response(status=503)  # the first two attempts fail: the sender must retry
+        received.append(await request.json())
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+
+    gauge = Gauge()
+    cfg = load_probe_config({"interval_s": "250ms", "webhook_backoff_s": 0.1})
+    svc = ProbeService(cfg, tmp_path, store, bus, gate_source=lambda: gauge)
+    await svc.start()
+    sub = bus.subscribe(types=["alert.triggered", "alert.resolved"])
+    try:
+        rule = await svc.add_rule(AlertRuleBody.model_validate({
+            "name": "slow upstream", "metric": "gate_upstream_latency_p99_ms", "labels": {"route": "r1"},
+            "op": ">", "threshold": 500, "for": "1s", "hysteresis": 100,
+            "webhook": f"http://127.0.0.1:{port}/hook"}))
+        gauge.value = 900.0
+        started = time.monotonic()
+        ev = await asyncio.wait_for(sub.__anext__(), 10)
+        assert ev.type == "alert.triggered"
+        assert time.monotonic() - started >= 1.0  # not before its for-duration
+        assert ev.data["rule_id"] == rule["id"] and ev.data["labels"] == {"route": "r1"} and ev.data["value"] == 900
+        assert svc.alerts()["active"][0]["status"] == "firing"
+        gauge.value = 450.0  # under the threshold but inside the hysteresis band: still firing
+        await svc.wait_ticks(3, 5)
+        assert svc.alerts()["active"][0]["status"] == "firing"
+        gauge.value = 100.0
+        ev = await asyncio.wait_for(sub.__anext__(), 10)
+        assert ev.type == "alert.resolved" and ev.data["value"] == 100
+        assert svc.alerts()["active"] == []
+
+        async def both_delivered() -> bool:
+            return len(received) == 2
+
+        await poll(both_delivered, 10, "both webhook deliveries")
+        assert [r["event"] for r in sorted(received, key=lambda r: r["at"])] == ["alert.triggered", "alert.resolved"]
+        assert calls["n"] == 4 and svc.webhooks.delivered == 2
+        # rule CRUD: a duplicate name is a conflict; removal stops evaluation
+        with pytest.raises(Exception, match="exists already"):
+            await svc.add_rule(AlertRuleBody(name="slow upstream", metric="x", op=">", threshold=1))
+        await svc.remove_rule(str(rule["id"]))
+        assert await svc.rules.list() == []
+    finally:
+        sub.close()
+        await svc.stop(5.0)
+        await runner.cleanup()
+
+
+async def test_webhook_gives_up_after_its_attempts(tmp_path: Path) -> None:
+    from probe.webhook import WebhookSender
+
+    async def always_500(request: web.Request) -> web.Response:
+        return web.Response(status=500)
+
+    async def refuses(request: web.Request) -> web.Response:
+        return web.Response(status=400)
+
+    app = web.Application()
+    app.router.add_post("/500", always_500)
+    app.router.add_post("/400", refuses)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    port = runner.addresses[0][1]
+    sender = WebhookSender(attempts=3, backoff_s=0.05, timeout_s=2)
+    try:
+        assert await sender._deliver(f"http://127.0.0.1:{port}/500", {"x": 1}) is False
+        assert await sender._deliver(f"http://127.0.0.1:{port}/400", {"x": 1}) is False
+        # nothing listens on a freshly closed port: connection refused, retried, then given up
+        assert await sender._deliver("http://127.0.0.1:9/none", {"x": 1}) is False
+        assert sender.failed == 3 and sender.delivered == 0
+    finally:
+        await sender.close(1)
+        await runner.cleanup()
+
+
+def test_config_errors_name_the_setting() -> None:
+    from core.errors import StartupError
+
+    with pytest.raises(StartupError, match=r"probe.interval_s: Input should be less than or equal to 5"):
+        load_probe_config({"interval_s": 10})
+    with pytest.raises(StartupError, match=r"probe.retention.raw"):
+        load_probe_config({"retention": {"raw": "soon"}})
+    with pytest.raises(StartupError, match=r"probe.retnetion: Extra inputs"):
+        load_probe_config({"retnetion": {}})
+    with pytest.raises(StartupError, match=r"coarser resolution"):
+        load_probe_config({"retention": {"raw": "10d"}})
+    cfg = load_probe_config({"interval_s": "2s", "retention": {"raw": "12h", "5s": "3d", "1m": "90d"}})
+    assert cfg.interval_s == 2 and cfg.retention.as_map() == {"raw": 43200, "5s": 259200, "1m": 7776000}
+    with pytest.raises(ValueError, match="not a metric name"):
+        AlertRuleBody(name="a", metric="bad name", op=">", threshold=1)
+    with pytest.raises(ValueError, match="not an http"):
+        AlertRuleBody(name="a", metric="m", op=">", threshold=1, webhook="ftp://x")
