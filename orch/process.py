@@ -158,10 +158,17 @@ class ProcessRuntime:
         cg = instance.cgroup
         if cg is not None:
             script = cg.join_script()
-            if script:
+            setpriv = shutil.which("setpriv") if uid is not None else None
+            if script and setpriv:
+                # Join the cgroups while still root, then drop to the user: on cgroup v1 (and v2 without
+                # delegation) an unprivileged process may not move itself into a root-owned cgroup.
+                drop = f"exec {setpriv} --reuid={uid} --regid={gid} --clear-groups --"
+                argv = ["/bin/sh", "-c", f"{script}\n{drop} \"$@\"", cfg.argv[0], *cfg.argv]
+                uid = gid = None
+            elif script:
                 argv = ["/bin/sh", "-c", f"{script}\nexec \"$@\"", cfg.argv[0], *cfg.argv]
-            if uid is not None:
-                cg.chown(uid, gid or 0)
+                if uid is not None:
+                    cg.chown(uid, gid or 0)
             instance.oom_before = cg.oom_kills()
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()

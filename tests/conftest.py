@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -149,3 +150,37 @@ def server_factory(tmp_path: Path) -> Iterator[Any]:
 @pytest.fixture
 def server(server_factory: Any) -> RunningServer:
     return server_factory()
+
+
+# A thread left running by a test (an aiosqlite connection never closed, say) keeps the interpreter
+# alive after the last test: CI would hang until its own deadline. Name the test that left it and fail.
+_leaked_threads: dict[int, str] = {}
+
+
+def pytest_runtest_logfinish(nodeid: str, location: Any) -> None:
+    for t in threading.enumerate():
+        if not t.daemon and t is not threading.main_thread() and t.ident not in _leaked_threads:
+            _leaked_threads[t.ident or 0] = f"{t.name} (alive after {nodeid})"
+
+
+_exit_status = 0
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    global _exit_status
+    _exit_status = int(exitstatus)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        alive = [t for t in threading.enumerate() if not t.daemon and t is not threading.main_thread()]
+        if not alive:
+            return
+        time.sleep(0.1)
+    names = [_leaked_threads.get(t.ident or 0, t.name) for t in alive]
+    sys.stderr.write("\nERROR: threads still running after the tests (a resource was not closed):\n  "
+                     + "\n  ".join(names) + "\n")
+    sys.stderr.flush()
+    sys.stdout.flush()
+    os._exit(_exit_status or 3)  # the leaked threads would block interpreter exit forever
