@@ -17,7 +17,15 @@ from core.ports import InstanceInfo, Sample
 from probe.collect import GateAdapter, HostCollector, ServiceCollector, find_cgroup_files
 from probe.procfs import parse_pid_stat, parse_proc_stat
 
-BURN = "import time\nend = time.time() + 60\nwhile time.time() < end: pass\n"
+# Busy, and keeps touching new memory: under cgroup v1 pages stay charged to the cgroup where they were
+# touched, so only what the burner allocates after being moved into a test cgroup shows there.
+BURN = """import time
+keep, end, grow = [], time.time() + 60, 0.0
+while time.time() < end:
+    if time.time() > grow:
+        keep.append(b"x" * 65536)
+        grow = time.time() + 0.05
+"""
 SLEEP = "import time; time.sleep(60)"
 
 
