@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 _LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
-_SERVICE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+_SERVICE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}(:[a-z0-9][a-z0-9_-]{0,62})?$")  # NAME or NAME:PORTNAME
 HOP_BY_HOP = frozenset({
     "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade",
     "proxy-authenticate", "proxy-authorization",
@@ -56,12 +56,14 @@ def normalize_host_pattern(value: str) -> str:
 
 
 def parse_target(value: str) -> tuple[str, int] | str:
-    """`host:port`, `[v6]:port` → (host, port); `service:NAME` → NAME. Raises ValueError otherwise."""
+    """`host:port`, `[v6]:port` → (host, port); `service:NAME[:PORT]` → `NAME[:PORT]` (the endpoint board's
+    key: a service's first port, or the named one). Raises ValueError otherwise."""
     v = value.strip()
     if v.startswith("service:"):
         name = v[len("service:"):]
         if not _SERVICE.match(name):
-            raise ValueError(f"upstream {value!r}: service names are lowercase letters, digits, '-', '_', '.'")
+            raise ValueError(f"upstream {value!r}: use service:NAME or service:NAME:PORT with lowercase letters, "
+                             "digits, '-', '_', '.'")
         return name
     for scheme in ("http://", "https://"):
         if v.startswith(scheme):

@@ -116,7 +116,7 @@ def test_hosts_wanting_certs():
         ({"host": "a.com", "upstreams": ["nohost"]}, "upstreams[0]"),
         ({"host": "a.com", "upstreams": ["h:0"]}, "is not host:port"),
         ({"host": "a.com", "upstreams": ["h:1", "h:1"]}, "same target twice"),
-        ({"host": "a.com", "upstreams": ["service:Bad Name"]}, "service names"),
+        ({"host": "a.com", "upstreams": ["service:Bad Name"]}, "service:NAME or service:NAME:PORT"),
         ({"host": "a.com", "upstreams": ["https://h:1"]}, "TLS to upstreams"),
         ({"host": "a.com", "upstreams": ["h:1"], "methods": ["FETCH"]}, "methods must be"),
         ({"host": "*.a.com", "upstreams": ["h:1"], "tls": "auto"}, "tls: auto needs an exact DNS name"),
@@ -146,7 +146,7 @@ def test_spec_normalizes():
 @pytest.mark.parametrize(
     ("value", "expected"),
     [("127.0.0.1:80", ("127.0.0.1", 80)), ("[::1]:8080", ("::1", 8080)), ("http://a.local:3000/", ("a.local", 3000)),
-     ("service:web", "web")],
+     ("service:web", "web"), ("service:web:admin", "web:admin")],
 )
 def test_parse_target(value, expected):
     assert parse_target(value) == expected
