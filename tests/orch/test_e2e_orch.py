@@ -146,6 +146,10 @@ def test_gate_service_upstream_across_a_health_restart(server_factory: Any, tmp_
         assert r.returncode == 0, r.stderr
         url = f"http://127.0.0.1:{srv.http_port}/"
         _until(lambda: httpx.get(url, headers={"Host": "hello.localhost"}).status_code == 200, what="gate → hello")
+        # A named port of the service resolves the same way (`service:NAME:PORT`).
+        r = srv.fsctl("route", "add", "--host", "port.localhost", "--upstream", "service:hello:http")
+        assert r.returncode == 0, r.stderr
+        _until(lambda: httpx.get(url, headers={"Host": "port.localhost"}).status_code == 200, what="gate → hello:http")
 
         counts: Counter[str] = Counter()
         gaps: list[float] = []
