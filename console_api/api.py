@@ -127,6 +127,19 @@ async def parse_body(request: web.Request, model: type[BaseModel]) -> BaseModel:
         raise validation_failed(e) from e
 
 
+def parse_int(value: str | None, name: str, default: int | None, lo: int, hi: int | None) -> Any:
+    """A whole-number query parameter or header within [lo, hi] (hi None: no upper bound), else 400."""
+    if value is None or value == "":
+        return default
+    try:
+        n = int(value)
+    except ValueError:
+        raise BadRequest(f"{name} must be a whole number, not {value!r}", details={"field": name}) from None
+    if n < lo or (hi is not None and n > hi):
+        raise BadRequest(f"{name} must be between {lo} and {hi or 'any'}", details={"field": name})
+    return n
+
+
 def validation_failed(e: ValidationError) -> ValidationFailed:
     problems = [
         {"field": ".".join(str(p) for p in err["loc"]) or "(body)", "message": err["msg"], "type": err["type"]}

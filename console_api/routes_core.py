@@ -13,10 +13,9 @@ from typing import Any, Literal
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from console_api.api import Api, ApiRequest, openapi_document
+from console_api.api import Api, ApiRequest, openapi_document, parse_int
 from core.audit import AuditLog
 from core.bus import EventBus, Subscription
-from core.errors import BadRequest
 from core.identity import Identity, Principal
 
 
@@ -193,8 +192,8 @@ def register(api: Api, ctx: CoreContext) -> None:
     async def audit(req: ApiRequest) -> list[dict[str, Any]]:
         q = req.query
         return await ctx.audit.list(
-            limit=_int(q.get("limit"), "limit", 100, 1, 1000),
-            before_id=_int(q.get("before"), "before", None, 1, None),
+            limit=parse_int(q.get("limit"), "limit", 100, 1, 1000),
+            before_id=parse_int(q.get("before"), "before", None, 1, None),
             actor=q.get("actor"),
             action=q.get("action"),
         )
@@ -204,7 +203,7 @@ def register(api: Api, ctx: CoreContext) -> None:
                response="text/event-stream")
     async def events(req: ApiRequest) -> web.StreamResponse:
         last = req.raw.headers.get("Last-Event-ID") or req.query.get("since")
-        after_id = _int(last, "Last-Event-ID", None, 0, None)
+        after_id = parse_int(last, "Last-Event-ID", None, 0, None)
         types = [t for t in req.query.get("types", "").split(",") if t] or None
         resp = web.StreamResponse(
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -234,18 +233,6 @@ async def _heartbeat(resp: web.StreamResponse, every_s: float) -> None:
     while True:
         await asyncio.sleep(every_s)
         await resp.write(b": ping\n\n")
-
-
-def _int(value: str | None, name: str, default: int | None, lo: int, hi: int | None) -> Any:
-    if value is None or value == "":
-        return default
-    try:
-        n = int(value)
-    except ValueError:
-        raise BadRequest(f"{name} must be a whole number, not {value!r}", details={"field": name}) from None
-    if n < lo or (hi is not None and n > hi):
-        raise BadRequest(f"{name} must be between {lo} and {hi or 'any'}", details={"field": name})
-    return n
 
 
 __all__ = ["CoreContext", "Principal", "register"]

@@ -10,7 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
-from console_api.api import Api, ApiRequest
+from console_api.api import Api, ApiRequest, parse_int
 from core.errors import BadRequest
 from logbus.format import check_service_name, record_dict
 from logbus.search import Matcher, Query, decode_cursor, encode_cursor
@@ -48,19 +48,6 @@ def _time(req: ApiRequest, *names: str) -> float | None:
             except ValueError as e:
                 raise BadRequest(str(e), details={"field": name}) from None
     return None
-
-
-def _int(req: ApiRequest, name: str, default: int, lo: int, hi: int) -> int:
-    value = req.query.get(name)
-    if value is None or value == "":
-        return default
-    try:
-        n = int(value)
-    except ValueError:
-        raise BadRequest(f"{name} must be a whole number, not {value!r}", details={"field": name}) from None
-    if not lo <= n <= hi:
-        raise BadRequest(f"{name} must be between {lo} and {hi}", details={"field": name})
-    return n
 
 
 def _streams(req: ApiRequest) -> frozenset[str] | None:
@@ -107,7 +94,7 @@ def register(api: Api, logs: LogbusService, *, heartbeat_s: float = 15.0) -> Non
         if not services:
             return {"lines": [], "next_cursor": None, "services": []}
         q = Query(tuple(dict.fromkeys(services)), from_ts, to_ts, _streams(req), req.query.get("q") or None,
-                  req.query.get("regex") or None, _int(req, "limit", 500, 1, MAX_LIMIT),
+                  req.query.get("regex") or None, parse_int(req.query.get("limit"), "limit", 500, 1, MAX_LIMIT),
                   _cursor(req.query.get("cursor")),
                   tail=req.query.get("tail") in ("1", "true", "yes"), max_scan_bytes=SCAN_BUDGET_BYTES)
         res = await logs.query(q)
@@ -176,7 +163,7 @@ def register(api: Api, logs: LogbusService, *, heartbeat_s: float = 15.0) -> Non
         if resume is not None and service not in resume:
             resume = None  # an id from another service's stream says nothing about this one
         since = _time(req, "since", "from")
-        tail = _int(req, "tail", 0, 0, MAX_LIMIT)
+        tail = parse_int(req.query.get("tail"), "tail", 0, 0, MAX_LIMIT)
         sub = logs.subscribe(service)
         try:
             resp = web.StreamResponse(headers={
