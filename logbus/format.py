@@ -1,8 +1,11 @@
-"""The on-disk record format and the pure line splitter.
+"""The on-disk line record and the pure line splitter.
 
-One record per line, in `<data>/logs/<service>/<YYYYMMDD>[.<n>].log` (UTC days):
+Files are `<data>/logs/<service>/<YYYYMMDD>[.<n>].log` (UTC days). A *line record* is one line:
 
     2026-11-23T08:10:00.123456Z out web-1 the service's own bytes, as written\n
+
+(a read of several lines is stored as one *chunk record* instead, whose header carries these fields
+once for all its lines: see `logbus.records`; every reader of files goes through that module).
 
 - a fixed-width UTC timestamp (27 bytes), so timestamps order as bytes and a time bound is a byte
   comparison; lines of one service only move forward in time (the writer clamps);

@@ -16,7 +16,9 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
-SCHEMA_VERSION = 1
+# 2: the files may hold chunk records (`logbus.records`), which a release of version 1 would misread;
+# the tables are the same, so a version 1 index is taken over as it is.
+SCHEMA_VERSION = 2
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
     id INTEGER PRIMARY KEY AUTOINCREMENT,

@@ -81,10 +81,10 @@ class LogbusService:
             log.error("log writer did not finish in time; recent lines may be lost",
                       pending_bytes=self.intake.pending_bytes)
 
-    def _on_written(self, service: str, file_id: int, start: int, data: bytes) -> None:
+    def _on_written(self, service: str, file_id: int, start: int, end: int, data: bytes) -> None:
         loop = self._loop
         if loop is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(self.hub.publish, service, file_id, start, data)
+            loop.call_soon_threadsafe(self.hub.publish, service, file_id, start, end, data)
 
     # --- LogSink -------------------------------------------------------------------------------
 

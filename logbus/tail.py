@@ -14,13 +14,13 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Batch:
+    """Records just written to [start, end) of a file, as line records (see `logbus.records.expand`:
+    `data` may be longer than end - start when the file holds them as chunks)."""
+
     file_id: int
     start: int
-    data: bytes  # complete stored records
-
-    @property
-    def end(self) -> int:
-        return self.start + len(self.data)
+    end: int
+    data: bytes
 
 
 @dataclass(frozen=True)
@@ -93,9 +93,9 @@ class TailHub:
         self._subs.setdefault(service, set()).add(sub)
         return sub
 
-    def publish(self, service: str, file_id: int, start: int, data: bytes) -> None:
+    def publish(self, service: str, file_id: int, start: int, end: int, data: bytes) -> None:
         for sub in list(self._subs.get(service, ())):
-            sub.push(Batch(file_id, start, data))
+            sub.push(Batch(file_id, start, end, data))
 
     def _remove(self, sub: TailSubscription) -> None:
         subs = self._subs.get(sub.service)

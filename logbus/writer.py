@@ -1,8 +1,11 @@
 """The writer thread: takes batches from the intake, appends records to each service's current file
-(one `write` per service per batch), rolls files by UTC day and size, and keeps the block index in step.
+(one `writev` per service per batch), rolls files by UTC day and size, and keeps the block index in step.
 
 Theory of operation. Items are tuples `(service, instance, token, ts, payload, lines)`; `payload` is
-complete lines (bytes) or an `AccessLogEntry`. Per service the writer keeps its open file and the
+complete lines (bytes) or an `AccessLogEntry`. One line becomes a line record; more become chunk
+records (`logbus.records`): a header, then the payload's bytes as they are — the ingest hot path copies
+nothing and adds no per-line bytes. A chunk is cut between lines where a block fills up, so blocks stay
+about `block_bytes` and a block always starts at a record boundary. Per service the writer keeps its open file and the
 *open block*: the index row being extended while it is under `block_bytes`. A batch is written to the
 files first and its index rows committed after, in one transaction, so the index never points past
 what is in the files. Timestamps are clamped so a service's lines only move forward in time, which is
@@ -23,24 +26,17 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import structlog
 
 from core.clock import Clock
 from core.ports import AccessLogEntry
 from logbus.config import LogbusConfig
-from logbus.format import (
-    TS_LEN,
-    day_of,
-    file_name,
-    format_parts,
-    parse_file_name,
-    parse_iso,
-    round_ts,
-)
+from logbus.format import day_of, file_name, parse_file_name, parse_iso, round_ts
 from logbus.index import connect
 from logbus.intake import Intake
+from logbus.records import chunk_header, complete_prefix, cut_blocks, expand, parse_header, segments
 from logbus.retention import FileStat, plan_retention
 
 log = structlog.get_logger("logbus.writer")
@@ -108,7 +104,7 @@ class LogWriter:
         self.intake = intake
         self.clock = clock
         self.db_path = logs_dir / "index.db"
-        self.on_written: Callable[[str, int, int, bytes], None] | None = None
+        self.on_written: Callable[[str, int, int, int, bytes], None] | None = None
         self.wants: Callable[[str], bool] = lambda service: False
         self._files: dict[str, _ServiceFile] = {}
         self._iso = _IsoCache()
@@ -243,14 +239,39 @@ class LogWriter:
             self._commit(touched.values())
 
     def _add(self, sf: _ServiceFile, ts: float, token: bytes, inst: bytes, payload: bytes, nlines: int) -> None:
-        head, body = format_parts(self._iso(ts), token, inst, payload)
+        """Queue `payload` (`nlines` complete lines) for the service's next write: one line as a line
+        record, more as chunk records of at most a block each (the bytes as read, not copied)."""
         if not sf.pending:
             sf.pending_start = sf.size
             sf.pending_lines = 0
             sf.pending_marker = False
-        sf.pending += (head, body)
-        sf.pending_lines += nlines
-        self._extend_block(sf, len(head) + len(body), ts, nlines)
+        iso = self._iso(ts)
+        if nlines == 1:
+            head = b"%s %s %s " % (iso, token, inst)
+            sf.pending += (head, payload)
+            sf.pending_lines += 1
+            self._extend_block(sf, len(head) + len(payload), ts, 1)
+            return
+        bb = self.cfg.block_bytes
+        n = len(payload)
+        p = 0
+        while p < n:
+            b = sf.block
+            room = bb - (b.end - b.start) if b is not None else bb
+            if room < bb // 8:
+                room = bb  # not worth a chunk of its own: this one starts the next block
+            if n - p <= room:
+                e = n
+            else:  # cut between lines, so a block holds about `block_bytes` (a longer line stays whole)
+                e = payload.rfind(b"\n", p, p + room) + 1 or payload.find(b"\n", p + room) + 1 or n
+            part = payload if p == 0 and e == n else memoryview(payload)[p:e]
+            k = nlines if e == n else payload.count(b"\n", p, e)  # the last part: what is left
+            head = chunk_header(iso, token, inst, e - p)
+            sf.pending += (head, part)
+            sf.pending_lines += k
+            self._extend_block(sf, len(head) + e - p, ts, k)
+            nlines -= k
+            p = e
 
     def _lost(self, sf: _ServiceFile, nlines: int, e: BaseException) -> None:
         """Lines that could not be written: counted for the marker, logged at most every 10 s."""
@@ -264,7 +285,7 @@ class LogWriter:
 
     def _extend_block(self, sf: _ServiceFile, n: int, ts: float, nlines: int) -> None:
         b = sf.block
-        if b is not None and b.end - b.start >= self.cfg.block_bytes:
+        if b is not None and b.end > b.start and b.end - b.start + n > self.cfg.block_bytes:
             sf.closed_blocks.append(b)
             b = None
         if b is None:
@@ -297,7 +318,9 @@ class LogWriter:
             # Handed over before the commit of this batch's index rows, which follows in the same thread
             # before any other work; the tail dedupes against the index by position.
             assert sf.file_id is not None
-            self.on_written(sf.service, sf.file_id, sf.pending_start, b"".join(parts))
+            # Tail subscribers get line records only (`expand`), and where the batch ends in the file.
+            self.on_written(sf.service, sf.file_id, sf.pending_start, sf.pending_start + total,
+                            expand(b"".join(parts)))
 
     def _unwrite(self, sf: _ServiceFile) -> None:
         """Forget a batch whose write failed: cut the file back to before it, and the blocks with it."""
@@ -479,45 +502,62 @@ class LogWriter:
                 log.info("indexed log file found on disk", service=d.name, file=path.name)
 
     def _index_range(self, file_id: int, service: str, path: Path, start: int) -> None:
-        """Index the bytes of `path` from `start` to its end (complete lines; an unterminated last line
-        gets its newline), in blocks of about `block_bytes`."""
+        """Index the records of `path` from `start` (a record boundary) to its end, in blocks of about
+        `block_bytes`. A torn write at the end (the process died mid-write) is mended first: an
+        unterminated last line gets its newline, a chunk cut short gets the length of what it holds."""
         db = self._db
         assert db is not None
         with open(path, "r+b") as f:
-            f.seek(0, os.SEEK_END)
-            if f.tell() > 0:
-                f.seek(-1, os.SEEK_END)
-                if f.read(1) != b"\n":
-                    f.write(b"\n")
-            size = f.tell()
-            f.seek(start)
-            pos = start
+            size = f.seek(0, os.SEEK_END)
             fallback = path.stat().st_mtime
-            carry = b""
+            want = max(4 * self.cfg.block_bytes, 1 << 20)
+            pos = start
             while pos < size:
-                more = f.read(self.cfg.block_bytes)
-                if not more:
-                    break
-                chunk = carry + more
-                cut = chunk.rfind(b"\n") + 1
-                if cut == 0:
-                    carry = chunk
+                f.seek(pos)
+                buf = f.read(want)
+                segs = segments(buf)
+                end = complete_prefix(buf, segs)
+                if end == 0:
+                    if pos + len(buf) < size:
+                        want *= 2  # one record longer than the read
+                    else:
+                        size = _mend_tail(f, pos, buf)
                     continue
-                body, carry = chunk[:cut], chunk[cut:]
-                first = _line_ts(body, 0, fallback)
-                last = _line_ts(body, body.rfind(b"\n", 0, len(body) - 1) + 1, first)
-                db.execute(
-                    'INSERT INTO blocks (file_id, service, start, "end", first_ts, last_ts, lines) '
-                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (file_id, service, pos, pos + len(body), first, max(first, last), body.count(b"\n")),
-                )
-                pos += len(body)
+                for c in cut_blocks(buf, segs, end, self.cfg.block_bytes):
+                    first = _ts_or(c.first_ts, fallback)
+                    db.execute(
+                        'INSERT INTO blocks (file_id, service, start, "end", first_ts, last_ts, lines) '
+                        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (file_id, service, pos + c.start, pos + c.end, first, max(first, _ts_or(c.last_ts, first)),
+                         c.lines),
+                    )
+                pos += end
         row = db.execute(
             'SELECT MIN(first_ts), MAX(last_ts), COALESCE(SUM(lines), 0), COALESCE(MAX("end"), 0) '
             "FROM blocks WHERE file_id = ?", (file_id,),
         ).fetchone()
         db.execute("UPDATE files SET first_ts = ?, last_ts = ?, lines = ?, size = ? WHERE id = ?",
                    (row[0], row[1], row[2], row[3], file_id))
+
+
+def _mend_tail(f: BinaryIO, pos: int, buf: bytes) -> int:
+    """Rewrite the torn record `buf` at `pos`, the end of the file: a chunk keeps the lines it holds (its
+    length corrected, its last line terminated), a line record gets its newline. The file's new size."""
+    nl = buf.find(b"\n")
+    head = parse_header(buf[:nl]) if buf[:1] == b"@" and nl >= 0 else None
+    if head is not None:
+        body = buf[nl + 1:]
+        if body and not body.endswith(b"\n"):
+            body += b"\n"
+        data = chunk_header(head[0], head[1], head[2], len(body)) + body if body else b""
+    else:
+        data = buf + b"\n"
+    f.truncate(pos)
+    f.seek(pos)
+    f.write(data)
+    f.flush()
+    log.warning("mended a torn write at the end of a log file", file=getattr(f, "name", "?"), at=pos)
+    return pos + len(data)
 
 
 def _write_all(fd: int, parts: list[bytes | memoryview]) -> int:
@@ -548,8 +588,8 @@ def _write_all(fd: int, parts: list[bytes | memoryview]) -> int:
     return total
 
 
-def _line_ts(buf: bytes, at: int, fallback: float) -> float:
+def _ts_or(text: bytes, fallback: float) -> float:
     try:
-        return parse_iso(buf[at:at + TS_LEN])
+        return parse_iso(text)
     except ValueError:
         return fallback

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
@@ -18,7 +19,7 @@ import pytest
 from core.clock import ManualClock
 from core.ports import AccessLogEntry
 from logbus.config import LogbusConfig
-from logbus.format import iso
+from logbus.format import iso, parse_record
 from logbus.index import IndexReader
 from logbus.search import Query, decode_cursor
 from logbus.service import LogbusService
@@ -498,3 +499,108 @@ async def test_a_tail_query_under_a_scan_budget_is_partial_not_endless(make: Fac
     assert [x["text"] for x in full.lines] == ["5 RARE"] and not full.stopped_at
     cut = await svc.query(Query(("t",), keyword="rare", tail=True, limit=10, max_scan_bytes=4096))
     assert cut.lines == [] and cut.stopped_at and cut.scanned_bytes < 8192
+
+
+async def test_chunk_records_page_window_and_filter_exactly(make: Factory) -> None:
+    # Multi-line appends are stored as chunk records (one header per append), cut at block boundaries
+    # and rolled by size and day; every query must still see each line exactly once, in order.
+    clock = ManualClock(1_795_391_700.0)  # 2026-11-22 23:55:00 UTC
+    svc = await make(clock=clock, max_file_bytes=4096, block_bytes=300)
+    stamps: list[float] = []
+    n = 0
+    for i in range(120):
+        stream = "stderr" if i % 5 == 0 else "stdout"
+        batch = [f"{stream[3:]} {n + k:05d} {'@x' if k == 1 else ''}{'y' * (k * 7)}" for k in range(7)]
+        svc.append("ch", "c-1", stream, ("\n".join(batch) + "\n").encode())  # type: ignore[arg-type]
+        stamps += [clock.now()] * 7
+        n += 7
+        clock.advance(5.0)
+        if i % 40 == 0:
+            await svc.flush()
+    await svc.flush()
+    names = sorted(os.listdir(svc.dir / "ch"))
+    assert {x[:8] for x in names} == {"20261122", "20261123"} and len(names) > 4, names
+    assert (svc.dir / "ch" / names[0]).read_bytes().startswith(b"@")  # really chunk records
+    texts = [x["text"].split()[1] for x in await all_lines(svc, "ch", limit=13)]  # pages end mid-chunk
+    assert texts == [f"{i:05d}" for i in range(n)]
+    for a, b in [(0, n), (7, 14), (100, 433), (3, 4), (n - 7, n)]:
+        got = await all_lines(svc, "ch", from_ts=stamps[a], to_ts=stamps[b] if b < n else stamps[-1] + 1, limit=11)
+        want = [i for i in range(n) if stamps[a] <= stamps[i] < (stamps[b] if b < n else stamps[-1] + 1)]
+        assert [int(x["text"].split()[1]) for x in got] == want, (a, b)
+    err = await all_lines(svc, "ch", streams=frozenset({"stderr"}), limit=50)
+    assert len(err) == 24 * 7 and {x["stream"] for x in err} == {"stderr"}
+    assert all(x["text"].startswith("err") for x in err)
+    hits = await all_lines(svc, "ch", keyword="@X", streams=frozenset({"stdout"}), limit=5)
+    assert [x["text"].split()[1] for x in hits] == [f"{i * 7 + 1:05d}" for i in range(120) if i % 5]
+    rx = await all_lines(svc, "ch", regex=r"^err \d+ y{14}$")
+    assert [x["text"].split()[1] for x in rx] == [f"{i * 7 + 2:05d}" for i in range(0, 120, 5)]
+    last = await svc.query(Query(("ch",), tail=True, limit=3))
+    assert [x["text"].split()[1] for x in last.lines] == [f"{i:05d}" for i in range(n - 3, n)]
+    assert last.lines[-1]["ts"] == iso(stamps[-1]) and last.lines[-1]["instance"] == "c-1"
+    body = b"".join([p async for p in svc.download("ch", stamps[14], stamps[21])]).decode().splitlines()
+    assert [x.split()[4] for x in body] == [f"{i:05d}" for i in range(14, 21)]
+    assert body[0].startswith(iso(stamps[14]) + " out c-1 out 00014")
+
+
+async def test_tail_batches_of_chunks_come_as_line_records(make: Factory) -> None:
+    svc = await make()
+    sub = svc.subscribe("tl")
+    try:
+        svc.append("tl", "t", "stdout", b"first\nsecond\nthird\n")
+        items = await sub.get(5)
+        assert len(items) == 1 and isinstance(items[0], Batch)
+        batch = items[0]
+        assert [parse_record(x).text for x in batch.data.splitlines()] == ["first", "second", "third"]
+        size = sum((svc.dir / "tl" / x).stat().st_size for x in os.listdir(svc.dir / "tl"))
+        assert (batch.start, batch.end) == (0, size) and len(batch.data) > size
+    finally:
+        sub.close()
+
+
+async def test_a_torn_chunk_is_mended_at_start(make: Factory, tmp_path: Path) -> None:
+    svc = await make(name="torn")
+    svc.append("tc", "t", "stdout", b"".join(b"line %d\n" % i for i in range(10)))
+    await svc.flush()
+    await svc.stop(10)
+    path = tmp_path / "torn" / "tc" / os.listdir(tmp_path / "torn" / "tc")[0]
+    # The process died in the middle of writing the next chunk: its header and part of its lines.
+    header = b"@" + iso(time.time()).encode() + b" err t 600\n"
+    with open(path, "ab") as f:
+        f.write(header + b"late 1\nlate 2\nla")
+    svc2 = await make(name="torn")
+    texts = [(x["stream"], x["text"]) for x in await all_lines(svc2, "tc")]
+    assert texts == [("stdout", f"line {i}") for i in range(10)] + [
+        ("stderr", "late 1"), ("stderr", "late 2"), ("stderr", "la")]
+    svc2.append("tc", "t", "stdout", b"after 1\nafter 2\n")
+    await svc2.flush()
+    assert [x["text"] for x in await all_lines(svc2, "tc")][-3:] == ["la", "after 1", "after 2"]
+    await svc2.stop(10)
+    for p in (tmp_path / "torn").glob("index.db*"):  # and the mended file indexes the same from scratch
+        p.unlink()
+    svc3 = await make(name="torn")
+    assert len(await all_lines(svc3, "tc")) == 15
+
+
+async def test_an_index_of_the_previous_release_is_taken_over_and_a_newer_one_refused(
+        make: Factory, tmp_path: Path) -> None:
+    import sqlite3
+
+    from core.errors import StartupError
+    from logbus.index import SCHEMA_VERSION
+
+    svc = await make(name="v1")
+    for i in range(5):
+        svc.append("old", "o", "stdout", f"single {i}\n".encode())
+    await svc.flush()
+    await svc.stop(10)
+    db = tmp_path / "v1" / "index.db"
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        conn.execute("PRAGMA user_version=1")
+    svc2 = await make(name="v1")
+    assert [x["text"] for x in await all_lines(svc2, "old")] == [f"single {i}" for i in range(5)]
+    await svc2.stop(10)
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        conn.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
+    with pytest.raises(StartupError, match="newer release"):
+        await make(name="v1")
