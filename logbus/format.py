@@ -194,14 +194,34 @@ def _has_long_line(buf: bytes, limit: int) -> bool:
     return False
 
 
-@dataclass(frozen=True)
 class Piece:
     """Complete lines (each ending in `\\n`) ready to store; `continued` means: one piece of a longer
-    line, whose rest follows in the next piece of the same stream."""
+    line, whose rest follows in the next piece of the same stream.
 
-    data: bytes
-    lines: int
-    continued: bool = False
+    The line count of a multi-line piece is left to whoever needs it (`lines` counts on first use): the
+    pump hands pieces on uncounted and the writer thread counts while the pump is back reading.
+    """
+
+    __slots__ = ("_lines", "continued", "data")
+
+    def __init__(self, data: bytes, lines: int | None = None, continued: bool = False) -> None:
+        self.data = data
+        self._lines = lines
+        self.continued = continued
+
+    @property
+    def lines(self) -> int:
+        if self._lines is None:
+            self._lines = self.data.count(b"\n")
+        return self._lines
+
+    @property
+    def known_lines(self) -> int | None:
+        """The count if known without counting: 1 for a single line, else None (two or more)."""
+        return self._lines
+
+    def __repr__(self) -> str:
+        return f"Piece({self.data[:40]!r}, lines={self._lines}, continued={self.continued})"
 
 
 class LineSplitter:
@@ -222,7 +242,8 @@ class LineSplitter:
         out: list[Piece] = []
         if complete:
             if len(complete) <= self.max + 1 or not _has_long_line(complete, self.max):
-                out.append(Piece(complete, complete.count(b"\n")))
+                # One line or more: `find` (memchr) answers that without counting them all.
+                out.append(Piece(complete, 1 if complete.find(b"\n") == cut - 1 else None))
             else:
                 self._split_long(complete, out)
         while len(rest) > self.max:

@@ -42,7 +42,6 @@ class Source:
     max_line_bytes: int
     splitter: LineSplitter = field(init=False)
     dropped: int = 0
-    lines_in: int = 0
     bytes_in: int = 0
 
     def __post_init__(self) -> None:
@@ -58,11 +57,10 @@ class Source:
         if self.dropped:
             self.mark_dropped(intake, ts)
         for p in pieces:
-            self.lines_in += p.lines
             self.bytes_in += len(p.data)
             token = self.token + b"+" if p.continued else self.token
             if self.dropped or not intake.offer(
-                (self.service, self.instance, token, ts, p.data, p.lines), len(p.data) + _ITEM_OVERHEAD
+                (self.service, self.instance, token, ts, p.data, p.known_lines), len(p.data) + _ITEM_OVERHEAD
             ):
                 self.dropped += p.lines
 

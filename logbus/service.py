@@ -120,8 +120,6 @@ class LogbusService:
             if src.dropped or not self.intake.offer((ACCESS_SERVICE, b"gate", b"out", now, entry, 1),
                                                     _ACCESS_ITEM_BYTES):
                 src.dropped += 1
-            else:
-                src.lines_in += 1
         except Exception:  # the proxy's hot path must never see a logging failure
             pass
 

@@ -225,7 +225,7 @@ class LogWriter:
                 try:
                     self._roll(sf, day, ts)
                 except (OSError, sqlite3.Error) as e:
-                    self._lost(sf, nlines, e)
+                    self._lost(sf, payload.count(b"\n") if nlines is None else nlines, e)
                     continue
             if sf.lost_lines and service not in touched:
                 marker = b"logbus: lost %d lines: cannot write (%s)\n" % (sf.lost_lines, sf.lost_reason.encode())
@@ -238,9 +238,11 @@ class LogWriter:
         if touched:
             self._commit(touched.values())
 
-    def _add(self, sf: _ServiceFile, ts: float, token: bytes, inst: bytes, payload: bytes, nlines: int) -> None:
-        """Queue `payload` (`nlines` complete lines) for the service's next write: one line as a line
-        record, more as chunk records of at most a block each (the bytes as read, not copied)."""
+    def _add(self, sf: _ServiceFile, ts: float, token: bytes, inst: bytes, payload: bytes,
+             nlines: int | None) -> None:
+        """Queue `payload` (`nlines` complete lines; None: two or more, not counted yet) for the
+        service's next write: one line as a line record, more as chunk records of at most a block each
+        (the bytes as read, not copied)."""
         if not sf.pending:
             sf.pending_start = sf.size
             sf.pending_lines = 0
@@ -265,12 +267,13 @@ class LogWriter:
             else:  # cut between lines, so a block holds about `block_bytes` (a longer line stays whole)
                 e = payload.rfind(b"\n", p, p + room) + 1 or payload.find(b"\n", p + room) + 1 or n
             part = payload if p == 0 and e == n else memoryview(payload)[p:e]
-            k = nlines if e == n else payload.count(b"\n", p, e)  # the last part: what is left
+            k = nlines if e == n and nlines is not None else payload.count(b"\n", p, e)
             head = chunk_header(iso, token, inst, e - p)
             sf.pending += (head, part)
             sf.pending_lines += k
             self._extend_block(sf, len(head) + e - p, ts, k)
-            nlines -= k
+            if nlines is not None:
+                nlines -= k  # the last part: what is left
             p = e
 
     def _lost(self, sf: _ServiceFile, nlines: int, e: BaseException) -> None:
