@@ -209,7 +209,28 @@ class RssSampler:
         self.peak = max(self.peak, self.proc.memory_info().rss)
 
 
-def run_load(sampler: RssSampler | None, port: int, path: str, conns: int, seconds: float) -> dict[str, float]:
+class CpuMeter:
+    """User+system CPU seconds of a process and its children (nginx: master + worker)."""
+
+    def __init__(self, pid: int) -> None:
+        import psutil
+
+        self.proc = psutil.Process(pid)
+
+    def seconds(self) -> float:
+        total = 0.0
+        for p in [self.proc, *self.proc.children(recursive=True)]:
+            try:
+                t = p.cpu_times()
+                total += t.user + t.system
+            except Exception:
+                pass
+        return total
+
+
+def run_load(sampler: RssSampler | None, port: int, path: str, conns: int, seconds: float,
+             meter: CpuMeter | None = None) -> dict[str, float]:
+    """One wrk run; with `meter`, adds the proxy's CPU microseconds per request (robust to machine load)."""
     import threading
 
     done = threading.Event()
@@ -222,11 +243,16 @@ def run_load(sampler: RssSampler | None, port: int, path: str, conns: int, secon
 
     t = threading.Thread(target=poll, daemon=True)
     t.start()
+    before = meter.seconds() if meter else 0.0
     try:
-        return wrk(port, path, conns, seconds)
+        res = wrk(port, path, conns, seconds)
     finally:
         done.set()
         t.join()
+    if meter:
+        served = res["rps"] * max(1, round(seconds))
+        res["cpu_us"] = (meter.seconds() - before) / served * 1e6 if served else float("nan")
+    return res
 
 
 def summarize_profile(path: Path, top: int = 12) -> None:
@@ -291,6 +317,9 @@ def main() -> int:
                                      PROXY_CPU))
             wait_port(nginx_port)
         targets = [("direct", origin_port), ("gate", gate_port)] + ([("nginx", nginx_port)] if nginx else [])
+        meters = {"gate": CpuMeter(gate.pid)}
+        if nginx:
+            meters["nginx"] = CpuMeter(procs[-1].pid)
         sampler = RssSampler(gate.pid)
         s, c = args.seconds, args.connections
         for _, port in targets:  # warm up pools and caches
@@ -303,22 +332,23 @@ def main() -> int:
                                              "-d", str(int(s)), "-r", "200"],
                                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             results[name] = {
-                "small": run_load(sampler if name == "gate" else None, port, "/", c, s),
+                "small": run_load(sampler if name == "gate" else None, port, "/", c, s, meters.get(name)),
             }
             if profiler:
                 profiler.wait()
                 profiler = None
-            results[name]["one"] = run_load(sampler if name == "gate" else None, port, "/", 1, s)
+            results[name]["one"] = run_load(sampler if name == "gate" else None, port, "/", 1, s, meters.get(name))
             results[name]["big"] = run_load(sampler if name == "gate" else None, port, "/1m", 10, s)
         print(f"\ngate benchmark — origin: {origin_kind}; proxies pinned to cpu {PROXY_CPU}, wrk to cpu {LOAD_CPU}; "
-              f"{s:g} s per run\n")
-        print(f"{'':8} {'req/s @' + str(c):>12} {'p50 ms':>8} {'p99 ms':>8} {'p50 ms @1':>10} "
-              f"{'1MiB MiB/s':>11} {'errors':>7}")
+              f"{s:g} s per run; load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}\n")
+        print(f"{'':8} {'req/s @' + str(c):>12} {'p50 ms':>8} {'p99 ms':>8} {'CPU us/req':>10} {'p50 ms @1':>10} "
+              f"{'CPU us @1':>9} {'1MiB MiB/s':>11} {'errors':>7}")
         for name, _ in targets:
             r = results[name]
             errors = int(r["small"]["errors"] + r["one"]["errors"] + r["big"]["errors"])
             print(f"{name:8} {r['small']['rps']:>12.0f} {r['small']['p50_ms']:>8.3f} {r['small']['p99_ms']:>8.3f} "
-                  f"{r['one']['p50_ms']:>10.3f} {r['big'].get('mib_s', 0):>11.0f} {errors:>7}")
+                  f"{r['small'].get('cpu_us', float('nan')):>10.1f} {r['one']['p50_ms']:>10.3f} "
+                  f"{r['one'].get('cpu_us', float('nan')):>9.0f} {r['big'].get('mib_s', 0):>11.0f} {errors:>7}")
         d = results["direct"]["one"]["p50_ms"]
         g = results["gate"]
         print()
@@ -327,6 +357,7 @@ def main() -> int:
             n = results["nginx"]
             print(f"nginx added p50 latency at 1 connection: {n['one']['p50_ms'] - d:.3f} ms")
             print(f"gate / nginx requests/s: {g['small']['rps'] / max(1.0, n['small']['rps']):.2f} (target >= 0.50)")
+            print(f"CPU per request @{c}, nginx / gate: {n['small']['cpu_us'] / g['small']['cpu_us']:.2f}")
             print(f"gate / nginx 1 MiB throughput: {g['big'].get('mib_s', 0) / max(1.0, n['big'].get('mib_s', 1)):.2f}"
                   f" (target >= 1.0)")
         print(f"gate peak RSS under load: {sampler.peak / 2**20:.1f} MiB (target < 100 MiB)")
