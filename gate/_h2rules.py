@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 
-from gate.h1 import HOP_BY_HOP, HttpError, RequestInfo, ResponseFraming, check_request
+from gate.h1 import CR, HOP_BY_HOP, LF, NUL, HttpError, RequestInfo, ResponseFraming, check_request
 
 _DROP_RESPONSE = HOP_BY_HOP | {b"content-length"}
 # RFC 9113 §8.2: lowercase names; we also require HTTP/1.1 token characters, since names go upstream as is.
@@ -59,7 +59,7 @@ def h2_request(headers: list[tuple[bytes, bytes]], *, ended: bool, max_count: in
             if name in seen and name in _PSEUDO:
                 raise _malformed(f"pseudo-header {name.decode('latin-1')} is repeated")
             seen.add(name)
-            if b"\x00" in value or b"\r" in value or b"\n" in value:
+            if NUL in value or CR in value or LF in value:
                 raise _malformed(f"pseudo-header {name.decode('latin-1')} has NUL, CR or LF in its value")
             if name == b":method":
                 method = value

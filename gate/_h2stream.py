@@ -78,7 +78,7 @@ class H2Stream:
     # --- downstream contract ----------------------------------------------------------------------------
 
     def send_head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]], framing: ResponseFraming,
-                  extra: tuple[tuple[bytes, bytes], ...], remove: frozenset[bytes]) -> None:
+                  extra: tuple[tuple[bytes, bytes], ...], remove: frozenset[bytes], extra_lines: bytes = b"") -> None:
         self.headers_out = h2_response_headers(status, headers, framing, extra, remove, self.conn.state.via)
         self.conn.mark(self)
 

@@ -31,7 +31,7 @@ from gate.h1 import (
     response_framing,
     upstream_request_head,
 )
-from gate.metrics import Stats
+from gate.metrics import Stats, record_request
 from gate.pages import error_page
 
 if TYPE_CHECKING:
@@ -135,7 +135,7 @@ class Exchange(StaticResponder):
         self.rt = rt
         rt.metrics.active += 1
         spec = rt.route.spec
-        if spec.methods and self.method.decode() not in spec.methods:
+        if rt.methods is not None and self.method not in rt.methods:
             self.error(405, f"{self.method.decode()} is not allowed here",
                        headers=((b"Allow", ", ".join(spec.methods).encode()),))
             return
@@ -175,7 +175,7 @@ class Exchange(StaticResponder):
         if len(self.tried) >= MAX_ATTEMPTS:
             t = None
         else:
-            t = pick(targets, now, balance=rt.route.spec.balance, cursor=rt.cursor, exclude=self.tried)
+            t = pick(targets, now, balance=rt.balance, cursor=rt.cursor, exclude=self.tried)
         if t is None:
             if not targets:
                 self.error(503, "no upstream is available for this site", headers=((b"Retry-After", b"1"),))
@@ -247,11 +247,11 @@ class Exchange(StaticResponder):
         ts.active += 1
         now = st.clock()
         self.up_started = now
-        pol = rt.policies
+        client = self.client
         head = upstream_request_head(
-            self.method, self.upstream_target, self.headers, self.info, client_ip=self.client.client_ip,
-            proto=self.client.scheme, request_id=self.request_id.encode(), trusted=self.client.trusted,
-            set_headers=pol.req_set or None, remove_headers=pol.req_remove,
+            self.method, self.upstream_target, self.headers, self.info, client_ip=client.client_ip,
+            proto=client.scheme, request_id=self.request_id.encode(), trusted=client.trusted,
+            remove_headers=rt.policies.req_remove, set_lines=rt.req_set_lines,
         )
         pieces = [head]
         if self.body_buf:
@@ -355,9 +355,9 @@ class Exchange(StaticResponder):
         self.status = status
         rt = self.rt
         assert rt is not None
-        client.send_head(status, reason, headers, framing,
-                         rt.policies.response_headers(client.scheme, rt.route.spec.policies.hsts_max_age_s),
-                         rt.policies.resp_remove)
+        scheme = client.scheme
+        client.send_head(status, reason, headers, framing, rt.resp_extra[scheme], rt.policies.resp_remove,
+                         rt.resp_lines[scheme])
         self.response_started = True
         return self.method == b"HEAD"
 
@@ -542,18 +542,23 @@ class Exchange(StaticResponder):
         now = st.clock()
         ms = (now - self.started) * 1000
         status = self.status
-        st.metrics.total.record(status, self.req_bytes, self.bytes_out, ms, now)
         rt = self.rt
-        route_name = None
+        ts = self.target_stats
+        route_name = upstream = None
         if rt is not None:
             rt.metrics.active -= 1
-            rt.metrics.record(status, self.req_bytes, self.bytes_out, ms, now)
-            route_name = rt.route.name
-        ts = self.target_stats
-        upstream = None
-        if ts is not None:
-            ts.record(status, self.req_bytes, self.bytes_out, ms, now)
+            route_name = rt.name
+            if ts is not None:
+                upstream = self.upstream_key
+                stats: tuple[Stats, ...] = (st.metrics.total, rt.metrics, ts)
+            else:
+                stats = (st.metrics.total, rt.metrics)
+        elif ts is not None:
             upstream = self.upstream_key
+            stats = (st.metrics.total, ts)
+        else:
+            stats = (st.metrics.total,)
+        record_request(stats, status, self.req_bytes, self.bytes_out, ms, now)
         sink = st.access_log
         if sink is not None:
             try:

@@ -65,35 +65,58 @@ class RequestInfo:
         return self.chunked or bool(self.content_length)
 
 
+# Single bytes as ints: `13 in data` is a plain memchr, while `b"\r" in data` first tries to read its
+# argument as an int and raises/clears a TypeError inside CPython (~9x slower on short values).
+NUL, LF, CR, HASH, PERCENT, COMMA, COLON, AT, BACKSLASH = 0, 10, 13, 35, 37, 44, 58, 64, 92
+
+
 def _bad(msg: str, status: int = 400, code: str = "bad_request") -> HttpError:
     return HttpError(status, msg, code=code)
 
 
+# Request header names check_request looks at (lowercase) → what they are.
+_H_HOST, _H_CL, _H_TE, _H_CONN, _H_EXPECT, _H_UPGRADE = 1, 2, 3, 4, 5, 6
+_REQ_SPECIAL = {b"host": _H_HOST, b"content-length": _H_CL, b"transfer-encoding": _H_TE, b"connection": _H_CONN,
+                b"expect": _H_EXPECT, b"upgrade": _H_UPGRADE}
+
+
+def _bad_value(headers: list[tuple[bytes, bytes]]) -> HttpError:
+    for name, value in headers:
+        if NUL in value or CR in value or LF in value:
+            return _bad(f"header {name.decode('latin-1')!r} has CR, LF or NUL in its value")
+    return _bad("a header has CR, LF or NUL in its value")  # pragma: no cover - the caller found one
+
+
 def check_request(method: bytes, url: bytes, version: str, headers: list[tuple[bytes, bytes]]) -> RequestInfo:
     """Validate a parsed request head; returns its framing, or raises HttpError (400/501/505)."""
-    if version not in ("1.1", "1.0"):
+    if version != "1.1" and version != "1.0":
         raise _bad(f"HTTP/{version} is not supported here", 505, "version_not_supported")
     host_values: list[bytes] = []
     cl_values: list[bytes] = []
     te_values: list[bytes] = []
     expect = b""
     upgrade: bytes | None = None
-    conn: set[bytes] = set()
+    conn: frozenset[bytes] = frozenset()
+    special = _REQ_SPECIAL
+    # One scan of all values for CR/LF/NUL (llhttp already refuses them; this is the second line).
+    values = b"\t".join([value for _, value in headers])
+    if NUL in values or CR in values or LF in values:
+        raise _bad_value(headers)
     for name, value in headers:
-        if b"\x00" in value or b"\r" in value or b"\n" in value:
-            raise _bad(f"header {name.decode('latin-1')!r} has CR, LF or NUL in its value")
-        n = name.lower()
-        if n == b"host":
+        kind = special.get(name.lower())
+        if kind is None:
+            continue
+        if kind == _H_HOST:
             host_values.append(value)
-        elif n == b"content-length":
+        elif kind == _H_CL:
             cl_values.append(value)
-        elif n == b"transfer-encoding":
+        elif kind == _H_TE:
             te_values.append(value)
-        elif n == b"connection":
-            conn.update(t.strip().lower() for t in value.split(b","))
-        elif n == b"expect":
+        elif kind == _H_CONN:
+            conn = conn.union(t.strip().lower() for t in value.split(b","))
+        elif kind == _H_EXPECT:
             expect = value.strip().lower()
-        elif n == b"upgrade":
+        else:
             upgrade = value.strip()
     if cl_values and te_values:
         raise _bad("both Content-Length and Transfer-Encoding are present")
@@ -118,13 +141,13 @@ def check_request(method: bytes, url: bytes, version: str, headers: list[tuple[b
         raise _bad("the Host header is missing")
     host_header = host_values[0].strip() if host_values else b""
     target = url
-    if url.startswith(b"/"):
+    if url[:1] == b"/":
         pass
     elif url[:7].lower() == b"http://" or url[:8].lower() == b"https://":
         rest = url.split(b"://", 1)[1]
         slash = rest.find(b"/")
         authority, target = (rest, b"/") if slash < 0 else (rest[:slash], rest[slash:])
-        if b"@" in authority:
+        if AT in authority:
             raise _bad("userinfo in the request target is not allowed")
         if not host_header:
             host_header = authority
@@ -137,32 +160,77 @@ def check_request(method: bytes, url: bytes, version: str, headers: list[tuple[b
     host = parse_host_header(host_header) if host_header else ""
     if host is None:
         raise _bad(f"Host {host_header.decode('latin-1')!r} is not a valid host")
-    if b"#" in target:
+    if HASH in target:
         raise _bad("a fragment ('#') is not allowed in the request target")
-    path = target.split(b"?", 1)[0]
-    if b"/." in path or b"%2e" in path.lower() or b"\\" in path:
-        lowered = path.lower().replace(b"%2e", b".")
-        for seg in lowered.split(b"/"):
-            if seg in (b".", b".."):
-                raise _bad("dot-segments ('.' or '..') are not allowed in the path")
-        if b"\\" in path:
-            raise _bad("backslashes are not allowed in the path")
+    if target.find(b"/.") >= 0 or PERCENT in target or BACKSLASH in target:
+        path = target.split(b"?", 1)[0]
+        if path.find(b"/.") >= 0 or path.lower().find(b"%2e") >= 0 or BACKSLASH in path:
+            lowered = path.lower().replace(b"%2e", b".")
+            for seg in lowered.split(b"/"):
+                if seg in (b".", b".."):
+                    raise _bad("dot-segments ('.' or '..') are not allowed in the path")
+            if BACKSLASH in path:
+                raise _bad("backslashes are not allowed in the path")
     if method == b"CONNECT":
         raise _bad("CONNECT is not supported by this gate", 501, "not_implemented")
     if expect and expect != b"100-continue":
         raise HttpError(417, f"Expect: {expect.decode('latin-1')} is not supported", code="expectation_failed")
     if upgrade is not None and b"upgrade" not in conn:
         upgrade = None  # an Upgrade header without `Connection: upgrade` is only informational
-    return RequestInfo(
-        host=host,
-        host_header=host_header,
-        target=target.decode("latin-1"),
-        content_length=content_length,
-        chunked=chunked,
-        expect_continue=expect == b"100-continue" and version == "1.1",
-        upgrade=upgrade,
-        connection_tokens=frozenset(conn),
-    )
+    return RequestInfo(host, host_header, target.decode("latin-1"), content_length, chunked,
+                       expect == b"100-continue" and version == "1.1", upgrade, conn)
+
+
+_UNIONS: dict[tuple[frozenset[bytes], frozenset[bytes], frozenset[bytes]], frozenset[bytes]] = {}
+_FORWARDING_BLOCKS: dict[tuple[bytes, str, str], bytes] = {}
+_CACHE_MAX = 4096
+
+
+def drop_set(base: frozenset[bytes], a: frozenset[bytes], b: frozenset[bytes] = frozenset()) -> frozenset[bytes]:
+    """`base | a | b`, memoized: the same few sets (hop-by-hop + Connection tokens + a route's removals)
+    meet on every request."""
+    if not a and not b:
+        return base
+    key = (base, a, b)
+    found = _UNIONS.get(key)
+    if found is None:
+        if len(_UNIONS) >= _CACHE_MAX:
+            _UNIONS.clear()
+        found = _UNIONS[key] = base | a | b
+    return found
+
+
+def forwarding_block(host_header: bytes, client_ip: str, proto: str) -> bytes:
+    """The `Host` and forwarding header lines the gate sets for a client that is not a trusted proxy
+    (memoized: they depend only on these three values)."""
+    key = (host_header, client_ip, proto)
+    found = _FORWARDING_BLOCKS.get(key)
+    if found is None:
+        found = _forwarding_lines(host_header, client_ip.encode(), proto.encode(), b"", b"", b"", b"")
+        if len(_FORWARDING_BLOCKS) >= _CACHE_MAX:
+            _FORWARDING_BLOCKS.clear()
+        _FORWARDING_BLOCKS[key] = found
+    return found
+
+
+def _forwarding_lines(host_header: bytes, ip: bytes, proto: bytes, prior_xff: bytes, xfp: bytes, xfh: bytes,
+                      prior_fwd: bytes) -> bytes:
+    # RFC 7239: an IPv6 node is a quoted "[...]"; the host is always quoted (it may carry a port).
+    node = b'"[' + ip + b']"' if COLON in ip else ip
+    quoted_host = host_header.replace(b"\\", b"").replace(b'"', b"")
+    element = b'for=' + node + b';host="' + quoted_host + b'";proto=' + proto
+    return b"".join((
+        b"Host: ", host_header, b"\r\n",
+        b"X-Forwarded-For: ", prior_xff + b", " + ip if prior_xff else ip, b"\r\n",
+        b"X-Forwarded-Proto: ", xfp or proto, b"\r\n",
+        b"X-Forwarded-Host: ", xfh or host_header, b"\r\n",
+        b"Forwarded: ", prior_fwd + b", " + element if prior_fwd else element, b"\r\n",
+    ))
+
+
+def header_lines(headers: dict[str, str]) -> bytes:
+    """`Name: value` lines for headers a route sets (rendered once per route table)."""
+    return b"".join(k.encode("latin-1") + b": " + v.encode("latin-1") + b"\r\n" for k, v in headers.items())
 
 
 def upstream_request_head(
@@ -177,21 +245,21 @@ def upstream_request_head(
     trusted: bool,
     set_headers: dict[str, str] | None = None,
     remove_headers: frozenset[bytes] = frozenset(),
+    set_lines: bytes = b"",
 ) -> bytes:
     """The request head to send upstream: hop-by-hop headers dropped, forwarding headers set (a client's
-    own values kept only when it is a `trusted` proxy), framing chosen by the gate."""
-    drop = _DROP_REQUEST
-    if info.connection_tokens or remove_headers:
-        drop = drop | info.connection_tokens | remove_headers
+    own values kept only when it is a `trusted` proxy), framing chosen by the gate. `set_lines` are
+    header lines already rendered by `header_lines` (a route's `set_headers`, precomputed)."""
+    drop = drop_set(_DROP_REQUEST, info.connection_tokens, remove_headers)
     out = [method, b" ", target.encode("latin-1"), b" HTTP/1.1\r\n"]
-    prior_xff = prior_fwd = b""
-    xfp = xfh = b""
-    for name, value in headers:
-        n = name.lower()
-        if n in drop:
-            continue
-        if n in FORWARDING:
-            if trusted:
+    append = out.append
+    if trusted:
+        prior_xff = prior_fwd = xfp = xfh = b""
+        for name, value in headers:
+            n = name.lower()
+            if n in drop or n == b"host":
+                continue
+            if n in FORWARDING:
                 if n == b"x-forwarded-for":
                     prior_xff = value if not prior_xff else prior_xff + b", " + value
                 elif n == b"x-forwarded-proto":
@@ -201,32 +269,30 @@ def upstream_request_head(
                 elif n == b"forwarded":
                     prior_fwd = value if not prior_fwd else prior_fwd + b", " + value
                 elif n == b"x-real-ip":
-                    out += (name, b": ", value, b"\r\n")
-            continue
-        if n == b"host":
-            continue
-        out += (name, b": ", value, b"\r\n")
-    ip = client_ip.encode()
-    out += (b"Host: ", info.host_header, b"\r\n")
-    out += (b"X-Forwarded-For: ", prior_xff + b", " + ip if prior_xff else ip, b"\r\n")
-    out += (b"X-Forwarded-Proto: ", xfp or proto.encode(), b"\r\n")
-    out += (b"X-Forwarded-Host: ", xfh or info.host_header, b"\r\n")
-    # RFC 7239: an IPv6 node is a quoted "[...]"; the host is always quoted (it may carry a port).
-    node = b'"[' + ip + b']"' if b":" in ip else ip
-    quoted_host = info.host_header.replace(b"\\", b"").replace(b'"', b"")
-    element = b'for=' + node + b';host="' + quoted_host + b'";proto=' + proto.encode()
-    out += (b"Forwarded: ", prior_fwd + b", " + element if prior_fwd else element, b"\r\n")
+                    append(name + b": " + value + b"\r\n")
+                continue
+            append(name + b": " + value + b"\r\n")
+        append(_forwarding_lines(info.host_header, client_ip.encode(), proto.encode(), prior_xff, xfp, xfh,
+                                 prior_fwd))
+    else:
+        for name, value in headers:
+            n = name.lower()
+            if n in drop or n in FORWARDING or n == b"host":
+                continue
+            append(name + b": " + value + b"\r\n")
+        append(forwarding_block(info.host_header, client_ip, proto))
     out += (b"X-Request-Id: ", request_id, b"\r\n")
     if set_headers:
-        for k, v in set_headers.items():
-            out += (k.encode("latin-1"), b": ", v.encode("latin-1"), b"\r\n")
+        append(header_lines(set_headers))
+    if set_lines:
+        append(set_lines)
     if info.upgrade is not None:
         out += (b"Connection: Upgrade\r\nUpgrade: ", info.upgrade, b"\r\n")
     if info.chunked:
-        out.append(b"Transfer-Encoding: chunked\r\n")
+        append(b"Transfer-Encoding: chunked\r\n")
     elif info.content_length is not None and (info.content_length or method in (b"POST", b"PUT", b"PATCH")):
-        out += (b"Content-Length: ", str(info.content_length).encode(), b"\r\n")
-    out.append(b"\r\n")
+        append(b"Content-Length: %d\r\n" % info.content_length)
+    append(b"\r\n")
     return b"".join(out)
 
 
@@ -240,39 +306,80 @@ class ResponseFraming:
     chunked_out: bool  # re-chunk towards the client
     close_after: bool  # the client connection ends after this response
     keep_alive_header: bool = False  # an HTTP/1.0 client asked for keep-alive: say yes explicitly
+    # The response's Connection tokens beyond the standard hop-by-hop names (None: not scanned, e.g. a
+    # framing made by the gate itself; the head builders then scan for themselves).
+    connection_drop: frozenset[bytes] | None = None
+
+
+# Response header names response_framing looks at (lowercase).
+_R_CL, _R_TE, _R_CONN = 1, 2, 3
+_RESP_SPECIAL = {b"content-length": _R_CL, b"transfer-encoding": _R_TE, b"connection": _R_CONN}
+_NO_TOKENS: frozenset[bytes] = frozenset()
 
 
 def response_framing(
     status: int, headers: list[tuple[bytes, bytes]], request_method: bytes, client_version: str, client_keep_alive: bool
 ) -> ResponseFraming:
     """Decide framing from the upstream's response head. Raises HttpError(502) on an ambiguous one."""
-    cl: list[bytes] = []
-    te: list[bytes] = []
+    cl: bytes | None = None
+    te = False
+    tokens = _NO_TOKENS
+    special = _RESP_SPECIAL
     for name, value in headers:
-        n = name.lower()
-        if n == b"content-length":
-            cl.append(value)
-        elif n == b"transfer-encoding":
-            te.append(value)
-    no_body = request_method == b"HEAD" or status in (204, 304) or 100 <= status < 200
-    if cl and te:
+        kind = special.get(name.lower())
+        if kind is None:
+            continue
+        if kind == _R_CL:
+            # Repeated identical values ("5, 5" or two headers) are one length (RFC 9110 §8.6).
+            cl = value if cl is None else cl + b"," + value
+        elif kind == _R_TE:
+            te = True
+        else:
+            extra = {t.strip().lower() for t in value.split(b",")} - HOP_BY_HOP
+            if extra:
+                tokens = tokens | extra
+    no_body = request_method == b"HEAD" or status == 204 or status == 304 or 100 <= status < 200
+    if cl is not None and te:
         raise HttpError(502, "the upstream sent both Content-Length and Transfer-Encoding", code="bad_upstream")
     length: int | None = None
-    if cl:
-        vals = {v.strip() for v in b",".join(cl).split(b",")}
-        if len(vals) != 1 or not next(iter(vals)).isdigit():
+    if cl is not None:
+        if COMMA in cl:
+            vals = {v.strip() for v in cl.split(b",")}
+            raw = next(iter(vals)) if len(vals) == 1 else b""
+        else:
+            raw = cl.strip()
+        if not raw.isdigit():
             raise HttpError(502, "the upstream sent an invalid Content-Length", code="bad_upstream")
-        length = int(next(iter(vals)))
-    chunked_in = bool(te)
+        length = int(raw)
     ka10 = client_version == "1.0" and client_keep_alive
     if no_body:
-        return ResponseFraming(False, length, False, False, not client_keep_alive, ka10)
+        return ResponseFraming(False, length, False, False, not client_keep_alive, ka10, tokens)
     if length is not None:
-        return ResponseFraming(True, length, False, False, not client_keep_alive, ka10)
+        return ResponseFraming(True, length, False, False, not client_keep_alive, ka10, tokens)
     # Chunked or close-delimited upstream: re-chunk for an HTTP/1.1 client, else close-delimit.
     if client_version == "1.1":
-        return ResponseFraming(True, None, chunked_in, True, not client_keep_alive)
-    return ResponseFraming(True, None, chunked_in, False, True)
+        return ResponseFraming(True, None, te, True, not client_keep_alive, False, tokens)
+    return ResponseFraming(True, None, te, False, True, False, tokens)
+
+
+def connection_tokens(headers: list[tuple[bytes, bytes]] | tuple[tuple[bytes, bytes], ...]) -> frozenset[bytes]:
+    """The (lowercased) tokens of a message's Connection headers."""
+    return frozenset(t.strip().lower() for name, value in headers if name.lower() == b"connection"
+                     for t in value.split(b","))
+
+
+_STATUS_LINES: dict[tuple[int, bytes], bytes] = {}
+
+
+def status_line(status: int, reason: bytes) -> bytes:
+    """`HTTP/1.1 <status> <reason>` line (memoized; the reason defaults to the standard one)."""
+    key = (status, reason)
+    line = _STATUS_LINES.get(key)
+    if line is None:
+        line = b"HTTP/1.1 %d %s\r\n" % (status, reason or REASONS.get(status, "").encode())
+        if len(_STATUS_LINES) < 1024:
+            _STATUS_LINES[key] = line
+    return line
 
 
 def response_head(
@@ -281,36 +388,42 @@ def response_head(
     headers: list[tuple[bytes, bytes]],
     framing: ResponseFraming,
     *,
-    extra: list[tuple[bytes, bytes]] | None = None,
+    extra: list[tuple[bytes, bytes]] | tuple[tuple[bytes, bytes], ...] | None = None,
     remove: frozenset[bytes] = frozenset(),
     via: bytes | None = None,
+    extra_lines: bytes = b"",
+    scanned: bool = False,
 ) -> bytes:
-    """The response head for the client: hop-by-hop headers dropped, framing and Connection set."""
-    drop = _DROP_RESPONSE | remove if remove else _DROP_RESPONSE
-    out = [b"HTTP/1.1 ", str(status).encode(), b" ", reason or REASONS.get(status, "").encode(), b"\r\n"]
-    lowered = [name.lower() for name, _ in headers]
-    if b"connection" in lowered:
-        tokens = {t.strip().lower() for (_, v), n in zip(headers, lowered, strict=True) if n == b"connection"
-                  for t in v.split(b",")}
-        drop = drop | tokens
-    for (name, value), n in zip(headers, lowered, strict=True):
-        if n in drop:
-            continue
-        out += (name, b": ", value, b"\r\n")
+    """The response head for the client: hop-by-hop headers dropped, framing and Connection set.
+    `extra_lines` are more header lines already rendered (a route's response headers, precomputed).
+    `scanned`: `framing` was made by `response_framing` from these same `headers`, so the Connection
+    tokens it found can be used instead of scanning again."""
+    tokens = framing.connection_drop if scanned else None
+    if tokens is None:
+        tokens = connection_tokens(headers)
+    drop = drop_set(_DROP_RESPONSE, remove, tokens)
+    out = [status_line(status, reason)]
+    append = out.append
+    for name, value in headers:
+        if name.lower() not in drop:
+            append(name + b": " + value + b"\r\n")
     if extra:
         for name, value in extra:
-            out += (name, b": ", value, b"\r\n")
+            append(name + b": " + value + b"\r\n")
+    if extra_lines:
+        append(extra_lines)
     if via:
         out += (b"Via: ", via, b"\r\n")
     if framing.content_length is not None and status >= 200 and status != 204:
-        out += (b"Content-Length: ", str(framing.content_length).encode(), b"\r\n")
+        append(b"Content-Length: %d\r\n" % framing.content_length)
     elif framing.chunked_out:
-        out.append(b"Transfer-Encoding: chunked\r\n")
+        append(b"Transfer-Encoding: chunked\r\n")
     if framing.close_after:
-        out.append(b"Connection: close\r\n")
+        append(b"Connection: close\r\n\r\n")
     elif framing.keep_alive_header:
-        out.append(b"Connection: keep-alive\r\n")
-    out.append(b"\r\n")
+        append(b"Connection: keep-alive\r\n\r\n")
+    else:
+        append(b"\r\n")
     return b"".join(out)
 
 

@@ -27,12 +27,16 @@ class Histogram:
         self.slot_ids = [-1] * windows
 
     def record(self, ms: float, now: float) -> None:
+        self.add(bisect_left(_BOUNDS, ms), now)
+
+    def add(self, bucket: int, now: float) -> None:
+        """Count one value already placed in its bucket (`bucket_of`)."""
         slot_id = int(now // self.window_s)
         i = slot_id % self.windows
         if self.slot_ids[i] != slot_id:
             self.slot_ids[i] = slot_id
             self.counts[i] = [0] * (len(_BOUNDS) + 1)
-        self.counts[i][bisect_left(_BOUNDS, ms)] += 1
+        self.counts[i][bucket] += 1
 
     def merged(self, now: float, span_s: float) -> list[int]:
         newest = int(now // self.window_s)
@@ -78,11 +82,7 @@ class Stats:
         self.latency = Histogram()
 
     def record(self, status: int, bytes_in: int, bytes_out: int, ms: float, now: float) -> None:
-        self.requests += 1
-        self.by_class[min(5, max(0, status // 100))] += 1
-        self.bytes_in += bytes_in
-        self.bytes_out += bytes_out
-        self.latency.record(ms, now)
+        record_request((self,), status, bytes_in, bytes_out, ms, now)
 
     def to_dict(self, now: float, span_s: float) -> dict[str, Any]:
         latency = self.latency.quantiles(now, span_s)
@@ -96,6 +96,22 @@ class Stats:
             "active": self.active,
             "latency_ms": latency,
         }
+
+
+def record_request(stats: tuple[Stats, ...], status: int, bytes_in: int, bytes_out: int, ms: float,
+                   now: float) -> None:
+    """Count one finished request in each of `stats` (total, route, target): the status class and the
+    latency bucket are worked out once for all of them."""
+    cls = status // 100
+    if cls > 5 or cls < 0:
+        cls = 5 if cls > 5 else 0
+    bucket = bisect_left(_BOUNDS, ms)
+    for s in stats:
+        s.requests += 1
+        s.by_class[cls] += 1
+        s.bytes_in += bytes_in
+        s.bytes_out += bytes_out
+        s.latency.add(bucket, now)
 
 
 class GateMetrics:

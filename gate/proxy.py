@@ -255,10 +255,11 @@ class ClientConnection(asyncio.Protocol):
         self.out_size = 0
 
     def send_head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]], framing: ResponseFraming,
-                  extra: tuple[tuple[bytes, bytes], ...], remove: frozenset[bytes]) -> None:
-        """Queue a response head (written at the next `flush`, together with the first body bytes)."""
-        self.out.append(response_head(status, reason, headers, framing, extra=extra, remove=remove,
-                                      via=self.state.via))
+                  extra: tuple[tuple[bytes, bytes], ...], remove: frozenset[bytes], extra_lines: bytes = b"") -> None:
+        """Queue a response head (written at the next `flush`, together with the first body bytes).
+        `extra_lines`, when given, is `extra` already rendered as header lines."""
+        self.out.append(response_head(status, reason, headers, framing, extra=None if extra_lines else extra,
+                                      remove=remove, via=self.state.via, extra_lines=extra_lines, scanned=True))
 
     def send_body(self, data: bytes, framing: ResponseFraming | None) -> None:
         if framing is not None and framing.chunked_out:

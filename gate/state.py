@@ -21,6 +21,7 @@ from core.ports import AccessLogSink, ChallengeStore, EndpointBoard
 from core.tasks import TaskSet
 from gate.balancer import Cursor, HealthPolicy, TargetHealth
 from gate.config import GateConfig
+from gate.h1 import header_lines
 from gate.metrics import GateMetrics, Stats
 from gate.policies import CompiledPolicies, RateLimiter, ip_in
 from gate.router import RouteTable
@@ -31,13 +32,22 @@ from gate.upstream import UpstreamPool
 class RouteRuntime:
     """A route plus what the proxy needs at request time."""
 
-    __slots__ = ("cursor", "limiter", "max_body", "metrics", "policies", "route", "services", "static_root",
-                 "static_targets", "timeout_s")
+    __slots__ = ("balance", "cursor", "limiter", "max_body", "methods", "metrics", "name", "policies", "req_set_lines",
+                 "resp_extra", "resp_lines", "route", "services", "static_root", "static_targets", "timeout_s")
 
     def __init__(self, route: Route, state: ProxyState, previous: RouteRuntime | None) -> None:
         spec = route.spec
         self.route = route
-        self.policies = CompiledPolicies(spec.policies)
+        self.name = route.name
+        self.balance = spec.balance
+        self.methods = frozenset(m.encode() for m in spec.methods) if spec.methods else None
+        self.policies = pol = CompiledPolicies(spec.policies)
+        # Rendered once per table, not per request: the header lines this route adds both ways.
+        self.req_set_lines = header_lines(pol.req_set)
+        hsts = spec.policies.hsts_max_age_s
+        self.resp_extra = {scheme: pol.response_headers(scheme, hsts) for scheme in ("http", "https")}
+        self.resp_lines = {scheme: b"".join(n + b": " + v + b"\r\n" for n, v in extra)
+                           for scheme, extra in self.resp_extra.items()}
         keep = previous is not None and previous.route.spec.upstreams == spec.upstreams
         self.cursor = previous.cursor if keep and previous else Cursor()
         same_rl = previous is not None and previous.route.spec.policies.rate_limit == spec.policies.rate_limit

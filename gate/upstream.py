@@ -71,7 +71,7 @@ class UpstreamConnection(asyncio.Protocol):
             self.close()
             return
         if self.deadline:
-            self.deadline = ex.now() + ex.upstream_timeout_s
+            self.deadline = ex.state.clock() + ex.upstream_timeout_s
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as e:
@@ -122,19 +122,17 @@ class UpstreamConnection(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._headers.append((name, value))
+        if len(name) == 10 and name.lower() == b"connection" and value.lower().find(b"close") >= 0:
+            self.keep_alive = False
 
     def on_headers_complete(self) -> None:
         ex = self.exchange
         if ex is None:
             return
-        status = self.parser.get_status_code()
-        version = self.parser.get_http_version()
-        if version != "1.1":
+        parser = self.parser
+        if parser.get_http_version() != "1.1":
             self.keep_alive = False
-        for name, value in self._headers:
-            if name.lower() == b"connection" and b"close" in value.lower():
-                self.keep_alive = False
-        if ex.on_response_head(status, self._reason, self._headers):
+        if ex.on_response_head(parser.get_status_code(), self._reason, self._headers):
             raise HeadDone
 
     def on_body(self, data: bytes) -> None:
