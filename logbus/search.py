@@ -15,8 +15,9 @@ import heapq
 import json
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from logbus.format import TS_LEN, iso_bytes, record_dict, record_text_start
 from logbus.index import BlockRef, IndexReader
@@ -230,9 +231,23 @@ def _read(path_cache: dict[int, int], block: BlockRef) -> bytes:
 _Hit = tuple[bytes, str, int, int, bytes, LineMeta | None]
 
 
-def _block_hits(buf: bytes, segs: list[Seg], lo: int, hi: int, base: int, file_id: int, service: str,
-                matcher: Matcher) -> Iterator[_Hit]:
-    """The matching lines of buf[lo:hi] (a block read from file offset `base`), in order."""
+class _Run(NamedTuple):
+    """The matching lines of one segment of a block: bare texts of a chunk's lines (`meta` and `ts` are
+    the chunk's) or whole line records (`meta` None). `ends`: the file offset after each line; None
+    when the lines follow each other from `start` (each one's length plus its newline)."""
+
+    file_id: int
+    start: int
+    lines: list[bytes]
+    ends: list[int] | None
+    meta: LineMeta | None
+    ts: bytes | None
+
+
+def _block_runs(buf: bytes, segs: list[Seg], lo: int, hi: int, base: int, file_id: int,
+                matcher: Matcher) -> Iterator[_Run]:
+    """The matching lines of buf[lo:hi] (a block read from file offset `base`), in order. Without a
+    text filter a segment's lines come from one C-level `split`, not a `find` per line."""
     for s in segs:
         if s.start >= hi:
             return
@@ -241,27 +256,32 @@ def _block_hits(buf: bytes, segs: list[Seg], lo: int, hi: int, base: int, file_i
             continue
         if s.head is None:  # line records
             if matcher.everything:
-                # No filter: split once in C and walk the lines, instead of a `find` per line.
-                end = base + a
-                for line in buf[a:e].split(b"\n")[:-1]:
-                    end += len(line) + 1
-                    yield line[:TS_LEN], service, file_id, end, line, None
-            else:
-                for ls, le in matcher.spans(buf, a, e):
-                    yield buf[ls:ls + TS_LEN], service, file_id, base + le, buf[ls:le], None
+                yield _Run(file_id, base + a, buf[a:e].split(b"\n")[:-1], None, None, None)
+                continue
+            spans = list(matcher.spans(buf, a, e))
+            if spans:
+                yield _Run(file_id, base + a, [buf[ls:le] for ls, le in spans], [base + le for _, le in spans],
+                           None, None)
             continue
-        ts, token = s.head[0], s.head[1]
-        if not matcher.token_ok(token):
+        if not matcher.token_ok(s.head[1]):
             continue
         meta = line_meta(s.head)
         if matcher.no_text_filter:
-            end = base + a
-            for line in buf[a:e].split(b"\n")[:-1]:
-                end += len(line) + 1
-                yield ts, service, file_id, end, line, meta
-        else:
-            for ls, le in matcher.text_spans(buf, a, e):
-                yield ts, service, file_id, base + le, buf[ls:le - 1 if buf[le - 1] == 10 else le], meta
+            yield _Run(file_id, base + a, buf[a:e].split(b"\n")[:-1], None, meta, s.head[0])
+            continue
+        spans = list(matcher.text_spans(buf, a, e))
+        if spans:
+            yield _Run(file_id, base + a, [buf[ls:le - 1 if buf[le - 1] == 10 else le] for ls, le in spans],
+                       [base + le for _, le in spans], meta, s.head[0])
+
+
+def _hits(runs: Iterable[_Run], service: str) -> Iterator[_Hit]:
+    """Runs line by line, for merging services by time."""
+    for r in runs:
+        end = r.start
+        for i, line in enumerate(r.lines):
+            end = end + len(line) + 1 if r.ends is None else r.ends[i]
+            yield r.ts or line[:TS_LEN], service, r.file_id, end, line, r.meta
 
 
 def _bounds(buf: bytes, segs: list[Seg], b: BlockRef, q: Query, lo_iso: bytes | None, hi_iso: bytes | None,
@@ -276,7 +296,9 @@ def _bounds(buf: bytes, segs: list[Seg], b: BlockRef, q: Query, lo_iso: bytes | 
 
 
 def _scan(reader: IndexReader, service: str, q: Query, matcher: Matcher, result: Result,
-          reverse: bool = False) -> Iterator[_Hit]:
+          reverse: bool = False) -> Iterator[_Run]:
+    """The matching lines of `service`, block by block (newest block first with `reverse`, and then
+    each block's runs newest first too)."""
     after = (q.cursor or {}).get(service, (0, 0))
     blocks = reader.blocks(service, q.from_ts, q.to_ts, after_file=after[0], after_offset=after[1])
     if blocks:
@@ -304,10 +326,8 @@ def _scan(reader: IndexReader, service: str, q: Query, matcher: Matcher, result:
             read_any = True
             segs = segments(buf)
             lo, hi = _bounds(buf, segs, b, q, lo_iso, hi_iso, skip)
-            hits = _block_hits(buf, segs, lo, hi, b.start, b.file_id, service, matcher)
-            if reverse:
-                hits = reversed(list(hits))  # type: ignore[assignment]
-            yield from hits
+            runs = _block_runs(buf, segs, lo, hi, b.start, b.file_id, matcher)
+            yield from reversed(list(runs)) if reverse else runs
     finally:
         for fd in fds.values():
             os.close(fd)
@@ -321,30 +341,22 @@ def run_query(reader: IndexReader, q: Query) -> Result:
         hits: list[_Hit] = []
         for s in q.services:
             got: list[_Hit] = []
-            for h in _scan(reader, s, q, matcher, result, reverse=True):
-                got.append(h)
+            for run in _scan(reader, s, q, matcher, result, reverse=True):
+                got += reversed(list(_hits([run], s)))
                 if len(got) >= q.limit:
                     break
+            got = got[:q.limit]
             got.reverse()
             hits += got
         hits.sort(key=lambda h: h[0])
         chosen = hits[-q.limit:]
         result.lines = [_line_dict(h) for h in chosen]
         return result
-    gens = [_scan(reader, s, q, matcher, result) for s in q.services]
-    merged = heapq.merge(*gens, key=lambda h: h[0]) if len(gens) > 1 else gens[0]
     pos: dict[str, Position] = dict(q.cursor or {})
-    more = False
-    lines = result.lines
-    limit = q.limit
-    for ts, service, file_id, end, line, meta in merged:
-        if len(lines) >= limit or (result.stop_ts is not None and ts > result.stop_ts):
-            more = True  # (past a cut-short scan's horizon, lines of other services would come too early)
-            break
-        lines.append(record_dict(line, service) if meta is None else chunk_line_dict(line, service, meta))
-        pos[service] = (file_id, end)
-    for g in gens:
-        g.close()  # type: ignore[attr-defined]
+    if len(q.services) == 1:
+        more = _take_runs(reader, q, matcher, result, pos)
+    else:
+        more = _take_merged(reader, q, matcher, result, pos)
     if more:
         # A scan cut short returned only after all its lines were taken: continue it where it stopped.
         pos.update(result.stopped_at)
@@ -356,6 +368,57 @@ def run_query(reader: IndexReader, q: Query) -> Result:
             pos[s] = result.stopped_at.get(s) or result.end.get(s) or pos.get(s) or (0, 0)
         result.next_cursor = encode_cursor(pos)
     return result
+
+
+def _take_runs(reader: IndexReader, q: Query, matcher: Matcher, result: Result, pos: dict[str, Position]) -> bool:
+    """One service: whole runs into dicts with list comprehensions (the range query's hot path). Whether
+    more lines remain after `q.limit`."""
+    service = q.services[0]
+    lines = result.lines
+    runs = _scan(reader, service, q, matcher, result)
+    try:
+        for r in runs:
+            if not r.lines:
+                continue
+            room = q.limit - len(lines)
+            if room <= 0:
+                return True
+            take = r.lines if len(r.lines) <= room else r.lines[:room]
+            m = r.meta
+            if m is None:
+                lines += [record_dict(x, service) for x in take]
+            elif m.continued:
+                lines += [chunk_line_dict(x, service, m) for x in take]
+            else:
+                ts, inst, stream = m.ts, m.instance, m.stream
+                lines += [{"ts": ts, "service": service, "instance": inst, "stream": stream,
+                           "text": x.decode("utf-8", "replace")} for x in take]
+            n = len(take)
+            end = r.start + sum(map(len, take)) + n if r.ends is None else r.ends[n - 1]
+            pos[service] = (r.file_id, end)
+            if n < len(r.lines):
+                return True
+        return False
+    finally:
+        runs.close()
+
+
+def _take_merged(reader: IndexReader, q: Query, matcher: Matcher, result: Result,
+                 pos: dict[str, Position]) -> bool:
+    """Several services, merged line by line by time. Whether more lines remain after `q.limit`."""
+    gens = [_scan(reader, s, q, matcher, result) for s in q.services]
+    merged = heapq.merge(*(_hits(g, s) for g, s in zip(gens, q.services, strict=True)), key=lambda h: h[0])
+    lines = result.lines
+    try:
+        for ts, service, file_id, end, line, meta in merged:
+            if len(lines) >= q.limit or (result.stop_ts is not None and ts > result.stop_ts):
+                return True  # (past a cut-short scan's horizon, lines of other services would come too early)
+            lines.append(record_dict(line, service) if meta is None else chunk_line_dict(line, service, meta))
+            pos[service] = (file_id, end)
+        return False
+    finally:
+        for g in gens:
+            g.close()
 
 
 def _line_dict(h: _Hit) -> dict[str, object]:

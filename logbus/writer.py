@@ -41,7 +41,7 @@ from logbus.retention import FileStat, plan_retention
 
 log = structlog.get_logger("logbus.writer")
 
-_BATCH_BYTES = 2 * 1024 * 1024
+_BATCH_BYTES = 8 * 1024 * 1024  # under load: fewer, larger writev calls and index commits
 _IOV_MAX = min(os.sysconf("SC_IOV_MAX"), 1024) if hasattr(os, "sysconf") else 1024
 _ACCESS_FIELDS = tuple(AccessLogEntry.__dataclass_fields__)
 
