@@ -88,9 +88,8 @@ def parse_file_name(name: str) -> tuple[str, int] | None:
 
 def format_parts(ts_iso: bytes, token: bytes, instance: bytes, lines: bytes) -> tuple[bytes, memoryview]:
     """Each line of `lines` (complete lines, each ending in `\\n`) prefixed with timestamp, token and
-    instance, as two buffers to write one after the other (`os.writev`), so the chunk is copied once.
-
-    One C-level `replace` per chunk, not a Python loop per line: this is the ingest hot path.
+    instance, as two buffers to write one after the other (`os.writev`): line records for the lines of
+    a chunk. One C-level `replace`, not a Python loop per line.
     """
     prefix = b"%s %s %s " % (ts_iso, token, instance)
     body = lines.replace(b"\n", b"\n" + prefix)  # ends with one prefix too many: cut off by the view

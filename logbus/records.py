@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from logbus.format import TOKEN_STREAM, TS_LEN
+from logbus.format import TOKEN_STREAM, TS_LEN, format_records
 
 _AT = ord("@")
 
@@ -120,30 +120,21 @@ def complete_prefix(buf: bytes, segs: list[Seg]) -> int:
     return end
 
 
-def line_prefix(head: tuple[bytes, bytes, bytes]) -> bytes:
-    """What each line of a chunk with `head` gets in front of it as a line record."""
-    return b"%s %s %s " % head
-
-
 def expand(buf: bytes, lo: int = 0, hi: int | None = None) -> bytes:
-    """buf[lo:hi] (record boundaries, or line boundaries inside a chunk when `segs` says so) as line
-    records only: the form downloads and live-tail batches use, which every line parser understands."""
+    """buf[lo:hi] (record boundaries) as line records only: the form downloads and live-tail batches
+    use, which every line parser (`record_dict`, `Matcher.spans`) understands."""
     return expand_segs(buf, segments(buf, lo, hi), lo, len(buf) if hi is None else hi)
 
 
 def expand_segs(buf: bytes, segs: list[Seg], lo: int, hi: int) -> bytes:
-    """`expand` over segments already found, clipped to [lo, hi) (a line boundary inside a chunk)."""
+    """`expand` over segments already found, clipped to [lo, hi) (which may be line boundaries inside
+    a chunk's lines). One C-level `replace` per chunk."""
     out: list[bytes] = []
     for s in segs:
         a, e = max(s.text, lo), min(s.end, hi)
         if a >= e:
             continue
-        if s.head is None:
-            out.append(buf[a:e])
-        else:
-            prefix = line_prefix(s.head)
-            body = buf[a:e].replace(b"\n", b"\n" + prefix)
-            out += (prefix, body[:len(body) - len(prefix)])
+        out.append(buf[a:e] if s.head is None else format_records(*s.head, buf[a:e]))
     return b"".join(out)
 
 

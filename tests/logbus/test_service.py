@@ -532,6 +532,8 @@ async def test_chunk_records_page_window_and_filter_exactly(make: Factory) -> No
     assert all(x["text"].startswith("err") for x in err)
     hits = await all_lines(svc, "ch", keyword="@X", streams=frozenset({"stdout"}), limit=5)
     assert [x["text"].split()[1] for x in hits] == [f"{i * 7 + 1:05d}" for i in range(120) if i % 5]
+    budget = await all_lines(svc, "ch", keyword="y" * 42, max_scan_bytes=512, limit=3)  # many short scans
+    assert [x["text"].split()[1] for x in budget] == [f"{i * 7 + 6:05d}" for i in range(120)]
     rx = await all_lines(svc, "ch", regex=r"^err \d+ y{14}$")
     assert [x["text"].split()[1] for x in rx] == [f"{i * 7 + 2:05d}" for i in range(0, 120, 5)]
     last = await svc.query(Query(("ch",), tail=True, limit=3))
