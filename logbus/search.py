@@ -265,14 +265,13 @@ def _block_runs(buf: bytes, segs: list[Seg], lo: int, hi: int, base: int, file_i
             continue
         if not matcher.token_ok(s.head[1]):
             continue
-        meta = line_meta(s.head)
         if matcher.no_text_filter:
-            yield _Run(file_id, base + a, buf[a:e].split(b"\n")[:-1], None, meta, s.head[0])
+            yield _Run(file_id, base + a, buf[a:e].split(b"\n")[:-1], None, line_meta(s.head), s.head[0])
             continue
         spans = list(matcher.text_spans(buf, a, e))
-        if spans:
+        if spans:  # (the metadata is decoded only for chunks with a match: a search passes most by)
             yield _Run(file_id, base + a, [buf[ls:le - 1 if buf[le - 1] == 10 else le] for ls, le in spans],
-                       [base + le for _, le in spans], meta, s.head[0])
+                       [base + le for _, le in spans], line_meta(s.head), s.head[0])
 
 
 def _hits(runs: Iterable[_Run], service: str) -> Iterator[_Hit]:
