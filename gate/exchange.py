@@ -43,6 +43,33 @@ log = structlog.get_logger("gate.exchange")
 
 ACME_PREFIX = "/.well-known/acme-challenge/"
 MAX_ATTEMPTS = 3
+_PROTOCOLS = {"1.1": "HTTP/1.1", "1.0": "HTTP/1.0", "2": "HTTP/2"}
+
+# `AccessLogEntry` is a frozen dataclass: its generated __init__ stores each of its 14 fields through
+# object.__setattr__ (~2.7 µs, once per request). `access_entry` fills a new instance's __dict__ in one
+# update instead (~0.4 µs; the instance is equal to, and hashes like, the constructor's). That is only
+# right while the class is a plain (non-slots) dataclass with exactly these fields and no
+# __post_init__ — checked here at import; otherwise the constructor is used.
+_ENTRY_FIELDS = ("at", "host", "method", "path", "status", "bytes_sent", "duration_ms", "upstream", "client_ip",
+                 "request_id", "route", "protocol", "bytes_received", "upstream_ms")
+_FAST_ENTRY = (tuple(AccessLogEntry.__dataclass_fields__) == _ENTRY_FIELDS
+               and not hasattr(AccessLogEntry, "__post_init__") and "__slots__" not in vars(AccessLogEntry))
+_new = object.__new__
+
+
+def access_entry(at: float, host: str, method: str, path: str, status: int, bytes_sent: int, duration_ms: float,
+                 upstream: str | None, client_ip: str, request_id: str, route: str | None, protocol: str,
+                 bytes_received: int, upstream_ms: float | None) -> AccessLogEntry:
+    """An `AccessLogEntry`, built cheaply (see above)."""
+    if _FAST_ENTRY:
+        e = _new(AccessLogEntry)
+        e.__dict__.update(at=at, host=host, method=method, path=path, status=status, bytes_sent=bytes_sent,
+                          duration_ms=duration_ms, upstream=upstream, client_ip=client_ip, request_id=request_id,
+                          route=route, protocol=protocol, bytes_received=bytes_received, upstream_ms=upstream_ms)
+        return e
+    return AccessLogEntry(at=at, host=host, method=method, path=path, status=status, bytes_sent=bytes_sent,
+                          duration_ms=duration_ms, upstream=upstream, client_ip=client_ip, request_id=request_id,
+                          route=route, protocol=protocol, bytes_received=bytes_received, upstream_ms=upstream_ms)
 
 
 class Exchange(StaticResponder):
@@ -127,11 +154,12 @@ class Exchange(StaticResponder):
                 self.respond(200, key_auth.encode(), b"text/plain")
             return
         snap = st.snapshot
-        m = snap.table.match(info.host, info.target)
+        m = snap.table.lookup(info.host, info.target)
         if m is None:
             self.error(404, f"no site is configured for {info.host or 'this address'} at this path")
             return
-        rt = snap.runtimes[m.route.id]
+        route, upstream_target = m
+        rt = snap.runtimes[route.id]
         self.rt = rt
         rt.metrics.active += 1
         spec = rt.route.spec
@@ -159,7 +187,7 @@ class Exchange(StaticResponder):
         if rt.max_body is not None and info.content_length is not None and info.content_length > rt.max_body:
             self.error(413, f"the request body is larger than this site accepts ({rt.max_body} bytes)", close=True)
             return
-        self.upstream_target = m.upstream_target
+        self.upstream_target = upstream_target
         if rt.static_root is not None:
             self.serve_static(rt.static_root, spec.static_spa)
             return
@@ -562,12 +590,11 @@ class Exchange(StaticResponder):
         sink = st.access_log
         if sink is not None:
             try:
-                sink.record(AccessLogEntry(
-                    at=self.started_wall, host=self.info.host, method=self.method.decode("latin-1"),
-                    path=self.info.target, status=status, bytes_sent=self.bytes_out, duration_ms=round(ms, 3),
-                    upstream=upstream, client_ip=self.client.client_ip, request_id=self.request_id,
-                    route=route_name, protocol=f"HTTP/{self.version}", bytes_received=self.req_bytes,
-                    upstream_ms=None if self.upstream_ms is None else round(self.upstream_ms, 3),
+                sink.record(access_entry(
+                    self.started_wall, self.info.host, self.method.decode("latin-1"), self.info.target, status,
+                    self.bytes_out, int(ms * 1000 + 0.5) / 1000, upstream, self.client.client_ip, self.request_id,
+                    route_name, _PROTOCOLS.get(self.version) or f"HTTP/{self.version}", self.req_bytes,
+                    None if self.upstream_ms is None else int(self.upstream_ms * 1000 + 0.5) / 1000,
                 ))
             except Exception as e:  # the sink must not raise; if it does, the request still succeeds
                 log.warning("access log sink failed", error=repr(e))

@@ -122,7 +122,8 @@ class ClientConnection(asyncio.Protocol):
                 self.queue[0].tunnel_buffer(data)
             return
         if self.dkind == D_IDLE:
-            self.set_deadline(D_HEADER, self.config.header_timeout_s)
+            self.dkind = D_HEADER
+            self.deadline = self.state.clock() + self.config.header_timeout_s
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as e:
@@ -216,10 +217,11 @@ class ClientConnection(asyncio.Protocol):
         self.requests += 1
         keep_alive = p.should_keep_alive() and not self.closing
         ex = Exchange(self, method, version, self._headers, info, keep_alive)
-        if info.has_body:
+        if info.chunked or info.content_length:
             self.set_deadline(D_BODY, self.config.body_timeout_s)
         else:
-            self.set_deadline(D_NONE, 0)
+            self.dkind = D_NONE
+            self.deadline = 0.0
         self.queue.append(ex)
         if len(self.queue) == 1:
             ex.start()
@@ -324,8 +326,10 @@ class ClientConnection(asyncio.Protocol):
             self.flush()
             self._send_error(self.pending_error)
             return
-        self.set_deadline(D_IDLE, self.config.keepalive_timeout_s)
-        self.resume_reading_for(PAUSE_PIPELINE)
+        self.dkind = D_IDLE
+        self.deadline = self.state.clock() + self.config.keepalive_timeout_s
+        if self.paused:
+            self.resume_reading_for(PAUSE_PIPELINE)
 
     async def wait_writable(self) -> None:
         """Returns once the transport's buffer is under the low-water mark (or the connection is gone)."""

@@ -95,6 +95,10 @@ def strip_prefix(prefix: str, target: str) -> str:
     return rest
 
 
+def _entries(routes: tuple[Route, ...]) -> tuple[tuple[str, bool, Route], ...]:
+    return tuple((r.spec.path, r.spec.strip_prefix, r) for r in routes)
+
+
 @dataclass(frozen=True, slots=True)
 class Match:
     route: Route
@@ -104,7 +108,7 @@ class Match:
 class RouteTable:
     """Immutable (host, path) → Route. Construction validates the whole table (no duplicates)."""
 
-    __slots__ = ("_any", "_exact", "_wild", "routes", "version")
+    __slots__ = ("_any", "_any_e", "_exact", "_exact_e", "_wild", "_wild_e", "routes", "version")
 
     def __init__(self, routes: Iterable[Route] = (), *, version: int = 0) -> None:
         self.routes: tuple[Route, ...] = tuple(routes)
@@ -124,6 +128,10 @@ class RouteTable:
         self._any = tuple(by_host.pop("*", ()))
         self._wild = {h[2:]: tuple(v) for h, v in by_host.items() if h.startswith("*.")}
         self._exact = {h: tuple(v) for h, v in by_host.items() if not h.startswith("*.")}
+        # The same routes as (prefix, strip, route) entries, for `lookup` on the request path.
+        self._any_e = _entries(self._any)
+        self._wild_e = {h: _entries(v) for h, v in self._wild.items()}
+        self._exact_e = {h: _entries(v) for h, v in self._exact.items()}
 
     def __len__(self) -> int:
         return len(self.routes)
@@ -143,15 +151,27 @@ class RouteTable:
     def match(self, host: str, target: str) -> Match | None:
         """The route for `host` (already parsed, see `parse_host_header`) and request `target`
         (origin-form path with optional query), or None (the caller answers 404)."""
-        routes = self.candidates(host)
-        if not routes:
-            return None
-        q = target.find("?")
-        path = target if q < 0 else target[:q]
-        for r in routes:
-            if path_matches(r.spec.path, path):
-                up = strip_prefix(r.spec.path, target) if r.spec.strip_prefix else target
-                return Match(r, up)
+        found = self.lookup(host, target)
+        return None if found is None else Match(*found)
+
+    def lookup(self, host: str, target: str) -> tuple[Route, str] | None:
+        """`match` without building a `Match` (the request path): (route, upstream target) or None."""
+        entries = self._exact_e.get(host)
+        if entries is None:
+            dot = host.find(".")
+            if dot > 0:
+                entries = self._wild_e.get(host[dot + 1:])
+            if entries is None:
+                entries = self._any_e
+        path = None
+        for prefix, strip, r in entries:
+            if prefix == "/":
+                return r, target
+            if path is None:
+                q = target.find("?")
+                path = target if q < 0 else target[:q]
+            if path.startswith(prefix) and (len(path) == len(prefix) or path[len(prefix)] == "/"):
+                return r, (strip_prefix(prefix, target) if strip else target)
         return None
 
     def hosts_wanting_certs(self) -> frozenset[str]:

@@ -35,3 +35,21 @@ def test_stats_and_samples():
     assert d["qps"] == 0.1  # 6 requests over the 60 s span
     samples = {(x.name, tuple(sorted(x.labels.items()))): x.value for x in m.samples()}
     assert samples[("gate_requests_total", (("class", "2xx"), ("route", "a.test")))] == 2
+
+
+def test_fast_access_entry_equals_the_constructors():
+    from dataclasses import FrozenInstanceError, asdict
+
+    import pytest
+
+    from core.ports import AccessLogEntry
+    from gate import exchange
+
+    args = (1.5, "a.test", "GET", "/x?y", 200, 3, 0.25, "127.0.0.1:80", "10.0.0.1", "rid", "a.test", "HTTP/1.1", 0, 0.1)
+    fast = exchange.access_entry(*args)
+    slow = AccessLogEntry(**dict(zip(exchange._ENTRY_FIELDS, args, strict=True)))
+    assert exchange._FAST_ENTRY
+    assert type(fast) is AccessLogEntry and fast == slow and hash(fast) == hash(slow)
+    assert asdict(fast) == asdict(slow) and repr(fast) == repr(slow)
+    with pytest.raises(FrozenInstanceError):
+        fast.status = 500  # type: ignore[misc]
