@@ -1,10 +1,12 @@
 """Queries over the stored files: time range by the block index, then keyword / regex / stream filters
 on the bytes of just those blocks. Synchronous; the service runs it in a worker thread.
 
-Keyword search lowercases a whole block once and uses `bytes.find` (C speed) to jump from match to
-match; a regex without anchors or lookbehind is searched over the block the same way and confirmed on
-the matching line's text alone. Only patterns that need line-at-a-time semantics (`^`, `$`, `\\A`,
-lookbehind) are run line by line. Matches in the record prefix (timestamp, stream, instance) never count.
+A block is read whole and walked as chunk records and runs of line records (`logbus.records`); a
+chunk's stream is checked once for all its lines, and its lines are bare text. Keyword search lowercases
+~64 KiB windows of whole lines and uses `bytes.find` (C speed) to jump from match to match; a regex
+without anchors or lookbehind is searched the same way and confirmed on the matching line's text alone.
+Only patterns that need line-at-a-time semantics (`^`, `$`, `\\A`, lookbehind) are run line by line.
+Matches in a line record's prefix (timestamp, stream, instance) never count.
 """
 
 from __future__ import annotations
