@@ -74,7 +74,6 @@ class Cursor:
 def pick(
     targets: Sequence[TargetHealth],
     now: float,
-    *,
     balance: str = "round_robin",
     cursor: Cursor | None = None,
     exclude: Sequence[TargetHealth] = (),

@@ -203,7 +203,7 @@ class Exchange(StaticResponder):
         if len(self.tried) >= MAX_ATTEMPTS:
             t = None
         else:
-            t = pick(targets, now, balance=rt.balance, cursor=rt.cursor, exclude=self.tried)
+            t = pick(targets, now, rt.balance, rt.cursor, self.tried)
         if t is None:
             if not targets:
                 self.error(503, "no upstream is available for this site", headers=((b"Retry-After", b"1"),))
@@ -271,16 +271,17 @@ class Exchange(StaticResponder):
         self.target = t
         t.active += 1
         self.upstream_key = t.key
-        self.target_stats = ts = st.metrics.target(t.key)
+        ts = st.metrics.targets.get(t.key)
+        if ts is None:
+            ts = st.metrics.target(t.key)
+        self.target_stats = ts
         ts.active += 1
         now = st.clock()
         self.up_started = now
         client = self.client
-        head = upstream_request_head(
-            self.method, self.upstream_target, self.headers, self.info, client_ip=client.client_ip,
-            proto=client.scheme, request_id=self.request_id.encode(), trusted=client.trusted,
-            remove_headers=rt.policies.req_remove, set_lines=rt.req_set_lines,
-        )
+        head = upstream_request_head(self.method, self.upstream_target, self.headers, self.info, client.client_ip,
+                                     client.scheme, self.request_id.encode(), client.trusted, None,
+                                     rt.policies.req_remove, rt.req_set_lines)
         pieces = [head]
         if self.body_buf:
             chunked = self.info.chunked
@@ -377,6 +378,8 @@ class Exchange(StaticResponder):
         except HttpError as e:
             self.on_upstream_failed(self.up, e, protocol_error=True)
             return False
+        if framing.upstream_close and self.up is not None:
+            self.up.keep_alive = False
         if client.closing or self.info.upgrade is not None or not self.req_ended:
             framing.close_after = True
         self.framing = framing

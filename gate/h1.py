@@ -238,7 +238,6 @@ def upstream_request_head(
     target: str,
     headers: list[tuple[bytes, bytes]],
     info: RequestInfo,
-    *,
     client_ip: str,
     proto: str,
     request_id: bytes,
@@ -309,12 +308,14 @@ class ResponseFraming:
     # The response's Connection tokens beyond the standard hop-by-hop names (None: not scanned, e.g. a
     # framing made by the gate itself; the head builders then scan for themselves).
     connection_drop: frozenset[bytes] | None = None
+    upstream_close: bool = False  # the upstream said `Connection: close`: its connection is not reused
 
 
 # Response header names response_framing looks at (lowercase).
 _R_CL, _R_TE, _R_CONN = 1, 2, 3
 _RESP_SPECIAL = {b"content-length": _R_CL, b"transfer-encoding": _R_TE, b"connection": _R_CONN}
 _NO_TOKENS: frozenset[bytes] = frozenset()
+_COMMON_CONNECTION = {b"keep-alive": _NO_TOKENS, b"close": frozenset({b"close"})}  # lowered value → extra tokens
 
 
 def response_framing(
@@ -324,6 +325,7 @@ def response_framing(
     cl: bytes | None = None
     te = False
     tokens = _NO_TOKENS
+    close = False
     special = _RESP_SPECIAL
     for name, value in headers:
         kind = special.get(name.lower())
@@ -335,7 +337,12 @@ def response_framing(
         elif kind == _R_TE:
             te = True
         else:
-            extra = {t.strip().lower() for t in value.split(b",")} - HOP_BY_HOP
+            lv = value.lower()
+            if lv.find(b"close") >= 0:
+                close = True
+            extra = _COMMON_CONNECTION.get(lv)
+            if extra is None:
+                extra = frozenset(t.strip() for t in lv.split(b",")) - HOP_BY_HOP
             if extra:
                 tokens = tokens | extra
     no_body = request_method == b"HEAD" or status == 204 or status == 304 or 100 <= status < 200
@@ -353,13 +360,13 @@ def response_framing(
         length = int(raw)
     ka10 = client_version == "1.0" and client_keep_alive
     if no_body:
-        return ResponseFraming(False, length, False, False, not client_keep_alive, ka10, tokens)
+        return ResponseFraming(False, length, False, False, not client_keep_alive, ka10, tokens, close)
     if length is not None:
-        return ResponseFraming(True, length, False, False, not client_keep_alive, ka10, tokens)
+        return ResponseFraming(True, length, False, False, not client_keep_alive, ka10, tokens, close)
     # Chunked or close-delimited upstream: re-chunk for an HTTP/1.1 client, else close-delimit.
     if client_version == "1.1":
-        return ResponseFraming(True, None, te, True, not client_keep_alive, False, tokens)
-    return ResponseFraming(True, None, te, False, True, False, tokens)
+        return ResponseFraming(True, None, te, True, not client_keep_alive, False, tokens, close)
+    return ResponseFraming(True, None, te, False, True, False, tokens, close)
 
 
 def connection_tokens(headers: list[tuple[bytes, bytes]] | tuple[tuple[bytes, bytes], ...]) -> frozenset[bytes]:

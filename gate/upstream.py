@@ -118,8 +118,6 @@ class UpstreamConnection(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._headers.append((name, value))
-        if len(name) == 10 and name.lower() == b"connection" and value.lower().find(b"close") >= 0:
-            self.keep_alive = False
 
     def on_headers_complete(self) -> None:
         # The next head (after a 1xx, or the next response) starts afresh: reset here rather than in an
@@ -133,7 +131,13 @@ class UpstreamConnection(asyncio.Protocol):
         parser = self.parser
         if parser.get_http_version() != "1.1":
             self.keep_alive = False
-        if ex.on_response_head(parser.get_status_code(), reason, headers):
+        status = parser.get_status_code()
+        if status < 200:
+            # (A final response's `Connection: close` is found by `response_framing`; see the exchange.)
+            for name, value in headers:
+                if name.lower() == b"connection" and value.lower().find(b"close") >= 0:
+                    self.keep_alive = False
+        if ex.on_response_head(status, reason, headers):
             raise HeadDone
 
     def on_body(self, data: bytes) -> None:
