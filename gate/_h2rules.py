@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 
-from gate.h1 import CR, HOP_BY_HOP, LF, NUL, HttpError, RequestInfo, ResponseFraming, check_request
+from gate.h1 import CR, HOP_BY_HOP, LF, NUL, HttpError, RequestInfo, ResponseFraming, check_request, trailer_fields
 
 _DROP_RESPONSE = HOP_BY_HOP | {b"content-length"}
 # RFC 9113 §8.2: lowercase names; we also require HTTP/1.1 token characters, since names go upstream as is.
@@ -135,6 +135,13 @@ def h2_response_headers(status: int, headers: list[tuple[bytes, bytes]] | tuple[
     if framing is not None and framing.content_length is not None and status >= 200 and status not in (204, 304):
         out.append((b"content-length", b"%d" % framing.content_length))
     return out
+
+
+def h2_trailers(trailers: list[tuple[bytes, bytes]],
+                remove: frozenset[bytes] = frozenset()) -> list[tuple[bytes, bytes]]:
+    """An upstream's HTTP/1.1 trailer fields as HTTP/2 trailer fields: lowercase names, only the fields
+    a trailer section may carry (`gate.h1.trailer_fields`), no pseudo-headers."""
+    return [(n.lower(), v) for n, v in trailer_fields(trailers, remove) if _NAME.match(n.lower())]
 
 
 class FloodBudget:

@@ -14,7 +14,7 @@ import structlog
 from h2.errors import ErrorCodes
 from h2.exceptions import ProtocolError
 
-from gate._h2rules import h2_response_headers
+from gate._h2rules import h2_response_headers, h2_trailers
 from gate.h1 import ResponseFraming
 
 if TYPE_CHECKING:
@@ -29,7 +29,7 @@ class H2Stream:
     """One request/response on an HTTP/2 connection: the downstream an `Exchange` writes to."""
 
     __slots__ = ("_writable", "closed", "conn", "ex", "headers_out", "last_data", "out", "out_size", "paused",
-                 "req_ended", "response_done_", "sent_end", "sid", "unacked", "up_paused", "want_end")
+                 "req_ended", "response_done_", "sent_end", "sid", "trailers", "unacked", "up_paused", "want_end")
 
     scheme = "https"
     closing = False  # per-stream: never asks an exchange to close anything but itself
@@ -39,6 +39,7 @@ class H2Stream:
         self.sid = sid
         self.ex: Exchange | None = None
         self.headers_out: list[tuple[bytes, bytes]] | None = None
+        self.trailers: list[tuple[bytes, bytes]] | None = None  # sent in a HEADERS frame after the body
         self.out: deque[bytes] = deque()
         self.out_size = 0
         self.want_end = False
@@ -95,7 +96,10 @@ class H2Stream:
         self.send_body(data, None)
         self.conn.schedule_flush()
 
-    def send_end(self, framing: ResponseFraming) -> None:
+    def send_end(self, framing: ResponseFraming, trailers: list[tuple[bytes, bytes]] | None = None,
+                 remove: frozenset[bytes] = frozenset()) -> None:
+        if trailers and framing.body:
+            self.trailers = h2_trailers(trailers, remove) or None
         self.want_end = True
         self.conn.mark(self)
 
@@ -208,8 +212,9 @@ class H2Stream:
         h2c = self.conn.h2
         sid = self.sid
         try:
+            last = self.trailers is None  # with trailers, the stream ends with their HEADERS frame
             if self.headers_out is not None:
-                end = self.want_end and not self.out
+                end = self.want_end and not self.out and last
                 h2c.send_headers(sid, self.headers_out, end_stream=end)
                 self.headers_out = None
                 if end:
@@ -225,7 +230,7 @@ class H2Stream:
                     n = len(piece)
                     if n <= window and n <= maxf:
                         out.popleft()
-                        h2c.send_data(sid, piece, end_stream=self.want_end and not out)
+                        h2c.send_data(sid, piece, end_stream=self.want_end and not out and last)
                     else:
                         n = min(window, maxf)
                         h2c.send_data(sid, piece[:n])
@@ -234,10 +239,15 @@ class H2Stream:
                     sent += n
                 self.out_size -= sent
                 if not out and self.want_end:
+                    if not last:
+                        h2c.send_headers(sid, self.trailers, end_stream=True)
                     self._ended()
                     return
             elif self.want_end:
-                h2c.end_stream(sid)
+                if last:
+                    h2c.end_stream(sid)
+                else:
+                    h2c.send_headers(sid, self.trailers, end_stream=True)
                 self._ended()
                 return
         except ProtocolError as e:  # the stream was closed under us (reset by the client)

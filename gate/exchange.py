@@ -398,12 +398,15 @@ class Exchange(StaticResponder):
         self.bytes_out += len(data)
         self.client.send_body(data, self.framing)
 
-    def on_response_end(self) -> None:
+    def on_response_end(self, trailers: list[tuple[bytes, bytes]] | None = None) -> None:
         if self.finished:
             return
         framing = self.framing
         if framing is not None:
-            self.client.send_end(framing)
+            if trailers:
+                self.client.send_end(framing, trailers, self.rt.policies.resp_remove if self.rt else frozenset())
+            else:
+                self.client.send_end(framing)
         self.client.flush()  # the response leaves before the bookkeeping below
         up = self.up
         self.up = None

@@ -456,6 +456,29 @@ def simple_response(
     return b"".join(out)
 
 
+# Fields that never travel in a trailer section (RFC 9110 §6.5.1): framing, routing, controls and
+# authentication; plus everything hop-by-hop.
+NOT_IN_TRAILERS = HOP_BY_HOP | {
+    b"content-length", b"content-type", b"content-encoding", b"content-range", b"host", b"expect", b"max-forwards",
+    b"cache-control", b"age", b"expires", b"location", b"retry-after", b"vary", b"set-cookie", b"range",
+    b"authorization", b"www-authenticate", b"proxy-authenticate", b"proxy-authorization", b"cookie",
+}
+
+
+def trailer_fields(trailers: list[tuple[bytes, bytes]] | tuple[tuple[bytes, bytes], ...],
+                   remove: frozenset[bytes] = frozenset()) -> list[tuple[bytes, bytes]]:
+    """The trailer fields an upstream sent that the gate passes on (names as received): none that
+    frame, route or control the message, none a Connection field names, none the route removes."""
+    drop = NOT_IN_TRAILERS | connection_tokens(trailers) | remove
+    return [(n, v) for n, v in trailers if n.lower() not in drop and CR not in v and LF not in v and NUL not in v]
+
+
+def last_chunk(trailers: list[tuple[bytes, bytes]] | None, remove: frozenset[bytes] = frozenset()) -> bytes:
+    """The end of a chunked body: the zero-size chunk, the allowed trailer fields, the empty line."""
+    fields = trailer_fields(trailers, remove) if trailers else ()
+    return b"".join([b"0\r\n", *(n + b": " + v + b"\r\n" for n, v in fields), b"\r\n"])
+
+
 def chunk(data: bytes) -> list[bytes]:
     """One chunk of a chunked body (as pieces for writelines)."""
     return [b"%x\r\n" % len(data), data, b"\r\n"]

@@ -34,6 +34,7 @@ from gate.h1 import (
     HttpError,
     ResponseFraming,
     check_request,
+    last_chunk,
     response_head,
     simple_response,
 )
@@ -270,9 +271,11 @@ class ClientConnection(asyncio.Protocol):
             self.out.append(data)
         self.out_size += len(data)
 
-    def send_end(self, framing: ResponseFraming) -> None:
+    def send_end(self, framing: ResponseFraming, trailers: list[tuple[bytes, bytes]] | None = None,
+                 remove: frozenset[bytes] = frozenset()) -> None:
+        """End the body; an upstream's trailer fields follow the last chunk when the body is chunked."""
         if framing.chunked_out:
-            self.out.append(LAST_CHUNK)
+            self.out.append(last_chunk(trailers, remove) if trailers else LAST_CHUNK)
 
     def send_simple(self, status: int, body: bytes, ctype: bytes, *, keep_alive: bool,
                     headers: list[tuple[bytes, bytes]], head_only: bool) -> None:

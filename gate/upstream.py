@@ -146,13 +146,17 @@ class UpstreamConnection(asyncio.Protocol):
             ex.on_response_body(data)
 
     def on_message_complete(self) -> None:
+        # Fields parsed after the head are the trailer section of a chunked body.
+        trailers = self._headers
+        if trailers:
+            self._headers = []
         ex = self.exchange
         if ex is None:
             return
         if ex.interim:
             ex.interim = False
             return
-        ex.on_response_end()
+        ex.on_response_end(trailers or None)
 
     # --- helpers --------------------------------------------------------------------------------------
 

@@ -137,3 +137,13 @@ def test_forwarded_quotes_ipv6_and_drops_untrusted_values():
                                  request_id=b"r", trusted=False)
     assert b'Forwarded: for="[2001:db8::7]";host="[::1]:8080";proto=https\r\n' in head
     assert b"6.6.6.6" not in head
+
+
+def test_trailer_fields_and_last_chunk():
+    from gate.h1 import last_chunk, trailer_fields
+
+    trailers = hdrs("X-Checksum: abc", "Content-Length: 5", "Connection: x-gone", "X-Gone: 1", "Set-Cookie: a=b",
+                    "Grpc-Status: 0", "X-Removed: 1")
+    assert trailer_fields(trailers, frozenset({b"x-removed"})) == [(b"X-Checksum", b"abc"), (b"Grpc-Status", b"0")]
+    assert last_chunk(hdrs("X-A: 1")) == b"0\r\nX-A: 1\r\n\r\n"
+    assert last_chunk(hdrs("Host: evil")) == b"0\r\n\r\n"

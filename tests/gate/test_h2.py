@@ -483,6 +483,43 @@ async def test_request_trailers_are_forwarded_chunked(gate_factory, origin: Orig
         server.close()
 
 
+async def test_response_trailers_are_forwarded(gate_factory, origin: Origin, tmp_path: Path):
+    """A chunked upstream response's trailer fields reach the HTTP/2 client in a trailing HEADERS frame
+    (lowercased, without framing/hop-by-hop fields); a response without trailers ends on its DATA."""
+    from h2.events import TrailersReceived
+
+    async def raw_origin(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+            except asyncio.IncompleteReadError:
+                break
+            if head.startswith(b"GET /t "):
+                writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"
+                             b"0\r\nGrpc-Status: 0\r\nKeep-Alive: t1\r\nSet-Cookie: a=b\r\n\r\n")
+            else:
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(raw_origin, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        tg = await make(gate_factory, origin, tmp_path)
+        tg.gate.set_routes({"host": "a.test", "upstreams": [f"127.0.0.1:{port}"]})
+        h = await RawH2.open(tg, auto_ack=True)
+        sid = h.request("/t", extra=[(b"te", b"trailers")])
+        plain = h.request("/plain")
+        await h.pump(lambda: h.ended(sid) and h.ended(plain))
+        assert h.status(sid) == 200 and h.body(sid) == b"hello"
+        trailers = h.of(TrailersReceived, sid)
+        assert len(trailers) == 1 and list(trailers[0].headers) == [(b"grpc-status", b"0")]
+        assert h.status(plain) == 200 and h.body(plain) == b"ok" and not h.of(TrailersReceived, plain)
+        h.close()
+    finally:
+        server.close()
+
+
 async def test_client_not_reading_socket_pauses_upstreams(gate_factory, origin: Origin, tmp_path: Path):
     """A client with huge windows that stops reading its socket: the TLS transport fills, and the gate
     pauses its upstreams instead of buffering the rest of the body."""

@@ -128,6 +128,40 @@ async def test_close_delimited_response_becomes_chunked(gate_factory):
     srv.close()
 
 
+async def test_response_trailers_are_forwarded_and_do_not_leak_into_the_next_response(gate_factory):
+    """A chunked upstream response with trailers: an HTTP/1.1 client gets the trailer fields (minus
+    framing and hop-by-hop ones) after the last chunk; the next response on the same pooled upstream
+    connection carries none of them."""
+    heads: list[bytes] = []
+
+    async def trailing_server(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        for _ in range(2):
+            heads.append(await reader.readuntil(b"\r\n\r\n"))
+            writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n"
+                         b"0\r\nX-Checksum: c1\r\nKeep-Alive: t99\r\n\r\n"
+                         if len(heads) == 1 else b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            await writer.drain()
+        writer.close()
+
+    srv = await asyncio.start_server(trailing_server, "127.0.0.1", 0)
+    g = await gate_factory()
+    g.set_routes({"host": "a", "upstreams": [f"127.0.0.1:{srv.sockets[0].getsockname()[1]}"]})
+    reader, writer = await asyncio.open_connection("127.0.0.1", g.port)
+    try:
+        writer.write(b"GET /1 HTTP/1.1\r\nHost: a\r\n\r\n")
+        first = await asyncio.wait_for(reader.readuntil(b"0\r\n"), 10)
+        first += await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        assert first.startswith(b"HTTP/1.1 200 OK") and b"3\r\nabc\r\n" in first
+        assert first.endswith(b"0\r\nX-Checksum: c1\r\n\r\n")
+        writer.write(b"GET /2 HTTP/1.1\r\nHost: a\r\n\r\n")
+        second = await asyncio.wait_for(reader.readuntil(b"\r\n\r\nok"), 10)
+        assert second.startswith(b"HTTP/1.1 200 OK") and b"X-Checksum" not in second and b"t99" not in second
+        assert len(heads) == 2  # both on the one pooled upstream connection
+    finally:
+        writer.close()
+        srv.close()
+
+
 async def test_websocket_echo_through_gate(gate_factory, origin: Origin):
     g = await gate_factory()
     g.set_routes({"host": "a", "upstreams": [origin.addr]})
