@@ -28,7 +28,6 @@ Theory of operation:
 from __future__ import annotations
 
 import asyncio
-import socket
 from typing import Any
 
 import structlog
@@ -117,12 +116,7 @@ class H2Front(asyncio.Protocol):
         if self.client_ip.startswith("::ffff:"):
             self.client_ip = self.client_ip[7:]
         self.trusted = self.state.is_trusted(self.client_ip)
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            try:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except OSError:
-                pass
+        # (TCP_NODELAY is already set on every TCP transport by uvloop and by asyncio's own loop.)
         transport.set_write_buffer_limits(self.high_water, self.low_water)  # type: ignore[attr-defined]
         st = self.state
         st.clients.add(self)

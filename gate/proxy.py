@@ -21,7 +21,6 @@ frames instead of HTTP/1 bytes): `send_head`, `send_body`, `send_end`, `send_sim
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections import deque
 
 import httptools
@@ -97,12 +96,7 @@ class ClientConnection(asyncio.Protocol):
         if self.client_ip.startswith("::ffff:"):
             self.client_ip = self.client_ip[7:]
         self.trusted = self.state.is_trusted(self.client_ip)
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            try:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except OSError:
-                pass
+        # (TCP_NODELAY is already set on every TCP transport by uvloop and by asyncio's own loop.)
         transport.set_write_buffer_limits(self.config.high_water_bytes, self.config.low_water_bytes)
         self.state.clients.add(self)
         m = self.state.metrics

@@ -13,7 +13,6 @@ upstream did not ask to close.
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -53,12 +52,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            try:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except OSError:
-                pass
+        # (TCP_NODELAY is already set on every TCP transport by uvloop and by asyncio's own loop.)
         transport.set_write_buffer_limits(self.pool.high_water, self.pool.low_water)
 
     def data_received(self, data: bytes) -> None:
