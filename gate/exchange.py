@@ -578,21 +578,22 @@ class Exchange(StaticResponder):
         status = self.status
         rt = self.rt
         ts = self.target_stats
+        metrics = st.metrics
         route_name = upstream = None
+        if ts is not None:
+            upstream = self.upstream_key
         if rt is not None:
             rt.metrics.active -= 1
             route_name = rt.name
-            if ts is not None:
-                upstream = self.upstream_key
-                stats: tuple[Stats, ...] = (st.metrics.total, rt.metrics, ts)
-            else:
-                stats = (st.metrics.total, rt.metrics)
-        elif ts is not None:
-            upstream = self.upstream_key
-            stats = (st.metrics.total, ts)
+            stats: tuple[Stats, ...] = ((metrics.total, rt.metrics, ts) if ts is not None
+                                        else (metrics.total, rt.metrics))
+            cell = rt.cells.get(upstream)
+            if cell is None:
+                cell = rt.cells[upstream] = metrics.cell(route_name, upstream)
         else:
-            stats = (st.metrics.total,)
-        record_request(stats, status, self.req_bytes, self.bytes_out, ms, now)
+            stats = (metrics.total, ts) if ts is not None else (metrics.total,)
+            cell = metrics.cell(None, upstream)
+        record_request(stats, cell, status, self.req_bytes, self.bytes_out, ms, now)
         sink = st.access_log
         if sink is not None:
             try:

@@ -5,6 +5,11 @@ Theory of operation: a histogram has fixed log-spaced buckets (0.05 ms … ~60 s
 ring of `windows` slots of `window_s` seconds; recording adds 1 to one bucket of the current slot
 (resetting the slot when the ring comes round). A quantile merges the slots still inside the asked
 span, so memory is constant and a query costs O(buckets * windows).
+
+A proxied request counts towards three `Stats` (the total, its route, its upstream target). Their
+counters are cheap to bump; the latency goes into one histogram shared by that (route, target) pair
+(`GateMetrics.cell`), which each of the three lists in `cells` and merges at query time — one
+histogram update per request instead of three.
 """
 
 from __future__ import annotations
@@ -51,27 +56,31 @@ class Histogram:
 
     def quantiles(self, now: float, span_s: float, qs: tuple[float, ...] = (0.5, 0.95, 0.99)) -> dict[str, Any]:
         """{"count", "p50", ...} in ms over the last `span_s` seconds; the bucket's upper bound is reported."""
-        merged = self.merged(now, span_s)
-        total = sum(merged)
-        out: dict[str, Any] = {"count": total}
-        for q in qs:
-            key = f"p{round(q * 100):d}"
-            if total == 0:
-                out[key] = None
-                continue
-            rank, acc = q * total, 0
-            for j, c in enumerate(merged):
-                acc += c
-                if acc >= rank:
-                    out[key] = round(_BOUNDS[j] if j < len(_BOUNDS) else _BOUNDS[-1], 3)
-                    break
-        return out
+        return quantiles_of(self.merged(now, span_s), qs)
+
+
+def quantiles_of(merged: list[int], qs: tuple[float, ...] = (0.5, 0.95, 0.99)) -> dict[str, Any]:
+    """{"count", "p50", ...} of merged bucket counts (see `Histogram.merged`)."""
+    total = sum(merged)
+    out: dict[str, Any] = {"count": total}
+    for q in qs:
+        key = f"p{round(q * 100):d}"
+        if total == 0:
+            out[key] = None
+            continue
+        rank, acc = q * total, 0
+        for j, c in enumerate(merged):
+            acc += c
+            if acc >= rank:
+                out[key] = round(_BOUNDS[j] if j < len(_BOUNDS) else _BOUNDS[-1], 3)
+                break
+    return out
 
 
 class Stats:
-    """Counters for one route or one target."""
+    """Counters for one route or one target; latency from its own histogram plus its shared `cells`."""
 
-    __slots__ = ("active", "by_class", "bytes_in", "bytes_out", "latency", "requests")
+    __slots__ = ("active", "by_class", "bytes_in", "bytes_out", "cells", "latency", "requests")
 
     def __init__(self) -> None:
         self.requests = 0
@@ -80,12 +89,21 @@ class Stats:
         self.bytes_out = 0
         self.active = 0
         self.latency = Histogram()
+        self.cells: list[Histogram] = []
 
     def record(self, status: int, bytes_in: int, bytes_out: int, ms: float, now: float) -> None:
-        record_request((self,), status, bytes_in, bytes_out, ms, now)
+        record_request((self,), self.latency, status, bytes_in, bytes_out, ms, now)
+
+    def latency_quantiles(self, now: float, span_s: float) -> dict[str, Any]:
+        merged = self.latency.merged(now, span_s)
+        for cell in self.cells:
+            for j, c in enumerate(cell.merged(now, span_s)):
+                if c:
+                    merged[j] += c
+        return quantiles_of(merged)
 
     def to_dict(self, now: float, span_s: float) -> dict[str, Any]:
-        latency = self.latency.quantiles(now, span_s)
+        latency = self.latency_quantiles(now, span_s)
         return {
             "requests": self.requests,
             "qps": round(latency["count"] / max(span_s, 1e-9), 2),
@@ -98,20 +116,19 @@ class Stats:
         }
 
 
-def record_request(stats: tuple[Stats, ...], status: int, bytes_in: int, bytes_out: int, ms: float,
-                   now: float) -> None:
-    """Count one finished request in each of `stats` (total, route, target): the status class and the
-    latency bucket are worked out once for all of them."""
+def record_request(stats: tuple[Stats, ...], cell: Histogram, status: int, bytes_in: int, bytes_out: int,
+                   ms: float, now: float) -> None:
+    """Count one finished request in each of `stats` (total, route, target) and its latency once, in
+    `cell`: a histogram every one of `stats` reads (its own `latency` or one of its `cells`)."""
     cls = status // 100
     if cls > 5 or cls < 0:
         cls = 5 if cls > 5 else 0
-    bucket = bisect_left(_BOUNDS, ms)
     for s in stats:
         s.requests += 1
         s.by_class[cls] += 1
         s.bytes_in += bytes_in
         s.bytes_out += bytes_out
-        s.latency.add(bucket, now)
+    cell.add(bisect_left(_BOUNDS, ms), now)
 
 
 class GateMetrics:
@@ -125,6 +142,7 @@ class GateMetrics:
         self.connections_total = 0
         self.protocol_errors = 0
         self.timeouts = 0
+        self._cells: dict[tuple[str | None, str | None], Histogram] = {}
 
     def route(self, name: str) -> Stats:
         s = self.routes.get(name)
@@ -137,6 +155,23 @@ class GateMetrics:
         if s is None:
             s = self.targets[key] = Stats()
         return s
+
+    def cell(self, route: str | None, target: str | None) -> Histogram:
+        """The latency histogram of requests of `route` sent to `target` (either may be None: answered by
+        the gate itself, or no route matched), shared by the total's, the route's and the target's Stats."""
+        key = (route, target)
+        h = self._cells.get(key)
+        if h is None:
+            if route is None and target is None:
+                h = self.total.latency
+            else:
+                h = self._cells[key] = Histogram()
+                self.total.cells.append(h)
+                if route is not None:
+                    self.route(route).cells.append(h)
+                if target is not None:
+                    self.target(target).cells.append(h)
+        return h
 
     def snapshot(self, now: float, span_s: float = 60.0) -> dict[str, Any]:
         return {

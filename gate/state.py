@@ -22,7 +22,7 @@ from core.tasks import TaskSet
 from gate.balancer import Cursor, HealthPolicy, TargetHealth
 from gate.config import GateConfig
 from gate.h1 import header_lines
-from gate.metrics import GateMetrics, Stats
+from gate.metrics import GateMetrics, Histogram, Stats
 from gate.policies import CompiledPolicies, RateLimiter, ip_in
 from gate.router import RouteTable
 from gate.routes import Route, parse_target
@@ -32,8 +32,9 @@ from gate.upstream import UpstreamPool
 class RouteRuntime:
     """A route plus what the proxy needs at request time."""
 
-    __slots__ = ("balance", "cursor", "limiter", "max_body", "methods", "metrics", "name", "policies", "req_set_lines",
-                 "resp_extra", "resp_lines", "route", "services", "static_root", "static_targets", "timeout_s")
+    __slots__ = ("balance", "cells", "cursor", "limiter", "max_body", "methods", "metrics", "name", "policies",
+                 "req_set_lines", "resp_extra", "resp_lines", "route", "services", "static_root", "static_targets",
+                 "timeout_s")
 
     def __init__(self, route: Route, state: ProxyState, previous: RouteRuntime | None) -> None:
         spec = route.spec
@@ -61,6 +62,7 @@ class RouteRuntime:
         self.max_body = limit or None
         self.timeout_s = spec.upstream_timeout_s or state.config.upstream_timeout_s
         self.metrics: Stats = state.metrics.route(route.name)
+        self.cells: dict[str | None, Histogram] = {}  # upstream target key → GateMetrics.cell(route, target)
         self.static_root = os.path.realpath(spec.static_dir) if spec.static_dir else None
         self.static_targets: list[TargetHealth] = []
         self.services: list[str] = []

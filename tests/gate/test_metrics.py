@@ -53,3 +53,21 @@ def test_fast_access_entry_equals_the_constructors():
     assert asdict(fast) == asdict(slow) and repr(fast) == repr(slow)
     with pytest.raises(FrozenInstanceError):
         fast.status = 500  # type: ignore[misc]
+
+
+def test_shared_cells_feed_total_route_and_target_latency():
+    from gate.metrics import record_request
+
+    m = GateMetrics()
+    route, a, b = m.route("r"), m.target("h:1"), m.target("h:2")
+    for _ in range(3):
+        record_request((m.total, route, a), m.cell("r", "h:1"), 200, 1, 2, 1.0, 5.0)
+    record_request((m.total, route, b), m.cell("r", "h:2"), 502, 0, 0, 100.0, 5.0)
+    record_request((m.total, route), m.cell("r", None), 404, 0, 0, 0.1, 5.0)
+    record_request((m.total,), m.cell(None, None), 400, 0, 0, 0.1, 5.0)
+    snap = m.snapshot(6.0)
+    assert snap["total"]["latency_ms"]["count"] == 6 and snap["total"]["requests"] == 6
+    assert snap["routes"]["r"]["latency_ms"]["count"] == 5 and snap["routes"]["r"]["status"]["5xx"] == 1
+    assert snap["targets"]["h:1"]["latency_ms"]["count"] == 3 and snap["targets"]["h:1"]["latency_ms"]["p99"] < 2
+    assert snap["targets"]["h:2"]["latency_ms"]["count"] == 1 and snap["targets"]["h:2"]["latency_ms"]["p50"] >= 100
+    assert m.cell("r", "h:1") is m.cell("r", "h:1") and m.cell(None, None) is m.total.latency
