@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import re
 import shutil
 import signal
@@ -247,7 +248,8 @@ def main() -> int:
                 profiler.wait()
             results[name] = r
         print(f"\ngate TLS benchmark — origin nginx `return 200` on cpu {LOAD_CPU}; proxies pinned to cpu {PROXY_CPU}, "
-              f"load (wrk, h2load) on cpu {LOAD_CPU}; {s:g} s per run; ECDSA P-256 certificate\n")
+              f"load (wrk, h2load) on cpu {LOAD_CPU}; {s:g} s per run; ECDSA P-256 certificate; load average "
+              f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}\n")
         print(f"{'':8} {'HTTPS h1 req/s @50':>19} {'TLS1.3 handshakes/s':>20} {'h2 req/s 10x10':>15} {'errors':>7}"
               f"   CPU us per request: {'h1':>6} {'handshake':>9} {'h2':>6}")
         for name, _ in targets:
