@@ -268,9 +268,9 @@ def upstream_request_head(
                 elif n == b"forwarded":
                     prior_fwd = value if not prior_fwd else prior_fwd + b", " + value
                 elif n == b"x-real-ip":
-                    append(name + b": " + value + b"\r\n")
+                    out += (name, b": ", value, b"\r\n")
                 continue
-            append(name + b": " + value + b"\r\n")
+            out += (name, b": ", value, b"\r\n")
         append(_forwarding_lines(info.host_header, client_ip.encode(), proto.encode(), prior_xff, xfp, xfh,
                                  prior_fwd))
     else:
@@ -278,7 +278,7 @@ def upstream_request_head(
             n = name.lower()
             if n in drop or n in FORWARDING or n == b"host":
                 continue
-            append(name + b": " + value + b"\r\n")
+            out += (name, b": ", value, b"\r\n")
         append(forwarding_block(info.host_header, client_ip, proto))
     out += (b"X-Request-Id: ", request_id, b"\r\n")
     if set_headers:
@@ -413,10 +413,10 @@ def response_head(
     append = out.append
     for name, value in headers:
         if name.lower() not in drop:
-            append(name + b": " + value + b"\r\n")
+            out += (name, b": ", value, b"\r\n")
     if extra:
         for name, value in extra:
-            append(name + b": " + value + b"\r\n")
+            out += (name, b": ", value, b"\r\n")
     if extra_lines:
         append(extra_lines)
     if via:
