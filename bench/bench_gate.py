@@ -8,6 +8,12 @@ connection, 1 MiB body throughput and the gate's peak RSS. Load goes only to 127
 time per run (`--seconds`, default 5).
 
     .venv/bin/python bench/bench_gate.py [--seconds 5] [--connections 50] [--profile]
+    .venv/bin/python bench/bench_gate.py --micro [--access-log]
+
+`--micro` measures only the gate's own Python work per request, in process: a `ClientConnection` and a
+pooled `UpstreamConnection` on fake transports, fed a wrk-like GET and an nginx-like response (no
+sockets, no system calls, no other process). Steadier than the socket runs on a shared machine; it
+is the figure to compare code changes by (the socket runs stay the verdict).
 """
 
 from __future__ import annotations
@@ -73,6 +79,76 @@ def run_gate(port: int, upstream: str) -> None:
         await server.stop(1.0)
 
     uvloop.run(main())
+
+
+# --- --micro: the per-request Python cost, in process -----------------------------------------------
+
+
+class _FakeTransport:
+    def __init__(self) -> None:
+        self.writes = 0
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return ("127.0.0.1", 40000) if name == "peername" else default
+
+    def set_write_buffer_limits(self, high: int, low: int) -> None:
+        pass
+
+    def write(self, data: bytes) -> None:
+        self.writes += 1
+
+    def writelines(self, data: object) -> None:
+        self.writes += 1
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def is_closing(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        pass
+
+
+def micro(requests: int = 50_000, rounds: int = 7, access_log: bool = False) -> float:
+    """Best-of-`rounds` process CPU µs per proxied request through the gate's HTTP/1.1 path."""
+    from gate.config import GateConfig
+    from gate.proxy import ClientConnection
+    from gate.routes import Route, RouteSpec
+    from gate.state import ProxyState
+    from gate.upstream import UpstreamConnection
+
+    class Sink:
+        def record(self, entry: object) -> None:
+            pass
+
+    state = ProxyState(GateConfig(), clock=time.monotonic, wall_clock=time.time,
+                       access_log=Sink() if access_log else None)  # type: ignore[arg-type]
+    state.install(state.build_snapshot([Route(1, RouteSpec(host="*", upstreams=["127.0.0.1:9"]))]))
+    target = state.target("127.0.0.1", 9)
+    up = UpstreamConnection(state.pool, target)
+    up.connection_made(_FakeTransport())  # type: ignore[arg-type]
+    state.pool.open_count[target.key] = 1
+    state.pool.release(up)
+    client = ClientConnection(state)
+    out = _FakeTransport()
+    client.connection_made(out)  # type: ignore[arg-type]
+    request = b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nUser-Agent: wrk\r\n\r\n"
+    response = (b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Mon, 23 Nov 2026 13:00:00 GMT\r\n"
+                b"Content-Type: text/plain\r\nContent-Length: 3\r\nConnection: keep-alive\r\n\r\nok\n")
+    best = float("inf")
+    for _ in range(rounds):
+        t0 = time.process_time()
+        for _ in range(requests):
+            client.data_received(request)
+            up.data_received(response)
+        best = min(best, (time.process_time() - t0) / requests * 1e6)
+    if out.writes < requests * rounds:
+        raise SystemExit("the micro benchmark's requests were not all answered")
+    return best
 
 
 # --- a minimal origin when nginx is missing ---------------------------------------------------------
@@ -281,6 +357,8 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--connections", type=int, default=50)
     ap.add_argument("--profile", action="store_true", help="record a py-spy profile of the gate (needs py-spy)")
+    ap.add_argument("--micro", action="store_true", help="only the in-process per-request Python cost")
+    ap.add_argument("--access-log", action="store_true", help="--micro: with an access-log sink")
     ap.add_argument("--run-gate", nargs=2, metavar=("PORT", "UPSTREAM"), help=argparse.SUPPRESS)
     ap.add_argument("--run-origin", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -289,6 +367,10 @@ def main() -> int:
         return 0
     if args.run_origin:
         run_origin(args.run_origin)
+        return 0
+    if args.micro:
+        print(f"gate per-request Python cost (in process, fake transports, best of 7 x 50000): "
+              f"{micro(access_log=args.access_log):.2f} µs{' with an access-log sink' if args.access_log else ''}")
         return 0
     if not shutil.which("wrk"):
         print("bench-gate needs wrk (apt-get install wrk)", file=sys.stderr)
