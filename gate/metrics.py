@@ -184,10 +184,16 @@ class GateMetrics:
             "targets": {k: v.to_dict(now, span_s) for k, v in sorted(self.targets.items())},
         }
 
-    def samples(self) -> list[Sample]:
-        """Counters and gauges for probe's Prometheus exposition (core.ports.MetricsSource)."""
+    def samples(self, now: float, latency_span_s: float = 30.0) -> list[Sample]:
+        """Counters and gauges for probe's store and Prometheus exposition (core.ports.MetricsSource),
+        with each route's request-duration quantiles over the last `latency_span_s` (a summary)."""
         out = [Sample("gate_connections_open", self.connections_open),
                Sample("gate_connections_total", self.connections_total, kind="counter")]
+        for route, s in (("*", self.total), *self.routes.items()):
+            q = s.latency_quantiles(now, latency_span_s)
+            if q["count"]:
+                for quantile, key in (("0.5", "p50"), ("0.95", "p95"), ("0.99", "p99")):
+                    out.append(Sample("gate_request_duration_ms", q[key], {"route": route, "quantile": quantile}))
         for kind, table in (("route", self.routes), ("target", self.targets)):
             for key, s in table.items():
                 for i, cls in enumerate(("aborted", "1xx", "2xx", "3xx", "4xx", "5xx")):

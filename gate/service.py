@@ -240,7 +240,7 @@ class GateService:
         return data
 
     def samples(self) -> list[Sample]:
-        return self.state.metrics.samples()
+        return self.state.metrics.samples(self.state.clock())
 
 
 def route_payload(route: Route) -> dict[str, Any]:

@@ -33,8 +33,23 @@ def test_stats_and_samples():
     assert d["status"] == {"1xx": 0, "2xx": 2, "3xx": 1, "4xx": 1, "5xx": 1, "aborted": 1}
     assert d["requests"] == 6 and d["bytes_in"] == 60 and d["bytes_out"] == 120
     assert d["qps"] == 0.1  # 6 requests over the 60 s span
-    samples = {(x.name, tuple(sorted(x.labels.items()))): x.value for x in m.samples()}
+    samples = {(x.name, tuple(sorted(x.labels.items()))): x.value for x in m.samples(0.0)}
     assert samples[("gate_requests_total", (("class", "2xx"), ("route", "a.test")))] == 2
+
+
+def test_samples_carry_each_routes_latency_quantiles_over_a_recent_window():
+    m = GateMetrics()
+    s = m.route("a.test")
+    for i in range(100):
+        s.record(200, 0, 0, 100.0 if i < 10 else 1.0, 5.0)  # 90 fast requests, 10 slow ones
+
+    def quantiles(now: float) -> dict[str, float]:
+        return {x.labels["quantile"]: x.value for x in m.samples(now)
+                if x.name == "gate_request_duration_ms" and x.labels["route"] == "a.test"}
+
+    q = quantiles(6.0)
+    assert 1.0 <= q["0.5"] < 1.2 and 90 < q["0.95"] < 115 and 100.0 <= q["0.99"] < 115
+    assert quantiles(100.0) == {}  # nothing in the last 30 s: no made-up figures
 
 
 def test_fast_access_entry_equals_the_constructors():

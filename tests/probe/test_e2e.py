@@ -39,6 +39,21 @@ def test_serve_collects_and_exposes_metrics(server_factory: Any) -> None:
     points = _poll(lambda: len(cpu_points()) >= 2 and cpu_points(), 20, "two host CPU points")
     assert all(0 <= p[1] <= 100 for p in points)
 
+    # The gate's request-duration quantiles are stored like any other series (here: requests the gate
+    # answers itself, for a host with no route, under the all-routes label "*").
+    for _ in range(5):
+        assert httpx.get(f"http://127.0.0.1:{srv.http_port}/", headers={"Host": "nobody.test"}).status_code == 404
+
+    def p99_points() -> list:
+        r = srv.api("GET", "/api/metrics/query?name=gate_request_duration_ms&labels=route=*,quantile=0.99"
+                    "&from=5m&step=1", token=viewer)
+        assert r.status_code == 200, r.text
+        series = r.json()["series"]
+        return series[0]["points"] if series else []
+
+    latency = _poll(p99_points, 20, "the gate's p99 request duration")
+    assert all(0 < p[1] < 5000 for p in latency)
+
     # Prometheus text to a bearer token; nothing without one.
     assert httpx.get(f"{srv.url}/metrics").status_code == 401
     r = httpx.get(f"{srv.url}/metrics", headers={"Authorization": f"Bearer {viewer}"})
@@ -48,6 +63,7 @@ def test_serve_collects_and_exposes_metrics(server_factory: Any) -> None:
     assert fams["host_cpu_percent"][0] == "gauge"
     assert fams["probe_ticks_total"][0] == "counter" and fams["probe_ticks_total"][1][0][1] >= 1
     assert "host_memory_used_bytes" in fams and "host_load1" in fams
+    assert fams["gate_request_duration_ms"][0] == "gauge"
     try:  # the reference parser, where installed (not a project dependency)
         from prometheus_client.parser import text_string_to_metric_families
     except ImportError:
