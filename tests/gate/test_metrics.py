@@ -52,24 +52,6 @@ def test_samples_carry_each_routes_latency_quantiles_over_a_recent_window():
     assert quantiles(100.0) == {}  # nothing in the last 30 s: no made-up figures
 
 
-def test_fast_access_entry_equals_the_constructors():
-    from dataclasses import FrozenInstanceError, asdict
-
-    import pytest
-
-    from core.ports import AccessLogEntry
-    from gate import exchange
-
-    args = (1.5, "a.test", "GET", "/x?y", 200, 3, 0.25, "127.0.0.1:80", "10.0.0.1", "rid", "a.test", "HTTP/1.1", 0, 0.1)
-    fast = exchange.access_entry(*args)
-    slow = AccessLogEntry(**dict(zip(exchange._ENTRY_FIELDS, args, strict=True)))
-    assert exchange._FAST_ENTRY
-    assert type(fast) is AccessLogEntry and fast == slow and hash(fast) == hash(slow)
-    assert asdict(fast) == asdict(slow) and repr(fast) == repr(slow)
-    with pytest.raises(FrozenInstanceError):
-        fast.status = 500  # type: ignore[misc]
-
-
 def test_shared_cells_feed_total_route_and_target_latency():
     from gate.metrics import record_request
 
