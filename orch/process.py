@@ -61,6 +61,17 @@ def group_members(pgid: int) -> list[int]:
     return out
 
 
+def user_problem(user: str) -> str | None:
+    """Why a process cannot be run as `user` here, or None (checked when a spec is applied)."""
+    try:
+        pw = pwd.getpwnam(user)
+    except KeyError:
+        return f"user {user!r} does not exist on this host"
+    if os.geteuid() != 0 and pw.pw_uid != os.geteuid():
+        return f"cannot run as {user!r}: the platform is not running as root"
+    return None
+
+
 def _signal_group(pgid: int, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)

@@ -13,8 +13,6 @@ import asyncio
 import contextlib
 import dataclasses
 import json
-import os
-import pwd
 import signal
 import time
 from collections import deque
@@ -40,23 +38,12 @@ from orch.instances import PortAllocator, build_config, health_target
 from orch.logfiles import FileLogSink
 from orch.pidfiles import PidFiles
 from orch.planner import ServiceView, Slot, SlotKey, StartInstance, StopInstance
-from orch.process import ProcessRuntime
+from orch.process import ProcessRuntime, user_problem
 from orch.repo import OrchRepo, ServiceRow
 from orch.runtime import ExitStatus, Instance, Runtime, RuntimeError_
 from orch.spec import ServiceSpec, SpecError, SpecProblem, line_of, load_spec, validate_mapping
 
 log = structlog.get_logger("orch")
-
-
-def _user_problem(user: str) -> str | None:
-    """Why instances cannot run as `user` here, or None."""
-    try:
-        pw = pwd.getpwnam(user)
-    except KeyError:
-        return f"user {user!r} does not exist on this host"
-    if os.geteuid() != 0 and pw.pw_uid != os.geteuid():
-        return f"cannot run as {user!r}: the platform is not running as root"
-    return None
 
 
 @dataclass
@@ -179,7 +166,7 @@ class OrchService:
                                          "use cmd: (the process runtime)")])
         user = spec.user or self.settings.run_as_user
         if user is not None:
-            problem = _user_problem(user)
+            problem = user_problem(user)
             if problem:
                 raise SpecError([SpecProblem(filename, line("user"), "user", problem)])
         if spec.name in self._deleting:
