@@ -34,6 +34,7 @@ from bench_gate import (  # noqa: E402 - the plain-HTTP bench's helpers
     LOAD_CPU,
     ORIGIN_BODY,
     PROXY_CPU,
+    CpuMeter,
     RssSampler,
     free_port,
     start_nginx,
@@ -147,25 +148,6 @@ def wrk_url(url: str, conns: int, seconds: float, extra: list[str]) -> dict[str,
         # With Connection: close, wrk counts the server's orderly close after the response as a read error.
         res["errors"] += float(m.group(1)) + float(m.group(4))
     return res
-
-
-class CpuMeter:
-    """User+system CPU seconds of a process and its children (nginx: master + worker)."""
-
-    def __init__(self, pid: int) -> None:
-        import psutil
-
-        self.proc = psutil.Process(pid)
-
-    def seconds(self) -> float:
-        total = 0.0
-        for p in [self.proc, *self.proc.children(recursive=True)]:
-            try:
-                t = p.cpu_times()
-                total += t.user + t.system
-            except Exception:
-                pass
-        return total
 
 
 def measured(meter: CpuMeter, seconds: float, fn, *a, **kw) -> dict[str, float]:
