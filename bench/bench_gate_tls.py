@@ -8,6 +8,12 @@ Every proxy serves the same ECDSA P-256 certificate. Load goes only to 127.0.0.1
 (`--seconds`, default 5 per run).
 
     .venv/bin/python bench/bench_gate_tls.py [--seconds 5] [--profile]
+    .venv/bin/python bench/bench_gate_tls.py --micro
+
+`--micro` measures only the gate's own Python work per HTTP/2 request, in process (an `H2Front` and
+pooled upstream connections on fake transports, fed h2load-like HEADERS batches and nginx-like
+responses; no TLS, no sockets): steadier than the socket runs on a shared machine, the figure to
+compare code changes by (the socket runs stay the verdict).
 
 Needs wrk, h2load (Debian nghttp2-client) and nginx; Caddy (Debian caddy) is measured when present.
 """
@@ -102,6 +108,95 @@ def run_gate(port: int, upstream: str, data_dir: str) -> None:
     uvloop.run(main())
 
 
+# --- --micro: the per-request Python cost of the HTTP/2 path, in process ----------------------------
+
+_H2_RESPONSE = (b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Mon, 23 Nov 2026 13:00:00 GMT\r\n"
+                b"Content-Type: text/plain\r\nContent-Length: 3\r\nConnection: keep-alive\r\n\r\nok\n")
+
+
+def _h2_frame(kind: int, flags: int, sid: int, payload: bytes) -> bytes:
+    return len(payload).to_bytes(3, "big") + bytes((kind, flags)) + sid.to_bytes(4, "big") + payload
+
+
+def micro_h2(requests: int = 30_000, rounds: int = 5, streams: int = 10) -> float:
+    """Best-of-`rounds` process CPU µs per proxied request through the gate's HTTP/2 path: an `H2Front`
+    and `streams` pooled upstream connections on fake transports, fed what h2load sends (batches of
+    `streams` HEADERS frames, hpack-indexed after the first) and nginx-like responses, with one event
+    loop iteration (the front's one flush) per batch. No TLS, no sockets, no other process."""
+    import uvloop
+    from bench_gate import _FakeTransport
+    from hpack import Encoder
+    from hyperframe.frame import SettingsFrame, WindowUpdateFrame
+
+    from gate.config import GateConfig
+    from gate.h2front import H2Front
+    from gate.routes import Route, RouteSpec
+    from gate.state import ProxyState
+    from gate.upstream import UpstreamConnection
+
+    class Out(_FakeTransport):
+        def __init__(self) -> None:
+            super().__init__()
+            self.bytes = 0
+
+        def write(self, data: bytes) -> None:
+            self.writes += 1
+            self.bytes += len(data)
+
+    async def run() -> float:
+        state = ProxyState(GateConfig(), clock=time.monotonic, wall_clock=time.time)
+        state.install(state.build_snapshot([Route(1, RouteSpec(host="*", upstreams=["127.0.0.1:9"]))]))
+        target = state.target("127.0.0.1", 9)
+        ups = []
+        for _ in range(streams):
+            up = UpstreamConnection(state.pool, target)
+            up.connection_made(_FakeTransport())  # type: ignore[arg-type]
+            ups.append(up)
+        state.pool.open_count[target.key] = streams
+        for up in ups:
+            state.pool.release(up)
+        front = H2Front(state)
+        out = Out()
+        front.connection_made(out)  # type: ignore[arg-type]
+        settings = SettingsFrame(0)
+        settings.settings = {SettingsFrame.INITIAL_WINDOW_SIZE: 2**30 - 1, SettingsFrame.ENABLE_PUSH: 0}
+        grow = WindowUpdateFrame(0)
+        grow.window_increment = 2**30 - 1 - 65535
+        front.data_received(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + settings.serialize() + grow.serialize()
+                            + _h2_frame(4, 1, 0, b""))
+        enc = Encoder()
+        fields = [(b":method", b"GET"), (b":path", b"/"), (b":scheme", b"https"), (b":authority", b"127.0.0.1:8443"),
+                  (b"accept", b"*/*"), (b"accept-encoding", b"gzip, deflate"),
+                  (b"user-agent", b"h2load nghttp2/1.52.0")]
+        first, steady = enc.encode(fields), enc.encode(fields)
+        sid = 1
+        batches = []
+        for _ in range(requests * rounds // streams + 1):
+            frames = []
+            for _s in range(streams):
+                frames.append(_h2_frame(1, 0x5, sid, first if sid == 1 else steady))  # END_STREAM | END_HEADERS
+                sid += 2
+            batches.append(b"".join(frames))
+        await asyncio.sleep(0)
+        best = float("inf")
+        it = iter(batches)
+        n_batches = requests // streams
+        for _ in range(rounds):
+            t0 = time.process_time()
+            for _ in range(n_batches):
+                front.data_received(next(it))
+                for up in ups:
+                    up.data_received(_H2_RESPONSE)
+                await asyncio.sleep(0)
+            best = min(best, (time.process_time() - t0) / (n_batches * streams) * 1e6)
+        if front.requests != n_batches * streams * rounds or front.streams or front.closed:
+            raise SystemExit(f"the micro benchmark's requests were not all answered ({front.requests} requests, "
+                             f"{len(front.streams)} open streams, closed={front.closed})")
+        return best
+
+    return uvloop.run(run())
+
+
 def h2load(port: int, seconds: float, conns: int = 10, streams: int = 10) -> dict[str, float]:
     cmd = ["taskset", "-c", LOAD_CPU, "h2load", "-t1", f"-c{conns}", f"-m{streams}", f"-D{max(1, round(seconds))}",
            "--warm-up-time=1", f"https://127.0.0.1:{port}/"]
@@ -164,10 +259,14 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--profile", action="store_true", help="py-spy profile of the gate during the HTTP/2 run")
+    ap.add_argument("--micro", action="store_true", help="only the in-process per-request Python cost of HTTP/2")
     ap.add_argument("--run-gate", nargs=3, metavar=("PORT", "UPSTREAM", "DIR"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.run_gate:
         run_gate(int(args.run_gate[0]), args.run_gate[1], args.run_gate[2])
+        return 0
+    if args.micro:
+        print(f"gate HTTP/2 per-request Python cost (in process, best of 5 rounds): {micro_h2():.2f} µs")
         return 0
     nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
     missing = [t for t, p in (("wrk", shutil.which("wrk")), ("h2load", shutil.which("h2load")), ("nginx", nginx))

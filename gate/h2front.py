@@ -31,8 +31,6 @@ import asyncio
 from typing import Any
 
 import structlog
-from h2.config import H2Configuration
-from h2.connection import H2Connection
 from h2.errors import ErrorCodes
 from h2.events import (
     ConnectionTerminated,
@@ -50,6 +48,7 @@ from h2.exceptions import ProtocolError
 from h2.settings import SettingCodes, Settings
 from hyperframe.frame import GoAwayFrame
 
+from gate._h2conn import GateH2Connection
 from gate._h2rules import FloodBudget, check_field, h2_request
 from gate._h2stream import H2Stream
 from gate.exchange import Exchange
@@ -65,12 +64,6 @@ CONNECTION_WINDOW = 1024 * 1024
 RESET_RATE_PER_S, RESET_BURST = 100.0, 200
 CONTROL_RATE_PER_S, CONTROL_BURST = 200.0, 1000
 
-# h2's own header validation and normalization are off both ways: inbound fields are checked in one
-# pass by `h2_request` (h2's chain of per-byte generators cost ~15 % of the CPU per request), outbound
-# fields are built lowercase and without connection-specific fields by `h2_response_headers`.
-_CONFIG = H2Configuration(client_side=False, header_encoding=None, validate_inbound_headers=False,
-                          normalize_inbound_headers=False, validate_outbound_headers=False,
-                          normalize_outbound_headers=False)
 
 
 class H2Front(asyncio.Protocol):
@@ -82,7 +75,7 @@ class H2Front(asyncio.Protocol):
         self.high_water = state.config.high_water_bytes
         self.low_water = state.config.low_water_bytes
         self.transport: asyncio.Transport | None = None
-        self.h2 = H2Connection(config=_CONFIG)
+        self.h2 = GateH2Connection()
         self.h2.local_settings = Settings(client=False, initial_values={
             SettingCodes.MAX_CONCURRENT_STREAMS: MAX_CONCURRENT_STREAMS,
             SettingCodes.INITIAL_WINDOW_SIZE: STREAM_WINDOW,

@@ -1,0 +1,339 @@
+"""The gate's server-side `h2` connection: `h2.H2Connection` with the per-frame and per-field work the
+gate does not need taken out, measured with `bench/bench_gate_tls.py --micro` (see
+docs/benchmarks/gate-tls.md):
+
+- `_receive_frame` without the `repr(frame)` h2 builds for a trace log line on every frame even though
+  the configured logger discards it;
+- `send_headers` (final responses and trailers), `send_data` and `end_stream` that move the same
+  connection and stream state machines and flow-control windows as h2 does, then append the frame
+  bytes directly instead of building hyperframe objects (with a `Flags` set each) and serializing
+  them; anything unusual (informational responses, padding, priority, a stream h2 does not know) goes
+  to h2's own method;
+- `HeaderBlockDecoder`: hpack's decoder with the per-field debug logging, `memoryview` slicing and
+  copying taken out of the hot loop; same wire semantics and the same limits (header-list size,
+  table-size updates only first, the table size within what we announced);
+- `HeaderBlockEncoder`: a stateless HPACK encoder that never inserts into the dynamic table, as
+  nginx does for responses. Each (name, value) encodes to the same bytes on every connection, so
+  the bytes are cached process-wide; sensitive fields (cookies, credentials) are sent as "never
+  indexed" literals and never cached. No compression state means nothing a client can probe
+  (HPACK/CRIME-style attacks) and nothing to keep per connection; the cost is a few dozen bytes
+  more per response than an indexing encoder.
+
+Only private h2 methods that have been stable across h2 3.x-4.x are overridden; the tests in
+`tests/gate/test_h2.py` pin the behaviour (frames, errors, limits), so an h2 upgrade that changes
+them fails there rather than in production.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from h2.config import H2Configuration
+from h2.connection import ConnectionInputs, H2Connection
+from h2.errors import ErrorCodes
+from h2.exceptions import FlowControlError, FrameTooLargeError, ProtocolError, StreamClosedError, StreamIDTooLowError
+from h2.stream import StreamInputs
+from hpack import Decoder, HeaderTuple, NeverIndexedHeaderTuple
+from hpack.exceptions import HPACKDecodingError, InvalidTableSizeError, OversizedHeaderListError
+from hpack.hpack import decode_integer, encode_integer
+from hpack.huffman import HuffmanEncoder
+from hpack.huffman_constants import REQUEST_CODES, REQUEST_CODES_LENGTH
+from hpack.huffman_table import decode_huffman
+from hpack.table import HeaderTable
+from hyperframe.frame import Frame, RstStreamFrame
+
+# h2's own header validation and normalization are off both ways: inbound fields are checked in one
+# pass by `gate._h2rules.h2_request` (h2's chain of per-byte generators cost ~15 % of the CPU per
+# request), outbound fields are built lowercase and without connection-specific fields by
+# `gate._h2rules.h2_response_headers`.
+SERVER_CONFIG = H2Configuration(client_side=False, header_encoding=None, validate_inbound_headers=False,
+                                normalize_inbound_headers=False, validate_outbound_headers=False,
+                                normalize_outbound_headers=False)
+
+_STATIC = HeaderTable.STATIC_TABLE
+_STATIC_LEN = len(_STATIC)
+_STATIC_NAMES = {name: idx for idx, (name, _) in reversed(list(enumerate(_STATIC, 1)))}
+_STATIC_FIELDS = {field: idx for idx, field in reversed(list(enumerate(_STATIC, 1)))}
+_HUFFMAN = HuffmanEncoder(REQUEST_CODES, REQUEST_CODES_LENGTH)
+
+# Fields never cached and sent as "never indexed" literals (RFC 7541 §7.1.3).
+SENSITIVE = frozenset({b"authorization", b"proxy-authorization", b"cookie", b"set-cookie"})
+_CACHE_MAX_ENTRIES = 4096
+_CACHE_MAX_FIELD_BYTES = 256
+_cache: dict[tuple[bytes, bytes], bytes] = {}
+
+
+def _string(data: bytes, huffman: bool) -> bytes:
+    if huffman:
+        packed = _HUFFMAN.encode(data)
+        if len(packed) < len(data):
+            n = encode_integer(len(packed), 7)
+            n[0] |= 0x80
+            return bytes(n) + packed
+    return bytes(encode_integer(len(data), 7)) + data
+
+
+def encode_field(name: bytes, value: bytes, *, never_indexed: bool = False, huffman: bool = True) -> bytes:
+    """One field as an HPACK representation that leaves the dynamic table alone: the static table's
+    index for a full match, else a literal without indexing (or never indexed) with the static
+    table's name index when there is one."""
+    if not never_indexed:
+        idx = _STATIC_FIELDS.get((name, value))
+        if idx is not None:
+            n = encode_integer(idx, 7)
+            n[0] |= 0x80
+            return bytes(n)
+    idx = _STATIC_NAMES.get(name, 0)
+    if idx:
+        n = encode_integer(idx, 4)
+        if never_indexed:
+            n[0] |= 0x10
+        return bytes(n) + _string(value, huffman)
+    return (b"\x10" if never_indexed else b"\x00") + _string(name, huffman) + _string(value, huffman)
+
+
+class HeaderBlockEncoder:
+    """Stateless HPACK encoder with h2's `Encoder` interface (`encode`, `header_table_size`).
+
+    The dynamic table is never used; when the peer changes SETTINGS_HEADER_TABLE_SIZE we announce a
+    table size of 0 at the start of the next block (RFC 7541 §4.2), which fits any limit."""
+
+    __slots__ = ("_size_update",)
+
+    def __init__(self) -> None:
+        self._size_update = False
+
+    @property
+    def header_table_size(self) -> int:
+        return 0
+
+    @header_table_size.setter
+    def header_table_size(self, value: int) -> None:
+        self._size_update = True
+
+    def encode(self, headers: Iterable[tuple[bytes, bytes]], huffman: bool = True) -> bytes:
+        cache = _cache
+        parts: list[bytes] = []
+        if self._size_update:
+            self._size_update = False
+            parts.append(b"\x20")  # dynamic table size update: 0
+        for field in headers:
+            b = cache.get(field)  # type: ignore[call-overload]
+            if b is None:
+                name, value = field
+                if name in SENSITIVE or isinstance(field, NeverIndexedHeaderTuple):
+                    b = encode_field(name, value, never_indexed=True, huffman=huffman)
+                else:
+                    b = encode_field(name, value, huffman=huffman)
+                    if len(name) + len(value) <= _CACHE_MAX_FIELD_BYTES:
+                        if len(cache) >= _CACHE_MAX_ENTRIES:
+                            cache.clear()  # unique values (ids, dates) churn through; the common ones come back
+                        cache[(name, value)] = b
+            parts.append(b)
+        return b"".join(parts)
+
+
+class HeaderBlockDecoder(Decoder):
+    """hpack's `Decoder` with a leaner `decode(data, raw=True)` (the only form h2 calls)."""
+
+    def decode(self, data: bytes, raw: bool = False) -> list[HeaderTuple]:  # type: ignore[override]
+        if not raw:
+            return list(super().decode(data, raw))
+        table = self.header_table
+        dynamic = table.dynamic_entries
+        limit = self.max_header_list_size
+        headers: list[HeaderTuple] = []
+        size = 0
+        i = 0
+        end = len(data)
+        data = bytes(data)
+        while i < end:
+            b = data[i]
+            if b & 0x80:  # indexed field
+                idx = b & 0x7F
+                if idx < 0x7F:
+                    i += 1
+                else:
+                    idx, used = decode_integer(data[i:i + 8], 7)
+                    i += used
+                if 0 < idx <= _STATIC_LEN:
+                    name, value = _STATIC[idx - 1]
+                elif _STATIC_LEN < idx <= _STATIC_LEN + len(dynamic):
+                    name, value = dynamic[idx - _STATIC_LEN - 1]
+                else:
+                    raise HPACKDecodingError(f"Invalid table index {idx}")
+                header = HeaderTuple(name, value)
+            elif b & 0x20 and not b & 0x40:  # dynamic table size update
+                if headers:
+                    raise HPACKDecodingError("Table size update not at the start of the block")
+                new_size, used = decode_integer(data[i:i + 8], 5)
+                if new_size > self.max_allowed_table_size:
+                    raise InvalidTableSizeError("Encoder exceeded max allowable table size")
+                table.maxsize = new_size
+                i += used
+                continue
+            else:  # literal: with incremental indexing (01), without indexing (0000), never indexed (0001)
+                indexing = bool(b & 0x40)
+                prefix = 6 if indexing else 4
+                idx = b & (0x3F if indexing else 0x0F)
+                if idx:
+                    if idx == (1 << prefix) - 1:
+                        idx, used = decode_integer(data[i:i + 8], prefix)
+                    else:
+                        used = 1
+                    i += used
+                    if 0 < idx <= _STATIC_LEN:
+                        name = _STATIC[idx - 1][0]
+                    elif _STATIC_LEN < idx <= _STATIC_LEN + len(dynamic):
+                        name = dynamic[idx - _STATIC_LEN - 1][0]
+                    else:
+                        raise HPACKDecodingError(f"Invalid table index {idx}")
+                else:
+                    name, i = _read_string(data, i + 1, end)
+                value, i = _read_string(data, i, end)
+                if indexing:
+                    table.add(name, value)
+                    header = HeaderTuple(name, value)
+                elif b & 0x10:
+                    header = NeverIndexedHeaderTuple(name, value)
+                else:
+                    header = HeaderTuple(name, value)
+            headers.append(header)
+            size += 32 + len(header[0]) + len(header[1])
+            if size > limit:
+                raise OversizedHeaderListError(f"A header list larger than {limit} has been received")
+        if table.maxsize > self.max_allowed_table_size:
+            raise InvalidTableSizeError("Encoder did not shrink table size to within the max")
+        return headers
+
+
+def _read_string(data: bytes, i: int, end: int) -> tuple[bytes, int]:
+    """An HPACK string literal at `data[i:]`: (its bytes, the index after it)."""
+    if i >= end:
+        raise HPACKDecodingError("Truncated header block")
+    b = data[i]
+    length = b & 0x7F
+    if length < 0x7F:
+        i += 1
+    else:
+        length, used = decode_integer(data[i:i + 8], 7)
+        i += used
+    s = data[i:i + length]
+    if len(s) != length:
+        raise HPACKDecodingError("Truncated header block")
+    if b & 0x80:
+        s = decode_huffman(s)
+    return s, i + length
+
+
+def _frame_header(length: int, kind: int, flags: int, sid: int) -> bytes:
+    return ((((length << 8) | kind) << 8 | flags) << 32 | sid).to_bytes(9, "big")
+
+
+_HEADERS, _CONTINUATION, _DATA = 0x1, 0x9, 0x0
+_END_STREAM, _END_HEADERS = 0x1, 0x4
+
+
+class GateH2Connection(H2Connection):
+    """`H2Connection` for the gate's server side: lean HPACK both ways, no per-frame trace `repr`,
+    response frames written as bytes."""
+
+    def __init__(self, config: H2Configuration = SERVER_CONFIG) -> None:
+        super().__init__(config=config)
+        self.encoder = HeaderBlockEncoder()  # type: ignore[assignment]
+        self.decoder = HeaderBlockDecoder()
+        self.decoder.max_header_list_size = self.DEFAULT_MAX_HEADER_LIST_SIZE
+
+    def _receive_frame(self, frame: Frame) -> list:  # type: ignore[type-arg]
+        # h2 4.x's `_receive_frame` minus `logger.trace("Received frame: %s", repr(frame))`.
+        try:
+            frames, events = self._frame_dispatch_table[frame.__class__](frame)
+        except StreamClosedError as e:
+            if self._stream_is_closed_by_reset(e.stream_id):
+                f = RstStreamFrame(e.stream_id)
+                f.error_code = e.error_code
+                self._prepare_for_sending([f])
+                events = e._events
+            else:
+                raise
+        except StreamIDTooLowError as e:
+            if self._stream_is_closed_by_reset(e.stream_id):
+                f = RstStreamFrame(e.stream_id)
+                f.error_code = ErrorCodes.STREAM_CLOSED
+                self._prepare_for_sending([f])
+                events = []
+            elif self._stream_is_closed_by_end(e.stream_id):
+                raise StreamClosedError(e.stream_id) from e
+            else:
+                raise
+        else:
+            self._prepare_for_sending(frames)
+        return events
+
+    # --- output: same state transitions as h2, frames written as bytes ------------------------------------
+
+    def send_headers(self, stream_id: int, headers: Iterable[tuple[bytes, bytes]], end_stream: bool = False,
+                     priority_weight: int | None = None, priority_depends_on: int | None = None,
+                     priority_exclusive: bool | None = None) -> None:
+        stream = self.streams.get(stream_id)
+        if (stream is None or type(headers) is not list or not headers or priority_weight is not None
+                or priority_depends_on is not None or priority_exclusive is not None
+                or (headers[0][0] == b":status" and headers[0][1][:1] == b"1")):
+            super().send_headers(stream_id, headers, end_stream, priority_weight, priority_depends_on,
+                                 priority_exclusive)
+            return
+        self.state_machine.process_input(ConnectionInputs.SEND_HEADERS)
+        sm = stream.state_machine
+        sm.process_input(StreamInputs.SEND_HEADERS)
+        block = self.encoder.encode(headers)
+        if end_stream:
+            sm.process_input(StreamInputs.SEND_END_STREAM)
+        elif sm.trailers_sent:
+            raise ProtocolError("Trailers must have END_STREAM set.")
+        stream.request_method = None  # (h2 records the :method of what it sends: a response has none)
+        es = _END_STREAM if end_stream else 0
+        maxf = self.max_outbound_frame_size
+        out = self._data_to_send
+        n = len(block)
+        if n <= maxf:
+            out += _frame_header(n, _HEADERS, es | _END_HEADERS, stream_id)
+            out += block
+            return
+        out += _frame_header(maxf, _HEADERS, es, stream_id)
+        out += block[:maxf]
+        for i in range(maxf, n, maxf):
+            piece = block[i:i + maxf]
+            out += _frame_header(len(piece), _CONTINUATION, _END_HEADERS if i + maxf >= n else 0, stream_id)
+            out += piece
+
+    def send_data(self, stream_id: int, data: bytes | memoryview, end_stream: bool = False,
+                  pad_length: int | None = None) -> None:
+        stream = self.streams.get(stream_id)
+        if stream is None or pad_length is not None:
+            super().send_data(stream_id, data, end_stream, pad_length)
+            return
+        n = len(data)
+        if n and (n > self.outbound_flow_control_window or n > stream.outbound_flow_control_window):
+            window = min(self.outbound_flow_control_window, stream.outbound_flow_control_window)
+            raise FlowControlError(f"Cannot send {n} bytes, flow control window is {window}")
+        if n > self.max_outbound_frame_size:
+            raise FrameTooLargeError(f"Cannot send frame size {n}, max frame size is {self.max_outbound_frame_size}")
+        self.state_machine.process_input(ConnectionInputs.SEND_DATA)
+        sm = stream.state_machine
+        sm.process_input(StreamInputs.SEND_DATA)
+        if end_stream:
+            sm.process_input(StreamInputs.SEND_END_STREAM)
+        stream.outbound_flow_control_window -= n
+        self.outbound_flow_control_window -= n
+        out = self._data_to_send
+        out += _frame_header(n, _DATA, _END_STREAM if end_stream else 0, stream_id)
+        out += data
+
+    def end_stream(self, stream_id: int) -> None:
+        stream = self.streams.get(stream_id)
+        if stream is None:
+            super().end_stream(stream_id)
+            return
+        self.state_machine.process_input(ConnectionInputs.SEND_DATA)
+        stream.state_machine.process_input(StreamInputs.SEND_END_STREAM)
+        self._data_to_send += _frame_header(0, _DATA, _END_STREAM, stream_id)
