@@ -4,21 +4,26 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: install test lint bench run ui clean
+.PHONY: install test lint bench run ui accel clean
 
-install: $(BIN)/fsctl ui
+install: $(BIN)/fsctl accel ui
 
 $(BIN)/fsctl: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip setuptools wheel
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[dev,accel]'
 	@touch $@
+
+# The gate's per-request modules compiled with Cython (gate/accel.py); only changed sources are rebuilt,
+# and a module edited since its build runs from its .py. Without Cython or a C compiler: pure Python.
+accel: $(BIN)/fsctl
+	$(BIN)/python -m gate.accel_build --optional
 
 # Built once ui/package.json exists; served from ui/dist by `fsctl serve`.
 ui:
 	@if [ -f ui/package.json ]; then cd ui && npm ci --no-audit --no-fund && npm run build; fi
 
-test: $(BIN)/fsctl
+test: $(BIN)/fsctl accel
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 lint: $(BIN)/fsctl
@@ -26,15 +31,15 @@ lint: $(BIN)/fsctl
 	$(BIN)/ruff format --check . || true
 
 # Every benchmark in bench/ (each prints its figures beside a reference measured in the same run).
-bench: $(BIN)/fsctl
+bench: $(BIN)/fsctl accel
 	@set -e; for f in bench/bench_*.py; do [ -e "$$f" ] || continue; echo "== $$f"; $(BIN)/python "$$f"; done
 
 # One benchmark: `make bench-gate` runs bench/bench_gate.py, `make bench-gate-tls` bench/bench_gate_tls.py.
-bench-%: $(BIN)/fsctl
+bench-%: $(BIN)/fsctl accel
 	$(BIN)/python bench/bench_$(subst -,_,$*).py
 
-run: $(BIN)/fsctl
+run: $(BIN)/fsctl accel
 	$(BIN)/fsctl serve
 
 clean:
-	rm -rf $(VENV) ui/dist ui/node_modules .pytest_cache .ruff_cache
+	rm -rf $(VENV) ui/dist ui/node_modules .pytest_cache .ruff_cache gate/_accel

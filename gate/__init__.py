@@ -14,6 +14,7 @@ Module map (pure cores first, then the asyncio shell):
 - `proxy`    — `ClientConnection`, the HTTP/1.1 client protocol and *downstream* of an exchange;
 - `exchange` — `Exchange`, one request through the gate, whatever the client protocol;
 - `upstream` — `UpstreamConnection` and `UpstreamPool` (keep-alive per target);
+- `accel`    — the optional compiled build of the per-request modules (Cython, same sources);
 - `server`   — `EdgeServer`: listeners, deadline sweeper, drain; `service` — `GateService`, the
   component (routes in the state DB, atomic swaps, `route.changed`).
 
@@ -21,8 +22,12 @@ Every listener (plain HTTP, TLS with HTTP/1.1 or HTTP/2) shares one `ProxyState`
 upstream pool, policies, metrics and the access log behave the same whatever the client speaks.
 """
 
-from gate.config import GateConfig
-from gate.routes import Route, RouteSpec
-from gate.service import GateService
+from gate import accel
+
+accel.install()  # before anything imports the hot modules: their compiled build, when it matches them
+
+from gate.config import GateConfig  # noqa: E402
+from gate.routes import Route, RouteSpec  # noqa: E402
+from gate.service import GateService  # noqa: E402
 
 __all__ = ["GateConfig", "GateService", "Route", "RouteSpec"]

@@ -347,8 +347,12 @@ class Exchange(StaticResponder):
         if self.upstream_ms is None:
             self.upstream_ms = (self.state.clock() - self.up_started) * 1000
         client = self.client
+        rt = self.rt
+        assert rt is not None
         try:
-            framing = response_framing(status, headers, self.method, self.version, self.keep_alive)
+            # An HTTP/1.1 downstream has the kept fields rendered in the same pass (`send_head` uses them).
+            framing = response_framing(status, headers, self.method, self.version, self.keep_alive,
+                                       rt.policies.resp_remove if getattr(client, "h1_heads", False) else None)
         except HttpError as e:
             self.on_upstream_failed(self.up, e, protocol_error=True)
             return False
@@ -358,8 +362,6 @@ class Exchange(StaticResponder):
             framing.close_after = True
         self.framing = framing
         self.status = status
-        rt = self.rt
-        assert rt is not None
         scheme = client.scheme
         client.send_head(status, reason, headers, framing, rt.resp_extra[scheme], rt.policies.resp_remove,
                          rt.resp_lines[scheme])

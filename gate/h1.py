@@ -59,6 +59,10 @@ class RequestInfo:
     expect_continue: bool
     upgrade: bytes | None  # the Upgrade header value when the client asks to switch protocols
     connection_tokens: frozenset[bytes]
+    # The fields forwarded as they are, as header-line pieces (name, ": ", value, CRLF): all but Host,
+    # framing, hop-by-hop and forwarding fields. None when a Connection header names other fields (which
+    # may come before it): the upstream head then filters the header list itself.
+    lines: list[bytes] | None = None
 
     @property
     def has_body(self) -> bool:
@@ -74,10 +78,27 @@ def _bad(msg: str, status: int = 400, code: str = "bad_request") -> HttpError:
     return HttpError(status, msg, code=code)
 
 
-# Request header names check_request looks at (lowercase) → what they are.
-_H_HOST, _H_CL, _H_TE, _H_CONN, _H_EXPECT, _H_UPGRADE = 1, 2, 3, 4, 5, 6
-_REQ_SPECIAL = {b"host": _H_HOST, b"content-length": _H_CL, b"transfer-encoding": _H_TE, b"connection": _H_CONN,
-                b"expect": _H_EXPECT, b"upgrade": _H_UPGRADE}
+# Request header names (lowercase) → what check_request does with them; absent: forwarded as they are.
+_H_HOST, _H_CL, _H_TE, _H_CONN, _H_EXPECT, _H_UPGRADE, _H_HOP, _H_FWD = 1, 2, 3, 4, 5, 6, 7, 8
+_REQ_KIND = {b"host": _H_HOST, b"content-length": _H_CL, b"transfer-encoding": _H_TE, b"connection": _H_CONN,
+             b"expect": _H_EXPECT, b"upgrade": _H_UPGRADE}
+_REQ_KIND |= {n: _H_HOP for n in HOP_BY_HOP if n not in _REQ_KIND}
+_REQ_KIND |= {n: _H_FWD for n in FORWARDING}
+# The same keyed by names as received: clients repeat a few spellings, and one lookup of the raw name
+# is cheaper than lowercasing it first. Bounded; names past the bound are lowercased every time.
+_REQ_KIND_SEEN: dict[bytes, int] = {}
+_NAMES_MAX = 2048
+# Connection values clients send all the time (lowercased) → their tokens.
+_REQ_CONNECTION = {v: frozenset({v}) for v in (b"keep-alive", b"close", b"upgrade")}
+# Connection tokens that name no field the upstream head could still contain.
+_STANDARD_TOKENS = HOP_BY_HOP | {b"close"}
+
+
+def _req_kind(name: bytes) -> int:
+    kind = _REQ_KIND.get(name.lower(), 0)
+    if len(_REQ_KIND_SEEN) < _NAMES_MAX and len(name) <= 64:
+        _REQ_KIND_SEEN[name] = kind
+    return kind
 
 
 def _bad_value(headers: list[tuple[bytes, bytes]]) -> HttpError:
@@ -91,55 +112,70 @@ def check_request(method: bytes, url: bytes, version: str, headers: list[tuple[b
     """Validate a parsed request head; returns its framing, or raises HttpError (400/501/505)."""
     if version != "1.1" and version != "1.0":
         raise _bad(f"HTTP/{version} is not supported here", 505, "version_not_supported")
-    host_values: list[bytes] = []
-    cl_values: list[bytes] = []
-    te_values: list[bytes] = []
-    expect = b""
-    upgrade: bytes | None = None
-    conn: frozenset[bytes] = frozenset()
-    special = _REQ_SPECIAL
     # One scan of all values for CR/LF/NUL (llhttp already refuses them; this is the second line).
     values = b"\t".join([value for _, value in headers])
     if NUL in values or CR in values or LF in values:
         raise _bad_value(headers)
+    host_header: bytes | None = None
+    cl: bytes | None = None
+    te: bytes | None = None
+    repeated = 0  # bit (1 << kind) set: a Host, Content-Length or Transfer-Encoding seen again
+    expect = b""
+    upgrade: bytes | None = None
+    conn: frozenset[bytes] = frozenset()
+    lines: list[bytes] = []
+    seen = _REQ_KIND_SEEN
     for name, value in headers:
-        kind = special.get(name.lower())
+        kind = seen.get(name)
         if kind is None:
-            continue
-        if kind == _H_HOST:
-            host_values.append(value)
+            kind = _req_kind(name)
+        if not kind:
+            lines += (name, b": ", value, b"\r\n")
+        elif kind == _H_HOST:
+            if host_header is not None:
+                repeated |= 1 << _H_HOST
+            host_header = value
         elif kind == _H_CL:
-            cl_values.append(value)
+            if cl is not None:
+                repeated |= 1 << _H_CL
+            cl = value
         elif kind == _H_TE:
-            te_values.append(value)
+            if te is not None:
+                repeated |= 1 << _H_TE
+            te = value
         elif kind == _H_CONN:
-            conn = conn.union(t.strip().lower() for t in value.split(b","))
+            lv = value.lower()
+            tokens = _REQ_CONNECTION.get(lv)
+            conn = conn.union(tokens if tokens is not None else (t.strip() for t in lv.split(b",")))
         elif kind == _H_EXPECT:
             expect = value.strip().lower()
-        else:
+        elif kind == _H_UPGRADE:
             upgrade = value.strip()
-    if cl_values and te_values:
+    if cl is not None and te is not None:
         raise _bad("both Content-Length and Transfer-Encoding are present")
     content_length: int | None = None
-    if cl_values:
-        if len(cl_values) > 1:
+    if cl is not None:
+        if repeated & (1 << _H_CL):
             raise _bad("Content-Length is given more than once")
-        raw = cl_values[0].strip()
+        raw = cl.strip()
         if not raw.isdigit() or len(raw) > 18:
-            raise _bad(f"Content-Length {cl_values[0].decode('latin-1')!r} is not a number")
+            raise _bad(f"Content-Length {cl.decode('latin-1')!r} is not a number")
         content_length = int(raw)
     chunked = False
-    if te_values:
+    if te is not None:
         if version == "1.0":
             raise _bad("Transfer-Encoding is not allowed in HTTP/1.0")
-        if len(te_values) > 1 or te_values[0].strip().lower() != b"chunked":
+        if repeated & (1 << _H_TE) or te.strip().lower() != b"chunked":
             raise _bad("only 'Transfer-Encoding: chunked' is accepted", 501, "not_implemented")
         chunked = True
-    if len(host_values) > 1:
+    if repeated & (1 << _H_HOST):
         raise _bad("Host is given more than once")
-    if not host_values and version == "1.1":
-        raise _bad("the Host header is missing")
-    host_header = host_values[0].strip() if host_values else b""
+    if host_header is None:
+        if version == "1.1":
+            raise _bad("the Host header is missing")
+        host_header = b""
+    else:
+        host_header = host_header.strip()
     target = url
     if url[:1] == b"/":
         pass
@@ -178,7 +214,8 @@ def check_request(method: bytes, url: bytes, version: str, headers: list[tuple[b
     if upgrade is not None and b"upgrade" not in conn:
         upgrade = None  # an Upgrade header without `Connection: upgrade` is only informational
     return RequestInfo(host, host_header, target.decode("latin-1"), content_length, chunked,
-                       expect == b"100-continue" and version == "1.1", upgrade, conn)
+                       expect == b"100-continue" and version == "1.1", upgrade, conn,
+                       lines if conn <= _STANDARD_TOKENS else None)
 
 
 _UNIONS: dict[tuple[frozenset[bytes], frozenset[bytes], frozenset[bytes]], frozenset[bytes]] = {}
@@ -249,10 +286,10 @@ def upstream_request_head(
     """The request head to send upstream: hop-by-hop headers dropped, forwarding headers set (a client's
     own values kept only when it is a `trusted` proxy), framing chosen by the gate. `set_lines` are
     header lines already rendered by `header_lines` (a route's `set_headers`, precomputed)."""
-    drop = drop_set(_DROP_REQUEST, info.connection_tokens, remove_headers)
     out = [method, b" ", target.encode("latin-1"), b" HTTP/1.1\r\n"]
     append = out.append
     if trusted:
+        drop = drop_set(_DROP_REQUEST, info.connection_tokens, remove_headers)
         prior_xff = prior_fwd = xfp = xfh = b""
         for name, value in headers:
             n = name.lower()
@@ -273,7 +310,17 @@ def upstream_request_head(
             out += (name, b": ", value, b"\r\n")
         append(_forwarding_lines(info.host_header, client_ip.encode(), proto.encode(), prior_xff, xfp, xfh,
                                  prior_fwd))
+    elif info.lines is not None:
+        if remove_headers:
+            lines = info.lines
+            for i in range(0, len(lines), 4):
+                if lines[i].lower() not in remove_headers:
+                    out += lines[i:i + 4]
+        else:
+            out += info.lines
+        append(forwarding_block(info.host_header, client_ip, proto))
     else:
+        drop = drop_set(_DROP_REQUEST, info.connection_tokens, remove_headers)
         for name, value in headers:
             n = name.lower()
             if n in drop or n in FORWARDING or n == b"host":
@@ -309,34 +356,57 @@ class ResponseFraming:
     # framing made by the gate itself; the head builders then scan for themselves).
     connection_drop: frozenset[bytes] | None = None
     upstream_close: bool = False  # the upstream said `Connection: close`: its connection is not reused
+    # The upstream's fields an HTTP/1.1 client gets, as header-line pieces (name, ": ", value, CRLF),
+    # rendered while framing (`response_framing(render=...)`); None: not rendered.
+    lines: list[bytes] | None = None
 
 
-# Response header names response_framing looks at (lowercase).
-_R_CL, _R_TE, _R_CONN = 1, 2, 3
-_RESP_SPECIAL = {b"content-length": _R_CL, b"transfer-encoding": _R_TE, b"connection": _R_CONN}
+# Response header names (lowercase) response_framing looks at; _R_DROP: other hop-by-hop fields.
+_R_CL, _R_TE, _R_CONN, _R_DROP = 1, 2, 3, 4
+_RESP_KIND = {n: _R_DROP for n in HOP_BY_HOP} | {b"content-length": _R_CL, b"transfer-encoding": _R_TE,
+                                                 b"connection": _R_CONN}
+# Names as received → lowercased (upstreams repeat a few spellings; bounded like _REQ_KIND_SEEN).
+_LOWER: dict[bytes, bytes] = {}
 _NO_TOKENS: frozenset[bytes] = frozenset()
 _COMMON_CONNECTION = {b"keep-alive": _NO_TOKENS, b"close": frozenset({b"close"})}  # lowered value → extra tokens
 
 
+def _lower(name: bytes) -> bytes:
+    lowered = name.lower()
+    if len(_LOWER) < _NAMES_MAX and len(name) <= 64:
+        _LOWER[name] = lowered
+    return lowered
+
+
 def response_framing(
-    status: int, headers: list[tuple[bytes, bytes]], request_method: bytes, client_version: str, client_keep_alive: bool
+    status: int, headers: list[tuple[bytes, bytes]], request_method: bytes, client_version: str,
+    client_keep_alive: bool, render: frozenset[bytes] | None = None,
 ) -> ResponseFraming:
-    """Decide framing from the upstream's response head. Raises HttpError(502) on an ambiguous one."""
+    """Decide framing from the upstream's response head. Raises HttpError(502) on an ambiguous one.
+    With `render` (the names a route removes), the fields an HTTP/1.1 client gets are also rendered
+    into `lines` in the same pass (see `ResponseFraming.lines`)."""
     cl: bytes | None = None
     te = False
     tokens = _NO_TOKENS
     close = False
-    special = _RESP_SPECIAL
+    kinds = _RESP_KIND
+    lower = _LOWER
+    lines: list[bytes] | None = [] if render is not None else None
     for name, value in headers:
-        kind = special.get(name.lower())
+        ln = lower.get(name)
+        if ln is None:
+            ln = _lower(name)
+        kind = kinds.get(ln)
         if kind is None:
+            if lines is not None and ln not in render:  # type: ignore[operator]
+                lines += (name, b": ", value, b"\r\n")
             continue
         if kind == _R_CL:
             # Repeated identical values ("5, 5" or two headers) are one length (RFC 9110 §8.6).
             cl = value if cl is None else cl + b"," + value
         elif kind == _R_TE:
             te = True
-        else:
+        elif kind == _R_CONN:
             lv = value.lower()
             if lv.find(b"close") >= 0:
                 close = True
@@ -345,6 +415,8 @@ def response_framing(
                 extra = frozenset(t.strip() for t in lv.split(b",")) - HOP_BY_HOP
             if extra:
                 tokens = tokens | extra
+    if lines is not None and tokens and not tokens <= {b"close"}:
+        lines = None  # the Connection header names fields, maybe ones rendered before it: filter later
     no_body = request_method == b"HEAD" or status == 204 or status == 304 or 100 <= status < 200
     if cl is not None and te:
         raise HttpError(502, "the upstream sent both Content-Length and Transfer-Encoding", code="bad_upstream")
@@ -360,13 +432,13 @@ def response_framing(
         length = int(raw)
     ka10 = client_version == "1.0" and client_keep_alive
     if no_body:
-        return ResponseFraming(False, length, False, False, not client_keep_alive, ka10, tokens, close)
+        return ResponseFraming(False, length, False, False, not client_keep_alive, ka10, tokens, close, lines)
     if length is not None:
-        return ResponseFraming(True, length, False, False, not client_keep_alive, ka10, tokens, close)
+        return ResponseFraming(True, length, False, False, not client_keep_alive, ka10, tokens, close, lines)
     # Chunked or close-delimited upstream: re-chunk for an HTTP/1.1 client, else close-delimit.
     if client_version == "1.1":
-        return ResponseFraming(True, None, te, True, not client_keep_alive, False, tokens, close)
-    return ResponseFraming(True, None, te, False, True, False, tokens, close)
+        return ResponseFraming(True, None, te, True, not client_keep_alive, False, tokens, close, lines)
+    return ResponseFraming(True, None, te, False, True, False, tokens, close, lines)
 
 
 def connection_tokens(headers: list[tuple[bytes, bytes]] | tuple[tuple[bytes, bytes], ...]) -> frozenset[bytes]:
@@ -405,15 +477,18 @@ def response_head(
     `extra_lines` are more header lines already rendered (a route's response headers, precomputed).
     `scanned`: `framing` was made by `response_framing` from these same `headers`, so the Connection
     tokens it found can be used instead of scanning again."""
-    tokens = framing.connection_drop if scanned else None
-    if tokens is None:
-        tokens = connection_tokens(headers)
-    drop = drop_set(_DROP_RESPONSE, remove, tokens)
     out = [status_line(status, reason)]
     append = out.append
-    for name, value in headers:
-        if name.lower() not in drop:
-            out += (name, b": ", value, b"\r\n")
+    if scanned and framing.lines is not None:
+        out += framing.lines
+    else:
+        tokens = framing.connection_drop if scanned else None
+        if tokens is None:
+            tokens = connection_tokens(headers)
+        drop = drop_set(_DROP_RESPONSE, remove, tokens)
+        for name, value in headers:
+            if name.lower() not in drop:
+                out += (name, b": ", value, b"\r\n")
     if extra:
         for name, value in extra:
             out += (name, b": ", value, b"\r\n")

@@ -55,6 +55,8 @@ D_NONE, D_IDLE, D_HEADER, D_BODY = 0, 1, 2, 3
 class ClientConnection(asyncio.Protocol):
     """One HTTP/1.1 client connection (plain TCP now; the TLS listener will reuse it with scheme https)."""
 
+    h1_heads = True  # response heads are HTTP/1.1 bytes (an exchange lets `response_framing` render them)
+
     def __init__(self, state: ProxyState, scheme: str = "http") -> None:
         self.state = state
         self.config = state.config

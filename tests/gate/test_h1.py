@@ -147,3 +147,38 @@ def test_trailer_fields_and_last_chunk():
     assert trailer_fields(trailers, frozenset({b"x-removed"})) == [(b"X-Checksum", b"abc"), (b"Grpc-Status", b"0")]
     assert last_chunk(hdrs("X-A: 1")) == b"0\r\nX-A: 1\r\n\r\n"
     assert last_chunk(hdrs("Host: evil")) == b"0\r\n\r\n"
+
+
+@pytest.mark.parametrize("raw", [
+    ("Server: x", "Content-Length: 2", "Connection: keep-alive", "X-Frame-Options: SAMEORIGIN", "Date: d"),
+    ("Connection: close, X-Hop", "X-Hop: 1", "Keep-Alive: t", "Transfer-Encoding: chunked", "content-type: a/b"),
+    ("X-Hop: 1", "Connection: X-Hop", "Content-Length: 0", "Proxy-Authenticate: Basic", "Set-Cookie: a=b"),
+])
+def test_response_lines_rendered_while_framing_match_the_filtered_head(raw):
+    remove = frozenset({b"x-frame-options"})
+    headers = hdrs(*raw)
+    rendered = response_framing(200, headers, b"GET", "1.1", True, remove)
+    plain = response_framing(200, headers, b"GET", "1.1", True)
+    assert plain.lines is None
+    assert (response_head(200, b"OK", headers, rendered, remove=remove, scanned=True)
+            == response_head(200, b"OK", headers, plain, remove=remove))
+    head = response_head(200, b"OK", headers, rendered, remove=remove, scanned=True)
+    assert b"X-Hop" not in head and b"X-Frame-Options" not in head and b"Keep-Alive" not in head
+
+
+@pytest.mark.parametrize("raw", [
+    ("Host: a", "User-Agent: u", "Accept: */*", "X-Forwarded-For: 6.6.6.6", "Connection: keep-alive"),
+    ("Host: a", "X-Hop: 1", "Connection: keep-alive, X-Hop", "TE: trailers", "Cookie: c=1"),
+    ("Host: a", "Connection: close", "X-Drop: 1", "x-real-ip: 1.2.3.4", "Forwarded: for=x"),
+])
+def test_upstream_head_from_checked_lines_matches_the_filtered_one(raw):
+    headers = hdrs(*raw)
+    info = check_request(b"GET", b"/", "1.1", headers)
+    if b"X-Hop" in b"".join(v for _, v in headers):
+        assert info.lines is None  # a Connection header naming fields: the head filters the list itself
+    remove = frozenset({b"x-drop"})
+    fast = upstream_request_head(b"GET", "/", headers, info, "10.0.0.1", "http", b"r", False, None, remove)
+    info.lines = None
+    slow = upstream_request_head(b"GET", "/", headers, info, "10.0.0.1", "http", b"r", False, None, remove)
+    assert fast == slow
+    assert b"X-Hop" not in fast and b"X-Drop" not in fast and b"6.6.6.6" not in fast and b"TE:" not in fast

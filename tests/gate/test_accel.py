@@ -1,0 +1,61 @@
+"""The compiled hot path (gate.accel): used when its build matches the sources, never when stale, off
+with INFRACORE_PURE=1; the whole gate suite runs against whichever the build provides."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gate import accel
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _loaded_from(env_extra: dict[str, str]) -> str:
+    env = {**os.environ, **env_extra}
+    done = subprocess.run([sys.executable, "-c", "import gate.h1; print(gate.h1.__file__)"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60, check=True)
+    return done.stdout.strip()
+
+
+def test_a_built_accelerator_is_what_runs_and_pure_python_remains_available():
+    if not accel.fresh_modules():
+        pytest.skip("no compiled build matches the sources (Cython or a C compiler missing: make accel says why)")
+    assert sorted(accel.fresh_modules()) == [f"gate.{m}" for m in sorted(accel.MODULES)]
+    assert _loaded_from({}).endswith(accel.SUFFIX)
+    assert _loaded_from({"INFRACORE_PURE": "1"}).endswith("/gate/h1.py")
+
+
+def test_only_modules_whose_source_matches_their_build_are_used(tmp_path):
+    here = tmp_path / "gate"
+    (here / "_accel").mkdir(parents=True)
+    for m in ("h1", "router"):
+        (here / f"{m}.py").write_text(f"X = {m!r}\n")
+        (here / "_accel" / f"{m}{accel.SUFFIX}").write_bytes(b"compiled")
+    manifest = {"modules": {m: accel.source_digest(m, here) for m in ("h1", "router")}}
+    (here / "_accel" / "manifest.json").write_text(json.dumps(manifest))
+    assert sorted(accel.fresh_modules(here)) == ["gate.h1", "gate.router"]
+
+    (here / "router.py").write_text("X = 'edited since the build'\n")
+    assert sorted(accel.fresh_modules(here)) == ["gate.h1"]
+    (here / "_accel" / f"h1{accel.SUFFIX}").unlink()
+    assert accel.fresh_modules(here) == {}
+    (here / "_accel" / "manifest.json").write_text("{not json")
+    assert accel.fresh_modules(here) == {}
+
+
+@pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler")
+def test_an_up_to_date_build_compiles_nothing():
+    pytest.importorskip("Cython")
+    if not accel.fresh_modules():
+        pytest.skip("no build to compare with")
+    # Up to date: nothing is compiled (and nothing loaded in this process is touched).
+    done = subprocess.run([sys.executable, "-m", "gate.accel_build"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120, check=True)
+    assert f"0 module(s) compiled, {len(accel.MODULES)} up to date" in done.stdout
