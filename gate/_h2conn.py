@@ -33,7 +33,7 @@ from h2.connection import ConnectionInputs, H2Connection
 from h2.errors import ErrorCodes
 from h2.exceptions import FlowControlError, FrameTooLargeError, ProtocolError, StreamClosedError, StreamIDTooLowError
 from h2.stream import StreamInputs
-from hpack import Decoder, HeaderTuple, NeverIndexedHeaderTuple
+from hpack import Decoder, NeverIndexedHeaderTuple
 from hpack.exceptions import HPACKDecodingError, InvalidTableSizeError, OversizedHeaderListError
 from hpack.hpack import decode_integer, encode_integer
 from hpack.huffman import HuffmanEncoder
@@ -134,15 +134,17 @@ class HeaderBlockEncoder:
 
 
 class HeaderBlockDecoder(Decoder):
-    """hpack's `Decoder` with a leaner `decode(data, raw=True)` (the only form h2 calls)."""
+    """hpack's `Decoder` with a leaner `decode(data, raw=True)` (the only form h2 calls). Fields come
+    back as plain `(name, value)` tuples (an indexed one is the table's own tuple), except those sent
+    "never indexed", which stay `NeverIndexedHeaderTuple`s."""
 
-    def decode(self, data: bytes, raw: bool = False) -> list[HeaderTuple]:  # type: ignore[override]
+    def decode(self, data: bytes, raw: bool = False) -> list[tuple[bytes, bytes]]:  # type: ignore[override]
         if not raw:
             return list(super().decode(data, raw))
         table = self.header_table
         dynamic = table.dynamic_entries
         limit = self.max_header_list_size
-        headers: list[HeaderTuple] = []
+        headers: list[tuple[bytes, bytes]] = []
         size = 0
         i = 0
         end = len(data)
@@ -157,12 +159,11 @@ class HeaderBlockDecoder(Decoder):
                     idx, used = decode_integer(data[i:i + 8], 7)
                     i += used
                 if 0 < idx <= _STATIC_LEN:
-                    name, value = _STATIC[idx - 1]
+                    header = _STATIC[idx - 1]  # the table's own (name, value) tuple: nothing to build
                 elif _STATIC_LEN < idx <= _STATIC_LEN + len(dynamic):
-                    name, value = dynamic[idx - _STATIC_LEN - 1]
+                    header = dynamic[idx - _STATIC_LEN - 1]
                 else:
                     raise HPACKDecodingError(f"Invalid table index {idx}")
-                header = HeaderTuple(name, value)
             elif b & 0x20 and not b & 0x40:  # dynamic table size update
                 if headers:
                     raise HPACKDecodingError("Table size update not at the start of the block")
@@ -191,13 +192,12 @@ class HeaderBlockDecoder(Decoder):
                 else:
                     name, i = _read_string(data, i + 1, end)
                 value, i = _read_string(data, i, end)
-                if indexing:
-                    table.add(name, value)
-                    header = HeaderTuple(name, value)
-                elif b & 0x10:
+                if b & 0x10 and not indexing:
                     header = NeverIndexedHeaderTuple(name, value)
                 else:
-                    header = HeaderTuple(name, value)
+                    header = (name, value)
+                    if indexing:
+                        table.add(name, value)
             headers.append(header)
             size += 32 + len(header[0]) + len(header[1])
             if size > limit:

@@ -21,6 +21,12 @@ _VALUE_BAD = re.compile(rb"[\x00\r\n]|\A[ \t]|[ \t]\Z")
 _CONNECTION_SPECIFIC = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding",
                                   b"upgrade"})
 _PSEUDO = frozenset({b":method", b":path", b":authority", b":scheme", b":protocol"})
+# Regular fields that passed `check_field` (a pure function of the field), so the ones every request
+# repeats (user-agent, accept...) are checked once per process. Bounded; credentials never kept.
+_CHECKED: set[tuple[bytes, bytes]] = set()
+_CHECKED_MAX_ENTRIES = 4096
+_CHECKED_MAX_FIELD_BYTES = 256
+_NOT_KEPT = frozenset({b"authorization", b"proxy-authorization", b"cookie"})
 
 
 def _malformed(msg: str) -> HttpError:
@@ -52,7 +58,9 @@ def h2_request(headers: list[tuple[bytes, bytes]], *, ended: bool, max_count: in
     out: list[tuple[bytes, bytes]] = []
     cookies: list[bytes] = []
     seen: set[bytes] = set()
-    for name, value in headers:
+    checked = _CHECKED
+    for field in headers:
+        name, value = field
         if name[:1] == b":":
             if out or cookies or host is not None:
                 raise _malformed(f"pseudo-header {name.decode('latin-1')} after a regular field")
@@ -75,7 +83,12 @@ def h2_request(headers: list[tuple[bytes, bytes]], *, ended: bool, max_count: in
             else:
                 raise HttpError(400, f"unknown pseudo-header {name.decode('latin-1')}")
         else:
-            check_field(name, value)
+            if field not in checked:
+                check_field(name, value)
+                if len(name) + len(value) <= _CHECKED_MAX_FIELD_BYTES and name not in _NOT_KEPT:
+                    if len(checked) >= _CHECKED_MAX_ENTRIES:
+                        checked.clear()
+                    checked.add((name, value))
             if name == b"cookie":
                 cookies.append(value)
                 continue
@@ -120,14 +133,16 @@ def h2_response_headers(status: int, headers: list[tuple[bytes, bytes]] | tuple[
     Connection-named fields dropped, the length kept when it is known."""
     out: list[tuple[bytes, bytes]] = [(b":status", b"%d" % status)]
     drop = _DROP_RESPONSE | remove if remove else _DROP_RESPONSE
+    named: set[bytes] | None = None  # fields the Connection header names: dropped too
     for name, value in headers:
         n = name.lower()
-        if n == b"connection":
-            drop = drop | {t.strip().lower() for t in value.split(b",")}
-    for name, value in headers:
-        n = name.lower()
-        if n not in drop:
+        if n in drop:
+            if n == b"connection":
+                named = (named or set()) | {t.strip().lower() for t in value.split(b",")}
+        else:
             out.append((n, value))
+    if named:
+        out = [out[0], *(f for f in out[1:] if f[0] not in named)]
     for name, value in extra:
         out.append((name.lower(), value))
     if via:
