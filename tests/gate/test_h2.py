@@ -16,7 +16,7 @@ from h2.connection import H2Connection
 from h2.errors import ErrorCodes
 from h2.events import ConnectionTerminated, InformationalResponseReceived, StreamReset, WindowUpdated
 from h2.exceptions import ProtocolError
-from h2.settings import SettingCodes
+from h2.settings import SettingCodes, Settings
 from hpack import Decoder, Encoder, NeverIndexedHeaderTuple
 from hpack.exceptions import HPACKError, OversizedHeaderListError
 from hyperframe.frame import ContinuationFrame, DataFrame, Frame, GoAwayFrame, HeadersFrame
@@ -731,3 +731,33 @@ def test_gate_connection_sends_what_h2_sends():
     assert any("TrailersReceived" in s for s in ours) and any("InformationalResponseReceived" in s for s in ours)
     assert ours.count("raised FlowControlError") == 1 and ours.count("raised StreamClosedError") >= 2
     assert "raised ProtocolError" in ours and "raised NoSuchStreamError" in ours
+
+
+def test_gate_connection_still_limits_concurrent_streams_and_forgets_closed_ones():
+    from h2.config import H2Configuration
+    from h2.connection import H2Connection as Client
+
+    client = Client(H2Configuration(client_side=True, header_encoding=None))
+    server = GateH2Connection()
+    server.local_settings = Settings(client=False, initial_values={SettingCodes.MAX_CONCURRENT_STREAMS: 5})
+    client.initiate_connection()
+    server.initiate_connection()
+    client.receive_data(server.data_to_send())
+    server.receive_data(client.data_to_send())
+    client.receive_data(server.data_to_send())  # the client now knows the limit of 5
+    req = [(b":method", b"GET"), (b":path", b"/"), (b":scheme", b"https"), (b":authority", b"a.test")]
+    sid = 1
+    for _ in range(40):  # streams answered and closed as they go: the limit is never reached
+        client.send_headers(sid, req, end_stream=True)
+        server.receive_data(client.data_to_send())
+        server.send_headers(sid, [(b":status", b"204")], end_stream=True)
+        client.receive_data(server.data_to_send())
+        sid += 2
+        assert len(server.streams) <= 5
+    for _ in range(5):  # five left open: the sixth is refused
+        client.send_headers(sid, req, end_stream=True)
+        sid += 2
+    server.receive_data(client.data_to_send())
+    frame = HeadersFrame(sid, data=Encoder().encode(req), flags=["END_HEADERS", "END_STREAM"])
+    with pytest.raises(ProtocolError, match="Max inbound streams is 5, 5 open"):
+        server.receive_data(frame.serialize())
