@@ -83,8 +83,7 @@ class Exchange(StaticResponder):
         self.headers = headers
         self.info = info
         self.keep_alive = keep_alive
-        self.started = self.state.clock()
-        self.started_wall = self.state.wall_clock()
+        self.started = self.state.clock()  # (the wall-clock start is derived from it for the access log)
         self.request_id = ""
         if client.trusted:
             for name, value in headers:
@@ -561,11 +560,13 @@ class Exchange(StaticResponder):
         if rt is not None:
             rt.metrics.active -= 1
             route_name = rt.name
-            stats: tuple[Stats, ...] = ((metrics.total, rt.metrics, ts) if ts is not None
-                                        else (metrics.total, rt.metrics))
-            cell = rt.cells.get(upstream)
-            if cell is None:
-                cell = rt.cells[upstream] = metrics.cell(route_name, upstream)
+            # The Stats this request counts towards and its latency cell, per (route, target): made once.
+            found = rt.cells.get(upstream)
+            if found is None:
+                found = rt.cells[upstream] = (
+                    (metrics.total, rt.metrics, ts) if ts is not None else (metrics.total, rt.metrics),
+                    metrics.cell(route_name, upstream))
+            stats, cell = found
         else:
             stats = (metrics.total, ts) if ts is not None else (metrics.total,)
             cell = metrics.cell(None, upstream)
@@ -574,7 +575,8 @@ class Exchange(StaticResponder):
         if sink is not None:
             try:
                 sink.record(AccessLogEntry(
-                    self.started_wall, self.info.host, self.method.decode("latin-1"), self.info.target, status,
+                    st.wall_clock() - (now - self.started), self.info.host, self.method.decode("latin-1"),
+                    self.info.target, status,
                     self.bytes_out, int(ms * 1000 + 0.5) / 1000, upstream, self.client.client_ip, self.request_id,
                     route_name, _PROTOCOLS.get(self.version) or f"HTTP/{self.version}", self.req_bytes,
                     None if self.upstream_ms is None else int(self.upstream_ms * 1000 + 0.5) / 1000,

@@ -241,7 +241,9 @@ class ClientConnection(asyncio.Protocol):
 
     def flush(self) -> None:
         out = self.out
-        if not out or self.transport is None:
+        if not out:
+            return
+        if self.transport is None:
             self.out = []
             return
         if len(out) == 1:

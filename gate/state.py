@@ -62,7 +62,8 @@ class RouteRuntime:
         self.max_body = limit or None
         self.timeout_s = spec.upstream_timeout_s or state.config.upstream_timeout_s
         self.metrics: Stats = state.metrics.route(route.name)
-        self.cells: dict[str | None, Histogram] = {}  # upstream target key → GateMetrics.cell(route, target)
+        # upstream target key → (the Stats a request counts towards, GateMetrics.cell(route, target))
+        self.cells: dict[str | None, tuple[tuple[Stats, ...], Histogram]] = {}
         self.static_root = os.path.realpath(spec.static_dir) if spec.static_dir else None
         self.static_targets: list[TargetHealth] = []
         self.services: list[str] = []

@@ -65,7 +65,7 @@ class UpstreamConnection(asyncio.Protocol):
             self.close()
             return
         if self.deadline:
-            self.deadline = ex.state.clock() + ex.upstream_timeout_s
+            self.deadline = ex.state.clock() + ex.rt.timeout_s  # (an exchange with an upstream has a route)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as e:
