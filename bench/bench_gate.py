@@ -81,6 +81,16 @@ def run_gate(port: int, upstream: str) -> None:
     uvloop.run(main())
 
 
+def gate_build() -> str:
+    """Which build of the gate's hot modules a gate started now runs (see gate/accel.py)."""
+    from gate import accel
+
+    if os.environ.get("INFRACORE_PURE"):
+        return "pure Python (INFRACORE_PURE=1)"
+    n = len(accel.fresh_modules())
+    return f"compiled ({n} of {len(accel.MODULES)} modules)" if n else "pure Python (no compiled build: make accel)"
+
+
 # --- --micro: the per-request Python cost, in process -----------------------------------------------
 
 
@@ -370,7 +380,8 @@ def main() -> int:
         return 0
     if args.micro:
         print(f"gate per-request Python cost (in process, fake transports, best of 7 x 50000): "
-              f"{micro(access_log=args.access_log):.2f} µs{' with an access-log sink' if args.access_log else ''}")
+              f"{micro(access_log=args.access_log):.2f} µs{' with an access-log sink' if args.access_log else ''}"
+              f"; {gate_build()}")
         return 0
     if not shutil.which("wrk"):
         print("bench-gate needs wrk (apt-get install wrk)", file=sys.stderr)
@@ -422,7 +433,8 @@ def main() -> int:
             results[name]["one"] = run_load(sampler if name == "gate" else None, port, "/", 1, s, meters.get(name))
             results[name]["big"] = run_load(sampler if name == "gate" else None, port, "/1m", 10, s)
         print(f"\ngate benchmark — origin: {origin_kind}; proxies pinned to cpu {PROXY_CPU}, wrk to cpu {LOAD_CPU}; "
-              f"{s:g} s per run; load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}\n")
+              f"{s:g} s per run; load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}; "
+              f"gate {gate_build()}\n")
         print(f"{'':8} {'req/s @' + str(c):>12} {'p50 ms':>8} {'p99 ms':>8} {'CPU us/req':>10} {'p50 ms @1':>10} "
               f"{'CPU us @1':>9} {'1MiB MiB/s':>11} {'errors':>7}")
         for name, _ in targets:
