@@ -77,20 +77,19 @@ class Exchange(StaticResponder):
     def __init__(self, client: ClientConnection, method: bytes, version: str, headers: list[tuple[bytes, bytes]],
                  info: RequestInfo, keep_alive: bool) -> None:
         self.client = client
-        self.state = client.state
+        self.state = state = client.state
         self.method = method
         self.version = version
         self.headers = headers
         self.info = info
         self.keep_alive = keep_alive
-        self.started = self.state.clock()  # (the wall-clock start is derived from it for the access log)
-        self.request_id = ""
+        self.started = state.clock()  # (the wall-clock start is derived from it for the access log)
+        rid = ""
         if client.trusted:
             for name, value in headers:
                 if name.lower() == b"x-request-id" and 0 < len(value) <= 128:
-                    self.request_id = value.decode("latin-1")
-        if not self.request_id:
-            self.request_id = self.state.request_id()
+                    rid = value.decode("latin-1")
+        self.request_id = rid or state.request_id()
         self.upstream_target = info.target
 
     # --- helpers ------------------------------------------------------------------------------------
@@ -171,27 +170,29 @@ class Exchange(StaticResponder):
         st = self.state
         rt = self.rt
         assert rt is not None
-        targets = rt.targets(st)
+        targets = rt.static_targets if not rt.services else rt.targets(st)
         now = st.clock()
-        if len(self.tried) >= MAX_ATTEMPTS:
+        tried = self.tried
+        if len(tried) >= MAX_ATTEMPTS:
             t = None
         else:
-            t = pick(targets, now, rt.balance, rt.cursor, self.tried)
+            t = pick(targets, now, rt.balance, rt.cursor, tried)
         if t is None:
             if not targets:
                 self.error(503, "no upstream is available for this site", headers=((b"Retry-After", b"1"),))
-            elif self.tried:
+            elif tried:
                 self.error(502, "the upstream could not be reached")
             else:
                 ra = retry_after_s(targets, now)
                 self.error(503, "every upstream of this site is failing; retry shortly",
                            headers=((b"Retry-After", str(ra).encode()),))
             return
-        conn = None if self.force_new else st.pool.take_idle(t)
+        pool = st.pool
+        conn = None if self.force_new else pool.take_idle(t)
         if conn is not None:
-            self.attach(conn)
+            self.attach(conn, now)
             return
-        if st.pool.at_limit(t):
+        if pool.at_limit(t):
             self.error(503, "the upstream has too many open connections", headers=((b"Retry-After", b"1"),))
             return
         st.tasks.spawn("connect", self._connect(t))
@@ -233,49 +234,55 @@ class Exchange(StaticResponder):
 
     # --- proxying the request -------------------------------------------------------------------------
 
-    def attach(self, conn: UpstreamConnection) -> None:
+    def attach(self, conn: UpstreamConnection, now: float | None = None) -> None:
         st = self.state
         rt = self.rt
-        assert rt is not None and conn.transport is not None
+        transport = conn.transport
+        assert rt is not None and transport is not None
         self.up = conn
         conn.exchange = self
         conn.requests += 1
         t = conn.target
         self.target = t
         t.active += 1
-        self.upstream_key = t.key
-        ts = st.metrics.targets.get(t.key)
+        key = self.upstream_key = t.key
+        ts = st.metrics.targets.get(key)
         if ts is None:
-            ts = st.metrics.target(t.key)
+            ts = st.metrics.target(key)
         self.target_stats = ts
         ts.active += 1
-        now = st.clock()
+        if now is None:
+            now = st.clock()
         self.up_started = now
         client = self.client
-        head = upstream_request_head(self.method, self.upstream_target, self.headers, self.info, client.client_ip,
+        info = self.info
+        head = upstream_request_head(self.method, self.upstream_target, self.headers, info, client.client_ip,
                                      client.scheme, self.request_id.encode(), client.trusted, None,
                                      rt.policies.req_remove, rt.req_set_lines)
-        pieces = [head]
-        if self.body_buf:
-            chunked = self.info.chunked
+        req_ended = self.req_ended
+        if self.body_buf or (req_ended and info.chunked):
+            pieces = [head]
+            chunked = info.chunked
             for data in self.body_buf:
                 if chunked:
                     pieces += (b"%x\r\n" % len(data), data, b"\r\n")
                 else:
                     pieces.append(data)
-            self.body_buf = ()
-            self.body_buf_size = 0
-            self.client.resume_reading_for(4)
-        if self.req_ended and self.info.chunked:
-            pieces.append(LAST_CHUNK)
-        conn.transport.write(b"".join(pieces) if len(pieces) > 1 else head)
+            if self.body_buf:
+                self.body_buf = ()
+                self.body_buf_size = 0
+                client.resume_reading_for(4)
+            if req_ended and chunked:
+                pieces.append(LAST_CHUNK)
+            head = b"".join(pieces)
+        transport.write(head)
         # The upstream's answer is due once the whole request is sent; during a long upload the client's
         # body timeout (and back-pressure) govern instead.
-        conn.deadline = now + rt.timeout_s if self.req_ended or not self.info.has_body else 0.0
-        if self.info.expect_continue and not self.req_ended and self.req_bytes == 0:
+        conn.deadline = now + rt.timeout_s if req_ended or not info.has_body else 0.0
+        if info.expect_continue and not req_ended and self.req_bytes == 0:
             self.sent_continue = True
-            self.client.send_continue()
-        if self.client.write_paused:
+            client.send_continue()
+        if client.write_paused:
             self.pause_upstream()
 
     def on_request_body(self, data: bytes) -> None:
@@ -348,10 +355,11 @@ class Exchange(StaticResponder):
         client = self.client
         rt = self.rt
         assert rt is not None
+        remove = rt.policies.resp_remove
         try:
             # An HTTP/1.1 downstream has the kept fields rendered in the same pass (`send_head` uses them).
             framing = response_framing(status, headers, self.method, self.version, self.keep_alive,
-                                       rt.policies.resp_remove if getattr(client, "h1_heads", False) else None)
+                                       remove if getattr(client, "h1_heads", False) else None)
         except HttpError as e:
             self.on_upstream_failed(self.up, e, protocol_error=True)
             return False
@@ -362,8 +370,7 @@ class Exchange(StaticResponder):
         self.framing = framing
         self.status = status
         scheme = client.scheme
-        client.send_head(status, reason, headers, framing, rt.resp_extra[scheme], rt.policies.resp_remove,
-                         rt.resp_lines[scheme])
+        client.send_head(status, reason, headers, framing, rt.resp_extra[scheme], remove, rt.resp_lines[scheme])
         self.response_started = True
         return self.method == b"HEAD"
 
@@ -377,15 +384,16 @@ class Exchange(StaticResponder):
         if self.finished:
             return
         framing = self.framing
+        client = self.client
         if framing is not None:
             if trailers:
-                self.client.send_end(framing, trailers, self.rt.policies.resp_remove if self.rt else frozenset())
+                client.send_end(framing, trailers, self.rt.policies.resp_remove if self.rt else frozenset())
             else:
-                self.client.send_end(framing)
-        self.client.flush()  # the response leaves before the bookkeeping below
+                client.send_end(framing)
+        client.flush()  # the response leaves before the bookkeeping below
         up = self.up
-        self.up = None
         if up is not None:
+            self.up = None
             up.exchange = None
             self._release_target(success=True)
             if self.req_ended and up.keep_alive:
@@ -393,7 +401,7 @@ class Exchange(StaticResponder):
             else:
                 up.close()
         self._account()
-        self.client.response_done(self, framing.close_after if framing is not None else True)
+        client.response_done(self, framing.close_after if framing is not None else True)
 
     def on_upstream_upgrade(self, rest: bytes) -> None:
         """The upstream answered 101: relay it and turn both connections into a raw tunnel."""

@@ -55,6 +55,10 @@ D_NONE, D_IDLE, D_HEADER, D_BODY = 0, 1, 2, 3
 class ClientConnection(asyncio.Protocol):
     """One HTTP/1.1 client connection (plain TCP now; the TLS listener will reuse it with scheme https)."""
 
+    __slots__ = ("_head_bytes", "_headers", "_in_body", "_url", "_writable", "client_ip", "closed", "closing", "config",
+                 "deadline", "dkind", "keep_alive", "lingering", "out", "out_size", "parser", "paused", "pending_error",
+                 "queue", "requests", "scheme", "state", "transport", "trusted", "tunnel", "upgrading", "version",
+                 "write_deadline", "write_paused")
     h1_heads = True  # response heads are HTTP/1.1 bytes (an exchange lets `response_framing` render them)
 
     def __init__(self, state: ProxyState, scheme: str = "http") -> None:
