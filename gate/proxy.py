@@ -15,7 +15,8 @@ The *downstream* contract an `Exchange` uses, which an HTTP/2 stream implements 
 frames instead of HTTP/1 bytes): `send_head`, `send_body`, `send_end`, `send_simple`, `send_continue`,
 `flush`, `response_done(exchange, close)`, `pause_reading_for`/`resume_reading_for`, `wait_writable`,
 `write_paused`, `closing`, `closed`, `abort()`, `close()`, and the fields `state`, `client_ip`,
-`trusted`, `scheme`. A TLS listener reuses this class as is, with `scheme="https"`.
+`trusted`, `scheme` and `h1_heads` (True when response heads are HTTP/1.1 bytes: the exchange then has
+the upstream's fields rendered while it frames the response). A TLS listener reuses this class as is, with `scheme="https"`.
 """
 
 from __future__ import annotations
