@@ -128,6 +128,10 @@ class H2Stream:
     def response_done(self, ex: Exchange, close: bool) -> None:
         self.response_done_ = True
         self.want_end = True
+        # The exchange is finished (it calls this last): drop our reference so the stream <-> exchange
+        # pair is freed by reference counting when the stream is done, not left to the cyclic GC
+        # (which cost ~7 % of the gate's time under h2load, collecting ~13 objects per request).
+        self.ex = None
         self.conn.mark(self)
 
     def pause_reading_for(self, reason: int) -> None:

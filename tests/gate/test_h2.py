@@ -761,3 +761,30 @@ def test_gate_connection_still_limits_concurrent_streams_and_forgets_closed_ones
     frame = HeadersFrame(sid, data=Encoder().encode(req), flags=["END_HEADERS", "END_STREAM"])
     with pytest.raises(ProtocolError, match="Max inbound streams is 5, 5 open"):
         server.receive_data(frame.serialize())
+
+
+async def test_finished_streams_are_freed_without_the_cyclic_gc(gate_factory, origin: Origin, tmp_path: Path):
+    """A stream and its exchange refer to each other until the exchange is finished; then the pair
+    is freed by reference counting (leaving it to the cyclic GC cost ~7 % of the gate's time)."""
+    import gc
+
+    from gate._h2stream import H2Stream
+
+    def live_streams() -> int:
+        return sum(1 for o in gc.get_objects() if type(o) is H2Stream)
+
+    tg = await make(gate_factory, origin, tmp_path)
+    h = await RawH2.open(tg, auto_ack=True)
+    gc.collect()
+    gc.disable()
+    try:
+        before = live_streams()
+        sids = [h.request("/echo") for _ in range(20)]
+        sids += [h.request("/nothing", host="unknown.test") for _ in range(5)]  # error pages too
+        await h.pump(lambda: all(h.ended(s) for s in sids))
+        assert all(h.status(s) in (200, 404) for s in sids)
+        await asyncio.sleep(0.05)  # the last flush
+        assert live_streams() - before <= 2
+    finally:
+        gc.enable()
+    h.close()
