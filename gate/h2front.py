@@ -3,6 +3,10 @@ downstream of the same `Exchange` the HTTP/1.1 proxy uses, so streams are proxie
 pooled HTTP/1.1 upstream connections.
 
 Theory of operation:
+- The sans-IO connection is `gate._h2conn.GateH2Connection`: h2's `H2Connection` with the per-frame
+  and per-field work the gate does not need taken out (a stateless, cached HPACK encoder, a lean
+  decoder, response frames written as bytes); h2's state machines, flow-control windows, frame
+  buffer and limits are unchanged.
 - Bytes in → `h2.receive_data` → events → streams. Output is never written per frame: streams queue
   response headers and body pieces, mark themselves dirty, and one `_flush` per loop iteration
   (scheduled with `call_soon`) moves what each stream's send window allows into h2 and writes
@@ -19,7 +23,7 @@ Theory of operation:
   a framing error found by h2 ends the connection with GOAWAY (h2 builds it). Rapid resets and
   floods of PING / SETTINGS / PRIORITY / empty DATA frames exhaust a budget and end the connection
   with GOAWAY(ENHANCE_YOUR_CALM); CONTINUATION floods and oversized header lists are refused by h2
-  itself (64-frame backlog, hpack's header-list limit).
+  itself (its 64-frame backlog; the decoder's header-list limit, `max_header_bytes`).
 - Shutdown (`drain`): a GOAWAY(NO_ERROR) naming the last stream we accept is written without moving
   h2's state machine to CLOSED (so in-flight streams keep flowing); later streams are refused with
   REFUSED_STREAM; the connection closes once the last stream is done.
@@ -63,7 +67,6 @@ STREAM_WINDOW = 256 * 1024
 CONNECTION_WINDOW = 1024 * 1024
 RESET_RATE_PER_S, RESET_BURST = 100.0, 200
 CONTROL_RATE_PER_S, CONTROL_BURST = 200.0, 1000
-
 
 
 class H2Front(asyncio.Protocol):
