@@ -13,16 +13,17 @@ docs/benchmarks/gate-tls.md):
 - `HeaderBlockDecoder`: hpack's decoder with the per-field debug logging, `memoryview` slicing and
   copying taken out of the hot loop; same wire semantics and the same limits (header-list size,
   table-size updates only first, the table size within what we announced);
-- `HeaderBlockEncoder`: a stateless HPACK encoder that never inserts into the dynamic table, as
-  nginx does for responses. Each (name, value) encodes to the same bytes on every connection, so
-  the bytes are cached process-wide; sensitive fields (cookies, credentials) are sent as "never
-  indexed" literals and never cached. No compression state means nothing a client can probe
-  (HPACK/CRIME-style attacks) and nothing to keep per connection; the cost is a few dozen bytes
-  more per response than an indexing encoder.
+- `HeaderBlockEncoder`: a stateless HPACK encoder that never inserts into the dynamic table (nginx
+  does not compress responses with it either: it writes literals and never refers back to them).
+  Each (name, value) encodes to the same bytes on every connection, so the bytes are cached
+  process-wide; sensitive fields (cookies, credentials) are sent as "never indexed" literals and
+  never cached. No compression state means nothing a client can probe (HPACK/CRIME-style attacks)
+  and nothing to keep per connection; the cost is a few dozen bytes more per response than an
+  indexing encoder.
 
-Only private h2 methods that have been stable across h2 3.x-4.x are overridden; the tests in
-`tests/gate/test_h2.py` pin the behaviour (frames, errors, limits), so an h2 upgrade that changes
-them fails there rather than in production.
+Some overridden methods and attributes are h2's private ones (written against h2 4.4.1 / hpack
+4.2.0); `tests/gate/test_h2.py` compares this connection with plain `H2Connection` and the codecs
+with hpack's, so an upgrade that changes what they rely on fails there rather than in production.
 """
 
 from __future__ import annotations
