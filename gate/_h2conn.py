@@ -120,14 +120,16 @@ class HeaderBlockEncoder:
             self._size_update = False
             parts.append(b"\x20")  # dynamic table size update: 0
         for field in headers:
-            b = cache.get(field)  # type: ignore[call-overload]
+            # (The cache is keyed by the plain field: a caller wanting "never indexed" for a field that
+            # is not in SENSITIVE must not send it as a plain tuple too. The gate never does either.)
+            b = cache.get(field) if huffman else None  # type: ignore[call-overload]
             if b is None:
                 name, value = field
                 if name in SENSITIVE or isinstance(field, NeverIndexedHeaderTuple):
                     b = encode_field(name, value, never_indexed=True, huffman=huffman)
                 else:
                     b = encode_field(name, value, huffman=huffman)
-                    if len(name) + len(value) <= _CACHE_MAX_FIELD_BYTES:
+                    if huffman and len(name) + len(value) <= _CACHE_MAX_FIELD_BYTES:
                         if len(cache) >= _CACHE_MAX_ENTRIES:
                             cache.clear()  # unique values (ids, dates) churn through; the common ones come back
                         cache[(name, value)] = b
