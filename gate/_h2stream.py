@@ -33,6 +33,7 @@ class H2Stream:
 
     scheme = "https"
     closing = False  # per-stream: never asks an exchange to close anything but itself
+    h1_heads = False  # response heads become HTTP/2 header lists (see the downstream contract in gate.proxy)
 
     def __init__(self, conn: H2Front, sid: int) -> None:
         self.conn = conn

@@ -359,7 +359,7 @@ class Exchange(StaticResponder):
         try:
             # An HTTP/1.1 downstream has the kept fields rendered in the same pass (`send_head` uses them).
             framing = response_framing(status, headers, self.method, self.version, self.keep_alive,
-                                       remove if getattr(client, "h1_heads", False) else None)
+                                       remove if client.h1_heads else None)
         except HttpError as e:
             self.on_upstream_failed(self.up, e, protocol_error=True)
             return False

@@ -16,7 +16,8 @@ frames instead of HTTP/1 bytes): `send_head`, `send_body`, `send_end`, `send_sim
 `flush`, `response_done(exchange, close)`, `pause_reading_for`/`resume_reading_for`, `wait_writable`,
 `write_paused`, `closing`, `closed`, `abort()`, `close()`, and the fields `state`, `client_ip`,
 `trusted`, `scheme` and `h1_heads` (True when response heads are HTTP/1.1 bytes: the exchange then has
-the upstream's fields rendered while it frames the response). A TLS listener reuses this class as is, with `scheme="https"`.
+the upstream's fields rendered while it frames the response). A TLS listener reuses this class as is,
+with `scheme="https"`.
 """
 
 from __future__ import annotations
