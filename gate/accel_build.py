@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         n = build(force=args.force)
-    except Exception as e:  # ImportError (no Cython), CompileError/LinkError (no compiler), ...
+    except (Exception, SystemExit) as e:  # ImportError (no Cython), CompileError/LinkError (no compiler), ...
         print(f"gate accelerator not built ({type(e).__name__}: {e}); the gate runs as pure Python",
               file=sys.stderr)
         return 0 if args.optional else 1
