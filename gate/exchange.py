@@ -83,7 +83,7 @@ class Exchange(StaticResponder):
         self.headers = headers
         self.info = info
         self.keep_alive = keep_alive
-        self.started = state.clock()  # (the wall-clock start is derived from it for the access log)
+        self.started = state.timer()  # durations: the precise timer (the access log's wall time derives from it)
         rid = ""
         if client.trusted:
             for name, value in headers:
@@ -253,7 +253,7 @@ class Exchange(StaticResponder):
         ts.active += 1
         if now is None:
             now = st.clock()
-        self.up_started = now
+        self.up_started = st.timer()
         client = self.client
         info = self.info
         head = upstream_request_head(self.method, self.upstream_target, self.headers, info, client.client_ip,
@@ -351,7 +351,7 @@ class Exchange(StaticResponder):
                 self.headers_101 = headers
             return False
         if self.upstream_ms is None:
-            self.upstream_ms = (self.state.clock() - self.up_started) * 1000
+            self.upstream_ms = (self.state.timer() - self.up_started) * 1000
         client = self.client
         rt = self.rt
         assert rt is not None
@@ -414,7 +414,7 @@ class Exchange(StaticResponder):
             return
         client.send_switch(list(self.headers_101), self.info.upgrade, rest)
         self.response_started = True
-        self.upstream_ms = (self.state.clock() - self.up_started) * 1000
+        self.upstream_ms = (self.state.timer() - self.up_started) * 1000
         up.exchange = None
         up.deadline = 0.0
         up.tunnel = client
@@ -556,8 +556,8 @@ class Exchange(StaticResponder):
             return
         self.finished = True
         st = self.state
-        now = st.clock()
-        ms = (now - self.started) * 1000
+        now = st.clock()  # the metric windows' time base
+        ms = (st.timer() - self.started) * 1000
         status = self.status
         rt = self.rt
         ts = self.target_stats
@@ -583,7 +583,7 @@ class Exchange(StaticResponder):
         if sink is not None:
             try:
                 sink.record(AccessLogEntry(
-                    st.wall_clock() - (now - self.started), self.info.host, self.method.decode("latin-1"),
+                    st.wall_clock() - ms / 1000, self.info.host, self.method.decode("latin-1"),
                     self.info.target, status,
                     self.bytes_out, int(ms * 1000 + 0.5) / 1000, upstream, self.client.client_ip, self.request_id,
                     route_name, _PROTOCOLS.get(self.version) or f"HTTP/{self.version}", self.req_bytes,

@@ -14,6 +14,7 @@ import asyncio
 import ipaddress
 import os
 import secrets
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -100,6 +101,7 @@ class ProxyState:
         *,
         clock: Callable[[], float],
         wall_clock: Callable[[], float],
+        timer: Callable[[], float] = time.perf_counter,
         endpoints: EndpointBoard | None = None,
         challenges: ChallengeStore | None = None,
         access_log: AccessLogSink | None = None,
@@ -107,6 +109,9 @@ class ProxyState:
         self.config = config
         self.clock = clock  # loop time, for timeouts and rates
         self.wall_clock = wall_clock  # epoch seconds, for logs
+        # Durations (latency metrics, access log) need better than loop time, which uvloop keeps in whole
+        # milliseconds; deadlines and metric windows stay on `clock` (cheaper, and one timebase for both).
+        self.timer = timer
         self.endpoints = endpoints or EndpointBoard()
         self.challenges = challenges or ChallengeStore()
         self.access_log = access_log

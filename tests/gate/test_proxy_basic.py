@@ -78,3 +78,19 @@ async def test_pipelined_requests_answered_in_order(gate_factory, origin: Origin
     paths = [p.split(b'"')[0] for p in out.split(b'"path": "')[1:]]
     assert paths == [b"/echo/0", b"/echo/1", b"/echo/2", b"/echo/3", b"/echo/4", b"/echo/last"]
     assert out.count(b"HTTP/1.1 200 OK") == 6
+
+
+async def test_durations_are_finer_than_the_loop_clock(gate_factory, origin: Origin):
+    # uvloop's loop time moves in whole milliseconds; latency metrics and the access log must not.
+    g = await gate_factory()
+    g.set_routes({"host": "app.test", "upstreams": [origin.addr]})
+    async with httpx.AsyncClient() as c:
+        for _ in range(5):
+            r = await c.get(f"http://127.0.0.1:{g.port}/slow?s=0.0033", headers={"Host": "app.test"})
+            assert r.status_code == 200
+    entries = g.sink.entries
+    assert len(entries) == 5
+    # (The origin's 3.3 ms sleep is itself a loop timer, whole milliseconds: it may end after 3 ms.)
+    assert all(e.duration_ms >= 2.5 and e.upstream_ms is not None and 2.5 <= e.upstream_ms <= e.duration_ms
+               for e in entries), [(e.duration_ms, e.upstream_ms) for e in entries]
+    assert any(e.duration_ms != int(e.duration_ms) for e in entries), [e.duration_ms for e in entries]
