@@ -43,6 +43,7 @@ from bench_gate import (  # noqa: E402 - the plain-HTTP bench's helpers
     CpuMeter,
     RssSampler,
     free_port,
+    gate_build,
     start_nginx,
     summarize_profile,
     wait_port,
@@ -266,7 +267,8 @@ def main() -> int:
         run_gate(int(args.run_gate[0]), args.run_gate[1], args.run_gate[2])
         return 0
     if args.micro:
-        print(f"gate HTTP/2 per-request Python cost (in process, best of 5 rounds): {micro_h2():.2f} µs")
+        print(f"gate HTTP/2 per-request Python cost (in process, best of 5 rounds): {micro_h2():.2f} µs; "
+              f"{gate_build()}")
         return 0
     nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
     missing = [t for t, p in (("wrk", shutil.which("wrk")), ("h2load", shutil.which("h2load")), ("nginx", nginx))
@@ -330,7 +332,7 @@ def main() -> int:
             results[name] = r
         print(f"\ngate TLS benchmark — origin nginx `return 200` on cpu {LOAD_CPU}; proxies pinned to cpu {PROXY_CPU}, "
               f"load (wrk, h2load) on cpu {LOAD_CPU}; {s:g} s per run; ECDSA P-256 certificate; load average "
-              f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}\n")
+              f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}; gate {gate_build()}\n")
         print(f"{'':8} {'HTTPS h1 req/s @50':>19} {'TLS1.3 handshakes/s':>20} {'h2 req/s 10x10':>15} {'errors':>7}"
               f"   CPU us per request: {'h1':>6} {'handshake':>9} {'h2':>6}")
         for name, _ in targets:
