@@ -21,6 +21,7 @@ import importlib.machinery
 import importlib.util
 import json
 import os
+import re
 import sys
 from importlib.abc import MetaPathFinder
 from importlib.machinery import ModuleSpec
@@ -37,7 +38,22 @@ SUFFIX = importlib.machinery.EXTENSION_SUFFIXES[0]
 
 
 def source_digest(module: str, here: Path = HERE) -> str:
-    return hashlib.sha256((here / f"{module}.py").read_bytes()).hexdigest()
+    """The hash of what a module is compiled from: its `.py`, its `.pxd` (typed fields) when it has one, and
+    the digests of the modules that `.pxd` cimports — a module compiled against another's typed class is
+    stale when that one is (and runs as Python with it)."""
+    h = hashlib.sha256((here / f"{module}.py").read_bytes())
+    pxd = here / f"{module}.pxd"
+    if pxd.is_file():
+        text = pxd.read_bytes()
+        h.update(b"\0pxd\0" + text)
+        for dep in cimports(text.decode()):
+            h.update(b"\0" + dep.encode() + b"\0" + source_digest(dep, here).encode())
+    return h.hexdigest()
+
+
+def cimports(pxd_text: str) -> list[str]:
+    """The gate modules a `.pxd` cimports (`from gate.X cimport ...`)."""
+    return re.findall(r"^from gate\.(\w+) cimport ", pxd_text, re.MULTILINE)
 
 
 def fresh_modules(here: Path = HERE) -> dict[str, Path]:
@@ -52,6 +68,12 @@ def fresh_modules(here: Path = HERE) -> dict[str, Path]:
         so = out / f"{module}{SUFFIX}"
         if module in MODULES and so.is_file() and digest == source_digest(module, here):
             found[f"gate.{module}"] = so
+    # A module compiled against another's typed class needs that one compiled too (its layout is imported).
+    needs = {name: [f"gate.{d}" for d in cimports(pxd.read_text())] for name in found
+             if (pxd := here / f"{name[5:]}.pxd").is_file()}
+    while unmet := [name for name, deps in needs.items() if name in found and any(d not in found for d in deps)]:
+        for name in unmet:
+            del found[name]
     return found
 
 

@@ -31,7 +31,7 @@ def build(*, force: bool = False, jobs: int = 2) -> int:
     with tempfile.TemporaryDirectory(prefix="gate-accel-") as tmp:
         digests = {m: source_digest(m) for m in todo}  # hashed before compiling: an edit meanwhile shows as stale
         exts = cythonize([Extension(f"gate.{m}", [str(HERE / f"{m}.py")]) for m in todo], build_dir=tmp,
-                         language_level=3, quiet=True, nthreads=jobs,
+                         language_level=3, quiet=True, nthreads=jobs, include_path=[str(HERE.parent)],
                          # Annotations stay hints (no C typing from them): the compiled module behaves like the source.
                          compiler_directives={"binding": False, "annotation_typing": False})
         dist = Distribution({"ext_modules": exts, "script_args": ["build_ext", "--build-lib", f"{tmp}/lib",

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import structlog
 
 from core.ports import AccessLogEntry
-from gate._static_io import StaticResponder
+from gate._static_io import serve_static
 from gate.balancer import TargetHealth, pick, record_failure, record_success, retry_after_s
 from gate.h1 import (
     IDEMPOTENT,
@@ -46,33 +46,8 @@ MAX_ATTEMPTS = 3
 _PROTOCOLS = {"1.1": "HTTP/1.1", "1.0": "HTTP/1.0", "2": "HTTP/2"}
 
 
-class Exchange(StaticResponder):
-    # Per-request defaults live on the class (an exchange sets only what differs), which keeps the
-    # constructor cheap on the hot path; lists are created on first use.
-    rt: RouteRuntime | None = None
-    up: UpstreamConnection | None = None
-    target: TargetHealth | None = None
-    target_stats: Stats | None = None
-    tried: tuple[TargetHealth, ...] | list[TargetHealth] = ()
-    body_buf: tuple[bytes, ...] | list[bytes] = ()
-    body_buf_size = 0
-    tunnel_buf: tuple[bytes, ...] | list[bytes] = ()
-    req_bytes = 0
-    req_ended = False
-    bytes_out = 0
-    status = 0
-    framing: ResponseFraming | None = None
-    response_started = False
-    finished = False
-    interim = False
-    sent_continue = False
-    retry_ok = False
-    retried_stale = False
-    force_new = False
-    up_started = 0.0
-    upstream_ms: float | None = None
-    upstream_key: str | None = None
-    headers_101: list[tuple[bytes, bytes]] | tuple[()] = ()
+class Exchange:
+    """One request and its response; compiled, a typed extension class (see `exchange.pxd`)."""
 
     def __init__(self, client: ClientConnection, method: bytes, version: str, headers: list[tuple[bytes, bytes]],
                  info: RequestInfo, keep_alive: bool) -> None:
@@ -91,6 +66,30 @@ class Exchange(StaticResponder):
                     rid = value.decode("latin-1")
         self.request_id = rid or state.request_id()
         self.upstream_target = info.target
+        self.rt: RouteRuntime | None = None
+        self.up: UpstreamConnection | None = None
+        self.target: TargetHealth | None = None
+        self.target_stats: Stats | None = None
+        self.tried: tuple[TargetHealth, ...] | list[TargetHealth] = ()
+        self.body_buf: tuple[bytes, ...] | list[bytes] = ()  # lists are made on first use
+        self.body_buf_size = 0
+        self.tunnel_buf: tuple[bytes, ...] | list[bytes] = ()
+        self.req_bytes = 0
+        self.req_ended = False
+        self.bytes_out = 0
+        self.status = 0
+        self.framing: ResponseFraming | None = None
+        self.response_started = False
+        self.finished = False
+        self.interim = False
+        self.sent_continue = False
+        self.retry_ok = False
+        self.retried_stale = False
+        self.force_new = False
+        self.up_started = 0.0
+        self.upstream_ms: float | None = None
+        self.upstream_key: str | None = None
+        self.headers_101: list[tuple[bytes, bytes]] | tuple[()] = ()
 
     # --- helpers ------------------------------------------------------------------------------------
 
@@ -161,7 +160,7 @@ class Exchange(StaticResponder):
             return
         self.upstream_target = upstream_target
         if rt.static_root is not None:
-            self.serve_static(rt.static_root, spec.static_spa)
+            serve_static(self, rt.static_root, spec.static_spa)
             return
         self.retry_ok = self.method in IDEMPOTENT and not info.has_body
         self.choose()

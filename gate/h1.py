@@ -12,8 +12,6 @@ raw bytes), so the upstream sees exactly the message the gate saw.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from gate.router import parse_host_header
 
 HOP_BY_HOP = frozenset({
@@ -47,26 +45,40 @@ class HttpError(Exception):
         self.headers = headers
 
 
-@dataclass(slots=True)
 class RequestInfo:
-    """What the gate decided about a request head."""
+    """What the gate decided about a request head. (A plain class rather than a dataclass: compiled, it
+    is a typed extension class, see `h1.pxd`, built in a fraction of a dataclass's time.)"""
 
-    host: str  # parsed, lowercased, without port
-    host_header: bytes  # as received (sent upstream unchanged)
-    target: str  # origin-form path + query
-    content_length: int | None
-    chunked: bool
-    expect_continue: bool
-    upgrade: bytes | None  # the Upgrade header value when the client asks to switch protocols
-    connection_tokens: frozenset[bytes]
-    # The fields forwarded as they are, as header-line pieces (name, ": ", value, CRLF): all but Host,
-    # framing, hop-by-hop and forwarding fields. None when a Connection header names other fields (which
-    # may come before it): the upstream head then filters the header list itself.
-    lines: list[bytes] | None = None
+    __slots__ = ("chunked", "connection_tokens", "content_length", "expect_continue", "host", "host_header", "lines",
+                 "target", "upgrade")
+
+    def __init__(self, host: str, host_header: bytes, target: str, content_length: int | None, chunked: bool,
+                 expect_continue: bool, upgrade: bytes | None, connection_tokens: frozenset[bytes],
+                 lines: list[bytes] | None = None) -> None:
+        self.host = host  # parsed, lowercased, without port
+        self.host_header = host_header  # as received (sent upstream unchanged)
+        self.target = target  # origin-form path + query
+        self.content_length = content_length
+        self.chunked = chunked
+        self.expect_continue = expect_continue
+        self.upgrade = upgrade  # the Upgrade header value when the client asks to switch protocols
+        self.connection_tokens = connection_tokens
+        # The fields forwarded as they are, as header-line pieces (name, ": ", value, CRLF): all but Host,
+        # framing, hop-by-hop and forwarding fields. None when a Connection header names other fields
+        # (which may come before it): the upstream head then filters the header list itself.
+        self.lines = lines
 
     @property
     def has_body(self) -> bool:
         return self.chunked or bool(self.content_length)
+
+    def __repr__(self) -> str:
+        return _repr(self)
+
+
+def _repr(obj: object) -> str:
+    fields = ", ".join(f"{name}={getattr(obj, name)!r}" for name in type(obj).__slots__)  # type: ignore[attr-defined]
+    return f"{type(obj).__name__}({fields})"
 
 
 # Single bytes as ints: `13 in data` is a plain memchr, while `b"\r" in data` first tries to read its
@@ -342,23 +354,32 @@ def upstream_request_head(
     return b"".join(out)
 
 
-@dataclass(slots=True)
 class ResponseFraming:
-    """How the upstream framed a response, and how the gate frames it to its client."""
+    """How the upstream framed a response, and how the gate frames it to its client (a plain class for
+    the same reason as `RequestInfo`)."""
 
-    body: bool  # whether a body follows at all
-    content_length: int | None
-    chunked_in: bool
-    chunked_out: bool  # re-chunk towards the client
-    close_after: bool  # the client connection ends after this response
-    keep_alive_header: bool = False  # an HTTP/1.0 client asked for keep-alive: say yes explicitly
-    # The response's Connection tokens beyond the standard hop-by-hop names (None: not scanned, e.g. a
-    # framing made by the gate itself; the head builders then scan for themselves).
-    connection_drop: frozenset[bytes] | None = None
-    upstream_close: bool = False  # the upstream said `Connection: close`: its connection is not reused
-    # The upstream's fields an HTTP/1.1 client gets, as header-line pieces (name, ": ", value, CRLF),
-    # rendered while framing (`response_framing(render=...)`); None: not rendered.
-    lines: list[bytes] | None = None
+    __slots__ = ("body", "chunked_in", "chunked_out", "close_after", "connection_drop", "content_length",
+                 "keep_alive_header", "lines", "upstream_close")
+
+    def __init__(self, body: bool, content_length: int | None, chunked_in: bool, chunked_out: bool,
+                 close_after: bool, keep_alive_header: bool = False, connection_drop: frozenset[bytes] | None = None,
+                 upstream_close: bool = False, lines: list[bytes] | None = None) -> None:
+        self.body = body  # whether a body follows at all
+        self.content_length = content_length
+        self.chunked_in = chunked_in
+        self.chunked_out = chunked_out  # re-chunk towards the client
+        self.close_after = close_after  # the client connection ends after this response
+        self.keep_alive_header = keep_alive_header  # an HTTP/1.0 client asked for keep-alive: say yes explicitly
+        # The response's Connection tokens beyond the standard hop-by-hop names (None: not scanned, e.g. a
+        # framing made by the gate itself; the head builders then scan for themselves).
+        self.connection_drop = connection_drop
+        self.upstream_close = upstream_close  # the upstream said `Connection: close`: its connection is not reused
+        # The upstream's fields an HTTP/1.1 client gets, as header-line pieces (name, ": ", value, CRLF),
+        # rendered while framing (`response_framing(render=...)`); None: not rendered.
+        self.lines = lines
+
+    def __repr__(self) -> str:
+        return _repr(self)
 
 
 # Response header names (lowercase) response_framing looks at; _R_DROP: other hop-by-hop fields.

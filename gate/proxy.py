@@ -54,8 +54,9 @@ PAUSE_ERROR = 8
 D_NONE, D_IDLE, D_HEADER, D_BODY = 0, 1, 2, 3
 
 
-class ClientConnection(asyncio.Protocol):
-    """One HTTP/1.1 client connection (plain TCP now; the TLS listener will reuse it with scheme https)."""
+class ClientConnection:
+    """One HTTP/1.1 client connection, plain or TLS (`scheme`); an `asyncio.Protocol` by duck typing
+    (compiled, it is a typed extension class: see `proxy.pxd`)."""
 
     __slots__ = ("_head_bytes", "_headers", "_in_body", "_url", "_writable", "client_ip", "closed", "closing", "config",
                  "deadline", "dkind", "keep_alive", "lingering", "out", "out_size", "parser", "paused", "pending_error",

@@ -21,14 +21,17 @@ import httptools
 from gate.balancer import TargetHealth
 
 if TYPE_CHECKING:
-    from gate.proxy import Exchange
+    from gate import exchange
 
 
 class HeadDone(Exception):
     """Raised from a parser callback to stop parsing after a bodiless (HEAD) response head."""
 
 
-class UpstreamConnection(asyncio.Protocol):
+class UpstreamConnection:
+    """One connection to a target; an `asyncio.Protocol` by duck typing (compiled, it is a typed extension
+    class: see `upstream.pxd`)."""
+
     __slots__ = ("_counted_out", "_headers", "_reason", "closed", "deadline", "exchange", "idle_since", "keep_alive",
                  "parser", "pool", "requests", "target", "transport", "tunnel")
 
@@ -37,7 +40,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.target = target
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
-        self.exchange: Exchange | None = None
+        self.exchange: exchange.Exchange | None = None
         self.idle_since = 0.0
         self.closed = False
         self.requests = 0  # requests sent on this connection (>1: it was reused)

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _loaded_from(env_extra: dict[str, str]) -> dict[str, str]:
-    env = {**os.environ, **env_extra}
+    env = {**{k: v for k, v in os.environ.items() if k != "INFRACORE_PURE"}, **env_extra}
     code = ("import importlib, json; from gate import accel; "
             "print(json.dumps({m: importlib.import_module(f'gate.{m}').__file__ for m in accel.MODULES}))")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
@@ -52,6 +52,28 @@ def test_only_modules_whose_source_matches_their_build_are_used(tmp_path):
     assert accel.fresh_modules(here) == {}
     (here / "_accel" / "manifest.json").write_text("{not json")
     assert accel.fresh_modules(here) == {}
+
+
+def test_a_module_compiled_against_another_typed_class_is_stale_with_it(tmp_path):
+    here = tmp_path / "gate"
+    (here / "_accel").mkdir(parents=True)
+    for m in ("exchange", "upstream", "h1"):
+        (here / f"{m}.py").write_text(f"X = {m!r}\n")
+        (here / "_accel" / f"{m}{accel.SUFFIX}").write_bytes(b"compiled")
+    (here / "exchange.pxd").write_text("cdef class Exchange:\n    cdef public object client\n")
+    (here / "upstream.pxd").write_text("from gate.exchange cimport Exchange\n\ncdef class Up:\n    cdef Exchange ex\n")
+    manifest = {"modules": {m: accel.source_digest(m, here) for m in ("exchange", "upstream", "h1")}}
+    (here / "_accel" / "manifest.json").write_text(json.dumps(manifest))
+    assert sorted(accel.fresh_modules(here)) == ["gate.exchange", "gate.h1", "gate.upstream"]
+
+    # Editing the typed class (its .py or its .pxd) makes the module built against its layout stale too.
+    (here / "exchange.pxd").write_text("cdef class Exchange:\n    cdef public object client, extra\n")
+    assert sorted(accel.fresh_modules(here)) == ["gate.h1"]
+    (here / "exchange.pxd").write_text("cdef class Exchange:\n    cdef public object client\n")
+    assert sorted(accel.fresh_modules(here)) == ["gate.exchange", "gate.h1", "gate.upstream"]
+    # ... and so does a missing build of it, even with a matching manifest entry for the dependent module.
+    (here / "_accel" / f"exchange{accel.SUFFIX}").unlink()
+    assert sorted(accel.fresh_modules(here)) == ["gate.h1"]
 
 
 @pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler")

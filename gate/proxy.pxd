@@ -1,0 +1,24 @@
+# Typed fields for the compiled build (gate.accel); the .py stays the source of behaviour.
+# Keep the fields in step with `ClientConnection.__init__`.
+cimport cython
+
+from gate.exchange cimport Exchange
+
+
+@cython.final
+cdef class ClientConnection:
+    cdef public object state, config, scheme, transport, parser, client_ip, queue, out, pending_error, tunnel
+    cdef public object _writable, version, _url, _headers
+    cdef public bint trusted, write_paused, closing, closed, upgrading, lingering, keep_alive, _in_body
+    cdef public Py_ssize_t out_size, paused, requests, _head_bytes
+    cdef public int dkind
+    cdef public double deadline, write_deadline
+
+    cpdef flush(self)
+    cpdef send_head(self, int status, reason, headers, framing, extra, remove, extra_lines=*)
+    cpdef send_body(self, data, framing)
+    cpdef send_end(self, framing, trailers=*, remove=*)
+    cpdef response_done(self, Exchange ex, bint close)
+    cpdef pause_reading_for(self, Py_ssize_t reason)
+    cpdef resume_reading_for(self, Py_ssize_t reason)
+    cpdef set_deadline(self, int kind, double seconds)
