@@ -126,7 +126,9 @@ class UpstreamConnection:
         if ex is None:
             return
         parser = self.parser
-        if parser.get_http_version() != "1.1":
+        # An HTTP/1.0 upstream's connection is not reused (its keep-alive is not honoured). Checked on the
+        # connection's first response only: a server does not change versions midway.
+        if self.requests == 1 and parser.get_http_version() != "1.1":
             self.keep_alive = False
         status = parser.get_status_code()
         if status < 200:

@@ -214,3 +214,36 @@ async def test_stop_drains_in_flight_requests(gate_factory, origin: Origin):
         pass
     else:
         raise AssertionError("the gate still accepts connections after stop")
+
+
+async def test_an_http10_upstream_connection_is_not_reused_even_with_keep_alive(gate_factory):
+    """The gate does not honour an HTTP/1.0 upstream's keep-alive (it is a proxy): each request gets a
+    fresh upstream connection, while an HTTP/1.1 upstream's connection is reused."""
+    connections: dict[bytes, int] = {b"1.0": 0, b"1.1": 0}
+
+    async def server(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        first = True
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                version = b"1.0" if b"\r\nHost: old\r\n" in head else b"1.1"
+                if first:
+                    connections[version] += 1
+                    first = False
+                writer.write(b"HTTP/%s 200 OK\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\nok" % version)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+    srv = await asyncio.start_server(server, "127.0.0.1", 0)
+    port = srv.sockets[0].getsockname()[1]
+    g = await gate_factory()
+    upstreams = [f"127.0.0.1:{port}"]
+    g.set_routes({"host": "old", "upstreams": upstreams}, {"host": "new", "upstreams": upstreams})
+    async with httpx.AsyncClient() as c:
+        for host in ("old", "new"):  # (one pool per target: the 1.0 requests first, or they'd reuse a 1.1 one)
+            for _ in range(3):
+                r = await c.get(f"http://127.0.0.1:{g.port}/", headers={"Host": host})
+                assert r.status_code == 200 and r.text == "ok"
+    assert connections == {b"1.0": 3, b"1.1": 1}
+    srv.close()
