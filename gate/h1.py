@@ -113,6 +113,11 @@ def _req_kind(name: bytes) -> int:
     return kind
 
 
+def list_tokens(value: bytes) -> frozenset[bytes]:
+    """The members of a comma-separated field value (`a, b,c` → {a, b, c}), as they are."""
+    return frozenset([t.strip() for t in value.split(b",")])
+
+
 def _bad_value(headers: list[tuple[bytes, bytes]]) -> HttpError:
     for name, value in headers:
         if NUL in value or CR in value or LF in value:
@@ -138,8 +143,8 @@ def check_request(method: bytes, url: bytes, version: str, headers: list[tuple[b
     lines: list[bytes] = []
     seen = _REQ_KIND_SEEN
     for name, value in headers:
-        kind = seen.get(name)
-        if kind is None:
+        kind = seen.get(name, -1)
+        if kind < 0:
             kind = _req_kind(name)
         if not kind:
             lines += (name, b": ", value, b"\r\n")
@@ -158,7 +163,7 @@ def check_request(method: bytes, url: bytes, version: str, headers: list[tuple[b
         elif kind == _H_CONN:
             lv = value.lower()
             tokens = _REQ_CONNECTION.get(lv)
-            conn = conn.union(tokens if tokens is not None else (t.strip() for t in lv.split(b",")))
+            conn = conn.union(tokens if tokens is not None else list_tokens(lv))
         elif kind == _H_EXPECT:
             expect = value.strip().lower()
         elif kind == _H_UPGRADE:
@@ -433,7 +438,7 @@ def response_framing(
                 close = True
             extra = _COMMON_CONNECTION.get(lv)
             if extra is None:
-                extra = frozenset(t.strip() for t in lv.split(b",")) - HOP_BY_HOP
+                extra = list_tokens(lv) - HOP_BY_HOP
             if extra:
                 tokens = tokens | extra
     if lines is not None and tokens and not tokens <= {b"close"}:
@@ -444,7 +449,7 @@ def response_framing(
     length: int | None = None
     if cl is not None:
         if COMMA in cl:
-            vals = {v.strip() for v in cl.split(b",")}
+            vals = list_tokens(cl)
             raw = next(iter(vals)) if len(vals) == 1 else b""
         else:
             raw = cl.strip()
