@@ -1,0 +1,12 @@
+# A typed class for the compiled build (gate.accel); the .py stays the source of behaviour.
+# Keep the fields in step with `RouteRuntime.__slots__`.
+cimport cython
+
+
+@cython.final
+cdef class RouteRuntime:
+    cdef public object balance, cursor, limiter, max_body, methods, metrics, name, policies, req_set_lines, route
+    cdef public object static_root
+    cdef public dict cells, resp_extra, resp_lines
+    cdef public list services, static_targets
+    cdef public double timeout_s
