@@ -3,15 +3,16 @@
 cimport cython
 
 from gate.h1 cimport RequestInfo, ResponseFraming
-from gate.state cimport RouteRuntime
+from gate.state cimport ProxyState, RouteRuntime
 
 
 @cython.final
 cdef class Exchange:
-    cdef public object client, state, method, version, headers, request_id, upstream_target, up, target
+    cdef public object client, method, version, headers, request_id, upstream_target, up, target
     cdef public object target_stats, tried, body_buf, tunnel_buf, upstream_ms, upstream_key, headers_101
     cdef public RequestInfo info
     cdef public RouteRuntime rt
+    cdef public ProxyState state
     cdef public ResponseFraming framing
     cdef public bint keep_alive, req_ended, response_started, finished, interim, sent_continue, retry_ok
     cdef public bint retried_stale, force_new

@@ -3,12 +3,14 @@
 cimport cython
 
 from gate.exchange cimport Exchange
+from gate.state cimport ProxyState
 
 
 @cython.final
 cdef class ClientConnection:
-    cdef public object state, config, scheme, transport, parser, client_ip, queue, out, pending_error, tunnel
+    cdef public object config, scheme, transport, parser, client_ip, queue, out, pending_error, tunnel
     cdef public object _writable, version, _url, _headers
+    cdef public ProxyState state
     cdef public bint trusted, write_paused, closing, closed, upgrading, lingering, keep_alive, _in_body
     cdef public Py_ssize_t out_size, paused, requests, _head_bytes
     cdef public int dkind

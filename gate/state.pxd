@@ -10,3 +10,13 @@ cdef class RouteRuntime:
     cdef public dict cells, resp_extra, resp_lines
     cdef public list services, static_targets
     cdef public double timeout_s
+
+
+@cython.final
+cdef class ProxyState:
+    cdef public object config, clock, wall_clock, timer, endpoints, challenges, access_log, metrics, health_policy
+    cdef public object pool, trusted, snapshot, drained, tasks, via, _rid_prefix
+    cdef public dict health
+    cdef public set clients
+    cdef public bint draining
+    cdef public Py_ssize_t _rid
