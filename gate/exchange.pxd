@@ -2,7 +2,7 @@
 # behaviour. Keep the fields in step with `Exchange.__init__`.
 cimport cython
 
-from gate.h1 cimport RequestInfo, ResponseFraming
+from gate.h1 cimport RequestInfo, ResponseFraming, response_framing, upstream_request_head
 from gate.state cimport ProxyState, RouteRuntime
 
 

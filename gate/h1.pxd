@@ -34,3 +34,6 @@ cpdef bytes upstream_request_head(bytes method, str target, list headers, Reques
 @cython.locals(out=list, name=bytes, value=bytes)
 cpdef bytes response_head(int status, bytes reason, list headers, ResponseFraming framing, extra=*, remove=*, via=*,
                           bytes extra_lines=*, bint scanned=*)
+
+
+cpdef bytes content_length_line(length)

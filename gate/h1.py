@@ -282,6 +282,19 @@ def _forwarding_lines(host_header: bytes, ip: bytes, proto: bytes, prior_xff: by
     ))
 
 
+_LENGTH_LINES: dict[int, bytes] = {}
+
+
+def content_length_line(length: int) -> bytes:
+    """`Content-Length: <length>` (memoized, bounded: the same few sizes come back all the time)."""
+    line = _LENGTH_LINES.get(length)
+    if line is None:
+        line = b"Content-Length: %d\r\n" % length
+        if len(_LENGTH_LINES) < _CACHE_MAX:
+            _LENGTH_LINES[length] = line
+    return line
+
+
 def header_lines(headers: dict[str, str]) -> bytes:
     """`Name: value` lines for headers a route sets (rendered once per route table)."""
     return b"".join(k.encode("latin-1") + b": " + v.encode("latin-1") + b"\r\n" for k, v in headers.items())
@@ -354,7 +367,7 @@ def upstream_request_head(
     if info.chunked:
         append(b"Transfer-Encoding: chunked\r\n")
     elif info.content_length is not None and (info.content_length or method in (b"POST", b"PUT", b"PATCH")):
-        append(b"Content-Length: %d\r\n" % info.content_length)
+        append(content_length_line(info.content_length))
     append(b"\r\n")
     return b"".join(out)
 
@@ -523,7 +536,7 @@ def response_head(
     if via:
         out += (b"Via: ", via, b"\r\n")
     if framing.content_length is not None and status >= 200 and status != 204:
-        append(b"Content-Length: %d\r\n" % framing.content_length)
+        append(content_length_line(framing.content_length))
     elif framing.chunked_out:
         append(b"Transfer-Encoding: chunked\r\n")
     if framing.close_after:

@@ -12,3 +12,14 @@ cdef class UpstreamConnection:
     cdef public double idle_since, deadline
     cdef public bint closed, keep_alive, _counted_out
     cdef public Py_ssize_t requests
+
+
+@cython.final
+cdef class UpstreamPool:
+    cdef public Py_ssize_t max_idle, max_per_target, high_water, low_water, created, reused
+    cdef public double idle_s
+    cdef public object clock
+    cdef public dict idle, open_count
+
+    cpdef take_idle(self, target)
+    cpdef release(self, UpstreamConnection conn)
