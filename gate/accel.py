@@ -15,8 +15,8 @@ edited since the last build is imported from its `.py` as usual (and so are thos
 it), so a stale build is never used. `INFRACORE_PURE=1` turns the compiled modules off (for
 profiling with py-spy, which cannot see inside them, or to compare).
 
-Measured (docs/benchmarks/gate.md): the gate's Python work per proxied HTTP/1.1 request is less than
-half of pure Python's (`bench_gate.py --micro` 16.5 → 7.7 µs). No behaviour differs: `make test` runs
+Measured (docs/benchmarks/gate.md): the gate's Python work per proxied HTTP/1.1 request is about half
+of pure Python's (`bench_gate.py --micro` 14.8 → 7.7 µs). No behaviour differs: `make test` runs
 the gate's tests against the compiled modules and again as pure Python.
 """
 

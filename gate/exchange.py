@@ -49,6 +49,12 @@ _PROTOCOLS = {"1.1": "HTTP/1.1", "1.0": "HTTP/1.0", "2": "HTTP/2"}
 class Exchange:
     """One request and its response; compiled, a typed extension class (see `exchange.pxd`)."""
 
+    __slots__ = ("body_buf", "body_buf_size", "bytes_out", "client", "finished", "force_new", "framing", "headers",
+                 "headers_101", "info", "interim", "keep_alive", "method", "req_bytes", "req_ended", "request_id",
+                 "response_started", "retried_stale", "retry_ok", "rt", "sent_continue", "started", "state", "status",
+                 "target", "target_stats", "tried", "tunnel_buf", "up", "up_started", "upstream_key", "upstream_ms",
+                 "upstream_target", "version")
+
     def __init__(self, client: ClientConnection, method: bytes, version: str, headers: list[tuple[bytes, bytes]],
                  info: RequestInfo, keep_alive: bool) -> None:
         self.client = client

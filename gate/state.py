@@ -95,6 +95,10 @@ class Snapshot:
 class ProxyState:
     """Shared by every client connection of every listener (plain HTTP now; TLS and HTTP/2 later)."""
 
+    __slots__ = ("_rid", "_rid_prefix", "access_log", "challenges", "clients", "clock", "config", "drained",
+                 "draining", "endpoints", "health", "health_policy", "metrics", "pool", "snapshot", "tasks", "timer",
+                 "trusted", "via", "wall_clock")
+
     def __init__(
         self,
         config: GateConfig,

@@ -169,6 +169,9 @@ class UpstreamConnection:
 class UpstreamPool:
     """Idle keep-alive connections per target, and the dialer. Used only on the loop."""
 
+    __slots__ = ("clock", "created", "high_water", "idle", "idle_s", "low_water", "max_idle", "max_per_target",
+                 "open_count", "reused")
+
     def __init__(self, *, max_idle_per_target: int, max_per_target: int, idle_s: float, high_water: int,
                  low_water: int, clock: Callable[[], float]) -> None:
         self.max_idle = max_idle_per_target

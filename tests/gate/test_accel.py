@@ -3,8 +3,10 @@ with INFRACORE_PURE=1; the whole gate suite runs against whichever the build pro
 
 from __future__ import annotations
 
+import ast
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -85,3 +87,44 @@ def test_an_up_to_date_build_compiles_nothing():
     done = subprocess.run([sys.executable, "-m", "gate.accel_build"], cwd=ROOT, capture_output=True, text=True,
                           timeout=120, check=True)
     assert f"0 module(s) compiled, {len(accel.MODULES)} up to date" in done.stdout
+
+
+def _pxd_classes(text: str) -> dict[str, set[str]]:
+    """`cdef class Name` → the field names its `cdef public ...` lines declare."""
+    classes: dict[str, set[str]] = {}
+    current = None
+    for line in text.splitlines():
+        m = re.match(r"cdef class (\w+)", line)
+        if m:
+            current = classes.setdefault(m.group(1), set())
+        elif current is not None and (m := re.match(r"\s+cdef public \w+ (.+)$", line)):
+            current.update(n.strip() for n in m.group(1).split(","))
+        elif line and not line[0].isspace():
+            current = None
+    return classes
+
+
+def _py_slots(source: str) -> dict[str, set[str]]:
+    out: dict[str, set[str]] = {}
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ClassDef):
+            for stmt in node.body:
+                if isinstance(stmt, ast.Assign) and [getattr(t, "id", None) for t in stmt.targets] == ["__slots__"]:
+                    out[node.name] = set(ast.literal_eval(stmt.value))
+    return out
+
+
+def test_every_typed_class_declares_exactly_the_fields_of_its_python_class():
+    """The .pxd beside a module declares its classes' fields for the compiled build; the .py's
+    `__slots__` are the same names, so pure Python and the compiled build accept the same attributes
+    (a field missing from the .pxd would fail only compiled, and only where it is used)."""
+    gate_dir = ROOT / "gate"
+    pxds = sorted(gate_dir.glob("*.pxd"))
+    assert pxds
+    for pxd in pxds:
+        declared = _pxd_classes(pxd.read_text())
+        slots = _py_slots((gate_dir / f"{pxd.stem}.py").read_text())
+        assert declared, pxd.name
+        for name, fields in declared.items():
+            assert name in slots, f"{pxd.stem}.{name} has no __slots__"
+            assert fields == slots[name], (pxd.name, name, fields ^ slots[name])
