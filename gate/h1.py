@@ -593,9 +593,4 @@ def last_chunk(trailers: list[tuple[bytes, bytes]] | None, remove: frozenset[byt
     return b"".join([b"0\r\n", *(n + b": " + v + b"\r\n" for n, v in fields), b"\r\n"])
 
 
-def chunk(data: bytes) -> list[bytes]:
-    """One chunk of a chunked body (as pieces for writelines)."""
-    return [b"%x\r\n" % len(data), data, b"\r\n"]
-
-
 LAST_CHUNK = b"0\r\n\r\n"

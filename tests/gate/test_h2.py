@@ -5,25 +5,21 @@ ways with bounded gate memory, error mapping, floods cut off, GOAWAY on shutdown
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import pytest
 from aiohttp import web
-from h2.connection import H2Connection
 from h2.errors import ErrorCodes
 from h2.events import ConnectionTerminated, InformationalResponseReceived, StreamReset, WindowUpdated
-from h2.exceptions import ProtocolError
-from h2.settings import SettingCodes, Settings
-from hpack import Decoder, Encoder, NeverIndexedHeaderTuple
-from hpack.exceptions import HPACKError, OversizedHeaderListError
+from h2.settings import SettingCodes
+from hpack import Decoder
 from hyperframe.frame import ContinuationFrame, DataFrame, Frame, GoAwayFrame, HeadersFrame
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
-from gate._h2conn import SENSITIVE, SERVER_CONFIG, GateH2Connection, HeaderBlockDecoder, HeaderBlockEncoder
 from gate.h2front import H2Front
 from tests.gate.conftest import Gate, Origin, start_origin, wait_for
 from tests.gate.tls_support import RawH2, TlsGate, start_tls
@@ -68,6 +64,18 @@ async def make(gate_factory, origin: Origin, tmp_path: Path, **config) -> TlsGat
     tg = await start_tls(g, tmp_path)
     tg.publish("a.test")
     return tg
+
+
+@contextlib.asynccontextmanager
+async def raw_upstream(gate_factory, origin: Origin, tmp_path: Path, handler) -> AsyncIterator[TlsGate]:
+    """A TLS gate whose route `a.test` goes to `handler`, an upstream speaking raw HTTP/1.1 bytes."""
+    server = await asyncio.start_server(handler, "127.0.0.1", 0)
+    try:
+        tg = await make(gate_factory, origin, tmp_path)
+        tg.gate.set_routes({"host": "a.test", "upstreams": [f"127.0.0.1:{server.sockets[0].getsockname()[1]}"]})
+        yield tg
+    finally:
+        server.close()
 
 
 def fronts(tg: TlsGate) -> list[H2Front]:
@@ -469,11 +477,7 @@ async def test_request_trailers_are_forwarded_chunked(gate_factory, origin: Orig
         await writer.drain()
         writer.close()
 
-    server = await asyncio.start_server(raw_origin, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    try:
-        tg = await make(gate_factory, origin, tmp_path)
-        tg.gate.set_routes({"host": "a.test", "upstreams": [f"127.0.0.1:{port}"]})
+    async with raw_upstream(gate_factory, origin, tmp_path, raw_origin) as tg:
         h = await RawH2.open(tg, auto_ack=True)
         sid = h.request("/t", method="POST", end=False, extra=[(b"te", b"trailers")])
         await asyncio.wait_for(got_head.wait(), 10)
@@ -486,8 +490,6 @@ async def test_request_trailers_are_forwarded_chunked(gate_factory, origin: Orig
         assert b"transfer-encoding: chunked" in raw.lower()
         assert raw.endswith(b"7\r\npayload\r\n0\r\nx-checksum: abc\r\n\r\n")
         h.close()
-    finally:
-        server.close()
 
 
 async def test_response_trailers_are_forwarded(gate_factory, origin: Origin, tmp_path: Path):
@@ -509,11 +511,7 @@ async def test_response_trailers_are_forwarded(gate_factory, origin: Origin, tmp
             await writer.drain()
         writer.close()
 
-    server = await asyncio.start_server(raw_origin, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    try:
-        tg = await make(gate_factory, origin, tmp_path)
-        tg.gate.set_routes({"host": "a.test", "upstreams": [f"127.0.0.1:{port}"]})
+    async with raw_upstream(gate_factory, origin, tmp_path, raw_origin) as tg:
         h = await RawH2.open(tg, auto_ack=True)
         sid = h.request("/t", extra=[(b"te", b"trailers")])
         plain = h.request("/plain")
@@ -523,14 +521,11 @@ async def test_response_trailers_are_forwarded(gate_factory, origin: Origin, tmp
         assert len(trailers) == 1 and list(trailers[0].headers) == [(b"grpc-status", b"0")]
         assert h.status(plain) == 200 and h.body(plain) == b"ok" and not h.of(TrailersReceived, plain)
         h.close()
-    finally:
-        server.close()
 
 
 async def test_client_not_reading_socket_pauses_upstreams(gate_factory, origin: Origin, tmp_path: Path):
     """A client with huge windows that stops reading its socket: the TLS transport fills, and the gate
     pauses its upstreams instead of buffering the rest of the body."""
-    from h2.settings import SettingCodes
 
     tg = await make(gate_factory, origin, tmp_path, high_water_bytes=64 * 1024, low_water_bytes=16 * 1024)
     h = await RawH2.open(tg, auto_ack=True)
@@ -593,174 +588,6 @@ async def test_empty_data_frame_flood_is_cut_off(gate_factory, origin: Origin, t
     await bad.pump(lambda: bool(bad.of(ConnectionTerminated)), limit_s=20)
     goaway = bad.of(ConnectionTerminated)
     assert goaway and goaway[0].error_code == ErrorCodes.ENHANCE_YOUR_CALM
-
-
-# --- gate._h2conn: the leaner server connection, checked against h2 and hpack themselves ---------------
-
-_NAMES = [b":status", b":path", b"content-type", b"content-length", b"date", b"server", b"cache-control",
-          b"set-cookie", b"cookie", b"authorization", b"x-request-id", b"x-custom-field", b"via"]
-_FIELD = st.tuples(st.sampled_from(_NAMES) | st.binary(min_size=1, max_size=20),
-                   st.sampled_from([b"", b"200", b"404", b"text/plain", b"gzip, deflate"]) | st.binary(max_size=300))
-
-
-@settings(max_examples=300, deadline=None)
-@given(blocks=st.lists(st.lists(st.tuples(_FIELD, st.booleans()), max_size=12), min_size=1, max_size=6),
-       huffman=st.booleans(), table_size=st.sampled_from([4096, 200, 0]))
-def test_header_block_decoder_decodes_like_hpack(blocks, huffman: bool, table_size: int):
-    enc = Encoder()
-    enc.header_table_size = table_size  # the first block starts with a table size update
-    ref, ours = Decoder(), HeaderBlockDecoder()
-    for block in blocks:
-        data = enc.encode([(n, v, sensitive) for (n, v), sensitive in block], huffman=huffman)
-        want = list(ref.decode(data, raw=True))
-        got = ours.decode(data, raw=True)
-        assert got == want
-        never = [isinstance(h, NeverIndexedHeaderTuple) for h in want]
-        assert [isinstance(h, NeverIndexedHeaderTuple) for h in got] == never  # never-indexed stay marked
-        assert ours.header_table.dynamic_entries == ref.header_table.dynamic_entries
-        assert ours.header_table_size == ref.header_table_size
-
-
-@settings(max_examples=500, deadline=None)
-@given(data=st.binary(max_size=80))
-def test_header_block_decoder_fails_where_hpack_fails(data: bytes):
-    """Arbitrary bytes: the same fields, or an error h2 turns into a connection error (COMPRESSION_ERROR)."""
-    ref, ours = Decoder(max_header_list_size=200), HeaderBlockDecoder(max_header_list_size=200)
-    for d in (ref, ours):
-        d.max_allowed_table_size = 100
-    try:
-        want = list(ref.decode(data, raw=True))
-    except (HPACKError, IndexError, TypeError, UnicodeDecodeError):
-        want = None
-    if want is None:
-        with pytest.raises(HPACKError):
-            ours.decode(data, raw=True)
-    else:
-        assert ours.decode(data, raw=True) == want
-
-
-@pytest.mark.parametrize(("data", "error"), [
-    (b"\x80", "Invalid table index"),  # index 0
-    (b"\xff\x00", "Invalid table index"),  # index 127: past the (empty) dynamic table
-    (b"\x82\x3f\xe1\x1f", "not at the start"),  # a table size update after a field
-    (b"\x3f\xe2\x1f", "max allowable"),  # a table size of 4097
-    (b"\x40\x85abc", "Truncated"),  # a literal shorter than its length
-    (b"\x00\x03abc\x7f\xff\xff\xff\xff\xff\x7f", "too long"),  # a runaway integer
-])
-def test_header_block_decoder_errors(data: bytes, error: str):
-    with pytest.raises(HPACKError, match=error):
-        HeaderBlockDecoder().decode(data, raw=True)
-
-
-def test_header_block_decoder_limits_the_header_list():
-    d = HeaderBlockDecoder(max_header_list_size=100)
-    with pytest.raises(OversizedHeaderListError):
-        d.decode(Encoder().encode([(b"x-a", b"v" * 40), (b"x-b", b"v" * 40)]), raw=True)
-
-
-@settings(max_examples=200, deadline=None)
-@given(fields=st.lists(_FIELD, max_size=12), resize=st.booleans(), huffman=st.booleans())
-def test_header_block_encoder_never_touches_the_dynamic_table(fields, resize: bool, huffman: bool):
-    enc, dec = HeaderBlockEncoder(), Decoder()
-    if resize:
-        enc.header_table_size = 100  # the peer changed SETTINGS_HEADER_TABLE_SIZE
-        dec.max_allowed_table_size = 100
-    for _ in range(2):  # the second time from the cache
-        got = list(dec.decode(enc.encode(fields, huffman=huffman), raw=True))
-        assert got == fields
-        assert [isinstance(h, NeverIndexedHeaderTuple) for h in got] == [n in SENSITIVE for n, _ in fields]
-        assert not dec.header_table.dynamic_entries
-    assert dec.header_table_size == (0 if resize else 4096)
-
-
-def _converse(server_cls: type[H2Connection]) -> list[str]:
-    """One scripted conversation between an h2 client and a server connection of `server_cls`; what the
-    client saw and what the server's calls raised, as text."""
-    from h2.config import H2Configuration
-    from h2.connection import H2Connection as Client
-
-    client = Client(H2Configuration(client_side=True, header_encoding=None))
-    server = server_cls(SERVER_CONFIG)
-    seen: list[str] = []
-
-    def exchange() -> None:
-        for _ in range(4):
-            server.receive_data(client.data_to_send())
-            data = server.data_to_send()
-            for ev in client.receive_data(data):
-                seen.append(repr(ev))
-
-    def call(fn, *a, **kw) -> None:
-        try:
-            fn(*a, **kw)
-        except ProtocolError as e:
-            seen.append(f"raised {type(e).__name__}")
-
-    client.initiate_connection()
-    client.update_settings({SettingCodes.INITIAL_WINDOW_SIZE: 100, SettingCodes.HEADER_TABLE_SIZE: 0})
-    server.initiate_connection()
-    req = [(b":method", b"GET"), (b":path", b"/"), (b":scheme", b"https"), (b":authority", b"a.test")]
-    for sid in (1, 3, 5, 7):
-        client.send_headers(sid, req, end_stream=True)
-    exchange()
-    # headers spanning CONTINUATION frames, data, trailers; the encoder announced table size 0 first
-    call(server.send_headers, 1, [(b":status", b"200"), (b"set-cookie", b"a=1"), (b"x-big", b"v" * 40000)])
-    call(server.send_data, 1, b"x" * 60)
-    call(server.send_data, 1, b"x" * 41)  # past the stream's window of 100
-    call(server.send_headers, 1, [(b"x-trailer", b"t")], end_stream=True)
-    call(server.send_data, 1, b"late")  # on a closed stream
-    call(server.send_headers, 3, [(b":status", b"103"), (b"link", b"</a>")])  # informational: h2's own path
-    call(server.send_headers, 3, [(b":status", b"204")], end_stream=True)
-    call(server.send_headers, 5, [(b":status", b"200")])
-    call(server.send_headers, 5, [(b"x-trailer", b"t")])  # trailers without END_STREAM
-    call(server.end_stream, 5)
-    call(server.end_stream, 5)  # twice
-    call(server.send_data, 9, b"x")  # a stream that does not exist
-    exchange()
-    client.reset_stream(7)
-    exchange()
-    call(server.send_headers, 7, [(b":status", b"200")])  # reset by the client
-    exchange()
-    return seen
-
-
-def test_gate_connection_sends_what_h2_sends():
-    ours = _converse(GateH2Connection)
-    assert ours == _converse(H2Connection)
-    assert any("ResponseReceived" in s and "x-big" in s for s in ours)
-    assert any("TrailersReceived" in s for s in ours) and any("InformationalResponseReceived" in s for s in ours)
-    assert ours.count("raised FlowControlError") == 1 and ours.count("raised StreamClosedError") >= 2
-    assert "raised ProtocolError" in ours and "raised NoSuchStreamError" in ours
-
-
-def test_gate_connection_still_limits_concurrent_streams_and_forgets_closed_ones():
-    from h2.config import H2Configuration
-    from h2.connection import H2Connection as Client
-
-    client = Client(H2Configuration(client_side=True, header_encoding=None))
-    server = GateH2Connection()
-    server.local_settings = Settings(client=False, initial_values={SettingCodes.MAX_CONCURRENT_STREAMS: 5})
-    client.initiate_connection()
-    server.initiate_connection()
-    client.receive_data(server.data_to_send())
-    server.receive_data(client.data_to_send())
-    client.receive_data(server.data_to_send())  # the client now knows the limit of 5
-    req = [(b":method", b"GET"), (b":path", b"/"), (b":scheme", b"https"), (b":authority", b"a.test")]
-    sid = 1
-    for _ in range(40):  # streams answered and closed as they go: the limit is never reached
-        client.send_headers(sid, req, end_stream=True)
-        server.receive_data(client.data_to_send())
-        server.send_headers(sid, [(b":status", b"204")], end_stream=True)
-        client.receive_data(server.data_to_send())
-        sid += 2
-        assert len(server.streams) <= 5
-    for _ in range(5):  # five left open: the sixth is refused
-        client.send_headers(sid, req, end_stream=True)
-        sid += 2
-    server.receive_data(client.data_to_send())
-    frame = HeadersFrame(sid, data=Encoder().encode(req), flags=["END_HEADERS", "END_STREAM"])
-    with pytest.raises(ProtocolError, match="Max inbound streams is 5, 5 open"):
-        server.receive_data(frame.serialize())
 
 
 async def test_finished_streams_are_freed_without_the_cyclic_gc(gate_factory, origin: Origin, tmp_path: Path):
