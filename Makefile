@@ -15,9 +15,10 @@ $(BIN)/fsctl: pyproject.toml
 	@touch $@
 
 # The gate's per-request modules compiled with Cython (gate/accel.py); only changed sources are rebuilt,
-# and a module edited since its build runs from its .py. Without Cython or a C compiler: pure Python.
+# and a module edited since its build runs from its .py. Without Cython or a C compiler: pure Python,
+# unless INFRACORE_REQUIRE_ACCEL is set (CI sets it: a build that breaks must fail, not fall back).
 accel: $(BIN)/fsctl
-	$(BIN)/python -m gate.accel_build --optional
+	$(BIN)/python -m gate.accel_build $(if $(INFRACORE_REQUIRE_ACCEL),,--optional)
 
 # Built once ui/package.json exists; served from ui/dist by `fsctl serve`.
 ui:
