@@ -28,7 +28,7 @@ with hpack's, so an upgrade that changes what they rely on fails there rather th
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from h2.config import H2Configuration
 from h2.connection import ConnectionInputs, H2Connection
@@ -162,12 +162,7 @@ class HeaderBlockDecoder(Decoder):
                 else:
                     idx, used = decode_integer(data[i:i + 8], 7)
                     i += used
-                if 0 < idx <= _STATIC_LEN:
-                    header = _STATIC[idx - 1]  # the table's own (name, value) tuple: nothing to build
-                elif _STATIC_LEN < idx <= _STATIC_LEN + len(dynamic):
-                    header = dynamic[idx - _STATIC_LEN - 1]
-                else:
-                    raise HPACKDecodingError(f"Invalid table index {idx}")
+                header = _table_entry(idx, dynamic)  # the table's own (name, value) tuple: nothing to build
             elif b & 0x20 and not b & 0x40:  # dynamic table size update
                 if headers:
                     raise HPACKDecodingError("Table size update not at the start of the block")
@@ -187,12 +182,7 @@ class HeaderBlockDecoder(Decoder):
                     else:
                         used = 1
                     i += used
-                    if 0 < idx <= _STATIC_LEN:
-                        name = _STATIC[idx - 1][0]
-                    elif _STATIC_LEN < idx <= _STATIC_LEN + len(dynamic):
-                        name = dynamic[idx - _STATIC_LEN - 1][0]
-                    else:
-                        raise HPACKDecodingError(f"Invalid table index {idx}")
+                    name = _table_entry(idx, dynamic)[0]
                 else:
                     name, i = _read_string(data, i + 1, end)
                 value, i = _read_string(data, i, end)
@@ -209,6 +199,15 @@ class HeaderBlockDecoder(Decoder):
         if table.maxsize > self.max_allowed_table_size:
             raise InvalidTableSizeError("Encoder did not shrink table size to within the max")
         return headers
+
+
+def _table_entry(idx: int, dynamic: Sequence[tuple[bytes, bytes]]) -> tuple[bytes, bytes]:
+    """The (name, value) at HPACK index `idx`: the static table first, then the dynamic one."""
+    if 0 < idx <= _STATIC_LEN:
+        return _STATIC[idx - 1]
+    if _STATIC_LEN < idx <= _STATIC_LEN + len(dynamic):
+        return dynamic[idx - _STATIC_LEN - 1]
+    raise HPACKDecodingError(f"Invalid table index {idx}")
 
 
 def _read_string(data: bytes, i: int, end: int) -> tuple[bytes, int]:

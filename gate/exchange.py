@@ -99,9 +99,6 @@ class Exchange:
 
     # --- helpers ------------------------------------------------------------------------------------
 
-    def now(self) -> float:
-        return self.state.clock()
-
     @property
     def upstream_timeout_s(self) -> float:
         return self.rt.timeout_s if self.rt is not None else self.state.config.upstream_timeout_s
