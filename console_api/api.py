@@ -66,6 +66,7 @@ class Operation:
     tag: str = "core"
     query: dict[str, str] = field(default_factory=dict)  # name -> description, for the OpenAPI document
     response: str = "application/json"
+    response_model: type[BaseModel] | None = None  # the 200 body's schema in the OpenAPI document
 
     @property
     def mutating(self) -> bool:
@@ -92,13 +93,15 @@ class Api:
         tag: str = "core",
         query: dict[str, str] | None = None,
         response: str = "application/json",
+        response_model: type[BaseModel] | None = None,
     ) -> Callable[[Handler], Handler]:
         """Register a handler. Mutating methods default to needing `admin` unless `role` says otherwise
         explicitly; every mutating call is audited under `action` (default `METHOD path`)."""
 
         def deco(fn: Handler) -> Handler:
             self.operations.append(
-                Operation(method.upper(), path, fn, summary, role, body, action, tag, dict(query or {}), response)
+                Operation(method.upper(), path, fn, summary, role, body, action, tag, dict(query or {}), response,
+                          response_model)
             )
             return fn
 
@@ -216,6 +219,12 @@ def openapi_document(api: Api, *, version: str) -> dict[str, Any]:
                 "required": True,
                 "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{op.body.__name__}"}}},
             }
+        if op.response_model is not None:
+            schema = op.response_model.model_json_schema(ref_template="#/components/schemas/{model}")
+            schemas.update(schema.pop("$defs", {}))
+            schemas[op.response_model.__name__] = schema
+            entry["responses"]["200"]["content"][op.response] = {
+                "schema": {"$ref": f"#/components/schemas/{op.response_model.__name__}"}}
         paths.setdefault(path, {})[op.method.lower()] = entry
     return {
         "openapi": "3.1.0",

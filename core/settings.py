@@ -68,6 +68,7 @@ class Settings(BaseSettings):
     probe: dict[str, Any] = Field(default_factory=dict)
     logbus: dict[str, Any] = Field(default_factory=dict)
     snap: dict[str, Any] = Field(default_factory=dict)
+    security: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("console")
     @classmethod

@@ -20,6 +20,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "fsctl.cli_probe",
     "fsctl.cli_certd",
     "fsctl.cli_snap",
+    "fsctl.cli_security",
 )
 
 

@@ -44,6 +44,7 @@ WIRING: tuple[str, ...] = (
     "fsctl.wire_certd",
     "fsctl.wire_gate",
     "fsctl.wire_snap",
+    "fsctl.wire_security",  # last: it reads the facts of all the others
 )
 
 
