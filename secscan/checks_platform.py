@@ -68,7 +68,8 @@ def check_file_modes(data_dir: str, modes: Iterable[FileMode], token_files: Iter
         severity: Severity = "critical" if perm & 0o004 and kind in ("a private key", "the initial admin password") \
             else "high"
         who = "everyone" if perm & 0o004 else "its group"
-        out.append(_mode_finding(f"platform.mode.{rel}", severity, fm, "0600", f"{rel} holds {kind} and is open to {who}"))
+        title = f"{rel} holds {kind} and is open to {who}"
+        out.append(_mode_finding(f"platform.mode.{rel}", severity, fm, "0600", title))
     for fm in token_files:
         if stat.S_IMODE(fm.mode) & 0o077:
             out.append(_mode_finding(f"platform.mode.token_file.{fm.path}", "high", fm, "0600",

@@ -98,7 +98,8 @@ def check_sockets(listeners: Iterable[Listener], allowed_ports: Iterable[int]) -
         stop = f"`kill {pids[0]}`" if pids else "`ss -ltnup` shows who holds it"
         addrs = ", ".join(sorted({_addr(s.address) for s in socks}))
         out.append(Finding(
-            f"sockets.{proto}.{port}", "sockets", severity, f"{'/'.join(procs)} listens on {proto}/{port}{what} on {addrs}",
+            f"sockets.{proto}.{port}", "sockets", severity,
+            f"{'/'.join(procs)} listens on {proto}/{port}{what} on {addrs}",
             evidence,
             f"make it listen on 127.0.0.1 only (and reach it through a gate route or an SSH tunnel), or stop it "
             f"({stop} / `systemctl disable --now <unit>`); if it must be public, limit who can reach it: "

@@ -7,7 +7,7 @@ every default and quirk); the parsed files supply the evidence and the Match blo
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from secscan.findings import Finding, Severity
 from secscan.sshd_config import Directive, SshdConfig, defaults
@@ -33,7 +33,7 @@ class Effective:
     value: str  # lower case
     source: str  # "sshd -T" | "file" | "default"
     directive: Directive | None = None
-    extra: tuple[str, ...] = field(default=())
+    disagreeing: Directive | None = None  # a file line sshd -T did not follow
 
     def evidence(self, facts: SshdFacts) -> list[str]:
         lines = []
@@ -41,6 +41,9 @@ class Effective:
             lines.append(f"sshd -T: {self.keyword} {self.value}")
         if self.directive is not None:
             lines.append(self.directive.evidence())
+        elif self.disagreeing is not None:
+            lines.append(f"{self.disagreeing.evidence()} — not what sshd uses (set elsewhere: an unread file "
+                         "or the command line?)")
         elif self.source in ("default", "sshd -T"):
             ver = f"{facts.version[0]}.{facts.version[1]}" if facts.version else "current"
             lines.append(f"not set in {', '.join(facts.config.files) or 'any file'}: "
@@ -53,7 +56,7 @@ def effective(facts: SshdFacts, keyword: str) -> Effective:
     if facts.sshd_t and keyword in facts.sshd_t:
         value = facts.sshd_t[keyword][0].lower()
         agrees = d is not None and _norm(d.value) == _norm(value)
-        return Effective(keyword, _norm(value), "sshd -T", d if agrees else None)
+        return Effective(keyword, _norm(value), "sshd -T", d if agrees else None, None if agrees else d)
     if d is not None:
         return Effective(keyword, _norm(d.value), "file", d)
     return Effective(keyword, defaults(facts.version)[keyword], "default")
