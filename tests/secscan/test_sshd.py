@@ -103,8 +103,8 @@ def test_dpkg_version_reads_the_installed_package():
     status = ("Package: openssh-client\nStatus: install ok installed\nVersion: 1:9.2p1-2\n\n"
               "Package: openssh-server\nStatus: install ok installed\nVersion: 1:8.9p1-3ubuntu0.10\n")
     assert dpkg_version(status) == "1:8.9p1-3ubuntu0.10"
-    assert dpkg_version(status.replace("install ok installed\nVersion: 1:8", "deinstall ok config-files\nVersion: 1:8")) \
-        is None
+    removed = status.replace("install ok installed\nVersion: 1:8", "deinstall ok config-files\nVersion: 1:8")
+    assert dpkg_version(removed) is None
 
 
 # (files, version, expected {finding id: severity}) — the checks over effective values
