@@ -151,13 +151,16 @@ def test_a_symlink_out_of_the_tree_is_not_followed(tmp_path):
     outside.write_text("PasswordAuthentication yes\n")
     root = make_tree(tmp_path / "root", CLEAN)
     (root / "etc/ssh/sshd_config.d/10-evil.conf").symlink_to(outside)
-    (root / "etc/ssh/sshd_config").write_text("Include /etc/ssh/sshd_config\n" + DEBIAN_MAIN)  # a loop too
+    (root / "etc/ssh/sshd_config").write_text("Include /etc/ssh/sshd_config ../../../../../../../../etc/shadow\n"
+                                              + DEBIAN_MAIN)  # a loop too, and a way out by ..
     _, report = scan(root)
     found = {f["id"]: f for f in report["findings"]}
     assert "sshd.password_authentication" not in found
     assert any("cannot read included file /etc/ssh/sshd_config.d/10-evil.conf" in e
                for e in found["sshd.config_problems"]["evidence"])
     assert any("nested more than 16" in e for e in found["sshd.config_problems"]["evidence"])
+    assert any(e.endswith("etc/shadow") and "cannot read included file" in e
+               for e in found["sshd.config_problems"]["evidence"])
 
 
 def test_human_output_and_bad_root(tmp_path):
