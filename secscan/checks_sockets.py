@@ -76,9 +76,16 @@ def redact_cmdline(args: Iterable[str], limit: int = 200) -> str:
     return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
+# UDP has no "listening" state: an unconnected client socket (a resolver's, DHCP's) looks like a server's.
+# Skip the DHCP client ports and Linux's ephemeral range, where client sockets come and go between scans.
+UDP_CLIENT_PORTS = frozenset({68, 546})
+EPHEMERAL = range(32768, 61000)
+
+
 def exposed(listeners: Iterable[Listener], allowed_ports: Iterable[int]) -> list[Listener]:
     allowed = set(allowed_ports)
-    return [s for s in listeners if not is_loopback(s.address) and s.port not in allowed]
+    return [s for s in listeners if not is_loopback(s.address) and s.port not in allowed
+            and not (s.proto == "udp" and (s.port in UDP_CLIENT_PORTS or s.port in EPHEMERAL))]
 
 
 def check_sockets(listeners: Iterable[Listener], allowed_ports: Iterable[int]) -> list[Finding]:

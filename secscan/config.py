@@ -16,7 +16,8 @@ class SecurityConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     interval_s: float = Field(default=86400.0, ge=0, description="periodic scan; 0 turns it off")
-    first_scan_after_s: float = Field(default=60.0, ge=0, description="the first periodic scan after start")
+    # Not at once: a server started for a moment (tests, a restart loop) raises no scan events.
+    first_scan_after_s: float = Field(default=600.0, ge=0, description="the first periodic scan after start")
     cert_warn_s: float = Field(default=14 * 86400.0, gt=0, description="certificates expiring sooner are reported")
     token_max_s: float = Field(default=365 * 86400.0, gt=0, description="API tokens valid longer are reported")
     sockets: bool = Field(default=True, description="read the host's listening sockets (psutil)")

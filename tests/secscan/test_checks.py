@@ -96,6 +96,8 @@ def test_check_sockets_groups_by_port_and_names_the_process():
         Listener("tcp", "0.0.0.0", 8000, 902, "python3", "python3 -m http.server"),
         Listener("tcp", "0.0.0.0", 2375, 903, "dockerd", "dockerd -H tcp://0.0.0.0:2375"),
         Listener("udp", "0.0.0.0", 5353, None, None, None),
+        Listener("udp", "0.0.0.0", 68, 904, "dhclient", "dhclient eth0"),  # a DHCP client: skipped
+        Listener("udp", "0.0.0.0", 45001, 905, "resolver", "resolver"),  # an ephemeral client socket: skipped
     ]
     out = {f.id: f for f in check_sockets(ls, (22, 80, 443, 2222))}
     assert {k: f.severity for k, f in out.items()} == {
