@@ -62,7 +62,7 @@ class HostFiles:
 
     def glob(self, pattern: str) -> list[str]:
         base = str(self.root).rstrip("/")
-        hits = sorted(globmod.glob(base + "/" + pattern.lstrip("/")))
+        hits = sorted(globmod.glob(globmod.escape(base) + "/" + pattern.lstrip("/")))
         return ["/" + h[len(base):].lstrip("/") for h in hits if os.path.isfile(h)]
 
 
