@@ -23,12 +23,15 @@ def serve_static(ex: Exchange, root: str, spa: bool) -> None:
     if ex.method not in (b"GET", b"HEAD"):
         ex.error(405, f"{ex.method.decode()} is not allowed on static files", headers=((b"Allow", b"GET, HEAD"),))
         return
-    f = static.pick_file(root, ex.upstream_target, ex.header(b"accept-encoding").decode("latin-1"), spa=spa)
+    rt = ex.rt
+    assert rt is not None
+    # Hidden, unreadable and missing files all answer the same 404: a 403 would confirm that a secret
+    # (a .env, a 0600 key) exists at that path.
+    f = static.pick_file(root, ex.upstream_target, ex.header(b"accept-encoding").decode("latin-1"), spa=spa,
+                         dotfiles=rt.route.spec.static_dotfiles == "allow")
     if f is None:
         ex.error(404, "no such file")
         return
-    rt = ex.rt
-    assert rt is not None
     hdrs = [(b"Content-Type", f.content_type.encode()), (b"ETag", f.etag.encode()),
             (b"Last-Modified", f.last_modified.encode()), (b"Accept-Ranges", b"bytes"),
             (b"Vary", b"Accept-Encoding")]
