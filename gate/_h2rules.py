@@ -17,7 +17,7 @@ it with httptools):
 - `:authority` (or `host` without it): visible ASCII, no userinfo; a `host` that disagrees is refused;
 - regular fields: lowercase token names; values without NUL, CR, LF, other control bytes (HTAB
   excepted) or DEL, and without leading or trailing whitespace; no connection-specific fields; `te`
-  only `trailers`; one `host` at most.
+  only `trailers`; one `host` at most; a `content-length` above 0 only when a body follows.
 A violation answers 400 on its stream (501 for an unknown method) and nothing goes upstream. Several
 `cookie` fields are joined with "; " (RFC 9113 §8.2.3); a request without `content-length` that has a
 body is forwarded chunked.
@@ -165,6 +165,11 @@ def h2_request(headers: list[tuple[bytes, bytes]], *, ended: bool, max_count: in
         raise HttpError(431, f"the request has more than {max_count} headers")
     info = check_request(method, path, "1.1", out)
     if ended:
+        if info.content_length:
+            # HEADERS with END_STREAM: no DATA follows, and h2 checks a length only against DATA frames.
+            # Forwarded, the upstream would wait for (or take the next request as) the missing body.
+            raise _malformed(f"content-length is {info.content_length} but the request has no body "
+                             "(RFC 9113 §8.1.1)")
         info.chunked = False
         info.expect_continue = False
     elif info.content_length is None:

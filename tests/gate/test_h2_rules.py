@@ -167,6 +167,7 @@ def _with(name: bytes, value: bytes) -> list[tuple[bytes, bytes]]:
     (BASE, [(b"host", b"a.test:8443"), (b"host", b"b.test")], 400, "host field is repeated"),
     ([*BASE[:2], BASE[3]], [(b"host", b"user@a.test")], 400, "authority"),
     ([*BASE, (b":method", b"POST")], [], 400, "repeated"),
+    (BASE, [(b"content-length", b"5")], 400, "no body"),  # END_STREAM on HEADERS: no DATA can follow
     ([*BASE, (b":scheme", b"http")], [], 400, "repeated"),
     ([*BASE, (b":authority", b"b.test")], [], 400, "repeated"),
 ])
