@@ -198,6 +198,21 @@ class RouteSpec(_Model):
             raise ValueError("upstreams lists the same target twice")
         return [x.strip() for x in v]
 
+    @field_validator("static_dir")
+    @classmethod
+    def _static_dir(cls, v: str | None) -> str | None:
+        """Refuse roots that would publish the system (the data dir and symlinks: `GateService`)."""
+        if v is None:
+            return None
+        if not v.startswith("/"):
+            raise ValueError(f"static_dir {v!r} must be an absolute path")
+        if "\x00" in v:
+            raise ValueError("static_dir must not contain NUL")
+        problem = static_root_problem(v)
+        if problem:
+            raise ValueError(f"static_dir {v!r} cannot be served: {problem}")
+        return v
+
     @field_validator("methods")
     @classmethod
     def _methods(cls, v: list[str] | None) -> list[str] | None:
@@ -215,14 +230,6 @@ class RouteSpec(_Model):
             raise ValueError("a route needs upstreams (host:port or service:NAME) or a static_dir")
         if self.upstreams and self.static_dir:
             raise ValueError("a route has either upstreams or a static_dir, not both")
-        if self.static_dir is not None:
-            if not self.static_dir.startswith("/"):
-                raise ValueError(f"static_dir {self.static_dir!r} must be an absolute path")
-            if "\x00" in self.static_dir:
-                raise ValueError("static_dir must not contain NUL")
-            problem = static_root_problem(self.static_dir)
-            if problem:
-                raise ValueError(f"static_dir {self.static_dir!r} cannot be served: {problem}")
         if self.static_dotfiles != "deny" and not self.static_dir:
             raise ValueError("static_dotfiles applies only to routes with a static_dir")
         if self.tls == "auto" and (self.host.startswith("*") or self.host == "*" or self.host[0] in "[0123456789"):

@@ -70,7 +70,8 @@ def static_root_problem(path: str, data_dir: str | None = None) -> str | None:
     if data_dir:
         d = os.path.normpath(data_dir)
         if _inside(d, p):
-            return f"it is inside the platform's data dir {d} (keys, passwords, databases)"
+            where = "the platform's data dir" if p == d else f"inside the platform's data dir {d}"
+            return f"it is {where} (keys, passwords, databases)"
         if _inside(p, d):
             return f"it contains the platform's data dir {d} (keys, passwords, databases)"
     return None
