@@ -35,7 +35,8 @@ DATA = "/data/ic"
     ("/var", "contains the system directory"), ("/home", "other users"), ("/home/", "other users"),
     ("/srv", "other users"), ("/tmp", "other users"), ("/opt", "other users"), ("/mnt", "other users"),
     ("/srv/www/../../etc", "/etc"), ("/srv/./../etc/ssl", "/etc"),
-    (DATA, "it is the platform's data dir"), (DATA + "/certs", "inside the platform's data dir"), ("/data", "contains the platform's data dir"),
+    (DATA, "it is the platform's data dir"), (DATA + "/certs", "inside the platform's data dir"),
+    ("/data", "contains the platform's data dir"),
 ])
 def test_refused_roots(path, why):
     problem = static_root_problem(path, DATA)
@@ -139,7 +140,8 @@ def test_cli_route_add_refuses_system_and_data_roots(server_factory, tmp_path: P
     srv = server_factory()
     os.symlink("/etc", tmp_path / "innocent")
     for root, why in [("/", "it is the whole file system"), ("/etc", "inside the system directory /etc"),
-                      (str(srv.data_dir), "it is the platform's data dir"), (str(tmp_path / "innocent"), "resolves to /etc")]:
+                      (str(srv.data_dir), "it is the platform's data dir"),
+                      (str(tmp_path / "innocent"), "resolves to /etc")]:
         r = srv.fsctl("route", "add", "--host", "s.test", "--static-dir", root)
         assert r.returncode != 0, (root, r.stdout)
         assert "static_dir" in r.stderr and why in r.stderr, (root, r.stderr)
