@@ -27,6 +27,8 @@ class StaticFile:
     content_type: str
     encoding: str | None  # "br" | "gzip" | None
     etag: str
+    dev: int = 0  # the file that passed the checks: the one opened must be the same (see _static_io)
+    ino: int = 0
 
     @property
     def last_modified(self) -> str:
@@ -173,7 +175,8 @@ def pick_file(root: str, url_path: str, accept_encoding: str, *, spa: bool,
                     chosen, enc, chosen_st = full + suffix, token, vst
                     break
         etag = f'"{int(chosen_st.st_mtime * 1000):x}-{chosen_st.st_size:x}{"-" + enc if enc else ""}"'
-        return StaticFile(chosen, chosen_st.st_size, chosen_st.st_mtime, ctype, enc, etag)
+        return StaticFile(chosen, chosen_st.st_size, chosen_st.st_mtime, ctype, enc, etag, chosen_st.st_dev,
+                          chosen_st.st_ino)
     return None
 
 

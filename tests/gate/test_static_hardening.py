@@ -284,3 +284,32 @@ def test_permission_rule_reads_modes_not_euid(root: Path):
             assert pick_file(real, "/app.js", "", spa=False) is None, oct(mode)
         finally:
             os.chmod(path, old)
+
+
+def test_a_file_swapped_after_its_checks_is_not_opened(root: Path, tmp_path: Path):
+    """A local user who can write in the site swaps a symlink to a secret in for a file (or for a
+    directory above it) between `pick_file`'s checks and the open: the open refuses it."""
+    from gate._static_io import open_checked
+
+    real = os.path.realpath(root)
+    _write(root / "sub" / "page.txt", b"page")
+    secret = tmp_path / "shadow"
+    _write(secret, SECRET, 0o600)
+    f = pick_file(real, "/sub/page.txt", "", spa=False)
+    assert f is not None
+    with open_checked(f) as fh:
+        assert fh.read() == b"page"
+    os.unlink(root / "sub" / "page.txt")
+    os.symlink(secret, root / "sub" / "page.txt")  # the file itself becomes a symlink
+    with pytest.raises(OSError):
+        open_checked(f)
+    os.rename(root / "sub", root / "sub-old")
+    _write(tmp_path / "elsewhere" / "page.txt", SECRET)
+    os.symlink(tmp_path / "elsewhere", root / "sub")  # a directory above it becomes a symlink
+    with pytest.raises(OSError, match="changed"):
+        open_checked(f)
+    os.unlink(root / "sub")
+    _write(root / "sub" / "page.txt", b"new content, new inode")
+    with pytest.raises(OSError, match="changed"):
+        open_checked(f)  # replaced: pick again (a new request does)
+    assert pick_file(real, "/sub/page.txt", "", spa=False) is not None
