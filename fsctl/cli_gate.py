@@ -51,6 +51,8 @@ def build_spec(args: argparse.Namespace) -> dict[str, Any]:
                             "strip_prefix": args.strip, "tls": args.tls, "balance": args.balance}
     if args.static_dir:
         spec["static_dir"] = args.static_dir
+    if args.static_dotfiles:
+        spec["static_dotfiles"] = args.static_dotfiles
     if args.methods:
         spec["methods"] = [m.strip() for m in args.methods.split(",") if m.strip()]
     if args.max_body:
@@ -152,6 +154,8 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--methods", help="allowed methods, e.g. GET,POST")
     p.add_argument("--max-body", help="request body limit, e.g. 10M (default: the gate's)")
     p.add_argument("--static-dir", help="serve files from this directory instead of upstreams")
+    p.add_argument("--static-dotfiles", choices=["deny", "allow"],
+                   help="serve files whose name starts with '.' (default deny: 404; .well-known/ always served)")
     p.add_argument("--redirect-https", action="store_true", help="redirect plain HTTP to HTTPS")
     p.add_argument("--hsts", type=int, metavar="SECONDS", help="Strict-Transport-Security max-age")
     p.add_argument("--security-headers", action="store_true", help="add the default security headers")

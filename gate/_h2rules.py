@@ -1,23 +1,50 @@
-"""HTTP/2 ↔ HTTP/1.1 decisions, pure: an HTTP/2 request head (already validated by h2 for pseudo-header
-order, lowercase names and connection-specific fields) turned into the header list and `RequestInfo`
-the HTTP/1.1 exchange forwards; an HTTP/1.1 response head turned into an HTTP/2 header list; and the
-flood budgets that cut off rapid-reset and control-frame floods.
+"""HTTP/2 ↔ HTTP/1.1 decisions, pure: an HTTP/2 request head turned into the header list and
+`RequestInfo` the HTTP/1.1 exchange forwards; an HTTP/1.1 response head turned into an HTTP/2 header
+list; and the flood budgets that cut off rapid-reset and control-frame floods.
 
-`:authority` plays the role of Host (a `host` field that disagrees with it is refused); several
-`cookie` fields are joined with "; " for the HTTP/1.1 upstream (RFC 9113 §8.2.3); a request without
-`content-length` that has a body is forwarded chunked.
+An HTTP/2 request arrives as separate fields, and the gate writes it upstream as an HTTP/1.1 text head:
+any byte that means something in that text (a space or tab in `:method` or `:path`, a control byte in a
+value) would let the request the upstream parses differ from the one the gate routed and filtered.
+So a request is accepted only when its HTTP/1.1 head parses back to exactly the same method, target and
+fields (the rules of RFC 9113 §8.2-8.3 and RFC 9110 §5.5, 5.6.2, 7.1, which are what llhttp, the
+gate's own HTTP/1.1 parser, enforces for HTTP/1.1 clients; `tests/gate/test_h2_head_roundtrip.py` checks
+it with httptools):
+- pseudo-headers: each of `:method`, `:scheme`, `:path`, `:authority` at most once, before every
+  regular field; `:method`, `:scheme`, `:path` present (CONNECT and `:protocol` are answered 501);
+- `:method`: a token (RFC 9110 §5.6.2), and one of the methods llhttp knows (others: 501);
+- `:path`: origin-form `/` + visible ASCII (no space, control byte, DEL or byte ≥ 0x80), or `*` for
+  OPTIONS; never absolute-form (RFC 9113 §8.3.1);
+- `:authority` (or `host` without it): visible ASCII, no userinfo; a `host` that disagrees is refused;
+- regular fields: lowercase token names; values without NUL, CR, LF, other control bytes (HTAB
+  excepted) or DEL, and without leading or trailing whitespace; no connection-specific fields; `te`
+  only `trailers`; one `host` at most; a `content-length` above 0 only when a body follows.
+A violation answers 400 on its stream (501 for an unknown method) and nothing goes upstream. Several
+`cookie` fields are joined with "; " (RFC 9113 §8.2.3); a request without `content-length` that has a
+body is forwarded chunked.
 """
 
 from __future__ import annotations
 
 import re
 
-from gate.h1 import CR, HOP_BY_HOP, LF, NUL, HttpError, RequestInfo, ResponseFraming, check_request, trailer_fields
+from gate.h1 import HOP_BY_HOP, HttpError, RequestInfo, ResponseFraming, check_request, trailer_fields
 
 _DROP_RESPONSE = HOP_BY_HOP | {b"content-length"}
 # RFC 9113 §8.2: lowercase names; we also require HTTP/1.1 token characters, since names go upstream as is.
 _NAME = re.compile(rb"[!#$%&'*+\-.^_`|~0-9a-z]+\Z")
-_VALUE_BAD = re.compile(rb"[\x00\r\n]|\A[ \t]|[ \t]\Z")
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
+# RFC 9110 §5.5: field-value = visible ASCII, SP, HTAB, obs-text (0x80-0xff); no surrounding whitespace.
+_VALUE_BAD = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]|\A[ \t]|[ \t]\Z")
+_ORIGIN_FORM = re.compile(rb"/[\x21-\x7e]*\Z")
+_AUTHORITY = re.compile(rb"[\x21-\x3f\x41-\x7e]+\Z")  # visible ASCII without '@' (no userinfo)
+# The methods llhttp accepts in an HTTP/1.x request line (httptools 0.9 refuses every other token, as
+# the gate's own HTTP/1.1 front does); CONNECT is refused before this set is consulted.
+H1_METHODS = frozenset({
+    b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"OPTIONS", b"TRACE", b"PATCH", b"COPY", b"LOCK", b"MKCOL",
+    b"MOVE", b"PROPFIND", b"PROPPATCH", b"SEARCH", b"UNLOCK", b"BIND", b"REBIND", b"UNBIND", b"ACL", b"REPORT",
+    b"MKACTIVITY", b"CHECKOUT", b"MERGE", b"M-SEARCH", b"NOTIFY", b"SUBSCRIBE", b"UNSUBSCRIBE", b"PURGE",
+    b"MKCALENDAR", b"LINK", b"UNLINK", b"SOURCE", b"QUERY",
+})
 _CONNECTION_SPECIFIC = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding",
                                   b"upgrade"})
 _PSEUDO = frozenset({b":method", b":path", b":authority", b":scheme", b":protocol"})
@@ -33,6 +60,11 @@ def _malformed(msg: str) -> HttpError:
     return HttpError(400, f"malformed HTTP/2 request: {msg}", code="malformed_request")
 
 
+def _show(value: bytes, limit: int = 60) -> str:
+    """A client-supplied value for an error message: quoted, escaped, cut short."""
+    return repr(value[:limit].decode("latin-1")) + ("..." if len(value) > limit else "")
+
+
 def check_field(name: bytes, value: bytes) -> None:
     """One regular field of an HTTP/2 header block (RFC 9113 §8.2.1, §8.2.2); raises HttpError(400)."""
     if not _NAME.match(name):
@@ -40,8 +72,13 @@ def check_field(name: bytes, value: bytes) -> None:
         if name.lower() != name:
             raise _malformed(f"field name {shown!r} has uppercase letters")
         raise _malformed(f"field name {shown!r} has characters not allowed in a field name")
-    if _VALUE_BAD.search(value):
-        raise _malformed(f"field {name.decode('latin-1')!r} has NUL, CR or LF, or surrounding whitespace in its value")
+    bad = _VALUE_BAD.search(value)
+    if bad is not None:
+        c = bad.group()[0]
+        if c == 0x20 or c == 0x09:
+            raise _malformed(f"field {name.decode('latin-1')!r} has surrounding whitespace in its value")
+        raise _malformed(f"field {name.decode('latin-1')!r} has the control byte 0x{c:02x} in its value "
+                         "(no control characters but HTAB, and no DEL)")
     if name in _CONNECTION_SPECIFIC:
         raise _malformed(f"connection-specific field {name.decode('latin-1')!r} is not allowed in HTTP/2")
     if name == b"te" and value.lower() != b"trailers":
@@ -67,8 +104,6 @@ def h2_request(headers: list[tuple[bytes, bytes]], *, ended: bool, max_count: in
             if name in seen and name in _PSEUDO:
                 raise _malformed(f"pseudo-header {name.decode('latin-1')} is repeated")
             seen.add(name)
-            if NUL in value or CR in value or LF in value:
-                raise _malformed(f"pseudo-header {name.decode('latin-1')} has NUL, CR or LF in its value")
             if name == b":method":
                 method = value
             elif name == b":path":
@@ -93,6 +128,8 @@ def h2_request(headers: list[tuple[bytes, bytes]], *, ended: bool, max_count: in
                 cookies.append(value)
                 continue
             if name == b"host":
+                if host is not None:
+                    raise _malformed("the host field is repeated")
                 host = value
                 continue
             out.append((name, value))
@@ -100,16 +137,27 @@ def h2_request(headers: list[tuple[bytes, bytes]], *, ended: bool, max_count: in
         raise HttpError(501, "CONNECT is not supported by this gate", code="not_implemented")
     if method is None or not path or scheme is None:
         raise _malformed("the request lacks :method, :path or :scheme")
+    if method not in H1_METHODS:
+        if not _TOKEN.match(method):
+            raise _malformed(f":method {_show(method)} is not a method name (letters, digits and !#$%&'*+-.^_`|~ only)")
+        raise HttpError(501, f"method {method.decode('ascii')} is not supported by this gate", code="not_implemented")
     if scheme not in (b"https", b"http"):
-        raise HttpError(400, f":scheme {scheme.decode('latin-1')!r} is not http or https")
+        raise HttpError(400, f":scheme {_show(scheme)} is not http or https")
     if len(path) > max_path_bytes:
         raise HttpError(414, f"the request target is longer than {max_path_bytes} bytes")
+    if not _ORIGIN_FORM.match(path) and path != b"*":
+        if path[:1] != b"/":
+            raise _malformed(f":path {_show(path)} must be a path starting with '/' (or * for OPTIONS)")
+        raise _malformed(f":path {_show(path)} has a space, control byte, DEL or non-ASCII byte; "
+                         "percent-encode them")
     if authority is None:
         authority = host
     elif host is not None and host != authority:
         raise _malformed("the host field names a different host than :authority")
     if not authority:
         raise HttpError(400, "the request has neither :authority nor host")
+    if not _AUTHORITY.match(authority):
+        raise _malformed(f"the authority {_show(authority)} has a space, control byte, '@' or non-ASCII byte")
     if cookies:
         out.append((b"cookie", b"; ".join(cookies)))
     out.append((b"host", authority))
@@ -117,6 +165,11 @@ def h2_request(headers: list[tuple[bytes, bytes]], *, ended: bool, max_count: in
         raise HttpError(431, f"the request has more than {max_count} headers")
     info = check_request(method, path, "1.1", out)
     if ended:
+        if info.content_length:
+            # HEADERS with END_STREAM: no DATA follows, and h2 checks a length only against DATA frames.
+            # Forwarded, the upstream would wait for (or take the next request as) the missing body.
+            raise _malformed(f"content-length is {info.content_length} but the request has no body "
+                             "(RFC 9113 §8.1.1)")
         info.chunked = False
         info.expect_continue = False
     elif info.content_length is None:

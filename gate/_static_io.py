@@ -5,6 +5,9 @@ exchange (it uses its fields: client, rt, method, framing, ...)."""
 from __future__ import annotations
 
 import asyncio
+import errno
+import os
+import stat
 from typing import IO, TYPE_CHECKING
 
 import structlog
@@ -23,12 +26,15 @@ def serve_static(ex: Exchange, root: str, spa: bool) -> None:
     if ex.method not in (b"GET", b"HEAD"):
         ex.error(405, f"{ex.method.decode()} is not allowed on static files", headers=((b"Allow", b"GET, HEAD"),))
         return
-    f = static.pick_file(root, ex.upstream_target, ex.header(b"accept-encoding").decode("latin-1"), spa=spa)
+    rt = ex.rt
+    assert rt is not None
+    # Hidden, unreadable and missing files all answer the same 404: a 403 would confirm that a secret
+    # (a .env, a 0600 key) exists at that path.
+    f = static.pick_file(root, ex.upstream_target, ex.header(b"accept-encoding").decode("latin-1"), spa=spa,
+                         dotfiles=rt.route.spec.static_dotfiles == "allow")
     if f is None:
         ex.error(404, "no such file")
         return
-    rt = ex.rt
-    assert rt is not None
     hdrs = [(b"Content-Type", f.content_type.encode()), (b"ETag", f.etag.encode()),
             (b"Last-Modified", f.last_modified.encode()), (b"Accept-Ranges", b"bytes"),
             (b"Vary", b"Accept-Encoding")]
@@ -51,11 +57,18 @@ def serve_static(ex: Exchange, root: str, spa: bool) -> None:
         status = 206
         hdrs.append((b"Content-Range", b"bytes %d-%d/%d" % (start, end, f.size)))
     length = max(0, end - start + 1)
-    _static_head(ex, status, hdrs, length)
     if ex.method == b"HEAD" or length == 0:
+        _static_head(ex, status, hdrs, length)
         _static_done(ex)
         return
-    ex.state.tasks.spawn("static", _send_file(ex, f.path, start, length))
+    try:
+        fh = open_checked(f)  # before the head: a file that fails here is answered like a missing one
+    except OSError as e:
+        log.warning("static file changed after its checks; answered 404", path=f.path, error=str(e))
+        ex.error(404, "no such file")
+        return
+    _static_head(ex, status, hdrs, length)
+    ex.state.tasks.spawn("static", _send_file(ex, fh, f.path, start, length))
 
 
 def _static_head(ex: Exchange, status: int, hdrs: list[tuple[bytes, bytes]], length: int | None) -> None:
@@ -71,11 +84,27 @@ def _static_done(ex: Exchange) -> None:
     ex.client.response_done(ex, ex.framing.close_after if ex.framing else True)
 
 
-async def _send_file(ex: Exchange, path: str, start: int, length: int) -> None:
+def open_checked(f: static.StaticFile) -> IO[bytes]:
+    """Open the file `pick_file` chose and checked, and only that file: a local user who can write in the
+    site may swap a symlink (to /etc/shadow, say) in for it or for a directory above it between the
+    checks and the open. The last component is opened without following symlinks, and the opened file
+    must be the same inode, still world-readable; otherwise OSError."""
+    fd = os.open(f.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        if (st.st_dev, st.st_ino) != (f.dev, f.ino) or not st.st_mode & stat.S_IROTH:
+            raise OSError(errno.ESTALE, "the file changed between its checks and its opening")
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+async def _send_file(ex: Exchange, fh: IO[bytes], path: str, start: int, length: int) -> None:
     client = ex.client
     client.flush()
     try:
-        with open(path, "rb") as fh:
+        with fh:
             pos, left = start, length
             while left > 0 and not client.closed:
                 data = await asyncio.to_thread(_read_at, fh, pos, min(left, 256 * 1024))

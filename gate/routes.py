@@ -14,6 +14,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from gate.static import static_root_problem
+
 _LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 _SERVICE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}(:[a-z0-9][a-z0-9_-]{0,62})?$")  # NAME or NAME:PORTNAME
@@ -165,6 +167,9 @@ class RouteSpec(_Model):
     upstream_timeout_s: float | None = Field(default=None, gt=0, le=3600)
     static_dir: str | None = Field(default=None, description="serve files from this directory instead")
     static_spa: bool = Field(default=False, description="unknown extension-less paths get /index.html (SPA)")
+    static_dotfiles: Literal["deny", "allow"] = Field(
+        default="deny", description="deny: files and directories whose name starts with '.' answer 404 "
+        "(.well-known/ excepted); allow: served like any other file")
     policies: Policies = Field(default_factory=Policies)
 
     @field_validator("host")
@@ -193,6 +198,21 @@ class RouteSpec(_Model):
             raise ValueError("upstreams lists the same target twice")
         return [x.strip() for x in v]
 
+    @field_validator("static_dir")
+    @classmethod
+    def _static_dir(cls, v: str | None) -> str | None:
+        """Refuse roots that would publish the system (the data dir and symlinks: `GateService`)."""
+        if v is None:
+            return None
+        if not v.startswith("/"):
+            raise ValueError(f"static_dir {v!r} must be an absolute path")
+        if "\x00" in v:
+            raise ValueError("static_dir must not contain NUL")
+        problem = static_root_problem(v)
+        if problem:
+            raise ValueError(f"static_dir {v!r} cannot be served: {problem}")
+        return v
+
     @field_validator("methods")
     @classmethod
     def _methods(cls, v: list[str] | None) -> list[str] | None:
@@ -210,8 +230,8 @@ class RouteSpec(_Model):
             raise ValueError("a route needs upstreams (host:port or service:NAME) or a static_dir")
         if self.upstreams and self.static_dir:
             raise ValueError("a route has either upstreams or a static_dir, not both")
-        if self.static_dir is not None and not self.static_dir.startswith("/"):
-            raise ValueError(f"static_dir {self.static_dir!r} must be an absolute path")
+        if self.static_dotfiles != "deny" and not self.static_dir:
+            raise ValueError("static_dotfiles applies only to routes with a static_dir")
         if self.tls == "auto" and (self.host.startswith("*") or self.host == "*" or self.host[0] in "[0123456789"):
             raise ValueError("tls: auto needs an exact DNS name (ACME HTTP-01 cannot issue wildcards or IPs)")
         return self

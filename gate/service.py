@@ -30,6 +30,7 @@ from gate.router import RouteConflict
 from gate.routes import Route, RouteSpec
 from gate.server import EdgeServer
 from gate.state import ProxyState
+from gate.static import check_static_root
 
 log = structlog.get_logger("gate.service")
 
@@ -115,7 +116,15 @@ class GateService:
             except ValidationError as e:
                 # A stored route this release no longer accepts: skip it loudly rather than refuse to start.
                 log.error("stored route is invalid; skipped", route_id=row["id"], error=str(e))
-        self._install(routes)
+        kept = []
+        for r in routes:
+            try:
+                self._check_static_roots([r])
+            except ValidationFailed as e:
+                log.error("stored route serves a refused directory; skipped", route_id=r.id, error=e.message)
+                continue
+            kept.append(r)
+        self._install(kept)
         self.bound_port = await self.edge.listen(self.listen_host, self.listen_port, scheme="http")
         if self.https_port is not None and self.certificates is not None and self.data_dir is not None:
             from gate.tls import CertSelector, start_tls_listener
@@ -200,7 +209,20 @@ class GateService:
         return Conflict(f"a route for host {spec.host} path {spec.path} already exists",
                         hint="change that route (PUT /api/routes/ID) or remove it first")
 
+    def _check_static_roots(self, routes: list[Route]) -> None:
+        """Refuse static roots that would publish the system or the platform's data (after symlinks)."""
+        data_dir = str(self.data_dir.absolute()) if self.data_dir is not None else None
+        for r in routes:
+            if r.spec.static_dir:
+                problem = check_static_root(r.spec.static_dir, data_dir)
+                if problem:
+                    msg = f"static_dir {r.spec.static_dir!r} cannot be served: {problem}"
+                    raise ValidationFailed(
+                        f"invalid route {r.name}: {msg}", details={"errors": [{"field": "static_dir", "message": msg}]},
+                        hint="serve a directory holding only the site's files, e.g. /srv/www/NAME or /var/www/NAME")
+
     def _build(self, routes: list[Route]) -> Any:
+        self._check_static_roots(routes)
         try:
             return self.state.build_snapshot(routes, version=self._version + 1)
         except RouteConflict as e:

@@ -127,7 +127,7 @@ def test_hosts_wanting_certs():
          "CR, LF or NUL"),
         ({"host": "a.com", "upstreams": ["h:1"], "policies": {"request_headers": {"remove": ["Connection"]}}},
          "managed by the gate"),
-        ({"host": "a.com", "upstreams": ["h:1"], "static_dir": "/srv"}, "not both"),
+        ({"host": "a.com", "upstreams": ["h:1"], "static_dir": "/srv/www"}, "not both"),
     ],
 )
 def test_invalid_specs_say_what_is_wrong(spec, fragment):
