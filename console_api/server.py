@@ -3,8 +3,10 @@ audit), served on the console address (127.0.0.1:7070 by default) and on `<data>
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
+import ipaddress
 import json
 import os
 import socket
@@ -17,6 +19,8 @@ import structlog
 from aiohttp import web
 from pydantic import BaseModel
 
+from console_api._clientaddr import forwarded_client, host_allowed, host_name, parse_networks
+from console_api._peerproc import peer_is_this_process
 from console_api.api import Api, ApiRequest, Operation, client_ip, parse_body
 from core.audit import AuditEntry, AuditLog
 from core.errors import Forbidden, InfraError, PayloadTooLarge, StartupError, Unauthorized
@@ -96,6 +100,22 @@ def _peer_uid(request: web.Request) -> int | None:
     return uid
 
 
+class MisdirectedRequest(InfraError):
+    code = "host_not_allowed"
+    status = 421
+
+
+def _maybe_self(peer_ip: str, local_ip: str) -> bool:
+    """Only a loopback peer, or one using our own address, can be this process: others are not asked
+    about (the /proc lookup is not free, and a remote client must not be able to make us do it)."""
+    try:
+        ip = ipaddress.ip_address(peer_ip)
+    except ValueError:
+        return False
+    return ip.is_loopback or peer_ip == local_ip or (ip.version == 6 and ip.ipv4_mapped is not None
+                                                     and ip.ipv4_mapped.is_loopback)
+
+
 class ConsoleServer:
     """The console API as a component. Started last, stopped first."""
 
@@ -113,6 +133,8 @@ class ConsoleServer:
         max_body_bytes: int,
         drain_timeout_s: float = 10.0,
         ui_dir: Path | None = None,
+        trusted_proxies: list[str] | None = None,
+        allowed_hosts: list[str] | None = None,
     ) -> None:
         self.api = api
         self.identity = identity
@@ -122,6 +144,10 @@ class ConsoleServer:
         self.max_body_bytes = max_body_bytes
         self.drain_timeout_s = drain_timeout_s
         self.ui_dir = ui_dir
+        self.trusted_proxies = parse_networks(trusted_proxies or ())
+        self.allowed_hosts = [h.strip().lower() for h in (allowed_hosts or ()) if h.strip()]
+        if host not in ("0.0.0.0", "::", ""):
+            self.allowed_hosts.append(host.lower())
         self._runner: web.AppRunner | None = None
         self.bound_port: int | None = None
         self.on_stop: list[Any] = []  # callables run first on stop (end SSE streams)
@@ -129,7 +155,8 @@ class ConsoleServer:
     # --- application -------------------------------------------------------------------------
 
     def build_app(self) -> web.Application:
-        app = web.Application(client_max_size=self.max_body_bytes, middlewares=[_errors, self._authenticate])
+        app = web.Application(client_max_size=self.max_body_bytes,
+                              middlewares=[_errors, self._client, self._authenticate])
         app[MAX_BODY_BYTES] = self.max_body_bytes
         app.on_response_prepare.append(_server_header)
         for op in self.api.operations:
@@ -145,6 +172,36 @@ class ConsoleServer:
             app.router.add_get("/", spa)
             app.router.add_get("/{tail:(?!api/).*}", spa)
         return app
+
+    @web.middleware
+    async def _client(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        """The client's address (`request["client_ip"]`, used by login throttling and the audit log)
+        and the Host check against DNS rebinding. The Unix socket is exempt from both."""
+        transport = request.transport
+        sock = transport.get_extra_info("socket") if transport else None
+        peer = transport.get_extra_info("peername") if transport else None
+        if sock is None or sock.family == socket.AF_UNIX or not isinstance(peer, tuple) or not peer:
+            request["client_ip"] = "local"
+            return await handler(request)
+        local = transport.get_extra_info("sockname") if transport else None
+        xff = request.headers.getall("X-Forwarded-For", [])
+        host_ok = host_allowed(request.headers.get("Host"), self.allowed_hosts)
+        from_gate = False
+        if (xff or not host_ok) and isinstance(local, tuple) and _maybe_self(peer[0], local[0]):
+            # A connection from the platform's own gate: its peer socket is one of ours. The gate routed
+            # on the Host already (the operator pointed that route here), and it wrote X-Forwarded-For.
+            from_gate = await asyncio.to_thread(peer_is_this_process, peer[:2], local[:2])
+        if not host_ok and not from_gate:
+            name = host_name(request.headers.get("Host", ""))
+            raise MisdirectedRequest(
+                f"this console does not answer to the host name {name!r}",
+                hint="open it as http://127.0.0.1:PORT or localhost, through a gate route, or add the name "
+                     "to the console_allowed_hosts setting",
+                details={"host": name},
+            )
+        request["client_ip"] = forwarded_client(str(peer[0]), xff, peer_trusted=from_gate,
+                                                trusted=self.trusted_proxies)
+        return await handler(request)
 
     @web.middleware
     async def _authenticate(self, request: web.Request, handler: Any) -> web.StreamResponse:
@@ -213,7 +270,7 @@ class ConsoleServer:
                 target=areq.audit_target,
                 outcome=outcome,
                 status=status,
-                client_ip=client_ip(areq.raw) if areq.raw.transport else None,
+                client_ip=client_ip(areq.raw),
                 before=areq.audit_before,
                 after=areq.audit_after,
             )
