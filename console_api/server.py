@@ -23,7 +23,15 @@ from console_api._clientaddr import forwarded_client, host_allowed, host_name, p
 from console_api._peerproc import peer_is_this_process
 from console_api.api import Api, ApiRequest, Operation, client_ip, parse_body
 from core.audit import AuditEntry, AuditLog
-from core.errors import Forbidden, InfraError, PayloadTooLarge, StartupError, Unauthorized
+from core.errors import (
+    Forbidden,
+    InfraError,
+    InsufficientStorage,
+    PayloadTooLarge,
+    StartupError,
+    Unauthorized,
+    is_disk_full,
+)
 from core.identity import Identity, Principal
 
 log = structlog.get_logger("console_api")
@@ -135,6 +143,7 @@ class ConsoleServer:
         ui_dir: Path | None = None,
         trusted_proxies: list[str] | None = None,
         allowed_hosts: list[str] | None = None,
+        data_dir: Path | None = None,
     ) -> None:
         self.api = api
         self.identity = identity
@@ -144,6 +153,7 @@ class ConsoleServer:
         self.max_body_bytes = max_body_bytes
         self.drain_timeout_s = drain_timeout_s
         self.ui_dir = ui_dir
+        self.data_dir = data_dir
         self.trusted_proxies = parse_networks(trusted_proxies or ())
         self.allowed_hosts = [h.strip().lower() for h in (allowed_hosts or ()) if h.strip()]
         if host not in ("0.0.0.0", "::", ""):
@@ -252,6 +262,17 @@ class ConsoleServer:
                 if op.mutating:
                     await self._audit(op, areq, "failed", 413)
                 raise
+            except (web.HTTPException, asyncio.CancelledError, ConnectionError):
+                raise
+            except Exception as e:
+                # Not one of ours: a full disk becomes a 507 that says what to do; anything else stays a
+                # 500 (logged by `_errors`). Either way the attempt is audited.
+                full = self._disk_full(e)
+                if op.mutating:
+                    await self._audit(op, areq, "failed", full.status if full else 500)
+                if full is not None:
+                    raise full from e
+                raise
             response = _to_response(result)
             if op.mutating:
                 await self._audit(op, areq, "ok", response.status)
@@ -259,6 +280,18 @@ class ConsoleServer:
 
         handle.__name__ = op.handler.__name__
         return handle
+
+    def _disk_full(self, e: BaseException) -> InsufficientStorage | None:
+        if not is_disk_full(e):
+            return None
+        where = str(self.data_dir) if self.data_dir else "the data dir"
+        log.error("no space left for the data dir", data_dir=where, error=str(e))
+        return InsufficientStorage(
+            f"the disk holding the data dir {where} is full: the request could not be completed",
+            hint=f"free space on that file system (`df -h {where}`: remove old logs, snapshots or other "
+                 "files), or move the data dir to a larger disk; then retry",
+            details={"data_dir": where},
+        )
 
     async def _audit(self, op: Operation, areq: ApiRequest, outcome: str, status: int) -> None:
         p = areq.principal
@@ -320,6 +353,8 @@ class ConsoleServer:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        if self.audit.pending and await self.audit.flush() is None:
+            log.error("audit entries could not be written before stopping", lost=self.audit.pending)
         if self.socket_path is not None:
             with contextlib.suppress(FileNotFoundError):
                 self.socket_path.unlink()

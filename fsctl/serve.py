@@ -176,7 +176,7 @@ class Server:
                 ui_dir=_ui_dir(),
                 # The gate's own trusted proxies sit in front of it: their hops are skipped too.
                 trusted_proxies=[*s.console_trusted_proxies, *_gate_trusted(s)],
-                allowed_hosts=s.console_allowed_hosts,
+                allowed_hosts=s.console_allowed_hosts, data_dir=s.data_dir,
             )
             self.console.on_stop.append(ctx.end_streams)
             self.components.append(self.console)
