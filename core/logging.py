@@ -8,7 +8,8 @@ from typing import Any
 
 import structlog
 
-_SECRET_KEYS = frozenset({"password", "token", "secret", "authorization", "totp", "key_pem"})
+_SECRET_KEYS = frozenset({"password", "token", "secret", "authorization", "totp", "key_pem", "otp",
+                          "recovery_codes", "client_secret", "cookie", "basic_auth", "api_key"})
 
 
 def _redact(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
