@@ -154,6 +154,7 @@ class ConsoleServer:
         self.drain_timeout_s = drain_timeout_s
         self.ui_dir = ui_dir
         self.data_dir = data_dir
+        self._gate_peers: dict[tuple[Any, ...], bool] = {}  # connection key -> its peer is our own socket
         self.trusted_proxies = parse_networks(trusted_proxies or ())
         self.allowed_hosts = [h.strip().lower() for h in (allowed_hosts or ()) if h.strip()]
         if host not in ("0.0.0.0", "::", ""):
@@ -200,7 +201,7 @@ class ConsoleServer:
         if (xff or not host_ok) and isinstance(local, tuple) and _maybe_self(peer[0], local[0]):
             # A connection from the platform's own gate: its peer socket is one of ours. The gate routed
             # on the Host already (the operator pointed that route here), and it wrote X-Forwarded-For.
-            from_gate = await asyncio.to_thread(peer_is_this_process, peer[:2], local[:2])
+            from_gate = await self._peer_is_gate(sock, peer[:2], local[:2])
         if not host_ok and not from_gate:
             name = host_name(request.headers.get("Host", ""))
             raise MisdirectedRequest(
@@ -212,6 +213,23 @@ class ConsoleServer:
         request["client_ip"] = forwarded_client(str(peer[0]), xff, peer_trusted=from_gate,
                                                 trusted=self.trusted_proxies)
         return await handler(request)
+
+    async def _peer_is_gate(self, sock: Any, peer: tuple[str, int], local: tuple[str, int]) -> bool:
+        """`peer_is_this_process`, once per connection: the gate keeps its upstream connections alive, so
+        the /proc lookup (in a worker thread) is rare. The key is the socket's inode, unique to this
+        connection — an fd number alone could be reused by a later connection from another process."""
+        try:
+            fd = sock.fileno()
+            key = (fd, os.fstat(fd).st_ino, peer, local)
+        except (OSError, AttributeError):
+            return False
+        found = self._gate_peers.get(key)
+        if found is None:
+            found = await asyncio.to_thread(peer_is_this_process, peer, local)
+            if len(self._gate_peers) >= 4096:
+                self._gate_peers.clear()
+            self._gate_peers[key] = found
+        return found
 
     @web.middleware
     async def _authenticate(self, request: web.Request, handler: Any) -> web.StreamResponse:
