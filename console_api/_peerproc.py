@@ -21,7 +21,9 @@ def peer_is_this_process(peer: tuple[str, int], local: tuple[str, int]) -> bool:
     console's end of the connection) as its remote address."""
     want_l, want_r = (_norm(peer[0]), peer[1]), (_norm(local[0]), local[1])
     try:
-        conns = _SELF.net_connections(kind="tcp")
+        # `net_connections` since psutil 6; `connections` before (the pyproject allows 5.9).
+        lister = getattr(_SELF, "net_connections", None) or _SELF.connections
+        conns = lister(kind="tcp")
     except (psutil.Error, OSError):
         return False
     for c in conns:

@@ -33,6 +33,7 @@ from core.errors import (
     is_disk_full,
 )
 from core.identity import Identity, Principal
+from core.tasks import TaskSet
 
 log = structlog.get_logger("console_api")
 
@@ -160,6 +161,8 @@ class ConsoleServer:
         if host not in ("0.0.0.0", "::", ""):
             self.allowed_hosts.append(host.lower())
         self._runner: web.AppRunner | None = None
+        self._tasks = TaskSet("console")
+        self.audit_retry_s = 5.0
         self.bound_port: int | None = None
         self.on_stop: list[Any] = []  # callables run first on stop (end SSE streams)
 
@@ -347,7 +350,16 @@ class ConsoleServer:
         self.bound_port = self._runner.addresses[0][1] if self._runner.addresses else self.port
         if self.socket_path is not None:
             await self._start_unix(self.socket_path)
+        self._tasks.spawn("audit-retry", self._retry_audit())
         log.info("console listening", address=f"{self.host}:{self.bound_port}", socket=str(self.socket_path))
+
+    async def _retry_audit(self) -> None:
+        # Audit entries a full disk kept in memory are written by the next entry, or by this retry when
+        # no call comes: freeing space is enough, nobody has to poke the server.
+        while True:
+            await asyncio.sleep(self.audit_retry_s)
+            if self.audit.pending:
+                await self.audit.flush()
 
     async def _start_unix(self, path: Path) -> None:
         assert self._runner is not None
@@ -366,6 +378,7 @@ class ConsoleServer:
 
     async def stop(self, drain_timeout_s: float) -> None:
         self.api.stopping.set()
+        await self._tasks.close()
         for fn in self.on_stop:
             fn()
         if self._runner is not None:
