@@ -130,3 +130,38 @@ def test_first_start_password_is_not_written_to_a_non_terminal(server):
     text = server.log()
     assert password not in text
     assert str(server.data_dir / "initial-admin-password") in text
+
+
+def test_first_start_password_is_shown_on_a_terminal(tmp_path):
+    import os
+    import select
+    import signal
+    import subprocess
+
+    from tests.conftest import FSCTL, ROOT, free_port
+
+    data = tmp_path / "data"
+    env = {**os.environ, "INFRACORE_PASSWORD_HASH_ROUNDS": "4", "INFRACORE_LOG_FORMAT": "json",
+           "PYTHONUNBUFFERED": "1"}
+    master, slave = os.openpty()
+    log = open(tmp_path / "stdout.log", "wb")
+    proc = subprocess.Popen([*FSCTL, "serve", "--data-dir", str(data), "--console", f"127.0.0.1:{free_port()}",
+                             "--http-port", str(free_port()), "--https-port", str(free_port())],
+                            stdout=log, stderr=slave, env=env, cwd=ROOT)
+    os.close(slave)
+    seen = b""
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and b"(also saved" not in seen:
+            if select.select([master], [], [], 0.5)[0]:
+                try:
+                    seen += os.read(master, 65536)
+                except OSError:
+                    break
+        password = (data / "initial-admin-password").read_text().strip()
+        assert f"password: {password}".encode() in seen, seen[-2000:]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+        os.close(master)
+        log.close()
