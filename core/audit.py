@@ -20,24 +20,32 @@ from typing import Any
 import structlog
 
 from core.clock import Clock, SystemClock
+from core.logging import safe_url
 from core.store import Store
 
 log = structlog.get_logger("core.audit")
 
-_SECRET_WORDS = ("password", "token", "secret", "totp", "key")
+_SECRET_WORDS = ("password", "token", "secret", "otp", "key", "credential")
 
 
 def redact(value: Any) -> Any:
-    """A copy of `value` with every field whose name looks secret replaced by "[redacted]"."""
+    """A copy of `value` with every field whose name looks secret replaced by "[redacted]", and URLs
+    (webhooks carry secrets in their path or query) cut to scheme and host."""
     if isinstance(value, dict):
-        return {
-            k: "[redacted]" if any(w in str(k).lower() for w in _SECRET_WORDS) and not isinstance(v, dict | list)
-            else redact(v)
-            for k, v in value.items()
-        }
+        return {k: _redact_field(str(k).lower(), v) for k, v in value.items()}
     if isinstance(value, list):
         return [redact(v) for v in value]
     return value
+
+
+def _redact_field(name: str, v: Any) -> Any:
+    if isinstance(v, dict | list):
+        return redact(v)
+    if any(w in name for w in _SECRET_WORDS):
+        return "[redacted]"
+    if isinstance(v, str) and ("url" in name or "webhook" in name):
+        return safe_url(v)
+    return v
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,8 @@ import bcrypt
 import httpx
 import pyotp
 
+from tests.conftest import free_port
+
 
 def _gate(server, host: str, path: str, **kw) -> httpx.Response:
     headers = {"Host": host, **kw.pop("headers", {})}
@@ -126,6 +128,20 @@ def test_no_secret_appears_in_any_log(server_factory, tmp_path: Path):
     r = server.fsctl("service", "apply", "-f", str(spec), token=admin)
     assert r.returncode == 0, r.stderr
     assert server.fsctl("service", "rm", "quiet", token=admin).returncode == 0
+
+    # An alert rule that fires at once, with a webhook URL carrying secrets in its user info, path and
+    # query (as Slack's and Discord's do) and pointing at a closed port, so delivery fails and is logged.
+    hook_secret = secrets["webhook path secret"] = "hook-path-S3cret"
+    secrets["webhook query secret"] = "hook-query-S3cret"
+    secrets["webhook password"] = "hook-Pa55word"
+    hook = f"http://hook-user:hook-Pa55word@127.0.0.1:{free_port()}/services/T0/{hook_secret}?token=hook-query-S3cret"
+    r = server.api("POST", "/api/alerts/rules", token=admin,
+                   json={"name": "always", "metric": "host_load1", "op": ">=", "threshold": -1, "webhook": hook})
+    assert r.status_code == 200, r.text
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and "webhook delivery failed" not in server.log():
+        time.sleep(0.2)
+    assert "webhook delivery failed" in server.log()
 
     # Revoke, log out: the calls that name a token by id must not log the token either.
     token_id = server.api("GET", "/api/tokens", token=admin).json()[0]["id"]
