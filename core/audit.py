@@ -11,6 +11,7 @@ count is written as an entry of its own once writing works again.
 from __future__ import annotations
 
 import asyncio
+import fnmatch
 import json
 import sqlite3
 from collections import deque
@@ -166,6 +167,4 @@ class AuditLog:
 
 
 def _like(value: str, pattern: str) -> bool:
-    import fnmatch
-
     return fnmatch.fnmatchcase(value, pattern.replace("%", "*"))

@@ -7,6 +7,8 @@ their status (4xx vs 5xx).
 
 from __future__ import annotations
 
+import errno
+import sqlite3
 from typing import Any
 
 
@@ -96,9 +98,6 @@ class InsufficientStorage(InfraError):
 def is_disk_full(exc: BaseException) -> bool:
     """Whether `exc` (or what it was raised from) is the file system being full: ENOSPC/EDQUOT from
     the OS, or SQLite's SQLITE_FULL ("database or disk is full")."""
-    import errno
-    import sqlite3
-
     seen: set[int] = set()
     e: BaseException | None = exc
     while e is not None and id(e) not in seen:
