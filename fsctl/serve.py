@@ -235,7 +235,7 @@ class Server:
         else:
             text = (
                 f"Infra-Core first start: an admin account 'admin' was created; its password is in {path} "
-                "(mode 0600, readable by root only). Change it with `fsctl user passwd admin`.\n"
+                "(mode 0600, readable only by the user running the server). Change it with `fsctl user passwd admin`.\n"
             )
         print(text, file=self.banner, flush=True)
 
