@@ -165,3 +165,20 @@ def test_first_start_password_is_shown_on_a_terminal(tmp_path):
         proc.wait(30)
         os.close(master)
         log.close()
+
+
+def test_proxies_the_gate_trusts_are_skipped_by_the_console_too(server_factory):
+    # nginx at 127.0.0.66 in front of the gate: the gate keeps its X-Forwarded-For and appends nginx's address.
+    server = server_factory(env={"INFRACORE_GATE": '{"trusted_proxies": ["127.0.0.66/32"]}'})
+    server.login()
+    _route_to_console(server)
+    gate = f"http://127.0.0.1:{server.http_port}/api/users"
+    with _client("127.0.0.66") as nginx, _client("127.0.0.67") as other:
+        r = nginx.post(gate, headers={"Host": "console.test", "X-Forwarded-For": "203.0.113.9"},
+                       json={"username": "a", "password": "password-1"})
+        assert r.status_code == 401
+        r = other.post(gate, headers={"Host": "console.test", "X-Forwarded-For": "203.0.113.10"},
+                       json={"username": "a", "password": "password-1"})
+        assert r.status_code == 401
+    ips = [a["client_ip"] for a in server.api("GET", "/api/audit?action=user.add").json()]
+    assert ips == ["127.0.0.67", "203.0.113.9"]
