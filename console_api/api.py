@@ -153,6 +153,11 @@ def validation_failed(e: ValidationError) -> ValidationFailed:
 
 
 def client_ip(request: web.Request) -> str:
+    """The client's address as the console's middleware established it (`X-Forwarded-For` from the
+    gate or a trusted proxy), else the TCP peer, else "local" (the Unix socket)."""
+    found = request.get("client_ip")
+    if found:
+        return str(found)
     peer = request.transport.get_extra_info("peername") if request.transport else None
     if isinstance(peer, tuple) and peer:
         return str(peer[0])

@@ -26,7 +26,8 @@ class _Body(BaseModel):
 class LoginBody(_Body):
     username: str = Field(min_length=1, max_length=64)
     password: str = Field(min_length=1, max_length=1024)
-    otp: str | None = Field(default=None, max_length=16, description="TOTP code, for users with 2FA on")
+    otp: str | None = Field(default=None, max_length=32,
+                            description="TOTP code (or a recovery code), for users with 2FA on")
 
 
 class TotpConfirmBody(_Body):
@@ -165,8 +166,18 @@ def register(api: Api, ctx: CoreContext) -> None:
         name = req.match["name"]
         req.audit(f"user:{name}", after={"totp": True})
         body: TotpConfirmBody = req.body
-        await ctx.identity.totp_confirm(req.require(), name, body.code)
-        return {"username": name, "totp": True}
+        codes = await ctx.identity.totp_confirm(req.require(), name, body.code)
+        return {"username": name, "totp": True, "recovery_codes": codes}
+
+    @api.route("POST", "/api/users/{name}/totp/recovery-codes",
+               summary="New single-use recovery codes (shown once); the old ones stop working",
+               role="viewer", action="user.totp.recovery_codes")
+    async def totp_recovery_codes(req: ApiRequest) -> dict[str, Any]:
+        name = req.match["name"]
+        req.audit(f"user:{name}")
+        codes = await ctx.identity.regenerate_recovery_codes(req.require(), name)
+        req.audit(f"user:{name}", after={"recovery_codes_left": len(codes)})
+        return {"username": name, "recovery_codes": codes}
 
     @api.route("DELETE", "/api/users/{name}/totp", summary="Turn two-factor login off", role="viewer",
                action="user.totp.disable")

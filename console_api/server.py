@@ -3,8 +3,10 @@ audit), served on the console address (127.0.0.1:7070 by default) and on `<data>
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
+import ipaddress
 import json
 import os
 import socket
@@ -17,10 +19,21 @@ import structlog
 from aiohttp import web
 from pydantic import BaseModel
 
+from console_api._clientaddr import forwarded_client, host_allowed, host_name, parse_networks
+from console_api._peerproc import peer_is_this_process
 from console_api.api import Api, ApiRequest, Operation, client_ip, parse_body
 from core.audit import AuditEntry, AuditLog
-from core.errors import Forbidden, InfraError, PayloadTooLarge, StartupError, Unauthorized
+from core.errors import (
+    Forbidden,
+    InfraError,
+    InsufficientStorage,
+    PayloadTooLarge,
+    StartupError,
+    Unauthorized,
+    is_disk_full,
+)
 from core.identity import Identity, Principal
+from core.tasks import TaskSet
 
 log = structlog.get_logger("console_api")
 
@@ -96,6 +109,22 @@ def _peer_uid(request: web.Request) -> int | None:
     return uid
 
 
+class MisdirectedRequest(InfraError):
+    code = "host_not_allowed"
+    status = 421
+
+
+def _maybe_self(peer_ip: str, local_ip: str) -> bool:
+    """Only a loopback peer, or one using our own address, can be this process: others are not asked
+    about (the /proc lookup is not free, and a remote client must not be able to make us do it)."""
+    try:
+        ip = ipaddress.ip_address(peer_ip)
+    except ValueError:
+        return False
+    return ip.is_loopback or peer_ip == local_ip or (ip.version == 6 and ip.ipv4_mapped is not None
+                                                     and ip.ipv4_mapped.is_loopback)
+
+
 class ConsoleServer:
     """The console API as a component. Started last, stopped first."""
 
@@ -113,6 +142,9 @@ class ConsoleServer:
         max_body_bytes: int,
         drain_timeout_s: float = 10.0,
         ui_dir: Path | None = None,
+        trusted_proxies: list[str] | None = None,
+        allowed_hosts: list[str] | None = None,
+        data_dir: Path | None = None,
     ) -> None:
         self.api = api
         self.identity = identity
@@ -122,14 +154,23 @@ class ConsoleServer:
         self.max_body_bytes = max_body_bytes
         self.drain_timeout_s = drain_timeout_s
         self.ui_dir = ui_dir
+        self.data_dir = data_dir
+        self._gate_peers: dict[tuple[Any, ...], bool] = {}  # connection key -> its peer is our own socket
+        self.trusted_proxies = parse_networks(trusted_proxies or ())
+        self.allowed_hosts = [h.strip().lower() for h in (allowed_hosts or ()) if h.strip()]
+        if host not in ("0.0.0.0", "::", ""):
+            self.allowed_hosts.append(host.lower())
         self._runner: web.AppRunner | None = None
+        self._tasks = TaskSet("console")
+        self.audit_retry_s = 5.0
         self.bound_port: int | None = None
         self.on_stop: list[Any] = []  # callables run first on stop (end SSE streams)
 
     # --- application -------------------------------------------------------------------------
 
     def build_app(self) -> web.Application:
-        app = web.Application(client_max_size=self.max_body_bytes, middlewares=[_errors, self._authenticate])
+        app = web.Application(client_max_size=self.max_body_bytes,
+                              middlewares=[_errors, self._client, self._authenticate])
         app[MAX_BODY_BYTES] = self.max_body_bytes
         app.on_response_prepare.append(_server_header)
         for op in self.api.operations:
@@ -145,6 +186,53 @@ class ConsoleServer:
             app.router.add_get("/", spa)
             app.router.add_get("/{tail:(?!api/).*}", spa)
         return app
+
+    @web.middleware
+    async def _client(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        """The client's address (`request["client_ip"]`, used by login throttling and the audit log)
+        and the Host check against DNS rebinding. The Unix socket is exempt from both."""
+        transport = request.transport
+        sock = transport.get_extra_info("socket") if transport else None
+        peer = transport.get_extra_info("peername") if transport else None
+        if sock is None or sock.family == socket.AF_UNIX or not isinstance(peer, tuple) or not peer:
+            request["client_ip"] = "local"
+            return await handler(request)
+        local = transport.get_extra_info("sockname") if transport else None
+        xff = request.headers.getall("X-Forwarded-For", [])
+        host_ok = host_allowed(request.headers.get("Host"), self.allowed_hosts)
+        from_gate = False
+        if (xff or not host_ok) and isinstance(local, tuple) and _maybe_self(peer[0], local[0]):
+            # A connection from the platform's own gate: its peer socket is one of ours. The gate routed
+            # on the Host already (the operator pointed that route here), and it wrote X-Forwarded-For.
+            from_gate = await self._peer_is_gate(sock, peer[:2], local[:2])
+        if not host_ok and not from_gate:
+            name = host_name(request.headers.get("Host", ""))
+            raise MisdirectedRequest(
+                f"this console does not answer to the host name {name!r}",
+                hint="open it as http://127.0.0.1:PORT or localhost, through a gate route, or add the name "
+                     "to the console_allowed_hosts setting",
+                details={"host": name},
+            )
+        request["client_ip"] = forwarded_client(str(peer[0]), xff, peer_trusted=from_gate,
+                                                trusted=self.trusted_proxies)
+        return await handler(request)
+
+    async def _peer_is_gate(self, sock: Any, peer: tuple[str, int], local: tuple[str, int]) -> bool:
+        """`peer_is_this_process`, once per connection: the gate keeps its upstream connections alive, so
+        the /proc lookup (in a worker thread) is rare. The key is the socket's inode, unique to this
+        connection — an fd number alone could be reused by a later connection from another process."""
+        try:
+            fd = sock.fileno()
+            key = (fd, os.fstat(fd).st_ino, peer, local)
+        except (OSError, AttributeError):
+            return False
+        found = self._gate_peers.get(key)
+        if found is None:
+            found = await asyncio.to_thread(peer_is_this_process, peer, local)
+            if len(self._gate_peers) >= 4096:
+                self._gate_peers.clear()
+            self._gate_peers[key] = found
+        return found
 
     @web.middleware
     async def _authenticate(self, request: web.Request, handler: Any) -> web.StreamResponse:
@@ -195,6 +283,17 @@ class ConsoleServer:
                 if op.mutating:
                     await self._audit(op, areq, "failed", 413)
                 raise
+            except (web.HTTPException, asyncio.CancelledError, ConnectionError):
+                raise
+            except Exception as e:
+                # Not one of ours: a full disk becomes a 507 that says what to do; anything else stays a
+                # 500 (logged by `_errors`). Either way the attempt is audited.
+                full = self._disk_full(e)
+                if op.mutating:
+                    await self._audit(op, areq, "failed", full.status if full else 500)
+                if full is not None:
+                    raise full from e
+                raise
             response = _to_response(result)
             if op.mutating:
                 await self._audit(op, areq, "ok", response.status)
@@ -202,6 +301,18 @@ class ConsoleServer:
 
         handle.__name__ = op.handler.__name__
         return handle
+
+    def _disk_full(self, e: BaseException) -> InsufficientStorage | None:
+        if not is_disk_full(e):
+            return None
+        where = str(self.data_dir) if self.data_dir else "the data dir"
+        log.error("no space left for the data dir", data_dir=where, error=str(e))
+        return InsufficientStorage(
+            f"the disk holding the data dir {where} is full: the request could not be completed",
+            hint=f"free space on that file system (`df -h {where}`: remove old logs, snapshots or other "
+                 "files), or move the data dir to a larger disk; then retry",
+            details={"data_dir": where},
+        )
 
     async def _audit(self, op: Operation, areq: ApiRequest, outcome: str, status: int) -> None:
         p = areq.principal
@@ -213,7 +324,7 @@ class ConsoleServer:
                 target=areq.audit_target,
                 outcome=outcome,
                 status=status,
-                client_ip=client_ip(areq.raw) if areq.raw.transport else None,
+                client_ip=client_ip(areq.raw),
                 before=areq.audit_before,
                 after=areq.audit_after,
             )
@@ -239,7 +350,16 @@ class ConsoleServer:
         self.bound_port = self._runner.addresses[0][1] if self._runner.addresses else self.port
         if self.socket_path is not None:
             await self._start_unix(self.socket_path)
+        self._tasks.spawn("audit-retry", self._retry_audit())
         log.info("console listening", address=f"{self.host}:{self.bound_port}", socket=str(self.socket_path))
+
+    async def _retry_audit(self) -> None:
+        # Audit entries a full disk kept in memory are written by the next entry, or by this retry when
+        # no call comes: freeing space is enough, nobody has to poke the server.
+        while True:
+            await asyncio.sleep(self.audit_retry_s)
+            if self.audit.pending:
+                await self.audit.flush()
 
     async def _start_unix(self, path: Path) -> None:
         assert self._runner is not None
@@ -258,11 +378,14 @@ class ConsoleServer:
 
     async def stop(self, drain_timeout_s: float) -> None:
         self.api.stopping.set()
+        await self._tasks.close()
         for fn in self.on_stop:
             fn()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        if self.audit.pending and await self.audit.flush() is None:
+            log.error("audit entries could not be written before stopping", lost=self.audit.pending)
         if self.socket_path is not None:
             with contextlib.suppress(FileNotFoundError):
                 self.socket_path.unlink()

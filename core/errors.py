@@ -7,6 +7,8 @@ their status (4xx vs 5xx).
 
 from __future__ import annotations
 
+import errno
+import sqlite3
 from typing import Any
 
 
@@ -84,6 +86,29 @@ class Throttled(InfraError):
 class Unavailable(InfraError):
     code = "unavailable"
     status = 503
+
+
+class InsufficientStorage(InfraError):
+    """The disk holding the data dir is full (HTTP 507): free space and retry."""
+
+    code = "insufficient_storage"
+    status = 507
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether `exc` (or what it was raised from) is the file system being full: ENOSPC/EDQUOT from
+    the OS, or SQLite's SQLITE_FULL ("database or disk is full")."""
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if isinstance(e, sqlite3.Error) and (getattr(e, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+                                              or "disk is full" in str(e)):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
 
 
 class StartupError(InfraError):

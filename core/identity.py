@@ -19,6 +19,7 @@ import bcrypt
 import pyotp
 import structlog
 
+from core import recovery
 from core.bus import EventBus
 from core.clock import Clock, SystemClock
 from core.errors import BadRequest, Conflict, Forbidden, NotFound, Throttled, Unauthorized
@@ -52,7 +53,9 @@ class LoginThrottle:
     """Failed-login accounting per key (`user:NAME`, `ip:ADDR`). Pure: the caller passes `now`.
 
     After `limit` failures within `window_s`, the key is locked for `lock_s`, doubling with each further
-    failure up to `max_lock_s`. A success clears the key.
+    failure up to `max_lock_s`. Failures age out of the window; `succeeded` clears a key, which the
+    caller does only for a user's own key (proving that user's password) — never for a client IP, or one
+    account's good password would reset the counter that limits spraying at every other account.
     """
 
     limit: int = 5
@@ -202,11 +205,13 @@ class Identity:
     async def list_users(self) -> list[dict[str, Any]]:
         rows = await self._store.fetchall(
             "SELECT id, username, role, disabled, created_at, password_changed_at, "
-            "totp_secret IS NOT NULL AS totp FROM users ORDER BY id"
+            "totp_secret IS NOT NULL AS totp, (SELECT COUNT(*) FROM recovery_codes c "
+            "WHERE c.user_id = users.id AND c.used_at IS NULL) AS codes_left FROM users ORDER BY id"
         )
         return [
             {**{k: r[k] for k in ("id", "username", "role", "created_at", "password_changed_at")},
-             "disabled": bool(r["disabled"]), "totp": bool(r["totp"])}
+             "disabled": bool(r["disabled"]), "totp": bool(r["totp"]),
+             "recovery_codes_left": int(r["codes_left"]) if r["totp"] else 0}
             for r in rows
         ]
 
@@ -276,14 +281,19 @@ class Identity:
             if not otp:
                 # Not a failure: the client asks again with the code.
                 raise Unauthorized("a two-factor code is required", code="otp_required",
-                                   hint="send the 6-digit code from your authenticator app as `otp`")
-            step = totp_step(row["totp_secret"], otp, self._clock.now())
-            if step is None or step <= row["totp_last_step"]:
-                self._failed(ukey, ikey)
-                raise Unauthorized("wrong or already used two-factor code", code="otp_invalid")
-            await self._store.execute("UPDATE users SET totp_last_step = ? WHERE id = ?", (step, row["id"]))
-        self.user_throttle.succeeded(ukey)
-        self.ip_throttle.succeeded(ikey)
+                                   hint="send the 6-digit code from your authenticator app (or a recovery "
+                                        "code) as `otp`")
+            if recovery.looks_like_code(otp):
+                if not await self._use_recovery_code(row["id"], row["username"], otp):
+                    self._failed(ukey, ikey)
+                    raise Unauthorized("wrong or already used recovery code", code="otp_invalid")
+            else:
+                step = totp_step(row["totp_secret"], otp, self._clock.now())
+                if step is None or step <= row["totp_last_step"]:
+                    self._failed(ukey, ikey)
+                    raise Unauthorized("wrong or already used two-factor code", code="otp_invalid")
+                await self._store.execute("UPDATE users SET totp_last_step = ? WHERE id = ?", (step, row["id"]))
+        self.user_throttle.succeeded(ukey)  # the per-IP failures age out: see LoginThrottle
         principal = Principal(row["username"], row["role"], "session", user_id=row["id"])
         token, expires_at, token_id = await self._issue(principal, "session", "login", row["role"], self.session_ttl_s)
         return token, expires_at, Principal(row["username"], row["role"], "session", row["id"], token_id)
@@ -304,7 +314,52 @@ class Identity:
         uri = pyotp.TOTP(secret).provisioning_uri(name=username, issuer_name=TOTP_ISSUER)
         return {"secret": secret, "otpauth_uri": uri}
 
-    async def totp_confirm(self, caller: Principal, username: str, code: str) -> None:
+    async def _use_recovery_code(self, user_id: int, username: str, code: str) -> bool:
+        """Spend one of the user's unused recovery codes matching `code`; False when none does."""
+        rows = await self._store.fetchall(
+            "SELECT id, code_hash FROM recovery_codes WHERE user_id = ? AND used_at IS NULL", (user_id,)
+        )
+        found = next((r["id"] for r in rows if recovery.matches(code, r["code_hash"])), None)
+        if found is None:
+            return False
+        async with self._store.transaction() as db:
+            # The `used_at IS NULL` guard makes two concurrent logins with one code spend it once.
+            cur = await db.execute(
+                "UPDATE recovery_codes SET used_at = ? WHERE id = ? AND used_at IS NULL", (self._clock.now(), found)
+            )
+            spent = cur.rowcount == 1
+        if spent:
+            left = sum(1 for r in rows if r["id"] != found)
+            log.info("recovery code used for login", username=username, codes_left=left)
+            await self._bus.publish("user.updated", {"username": username, "change": "recovery_code_used",
+                                                     "codes_left": left})
+        return spent
+
+    async def _new_recovery_codes(self, db: Any, user_id: int) -> list[str]:
+        """Replace the user's recovery codes inside the caller's transaction; the codes in clear, once."""
+        codes = recovery.generate()
+        now = self._clock.now()
+        await db.execute("DELETE FROM recovery_codes WHERE user_id = ?", (user_id,))
+        await db.executemany(
+            "INSERT INTO recovery_codes (user_id, code_hash, created_at) VALUES (?, ?, ?)",
+            [(user_id, recovery.hash_code(c), now) for c in codes],
+        )
+        return codes
+
+    async def regenerate_recovery_codes(self, caller: Principal, username: str) -> list[str]:
+        """New recovery codes for a user with two-factor login on; the old ones stop working."""
+        self._self_or_admin(caller, username, "make recovery codes")
+        user = await self.get_user(username)
+        if not user["totp"]:
+            raise Conflict(f"two-factor login is off for {username}: there is nothing to recover",
+                           hint="turn it on with `fsctl user totp enable`")
+        async with self._store.transaction() as db:
+            codes = await self._new_recovery_codes(db, user["id"])
+        await self._bus.publish("user.updated", {"username": username, "change": "recovery_codes"})
+        return codes
+
+    async def totp_confirm(self, caller: Principal, username: str, code: str) -> list[str]:
+        """Finish enrolment; returns the user's new recovery codes (shown once, stored hashed)."""
         self._self_or_admin(caller, username, "set up two-factor login")
         row = await self._store.fetchone("SELECT id, totp_pending FROM users WHERE username = ?", (username,))
         if row is None:
@@ -315,18 +370,21 @@ class Identity:
         if step is None:
             raise BadRequest("the code does not match; check the device's clock and try the next code",
                              details={"field": "code"})
-        await self._store.execute(
-            "UPDATE users SET totp_secret = totp_pending, totp_pending = NULL, totp_last_step = ? WHERE id = ?",
-            (step, row["id"]),
-        )
+        async with self._store.transaction() as db:
+            await db.execute(
+                "UPDATE users SET totp_secret = totp_pending, totp_pending = NULL, totp_last_step = ? WHERE id = ?",
+                (step, row["id"]),
+            )
+            codes = await self._new_recovery_codes(db, row["id"])
         await self._bus.publish("user.updated", {"username": username, "change": "totp_enabled"})
+        return codes
 
     async def totp_disable(self, caller: Principal, username: str) -> None:
         self._self_or_admin(caller, username, "turn off two-factor login")
         user = await self.get_user(username)
-        await self._store.execute(
-            "UPDATE users SET totp_secret = NULL, totp_pending = NULL WHERE id = ?", (user["id"],)
-        )
+        async with self._store.transaction() as db:
+            await db.execute("UPDATE users SET totp_secret = NULL, totp_pending = NULL WHERE id = ?", (user["id"],))
+            await db.execute("DELETE FROM recovery_codes WHERE user_id = ?", (user["id"],))
         await self._bus.publish("user.updated", {"username": username, "change": "totp_disabled"})
 
     @staticmethod

@@ -8,7 +8,26 @@ from typing import Any
 
 import structlog
 
-_SECRET_KEYS = frozenset({"password", "token", "secret", "authorization", "totp", "key_pem"})
+_SECRET_KEYS = frozenset({"password", "token", "secret", "authorization", "totp", "key_pem", "otp",
+                          "recovery_codes", "client_secret", "cookie", "basic_auth", "api_key"})
+
+
+def safe_url(url: str) -> str:
+    """A URL fit for a log line: scheme and host only. Webhook URLs carry their secret in the user
+    info, the path (Slack, Discord: `/services/T0/B0/SECRET`) or the query (`?token=`)."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "[unparsable URL]"
+    if not parts.scheme or not host:
+        return "[redacted URL]"
+    host = f"[{host}]" if ":" in host else host
+    rest = "/…" if (parts.path not in ("", "/") or parts.query or parts.fragment) else ""
+    return f"{parts.scheme}://{host}{port}{rest}"
 
 
 def _redact(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:

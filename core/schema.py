@@ -62,4 +62,18 @@ CORE_MIGRATIONS: list[Migration] = [
         ALTER TABLE users ADD COLUMN totp_last_step INTEGER NOT NULL DEFAULT 0;
         """,
     ),
+    Migration(
+        3,
+        "totp recovery codes",
+        """
+        CREATE TABLE recovery_codes (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+            code_hash TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            used_at REAL
+        );
+        CREATE INDEX recovery_codes_user ON recovery_codes(user_id);
+        """,
+    ),
 ]

@@ -6,6 +6,7 @@ knows the shape of the platform as a whole.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -50,6 +51,10 @@ class Settings(BaseSettings):
     http_port: int = Field(default_factory=lambda: 80 if _is_root() else 8080, ge=0, le=65535)
     https_port: int = Field(default_factory=lambda: 443 if _is_root() else 8443, ge=0, le=65535)
     console: str = DEFAULT_CONSOLE
+    # Proxies (CIDRs) besides the platform's own gate whose X-Forwarded-For the console believes.
+    console_trusted_proxies: list[str] = Field(default_factory=list)
+    # Host names the console answers to besides localhost, IP literals and its gate routes' hosts.
+    console_allowed_hosts: list[str] = Field(default_factory=list)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "console", "json"] = "auto"
     drain_timeout_s: float = Field(default=10.0, gt=0)
@@ -74,6 +79,16 @@ class Settings(BaseSettings):
     @classmethod
     def _console_is_host_port(cls, v: str) -> str:
         parse_host_port(v, what="console address")
+        return v
+
+    @field_validator("console_trusted_proxies")
+    @classmethod
+    def _cidrs(cls, v: list[str]) -> list[str]:
+        for i, cidr in enumerate(v):
+            try:
+                ipaddress.ip_network(cidr.strip(), strict=False)
+            except ValueError as e:
+                raise ValueError(f"item {i}: {cidr!r} is not an IP address or CIDR ({e})") from None
         return v
 
     @property

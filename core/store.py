@@ -10,6 +10,7 @@ WAL, see the last committed state without waiting for the writer.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
@@ -133,11 +134,15 @@ class Store:
             await self._writer.execute("BEGIN IMMEDIATE")
             try:
                 yield self._writer
-            except BaseException:
-                await self._writer.execute("ROLLBACK")
-                raise
-            else:
                 await self._writer.execute("COMMIT")
+            except BaseException:
+                # SQLite may have rolled back on its own (SQLITE_FULL, SQLITE_IOERR): ROLLBACK then
+                # fails and would hide the real error. A failed COMMIT (a full disk) leaves the
+                # transaction open: roll it back, or the next BEGIN would fail forever.
+                if self._writer.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        await self._writer.execute("ROLLBACK")
+                raise
 
     async def execute(self, sql: str, params: Iterable[Any] = ()) -> sqlite3.Cursor:
         """Run one write statement in its own transaction; returns the cursor (lastrowid, rowcount)."""

@@ -44,7 +44,7 @@ def cmd_login(args: argparse.Namespace) -> int:
     except CliError as e:
         if e.code != "otp_required" or not sys.stdin.isatty():
             raise
-        body["otp"] = input("two-factor code: ").strip()
+        body["otp"] = input("two-factor code (or a recovery code): ").strip()
         data = Client(target).request("POST", "/api/auth/login", body)
     path = save_config({"server": target.server, "token": data["token"], "username": data["username"],
                         "expires_at": data["expires_at"]})
@@ -151,8 +151,26 @@ def cmd_user_totp_enable(args: argparse.Namespace) -> int:
     print(f"  {data['otpauth_uri']}")
     print(f"  secret: {data['secret']}")
     code = args.code or input("code shown by the app: ").strip()
-    client.request("POST", f"/api/users/{args.name}/totp/confirm", {"code": code})
+    data = client.request("POST", f"/api/users/{args.name}/totp/confirm", {"code": code})
     print(f"two-factor login is on for {args.name}")
+    _print_recovery_codes(data["recovery_codes"])
+    return 0
+
+
+def _print_recovery_codes(codes: list[str]) -> None:
+    print("Recovery codes (each works once in place of a code, e.g. when the phone is lost; they are")
+    print("shown only now — store them somewhere safe):")
+    for code in codes:
+        print(f"  {code}")
+
+
+def cmd_user_totp_recovery_codes(args: argparse.Namespace) -> int:
+    data = _client(args).request("POST", f"/api/users/{args.name}/totp/recovery-codes")
+    if args.json:
+        emit_json(data)
+        return 0
+    print(f"new recovery codes for {args.name}; the old ones no longer work")
+    _print_recovery_codes(data["recovery_codes"])
     return 0
 
 
@@ -252,6 +270,9 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     p = totp.add_parser("disable", parents=[common], help="turn two-factor login off")
     p.add_argument("name")
     p.set_defaults(func=cmd_user_totp_disable)
+    p = totp.add_parser("recovery-codes", parents=[common], help="new recovery codes (the old ones stop working)")
+    p.add_argument("name")
+    p.set_defaults(func=cmd_user_totp_recovery_codes)
     p = usr.add_parser("rm", parents=[common], help="remove a user")
     p.add_argument("name")
     p.set_defaults(func=cmd_user_rm)

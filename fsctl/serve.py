@@ -175,6 +175,9 @@ class Server:
                 api, identity, audit, host=host, port=port, socket_path=s.console_socket,
                 max_body_bytes=s.api_max_body_bytes, drain_timeout_s=s.drain_timeout_s,
                 ui_dir=_ui_dir(),
+                # The gate's own trusted proxies sit in front of it: their hops are skipped too.
+                trusted_proxies=[*s.console_trusted_proxies, *_gate_trusted(s)],
+                allowed_hosts=s.console_allowed_hosts, data_dir=s.data_dir,
             )
             self.console.on_stop.append(ctx.end_streams)
             self.components.append(self.console)
@@ -218,16 +221,29 @@ class Server:
 
     def _print_banner(self, password: str) -> None:
         path = self.settings.data_dir / "initial-admin-password"
-        # Printed once, on the terminal of whoever started the first run; never to the structured log.
-        print(
-            "\n"
-            "  Infra-Core first start: an admin account was created.\n"
-            "    username: admin\n"
-            f"    password: {password}\n"
-            f"  (also saved, mode 0600, in {path}; change it with `fsctl user passwd admin`)\n",
-            file=self.banner,
-            flush=True,
-        )
+        # The password goes only to a terminal (the person who started the first run). Without one —
+        # under systemd stderr is the journal, in a container it is the log collector — it would be
+        # kept and shipped where any log reader sees it: then only the file is named.
+        isatty = getattr(self.banner, "isatty", None)
+        if callable(isatty) and isatty():
+            text = (
+                "\n"
+                "  Infra-Core first start: an admin account was created.\n"
+                "    username: admin\n"
+                f"    password: {password}\n"
+                f"  (also saved, mode 0600, in {path}; change it with `fsctl user passwd admin`)\n"
+            )
+        else:
+            text = (
+                f"Infra-Core first start: an admin account 'admin' was created; its password is in {path} "
+                "(mode 0600, readable only by the user running the server). Change it with `fsctl user passwd admin`.\n"
+            )
+        print(text, file=self.banner, flush=True)
+
+
+def _gate_trusted(s: Settings) -> list[str]:
+    value = s.gate.get("trusted_proxies") if isinstance(s.gate, dict) else None
+    return [str(v) for v in value] if isinstance(value, list) else []
 
 
 def _ui_dir() -> Path | None:

@@ -26,6 +26,7 @@ from typing import Any
 import structlog
 
 from core.ports import LogSink
+from orch._files import ConfigFileRefused, write_inside
 from orch.cgroups import CgroupDriver, CgroupHandle
 from orch.runtime import ExitStatus, InstanceConfig, InstanceStats, RuntimeError_
 
@@ -161,10 +162,12 @@ class ProcessRuntime:
         elif shutil.which(exe, path=env.get("PATH")) is None:
             raise RuntimeError_(f"{cfg.instance}: command {exe!r} not found in PATH ({env.get('PATH', '')})")
         for path_s, content, mode in cfg.config_files:
-            p = Path(path_s if path_s.startswith("/") else os.path.join(workdir or "/", path_s))
-            p.parent.mkdir(parents=True, exist_ok=True)
-            p.write_text(content)
-            os.chmod(p, mode)
+            if not workdir:
+                raise RuntimeError_(f"{cfg.instance}: config file {path_s!r} needs a workdir to be written in")
+            try:
+                write_inside(workdir, path_s, content, mode)
+            except ConfigFileRefused as e:
+                raise RuntimeError_(f"{cfg.instance}: {e}") from e
         argv = list(cfg.argv)
         cg = instance.cgroup
         if cg is not None:

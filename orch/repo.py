@@ -58,7 +58,8 @@ class OrchRepo:
         rows = await self.store.fetchall(
             "SELECT s.*, v.spec FROM orch_services s JOIN orch_spec_versions v "
             "ON v.name = s.name AND v.version = s.version ORDER BY s.name")
-        return [ServiceRow(r["name"], r["version"], r["desired"], ServiceSpec.model_validate_json(r["spec"]),
+        return [ServiceRow(r["name"], r["version"], r["desired"],
+                           ServiceSpec.model_validate_json(r["spec"], context={"stored": True}),
                            r["created_at"], r["updated_at"], r["restarts"],
                            json.loads(r["last_exit"]) if r["last_exit"] else None) for r in rows]
 

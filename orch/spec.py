@@ -7,6 +7,7 @@ per fault, each rendered as `hello.yaml:7 healthcheck.interval: '5 s' is not a d
 
 from __future__ import annotations
 
+import posixpath
 import re
 import shlex
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_core import PydanticCustomError
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from core.errors import ValidationFailed
 from core.units import parse_duration, parse_size
@@ -130,6 +131,25 @@ class ConfigFileSpec(_Model):
     path: str
     content: str
     mode: int = Field(default=0o644, ge=0, le=0o7777)
+
+
+def config_path_problem(path: str, workdir: str | None) -> str | None:
+    """Why a `config_files` path may not be written (None: it may). Pure: paths are compared as text
+    after normalising `.` and `..`; the writer checks symlinks on disk when it writes
+    (`orch/_files.py`). `${...}` variables stay opaque here; their values are checked at write time."""
+    if not workdir:
+        return "config files are written inside the service's workdir: set workdir (an absolute path)"
+    if "\0" in path or not path.strip():
+        return f"{path!r} is not a file path"
+    base = posixpath.normpath(workdir)
+    target = posixpath.normpath(path if path.startswith("/") else posixpath.join(base, path))
+    inside = target.startswith(base.rstrip("/") + "/")
+    if path.startswith("/") and not inside:
+        return (f"{path!r} is outside the workdir {workdir}: config files are written inside it "
+                "(give a path relative to it, or an absolute one under it)")
+    if not inside:
+        return f"{path!r} leads outside the workdir {workdir} with '..': give a path inside it"
+    return None
 
 
 @dataclass(frozen=True)
@@ -243,7 +263,7 @@ class ServiceSpec(_Model):
         return v
 
     @model_validator(mode="after")
-    def _whole(self) -> ServiceSpec:
+    def _whole(self, info: ValidationInfo) -> ServiceSpec:
         if (self.cmd is None) == (self.image is None):
             raise _err("cmd_or_image", "give exactly one of cmd (a native process) or image (a container)")
         if self.runtime == "docker" and self.image is None:
@@ -253,6 +273,18 @@ class ServiceSpec(_Model):
         names = [p.name for p in self.ports]
         if len(set(names)) != len(names):
             raise _err("ports_dup", "two ports have the same name; name them (http, admin, ...)")
+        # Specs stored by an older release are loaded as they are (the writer refuses a bad path when
+        # it writes, failing that service only, not the platform's start).
+        stored = bool(info.context and info.context.get("stored"))
+        bad = [] if stored else [(i, msg) for i, f in enumerate(self.config_files)
+                                 if (msg := config_path_problem(f.path, self.workdir)) is not None]
+        if bad:
+            # Raised with each item's own location, so a YAML spec's error names the `path:` line.
+            raise ValidationError.from_exception_data("ServiceSpec", [
+                InitErrorDetails(type=_err("config_file_path", msg), loc=("config_files", i, "path"),
+                                 input=self.config_files[i].path)
+                for i, msg in bad
+            ])
         return self
 
     @property

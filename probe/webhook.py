@@ -14,6 +14,7 @@ from typing import Any
 import aiohttp
 import structlog
 
+from core.logging import safe_url
 from core.tasks import TaskSet
 
 log = structlog.get_logger("probe.webhook")
@@ -35,7 +36,7 @@ class WebhookSender:
     def send(self, url: str, payload: dict[str, Any]) -> bool:
         """Queue one delivery; returns False (and logs) when too many are pending already. Never blocks."""
         if len(self._tasks) >= MAX_PENDING:
-            log.warning("webhook backlog full; dropping delivery", url=url, pending=len(self._tasks))
+            log.warning("webhook backlog full; dropping delivery", url=safe_url(url), pending=len(self._tasks))
             self.failed += 1
             return False
         task = self._tasks.spawn("deliver", self._deliver(url, payload))
@@ -55,21 +56,22 @@ class WebhookSender:
                     await resp.read()
                     if resp.status < 300:
                         self.delivered += 1
-                        log.info("webhook delivered", url=url, status=resp.status, attempt=attempt)
+                        log.info("webhook delivered", url=safe_url(url), status=resp.status, attempt=attempt)
                         return True
                     if resp.status < 500 and resp.status != 429:
                         self.failed += 1
-                        log.warning("webhook refused", url=url, status=resp.status, attempt=attempt)
+                        log.warning("webhook refused", url=safe_url(url), status=resp.status, attempt=attempt)
                         return False
                     error = f"HTTP {resp.status}"
             except (aiohttp.ClientError, TimeoutError, OSError) as e:
-                error = repr(e)
+                error = repr(e).replace(url, safe_url(url))  # some errors quote the whole URL
             if attempt < self.attempts:
-                log.info("webhook delivery failed; retrying", url=url, error=error, attempt=attempt, retry_in_s=delay)
+                log.info("webhook delivery failed; retrying", url=safe_url(url), error=error, attempt=attempt,
+                         retry_in_s=delay)
                 await asyncio.sleep(delay)
                 delay *= 2
         self.failed += 1
-        log.warning("webhook delivery gave up", url=url, error=error, attempts=self.attempts)
+        log.warning("webhook delivery gave up", url=safe_url(url), error=error, attempts=self.attempts)
         return False
 
     @property

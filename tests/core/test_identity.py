@@ -156,3 +156,41 @@ async def test_totp_enrol_login_and_replay(identity, tmp_path):
     assert info.value.code == "otp_invalid"
     await identity.totp_disable(admin, "admin")
     await identity.login("admin", pw, "127.0.0.1")
+
+
+async def test_a_success_does_not_reset_the_ip_counter(identity, tmp_path):
+    pw = await identity.ensure_initial_admin(tmp_path)
+    for i in range(19):
+        with pytest.raises(Unauthorized):
+            await identity.login(f"nobody{i}", "wrong-password", "10.0.0.9")
+    await identity.login("admin", pw, "10.0.0.9")  # one good account from the spraying address...
+    with pytest.raises(Unauthorized):
+        await identity.login("nobody", "wrong-password", "10.0.0.9")
+    with pytest.raises(Throttled):  # ...did not buy it another 20 tries
+        await identity.login("nobody", "wrong-password", "10.0.0.9")
+    await identity.login("admin", pw, "10.0.0.10")  # other addresses are not affected
+
+
+async def test_a_recovery_code_is_spent_once_even_concurrently(identity, tmp_path):
+    import asyncio
+
+    import pyotp
+
+    pw = await identity.ensure_initial_admin(tmp_path)
+    admin = Principal("admin", "admin", "session", user_id=1)
+    secret = (await identity.totp_begin(admin, "admin"))["secret"]
+    codes = await identity.totp_confirm(admin, "admin", pyotp.TOTP(secret).at(identity._clock.now()))
+    assert len(codes) == 10
+    results = await asyncio.gather(*(identity.login("admin", pw, f"10.0.1.{i}", codes[3]) for i in range(4)),
+                                   return_exceptions=True)
+    assert sum(not isinstance(r, BaseException) for r in results) == 1, results
+    assert all(isinstance(r, Unauthorized) for r in results if isinstance(r, BaseException))
+    fresh = await identity.regenerate_recovery_codes(admin, "admin")
+    with pytest.raises(Unauthorized):
+        await identity.login("admin", pw, "10.0.2.1", codes[4])  # replaced
+    await identity.login("admin", pw, "10.0.2.1", fresh[4])
+    assert (await identity.get_user("admin"))["recovery_codes_left"] == 9
+    await identity.totp_disable(admin, "admin")
+    assert (await identity.get_user("admin"))["recovery_codes_left"] == 0
+    row = await identity._store.fetchone("SELECT COUNT(*) FROM recovery_codes")
+    assert row[0] == 0

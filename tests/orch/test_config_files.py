@@ -1,0 +1,75 @@
+"""`config_files` stay inside the workdir: refused in the spec with the `path:` line, and refused by the
+writer when a symlink on disk would lead the write elsewhere."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from orch._files import ConfigFileRefused, write_inside
+from orch.spec import SpecError, config_path_problem, load_spec, validate_mapping
+
+
+@pytest.mark.parametrize(("path", "workdir", "ok"), [
+    ("app.ini", "/srv/a", True),
+    ("conf/app.ini", "/srv/a", True),
+    ("./conf/../app.ini", "/srv/a", True),
+    ("/srv/a/app.ini", "/srv/a", True),
+    ("/srv/a/sub/../app.ini", "/srv/a", True),
+    ("${installPath}/app.ini", "/srv/a", True),  # a variable is one opaque component here
+    ("../app.ini", "/srv/a", False),
+    ("conf/../../app.ini", "/srv/a", False),
+    ("../../../../etc/cron.d/x", "/srv/a", False),
+    ("/etc/passwd", "/srv/a", False),
+    ("/srv/ab/app.ini", "/srv/a", False),  # a sibling sharing the prefix
+    ("/srv/a", "/srv/a", False),  # the workdir itself is not a file
+    (".", "/srv/a", False),
+    ("/srv/a/../a2/x", "/srv/a", False),
+    ("app.ini", None, False),  # no workdir: nothing to be inside of
+    ("app\0.ini", "/srv/a", False),
+])
+def test_config_path_table(path, workdir, ok):
+    assert (config_path_problem(path, workdir) is None) == ok
+
+
+def test_escaping_path_is_a_spec_error_on_its_own_line():
+    text = ("name: web\ncmd: ./run\nworkdir: /srv/web\nconfig_files:\n"
+            "  - path: ok.ini\n    content: a\n"
+            "  - path: ../../etc/cron.d/evil\n    content: '* * * * * root sh -c id'\n"
+            "  - path: /etc/ssh/sshd_config\n    content: x\n")
+    with pytest.raises(SpecError) as info:
+        load_spec(text, "web.yaml")
+    got = [(p.line, p.field) for p in info.value.problems]
+    assert got == [(7, "config_files[1].path"), (9, "config_files[2].path")]
+    assert "outside the workdir /srv/web" in str(info.value.problems[1])
+    with pytest.raises(SpecError):  # the API's JSON form too
+        validate_mapping({"name": "web", "cmd": "x", "workdir": "/srv/web",
+                          "config_files": [{"path": "../x", "content": ""}]})
+
+
+def test_writer_writes_inside_with_mode(tmp_path: Path):
+    written = write_inside(str(tmp_path), "conf/deep/app.ini", "x=1\n", 0o600)
+    assert Path(written) == tmp_path / "conf/deep/app.ini"
+    assert (tmp_path / "conf/deep/app.ini").read_text() == "x=1\n"
+    assert (tmp_path / "conf/deep/app.ini").stat().st_mode & 0o777 == 0o600
+
+
+def test_writer_refuses_symlinked_directory_and_file(tmp_path: Path):
+    work, outside = tmp_path / "work", tmp_path / "outside"
+    work.mkdir()
+    outside.mkdir()
+    (work / "conf").symlink_to(outside)
+    with pytest.raises(ConfigFileRefused, match="symlink"):
+        write_inside(str(work), "conf/app.ini", "x", 0o644)
+    victim = outside / "victim"
+    victim.write_text("keep")
+    (work / "app.ini").symlink_to(victim)
+    with pytest.raises(ConfigFileRefused, match="symlink"):
+        write_inside(str(work), "app.ini", "overwritten", 0o644)
+    assert victim.read_text() == "keep"
+    assert list(outside.iterdir()) == [victim]
+    with pytest.raises(ConfigFileRefused, match="outside"):
+        write_inside(str(work), "../outside/x", "x", 0o644)
+    assert os.listdir(outside) == ["victim"]
