@@ -469,7 +469,9 @@ class Exchange:
             self.force_new = True
             self.state.tasks.spawn("reconnect", self._connect(t))
             return
-        if record_failure(t, self.state.clock(), self.state.health_policy):
+        # Closed while the request body was still arriving: the origin may have given up on a slow or
+        # stalled client, which says nothing about its health (nginx and HAProxy do not count it either).
+        if self.req_ended and record_failure(t, self.state.clock(), self.state.health_policy):
             log.warning("upstream ejected", target=t.key)
         self.error(502, "the upstream closed the connection without answering")
         self.client.flush()

@@ -148,8 +148,17 @@ class ClientConnection:
             self.flush()
 
     def eof_received(self) -> bool | None:
-        # The client half-closed. With nothing in flight close now; else let the response finish first.
-        if not self.queue:
+        # The client half-closed. With nothing in flight close now. A request whose body is incomplete
+        # can never complete, and one whose response has not begun is abandoned (nginx and HAProxy read
+        # EOF there as the client going away): close, so the exchanges end as 499 and free their upstream
+        # connections now instead of holding them until the origin times out. Once a response is under
+        # way it is finished (a half-closing client still reads it).
+        queue = self.queue
+        if not queue:
+            return None
+        if self.tunnel is None and not self.upgrading and (
+                not queue[-1].request_complete or not queue[0].response_started):
+            self.abort()
             return None
         self.closing = True
         return True
