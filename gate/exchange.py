@@ -29,6 +29,7 @@ from gate.h1 import (
     RequestInfo,
     ResponseFraming,
     response_framing,
+    switch_matches,
     upstream_request_head,
 )
 from gate.metrics import Stats, record_request
@@ -414,6 +415,15 @@ class Exchange:
         if self.info.upgrade is None or self.status != 101:
             self.on_upstream_failed(up, HttpError(502, "the upstream switched protocols unasked"), protocol_error=True)
             return
+        if not switch_matches(self.info.upgrade, self.headers_101):
+            # A tunnel to a protocol the client did not ask for (h2c, say) would carry requests past the
+            # route's rules: refused, both connections closed, nothing relayed. Not counted against the
+            # upstream's health: the client chose what to ask for.
+            log.warning("upstream switched to a protocol not asked for", target=up.target.key,
+                        asked=self.info.upgrade.decode("latin-1"), request_id=self.request_id)
+            self._drop_upstream(failed=False)
+            self.error(502, "the upstream switched to a protocol the client did not ask for", close=True)
+            return
         client.send_switch(list(self.headers_101), self.info.upgrade, rest)
         self.response_started = True
         self.upstream_ms = (self.state.timer() - self.up_started) * 1000
@@ -523,7 +533,10 @@ class Exchange:
                 close: bool = False) -> None:
         if self.finished:
             return
-        close = close or not self.keep_alive or self.client.closing or (not self.req_ended and self.info.has_body)
+        info = self.info
+        # (A request that asked to switch protocols has left its connection expecting a tunnel: closed.)
+        close = (close or not self.keep_alive or self.client.closing or (not self.req_ended and info.has_body)
+                 or info.upgrade is not None)
         hdrs = [(b"X-Request-Id", self.request_id.encode()), *headers]
         self.client.send_simple(status, body, ctype, keep_alive=not close, headers=hdrs,
                                 head_only=self.method == b"HEAD")
