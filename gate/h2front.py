@@ -286,14 +286,13 @@ class H2Front(asyncio.Protocol):
             self.ack(sid, n)  # type: ignore[arg-type]
 
     def _on_trailers(self, ev: TrailersReceived) -> None:
-        """Request trailers: forwarded as chunked trailers when the upstream is attached and the body
-        is chunked; otherwise dropped (HTTP/1.1 upstreams rarely read them)."""
+        """Request trailers: forwarded as chunked trailers when the body is chunked (the exchange writes
+        them as its last chunk, at the stream's end); otherwise dropped (HTTP/1.1 upstreams rarely read them)."""
         s = self.streams.get(ev.stream_id)  # type: ignore[arg-type]
         if s is None or s.ex is None:
             return
         ex = s.ex
-        up = ex.up
-        if up is not None and up.transport is not None and ex.info.chunked and not ex.req_ended and not ex.finished:
+        if ex.info.chunked and not ex.req_ended and not ex.finished:
             lines = [b"0\r\n"]
             for name, value in ev.headers or ():
                 try:
@@ -303,8 +302,7 @@ class H2Front(asyncio.Protocol):
                 if name not in (b"content-length", b"host", b"te"):
                     lines += (name, b": ", value, b"\r\n")
             lines.append(b"\r\n")
-            up.transport.write(b"".join(lines))
-            ex.req_ended = True  # the terminating chunk is written; on_request_end must not write another
+            ex.req_trailers = b"".join(lines)  # written in place of the last chunk (the stream's end follows)
 
     def _on_reset(self, ev: StreamReset) -> None:
         s = self.streams.get(ev.stream_id)  # type: ignore[arg-type]

@@ -102,8 +102,8 @@ async def test_http1_clients_aborting_bodies_do_not_eject_the_upstream(gate_fact
     attackers = []
     for _ in range(20):
         _, w = await asyncio.open_connection("127.0.0.1", g.port)
-        # Larger than the request buffer: the head and the first bytes go upstream before the abort.
-        w.write(b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 1000000\r\n\r\n" + b"x" * 1000)
+        # More than the request buffer (64 KiB): the head and the first bytes go upstream before the abort.
+        w.write(b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 1000000\r\n\r\n" + b"x" * 70000)
         await w.drain()
         attackers.append(w)
     await wait_for(lambda: len(o.heads) == 20)
@@ -143,7 +143,9 @@ async def test_http1_client_closing_while_awaiting_the_response_frees_the_upstre
 async def test_http2_stream_resets_mid_body_and_while_waiting_free_the_upstream(gate_factory, tmp_path: Path):
     g: Gate = await gate_factory(eject_after_failures=2, eject_backoff_s=30)
     o = await RawOrigin.start()
-    g.set_routes({"host": "a.test", "upstreams": [o.addr]}, {"host": "b", "upstreams": [o.addr]})
+    # (A small request buffer: the 1000 body bytes below pass it, so the upstream is engaged.)
+    g.set_routes({"host": "a.test", "upstreams": [o.addr], "request_buffer_bytes": 512},
+                 {"host": "b", "upstreams": [o.addr]})
     tg = await start_tls(g, tmp_path)
     tg.publish("a.test")
     h = await RawH2.open(tg)
