@@ -219,6 +219,11 @@ class Exchange:
 
     async def _connect(self, t: TargetHealth) -> None:
         st = self.state
+        if self.finished or self.client.closed:
+            # Gone before this task's first step: an HTTP/2 stream reset in the same read as its HEADERS
+            # (rapid reset) dials nothing, instead of leaving the origin one more pooled connection.
+            self.force_new = False
+            return
         try:
             conn = await st.pool.open(t, st.config.connect_timeout_s)
         except TimeoutError:
