@@ -157,6 +157,7 @@ def run_probe(port: int, seconds: float, interval_ms: float, timeout_s: float) -
     """Prints one JSON line: latencies (ms) of `GET /probe` on probe.bench, statuses, timeouts, errors."""
     request = b"GET /probe HTTP/1.1\r\nHost: probe.bench\r\nUser-Agent: bench-probe\r\n\r\n"
     lat: list[float] = []
+    at: list[float] = []  # when each probe started, seconds into the run
     statuses: dict[str, int] = {}
     timeouts = errors = 0
     sock: socket.socket | None = None
@@ -168,6 +169,7 @@ def run_probe(port: int, seconds: float, interval_ms: float, timeout_s: float) -
         if now >= end:
             break
         t0 = now
+        at.append(round(t0 - start, 3))
         try:
             if sock is None:
                 sock = socket.create_connection(("127.0.0.1", port), timeout=timeout_s)
@@ -201,7 +203,7 @@ def run_probe(port: int, seconds: float, interval_ms: float, timeout_s: float) -
             next_at = time.monotonic()  # behind (a stall): no catch-up burst
     if sock is not None:
         sock.close()
-    print(json.dumps({"lat": lat, "statuses": statuses, "timeouts": timeouts, "errors": errors}))
+    print(json.dumps({"lat": lat, "at": at, "statuses": statuses, "timeouts": timeouts, "errors": errors}))
 
 
 # --- the attacks (own process) ---------------------------------------------------------------------------
@@ -500,8 +502,9 @@ def _row(label: str, probe: dict[str, Any]) -> str:
     lat = probe.get("lat", [])
     bad = sum(v for k, v in probe.get("statuses", {}).items() if k != "200")
     worst = max(lat, default=float("nan"))
+    when = probe["at"][lat.index(worst)] if lat and len(probe.get("at", [])) == len(lat) else float("nan")
     return (f"  {label:<9} {len(lat):>6} {_pct(lat, 0.5):>8.2f} {_pct(lat, 0.99):>8.2f} {worst:>9.2f}"
-            f" {bad:>7} {probe.get('timeouts', 0):>8} {probe.get('errors', 0):>6}")
+            f" {when:>8.2f} {bad:>7} {probe.get('timeouts', 0):>8} {probe.get('errors', 0):>6}")
 
 
 def main() -> int:
@@ -511,6 +514,7 @@ def main() -> int:
     ap.add_argument("--only", default="", help=f"comma-separated subset of {','.join(ATTACKS)}")
     ap.add_argument("--probe-interval-ms", type=float, default=10.0)
     ap.add_argument("--probe-timeout", type=float, default=2.0, help="seconds; a slower probe counts as this")
+    ap.add_argument("--keep-logs", type=Path, metavar="DIR", help="copy each fsctl serve's log into DIR")
     ap.add_argument("--run-origin", type=int, metavar="PORT", help=argparse.SUPPRESS)
     ap.add_argument("--run-probe", nargs=4, metavar=("PORT", "S", "MS", "TIMEOUT"), help=argparse.SUPPRESS)
     ap.add_argument("--run-attack", nargs=3, metavar=("NAME", "PARAMS", "S"), help=argparse.SUPPRESS)
@@ -564,6 +568,9 @@ def main() -> int:
                 results.append((name, base, under, attack))
             finally:
                 srv.stop()
+                if args.keep_logs:
+                    args.keep_logs.mkdir(parents=True, exist_ok=True)
+                    shutil.copy(srv.log, args.keep_logs / f"serve-{name}.log")
             print(f"  {name}: done ({time.monotonic() - started:.0f} s)", file=sys.stderr, flush=True)
     finally:
         origin.terminate()
@@ -576,8 +583,8 @@ def main() -> int:
     print(f"\nattack benchmark — fsctl serve (a fresh one per attack), probe GET every {args.probe_interval_ms:g} ms "
           f"to probe.bench; {args.seconds:g} s per attack, {args.baseline_seconds:g} s baseline; probe timeout "
           f"{args.probe_timeout:g} s; load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}\n")
-    print(f"  {'':<9} {'probes':>6} {'p50 ms':>8} {'p99 ms':>8} {'p100 ms':>9} {'non-200':>7} {'timeouts':>8} "
-          f"{'errors':>6}")
+    print(f"  {'':<9} {'probes':>6} {'p50 ms':>8} {'p99 ms':>8} {'p100 ms':>9} {'p100 at':>8} {'non-200':>7} "
+          f"{'timeouts':>8} {'errors':>6}")
     verdicts = []
     for name, base, under, attack in results:
         print(f"{name}  (attack: {attack.get('requests', '?')} requests/connections, "

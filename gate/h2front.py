@@ -66,6 +66,7 @@ MAX_CONCURRENT_STREAMS = 100
 STREAM_WINDOW = 256 * 1024
 CONNECTION_WINDOW = 1024 * 1024
 RESET_RATE_PER_S, RESET_BURST = 100.0, 200
+_SLICE = 4096  # bytes of input handled per loop iteration (see `H2Front.data_received`)
 CONTROL_RATE_PER_S, CONTROL_BURST = 200.0, 1000
 
 
@@ -95,6 +96,7 @@ class H2Front(asyncio.Protocol):
         self.closed = False
         self.goaway_last: int | None = None  # last stream id accepted once draining
         self._tail = b""  # a GOAWAY to write after h2's own bytes
+        self._backlog = b""  # received bytes not handled yet (see `data_received`)
         self._scheduled = False
         self.deadline = 0.0
         self.write_deadline = 0.0
@@ -126,6 +128,35 @@ class H2Front(asyncio.Protocol):
         self.schedule_flush()
 
     def data_received(self, data: bytes) -> None:
+        # At most _SLICE bytes are handled per loop iteration: h2 parses all it is given before the first
+        # event is handled, and a read can hold thousands of frames (a rapid-reset burst: ~100 ms of h2
+        # parsing). The rest waits, reading paused, for the next iteration, so other connections' events
+        # interleave and a flood is cut off (GOAWAY) after one slice past its budget.
+        if self._backlog:
+            self._backlog += data
+            return
+        if len(data) > _SLICE:
+            self._backlog = data[_SLICE:]
+            data = data[:_SLICE]
+            if self.transport is not None:
+                self.transport.pause_reading()
+            asyncio.get_running_loop().call_soon(self._continue)
+        self._receive(data)
+
+    def _continue(self) -> None:
+        data = self._backlog
+        self._backlog = b""
+        if self.closed or self.transport is None:
+            return
+        if len(data) > _SLICE:
+            self._backlog = data[_SLICE:]
+            data = data[:_SLICE]
+            asyncio.get_running_loop().call_soon(self._continue)
+        else:
+            self.transport.resume_reading()
+        self._receive(data)
+
+    def _receive(self, data: bytes) -> None:
         if self.closed:
             return
         try:

@@ -174,3 +174,27 @@ async def test_http2_stream_resets_mid_body_and_while_waiting_free_the_upstream(
     assert [e.status for e in g.sink.entries if e.host == "a.test"] == [499] * 20
     h.close()
     o.close()
+
+
+async def test_http2_rapid_reset_dials_no_upstream_connections(gate_factory, tmp_path: Path):
+    """Streams reset in the same read as their HEADERS end before their connect task runs: the origin
+    is not handed one new (then pooled) connection per reset stream."""
+    g: Gate = await gate_factory()
+    o = await RawOrigin.start()
+    g.set_routes({"host": "a.test", "upstreams": [o.addr]})
+    tg = await start_tls(g, tmp_path)
+    tg.publish("a.test")
+    h = await RawH2.open(tg, auto_ack=True)
+    for _ in range(150):  # under the per-connection reset budget: the connection stays up
+        sid = h.conn.get_next_available_stream_id()
+        h.conn.send_headers(sid, [(b":method", b"GET"), (b":scheme", b"https"), (b":authority", b"a.test"),
+                                  (b":path", b"/ok")], end_stream=True)
+        h.conn.reset_stream(sid, ErrorCodes.CANCEL)
+    h.send()
+    sid = h.request("/ok")
+    await h.pump(lambda: h.ended(sid))
+    assert h.status(sid) == 200
+    assert g.state.pool.created <= 3, g.state.pool.created  # the last request's connection (and a little slack)
+    assert len(o.heads) <= 3
+    h.close()
+    o.close()
