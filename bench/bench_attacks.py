@@ -4,7 +4,8 @@
 For each attack a fresh `fsctl serve` (temp data dir, edge and console on 127.0.0.1) gets three routes
 to one origin: `probe.bench` (the unrelated site), `upload.bench` and `auth.bench` (Basic auth, a
 bcrypt cost-12 hash). A probe process then requests `GET /probe` on `probe.bench` every ~10 ms over
-one keep-alive connection, first with no attack (`--baseline-seconds`), then while an attacker
+one keep-alive connection, first with no attack (`--baseline-seconds`, by default as long as the
+attack: on a shared machine the probe alone shows stalls too), then while an attacker
 process runs the attack for `--seconds`; the probe's p50/p99/p100 latency, its failures and the
 attack's request count are printed side by side. Goal (issue 13): p100 under 50 ms during every
 attack. The attacks:
@@ -21,7 +22,7 @@ attack. The attacks:
 A probe request taking longer than `--probe-timeout` counts as that long (a lower bound) and as a
 timeout. Load goes only to 127.0.0.1 and every run is bounded in time.
 
-    .venv/bin/python bench/bench_attacks.py [--seconds 10] [--baseline-seconds 3] [--only NAME[,NAME]]
+    .venv/bin/python bench/bench_attacks.py [--seconds 10] [--baseline-seconds S] [--only NAME[,NAME]]
 """
 
 from __future__ import annotations
@@ -510,7 +511,8 @@ def _row(label: str, probe: dict[str, Any]) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=10.0, help="each attack's duration (default 10)")
-    ap.add_argument("--baseline-seconds", type=float, default=3.0, help="the probe alone, before each attack")
+    ap.add_argument("--baseline-seconds", type=float, default=None,
+                    help="the probe alone, before each attack (default: as long as the attack)")
     ap.add_argument("--only", default="", help=f"comma-separated subset of {','.join(ATTACKS)}")
     ap.add_argument("--probe-interval-ms", type=float, default=10.0)
     ap.add_argument("--probe-timeout", type=float, default=2.0, help="seconds; a slower probe counts as this")
@@ -519,6 +521,8 @@ def main() -> int:
     ap.add_argument("--run-probe", nargs=4, metavar=("PORT", "S", "MS", "TIMEOUT"), help=argparse.SUPPRESS)
     ap.add_argument("--run-attack", nargs=3, metavar=("NAME", "PARAMS", "S"), help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.baseline_seconds is None:
+        args.baseline_seconds = args.seconds
     if args.run_origin:
         run_origin(args.run_origin)
         return 0
