@@ -115,6 +115,16 @@ async def test_chunked_small_body_is_forwarded_whole(gate_factory):
     o.close()
 
 
+async def test_pipelined_requests_with_bodies_are_each_buffered_and_answered_in_order(gate_factory):
+    g, o = await _gate(gate_factory)
+    out = await g.raw(b"POST /1 HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc"
+                      b"POST /2 HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nde\r\n0\r\n\r\n"
+                      b"POST /3 HTTP/1.0\r\nHost: a\r\nContent-Length: 1\r\n\r\nf")
+    assert out.count(b"HTTP/1.1 200 OK") == 3, out
+    assert o.bodies == [b"abc", b"de", b"f"] and [h.split(b" ")[1] for h in o.heads] == [b"/1", b"/2", b"/3"]
+    o.close()
+
+
 async def test_expect_100_continue_is_answered_by_the_gate_when_it_buffers(gate_factory):
     g, o = await _gate(gate_factory, max_body_bytes=1000)
     reader, writer = await asyncio.open_connection("127.0.0.1", g.port)
