@@ -21,6 +21,7 @@ import structlog
 
 from core.ports import AccessLogEntry
 from gate._static_io import serve_static
+from gate._upgrade import switch_matches
 from gate.balancer import TargetHealth, pick, record_failure, record_success, retry_after_s
 from gate.h1 import (
     IDEMPOTENT,
@@ -29,7 +30,6 @@ from gate.h1 import (
     RequestInfo,
     ResponseFraming,
     response_framing,
-    switch_matches,
     upstream_request_head,
 )
 from gate.metrics import Stats, record_request

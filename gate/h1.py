@@ -12,6 +12,7 @@ raw bytes), so the upstream sees exactly the message the gate saw.
 
 from __future__ import annotations
 
+from gate._upgrade import strip_h2c
 from gate.router import parse_host_header
 
 HOP_BY_HOP = frozenset({
@@ -243,14 +244,6 @@ def check_request(method: bytes, url: bytes, version: str, headers: list[tuple[b
     return RequestInfo(host, host_header, target.decode("latin-1"), content_length, chunked,
                        expect == b"100-continue" and version == "1.1", upgrade, conn,
                        lines if conn <= _STANDARD_TOKENS else None, hop)
-
-
-def strip_h2c(upgrade: bytes) -> bytes | None:
-    """An Upgrade value without `h2c` (RFC 9113 §3.1 retired cleartext upgrades; an h2c upgrade through
-    the gate would give the client an HTTP/2 session with the origin past the route's rules). None when
-    nothing remains: the request is then an ordinary one."""
-    kept = [t.strip() for t in upgrade.split(b",") if t.strip() and t.strip().lower() != b"h2c"]
-    return b", ".join(kept) if kept else None
 
 
 _UNIONS: dict[tuple[frozenset[bytes], frozenset[bytes], frozenset[bytes]], frozenset[bytes]] = {}
@@ -613,16 +606,3 @@ def last_chunk(trailers: list[tuple[bytes, bytes]] | None, remove: frozenset[byt
 
 LAST_CHUNK = b"0\r\n\r\n"
 
-
-def switch_matches(requested: bytes, headers: list[tuple[bytes, bytes]] | tuple[tuple[bytes, bytes], ...]) -> bool:
-    """Whether a 101's `Upgrade` names only protocols the client's `Upgrade` asked for (RFC 9110 §7.8:
-    a server switches to one of those). Names compare case-insensitively; a name asked without a version accepts any."""
-    asked = {_protocol_token(t) for t in requested.split(b",") if t.strip()}
-    answered = [_protocol_token(t) for name, value in headers if name.lower() == b"upgrade"
-                for t in value.split(b",") if t.strip()]
-    return bool(answered) and all(t in asked or (t[0], b"") in asked for t in answered)
-
-
-def _protocol_token(token: bytes) -> tuple[bytes, bytes]:
-    name, _, version = token.strip().partition(b"/")
-    return name.strip().lower(), version.strip()

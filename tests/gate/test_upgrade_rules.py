@@ -8,7 +8,8 @@ import asyncio
 
 import pytest
 
-from gate.h1 import check_request, switch_matches
+from gate._upgrade import switch_matches
+from gate.h1 import check_request
 from tests.gate.conftest import Gate
 
 H2C = b"Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n"
