@@ -66,7 +66,8 @@ MAX_CONCURRENT_STREAMS = 100
 STREAM_WINDOW = 256 * 1024
 CONNECTION_WINDOW = 1024 * 1024
 RESET_RATE_PER_S, RESET_BURST = 100.0, 200
-_SLICE = 4096  # bytes of input handled per loop iteration (see `H2Front.data_received`)
+FRAMES_PER_TURN = 32  # HTTP/2 frames handled per loop iteration (see `H2Front.data_received`)
+PREFACE_BYTES = 24  # the client connection preface, before the first frame
 CONTROL_RATE_PER_S, CONTROL_BURST = 200.0, 1000
 
 
@@ -97,6 +98,7 @@ class H2Front(asyncio.Protocol):
         self.goaway_last: int | None = None  # last stream id accepted once draining
         self._tail = b""  # a GOAWAY to write after h2's own bytes
         self._backlog = b""  # received bytes not handled yet (see `data_received`)
+        self._scan = (PREFACE_BYTES, b"")  # where the next frame starts: see `frame_cut`
         self._scheduled = False
         self.deadline = 0.0
         self.write_deadline = 0.0
@@ -128,16 +130,18 @@ class H2Front(asyncio.Protocol):
         self.schedule_flush()
 
     def data_received(self, data: bytes) -> None:
-        # At most _SLICE bytes are handled per loop iteration: h2 parses all it is given before the first
-        # event is handled, and a read can hold thousands of frames (a rapid-reset burst: ~100 ms of h2
-        # parsing). The rest waits, reading paused, for the next iteration, so other connections' events
-        # interleave and a flood is cut off (GOAWAY) after one slice past its budget.
+        # At most FRAMES_PER_TURN frames are handled per loop iteration: h2 parses all it is given before
+        # the first event is handled, and one read can hold thousands of small frames (a rapid-reset
+        # burst: ~100 ms of h2 parsing). The rest waits, reading paused, for the next iteration, so other
+        # connections' events interleave and a flood is cut off (GOAWAY) a few frames past its budget.
+        # Bulk DATA (16 KiB frames) is not cut: a read holds few frames.
         if self._backlog:
             self._backlog += data
             return
-        if len(data) > _SLICE:
-            self._backlog = data[_SLICE:]
-            data = data[:_SLICE]
+        cut, self._scan = frame_cut(data, self._scan, FRAMES_PER_TURN)
+        if cut < len(data):
+            self._backlog = data[cut:]
+            data = data[:cut]
             if self.transport is not None:
                 self.transport.pause_reading()
             asyncio.get_running_loop().call_soon(self._continue)
@@ -148,9 +152,10 @@ class H2Front(asyncio.Protocol):
         self._backlog = b""
         if self.closed or self.transport is None:
             return
-        if len(data) > _SLICE:
-            self._backlog = data[_SLICE:]
-            data = data[:_SLICE]
+        cut, self._scan = frame_cut(data, self._scan, FRAMES_PER_TURN)
+        if cut < len(data):
+            self._backlog = data[cut:]
+            data = data[:cut]
             asyncio.get_running_loop().call_soon(self._continue)
         else:
             self.transport.resume_reading()
@@ -471,3 +476,30 @@ class H2Front(asyncio.Protocol):
 
 
 __all__: list[Any] = ["H2Front", "H2Stream"]
+
+
+def frame_cut(data: bytes, scan: tuple[int, bytes], limit: int) -> tuple[int, tuple[int, bytes]]:
+    """Where to cut `data` so that at most `limit` HTTP/2 frames start before the cut (`len(data)` when
+    fewer do), following frame lengths across reads. `scan` is (bytes of the current frame, or of the
+    connection preface, still to come; the start of a frame header split across reads); the second
+    value returned is the scan state after the cut. Pure: only frame headers' lengths are read."""
+    n = len(data)
+    skip, head = scan
+    i = 0
+    frames = 0
+    if head:
+        h = head + data[:9 - len(head)]
+        if len(h) < 9:
+            return n, (0, h)
+        i = 9 - len(head) + ((h[0] << 16) | (h[1] << 8) | h[2])
+        frames = 1
+    else:
+        i = skip
+    while i < n:
+        if frames >= limit:
+            return i, (0, b"")
+        if i + 9 > n:
+            return n, (0, data[i:])
+        i += 9 + ((data[i] << 16) | (data[i + 1] << 8) | data[i + 2])
+        frames += 1
+    return n, (i - n, b"")
