@@ -9,7 +9,7 @@ time per run (`--seconds`, default 5). Then, because single runs on a shared mac
 `--pairs` alternating short gate/nginx runs at 50 connections give the median ratio (the verdict).
 
     .venv/bin/python bench/bench_gate.py [--seconds 5] [--connections 50] [--pairs 6] [--profile]
-    .venv/bin/python bench/bench_gate.py --micro [--access-log]
+    .venv/bin/python bench/bench_gate.py --micro [--access-log] [--body BYTES]
 
 `--micro` measures only the gate's own Python work per request, in process: a `ClientConnection` and a
 pooled `UpstreamConnection` on fake transports, fed a wrk-like GET and an nginx-like response (no
@@ -125,8 +125,9 @@ class _FakeTransport:
         pass
 
 
-def micro(requests: int = 50_000, rounds: int = 7, access_log: bool = False) -> float:
-    """Best-of-`rounds` process CPU µs per proxied request through the gate's HTTP/1.1 path."""
+def micro(requests: int = 50_000, rounds: int = 7, access_log: bool = False, body: int = 0) -> float:
+    """Best-of-`rounds` process CPU µs per proxied request through the gate's HTTP/1.1 path (a GET, or
+    with `body` a POST of that many bytes, which the gate buffers whole before the upstream)."""
     from gate.config import GateConfig
     from gate.proxy import ClientConnection
     from gate.routes import Route, RouteSpec
@@ -149,6 +150,9 @@ def micro(requests: int = 50_000, rounds: int = 7, access_log: bool = False) -> 
     out = _FakeTransport()
     client.connection_made(out)  # type: ignore[arg-type]
     request = b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nUser-Agent: wrk\r\n\r\n"
+    if body:
+        request = (b"POST / HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nUser-Agent: wrk\r\nContent-Length: %d\r\n\r\n"
+                   % body + b"x" * body)
     response = (b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Mon, 23 Nov 2026 13:00:00 GMT\r\n"
                 b"Content-Type: text/plain\r\nContent-Length: 3\r\nConnection: keep-alive\r\n\r\nok\n")
     best = float("inf")
@@ -373,6 +377,7 @@ def main() -> int:
     ap.add_argument("--pair-seconds", type=float, default=3.0)
     ap.add_argument("--micro", action="store_true", help="only the in-process per-request Python cost")
     ap.add_argument("--access-log", action="store_true", help="--micro: with an access-log sink")
+    ap.add_argument("--body", type=int, default=0, help="--micro: POST bodies of this many bytes instead of GET")
     ap.add_argument("--run-gate", nargs=2, metavar=("PORT", "UPSTREAM"), help=argparse.SUPPRESS)
     ap.add_argument("--run-origin", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -383,9 +388,10 @@ def main() -> int:
         run_origin(args.run_origin)
         return 0
     if args.micro:
-        print(f"gate per-request Python cost (in process, fake transports, best of 7 x 50000): "
-              f"{micro(access_log=args.access_log):.2f} µs{' with an access-log sink' if args.access_log else ''}"
-              f"; {gate_build()}")
+        what = f"POST {args.body} B" if args.body else "GET"
+        print(f"gate per-request Python cost (in process, fake transports, best of 7 x 50000, {what}): "
+              f"{micro(access_log=args.access_log, body=args.body):.2f} µs"
+              f"{' with an access-log sink' if args.access_log else ''}; {gate_build()}")
         return 0
     if not shutil.which("wrk"):
         print("bench-gate needs wrk (apt-get install wrk)", file=sys.stderr)

@@ -60,6 +60,11 @@ def build_spec(args: argparse.Namespace) -> dict[str, Any]:
             spec["max_body_bytes"] = parse_size(args.max_body)
         except ValueError as e:
             raise CliError(f"--max-body: {e}") from e
+    if args.request_buffer:
+        try:
+            spec["request_buffer_bytes"] = parse_size(args.request_buffer)
+        except ValueError as e:
+            raise CliError(f"--request-buffer: {e}") from e
     pol: dict[str, Any] = {}
     if args.redirect_https:
         pol["redirect_https"] = True
@@ -153,6 +158,8 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--balance", choices=["round_robin", "least_conn"], default="round_robin")
     p.add_argument("--methods", help="allowed methods, e.g. GET,POST")
     p.add_argument("--max-body", help="request body limit, e.g. 10M (default: the gate's)")
+    p.add_argument("--request-buffer", help="bodies up to this size are received whole before the upstream is "
+                   "contacted, e.g. 1Mi; 0 streams at once (default: the gate's, 64Ki)")
     p.add_argument("--static-dir", help="serve files from this directory instead of upstreams")
     p.add_argument("--static-dotfiles", choices=["deny", "allow"],
                    help="serve files whose name starts with '.' (default deny: 404; .well-known/ always served)")

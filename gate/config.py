@@ -18,6 +18,9 @@ class GateConfig(BaseModel):
     max_header_bytes: int = Field(default=32 * 1024, ge=1024, le=1024 * 1024)
     max_header_count: int = Field(default=100, ge=8, le=10_000)
     max_body_bytes: int = Field(default=100 * 1024 * 1024, ge=0, description="per-route default; 0 = no limit")
+    request_buffer_bytes: int = Field(default=64 * 1024, ge=0, le=64 * 1024 * 1024,
+                                      description="per-route default: a request body up to this size is received "
+                                                  "whole before the upstream is contacted; 0 = stream at once")
     header_timeout_s: float = Field(default=10.0, gt=0, le=600)
     body_timeout_s: float = Field(default=60.0, gt=0, le=3600, description="longest pause inside a request body")
     keepalive_timeout_s: float = Field(default=75.0, gt=0, le=3600)

@@ -10,12 +10,13 @@ from gate.state cimport ProxyState, RouteRuntime
 cdef class Exchange:
     cdef public object client, method, version, headers, request_id, upstream_target, up, target
     cdef public object target_stats, tried, body_buf, tunnel_buf, upstream_ms, upstream_key, headers_101
+    cdef public bytes req_trailers
     cdef public RequestInfo info
     cdef public RouteRuntime rt
     cdef public ProxyState state
     cdef public ResponseFraming framing
     cdef public bint keep_alive, req_ended, response_started, finished, interim, sent_continue, retry_ok
-    cdef public bint retried_stale, force_new
+    cdef public bint retried_stale, force_new, buffering
     cdef public Py_ssize_t body_buf_size, req_bytes, bytes_out, status
     cdef public double started, up_started
 

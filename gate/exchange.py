@@ -21,6 +21,7 @@ import structlog
 
 from core.ports import AccessLogEntry
 from gate._static_io import serve_static
+from gate._upgrade import switch_matches
 from gate.balancer import TargetHealth, pick, record_failure, record_success, retry_after_s
 from gate.h1 import (
     IDEMPOTENT,
@@ -49,11 +50,11 @@ _PROTOCOLS = {"1.1": "HTTP/1.1", "1.0": "HTTP/1.0", "2": "HTTP/2"}
 class Exchange:
     """One request and its response; compiled, a typed extension class (see `exchange.pxd`)."""
 
-    __slots__ = ("body_buf", "body_buf_size", "bytes_out", "client", "finished", "force_new", "framing", "headers",
-                 "headers_101", "info", "interim", "keep_alive", "method", "req_bytes", "req_ended", "request_id",
-                 "response_started", "retried_stale", "retry_ok", "rt", "sent_continue", "started", "state", "status",
-                 "target", "target_stats", "tried", "tunnel_buf", "up", "up_started", "upstream_key", "upstream_ms",
-                 "upstream_target", "version")
+    __slots__ = ("body_buf", "body_buf_size", "buffering", "bytes_out", "client", "finished", "force_new", "framing",
+                 "headers", "headers_101", "info", "interim", "keep_alive", "method", "req_bytes", "req_ended",
+                 "req_trailers", "request_id", "response_started", "retried_stale", "retry_ok", "rt", "sent_continue",
+                 "started", "state", "status", "target", "target_stats", "tried", "tunnel_buf", "up", "up_started",
+                 "upstream_key", "upstream_ms", "upstream_target", "version")
 
     def __init__(self, client: ClientConnection, method: bytes, version: str, headers: list[tuple[bytes, bytes]],
                  info: RequestInfo, keep_alive: bool) -> None:
@@ -79,9 +80,11 @@ class Exchange:
         self.tried: tuple[TargetHealth, ...] | list[TargetHealth] = ()
         self.body_buf: tuple[bytes, ...] | list[bytes] = ()  # lists are made on first use
         self.body_buf_size = 0
+        self.buffering = False  # receiving the request body whole (up to the route's buffer) before choosing
         self.tunnel_buf: tuple[bytes, ...] | list[bytes] = ()
         self.req_bytes = 0
         self.req_ended = False
+        self.req_trailers = b""  # a chunked request's last chunk with trailer fields (HTTP/2 trailers)
         self.bytes_out = 0
         self.status = 0
         self.framing: ResponseFraming | None = None
@@ -127,6 +130,12 @@ class Exchange:
             else:
                 self.respond(200, key_auth.encode(), b"text/plain")
             return
+        hop = info.hop
+        if hop is not None and hop.find(st.hop_id) >= 0:
+            log.warning("request loop", host=info.host, target=info.target, request_id=self.request_id)
+            self.error(508, "this request came back to the gate that forwarded it: a route's upstream leads to the "
+                            "gate itself; point it at the application instead")
+            return
         snap = st.snapshot
         m = snap.table.lookup(info.host, info.target)
         if m is None:
@@ -165,7 +174,16 @@ class Exchange:
         if rt.static_root is not None:
             serve_static(self, rt.static_root, spec.static_spa)
             return
-        self.retry_ok = self.method in IDEMPOTENT and not info.has_body
+        has_body = info.has_body
+        self.retry_ok = self.method in IDEMPOTENT and not has_body
+        if has_body and rt.buffer_bytes and not self.req_ended and self.body_buf_size <= rt.buffer_bytes:
+            # Receive the body (whole, when it fits) before taking an upstream connection: a malformed body
+            # is refused with nothing sent upstream, and a slow client holds no origin connection meanwhile.
+            self.buffering = True
+            if info.expect_continue:
+                self.sent_continue = True
+                client.send_continue()
+            return
         self.choose()
 
     def choose(self) -> None:
@@ -201,6 +219,11 @@ class Exchange:
 
     async def _connect(self, t: TargetHealth) -> None:
         st = self.state
+        if self.finished or self.client.closed:
+            # Gone before this task's first step: an HTTP/2 stream reset in the same read as its HEADERS
+            # (rapid reset) dials nothing, instead of leaving the origin one more pooled connection.
+            self.force_new = False
+            return
         try:
             conn = await st.pool.open(t, st.config.connect_timeout_s)
         except TimeoutError:
@@ -258,9 +281,13 @@ class Exchange:
         self.up_started = st.timer()
         client = self.client
         info = self.info
+        hop = info.hop
+        # Our hop id after those of the gates the request already passed (precomputed when it had none).
+        set_lines = (rt.req_set_lines if hop is None
+                     else rt.req_set_base + b"X-Infracore-Hop: " + hop + b", " + st.hop_id + b"\r\n")
         head = upstream_request_head(self.method, self.upstream_target, self.headers, info, client.client_ip,
                                      client.scheme, self.request_id.encode(), client.trusted, None,
-                                     rt.policies.req_remove, rt.req_set_lines)
+                                     rt.policies.req_remove, set_lines)
         req_ended = self.req_ended
         if self.body_buf or (req_ended and info.chunked):
             pieces = [head]
@@ -275,13 +302,13 @@ class Exchange:
                 self.body_buf_size = 0
                 client.resume_reading_for(4)
             if req_ended and chunked:
-                pieces.append(LAST_CHUNK)
+                pieces.append(self.req_trailers or LAST_CHUNK)
             head = b"".join(pieces)
         transport.write(head)
         # The upstream's answer is due once the whole request is sent; during a long upload the client's
         # body timeout (and back-pressure) govern instead.
         conn.deadline = now + rt.timeout_s if req_ended or not info.has_body else 0.0
-        if info.expect_continue and not req_ended and self.req_bytes == 0:
+        if info.expect_continue and not req_ended and self.req_bytes == 0 and not self.sent_continue:
             self.sent_continue = True
             client.send_continue()
         if client.write_paused:
@@ -308,15 +335,24 @@ class Exchange:
         else:
             self.body_buf = [data]
         self.body_buf_size += len(data)
-        if self.body_buf_size > self.state.config.high_water_bytes:
+        if self.buffering:
+            if rt is not None and self.body_buf_size > rt.buffer_bytes:
+                self.buffering = False  # larger than the buffer: streamed from here on
+                self.choose()
+        elif self.body_buf_size > self.state.config.high_water_bytes:
             self.client.pause_reading_for(4)
 
     def on_request_end(self) -> None:
         self.req_ended = True
+        if self.buffering:
+            self.buffering = False
+            if not self.finished:
+                self.choose()  # the whole body is here (and well-formed): now the upstream
+            return
         up = self.up
         if up is not None and not self.finished:
             if self.info.chunked and up.transport is not None:
-                up.transport.write(LAST_CHUNK)
+                up.transport.write(self.req_trailers or LAST_CHUNK)
             if not up.deadline and not self.client.write_paused:
                 up.deadline = self.state.clock() + self.upstream_timeout_s
 
@@ -414,6 +450,15 @@ class Exchange:
         if self.info.upgrade is None or self.status != 101:
             self.on_upstream_failed(up, HttpError(502, "the upstream switched protocols unasked"), protocol_error=True)
             return
+        if not switch_matches(self.info.upgrade, self.headers_101):
+            # A tunnel to a protocol the client did not ask for (h2c, say) would carry requests past the
+            # route's rules: refused, both connections closed, nothing relayed. Not counted against the
+            # upstream's health: the client chose what to ask for.
+            log.warning("upstream switched to a protocol not asked for", target=up.target.key,
+                        asked=self.info.upgrade.decode("latin-1"), request_id=self.request_id)
+            self._drop_upstream(failed=False)
+            self.error(502, "the upstream switched to a protocol the client did not ask for", close=True)
+            return
         client.send_switch(list(self.headers_101), self.info.upgrade, rest)
         self.response_started = True
         self.upstream_ms = (self.state.timer() - self.up_started) * 1000
@@ -469,7 +514,9 @@ class Exchange:
             self.force_new = True
             self.state.tasks.spawn("reconnect", self._connect(t))
             return
-        if record_failure(t, self.state.clock(), self.state.health_policy):
+        # Closed while the request body was still arriving: the origin may have given up on a slow or
+        # stalled client, which says nothing about its health (nginx and HAProxy do not count it either).
+        if self.req_ended and record_failure(t, self.state.clock(), self.state.health_policy):
             log.warning("upstream ejected", target=t.key)
         self.error(502, "the upstream closed the connection without answering")
         self.client.flush()
@@ -521,7 +568,10 @@ class Exchange:
                 close: bool = False) -> None:
         if self.finished:
             return
-        close = close or not self.keep_alive or self.client.closing or (not self.req_ended and self.info.has_body)
+        info = self.info
+        # (A request that asked to switch protocols has left its connection expecting a tunnel: closed.)
+        close = (close or not self.keep_alive or self.client.closing or (not self.req_ended and info.has_body)
+                 or info.upgrade is not None)
         hdrs = [(b"X-Request-Id", self.request_id.encode()), *headers]
         self.client.send_simple(status, body, ctype, keep_alive=not close, headers=hdrs,
                                 head_only=self.method == b"HEAD")

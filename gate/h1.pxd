@@ -5,7 +5,7 @@ cimport cython
 
 @cython.final
 cdef class RequestInfo:
-    cdef public object host, host_header, target, content_length, upgrade, connection_tokens, lines
+    cdef public object host, host_header, target, content_length, upgrade, connection_tokens, lines, hop
     cdef public bint chunked, expect_continue
 
 
@@ -16,7 +16,7 @@ cdef class ResponseFraming:
 
 
 @cython.locals(kind=Py_ssize_t, repeated=Py_ssize_t, lines=list, seen=dict, name=bytes, value=bytes, cl=bytes, te=bytes,
-               host_header=bytes, expect=bytes, upgrade=bytes, target=bytes)
+               host_header=bytes, expect=bytes, upgrade=bytes, target=bytes, hop=bytes)
 cpdef RequestInfo check_request(bytes method, bytes url, str version, list headers)
 
 

@@ -12,6 +12,7 @@ raw bytes), so the upstream sees exactly the message the gate saw.
 
 from __future__ import annotations
 
+from gate._upgrade import strip_h2c
 from gate.router import parse_host_header
 
 HOP_BY_HOP = frozenset({
@@ -19,7 +20,9 @@ HOP_BY_HOP = frozenset({
     b"proxy-authenticate", b"proxy-authorization", b"http2-settings",
 })
 _DROP_RESPONSE = HOP_BY_HOP | {b"content-length"}
-_DROP_REQUEST = HOP_BY_HOP | {b"content-length", b"expect"}
+# The gate's own hop field (loop detection): the client's value is re-sent with this gate's id appended.
+HOP_FIELD = b"x-infracore-hop"
+_DROP_REQUEST = HOP_BY_HOP | {b"content-length", b"expect", HOP_FIELD}
 FORWARDING = frozenset({b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"x-request-id",
                         b"forwarded", b"x-real-ip"})
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"})
@@ -30,7 +33,7 @@ REASONS = {
     408: "Request Timeout", 413: "Content Too Large", 414: "URI Too Long", 416: "Range Not Satisfiable",
     417: "Expectation Failed", 429: "Too Many Requests", 431: "Request Header Fields Too Large",
     500: "Internal Server Error", 501: "Not Implemented", 502: "Bad Gateway", 503: "Service Unavailable",
-    504: "Gateway Timeout", 505: "HTTP Version Not Supported",
+    504: "Gateway Timeout", 505: "HTTP Version Not Supported", 508: "Loop Detected",
 }
 
 
@@ -49,12 +52,12 @@ class RequestInfo:
     """What the gate decided about a request head. (A plain class rather than a dataclass: compiled, it
     is a typed extension class, see `h1.pxd`, built in a fraction of a dataclass's time.)"""
 
-    __slots__ = ("chunked", "connection_tokens", "content_length", "expect_continue", "host", "host_header", "lines",
-                 "target", "upgrade")
+    __slots__ = ("chunked", "connection_tokens", "content_length", "expect_continue", "hop", "host", "host_header",
+                 "lines", "target", "upgrade")
 
     def __init__(self, host: str, host_header: bytes, target: str, content_length: int | None, chunked: bool,
                  expect_continue: bool, upgrade: bytes | None, connection_tokens: frozenset[bytes],
-                 lines: list[bytes] | None = None) -> None:
+                 lines: list[bytes] | None = None, hop: bytes | None = None) -> None:
         self.host = host  # parsed, lowercased, without port
         self.host_header = host_header  # as received (sent upstream unchanged)
         self.target = target  # origin-form path + query
@@ -67,6 +70,7 @@ class RequestInfo:
         # framing, hop-by-hop and forwarding fields. None when a Connection header names other fields
         # (which may come before it): the upstream head then filters the header list itself.
         self.lines = lines
+        self.hop = hop  # the X-Infracore-Hop value received: ids of the gates the request passed through
 
     @property
     def has_body(self) -> bool:
@@ -91,11 +95,12 @@ def _bad(msg: str, status: int = 400, code: str = "bad_request") -> HttpError:
 
 
 # Request header names (lowercase) → what check_request does with them; absent: forwarded as they are.
-_H_HOST, _H_CL, _H_TE, _H_CONN, _H_EXPECT, _H_UPGRADE, _H_HOP, _H_FWD = 1, 2, 3, 4, 5, 6, 7, 8
+_H_HOST, _H_CL, _H_TE, _H_CONN, _H_EXPECT, _H_UPGRADE, _H_HOP, _H_FWD, _H_LOOP = 1, 2, 3, 4, 5, 6, 7, 8, 9
 _REQ_KIND = {b"host": _H_HOST, b"content-length": _H_CL, b"transfer-encoding": _H_TE, b"connection": _H_CONN,
              b"expect": _H_EXPECT, b"upgrade": _H_UPGRADE}
 _REQ_KIND |= {n: _H_HOP for n in HOP_BY_HOP if n not in _REQ_KIND}
 _REQ_KIND |= {n: _H_FWD for n in FORWARDING}
+_REQ_KIND[HOP_FIELD] = _H_LOOP
 # The same keyed by names as received: clients repeat a few spellings, and one lookup of the raw name
 # is cheaper than lowercasing it first. Bounded; names past the bound are lowercased every time.
 _REQ_KIND_SEEN: dict[bytes, int] = {}
@@ -139,6 +144,7 @@ def check_request(method: bytes, url: bytes, version: str, headers: list[tuple[b
     repeated = 0  # bit (1 << kind) set: a Host, Content-Length or Transfer-Encoding seen again
     expect = b""
     upgrade: bytes | None = None
+    hop: bytes | None = None
     conn: frozenset[bytes] = frozenset()
     lines: list[bytes] = []
     seen = _REQ_KIND_SEEN
@@ -168,6 +174,8 @@ def check_request(method: bytes, url: bytes, version: str, headers: list[tuple[b
             expect = value.strip().lower()
         elif kind == _H_UPGRADE:
             upgrade = value.strip()
+        elif kind == _H_LOOP:
+            hop = value if hop is None else hop + b", " + value
     if cl is not None and te is not None:
         raise _bad("both Content-Length and Transfer-Encoding are present")
     content_length: int | None = None
@@ -228,11 +236,14 @@ def check_request(method: bytes, url: bytes, version: str, headers: list[tuple[b
         raise _bad("CONNECT is not supported by this gate", 501, "not_implemented")
     if expect and expect != b"100-continue":
         raise HttpError(417, f"Expect: {expect.decode('latin-1')} is not supported", code="expectation_failed")
-    if upgrade is not None and b"upgrade" not in conn:
-        upgrade = None  # an Upgrade header without `Connection: upgrade` is only informational
+    if upgrade is not None:
+        if b"upgrade" not in conn:
+            upgrade = None  # an Upgrade header without `Connection: upgrade` is only informational
+        elif upgrade.lower().find(b"h2c") >= 0:
+            upgrade = strip_h2c(upgrade)
     return RequestInfo(host, host_header, target.decode("latin-1"), content_length, chunked,
                        expect == b"100-continue" and version == "1.1", upgrade, conn,
-                       lines if conn <= _STANDARD_TOKENS else None)
+                       lines if conn <= _STANDARD_TOKENS else None, hop)
 
 
 _UNIONS: dict[tuple[frozenset[bytes], frozenset[bytes], frozenset[bytes]], frozenset[bytes]] = {}
@@ -594,3 +605,4 @@ def last_chunk(trailers: list[tuple[bytes, bytes]] | None, remove: frozenset[byt
 
 
 LAST_CHUNK = b"0\r\n\r\n"
+

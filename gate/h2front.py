@@ -66,6 +66,8 @@ MAX_CONCURRENT_STREAMS = 100
 STREAM_WINDOW = 256 * 1024
 CONNECTION_WINDOW = 1024 * 1024
 RESET_RATE_PER_S, RESET_BURST = 100.0, 200
+FRAMES_PER_TURN = 32  # HTTP/2 frames handled per loop iteration (see `H2Front.data_received`)
+PREFACE_BYTES = 24  # the client connection preface, before the first frame
 CONTROL_RATE_PER_S, CONTROL_BURST = 200.0, 1000
 
 
@@ -95,6 +97,8 @@ class H2Front(asyncio.Protocol):
         self.closed = False
         self.goaway_last: int | None = None  # last stream id accepted once draining
         self._tail = b""  # a GOAWAY to write after h2's own bytes
+        self._backlog = b""  # received bytes not handled yet (see `data_received`)
+        self._scan = (PREFACE_BYTES, b"")  # where the next frame starts: see `frame_cut`
         self._scheduled = False
         self.deadline = 0.0
         self.write_deadline = 0.0
@@ -126,6 +130,38 @@ class H2Front(asyncio.Protocol):
         self.schedule_flush()
 
     def data_received(self, data: bytes) -> None:
+        # At most FRAMES_PER_TURN frames are handled per loop iteration: h2 parses all it is given before
+        # the first event is handled, and one read can hold thousands of small frames (a rapid-reset
+        # burst: ~100 ms of h2 parsing). The rest waits, reading paused, for the next iteration, so other
+        # connections' events interleave and a flood is cut off (GOAWAY) a few frames past its budget.
+        # Bulk DATA (16 KiB frames) is not cut: a read holds few frames.
+        if self._backlog:
+            self._backlog += data
+            return
+        cut, self._scan = frame_cut(data, self._scan, FRAMES_PER_TURN)
+        if cut < len(data):
+            self._backlog = data[cut:]
+            data = data[:cut]
+            if self.transport is not None:
+                self.transport.pause_reading()
+            asyncio.get_running_loop().call_soon(self._continue)
+        self._receive(data)
+
+    def _continue(self) -> None:
+        data = self._backlog
+        self._backlog = b""
+        if self.closed or self.transport is None:
+            return
+        cut, self._scan = frame_cut(data, self._scan, FRAMES_PER_TURN)
+        if cut < len(data):
+            self._backlog = data[cut:]
+            data = data[:cut]
+            asyncio.get_running_loop().call_soon(self._continue)
+        else:
+            self.transport.resume_reading()
+        self._receive(data)
+
+    def _receive(self, data: bytes) -> None:
         if self.closed:
             return
         try:
@@ -286,14 +322,13 @@ class H2Front(asyncio.Protocol):
             self.ack(sid, n)  # type: ignore[arg-type]
 
     def _on_trailers(self, ev: TrailersReceived) -> None:
-        """Request trailers: forwarded as chunked trailers when the upstream is attached and the body
-        is chunked; otherwise dropped (HTTP/1.1 upstreams rarely read them)."""
+        """Request trailers: forwarded as chunked trailers when the body is chunked (the exchange writes
+        them as its last chunk, at the stream's end); otherwise dropped (HTTP/1.1 upstreams rarely read them)."""
         s = self.streams.get(ev.stream_id)  # type: ignore[arg-type]
         if s is None or s.ex is None:
             return
         ex = s.ex
-        up = ex.up
-        if up is not None and up.transport is not None and ex.info.chunked and not ex.req_ended and not ex.finished:
+        if ex.info.chunked and not ex.req_ended and not ex.finished:
             lines = [b"0\r\n"]
             for name, value in ev.headers or ():
                 try:
@@ -303,8 +338,7 @@ class H2Front(asyncio.Protocol):
                 if name not in (b"content-length", b"host", b"te"):
                     lines += (name, b": ", value, b"\r\n")
             lines.append(b"\r\n")
-            up.transport.write(b"".join(lines))
-            ex.req_ended = True  # the terminating chunk is written; on_request_end must not write another
+            ex.req_trailers = b"".join(lines)  # written in place of the last chunk (the stream's end follows)
 
     def _on_reset(self, ev: StreamReset) -> None:
         s = self.streams.get(ev.stream_id)  # type: ignore[arg-type]
@@ -442,3 +476,30 @@ class H2Front(asyncio.Protocol):
 
 
 __all__: list[Any] = ["H2Front", "H2Stream"]
+
+
+def frame_cut(data: bytes, scan: tuple[int, bytes], limit: int) -> tuple[int, tuple[int, bytes]]:
+    """Where to cut `data` so that at most `limit` HTTP/2 frames start before the cut (`len(data)` when
+    fewer do), following frame lengths across reads. `scan` is (bytes of the current frame, or of the
+    connection preface, still to come; the start of a frame header split across reads); the second
+    value returned is the scan state after the cut. Pure: only frame headers' lengths are read."""
+    n = len(data)
+    skip, head = scan
+    i = 0
+    frames = 0
+    if head:
+        h = head + data[:9 - len(head)]
+        if len(h) < 9:
+            return n, (0, h)
+        i = 9 - len(head) + ((h[0] << 16) | (h[1] << 8) | h[2])
+        frames = 1
+    else:
+        i = skip
+    while i < n:
+        if frames >= limit:
+            return i, (0, b"")
+        if i + 9 > n:
+            return n, (0, data[i:])
+        i += 9 + ((data[i] << 16) | (data[i + 1] << 8) | data[i + 2])
+        frames += 1
+    return n, (i - n, b"")

@@ -12,7 +12,7 @@ cdef class ClientConnection:
     cdef public object _writable, version, _url, _headers
     cdef public ProxyState state
     cdef public bint trusted, write_paused, closing, closed, upgrading, lingering, keep_alive, _in_body
-    cdef public Py_ssize_t out_size, paused, requests, _head_bytes
+    cdef public Py_ssize_t out_size, paused, requests, _head_bytes, plain_upgrade
     cdef public int dkind
     cdef public double deadline, write_deadline
 

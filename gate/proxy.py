@@ -60,8 +60,8 @@ class ClientConnection:
 
     __slots__ = ("_head_bytes", "_headers", "_in_body", "_url", "_writable", "client_ip", "closed", "closing", "config",
                  "deadline", "dkind", "keep_alive", "lingering", "out", "out_size", "parser", "paused", "pending_error",
-                 "queue", "requests", "scheme", "state", "transport", "trusted", "tunnel", "upgrading", "version",
-                 "write_deadline", "write_paused")
+                 "plain_upgrade", "queue", "requests", "scheme", "state", "transport", "trusted", "tunnel", "upgrading",
+                 "version", "write_deadline", "write_paused")
     h1_heads = True  # response heads are HTTP/1.1 bytes (an exchange lets `response_framing` render them)
 
     def __init__(self, state: ProxyState, scheme: str = "http") -> None:
@@ -85,6 +85,7 @@ class ClientConnection:
         self.pending_error: HttpError | None = None
         self.tunnel: object | None = None  # the upstream connection once the connection is a tunnel
         self.upgrading = False
+        self.plain_upgrade = 0  # the parser took a request for an upgrade the gate dropped (h2c): 1, 2 (body)
         self.lingering = False
         self._writable: asyncio.Future[None] | None = None
         self.requests = 0
@@ -132,6 +133,9 @@ class ClientConnection:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as e:
             offset = int(e.args[0]) if e.args else len(data)
+            if self.plain_upgrade:
+                self._resume_plain(data[offset:])
+                return
             self.upgrading = True
             if self.queue:
                 self.queue[-1].tunnel_buffer(data[offset:])
@@ -148,8 +152,17 @@ class ClientConnection:
             self.flush()
 
     def eof_received(self) -> bool | None:
-        # The client half-closed. With nothing in flight close now; else let the response finish first.
-        if not self.queue:
+        # The client half-closed. With nothing in flight close now. A request whose body is incomplete
+        # can never complete, and one whose response has not begun is abandoned (nginx and HAProxy read
+        # EOF there as the client going away): close, so the exchanges end as 499 and free their upstream
+        # connections now instead of holding them until the origin times out. Once a response is under
+        # way it is finished (a half-closing client still reads it).
+        queue = self.queue
+        if not queue:
+            return None
+        if self.tunnel is None and not self.upgrading and (
+                not queue[-1].request_complete or not queue[0].response_started):
+            self.abort()
             return None
         self.closing = True
         return True
@@ -221,6 +234,10 @@ class ClientConnection:
         self.requests += 1
         keep_alive = p.should_keep_alive() and not self.closing
         ex = Exchange(self, method, version, self._headers, info, keep_alive)
+        if info.upgrade is None and b"upgrade" in info.connection_tokens and p.should_upgrade():
+            # llhttp treats this head as an upgrade (its body, if any, unparsed); the gate removed the only
+            # protocol asked for (h2c), so the request goes on as an ordinary one: see `_resume_plain`.
+            self.plain_upgrade = 2 if info.has_body else 1
         if info.chunked or info.content_length:
             self.set_deadline(D_BODY, self.config.body_timeout_s)
         else:
@@ -239,10 +256,28 @@ class ClientConnection:
             self.queue[-1].on_request_body(data)
 
     def on_message_complete(self) -> None:
+        if self.plain_upgrade == 2:
+            return  # llhttp ends an upgrade request at its head; its body is still to come
         if self.dkind == D_BODY:
             self.set_deadline(D_NONE, 0)
         if self.queue:
             self.queue[-1].on_request_end()
+
+    def _resume_plain(self, rest: bytes) -> None:
+        """Continue after a request whose Upgrade the gate dropped: a fresh parser for what follows; a body
+        of that request is parsed through a synthetic head of the same framing (see `_BodyFirst`)."""
+        mode = self.plain_upgrade
+        self.plain_upgrade = 0
+        if mode == 2 and self.queue:
+            info = self.queue[-1].info
+            self.parser = httptools.HttpRequestParser(_BodyFirst(self))
+            framing = (b"Transfer-Encoding: chunked" if info.chunked
+                       else b"Content-Length: %d" % (info.content_length or 0))
+            self.parser.feed_data(b"POST / HTTP/1.1\r\nHost: x\r\n" + framing + b"\r\n\r\n")
+        else:
+            self.parser = httptools.HttpRequestParser(self)
+        if rest:
+            self.data_received(rest)
 
     # --- downstream interface (used by Exchange) ------------------------------------------------------
 
@@ -469,3 +504,39 @@ class ClientConnection:
         self.closing = True
         if not self.queue and self.tunnel is None:
             self.close()
+
+
+class _BodyFirst:
+    """Parser callbacks for a connection whose request's Upgrade was dropped while it has a body: the
+    body (after a synthetic head carrying its framing) goes to that request, then everything is passed
+    through to the connection as usual. Rare (clients seldom ask for h2c with a body), so the extra
+    call per callback on such a connection does not matter."""
+
+    __slots__ = ("conn", "live")
+
+    def __init__(self, conn: ClientConnection) -> None:
+        self.conn = conn
+        self.live = False
+
+    def on_message_begin(self) -> None:
+        if self.live:
+            self.conn.on_message_begin()
+
+    def on_url(self, url: bytes) -> None:
+        if self.live:
+            self.conn.on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self.live:
+            self.conn.on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        if self.live:
+            self.conn.on_headers_complete()
+
+    def on_body(self, data: bytes) -> None:
+        self.conn.on_body(data)
+
+    def on_message_complete(self) -> None:
+        self.conn.on_message_complete()
+        self.live = True

@@ -164,6 +164,10 @@ class RouteSpec(_Model):
     tls: Literal["auto", "off", "manual"] = "off"
     balance: Literal["round_robin", "least_conn"] = "round_robin"
     max_body_bytes: int | None = Field(default=None, ge=0, description="None: the gate default")
+    request_buffer_bytes: int | None = Field(default=None, ge=0, le=64 * 1024 * 1024,
+                                             description="bodies up to this size are received whole before the "
+                                                         "upstream is contacted; 0 = stream at once; None: the gate "
+                                                         "default")
     upstream_timeout_s: float | None = Field(default=None, gt=0, le=3600)
     static_dir: str | None = Field(default=None, description="serve files from this directory instead")
     static_spa: bool = Field(default=False, description="unknown extension-less paths get /index.html (SPA)")

@@ -6,16 +6,18 @@ cimport cython
 @cython.final
 cdef class RouteRuntime:
     cdef public object balance, cursor, limiter, max_body, methods, metrics, name, policies, req_set_lines, route
+    cdef public object req_set_base
     cdef public object static_root
     cdef public dict cells, resp_extra, resp_lines
     cdef public list services, static_targets
     cdef public double timeout_s
+    cdef public Py_ssize_t buffer_bytes
 
 
 @cython.final
 cdef class ProxyState:
     cdef public object config, clock, wall_clock, timer, endpoints, challenges, access_log, metrics, health_policy
-    cdef public object pool, trusted, snapshot, drained, tasks, via, _rid_prefix
+    cdef public object pool, trusted, snapshot, drained, tasks, via, _rid_prefix, hop_id
     cdef public dict health
     cdef public set clients
     cdef public bint draining

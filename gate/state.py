@@ -33,9 +33,9 @@ from gate.upstream import UpstreamPool
 class RouteRuntime:
     """A route plus what the proxy needs at request time."""
 
-    __slots__ = ("balance", "cells", "cursor", "limiter", "max_body", "methods", "metrics", "name", "policies",
-                 "req_set_lines", "resp_extra", "resp_lines", "route", "services", "static_root", "static_targets",
-                 "timeout_s")
+    __slots__ = ("balance", "buffer_bytes", "cells", "cursor", "limiter", "max_body", "methods", "metrics", "name",
+                 "policies", "req_set_base", "req_set_lines", "resp_extra", "resp_lines", "route", "services",
+                 "static_root", "static_targets", "timeout_s")
 
     def __init__(self, route: Route, state: ProxyState, previous: RouteRuntime | None) -> None:
         spec = route.spec
@@ -45,7 +45,9 @@ class RouteRuntime:
         self.methods = frozenset(m.encode() for m in spec.methods) if spec.methods else None
         self.policies = pol = CompiledPolicies(spec.policies)
         # Rendered once per table, not per request: the header lines this route adds both ways.
-        self.req_set_lines = header_lines(pol.req_set)
+        self.req_set_base = header_lines(pol.req_set)
+        # ... and this gate's hop field (loop detection), for requests that arrive without one.
+        self.req_set_lines = self.req_set_base + b"X-Infracore-Hop: " + state.hop_id + b"\r\n"
         hsts = spec.policies.hsts_max_age_s
         self.resp_extra = {scheme: pol.response_headers(scheme, hsts) for scheme in ("http", "https")}
         self.resp_lines = {scheme: b"".join(n + b": " + v + b"\r\n" for n, v in extra)
@@ -61,6 +63,8 @@ class RouteRuntime:
             self.limiter = RateLimiter(spec.policies.rate_limit)
         limit = spec.max_body_bytes if spec.max_body_bytes is not None else state.config.max_body_bytes
         self.max_body = limit or None
+        buffer = spec.request_buffer_bytes
+        self.buffer_bytes = buffer if buffer is not None else state.config.request_buffer_bytes
         self.timeout_s = spec.upstream_timeout_s or state.config.upstream_timeout_s
         self.metrics: Stats = state.metrics.route(route.name)
         # upstream target key → (the Stats a request counts towards, GateMetrics.cell(route, target))
@@ -96,8 +100,8 @@ class ProxyState:
     """Shared by every client connection of every listener (plain HTTP now; TLS and HTTP/2 later)."""
 
     __slots__ = ("_rid", "_rid_prefix", "access_log", "challenges", "clients", "clock", "config", "drained",
-                 "draining", "endpoints", "health", "health_policy", "metrics", "pool", "snapshot", "tasks", "timer",
-                 "trusted", "via", "wall_clock")
+                 "draining", "endpoints", "health", "health_policy", "hop_id", "metrics", "pool", "snapshot", "tasks",
+                 "timer", "trusted", "via", "wall_clock")
 
     def __init__(
         self,
@@ -135,6 +139,10 @@ class ProxyState:
         self.drained: asyncio.Event | None = None  # set when the last client connection closes while draining
         self.tasks = TaskSet("gate")
         self._rid_prefix = secrets.token_hex(4)
+        # This gate's id in the X-Infracore-Hop field it adds upstream: a request coming back with it is a
+        # loop (a route whose upstream is the gate itself) and gets 508. Random per instance, so gates
+        # chained on purpose never mistake each other for themselves.
+        self.hop_id = secrets.token_hex(8).encode()
         self._rid = 0
         self.via = b"1.1 infracore" if config.via else None
 

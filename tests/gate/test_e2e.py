@@ -185,3 +185,14 @@ def test_api_validation_roles_and_hidden_hashes(server_factory, origin_thread):
     assert srv.api("DELETE", "/api/routes/999").status_code == 404
     resp = httpx.get(f"http://127.0.0.1:{srv.http_port}/v2/echo", headers={"Host": "a.test"}, auth=("ann", "pw"))
     assert resp.status_code == 200
+
+
+def test_route_request_buffer_option(server_factory, origin_thread):
+    srv = server_factory()
+    r = srv.fsctl("route", "add", "--host", "buf.test", "--upstream", origin_thread.addr, "--request-buffer", "1Ki")
+    assert r.returncode == 0, r.stderr
+    assert srv.api("GET", "/api/routes/buf.test").json()["request_buffer_bytes"] == 1024
+    resp = httpx.post(f"http://127.0.0.1:{srv.http_port}/echo", headers={"Host": "buf.test"}, content=b"x" * 3000)
+    assert resp.status_code == 200 and resp.json()["body_len"] == 3000  # past the buffer: streamed, whole
+    bad = srv.fsctl("route", "add", "--host", "buf2.test", "--upstream", origin_thread.addr, "--request-buffer", "lots")
+    assert bad.returncode != 0 and "--request-buffer" in bad.stderr

@@ -67,12 +67,13 @@ async def make(gate_factory, origin: Origin, tmp_path: Path, **config) -> TlsGat
 
 
 @contextlib.asynccontextmanager
-async def raw_upstream(gate_factory, origin: Origin, tmp_path: Path, handler) -> AsyncIterator[TlsGate]:
+async def raw_upstream(gate_factory, origin: Origin, tmp_path: Path, handler, **route) -> AsyncIterator[TlsGate]:
     """A TLS gate whose route `a.test` goes to `handler`, an upstream speaking raw HTTP/1.1 bytes."""
     server = await asyncio.start_server(handler, "127.0.0.1", 0)
     try:
         tg = await make(gate_factory, origin, tmp_path)
-        tg.gate.set_routes({"host": "a.test", "upstreams": [f"127.0.0.1:{server.sockets[0].getsockname()[1]}"]})
+        tg.gate.set_routes({"host": "a.test", "upstreams": [f"127.0.0.1:{server.sockets[0].getsockname()[1]}"],
+                            **route})
         yield tg
     finally:
         server.close()
@@ -463,7 +464,8 @@ async def test_oversized_header_list_is_refused(gate_factory, origin: Origin, tm
     assert not origin.requests
 
 
-async def test_request_trailers_are_forwarded_chunked(gate_factory, origin: Origin, tmp_path: Path):
+@pytest.mark.parametrize("buffered", [True, False])
+async def test_request_trailers_are_forwarded_chunked(gate_factory, origin: Origin, tmp_path: Path, buffered: bool):
     seen: list[bytes] = []
     got_head = asyncio.Event()
 
@@ -477,10 +479,14 @@ async def test_request_trailers_are_forwarded_chunked(gate_factory, origin: Orig
         await writer.drain()
         writer.close()
 
-    async with raw_upstream(gate_factory, origin, tmp_path, raw_origin) as tg:
+    # Buffered (the default): the whole body and its trailers are received before the upstream is
+    # contacted; streamed (no request buffer): the head is upstream before the body is sent.
+    route = {} if buffered else {"request_buffer_bytes": 0}
+    async with raw_upstream(gate_factory, origin, tmp_path, raw_origin, **route) as tg:
         h = await RawH2.open(tg, auto_ack=True)
         sid = h.request("/t", method="POST", end=False, extra=[(b"te", b"trailers")])
-        await asyncio.wait_for(got_head.wait(), 10)
+        if not buffered:
+            await asyncio.wait_for(got_head.wait(), 10)
         h.conn.send_data(sid, b"payload")
         h.conn.send_headers(sid, [(b"x-checksum", b"abc"), (b"Bad Name", b"dropped")], end_stream=True)
         h.send()
