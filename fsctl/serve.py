@@ -31,6 +31,7 @@ from core.schema import CORE_MIGRATIONS
 from core.settings import Settings
 from core.store import Store
 from core.tasks import TaskSet
+from core.workers import WorkerPool
 from fsctl import __version__
 
 log = structlog.get_logger("fsctl.serve")
@@ -58,12 +59,30 @@ class Kernel:
     audit: AuditLog
     api: Api
     tasks: TaskSet
+    pools: Pools
     clock: SystemClock = field(default_factory=SystemClock)
     endpoints: EndpointBoard = field(default_factory=EndpointBoard)
     challenges: ChallengeStore = field(default_factory=ChallengeStore)
     certificates: CertificateBoard = field(default_factory=CertificateBoard)
     # Public service objects by name, for wiring modules that run later (e.g. logbus's sink).
     services: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Pools:
+    """The platform's worker pools for CPU-heavy work (see `core.workers`): separate so a flood at the
+    edge (wrong Basic-auth passwords from many addresses) cannot starve the control plane's logins and
+    spec parsing, and the reverse. Sized for small hosts; a full pool answers 503 with Retry-After."""
+
+    # bcrypt for the gate's Basic auth (threads: bcrypt releases the GIL)
+    edge: WorkerPool = field(default_factory=lambda: WorkerPool("edge-auth", workers=2, backlog=16))
+    # bcrypt for console logins, user creation, password changes (threads)
+    control: WorkerPool = field(default_factory=lambda: WorkerPool("control", workers=2, backlog=8))
+    # YAML + validation of service specs (processes: PyYAML holds the GIL)
+    parse: WorkerPool = field(default_factory=lambda: WorkerPool("parse", workers=1, backlog=4, kind="process"))
+
+    def all(self) -> tuple[WorkerPool, ...]:
+        return (self.edge, self.control, self.parse)
 
 
 class DataDirLock:
@@ -152,18 +171,22 @@ class Server:
         store = Store(s.state_db)
         started: list[Component] = []
         bus = EventBus(store)
+        pools = Pools()
         try:
+            for pool in pools.all():  # first up, last down: every component may use them
+                await pool.start()
             await store.open()
             await store.migrate("core", CORE_MIGRATIONS)
             await bus.start()
             await bus.prune(s.event_retention_count)
-            identity = Identity(store, bus, session_ttl_s=s.session_ttl_s, hash_rounds=s.password_hash_rounds)
+            identity = Identity(store, bus, session_ttl_s=s.session_ttl_s, hash_rounds=s.password_hash_rounds,
+                                workers=pools.control)
             audit = AuditLog(store)
             password = await identity.ensure_initial_admin(s.data_dir)
             if password:
                 self._print_banner(password)
             api = Api()
-            kernel = Kernel(s, store, bus, identity, audit, api, TaskSet("kernel"))
+            kernel = Kernel(s, store, bus, identity, audit, api, TaskSet("kernel"), pools)
             ctx = routes_core.CoreContext(
                 identity, audit, bus, __version__, heartbeat_s=s.sse_heartbeat_s, status=self.status
             )
@@ -194,6 +217,8 @@ class Server:
             return 0
         finally:
             await self._stop(started)
+            for pool in pools.all():
+                await pool.stop(s.drain_timeout_s)
             bus.close()
             await store.close()
             lock.release()

@@ -3,11 +3,12 @@ passive health), request body streaming, response streaming, upgrade tunnels, ac
 
 Theory of operation: `start()` decides synchronously whether the gate answers itself (ACME token, 404,
 405, policy verdict, 413, 503) or proxies — except a Basic-auth password not seen before, which is
-checked by bcrypt in the worker pool (`_verify`) while the exchange waits; `admit()` then goes on. Proxying takes a warm pooled connection when there is one
-(no task, no await) and otherwise dials in a task. Body bytes that arrive before the upstream is
-attached are buffered up to the high-water mark, after which the client is paused. The response head
-and body are appended to the downstream's `out` and written once per upstream read. Every path ends
-in exactly one `_account()` (metrics and access log) guarded by `finished`.
+checked by bcrypt in the worker pool (`_verify`) while the exchange waits; `admit()` then goes on.
+Proxying takes a warm pooled connection when there is one (no task, no await) and otherwise dials in a
+task. Body bytes that arrive before the upstream is attached are buffered up to the high-water mark,
+after which the client is paused. The response head and body are appended to the downstream's `out`
+and written once per upstream read. Every path ends in exactly one `_account()` (metrics and access
+log) guarded by `finished`.
 
 The exchange talks to its downstream only through the small interface documented in `gate.proxy`, so
 an HTTP/2 stream can be a downstream too.

@@ -1,0 +1,145 @@
+"""Load for the "nothing stalls the loop" tests: a hammer that runs in its own process (so its CPU and
+GIL are not the server's or the prober's) and a prober that times requests to an unrelated route.
+
+    python -m tests._attack PORT HOST PATH AUTH_HEADER THREADS SECONDS  → JSON {status: count} on stdout
+
+Every loop is bounded in time and in count.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+MAX_REQUESTS_PER_THREAD = 5000
+
+
+def _read_response(sock: socket.socket, deadline: float) -> tuple[int, bytes]:
+    """(status, raw) of one response with Content-Length (the gate's own answers and small proxied ones)."""
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        sock.settimeout(max(0.01, deadline - time.monotonic()))
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("closed before a response head")
+        buf += chunk
+    head, _, body = buf.partition(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value.strip())
+    while len(body) < length:
+        sock.settimeout(max(0.01, deadline - time.monotonic()))
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+    return status, head
+
+
+def request(port: int, host: str, path: str, headers: dict[str, str] | None = None,
+            timeout_s: float = 10.0, source: str | None = None) -> tuple[int, bytes, float]:
+    """One GET on a fresh connection: (status, response head, seconds from connect to full response)."""
+    hdrs = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
+    t0 = time.perf_counter()
+    deadline = time.monotonic() + timeout_s
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout_s,
+                                  source_address=(source, 0) if source else None) as s:
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\n{hdrs}Connection: close\r\n\r\n".encode())
+        status, head = _read_response(s, deadline)
+    return status, head, time.perf_counter() - t0
+
+
+def hammer(port: int, host: str, path: str, auth: str, threads: int, seconds: float) -> Counter[str]:
+    counts: Counter[str] = Counter()
+    lock = threading.Lock()
+    end = time.monotonic() + seconds
+
+    def run() -> None:
+        for _ in range(MAX_REQUESTS_PER_THREAD):
+            if time.monotonic() >= end:
+                return
+            try:
+                status, _, _ = request(port, host, path, {"Authorization": auth} if auth else None, timeout_s=15)
+                key = str(status)
+            except OSError as e:
+                key = type(e).__name__
+            with lock:
+                counts[key] += 1
+
+    ts = [threading.Thread(target=run) for _ in range(threads)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    return counts
+
+
+def start_hammer(port: int, host: str, path: str, auth: str, threads: int = 8,
+                 seconds: float = 3.0) -> subprocess.Popen[str]:
+    """The hammer in a child process; `finish_hammer` collects its counts."""
+    return subprocess.Popen([sys.executable, "-m", "tests._attack", str(port), host, path, auth, str(threads),
+                             str(seconds)], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+
+
+def finish_hammer(proc: subprocess.Popen[str], timeout_s: float = 60) -> dict[str, int]:
+    out, _ = proc.communicate(timeout=timeout_s)
+    return json.loads(out)
+
+
+def probe_while(proc: subprocess.Popen[str], port: int, host: str, path: str,
+                interval_s: float = 0.05, limit: int = 400) -> list[float]:
+    """Latencies (s) of requests to an unrelated route, one every `interval_s`, until `proc` ends."""
+    out: list[float] = []
+    for _ in range(limit):
+        if proc.poll() is not None:
+            break
+        status, _, took = request(port, host, path)
+        assert status == 200, status
+        out.append(took)
+        time.sleep(interval_s)
+    return out
+
+
+async def arequest(port: int, host: str, path: str, headers: dict[str, str] | None = None,
+                   timeout_s: float = 10.0) -> tuple[int, float]:
+    """`request` for a test whose server runs on its own loop: (status, seconds)."""
+    hdrs = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
+    t0 = time.perf_counter()
+    async with asyncio.timeout(timeout_s):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}\r\n{hdrs}Connection: close\r\n\r\n".encode())
+            data = await reader.read()
+        finally:
+            writer.close()
+    return int(data.split(b" ", 2)[1]), time.perf_counter() - t0
+
+
+async def aprobe_while(proc: subprocess.Popen[str], port: int, host: str, path: str,
+                       interval_s: float = 0.05, limit: int = 400) -> list[float]:
+    """`probe_while` on the test's loop."""
+    out: list[float] = []
+    for _ in range(limit):
+        if proc.poll() is not None:
+            break
+        status, took = await arequest(port, host, path)
+        assert status == 200, status
+        out.append(took)
+        await asyncio.sleep(interval_s)
+    return out
+
+
+if __name__ == "__main__":
+    port_s, host_s, path_s, auth_s, threads_s, seconds_s = sys.argv[1:7]
+    print(json.dumps(hammer(int(port_s), host_s, path_s, auth_s, int(threads_s), float(seconds_s))))
