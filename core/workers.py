@@ -7,18 +7,22 @@ bound — so callers turn a full pool into a 503/429 with `Retry-After` (back-pr
 until the job has really finished in its worker (or was cancelled before it started), not merely
 until the awaiting task gave up, so the bound holds even when clients disconnect.
 
-Threads or processes (measured, see docs/adr/0004-worker-pools.md): bcrypt releases the GIL while it
-hashes, so threads run it in parallel with the loop (loop stall 18 ms during 4 round-12 checks vs
-3.5 s inline). PyYAML — its C loader and its pure-Python one alike — holds the GIL for whole
-compose/construct steps: in a thread the loop still stalled 1.2-2.1 s on a 400 KB document, in a
-child process 0.2 s (the result's pickle). YAML therefore goes to a process pool.
+Threads or processes (measured, docs/adr/0004-worker-pools.md): processes. PyYAML — its C loader and
+the pure-Python one alike — holds the GIL for whole compose/construct steps: in a thread the loop still
+stalled 1.2-2.1 s on a 400 KB document, with a child process 0.2 s. bcrypt releases the GIL while it
+hashes, yet a thread must take the GIL back to return, and on a busy host the loop then waits for it:
+12 round-12 checks on 1-2 threads stalled the loop up to 44-146 ms, in 1-2 processes up to 6-12 ms.
+Workers run at a lower CPU priority (`nice`) and number one per core but one, so the loop keeps a core.
+Processes are started with `spawn` (no inherited locks or listening sockets).
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import importlib
 import multiprocessing
+import os
 import threading
 from collections.abc import Callable
 from typing import Any, Literal, TypeVar
@@ -31,6 +35,30 @@ log = structlog.get_logger("core.workers")
 
 T = TypeVar("T")
 Kind = Literal["thread", "process"]
+
+
+def default_workers() -> int:
+    """Leave one core to the event loop: CPU-heavy workers on every core would starve it of CPU time
+    (measured: with 2 bcrypt threads on a 2-core host, probes to other sites took up to 57 ms)."""
+    return max(1, min(4, (os.cpu_count() or 2) - 1))
+
+
+def lower_priority(nice: int) -> None:
+    """Run in each worker as it starts: lower its CPU priority (a thread's own on Linux, where
+    `setpriority` takes a thread id), so the loop thread wins the CPU whenever both want it."""
+    if nice <= 0:
+        return
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
+    except (OSError, AttributeError):  # not permitted or not Linux: run at normal priority
+        pass
+
+
+def preload(*modules: str) -> None:
+    """A warm-up job for a process pool: import what its jobs will need, before the first one comes."""
+    for name in modules:
+        importlib.import_module(name)
 
 
 class PoolBusy(Unavailable):
@@ -69,13 +97,15 @@ class WorkerPool:
 
     name: str
 
-    def __init__(self, name: str, *, workers: int = 2, backlog: int = 16, kind: Kind = "thread") -> None:
+    def __init__(self, name: str, *, workers: int = 2, backlog: int = 16, kind: Kind = "thread",
+                 nice: int = 10) -> None:
         if workers < 1 or backlog < 0:
             raise ValueError("a pool needs at least one worker and a non-negative backlog")
         self.name = name
         self.workers = workers
         self.backlog = backlog
         self.kind = kind
+        self.nice = nice
         self.capacity = workers + backlog
         self._executor: concurrent.futures.Executor | None = None
         self._in_use = 0  # jobs submitted and not yet finished (running + waiting)
@@ -96,10 +126,12 @@ class WorkerPool:
             if self.kind == "process":
                 # `spawn`: the parent runs threads (aiosqlite, pumps); forking it would copy their locks.
                 self._executor = concurrent.futures.ProcessPoolExecutor(
-                    self.workers, mp_context=multiprocessing.get_context("spawn"))
+                    self.workers, mp_context=multiprocessing.get_context("spawn"), initializer=lower_priority,
+                    initargs=(self.nice,))
             else:
                 self._executor = concurrent.futures.ThreadPoolExecutor(
-                    self.workers, thread_name_prefix=f"pool-{self.name}")
+                    self.workers, thread_name_prefix=f"pool-{self.name}", initializer=lower_priority,
+                    initargs=(self.nice,))
             log.info("worker pool started", pool=self.name, kind=self.kind, workers=self.workers,
                      backlog=self.backlog)
         return self._executor

@@ -31,7 +31,7 @@ from core.schema import CORE_MIGRATIONS
 from core.settings import Settings
 from core.store import Store
 from core.tasks import TaskSet
-from core.workers import WorkerPool
+from core.workers import WorkerPool, default_workers, preload
 from fsctl import __version__
 
 log = structlog.get_logger("fsctl.serve")
@@ -70,19 +70,20 @@ class Kernel:
 
 @dataclass
 class Pools:
-    """The platform's worker pools for CPU-heavy work (see `core.workers`): separate so a flood at the
-    edge (wrong Basic-auth passwords from many addresses) cannot starve the control plane's logins and
-    spec parsing, and the reverse. Sized for small hosts; a full pool answers 503 with Retry-After."""
+    """The platform's worker pools for CPU-heavy work (see `core.workers`): two, so a flood at the edge
+    (wrong Basic-auth passwords from many addresses) cannot starve the console's logins and spec parsing,
+    nor the reverse. Processes, one per core but one (the loop keeps a core), at lower CPU priority; a
+    full pool answers 503 with Retry-After."""
 
-    # bcrypt for the gate's Basic auth (threads: bcrypt releases the GIL)
-    edge: WorkerPool = field(default_factory=lambda: WorkerPool("edge-auth", workers=2, backlog=16))
-    # bcrypt for console logins, user creation, password changes (threads)
-    control: WorkerPool = field(default_factory=lambda: WorkerPool("control", workers=2, backlog=8))
-    # YAML + validation of service specs (processes: PyYAML holds the GIL)
-    parse: WorkerPool = field(default_factory=lambda: WorkerPool("parse", workers=1, backlog=4, kind="process"))
+    # bcrypt for the gate's Basic auth
+    edge: WorkerPool = field(default_factory=lambda: WorkerPool(
+        "edge-auth", workers=default_workers(), backlog=16, kind="process"))
+    # bcrypt for logins, new users and passwords; YAML + validation of service specs
+    control: WorkerPool = field(default_factory=lambda: WorkerPool(
+        "control", workers=default_workers(), backlog=8, kind="process"))
 
     def all(self) -> tuple[WorkerPool, ...]:
-        return (self.edge, self.control, self.parse)
+        return (self.edge, self.control)
 
 
 class DataDirLock:
@@ -175,6 +176,9 @@ class Server:
         try:
             for pool in pools.all():  # first up, last down: every component may use them
                 await pool.start()
+            # Each worker process imports what its jobs need now, not on the first request.
+            pools.edge.submit(preload, "gate.policies").add_done_callback(_preloaded)
+            pools.control.submit(preload, "core.identity", "orch.spec").add_done_callback(_preloaded)
             await store.open()
             await store.migrate("core", CORE_MIGRATIONS)
             await bus.start()
@@ -252,6 +256,11 @@ class Server:
             file=self.banner,
             flush=True,
         )
+
+
+def _preloaded(fut: asyncio.Future[None]) -> None:
+    if not fut.cancelled() and fut.exception() is not None:
+        log.warning("parse worker warm-up failed", error=repr(fut.exception()))
 
 
 def _ui_dir() -> Path | None:

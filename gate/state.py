@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from core.ports import AccessLogSink, ChallengeStore, EndpointBoard
 from core.tasks import TaskSet
-from core.workers import WorkerPool
+from core.workers import WorkerPool, default_workers
 from gate.balancer import Cursor, HealthPolicy, TargetHealth
 from gate.config import GateConfig
 from gate.h1 import header_lines
@@ -116,7 +116,7 @@ class ProxyState:
         # Where Basic-auth passwords are checked (bcrypt: never on the loop). `fsctl serve` passes the
         # edge's pool; without one the gate makes its own (threads start on first use) and stops it.
         self.owns_workers = workers is None
-        self.workers = workers or WorkerPool("gate-auth", workers=2, backlog=16)
+        self.workers = workers or WorkerPool("gate-auth", workers=default_workers(), backlog=16, kind="process")
         self.auth_failures = AuthFailures(config.basic_auth_failures, config.basic_auth_failure_window_s)
         self.clock = clock  # loop time, for timeouts and rates
         self.wall_clock = wall_clock  # epoch seconds, for logs

@@ -37,7 +37,8 @@ async def test_wrong_password_flood_does_not_stall_other_sites(gate_factory, ori
     g: Gate = await gate_factory(basic_auth_failures=10_000)  # no throttle: bcrypt runs for every attempt
     g.set_routes(*locked_routes(origin, hashed))
     baseline = [(await arequest(g.port, "open", "/echo"))[1] for _ in range(5)]
-    proc = start_hammer(g.port, "locked", "/echo", basic("ann", "wrong"), threads=8, seconds=3.0)
+    proc = start_hammer(g.port, "locked", "/echo", headers={"Authorization": basic("ann", "wrong")},
+                        threads=8, seconds=3.0)
     try:
         await asyncio.sleep(0.3)  # the hammer's interpreter is up and its requests are in flight
         latencies = await aprobe_while(proc, g.port, "open", "/echo")
