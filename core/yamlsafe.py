@@ -83,7 +83,7 @@ def check_expansion(root: yaml.Node, limits: YamlLimits = DEFAULT_LIMITS) -> tup
                 ck = id(child)
                 if ck in on_path:
                     raise YamlRefused("an alias refers to a node that contains it (a recursive alias); "
-                                      "recursive documents are not accepted", _line(child), limit="recursion")
+                                      "recursive documents are not accepted", _line(node), limit="recursion")
                 if ck not in done:
                     stack.append((child, depth + 1, False))
             continue
