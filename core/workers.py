@@ -7,7 +7,7 @@ bound — so callers turn a full pool into a 503/429 with `Retry-After` (back-pr
 until the job has really finished in its worker (or was cancelled before it started), not merely
 until the awaiting task gave up, so the bound holds even when clients disconnect.
 
-Threads or processes (measured, docs/adr/0004-worker-pools.md): processes. PyYAML — its C loader and
+Threads or processes (measured, docs/adr/worker-pools.md): processes. PyYAML — its C loader and
 the pure-Python one alike — holds the GIL for whole compose/construct steps: in a thread the loop still
 stalled 1.2-2.1 s on a 400 KB document, with a child process 0.2 s. bcrypt releases the GIL while it
 hashes, yet a thread must take the GIL back to return, and on a busy host the loop then waits for it:
