@@ -24,6 +24,7 @@ import importlib
 import multiprocessing
 import os
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, Literal, TypeVar
 
@@ -53,6 +54,19 @@ def lower_priority(nice: int) -> None:
         os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
     except (OSError, AttributeError):  # not permitted or not Linux: run at normal priority
         pass
+
+
+def _init_process(nice: int, parent: int) -> None:
+    """A worker process's start: lower priority, and exit when the server is gone — after a kill -9 its
+    pipes stay open (every worker holds both ends of the job queue), so nothing else would end it."""
+    lower_priority(nice)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 def preload(*modules: str) -> None:
@@ -126,8 +140,8 @@ class WorkerPool:
             if self.kind == "process":
                 # `spawn`: the parent runs threads (aiosqlite, pumps); forking it would copy their locks.
                 self._executor = concurrent.futures.ProcessPoolExecutor(
-                    self.workers, mp_context=multiprocessing.get_context("spawn"), initializer=lower_priority,
-                    initargs=(self.nice,))
+                    self.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_process,
+                    initargs=(self.nice, os.getpid()))
             else:
                 self._executor = concurrent.futures.ThreadPoolExecutor(
                     self.workers, thread_name_prefix=f"pool-{self.name}", initializer=lower_priority,

@@ -184,3 +184,44 @@ def test_wrong_password_flood_at_the_edge_does_not_stall_anything(server_factory
     right = "Basic " + base64.b64encode(b"ann:right").decode()
     status, _, _ = request(srv.http_port, "locked", "/", {"Authorization": right}, timeout_s=30)
     assert status == 200
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        children = task / "children"
+        if children.exists():
+            out += [int(x) for x in children.read_text().split()]
+    return out
+
+
+def _wait_gone(pids: list[int], limit_s: float = 10.0) -> list[int]:
+    deadline = time.monotonic() + limit_s
+    alive = pids
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.1)
+        alive = [p for p in alive if Path(f"/proc/{p}").exists() and "Z" not in
+                 Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[0]]
+    return alive
+
+
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL"])
+def test_worker_processes_end_with_the_server(server_factory, how: str):
+    srv = server_factory()
+    deadline = time.monotonic() + 20
+    workers: list[int] = []
+    while time.monotonic() < deadline and len(workers) < 2:  # the two pools' warmed-up processes
+        workers = [p for p in _children(srv.proc.pid)
+                   if "spawn_main" in Path(f"/proc/{p}/cmdline").read_text(errors="replace")]
+        time.sleep(0.1)
+    assert len(workers) >= 2, workers
+    children = _children(srv.proc.pid)
+    if how == "SIGTERM":
+        assert srv.stop() == 0
+    else:
+        srv.proc.kill()
+        srv.proc.wait()
+    alive = _wait_gone(children)
+    for p in alive:
+        os.kill(p, 9)
+    assert not alive, f"left running after {how}: {alive}"
