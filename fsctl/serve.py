@@ -176,9 +176,6 @@ class Server:
         try:
             for pool in pools.all():  # first up, last down: every component may use them
                 await pool.start()
-            # Each worker process imports what its jobs need now, not on the first request.
-            pools.edge.submit(preload, "gate.policies").add_done_callback(_preloaded)
-            pools.control.submit(preload, "core.identity", "orch.spec").add_done_callback(_preloaded)
             await store.open()
             await store.migrate("core", CORE_MIGRATIONS)
             await bus.start()
@@ -210,6 +207,10 @@ class Server:
                 started.append(comp)
                 self.states[comp.name] = "running"
             self._install_signals()
+            # Each worker process imports what its jobs need now (after start-up, which it would slow),
+            # not on the first request.
+            pools.edge.submit(preload, "gate.policies").add_done_callback(_preloaded)
+            pools.control.submit(preload, "core.identity", "orch.spec").add_done_callback(_preloaded)
             log.info(
                 "infracore ready", version=__version__, console=f"http://{host}:{self.console.bound_port}",
                 data_dir=str(s.data_dir), components=[c.name for c in self.components],
