@@ -121,12 +121,15 @@ def p90(xs: list[float]) -> float:
     return sorted(xs)[int(len(xs) * 0.9)]
 
 
-def check_no_stall(attempt: Callable[[], list[float]], limit_s: float = 0.05, tries: int = 3) -> list[float]:
+def check_no_stall(attempt: Callable[[], list[float]], limit_s: float = 0.05, tries: int = 3,
+                   loop_was_idle: Callable[[], bool] | None = None) -> list[float]:
     """Run `attempt` (an attack with probes; returns their latencies) until one window has every probe
     under `limit_s`. A stalled loop fails at once: 90% of the probes must be under the limit in every
     window (a bcrypt check on the loop makes nearly all of them wait). Only a window spoiled by a few
     outliers — a 2-core machine shared with other test runs delays a runnable process now and then,
-    idle probes included — is run again, at most `tries` times."""
+    idle probes included — is run again, at most `tries` times. When no window is clean,
+    `loop_was_idle` (the server's loop thread measured mostly idle during the last window, so the
+    outliers waited for a CPU, not for the loop) is the last word."""
     seen: list[str] = []
     for _ in range(tries):
         lat = attempt()
@@ -135,6 +138,10 @@ def check_no_stall(attempt: Callable[[], list[float]], limit_s: float = 0.05, tr
         if max(lat) < limit_s:
             return lat
         seen.append(f"max {max(lat) * 1000:.1f} ms ({sum(x >= limit_s for x in lat)} of {len(lat)} over)")
+    if loop_was_idle is not None and loop_was_idle():
+        print(f"\nevery window had an outlier over {limit_s * 1000:.0f} ms ({seen}) while the loop thread "
+              "was idle: the machine, not the loop")
+        return lat
     raise AssertionError(f"no window without a probe over {limit_s * 1000:.0f} ms: {seen}")
 
 
