@@ -12,7 +12,7 @@ import base64
 import hashlib
 import ipaddress
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import bcrypt
 
@@ -135,9 +135,9 @@ class Credentials:
     """A Basic-auth attempt naming a known user: what `verify_password` needs, and its cache key."""
 
     user: str
-    password: bytes
-    stored: bytes
-    key: bytes
+    password: bytes = field(repr=False)  # a secret: never in a repr, a log line or an error
+    stored: bytes = field(repr=False)
+    key: bytes = field(repr=False)
 
 
 def parse_basic(header: bytes, users: dict[str, bytes]) -> Credentials | None:
