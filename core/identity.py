@@ -11,9 +11,10 @@ import base64
 import hashlib
 import os
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import bcrypt
 import pyotp
@@ -24,8 +25,11 @@ from core.bus import EventBus
 from core.clock import Clock, SystemClock
 from core.errors import BadRequest, Conflict, Forbidden, NotFound, Throttled, Unauthorized
 from core.store import Store
+from core.workers import WorkerPool
 
 log = structlog.get_logger("core.identity")
+
+T = TypeVar("T")
 
 Role = Literal["admin", "viewer"]
 ROLES: tuple[Role, ...] = ("viewer", "admin")  # in order of power
@@ -145,6 +149,7 @@ class Identity:
         clock: Clock | None = None,
         session_ttl_s: int = 12 * 3600,
         hash_rounds: int = 12,
+        workers: WorkerPool | None = None,
     ) -> None:
         self._store = store
         self._bus = bus
@@ -153,11 +158,25 @@ class Identity:
         self._rounds = hash_rounds
         self.user_throttle = LoginThrottle(limit=5)
         self.ip_throttle = LoginThrottle(limit=20)
-        # A hash to check against when the user does not exist, so timing does not reveal that.
-        self._dummy_hash = hash_password(secrets.token_urlsafe(16), rounds=hash_rounds)
+        # bcrypt runs here, never on the loop: the composition root's bounded pool (PoolBusy → 503 when
+        # full); without one (tests, tools) the loop's default executor.
+        self._workers = workers
+        # A hash to check against when the user does not exist, so timing does not reveal that (made on
+        # first need, in a worker: at 12 rounds it costs a quarter second).
+        self._dummy_hash: str | None = None
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        if self._workers is not None:
+            return await self._workers.run(fn, *args)
+        return await asyncio.to_thread(fn, *args)
 
     async def _hash(self, password: str) -> str:
-        return await asyncio.to_thread(hash_password, password, self._rounds)
+        return await self._run(hash_password, password, self._rounds)
+
+    async def _dummy(self) -> str:
+        if self._dummy_hash is None:
+            self._dummy_hash = await self._hash(secrets.token_urlsafe(16))
+        return self._dummy_hash
 
     # --- first run -----------------------------------------------------------------------------
 
@@ -272,8 +291,8 @@ class Identity:
             "FROM users WHERE username = ?",
             (username,),
         )
-        hashed = row["password_hash"] if row else self._dummy_hash
-        ok = await asyncio.to_thread(check_password, password, hashed)
+        hashed = row["password_hash"] if row else await self._dummy()
+        ok = await self._run(check_password, password, hashed)
         if not ok or row is None or row["disabled"]:
             self._failed(ukey, ikey)
             raise Unauthorized("wrong username or password")

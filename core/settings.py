@@ -11,10 +11,10 @@ import os
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-import yaml
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, InitSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
+from core import yamlsafe
 from core.errors import StartupError
 
 DEFAULT_CONFIG_FILE = Path("/etc/infracore/config.yaml")
@@ -122,12 +122,11 @@ def read_config_file(path: Path) -> dict[str, Any]:
     except OSError as e:
         raise StartupError(f"cannot read config file {path}: {e.strerror}", hint="check the path") from e
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
-        problem = getattr(e, "problem", None) or str(e)
-        raise StartupError(f"{where}: invalid YAML: {problem}", hint="fix the YAML syntax") from e
+        data = yamlsafe.load(text)
+    except yamlsafe.YamlRefused as e:
+        where = f"{path}:{e.line}:{e.column}" if e.line and e.column else f"{path}:{e.line}" if e.line else str(path)
+        hint = "fix the YAML syntax" if e.limit is None else "a config file is a page of settings; write it out plainly"
+        raise StartupError(f"{where}: {e.problem}", hint=hint) from e
     if data is None:
         return {}
     if not isinstance(data, dict):

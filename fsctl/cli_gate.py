@@ -9,6 +9,7 @@ from typing import Any
 
 import yaml
 
+from core import yamlsafe
 from core.units import parse_size
 from fsctl.client import Client, CliError, resolve
 from fsctl.output import emit_json, table, when
@@ -38,9 +39,11 @@ def _rate(text: str) -> dict[str, Any]:
 def build_spec(args: argparse.Namespace) -> dict[str, Any]:
     if args.file:
         try:
-            data = yaml.safe_load(Path(args.file).read_text())
-        except (OSError, yaml.YAMLError) as e:
-            raise CliError(f"cannot read route file {args.file}: {e}") from e
+            data = yamlsafe.load(Path(args.file).read_text())
+        except OSError as e:
+            raise CliError(f"cannot read route file {args.file}: {e.strerror or e}") from e
+        except yamlsafe.YamlRefused as e:
+            raise CliError(f"{args.file}:{e.line or 1}: {e.problem}") from e
         if not isinstance(data, dict):
             raise CliError(f"{args.file}: a route file is a mapping of route fields")
         return data

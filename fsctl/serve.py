@@ -31,6 +31,7 @@ from core.schema import CORE_MIGRATIONS
 from core.settings import Settings
 from core.store import Store
 from core.tasks import TaskSet
+from core.workers import WorkerPool, default_workers, preload
 from fsctl import __version__
 
 log = structlog.get_logger("fsctl.serve")
@@ -59,12 +60,31 @@ class Kernel:
     audit: AuditLog
     api: Api
     tasks: TaskSet
+    pools: Pools
     clock: SystemClock = field(default_factory=SystemClock)
     endpoints: EndpointBoard = field(default_factory=EndpointBoard)
     challenges: ChallengeStore = field(default_factory=ChallengeStore)
     certificates: CertificateBoard = field(default_factory=CertificateBoard)
     # Public service objects by name, for wiring modules that run later (e.g. logbus's sink).
     services: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Pools:
+    """The platform's worker pools for CPU-heavy work (see `core.workers`): two, so a flood at the edge
+    (wrong Basic-auth passwords from many addresses) cannot starve the console's logins and spec parsing,
+    nor the reverse. Processes, one per core but one (the loop keeps a core), at lower CPU priority; a
+    full pool answers 503 with Retry-After."""
+
+    # bcrypt for the gate's Basic auth
+    edge: WorkerPool = field(default_factory=lambda: WorkerPool(
+        "edge-auth", workers=default_workers(), backlog=16, kind="process"))
+    # bcrypt for logins, new users and passwords; YAML + validation of service specs
+    control: WorkerPool = field(default_factory=lambda: WorkerPool(
+        "control", workers=default_workers(), backlog=8, kind="process"))
+
+    def all(self) -> tuple[WorkerPool, ...]:
+        return (self.edge, self.control)
 
 
 class DataDirLock:
@@ -153,18 +173,22 @@ class Server:
         store = Store(s.state_db)
         started: list[Component] = []
         bus = EventBus(store)
+        pools = Pools()
         try:
+            for pool in pools.all():  # first up, last down: every component may use them
+                await pool.start()
             await store.open()
             await store.migrate("core", CORE_MIGRATIONS)
             await bus.start()
             await bus.prune(s.event_retention_count)
-            identity = Identity(store, bus, session_ttl_s=s.session_ttl_s, hash_rounds=s.password_hash_rounds)
+            identity = Identity(store, bus, session_ttl_s=s.session_ttl_s, hash_rounds=s.password_hash_rounds,
+                                workers=pools.control)
             audit = AuditLog(store)
             password = await identity.ensure_initial_admin(s.data_dir)
             if password:
                 self._print_banner(password)
             api = Api()
-            kernel = Kernel(s, store, bus, identity, audit, api, TaskSet("kernel"))
+            kernel = Kernel(s, store, bus, identity, audit, api, TaskSet("kernel"), pools)
             ctx = routes_core.CoreContext(
                 identity, audit, bus, __version__, heartbeat_s=s.sse_heartbeat_s, status=self.status
             )
@@ -187,6 +211,10 @@ class Server:
                 started.append(comp)
                 self.states[comp.name] = "running"
             self._install_signals()
+            # Each worker process imports what its jobs need now (after start-up, which it would slow),
+            # not on the first request.
+            pools.edge.submit(preload, "gate.policies").add_done_callback(_preloaded)
+            pools.control.submit(preload, "core.identity", "orch.spec").add_done_callback(_preloaded)
             log.info(
                 "infracore ready", version=__version__, console=f"http://{host}:{self.console.bound_port}",
                 data_dir=str(s.data_dir), components=[c.name for c in self.components],
@@ -198,6 +226,8 @@ class Server:
             return 0
         finally:
             await self._stop(started)
+            for pool in pools.all():
+                await pool.stop(s.drain_timeout_s)
             bus.close()
             await store.close()
             lock.release()
@@ -244,6 +274,11 @@ class Server:
 def _gate_trusted(s: Settings) -> list[str]:
     value = s.gate.get("trusted_proxies") if isinstance(s.gate, dict) else None
     return [str(v) for v in value] if isinstance(value, list) else []
+
+
+def _preloaded(fut: asyncio.Future[None]) -> None:
+    if not fut.cancelled() and fut.exception() is not None:
+        log.warning("parse worker warm-up failed", error=repr(fut.exception()))
 
 
 def _ui_dir() -> Path | None:

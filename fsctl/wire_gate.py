@@ -27,6 +27,7 @@ def wire(kernel: Any) -> list[Component]:
         wall_clock=kernel.clock.now,
         https_port=s.https_port,
         data_dir=s.data_dir,
+        workers=kernel.pools.edge,
     )
     kernel.services["gate"] = service
     kernel.services["gate_metrics"] = service  # a core.ports.MetricsSource for probe's Prometheus exposition

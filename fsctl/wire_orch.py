@@ -31,6 +31,7 @@ def wire(kernel: Any) -> list[Component]:
     service = OrchService(
         load_orch_settings(s.orch), data_dir=s.data_dir, store=kernel.store, bus=kernel.bus,
         endpoints=kernel.endpoints, log_sink=kernel.services.get("log_sink"), clock=kernel.clock,
+        parse_pool=kernel.pools.control,
     )
     kernel.services["orch"] = service
     kernel.services["inventory"] = service

@@ -39,6 +39,9 @@ class GateConfig(BaseModel):
     high_water_bytes: int = Field(default=256 * 1024, ge=4096)
     low_water_bytes: int = Field(default=64 * 1024, ge=0)
     drain_timeout_s: float | None = Field(default=None, gt=0)
+    basic_auth_failures: int = Field(default=10, ge=1, le=10_000,
+                                     description="wrong Basic-auth passwords a client may send per window before 429")
+    basic_auth_failure_window_s: float = Field(default=60.0, gt=0, le=86_400)
 
     @field_validator("trusted_proxies")
     @classmethod

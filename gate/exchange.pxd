@@ -21,6 +21,7 @@ cdef class Exchange:
     cdef public double started, up_started
 
     cpdef start(self)
+    cpdef admit(self)
     cpdef choose(self)
     cpdef attach(self, conn, now=*)
     cpdef on_request_body(self, data)

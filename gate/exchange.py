@@ -2,11 +2,13 @@
 passive health), request body streaming, response streaming, upgrade tunnels, accounting.
 
 Theory of operation: `start()` decides synchronously whether the gate answers itself (ACME token, 404,
-405, policy verdict, 413, 503) or proxies. Proxying takes a warm pooled connection when there is one
-(no task, no await) and otherwise dials in a task. Body bytes that arrive before the upstream is
-attached are buffered up to the high-water mark, after which the client is paused. The response head
-and body are appended to the downstream's `out` and written once per upstream read. Every path ends
-in exactly one `_account()` (metrics and access log) guarded by `finished`.
+405, policy verdict, 413, 503) or proxies — except a Basic-auth password not seen before, which is
+checked by bcrypt in the worker pool (`_verify`) while the exchange waits; `admit()` then goes on.
+Proxying takes a warm pooled connection when there is one (no task, no await) and otherwise dials in a
+task. Body bytes that arrive before the upstream is attached are buffered up to the high-water mark,
+after which the client is paused. The response head and body are appended to the downstream's `out`
+and written once per upstream read. Every path ends in exactly one `_account()` (metrics and access
+log) guarded by `finished`.
 
 The exchange talks to its downstream only through the small interface documented in `gate.proxy`, so
 an HTTP/2 stream can be a downstream too.
@@ -14,11 +16,14 @@ an HTTP/2 stream can be a downstream too.
 
 from __future__ import annotations
 
+import asyncio
 import math
+from functools import partial
 from typing import TYPE_CHECKING
 
 import structlog
 
+from core.errors import Unavailable
 from core.ports import AccessLogEntry
 from gate._static_io import serve_static
 from gate._upgrade import switch_matches
@@ -34,6 +39,7 @@ from gate.h1 import (
 )
 from gate.metrics import Stats, record_request
 from gate.pages import error_page
+from gate.policies import Credentials, verify_password
 
 if TYPE_CHECKING:
     from gate.proxy import ClientConnection
@@ -144,6 +150,7 @@ class Exchange:
         route, upstream_target = m
         rt = snap.runtimes[route.id]
         self.rt = rt
+        self.upstream_target = upstream_target
         rt.metrics.active += 1
         spec = rt.route.spec
         if rt.methods is not None and self.method not in rt.methods:
@@ -153,14 +160,29 @@ class Exchange:
         pol = rt.policies
         if not pol.trivial:
             verdict = (pol.check_ip(client.client_ip)
-                       or pol.check_redirect(client.scheme, self.method, info.host_header, info.target)
-                       or pol.check_auth(self.header(b"authorization")))
+                       or pol.check_redirect(client.scheme, self.method, info.host_header, info.target))
+            if verdict is None and pol.auth_users:
+                auth = pol.check_auth(self.header(b"authorization"))
+                if isinstance(auth, Credentials):
+                    self._verify(auth)  # suspended until a worker has checked the password
+                    return
+                verdict = auth
             if verdict is not None:
                 if 300 <= verdict.status < 400:
                     self.respond(verdict.status, b"", b"text/plain", headers=verdict.headers)
                 else:
                     self.error(verdict.status, verdict.message, headers=verdict.headers)
                 return
+        self.admit()
+
+    def admit(self) -> None:
+        """The request passed the route's access policies: rate limit, size, then static or proxy."""
+        st = self.state
+        info = self.info
+        client = self.client
+        rt = self.rt
+        assert rt is not None
+        spec = rt.route.spec
         if rt.limiter is not None:
             wait = rt.limiter.take(client.client_ip, st.clock())
             if wait > 0:
@@ -170,7 +192,6 @@ class Exchange:
         if rt.max_body is not None and info.content_length is not None and info.content_length > rt.max_body:
             self.error(413, f"the request body is larger than this site accepts ({rt.max_body} bytes)", close=True)
             return
-        self.upstream_target = upstream_target
         if rt.static_root is not None:
             serve_static(self, rt.static_root, spec.static_spa)
             return
@@ -185,6 +206,46 @@ class Exchange:
                 client.send_continue()
             return
         self.choose()
+
+    # --- Basic auth off the loop ---------------------------------------------------------------------
+
+    def _verify(self, cred: Credentials) -> None:
+        """Check a password in the worker pool; the exchange waits (its connection keeps reading and
+        buffering the body under back-pressure, other connections are unaffected) and `_verified` resumes."""
+        st = self.state
+        wait = st.auth_failures.attempt(self.client.client_ip, st.clock())
+        if wait > 0:
+            self.error(429, "too many wrong passwords from your address; wait before trying again",
+                       headers=((b"Retry-After", str(math.ceil(wait)).encode()),))
+            return
+        try:
+            fut = st.workers.submit(verify_password, cred.password, cred.stored)
+        except Unavailable:  # PoolBusy (full) or PoolStopped (shutting down): never queue without bound
+            st.auth_failures.succeeded(self.client.client_ip, st.clock())  # not checked: not a failure
+            log.warning("basic auth refused: worker pool full", request_id=self.request_id)
+            self.error(503, "the server is busy checking passwords; retry shortly", headers=((b"Retry-After", b"1"),))
+            return
+        fut.add_done_callback(partial(self._verified, cred))
+
+    def _verified(self, cred: Credentials, fut: asyncio.Future[bool]) -> None:
+        st = self.state
+        ok = not fut.cancelled() and fut.exception() is None and fut.result()
+        ip = self.client.client_ip
+        rt = self.rt
+        if ok:
+            st.auth_failures.succeeded(ip, st.clock())
+            if rt is not None:
+                rt.policies.remember(cred)
+        if self.finished or self.client.closed or rt is None:
+            return  # the client left meanwhile (its failure still counted)
+        if fut.cancelled():
+            self.error(503, "the server is shutting down", headers=((b"Retry-After", b"1"),))
+        elif ok:
+            self.admit()
+        else:
+            verdict = rt.policies.unauthorized()
+            self.error(verdict.status, verdict.message, headers=verdict.headers)
+        self.client.flush()
 
     def choose(self) -> None:
         st = self.state

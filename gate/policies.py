@@ -1,5 +1,6 @@
-"""Per-route policies, pure: HTTPS redirect, HSTS and security headers, IP allow/deny, basic auth and a
-token-bucket rate limit per client IP. `now` is passed in; no I/O.
+"""Per-route policies, pure: HTTPS redirect, HSTS and security headers, IP allow/deny, basic auth (the
+bcrypt check itself runs in a worker pool, failures throttled per client) and a token-bucket rate limit
+per client IP. `now` is passed in; no I/O.
 
 `CompiledPolicies` is built once per route table (CIDRs parsed, header names encoded) so a request pays
 only lookups. Rate-limit buckets live in a `RateLimiter` the gate keeps per route across table swaps.
@@ -11,7 +12,7 @@ import base64
 import hashlib
 import ipaddress
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import bcrypt
 
@@ -23,6 +24,8 @@ SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
     (b"Referrer-Policy", b"strict-origin-when-cross-origin"),
     (b"Permissions-Policy", b"interest-cohort=()"),
 )
+
+AUTH_CACHE_SIZE = 256  # verified credentials remembered per route (bcrypt is slow by design)
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -99,45 +102,101 @@ class CompiledPolicies:
         return Verdict(status, "this site is served over HTTPS",
                        ((b"Location", f"https://{host}{target}".encode("latin-1")),))
 
-    def check_auth(self, authorization: bytes) -> Verdict | None:
+    def check_auth(self, authorization: bytes) -> Verdict | Credentials | None:
+        """None: no auth here, or a credential already verified (cached). A `Verdict` (401): no usable
+        credential (missing, malformed, unknown user) — answered at once. `Credentials`: a password
+        to verify with `verify_password` off the loop, then `remember()` on success."""
         if not self.auth_users:
             return None
-        if basic_auth_ok(authorization, self.auth_users, self.auth_cache):
+        cred = parse_basic(authorization, self.auth_users)
+        if cred is None:
+            return self.unauthorized()
+        if cred.key in self.auth_cache:
+            self.auth_cache.move_to_end(cred.key)
             return None
+        return cred
+
+    def unauthorized(self) -> Verdict:
         return Verdict(401, "this site needs a username and password",
                        ((b"WWW-Authenticate", f'Basic realm="{self.realm}", charset="UTF-8"'.encode()),))
 
+    def remember(self, cred: Credentials, cache_size: int = AUTH_CACHE_SIZE) -> None:
+        """Cache a verified credential: bounded LRU keyed by a SHA-256 of the whole header and the
+        stored hash, so a changed password (new hash) or a different header never matches."""
+        cache = self.auth_cache
+        cache[cred.key] = None
+        cache.move_to_end(cred.key)
+        while len(cache) > cache_size:
+            cache.popitem(last=False)
 
-def basic_auth_ok(
-    header: bytes, users: dict[str, bytes], cache: OrderedDict[bytes, None], cache_size: int = 256
-) -> bool:
-    """Whether an `Authorization: Basic ...` value names a user with the right password.
 
-    bcrypt is slow by design, so a successful check is remembered (by a SHA-256 of the header and the
-    stored hash) in a small LRU; a wrong password is checked in full every time."""
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """A Basic-auth attempt naming a known user: what `verify_password` needs, and its cache key."""
+
+    user: str
+    password: bytes = field(repr=False)  # a secret: never in a repr, a log line or an error
+    stored: bytes = field(repr=False)
+    key: bytes = field(repr=False)
+
+
+def parse_basic(header: bytes, users: dict[str, bytes]) -> Credentials | None:
+    """The credential in an `Authorization: Basic ...` value when it names a known user, else None."""
     if not header[:6].lower() == b"basic ":
-        return False
+        return None
     try:
         decoded = base64.b64decode(header[6:].strip(), validate=True).decode("utf-8")
     except (ValueError, UnicodeDecodeError):
-        return False
+        return None
     user, sep, password = decoded.partition(":")
     stored = users.get(user)
     if not sep or stored is None:
-        return False
-    key = hashlib.sha256(header + b"\x00" + stored).digest()
-    if key in cache:
-        cache.move_to_end(key)
-        return True
+        return None
+    return Credentials(user, password.encode("utf-8"), stored,
+                       hashlib.sha256(header + b"\x00" + stored).digest())
+
+
+def verify_password(password: bytes, stored: bytes) -> bool:
+    """bcrypt check — slow by design (tens to hundreds of ms): run it in a worker pool, never on the loop."""
     try:
-        ok = bcrypt.checkpw(password.encode("utf-8"), stored)
+        return bcrypt.checkpw(password, stored)
     except ValueError:
         return False
-    if ok:
-        cache[key] = None
-        if len(cache) > cache_size:
-            cache.popitem(last=False)
-    return ok
+
+
+def client_key(ip: str) -> str:
+    """Who a per-client limit counts: the address, or its /64 for IPv6 (one host usually holds a /64)."""
+    if ":" not in ip:
+        return ip
+    try:
+        addr = ipaddress.IPv6Address(ip)
+    except ValueError:
+        return ip
+    if addr.ipv4_mapped is not None:
+        return str(addr.ipv4_mapped)
+    return str(ipaddress.IPv6Network((int(addr) >> 64 << 64, 64)))
+
+
+class AuthFailures:
+    """Password checks per client (`client_key`), across all routes: a token bucket of `burst` wrong
+    passwords refilled `burst` per `window_s`. Each check takes a token before bcrypt runs — so a
+    client's concurrent guesses count too — and a right password gives its token back. While a client's
+    bucket is empty, `attempt()` returns how long until it may try again and the gate answers 429
+    without running bcrypt. A success never resets the count beyond its own token (a valid account must
+    not become a key to keep guessing others): failures age out."""
+
+    __slots__ = ("limiter",)
+
+    def __init__(self, burst: int, window_s: float, max_clients: int = 100_000) -> None:
+        self.limiter = RateLimiter(RateLimit(rate_per_s=burst / window_s, burst=burst), max_clients)
+
+    def attempt(self, ip: str, now: float) -> float:
+        """Take a token for one password check: 0.0 when allowed, else seconds until one is."""
+        return self.limiter.take(client_key(ip), now)
+
+    def succeeded(self, ip: str, now: float) -> None:
+        """The check passed: return its token."""
+        self.limiter.give_back(client_key(ip), now)
 
 
 class RateLimiter:
@@ -153,6 +212,12 @@ class RateLimiter:
         self.burst = float(limit.burst or max(1, int(limit.rate_per_s)))
         self.max_clients = max_clients
         self.buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()  # ip -> (tokens, at)
+
+    def give_back(self, ip: str, now: float) -> None:
+        """Return one token taken by `take` (up to `burst`)."""
+        entry = self.buckets.get(ip)
+        if entry is not None:
+            self.buckets[ip] = (min(self.burst, entry[0] + (now - entry[1]) * self.rate + 1.0), now)
 
     def take(self, ip: str, now: float) -> float:
         entry = self.buckets.get(ip)

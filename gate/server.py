@@ -93,4 +93,6 @@ class EdgeServer:
                 await asyncio.wait_for(server.wait_closed(), 1.0)
         self.servers.clear()
         await st.tasks.close()
+        if st.owns_workers:
+            await st.workers.stop(1.0)
         self._sweeper = None

@@ -25,6 +25,7 @@ from core.bus import EventBus
 from core.errors import Conflict, NotFound, ValidationFailed
 from core.ports import AccessLogSink, CertificateBoard, ChallengeStore, EndpointBoard, Sample
 from core.store import Migration, Store
+from core.workers import WorkerPool
 from gate.config import GateConfig
 from gate.router import RouteConflict
 from gate.routes import Route, RouteSpec
@@ -83,6 +84,7 @@ class GateService:
         wall_clock: Callable[[], float] = time.time,
         https_port: int | None = None,
         data_dir: Path | None = None,
+        workers: WorkerPool | None = None,
     ) -> None:
         self.config = config
         self.store = store
@@ -92,7 +94,7 @@ class GateService:
         self.certificates = certificates
         self.wall_clock = wall_clock
         self.state = ProxyState(config, clock=time.monotonic, wall_clock=wall_clock, endpoints=endpoints,
-                                challenges=challenges, access_log=access_log)
+                                challenges=challenges, access_log=access_log, workers=workers)
         self.edge = EdgeServer(self.state)
         self.bound_port: int | None = None
         self.https_port = https_port

@@ -17,8 +17,8 @@ cdef class RouteRuntime:
 @cython.final
 cdef class ProxyState:
     cdef public object config, clock, wall_clock, timer, endpoints, challenges, access_log, metrics, health_policy
-    cdef public object pool, trusted, snapshot, drained, tasks, via, _rid_prefix, hop_id
+    cdef public object pool, trusted, snapshot, drained, tasks, via, _rid_prefix, hop_id, workers, auth_failures
     cdef public dict health
     cdef public set clients
-    cdef public bint draining
+    cdef public bint draining, owns_workers
     cdef public Py_ssize_t _rid

@@ -20,11 +20,12 @@ from dataclasses import dataclass
 
 from core.ports import AccessLogSink, ChallengeStore, EndpointBoard
 from core.tasks import TaskSet
+from core.workers import WorkerPool, default_workers
 from gate.balancer import Cursor, HealthPolicy, TargetHealth
 from gate.config import GateConfig
 from gate.h1 import header_lines
 from gate.metrics import GateMetrics, Histogram, Stats
-from gate.policies import CompiledPolicies, RateLimiter, ip_in
+from gate.policies import AuthFailures, CompiledPolicies, RateLimiter, ip_in
 from gate.router import RouteTable
 from gate.routes import Route, parse_target
 from gate.upstream import UpstreamPool
@@ -99,9 +100,9 @@ class Snapshot:
 class ProxyState:
     """Shared by every client connection of every listener (plain HTTP now; TLS and HTTP/2 later)."""
 
-    __slots__ = ("_rid", "_rid_prefix", "access_log", "challenges", "clients", "clock", "config", "drained",
-                 "draining", "endpoints", "health", "health_policy", "hop_id", "metrics", "pool", "snapshot", "tasks",
-                 "timer", "trusted", "via", "wall_clock")
+    __slots__ = ("_rid", "_rid_prefix", "access_log", "auth_failures", "challenges", "clients", "clock", "config",
+                 "drained", "draining", "endpoints", "health", "health_policy", "hop_id", "metrics", "owns_workers",
+                 "pool", "snapshot", "tasks", "timer", "trusted", "via", "wall_clock", "workers")
 
     def __init__(
         self,
@@ -113,8 +114,14 @@ class ProxyState:
         endpoints: EndpointBoard | None = None,
         challenges: ChallengeStore | None = None,
         access_log: AccessLogSink | None = None,
+        workers: WorkerPool | None = None,
     ) -> None:
         self.config = config
+        # Where Basic-auth passwords are checked (bcrypt: never on the loop). `fsctl serve` passes the
+        # edge's pool; without one the gate makes its own (threads start on first use) and stops it.
+        self.owns_workers = workers is None
+        self.workers = workers or WorkerPool("gate-auth", workers=default_workers(), backlog=16, kind="process")
+        self.auth_failures = AuthFailures(config.basic_auth_failures, config.basic_auth_failure_window_s)
         self.clock = clock  # loop time, for timeouts and rates
         self.wall_clock = wall_clock  # epoch seconds, for logs
         # Durations (latency metrics, access log) need better than loop time, which uvloop keeps in whole

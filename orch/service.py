@@ -19,7 +19,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 
@@ -29,6 +29,7 @@ from core.errors import Conflict, NotFound
 from core.ports import EndpointBoard, InstanceInfo, LogSink
 from core.store import Store
 from core.tasks import TaskSet
+from core.workers import WorkerPool
 from orch import planner
 from orch.cgroups import CgroupDriver, CgroupHandle, detect
 from orch.config import OrchSettings
@@ -41,7 +42,9 @@ from orch.planner import ServiceView, Slot, SlotKey, StartInstance, StopInstance
 from orch.process import ProcessRuntime, user_problem
 from orch.repo import OrchRepo, ServiceRow
 from orch.runtime import ExitStatus, Instance, Runtime, RuntimeError_
-from orch.spec import ServiceSpec, SpecError, SpecProblem, line_of, load_spec, validate_mapping
+from orch.spec import ServiceSpec, SpecError, SpecProblem, parse_spec, validate_mapping
+
+T = TypeVar("T")
 
 log = structlog.get_logger("orch")
 
@@ -66,8 +69,12 @@ class OrchService:
 
     def __init__(self, settings: OrchSettings, *, data_dir: Path, store: Store, bus: EventBus,
                  endpoints: EndpointBoard, log_sink: LogSink | None = None, runtime: Runtime | None = None,
-                 cgroups: CgroupDriver | None = None, clock: Clock | None = None) -> None:
+                 cgroups: CgroupDriver | None = None, clock: Clock | None = None,
+                 parse_pool: WorkerPool | None = None) -> None:
         self.settings = settings
+        # Where specs are parsed and validated (YAML and pydantic are CPU work: never on the loop). The
+        # composition root passes its process pool; without one (tests, tools) parsing runs inline.
+        self.parse_pool = parse_pool
         self.data_dir = data_dir
         self.run_dir = data_dir / "run" / "orch"
         self.repo = OrchRepo(store)
@@ -149,15 +156,16 @@ class OrchService:
     async def apply(self, source: str | dict[str, Any], filename: str = "spec.yaml",
                     actor: str | None = None) -> dict[str, Any]:
         """Validate and store a spec as the service's next version; the supervisor converges to it."""
+        lines: dict[str, int] = {}
         if isinstance(source, dict):
-            spec = validate_mapping(source, filename)
+            spec = await self._parse(validate_mapping, source, filename)
             text = json.dumps(source)
         else:
-            spec = load_spec(source, filename)
-            text = source
+            parsed = await self._parse(parse_spec, source, filename)
+            spec, lines, text = parsed.spec, parsed.lines, source
 
         def line(field: str) -> int | None:
-            return line_of(source, field) if isinstance(source, str) else None
+            return lines.get(field)
 
         if spec.runtime_name != "process":
             field = "runtime" if spec.runtime else "image"
@@ -195,6 +203,12 @@ class OrchService:
         log.info("service applied", service=spec.name, version=version)
         self._wake.set()
         return {**self.describe(spec.name), "changed": True}
+
+    async def _parse(self, fn: Callable[[Any, str], T], source: Any, filename: str) -> T:
+        """`fn(source, filename)` in the parse pool (`PoolBusy` → 503 when it is full)."""
+        if self.parse_pool is None:
+            return fn(source, filename)
+        return await self.parse_pool.run(fn, source, filename)
 
     def list(self) -> list[dict[str, Any]]:
         return [self._summary(n) for n in sorted(self.services)]

@@ -26,11 +26,15 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from core import yamlsafe
 from core.errors import ValidationFailed
 from core.units import parse_duration, parse_size
 
 NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _RESTART_RE = re.compile(r"^(no|always|unless-stopped|on-failure(?::(\d+))?)$")
+# A spec is a page of YAML; inline config files make it longer, never millions of nodes.
+SPEC_YAML_LIMITS = yamlsafe.YamlLimits(max_bytes=1024 * 1024, max_nodes=50_000, max_expanded_bytes=4 * 1024 * 1024,
+                                       max_depth=32)
 
 
 def _err(code: str, message: str) -> PydanticCustomError:
@@ -324,6 +328,9 @@ class SpecError(ValidationFailed):
 
     code = "invalid_spec"
 
+    def __reduce__(self) -> tuple[Any, ...]:  # crosses the parse worker process intact
+        return (SpecError, (self.problems,))
+
     def __init__(self, problems: list[SpecProblem]) -> None:
         self.problems = problems
         head = "; ".join(str(p) for p in problems[:5])
@@ -448,40 +455,60 @@ def _model_of(tp: Any) -> type[BaseModel] | None:
     return None
 
 
-def load_spec(text: str, filename: str = "spec.yaml") -> ServiceSpec:
-    """Parse and validate one spec document. Raises `SpecError` naming file, line and field."""
+def _compose(text: str, filename: str) -> yaml.Node:
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        line = mark.line + 1 if mark else None
-        raise SpecError([SpecProblem(filename, line, "", f"invalid YAML: {problem}")]) from e
+        root = yamlsafe.compose(text, SPEC_YAML_LIMITS)
+    except yamlsafe.YamlRefused as e:
+        raise SpecError([SpecProblem(filename, e.line, "", e.problem)]) from None
     if root is None:
         raise SpecError([SpecProblem(filename, 1, "", "the file is empty; a spec needs at least name and cmd")])
     if not isinstance(root, yaml.MappingNode):
         raise SpecError([SpecProblem(filename, root.start_mark.line + 1, "",
                                      "a spec is a mapping of fields (name: ..., cmd: ...), not a list or a value")])
+    return root
+
+
+def load_spec(text: str, filename: str = "spec.yaml") -> ServiceSpec:
+    """Parse and validate one spec document. Raises `SpecError` naming file, line and field.
+
+    CPU-bound (YAML, pydantic): the server runs it in its parse worker pool (`parse_spec`), never on
+    the event loop. Size, nesting and alias expansion are bounded by `SPEC_YAML_LIMITS`."""
+    return parse_spec(text, filename).spec
+
+
+@dataclass(frozen=True)
+class ParsedSpec:
+    """A validated spec and the 1-based line of each top-level field (for checks made afterwards)."""
+
+    spec: ServiceSpec
+    lines: dict[str, int]
+
+
+def parse_spec(text: str, filename: str = "spec.yaml") -> ParsedSpec:
+    """`load_spec` plus the lines of the top-level fields; a plain function of picklable values, so it
+    can run in a worker process."""
+    root = _compose(text, filename)
     dups: list[tuple[int, str, str]] = []
     _duplicate_keys(root, "", dups)
     if dups:
         raise SpecError([SpecProblem(filename, line, field, msg) for line, field, msg in dups])
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:  # composed but not constructible (e.g. a bad !!tag)
-        mark = getattr(e, "problem_mark", None)
-        raise SpecError([SpecProblem(filename, mark.line + 1 if mark else None, "", f"invalid YAML: {e}")]) from e
+        data = yamlsafe.construct(root)
+    except yamlsafe.YamlRefused as e:  # composed but not constructible (e.g. a bad !!tag)
+        raise SpecError([SpecProblem(filename, e.line, "", e.problem)]) from None
     try:
-        return ServiceSpec.model_validate(data)
+        spec = ServiceSpec.model_validate(data)
     except ValidationError as e:
         raise SpecError(problems_from(e, filename, root)) from e
+    lines = {k.value: k.start_mark.line + 1 for k, _ in root.value if isinstance(k, yaml.ScalarNode)}
+    return ParsedSpec(spec, lines)
 
 
 def line_of(text: str, *loc: int | str) -> int | None:
     """The 1-based line of the field at `loc` in YAML `text` (for checks made after validation)."""
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError:
+        root = yamlsafe.compose(text, SPEC_YAML_LIMITS)
+    except yamlsafe.YamlRefused:
         return None
     node, _ = _find_node(root, loc)
     return node.start_mark.line + 1 if node is not None else None

@@ -194,3 +194,40 @@ async def test_a_recovery_code_is_spent_once_even_concurrently(identity, tmp_pat
     assert (await identity.get_user("admin"))["recovery_codes_left"] == 0
     row = await identity._store.fetchone("SELECT COUNT(*) FROM recovery_codes")
     assert row[0] == 0
+
+
+async def test_password_work_runs_in_the_pool_and_a_full_pool_is_503(store, bus, tmp_path):
+    """bcrypt (login, new user, new password) runs in the given worker pool — here a real process pool —
+    and never on the loop; when the pool is full the call fails at once with 503 + Retry-After."""
+    import threading
+
+    from core.workers import PoolBusy, WorkerPool
+
+    procs = WorkerPool("test-control", workers=1, backlog=1, kind="process")
+    try:
+        ident = Identity(store, bus, clock=ManualClock(), hash_rounds=4, workers=procs)
+        pw = await ident.ensure_initial_admin(tmp_path)
+        token, _, principal = await ident.login("admin", pw, "127.0.0.1")
+        assert principal.role == "admin" and token
+        with pytest.raises(Unauthorized):
+            await ident.login("nobody", "whatever-password", "127.0.0.1")  # the dummy hash, made in the pool
+        assert ident._dummy_hash is not None
+    finally:
+        await procs.stop(10)
+
+    busy = WorkerPool("test-busy", workers=1, backlog=0)
+    gate = threading.Event()
+    try:
+        ident = Identity(store, bus, clock=ManualClock(), hash_rounds=4, workers=busy)
+        blocker = busy.submit(gate.wait, 30)
+        with pytest.raises(PoolBusy) as info:
+            await ident.login("admin", "whatever-password", "127.0.0.1")
+        assert info.value.status == 503 and info.value.retry_after_s >= 1
+        with pytest.raises(PoolBusy):
+            await ident.add_user("bob", "long-enough-pw", "viewer")
+        gate.set()
+        await blocker
+        assert (await ident.add_user("bob", "long-enough-pw", "viewer"))["username"] == "bob"
+    finally:
+        gate.set()
+        await busy.stop(10)

@@ -71,3 +71,31 @@ def test_parse_host_port(text, expected):
 def test_parse_host_port_rejects(text):
     with pytest.raises(ValueError, match="is not HOST:PORT"):
         parse_host_port(text, what="console address")
+
+
+def test_alias_bomb_in_the_config_file_is_refused_with_the_limit_and_line(tmp_path):
+    lines = ["gate:", '  a0: &a0 ["x"]']
+    lines += [f"  a{i}: &a{i} [" + ",".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, 8)]
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text("\n".join(lines) + "\n")
+    with pytest.raises(StartupError, match=r"config.yaml:7: the sequence starting here expands to \d+ nodes.*"
+                                           r"\(max_nodes\)") as e:
+        load_settings(cfg)
+    assert "write it out plainly" in (e.value.hint or "")
+
+
+def test_route_file_goes_through_the_bounded_loader(tmp_path):
+    import argparse
+
+    from fsctl.cli_gate import build_spec
+    from fsctl.client import CliError
+
+    f = tmp_path / "route.yaml"
+    f.write_text("host: a.example\nupstreams: &u [127.0.0.1:1]\nx: [" + ",".join(["*u"] * 3) + "]\n")
+    assert build_spec(argparse.Namespace(file=str(f)))["x"] == [["127.0.0.1:1"]] * 3
+    f.write_text("host: a\nupstreams: [\n")
+    with pytest.raises(CliError, match=r"route.yaml:3: invalid YAML"):
+        build_spec(argparse.Namespace(file=str(f)))
+    f.write_text("a: &a [x]\nb: &b [" + ",".join(["*a"] * 400) + "]\nc: [" + ",".join(["*b"] * 400) + "]\n")
+    with pytest.raises(CliError, match="max_nodes"):
+        build_spec(argparse.Namespace(file=str(f)))

@@ -12,6 +12,7 @@ import pytest
 from aiohttp import web
 
 from core.ports import AccessLogEntry
+from core.workers import WorkerPool
 from gate.config import GateConfig
 from gate.routes import Route, RouteSpec
 from gate.server import EdgeServer
@@ -182,10 +183,11 @@ GateFactory = Callable[..., Awaitable[Gate]]
 async def gate_factory() -> AsyncIterator[GateFactory]:
     made: list[Gate] = []
 
-    async def make(**config: Any) -> Gate:
+    async def make(workers: WorkerPool | None = None, **config: Any) -> Gate:
         sink = ListSink()
         loop = asyncio.get_running_loop()
-        state = ProxyState(GateConfig(**config), clock=loop.time, wall_clock=time.time, access_log=sink)
+        state = ProxyState(GateConfig(**config), clock=loop.time, wall_clock=time.time, access_log=sink,
+                           workers=workers)
         server = EdgeServer(state)
         port = await server.listen("127.0.0.1", 0)
         g = Gate(state, server, port, sink)

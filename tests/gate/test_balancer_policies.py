@@ -8,7 +8,17 @@ import bcrypt
 import pytest
 
 from gate.balancer import Cursor, HealthPolicy, TargetHealth, pick, record_failure, record_success, retry_after_s
-from gate.policies import CompiledPolicies, RateLimiter, ip_in
+from gate.policies import (
+    AUTH_CACHE_SIZE,
+    AuthFailures,
+    CompiledPolicies,
+    Credentials,
+    RateLimiter,
+    Verdict,
+    client_key,
+    ip_in,
+    verify_password,
+)
 from gate.routes import Policies, RateLimit
 
 
@@ -97,13 +107,48 @@ def test_basic_auth():
     h = bcrypt.hashpw(b"s3cret", bcrypt.gensalt(4)).decode()
     p = CompiledPolicies(Policies(basic_auth=[{"username": "ann", "bcrypt_hash": h}]))
     good = b"Basic " + base64.b64encode(b"ann:s3cret")
-    assert p.check_auth(good) is None
+    cred = p.check_auth(good)  # not seen before: to be verified (off the loop) by the caller
+    assert isinstance(cred, Credentials) and verify_password(cred.password, cred.stored)
+    p.remember(cred)
     assert p.check_auth(good) is None and len(p.auth_cache) == 1
-    bads = (b"", b"Basic !!", b"Basic " + base64.b64encode(b"ann:nope"), b"Basic " + base64.b64encode(b"bob:s3cret"),
-            b"Bearer x")
-    for bad in bads:
-        v = p.check_auth(bad)
-        assert v is not None and v.status == 401 and v.headers[0][0] == b"WWW-Authenticate"
+    wrong = p.check_auth(b"Basic " + base64.b64encode(b"ann:nope"))
+    assert isinstance(wrong, Credentials) and not verify_password(wrong.password, wrong.stored)
+    assert wrong.key != cred.key
+    for bad in (b"", b"Basic !!", b"Basic " + base64.b64encode(b"bob:s3cret"), b"Basic " + base64.b64encode(b"ann"),
+                b"Bearer x", b"Basic " + base64.b64encode(b"\xff:x")):
+        v = p.check_auth(bad)  # answered at once, no bcrypt
+        assert isinstance(v, Verdict) and v.status == 401 and v.headers[0][0] == b"WWW-Authenticate"
+    assert verify_password(b"x", b"not a bcrypt hash") is False
+
+
+def test_basic_auth_cache_is_bounded_and_keyed_on_the_stored_hash():
+    h1 = bcrypt.hashpw(b"pw", bcrypt.gensalt(4)).decode()
+    h2 = bcrypt.hashpw(b"pw", bcrypt.gensalt(4)).decode()
+    p1 = CompiledPolicies(Policies(basic_auth=[{"username": "ann", "bcrypt_hash": h1}]))
+    p2 = CompiledPolicies(Policies(basic_auth=[{"username": "ann", "bcrypt_hash": h2}]))
+    header = b"Basic " + base64.b64encode(b"ann:pw")
+    c1, c2 = p1.check_auth(header), p2.check_auth(header)
+    assert isinstance(c1, Credentials) and isinstance(c2, Credentials) and c1.key != c2.key  # a new hash: re-check
+    for i in range(AUTH_CACHE_SIZE + 50):
+        p1.remember(Credentials("ann", b"pw", h1.encode(), i.to_bytes(4, "big")))
+    assert len(p1.auth_cache) == AUTH_CACHE_SIZE
+
+
+def test_auth_failures_throttle_per_client_and_ipv6_prefix():
+    t = AuthFailures(burst=3, window_s=30.0)  # 3 wrong passwords, then one per 10 s
+    assert [t.attempt("1.2.3.4", 0.0) for _ in range(3)] == [0.0, 0.0, 0.0]
+    assert t.attempt("1.2.3.4", 0.0) == pytest.approx(10.0)
+    assert t.attempt("1.2.3.5", 0.0) == 0.0  # another client is not affected
+    assert t.attempt("1.2.3.4", 5.0) == pytest.approx(5.0)
+    assert t.attempt("1.2.3.4", 10.0) == 0.0  # aged out: one more try
+    t.attempt("5.5.5.5", 0.0)
+    t.succeeded("5.5.5.5", 0.0)  # a right password gives its token back...
+    assert [t.attempt("5.5.5.5", 0.0) for _ in range(4)][-1] > 0  # ...but never resets the count
+    for i in range(3):
+        assert t.attempt(f"2001:db8::{i + 1}", 0.0) == 0.0
+    assert t.attempt("2001:db8::ffff", 0.0) > 0  # one /64 is one client
+    assert t.attempt("2001:db8:0:1::1", 0.0) == 0.0
+    assert client_key("::ffff:10.0.0.1") == "10.0.0.1" and client_key("10.0.0.1") == "10.0.0.1"
 
 
 def test_response_headers_hsts_only_on_https():
