@@ -26,6 +26,10 @@ class OrchSettings(BaseModel):
     crashloop_window_s: float = Field(default=120.0, gt=0)
     health_history: int = Field(default=20, ge=1, le=1000)
     kill_grace_s: float = Field(default=5.0, gt=0)
+    docker: bool = True  # the docker runtime (services with image:); off: such specs are refused at apply
+    docker_host: str | None = None  # Engine API URL; default DOCKER_HOST, else unix:///var/run/docker.sock
+    docker_name_prefix: str = Field(default="infracore", pattern=r"^[a-z0-9][a-z0-9_.-]{0,30}$")
+    docker_pull_timeout_s: float = Field(default=600.0, gt=0)
     drain_before_stop_s: float = Field(default=0.5, ge=0, le=60)  # endpoints withdrawn → wait → stop signal
 
     def backoff(self) -> BackoffPolicy:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import hashlib
 import json
 import signal
 import time
@@ -23,6 +24,7 @@ from typing import Any
 
 import structlog
 
+from core.audit import AuditEntry, AuditLog
 from core.bus import EventBus
 from core.clock import Clock, SystemClock
 from core.errors import Conflict, NotFound
@@ -30,17 +32,20 @@ from core.ports import EndpointBoard, InstanceInfo, LogSink
 from core.store import Store
 from core.tasks import TaskSet
 from orch import planner
+from orch.admission import admit
 from orch.cgroups import CgroupDriver, CgroupHandle, detect
 from orch.config import OrchSettings
+from orch.docker import DockerRuntime
 from orch.endpoints import EndpointPublisher, endpoint_sets
 from orch.health import HealthResult, run_probe
-from orch.instances import PortAllocator, build_config, health_target
+from orch.instances import PortAllocator, build_config, health_target, port_requests
 from orch.logfiles import FileLogSink
 from orch.pidfiles import PidFiles
 from orch.planner import ServiceView, Slot, SlotKey, StartInstance, StopInstance
-from orch.process import ProcessRuntime, user_problem
+from orch.process import ProcessRuntime
 from orch.repo import OrchRepo, ServiceRow
 from orch.runtime import ExitStatus, Instance, Runtime, RuntimeError_
+from orch.runtimes import RuntimeSet
 from orch.spec import ServiceSpec, SpecError, SpecProblem, line_of, load_spec, validate_mapping
 
 log = structlog.get_logger("orch")
@@ -76,7 +81,8 @@ class OrchService:
         self._own_sink = log_sink is None
         self.log_sink: LogSink = log_sink or FileLogSink(data_dir / "logs")
         self.cgroups = cgroups
-        self.runtime: Runtime | None = runtime
+        self._process_runtime = runtime
+        self.runtime: RuntimeSet | None = None
         self.clock = clock or SystemClock()
         self.bo = settings.backoff()
         self.services: dict[str, ServiceRow] = {}
@@ -106,9 +112,16 @@ class OrchService:
             log.warning("resource limits are limited", cgroups=self.cgroups.kind, warning=self.cgroups.warning)
         else:
             log.info("resource limits by cgroups", cgroups=self.cgroups.kind)
-        if self.runtime is None:
-            self.runtime = ProcessRuntime(self.log_sink, self.cgroups, default_user=self.settings.run_as_user,
-                                          kill_grace_s=self.settings.kill_grace_s)
+        runtimes: dict[str, Runtime] = {"process": self._process_runtime or ProcessRuntime(
+            self.log_sink, self.cgroups, default_user=self.settings.run_as_user,
+            kill_grace_s=self.settings.kill_grace_s)}
+        if self.settings.docker:
+            # The owner label keeps platforms that share a dockerd (one per data dir) out of each other's way.
+            owner = hashlib.sha256(str(self.data_dir.resolve()).encode()).hexdigest()[:16]
+            runtimes["docker"] = DockerRuntime(self.log_sink, url=self.settings.docker_host, owner=owner,
+                                               prefix=self.settings.docker_name_prefix, on_event=self._emit,
+                                               pull_timeout_s=self.settings.docker_pull_timeout_s)
+        self.runtime = RuntimeSet(runtimes)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._publisher = self._tasks.spawn("events", self._publish_events())
         await self._adopt()
@@ -139,6 +152,8 @@ class OrchService:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(asyncio.shield(self._publisher), 5)
         await self._tasks.close()
+        if self.runtime is not None:
+            await self.runtime.close()
         if self.cgroups is not None and not any(s.active for s in self.slots.values()):
             self.cgroups.cleanup()
         if self._own_sink and isinstance(self.log_sink, FileLogSink):
@@ -159,16 +174,11 @@ class OrchService:
         def line(field: str) -> int | None:
             return line_of(source, field) if isinstance(source, str) else None
 
-        if spec.runtime_name != "process":
-            field = "runtime" if spec.runtime else "image"
-            raise SpecError([SpecProblem(filename, line(field), field,
-                                         f"the {spec.runtime_name} runtime is not available on this platform yet; "
-                                         "use cmd: (the process runtime)")])
-        user = spec.user or self.settings.run_as_user
-        if user is not None:
-            problem = user_problem(user)
-            if problem:
-                raise SpecError([SpecProblem(filename, line("user"), "user", problem)])
+        assert self.runtime is not None
+        problems, risky = await admit(spec, source, filename, runtimes=self.runtime,
+                                      default_user=self.settings.run_as_user, data_dir=self.data_dir)
+        if problems:
+            raise SpecError(problems)
         if spec.name in self._deleting:
             raise Conflict(f"service {spec.name} is being removed", hint="wait for the removal to finish")
         views = {n: self._view(r) for n, r in self.services.items()}
@@ -182,6 +192,11 @@ class OrchService:
         if current is not None and current.spec == spec:
             return {**self.describe(spec.name), "changed": False}
         version = await self.repo.save_version(spec, text, filename, actor)
+        if risky:
+            log.warning("service mounts host paths (allow_host_mounts)", service=spec.name, mounts=risky, by=actor)
+            await AuditLog(self.repo.store).record(AuditEntry(
+                actor or "system", None, "service.host_mounts.allowed", spec.name, "ok", None, None,
+                after={"version": version, "mounts": risky}))
         now = time.time()
         self.services[spec.name] = ServiceRow(
             spec.name, version, current.desired if current else "running", spec,
@@ -216,7 +231,8 @@ class OrchService:
                 "reason": slot.reason, "started_at": live.started_wall if slot.phase != "absent" else None,
                 "next_start_in_s": round(wait, 1) if wait > 0 and slot.state not in ("failed", "exited") else None,
                 "last_exit": live.last_exit, "adopted": inspect.get("adopted", False),
-                "cgroup": inspect.get("cgroup"),
+                "cgroup": inspect.get("cgroup"), "runtime": inspect.get("runtime", row.spec.runtime_name),
+                **{k: inspect[k] for k in ("container", "container_id", "image", "container_ports") if k in inspect},
                 "stats": dataclasses.asdict(stats) if stats else None,
                 "health": [h.to_dict() for h in live.health],
             })
@@ -293,9 +309,9 @@ class OrchService:
             if slot.phase not in ("running", "stopping") or live is None or live.instance is None:
                 continue
             info = self.runtime.inspect(live.instance) if self.runtime else {}
-            out.append(InstanceInfo(service=key[0], instance=f"{key[0]}-{key[1]}", runtime="process",
+            out.append(InstanceInfo(service=key[0], instance=f"{key[0]}-{key[1]}", runtime=info.get("runtime", "?"),
                                     state=slot.phase, pid=info.get("pid"), cgroup=info.get("cgroup"),
-                                    restarts=slot.restarts))
+                                    container_id=info.get("container_id"), restarts=slot.restarts))
         return out
 
     def limits(self) -> dict[str, Any]:
@@ -404,7 +420,7 @@ class OrchService:
             return
         spec = row.spec
         try:
-            live.ports = self.ports.allocate(spec.ports, live.ports)
+            live.ports = self.ports.allocate(port_requests(spec), live.ports)
             config = build_config(spec, action.index, live.ports, action.version)
             instance = await self.runtime.create(config)
             try:
@@ -514,7 +530,8 @@ class OrchService:
                 ramp = hc.interval
             await asyncio.sleep(min(hc.interval, ramp))
             ramp *= 2
-            result = await run_probe(hc.kind, target, hc.timeout, env=env, cwd=cfg.workdir if cfg else None)
+            result = await run_probe(hc.kind, target, hc.timeout, env=env, cwd=cfg.workdir if cfg else None,
+                                     exec_in=self.runtime.exec_in(instance) if self.runtime else None)
             live.health.append(result)
             slot = self.slots.get(key)
             if slot is None or slot.phase != "running" or live.instance is not instance:
@@ -567,9 +584,14 @@ class OrchService:
             spec = row.spec if row is not None else None
             ports = {str(k): int(v) for k, v in (rec.get("ports") or {}).items()}
             if spec is None:
-                spec = ServiceSpec(name=key[0], cmd=["unknown"])
+                spec = ServiceSpec(name=key[0], image="unknown") if rec.get("runtime") == "docker" else \
+                    ServiceSpec(name=key[0], cmd=["unknown"])
             config = build_config(spec, key[1], ports, int(rec.get("version", 0)))
-            instance = await self.runtime.adopt(config, rec)
+            try:
+                instance = await self.runtime.adopt(config, rec)
+            except RuntimeError_ as e:  # e.g. dockerd down: its record stays for the next start
+                log.error("cannot adopt instance from the last run", service=key[0], index=key[1], error=str(e))
+                continue
             if instance is None:
                 log.info("instance from the last run is gone", service=key[0], index=key[1], pid=rec.get("pid"))
                 cg = CgroupHandle.from_record(rec.get("cgroup"))

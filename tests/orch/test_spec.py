@@ -92,7 +92,7 @@ def test_several_problems_are_all_reported_in_line_order() -> None:
         ("", "hello.yaml:1: the file is empty"),
         ("- name: a\n", "hello.yaml:1: a spec is a mapping of fields"),
         ("name: a\ncmd: x\nname: b\n", "hello.yaml:3 name: is given twice"),
-        ("name: a\n", "hello.yaml:1: give exactly one of cmd"),
+        ("name: a\n", "hello.yaml:1: give cmd (a native process) or image"),
         ("cmd: x\n", "hello.yaml:1 name: is required"),
         ("name: a\ncmd: x\nhealthcheck: {interval: 5s}\n", "hello.yaml:3 healthcheck: give exactly one of http, tcp"),
         ("name: a\ncmd: x\nworkdir: srv\n", "hello.yaml:3 workdir: 'srv' is not an absolute path"),
