@@ -1,0 +1,102 @@
+"""The Docker side of the orch tests: is dockerd reachable (the reason when not, for the skip), the test
+image (the peers' `infracore-test/busybox:1` with every busybox applet linked, made once by a commit,
+since no registry is reachable), and removal of what a test made, found by its owner label."""
+
+from __future__ import annotations
+
+import functools
+import http.client
+import json
+import os
+import socket
+from typing import Any
+from urllib.parse import quote
+
+BASE_IMAGE = "infracore-test/busybox:1"
+FULL_IMAGE = "infracore-test/busybox-full:1"
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self.path)
+
+
+def _socket_path() -> str | None:
+    host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    return host[len("unix://"):] if host.startswith("unix://") else None
+
+
+def api(method: str, path: str, body: Any = None, timeout: float = 60) -> tuple[int, Any]:
+    """One synchronous Engine API call (for session setup, outside any event loop)."""
+    sock = _socket_path()
+    assert sock is not None
+    conn = _UnixConnection(sock, timeout)
+    try:
+        data = json.dumps(body).encode() if body is not None else None
+        conn.request(method, path, body=data, headers={"Content-Type": "application/json"} if data else {})
+        resp = conn.getresponse()
+        raw = resp.read()
+    finally:
+        conn.close()
+    try:
+        return resp.status, json.loads(raw) if raw else None
+    except ValueError:
+        return resp.status, raw.decode(errors="replace")
+
+
+@functools.cache
+def docker_problem() -> str | None:
+    """Why the docker tests cannot run here (no dockerd, no test image), or None; also makes FULL_IMAGE."""
+    sock = _socket_path()
+    if sock is None:
+        return f"DOCKER_HOST={os.environ['DOCKER_HOST']} is not a unix socket (the tests need a local dockerd)"
+    try:
+        status, _ = api("GET", "/_ping", timeout=5)
+    except OSError as e:
+        return f"no dockerd at unix://{sock} ({e.strerror or e}); start it with ../shared/peers/peers.sh start"
+    if status != 200:
+        return f"dockerd at unix://{sock} answers /_ping with {status}"
+    if api("GET", f"/images/{quote(FULL_IMAGE, safe='')}/json")[0] == 200:
+        return None
+    if api("GET", f"/images/{quote(BASE_IMAGE, safe='')}/json")[0] != 200:
+        return f"no image {BASE_IMAGE} (peers.sh start builds it)"
+    status, made = api("POST", "/containers/create", {
+        "Image": BASE_IMAGE, "Cmd": ["/bin/busybox", "sh", "-c", "/bin/busybox --install -s /bin; true"]})
+    if status != 201:
+        return f"cannot make the test image: {made}"
+    cid = made["Id"]
+    try:
+        api("POST", f"/containers/{cid}/start")
+        api("POST", f"/containers/{cid}/wait")
+        status, out = api("POST", f"/commit?container={cid}&repo={quote(FULL_IMAGE.split(':')[0], safe='')}&tag=1")
+        if status != 201:
+            return f"cannot commit the test image: {out}"
+    finally:
+        api("DELETE", f"/containers/{cid}?force=1")
+    return None
+
+
+async def remove_owned(runtime: Any, owner: str) -> None:
+    """Remove every container and volume labelled with `owner` (what one test made), through `runtime`."""
+    from aiodocker.exceptions import DockerError
+
+    from orch.containers import LABEL_OWNER
+
+    docker = runtime.docker
+    for c in await docker.containers.list(all=True, filters={"label": [f"{LABEL_OWNER}={owner}"]}):
+        try:
+            await c.delete(force=True)
+        except DockerError:
+            pass
+    found = await docker.volumes.list(filters={"label": [f"{LABEL_OWNER}={owner}"]})
+    for v in found.get("Volumes") or []:
+        try:
+            await (await docker.volumes.get(v["Name"])).delete()
+        except DockerError:
+            pass
