@@ -68,7 +68,7 @@ def host_mount_problem(path: str, sensitive: Iterable[str] = SENSITIVE) -> str |
     for s in sensitive:
         s = posixpath.normpath(s)
         if path == s:
-            return f"mounting {s} gives the container the host's {_what(s)}"
+            return f"mounting {s} gives the container {_what(s)}"
         if s != "/" and _within(path, s):
             return f"{path} lies inside {s} ({_what(s)})"
         if _within(s, path):
@@ -78,8 +78,9 @@ def host_mount_problem(path: str, sensitive: Iterable[str] = SENSITIVE) -> str |
 
 def _what(s: str) -> str:
     return {
-        "/": "whole file system", "/etc": "configuration and password files",
-        "/var/run/docker.sock": "Docker socket, i.e. root on the host", "/run/docker.sock":
-        "Docker socket, i.e. root on the host", "/proc": "process table", "/sys": "kernel settings",
-        "/dev": "devices", "/boot": "boot files", "/root": "root's home",
-    }.get(s, "platform's data")
+        "/": "the host's whole file system", "/etc": "the host's configuration and password files",
+        "/var/run/docker.sock": "the Docker socket, i.e. root on the host",
+        "/run/docker.sock": "the Docker socket, i.e. root on the host", "/proc": "the host's process table",
+        "/sys": "the host's kernel settings", "/dev": "the host's devices", "/boot": "the host's boot files",
+        "/root": "root's home directory",
+    }.get(s, "the platform's data dir (its database and keys)")

@@ -138,7 +138,7 @@ def test_container_spec_fields() -> None:
          "system; if you really mean it, add allow_host_mounts: true (recorded in the audit log)"),
         ("name: a\nimage: nginx\nvolumes: ['/var/run/docker.sock:/var/run/docker.sock']\n",
          "hello.yaml:3 volumes[0]: '/var/run/docker.sock:/var/run/docker.sock' is refused: mounting "
-         "/var/run/docker.sock gives the container the host's Docker socket, i.e. root on the host"),
+         "/var/run/docker.sock gives the container the Docker socket, i.e. root on the host"),
         ("name: a\nimage: nginx\nvolumes: ['/etc/ssl:/etc/ssl:ro']\n", "lies inside /etc"),
         ("name: a\nimage: nginx\nvolumes: ['site:www']\n", "hello.yaml:3 volumes[0]: 'site:www': the target"),
         ("name: a\nimage: Nginx:latest\n", "hello.yaml:2 image: 'Nginx:latest' is not an image reference"),
