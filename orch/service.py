@@ -129,24 +129,26 @@ class OrchService:
 
     async def stop(self, drain_timeout_s: float) -> None:
         self._shutting_down = True
-        if self.settings.keep_running_on_exit:
-            # Nothing may plan a stop from here on: the loop and the probes end first.
-            if self._loop_task is not None:
-                self._loop_task.cancel()
-            for live in self.live.values():
-                if live.health_task:
-                    live.health_task.cancel()
-            log.info("leaving instances running", count=sum(1 for s in self.slots.values() if s.active))
-        else:
-            self._wake.set()
-            try:
-                await self._wait_for(lambda: not any(s.active for s in self.slots.values()), drain_timeout_s)
-            except TimeoutError:
-                log.error("instances still running at shutdown; killing them",
-                          instances=[f"{k[0]}-{k[1]}" for k, s in self.slots.items() if s.active])
-                for live in self.live.values():
-                    if live.instance is not None and self.runtime is not None:
-                        await self.runtime.kill(live.instance, signal.SIGKILL)
+        self._wake.set()
+        try:
+            await self._wait_for(
+                lambda: not any(s.active for s in self.slots.values() if self._stops_on_exit(s.service)),
+                drain_timeout_s)
+        except TimeoutError:
+            log.error("instances still running at shutdown; killing them",
+                      instances=[f"{k[0]}-{k[1]}" for k, s in self.slots.items() if s.active])
+            for key, live in self.live.items():
+                if live.instance is not None and self.runtime is not None and self._stops_on_exit(key[0]):
+                    await self.runtime.kill(live.instance, signal.SIGKILL)
+        # The rest outlives the platform: nothing may plan a stop from here on, so the loop and probes end.
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+        for live in self.live.values():
+            if live.health_task:
+                live.health_task.cancel()
+        left = sum(1 for s in self.slots.values() if s.active)
+        if left:
+            log.info("leaving instances running", count=left)
         self._events.put_nowait(None)
         if self._publisher is not None:
             with contextlib.suppress(Exception):
@@ -331,8 +333,14 @@ class OrchService:
         return ServiceView(spec.name, version, desired, spec.replicas, spec.restart,  # type: ignore[arg-type]
                            tuple(spec.depends_on), hc.retries if hc else None, hc.start_period if hc else 0.0)
 
+    def _stops_on_exit(self, service: str) -> bool:
+        row = self.services.get(service)
+        choice = self.settings.stop_services_on_exit
+        return choice if choice is not None else (row is None or row.spec.runtime_name == "process")
+
     def _view(self, row: ServiceRow) -> ServiceView:
-        desired = "stopped" if self._shutting_down or row.name in self._deleting else row.desired
+        stopping = self._shutting_down and self._stops_on_exit(row.name)
+        desired = "stopped" if stopping or row.name in self._deleting else row.desired
         return self._view_of(row.spec, row.version, desired)
 
     def _summary(self, name: str) -> dict[str, Any]:

@@ -153,7 +153,7 @@ async def test_allowed_host_mount_is_audited_and_works(h: Harness, tmp_path: Pat
 
 
 async def test_platform_stop_leaves_the_container_and_the_next_start_adopts_it(h: Harness) -> None:
-    o = await _orch(h, keep_running_on_exit=True)
+    o = await _orch(h)
     await o.apply(SITE + "volumes: ['data:/data']\n", "site.yaml")
     await until(lambda: o.describe("site")["status"] == "running", 60)
     cid = _inst(o, "site")["container_id"]
@@ -161,7 +161,7 @@ async def test_platform_stop_leaves_the_container_and_the_next_start_adopts_it(h
     await o.stop(10)
     status, info = api("GET", f"/containers/{cid}/json")
     assert status == 200 and info["State"]["Running"], "the container stopped with the platform"
-    second = await _orch(h, keep_running_on_exit=True)
+    second = await _orch(h)
     await until(lambda: second.describe("site")["status"] == "running", 60)
     inst = _inst(second, "site")
     assert inst["container_id"] == cid and inst["adopted"] and inst["ports"]["http"] == port

@@ -185,6 +185,7 @@ async def test_depends_on_start_order_and_reverse_stop(h: Harness, tmp_path: Pat
                   "healthcheck: { exec: [sh, -c, 'test -s " + str(log) + "'], interval: 0.2s, retries: 3 }\n",
                   "db.yaml")
     await until(lambda: o.describe("api")["status"] == "running")
+    await until(lambda: "start-api" in log.read_text())  # running = spawned; its shell writes a moment later
     assert log.read_text().split() == ["start-db", "start-api"]
     await o.stop(20)
     assert log.read_text().split() == ["start-db", "start-api", "stop-api", "stop-db"]
@@ -211,12 +212,12 @@ async def test_stop_and_delete_leave_nothing_running(h: Harness, tmp_path: Path)
 
 
 async def test_platform_restart_adopts_without_duplicates(h: Harness) -> None:
-    first = await h.orch(keep_running_on_exit=True)
+    first = await h.orch(stop_services_on_exit=False)
     await first.apply(web_spec(), "web.yaml")
     await until(lambda: first.describe("web")["status"] == "running")
     pid = pid_of(first, "web")
     await first.stop(10)
-    assert pid and alive(pid), "keep_running_on_exit leaves the instance running"
+    assert pid and alive(pid), "stop_services_on_exit: false leaves the instance running"
     second = await h.orch()
     await until(lambda: second.describe("web")["status"] == "running")
     assert pid_of(second, "web") == pid and second.describe("web")["instances"][0]["adopted"]
@@ -227,7 +228,7 @@ async def test_platform_restart_adopts_without_duplicates(h: Harness) -> None:
 
 
 async def test_platform_restart_after_the_instance_died_starts_a_new_one(h: Harness) -> None:
-    first = await h.orch(keep_running_on_exit=True)
+    first = await h.orch(stop_services_on_exit=False)
     await first.apply(web_spec(), "web.yaml")
     await until(lambda: first.describe("web")["status"] == "running")
     pid = pid_of(first, "web")
