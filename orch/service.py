@@ -18,7 +18,6 @@ import signal
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +36,9 @@ from orch.cgroups import CgroupDriver, CgroupHandle, detect
 from orch.config import OrchSettings
 from orch.docker import DockerRuntime
 from orch.endpoints import EndpointPublisher, endpoint_sets
-from orch.health import HealthResult, run_probe
+from orch.health import run_probe
 from orch.instances import PortAllocator, build_config, health_target, port_requests
+from orch.live import Live, instance_view
 from orch.logfiles import FileLogSink
 from orch.pidfiles import PidFiles
 from orch.planner import ServiceView, Slot, SlotKey, StartInstance, StopInstance
@@ -49,19 +49,6 @@ from orch.runtimes import RuntimeSet
 from orch.spec import ServiceSpec, SpecError, SpecProblem, line_of, load_spec, validate_mapping
 
 log = structlog.get_logger("orch")
-
-
-@dataclass
-class Live:
-    """The shell's side of a slot: the runtime handle and the tasks watching it."""
-
-    instance: Instance | None = None
-    ports: dict[str, int] = field(default_factory=dict)
-    starting: asyncio.Task[Any] | None = None
-    health_task: asyncio.Task[Any] | None = None
-    health: deque[HealthResult] = field(default_factory=lambda: deque(maxlen=20))
-    started_wall: float | None = None
-    last_exit: dict[str, Any] | None = None
 
 
 class OrchService:
@@ -224,20 +211,7 @@ class OrchService:
             inspect = self.runtime.inspect(live.instance) if live.instance is not None and self.runtime else {}
             stats = self.runtime.stats(live.instance) if live.instance is not None and self.runtime and \
                 slot.phase == "running" else None
-            wait = slot.next_start_at - self.clock.monotonic() if slot.phase == "absent" else 0
-            insts.append({
-                "id": f"{name}-{slot.index}", "index": slot.index, "phase": slot.phase, "state": slot.state,
-                "healthy": slot.healthy, "health_failures": slot.health_failures, "version": slot.version,
-                "pid": inspect.get("pid") if slot.phase in ("running", "stopping") else None,
-                "ports": live.ports if slot.phase != "absent" else {}, "restarts": slot.restarts,
-                "reason": slot.reason, "started_at": live.started_wall if slot.phase != "absent" else None,
-                "next_start_in_s": round(wait, 1) if wait > 0 and slot.state not in ("failed", "exited") else None,
-                "last_exit": live.last_exit, "adopted": inspect.get("adopted", False),
-                "cgroup": inspect.get("cgroup"), "runtime": inspect.get("runtime", row.spec.runtime_name),
-                **{k: inspect[k] for k in ("container", "container_id", "image", "container_ports") if k in inspect},
-                "stats": dataclasses.asdict(stats) if stats else None,
-                "health": [h.to_dict() for h in live.health],
-            })
+            insts.append(instance_view(slot, live, inspect, stats, self.clock.monotonic(), row.spec.runtime_name))
         return {**self._summary(name), "spec": row.spec.model_dump(mode="json", exclude_defaults=True),
                 "instances": insts}
 
