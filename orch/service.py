@@ -258,8 +258,9 @@ class OrchService:
         self._wake.set()
         return self.describe(name)
 
-    async def delete(self, name: str) -> dict[str, Any]:
-        """Stop every instance of the service, then forget it (its spec history stays)."""
+    async def delete(self, name: str, *, volumes: bool = False) -> dict[str, Any]:
+        """Stop every instance of the service, then forget it (its spec history stays). Its containers are
+        removed; its named volumes only with `volumes`."""
         before = self.describe(name)
         self._deleting.add(name)
         try:
@@ -272,6 +273,9 @@ class OrchService:
                 self.slots.pop(key, None)
                 self.live.pop(key, None)
             self._publish_endpoints(name)
+            docker = self.runtime.runtimes.get("docker") if self.runtime else None
+            if volumes and isinstance(docker, DockerRuntime):
+                before["volumes_removed"] = await docker.remove_volumes(name)
         finally:
             self._deleting.discard(name)
         self._emit("service.removed", {"service": name})

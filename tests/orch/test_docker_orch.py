@@ -6,6 +6,7 @@ platform stop and adopting the same container at the next start, removal (volume
 from __future__ import annotations
 
 import json
+import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -50,7 +51,10 @@ async def h(tmp_path: Path) -> AsyncIterator[Harness]:
 
 
 async def _orch(h: Harness, **kw: Any) -> OrchService:
-    return await h.orch(docker_name_prefix="infracore-test", **kw)
+    # A prefix per test: test runs sharing this dockerd never meet on a container name.
+    prefix = getattr(h, "prefix", None) or f"infracore-t{secrets.token_hex(3)}"
+    h.prefix = prefix  # type: ignore[attr-defined]
+    return await h.orch(docker_name_prefix=prefix, **kw)
 
 
 def _inst(o: OrchService, name: str) -> dict[str, Any]:
@@ -70,7 +74,7 @@ async def test_image_service_runs_healthy_published_on_loopback_and_restarted_af
         r = await c.get(f"http://127.0.0.1:{ep.port}/")
     assert r.status_code == 200 and "hello from busybox" in r.text
     status, info = api("GET", f"/containers/{inst['container_id']}/json")
-    assert status == 200 and info["Name"] == "/infracore-test-site-1"
+    assert status == 200 and info["Name"] == f"/{h.prefix}-site-1"  # type: ignore[attr-defined]
     assert info["HostConfig"]["RestartPolicy"]["Name"] == "no" and info["HostConfig"]["Init"] is True
     assert info["HostConfig"]["PortBindings"] == {"80/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(ep.port)}]}
     labels = info["Config"]["Labels"]
@@ -172,4 +176,4 @@ async def test_platform_stop_leaves_the_container_and_the_next_start_adopts_it(h
     await second.delete("site")
     assert api("GET", f"/containers/{cid}/json")[0] == 404
     vols = api("GET", "/volumes")[1]["Volumes"] or []
-    assert any(v["Name"] == "infracore-test-site-data" for v in vols)
+    assert any(v["Name"] == f"{h.prefix}-site-data" for v in vols)  # type: ignore[attr-defined]

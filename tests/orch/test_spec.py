@@ -116,7 +116,7 @@ def test_json_form_errors_name_the_field() -> None:
 
 
 def test_examples_are_valid() -> None:
-    specs = sorted([*EXAMPLES.glob("hello/*.yaml"), *EXAMPLES.glob("services/*.yaml")])
+    specs = sorted([*EXAMPLES.glob("*/*.yaml")])
     assert specs, "examples/ has service specs"
     for f in specs:
         load_spec(f.read_text().replace("${SPEC_DIR}", str(f.parent)), f.name)
