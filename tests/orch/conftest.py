@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 
-from orch.cgroups import CgroupDriver, RlimitDriver, detect
+from orch.cgroups import CgroupDriver, Mounts, RlimitDriver, detect
 from orch.logfiles import FileLogSink
 from orch.process import ProcessRuntime
 from orch.runtime import InstanceConfig
-from tests.orch.dockerenv import FULL_IMAGE, docker_problem, remove_owned
+from tests.orch.dockerenv import FULL_IMAGE, docker_problem, in_container, remove_owned, systemd_container
 
 PY = sys.executable
 
@@ -66,9 +66,13 @@ class RuntimeUnderTest:
     enforces_memory: bool = False
     make: Callable[[Path], Any] | None = None
     leftovers: Callable[[Any], Any] | None = None
+    separate_streams: bool = True  # the journal does not record whether a line was stdout or stderr
+    reports_oom: bool = True  # systemd on cgroup v1 sees an OOM kill as a plain SIGKILL
     _others: list[Any] = field(default_factory=list)
 
     def config(self, argv: list[str], **kw: Any) -> InstanceConfig:
+        if kw.get("workdir") and hasattr(self, "prepare_workdir"):
+            self.prepare_workdir(kw["workdir"])  # the instance runs on another file system (a container)
         kw.setdefault("service", self.service)
         kw.setdefault("index", 1)
         kw.setdefault("stop_timeout_s", 5.0)
@@ -149,8 +153,37 @@ def _docker(tmp: Path) -> RuntimeUnderTest:
                             make=make, leftovers=leftovers)
 
 
-# Every runtime the conformance suite runs against (systemd joins when its test peer exists).
-RUNTIMES: dict[str, Callable[[Path], RuntimeUnderTest]] = {"process": _process, "docker": _docker}
+def _systemd(tmp: Path) -> RuntimeUnderTest:
+    from orch.systemd import SystemdRuntime
+
+    name, why = systemd_container()
+    if name is None:
+        pytest.skip(f"systemd runtime: {why}")
+    cid = name
+    prefix = f"infracore-t{secrets.token_hex(3)}"
+
+    def make(logs: Path) -> SystemdRuntime:
+        return SystemdRuntime(FileLogSink(logs), state_dir=tmp / "units", prefix=prefix,
+                              command_prefix=["docker", "exec", "-i", cid], poll_s=0.3,
+                              cgroup_root="")  # cgroupns=host: its ControlGroup paths are the host's
+
+    def leftovers(inst: Any) -> list[str]:
+        rc, _ = in_container(cid, ["test", "-e", f"/etc/systemd/system/{inst.unit}"])
+        return [inst.unit] if rc == 0 else []
+
+    sink = FileLogSink(tmp / "logs")
+    rt = make(tmp / "logs")
+    rt.log_sink = sink
+    r = RuntimeUnderTest("systemd", rt, tmp / "logs", sink, service=f"u{secrets.token_hex(3)}", host_pids=False,
+                         enforces_memory=True, make=make, leftovers=leftovers, separate_streams=False,
+                         reports_oom="memory" not in Mounts.read().v1)
+    r.prepare_workdir = lambda path: in_container(cid, ["mkdir", "-p", path])  # type: ignore[attr-defined]
+    return r
+
+
+# Every runtime the conformance suite runs against.
+RUNTIMES: dict[str, Callable[[Path], RuntimeUnderTest]] = {"process": _process, "docker": _docker,
+                                                           "systemd": _systemd}
 
 
 @pytest.fixture(params=sorted(RUNTIMES))
@@ -159,6 +192,9 @@ async def rt(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Ru
     yield r
     r.sink.close()
     for other in [r.runtime, *r._others]:
+        if getattr(other, "name", "") == "systemd":
+            for inst in list(other._watched.values()):
+                await other.remove(inst)
         owner = getattr(other, "owner", None)
         if owner:
             await remove_owned(other, owner)

@@ -100,3 +100,53 @@ async def remove_owned(runtime: Any, owner: str) -> None:
             await (await docker.volumes.get(v["Name"])).delete()
         except DockerError:
             pass
+
+
+SYSTEMD_IMAGE = "infracore-test/systemd:1"
+_systemd: dict[str, Any] = {}
+
+
+def systemd_container() -> tuple[str | None, str]:
+    """(name of a running container whose PID 1 is systemd, or None; the reason when None). Started once per
+    test session from SYSTEMD_IMAGE (`make systemd-image` builds it), removed at exit."""
+    if "name" in _systemd or "why" in _systemd:
+        return _systemd.get("name"), _systemd.get("why", "")
+    why = docker_problem()
+    if why is None and api("GET", f"/images/{quote(SYSTEMD_IMAGE, safe='')}/json")[0] != 200:
+        why = f"no image {SYSTEMD_IMAGE}: build it with `make systemd-image` (debootstrap, ~2 min)"
+    if why is not None:
+        _systemd["why"] = why
+        return None, why
+    name = f"infracore-systemd-{os.getpid()}"
+    # As peers/README.md describes: systemd as PID 1 needs SYS_ADMIN, no seccomp filter, the host's cgroup
+    # tree (cgroupns=host), and tmpfs on /run. Nothing of the host's /tmp is mounted: systemd-tmpfiles
+    # cleans /tmp at boot.
+    status, made = api("POST", f"/containers/create?name={name}", {
+        "Image": SYSTEMD_IMAGE, "Cmd": ["/lib/systemd/systemd"], "StopSignal": "SIGRTMIN+3",
+        "Labels": {"infracore.test": "systemd"},
+        "HostConfig": {"CapAdd": ["SYS_ADMIN"], "SecurityOpt": ["seccomp=unconfined"], "CgroupnsMode": "host",
+                       "Binds": ["/sys/fs/cgroup:/sys/fs/cgroup:rw"], "Tmpfs": {"/run": "", "/run/lock": ""}}})
+    if status != 201:
+        _systemd["why"] = f"cannot create the systemd container: {made}"
+        return None, _systemd["why"]
+    api("POST", f"/containers/{made['Id']}/start")
+    _systemd["name"], _systemd["id"] = name, made["Id"]
+    import atexit
+
+    atexit.register(lambda: api("DELETE", f"/containers/{made['Id']}?force=1"))
+    return name, ""
+
+
+def in_container(name: str, argv: list[str]) -> tuple[int, str]:
+    """Run `argv` in container `name` and wait: (exit code, output)."""
+    import time
+
+    status, ex = api("POST", f"/containers/{name}/exec", {"Cmd": argv, "AttachStdout": True, "AttachStderr": True})
+    assert status == 201, ex
+    _, out = api("POST", f"/exec/{ex['Id']}/start", {"Detach": False, "Tty": True})
+    for _ in range(200):
+        info = api("GET", f"/exec/{ex['Id']}/json")[1]
+        if not info["Running"]:
+            return info["ExitCode"], out if isinstance(out, str) else ""
+        time.sleep(0.05)
+    return -1, "timed out"

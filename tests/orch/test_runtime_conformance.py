@@ -37,8 +37,11 @@ async def test_exit_code_and_separate_streams(rt: RuntimeUnderTest) -> None:
     assert (status.code, status.signal, status.failed, status.detail) == (3, None, True, "exit code 3")
     assert (await rt.runtime.wait(inst)) == status  # waiting again gives the same answer
     me = f"{rt.service}-1"
-    await eventually(lambda: f"{me} stdout out" in rt.output() and f"{me} stderr err" in rt.output())
-    assert f"{me} stdout err" not in rt.output() and f"{me} stderr out" not in rt.output()
+    if not rt.separate_streams:  # systemd: journald keeps no record of which stream a line came from
+        await eventually(lambda: f"{me} stdout out" in rt.output() and f"{me} stdout err" in rt.output())
+    else:
+        await eventually(lambda: f"{me} stdout out" in rt.output() and f"{me} stderr err" in rt.output())
+        assert f"{me} stdout err" not in rt.output() and f"{me} stderr out" not in rt.output()
     assert rt.runtime.inspect(inst)["exit"]["code"] == 3
     await rt.runtime.remove(inst)
     assert not await _leftovers(rt, inst)
@@ -151,9 +154,13 @@ async def test_memory_limit_kills_and_reports_oom(rt: RuntimeUnderTest) -> None:
         pytest.skip(f"{rt.name}: no memory limit can be enforced here (no cgroup memory controller)")
     inst = await _run(rt, ["sh", "-c", HOG], memory_bytes=24 << 20)
     status = await asyncio.wait_for(rt.runtime.wait(inst), 60)
-    assert status.oom_killed and status.failed and "OOM" in status.detail, status
+    assert status.signal == signal.SIGKILL and status.failed, status
     assert "held" not in rt.output()
     await rt.runtime.remove(inst)
+    if not rt.reports_oom:
+        pytest.skip(f"{rt.name}: the limit is enforced (killed by SIGKILL), but on cgroup v1 it cannot be told "
+                    "from another SIGKILL (systemd reports Result=oom-kill only on cgroup v2)")
+    assert status.oom_killed and "OOM" in status.detail, status
 
 
 async def test_restart_with_the_same_identity(rt: RuntimeUnderTest) -> None:
