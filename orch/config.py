@@ -33,6 +33,13 @@ class OrchSettings(BaseModel):
     docker_host: str | None = None  # Engine API URL; default DOCKER_HOST, else unix:///var/run/docker.sock
     docker_name_prefix: str = Field(default="infracore", pattern=r"^[a-z0-9][a-z0-9_.-]{0,30}$")
     docker_pull_timeout_s: float = Field(default=600.0, gt=0)
+    systemd: bool = True  # the systemd runtime (runtime: systemd); refused at apply when no systemd answers
+    systemd_unit_dir: str = Field(default="/etc/systemd/system", pattern=r"^/")
+    systemd_unit_prefix: str = Field(default="infracore", pattern=r"^[a-z0-9][a-z0-9_.-]{0,30}$")
+    systemd_command_prefix: list[str] = Field(default_factory=list)  # e.g. [ssh, host] or [docker, exec, -i, c]
+    systemd_enable: bool = False  # `systemctl enable` units (started at boot, then adopted by the platform)
+    systemd_poll_s: float = Field(default=1.0, gt=0, le=10)  # how often unit states are read (one call for all)
+    systemd_cgroup_root: str = ""  # where that systemd's cgroups lie in this host's tree ("" = same host)
     drain_before_stop_s: float = Field(default=0.5, ge=0, le=60)  # endpoints withdrawn → wait → stop signal
 
     def backoff(self) -> BackoffPolicy:

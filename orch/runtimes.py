@@ -4,9 +4,14 @@ drives processes, containers and units with the same code."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
 from typing import Any
 
+from core.ports import LogSink
+from orch.cgroups import CgroupDriver
+from orch.config import OrchSettings
 from orch.runtime import ExitStatus, Instance, InstanceConfig, InstanceStats, Runtime, RuntimeError_
 
 ExecIn = Callable[[list[str]], Awaitable[tuple[bool, str]]]
@@ -77,3 +82,26 @@ class RuntimeSet:
             close = getattr(rt, "close", None)
             if close is not None:
                 await close()
+
+
+def make_runtimes(settings: OrchSettings, log_sink: LogSink, cgroups: CgroupDriver, *, data_dir: Path, run_dir: Path,
+                  on_event: Callable[[str, dict[str, Any]], None], process: Runtime | None = None) -> RuntimeSet:
+    """The runtimes the settings ask for: process always, docker and systemd unless turned off."""
+    from orch.docker import DockerRuntime
+    from orch.process import ProcessRuntime
+    from orch.systemd import SystemdRuntime
+
+    st = settings
+    runtimes: dict[str, Runtime] = {"process": process or ProcessRuntime(
+        log_sink, cgroups, default_user=st.run_as_user, kill_grace_s=st.kill_grace_s)}
+    if st.docker:
+        # The owner label keeps platforms that share a dockerd (one per data dir) out of each other's way.
+        owner = hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:16]
+        runtimes["docker"] = DockerRuntime(log_sink, url=st.docker_host, owner=owner, prefix=st.docker_name_prefix,
+                                           on_event=on_event, pull_timeout_s=st.docker_pull_timeout_s)
+    if st.systemd:
+        runtimes["systemd"] = SystemdRuntime(
+            log_sink, state_dir=run_dir / "units", unit_dir=st.systemd_unit_dir, prefix=st.systemd_unit_prefix,
+            command_prefix=st.systemd_command_prefix, enable=st.systemd_enable, poll_s=st.systemd_poll_s,
+            cgroup_root=st.systemd_cgroup_root)
+    return RuntimeSet(runtimes)

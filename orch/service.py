@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import hashlib
 import json
 import signal
 import time
@@ -42,10 +41,9 @@ from orch.live import Live, instance_view
 from orch.logfiles import FileLogSink
 from orch.pidfiles import PidFiles
 from orch.planner import ServiceView, Slot, SlotKey, StartInstance, StopInstance
-from orch.process import ProcessRuntime
 from orch.repo import OrchRepo, ServiceRow
 from orch.runtime import ExitStatus, Instance, Runtime, RuntimeError_
-from orch.runtimes import RuntimeSet
+from orch.runtimes import RuntimeSet, make_runtimes
 from orch.spec import ServiceSpec, SpecError, SpecProblem, line_of, load_spec, validate_mapping
 
 log = structlog.get_logger("orch")
@@ -99,16 +97,8 @@ class OrchService:
             log.warning("resource limits are limited", cgroups=self.cgroups.kind, warning=self.cgroups.warning)
         else:
             log.info("resource limits by cgroups", cgroups=self.cgroups.kind)
-        runtimes: dict[str, Runtime] = {"process": self._process_runtime or ProcessRuntime(
-            self.log_sink, self.cgroups, default_user=self.settings.run_as_user,
-            kill_grace_s=self.settings.kill_grace_s)}
-        if self.settings.docker:
-            # The owner label keeps platforms that share a dockerd (one per data dir) out of each other's way.
-            owner = hashlib.sha256(str(self.data_dir.resolve()).encode()).hexdigest()[:16]
-            runtimes["docker"] = DockerRuntime(self.log_sink, url=self.settings.docker_host, owner=owner,
-                                               prefix=self.settings.docker_name_prefix, on_event=self._emit,
-                                               pull_timeout_s=self.settings.docker_pull_timeout_s)
-        self.runtime = RuntimeSet(runtimes)
+        self.runtime = make_runtimes(self.settings, self.log_sink, self.cgroups, data_dir=self.data_dir,
+                                     run_dir=self.run_dir, on_event=self._emit, process=self._process_runtime)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._publisher = self._tasks.spawn("events", self._publish_events())
         await self._adopt()
@@ -571,7 +561,7 @@ class OrchService:
             ports = {str(k): int(v) for k, v in (rec.get("ports") or {}).items()}
             if spec is None:
                 spec = ServiceSpec(name=key[0], image="unknown") if rec.get("runtime") == "docker" else \
-                    ServiceSpec(name=key[0], cmd=["unknown"])
+                    ServiceSpec(name=key[0], cmd=["unknown"], runtime=rec.get("runtime") or "process")
             config = build_config(spec, key[1], ports, int(rec.get("version", 0)))
             try:
                 instance = await self.runtime.adopt(config, rec)

@@ -130,11 +130,20 @@ def systemd_container() -> tuple[str | None, str]:
         _systemd["why"] = f"cannot create the systemd container: {made}"
         return None, _systemd["why"]
     api("POST", f"/containers/{made['Id']}/start")
-    _systemd["name"], _systemd["id"] = name, made["Id"]
     import atexit
+    import time
 
     atexit.register(lambda: api("DELETE", f"/containers/{made['Id']}?force=1"))
-    return name, ""
+    deadline = time.monotonic() + 60
+    state = ""
+    while time.monotonic() < deadline:  # booted: is-system-running says running (or degraded)
+        _, state = in_container(name, ["systemctl", "is-system-running"])
+        if state.strip() in ("running", "degraded"):
+            _systemd["name"], _systemd["id"] = name, made["Id"]
+            return name, ""
+        time.sleep(0.2)
+    _systemd["why"] = f"systemd in {name} did not finish booting within 60 s (state {state.strip()!r})"
+    return None, _systemd["why"]
 
 
 def in_container(name: str, argv: list[str]) -> tuple[int, str]:

@@ -242,16 +242,19 @@ async def test_platform_restart_after_the_instance_died_starts_a_new_one(h: Harn
 
 
 async def test_invalid_spec_and_unavailable_runtime(h: Harness) -> None:
-    o = await h.orch(docker=False, docker_host="unix:///nonexistent/docker.sock")
+    o = await h.orch(docker=False, systemd=False)
     with pytest.raises(SpecError, match=r"bad.yaml:2 replicas"):
         await o.apply("name: a\nreplicas: lots\ncmd: x\n", "bad.yaml")
     with pytest.raises(SpecError, match=re.escape("a.yaml:2 image: the docker runtime is not available")):
         await o.apply("name: a\nimage: nginx\n", "a.yaml")
     with pytest.raises(SpecError, match=re.escape("a.yaml:2 runtime: the systemd runtime is not available")):
         await o.apply("name: a\nruntime: systemd\ncmd: [sleep, '100']\n", "a.yaml")
-    down = await h.orch(docker_host="unix:///nonexistent/docker.sock")
+    down = await h.orch(docker_host="unix:///nonexistent/docker.sock", systemd_command_prefix=["/nonexistent/ctl"])
     with pytest.raises(SpecError, match=re.escape("a.yaml:2 image: dockerd does not answer at unix:///nonexistent")):
         await down.apply("name: a\nimage: nginx\n", "a.yaml")
+    with pytest.raises(SpecError, match=re.escape("a.yaml:2 runtime: the systemd runtime cannot reach systemd through "
+                                                  "/nonexistent/ctl (cannot run /nonexistent/ctl")):
+        await down.apply("name: a\nruntime: systemd\ncmd: [sleep, '100']\n", "a.yaml")
     await o.apply("name: a\ncmd: [sleep, '100']\ndepends_on: [b]\n", "a.yaml")
     with pytest.raises(SpecError, match=re.escape("b.yaml:3 depends_on: dependency cycle: a -> b -> a")):
         await o.apply("name: b\ncmd: [sleep, '100']\ndepends_on: [a]\n", "b.yaml")
