@@ -279,6 +279,12 @@ class DockerRuntime:
                 if state.get("Running"):
                     continue  # dockerd restarted under us and wait returned early
                 status = exit_status(state)
+                for _ in range(3):
+                    if not (status.signal == signal.SIGKILL and not status.oom_killed and instance.config.memory_bytes):
+                        break
+                    # dockerd learns of an OOM kill from an event that can land just after the exit: ask again.
+                    await asyncio.sleep(0.3)
+                    status = exit_status((await c.show())["State"])
             except DockerError as e:
                 if e.status == 404:
                     status = ExitStatus(note="the container was removed from outside")
