@@ -159,3 +159,12 @@ def in_container(name: str, argv: list[str]) -> tuple[int, str]:
             return info["ExitCode"], out if isinstance(out, str) else ""
         time.sleep(0.05)
     return -1, "timed out"
+
+
+def docker_oom_unreliable() -> str | None:
+    """Why dockerd's OOMKilled cannot be trusted now: measured here, while a container runs systemd as PID 1
+    on the host's cgroup v1 tree (cgroupns=host, as the systemd tests need), dockerd reports OOM kills
+    as plain exit 137 with OOMKilled false, even for `docker run -m`."""
+    if _systemd.get("name"):
+        return "a systemd test container shares the host's cgroup v1 tree: dockerd misses OOM events meanwhile"
+    return None

@@ -14,6 +14,7 @@ import pytest
 
 from orch.runtime import RuntimeError_
 from tests.orch.conftest import RuntimeUnderTest, alive, eventually, read_logs
+from tests.orch.dockerenv import docker_oom_unreliable
 
 # Holds ~40 MB in a shell variable, says so, then waits (the last command keeps the shell from exec-ing sleep).
 HOG = "x=$(yes | head -c 40000000); echo held; sleep 60; echo ${#x}"  # not exec-ing sleep: x stays
@@ -160,6 +161,8 @@ async def test_memory_limit_kills_and_reports_oom(rt: RuntimeUnderTest) -> None:
     if not rt.reports_oom:
         pytest.skip(f"{rt.name}: the limit is enforced (killed by SIGKILL), but on cgroup v1 it cannot be told "
                     "from another SIGKILL (systemd reports Result=oom-kill only on cgroup v2)")
+    if rt.name == "docker" and not status.oom_killed and (why := docker_oom_unreliable()):
+        pytest.skip(f"docker: the limit is enforced (killed by SIGKILL), but {why}")
     assert status.oom_killed and "OOM" in status.detail, status
 
 
