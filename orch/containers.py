@@ -9,9 +9,12 @@ program and zombies are reaped; ports are published on 127.0.0.1 only.
 
 from __future__ import annotations
 
+import io
 import math
+import posixpath
 import signal as _signal
 import struct
+import tarfile
 from collections.abc import Mapping
 from typing import Any
 
@@ -100,6 +103,22 @@ def create_body(config: InstanceConfig, *, prefix: str, owner: str) -> dict[str,
     if config.user:
         body["User"] = config.user
     return body
+
+
+def config_files_tar(config: InstanceConfig) -> bytes | None:
+    """The spec's `config_files` as a tar to unpack at `/` in the container (relative paths are relative to
+    `workdir`, else to `/`), or None when there are none. Small files: built in memory."""
+    if not config.config_files:
+        return None
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for path, content, mode in config.config_files:
+            full = posixpath.normpath(posixpath.join(config.workdir or "/", path))
+            data = content.encode()
+            info = tarfile.TarInfo(full.lstrip("/"))
+            info.size, info.mode, info.mtime = len(data), mode, 0
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
 
 
 def exit_status(state: Mapping[str, Any]) -> ExitStatus:

@@ -30,6 +30,7 @@ from orch.containers import (
     LABEL_OWNER,
     LABEL_SERVICE,
     LogFrames,
+    config_files_tar,
     container_name,
     create_body,
     exit_status,
@@ -157,6 +158,9 @@ class DockerRuntime:
             await self._clear_name(config, name)
             body = create_body(config, prefix=self.prefix, owner=self.owner)
             container = await self.docker.containers.create(config=body, name=name)
+            files = config_files_tar(config)
+            if files is not None:  # in place before the program starts, as for a native process
+                await container.put_archive("/", files)
         except DockerError as e:
             raise RuntimeError_(f"{config.instance}: cannot create container {name}: {_msg(e)}") from e
         except (aiohttp.ClientError, OSError) as e:

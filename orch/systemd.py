@@ -74,15 +74,17 @@ class UnitHost:
         rc, out = await self.run(["cat", path])
         return out + "\n" if rc == 0 else None
 
-    async def write_file(self, path: str, content: str) -> None:
-        """Atomically: a temporary file beside it, then a rename."""
+    async def write_file(self, path: str, content: str, mode: int = 0o644) -> None:
+        """Atomically (a temporary file beside it, then a rename), its directory made if missing."""
         if not self.prefix:
             tmp = Path(path + ".tmp")
+            tmp.parent.mkdir(parents=True, exist_ok=True)
             tmp.write_text(content)
+            os.chmod(tmp, mode)
             os.replace(tmp, path)
             return
-        rc, out = await self.run(["sh", "-c", 'cat > "$1.tmp" && mv -f "$1.tmp" "$1"', "sh", path],
-                                 stdin=content.encode())
+        script = 'mkdir -p "$(dirname "$1")" && cat > "$1.tmp" && chmod "$2" "$1.tmp" && mv -f "$1.tmp" "$1"'
+        rc, out = await self.run(["sh", "-c", script, "sh", path, f"{mode:o}"], stdin=content.encode())
         if rc != 0:
             raise OSError(f"cannot write {path}: {out}")
 
@@ -200,6 +202,12 @@ class SystemdRuntime:
             await self.host.write_file(path, text)
         except OSError as e:
             raise RuntimeError_(f"{config.instance}: {e}") from e
+        for file_path, content, mode in config.config_files:
+            full = os.path.normpath(os.path.join(config.workdir or "/", file_path))
+            try:
+                await self.host.write_file(full, content, mode)
+            except OSError as e:
+                raise RuntimeError_(f"{config.instance}: config file {full}: {e}") from e
         await self._ctl("daemon-reload")
         if self.enable:
             await self._ctl("enable", unit)

@@ -56,6 +56,14 @@ async def test_env_and_workdir_are_applied(rt: RuntimeUnderTest, tmp_path: Path)
     await rt.runtime.remove(inst)
 
 
+async def test_config_files_are_in_place_before_start(rt: RuntimeUnderTest, tmp_path: Path) -> None:
+    inst = await _run(rt, ["sh", "-c", "cat conf/app.ini; ls -l conf/app.ini"], workdir=str(tmp_path),
+                      config_files=(("conf/app.ini", "port=8080\n", 0o600),))
+    assert (await asyncio.wait_for(rt.runtime.wait(inst), 30)).code == 0
+    await eventually(lambda: "port=8080" in rt.output() and "-rw-------" in rt.output())
+    await rt.runtime.remove(inst)
+
+
 async def test_signal_death_is_recorded(rt: RuntimeUnderTest) -> None:
     inst = await _run(rt, ["sleep", "60"])
     assert rt.runtime.inspect(inst)["running"]
