@@ -27,13 +27,16 @@ from core.ports import LogSink
 from core.tasks import TaskSet
 from orch.cgroups import CgroupHandle, Mounts
 from orch.containers import (
+    LABEL_INDEX,
     LABEL_OWNER,
+    LABEL_RELEASE,
     LABEL_SERVICE,
     LogFrames,
     config_files_tar,
     container_name,
     create_body,
     exit_status,
+    ports_from_labels,
     volume_name,
 )
 from orch.runtime import ExitStatus, InstanceConfig, InstanceStats, RuntimeError_
@@ -397,6 +400,21 @@ class DockerRuntime:
         }
 
     # --- adoption -------------------------------------------------------------------------------
+
+    async def discover(self) -> list[dict[str, Any]]:
+        """Adoption records, from their labels, of the running containers this platform made."""
+        out = []
+        for c in await self.docker.containers.list(filters={"label": [f"{LABEL_OWNER}={self.owner}"],
+                                                            "status": ["running"]}):
+            lbl = c._container.get("Labels") or {}
+            host, inside = ports_from_labels(lbl)
+            if not lbl.get(LABEL_INDEX, "").isdigit() or not lbl.get(LABEL_SERVICE):
+                continue
+            release = lbl.get(LABEL_RELEASE, "")
+            out.append({"service": lbl[LABEL_SERVICE], "index": int(lbl[LABEL_INDEX]), "runtime": "docker",
+                        "container_id": c.id, "ports": host, "container_ports": inside,
+                        "version": int(release) if release.isdigit() else 0, "started_at": c._container.get("Created")})
+        return out
 
     async def adopt(self, config: InstanceConfig, record: Mapping[str, Any]) -> ContainerInstance | None:
         cid = record.get("container_id")

@@ -554,7 +554,13 @@ class OrchService:
     async def _adopt(self) -> None:
         """Re-attach to instances that outlived the last run of the platform; forget the dead ones."""
         assert self.runtime is not None
-        for rec in self.pidfiles.scan():
+        records = self.pidfiles.scan()
+        docker = self.runtime.runtimes.get("docker")
+        if isinstance(docker, DockerRuntime) and await docker.problem() is None:
+            # Containers whose record was lost are found by their labels (this platform's owner label).
+            known = {(r["service"], r["index"]) for r in records}
+            records += [r for r in await docker.discover() if (r["service"], r["index"]) not in known]
+        for rec in records:
             key = (rec["service"], rec["index"])
             row = self.services.get(key[0])
             spec = row.spec if row is not None else None

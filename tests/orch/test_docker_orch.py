@@ -177,3 +177,20 @@ async def test_platform_stop_leaves_the_container_and_the_next_start_adopts_it(h
     assert api("GET", f"/containers/{cid}/json")[0] == 404
     vols = api("GET", "/volumes")[1]["Volumes"] or []
     assert any(v["Name"] == f"{h.prefix}-site-data" for v in vols)  # type: ignore[attr-defined]
+
+
+async def test_a_container_whose_record_was_lost_is_adopted_by_its_labels(h: Harness) -> None:
+    o = await _orch(h)
+    await o.apply(SITE, "site.yaml")
+    await until(lambda: o.describe("site")["status"] == "running", 60)
+    cid = _inst(o, "site")["container_id"]
+    await o.stop(10)
+    for f in (h.tmp / "data" / "run" / "orch").glob("*.json"):
+        f.unlink()  # the pidfile record is gone: only the container's labels are left
+    second = await _orch(h)
+    await until(lambda: second.describe("site")["status"] == "running", 60)
+    inst = _inst(second, "site")
+    assert inst["container_id"] == cid and inst["adopted"] and inst["container_ports"] == {"http": 80}
+    (ep,) = h.endpoints.get("site")
+    async with httpx.AsyncClient() as c:
+        assert (await c.get(f"http://127.0.0.1:{ep.port}/")).status_code == 200
