@@ -194,3 +194,14 @@ async def test_a_container_whose_record_was_lost_is_adopted_by_its_labels(h: Har
     (ep,) = h.endpoints.get("site")
     async with httpx.AsyncClient() as c:
         assert (await c.get(f"http://127.0.0.1:{ep.port}/")).status_code == 200
+
+
+async def test_remove_with_volumes_removes_the_named_volumes_of_that_service_only(h: Harness) -> None:
+    o = await _orch(h)
+    await o.apply(SITE + "volumes: ['data:/data']\n", "site.yaml")
+    await o.apply(SITE.replace("name: site", "name: other") + "volumes: ['data:/data']\n", "other.yaml")
+    await until(lambda: o.describe("site")["status"] == "running" and o.describe("other")["status"] == "running", 60)
+    gone = await o.delete("site", volumes=True)
+    names = {v["Name"] for v in api("GET", "/volumes")[1]["Volumes"] or []}
+    assert gone["volumes_removed"] == [f"{h.prefix}-site-data"]  # type: ignore[attr-defined]
+    assert f"{h.prefix}-site-data" not in names and f"{h.prefix}-other-data" in names  # type: ignore[attr-defined]
