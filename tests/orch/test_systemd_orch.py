@@ -88,3 +88,21 @@ async def test_unit_written_restarted_after_outside_kill_left_running_adopted_an
     await second.delete("ticker")
     assert in_container(box, ["test", "-e", f"/etc/systemd/system/{unit}"])[0] != 0
     assert in_container(box, ["systemctl", "is-active", unit])[0] != 0
+
+
+async def test_failing_health_check_restarts_the_unit(h: Harness, box: str, tmp_path: Path) -> None:
+    prefix = f"infracore-t{secrets.token_hex(3)}"
+    flag = tmp_path / "healthy"
+    flag.write_text("1")
+    o = await _orch(h, box, prefix)
+    await o.apply(SPEC + f"healthcheck: {{ exec: [test, -f, '{flag}'], interval: 0.3s, timeout: 2s, retries: 2 }}\n",
+                  "ticker.yaml")
+    await until(lambda: (i := _running(o, "ticker")) and i["healthy"], 60)
+    first = _running(o, "ticker")
+    flag.unlink()
+    await until(lambda: o.describe("ticker")["restarts"] >= 1, 60)
+    flag.write_text("1")
+    await until(lambda: (i := _running(o, "ticker")) and i["healthy"] and i["pid"] != first["pid"], 60)
+    exits = [e for e in await h.events("service.instance.exited") if e["service"] == "ticker"]
+    assert "health check failed 2 time(s): exit code 1" in exits[0]["reason"], exits
+    await o.delete("ticker")
