@@ -68,6 +68,7 @@ class RuntimeUnderTest:
     leftovers: Callable[[Any], Any] | None = None
     separate_streams: bool = True  # the journal does not record whether a line was stdout or stderr
     reports_oom: bool = True  # systemd on cgroup v1 sees an OOM kill as a plain SIGKILL
+    pidns_note: str = ""  # why the instance's pids are not the host's
     _others: list[Any] = field(default_factory=list)
 
     def config(self, argv: list[str], **kw: Any) -> InstanceConfig:
@@ -150,6 +151,8 @@ def _docker(tmp: Path) -> RuntimeUnderTest:
     inst_runtime = DockerRuntime(sink, prefix="infracore-test", owner=owner)
     return RuntimeUnderTest("docker", inst_runtime, tmp / "logs", sink, service=f"c{secrets.token_hex(3)}",
                             extra={"image": FULL_IMAGE, "runtime": "docker"}, host_pids=False, enforces_memory=True,
+                            pidns_note="a container has its own pid namespace, which the kernel empties when its "
+                            "init ends (Init: true; stop kills init)",
                             make=make, leftovers=leftovers)
 
 
@@ -176,7 +179,9 @@ def _systemd(tmp: Path) -> RuntimeUnderTest:
     rt.log_sink = sink
     r = RuntimeUnderTest("systemd", rt, tmp / "logs", sink, service=f"u{secrets.token_hex(3)}", host_pids=False,
                          enforces_memory=True, make=make, leftovers=leftovers, separate_streams=False,
-                         reports_oom="memory" not in Mounts.read().v1)
+                         reports_oom="memory" not in Mounts.read().v1,
+                         pidns_note="the test's systemd runs in a container's pid namespace; systemd itself ends "
+                         "a unit's whole cgroup (KillMode=control-group)")
     r.prepare_workdir = lambda path: in_container(cid, ["mkdir", "-p", path])  # type: ignore[attr-defined]
     return r
 

@@ -108,8 +108,7 @@ async def test_stop_signal_is_the_configured_one(rt: RuntimeUnderTest) -> None:
 
 async def test_stop_kills_grandchildren_too(rt: RuntimeUnderTest, tmp_path: Path) -> None:
     if not rt.host_pids:
-        pytest.skip(f"{rt.name}: its processes live in their own pid namespace, which the kernel empties when "
-                    "its init ends; host pids of grandchildren are not visible to check")
+        pytest.skip(f"{rt.name}: {rt.pidns_note}; host pids of grandchildren are not visible to check")
     pids = tmp_path / "pids"
     # The child forks a grandchild that ignores SIGTERM, and a great-grandchild; neither may survive.
     script = f"(trap '' TERM; sleep 300 & echo $! >> {pids}; sleep 300) & echo $! >> {pids}; sleep 300"
@@ -124,7 +123,7 @@ async def test_stop_kills_grandchildren_too(rt: RuntimeUnderTest, tmp_path: Path
 
 async def test_leader_exit_takes_its_leftovers_with_it(rt: RuntimeUnderTest, tmp_path: Path) -> None:
     if not rt.host_pids:
-        pytest.skip(f"{rt.name}: a container ends with its init, which takes its pid namespace with it")
+        pytest.skip(f"{rt.name}: {rt.pidns_note}")
     pidfile = tmp_path / "gc"
     inst = await _run(rt, ["sh", "-c", f"sleep 300 & echo $! > {pidfile}; exit 1"])
     status = await asyncio.wait_for(rt.runtime.wait(inst), 15)
