@@ -205,3 +205,15 @@ async def test_remove_with_volumes_removes_the_named_volumes_of_that_service_onl
     names = {v["Name"] for v in api("GET", "/volumes")[1]["Volumes"] or []}
     assert gone["volumes_removed"] == [f"{h.prefix}-site-data"]  # type: ignore[attr-defined]
     assert f"{h.prefix}-site-data" not in names and f"{h.prefix}-other-data" in names  # type: ignore[attr-defined]
+
+
+async def test_user_entrypoint_env_and_config_files_reach_the_container(h: Harness) -> None:
+    o = await _orch(h)
+    await o.apply(f"name: who\nimage: {FULL_IMAGE}\nentrypoint: [/bin/sh, -c]\n"
+                  "cmd: ['echo uid=$(id -u) port=$PORT greeting=$GREETING; cat /etc/who.conf; sleep 60; true']\n"
+                  "user: '1234:1234'\nenv: {GREETING: hi}\nports: [{name: http, internal: 8080}]\n"
+                  "config_files: [{path: /etc/who.conf, content: \"conf ${INSTANCE}\\n\"}]\n", "who.yaml")
+    logs = h.tmp / "data" / "logs" / "who"
+    await until(lambda: logs.exists() and "conf who-1" in "".join(p.read_text() for p in logs.glob("*.log")), 20)
+    text = "".join(p.read_text() for p in logs.glob("*.log"))
+    assert "who-1 stdout uid=1234 port=8080 greeting=hi" in text, text
