@@ -49,3 +49,20 @@ run: $(BIN)/fsctl accel
 
 clean:
 	rm -rf $(VENV) ui/dist ui/node_modules .pytest_cache .ruff_cache gate/_accel
+
+# The systemd runtime's test peer: systemd as PID 1 in a container (see ../shared/peers/README.md), from a
+# minimal Debian rootfs made by debootstrap (needs the Debian mirror; ~5 min here) imported into Docker.
+# `make test-systemd` runs the runtime conformance suite and the supervisor's systemd tests against it.
+SYSTEMD_IMAGE ?= infracore-test/systemd:1
+DEBIAN_MIRROR ?= http://deb.debian.org/debian
+.PHONY: systemd-image test-systemd
+systemd-image:
+	@docker image inspect $(SYSTEMD_IMAGE) >/dev/null 2>&1 && echo "$(SYSTEMD_IMAGE) exists" || { set -e; \
+	  command -v debootstrap >/dev/null || apt-get install -y -qq debootstrap; \
+	  d=$$(mktemp -d); trap 'rm -rf "$$d"' EXIT; \
+	  debootstrap --variant=minbase --include=systemd,systemd-sysv,dbus bookworm "$$d/rootfs" $(DEBIAN_MIRROR); \
+	  tar -C "$$d/rootfs" -c . | docker import -c 'CMD ["/lib/systemd/systemd"]' - $(SYSTEMD_IMAGE); }
+
+test-systemd: $(BIN)/fsctl systemd-image
+	$(BIN)/python -m pytest -q -rs $(PYTEST_ARGS) tests/orch/test_runtime_conformance.py tests/orch/test_units.py \
+	  tests/orch/test_systemd_orch.py

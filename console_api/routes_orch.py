@@ -103,11 +103,12 @@ def register(api: Api, orch: Any) -> None:
         return await orch.restart_service(name)
 
     @api.route("DELETE", "/api/services/{name}", summary="Stop a service, then remove it (its spec history stays)",
-               role="admin", action="service.remove", tag="orch")
+               role="admin", action="service.remove", tag="orch",
+               query={"volumes": "1: remove its named container volumes too (kept by default)"})
     async def services_delete(req: ApiRequest) -> dict[str, Any]:
         name = req.match["name"]
         req.audit(f"service:{name}")
-        before = await orch.delete(name)
+        before = await orch.delete(name, volumes=req.query.get("volumes") in ("1", "true"))
         req.audit(f"service:{name}", before={"version": before["version"], "spec": before["spec"]})
         return {"name": name, "removed": True}
 

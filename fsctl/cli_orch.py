@@ -83,8 +83,9 @@ def cmd_ls(args: argparse.Namespace) -> int:
         return 0
     rows = [{**s, "ready": f"{s['healthy']}/{s['replicas']}", "eps": _ports(s), "updated": when(s["updated_at"])}
             for s in data]
-    table(rows, [("name", "NAME"), ("status", "STATUS"), ("ready", "READY"), ("restarts", "RESTARTS"),
-                 ("version", "VERSION"), ("eps", "ENDPOINTS"), ("updated", "UPDATED"), ("reason", "REASON")])
+    table(rows, [("name", "NAME"), ("runtime", "RUNTIME"), ("status", "STATUS"), ("ready", "READY"),
+                 ("restarts", "RESTARTS"), ("version", "VERSION"), ("eps", "ENDPOINTS"), ("updated", "UPDATED"),
+                 ("reason", "REASON")])
     return 0
 
 
@@ -96,17 +97,33 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"{d['name']}  version {d['version']}  desired {d['desired']}  status {d['status']}"
           + (f" ({d['reason']})" if d["reason"] else ""))
     print(f"  ready {d['healthy']}/{d['replicas']}  restarts {d['restarts']}  endpoints {_ports(d)}")
+    spec = d.get("spec") or {}
+    print(f"  runtime {d.get('runtime', 'process')}" + (f"  image {spec['image']}" if spec.get("image") else "")
+          + (f"  volumes {', '.join(spec['volumes'])}" if spec.get("volumes") else ""))
     if d.get("last_exit"):
         print(f"  last exit: {d['last_exit']['instance']} {d['last_exit']['detail']} at {when(d['last_exit']['at'])}")
     rows = []
     for i in d["instances"]:
         health = i["health"][-1]["detail"] if i["health"] else "-"
-        rows.append({**i, "ports": ",".join(f"{k}={v}" for k, v in i["ports"].items()) or "-",
+        inside = i.get("container_ports") or {}
+        rows.append({**i, "ports": ",".join(f"{k}={v}" + (f"->{inside[k]}" if k in inside else "")
+                                            for k, v in i["ports"].items()) or "-",
+                     "where": _where(i),
                      "health": ("healthy" if i["healthy"] else "unhealthy") + f" ({health})",
                      "since": when(i["started_at"])})
-    table(rows, [("id", "INSTANCE"), ("phase", "PHASE"), ("state", "STATE"), ("pid", "PID"), ("ports", "PORTS"),
+    table(rows, [("id", "INSTANCE"), ("phase", "PHASE"), ("state", "STATE"), ("where", "PID/CONTAINER"),
+                 ("ports", "PORTS"),
                  ("health", "HEALTH"), ("restarts", "RESTARTS"), ("since", "SINCE"), ("reason", "REASON")])
     return 0
+
+
+def _where(i: dict[str, Any]) -> str:
+    """A native instance's pid, a container's name and short id, or a unit's name."""
+    if i.get("container_id") and i.get("phase") in ("running", "stopping"):
+        return f"{i.get('container', '')} {i['container_id'][:12]}".strip()
+    if i.get("unit"):
+        return str(i["unit"])
+    return str(i["pid"]) if i.get("pid") else "-"
 
 
 def _action(verb: str) -> Any:
@@ -120,7 +137,7 @@ def _action(verb: str) -> Any:
 
 
 def cmd_rm(args: argparse.Namespace) -> int:
-    d = _client(args).request("DELETE", f"/api/services/{args.name}")
+    d = _client(args).request("DELETE", f"/api/services/{args.name}" + ("?volumes=1" if args.volumes else ""))
     emit_json(d) if args.json else print(f"removed {args.name}")
     return 0
 
@@ -148,8 +165,9 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
         p.add_argument("name")
         p.set_defaults(func=_action(verb))
 
-    p = svc_sub.add_parser("rm", parents=[common], help="stop and remove a service")
+    p = svc_sub.add_parser("rm", parents=[common], help="stop and remove a service (and its containers)")
     p.add_argument("name")
+    p.add_argument("--volumes", action="store_true", help="also remove its named container volumes")
     p.set_defaults(func=cmd_rm)
 
     try:

@@ -17,7 +17,10 @@ class OrchSettings(BaseModel):
     cgroups: Literal["auto", "v2", "v1", "none"] = "auto"
     cgroup_group: str = Field(default="infracore", pattern=r"^[A-Za-z0-9_.-]+$")
     run_as_user: str | None = None  # default user for services without `user:` (when the platform is root)
-    keep_running_on_exit: bool = False  # leave instances running when the platform stops (adopted on start)
+    # What a platform stop does to running instances (they are adopted at the next start when left running).
+    # None: containers keep running (dockerd keeps their logs); native processes are stopped, since their
+    # output pipes end with the platform. True: everything stops. False: everything keeps running.
+    stop_services_on_exit: bool | None = None
     backoff_initial_s: float = Field(default=1.0, gt=0)
     backoff_max_s: float = Field(default=60.0, gt=0)
     backoff_factor: float = Field(default=2.0, ge=1)
@@ -26,6 +29,17 @@ class OrchSettings(BaseModel):
     crashloop_window_s: float = Field(default=120.0, gt=0)
     health_history: int = Field(default=20, ge=1, le=1000)
     kill_grace_s: float = Field(default=5.0, gt=0)
+    docker: bool = True  # the docker runtime (services with image:); off: such specs are refused at apply
+    docker_host: str | None = None  # Engine API URL; default DOCKER_HOST, else unix:///var/run/docker.sock
+    docker_name_prefix: str = Field(default="infracore", pattern=r"^[a-z0-9][a-z0-9_.-]{0,30}$")
+    docker_pull_timeout_s: float = Field(default=600.0, gt=0)
+    systemd: bool = True  # the systemd runtime (runtime: systemd); refused at apply when no systemd answers
+    systemd_unit_dir: str = Field(default="/etc/systemd/system", pattern=r"^/")
+    systemd_unit_prefix: str = Field(default="infracore", pattern=r"^[a-z0-9][a-z0-9_.-]{0,30}$")
+    systemd_command_prefix: list[str] = Field(default_factory=list)  # e.g. [ssh, host] or [docker, exec, -i, c]
+    systemd_enable: bool = False  # `systemctl enable` units (started at boot, then adopted by the platform)
+    systemd_poll_s: float = Field(default=1.0, gt=0, le=10)  # how often unit states are read (one call for all)
+    systemd_cgroup_root: str = ""  # where that systemd's cgroups lie in this host's tree ("" = same host)
     drain_before_stop_s: float = Field(default=0.5, ge=0, le=60)  # endpoints withdrawn → wait → stop signal
 
     def backoff(self) -> BackoffPolicy:

@@ -12,7 +12,7 @@ import shlex
 import signal
 import ssl
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -91,8 +91,10 @@ async def probe_exec(argv: list[str], env: Mapping[str, str], cwd: str | None) -
 
 
 async def run_probe(kind: str, target: str | list[str], timeout_s: float, *, env: Mapping[str, str] | None = None,
-                    cwd: str | None = None) -> HealthResult:
-    """One probe of `kind` against `target` (URL, HOST:PORT, or argv), bounded by `timeout_s`."""
+                    cwd: str | None = None,
+                    exec_in: Callable[[list[str]], Awaitable[tuple[bool, str]]] | None = None) -> HealthResult:
+    """One probe of `kind` against `target` (URL, HOST:PORT, or argv), bounded by `timeout_s`. An `exec`
+    probe runs through `exec_in` when given (inside a container), else as a child on the host."""
     t0 = time.monotonic()
     at = time.time()
     try:
@@ -103,7 +105,7 @@ async def run_probe(kind: str, target: str | list[str], timeout_s: float, *, env
                 ok, detail = await probe_tcp(str(target), timeout_s)
             else:
                 argv = shlex.split(target) if isinstance(target, str) else list(target)
-                ok, detail = await probe_exec(argv, env or {}, cwd)
+                ok, detail = await (exec_in(argv) if exec_in is not None else probe_exec(argv, env or {}, cwd))
     except TimeoutError:
         ok, detail = False, f"no answer within {timeout_s:g}s"
     except OSError as e:

@@ -29,9 +29,26 @@ def variables(spec: ServiceSpec, index: int, ports: Mapping[str, int]) -> dict[s
     return out
 
 
+def container_ports(spec: ServiceSpec, ports: Mapping[str, int]) -> dict[str, int]:
+    """For a container, the port each named port listens on inside it: `internal` when a number, else
+    the same number as its published host port (the program reads it from `${PORT}`)."""
+    return {p.name: p.internal if isinstance(p.internal, int) else ports[p.name]
+            for p in spec.ports if p.name in ports}
+
+
+def port_requests(spec: ServiceSpec) -> list[PortSpec]:
+    """What to allocate on 127.0.0.1. A process listens on the host itself (a fixed `internal` is its
+    port); a container's `internal` is inside it, and its published host port is always orch's choice."""
+    if spec.runtime_name != "docker":
+        return list(spec.ports)
+    return [PortSpec(name=p.name, internal="auto") for p in spec.ports]
+
+
 def build_config(spec: ServiceSpec, index: int, ports: Mapping[str, int], version: int) -> InstanceConfig:
-    """The instance config for replica `index` of `spec` with `ports` already chosen."""
-    v = variables(spec, index, ports)
+    """The instance config for replica `index` of `spec` with `ports` (on the host) already chosen. In a
+    container's env, `${PORT}` and `${PORT_<NAME>}` are the ports inside it."""
+    inside = container_ports(spec, ports) if spec.runtime_name == "docker" else {}
+    v = variables(spec, index, inside or ports)
     env = {k: expand(val, v) for k, val in spec.env.items()}
     env |= {k: val for k, val in v.items() if k.startswith("PORT") or k in ("SERVICE", "INSTANCE")}
     return InstanceConfig(
@@ -40,6 +57,8 @@ def build_config(spec: ServiceSpec, index: int, ports: Mapping[str, int], versio
         memory_bytes=spec.resources.memory, cpu=spec.resources.cpu, stop_timeout_s=spec.stop_timeout,
         stop_signal=int(getattr(signal, spec.stop_signal)), version=version,
         config_files=tuple((expand(f.path, v), expand(f.content, v), f.mode) for f in spec.config_files),
+        runtime=spec.runtime_name, container_ports=inside, volumes=tuple(spec.volumes),
+        entrypoint=tuple(expand(a, v) for a in ep) if (ep := spec.entrypoint_argv) is not None else None,
     )
 
 

@@ -1,4 +1,4 @@
-"""The `Runtime` interface every way of running an instance implements (process now; docker, systemd later).
+"""The `Runtime` interface every way of running an instance implements: `process`, `docker`, `systemd`.
 
 A runtime runs *instances*: one replica of one service, described by an `InstanceConfig` that orch has
 already expanded (`${PORT}` and friends substituted, ports allocated). The supervisor owns policy
@@ -32,6 +32,10 @@ class InstanceConfig:
     stop_signal: int = int(_signal.SIGTERM)
     version: int = 0
     config_files: tuple[tuple[str, str, int], ...] = ()  # (path, content, mode)
+    runtime: str = "process"  # which runtime of a `RuntimeSet` runs it
+    entrypoint: tuple[str, ...] | None = None  # docker: replaces the image's ENTRYPOINT
+    container_ports: Mapping[str, int] = field(default_factory=dict)  # docker: port name -> port inside
+    volumes: tuple[str, ...] = ()  # docker: `SOURCE:TARGET[:ro]` as in the spec
 
     @property
     def instance(self) -> str:

@@ -17,12 +17,12 @@ import signal
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 import structlog
 
+from core.audit import AuditEntry, AuditLog
 from core.bus import EventBus
 from core.clock import Clock, SystemClock
 from core.errors import Conflict, NotFound
@@ -31,35 +31,25 @@ from core.store import Store
 from core.tasks import TaskSet
 from core.workers import WorkerPool
 from orch import planner
+from orch.admission import admit
 from orch.cgroups import CgroupDriver, CgroupHandle, detect
 from orch.config import OrchSettings
+from orch.docker import DockerRuntime
 from orch.endpoints import EndpointPublisher, endpoint_sets
-from orch.health import HealthResult, run_probe
-from orch.instances import PortAllocator, build_config, health_target
+from orch.health import run_probe
+from orch.instances import PortAllocator, build_config, health_target, port_requests
+from orch.live import Live, instance_view
 from orch.logfiles import FileLogSink
 from orch.pidfiles import PidFiles
 from orch.planner import ServiceView, Slot, SlotKey, StartInstance, StopInstance
-from orch.process import ProcessRuntime, user_problem
 from orch.repo import OrchRepo, ServiceRow
 from orch.runtime import ExitStatus, Instance, Runtime, RuntimeError_
+from orch.runtimes import RuntimeSet, make_runtimes
 from orch.spec import ServiceSpec, SpecError, SpecProblem, parse_spec, validate_mapping
 
 T = TypeVar("T")
 
 log = structlog.get_logger("orch")
-
-
-@dataclass
-class Live:
-    """The shell's side of a slot: the runtime handle and the tasks watching it."""
-
-    instance: Instance | None = None
-    ports: dict[str, int] = field(default_factory=dict)
-    starting: asyncio.Task[Any] | None = None
-    health_task: asyncio.Task[Any] | None = None
-    health: deque[HealthResult] = field(default_factory=lambda: deque(maxlen=20))
-    started_wall: float | None = None
-    last_exit: dict[str, Any] | None = None
 
 
 class OrchService:
@@ -83,7 +73,8 @@ class OrchService:
         self._own_sink = log_sink is None
         self.log_sink: LogSink = log_sink or FileLogSink(data_dir / "logs")
         self.cgroups = cgroups
-        self.runtime: Runtime | None = runtime
+        self._process_runtime = runtime
+        self.runtime: RuntimeSet | None = None
         self.clock = clock or SystemClock()
         self.bo = settings.backoff()
         self.services: dict[str, ServiceRow] = {}
@@ -113,9 +104,8 @@ class OrchService:
             log.warning("resource limits are limited", cgroups=self.cgroups.kind, warning=self.cgroups.warning)
         else:
             log.info("resource limits by cgroups", cgroups=self.cgroups.kind)
-        if self.runtime is None:
-            self.runtime = ProcessRuntime(self.log_sink, self.cgroups, default_user=self.settings.run_as_user,
-                                          kill_grace_s=self.settings.kill_grace_s)
+        self.runtime = make_runtimes(self.settings, self.log_sink, self.cgroups, data_dir=self.data_dir,
+                                     run_dir=self.run_dir, on_event=self._emit, process=self._process_runtime)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._publisher = self._tasks.spawn("events", self._publish_events())
         await self._adopt()
@@ -123,29 +113,33 @@ class OrchService:
 
     async def stop(self, drain_timeout_s: float) -> None:
         self._shutting_down = True
-        if self.settings.keep_running_on_exit:
-            # Nothing may plan a stop from here on: the loop and the probes end first.
-            if self._loop_task is not None:
-                self._loop_task.cancel()
-            for live in self.live.values():
-                if live.health_task:
-                    live.health_task.cancel()
-            log.info("leaving instances running", count=sum(1 for s in self.slots.values() if s.active))
-        else:
-            self._wake.set()
-            try:
-                await self._wait_for(lambda: not any(s.active for s in self.slots.values()), drain_timeout_s)
-            except TimeoutError:
-                log.error("instances still running at shutdown; killing them",
-                          instances=[f"{k[0]}-{k[1]}" for k, s in self.slots.items() if s.active])
-                for live in self.live.values():
-                    if live.instance is not None and self.runtime is not None:
-                        await self.runtime.kill(live.instance, signal.SIGKILL)
+        self._wake.set()
+        try:
+            await self._wait_for(
+                lambda: not any(s.active for s in self.slots.values() if self._stops_on_exit(s.service)),
+                drain_timeout_s)
+        except TimeoutError:
+            log.error("instances still running at shutdown; killing them",
+                      instances=[f"{k[0]}-{k[1]}" for k, s in self.slots.items() if s.active])
+            for key, live in self.live.items():
+                if live.instance is not None and self.runtime is not None and self._stops_on_exit(key[0]):
+                    await self.runtime.kill(live.instance, signal.SIGKILL)
+        # The rest outlives the platform: nothing may plan a stop from here on, so the loop and probes end.
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+        for live in self.live.values():
+            if live.health_task:
+                live.health_task.cancel()
+        left = sum(1 for s in self.slots.values() if s.active)
+        if left:
+            log.info("leaving instances running", count=left)
         self._events.put_nowait(None)
         if self._publisher is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(asyncio.shield(self._publisher), 5)
         await self._tasks.close()
+        if self.runtime is not None:
+            await self.runtime.close()
         if self.cgroups is not None and not any(s.active for s in self.slots.values()):
             self.cgroups.cleanup()
         if self._own_sink and isinstance(self.log_sink, FileLogSink):
@@ -167,16 +161,11 @@ class OrchService:
         def line(field: str) -> int | None:
             return lines.get(field)
 
-        if spec.runtime_name != "process":
-            field = "runtime" if spec.runtime else "image"
-            raise SpecError([SpecProblem(filename, line(field), field,
-                                         f"the {spec.runtime_name} runtime is not available on this platform yet; "
-                                         "use cmd: (the process runtime)")])
-        user = spec.user or self.settings.run_as_user
-        if user is not None:
-            problem = user_problem(user)
-            if problem:
-                raise SpecError([SpecProblem(filename, line("user"), "user", problem)])
+        assert self.runtime is not None
+        problems, risky = await admit(spec, source, filename, runtimes=self.runtime,
+                                      default_user=self.settings.run_as_user, data_dir=self.data_dir)
+        if problems:
+            raise SpecError(problems)
         if spec.name in self._deleting:
             raise Conflict(f"service {spec.name} is being removed", hint="wait for the removal to finish")
         views = {n: self._view(r) for n, r in self.services.items()}
@@ -190,6 +179,11 @@ class OrchService:
         if current is not None and current.spec == spec:
             return {**self.describe(spec.name), "changed": False}
         version = await self.repo.save_version(spec, text, filename, actor)
+        if risky:
+            log.warning("service mounts host paths (allow_host_mounts)", service=spec.name, mounts=risky, by=actor)
+            await AuditLog(self.repo.store).record(AuditEntry(
+                actor or "system", None, "service.host_mounts.allowed", spec.name, "ok", None, None,
+                after={"version": version, "mounts": risky}))
         now = time.time()
         self.services[spec.name] = ServiceRow(
             spec.name, version, current.desired if current else "running", spec,
@@ -221,19 +215,7 @@ class OrchService:
             inspect = self.runtime.inspect(live.instance) if live.instance is not None and self.runtime else {}
             stats = self.runtime.stats(live.instance) if live.instance is not None and self.runtime and \
                 slot.phase == "running" else None
-            wait = slot.next_start_at - self.clock.monotonic() if slot.phase == "absent" else 0
-            insts.append({
-                "id": f"{name}-{slot.index}", "index": slot.index, "phase": slot.phase, "state": slot.state,
-                "healthy": slot.healthy, "health_failures": slot.health_failures, "version": slot.version,
-                "pid": inspect.get("pid") if slot.phase in ("running", "stopping") else None,
-                "ports": live.ports if slot.phase != "absent" else {}, "restarts": slot.restarts,
-                "reason": slot.reason, "started_at": live.started_wall if slot.phase != "absent" else None,
-                "next_start_in_s": round(wait, 1) if wait > 0 and slot.state not in ("failed", "exited") else None,
-                "last_exit": live.last_exit, "adopted": inspect.get("adopted", False),
-                "cgroup": inspect.get("cgroup"),
-                "stats": dataclasses.asdict(stats) if stats else None,
-                "health": [h.to_dict() for h in live.health],
-            })
+            insts.append(instance_view(slot, live, inspect, stats, self.clock.monotonic(), row.spec.runtime_name))
         return {**self._summary(name), "spec": row.spec.model_dump(mode="json", exclude_defaults=True),
                 "instances": insts}
 
@@ -280,8 +262,9 @@ class OrchService:
         self._wake.set()
         return self.describe(name)
 
-    async def delete(self, name: str) -> dict[str, Any]:
-        """Stop every instance of the service, then forget it (its spec history stays)."""
+    async def delete(self, name: str, *, volumes: bool = False) -> dict[str, Any]:
+        """Stop every instance of the service, then forget it (its spec history stays). Its containers are
+        removed; its named volumes only with `volumes`."""
         before = self.describe(name)
         self._deleting.add(name)
         try:
@@ -294,6 +277,9 @@ class OrchService:
                 self.slots.pop(key, None)
                 self.live.pop(key, None)
             self._publish_endpoints(name)
+            docker = self.runtime.runtimes.get("docker") if self.runtime else None
+            if volumes and isinstance(docker, DockerRuntime):
+                before["volumes_removed"] = await docker.remove_volumes(name)
         finally:
             self._deleting.discard(name)
         self._emit("service.removed", {"service": name})
@@ -307,9 +293,9 @@ class OrchService:
             if slot.phase not in ("running", "stopping") or live is None or live.instance is None:
                 continue
             info = self.runtime.inspect(live.instance) if self.runtime else {}
-            out.append(InstanceInfo(service=key[0], instance=f"{key[0]}-{key[1]}", runtime="process",
+            out.append(InstanceInfo(service=key[0], instance=f"{key[0]}-{key[1]}", runtime=info.get("runtime", "?"),
                                     state=slot.phase, pid=info.get("pid"), cgroup=info.get("cgroup"),
-                                    restarts=slot.restarts))
+                                    container_id=info.get("container_id"), restarts=slot.restarts))
         return out
 
     def limits(self) -> dict[str, Any]:
@@ -329,8 +315,14 @@ class OrchService:
         return ServiceView(spec.name, version, desired, spec.replicas, spec.restart,  # type: ignore[arg-type]
                            tuple(spec.depends_on), hc.retries if hc else None, hc.start_period if hc else 0.0)
 
+    def _stops_on_exit(self, service: str) -> bool:
+        row = self.services.get(service)
+        choice = self.settings.stop_services_on_exit
+        return choice if choice is not None else (row is None or row.spec.runtime_name == "process")
+
     def _view(self, row: ServiceRow) -> ServiceView:
-        desired = "stopped" if self._shutting_down or row.name in self._deleting else row.desired
+        stopping = self._shutting_down and self._stops_on_exit(row.name)
+        desired = "stopped" if stopping or row.name in self._deleting else row.desired
         return self._view_of(row.spec, row.version, desired)
 
     def _summary(self, name: str) -> dict[str, Any]:
@@ -418,7 +410,7 @@ class OrchService:
             return
         spec = row.spec
         try:
-            live.ports = self.ports.allocate(spec.ports, live.ports)
+            live.ports = self.ports.allocate(port_requests(spec), live.ports)
             config = build_config(spec, action.index, live.ports, action.version)
             instance = await self.runtime.create(config)
             try:
@@ -528,7 +520,8 @@ class OrchService:
                 ramp = hc.interval
             await asyncio.sleep(min(hc.interval, ramp))
             ramp *= 2
-            result = await run_probe(hc.kind, target, hc.timeout, env=env, cwd=cfg.workdir if cfg else None)
+            result = await run_probe(hc.kind, target, hc.timeout, env=env, cwd=cfg.workdir if cfg else None,
+                                     exec_in=self.runtime.exec_in(instance) if self.runtime else None)
             live.health.append(result)
             slot = self.slots.get(key)
             if slot is None or slot.phase != "running" or live.instance is not instance:
@@ -575,15 +568,26 @@ class OrchService:
     async def _adopt(self) -> None:
         """Re-attach to instances that outlived the last run of the platform; forget the dead ones."""
         assert self.runtime is not None
-        for rec in self.pidfiles.scan():
+        records = self.pidfiles.scan()
+        docker = self.runtime.runtimes.get("docker")
+        if isinstance(docker, DockerRuntime) and await docker.problem() is None:
+            # Containers whose record was lost are found by their labels (this platform's owner label).
+            known = {(r["service"], r["index"]) for r in records}
+            records += [r for r in await docker.discover() if (r["service"], r["index"]) not in known]
+        for rec in records:
             key = (rec["service"], rec["index"])
             row = self.services.get(key[0])
             spec = row.spec if row is not None else None
             ports = {str(k): int(v) for k, v in (rec.get("ports") or {}).items()}
             if spec is None:
-                spec = ServiceSpec(name=key[0], cmd=["unknown"])
+                spec = ServiceSpec(name=key[0], image="unknown") if rec.get("runtime") == "docker" else \
+                    ServiceSpec(name=key[0], cmd=["unknown"], runtime=rec.get("runtime") or "process")
             config = build_config(spec, key[1], ports, int(rec.get("version", 0)))
-            instance = await self.runtime.adopt(config, rec)
+            try:
+                instance = await self.runtime.adopt(config, rec)
+            except RuntimeError_ as e:  # e.g. dockerd down: its record stays for the next start
+                log.error("cannot adopt instance from the last run", service=key[0], index=key[1], error=str(e))
+                continue
             if instance is None:
                 log.info("instance from the last run is gone", service=key[0], index=key[1], pid=rec.get("pid"))
                 cg = CgroupHandle.from_record(rec.get("cgroup"))

@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -29,6 +30,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 from core import yamlsafe
 from core.errors import ValidationFailed
 from core.units import parse_duration, parse_size
+from orch.volumes import host_mount_problem, parse_volume
 
 NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _RESTART_RE = re.compile(r"^(no|always|unless-stopped|on-failure(?::(\d+))?)$")
@@ -74,6 +76,36 @@ def _scalar_str(value: Any) -> Any:
         return "true" if value else "false"
     if isinstance(value, int | float):
         return str(value)
+    return value
+
+
+# A Docker image reference: [registry[:port]/]path[:tag][@sha256:digest] (the registry part may have dots,
+# digits and a port; the path is lowercase).
+_IMAGE_RE = re.compile(
+    r"^(?:[a-zA-Z0-9.-]+(?::[0-9]+)?/)?[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
+    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[a-f0-9]{64})?$")
+
+
+def _image(value: Any) -> Any:
+    if isinstance(value, str) and not _IMAGE_RE.match(value):
+        raise _err("image", f"{value!r} is not an image reference like nginx:1.27, ghcr.io/owner/app:2 or "
+                   "name@sha256:<digest> (lowercase path)")
+    return value
+
+
+def _volume(value: Any, info: ValidationInfo) -> Any:
+    """One `volumes:` entry: its syntax, and the host paths refused without `allow_host_mounts: true`."""
+    if not isinstance(value, str):
+        return value
+    try:
+        vol = parse_volume(value)
+    except ValueError as e:
+        raise _err("volume", str(e)) from None
+    if vol.kind == "bind" and not info.data.get("allow_host_mounts"):
+        problem = host_mount_problem(vol.source)
+        if problem:
+            raise _err("volume_host_mount", f"{value!r} is refused: {problem}; if you really mean it, add "
+                       "allow_host_mounts: true (recorded in the audit log)")
     return value
 
 
@@ -198,7 +230,8 @@ class ServiceSpec(_Model):
     name: str
     runtime: Literal["process", "docker", "systemd"] | None = None
     cmd: list[str] | str | None = None
-    image: str | None = None
+    image: Annotated[str, BeforeValidator(_image)] | None = None
+    entrypoint: list[str] | str | None = None  # docker: replaces the image's ENTRYPOINT ([] clears it)
     workdir: str | None = None
     env: dict[str, EnvValue] = Field(default_factory=dict)
     ports: list[PortSpec] = Field(default_factory=list)
@@ -210,7 +243,8 @@ class ServiceSpec(_Model):
     user: str | None = None
     stop_timeout: Duration = 10.0
     stop_signal: Literal["SIGTERM", "SIGINT", "SIGQUIT", "SIGHUP", "SIGUSR1", "SIGUSR2"] = "SIGTERM"
-    volumes: list[str] = Field(default_factory=list)
+    allow_host_mounts: bool = False  # bind mounts of /, /etc, the Docker socket, ... (before `volumes`)
+    volumes: list[Annotated[str, AfterValidator(_volume)]] = Field(default_factory=list)
     config_files: list[ConfigFileSpec] = Field(default_factory=list)
 
     @field_validator("name")
@@ -268,10 +302,15 @@ class ServiceSpec(_Model):
 
     @model_validator(mode="after")
     def _whole(self, info: ValidationInfo) -> ServiceSpec:
-        if (self.cmd is None) == (self.image is None):
-            raise _err("cmd_or_image", "give exactly one of cmd (a native process) or image (a container)")
+        if self.cmd is None and self.image is None:
+            raise _err("cmd_or_image", "give cmd (a native process) or image (a container; cmd then "
+                       "replaces the image's command)")
         if self.runtime == "docker" and self.image is None:
             raise _err("runtime_image", "runtime docker needs image:")
+        if self.image is not None and self.runtime not in (None, "docker"):
+            raise _err("runtime_image", f"image: runs in a container; runtime {self.runtime} needs cmd:")
+        if self.entrypoint is not None and self.image is None:
+            raise _err("entrypoint_process", "entrypoint is for containers (image:); put the program in cmd:")
         if self.name in self.depends_on:
             raise _err("depends_on_self", "a service cannot depend on itself")
         names = [p.name for p in self.ports]
@@ -296,6 +335,12 @@ class ServiceSpec(_Model):
         if self.cmd is None:
             return []
         return shlex.split(self.cmd) if isinstance(self.cmd, str) else list(self.cmd)
+
+    @property
+    def entrypoint_argv(self) -> list[str] | None:
+        if self.entrypoint is None:
+            return None
+        return shlex.split(self.entrypoint) if isinstance(self.entrypoint, str) else list(self.entrypoint)
 
     @property
     def restart(self) -> RestartPolicy:

@@ -92,7 +92,7 @@ def test_several_problems_are_all_reported_in_line_order() -> None:
         ("", "hello.yaml:1: the file is empty"),
         ("- name: a\n", "hello.yaml:1: a spec is a mapping of fields"),
         ("name: a\ncmd: x\nname: b\n", "hello.yaml:3 name: is given twice"),
-        ("name: a\n", "hello.yaml:1: give exactly one of cmd"),
+        ("name: a\n", "hello.yaml:1: give cmd (a native process) or image"),
         ("cmd: x\n", "hello.yaml:1 name: is required"),
         ("name: a\ncmd: x\nhealthcheck: {interval: 5s}\n", "hello.yaml:3 healthcheck: give exactly one of http, tcp"),
         ("name: a\ncmd: x\nworkdir: srv\n", "hello.yaml:3 workdir: 'srv' is not an absolute path"),
@@ -116,7 +116,43 @@ def test_json_form_errors_name_the_field() -> None:
 
 
 def test_examples_are_valid() -> None:
-    specs = sorted([*EXAMPLES.glob("hello/*.yaml"), *EXAMPLES.glob("services/*.yaml")])
+    specs = sorted([*EXAMPLES.glob("*/*.yaml")])
     assert specs, "examples/ has service specs"
     for f in specs:
         load_spec(f.read_text().replace("${SPEC_DIR}", str(f.parent)), f.name)
+
+
+def test_container_spec_fields() -> None:
+    spec = load_spec("name: site\nimage: infracore-test/busybox:1\ncmd: [httpd, -f]\nentrypoint: /bin/env\n"
+                     "volumes: [data:/data]\n")
+    assert spec.runtime_name == "docker" and spec.argv == ["httpd", "-f"] and spec.entrypoint_argv == ["/bin/env"]
+    assert load_spec("name: a\nimage: ghcr.io/owner/app@sha256:" + "a" * 64 + "\n").image is not None
+    assert load_spec("name: a\nimage: registry.local:5000/team/app:v1.2\n").runtime_name == "docker"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("name: a\nimage: nginx\nvolumes:\n  - data:/data\n  - /:/host\n",
+         "hello.yaml:5 volumes[1]: '/:/host' is refused: mounting / gives the container the host's whole file "
+         "system; if you really mean it, add allow_host_mounts: true (recorded in the audit log)"),
+        ("name: a\nimage: nginx\nvolumes: ['/var/run/docker.sock:/var/run/docker.sock']\n",
+         "hello.yaml:3 volumes[0]: '/var/run/docker.sock:/var/run/docker.sock' is refused: mounting "
+         "/var/run/docker.sock gives the container the Docker socket, i.e. root on the host"),
+        ("name: a\nimage: nginx\nvolumes: ['/etc/ssl:/etc/ssl:ro']\n", "lies inside /etc"),
+        ("name: a\nimage: nginx\nvolumes: ['site:www']\n", "hello.yaml:3 volumes[0]: 'site:www': the target"),
+        ("name: a\nimage: Nginx:latest\n", "hello.yaml:2 image: 'Nginx:latest' is not an image reference"),
+        ("name: a\nimage: 'nginx; rm -rf /'\n", "is not an image reference"),
+        ("name: a\ncmd: x\nentrypoint: [y]\n", "entrypoint is for containers"),
+        ("name: a\nruntime: systemd\nimage: nginx\n", "image: runs in a container; runtime systemd needs cmd:"),
+        ("name: a\ncmd: x\nvolumes: [data:/data]\n", "volumes are for containers"),
+    ],
+)
+def test_container_spec_errors(text: str, expected: str) -> None:
+    problems = _problems(text)
+    assert any(expected in p for p in problems), problems
+
+
+def test_allow_host_mounts_lets_a_sensitive_mount_through() -> None:
+    spec = load_spec("name: a\nimage: nginx\nallow_host_mounts: true\nvolumes: ['/var/run/docker.sock:/d.sock']\n")
+    assert spec.volumes == ["/var/run/docker.sock:/d.sock"]

@@ -185,6 +185,7 @@ async def test_depends_on_start_order_and_reverse_stop(h: Harness, tmp_path: Pat
                   "healthcheck: { exec: [sh, -c, 'test -s " + str(log) + "'], interval: 0.2s, retries: 3 }\n",
                   "db.yaml")
     await until(lambda: o.describe("api")["status"] == "running")
+    await until(lambda: "start-api" in log.read_text())  # running = spawned; its shell writes a moment later
     assert log.read_text().split() == ["start-db", "start-api"]
     await o.stop(20)
     assert log.read_text().split() == ["start-db", "start-api", "stop-api", "stop-db"]
@@ -211,12 +212,12 @@ async def test_stop_and_delete_leave_nothing_running(h: Harness, tmp_path: Path)
 
 
 async def test_platform_restart_adopts_without_duplicates(h: Harness) -> None:
-    first = await h.orch(keep_running_on_exit=True)
+    first = await h.orch(stop_services_on_exit=False)
     await first.apply(web_spec(), "web.yaml")
     await until(lambda: first.describe("web")["status"] == "running")
     pid = pid_of(first, "web")
     await first.stop(10)
-    assert pid and alive(pid), "keep_running_on_exit leaves the instance running"
+    assert pid and alive(pid), "stop_services_on_exit: false leaves the instance running"
     second = await h.orch()
     await until(lambda: second.describe("web")["status"] == "running")
     assert pid_of(second, "web") == pid and second.describe("web")["instances"][0]["adopted"]
@@ -227,7 +228,7 @@ async def test_platform_restart_adopts_without_duplicates(h: Harness) -> None:
 
 
 async def test_platform_restart_after_the_instance_died_starts_a_new_one(h: Harness) -> None:
-    first = await h.orch(keep_running_on_exit=True)
+    first = await h.orch(stop_services_on_exit=False)
     await first.apply(web_spec(), "web.yaml")
     await until(lambda: first.describe("web")["status"] == "running")
     pid = pid_of(first, "web")
@@ -241,11 +242,19 @@ async def test_platform_restart_after_the_instance_died_starts_a_new_one(h: Harn
 
 
 async def test_invalid_spec_and_unavailable_runtime(h: Harness) -> None:
-    o = await h.orch()
+    o = await h.orch(docker=False, systemd=False)
     with pytest.raises(SpecError, match=r"bad.yaml:2 replicas"):
         await o.apply("name: a\nreplicas: lots\ncmd: x\n", "bad.yaml")
     with pytest.raises(SpecError, match=re.escape("a.yaml:2 image: the docker runtime is not available")):
         await o.apply("name: a\nimage: nginx\n", "a.yaml")
+    with pytest.raises(SpecError, match=re.escape("a.yaml:2 runtime: the systemd runtime is not available")):
+        await o.apply("name: a\nruntime: systemd\ncmd: [sleep, '100']\n", "a.yaml")
+    down = await h.orch(docker_host="unix:///nonexistent/docker.sock", systemd_command_prefix=["/nonexistent/ctl"])
+    with pytest.raises(SpecError, match=re.escape("a.yaml:2 image: dockerd does not answer at unix:///nonexistent")):
+        await down.apply("name: a\nimage: nginx\n", "a.yaml")
+    with pytest.raises(SpecError, match=re.escape("a.yaml:2 runtime: the systemd runtime cannot reach systemd through "
+                                                  "/nonexistent/ctl (cannot run /nonexistent/ctl")):
+        await down.apply("name: a\nruntime: systemd\ncmd: [sleep, '100']\n", "a.yaml")
     await o.apply("name: a\ncmd: [sleep, '100']\ndepends_on: [b]\n", "a.yaml")
     with pytest.raises(SpecError, match=re.escape("b.yaml:3 depends_on: dependency cycle: a -> b -> a")):
         await o.apply("name: b\ncmd: [sleep, '100']\ndepends_on: [a]\n", "b.yaml")

@@ -1,0 +1,58 @@
+"""Checks made when a spec is applied that depend on this host, not on the text: is its runtime usable
+here, does its user exist, do its bind mounts exist and stay clear of the platform's own data. Each fault
+is a `SpecProblem` naming the field (and its line when the spec came as YAML)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from orch.process import user_problem
+from orch.runtimes import RuntimeSet
+from orch.spec import ServiceSpec, SpecProblem, line_of
+from orch.volumes import SENSITIVE, host_mount_problem, parse_volume
+
+
+async def admit(spec: ServiceSpec, source: str | dict[str, object], filename: str, *, runtimes: RuntimeSet,
+                default_user: str | None, data_dir: Path) -> tuple[list[SpecProblem], list[str]]:
+    """(problems that refuse the spec, host mounts it is allowed to make only by `allow_host_mounts`)."""
+
+    def line(*loc: int | str) -> int | None:
+        return line_of(source, *loc) if isinstance(source, str) else None
+
+    problems: list[SpecProblem] = []
+    why = await runtimes.problem(spec.runtime_name)
+    if why is not None:
+        field = "runtime" if spec.runtime else "image"
+        problems.append(SpecProblem(filename, line(field), field, f"{why}; use cmd: (the process runtime)"
+                                    if spec.runtime_name not in runtimes.runtimes else why))
+    user = spec.user or (default_user if spec.runtime_name == "process" else None)
+    if user is not None and spec.runtime_name == "process":
+        problem = user_problem(user)
+        if problem:
+            problems.append(SpecProblem(filename, line("user"), "user", problem))
+    risky: list[str] = []
+    data = os.path.realpath(data_dir)
+    for i, text in enumerate(spec.volumes):
+        vol = parse_volume(text)  # the syntax was checked by the spec
+        if vol.kind != "bind":
+            continue
+        where = f"volumes[{i}]"
+        real = os.path.realpath(vol.source)  # a symlink to / is /
+        if not os.path.exists(real):
+            problems.append(SpecProblem(filename, line("volumes", i), where,
+                                        f"bind mount source {vol.source} does not exist on this host; create it "
+                                        "first (or use a named volume like data:/var/lib/app)"))
+            continue
+        problem = host_mount_problem(real, (*SENSITIVE, data))
+        if problem is None:
+            continue
+        if spec.allow_host_mounts:
+            risky.append(f"{text} ({problem})")
+        else:
+            shown = f"{vol.source} (a link to {real})" if real != vol.source else vol.source
+            problems.append(SpecProblem(filename, line("volumes", i), where,
+                                        f"{shown!s} is refused: {problem}; if you really mean it, add "
+                                        "allow_host_mounts: true (recorded in the audit log)"))
+    return problems, risky
+
