@@ -84,7 +84,7 @@ def middleware(identity: Identity) -> Any:
         token = request.cookies.get(COOKIE)
         if token and request.get("principal") is None and "Authorization" not in request.headers:
             problem: Exception | None = None
-            if request.method in MUTATING and request.path != SESSION_PATH:
+            if request.method in MUTATING and (request.method, request.path) != ("POST", SESSION_PATH):
                 problem = check_csrf(request, token)
             if problem is None:
                 try:
