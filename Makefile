@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: install test lint bench run ui accel clean
+.PHONY: install test lint bench run ui test-ui accel clean
 
 install: $(BIN)/fsctl accel ui
 
@@ -20,9 +20,16 @@ $(BIN)/fsctl: pyproject.toml
 accel: $(BIN)/fsctl
 	$(BIN)/python -m gate.accel_build $(if $(INFRACORE_REQUIRE_ACCEL),,--optional)
 
-# Built once ui/package.json exists; served from ui/dist by `fsctl serve`.
-ui:
-	@if [ -f ui/package.json ]; then cd ui && npm ci --no-audit --no-fund && npm run build; fi
+# The console: ui/openapi.json is regenerated from the routes (no server needed), the typed client from it,
+# and `tsc` fails the build when an API change breaks a page; served from ui/dist by `fsctl serve`.
+ui: $(BIN)/fsctl
+	@if [ -f ui/package.json ]; then $(BIN)/python -m fsctl.openapi_dump ui/openapi.json && \
+	  cd ui && npm ci --no-audit --no-fund && npm run build; fi
+
+# The UI's component tests (Vitest) and browser tests (Playwright + Debian's chromium, tests/ui/).
+test-ui: ui
+	cd ui && npm test
+	$(BIN)/python -m pytest -q tests/ui
 
 # Then the gate's tests once more as pure Python (INFRACORE_PURE=1): the fallback that runs wherever
 # the accelerator cannot be built keeps passing them. PURE_TESTS= skips that second pass.

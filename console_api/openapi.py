@@ -8,7 +8,7 @@ import typing
 from typing import Any
 
 from pydantic import BaseModel
-from pydantic.json_schema import models_json_schema
+from pydantic.json_schema import GenerateJsonSchema, models_json_schema
 
 from console_api import schemas
 
@@ -30,6 +30,16 @@ _ERROR = {
         }
     },
 }
+
+
+class _Schemas(GenerateJsonSchema):
+    """A response always carries every field of its model (defaults included), so the typed client
+    need not treat them as optional; requests keep fields with defaults optional."""
+
+    def field_is_required(self, field: Any, total: bool) -> bool:
+        if self.mode == "serialization" and field["type"] != "typed-dict-field":
+            return field.get("serialization_exclude_if") is None
+        return super().field_is_required(field, total)
 
 
 def response_of(op: Any) -> Any:
@@ -73,7 +83,8 @@ def build_document(api: Any, *, version: str) -> dict[str, Any]:
         model, _ = _model_of(response_of(op))
         if model is not None:
             wanted.append((model, "serialization"))
-    refs, defs = models_json_schema(list(dict.fromkeys(wanted)), ref_template=_REF)
+    refs, defs = models_json_schema(list(dict.fromkeys(wanted)), ref_template=_REF,
+                                    schema_generator=_Schemas)
     components: dict[str, Any] = {"Error": _ERROR, **defs.get("$defs", {})}
     error_ref = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
 

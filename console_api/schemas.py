@@ -16,7 +16,7 @@ class Out(BaseModel):
     """A response object. Unknown keys are refused so that a test validating real responses against
     these models catches a handler that grew a field the document does not describe."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_serialization_defaults_required=True)
+    model_config = ConfigDict(extra="forbid")
 
 
 JSON = dict[str, Any]
@@ -248,7 +248,6 @@ class ServedCertificate(Out):
 
 
 class Route(RouteSpec):
-    model_config = ConfigDict(json_schema_serialization_defaults_required=True)
     id: int
     name: str
 
@@ -265,7 +264,7 @@ class Latency(Out):
 
 
 class StatusClasses(Out):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, json_schema_serialization_defaults_required=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
     c1xx: int = Field(alias="1xx")
     c2xx: int = Field(alias="2xx")
     c3xx: int = Field(alias="3xx")
@@ -384,7 +383,7 @@ class MetricQuery(Out):
 
 class TopEntry(Out):
     # Keyed by the `by` label too, e.g. {"service": "web", "value": 1.5, "series": 1}.
-    model_config = ConfigDict(extra="allow", json_schema_serialization_defaults_required=True)
+    model_config = ConfigDict(extra="allow")
     value: float
     series: int
 
@@ -450,7 +449,7 @@ class AlertRule(Out):
 
 class ProbeStatus(Out):
     # The collector figures grow with the collectors.
-    model_config = ConfigDict(extra="allow", json_schema_serialization_defaults_required=True)
+    model_config = ConfigDict(extra="allow")
     interval_s: float
     ticks: int
     errors: int
