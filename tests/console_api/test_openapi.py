@@ -158,4 +158,4 @@ def test_the_uis_copy_of_the_document_is_current():
     committed = json.loads((ROOT / "ui" / "openapi.json").read_text())
     current = _full_document()
     committed["info"]["version"] = current["info"]["version"]
-    assert committed == json.loads(json.dumps(current)), "run `make ui` (or python -m fsctl.openapi_dump ui/openapi.json)"
+    assert committed == json.loads(json.dumps(current)), "run: python -m fsctl.openapi_dump ui/openapi.json"
