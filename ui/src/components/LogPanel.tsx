@@ -43,6 +43,7 @@ export function LiveTail({ services, query = "", regex = "", stream = "", mark =
   const [paused, setPaused] = useState(false);
   const [follow, setFollow] = useState(true);
   const [notice, setNotice] = useState("");
+  const [waiting, setWaiting] = useState(0);
   const buffer = useRef<Line[]>([]);
   const pausedRef = useRef(paused);
   pausedRef.current = paused;
@@ -61,6 +62,7 @@ export function LiveTail({ services, query = "", regex = "", stream = "", mark =
         const batch = JSON.parse((ev as MessageEvent).data) as Line[];
         buffer.current.push(...batch);
         if (!pausedRef.current) flush();
+        else setWaiting(buffer.current.length);
       });
       es.addEventListener("skipped", (ev) => setNotice((JSON.parse((ev as MessageEvent).data) as { text: string }).text));
       return es;
@@ -72,6 +74,7 @@ export function LiveTail({ services, query = "", regex = "", stream = "", mark =
   function flush() {
     const batch = buffer.current;
     buffer.current = [];
+    setWaiting(0);
     if (!batch.length) return;
     setLines((old) => {
       const merged = old.concat(batch);
@@ -90,7 +93,7 @@ export function LiveTail({ services, query = "", regex = "", stream = "", mark =
         <button type="button" className="btn small" onClick={() => { setPaused(!paused); if (paused) flush(); }}>
           {paused ? "Resume" : "Pause"}
         </button>
-        <span className="muted" data-testid="tail-state">{paused ? `paused (${buffer.current.length} waiting)` : follow ? "following" : "scrolled up: not following"}</span>
+        <span className="muted" data-testid="tail-state">{paused ? `paused (${waiting} waiting)` : follow ? "following" : "scrolled up: not following"}</span>
         <span className="muted">{lines.length} lines</span>
         {notice && <span className="badge warn">{notice}</span>}
       </div>
