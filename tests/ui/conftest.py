@@ -43,6 +43,8 @@ def browser() -> Iterator[Any]:
     expect.set_options(timeout=10_000)  # a shared 2-core machine: generous, the live paths are the point
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    for old in ARTIFACTS.glob("*.png"):
+        old.unlink()  # this run's screenshots only
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path=CHROMIUM, headless=True,
                               args=["--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"])

@@ -16,8 +16,9 @@ function css(name: string): string {
   return getComputedStyle(document.documentElement).getPropertyValue(name).trim();
 }
 
-export function TimeChart({ series, unit = "", height = 180, max, label, small }: {
+export function TimeChart({ series, unit = "", height = 180, max, label, small, range }: {
   series: SeriesData[]; unit?: string; height?: number; max?: number; label: string; small?: boolean;
+  range?: [number, number]; // the x axis's window (epoch seconds), so a sparse series sits where it belongs
 }) {
   const el = useRef<HTMLDivElement>(null);
   const chart = useRef<echarts.ECharts | null>(null);
@@ -46,7 +47,8 @@ export function TimeChart({ series, unit = "", height = 180, max, label, small }
         grid: small ? { left: 0, right: 0, top: 2, bottom: 2 } : { left: 48, right: 12, top: series.length > 1 ? 26 : 10, bottom: 24 },
         tooltip: small ? undefined : { trigger: "axis", valueFormatter: (v: unknown) => (typeof v === "number" ? `${v.toFixed(2)} ${unit}` : "–") },
         legend: !small && series.length > 1 ? { top: 0, textStyle: { color: text }, itemHeight: 8 } : undefined,
-        xAxis: { type: "time", show: !small, axisLabel: { color: text, hideOverlap: true }, axisLine: { lineStyle: { color: grid } } },
+        xAxis: { type: "time", show: !small, min: range ? range[0] * 1000 : undefined, max: range ? range[1] * 1000 : undefined,
+          axisLabel: { color: text, hideOverlap: true }, axisLine: { lineStyle: { color: grid } } },
         yAxis: { type: "value", show: !small, max, axisLabel: { color: text }, splitLine: { lineStyle: { color: grid } } },
         series: series.map((s) => ({
           name: s.name, type: "line", showSymbol: false, sampling: "lttb", lineStyle: { width: small ? 1.2 : 1.6 },
@@ -56,10 +58,12 @@ export function TimeChart({ series, unit = "", height = 180, max, label, small }
       },
       { notMerge: false, replaceMerge: ["series"] },
     );
-  }, [series, unit, max, small]);
+  }, [series, unit, max, small, range?.[0], range?.[1]]);
 
   const points = series.reduce((n, s) => n + s.points.length, 0);
   return (
+    <div style={{ position: "relative" }}>
+      {points === 0 && !small && <span className="muted" style={{ position: "absolute", inset: "40% 0 auto", textAlign: "center", zIndex: 1 }}>No data yet</span>}
     <div
       ref={el}
       className={`chart ${small ? "small" : ""}`}
@@ -69,5 +73,6 @@ export function TimeChart({ series, unit = "", height = 180, max, label, small }
       data-points={points}
       data-chart={label}
     />
+    </div>
   );
 }

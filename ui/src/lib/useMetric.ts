@@ -14,6 +14,21 @@ export function seriesName(labels: Record<string, string>, fallback: string): st
   return parts.join(",") || fallback;
 }
 
+/** Sum series point-wise by group: `group(labels)` names the group a series adds to (null: left out). */
+export function sumBy(series: SeriesData[], group: (name: string) => string | null): SeriesData[] {
+  const out = new Map<string, Map<number, number | null>>();
+  for (const s of series) {
+    const g = group(s.name);
+    if (g == null) continue;
+    const acc = out.get(g) ?? new Map<number, number | null>();
+    for (const [t, v] of s.points) acc.set(t, v == null ? (acc.get(t) ?? null) : (acc.get(t) ?? 0) + v);
+    out.set(g, acc);
+  }
+  return [...out.entries()].map(([name, acc]) => ({
+    name, points: [...acc.entries()].sort((a, b) => a[0] - b[0]) as [number, number | null][],
+  }));
+}
+
 export function useMetric(name: string, opts: { labels?: string; spanS?: number; everyMs?: number; scale?: number } = {}) {
   const { labels, spanS = 300, everyMs = 2000, scale = 1 } = opts;
   const [series, setSeries] = useState<SeriesData[]>([]);

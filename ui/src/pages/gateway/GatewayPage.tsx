@@ -66,7 +66,10 @@ function Routes() {
                   const pol = r.policies;
                   const tags = [pol.redirect_https && "redirect", pol.hsts_max_age_s > 0 && "HSTS", pol.security_headers && "headers",
                     pol.rate_limit && `${pol.rate_limit.rate_per_s}/s`, (pol.allow.length || pol.deny.length) && "ip rules",
-                    pol.basic_auth.length && "basic auth", r.static_dir && "static"].filter(Boolean);
+                    pol.basic_auth.length && "basic auth", r.static_dir && "static",
+                    (Object.keys(pol.request_headers.set).length || pol.request_headers.remove.length ||
+                      Object.keys(pol.response_headers.set).length || pol.response_headers.remove.length) && "header rules",
+                  ].filter(Boolean);
                   return (
                     <tr key={r.id} data-route={r.host}>
                       <td><strong>{r.host}</strong>{r.path !== "/" && <span className="mono">{r.path}</span>}</td>

@@ -7,12 +7,12 @@ import { TimeChart } from "../../components/Chart";
 import { Badge, Card, Empty, ErrorBox } from "../../components/ui";
 import { dateTime, num, pct, timeOf } from "../../lib/format";
 import { useAsync, useInterval } from "../../lib/useAsync";
-import { useMetric } from "../../lib/useMetric";
+import { sumBy, useMetric } from "../../lib/useMetric";
 import { useEvent, useLiveStore } from "../../live/LiveContext";
 import type { LiveEvent } from "../../live/eventStore";
 
 export default function OverviewPage() {
-  const cpu = useMetric("host_cpu_percent");
+  const cpu = useMetric("host_cpu_percent", { labels: "cpu=total" });
   const mem = useMetric("host_memory_used_bytes", { scale: 1 / 2 ** 20 });
   const disk = useMetric("host_fs_used_percent");
   const rx = useMetric("host_net_rx_bytes_per_second", { scale: 1 / 1024 });
@@ -49,12 +49,13 @@ export default function OverviewPage() {
         </Card>
       </div>
       <div className="grid cols-2">
-        <Card title="CPU"><ErrorBox error={cpu.error} /><TimeChart label="Host CPU %" series={cpu.series} unit="%" max={100} /></Card>
+        <Card title="CPU"><ErrorBox error={cpu.error} /><TimeChart label="Host CPU %" series={cpu.series.map((x) => ({ ...x, name: "CPU" }))} unit="%" max={100} /></Card>
         <Card title="Memory"><ErrorBox error={mem.error} /><TimeChart label="Host memory used MiB" series={mem.series} unit="MiB" /></Card>
         <Card title="Disk"><TimeChart label="Disk used %" series={disk.series} unit="%" /></Card>
         <Card title="Network">
           <TimeChart label="Network KiB/s" unit="KiB/s"
-            series={[...rx.series.map((s) => ({ ...s, name: `rx ${s.name}` })), ...tx.series.map((s) => ({ ...s, name: `tx ${s.name}` }))]} />
+            series={[...sumBy(rx.series, (n) => (n === "interface=lo" ? null : "received")),
+              ...sumBy(tx.series, (n) => (n === "interface=lo" ? null : "sent"))]} />
         </Card>
       </div>
       <div className="grid cols-3">

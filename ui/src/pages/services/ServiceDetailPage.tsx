@@ -104,6 +104,7 @@ function Curves({ name }: { name: string }) {
     }));
   };
   const m = useAsync(load, [name, win]);
+  const range: [number, number] | undefined = m.data ? [m.data.from, m.data.to] : undefined;
   useInterval(() => void m.reload(), win === "15m" ? 5000 : 60000);
   const series = (metric: string, scale = 1): SeriesData[] =>
     (m.data?.metrics[metric] ?? []).map((s) => ({ name: s.labels.instance ?? metric, points: s.points.map((p) => [p[0], p[1] == null ? null : p[1] * scale]) }));
@@ -111,8 +112,8 @@ function Curves({ name }: { name: string }) {
     <Card title="Resources" actions={<Segmented label="Time window" value={win} options={["15m", "1h", "24h", "7d"] as const} onChange={setWin} />}>
       <ErrorBox error={m.error} />
       <div className="grid cols-2">
-        <div><h3>CPU %</h3><TimeChart label={`CPU of ${name}`} series={series("service_cpu_percent")} unit="%" /></div>
-        <div><h3>Memory MiB</h3><TimeChart label={`Memory of ${name}`} series={series("service_memory_bytes", 1 / 2 ** 20)} unit="MiB" /></div>
+        <div><h3>CPU %</h3><TimeChart label={`CPU of ${name}`} series={series("service_cpu_percent")} unit="%" range={range} /></div>
+        <div><h3>Memory MiB</h3><TimeChart label={`Memory of ${name}`} series={series("service_memory_bytes", 1 / 2 ** 20)} unit="MiB" range={range} /></div>
       </div>
     </Card>
   );
