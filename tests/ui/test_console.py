@@ -50,6 +50,10 @@ def test_login_and_every_page(page: Any, console: RunningServer) -> None:
         expect(page.get_by_role("heading", name=name, exact=True)).to_be_visible()
         page.wait_for_load_state("networkidle") if name != "Overview" else None
         shot(page, "page-" + name.lower().replace(" & ", "-").replace(" ", "-"))
+    page.get_by_role("button", name="Theme").click()
+    assert page.evaluate("document.documentElement.dataset.theme") == "dark"
+    shot(page, "dark-settings")
+    page.get_by_role("button", name="Theme").click()
     # Phone width: the navigation wraps above the page, nothing overflows sideways.
     page.set_viewport_size({"width": 390, "height": 844})
     nav.get_by_role("link", name="Overview", exact=True).click()
@@ -221,3 +225,49 @@ def test_session_expiry_goes_to_login_and_back(page: Any, console: RunningServer
     page.get_by_role("button", name="Log in").click()
     expect(page.get_by_role("heading", name="Security")).to_be_visible()
     assert page.url.endswith("/security")
+
+
+def test_a_cross_site_page_cannot_act_with_the_session(page: Any, console: RunningServer) -> None:
+    """Another site (localhost is not the same site as 127.0.0.1) posts a form and a text/plain fetch to
+    the console while the person is logged in: nothing changes."""
+    admin_login(page, console, "/security")
+    evil = f"""<!doctype html><body>
+      <form id="f" method="POST" action="{console.url}/api/users" enctype="text/plain">
+        <input name='{{"username":"mallory","password":"password123","role":"admin","x":"' value='"}}'>
+      </form>
+      <script>
+        fetch("{console.url}/api/services", {{method: "POST", mode: "no-cors", credentials: "include",
+          headers: {{"Content-Type": "text/plain"}}, body: "name: evil\\ncmd: [sleep, '1000']\\n"}})
+          .finally(() => document.getElementById("f").submit());
+      </script></body>"""
+
+    class Evil(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = evil.encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Evil)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        page.goto(f"http://localhost:{srv.server_address[1]}/evil.html")
+        page.wait_for_url(re.compile(r"/api/users$"))  # the form went through to the console
+        page.wait_for_load_state()
+        refused = page.evaluate("document.body.innerText")
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    users = [u["username"] for u in console.api("GET", "/api/users").json()]
+    assert "mallory" not in users
+    assert "evil" not in [s["name"] for s in console.api("GET", "/api/services").json()]
+    # Both reached the console and were refused (the SameSite=Strict cookie was not even sent).
+    assert '"error"' in refused
+    tried = console.api("GET", "/api/audit?limit=200").json()
+    denied = {a["action"] for a in tried if a["outcome"] == "denied" and a["status"] in (401, 403)}
+    assert {"user.add", "service.apply"} <= denied, tried[:5]
