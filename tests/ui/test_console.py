@@ -271,3 +271,28 @@ def test_a_cross_site_page_cannot_act_with_the_session(page: Any, console: Runni
     tried = console.api("GET", "/api/audit?limit=200").json()
     denied = {a["action"] for a in tried if a["outcome"] == "denied" and a["status"] in (401, 403)}
     assert {"user.add", "service.apply"} <= denied, tried[:5]
+
+
+def test_the_spec_editor_shows_problems_at_their_line_before_applying(page: Any, console: RunningServer) -> None:
+    if "hello" not in [s["name"] for s in console.api("GET", "/api/services").json()]:
+        assert console.fsctl("service", "apply", "-f", str(HELLO)).returncode == 0
+    admin_login(page, console, "/services/hello")
+    page.get_by_role("tab", name="Spec (edit)").click()
+    editor = page.get_by_label("Spec YAML")
+    source = editor.input_value()
+    # A YAML syntax error: shown at its line as it is typed, and Apply is held back.
+    editor.fill(source.replace("replicas: 1", "replicas: [1"))
+    problems = page.get_by_role("list", name="Problems")
+    expect(problems).to_contain_text("line")
+    expect(page.get_by_role("button", name="Apply")).to_be_disabled()
+    # Valid YAML, invalid spec: the server's problem comes back at its line; nothing is applied.
+    bad = source.replace("replicas: 1", "replicas: -1")
+    editor.fill(bad)
+    line = bad.splitlines().index("replicas: -1") + 1
+    page.get_by_text("Changes against the applied version").click()
+    expect(page.get_by_label("Changes")).to_contain_text("+ replicas: -1")
+    page.get_by_role("button", name="Apply").click()
+    expect(problems.get_by_role("button", name=f"line {line}")).to_be_visible()
+    expect(problems).to_contain_text("replicas")
+    shot(page, "service-spec-problem")
+    assert console.api("GET", "/api/services/hello").json()["spec"].get("replicas", 1) == 1

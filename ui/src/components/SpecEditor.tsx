@@ -2,6 +2,7 @@
 // (syntax, structure) and after an apply (the server's validation), before anything changes.
 import { useMemo, useRef, useState } from "react";
 import { api, ApiError, unwrap, type Schemas } from "../api/client";
+import { hunks, lineDiff } from "../lib/lineDiff";
 import { byLine, localProblems, serverProblems, type Problem } from "../lib/yamlErrors";
 import { ActionButton, ErrorBox } from "./ui";
 
@@ -70,6 +71,18 @@ export function SpecEditor({ initial, filename = "spec.yaml", onApplied }: {
             </li>
           ))}
         </ul>
+      )}
+      {text !== initial && initial.trim() !== "" && (
+        <details className="more">
+          <summary>Changes against the applied version</summary>
+          <pre className="logview" style={{ height: "auto", maxHeight: 260 }} aria-label="Changes">
+            {hunks(lineDiff(initial, text)).map((d, k) => d === "gap" ? <div key={k} className="muted">⋯</div> : (
+              <div key={k} style={{ color: d.kind === "add" ? "var(--ok)" : d.kind === "del" ? "var(--bad)" : undefined }}>
+                {d.kind === "add" ? "+ " : d.kind === "del" ? "- " : "  "}{d.text}
+              </div>
+            ))}
+          </pre>
+        </details>
       )}
       <ErrorBox error={error} />
       <div className="row">
