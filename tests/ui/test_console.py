@@ -146,6 +146,17 @@ def test_log_lines_stream_into_the_logs_page_with_pause(page: Any, console: Runn
     expect(view).not_to_contain_text("held while paused")
     page.get_by_role("button", name="Resume").click()
     expect(view).to_contain_text("held while paused")
+    # Scrolling up stops the auto-scroll; back at the bottom it follows again.
+    console.api("POST", "/api/logs/uitest", content=b"".join(b"filler %d\n" % i for i in range(200)))
+    expect(view).to_contain_text("filler 199")
+    expect(page.get_by_test_id("tail-state")).to_have_text("following")
+    view.evaluate("el => { el.scrollTop = 0; }")
+    expect(page.get_by_test_id("tail-state")).to_contain_text("not following")
+    console.api("POST", "/api/logs/uitest", content=b"while scrolled up\n")
+    expect(view).to_contain_text("while scrolled up")
+    assert view.evaluate("el => el.scrollTop") == 0
+    view.evaluate("el => { el.scrollTop = el.scrollHeight; }")
+    expect(page.get_by_test_id("tail-state")).to_have_text("following")
     shot(page, "logs-live")
     # Search a window with a keyword: matches highlighted.
     page.get_by_role("button", name="15m").click()
