@@ -53,7 +53,7 @@ export default function ServicesPage() {
                     <td><Badge status={s.status} />{s.reason && <div className="muted" style={{ fontSize: 12 }}>{s.reason}</div>}</td>
                     <td>{s.healthy}/{s.replicas}</td>
                     <td>{s.restarts}</td>
-                    <td>{s.status === "running" ? formatDuration(nowS() - s.updated_at) : "–"}</td>
+                    <td><Uptime name={s.name} /></td>
                     <td className="hide-phone"><Spark service={s.name} metric="service_cpu_percent" /></td>
                     <td className="hide-phone"><Spark service={s.name} metric="service_memory_bytes" /></td>
                   </tr>
@@ -65,6 +65,16 @@ export default function ServicesPage() {
       </Card>
     </div>
   );
+}
+
+/** Time since the oldest running instance started (from the service's detail, refreshed by its events). */
+function Uptime({ name }: { name: string }) {
+  const d = useAsync(() => unwrap(api.GET("/api/services/{name}", { params: { path: { name } } })), [name]);
+  useEvent("service.*", (ev) => {
+    if ((ev.data as { service?: string }).service === name) void d.reload();
+  });
+  const started = (d.data?.instances ?? []).filter((i) => i.phase === "running" && i.started_at != null).map((i) => i.started_at!);
+  return <>{started.length ? formatDuration(nowS() - Math.min(...started)) : "–"}</>;
 }
 
 function Spark({ service, metric }: { service: string; metric: string }) {

@@ -52,7 +52,7 @@ export default function SettingsPage() {
         <Card title="Logs">
           {!logs.data ? <Spinner /> : (
             <table className="t"><tbody>
-              {Object.entries(logs.data).map(([k, v]) => <tr key={k}><th>{k.replace(/_/g, " ")}</th><td>{typeof v === "number" && k.includes("bytes") ? bytes(v) : typeof v === "number" ? num(v, 0) : String(v)}</td></tr>)}
+              {Object.entries(logs.data).filter(([k]) => k !== "at").map(([k, v]) => <tr key={k}><th>{k.replace(/_/g, " ")}</th><td>{typeof v === "number" && k.includes("bytes") ? bytes(v) : typeof v === "number" ? num(v, 0) : String(v)}</td></tr>)}
             </tbody></table>
           )}
         </Card>
