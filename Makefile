@@ -22,8 +22,13 @@ accel: $(BIN)/fsctl
 
 # The console: ui/openapi.json is regenerated from the routes (no server needed), the typed client from it,
 # and `tsc` fails the build when an API change breaks a page; served from ui/dist by `fsctl serve`.
+# UI=0 skips it (the API works without it; / then says how to build it).
+UI ?= 1
 ui: $(BIN)/fsctl
-	@if [ -f ui/package.json ]; then $(BIN)/python -m fsctl.openapi_dump ui/openapi.json && \
+	@if [ "$(UI)" = 1 ] && [ -f ui/package.json ]; then \
+	  command -v npm >/dev/null || { echo "make ui: npm not found; install Node.js >= 20 and npm" \
+	    "(Debian: apt-get install nodejs npm), or skip the console with UI=0" >&2; exit 1; }; \
+	  $(BIN)/python -m fsctl.openapi_dump ui/openapi.json && \
 	  cd ui && npm ci --no-audit --no-fund && npm run build; fi
 
 # The UI's component tests (Vitest) and browser tests (Playwright + Debian's chromium, tests/ui/).

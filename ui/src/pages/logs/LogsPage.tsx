@@ -7,6 +7,7 @@ import { Card, Empty, ErrorBox, Segmented, Spinner } from "../../components/ui";
 import { bytes } from "../../lib/format";
 import { WINDOWS, type WindowKey } from "../../lib/timeWindow";
 import { useAsync } from "../../lib/useAsync";
+import { useEvent } from "../../live/LiveContext";
 
 type Mode = "live" | WindowKey;
 
@@ -22,6 +23,7 @@ export function markPattern(q: string, regex: string): RegExp | null {
 
 export default function LogsPage() {
   const known = useAsync(() => unwrap(api.GET("/api/logs/services")));
+  useEvent("service.applied", () => void known.reload());
   const [picked, setPicked] = useState<string[]>([]);
   const [mode, setMode] = useState<Mode>("live");
   const [q, setQ] = useState("");
