@@ -307,3 +307,21 @@ def test_the_spec_editor_shows_problems_at_their_line_before_applying(page: Any,
     expect(problems).to_contain_text("replicas")
     shot(page, "service-spec-problem")
     assert console.api("GET", "/api/services/hello").json()["spec"].get("replicas", 1) == 1
+
+
+def test_the_first_routes_javascript_is_under_300_kb_gzipped(page: Any, console: RunningServer) -> None:
+    sizes: dict[str, int] = {}
+
+    def seen(resp: Any) -> None:
+        if resp.url.endswith(".js"):
+            assert resp.headers.get("content-encoding") == "gzip", resp.url
+            assert resp.headers.get("cache-control") == "public, max-age=31536000, immutable", resp.url
+            sizes[resp.url] = int(resp.headers["content-length"])
+
+    page.on("response", seen)
+    admin_login(page, console, "/")
+    expect(page.locator("[data-chart='Host CPU %']")).to_be_visible()
+    page.wait_for_load_state("networkidle")
+    total = sum(sizes.values())
+    print(f"first route: {len(sizes)} scripts, {total / 1024:.0f} KiB gzipped")
+    assert 0 < total <= 300 * 1024, sizes
