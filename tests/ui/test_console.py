@@ -325,3 +325,33 @@ def test_the_first_routes_javascript_is_under_300_kb_gzipped(page: Any, console:
     total = sum(sizes.values())
     print(f"first route: {len(sizes)} scripts, {total / 1024:.0f} KiB gzipped")
     assert 0 < total <= 300 * 1024, sizes
+
+
+def test_a_first_site_from_the_browser_alone(page: Any, console: RunningServer, tmp_path: Any) -> None:
+    """README's "A first site" without a terminal: a service from the editor, a route to it, a 200."""
+    (tmp_path / "index.html").write_text("first site\n")
+    admin_login(page, console, "/services")
+    page.get_by_role("button", name="New service").click()
+    spec = (f'name: site\ncmd: ["python3", "-m", "http.server", "${{PORT}}", "--bind", "127.0.0.1"]\n'
+            f"workdir: {tmp_path}\nports: [{{ name: http, internal: auto }}]\n"
+            'healthcheck: { http: "http://127.0.0.1:${PORT}/", interval: 1s, timeout: 2s, retries: 3 }\n')
+    page.get_by_label("Spec YAML").fill(spec)
+    page.get_by_role("button", name="Apply").click()
+    expect(page).to_have_url(re.compile(r"/services/site$"))
+    status = page.get_by_test_id("service-status").locator("[data-status]")
+    expect(status).to_have_attribute("data-status", "running", timeout=30_000)
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Gateway").click()
+    page.get_by_role("button", name="New route").click()
+    form = page.get_by_role("form", name="New route")
+    form.get_by_label("Host").fill("site.localhost")
+    form.get_by_label("Upstreams").fill("service:site")
+    form.get_by_role("button", name="Create route").click()
+    expect(page.locator("tr[data-route='site.localhost']")).to_be_visible()
+    deadline = time.monotonic() + 20
+    while True:  # the route resolves service:site to its healthy instance
+        r = httpx.get(f"http://127.0.0.1:{console.http_port}/", headers={"Host": "site.localhost"}, timeout=10)
+        if r.status_code == 200 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert r.status_code == 200 and "first site" in r.text
+    shot(page, "first-site")
