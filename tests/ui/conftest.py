@@ -31,8 +31,10 @@ def _missing() -> str | None:
     return None
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    # Module scope: Playwright's sync API holds an event loop while it runs, which the asyncio tests
+    # of other packages must not find when they start theirs.
     why = _missing()
     if why:
         if os.environ.get("INFRACORE_REQUIRE_BROWSER"):
@@ -43,13 +45,18 @@ def browser() -> Iterator[Any]:
     expect.set_options(timeout=10_000)  # a shared 2-core machine: generous, the live paths are the point
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    for old in ARTIFACTS.glob("*.png"):
-        old.unlink()  # this run's screenshots only
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path=CHROMIUM, headless=True,
                               args=["--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"])
         yield b
         b.close()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _fresh_artifacts() -> None:
+    if ARTIFACTS.is_dir():
+        for old in ARTIFACTS.glob("*.png"):
+            old.unlink()  # this run's screenshots only
 
 
 @pytest.fixture(scope="module")
