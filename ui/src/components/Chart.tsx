@@ -51,7 +51,7 @@ export function TimeChart({ series, unit = "", height = 180, max, label, small, 
           axisLabel: { color: text, hideOverlap: true }, axisLine: { lineStyle: { color: grid } } },
         yAxis: { type: "value", show: !small, max, axisLabel: { color: text }, splitLine: { lineStyle: { color: grid } } },
         series: series.map((s) => ({
-          name: s.name, type: "line", showSymbol: false, sampling: "lttb", lineStyle: { width: small ? 1.2 : 1.6 },
+          name: s.name, type: "line", showSymbol: s.points.length < 3, symbolSize: 5, sampling: "lttb", lineStyle: { width: small ? 1.2 : 1.6 },
           areaStyle: small ? { opacity: 0.15 } : undefined,
           data: s.points.map(([t, v]) => [t * 1000, v]),
         })),

@@ -33,7 +33,7 @@ function Explorer() {
   useInterval(() => void q.reload(), win === "5m" || win === "15m" ? 5000 : 60000);
   return (
     <Card title="Explorer" actions={<Segmented label="Window" value={win} options={["5m", "15m", "1h", "24h", "7d"] as const} onChange={setWin} />}>
-      <div className="row" style={{ marginBottom: 10 }}>
+      <div className="row" style={{ marginBottom: 10, alignItems: "end" }}>
         <label className="field">Metric<select value={name} onChange={(e) => setName(e.target.value)}>
           {(names.data ?? [name]).map((n) => <option key={n}>{n}</option>)}
         </select></label>
@@ -41,7 +41,7 @@ function Explorer() {
         <span className="muted">{q.data ? `${q.data.resolution} · step ${q.data.step}s` : ""}</span>
       </div>
       <ErrorBox error={q.error} />
-      <TimeChart label={`Explorer ${name}`} height={260}
+      <TimeChart label={`Explorer ${name}`} height={260} range={q.data ? [q.data.from, q.data.to] : undefined}
         series={(q.data?.series ?? []).map((s) => ({ name: seriesName(s.labels, name), points: s.points.map((p) => [p[0], p[1]] as [number, number | null]) }))} />
     </Card>
   );
