@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: install test lint bench run ui accel clean
+.PHONY: install test lint bench run ui test-ui accel clean
 
 install: $(BIN)/fsctl accel ui
 
@@ -20,9 +20,21 @@ $(BIN)/fsctl: pyproject.toml
 accel: $(BIN)/fsctl
 	$(BIN)/python -m gate.accel_build $(if $(INFRACORE_REQUIRE_ACCEL),,--optional)
 
-# Built once ui/package.json exists; served from ui/dist by `fsctl serve`.
-ui:
-	@if [ -f ui/package.json ]; then cd ui && npm ci --no-audit --no-fund && npm run build; fi
+# The console: ui/openapi.json is regenerated from the routes (no server needed), the typed client from it,
+# and `tsc` fails the build when an API change breaks a page; served from ui/dist by `fsctl serve`.
+# UI=0 skips it (the API works without it; / then says how to build it).
+UI ?= 1
+ui: $(BIN)/fsctl
+	@if [ "$(UI)" = 1 ] && [ -f ui/package.json ]; then \
+	  command -v npm >/dev/null || { echo "make ui: npm not found; install Node.js >= 20 and npm" \
+	    "(Debian: apt-get install nodejs npm), or skip the console with UI=0" >&2; exit 1; }; \
+	  $(BIN)/python -m fsctl.openapi_dump ui/openapi.json && \
+	  cd ui && npm ci --no-audit --no-fund && npm run build; fi
+
+# The UI's component tests (Vitest) and browser tests (Playwright + Debian's chromium, tests/ui/).
+test-ui: ui
+	cd ui && npm test
+	$(BIN)/python -m pytest -q tests/ui
 
 # Then the gate's tests once more as pure Python (INFRACORE_PURE=1): the fallback that runs wherever
 # the accelerator cannot be built keeps passing them. PURE_TESTS= skips that second pass.

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -66,7 +65,7 @@ class Operation:
     tag: str = "core"
     query: dict[str, str] = field(default_factory=dict)  # name -> description, for the OpenAPI document
     response: str = "application/json"
-    response_model: type[BaseModel] | None = None  # the 200 body's schema in the OpenAPI document
+    returns: Any = ...  # response model (or list[Model]); `...`: see console_api.schemas.RESPONSES
 
     @property
     def mutating(self) -> bool:
@@ -93,7 +92,7 @@ class Api:
         tag: str = "core",
         query: dict[str, str] | None = None,
         response: str = "application/json",
-        response_model: type[BaseModel] | None = None,
+        returns: Any = ...,
     ) -> Callable[[Handler], Handler]:
         """Register a handler. Mutating methods default to needing `admin` unless `role` says otherwise
         explicitly; every mutating call is audited under `action` (default `METHOD path`)."""
@@ -101,7 +100,7 @@ class Api:
         def deco(fn: Handler) -> Handler:
             self.operations.append(
                 Operation(method.upper(), path, fn, summary, role, body, action, tag, dict(query or {}), response,
-                          response_model)
+                          returns)
             )
             return fn
 
@@ -164,79 +163,8 @@ def client_ip(request: web.Request) -> str:
     return "local"
 
 
-_PARAM = re.compile(r"\{(\w+)(?::[^}]*)?\}")
-
-
 def openapi_document(api: Api, *, version: str) -> dict[str, Any]:
-    """The OpenAPI 3.1 document for every registered operation."""
-    paths: dict[str, dict[str, Any]] = {}
-    schemas: dict[str, Any] = {
-        "Error": {
-            "type": "object",
-            "required": ["error"],
-            "properties": {
-                "error": {
-                    "type": "object",
-                    "required": ["code", "message", "details"],
-                    "properties": {
-                        "code": {"type": "string"},
-                        "message": {"type": "string"},
-                        "details": {"type": "object"},
-                    },
-                }
-            },
-        }
-    }
-    error_ref = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
-    for op in api.operations:
-        path = _PARAM.sub(r"{\1}", op.path)
-        params: list[dict[str, Any]] = [
-            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
-            for name in _PARAM.findall(op.path)
-        ]
-        params += [
-            {"name": name, "in": "query", "required": False, "schema": {"type": "string"}, "description": desc}
-            for name, desc in op.query.items()
-        ]
-        entry: dict[str, Any] = {
-            "summary": op.summary,
-            "operationId": f"{op.method.lower()}_{re.sub(r'[^a-z0-9]+', '_', path.lower()).strip('_')}",
-            "tags": [op.tag],
-            "responses": {
-                "200": {"description": "success", "content": {op.response: {}}},
-                "400": {"description": "bad request", **error_ref},
-                "default": {"description": "error", **error_ref},
-            },
-        }
-        if params:
-            entry["parameters"] = params
-        if op.role is not None:
-            entry["security"] = [{"bearer": []}]
-            entry["x-required-role"] = op.role if not op.mutating or op.role != "viewer" else "viewer"
-            entry["responses"]["401"] = {"description": "not authenticated", **error_ref}
-            entry["responses"]["403"] = {"description": "role not allowed", **error_ref}
-        if op.body is not None:
-            schema = op.body.model_json_schema(ref_template="#/components/schemas/{model}")
-            for name, sub in schema.pop("$defs", {}).items():
-                schemas[name] = sub
-            schemas[op.body.__name__] = schema
-            entry["requestBody"] = {
-                "required": True,
-                "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{op.body.__name__}"}}},
-            }
-        if op.response_model is not None:
-            schema = op.response_model.model_json_schema(ref_template="#/components/schemas/{model}")
-            schemas.update(schema.pop("$defs", {}))
-            schemas[op.response_model.__name__] = schema
-            entry["responses"]["200"]["content"][op.response] = {
-                "schema": {"$ref": f"#/components/schemas/{op.response_model.__name__}"}}
-        paths.setdefault(path, {})[op.method.lower()] = entry
-    return {
-        "openapi": "3.1.0",
-        "info": {"title": "Infra-Core console API", "version": version},
-        "paths": paths,
-        "components": {
-            "schemas": schemas,
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-        },
-    }
+    """The OpenAPI 3.1 document for every registered operation (built by `console_api.openapi`)."""
+    from console_api.openapi import build_document
+
+    return build_document(api, version=version)

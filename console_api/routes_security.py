@@ -35,6 +35,6 @@ def register(api: Api, secscan: Any) -> None:
     """`secscan` is a `secscan.SecscanService` (typed loosely: console_api only calls its public methods)."""
 
     @api.route("GET", "/api/security/scan", summary="Scan the host and the platform now; findings with fixes",
-               role="admin", tag="security", response_model=ScanReport)
+               role="admin", tag="security", returns=ScanReport)
     async def security_scan(req: ApiRequest) -> ScanReport:
         return ScanReport.model_validate(await secscan.scan())

@@ -21,6 +21,7 @@ from pydantic import BaseModel
 
 from console_api._clientaddr import forwarded_client, host_allowed, host_name, parse_networks
 from console_api._peerproc import peer_is_this_process
+from console_api import session, static_ui
 from console_api.api import Api, ApiRequest, Operation, client_ip, parse_body
 from core.audit import AuditEntry, AuditLog
 from core.errors import (
@@ -170,21 +171,12 @@ class ConsoleServer:
 
     def build_app(self) -> web.Application:
         app = web.Application(client_max_size=self.max_body_bytes,
-                              middlewares=[_errors, self._client, self._authenticate])
+                              middlewares=[_errors, self._client, self._authenticate, session.middleware(self.identity)])
         app[MAX_BODY_BYTES] = self.max_body_bytes
         app.on_response_prepare.append(_server_header)
         for op in self.api.operations:
             app.router.add_route(op.method, op.path, self._adapt(op))
-        if self.ui_dir and (self.ui_dir / "index.html").exists():
-            index = self.ui_dir / "index.html"
-            if (self.ui_dir / "assets").is_dir():
-                app.router.add_static("/assets", self.ui_dir / "assets")
-
-            async def spa(_: web.Request) -> web.FileResponse:
-                return web.FileResponse(index)
-
-            app.router.add_get("/", spa)
-            app.router.add_get("/{tail:(?!api/).*}", spa)
+        static_ui.install(app, self.ui_dir)
         return app
 
     @web.middleware

@@ -18,7 +18,7 @@ from typing import IO, Any
 
 import structlog
 
-from console_api import Api, ConsoleServer, routes_core
+from console_api import Api, ConsoleServer, routes_core, session
 from core.audit import AuditLog
 from core.bus import EventBus
 from core.clock import SystemClock
@@ -193,6 +193,7 @@ class Server:
                 identity, audit, bus, __version__, heartbeat_s=s.sse_heartbeat_s, status=self.status
             )
             routes_core.register(api, ctx)
+            session.register(api, identity)
             self.components = _wire(kernel)
             host, port = s.console_addr
             self.console = ConsoleServer(
