@@ -19,9 +19,9 @@ import structlog
 from aiohttp import web
 from pydantic import BaseModel
 
+from console_api import session, static_ui
 from console_api._clientaddr import forwarded_client, host_allowed, host_name, parse_networks
 from console_api._peerproc import peer_is_this_process
-from console_api import session, static_ui
 from console_api.api import Api, ApiRequest, Operation, client_ip, parse_body
 from core.audit import AuditEntry, AuditLog
 from core.errors import (
@@ -171,7 +171,8 @@ class ConsoleServer:
 
     def build_app(self) -> web.Application:
         app = web.Application(client_max_size=self.max_body_bytes,
-                              middlewares=[_errors, self._client, self._authenticate, session.middleware(self.identity)])
+                              middlewares=[_errors, self._client, self._authenticate,
+                                           session.middleware(self.identity)])
         app[MAX_BODY_BYTES] = self.max_body_bytes
         app.on_response_prepare.append(_server_header)
         for op in self.api.operations:

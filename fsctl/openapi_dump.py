@@ -23,7 +23,7 @@ from fsctl import __version__
 
 
 async def full_api(data_dir: Path) -> Api:
-    from fsctl.serve import Kernel, _wire
+    from fsctl.serve import Kernel, Pools, _wire
 
     settings = Settings(data_dir=data_dir)
     store = Store(settings.state_db)  # never opened: building components does no I/O on it
@@ -33,7 +33,7 @@ async def full_api(data_dir: Path) -> Api:
     api = Api()
     routes_core.register(api, routes_core.CoreContext(identity, audit, bus, __version__))
     session.register(api, identity)
-    _wire(Kernel(settings, store, bus, identity, audit, api, TaskSet("openapi-dump")))
+    _wire(Kernel(settings, store, bus, identity, audit, api, TaskSet("openapi-dump"), Pools()))
     return api
 
 
