@@ -21,7 +21,8 @@ export function RouteForm({ initial, onSubmit, onCancel }: {
     strip_prefix: initial?.strip_prefix ?? false, methods: (initial?.methods ?? []).join(", "), tls: initial?.tls ?? "off",
     balance: initial?.balance ?? "round_robin", max_body_bytes: initial?.max_body_bytes?.toString() ?? "",
     upstream_timeout_s: initial?.upstream_timeout_s?.toString() ?? "", static_dir: initial?.static_dir ?? "",
-    static_spa: initial?.static_spa ?? false, redirect_https: p?.redirect_https ?? false,
+    static_spa: initial?.static_spa ?? false, static_dotfiles: initial?.static_dotfiles === "allow",
+    request_buffer_bytes: initial?.request_buffer_bytes?.toString() ?? "", redirect_https: p?.redirect_https ?? false,
     hsts_max_age_s: String(p?.hsts_max_age_s ?? 0), security_headers: p?.security_headers ?? false,
     rate: p?.rate_limit?.rate_per_s?.toString() ?? "", burst: p?.rate_limit?.burst?.toString() ?? "",
     allow: (p?.allow ?? []).join("\n"), deny: (p?.deny ?? []).join("\n"),
@@ -43,7 +44,9 @@ export function RouteForm({ initial, onSubmit, onCancel }: {
       tls: f.tls as Spec["tls"], balance: f.balance as Spec["balance"],
       max_body_bytes: f.max_body_bytes ? Number(f.max_body_bytes) : null,
       upstream_timeout_s: f.upstream_timeout_s ? Number(f.upstream_timeout_s) : null,
+      request_buffer_bytes: f.request_buffer_bytes ? Number(f.request_buffer_bytes) : null,
       static_dir: f.static_dir.trim() || null, static_spa: f.static_spa,
+      static_dotfiles: f.static_dotfiles && f.static_dir.trim() ? "allow" : "deny",
       policies: {
         redirect_https: f.redirect_https, hsts_max_age_s: Number(f.hsts_max_age_s) || 0, security_headers: f.security_headers,
         rate_limit: f.rate ? { rate_per_s: Number(f.rate), burst: Number(f.burst) || 0 } : null,
@@ -104,7 +107,9 @@ export function RouteForm({ initial, onSubmit, onCancel }: {
           <label className="field">Response headers to remove<input name="resp_remove" value={f.resp_remove} onChange={set("resp_remove")} /></label>
           <label className="field">Static directory<span className="hint">serve files instead of proxying</span><input name="static_dir" value={f.static_dir} onChange={set("static_dir")} /></label>
           <label className="check"><input type="checkbox" checked={f.static_spa} onChange={set("static_spa")} /> Single-page app fallback</label>
+          <label className="check"><input type="checkbox" checked={f.static_dotfiles} onChange={set("static_dotfiles")} /> Serve dotfiles (.env, .git/ …)</label>
           <label className="field">Max body bytes<input name="max_body_bytes" type="number" min={0} value={f.max_body_bytes} onChange={set("max_body_bytes")} /></label>
+          <label className="field">Request buffer bytes<span className="hint">bodies up to this size are received whole first; 0: stream; empty: gate default (64 KiB)</span><input name="request_buffer_bytes" type="number" min={0} value={f.request_buffer_bytes} onChange={set("request_buffer_bytes")} /></label>
           <label className="field">Upstream timeout (s)<input name="upstream_timeout_s" type="number" min={0} step="any" value={f.upstream_timeout_s} onChange={set("upstream_timeout_s")} /></label>
         </div>
       </details>
