@@ -93,6 +93,7 @@ class User(Out):
     password_changed_at: Timestamp | None
     disabled: bool
     totp: bool
+    recovery_codes_left: int
 
 
 class PasswordChanged(Out):
@@ -108,6 +109,15 @@ class TotpBegin(Out):
 class TotpState(Out):
     username: str
     totp: bool
+
+
+class TotpEnabled(TotpState):
+    recovery_codes: list[str] = Field(description="single-use codes for logging in without the app; shown once")
+
+
+class RecoveryCodes(Out):
+    username: str
+    recovery_codes: list[str] = Field(description="the new single-use codes (shown once); the old ones are void")
 
 
 class AuditEntry(Out):
@@ -173,6 +183,13 @@ class Instance(Out):
     last_exit: LastExit | None
     adopted: bool
     cgroup: str | None
+    runtime: Literal["process", "docker", "systemd"]
+    container: str | None = Field(default=None, description="docker: the container's name")
+    container_id: str | None = Field(default=None, description="docker: the container's id")
+    image: str | None = Field(default=None, description="docker: the image it runs")
+    container_ports: dict[str, int] | None = Field(
+        default=None, description="docker: each named port's number inside the container (`ports` has the host's)")
+    unit: str | None = Field(default=None, description="systemd: the unit's name")
     stats: InstanceStats | None
     health: list[HealthCheck]
 
@@ -477,7 +494,8 @@ RESPONSES: dict[tuple[str, str], Any] = {
     ("POST", "/api/users"): User,
     ("PUT", "/api/users/{name}/password"): PasswordChanged,
     ("POST", "/api/users/{name}/totp"): TotpBegin,
-    ("POST", "/api/users/{name}/totp/confirm"): TotpState,
+    ("POST", "/api/users/{name}/totp/confirm"): TotpEnabled,
+    ("POST", "/api/users/{name}/totp/recovery-codes"): RecoveryCodes,
     ("DELETE", "/api/users/{name}/totp"): TotpState,
     ("DELETE", "/api/users/{name}"): User,
     ("GET", "/api/audit"): list[AuditEntry],

@@ -318,8 +318,9 @@ class ServiceSpec(_Model):
             raise _err("ports_dup", "two ports have the same name; name them (http, admin, ...)")
         # Specs stored by an older release are loaded as they are (the writer refuses a bad path when
         # it writes, failing that service only, not the platform's start).
+        # A container's files go into its own file system (orch.containers.config_files_tar), not the host's.
         stored = bool(info.context and info.context.get("stored"))
-        bad = [] if stored else [(i, msg) for i, f in enumerate(self.config_files)
+        bad = [] if stored or self.image is not None else [(i, msg) for i, f in enumerate(self.config_files)
                                  if (msg := config_path_problem(f.path, self.workdir)) is not None]
         if bad:
             # Raised with each item's own location, so a YAML spec's error names the `path:` line.

@@ -118,7 +118,8 @@ def parse_head(head: bytes) -> tuple[bytes, Parsed]:
 
 
 # Fields the gate itself writes (framing, Host, forwarding, request id) or drops (hop-by-hop).
-_MANAGED = HOP_BY_HOP | FORWARDING | {b"host", b"content-length", b"expect"}
+# x-infracore-hop: the gate's loop guard, which it appends to (gate/exchange.py)
+_MANAGED = HOP_BY_HOP | FORWARDING | {b"host", b"content-length", b"expect", b"x-infracore-hop"}
 
 
 def client_fields(req: H2Req) -> list[tuple[bytes, bytes]]:
