@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.gate.conftest import Gate, Origin, wait_for
+from tests.gate.conftest import Gate, Origin
 from tests.gate.test_h2_head_roundtrip import (
     _MANAGED,
     _NAMES,
