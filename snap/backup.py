@@ -3,7 +3,7 @@ threads, pack them, write the tree and then the snapshot (docs/snap-format.md, "
 
 Synchronous: run it in a thread (the service does), never on the event loop. Hashing and compression
 run in a small thread pool (hashlib and zstd release the GIL); the calling thread reads files and
-writes packs. At most `2 × workers + 2` chunks are in flight, which bounds memory (≤ 4 MiB each).
+writes packs. At most `2 * workers + 2` chunks are in flight, which bounds memory (≤ 4 MiB each).
 """
 
 from __future__ import annotations
@@ -57,6 +57,7 @@ class Progress:
     errors: list[str] = field(default_factory=list)
     current: str = ""
     started: float = 0.0
+    expected_bytes: int = 0  # the parent snapshot's size, for a progress bar (0: unknown)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -120,6 +121,7 @@ def run_backup(repo: Repository, req: BackupRequest, *, now: float | None = None
         parent = find_parent(repo, req.plan, paths) if req.parent == "auto" else (
             repo.snapshot(req.parent) if req.parent else None)
         old = _parent_files(repo, parent)
+        progress.expected_bytes = int(parent.stats.get("bytes", 0)) if parent else 0
         saver = BlobSaver(repo)
         chunker = Chunker(repo.chunker_params)
         limiter = _RateLimiter(req.rate_limit_bytes_s, cancel)

@@ -18,7 +18,8 @@ def validate_cron(expr: str) -> str:
                                hint="e.g. '0 3 * * *' for every day at 03:00")
     if not croniter.is_valid(norm):
         raise ValidationFailed(f"cron expression {expr!r} is not valid",
-                               hint="fields: minute 0-59, hour 0-23, day 1-31, month 1-12, weekday 0-6; e.g. '0 3 * * *'")
+                               hint="fields: minute 0-59, hour 0-23, day 1-31, month 1-12, weekday 0-6; "
+                                    "e.g. '0 3 * * *'")
     return norm
 
 

@@ -19,7 +19,7 @@ def make_tree(root: Path, *, large_mib: int = 6, seed: int = 7) -> None:
     (root / "docs" / "deep" / "deeper" / "note.md").write_text("# note\n" * 100)
     (root / "big.bin").write_bytes(rng.randbytes(large_mib * 1024 * 1024))
     (root / "compressible.log").write_bytes(b"".join(b"line %d status=ok\n" % i for i in range(200_000)))
-    (root / "ünïcødé – 名前.txt").write_text("unicode name\n")
+    (root / "ünïcødé 名前 \u2013.txt").write_text("unicode name\n")
     (root / os.fsdecode(b"latin1-\xe9t\xe9")).write_bytes(b"a non-UTF-8 name\n")
     os.symlink("small.txt", root / "link-to-small")
     os.symlink("/nonexistent/target", root / "dangling")

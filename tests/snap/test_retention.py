@@ -61,8 +61,8 @@ def test_seed_defaults_daily_weekly_monthly() -> None:
     kept = _kept(snaps, RetentionPolicy(daily=7, weekly=4, monthly=3), keep_oldest=False)
     days = sorted(datetime.fromtimestamp(dict(snaps)[k], UTC).date().isoformat() for k in kept)
     # monthly: Dec 31, Nov 30, Oct 31; weekly (ISO): Dec 31 (week 53), 27, 20, 13; daily: Dec 25..31
-    assert days == ["2026-10-31", "2026-11-30", "2026-12-13", "2026-12-20", "2026-12-25", "2026-12-26", "2026-12-27", "2026-12-28", "2026-12-29", "2026-12-30",
-                    "2026-12-31"]
+    assert days == ["2026-10-31", "2026-11-30", "2026-12-13", "2026-12-20", "2026-12-25", "2026-12-26",
+                    "2026-12-27", "2026-12-28", "2026-12-29", "2026-12-30", "2026-12-31"]
 
 
 def test_unlimited() -> None:

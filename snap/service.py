@@ -1,0 +1,337 @@
+"""The snap service: plans on a cron schedule, backup/restore/scrub/forget/prune as jobs in worker
+threads, events on the bus. The asyncio shell around the synchronous engine (`snap.backup`,
+`snap.restore`, `snap.maintenance`): nothing CPU- or disk-heavy runs on the loop.
+
+Theory of operation: every repository operation is a `Job` run by `_run_job` in the service's thread
+pool; a job's progress object is written by its thread and read by the API (plain counters). Backups
+of one plan never overlap (`_running_plans` is checked and updated with no await in between); other
+conflicts are settled by the repository's own locks (`RepositoryLocked` → 409).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import shlex
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from core.bus import EventBus
+from core.clock import Clock, SystemClock
+from core.errors import Conflict, InfraError, NotFound
+from core.store import Store
+from core.tasks import TaskSet
+from snap.backup import BackupRequest, Progress, run_backup
+from snap.config import PlanBody, RestoreBody, SnapConfig
+from snap.errors import RepositoryError
+from snap.events import SnapDone, SnapFailed, SnapStarted
+from snap.maintenance import forget, prune, scrub
+from snap.plans import PlanRepo, policy_of
+from snap.repo import Repository
+from snap.restore import RestoreResult, run_restore
+from snap.schedule import due, next_runs
+
+log = structlog.get_logger("snap.service")
+
+_MAX_JOBS_KEPT = 200
+
+
+@dataclass
+class Job:
+    id: str
+    kind: str  # backup | restore | scrub | forget | prune
+    started_at: float
+    state: str = "running"  # running | done | failed
+    finished_at: float | None = None
+    progress: Any = None  # Progress / RestoreResult while running
+    result: Any = None
+    error: dict[str, Any] | None = None
+    cancel: threading.Event = field(default_factory=threading.Event)
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def to_dict(self) -> dict[str, Any]:
+        prog = self.progress.to_dict() if hasattr(self.progress, "to_dict") else self.progress
+        return {"id": self.id, "kind": self.kind, "state": self.state, "started_at": self.started_at,
+                "finished_at": self.finished_at, "progress": prog, "result": self.result, "error": self.error}
+
+
+class SnapService:
+    """Component `snap`. Public methods are what the console routes call."""
+
+    name = "snap"
+
+    def __init__(self, config: SnapConfig, data_dir: Path, store: Store, bus: EventBus, *,
+                 clock: Clock | None = None) -> None:
+        self.config = config
+        self.data_dir = data_dir
+        self.plans = PlanRepo(store)
+        self.bus = bus
+        self.clock = clock or SystemClock()
+        self.repo: Repository | None = None
+        self.jobs: dict[str, Job] = {}
+        self._seq = itertools.count(1)
+        self._running_plans: set[str] = set()
+        self._tasks = TaskSet("snap")
+        self._pool: ThreadPoolExecutor | None = None
+        self._wake = asyncio.Event()
+
+    # --- component ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.plans.migrate()
+        self._pool = ThreadPoolExecutor(4, thread_name_prefix="snap-job")
+        self.repo = await self._in_thread(self._open_repo)
+        if self.config.enabled:
+            self._tasks.spawn("scheduler", self._scheduler())
+        log.info("snap started", repository=str(self.repo.path), encryption=self.repo.crypto.mode)
+
+    def _open_repo(self) -> Repository:
+        path = self.config.repo_path(self.data_dir)
+        passphrase = self.config.passphrase()
+        if (path / "config").exists():
+            return Repository.open(path, passphrase=passphrase)
+        return Repository.init(path, encryption=self.config.encryption, passphrase=passphrase)
+
+    async def stop(self, drain_timeout_s: float) -> None:
+        for job in self.jobs.values():
+            job.cancel.set()  # backups flush and index what they wrote, then stop
+        running = [j.done.wait() for j in self.jobs.values() if j.state == "running"]
+        if running:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.gather(*running), drain_timeout_s)
+        await self._tasks.close(drain_timeout_s)
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+    async def _in_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
+        assert self._pool is not None, "snap is not started"
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    def _repo(self) -> Repository:
+        if self.repo is None:
+            raise RepositoryError("the snap repository is not open")
+        return self.repo
+
+    # --- scheduling -----------------------------------------------------------------------------
+
+    async def _scheduler(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.config.check_every_s)
+            self._wake.clear()
+            now = self.clock.now()
+            try:
+                for plan in await self.plans.list():
+                    if (plan["enabled"] and plan["cron"] and plan["name"] not in self._running_plans
+                            and due(plan["cron"], plan["last_run_at"], plan["created_at"], now)):
+                        await self.run_plan(plan["name"], trigger="schedule")
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # one bad plan must not stop the scheduler
+                log.error("scheduler pass failed", error=repr(e))
+
+    # --- plans ----------------------------------------------------------------------------------
+
+    async def list_plans(self) -> list[dict[str, Any]]:
+        now = self.clock.now()
+        out = []
+        for p in await self.plans.list():
+            p["next_runs"] = next_runs(p["cron"], max(now, p["last_run_at"] or 0), 3) if p["cron"] else []
+            out.append(p)
+        return out
+
+    async def add_plan(self, body: PlanBody) -> dict[str, Any]:
+        plan = await self.plans.add(body, self.clock.now())
+        self._wake.set()
+        return plan
+
+    async def remove_plan(self, name: str) -> dict[str, Any]:
+        return await self.plans.remove(name)
+
+    # --- jobs -----------------------------------------------------------------------------------
+
+    def job(self, job_id: str) -> Job:
+        j = self.jobs.get(job_id)
+        if j is None:
+            raise NotFound(f"no snap job {job_id!r}", hint="jobs are kept in memory until the server restarts")
+        return j
+
+    def _new_job(self, kind: str, job_id: str | None = None) -> Job:
+        job = Job(job_id or f"{kind}-{next(self._seq)}", kind, self.clock.now())
+        self.jobs[job.id] = job
+        if len(self.jobs) > _MAX_JOBS_KEPT:
+            for old in [j for j in self.jobs.values() if j.state != "running"][: len(self.jobs) - _MAX_JOBS_KEPT]:
+                self.jobs.pop(old.id, None)
+        return job
+
+    def _spawn(self, job: Job, body: Awaitable[Any]) -> None:
+        async def runner() -> None:
+            try:
+                job.result = await body
+                job.state = "done"
+            except asyncio.CancelledError:
+                job.state, job.error = "failed", {"code": "cancelled", "message": "stopped"}
+                raise
+            except InfraError as e:
+                job.state, job.error = "failed", e.to_dict()["error"]
+            except Exception as e:
+                log.error("snap job crashed", job=job.id, error=repr(e), exc_info=e)
+                job.state, job.error = "failed", {"code": "internal", "message": str(e) or repr(e)}
+            finally:
+                job.finished_at = self.clock.now()
+                job.done.set()
+
+        self._tasks.spawn(job.id, runner())
+
+    # --- backup ---------------------------------------------------------------------------------
+
+    async def run_plan(self, name: str, *, trigger: str = "manual") -> Job:
+        """Start a backup of plan `name` now; returns its job at once. 409 when it is already running."""
+        plan = await self.plans.get(name)
+        if name in self._running_plans:
+            raise Conflict(f"plan {name!r} is already running", hint="watch it with `fsctl snap jobs`")
+        self._running_plans.add(name)  # no await between the check and this add
+        now = self.clock.now()
+        try:
+            await self.plans.mark_run(name, now)
+            run_id = await self.plans.start_run(name, trigger, now)
+        except BaseException:
+            self._running_plans.discard(name)
+            raise
+        job = self._new_job("backup", f"run-{run_id}")
+        job.progress = Progress()
+        self._spawn(job, self._backup(plan, run_id, job, trigger))
+        return job
+
+    async def _backup(self, plan: dict[str, Any], run_id: int, job: Job, trigger: str) -> dict[str, Any]:
+        name = plan["name"]
+        await self.bus.publish(SnapStarted(plan=name, run_id=run_id, trigger=trigger))
+        try:
+            if plan.get("pre_hook"):
+                await self._hook(plan["pre_hook"], "pre", name)
+            req = BackupRequest(paths=plan["paths"], plan=name, excludes=plan["excludes"],
+                                rate_limit_bytes_s=plan["rate_limit_mb_s"] * 1e6 if plan["rate_limit_mb_s"] else None,
+                                workers=self.config.workers)
+            snap = await self._in_thread(lambda: run_backup(self._repo(), req, progress=job.progress,
+                                                            cancel=job.cancel))
+        except BaseException as e:
+            msg = e.message if isinstance(e, InfraError) else (str(e) or type(e).__name__)
+            state = "interrupted" if isinstance(e, asyncio.CancelledError) or job.cancel.is_set() else "failed"
+            await self.plans.finish_run(run_id, self.clock.now(), state, error=msg)
+            with contextlib.suppress(Exception):
+                await self.bus.publish(SnapFailed(plan=name, run_id=run_id, error=msg))
+            log.error("backup failed", plan=name, run_id=run_id, error=msg)
+            raise
+        finally:
+            self._running_plans.discard(name)
+            if plan.get("post_hook"):
+                try:
+                    await self._hook(plan["post_hook"], "post", name)
+                except InfraError as e:
+                    log.error("post hook failed", plan=name, error=e.message)
+        s = snap.stats
+        await self.plans.finish_run(run_id, self.clock.now(), "done", snapshot=snap.id, stats=s)
+        await self.bus.publish(SnapDone(plan=name, run_id=run_id, snapshot=snap.id, files=s["files"],
+                                        bytes=s["bytes"], new_bytes=s["new_bytes"], stored_bytes=s["stored_bytes"],
+                                        duration_s=s["duration_s"], errors=s["error_count"]))
+        retention: list[dict[str, Any]] = []
+        with contextlib.suppress(InfraError):  # another job holds the lock: retention runs next time
+            policy = policy_of(plan)
+            retention = await self._in_thread(lambda: forget(self._repo(), {name: policy}, default=None))
+            retention = [d for d in retention if d["plan"] == name]
+            if self.config.auto_prune and any(not d["keep"] for d in retention):
+                await self._in_thread(lambda: prune(self._repo()))
+        return {"snapshot": snap.to_dict(), "forgotten": [d["snapshot"] for d in retention if not d["keep"]]}
+
+    async def _hook(self, command: str, which: str, plan: str) -> None:
+        argv = shlex.split(command)
+        proc = await asyncio.create_subprocess_exec(*argv, stdin=asyncio.subprocess.DEVNULL,
+                                                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        try:
+            out, _ = await asyncio.wait_for(proc.communicate(), self.config.hook_timeout_s)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+            raise InfraError(f"{which} hook of plan {plan!r} timed out after {self.config.hook_timeout_s:g} s",
+                             code="snap_hook") from None
+        if proc.returncode != 0:
+            tail = out.decode(errors="replace").strip()[-500:]
+            raise InfraError(f"{which} hook of plan {plan!r} exited with {proc.returncode}: {tail}",
+                             code="snap_hook", hint="fix the hook command, or remove it from the plan")
+
+    # --- snapshots, restore, upkeep -------------------------------------------------------------
+
+    async def snapshots(self) -> list[dict[str, Any]]:
+        snaps = await self._in_thread(lambda: self._repo().snapshots())
+        return [s.to_dict() for s in snaps]
+
+    async def restore(self, body: RestoreBody) -> Job:
+        repo = self._repo()
+        snap = await self._in_thread(repo.snapshot, body.snapshot)
+        stamp = datetime.fromtimestamp(snap.time, UTC).strftime("%Y%m%dT%H%M%SZ")
+        target = Path(body.target) if body.target else self.config.restore_dir(self.data_dir) / (
+            f"{snap.plan or 'snapshot'}-{stamp}")
+        job = self._new_job("restore")
+        job.progress = RestoreResult(snap.id, str(target))
+
+        async def go() -> dict[str, Any]:
+            res = await self._in_thread(lambda: run_restore(repo, snap.id, target, sub_path=body.path,
+                                                            force=body.force, workers=self.config.workers,
+                                                            progress=job.progress, cancel=job.cancel))
+            if not res.ok:
+                raise InfraError(f"restore of {snap.id[:12]} into {target}: {len(res.damaged)} file(s) damaged "
+                                 f"and not restored", code="snap_damaged", details=res.to_dict(),
+                                 hint="run `fsctl snap scrub --all` for the full damage report")
+            return res.to_dict()
+
+        self._spawn(job, go())
+        return job
+
+    async def start_scrub(self, fraction: float) -> Job:
+        job = self._new_job("scrub")
+
+        async def go() -> dict[str, Any]:
+            rep = await self._in_thread(lambda: scrub(self._repo(), fraction=fraction))
+            return rep.to_dict()
+
+        self._spawn(job, go())
+        return job
+
+    async def start_forget(self, dry_run: bool) -> Job:
+        job = self._new_job("forget")
+
+        async def go() -> list[dict[str, Any]]:
+            policies = {p["name"]: policy_of(p) for p in await self.plans.list()}
+            return await self._in_thread(lambda: forget(self._repo(), policies, dry_run=dry_run))
+
+        self._spawn(job, go())
+        return job
+
+    async def start_prune(self) -> Job:
+        job = self._new_job("prune")
+
+        async def go() -> dict[str, Any]:
+            return (await self._in_thread(lambda: prune(self._repo()))).to_dict()
+
+        self._spawn(job, go())
+        return job
+
+    async def runs(self, limit: int = 50) -> list[dict[str, Any]]:
+        return await self.plans.runs(limit)
+
+    def status(self) -> dict[str, Any]:
+        repo = self.repo
+        return {"repository": str(repo.path) if repo else None, "encryption": repo.crypto.mode if repo else None,
+                "running": sorted(self._running_plans),
+                "jobs": [j.to_dict() for j in self.jobs.values() if j.state == "running"],
+                "checked_at": time.time()}
