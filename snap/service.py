@@ -1,11 +1,11 @@
-"""The snap service: plans on a cron schedule, backup/restore/scrub/forget/prune as jobs in worker
-threads, events on the bus. The asyncio shell around the synchronous engine (`snap.backup`,
-`snap.restore`, `snap.maintenance`): nothing CPU- or disk-heavy runs on the loop.
+"""The snap service: plans on a cron schedule, backup/restore/scrub/forget/prune as jobs, events on
+the bus. The asyncio shell around the synchronous engine: nothing CPU- or disk-heavy runs on the loop.
 
-Theory of operation: every repository operation is a `Job` run by `_run_job` in the service's thread
-pool; a job's progress object is written by its thread and read by the API (plain counters). Backups
-of one plan never overlap (`_running_plans` is checked and updated with no await in between); other
-conflicts are settled by the repository's own locks (`RepositoryLocked` → 409).
+Theory of operation: every repository operation is a `Job` whose work runs in a child process
+(`snap.runner`, see its docstring for why not a thread); the loop reads the child's progress lines into
+`job.progress` and its last line into `job.result` / `job.error`. Backups of one plan never overlap
+(`_running_plans` is checked and updated with no await in between); other conflicts are settled by the
+repository's own locks (`RepositoryLocked` → 409). Light reads (the snapshot list) run in a thread.
 """
 
 from __future__ import annotations
@@ -13,8 +13,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import json
+import os
 import shlex
-import threading
+import signal
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -30,14 +33,11 @@ from core.clock import Clock, SystemClock
 from core.errors import Conflict, InfraError, NotFound
 from core.store import Store
 from core.tasks import TaskSet
-from snap.backup import BackupRequest, Progress, run_backup
 from snap.config import PlanBody, RestoreBody, SnapConfig
 from snap.errors import RepositoryError
 from snap.events import SnapDone, SnapFailed, SnapStarted
-from snap.maintenance import forget, prune, scrub
 from snap.plans import PlanRepo, policy_of
 from snap.repo import Repository
-from snap.restore import RestoreResult, run_restore
 from snap.schedule import due, next_runs
 
 log = structlog.get_logger("snap.service")
@@ -52,16 +52,21 @@ class Job:
     started_at: float
     state: str = "running"  # running | done | failed
     finished_at: float | None = None
-    progress: Any = None  # Progress / RestoreResult while running
+    progress: dict[str, Any] = field(default_factory=dict)  # the child's latest progress line
     result: Any = None
     error: dict[str, Any] | None = None
-    cancel: threading.Event = field(default_factory=threading.Event)
+    target: str | None = None  # restores: where to
+    proc: asyncio.subprocess.Process | None = None
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
     def to_dict(self) -> dict[str, Any]:
-        prog = self.progress.to_dict() if hasattr(self.progress, "to_dict") else self.progress
         return {"id": self.id, "kind": self.kind, "state": self.state, "started_at": self.started_at,
-                "finished_at": self.finished_at, "progress": prog, "result": self.result, "error": self.error}
+                "finished_at": self.finished_at, "progress": self.progress, "result": self.result,
+                "error": self.error, "target": self.target}
+
+
+_ROOT = str(Path(__file__).resolve().parent.parent)  # so the child imports this very code
+_MAX_LINE = 64 * 1024 * 1024
 
 
 class SnapService:
@@ -88,7 +93,7 @@ class SnapService:
 
     async def start(self) -> None:
         await self.plans.migrate()
-        self._pool = ThreadPoolExecutor(4, thread_name_prefix="snap-job")
+        self._pool = ThreadPoolExecutor(2, thread_name_prefix="snap-read")
         self.repo = await self._in_thread(self._open_repo)
         if self.config.enabled:
             self._tasks.spawn("scheduler", self._scheduler())
@@ -103,7 +108,9 @@ class SnapService:
 
     async def stop(self, drain_timeout_s: float) -> None:
         for job in self.jobs.values():
-            job.cancel.set()  # backups flush and index what they wrote, then stop
+            if job.proc is not None and job.proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    job.proc.send_signal(signal.SIGTERM)  # backups flush and index what they wrote, then stop
         running = [j.done.wait() for j in self.jobs.values() if j.state == "running"]
         if running:
             with contextlib.suppress(TimeoutError):
@@ -193,6 +200,48 @@ class SnapService:
 
         self._tasks.spawn(job.id, runner())
 
+    async def _run_child(self, job: Job, op: str, params: dict[str, Any]) -> Any:
+        """Run `op` in a `snap.runner` child; progress into `job.progress`; its result, or its error raised."""
+        req = {"op": op, "repo": str(self.config.repo_path(self.data_dir)),
+               "passphrase_file": str(self.config.passphrase_file) if self.config.passphrase_file else None,
+               "nice": self.config.nice, "params": params}
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [_ROOT, os.environ.get("PYTHONPATH")]))}
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "snap.runner", stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            env=env, limit=_MAX_LINE)
+        job.proc = proc
+        final: dict[str, Any] | None = None
+        try:
+            assert proc.stdin is not None and proc.stdout is not None
+            proc.stdin.write(json.dumps(req).encode())
+            await proc.stdin.drain()
+            proc.stdin.close()
+            while line := await proc.stdout.readline():
+                msg = json.loads(line) if len(line) < 65536 else await asyncio.to_thread(json.loads, line)
+                if "progress" in msg:
+                    job.progress = msg["progress"]
+                else:
+                    final = msg
+            await proc.wait()
+        except BaseException:
+            if proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(signal.SIGTERM)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(proc.wait()), 10)
+                if proc.returncode is None:
+                    proc.kill()
+            raise
+        if final is None:
+            raise InfraError(f"snap {op} ended without a result (exit status {proc.returncode})",
+                             hint="see the server log for the runner's output")
+        if "error" in final:
+            err = final["error"]
+            e = InfraError(err.get("message", "?"), details=err.get("details"), code=err.get("code", "internal"))
+            e.status = 409 if e.code == "snap_locked" else e.status
+            raise e
+        return final["result"]
+
     # --- backup ---------------------------------------------------------------------------------
 
     async def run_plan(self, name: str, *, trigger: str = "manual") -> Job:
@@ -209,7 +258,6 @@ class SnapService:
             self._running_plans.discard(name)
             raise
         job = self._new_job("backup", f"run-{run_id}")
-        job.progress = Progress()
         self._spawn(job, self._backup(plan, run_id, job, trigger))
         return job
 
@@ -219,14 +267,14 @@ class SnapService:
         try:
             if plan.get("pre_hook"):
                 await self._hook(plan["pre_hook"], "pre", name)
-            req = BackupRequest(paths=plan["paths"], plan=name, excludes=plan["excludes"],
-                                rate_limit_bytes_s=plan["rate_limit_mb_s"] * 1e6 if plan["rate_limit_mb_s"] else None,
-                                workers=self.config.workers)
-            snap = await self._in_thread(lambda: run_backup(self._repo(), req, progress=job.progress,
-                                                            cancel=job.cancel))
+            params = {"paths": plan["paths"], "plan": name, "excludes": plan["excludes"],
+                      "workers": self.config.workers,
+                      "rate_limit_bytes_s": plan["rate_limit_mb_s"] * 1e6 if plan["rate_limit_mb_s"] else None}
+            snap = await self._run_child(job, "backup", params)
         except BaseException as e:
             msg = e.message if isinstance(e, InfraError) else (str(e) or type(e).__name__)
-            state = "interrupted" if isinstance(e, asyncio.CancelledError) or job.cancel.is_set() else "failed"
+            cancelled = isinstance(e, asyncio.CancelledError) or getattr(e, "code", "") == "cancelled"
+            state = "interrupted" if cancelled else "failed"
             await self.plans.finish_run(run_id, self.clock.now(), state, error=msg)
             with contextlib.suppress(Exception):
                 await self.bus.publish(SnapFailed(plan=name, run_id=run_id, error=msg))
@@ -239,19 +287,21 @@ class SnapService:
                     await self._hook(plan["post_hook"], "post", name)
                 except InfraError as e:
                     log.error("post hook failed", plan=name, error=e.message)
-        s = snap.stats
-        await self.plans.finish_run(run_id, self.clock.now(), "done", snapshot=snap.id, stats=s)
-        await self.bus.publish(SnapDone(plan=name, run_id=run_id, snapshot=snap.id, files=s["files"],
+        s = snap["stats"]
+        await self.plans.finish_run(run_id, self.clock.now(), "done", snapshot=snap["id"], stats=s)
+        await self.bus.publish(SnapDone(plan=name, run_id=run_id, snapshot=snap["id"], files=s["files"],
                                         bytes=s["bytes"], new_bytes=s["new_bytes"], stored_bytes=s["stored_bytes"],
                                         duration_s=s["duration_s"], errors=s["error_count"]))
         retention: list[dict[str, Any]] = []
-        with contextlib.suppress(InfraError):  # another job holds the lock: retention runs next time
+        try:
             policy = policy_of(plan)
-            retention = await self._in_thread(lambda: forget(self._repo(), {name: policy}, default=None))
+            retention = await self._run_child(job, "forget", {"policies": {name: _policy_dict(policy)}})
             retention = [d for d in retention if d["plan"] == name]
             if self.config.auto_prune and any(not d["keep"] for d in retention):
-                await self._in_thread(lambda: prune(self._repo()))
-        return {"snapshot": snap.to_dict(), "forgotten": [d["snapshot"] for d in retention if not d["keep"]]}
+                await self._run_child(job, "prune", {})
+        except InfraError as e:  # e.g. another job holds the lock: retention runs after the next backup
+            log.warning("retention after backup skipped", plan=name, error=e.message)
+        return {"snapshot": snap, "forgotten": [d["snapshot"] for d in retention if not d["keep"]]}
 
     async def _hook(self, command: str, which: str, plan: str) -> None:
         argv = shlex.split(command)
@@ -282,48 +332,35 @@ class SnapService:
         target = Path(body.target) if body.target else self.config.restore_dir(self.data_dir) / (
             f"{snap.plan or 'snapshot'}-{stamp}")
         job = self._new_job("restore")
-        job.progress = RestoreResult(snap.id, str(target))
+        job.target = str(target)
 
         async def go() -> dict[str, Any]:
-            res = await self._in_thread(lambda: run_restore(repo, snap.id, target, sub_path=body.path,
-                                                            force=body.force, workers=self.config.workers,
-                                                            progress=job.progress, cancel=job.cancel))
-            if not res.ok:
-                raise InfraError(f"restore of {snap.id[:12]} into {target}: {len(res.damaged)} file(s) damaged "
-                                 f"and not restored", code="snap_damaged", details=res.to_dict(),
+            res = await self._run_child(job, "restore", {"snapshot": snap.id, "target": str(target),
+                                                         "path": body.path, "force": body.force,
+                                                         "workers": self.config.workers})
+            if not res["ok"]:
+                raise InfraError(f"restore of {snap.id[:12]} into {target}: {len(res['damaged'])} file(s) damaged "
+                                 f"and not restored", code="snap_damaged", details=res,
                                  hint="run `fsctl snap scrub --all` for the full damage report")
-            return res.to_dict()
+            return res
 
         self._spawn(job, go())
         return job
 
     async def start_scrub(self, fraction: float) -> Job:
         job = self._new_job("scrub")
-
-        async def go() -> dict[str, Any]:
-            rep = await self._in_thread(lambda: scrub(self._repo(), fraction=fraction))
-            return rep.to_dict()
-
-        self._spawn(job, go())
+        self._spawn(job, self._run_child(job, "scrub", {"fraction": fraction}))
         return job
 
     async def start_forget(self, dry_run: bool) -> Job:
         job = self._new_job("forget")
-
-        async def go() -> list[dict[str, Any]]:
-            policies = {p["name"]: policy_of(p) for p in await self.plans.list()}
-            return await self._in_thread(lambda: forget(self._repo(), policies, dry_run=dry_run))
-
-        self._spawn(job, go())
+        policies = {p["name"]: _policy_dict(policy_of(p)) for p in await self.plans.list()}
+        self._spawn(job, self._run_child(job, "forget", {"policies": policies, "dry_run": dry_run}))
         return job
 
     async def start_prune(self) -> Job:
         job = self._new_job("prune")
-
-        async def go() -> dict[str, Any]:
-            return (await self._in_thread(lambda: prune(self._repo()))).to_dict()
-
-        self._spawn(job, go())
+        self._spawn(job, self._run_child(job, "prune", {}))
         return job
 
     async def runs(self, limit: int = 50) -> list[dict[str, Any]]:
@@ -335,3 +372,8 @@ class SnapService:
                 "running": sorted(self._running_plans),
                 "jobs": [j.to_dict() for j in self.jobs.values() if j.state == "running"],
                 "checked_at": time.time()}
+
+
+def _policy_dict(p: Any) -> dict[str, int]:
+    return {"last": p.last, "hourly": p.hourly, "daily": p.daily, "weekly": p.weekly, "monthly": p.monthly,
+            "yearly": p.yearly}
