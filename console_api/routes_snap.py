@@ -63,7 +63,7 @@ def register(api: Api, snap: Any) -> None:
         body: RestoreBody = req.body
         req.audit(f"snap-snapshot:{body.snapshot}")
         job = await snap.restore(body)
-        req.audit(f"snap-snapshot:{body.snapshot}", after={"job": job.id, "target": job.progress.target})
+        req.audit(f"snap-snapshot:{body.snapshot}", after={"job": job.id, "target": job.target})
         return job.to_dict()
 
     @api.route("POST", "/api/snap/scrub", summary="Verify packs and blobs (a sample, or all)", role="admin",
