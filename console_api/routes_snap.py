@@ -66,6 +66,18 @@ def register(api: Api, snap: Any) -> None:
         req.audit(f"snap-snapshot:{body.snapshot}", after={"job": job.id, "target": job.target})
         return job.to_dict()
 
+    @api.route("GET", "/api/snap/shadows", summary="Shadow instances started by restores", tag="snap")
+    async def shadows(req: ApiRequest) -> list[dict[str, Any]]:
+        return snap.list_shadows()
+
+    @api.route("DELETE", "/api/snap/shadows/{name}", summary="Stop a shadow instance", role="admin",
+               action="snap.shadow.stop", tag="snap")
+    async def shadow_stop(req: ApiRequest) -> dict[str, Any]:
+        req.audit(f"service:{req.match['name']}")
+        before = await snap.stop_shadow(req.match["name"])
+        req.audit(f"service:{req.match['name']}", before=before)
+        return before
+
     @api.route("POST", "/api/snap/scrub", summary="Verify packs and blobs (a sample, or all)", role="admin",
                body=ScrubBody, action="snap.scrub", tag="snap")
     async def scrub(req: ApiRequest) -> dict[str, Any]:

@@ -162,10 +162,15 @@ def cmd_restore(args: argparse.Namespace) -> int:
         for d in ((err.get("details") or {}).get("damaged") or [])[:20]:
             print(f"damaged: /{d['path']}: {d['error']}", file=sys.stderr)
         _finish(job, args)
+    r = job["result"]
     if not args.json:
-        r = job["result"]
         print(f"restored {r['files']} files ({size(r['bytes'])}) of {r['snapshot'][:12]} into {r['target']}")
-    return 0
+    sh = r.get("shadow")
+    if sh and not args.json:
+        state = "healthy" if sh["healthy"] else f"NOT healthy ({sh['status']}: {sh.get('reason') or '-'})"
+        print(f"shadow instance {sh['name']} of {sh['service']}: {state}, {sh.get('url') or 'no endpoint'}")
+        print(f"stop it with: fsctl snap shadow rm {sh['name']}")
+    return 0 if not sh or sh["healthy"] else 1
 
 
 def cmd_scrub(args: argparse.Namespace) -> int:
@@ -202,6 +207,23 @@ def cmd_forget(args: argparse.Namespace) -> int:
              "reasons": ",".join(d["reasons"])} for d in decisions]
     table(rows, [("snapshot", "SNAPSHOT"), ("plan", "PLAN"), ("time", "TIME"), ("action", "ACTION"),
                  ("reasons", "KEPT BY")])
+    return 0
+
+
+def cmd_shadow_ls(args: argparse.Namespace) -> int:
+    shadows = _client(args).request("GET", "/api/snap/shadows")
+    if args.json:
+        emit_json(shadows)
+        return 0
+    table([{**x, "snapshot": x["snapshot"][:12], "healthy": "yes" if x["healthy"] else "no"} for x in shadows],
+          [("name", "NAME"), ("service", "SERVICE"), ("snapshot", "SNAPSHOT"), ("healthy", "HEALTHY"),
+           ("url", "URL"), ("target", "DATA")])
+    return 0
+
+
+def cmd_shadow_rm(args: argparse.Namespace) -> int:
+    before = _client(args).request("DELETE", f"/api/snap/shadows/{quote(args.name)}")
+    emit_json(before) if args.json else print(f"shadow instance {args.name} stopped (its restored data stays)")
     return 0
 
 
@@ -257,6 +279,13 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--force", action="store_true", help="write into a non-empty target")
     p.add_argument("--shadow", action="store_true", help="then start a shadow instance of the plan's service")
     p.set_defaults(func=cmd_restore)
+    shadow = ss.add_parser("shadow", help="shadow instances started by `restore --shadow`")
+    shs = shadow.add_subparsers(dest="shadow_command", required=True, metavar="SUBCOMMAND")
+    p = shs.add_parser("ls", parents=[common], help="list shadow instances")
+    p.set_defaults(func=cmd_shadow_ls)
+    p = shs.add_parser("rm", parents=[common], help="stop a shadow instance")
+    p.add_argument("name")
+    p.set_defaults(func=cmd_shadow_rm)
     p = ss.add_parser("scrub", parents=[common], help="verify the repository (exit 1 when damaged)")
     p.add_argument("--all", action="store_true", help="every pack (default: a 10%% sample)")
     p.set_defaults(func=cmd_scrub)

@@ -29,6 +29,7 @@ class SnapConfig(BaseModel):
     check_every_s: float = Field(default=30.0, ge=1.0, le=3600.0)  # how often the scheduler looks for due plans
     hook_timeout_s: float = Field(default=600.0, gt=0)
     auto_prune: bool = False  # prune after a run's retention removed snapshots
+    shadow_timeout_s: float = Field(default=60.0, gt=0, le=3600)  # for a shadow instance to become healthy
     nice: int = Field(default=10, ge=0, le=19)  # CPU priority of the job processes (higher: gentler)
 
     def repo_path(self, data_dir: Path) -> Path:

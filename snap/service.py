@@ -30,7 +30,8 @@ import structlog
 
 from core.bus import EventBus
 from core.clock import Clock, SystemClock
-from core.errors import Conflict, InfraError, NotFound
+from core.errors import BadRequest, Conflict, InfraError, NotFound, Unavailable
+from core.ports import ServiceLauncher
 from core.store import Store
 from core.tasks import TaskSet
 from snap.config import PlanBody, RestoreBody, SnapConfig
@@ -39,6 +40,7 @@ from snap.events import SnapDone, SnapFailed, SnapStarted
 from snap.plans import PlanRepo, policy_of
 from snap.repo import Repository
 from snap.schedule import due, next_runs
+from snap.shadow import shadow_name
 
 log = structlog.get_logger("snap.service")
 
@@ -75,7 +77,7 @@ class SnapService:
     name = "snap"
 
     def __init__(self, config: SnapConfig, data_dir: Path, store: Store, bus: EventBus, *,
-                 clock: Clock | None = None) -> None:
+                 clock: Clock | None = None, launcher: Callable[[], ServiceLauncher | None] = lambda: None) -> None:
         self.config = config
         self.data_dir = data_dir
         self.plans = PlanRepo(store)
@@ -88,6 +90,8 @@ class SnapService:
         self._tasks = TaskSet("snap")
         self._pool: ThreadPoolExecutor | None = None
         self._wake = asyncio.Event()
+        self._launcher = launcher
+        self.shadows: dict[str, dict[str, Any]] = {}
 
     # --- component ------------------------------------------------------------------------------
 
@@ -331,6 +335,9 @@ class SnapService:
         stamp = datetime.fromtimestamp(snap.time, UTC).strftime("%Y%m%dT%H%M%SZ")
         target = Path(body.target) if body.target else self.config.restore_dir(self.data_dir) / (
             f"{snap.plan or 'snapshot'}-{stamp}")
+        service, launcher = None, None
+        if body.shadow:
+            service, launcher = await self._shadow_check(snap.plan)
         job = self._new_job("restore")
         job.target = str(target)
 
@@ -342,10 +349,47 @@ class SnapService:
                 raise InfraError(f"restore of {snap.id[:12]} into {target}: {len(res['damaged'])} file(s) damaged "
                                  f"and not restored", code="snap_damaged", details=res,
                                  hint="run `fsctl snap scrub --all` for the full damage report")
+            if launcher is not None and service is not None:
+                path_map = {p: str(target) + p for p in snap.paths}
+                name = shadow_name(service)
+                info = dict(await launcher.start_copy(service, name, path_map, self.config.shadow_timeout_s))
+                eps = info.get("endpoints") or []
+                info.update(service=service, snapshot=snap.id, target=str(target),
+                            url=f"http://{eps[0]}/" if eps else None)
+                self.shadows[name] = info
+                res["shadow"] = info
+                log.info("shadow instance started", service=service, shadow=name, healthy=info.get("healthy"),
+                         url=info["url"])
             return res
 
         self._spawn(job, go())
         return job
+
+    async def _shadow_check(self, plan_name: str) -> tuple[str, ServiceLauncher]:
+        """The plan's service and the launcher, or a precise refusal before anything is restored."""
+        try:
+            plan = await self.plans.get(plan_name)
+        except NotFound:
+            raise BadRequest(f"--shadow needs the snapshot's plan {plan_name!r}, which no longer exists") from None
+        if not plan.get("service"):
+            raise BadRequest(f"plan {plan_name!r} names no service, so there is nothing to start a shadow of",
+                             hint="add the plan again with --service NAME")
+        launcher = self._launcher()
+        if launcher is None:
+            raise Unavailable("shadow instances need orch, which is not running in this server")
+        return plan["service"], launcher
+
+    def list_shadows(self) -> list[dict[str, Any]]:
+        return list(self.shadows.values())
+
+    async def stop_shadow(self, name: str) -> dict[str, Any]:
+        info = self.shadows.get(name)
+        launcher = self._launcher()
+        if info is None or launcher is None:
+            raise NotFound(f"no shadow instance {name!r}", hint="list them with `fsctl snap shadow ls`")
+        await launcher.stop_copy(name)
+        self.shadows.pop(name, None)
+        return info
 
     async def start_scrub(self, fraction: float) -> Job:
         job = self._new_job("scrub")

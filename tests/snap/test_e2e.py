@@ -128,3 +128,47 @@ def test_bad_input_and_viewers_are_refused(server_factory: Any, tmp_path: Path) 
     assert srv.api("POST", "/api/snap/plans", json={"name": "x", "paths": ["/srv"]}, token=tok).status_code == 403
     assert srv.api("POST", "/api/snap/prune", token=tok).status_code == 403
     assert srv.api("GET", "/api/snap/snapshots", token=None).status_code == 401
+
+
+def test_shadow_instance_boots_from_restored_data(server_factory: Any, tmp_path: Path) -> None:
+    srv = _server(server_factory, tmp_path)
+    data = tmp_path / "srv" / "data" / "notes"
+    data.mkdir(parents=True)
+    (data / "notes.txt").write_text("notes v1\nbuy milk\n")
+    app = Path(__file__).resolve().parents[2] / "examples" / "snap" / "notes_app.py"
+    spec = tmp_path / "notes.yaml"
+    spec.write_text(f"name: notes\ncmd: [python3, {app}, '${{PORT}}', {data}]\n"
+                    "ports: [{name: http, internal: auto}]\n"
+                    "healthcheck: {http: 'http://127.0.0.1:${PORT}/healthz', interval: 1s, timeout: 1s, retries: 2}\n")
+    out = srv.fsctl("service", "apply", "-f", str(spec), "--wait", "60", timeout=90)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert srv.fsctl("snap", "plan", "add", "--name", "notes-daily", "--paths", str(data),
+                     "--service", "notes").returncode == 0
+    assert srv.fsctl("snap", "run", "notes-daily", timeout=120).returncode == 0
+    sid = json.loads(srv.fsctl("snap", "ls", "--json").stdout)[0]["id"]
+    # the live data moves on after the backup; the shadow must serve what was backed up
+    (data / "notes.txt").write_text("notes v1\nbuy milk\nbuy eggs (after the backup)\n")
+
+    target = tmp_path / "restore" / "notes-check"
+    out = srv.fsctl("snap", "restore", "--id", sid, "--target", str(target), "--shadow", timeout=150)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "shadow instance notes-shadow of notes: healthy" in out.stdout
+    (shadow,) = srv.api("GET", "/api/snap/shadows").json()
+    assert shadow["healthy"] and shadow["url"].startswith("http://127.0.0.1:")
+    body = httpx.get(shadow["url"], timeout=5).text
+    assert f"data dir: {target}{data}" in body and "buy milk" in body and "eggs" not in body
+    live = srv.api("GET", "/api/services/notes").json()
+    assert live["endpoints"] != shadow["endpoints"]  # its own port, beside the live service
+
+    out = srv.fsctl("snap", "shadow", "rm", "notes-shadow")
+    assert out.returncode == 0, out.stderr
+    assert srv.api("GET", "/api/snap/shadows").json() == []
+    assert srv.api("GET", "/api/services/notes-shadow").status_code == 404
+
+    # a plan without a service cannot shadow: refused before anything is restored
+    assert srv.fsctl("snap", "plan", "add", "--name", "plain", "--paths", str(data)).returncode == 0
+    assert srv.fsctl("snap", "run", "plain", timeout=120).returncode == 0
+    plain = [s for s in json.loads(srv.fsctl("snap", "ls", "--json").stdout) if s["plan"] == "plain"][0]
+    out = srv.fsctl("snap", "restore", "--id", plain["id"], "--target", str(tmp_path / "x"), "--shadow")
+    assert out.returncode == 1 and "names no service" in out.stderr
+    assert not (tmp_path / "x").exists()
