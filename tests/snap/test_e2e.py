@@ -168,7 +168,7 @@ def test_shadow_instance_boots_from_restored_data(server_factory: Any, tmp_path:
     # a plan without a service cannot shadow: refused before anything is restored
     assert srv.fsctl("snap", "plan", "add", "--name", "plain", "--paths", str(data)).returncode == 0
     assert srv.fsctl("snap", "run", "plain", timeout=120).returncode == 0
-    plain = [s for s in json.loads(srv.fsctl("snap", "ls", "--json").stdout) if s["plan"] == "plain"][0]
+    plain = next(s for s in json.loads(srv.fsctl("snap", "ls", "--json").stdout) if s["plan"] == "plain")
     out = srv.fsctl("snap", "restore", "--id", plain["id"], "--target", str(tmp_path / "x"), "--shadow")
     assert out.returncode == 1 and "names no service" in out.stderr
     assert not (tmp_path / "x").exists()
