@@ -69,11 +69,12 @@ def run_restore(repo: Repository, snapshot_id: str, target: Path, *, sub_path: s
     dir_meta: list[Entry] = []
     restored: dict[str, str] = {}  # manifest path of an inode's first name -> where its data now is
     linked: dict[str, Entry] = {}  # first names of multiply-linked files outside the sub-path
-    with repo.lock("shared", f"restore {snap.id[:12]}"), \
+    with repo.lock("shared", f"restore {snap.id[:12]}") as lock, \
             ThreadPoolExecutor(max_workers=workers, thread_name_prefix="snap-restore") as pool:
         for line in iter_lines(repo, snap.tree):
             if cancel.is_set():
                 raise Cancelled()
+            lock.refresh()
             e = check_entry(line)
             p = e["path"]
             if not _under(p, sub):
