@@ -9,6 +9,9 @@ Each tool runs as its own process, as a user runs it: snap through `snap.runner`
 runs for a job), `restic` and `borg` with their defaults (restic: encrypted, zstd auto; borg:
 `-e none`, lz4). Snap is measured without encryption (its default) and with aes-256-gcm.
 
+4. the gate's p99 latency (requests it answers itself, paced at 200/s on one connection) on a running
+   `fsctl serve` without a backup, then while that server backs up the same data (issue: within 2x).
+
 Run: `make bench-snap` (or `.venv/bin/python bench/bench_snap.py --mib 100` for a quicker pass).
 Everything lives in a temp dir removed at the end; tools that are not installed are skipped.
 """
@@ -26,6 +29,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -173,10 +177,95 @@ def run_borg(work: Path, src: Path, change: callable) -> dict[str, float]:  # ty
     return {"first_s": t1, "size": size1, "second_s": t2, "size2": du(work / "borg"), "restore_s": t3}
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _p99(xs: list[float]) -> float:
+    return sorted(xs)[max(0, int(len(xs) * 0.99) - 1)]
+
+
+def gate_p99(work: Path, src: Path, seconds: float) -> dict[str, float]:
+    """p99 of the gate's own 404 answers (no backup, then during one) on a real `fsctl serve`."""
+    import httpx
+
+    data = work / "serve"
+    data.mkdir()
+    console, http_port, https_port = _free_port(), _free_port(), _free_port()
+    env = {**os.environ, "INFRACORE_LOG_FORMAT": "json", "INFRACORE_LOG_LEVEL": "warning",
+           "INFRACORE_PASSWORD_HASH_ROUNDS": "4"}
+    log = open(work / "serve.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "fsctl", "serve", "--data-dir", str(data), "--console",
+                             f"127.0.0.1:{console}", "--http-port", str(http_port), "--https-port", str(https_port)],
+                            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+    api = f"http://127.0.0.1:{console}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{api}/api/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError("fsctl serve did not start; see serve.log")
+            time.sleep(0.1)
+        password = (data / "initial-admin-password").read_text().strip()
+        token = httpx.post(f"{api}/api/auth/login", json={"username": "admin", "password": password}).json()["token"]
+        auth = {"Authorization": f"Bearer {token}"}
+        r = httpx.post(f"{api}/api/snap/plans", json={"name": "bench", "paths": [str(src)]}, headers=auth)
+        r.raise_for_status()
+
+        gate = httpx.Client(base_url=f"http://127.0.0.1:{http_port}", headers={"Host": "nobody.test"}, timeout=5)
+
+        def sample(until: Any) -> list[float]:
+            lat: list[float] = []
+            end = time.monotonic() + seconds
+            while time.monotonic() < end and len(lat) < 20_000 and not until():
+                t = time.perf_counter()
+                gate.get("/")
+                lat.append(time.perf_counter() - t)
+                time.sleep(max(0.0, 0.005 - (time.perf_counter() - t)))
+            return lat
+
+        base = sample(lambda: False)
+        job = httpx.post(f"{api}/api/snap/plans/bench/run", headers=auth).json()
+        state = {"done": False, "last": 0.0}
+
+        def finished() -> bool:
+            if time.monotonic() - state["last"] > 0.5:
+                state["last"] = time.monotonic()
+                j = httpx.get(f"{api}/api/snap/jobs/{job['id']}", headers=auth).json()
+                state["done"] = j["state"] != "running"
+            return bool(state["done"])
+
+        during = sample(finished)
+        while not finished():
+            time.sleep(0.2)
+        return {"base_p99_ms": _p99(base) * 1e3, "during_p99_ms": _p99(during) * 1e3, "base_n": len(base),
+                "during_n": len(during), "base_p50_ms": sorted(base)[len(base) // 2] * 1e3,
+                "during_p50_ms": sorted(during)[len(during) // 2] * 1e3}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--mib", type=int, default=300, help="size of the generated data (default 300 MiB)")
     ap.add_argument("--dir", type=Path, help="work directory (default: a temp dir, removed at the end)")
+    ap.add_argument("--gate-seconds", type=float, default=8.0,
+                    help="length of each gate latency sample (0: skip the gate part)")
+    ap.add_argument("--only-gate", action="store_true", help="only the gate latency part")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-snap-", dir=args.dir))
     try:
@@ -189,11 +278,13 @@ def main() -> int:
         if shutil.which("borg"):
             tools.append(("borg " + subprocess.run(["borg", "--version"], capture_output=True, text=True)
                           .stdout.split()[1], run_borg))
-        for name, fn in tools:
+        src = work / "src"
+        data_bytes = 0
+        for name, fn in [] if args.only_gate else tools:
             # every tool gets a fresh copy of the same data, changed the same way, at fresh paths
             src = work / "src"
             if src.exists():
-                shutil.rmtree(src)
+                shutil.rmtree(src, ignore_errors=True)
             src.mkdir()
             generate(src, args.mib)
             data_bytes = du(src)
@@ -208,6 +299,15 @@ def main() -> int:
             extra = " (verified)" if r.get("verified") else ""
             print(f"| {name} | {r['first_s']:.2f} s | {r['size'] / MB:.1f} MiB | {r['second_s']:.2f} s | "
                   f"{r['size2'] / MB:.1f} MiB | {r['restore_s']:.2f} s{extra} |")
+        if args.gate_seconds > 0:
+            shutil.rmtree(src, ignore_errors=True)
+            src.mkdir()
+            generate(src, args.mib)
+            g = gate_p99(work, src, args.gate_seconds)
+            print(f"\nGate latency on a running fsctl serve (its own 404s, paced 200/s): without a backup p50 "
+                  f"{g['base_p50_ms']:.2f} ms, p99 {g['base_p99_ms']:.2f} ms ({g['base_n']} requests); during the "
+                  f"first backup of the same data p50 {g['during_p50_ms']:.2f} ms, p99 {g['during_p99_ms']:.2f} ms "
+                  f"({g['during_n']} requests): ratio {g['during_p99_ms'] / g['base_p99_ms']:.2f}x (goal <= 2x)")
     finally:
         if args.dir is None:
             shutil.rmtree(work, ignore_errors=True)

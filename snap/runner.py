@@ -72,6 +72,22 @@ def execute(req: dict[str, Any], progress: Any, cancel: threading.Event) -> Any:
     raise InfraError(f"unknown snap operation {op!r}", code="bad_request")
 
 
+def _lower_io_priority() -> None:
+    """Best-effort I/O class, lowest level (what `ionice -c2 -n7` does), so the server's own disk writes
+    (state DB, logs) go first. Linux only (x86_64 and arm64 syscall numbers); elsewhere nothing happens."""
+    import ctypes
+    import platform
+
+    nr = {"x86_64": 251, "aarch64": 30}.get(platform.machine())
+    if nr is None:
+        return
+    ioprio_class_be, who_process = 2, 1
+    try:
+        ctypes.CDLL(None, use_errno=True).syscall(nr, who_process, 0, (ioprio_class_be << 13) | 7)
+    except (OSError, AttributeError):
+        pass
+
+
 def main() -> int:
     configure_logging(os.environ.get("INFRACORE_LOG_LEVEL", "info"), "json", sys.stderr)
     out = sys.stdout
@@ -86,6 +102,7 @@ def main() -> int:
             os.nice(int(req["nice"]))
         except OSError:
             pass
+        _lower_io_priority()
     cancel = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: cancel.set())
     progress: Any = Progress() if req.get("op") == "backup" else (
