@@ -32,10 +32,12 @@ class ScrubReport:
     missing_blobs: list[str] = field(default_factory=list)
     affected: list[dict[str, Any]] = field(default_factory=list)  # {"snapshot", "time", "plan", "paths": [...]}
     unreadable_snapshots: list[dict[str, str]] = field(default_factory=list)
+    damaged_index_files: list[str] = field(default_factory=list)  # rebuilt from the packs; prune replaces them
 
     @property
     def ok(self) -> bool:
-        return not (self.damaged_packs or self.damaged_blobs or self.missing_blobs or self.unreadable_snapshots)
+        return not (self.damaged_packs or self.damaged_blobs or self.missing_blobs or self.unreadable_snapshots
+                    or self.damaged_index_files)
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "ok": self.ok}
@@ -47,6 +49,7 @@ def scrub(repo: Repository, *, fraction: float = 1.0, seed: int | None = None) -
     rep = ScrubReport()
     with repo.lock("shared", "scrub") as lock:
         repo.load_index()
+        rep.damaged_index_files = list(repo.damaged_index_files)
         by_pack: dict[str, list[tuple[bytes, Any]]] = defaultdict(list)
         for bid, ref in repo.index.items():
             by_pack[ref.pack].append((bid, ref))

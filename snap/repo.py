@@ -79,6 +79,7 @@ class Repository:
         self.chunker_params = ChunkerParams.from_dict(config["chunker"])
         self.index: dict[bytes, BlobRef] = {}
         self._indexed_packs: set[str] = set()
+        self.damaged_index_files: list[str] = []
         self._tls_zstd = _ThreadLocalZstd()
 
     # --- opening -----------------------------------------------------------------------------------
@@ -178,13 +179,21 @@ class Repository:
         """(Re)load every index file, then index packs no index file mentions (an interrupted backup's)."""
         index: dict[bytes, BlobRef] = {}
         packs: set[str] = set()
+        damaged: list[str] = []
         for f in self.index_files():
-            doc = self._open_doc(f.read_bytes(), f"index {f.name}")
+            try:
+                doc = self._open_doc(f.read_bytes(), f"index {f.name}")
+            except (DamagedData, OSError) as e:
+                # the packs it described are re-indexed from their trailers below, as orphans
+                log.warning("index file damaged; re-indexing its packs", index=f.name, error=str(e))
+                damaged.append(f.name)
+                continue
             for p in doc["packs"]:
                 packs.add(p["id"])
                 for bid, btype, off, length, raw in p["blobs"]:
                     index.setdefault(bytes.fromhex(bid), BlobRef(p["id"], btype, off, length, raw))
         self.index, self._indexed_packs = index, packs
+        self.damaged_index_files = damaged
         orphans = [p for p in self.list_packs() if p not in packs]
         if orphans:
             recovered: dict[str, list[PackEntry]] = {}
