@@ -156,3 +156,38 @@ async def test_loop_keeps_ticking_during_a_backup(tmp_path: Path, service: SnapS
     print("loop lag p99 base", p99(base), "during", p99(during), "max", max(during))
     assert max(during) < 0.25, (p99(base), p99(during), max(during))
     assert p99(during) < max(3 * p99(base), 0.05), (p99(base), p99(during), max(during))
+
+
+async def test_stop_during_a_backup_interrupts_it_and_the_next_run_reuses(tmp_path: Path,
+                                                                          kernel: tuple[Store, EventBus]) -> None:
+    store, bus = kernel
+    src = tmp_path / "slow"
+    src.mkdir()
+    for i in range(4):
+        (src / f"f{i}").write_bytes(os.urandom(6 * 1024 * 1024))
+    (tmp_path / "data").mkdir()
+    cfg = SnapConfig(check_every_s=1.0)
+    svc = SnapService(cfg, tmp_path / "data", store, bus)
+    await svc.start()
+    await svc.add_plan(PlanBody(name="slow", paths=[str(src)], rate_limit_mb_s=6))  # ~4 s
+    job = await svc.run_plan("slow")
+    deadline = time.monotonic() + 60
+    while job.progress.get("stored_bytes", 0) < 10 * 1024 * 1024:  # two packs written, at least
+        assert time.monotonic() < deadline and job.state == "running", job.to_dict()
+        await asyncio.sleep(0.1)
+    await svc.stop(20)
+    assert job.state == "failed" and job.error["code"] == "cancelled"
+    (run,) = await svc.plans.runs()
+    assert run["state"] == "interrupted"
+
+    svc = SnapService(cfg, tmp_path / "data", store, bus)
+    await svc.start()
+    try:
+        await svc.add_plan(PlanBody(name="again", paths=[str(src)]))
+        job = await svc.run_plan("again")
+        await job.done.wait()
+        assert job.state == "done", job.error
+        stats = job.result["snapshot"]["stats"]
+        assert stats["new_bytes"] <= 24 * 1024 * 1024 - 8 * 1024 * 1024, stats  # what the first run wrote is reused
+    finally:
+        await svc.stop(10)
