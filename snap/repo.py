@@ -110,8 +110,9 @@ class Repository:
         return cls(path, config, crypto)
 
     @classmethod
-    def open(cls, path: Path, *, passphrase: bytes | None = None) -> Repository:
-        """Open an existing repository and load its index. CPU-heavy with encryption (scrypt)."""
+    def open(cls, path: Path, *, passphrase: bytes | None = None, load_index: bool = True) -> Repository:
+        """Open an existing repository and (unless told not to: every operation reloads it under its lock)
+        load its index. CPU-heavy with encryption (scrypt)."""
         try:
             config = json.loads((path / "config").read_bytes())
         except FileNotFoundError:
@@ -139,7 +140,8 @@ class Repository:
             else:
                 raise last or RepositoryError(f"{path}: no key files in keys/")
         repo = cls(path, config, crypto)
-        repo.load_index()
+        if load_index:
+            repo.load_index()
         return repo
 
     # --- files -------------------------------------------------------------------------------------

@@ -71,6 +71,7 @@ def run_restore(repo: Repository, snapshot_id: str, target: Path, *, sub_path: s
     linked: dict[str, Entry] = {}  # first names of multiply-linked files outside the sub-path
     with repo.lock("shared", f"restore {snap.id[:12]}") as lock, \
             ThreadPoolExecutor(max_workers=workers, thread_name_prefix="snap-restore") as pool:
+        repo.load_index()  # as it is now, under the lock
         for line in iter_lines(repo, snap.tree):
             if cancel.is_set():
                 raise Cancelled()

@@ -47,7 +47,8 @@ def execute(req: dict[str, Any], progress: Any, cancel: threading.Event) -> Any:
     passphrase = None
     if req.get("passphrase_file"):
         passphrase = Path(req["passphrase_file"]).read_bytes().rstrip(b"\n")
-    repo = Repository.open(Path(req["repo"]), passphrase=passphrase)
+    # every operation loads the index itself, under its lock
+    repo = Repository.open(Path(req["repo"]), passphrase=passphrase, load_index=False)
     p = req.get("params", {})
     op = req["op"]
     if op == "backup":

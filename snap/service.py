@@ -107,7 +107,8 @@ class SnapService:
         path = self.config.repo_path(self.data_dir)
         passphrase = self.config.passphrase()
         if (path / "config").exists():
-            return Repository.open(path, passphrase=passphrase)
+            # the server only lists snapshots; the index (large for a big repository) stays in the jobs
+            return Repository.open(path, passphrase=passphrase, load_index=False)
         return Repository.init(path, encryption=self.config.encryption, passphrase=passphrase)
 
     async def stop(self, drain_timeout_s: float) -> None:
