@@ -130,3 +130,21 @@ def test_encrypted_repository(tmp_path: Path, src: Path) -> None:
     # nothing readable at rest: the log's text appears in no pack
     for pack in again.list_packs():
         assert b"status=ok" not in again.pack_path(pack).read_bytes()
+
+
+def test_a_replaced_file_with_the_same_size_and_mtime_is_read_again(tmp_path: Path) -> None:
+    root = tmp_path / "d"
+    root.mkdir()
+    f = root / "config.db"
+    f.write_bytes(b"A" * 100_000)
+    os.utime(f, ns=(1_700_000_000_000_000_000,) * 2)
+    repo = Repository.init(tmp_path / "repo")
+    run_backup(repo, BackupRequest(paths=[str(root)], plan="p"))
+    tmp = root / "config.db.new"
+    tmp.write_bytes(b"B" * 100_000)  # same size, same mtime below, but a new inode (write + rename)
+    os.utime(tmp, ns=(1_700_000_000_000_000_000,) * 2)
+    os.replace(tmp, f)
+    snap = run_backup(repo, BackupRequest(paths=[str(root)], plan="p"))
+    assert snap.stats["unchanged_files"] == 0 and snap.stats["read_bytes"] == 100_000
+    assert run_restore(repo, snap.id, tmp_path / "r").ok
+    assert (tmp_path / "r" / str(f).lstrip("/")).read_bytes() == b"B" * 100_000
