@@ -34,6 +34,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from snap.config import SnapConfig  # noqa: E402
 from snap.repo import Repository  # noqa: E402
 
 MB = 1024 * 1024
@@ -118,8 +119,10 @@ def timed(argv: list[str], *, env: dict[str, str] | None = None, stdin: str | No
     return dt, r.stdout
 
 
-def run_snap(work: Path, src: Path, *, encrypted: bool, change: callable) -> dict[str, float]:  # type: ignore[valid-type]
-    repo = work / ("snap-enc" if encrypted else "snap")
+def run_snap(work: Path, src: Path, *, encrypted: bool, change: callable,  # type: ignore[valid-type]
+             cpus: int | None = None) -> dict[str, float]:
+    tag = f"{'enc' if encrypted else 'plain'}-{cpus or 'all'}"
+    repo = work / f"snap-{tag}"
     pf = work / "passphrase"
     pf.write_text("bench passphrase")
     Repository.init(repo, encryption="aes-256-gcm" if encrypted else "none",
@@ -127,7 +130,7 @@ def run_snap(work: Path, src: Path, *, encrypted: bool, change: callable) -> dic
 
     def job(op: str, params: dict) -> tuple[float, dict]:  # type: ignore[type-arg]
         req = {"op": op, "repo": str(repo), "passphrase_file": str(pf) if encrypted else None, "nice": 0,
-               "params": params}
+               "cpus": cpus, "params": params}
         dt, out = timed([sys.executable, "-m", "snap.runner"], stdin=json.dumps(req), cwd=ROOT,
                         env={"INFRACORE_LOG_LEVEL": "warning"})
         last = json.loads(out.strip().splitlines()[-1])
@@ -139,7 +142,7 @@ def run_snap(work: Path, src: Path, *, encrypted: bool, change: callable) -> dic
     size1 = du(repo)
     change()
     t2, snap2 = job("backup", {"paths": [str(src)], "plan": "bench"})
-    target = work / ("r-snap-enc" if encrypted else "r-snap")
+    target = work / f"r-snap-{tag}"
     t3, res = job("restore", {"snapshot": snap2["id"], "target": str(target)})
     assert res["ok"], res
     ok = tree_hash(target / str(src).lstrip("/")) == tree_hash(src)
@@ -270,8 +273,11 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="bench-snap-", dir=args.dir))
     try:
         results: dict[str, dict[str, float]] = {}
-        tools = [("snap", lambda w, s, c: run_snap(w, s, encrypted=False, change=c)),
-                 ("snap (aes-256-gcm)", lambda w, s, c: run_snap(w, s, encrypted=True, change=c))]
+        server_cpus = SnapConfig().job_cpu_count()  # what `fsctl serve` gives a job: all CPUs but one
+        tools = [(f"snap ({server_cpus or 'all'} CPU, as the server runs it)",
+                  lambda w, s, c: run_snap(w, s, encrypted=False, change=c, cpus=server_cpus)),
+                 ("snap (all CPUs)", lambda w, s, c: run_snap(w, s, encrypted=False, change=c)),
+                 ("snap (aes-256-gcm, all CPUs)", lambda w, s, c: run_snap(w, s, encrypted=True, change=c))]
         if shutil.which("restic"):
             tools.append(("restic " + subprocess.run(["restic", "version"], capture_output=True, text=True)
                           .stdout.split()[1], run_restic))

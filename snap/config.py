@@ -31,6 +31,14 @@ class SnapConfig(BaseModel):
     auto_prune: bool = False  # prune after a run's retention removed snapshots
     shadow_timeout_s: float = Field(default=60.0, gt=0, le=3600)  # for a shadow instance to become healthy
     nice: int = Field(default=10, ge=0, le=19)  # CPU priority of the job processes (higher: gentler)
+    # CPUs a job may use; default all but one (so the event loop and the gate always have one), 0 = all
+    job_cpus: int | None = Field(default=None, ge=0, le=4096)
+
+    def job_cpu_count(self) -> int:
+        if self.job_cpus is not None:
+            return self.job_cpus
+        n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        return max(1, n - 1) if n >= 2 else 0
 
     def repo_path(self, data_dir: Path) -> Path:
         return self.repository or data_dir / "snap" / "repo"

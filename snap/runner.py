@@ -7,7 +7,7 @@ threads were niced, since a descheduled thread can hold the GIL). In a child pro
 reads progress lines from a pipe, the child can run at a lower CPU priority, and a crash of the
 engine (or the kernel's OOM killer) cannot take the server down.
 
-Protocol: the request is one JSON object on stdin, `{"op", "repo", "passphrase_file", "nice",
+Protocol: the request is one JSON object on stdin, `{"op", "repo", "passphrase_file", "nice", "cpus",
 "params"}`. The child writes JSON lines on stdout: `{"progress": {...}}` about twice a second, then
 exactly one `{"result": ...}` or `{"error": {"code", "message", "details"}}`. Logs go to stderr as
 JSON lines. SIGTERM asks the operation to stop: a backup flushes and indexes what it wrote, then ends
@@ -73,6 +73,21 @@ def execute(req: dict[str, Any], progress: Any, cancel: threading.Event) -> Any:
     raise InfraError(f"unknown snap operation {op!r}", code="bad_request")
 
 
+def _limit_cpus(count: int | None) -> None:
+    """Run on `count` CPUs only (the highest-numbered ones), leaving the others to the server's loop.
+    Measured on the 2-core VM: the loop's wake-up lag p99 during a backup is 3.4-5.5 ms with the job on
+    both CPUs (nice 10 or SCHED_IDLE alike: the woken loop waits for the scheduler tick) and 0.3-1.1 ms
+    with the job on one. Before any thread starts: threads inherit the mask."""
+    if not count or not hasattr(os, "sched_setaffinity"):
+        return
+    cpus = sorted(os.sched_getaffinity(0))
+    if count < len(cpus):
+        try:
+            os.sched_setaffinity(0, set(cpus[-count:]))
+        except OSError:
+            pass
+
+
 def _lower_io_priority() -> None:
     """Best-effort I/O class, lowest level (what `ionice -c2 -n7` does), so the server's own disk writes
     (state DB, logs) go first. Linux only (x86_64 and arm64 syscall numbers); elsewhere nothing happens."""
@@ -104,6 +119,7 @@ def main() -> int:
         except OSError:
             pass
         _lower_io_priority()
+    _limit_cpus(req.get("cpus"))
     cancel = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: cancel.set())
     progress: Any = Progress() if req.get("op") == "backup" else (

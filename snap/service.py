@@ -209,7 +209,7 @@ class SnapService:
         """Run `op` in a `snap.runner` child; progress into `job.progress`; its result, or its error raised."""
         req = {"op": op, "repo": str(self.config.repo_path(self.data_dir)),
                "passphrase_file": str(self.config.passphrase_file) if self.config.passphrase_file else None,
-               "nice": self.config.nice, "params": params}
+               "nice": self.config.nice, "cpus": self.config.job_cpu_count(), "params": params}
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [_ROOT, os.environ.get("PYTHONPATH")]))}
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "snap.runner", stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
