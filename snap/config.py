@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 from pathlib import Path
 from typing import Any, Literal
 
@@ -115,6 +116,19 @@ class PlanBody(BaseModel):
         for p in v:
             if not p or "\0" in p or len(p) > 1024:
                 raise ValueError(f"exclude pattern {p!r} must be a non-empty glob (e.g. *.tmp or cache/*)")
+        return v
+
+    @field_validator("pre_hook", "post_hook")
+    @classmethod
+    def _hook(cls, v: str | None) -> str | None:
+        if v is None or not v.strip():
+            return None
+        try:
+            argv = shlex.split(v)
+        except ValueError as e:
+            raise ValueError(f"cannot be split into a command and its arguments ({e}); quote like a shell") from e
+        if not argv:
+            raise ValueError("is empty")
         return v
 
     @field_validator("cron")

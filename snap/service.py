@@ -253,7 +253,7 @@ class SnapService:
         """Start a backup of plan `name` now; returns its job at once. 409 when it is already running."""
         plan = await self.plans.get(name)
         if name in self._running_plans:
-            raise Conflict(f"plan {name!r} is already running", hint="watch it with `fsctl snap jobs`")
+            raise Conflict(f"plan {name!r} is already running", hint="watch it with `fsctl snap runs`")
         self._running_plans.add(name)  # no await between the check and this add
         now = self.clock.now()
         try:
@@ -280,8 +280,8 @@ class SnapService:
             msg = e.message if isinstance(e, InfraError) else (str(e) or type(e).__name__)
             cancelled = isinstance(e, asyncio.CancelledError) or getattr(e, "code", "") == "cancelled"
             state = "interrupted" if cancelled else "failed"
-            await self.plans.finish_run(run_id, self.clock.now(), state, error=msg)
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(Exception):  # the store may be closing; the next start marks it anyway
+                await self.plans.finish_run(run_id, self.clock.now(), state, error=msg)
                 await self.bus.publish(SnapFailed(plan=name, run_id=run_id, error=msg))
             log.error("backup failed", plan=name, run_id=run_id, error=msg)
             raise

@@ -115,6 +115,8 @@ def test_bad_input_and_viewers_are_refused(server_factory: Any, tmp_path: Path) 
     assert r.status_code == 400 and "keep_dialy" in r.text
     r = srv.api("POST", "/api/snap/plans", json={"name": "../x", "paths": ["/srv"]})
     assert r.status_code == 400
+    r = srv.api("POST", "/api/snap/plans", json={"name": "x", "paths": ["/srv"], "pre_hook": "sh -c 'unclosed"})
+    assert r.status_code == 400 and "quote like a shell" in r.text
     r = srv.api("POST", "/api/snap/plans", json={"name": "x", "paths": ["/"]})
     assert r.status_code == 400 and "refused" in r.text
     r = srv.api("POST", "/api/snap/restore", json={"snapshot": "../../etc"})
