@@ -13,7 +13,9 @@ import json
 import os
 import secrets
 import socket
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -302,7 +304,13 @@ class Repository:
 
 class BlobSaver:
     """Adds stored blobs to packs and packs to the repository, with an index file every
-    `INDEX_EVERY_PACKS` packs and at `flush()`. Used by one thread at a time."""
+    `INDEX_EVERY_PACKS` packs and at `flush()`. Used by one thread at a time.
+
+    Full packs are written (trailer, hash, write, fsync, rename) by one writer thread while the caller
+    goes on reading and chunking; at most `_MAX_WRITING` packs wait for it (back-pressure). A pack is
+    listed in an index file only after its write has finished, so the format's order holds."""
+
+    _MAX_WRITING = 2
 
     def __init__(self, repo: Repository, pack_target_bytes: int | None = None) -> None:
         self.repo = repo
@@ -310,6 +318,8 @@ class BlobSaver:
         self._pack = self._new_pack()
         self._pending: set[bytes] = set()
         self._unindexed: dict[str, list[PackEntry]] = {}
+        self._writing: deque[Future[tuple[str, list[PackEntry]]]] = deque()
+        self._writer: ThreadPoolExecutor | None = None
         self.stored_bytes = 0
         self.packs_written = 0
 
@@ -330,14 +340,22 @@ class BlobSaver:
             self._write_pack()
         return True
 
+    def _store(self, pack: PackBuilder) -> tuple[str, list[PackEntry]]:
+        return self.repo.write_file("packs", pack.finish(self.repo.crypto)).name, pack.entries
+
     def _write_pack(self) -> None:
-        if not len(self._pack):
-            return
-        data = self._pack.finish(self.repo.crypto)
-        path = self.repo.write_file("packs", data)
-        self._unindexed[path.name] = self._pack.entries
-        self.packs_written += 1
-        self._pack = self._new_pack()
+        if len(self._pack):
+            if self._writer is None:
+                self._writer = ThreadPoolExecutor(1, thread_name_prefix="snap-pack")
+            self._writing.append(self._writer.submit(self._store, self._pack))
+            self._pack = self._new_pack()
+        self._collect(self._MAX_WRITING)
+
+    def _collect(self, keep: int) -> None:
+        while len(self._writing) > keep or (self._writing and self._writing[0].done()):
+            name, entries = self._writing.popleft().result()
+            self._unindexed[name] = entries
+            self.packs_written += 1
         if len(self._unindexed) >= INDEX_EVERY_PACKS:
             self._write_index()
 
@@ -349,10 +367,22 @@ class BlobSaver:
             self._unindexed = {}
 
     def flush(self) -> None:
-        """Write the open pack and an index file for every pack not yet indexed. Call it also on failure,
-        so what was written is reused by the next run."""
-        self._write_pack()
-        self._write_index()
+        """Write the open pack, wait for the writer, and write an index file for every pack not yet
+        indexed. Call it also on failure, so what was written is reused by the next run."""
+        try:
+            self._write_pack()
+            self._collect(0)
+        finally:
+            # packs whose write finished are indexed even if another one failed
+            for fut in list(self._writing):
+                if fut.done() and fut.exception() is None:
+                    name, entries = fut.result()
+                    self._unindexed[name] = entries
+            self._writing.clear()
+            self._write_index()
+            if self._writer is not None:
+                self._writer.shutdown(wait=True)
+                self._writer = None
 
 
 class _ThreadLocalZstd:
