@@ -266,6 +266,12 @@ class SnapService:
         self._spawn(job, self._backup(plan, run_id, job, trigger))
         return job
 
+    async def _unmark(self, plan: dict[str, Any]) -> None:
+        """A run refused by the repository lock (a prune) did not happen: due again at the next pass."""
+        with contextlib.suppress(Exception):
+            await self.plans.mark_run(plan["name"], plan["last_run_at"])
+            self._wake.set()
+
     async def _backup(self, plan: dict[str, Any], run_id: int, job: Job, trigger: str) -> dict[str, Any]:
         name = plan["name"]
         await self.bus.publish(SnapStarted(plan=name, run_id=run_id, trigger=trigger))
@@ -280,6 +286,8 @@ class SnapService:
             msg = e.message if isinstance(e, InfraError) else (str(e) or type(e).__name__)
             cancelled = isinstance(e, asyncio.CancelledError) or getattr(e, "code", "") == "cancelled"
             state = "interrupted" if cancelled else "failed"
+            if getattr(e, "code", "") == "snap_locked":
+                await self._unmark(plan)
             with contextlib.suppress(Exception):  # the store may be closing; the next start marks it anyway
                 await self.plans.finish_run(run_id, self.clock.now(), state, error=msg)
                 await self.bus.publish(SnapFailed(plan=name, run_id=run_id, error=msg))

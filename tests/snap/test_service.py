@@ -191,3 +191,24 @@ async def test_stop_during_a_backup_interrupts_it_and_the_next_run_reuses(tmp_pa
         assert stats["new_bytes"] <= 24 * 1024 * 1024 - 8 * 1024 * 1024, stats  # what the first run wrote is reused
     finally:
         await svc.stop(10)
+
+
+async def test_a_run_refused_by_the_lock_is_due_again(tmp_path: Path, service: SnapService) -> None:
+    import json as _json
+    import socket
+
+    src = _src(tmp_path)
+    await service.add_plan(PlanBody(name="p", paths=[str(src)], cron="0 3 * * *"))
+    lock = service._repo().write_file("locks", _json.dumps(  # a prune of another process holds the repository
+        {"kind": "exclusive", "pid": os.getppid(), "hostname": socket.gethostname(), "time": time.time(),
+         "op": "prune"}).encode())
+    job = await service.run_plan("p")
+    await job.done.wait()
+    assert job.state == "failed" and job.error["code"] == "snap_locked"
+    assert "locked by prune" in job.error["message"]
+    (plan,) = await service.plans.list()
+    assert plan["last_run_at"] is None  # so the scheduler tries again at its next pass
+    lock.unlink()
+    job = await service.run_plan("p")
+    await job.done.wait()
+    assert job.state == "done", job.error
