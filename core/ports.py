@@ -220,3 +220,16 @@ class CertificateBoard:
 
     def on_wanted(self, fn: Callable[[frozenset[str]], None]) -> None:
         self._wanted_listeners.append(fn)
+
+
+class ServiceLauncher(Protocol):
+    """Runs a temporary copy of a service (snap's shadow instance after a restore; orch's wiring implements it)."""
+
+    async def start_copy(self, service: str, copy_name: str, path_map: Mapping[str, str],
+                         timeout_s: float) -> dict[str, object]:
+        """Apply `service`'s spec as `copy_name` (one replica, its own ports) with each `path_map` key replaced by
+        its value wherever it starts a path in the spec; wait until healthy or `timeout_s`. Returns
+        `{"name", "healthy", "status", "endpoints": ["host:port"], "reason"}`; leaves the copy running either way."""
+
+    async def stop_copy(self, copy_name: str) -> None:
+        """Stop and forget the copy. Idempotent."""

@@ -1,0 +1,257 @@
+"""The backup engine: walk the sources, cut files into chunks, hash and compress new chunks in worker
+threads, pack them, write the tree and then the snapshot (docs/snap-format.md, "Crash consistency").
+
+Synchronous: run it in a thread (the service does), never on the event loop. Hashing and compression
+run in a small thread pool (hashlib and zstd release the GIL); the calling thread reads files and
+writes packs. At most `2 * workers + 2` chunks are in flight, which bounds memory (≤ 4 MiB each).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import structlog
+
+from snap.chunker import Chunker
+from snap.errors import DamagedData
+from snap.pack import DATA, TREE
+from snap.repo import BlobSaver, Repository, SnapshotInfo, iter_lines
+from snap.tree import Entry, TreeWriter, check_entry, walk
+
+log = structlog.get_logger("snap.backup")
+
+
+class Cancelled(Exception):
+    """The backup was asked to stop; what it wrote stays and is reused by the next run."""
+
+
+@dataclass
+class BackupRequest:
+    paths: list[str]
+    plan: str = ""
+    excludes: list[str] = field(default_factory=list)
+    rate_limit_bytes_s: float | None = None
+    parent: str | None = "auto"  # "auto": the newest snapshot of the same plan and paths; None: none
+    workers: int = 2
+
+
+@dataclass
+class Progress:
+    """Live figures, updated by the backup thread and read by anyone (plain ints: torn reads are harmless)."""
+
+    files: int = 0
+    dirs: int = 0
+    bytes: int = 0  # bytes of file contents covered so far (read, or reused from the parent)
+    read_bytes: int = 0  # bytes actually read from disk
+    new_bytes: int = 0  # plaintext bytes of chunks the repository did not have
+    stored_bytes: int = 0  # bytes added to packs (compressed, sealed)
+    unchanged_files: int = 0
+    errors: list[str] = field(default_factory=list)
+    current: str = ""
+    started: float = 0.0
+    expected_bytes: int = 0  # the parent snapshot's size, for a progress bar (0: unknown)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["errors"] = self.errors[:50]
+        d["error_count"] = len(self.errors)
+        return d
+
+
+class _RateLimiter:
+    def __init__(self, bytes_per_s: float | None, cancel: threading.Event) -> None:
+        self.rate = bytes_per_s
+        self.cancel = cancel
+        self.t0 = time.monotonic()
+        self.done = 0
+
+    def take(self, n: int) -> None:
+        if not self.rate:
+            return
+        self.done += n
+        ahead = self.done / self.rate - (time.monotonic() - self.t0)
+        if ahead > 0:
+            self.cancel.wait(ahead)
+
+
+def find_parent(repo: Repository, plan: str, paths: list[str]) -> SnapshotInfo | None:
+    same = [s for s in repo.snapshots() if s.plan == plan and sorted(s.paths) == sorted(paths)]
+    return same[-1] if same else None
+
+
+def _parent_files(repo: Repository, parent: SnapshotInfo | None) -> dict[str, tuple[int, int, int, list[str]]]:
+    """path -> (size, mtime_ns, inode, chunks) of the parent's files: tuples, not entry dicts, to keep a
+    parent of a million files in a few hundred MB rather than gigabytes."""
+    if parent is None:
+        return {}
+    out: dict[str, tuple[int, int, int, list[str]]] = {}
+    try:
+        for line in iter_lines(repo, parent.tree):
+            e = check_entry(line)
+            if e["type"] == "file":
+                out[e["path"]] = (e["size"], e["mtime_ns"], e.get("inode", -1), e["chunks"])
+    except DamagedData as e:
+        log.warning("parent snapshot unreadable; reading every file", parent=parent.id, error=e.message)
+        return {}
+    return out
+
+
+def run_backup(repo: Repository, req: BackupRequest, *, now: float | None = None, progress: Progress | None = None,
+               cancel: threading.Event | None = None,
+               on_chunk: Callable[[], None] | None = None) -> SnapshotInfo:
+    """Back up `req.paths` into `repo` under a shared lock; returns the new snapshot.
+
+    Files that cannot be read are recorded in `stats.errors` and left out; the snapshot is still
+    written. On `cancel` (or any exception) the packs written so far are flushed and indexed, then
+    `Cancelled` (or the exception) propagates and no snapshot is written.
+    """
+    progress = progress or Progress()
+    cancel = cancel or threading.Event()
+    progress.started = time.time() if now is None else now
+    t0 = time.monotonic()
+    paths = sorted({os.path.normpath(os.path.abspath(p)) for p in req.paths})
+    with repo.lock("shared", f"backup {req.plan or paths}") as lock:
+        repo.load_index()  # packs of other runs since we opened, and of interrupted ones
+        parent = find_parent(repo, req.plan, paths) if req.parent == "auto" else (
+            repo.snapshot(req.parent) if req.parent else None)
+        old = _parent_files(repo, parent)
+        progress.expected_bytes = int(parent.stats.get("bytes", 0)) if parent else 0
+        saver = BlobSaver(repo)
+        chunker = Chunker(repo.chunker_params)
+        limiter = _RateLimiter(req.rate_limit_bytes_s, cancel)
+        tree_ids: list[str] = []
+
+        def emit_tree(chunk: bytes) -> None:
+            bid = repo.crypto.blob_id(chunk)
+            if not saver.known(bid):
+                saver.add(bid, TREE, repo.store_form(chunk), len(chunk))
+            tree_ids.append(bid.hex())
+
+        tree = TreeWriter(Chunker(repo.chunker_params), emit_tree)
+        pending: deque[Entry] = deque()  # entries in walk order, waiting for their chunks
+        inflight: deque[tuple[Future[tuple[bytes, int, bytes | None]], Entry, int]] = deque()
+        limit = 2 * req.workers + 2
+
+        def work(data: bytes) -> tuple[bytes, int, bytes | None]:
+            bid = repo.crypto.blob_id(data)
+            if saver.known(bid):  # a racy read is fine: at worst a chunk is compressed twice, stored once
+                return bid, len(data), None
+            return bid, len(data), repo.store_form(data)
+
+        def drain(keep: int) -> None:
+            while len(inflight) > keep:
+                fut, entry, i = inflight.popleft()
+                bid, raw_len, stored = fut.result()
+                entry["chunks"][i] = bid.hex()
+                if stored is not None and saver.add(bid, DATA, stored, raw_len):
+                    progress.new_bytes += raw_len
+                    progress.stored_bytes += len(stored)
+                entry["_wait"] -= 1
+            while pending and pending[0].get("_wait", 0) == 0:
+                e = pending.popleft()
+                e.pop("_wait", None)
+                tree.add(e)
+
+        def on_error(path: str, e: OSError) -> None:
+            progress.errors.append(f"{path}: {e.strerror or e}")
+            log.warning("cannot back up path", path=path, error=e.strerror or str(e))
+
+        try:
+            with ThreadPoolExecutor(max_workers=req.workers, thread_name_prefix="snap-hash") as pool:
+                for entry, abspath in walk(paths, req.excludes, on_error):
+                    if cancel.is_set():
+                        raise Cancelled()
+                    lock.refresh()
+                    progress.current = abspath
+                    if entry["type"] == "dir":
+                        progress.dirs += 1
+                    if entry["type"] != "file":
+                        pending.append(entry)
+                        drain(limit)
+                        continue
+                    progress.files += 1
+                    prev = old.get(entry["path"])
+                    if (prev is not None and prev[:3] == (entry["size"], entry["mtime_ns"], entry["inode"])
+                            and all(bytes.fromhex(c) in repo.index for c in prev[3])):
+                        entry["chunks"] = list(prev[3])
+                        progress.unchanged_files += 1
+                        progress.bytes += entry["size"]
+                        pending.append(entry)
+                        drain(limit)
+                        continue
+                    # _wait starts at 1 while the file is being read, so the entry cannot reach the tree
+                    # before its last chunk is known even if every submitted chunk is already done.
+                    entry["chunks"], entry["_wait"] = [], 1
+                    pending.append(entry)
+                    if _read_file(abspath, entry, chunker, pool, work, inflight, drain, limit, limiter,
+                                  progress, cancel, on_chunk):
+                        entry["_wait"] -= 1
+                    else:
+                        pending.remove(entry)  # vanished or unreadable: left out, error recorded
+                        _discard(inflight, entry)
+                        on_error(abspath, OSError("not a regular file any more, or unreadable"))
+                drain(0)
+                tree.close()
+            stats = {"files": progress.files, "dirs": progress.dirs, "bytes": progress.bytes,
+                     "read_bytes": progress.read_bytes, "new_bytes": progress.new_bytes,
+                     "stored_bytes": progress.stored_bytes, "unchanged_files": progress.unchanged_files,
+                     "errors": progress.errors[:100], "error_count": len(progress.errors),
+                     "duration_s": round(time.monotonic() - t0, 3)}
+        finally:
+            saver.flush()  # packs → index, even on failure: the next run reuses them
+        snap = repo.save_snapshot(time=progress.started, plan=req.plan, paths=paths,
+                                  parent=parent.id if parent else None, tree=tree_ids, stats=stats)
+        log.info("snapshot saved", snapshot=snap.id[:12], plan=req.plan, **{k: v for k, v in stats.items()
+                                                                            if k != "errors"})
+        return snap
+
+
+def _discard(inflight: deque, entry: Entry) -> None:  # type: ignore[type-arg]
+    for item in list(inflight):
+        if item[1] is entry:
+            inflight.remove(item)
+
+
+def _read_file(abspath: str, entry: Entry, chunker: Chunker, pool: ThreadPoolExecutor, work: Any,
+               inflight: deque, drain: Any, limit: int, limiter: _RateLimiter,  # type: ignore[type-arg]
+               progress: Progress, cancel: threading.Event, on_chunk: Any) -> bool:
+    try:
+        # O_NOFOLLOW | O_NONBLOCK: a file swapped for a symlink or a FIFO since the walk is not followed
+        # or waited on; fstat then confirms it is still a regular file.
+        fd = os.open(abspath, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return False
+    with os.fdopen(fd, "rb", buffering=0) as f:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return False
+        os.set_blocking(fd, True)
+        size = 0
+        try:
+            for i, data in enumerate(chunker.cut_stream(f)):
+                if cancel.is_set():
+                    raise Cancelled()
+                entry["chunks"].append("")
+                entry["_wait"] += 1
+                inflight.append((pool.submit(work, data), entry, i))
+                size += len(data)
+                progress.bytes += len(data)
+                progress.read_bytes += len(data)
+                limiter.take(len(data))
+                drain(limit)
+                if on_chunk:
+                    on_chunk()
+        except OSError:
+            return False
+    # The file may have changed while it was read: record what was read, with the times it had then.
+    entry["size"] = size
+    entry["mtime_ns"] = st.st_mtime_ns
+    return True
