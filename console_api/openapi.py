@@ -4,6 +4,7 @@ each route's body model, response schemas from `console_api.schemas` (or a route
 from __future__ import annotations
 
 import re
+import types
 import typing
 from typing import Any
 
@@ -61,6 +62,22 @@ def _model_of(spec: Any) -> tuple[type[BaseModel] | None, bool]:
     return None, False
 
 
+def _union_of(spec: Any) -> tuple[list[type[BaseModel]], str | None]:
+    """(models, discriminator) for `A | B` or `Annotated[A | B, Field(discriminator=...)]` of models;
+    ([], None) for anything else."""
+    discriminator = None
+    if typing.get_origin(spec) is typing.Annotated:
+        spec, *extra = typing.get_args(spec)
+        discriminator = next((getattr(e, "discriminator", None) for e in extra
+                              if isinstance(getattr(e, "discriminator", None), str)), None)
+    if typing.get_origin(spec) not in (typing.Union, types.UnionType):
+        return [], None
+    models = list(typing.get_args(spec))
+    if not all(isinstance(m, type) and issubclass(m, BaseModel) for m in models):
+        return [], None
+    return models, discriminator
+
+
 def _plain_schema(spec: Any) -> dict[str, Any]:
     if isinstance(spec, dict):
         return spec
@@ -83,6 +100,7 @@ def build_document(api: Any, *, version: str) -> dict[str, Any]:
         model, _ = _model_of(response_of(op))
         if model is not None:
             wanted.append((model, "serialization"))
+        wanted += [(m, "serialization") for m in _union_of(response_of(op))[0]]
     refs, defs = models_json_schema(list(dict.fromkeys(wanted)), ref_template=_REF,
                                     schema_generator=_Schemas)
     components: dict[str, Any] = {"Error": _ERROR, **defs.get("$defs", {})}
@@ -106,9 +124,16 @@ def build_document(api: Any, *, version: str) -> dict[str, Any]:
             ok = {"200": {"description": "success (undocumented shape)", "content": {op.response: {}}}}
         else:
             model, is_list = _model_of(spec)
+            members, discriminator = _union_of(spec)
             if model is not None:
                 schema = refs[(model, "serialization")]
                 schema = {"type": "array", "items": schema} if is_list else schema
+            elif members:
+                schema = {"oneOf": [refs[(m, "serialization")] for m in members]}
+                if discriminator:
+                    schema["discriminator"] = {"propertyName": discriminator, "mapping": {
+                        value: refs[(m, "serialization")]["$ref"] for m in members
+                        for value in typing.get_args(m.model_fields[discriminator].annotation)}}
             else:
                 schema = _plain_schema(spec)
             ok = {"200": {"description": "success", "content": {op.response: {"schema": schema}}}}

@@ -84,7 +84,7 @@ def test_every_operation_has_request_and_response_schemas():
                 missing.append(f"{method.upper()} {path}: no response schema (console_api/schemas.py)")
             if method in ("post", "put", "patch") and "requestBody" not in op:
                 # Actions on a resource named by the path take no body (start, stop, renew, totp...).
-                if not re.search(r"/(start|stop|restart|renew|totp|logout|recovery-codes)$", path):
+                if not re.search(r"/(start|stop|restart|renew|totp|logout|recovery-codes|run|prune)$", path):
                     missing.append(f"{method.upper()} {path}: no request schema")
     assert not missing, "\n".join(missing)
     # Every $ref resolves.
@@ -148,6 +148,56 @@ def test_real_responses_match_their_schemas(server):
         r = server.api("GET", url)
         assert r.status_code == 200, (url, r.text)
         TypeAdapter(spec).validate_python(r.json())
+
+
+def test_real_snap_responses_match_their_schemas(server, tmp_path):
+    """Snap's responses, jobs of every kind included (running and finished), against their models."""
+    import time
+
+    from pydantic import TypeAdapter
+
+    from console_api.openapi import response_of
+    from fsctl.openapi_dump import full_api
+
+    with tempfile.TemporaryDirectory() as tmp:
+        ops = {(op.method, op.path): op for op in asyncio.run(full_api(Path(tmp))).operations}
+
+    def check(method, path, url=None, **kw):
+        r = server.api(method, url or path, **kw)
+        assert r.status_code == 200, (method, url or path, r.text)
+        return TypeAdapter(response_of(ops[(method, path)])).validate_python(r.json())
+
+    def finished(job):
+        deadline = time.monotonic() + 120
+        while job.state == "running":
+            assert time.monotonic() < deadline, job
+            time.sleep(0.2)
+            job = check("GET", "/api/snap/jobs/{id}", f"/api/snap/jobs/{job.id}")
+        assert job.state == "done", job
+        return job
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.txt").write_text("hello\n" * 1000)
+    (src / "b.bin").write_bytes(bytes(range(256)) * 200)
+    check("POST", "/api/snap/plans", json={"name": "app", "paths": [str(src)], "cron": "0 3 * * *",
+                                           "keep_last": 1, "pre_hook": "true"})
+    assert check("GET", "/api/snap/plans")[0].next_runs
+    backup = check("POST", "/api/snap/plans/{name}/run", "/api/snap/plans/app/run")
+    check("GET", "/api/snap/status")
+    backup = finished(backup)
+    assert backup.result.snapshot.stats.files == 2
+    (snap,) = check("GET", "/api/snap/snapshots")
+    assert check("GET", "/api/snap/runs")[0].stats.files == 2
+    restore = finished(check("POST", "/api/snap/restore", json={"snapshot": snap.id,
+                                                                "target": str(tmp_path / "restored")}))
+    assert restore.result.ok and restore.result.files == 2
+    assert finished(check("POST", "/api/snap/scrub", json={"all": True})).result.ok
+    assert finished(check("POST", "/api/snap/forget", json={"dry_run": True})).result[0].keep
+    assert finished(check("POST", "/api/snap/prune")).result.packs_deleted == 0
+    assert check("GET", "/api/snap/shadows") == []
+    assert check("GET", "/api/snap/status").jobs == []
+    check("DELETE", "/api/snap/plans/{name}", "/api/snap/plans/app")
 
 
 def test_the_uis_copy_of_the_document_is_current():
