@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 
+from console_api.schemas_snap import Shadow
 from tests.e2e.test_events import sse_events
 from tests.snap.helpers import digest, make_tree
 
@@ -156,6 +157,7 @@ def test_shadow_instance_boots_from_restored_data(server_factory: Any, tmp_path:
     assert out.returncode == 0, out.stdout + out.stderr
     assert "shadow instance notes-shadow of notes: healthy" in out.stdout
     (shadow,) = srv.api("GET", "/api/snap/shadows").json()
+    Shadow.model_validate(shadow)  # what the OpenAPI document (and the UI's client) says it is
     assert shadow["healthy"] and shadow["url"].startswith("http://127.0.0.1:")
     body = httpx.get(shadow["url"], timeout=5).text
     assert f"data dir: {target}{data}" in body and "buy milk" in body and "eggs" not in body
