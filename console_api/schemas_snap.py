@@ -14,9 +14,13 @@ def _absent_if_none(v: Any) -> bool:
     return v is None
 
 
+def _no_default(schema: dict[str, Any]) -> None:
+    schema.pop("default", None)  # openapi-typescript would type a field with a default as always present
+
+
 # A key the handler leaves out rather than sending null: optional in the document (see console_api/openapi.py).
 def _omitted(description: str) -> Any:
-    return Field(default=None, exclude_if=_absent_if_none, description=description)
+    return Field(default=None, exclude_if=_absent_if_none, description=description, json_schema_extra=_no_default)
 
 
 class SnapPlan(Out):
