@@ -96,10 +96,14 @@ def _patterns(draw: st.DrawFn) -> str:
 
 @settings(max_examples=300, deadline=None)
 @given(_patterns(), st.text("ab1x ", max_size=12))
-def test_same_leftmost_match_as_pythons_re(pattern: str, text: str) -> None:
-    """For the syntax both share, RE2 finds exactly what `re` finds (leftmost-first semantics)."""
+def test_same_lines_match_as_with_pythons_re(pattern: str, text: str) -> None:
+    """For the syntax both share, a line matches with RE2 exactly when it does with `re`, at the same
+    start. (The end can differ in a corner: a star over an alternative that matches empty — Python ends
+    `(?:.)(?:a*|\\d)*` on "1a1" at 2, RE2 at 3; only whether a line matches is used.)"""
     m = re.search(pattern.encode(), text.encode())
-    assert UserRegex(pattern).search(text.encode()) == (m.span() if m else None), pattern
+    got = UserRegex(pattern).search(text.encode())
+    assert (got is None) == (m is None), pattern
+    assert got is None or m is None or got[0] == m.start(), pattern
 
 
 def _buf(*texts: str) -> bytes:
