@@ -4,8 +4,9 @@ on the bytes of just those blocks. Synchronous; the service runs it in a worker 
 A block is read whole and walked as chunk records and runs of line records (`logbus.records`); a
 chunk's stream is checked once for all its lines, and its lines are bare text. Keyword search lowercases
 ~64 KiB windows of whole lines and uses `bytes.find` (C speed) to jump from match to match; a regex
-without anchors or lookbehind is searched the same way and confirmed on the matching line's text alone.
-Only patterns that need line-at-a-time semantics (`^`, `$`, `\\A`, lookbehind) are run line by line.
+(RE2, `logbus.pattern`: linear time, the GIL released while it matches) without anchors is searched the
+same way and confirmed on the matching line's text alone. Only patterns that need line-at-a-time
+semantics (`^`, `$`, `\\A`, `\\z`, `\\b`) are run line by line.
 Matches in a line record's prefix (timestamp, stream, instance) never count.
 """
 
@@ -23,6 +24,8 @@ from typing import NamedTuple
 
 from logbus.format import TS_LEN, iso_bytes, record_dict, record_text_start
 from logbus.index import BlockRef, IndexReader
+from logbus.pattern import MAX_REGEX_CHARS as MAX_REGEX_CHARS
+from logbus.pattern import UserRegex
 from logbus.records import LineMeta, Seg, chunk_line_dict, expand_segs, line_meta, seek, segments
 from logbus.records import seek_ts as seek_ts
 
@@ -73,12 +76,10 @@ def decode_cursor(text: str) -> dict[str, Position]:
     return out
 
 
-MAX_REGEX_CHARS = 500
 _WINDOW = 64 * 1024
-# A quantified group containing a quantifier: the classic catastrophic-backtracking shape. `re` holds
-# the GIL while it matches, so one such pattern would stall the whole process (the proxy included).
-_NESTED_QUANTIFIER = re.compile(r"\((?:[^()\\]|\\.)*(?:[*+}]|\?(?!:|<|=|!|P))(?:[^()\\]|\\.)*\)[*+{]")
-_LINE_ANCHORED = re.compile(r"(?<!\\)[\^$]|\\[AZbB]|\(\?<[=!]")
+# Assertions that hold on a line's text alone, not inside a buffer of records (an escaped `\\^` too,
+# harmlessly: it then only takes the slower line-by-line path).
+_LINE_ANCHORED = re.compile(r"[\^$]|\\[AzbB]")
 
 
 class Matcher:
@@ -98,20 +99,10 @@ class Matcher:
                 self.kw = keyword.lower().encode()
             else:
                 self.kw_fold = keyword.casefold()
-        self.rx: re.Pattern[bytes] | None = None
+        self.rx: UserRegex | None = None
         self.rx_fast = False
         if regex:
-            if len(regex) > MAX_REGEX_CHARS:
-                raise ValueError(f"regex is {len(regex)} characters long; at most {MAX_REGEX_CHARS} are allowed")
-            if _NESTED_QUANTIFIER.search(regex):
-                raise ValueError(
-                    f"regex {regex!r} repeats a group that itself repeats (like (a+)+), which can take "
-                    "exponential time; rewrite it without the nesting"
-                )
-            try:
-                self.rx = re.compile(regex.encode())
-            except re.error as e:
-                raise ValueError(f"regex {regex!r} is invalid: {e}") from e
+            self.rx = UserRegex(regex)  # ValueError naming what is wrong
             self.rx_fast = not _LINE_ANCHORED.search(regex)
         self.tokens: frozenset[bytes] | None = None
         self.no_text_filter = not keyword and not regex
@@ -143,7 +134,7 @@ class Matcher:
             return False
         if self.kw_fold is not None and self.kw_fold not in text.decode("utf-8", "replace").casefold():
             return False
-        return not (self.rx is not None and self.rx.search(text) is None)
+        return self.rx is None or self.rx.search(text) is not None
 
     def spans(self, buf: bytes, lo: int, hi: int) -> Iterator[tuple[int, int]]:
         """(start, end) of each matching line record in buf[lo:hi], in order; lines end with `\\n`."""
@@ -211,9 +202,9 @@ class Matcher:
             m = self.rx.search(buf, pos, hi)
             if m is None:
                 return
-            ls = buf.rfind(b"\n", lo, m.start()) + 1 if m.start() > lo else lo
+            ls = buf.rfind(b"\n", lo, m[0]) + 1 if m[0] > lo else lo
             ls = max(ls, lo)
-            le = buf.find(b"\n", m.start(), hi) + 1 or hi
+            le = buf.find(b"\n", m[0], hi) + 1 or hi
             if le <= ls:  # an empty match right at a newline
                 le = buf.find(b"\n", ls, hi) + 1 or hi
             if (raw or self._token_ok(buf, ls)) and self._text_ok(buf, ls, le, raw):
