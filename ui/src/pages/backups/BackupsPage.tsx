@@ -179,9 +179,9 @@ function Snapshots({ snapshots, error, onRestore }: {
                 <td>{s.plan}</td>
                 <td><code title={s.id}>{s.id.slice(0, 12)}</code></td>
                 <td>{s.stats.files}</td>
-                <td data-testid="size">{bytes(s.stats.bytes)}</td>
+                <td data-testid="size" title={`${s.stats.bytes} bytes`}>{bytes(s.stats.bytes)}</td>
                 <td>{bytes(s.stats.new_bytes)}</td>
-                <td data-testid="stored">{bytes(s.stats.stored_bytes)}</td>
+                <td data-testid="stored" title={`${s.stats.stored_bytes} bytes`}>{bytes(s.stats.stored_bytes)}</td>
                 <td data-testid="dedup">{dedupRatio(s.stats.bytes, s.stats.stored_bytes)}</td>
                 <td>{s.stats.duration_s.toFixed(1)} s{s.stats.error_count > 0 && <Badge status="warn">{s.stats.error_count} errors</Badge>}</td>
                 <td>{isAdmin && <button type="button" className="btn small" onClick={() => onRestore(s)}>Restore…</button>}</td>
