@@ -79,6 +79,19 @@ def test_plan_run_snapshot_and_restore_through_the_wizard(page: Any, console: Ru
     assert len(restored) == 1, list(target.rglob("*"))
     assert restored[0].read_bytes() == payload
 
+    # Run again: the button is back, the unchanged file is reused (almost nothing stored), and removing
+    # the plan keeps its snapshots.
+    run_now = row.get_by_role("button", name="Run now")
+    expect(run_now).to_be_enabled()
+    run_now.click()
+    expect(page.locator("tr[data-snapshot]")).to_have_count(2, timeout=60_000)
+    second = int(page.locator("tr[data-snapshot]").first.get_by_test_id("stored").get_attribute("title").split()[0])
+    assert second < stored // 10, (second, stored)
+    page.once("dialog", lambda d: d.accept())
+    row.get_by_role("button", name="Remove").click()
+    expect(row).to_have_count(0)
+    expect(page.locator("tr[data-snapshot]")).to_have_count(2)
+
 
 def test_a_viewer_sees_no_mutating_controls_on_backups(page: Any, console: RunningServer,
                                                         tmp_path: Path) -> None:

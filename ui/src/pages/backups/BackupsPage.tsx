@@ -49,6 +49,13 @@ function Plans({ plans, error, reload, onRun }: {
   plans: Plan[] | undefined; error: unknown; reload: () => Promise<void>; onRun: () => void;
 }) {
   const [jobs, setJobs] = useState<Record<string, Job>>({});
+  const [running, setRunning] = useState<Set<string>>(new Set());
+  const setRun = (name: string, on: boolean) => setRunning((r) => {
+    const n = new Set(r);
+    if (on) n.add(name);
+    else n.delete(name);
+    return n;
+  });
   return (
     <Card title="Plans">
       <ErrorBox error={error} />
@@ -58,24 +65,25 @@ function Plans({ plans, error, reload, onRun }: {
           <tbody>
             {plans.map((p) => (
               <tr key={p.name} data-plan={p.name}>
-                <td><b>{p.name}</b>{p.service && <div className="muted">service {p.service}</div>}</td>
+                <td style={{ whiteSpace: "nowrap" }}><b>{p.name}</b>{p.service && <div className="muted">service {p.service}</div>}</td>
                 <td>{p.paths.map((x) => <div key={x}><code>{x}</code></div>)}</td>
-                <td>{p.cron ? <code>{p.cron}</code> : <span className="muted">on demand</span>}{!p.enabled && <Badge status="stopped">disabled</Badge>}</td>
-                <td data-testid="next-runs">{p.next_runs.length ? p.next_runs.map((t) => <div key={t}>{dateTime(t)}</div>) : <span className="muted">–</span>}</td>
+                <td style={{ whiteSpace: "nowrap" }}>{p.cron ? <code>{p.cron}</code> : <span className="muted">on demand</span>}{!p.enabled && <Badge status="stopped">disabled</Badge>}</td>
+                <td data-testid="next-runs" style={{ whiteSpace: "nowrap" }}>{p.next_runs.length ? p.next_runs.map((t) => <div key={t}>{dateTime(t)}</div>) : <span className="muted">–</span>}</td>
                 <td>{retention(p)}</td>
-                <td>{dateTime(p.last_run_at)}</td>
+                <td style={{ whiteSpace: "nowrap" }}>{dateTime(p.last_run_at)}</td>
                 <td>
                   <AdminOnly><div className="row">
-                    <ActionButton small kind="primary" disabled={jobs[p.name]?.state === "running"} onAction={async () => {
+                    <ActionButton small kind="primary" disabled={running.has(p.name)} onAction={async () => {
                       const job = await unwrap(api.POST("/api/snap/plans/{name}/run", { params: { path: { name: p.name } } }));
                       setJobs((js) => ({ ...js, [p.name]: job }));
+                      setRun(p.name, job.state === "running");
                     }}>Run now</ActionButton>
                     <ActionButton small kind="danger" confirm={`Remove the plan ${p.name}? Its snapshots stay.`} onAction={async () => {
                       await unwrap(api.DELETE("/api/snap/plans/{name}", { params: { path: { name: p.name } } }));
                       await reload();
                     }}>Remove</ActionButton>
                   </div></AdminOnly>
-                  {jobs[p.name] && <RunProgress key={jobs[p.name].id} job={jobs[p.name]} plan={p.name} onDone={() => { onRun(); void reload(); }} />}
+                  {jobs[p.name] && <RunProgress key={jobs[p.name].id} job={jobs[p.name]} plan={p.name} onDone={() => { setRun(p.name, false); onRun(); void reload(); }} />}
                 </td>
               </tr>
             ))}
@@ -175,7 +183,7 @@ function Snapshots({ snapshots, error, onRestore }: {
           <tbody>
             {newest.map((s) => (
               <tr key={s.id} data-snapshot={s.id}>
-                <td>{dateTime(s.time)}</td>
+                <td style={{ whiteSpace: "nowrap" }}>{dateTime(s.time)}</td>
                 <td>{s.plan}</td>
                 <td><code title={s.id}>{s.id.slice(0, 12)}</code></td>
                 <td>{s.stats.files}</td>

@@ -1,6 +1,6 @@
 // The restore wizard: the snapshot picked in the list → where (a new directory, the server's default,
 // or a shadow instance when the plan names a service) → confirm → progress → result (and the shadow's URL).
-import { useState } from "react";
+import { useEffect, useRef, useState } from "react";
 import { api, unwrap, type Schemas } from "../../api/client";
 import { ActionButton, Badge, Card, ErrorBox } from "../../components/ui";
 import { bytes, dateTime } from "../../lib/format";
@@ -20,11 +20,13 @@ export function RestoreWizard({ snapshot, plan, onClose }: {
   const suggested = `<restore root>/${snapshot.plan}-${stamp}`;
   const dirOk = where !== "dir" || dir.startsWith("/");
   const steps = ["Snapshot", "Target", "Confirm", "Restore"];
+  const box = useRef<HTMLDivElement>(null);
+  useEffect(() => box.current?.scrollIntoView({ block: "nearest" }), [snapshot.id]);
   const at = { target: 1, confirm: 2, run: 3 }[step];
   return (
     <Card title={`Restore snapshot ${snapshot.id.slice(0, 12)}`} className="restore-wizard"
       actions={<button type="button" className="btn small" onClick={onClose}>Close</button>}>
-      <div role="region" aria-label="Restore wizard">
+      <div role="region" aria-label="Restore wizard" ref={box}>
         <ol className="row" style={{ listStyle: "none", padding: 0, gap: 14 }} aria-label="Steps">
           {steps.map((s, i) => <li key={s} aria-current={i === at ? "step" : undefined} className={i === at ? "" : "muted"}>{i + 1}. {s}</li>)}
         </ol>
