@@ -115,3 +115,23 @@ def test_a_viewer_sees_no_mutating_controls_on_backups(page: Any, console: Runni
     assert page.get_by_role("button", name=mutating).count() == 0
     assert page.get_by_role("form", name="Add plan").count() == 0
     shot(page, "viewer-backups")
+
+
+def test_run_now_shows_live_progress(page: Any, console: RunningServer, tmp_path: Path) -> None:
+    # A rate-limited plan (1 MB/s over 4 MB) runs long enough for the page to show its progress.
+    (tmp_path / "big.bin").write_bytes(os.urandom(4_000_000))
+    r = console.api("POST", "/api/snap/plans", json={"name": "slow", "paths": [str(tmp_path)],
+                                                      "rate_limit_mb_s": 1})
+    assert r.status_code == 200, r.text
+    login(page, "admin", console.admin_password, "/backups")
+    row = page.locator("tr[data-plan=slow]")
+    row.get_by_role("button", name="Run now").click()
+    run = page.get_by_test_id("run-slow")
+    expect(run).to_have_attribute("data-state", "running")
+    expect(run.get_by_role("progressbar", name="Backup progress")).to_be_visible()
+    expect(run).to_contain_text(re.compile(r"Backing up slow: \d+ files · [\d.]+ [KM]i?B read"))
+    expect(row.get_by_role("button", name="Run now")).to_be_disabled()
+    shot(page, "backups-running")
+    expect(run).to_have_attribute("data-state", "done", timeout=60_000)
+    expect(row.get_by_role("button", name="Run now")).to_be_enabled()
+    expect(page.locator("tr[data-snapshot]").filter(has_text="slow")).to_have_count(1)

@@ -1,6 +1,6 @@
 // Backups (snap): plans with their cron and next runs, add/remove (admin), run now with live progress,
 // snapshots with sizes and dedup ratio, and the restore wizard (a directory or a shadow instance).
-import { useState, type FormEvent } from "react";
+import { Fragment, useState, type FormEvent } from "react";
 import { api, unwrap, type Schemas } from "../../api/client";
 import { AdminOnly, useAuth } from "../../auth/AuthContext";
 import { ActionButton, Badge, Card, Empty, ErrorBox, Spinner } from "../../components/ui";
@@ -64,14 +64,14 @@ function Plans({ plans, error, reload, onRun }: {
           <thead><tr><th>Name</th><th>Paths</th><th>Schedule</th><th>Next runs</th><th>Retention</th><th>Last run</th><th /></tr></thead>
           <tbody>
             {plans.map((p) => (
-              <tr key={p.name} data-plan={p.name}>
+              <Fragment key={p.name}><tr data-plan={p.name}>
                 <td style={{ whiteSpace: "nowrap" }}><b>{p.name}</b>{p.service && <div className="muted">service {p.service}</div>}</td>
-                <td>{p.paths.map((x) => <div key={x}><code>{x}</code></div>)}</td>
+                <td style={{ maxWidth: 300, overflowWrap: "anywhere" }}>{p.paths.map((x) => <div key={x}><code>{x}</code></div>)}</td>
                 <td style={{ whiteSpace: "nowrap" }}>{p.cron ? <code>{p.cron}</code> : <span className="muted">on demand</span>}{!p.enabled && <Badge status="stopped">disabled</Badge>}</td>
                 <td data-testid="next-runs" style={{ whiteSpace: "nowrap" }}>{p.next_runs.length ? p.next_runs.map((t) => <div key={t}>{dateTime(t)}</div>) : <span className="muted">–</span>}</td>
                 <td>{retention(p)}</td>
                 <td style={{ whiteSpace: "nowrap" }}>{dateTime(p.last_run_at)}</td>
-                <td>
+                <td style={{ whiteSpace: "nowrap" }}>
                   <AdminOnly><div className="row">
                     <ActionButton small kind="primary" disabled={running.has(p.name)} onAction={async () => {
                       const job = await unwrap(api.POST("/api/snap/plans/{name}/run", { params: { path: { name: p.name } } }));
@@ -83,9 +83,14 @@ function Plans({ plans, error, reload, onRun }: {
                       await reload();
                     }}>Remove</ActionButton>
                   </div></AdminOnly>
-                  {jobs[p.name] && <RunProgress key={jobs[p.name].id} job={jobs[p.name]} plan={p.name} onDone={() => { setRun(p.name, false); onRun(); void reload(); }} />}
                 </td>
               </tr>
+              {jobs[p.name] && (
+                <tr><td colSpan={7} style={{ borderTop: "none", paddingTop: 0 }}>
+                  <RunProgress key={jobs[p.name].id} job={jobs[p.name]} plan={p.name} onDone={() => { setRun(p.name, false); onRun(); void reload(); }} />
+                </td></tr>
+              )}
+              </Fragment>
             ))}
           </tbody>
         </table></div>
@@ -100,17 +105,17 @@ function RunProgress({ job: initial, plan, onDone }: { job: Job; plan: string; o
   const prog = backupProgress(job);
   if (!job) return null;
   return (
-    <div className="stack" style={{ gap: 4, marginTop: 6, minWidth: 220 }} data-testid={`run-${plan}`} data-state={job.state}>
+    <div className="row" style={{ gap: 10, marginTop: 2 }} data-testid={`run-${plan}`} data-state={job.state}>
       {job.state === "running" && (
         <>
           {prog && prog.expected_bytes > 0
             ? <progress max={prog.expected_bytes} value={Math.min(prog.bytes, prog.expected_bytes)} aria-label="Backup progress" />
             : <progress aria-label="Backup progress" />}
-          <span className="muted">{prog ? `${prog.files} files · ${bytes(prog.bytes)} read · ${bytes(prog.new_bytes)} new` : "starting…"}</span>
+          <span className="muted">Backing up {plan}: {prog ? `${prog.files} files · ${bytes(prog.bytes)} read · ${bytes(prog.new_bytes)} new` : "starting…"}</span>
         </>
       )}
       {job.state === "done" && job.kind === "backup" && job.result && (
-        <span><Badge status="ok">done</Badge> snapshot <code>{job.result.snapshot.id.slice(0, 12)}</code> · {bytes(job.result.snapshot.stats.new_bytes)} new</span>
+        <span><Badge status="ok">done</Badge> {plan}: snapshot <code>{job.result.snapshot.id.slice(0, 12)}</code> · {bytes(job.result.snapshot.stats.new_bytes)} new</span>
       )}
       {job.state === "failed" && (
         <div className="error" role="alert">
