@@ -96,7 +96,8 @@ function RestoreRun({ job: initial }: { job: Job }) {
           )}
           {res.shadow && (
             <span data-testid="shadow">Shadow <b>{res.shadow.name}</b> <Badge status={res.shadow.healthy ? "healthy" : "failed"}>{res.shadow.healthy ? "healthy" : res.shadow.status}</Badge>
-              {res.shadow.url ? <> at <a href={res.shadow.url} target="_blank" rel="noreferrer">{res.shadow.url}</a></> : <span className="muted"> {res.shadow.reason}</span>}</span>
+              {res.shadow.url ? <> at <a href={res.shadow.url} target="_blank" rel="noreferrer">{res.shadow.url}</a></> : <span className="muted"> {res.shadow.reason}</span>}{" "}
+              <ShadowStop name={res.shadow.name} /></span>
           )}
         </div>
       )}
@@ -108,5 +109,16 @@ function RestoreRun({ job: initial }: { job: Job }) {
       )}
       <ErrorBox error={error} />
     </div>
+  );
+}
+
+function ShadowStop({ name }: { name: string }) {
+  const [stopped, setStopped] = useState(false);
+  if (stopped) return <Badge status="stopped">stopped</Badge>;
+  return (
+    <ActionButton small kind="danger" confirm={`Stop the shadow instance ${name}?`} onAction={async () => {
+      await unwrap(api.DELETE("/api/snap/shadows/{name}", { params: { path: { name } } }));
+      setStopped(true);
+    }}>Stop shadow</ActionButton>
   );
 }
