@@ -11,7 +11,9 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import RunningServer
+import httpx
+
+from tests.conftest import ROOT, RunningServer
 from tests.ui.conftest import login, shot
 
 pytest.importorskip("playwright")
@@ -135,3 +137,48 @@ def test_run_now_shows_live_progress(page: Any, console: RunningServer, tmp_path
     expect(run).to_have_attribute("data-state", "done", timeout=60_000)
     expect(row.get_by_role("button", name="Run now")).to_be_enabled()
     expect(page.locator("tr[data-snapshot]").filter(has_text="slow")).to_have_count(1)
+
+
+def test_restore_wizard_starts_a_shadow_instance(page: Any, console: RunningServer, tmp_path: Path) -> None:
+    data = tmp_path / "notes"
+    data.mkdir()
+    (data / "notes.txt").write_text("notes v1\nbuy milk\n")
+    app = ROOT / "examples" / "snap" / "notes_app.py"
+    spec = tmp_path / "notes.yaml"
+    spec.write_text(f"name: notes\ncmd: [python3, {app}, '${{PORT}}', {data}]\n"
+                    "ports: [{name: http, internal: auto}]\n"
+                    "healthcheck: {http: 'http://127.0.0.1:${PORT}/healthz', interval: 1s, timeout: 1s, retries: 2}\n")
+    out = console.fsctl("service", "apply", "-f", str(spec), "--wait", "60", timeout=90)
+    assert out.returncode == 0, out.stdout + out.stderr
+    r = console.api("POST", "/api/snap/plans", json={"name": "notes-daily", "paths": [str(data)], "service": "notes"})
+    assert r.status_code == 200, r.text
+    login(page, "admin", console.admin_password, "/backups")
+    row = page.locator("tr[data-plan=notes-daily]")
+    expect(row).to_contain_text("service notes")
+    row.get_by_role("button", name="Run now").click()
+    expect(page.get_by_test_id("run-notes-daily")).to_have_attribute("data-state", "done", timeout=60_000)
+    (data / "notes.txt").write_text("notes v1\nbuy milk\nbuy eggs (after the backup)\n")
+
+    target = tmp_path / "restore" / "notes-check"
+    page.locator("tr[data-snapshot]").filter(has_text="notes-daily").get_by_role("button", name="Restore…").click()
+    wizard = page.get_by_role("region", name="Restore wizard")
+    wizard.get_by_label("A new directory").check()
+    wizard.get_by_label("Target directory").fill(str(target))
+    wizard.get_by_label(re.compile("Start a shadow instance of notes")).check()
+    wizard.get_by_role("button", name="Next").click()
+    expect(wizard).to_contain_text("and start a shadow instance of notes")
+    wizard.get_by_role("button", name="Restore", exact=True).click()
+    expect(page.get_by_test_id("restore-run")).to_have_attribute("data-state", "done", timeout=150_000)
+    shadow = page.get_by_test_id("shadow")
+    expect(shadow).to_contain_text("notes-shadow")
+    expect(shadow).to_contain_text("healthy")
+    url = shadow.get_by_role("link").get_attribute("href")
+    assert url and url.startswith("http://127.0.0.1:")
+    body = httpx.get(url, timeout=5).text
+    assert "buy milk" in body and "eggs" not in body  # what was backed up, not the live data
+    shot(page, "backups-shadow")
+    page.once("dialog", lambda d: d.accept())
+    shadow.get_by_role("button", name="Stop shadow").click()
+    expect(shadow).to_contain_text("stopped")
+    assert console.api("GET", "/api/snap/shadows").json() == []
+    assert console.fsctl("service", "rm", "notes").returncode == 0

@@ -6,7 +6,7 @@ import { ActionButton, Badge, Card, ErrorBox } from "../../components/ui";
 import { bytes, dateTime } from "../../lib/format";
 import { restoreProgress, useJob, type Job } from "./useJob";
 
-type Where = "default" | "dir" | "shadow";
+type Where = "default" | "dir";
 
 export function RestoreWizard({ snapshot, plan, onClose }: {
   snapshot: Schemas["Snapshot"]; plan: Schemas["SnapPlan"] | null; onClose: () => void;
@@ -14,6 +14,7 @@ export function RestoreWizard({ snapshot, plan, onClose }: {
   const [step, setStep] = useState<"target" | "confirm" | "run">("target");
   const [where, setWhere] = useState<Where>("default");
   const [dir, setDir] = useState("");
+  const [shadow, setShadow] = useState(false);
   const [job, setJob] = useState<Job | null>(null);
   const service = plan?.service ?? null;
   const stamp = new Date(snapshot.time * 1000).toISOString().slice(0, 19).replace(/[:T]/g, "-");
@@ -43,8 +44,8 @@ export function RestoreWizard({ snapshot, plan, onClose }: {
               </label>
             )}
             {service && (
-              <label className="row"><input type="radio" name="where" checked={where === "shadow"} onChange={() => setWhere("shadow")} />
-                A shadow instance of <b>{service}</b> (restore to the default location, start a copy on a spare port, health-check it)</label>
+              <label className="row"><input type="checkbox" checked={shadow} onChange={(e) => setShadow(e.target.checked)} />
+                Start a shadow instance of <b>{service}</b> from it (a copy on a spare port, health-checked)</label>
             )}
             {!dirOk && <div className="error" role="alert">The target must be an absolute path (e.g. /srv/restore/app).</div>}
             <div className="row"><button type="button" className="btn primary" disabled={!dirOk || (where === "dir" && !dir)} onClick={() => setStep("confirm")}>Next</button></div>
@@ -54,12 +55,12 @@ export function RestoreWizard({ snapshot, plan, onClose }: {
           <div className="stack" style={{ gap: 8 }}>
             <p>Restore <code>{snapshot.id.slice(0, 12)}</code> of <b>{snapshot.plan}</b> into{" "}
               {where === "dir" ? <code>{dir}</code> : <code>{suggested}</code>}
-              {where === "shadow" && <> and start a shadow instance of <b>{service}</b></>}. An existing non-empty directory is refused.</p>
+              {shadow && <> and start a shadow instance of <b>{service}</b></>}. An existing non-empty directory is refused.</p>
             <div className="row">
               <button type="button" className="btn" onClick={() => setStep("target")}>Back</button>
               <ActionButton kind="primary" onAction={async () => {
                 const j = await unwrap(api.POST("/api/snap/restore", {
-                  body: { snapshot: snapshot.id, target: where === "dir" ? dir : null, shadow: where === "shadow", path: null, force: false },
+                  body: { snapshot: snapshot.id, target: where === "dir" ? dir : null, shadow: shadow && service != null, path: null, force: false },
                 }));
                 setJob(j);
                 setStep("run");
