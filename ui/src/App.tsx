@@ -15,6 +15,7 @@ const Logs = lazy(() => import("./pages/logs/LogsPage"));
 const Monitoring = lazy(() => import("./pages/metrics/MetricsPage"));
 const Security = lazy(() => import("./pages/security/SecurityPage"));
 const Settings = lazy(() => import("./pages/settings/SettingsPage"));
+const Backups = lazy(() => import("./pages/backups/BackupsPage"));
 
 // Client routes avoid /metrics (the Prometheus exposition) and /api.
 export const NAV = [
@@ -23,6 +24,7 @@ export const NAV = [
   { to: "/gateway", label: "Gateway" },
   { to: "/logs", label: "Logs" },
   { to: "/monitoring", label: "Metrics & alerts" },
+  { to: "/backups", label: "Backups" },
   { to: "/security", label: "Security" },
   { to: "/settings", label: "Settings" },
 ];
@@ -106,6 +108,7 @@ function Shell() {
                 <Route path="/gateway" element={<Gateway />} />
                 <Route path="/logs" element={<Logs />} />
                 <Route path="/monitoring" element={<Monitoring />} />
+                <Route path="/backups" element={<Backups />} />
                 <Route path="/security" element={<Security />} />
                 <Route path="/settings" element={<Settings />} />
                 <Route path="*" element={<ErrorBox error={new Error("There is no such page.")} />} />

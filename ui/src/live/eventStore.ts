@@ -35,7 +35,7 @@ export interface StoreOptions {
 export const EVENT_TYPES = [
   "service.status.changed", "service.applied", "service.removed", "service.restart.requested",
   "service.instance.exited", "service.instance.health", "service.instance.adopted", "deploy.finished",
-  "route.changed", "cert.issued", "cert.expiring", "cert.failed", "snap.done", "alert.triggered",
+  "route.changed", "cert.issued", "cert.expiring", "cert.failed", "snap.started", "snap.done", "snap.failed", "alert.triggered",
   "alert.resolved", "alert.firing", "token.created", "user.added", "user.removed",
 ];
 
