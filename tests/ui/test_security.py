@@ -100,8 +100,12 @@ def test_the_scan_shows_findings_with_fixes_and_takes_new_ones_live(page: Any, c
     scan = page.get_by_test_id("scan")
     mine = scan.locator('[data-id="platform.admin_no_2fa.admin"]')
     expect(mine).to_contain_text("Admin 'admin' logs in without two-factor authentication")
-    expect(mine.get_by_test_id("fix")).to_have_text("`fsctl user totp enable admin`")
+    expect(mine.get_by_test_id("fix")).to_have_text("fsctl user totp enable admin")
     expect(page.get_by_test_id("scan-summary")).to_contain_text("Scanned")
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    mine.get_by_role("button", name="Copy fix").click()
+    expect(mine.get_by_role("button", name="Copied")).to_be_visible()
+    assert page.evaluate("navigator.clipboard.readText()") == "fsctl user totp enable admin"  # the command alone
     # Grouped by severity, most severe first.
     order = ["critical", "high", "medium", "low", "info"]
     shown = [s for s in scan.locator("h3 [data-severity]").evaluate_all("els => els.map(e => e.dataset.severity)")]
@@ -121,7 +125,7 @@ def test_the_scan_shows_findings_with_fixes_and_takes_new_ones_live(page: Any, c
     late = scan.locator('[data-id="platform.admin_no_2fa.late-admin"]')
     expect(late).to_contain_text("late-admin")
     expect(late).to_contain_text("new")
-    expect(late.get_by_test_id("fix")).to_have_text("`fsctl user totp enable late-admin`")
+    expect(late.get_by_test_id("fix")).to_have_text("fsctl user totp enable late-admin")
     assert time.monotonic() - t0 < 15
     scan.scroll_into_view_if_needed()
     shot(page, "security-scan")

@@ -6,7 +6,7 @@ import { Card, Empty, ErrorBox, Spinner } from "../../components/ui";
 import { dateTime } from "../../lib/format";
 import { useEvent } from "../../live/LiveContext";
 import { CopyButton } from "./copy";
-import { findingFromEvent, groupBySeverity, SEVERITIES, type Severity } from "./findings";
+import { findingFromEvent, fixParts, fixToCopy, groupBySeverity, SEVERITIES, type Severity } from "./findings";
 
 const TONE: Record<Severity, string> = { critical: "sev-critical", high: "bad", medium: "warn", low: "info", info: "" };
 
@@ -65,8 +65,10 @@ export function ScanCard() {
                     )}
                     <div className="fix">
                       <span className="muted">Fix:</span>
-                      <code className="mono" data-testid="fix">{f.fix}</code>
-                      <CopyButton text={f.fix} label="Copy fix" />
+                      <span data-testid="fix" data-fix={f.fix}>
+                        {fixParts(f.fix).map((p, i) => (i % 2 === 1 ? <code key={i} className="mono">{p}</code> : <span key={i}>{p}</span>))}
+                      </span>
+                      <CopyButton text={fixToCopy(f.fix)} label="Copy fix" />
                     </div>
                   </div>
                 ))}

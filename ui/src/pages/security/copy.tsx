@@ -21,7 +21,7 @@ async function copyText(text: string): Promise<void> {
 export function CopyButton({ text, label = "Copy" }: { text: string; label?: string }) {
   const [done, setDone] = useState<"" | "ok" | "failed">("");
   return (
-    <button type="button" className="btn small" aria-label={label} onClick={() => {
+    <button type="button" className="btn small" onClick={() => {
       copyText(text).then(() => setDone("ok"), () => setDone("failed"));
       setTimeout(() => setDone(""), 2000);
     }}>{done === "ok" ? "Copied" : done === "failed" ? "Copy failed: select it" : label}</button>

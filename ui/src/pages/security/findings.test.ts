@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { findingFromEvent, groupBySeverity, type Finding } from "./findings";
+import { findingFromEvent, fixParts, fixToCopy, groupBySeverity, type Finding } from "./findings";
 
 function f(id: string, severity: Finding["severity"], title = id, isNew?: boolean): Finding {
   return { id, category: "platform", severity, title, evidence: [], fix: "x", details: {}, new: isNew ?? null };
@@ -28,5 +28,21 @@ describe("findingFromEvent", () => {
     expect(findingFromEvent({ id: 3, severity: "high", title: "t", fix: "f" })).toBeNull();
     expect(findingFromEvent({ id: "x", severity: "high", title: "t" })).toBeNull();
     expect(findingFromEvent({})).toBeNull();
+  });
+});
+
+describe("fixParts / fixToCopy", () => {
+  it("splits code spans and copies the one command", () => {
+    expect(fixParts("`fsctl user totp enable admin`")).toEqual(["", "fsctl user totp enable admin", ""]);
+    expect(fixToCopy("`fsctl user totp enable admin`")).toBe("fsctl user totp enable admin");
+    expect(fixToCopy("`chmod 0700 /d`")).toBe("chmod 0700 /d");
+  });
+  it("copies the whole text, without the backticks, when it has several commands or none", () => {
+    expect(fixToCopy("put `A no` in f.conf, then `sshd -t`")).toBe("put A no in f.conf, then sshd -t");
+    expect(fixToCopy("close the port")).toBe("close the port");
+  });
+  it("keeps an unpaired backtick as text", () => {
+    expect(fixParts("odd ` here")).toEqual(["odd ` here"]);
+    expect(fixToCopy("odd ` here")).toBe("odd ` here");
   });
 });

@@ -23,3 +23,16 @@ export function findingFromEvent(data: Record<string, unknown>): Finding | null 
     evidence: [], details: {}, new: true };
 }
 
+
+/** A fix's text split on its `code` spans (odd indexes are code), as the scanner writes them. Pure. */
+export function fixParts(fix: string): string[] {
+  const parts = fix.split("`");
+  return parts.length % 2 === 1 ? parts : [fix]; // an unpaired backtick: show the text as it is
+}
+
+/** What "Copy" puts on the clipboard: the command when the fix is one command, else the whole text. Pure. */
+export function fixToCopy(fix: string): string {
+  const parts = fixParts(fix);
+  const code = parts.filter((_, i) => i % 2 === 1);
+  return code.length === 1 ? code[0] : parts.join("");
+}
