@@ -37,7 +37,7 @@ export const EVENT_TYPES = [
   "service.instance.exited", "service.instance.health", "service.instance.adopted", "deploy.finished",
   "route.changed", "cert.issued", "cert.expiring", "cert.failed", "snap.done", "alert.triggered",
   "alert.resolved", "alert.firing", "token.created", "user.added", "user.removed",
-  "security.finding",
+  "user.created", "user.updated", "security.finding",
 ];
 
 type Listener = (ev: LiveEvent) => void;

@@ -7,6 +7,7 @@ import { AdminOnly, useAuth } from "../../auth/AuthContext";
 import { ActionButton, Badge, Card, Empty, ErrorBox, Spinner } from "../../components/ui";
 import { dateTime } from "../../lib/format";
 import { useAsync } from "../../lib/useAsync";
+import { useEvent } from "../../live/LiveContext";
 import { RecoveryCodesPanel } from "./RecoveryCodes";
 import { ScanCard } from "./ScanCard";
 
@@ -33,6 +34,7 @@ export default function SecurityPage() {
 
 function Users() {
   const users = useAsync(() => unwrap(api.GET("/api/users")));
+  useEvent("user.*", () => void users.reload()); // 2FA on/off, codes used or renewed, users added elsewhere
   const { session } = useAuth();
   const [f, setF] = useState({ username: "", password: "", role: "viewer" as "viewer" | "admin" });
   const [error, setError] = useState<unknown>(null);
@@ -90,6 +92,7 @@ function Users() {
 function TwoFactor() {
   const { session } = useAuth();
   const me = useAsync(() => unwrap(api.GET("/api/users")).then((us) => us.find((u) => u.username === session?.username)), [session?.username]);
+  useEvent("user.*", (ev) => { if (ev.data.username === session?.username) void me.reload(); });
   const [pending, setPending] = useState<Schemas["TotpBegin"] | null>(null);
   const [qr, setQr] = useState("");
   const [code, setCode] = useState("");
