@@ -130,6 +130,11 @@ def test_the_scan_shows_findings_with_fixes_and_takes_new_ones_live(page: Any, c
     assert time.monotonic() - t0 < 15
     scan.scroll_into_view_if_needed()
     shot(page, "security-scan")
+    # On a phone, long evidence and fixes wrap instead of widening the page.
+    page.set_viewport_size({"width": 390, "height": 844})
+    expect(late).to_be_visible()
+    assert page.evaluate("document.documentElement.scrollWidth") <= 400
+    shot(page, "security-scan-phone")
 
 
 def test_a_viewer_sees_no_scan_and_no_mutating_controls(page: Any, console: RunningServer) -> None:
