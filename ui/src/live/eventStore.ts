@@ -40,6 +40,10 @@ export const EVENT_TYPES = [
   "user.created", "user.updated", "security.finding",
 ];
 
+/** Types delivered to their own subscribers but kept out of `recent` (lists every role sees): the host
+ * scan's findings are for admins, as `/api/security/scan` is. */
+export const UNLISTED_TYPES = new Set(["security.finding"]);
+
 type Listener = (ev: LiveEvent) => void;
 
 /** Delay before reconnect attempt `n` (0-based): doubling from base, capped. Pure. */
@@ -139,8 +143,10 @@ export class EventStore {
 
   /** Deliver an event to its subscribers (exposed for events learned another way, e.g. in tests). */
   dispatch(ev: LiveEvent): void {
-    this.recent.push(ev);
-    if (this.recent.length > 100) this.recent.splice(0, this.recent.length - 100);
+    if (!UNLISTED_TYPES.has(ev.type)) {
+      this.recent.push(ev);
+      if (this.recent.length > 100) this.recent.splice(0, this.recent.length - 100);
+    }
     for (const [pattern, set] of this.listeners) {
       const hit =
         pattern === "*" || pattern === ev.type || (pattern.endsWith(".*") && ev.type.startsWith(pattern.slice(0, -1)));
