@@ -127,3 +127,16 @@ describe("EventStore", () => {
     expect([0, 1, 2, 3, 10].map((n) => backoffMs(n))).toEqual([500, 1000, 2000, 4000, 10000]);
   });
 });
+
+describe("unlisted types", () => {
+  it("delivers security.finding to its subscribers but keeps it out of the recent list", () => {
+    const { store, sources } = harness();
+    store.start();
+    const got: string[] = [];
+    store.on("security.finding", (ev) => got.push(String(ev.data.id)));
+    sources[0].emit({ id: 1, type: "security.finding", at: 0, data: { id: "platform.x" } });
+    sources[0].emit({ id: 2, type: "route.changed", at: 0, data: {} });
+    expect(got).toEqual(["platform.x"]);
+    expect(store.recent.map((e) => e.type)).toEqual(["route.changed"]);
+  });
+});

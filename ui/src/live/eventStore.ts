@@ -37,7 +37,12 @@ export const EVENT_TYPES = [
   "service.instance.exited", "service.instance.health", "service.instance.adopted", "deploy.finished",
   "route.changed", "cert.issued", "cert.expiring", "cert.failed", "snap.started", "snap.done", "snap.failed", "alert.triggered",
   "alert.resolved", "alert.firing", "token.created", "user.added", "user.removed",
+  "user.created", "user.updated", "security.finding",
 ];
+
+/** Types delivered to their own subscribers but kept out of `recent` (lists every role sees): the host
+ * scan's findings are for admins, as `/api/security/scan` is. */
+export const UNLISTED_TYPES = new Set(["security.finding"]);
 
 type Listener = (ev: LiveEvent) => void;
 
@@ -138,8 +143,10 @@ export class EventStore {
 
   /** Deliver an event to its subscribers (exposed for events learned another way, e.g. in tests). */
   dispatch(ev: LiveEvent): void {
-    this.recent.push(ev);
-    if (this.recent.length > 100) this.recent.splice(0, this.recent.length - 100);
+    if (!UNLISTED_TYPES.has(ev.type)) {
+      this.recent.push(ev);
+      if (this.recent.length > 100) this.recent.splice(0, this.recent.length - 100);
+    }
     for (const [pattern, set] of this.listeners) {
       const hit =
         pattern === "*" || pattern === ev.type || (pattern.endsWith(".*") && ev.type.startsWith(pattern.slice(0, -1)));

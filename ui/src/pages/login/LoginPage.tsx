@@ -59,8 +59,10 @@ export function LoginPage() {
           </>
         ) : (
           <label className="field">Two-factor code
-            <span className="hint">The 6-digit code from your authenticator app for {username}.</span>
-            <input name="otp" inputMode="numeric" autoComplete="one-time-code" pattern="[0-9 ]{6,8}" value={otp}
+            <span className="hint">The 6-digit code from your authenticator app for {username} — or, without
+              the app, one of your recovery codes (<span className="mono">xxxx-xxxx-xxxx-xxxx</span>, each works once).</span>
+            <input name="otp" autoComplete="one-time-code" autoCapitalize="off" spellCheck={false}
+              pattern="[0-9 ]{6,8}|[A-Za-z0-9 \-]{16,19}" title="6 digits, or a recovery code" value={otp}
               onChange={(e) => setOtp(e.target.value)} required autoFocus />
           </label>
         )}

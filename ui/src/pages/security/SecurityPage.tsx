@@ -2,11 +2,17 @@
 // QR code, the host scan's findings, and the audit log with filters.
 import { useEffect, useState, type FormEvent } from "react";
 import QRCode from "qrcode";
-import { api, ApiError, rawFetch, unwrap, type Schemas } from "../../api/client";
+import { api, unwrap, type Schemas } from "../../api/client";
 import { AdminOnly, useAuth } from "../../auth/AuthContext";
 import { ActionButton, Badge, Card, Empty, ErrorBox, Spinner } from "../../components/ui";
 import { dateTime } from "../../lib/format";
 import { useAsync } from "../../lib/useAsync";
+import { useEvent } from "../../live/LiveContext";
+import { RecoveryCodesPanel } from "./RecoveryCodes";
+import { ScanCard } from "./ScanCard";
+
+/** Codes just made for a user: shown once, until the person says they saved them. */
+interface ShownCodes { username: string; codes: string[] }
 
 export default function SecurityPage() {
   const { isAdmin } = useAuth();
@@ -18,7 +24,9 @@ export default function SecurityPage() {
         <TwoFactor />
       </div>
       <Tokens />
-      <Scan />
+      {isAdmin ? <ScanCard /> : (
+        <Card title="Host scan"><p className="muted" data-testid="scan-admin-only">The host scan's findings are for admins.</p></Card>
+      )}
       {isAdmin && <Audit />}
     </div>
   );
@@ -26,9 +34,11 @@ export default function SecurityPage() {
 
 function Users() {
   const users = useAsync(() => unwrap(api.GET("/api/users")));
+  useEvent("user.*", () => void users.reload()); // 2FA on/off, codes used or renewed, users added elsewhere
   const { session } = useAuth();
   const [f, setF] = useState({ username: "", password: "", role: "viewer" as "viewer" | "admin" });
   const [error, setError] = useState<unknown>(null);
+  const [shown, setShown] = useState<ShownCodes | null>(null);
   async function add(e: FormEvent) {
     e.preventDefault();
     setError(null);
@@ -46,12 +56,17 @@ function Users() {
       {!users.data ? <Spinner /> : (
         <table className="t"><tbody>
           {users.data.map((u) => (
-            <tr key={u.id}><td>{u.username}</td><td><Badge status="info">{u.role}</Badge></td><td>{u.totp ? <Badge status="ok">2FA</Badge> : <span className="muted">no 2FA</span>}</td>
+            <tr key={u.id}><td>{u.username}</td><td><Badge status="info">{u.role}</Badge></td><td>{u.totp ? <><Badge status="ok">2FA</Badge> <span className={u.recovery_codes_left <= 2 ? "warn-text" : "muted"} data-testid="codes-left">{u.recovery_codes_left} recovery codes left</span></> : <span className="muted">no 2FA</span>}</td>
               <td><AdminOnly><div className="row">
                 <ActionButton small onAction={async () => {
                   const pw = window.prompt(`New password for ${u.username} (at least 8 characters)`);
                   if (pw) await unwrap(api.PUT("/api/users/{name}/password", { params: { path: { name: u.username } }, body: { password: pw } }));
                 }}>Reset password</ActionButton>
+                {u.totp && u.username !== session?.username && <ActionButton small confirm={`Make new recovery codes for ${u.username}? Their current codes stop working.`} onAction={async () => {
+                  const r = await unwrap(api.POST("/api/users/{name}/totp/recovery-codes", { params: { path: { name: u.username } } }));
+                  setShown({ username: u.username, codes: r.recovery_codes });
+                  await users.reload();
+                }}>New recovery codes</ActionButton>}
                 {u.username !== session?.username && <ActionButton small kind="danger" confirm={`Remove ${u.username}?`} onAction={async () => {
                   await unwrap(api.DELETE("/api/users/{name}", { params: { path: { name: u.username } } }));
                   await users.reload();
@@ -60,6 +75,7 @@ function Users() {
           ))}
         </tbody></table>
       )}
+      {shown && <RecoveryCodesPanel username={shown.username} codes={shown.codes} onDone={() => setShown(null)} />}
       <AdminOnly>
         <form className="row" onSubmit={add} style={{ marginTop: 10, alignItems: "end" }} aria-label="Add user">
           <label className="field">Username<input value={f.username} onChange={(e) => setF({ ...f, username: e.target.value })} required /></label>
@@ -76,21 +92,31 @@ function Users() {
 function TwoFactor() {
   const { session } = useAuth();
   const me = useAsync(() => unwrap(api.GET("/api/users")).then((us) => us.find((u) => u.username === session?.username)), [session?.username]);
+  useEvent("user.*", (ev) => { if (ev.data.username === session?.username) void me.reload(); });
   const [pending, setPending] = useState<Schemas["TotpBegin"] | null>(null);
   const [qr, setQr] = useState("");
   const [code, setCode] = useState("");
   const [error, setError] = useState<unknown>(null);
+  const [shown, setShown] = useState<ShownCodes | null>(null);
   const name = session?.username ?? "";
   useEffect(() => {
     if (pending) QRCode.toDataURL(pending.otpauth_uri, { margin: 1, width: 180 }).then(setQr).catch(() => setQr(""));
   }, [pending]);
   return (
     <Card title="Your two-factor login">
+      {shown && <RecoveryCodesPanel username={shown.username} codes={shown.codes} onDone={() => setShown(null)} />}
       {me.data?.totp ? (
         <div className="stack">
-          <p><Badge status="ok">on</Badge> Logins as {name} ask for a code from your authenticator app.</p>
-          <div><ActionButton kind="danger" confirm="Turn two-factor login off?" onAction={async () => {
+          <p><Badge status="ok">on</Badge> Logins as {name} ask for a code from your authenticator app, or one of your recovery codes.</p>
+          <p className="muted" data-testid="my-codes-left">{me.data.recovery_codes_left} of 10 recovery codes left.</p>
+          <div className="row"><ActionButton confirm="Make new recovery codes? The ones you have now stop working." onAction={async () => {
+            const r = await unwrap(api.POST("/api/users/{name}/totp/recovery-codes", { params: { path: { name } } }));
+            setShown({ username: name, codes: r.recovery_codes });
+            await me.reload();
+          }}>New recovery codes</ActionButton>
+          <ActionButton kind="danger" confirm="Turn two-factor login off?" onAction={async () => {
             await unwrap(api.DELETE("/api/users/{name}/totp", { params: { path: { name } } }));
+            setShown(null);
             await me.reload();
           }}>Turn off</ActionButton></div>
         </div>
@@ -99,8 +125,10 @@ function TwoFactor() {
           e.preventDefault();
           setError(null);
           try {
-            await unwrap(api.POST("/api/users/{name}/totp/confirm", { params: { path: { name } }, body: { code } }));
+            const r = await unwrap(api.POST("/api/users/{name}/totp/confirm", { params: { path: { name } }, body: { code } }));
+            setShown({ username: name, codes: r.recovery_codes });
             setPending(null);
+            setCode("");
             await me.reload();
           } catch (err) {
             setError(err);
@@ -112,7 +140,6 @@ function TwoFactor() {
           <label className="field">Code from the app<input inputMode="numeric" autoComplete="one-time-code" value={code} onChange={(e) => setCode(e.target.value)} required /></label>
           <ErrorBox error={error} />
           <div className="row"><button className="btn primary" type="submit">Confirm</button><button className="btn" type="button" onClick={() => setPending(null)}>Cancel</button></div>
-          <p className="muted" style={{ fontSize: 12 }}>Recovery codes come with the server's recovery-code support; keep the secret somewhere safe meanwhile.</p>
         </form>
       ) : (
         <div className="stack">
@@ -161,38 +188,6 @@ function Tokens() {
           }}>Create token</ActionButton>
         </div>
       </AdminOnly>
-    </Card>
-  );
-}
-
-interface Finding { id?: string; severity?: string; title?: string; message?: string; fix?: string; detail?: string }
-
-function Scan() {
-  const [state, setState] = useState<{ findings?: Finding[]; error?: unknown; missing?: boolean; busy?: boolean }>({});
-  async function run() {
-    setState({ busy: true });
-    try {
-      const r = await rawFetch("/api/security/scan");
-      const body = (await r.json()) as { findings?: Finding[] } | Finding[];
-      setState({ findings: Array.isArray(body) ? body : body.findings ?? [] });
-    } catch (e) {
-      setState(e instanceof ApiError && e.status === 404 && e.code === "not_found" && e.message.startsWith("no such API path")
-        ? { missing: true } : { error: e });
-    }
-  }
-  useEffect(() => { void run(); }, []);
-  return (
-    <Card title="Host scan" actions={<button type="button" className="btn small" onClick={run} disabled={state.busy}>{state.busy && <Spinner />}Scan again</button>}>
-      <ErrorBox error={state.error} />
-      {state.missing && <Empty>This server has no host scan yet (<code>/api/security/scan</code>).</Empty>}
-      {state.findings && (state.findings.length === 0 ? <Empty>No findings.</Empty> : (
-        <table className="t"><tbody>
-          {state.findings.map((f, i) => (
-            <tr key={i}><td><Badge status={f.severity === "high" || f.severity === "critical" ? "failed" : f.severity === "ok" ? "ok" : "pending"}>{f.severity ?? "info"}</Badge></td>
-              <td>{f.title ?? f.id}<div className="muted">{f.message ?? f.detail}</div></td><td className="mono">{f.fix}</td></tr>
-          ))}
-        </tbody></table>
-      ))}
     </Card>
   );
 }
