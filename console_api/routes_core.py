@@ -213,6 +213,7 @@ def register(api: Api, ctx: CoreContext) -> None:
                query={"since": "resume after this event id (Last-Event-ID wins)", "types": "comma-separated types"},
                response="text/event-stream")
     async def events(req: ApiRequest) -> web.StreamResponse:
+        hidden = () if req.require().role == "admin" else ADMIN_ONLY_EVENTS
         last = req.raw.headers.get("Last-Event-ID") or req.query.get("since")
         after_id = parse_int(last, "Last-Event-ID", None, 0, None)
         types = [t for t in req.query.get("types", "").split(",") if t] or None
@@ -226,6 +227,8 @@ def register(api: Api, ctx: CoreContext) -> None:
         heartbeat = asyncio.create_task(_heartbeat(resp, ctx.heartbeat_s), name="sse-heartbeat")
         try:
             async for event in sub:
+                if event.type.startswith(hidden):
+                    continue
                 data = json.dumps(event.to_dict(), separators=(",", ":"), default=str)
                 await resp.write(f"id: {event.id}\nevent: {event.type}\ndata: {data}\n\n".encode())
         except (ConnectionResetError, ConnectionError):
@@ -237,6 +240,11 @@ def register(api: Api, ctx: CoreContext) -> None:
             sub.close()
             ctx.streams.discard(sub)
         return resp
+
+
+# Event types only admins receive on the stream: the host scan's findings map the host's weak points
+# (paths, pids, the exact fix), and `/api/security/scan` itself is admin only.
+ADMIN_ONLY_EVENTS: tuple[str, ...] = ("security.",)
 
 
 async def _heartbeat(resp: web.StreamResponse, every_s: float) -> None:

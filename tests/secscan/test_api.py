@@ -95,6 +95,19 @@ def test_only_admins_may_scan(server):
                                                   "role": "viewer"}).status_code == 200
     viewer = server.login("vera", "viewer-pass-1")
     assert server.api("GET", "/api/security/scan", token=viewer).status_code == 403
+    # The findings reach admins' event streams only (a viewer's browser must not receive them either).
+    assert server.api("GET", "/api/security/scan").status_code == 200  # publishes security.finding events
+    assert server.api("POST", "/api/users", json={"username": "marker", "password": "marker-pass-1",
+                                                  "role": "viewer"}).status_code == 200
+    assert wait_security_events(server, {"platform.admin_no_2fa.admin"}), "the admin sees the findings"
+    seen = []
+    with httpx.stream("GET", f"{server.url}/api/events", timeout=20,
+                      headers={"Authorization": f"Bearer {viewer}", "Last-Event-ID": "0"}) as r:
+        for ev in sse_events(r.iter_lines()):
+            seen.append(ev.get("event"))
+            if ev.get("event") == "user.created" and "marker" in ev.get("data", ""):
+                break
+    assert "user.created" in seen and "security.finding" not in seen, seen
 
 
 def test_a_service_listening_beyond_loopback_is_named(server, tmp_path):
