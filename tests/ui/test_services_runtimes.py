@@ -47,15 +47,15 @@ def console(tmp_path_factory: pytest.TempPathFactory, browser: Any) -> Iterator[
 
 
 def _fill(form: Any, name: str, volumes: str = "") -> None:
-    form.get_by_label("Name", exact=True).fill(name)
-    form.get_by_label("Image", exact=True).fill(BASE_IMAGE)
+    form.locator("[name=name]").fill(name)
+    form.locator("[name=image]").fill(BASE_IMAGE)
     form.get_by_label("Port 1 name").fill("http")
     form.get_by_label("Port 1 internal").fill("80")
-    form.get_by_label("Environment").fill("GREETING=hello from the form")
-    form.get_by_label("Volumes").fill(volumes)
-    form.get_by_label("Memory limit").fill("64Mi")
-    form.get_by_label("CPU limit").fill("0.5")
-    form.get_by_label("HTTP health check path").fill("/")
+    form.locator("[name=env]").fill("GREETING=hello from the form")
+    form.locator("[name=volumes]").fill(volumes)
+    form.locator("[name=memory]").fill("64Mi")
+    form.locator("[name=cpu]").fill("0.5")
+    form.locator("[name=health]").fill("/")
 
 
 def test_an_image_service_created_from_the_form_runs_healthy_and_answers_through_the_gate(
@@ -72,12 +72,12 @@ def test_an_image_service_created_from_the_form_runs_healthy_and_answers_through
     refusal = form.locator(".field-problem[data-field='volumes']")
     expect(refusal).to_contain_text("refused")
     expect(refusal).to_contain_text("allow_host_mounts")
-    expect(form.get_by_label("Volumes")).to_have_attribute("aria-invalid", "true")
+    expect(form.locator("[name=volumes]")).to_have_attribute("aria-invalid", "true")
     shot(page, "services-form-hostile-volume")
     assert console.api("GET", f"/api/services/{NAME}").status_code == 404
 
     # A named volume instead: created, the page goes to the service, which turns healthy.
-    form.get_by_label("Volumes").fill("data:/data")
+    form.locator("[name=volumes]").fill("data:/data")
     form.get_by_role("button", name="Create service").click()
     expect(page).to_have_url(re.compile(f"/services/{NAME}$"))
     expect(page.get_by_test_id("service-status")).to_contain_text("running", timeout=90_000)
@@ -92,7 +92,7 @@ def test_an_image_service_created_from_the_form_runs_healthy_and_answers_through
     expect(row.get_by_test_id("image")).to_have_text(BASE_IMAGE)
     expect(row.get_by_test_id("ports")).to_have_text(f"http {host_port}\u219280")
     spec = console.api("GET", f"/api/services/{NAME}").json()["spec"]
-    assert spec["env"] == {"GREETING": "hello from the form"} and spec["replicas"] == 1
+    assert spec["env"] == {"GREETING": "hello from the form"} and spec.get("replicas", 1) == 1
     assert spec["volumes"] == ["data:/data"] and spec["healthcheck"]["http"].endswith("${PORT}/")
     status, info = api("GET", f"/containers/{inst['container_id']}/json")
     assert status == 200 and info["HostConfig"]["Memory"] == 64 * 2**20 and info["HostConfig"]["NanoCpus"] == 5 * 10**8
@@ -123,12 +123,12 @@ def test_the_form_switches_to_the_yaml_editor_with_the_spec(page: Any, console: 
     login(page, "admin", console.admin_password, "/services")
     page.get_by_role("button", name="New service").click()
     form = page.get_by_role("form", name="New service")
-    form.get_by_label("Name", exact=True).fill("yamlish")
-    form.get_by_label("Image", exact=True).fill(BASE_IMAGE)
-    form.get_by_label("Environment").fill("A=1\nnot a pair")
+    form.locator("[name=name]").fill("yamlish")
+    form.locator("[name=image]").fill(BASE_IMAGE)
+    form.locator("[name=env]").fill("A=1\nnot a pair")
     form.get_by_role("button", name="Create service").click()
     expect(form.locator(".field-problem[data-field='env']")).to_contain_text("is not KEY=VALUE")
-    form.get_by_label("Environment").fill("A=1")
+    form.locator("[name=env]").fill("A=1")
     form.get_by_role("button", name="Edit as YAML").click()
     editor = page.get_by_label("Spec YAML")
     expect(editor).to_have_value(re.compile(r"name: yamlish\nimage: infracore-test/busybox:1\n"))

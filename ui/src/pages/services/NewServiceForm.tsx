@@ -64,7 +64,7 @@ export function buildSpec(f: ServiceForm): { spec: Record<string, unknown>; prob
 
 /** Which form field an API problem's field path belongs to. */
 export function fieldOf(path: string): FieldKey {
-  const [head, sub] = path.split(".");
+  const [head, sub] = path.split(/[.[\]]+/); // "resources.memory", "volumes[0]", "ports.0.internal"
   if (head === "resources") return sub === "cpu" ? "cpu" : "memory";
   if (head === "healthcheck") return "health";
   if (head === "restart_policy") return "restart";
@@ -113,7 +113,7 @@ export function NewServiceForm({ onApplied, onYaml }: {
 
   return (
     <form className="stack" onSubmit={submit} aria-label="New service">
-      <div className="form-grid">
+      <div className="form-grid" style={{ alignItems: "start" }}>
         <label className="field">Name<span className="hint">letters, digits and dashes; routes reach it as service:NAME</span>
           <input name="name" required value={f.name} onChange={set("name")} aria-invalid={invalid("name")} placeholder="site" />{problem("name")}</label>
         <label className="field">Image<span className="hint">used as is when present locally, else pulled</span>
@@ -145,7 +145,7 @@ export function NewServiceForm({ onApplied, onYaml }: {
             <option value="always">always</option><option value="on-failure">on-failure</option><option value="no">no</option>
           </select>{problem("restart")}</label>
         <label className="field wide">HTTP health check path<span className="hint">checked on the first port every 2 s, e.g. / or /healthz; empty: none</span>
-          <input name="health" value={f.health} onChange={set("health")} aria-invalid={invalid("health")} placeholder="/" />{problem("health")}</label>
+          <input name="health" value={f.health} onChange={set("health")} aria-invalid={invalid("health")} placeholder="/healthz" />{problem("health")}</label>
       </div>
       {problem("other")}
       <ErrorBox error={error} />
