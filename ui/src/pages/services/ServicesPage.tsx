@@ -54,7 +54,7 @@ export default function ServicesPage() {
         ) : (
           <div className="table-wrap">
             <table className="t" aria-label="Services">
-              <thead><tr><th>Name</th><th>Runtime</th><th>State</th><th>Instances</th><th>Restarts</th><th>Uptime</th><th className="hide-phone">CPU</th><th className="hide-phone">Memory</th></tr></thead>
+              <thead><tr><th>Name · runtime</th><th>State</th><th>Instances</th><th>Restarts</th><th>Uptime</th><th className="hide-phone">CPU</th><th className="hide-phone">Memory</th></tr></thead>
               <tbody>
                 {services.data!.map((s) => <ServiceRow key={s.name} s={s} />)}
               </tbody>
@@ -78,8 +78,8 @@ function ServiceRow({ s }: { s: Schemas["ServiceSummary"] }) {
   const started = instances.filter((i) => i.phase === "running" && i.started_at != null).map((i) => i.started_at!);
   return (
     <tr data-service={name}>
-      <td><Link to={`/services/${name}`}>{name}</Link><div className="muted" style={{ fontSize: 12 }}>v{s.version}</div></td>
-      <td><RuntimeSummary runtime={s.runtime} instances={instances} /></td>
+      <td><Link to={`/services/${name}`}>{name}</Link> <span className="muted" style={{ fontSize: 12 }}>v{s.version}</span>
+        <RuntimeSummary runtime={s.runtime} instances={instances} /></td>
       <td><Badge status={s.status} />{s.reason && <div className="muted" style={{ fontSize: 12 }}>{s.reason}</div>}</td>
       <td>{s.healthy}/{s.replicas}</td>
       <td>{s.restarts}</td>
