@@ -1,5 +1,5 @@
 // One service: state and actions, live resource curves (15 min to 7 days from the rollups),
-// instances and ports, health-check history, the spec editor, and its live logs.
+// instances (runtime, container/unit/PID, image, ports host→container), health-check history, the spec editor, and its live logs.
 import { useState } from "react";
 import { Link, useNavigate, useParams } from "react-router-dom";
 import { api, unwrap } from "../../api/client";
@@ -12,6 +12,7 @@ import { bytes, dateTime, timeOf } from "../../lib/format";
 import { WINDOWS, windowRange, type WindowKey } from "../../lib/timeWindow";
 import { useAsync, useInterval } from "../../lib/useAsync";
 import { useEvent } from "../../live/LiveContext";
+import { portsText, RunsAs } from "./runtime";
 import { nowS } from "../../lib/format";
 
 type Tab = "overview" | "spec" | "logs";
@@ -39,7 +40,7 @@ export default function ServiceDetailPage() {
         <Link to="/services">Services</Link><span className="muted">/</span>
         <h1>{s.name}</h1>
         <span data-testid="service-status"><Badge status={s.status} /></span>
-        <span className="muted">v{s.version} · {s.runtime} · desired {s.desired}</span>
+        <span className="muted">v{s.version} · <span data-testid="service-runtime">{s.runtime}</span> · desired {s.desired}</span>
         <span className="spacer" />
         <AdminOnly>
           <div className="row">
@@ -63,14 +64,16 @@ export default function ServiceDetailPage() {
           <Card title="Instances">
             {s.instances.length === 0 ? <Empty>No instances.</Empty> : (
               <div className="table-wrap"><table className="t">
-                <thead><tr><th>Instance</th><th>Phase</th><th>Healthy</th><th>PID</th><th>Ports</th><th>Restarts</th><th>Started</th><th>Memory</th></tr></thead>
+                <thead><tr><th>Instance</th><th>Phase</th><th>Healthy</th><th>Runtime</th><th>Runs as</th><th>Image</th><th>Ports</th><th>Restarts</th><th>Started</th><th>Memory</th></tr></thead>
                 <tbody>
                   {s.instances.map((i) => (
-                    <tr key={i.id}>
+                    <tr key={i.id} data-instance={i.id}>
                       <td>{i.id}</td><td><Badge status={i.phase} /></td>
                       <td>{i.healthy ? <Badge status="ok">healthy</Badge> : <Badge status="warn">not yet</Badge>}</td>
-                      <td>{i.pid ?? "–"}</td>
-                      <td className="mono">{Object.entries(i.ports).map(([k, v]) => `${k}:${v}`).join(" ") || "–"}</td>
+                      <td>{i.runtime}</td>
+                      <td><RunsAs i={i} /></td>
+                      <td className="mono" data-testid="image">{i.image ?? "–"}</td>
+                      <td className="mono" data-testid="ports" title="host port → port inside the container">{portsText(i) || "–"}</td>
                       <td>{i.restarts}</td><td>{dateTime(i.started_at)}</td><td>{bytes(i.stats?.memory_bytes)}</td>
                     </tr>
                   ))}

@@ -1,16 +1,19 @@
-// Services: state, instances, restarts, uptime, CPU and memory sparklines; apply a new spec.
+// Services: runtime (image or unit, container, ports host→container), state, instances, restarts, uptime,
+// CPU and memory sparklines; create one from a form (an image service) or from a YAML spec.
 import { useState } from "react";
 import { Link, useNavigate } from "react-router-dom";
-import { api, unwrap } from "../../api/client";
+import { api, unwrap, type Schemas } from "../../api/client";
 import { AdminOnly } from "../../auth/AuthContext";
 import { TimeChart } from "../../components/Chart";
 import { SpecEditor } from "../../components/SpecEditor";
-import { Badge, Card, Empty, ErrorBox, Spinner } from "../../components/ui";
+import { Badge, Card, Empty, ErrorBox, Segmented, Spinner } from "../../components/ui";
 import { nowS } from "../../lib/format";
 import { formatDuration } from "../../lib/timeWindow";
 import { useAsync } from "../../lib/useAsync";
 import { useMetric } from "../../lib/useMetric";
 import { useEvent } from "../../live/LiveContext";
+import { NewServiceForm } from "./NewServiceForm";
+import { RuntimeSummary } from "./runtime";
 
 const TEMPLATE = `name: web
 cmd: ["python3", "-m", "http.server", "\${PORT}"]
@@ -23,6 +26,8 @@ replicas: 1
 export default function ServicesPage() {
   const services = useAsync(() => unwrap(api.GET("/api/services")));
   const [adding, setAdding] = useState(false);
+  const [mode, setMode] = useState<"Form" | "YAML">("Form");
+  const [yamlText, setYamlText] = useState(TEMPLATE);
   const navigate = useNavigate();
   useEvent("service.*", () => void services.reload());
 
@@ -34,8 +39,12 @@ export default function ServicesPage() {
         <AdminOnly><button type="button" className="btn primary" onClick={() => setAdding(!adding)}>{adding ? "Close" : "New service"}</button></AdminOnly>
       </div>
       {adding && (
-        <Card title="New service">
-          <SpecEditor initial={TEMPLATE} filename="new.yaml" onApplied={(r) => navigate(`/services/${r.name}`)} />
+        <Card title="New service" actions={<Segmented label="How to describe it" value={mode} options={["Form", "YAML"] as const} onChange={setMode} />}>
+          {mode === "Form" ? (
+            <NewServiceForm onApplied={(r) => navigate(`/services/${r.name}`)} onYaml={(y) => { setYamlText(y); setMode("YAML"); }} />
+          ) : (
+            <SpecEditor key={yamlText} initial={yamlText} filename="new.yaml" onApplied={(r) => navigate(`/services/${r.name}`)} />
+          )}
         </Card>
       )}
       <Card>
@@ -45,19 +54,9 @@ export default function ServicesPage() {
         ) : (
           <div className="table-wrap">
             <table className="t" aria-label="Services">
-              <thead><tr><th>Name</th><th>State</th><th>Instances</th><th>Restarts</th><th>Uptime</th><th className="hide-phone">CPU</th><th className="hide-phone">Memory</th></tr></thead>
+              <thead><tr><th>Name · runtime</th><th>State</th><th>Instances</th><th>Restarts</th><th>Uptime</th><th className="hide-phone">CPU</th><th className="hide-phone">Memory</th></tr></thead>
               <tbody>
-                {services.data!.map((s) => (
-                  <tr key={s.name} data-service={s.name}>
-                    <td><Link to={`/services/${s.name}`}>{s.name}</Link><div className="muted" style={{ fontSize: 12 }}>{s.runtime} · v{s.version}</div></td>
-                    <td><Badge status={s.status} />{s.reason && <div className="muted" style={{ fontSize: 12 }}>{s.reason}</div>}</td>
-                    <td>{s.healthy}/{s.replicas}</td>
-                    <td>{s.restarts}</td>
-                    <td><Uptime name={s.name} /></td>
-                    <td className="hide-phone"><Spark service={s.name} metric="service_cpu_percent" /></td>
-                    <td className="hide-phone"><Spark service={s.name} metric="service_memory_bytes" /></td>
-                  </tr>
-                ))}
+                {services.data!.map((s) => <ServiceRow key={s.name} s={s} />)}
               </tbody>
             </table>
           </div>
@@ -67,14 +66,28 @@ export default function ServicesPage() {
   );
 }
 
-/** Time since the oldest running instance started (from the service's detail, refreshed by its events). */
-function Uptime({ name }: { name: string }) {
-  const d = useAsync(() => unwrap(api.GET("/api/services/{name}", { params: { path: { name } } })), [name]);
+/** One service's row; its detail (instances: runtime details, uptime) is refreshed by its events. */
+function ServiceRow({ s }: { s: Schemas["ServiceSummary"] }) {
+  const name = s.name;
+  const d = useAsync(() => unwrap(api.GET("/api/services/{name}", { params: { path: { name } } })), [name, s.version, s.status, s.healthy]);
   useEvent("service.*", (ev) => {
     if ((ev.data as { service?: string }).service === name) void d.reload();
   });
-  const started = (d.data?.instances ?? []).filter((i) => i.phase === "running" && i.started_at != null).map((i) => i.started_at!);
-  return <>{started.length ? formatDuration(nowS() - Math.min(...started)) : "–"}</>;
+  const instances = d.data?.instances ?? [];
+  // Uptime: since the oldest running instance started.
+  const started = instances.filter((i) => i.phase === "running" && i.started_at != null).map((i) => i.started_at!);
+  return (
+    <tr data-service={name}>
+      <td><Link to={`/services/${name}`}>{name}</Link> <span className="muted" style={{ fontSize: 12 }}>v{s.version}</span>
+        <RuntimeSummary runtime={s.runtime} instances={instances} /></td>
+      <td><Badge status={s.status} />{s.reason && <div className="muted" style={{ fontSize: 12 }}>{s.reason}</div>}</td>
+      <td>{s.healthy}/{s.replicas}</td>
+      <td>{s.restarts}</td>
+      <td>{started.length ? formatDuration(nowS() - Math.min(...started)) : "–"}</td>
+      <td className="hide-phone"><Spark service={name} metric="service_cpu_percent" /></td>
+      <td className="hide-phone"><Spark service={name} metric="service_memory_bytes" /></td>
+    </tr>
+  );
 }
 
 function Spark({ service, metric }: { service: string; metric: string }) {
