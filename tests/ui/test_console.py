@@ -332,7 +332,7 @@ def test_a_first_site_from_the_browser_alone(page: Any, console: RunningServer, 
     (tmp_path / "index.html").write_text("first site\n")
     admin_login(page, console, "/services")
     page.get_by_role("button", name="New service").click()
-    page.get_by_role("button", name="YAML").click()  # the form is the default; the spec is pasted as YAML
+    page.get_by_role("button", name="YAML", exact=True).click()  # the form is the default; the spec is pasted as YAML
     spec = (f'name: site\ncmd: ["python3", "-m", "http.server", "${{PORT}}", "--bind", "127.0.0.1"]\n'
             f"workdir: {tmp_path}\nports: [{{ name: http, internal: auto }}]\n"
             'healthcheck: { http: "http://127.0.0.1:${PORT}/", interval: 1s, timeout: 2s, retries: 3 }\n')
