@@ -1,6 +1,7 @@
 """Checks made when a spec is applied that depend on this host, not on the text: is its runtime usable
 here, does its user exist, do its bind mounts exist and stay clear of the platform's own data. Each fault
-is a `SpecProblem` naming the field (and its line when the spec came as YAML)."""
+is a `Fault`: the field's location, its name and what is wrong. Their lines in a YAML spec are found by the
+caller (`orch.spec.lines_of`, off the loop: it composes the document again)."""
 
 from __future__ import annotations
 
@@ -9,28 +10,27 @@ from pathlib import Path
 
 from orch.process import user_problem
 from orch.runtimes import RuntimeSet
-from orch.spec import ServiceSpec, SpecProblem, line_of
+from orch.spec import ServiceSpec
 from orch.volumes import SENSITIVE, host_mount_problem, parse_volume
 
+Loc = tuple[int | str, ...]
+Fault = tuple[Loc, str, str]  # (location in the spec, field name, message)
 
-async def admit(spec: ServiceSpec, source: str | dict[str, object], filename: str, *, runtimes: RuntimeSet,
-                default_user: str | None, data_dir: Path) -> tuple[list[SpecProblem], list[str]]:
-    """(problems that refuse the spec, host mounts it is allowed to make only by `allow_host_mounts`)."""
 
-    def line(*loc: int | str) -> int | None:
-        return line_of(source, *loc) if isinstance(source, str) else None
-
-    problems: list[SpecProblem] = []
+async def admit(spec: ServiceSpec, *, runtimes: RuntimeSet, default_user: str | None,
+                data_dir: Path) -> tuple[list[Fault], list[str]]:
+    """(faults that refuse the spec, host mounts it is allowed to make only by `allow_host_mounts`)."""
+    problems: list[Fault] = []
     why = await runtimes.problem(spec.runtime_name)
     if why is not None:
         field = "runtime" if spec.runtime else "image"
-        problems.append(SpecProblem(filename, line(field), field, f"{why}; use cmd: (the process runtime)"
-                                    if spec.runtime_name not in runtimes.runtimes else why))
+        problems.append(((field,), field, f"{why}; use cmd: (the process runtime)"
+                         if spec.runtime_name not in runtimes.runtimes else why))
     user = spec.user or (default_user if spec.runtime_name == "process" else None)
     if user is not None and spec.runtime_name == "process":
         problem = user_problem(user)
         if problem:
-            problems.append(SpecProblem(filename, line("user"), "user", problem))
+            problems.append((("user",), "user", problem))
     risky: list[str] = []
     data = os.path.realpath(data_dir)
     for i, text in enumerate(spec.volumes):
@@ -40,9 +40,9 @@ async def admit(spec: ServiceSpec, source: str | dict[str, object], filename: st
         where = f"volumes[{i}]"
         real = os.path.realpath(vol.source)  # a symlink to / is /
         if not os.path.exists(real):
-            problems.append(SpecProblem(filename, line("volumes", i), where,
-                                        f"bind mount source {vol.source} does not exist on this host; create it "
-                                        "first (or use a named volume like data:/var/lib/app)"))
+            problems.append((("volumes", i), where,
+                             f"bind mount source {vol.source} does not exist on this host; create it "
+                             "first (or use a named volume like data:/var/lib/app)"))
             continue
         problem = host_mount_problem(real, (*SENSITIVE, data))
         if problem is None:
@@ -51,8 +51,8 @@ async def admit(spec: ServiceSpec, source: str | dict[str, object], filename: st
             risky.append(f"{text} ({problem})")
         else:
             shown = f"{vol.source} (a link to {real})" if real != vol.source else vol.source
-            problems.append(SpecProblem(filename, line("volumes", i), where,
-                                        f"{shown!s} is refused: {problem}; if you really mean it, add "
-                                        "allow_host_mounts: true (recorded in the audit log)"))
+            problems.append((("volumes", i), where,
+                             f"{shown!s} is refused: {problem}; if you really mean it, add "
+                             "allow_host_mounts: true (recorded in the audit log)"))
     return problems, risky
 

@@ -45,7 +45,7 @@ from orch.planner import ServiceView, Slot, SlotKey, StartInstance, StopInstance
 from orch.repo import OrchRepo, ServiceRow
 from orch.runtime import ExitStatus, Instance, Runtime, RuntimeError_
 from orch.runtimes import RuntimeSet, make_runtimes
-from orch.spec import ServiceSpec, SpecError, SpecProblem, parse_spec, validate_mapping
+from orch.spec import ServiceSpec, SpecError, SpecProblem, lines_of, parse_spec, validate_mapping
 
 T = TypeVar("T")
 
@@ -162,10 +162,14 @@ class OrchService:
             return lines.get(field)
 
         assert self.runtime is not None
-        problems, risky = await admit(spec, source, filename, runtimes=self.runtime,
-                                      default_user=self.settings.run_as_user, data_dir=self.data_dir)
-        if problems:
-            raise SpecError(problems)
+        faults, risky = await admit(spec, runtimes=self.runtime, default_user=self.settings.run_as_user,
+                                    data_dir=self.data_dir)
+        if faults:
+            at: list[int | None] = [None] * len(faults)
+            if isinstance(source, str):  # composing the YAML again is parsing work: in the pool too
+                at = await self._parse(lines_of, source, [loc for loc, _, _ in faults])
+            raise SpecError([SpecProblem(filename, n, field, msg) for n, (_, field, msg) in zip(at, faults,
+                                                                                                strict=True)])
         if spec.name in self._deleting:
             raise Conflict(f"service {spec.name} is being removed", hint="wait for the removal to finish")
         views = {n: self._view(r) for n, r in self.services.items()}
@@ -198,11 +202,11 @@ class OrchService:
         self._wake.set()
         return {**self.describe(spec.name), "changed": True}
 
-    async def _parse(self, fn: Callable[[Any, str], T], source: Any, filename: str) -> T:
-        """`fn(source, filename)` in the parse pool (`PoolBusy` → 503 when it is full)."""
+    async def _parse(self, fn: Callable[[Any, Any], T], source: Any, arg: Any) -> T:
+        """`fn(source, arg)` in the parse pool (`PoolBusy` → 503 when it is full)."""
         if self.parse_pool is None:
-            return fn(source, filename)
-        return await self.parse_pool.run(fn, source, filename)
+            return fn(source, arg)
+        return await self.parse_pool.run(fn, source, arg)
 
     def list(self) -> list[dict[str, Any]]:
         return [self._summary(n) for n in sorted(self.services)]
