@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import ipaddress
+import secrets
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
@@ -56,14 +57,15 @@ class Verdict:
 class CompiledPolicies:
     """A route's policies, ready for the hot path."""
 
-    __slots__ = ("allow", "auth_cache", "auth_users", "deny", "realm", "redirect_https", "req_remove", "req_set",
-                 "resp_extra", "resp_remove", "trivial")
+    __slots__ = ("allow", "auth_cache", "auth_decoy", "auth_users", "deny", "realm", "redirect_https", "req_remove",
+                 "req_set", "resp_extra", "resp_remove", "trivial")
 
     def __init__(self, p: Policies) -> None:
         self.redirect_https = p.redirect_https
         self.allow = _nets(p.allow)
         self.deny = _nets(p.deny)
         self.auth_users = {u.username: u.bcrypt_hash.encode() for u in p.basic_auth}
+        self.auth_decoy = decoy_hash(next(iter(self.auth_users.values()))) if self.auth_users else b""
         self.realm = p.basic_auth_realm
         self.auth_cache: OrderedDict[bytes, None] = OrderedDict()
         self.req_set = dict(p.request_headers.set)
@@ -104,11 +106,12 @@ class CompiledPolicies:
 
     def check_auth(self, authorization: bytes) -> Verdict | Credentials | None:
         """None: no auth here, or a credential already verified (cached). A `Verdict` (401): no usable
-        credential (missing, malformed, unknown user) — answered at once. `Credentials`: a password
-        to verify with `verify_password` off the loop, then `remember()` on success."""
+        credential (missing, malformed) — answered at once. `Credentials`: a password to verify with
+        `verify_password` off the loop, then `remember()` on success; an unknown user's is checked against
+        the decoy hash, so neither the answer's time nor the throttle tells which names exist."""
         if not self.auth_users:
             return None
-        cred = parse_basic(authorization, self.auth_users)
+        cred = parse_basic(authorization, self.auth_users, self.auth_decoy)
         if cred is None:
             return self.unauthorized()
         if cred.key in self.auth_cache:
@@ -132,7 +135,8 @@ class CompiledPolicies:
 
 @dataclass(frozen=True, slots=True)
 class Credentials:
-    """A Basic-auth attempt naming a known user: what `verify_password` needs, and its cache key."""
+    """A Basic-auth attempt: what `verify_password` needs (for an unknown user, the decoy hash), and its
+    cache key."""
 
     user: str
     password: bytes = field(repr=False)  # a secret: never in a repr, a log line or an error
@@ -140,8 +144,20 @@ class Credentials:
     key: bytes = field(repr=False)
 
 
-def parse_basic(header: bytes, users: dict[str, bytes]) -> Credentials | None:
-    """The credential in an `Authorization: Basic ...` value when it names a known user, else None."""
+def decoy_hash(model: bytes) -> bytes:
+    """A bcrypt hash that no password matches (its digest is random, not computed: building it costs
+    nothing on the loop), with `model`'s algorithm, cost and salt, so checking it costs what checking
+    `model` does."""
+    digest = bytes(secrets.choice(_BCRYPT_B64) for _ in range(31))
+    return model[:29] + digest  # "$2b$12$" + 22 characters of salt, then the 31-character digest
+
+
+_BCRYPT_B64 = b"./ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+
+
+def parse_basic(header: bytes, users: dict[str, bytes], decoy: bytes = b"") -> Credentials | None:
+    """The credential in an `Authorization: Basic ...` value; one naming an unknown user carries `decoy`
+    as its stored hash (None when there is no decoy, or the value is malformed)."""
     if not header[:6].lower() == b"basic ":
         return None
     try:
@@ -149,8 +165,8 @@ def parse_basic(header: bytes, users: dict[str, bytes]) -> Credentials | None:
     except (ValueError, UnicodeDecodeError):
         return None
     user, sep, password = decoded.partition(":")
-    stored = users.get(user)
-    if not sep or stored is None:
+    stored = users.get(user, decoy)
+    if not sep or not stored:
         return None
     return Credentials(user, password.encode("utf-8"), stored,
                        hashlib.sha256(header + b"\x00" + stored).digest())

@@ -8,6 +8,7 @@ import asyncio
 import base64
 import socket
 import struct
+import time
 
 import bcrypt
 import httpx
@@ -81,6 +82,28 @@ async def test_wrong_passwords_are_throttled_per_client_with_retry_after(gate_fa
         r = await c2.get(url, headers={"Host": "locked", "Authorization": basic("ann", "right")})
         assert r.status_code == 200
     assert sum(1 for r in origin.requests if r.host == "locked") == 3
+
+
+async def test_an_unknown_user_costs_what_a_wrong_password_does(gate_factory, origin: Origin):
+    """An unknown name is checked against a decoy hash of the same cost: its 401 takes as long as a known
+    user's wrong password (timing does not tell which names exist), and it counts against the throttle."""
+    hashed = bcrypt.hashpw(b"right", bcrypt.gensalt(ROUNDS)).decode()
+    g: Gate = await gate_factory(basic_auth_failures=4, basic_auth_failure_window_s=60)
+    g.set_routes(*locked_routes(origin, hashed))
+    url = f"http://127.0.0.1:{g.port}/echo"
+
+    async def attempt(c: httpx.AsyncClient, user: str) -> tuple[int, float]:
+        t = time.perf_counter()
+        r = await c.get(url, headers={"Host": "locked", "Authorization": basic(user, "not-it")})
+        return r.status_code, time.perf_counter() - t
+
+    async with httpx.AsyncClient(timeout=30) as c:
+        known = [await attempt(c, "ann") for _ in range(2)]
+        unknown = [await attempt(c, f"nobody{i}") for i in range(2)]
+        assert [code for code, _ in known + unknown] == [401] * 4
+        assert min(t for _, t in unknown) > 0.5 * min(t for _, t in known), (known, unknown)
+        assert (await attempt(c, "nobody9"))[0] == 429  # the unknown names were counted too
+    assert not any(r.host == "locked" for r in origin.requests)
 
 
 async def test_full_pool_answers_503_with_retry_after(gate_factory, origin: Origin):

@@ -114,7 +114,11 @@ def test_basic_auth():
     wrong = p.check_auth(b"Basic " + base64.b64encode(b"ann:nope"))
     assert isinstance(wrong, Credentials) and not verify_password(wrong.password, wrong.stored)
     assert wrong.key != cred.key
-    for bad in (b"", b"Basic !!", b"Basic " + base64.b64encode(b"bob:s3cret"), b"Basic " + base64.b64encode(b"ann"),
+    # An unknown user is verified too — against the decoy hash, same algorithm and cost, which nothing matches.
+    unknown = p.check_auth(b"Basic " + base64.b64encode(b"bob:s3cret"))
+    assert isinstance(unknown, Credentials) and unknown.stored[:29] == h.encode()[:29]
+    assert not verify_password(unknown.password, unknown.stored)
+    for bad in (b"", b"Basic !!", b"Basic " + base64.b64encode(b"ann"),
                 b"Bearer x", b"Basic " + base64.b64encode(b"\xff:x")):
         v = p.check_auth(bad)  # answered at once, no bcrypt
         assert isinstance(v, Verdict) and v.status == 401 and v.headers[0][0] == b"WWW-Authenticate"
