@@ -86,7 +86,7 @@ def register(api: Api, snap: Any) -> None:
     @api.route("GET", "/api/snap/shadows", summary="Shadow instances started by restores", tag="snap",
                returns=list[Shadow])
     async def shadows(req: ApiRequest) -> list[dict[str, Any]]:
-        return snap.list_shadows()
+        return await snap.list_shadows()
 
     @api.route("DELETE", "/api/snap/shadows/{name}", summary="Stop a shadow instance", role="admin",
                action="snap.shadow.stop", tag="snap", returns=Shadow)

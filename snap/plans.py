@@ -1,4 +1,5 @@
-"""Backup plans and the history of runs, kept in the state database (`snap_plans`, `snap_runs`)."""
+"""Backup plans, the history of runs and the shadow instances started by restores, kept in the state
+database (`snap_plans`, `snap_runs`, `snap_shadows`)."""
 
 from __future__ import annotations
 
@@ -37,7 +38,19 @@ SNAP_MIGRATIONS: list[Migration] = [
         );
         CREATE INDEX snap_runs_plan ON snap_runs(plan, started_at);
         """,
-    )
+    ),
+    Migration(
+        2,
+        "shadow instances",
+        # a shadow is an orch service that outlives the platform, so snap must remember it across restarts
+        """
+        CREATE TABLE snap_shadows (
+            name TEXT PRIMARY KEY,
+            info TEXT NOT NULL,
+            created_at REAL NOT NULL
+        );
+        """,
+    ),
 ]
 
 
@@ -111,3 +124,18 @@ class PlanRepo:
         else:
             rows = await self.store.fetchall("SELECT * FROM snap_runs ORDER BY id DESC LIMIT ?", (limit,))
         return [_run(r) for r in rows]
+
+    async def shadows(self) -> list[dict[str, Any]]:
+        rows = await self.store.fetchall("SELECT info FROM snap_shadows ORDER BY created_at, name")
+        return [json.loads(r["info"]) for r in rows]
+
+    async def shadow(self, name: str) -> dict[str, Any] | None:
+        row = await self.store.fetchone("SELECT info FROM snap_shadows WHERE name = ?", (name,))
+        return json.loads(row["info"]) if row is not None else None
+
+    async def put_shadow(self, name: str, info: dict[str, Any], at: float) -> None:
+        await self.store.execute("INSERT OR REPLACE INTO snap_shadows (name, info, created_at) VALUES (?, ?, ?)",
+                                 (name, json.dumps(info), at))
+
+    async def forget_shadow(self, name: str) -> None:
+        await self.store.execute("DELETE FROM snap_shadows WHERE name = ?", (name,))

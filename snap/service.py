@@ -91,7 +91,6 @@ class SnapService:
         self._pool: ThreadPoolExecutor | None = None
         self._wake = asyncio.Event()
         self._launcher = launcher
-        self.shadows: dict[str, dict[str, Any]] = {}
 
     # --- component ------------------------------------------------------------------------------
 
@@ -365,7 +364,7 @@ class SnapService:
                 eps = info.get("endpoints") or []
                 info.update(service=service, snapshot=snap.id, target=str(target),
                             url=f"http://{eps[0]}/" if eps else None)
-                self.shadows[name] = info
+                await self.plans.put_shadow(name, info, self.clock.now())
                 res["shadow"] = info
                 log.info("shadow instance started", service=service, shadow=name, healthy=info.get("healthy"),
                          url=info["url"])
@@ -388,16 +387,16 @@ class SnapService:
             raise Unavailable("shadow instances need orch, which is not running in this server")
         return plan["service"], launcher
 
-    def list_shadows(self) -> list[dict[str, Any]]:
-        return list(self.shadows.values())
+    async def list_shadows(self) -> list[dict[str, Any]]:
+        return await self.plans.shadows()
 
     async def stop_shadow(self, name: str) -> dict[str, Any]:
-        info = self.shadows.get(name)
+        info = await self.plans.shadow(name)
         launcher = self._launcher()
         if info is None or launcher is None:
             raise NotFound(f"no shadow instance {name!r}", hint="list them with `fsctl snap shadow ls`")
         await launcher.stop_copy(name)
-        self.shadows.pop(name, None)
+        await self.plans.forget_shadow(name)
         return info
 
     async def start_scrub(self, fraction: float) -> Job:

@@ -164,6 +164,11 @@ def test_shadow_instance_boots_from_restored_data(server_factory: Any, tmp_path:
     live = srv.api("GET", "/api/services/notes").json()
     assert live["endpoints"] != shadow["endpoints"]  # its own port, beside the live service
 
+    # the shadow is an orch service that outlives a restart of the platform: snap still knows it after one
+    assert srv.stop() == 0
+    srv = _server(server_factory, tmp_path)
+    assert [s["name"] for s in srv.api("GET", "/api/snap/shadows").json()] == ["notes-shadow"]
+
     out = srv.fsctl("snap", "shadow", "rm", "notes-shadow")
     assert out.returncode == 0, out.stderr
     assert srv.api("GET", "/api/snap/shadows").json() == []
