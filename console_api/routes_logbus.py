@@ -20,6 +20,9 @@ from logbus.tail import Batch
 from logbus.timespec import parse_time
 
 MAX_LIMIT = 10_000
+# A page's line text stops at about this much (the page continues by its cursor): JSON of 10,000 lines of
+# 16 KiB each would be a 160 MB body built on the loop.
+MAX_RESULT_BYTES = 4 * 1024 * 1024
 # One search request reads at most about this much (then answers with what it found and a cursor to
 # continue), so a keyword hunt over gigabytes cannot hold a worker thread and the GIL for seconds.
 SCAN_BUDGET_BYTES = 256 * 1024 * 1024
@@ -105,7 +108,8 @@ def register(api: Api, logs: LogbusService, *, heartbeat_s: float = 15.0) -> Non
         q = Query(tuple(dict.fromkeys(services)), from_ts, to_ts, _streams(req), req.query.get("q") or None,
                   req.query.get("regex") or None, parse_int(req.query.get("limit"), "limit", 500, 1, MAX_LIMIT),
                   _cursor(req.query.get("cursor")),
-                  tail=req.query.get("tail") in ("1", "true", "yes"), max_scan_bytes=SCAN_BUDGET_BYTES)
+                  tail=req.query.get("tail") in ("1", "true", "yes"), max_scan_bytes=SCAN_BUDGET_BYTES,
+                  max_result_bytes=MAX_RESULT_BYTES)
         res = await logs.query(q)
         return {"lines": res.lines, "next_cursor": res.next_cursor, "services": list(q.services),
                 "scanned_bytes": res.scanned_bytes, "partial": bool(res.stopped_at)}

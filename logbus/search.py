@@ -46,6 +46,9 @@ class Query:
     # Stop reading after about this much: forward queries then continue by the cursor; `tail` queries
     # return what the budget reached (`Result.stopped_at` says the answer is partial).
     max_scan_bytes: int | None = None
+    # Stop taking lines once their text reaches about this much (at least one line is always taken): a
+    # page of `limit` long lines must not become a response of hundreds of MB built on the loop.
+    max_result_bytes: int | None = None
 
 
 @dataclass
@@ -342,6 +345,8 @@ def run_query(reader: IndexReader, q: Query) -> Result:
             hits += got
         hits.sort(key=lambda h: h[0])
         chosen = hits[-q.limit:]
+        if q.max_result_bytes is not None and chosen:  # the newest lines that fit, at least one
+            chosen = chosen[len(chosen) - max(1, _fitting(reversed([h[4] for h in chosen]), q.max_result_bytes)):]
         result.lines = [_line_dict(h) for h in chosen]
         return result
     pos: dict[str, Position] = dict(q.cursor or {})
@@ -367,15 +372,22 @@ def _take_runs(reader: IndexReader, q: Query, matcher: Matcher, result: Result, 
     more lines remain after `q.limit`."""
     service = q.services[0]
     lines = result.lines
+    budget = q.max_result_bytes
     runs = _scan(reader, service, q, matcher, result)
     try:
         for r in runs:
             if not r.lines:
                 continue
             room = q.limit - len(lines)
-            if room <= 0:
+            if room <= 0 or (budget is not None and budget <= 0):
                 return True
             take = r.lines if len(r.lines) <= room else r.lines[:room]
+            if budget is not None:
+                fit = _fitting(take, budget) if lines else max(1, _fitting(take, budget))
+                take = take[:fit]
+                budget -= sum(map(len, take))
+                if not take:
+                    return True
             m = r.meta
             if m is None:
                 lines += [record_dict(x, service) for x in take]
@@ -401,16 +413,32 @@ def _take_merged(reader: IndexReader, q: Query, matcher: Matcher, result: Result
     gens = [_scan(reader, s, q, matcher, result) for s in q.services]
     merged = heapq.merge(*(_hits(g, s) for g, s in zip(gens, q.services, strict=True)), key=lambda h: h[0])
     lines = result.lines
+    budget = q.max_result_bytes
     try:
         for ts, service, file_id, end, line, meta in merged:
             if len(lines) >= q.limit or (result.stop_ts is not None and ts > result.stop_ts):
                 return True  # (past a cut-short scan's horizon, lines of other services would come too early)
+            if budget is not None:
+                if budget < len(line) and lines:
+                    return True
+                budget -= len(line)
             lines.append(record_dict(line, service) if meta is None else chunk_line_dict(line, service, meta))
             pos[service] = (file_id, end)
         return False
     finally:
         for g in gens:
             g.close()
+
+
+def _fitting(lines: Iterable[bytes], budget: int) -> int:
+    """How many of `lines`, from the first, fit in `budget` bytes."""
+    n = 0
+    for x in lines:
+        budget -= len(x)
+        if budget < 0:
+            break
+        n += 1
+    return n
 
 
 def _line_dict(h: _Hit) -> dict[str, object]:

@@ -606,3 +606,30 @@ async def test_an_index_of_the_previous_release_is_taken_over_and_a_newer_one_re
         conn.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
     with pytest.raises(StartupError, match="newer release"):
         await make(name="v1")
+
+
+async def test_a_result_byte_budget_pages_long_lines_and_loses_none(make: Factory) -> None:
+    # 10,000 lines of 16 KiB in one page would be a 160 MB response built on the loop: pages stop at the budget
+    svc = await make(max_line_bytes=4096)
+    for i in range(300):
+        svc.append("big", "x", "stdout", f"{i:04d} {'z' * 1000}\n".encode())
+        svc.append("small", "x", "stdout", f"{i:04d} s\n".encode())
+    await svc.flush()
+    for services in (("big",), ("big", "small")):
+        got: list[str] = []
+        cursor, pages = None, 0
+        while True:
+            res = await svc.query(Query(services, cursor=cursor, limit=10_000, max_result_bytes=20_000))
+            assert sum(len(x["text"]) for x in res.lines) <= 20_000 + 1006
+            got += [x["text"][:4] + x["service"] for x in res.lines]
+            pages += 1
+            if res.next_cursor is None:
+                break
+            cursor = decode_cursor(res.next_cursor)
+        assert sorted(got) == sorted(f"{i:04d}{s}" for i in range(300) for s in services)  # each line once
+        assert pages >= 15, pages
+    # a single line larger than the budget still comes (one per page), and tail keeps the newest that fit
+    one = await svc.query(Query(("big",), limit=10, max_result_bytes=10))
+    assert [x["text"][:4] for x in one.lines] == ["0000"] and one.next_cursor
+    tail = await svc.query(Query(("big",), tail=True, limit=100, max_result_bytes=5_000))
+    assert [x["text"][:4] for x in tail.lines] == ["0296", "0297", "0298", "0299"]
