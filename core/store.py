@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -55,6 +56,7 @@ class Store:
         self._writer: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
         self._write_lock = asyncio.Lock()
+        self.upgrade_backup: Path | None = None  # the copy taken before this release first changed the schema
 
     async def open(self) -> None:
         try:
@@ -109,6 +111,7 @@ class Store:
         for m in known:
             if m.version in applied:
                 continue
+            await self._backup_before_upgrade(component, newest)
             async with self._write_lock:
                 try:
                     await self._writer.executescript(
@@ -122,6 +125,30 @@ class Store:
                     raise StartupError(f"{component} migration {m.version} ({m.name}) failed: {e}") from e
             log.info("applied migration", component=component, version=m.version, name=m.name)
         return len(known)
+
+    async def _backup_before_upgrade(self, component: str, version: int) -> None:
+        """Before the first migration a release applies to a database an earlier release made, a full copy
+        beside it (`<dir>/upgrade-backups/`): a failed or regretted upgrade can then go back. Fresh databases
+        are not copied."""
+        if self.upgrade_backup is not None:
+            return
+        row = await self.fetchone("SELECT count(*) AS n FROM schema_migrations")
+        if row is None or row["n"] == 0:
+            return
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        out = self.path.parent / "upgrade-backups" / f"{self.path.stem}-{stamp}-before-{component}-v{version + 1}.db"
+        out.parent.mkdir(mode=0o700, exist_ok=True)
+        assert self._writer is not None
+        async with self._write_lock:
+            try:
+                await self._writer.execute("VACUUM INTO ?", (str(out),))
+            except sqlite3.Error as e:
+                raise StartupError(f"cannot back up {self.path} before upgrading its schema: {e}",
+                                   hint=f"free space in {out.parent}, then start again") from e
+        out.chmod(0o600)
+        self.upgrade_backup = out
+        log.warning("database backed up before a schema upgrade", db=str(self.path), backup=str(out),
+                    component=component, from_version=version)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:

@@ -73,3 +73,24 @@ async def test_garbage_file_is_a_clear_startup_error(tmp_path):
         await s.open()
         await s.migrate("demo", [M1])
     assert path.read_bytes().startswith(b"this is not a database")  # left as it was, for the user to inspect
+
+
+async def test_an_upgrade_backs_the_database_up_first_and_a_fresh_one_is_not_copied(tmp_path):
+    old = Store(tmp_path / "state.db")
+    await old.open()
+    await old.migrate("demo", [M1])
+    assert old.upgrade_backup is None  # a fresh database: nothing to keep
+    await old.execute("INSERT INTO things (name) VALUES ('kept')")
+    await old.close()
+
+    new = Store(tmp_path / "state.db")  # the next release, with a second migration and a new component
+    await new.open()
+    await new.migrate("demo", [M1, M2])
+    await new.migrate("other", [Migration(1, "more", "CREATE TABLE more (id INTEGER PRIMARY KEY);")])
+    (backup,) = (tmp_path / "upgrade-backups").iterdir()
+    assert new.upgrade_backup == backup and "before-demo-v2" in backup.name
+    assert backup.stat().st_mode & 0o777 == 0o600
+    with sqlite3.connect(backup) as db:  # the database as the old release left it, data and schema
+        assert db.execute("SELECT name FROM things").fetchall() == [("kept",)]
+        assert [r[1] for r in db.execute("PRAGMA table_info(things)")] == ["id", "name"]
+    await new.close()
