@@ -31,7 +31,7 @@ MANIFEST = "MANIFEST.json"
 # Trees copied file by file (relative to the data dir); databases are found anywhere outside SKIP_DIRS.
 TREES = ("certs", "gate", "snap/repo/keys")
 FILES = ("snap/repo/config",)
-SKIP_DIRS = ("logs", "run", "snap/repo", "releases", "artifacts", "restore")
+SKIP_DIRS = ("logs", "run", "snap/repo", "releases", "artifacts", "restore", "upgrade-backups")
 _LIMIT_BYTES = 8 * 1024**3  # a state archive is small; a huge one is not ours
 
 
