@@ -22,6 +22,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "fsctl.cli_snap",
     "fsctl.cli_security",
     "fsctl.cli_state",
+    "fsctl.cli_doctor",
 )
 
 

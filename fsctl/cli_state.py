@@ -289,7 +289,7 @@ def _restore(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:  # type: ignore[type-arg]
+def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("state", help="back up or restore the platform's own state (databases, keys, config)")
     ssub = p.add_subparsers(dest="state_command", required=True, metavar="ACTION")
     for name, fn, what in (("backup", _backup, "write the state to FILE (.tar.gz, mode 0600)"),
