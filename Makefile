@@ -77,4 +77,4 @@ systemd-image:
 
 test-systemd: $(BIN)/fsctl systemd-image
 	$(BIN)/python -m pytest -q -rs $(PYTEST_ARGS) tests/orch/test_runtime_conformance.py tests/orch/test_units.py \
-	  tests/orch/test_systemd_orch.py
+	  tests/orch/test_systemd_orch.py tests/e2e/test_install_service.py

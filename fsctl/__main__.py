@@ -23,6 +23,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "fsctl.cli_security",
     "fsctl.cli_state",
     "fsctl.cli_doctor",
+    "fsctl.cli_install",
 )
 
 
