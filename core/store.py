@@ -57,12 +57,16 @@ class Store:
         self._reader: aiosqlite.Connection | None = None
         self._write_lock = asyncio.Lock()
         self.upgrade_backup: Path | None = None  # the copy taken before this release first changed the schema
+        self._fresh = False
 
     async def open(self) -> None:
         try:
             self._writer = await self._connect()
             self._reader = await self._connect()
             await self._writer.executescript(_BOOKKEEPING)
+            async with self._writer.execute("SELECT count(*) FROM schema_migrations") as cur:
+                row = await cur.fetchone()
+            self._fresh = not row or row[0] == 0  # made now: nothing of an earlier release to keep
         except sqlite3.DatabaseError as e:
             await self.close()
             raise StartupError(
@@ -130,10 +134,7 @@ class Store:
         """Before the first migration a release applies to a database an earlier release made, a full copy
         beside it (`<dir>/upgrade-backups/`): a failed or regretted upgrade can then go back. Fresh databases
         are not copied."""
-        if self.upgrade_backup is not None:
-            return
-        row = await self.fetchone("SELECT count(*) AS n FROM schema_migrations")
-        if row is None or row["n"] == 0:
+        if self.upgrade_backup is not None or self._fresh:
             return
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
         out = self.path.parent / "upgrade-backups" / f"{self.path.stem}-{stamp}-before-{component}-v{version + 1}.db"
