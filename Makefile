@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: install test lint bench run ui test-ui accel clean
+.PHONY: install test lint bench run ui test-ui accel clean docs
 
 install: $(BIN)/fsctl accel ui
 
@@ -43,6 +43,10 @@ test: $(BIN)/fsctl accel
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 	@if [ -n "$(PURE_TESTS)" ]; then echo "== the gate as pure Python"; \
 	  INFRACORE_PURE=1 $(BIN)/python -m pytest -q $(PYTEST_ARGS) $(PURE_TESTS); fi
+
+# The reference pages in docs/reference/ from the code (settings, CLI parsers, OpenAPI); a test fails when stale.
+docs: $(BIN)/fsctl
+	$(BIN)/python -m fsctl.refdocs
 
 lint: $(BIN)/fsctl
 	$(BIN)/ruff check .

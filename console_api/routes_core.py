@@ -13,6 +13,7 @@ from typing import Any, Literal
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
+from console_api import apidocs
 from console_api.api import Api, ApiRequest, openapi_document, parse_int
 from core.audit import AuditLog
 from core.bus import EventBus, Subscription
@@ -71,9 +72,23 @@ def register(api: Api, ctx: CoreContext) -> None:
     async def health(req: ApiRequest) -> dict[str, Any]:
         return {"status": "ok", "version": ctx.version}
 
+    cached: dict[str, Any] = {}  # the routes are fixed once the server runs: build the document once
+
+    def document() -> dict[str, Any]:
+        if "doc" not in cached:
+            cached["doc"] = openapi_document(api, version=ctx.version)
+        return cached["doc"]
+
     @api.route("GET", "/api/openapi.json", summary="This API's OpenAPI document", role=None)
     async def openapi(req: ApiRequest) -> dict[str, Any]:
-        return openapi_document(api, version=ctx.version)
+        return document()
+
+    @api.route("GET", "/api/docs", summary="This API's reference as an HTML page", role=None, response="text/html")
+    async def docs(req: ApiRequest) -> web.Response:
+        if "html" not in cached:
+            cached["html"] = apidocs.render(document())
+        return web.Response(text=cached["html"], content_type="text/html",
+                            headers={"Content-Security-Policy": apidocs.CSP, "Cache-Control": "no-cache"})
 
     @api.route("GET", "/api/status", summary="Version, uptime and the state of each component")
     async def status(req: ApiRequest) -> dict[str, Any]:

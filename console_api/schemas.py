@@ -526,6 +526,7 @@ RESPONSES: dict[tuple[str, str], Any] = {
     ("GET", "/api/logs/services"): list[LogService],
     ("GET", "/api/logs/status"): JSON,
     ("GET", "/api/logs/download"): TEXT,
+    ("GET", "/api/docs"): TEXT,
     ("POST", "/api/logs/{service}"): LogIngested,
     ("GET", "/api/logs/{service}/stream"): {"type": "string", "description": "SSE: `lines` events carry "
                                             "LogLine arrays, `skipped` events a notice"},

@@ -45,27 +45,29 @@ class Settings(BaseSettings):
     # The config file's values; `load_settings` sets them on a throwaway subclass.
     file_values: ClassVar[dict[str, Any]] = {}
 
-    data_dir: Path = Field(default_factory=default_data_dir)
-    config_file: Path | None = None
-    edge_host: str = "0.0.0.0"
+    data_dir: Path = Field(default_factory=default_data_dir)  # /var/lib/infracore as root, else ./var
+    config_file: Path | None = None  # set by --config / INFRACORE_CONFIG_FILE, not in the file itself
+    edge_host: str = "0.0.0.0"  # the address the gate's HTTP and HTTPS listeners bind
+    # 80 as root, else 8080
     http_port: int = Field(default_factory=lambda: 80 if _is_root() else 8080, ge=0, le=65535)
+    # 443 as root, else 8443
     https_port: int = Field(default_factory=lambda: 443 if _is_root() else 8443, ge=0, le=65535)
-    console: str = DEFAULT_CONSOLE
+    console: str = DEFAULT_CONSOLE  # HOST:PORT of the console API and web console
     # Proxies (CIDRs) besides the platform's own gate whose X-Forwarded-For the console believes.
     console_trusted_proxies: list[str] = Field(default_factory=list)
     # Host names the console answers to besides localhost, IP literals and its gate routes' hosts.
     console_allowed_hosts: list[str] = Field(default_factory=list)
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
-    log_format: Literal["auto", "console", "json"] = "auto"
-    drain_timeout_s: float = Field(default=10.0, gt=0)
-    sse_heartbeat_s: float = Field(default=15.0, gt=0)
-    session_ttl_s: int = Field(default=12 * 3600, gt=0)
-    password_hash_rounds: int = Field(default=12, ge=4, le=16)
-    api_max_body_bytes: int = Field(default=1024 * 1024, gt=0)
-    event_retention_count: int = Field(default=100_000, gt=0)
-    acme_directory: str = "https://acme-v02.api.letsencrypt.org/directory"
-    acme_ca_bundle: Path | None = None
-    acme_email: str | None = None
+    log_level: Literal["debug", "info", "warning", "error"] = "info"  # the platform's own log
+    log_format: Literal["auto", "console", "json"] = "auto"  # auto: console on a TTY, JSON lines otherwise
+    drain_timeout_s: float = Field(default=10.0, gt=0)  # how long a stop waits for in-flight work
+    sse_heartbeat_s: float = Field(default=15.0, gt=0)  # comment lines on idle event streams
+    session_ttl_s: int = Field(default=12 * 3600, gt=0)  # a login's lifetime
+    password_hash_rounds: int = Field(default=12, ge=4, le=16)  # bcrypt cost
+    api_max_body_bytes: int = Field(default=1024 * 1024, gt=0)  # console API request bodies
+    event_retention_count: int = Field(default=100_000, gt=0)  # events kept for replay (Last-Event-ID)
+    acme_directory: str = "https://acme-v02.api.letsencrypt.org/directory"  # the CA (default Let's Encrypt)
+    acme_ca_bundle: Path | None = None  # CA bundle to trust for the ACME server (a private CA)
+    acme_email: str | None = None  # contact address for the ACME account
     # Component sections, each validated by its own component's model.
     gate: dict[str, Any] = Field(default_factory=dict)
     certd: dict[str, Any] = Field(default_factory=dict)
