@@ -1,5 +1,6 @@
-"""A tiny HTTP app for the quick start: answers GET with a greeting and its port; `/healthz` is its health
-check (503 while the file named by $UNHEALTHY_FILE exists, to try out health-driven restarts)."""
+"""A tiny HTTP app for the quick start: answers GET with a greeting and its port, and the contents of
+`$DATA_DIR/message.txt` when there is one (its "data", for backups); `/healthz` is its health check (503
+while the file named by $UNHEALTHY_FILE exists, to try out health-driven restarts)."""
 
 import http.server
 import os
@@ -14,6 +15,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
         else:
             status = 200
             body = f"{os.environ.get('GREETING', 'hello')} from {self.server.server_address[1]}\n".encode()
+            data = os.environ.get("DATA_DIR")
+            if data and os.path.isfile(os.path.join(data, "message.txt")):
+                with open(os.path.join(data, "message.txt"), "rb") as f:
+                    body += f.read(4096)
         self.send_response(status)
         self.send_header("Content-Type", "text/plain")
         self.send_header("Content-Length", str(len(body)))
