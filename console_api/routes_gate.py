@@ -1,4 +1,5 @@
-"""Console API routes of the gate: `/api/routes` CRUD and `/api/gate/metrics`."""
+"""Console API routes of the gate: `/api/routes` CRUD (PATCH for partial edits) and `/api/gate/metrics`.
+Saving a route answers it with `warnings` about its upstreams (the gate's check, with what fsctl wired)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from typing import Any
 
 from console_api.api import Api, ApiRequest
 from core.errors import BadRequest
-from gate.routes import RouteSpec
+from gate.routes import Route, RoutePatch, RouteSpec
 from gate.service import GateService, route_payload
 
 
@@ -24,7 +25,7 @@ def register(api: Api, gate: GateService) -> None:
         route = await gate.add_route(spec)
         out = route_payload(route)
         req.audit(f"route:{route.id}", after=_hide_hashes(out))
-        return out
+        return {**out, "warnings": await gate.upstream_warnings(route.spec)}
 
     @api.route("GET", "/api/routes/{ref:.+}", summary="One route, by id or host[/path]", tag="gate")
     async def routes_get(req: ApiRequest) -> dict[str, Any]:
@@ -37,9 +38,15 @@ def register(api: Api, gate: GateService) -> None:
         route_id = int(req.match["id"])
         req.audit(f"route:{route_id}")
         before, after = await gate.update_route(route_id, req.body)
-        out = route_payload(after)
-        req.audit(f"route:{route_id}", before=_hide_hashes(route_payload(before)), after=_hide_hashes(out))
-        return out
+        return await _saved(gate, req, before, after)
+
+    @api.route("PATCH", "/api/routes/{id:\\d+}", summary="Change some of a route's fields (merge patch: null = "
+               "default)", role="admin", body=RoutePatch, action="route.update", tag="gate")
+    async def routes_patch(req: ApiRequest) -> dict[str, Any]:
+        route_id = int(req.match["id"])
+        req.audit(f"route:{route_id}")
+        before, after = await gate.patch_route(route_id, req.body.model_dump(exclude_unset=True))
+        return await _saved(gate, req, before, after)
 
     @api.route("DELETE", "/api/routes/{ref:.+}", summary="Remove a route, by id or host[/path]", role="admin",
                action="route.remove", tag="gate")
@@ -62,6 +69,14 @@ def register(api: Api, gate: GateService) -> None:
         if not 1 <= span <= 300:
             raise BadRequest("window_s must be between 1 and 300")
         return gate.metrics(span)
+
+
+async def _saved(gate: GateService, req: ApiRequest, before: Route, after: Route) -> dict[str, Any]:
+    """An updated route for the audit log and the answer, with warnings when its upstreams changed."""
+    out = route_payload(after)
+    req.audit(f"route:{after.id}", before=_hide_hashes(route_payload(before)), after=_hide_hashes(out))
+    changed = before.spec.upstreams != after.spec.upstreams
+    return {**out, "warnings": await gate.upstream_warnings(after.spec) if changed else []}
 
 
 def _ref(req: ApiRequest) -> str:

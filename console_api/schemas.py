@@ -269,6 +269,11 @@ class Route(RouteSpec):
     name: str
 
 
+class RouteSaved(Route):
+    warnings: list[str] = Field(description="advice on the upstreams just saved (unknown service, a host name "
+                                "that does not resolve); the route is stored and live either way")
+
+
 class RouteWithCert(Route):
     certificate: ServedCertificate | None = Field(description="what the HTTPS listener serves (None: no TLS)")
 
@@ -511,9 +516,10 @@ RESPONSES: dict[tuple[str, str], Any] = {
     ("DELETE", "/api/services/{name}"): ServiceRemoved,
     ("GET", "/api/orch/limits"): OrchLimits,
     ("GET", "/api/routes"): list[RouteWithCert],
-    ("POST", "/api/routes"): Route,
+    ("POST", "/api/routes"): RouteSaved,
     ("GET", "/api/routes/{ref:.+}"): RouteWithCert,
-    ("PUT", "/api/routes/{id:\\d+}"): Route,
+    ("PUT", "/api/routes/{id:\\d+}"): RouteSaved,
+    ("PATCH", "/api/routes/{id:\\d+}"): RouteSaved,
     ("DELETE", "/api/routes/{ref:.+}"): Route,
     ("GET", "/api/gate/metrics"): GateMetrics,
     ("GET", "/api/certs"): list[Certificate],

@@ -1,8 +1,11 @@
 """Wiring of the gate: its config section, the ports it reads (endpoints, ACME challenges, certificates,
-access-log sink) and its console routes."""
+access-log sink, orch's services and a DNS resolver for the upstream warnings) and its console routes."""
 
 from __future__ import annotations
 
+import asyncio
+import socket
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 from console_api import routes_gate
@@ -28,8 +31,23 @@ def wire(kernel: Any) -> list[Component]:
         https_port=s.https_port,
         data_dir=s.data_dir,
         workers=kernel.pools.edge,
+        service_ports=_service_ports(kernel.services.get("orch")),
+        resolve=resolve_host,
     )
     kernel.services["gate"] = service
     kernel.services["gate_metrics"] = service  # a core.ports.MetricsSource for probe's Prometheus exposition
     routes_gate.register(kernel.api, service)
     return [service]
+
+
+def _service_ports(orch: Any) -> Callable[[], Mapping[str, Collection[str]]] | None:
+    """Orch's services now → their port names (orch is wired before the gate; None without it)."""
+    if orch is None:
+        return None
+    return lambda: {name: [p.name for p in row.spec.ports] for name, row in orch.services.items()}
+
+
+async def resolve_host(host: str) -> object:
+    """Resolve `host` in the loop's resolver threads (getaddrinfo never runs on the loop); raises OSError
+    (socket.gaierror) when the name does not resolve."""
+    return await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM)

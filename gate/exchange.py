@@ -39,7 +39,7 @@ from gate.h1 import (
 )
 from gate.metrics import Stats, record_request
 from gate.pages import error_page
-from gate.policies import Credentials, verify_password
+from gate.policies import ACME_PREFIX, Credentials, verify_password
 
 if TYPE_CHECKING:
     from gate.proxy import ClientConnection
@@ -48,7 +48,6 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("gate.exchange")
 
-ACME_PREFIX = "/.well-known/acme-challenge/"
 MAX_ATTEMPTS = 3
 _PROTOCOLS = {"1.1": "HTTP/1.1", "1.0": "HTTP/1.0", "2": "HTTP/2"}
 
@@ -160,7 +159,7 @@ class Exchange:
         pol = rt.policies
         if not pol.trivial:
             verdict = (pol.check_ip(client.client_ip)
-                       or pol.check_redirect(client.scheme, self.method, info.host_header, info.target))
+                       or pol.check_redirect(client.scheme, self.method, info.host, info.target))
             if verdict is None and pol.auth_users:
                 auth = pol.check_auth(self.header(b"authorization"))
                 if isinstance(auth, Credentials):

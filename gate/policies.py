@@ -1,6 +1,6 @@
-"""Per-route policies, pure: HTTPS redirect, HSTS and security headers, IP allow/deny, basic auth (the
-bcrypt check itself runs in a worker pool, failures throttled per client) and a token-bucket rate limit
-per client IP. `now` is passed in; no I/O.
+"""Per-route policies, pure: HTTPS redirect (on by default for routes with TLS), HSTS and security headers,
+IP allow/deny, basic auth (the bcrypt check itself runs in a worker pool, failures throttled per client)
+and a token-bucket rate limit per client IP. `now` is passed in; no I/O.
 
 `CompiledPolicies` is built once per route table (CIDRs parsed, header names encoded) so a request pays
 only lookups. Rate-limit buckets live in a `RateLimiter` the gate keeps per route across table swaps.
@@ -17,7 +17,9 @@ from dataclasses import dataclass, field
 
 import bcrypt
 
-from gate.routes import Policies, RateLimit
+from gate.routes import Policies, RateLimit, RouteSpec
+
+ACME_PREFIX = "/.well-known/acme-challenge/"  # HTTP-01 answers: served over plain HTTP, never redirected
 
 SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
     (b"X-Content-Type-Options", b"nosniff"),
@@ -54,14 +56,44 @@ class Verdict:
     headers: tuple[tuple[bytes, bytes], ...] = ()
 
 
+class HttpsRedirect:
+    """Where a route sends plain-HTTP requests: `https://HOST[:PORT]` followed by the request target
+    unchanged. HOST is the route's own name; only a wildcard or catch-all route uses the request's
+    host, and then the one the router matched on (`parse_host_header`: lowercase, no port, no trailing
+    dot, only `[a-z0-9._-]` or an IPv6 literal), never the raw `Host` header, so a request cannot steer
+    the redirect to another site. PORT is the gate's HTTPS port, left out when it is 443 (or unknown)."""
+
+    __slots__ = ("host", "port_suffix")
+
+    def __init__(self, route_host: str, https_port: int | None) -> None:
+        self.host = None if route_host == "*" or route_host.startswith("*.") else route_host
+        self.port_suffix = "" if https_port is None or https_port == 443 else f":{https_port}"
+
+    def location(self, request_host: str, target: str) -> bytes | None:
+        """The `Location` value, or None when there is no host to name (an HTTP/1.0 request without
+        `Host` on a wildcard or catch-all route)."""
+        host = self.host or request_host
+        if not host:
+            return None
+        return f"https://{host}{self.port_suffix}{target}".encode("latin-1")
+
+
+def https_redirect(spec: RouteSpec, https_port: int | None) -> HttpsRedirect | None:
+    """A route's redirect, or None: only routes with TLS (`auto`, `manual`) redirect, unless their
+    `policies.redirect_https` is off; a route with `tls: off` has no certificate to send people to."""
+    if spec.tls == "off" or not spec.policies.redirect_https:
+        return None
+    return HttpsRedirect(spec.host, https_port)
+
+
 class CompiledPolicies:
     """A route's policies, ready for the hot path."""
 
-    __slots__ = ("allow", "auth_cache", "auth_decoy", "auth_users", "deny", "realm", "redirect_https", "req_remove",
+    __slots__ = ("allow", "auth_cache", "auth_decoy", "auth_users", "deny", "realm", "redirect", "req_remove",
                  "req_set", "resp_extra", "resp_remove", "trivial")
 
-    def __init__(self, p: Policies) -> None:
-        self.redirect_https = p.redirect_https
+    def __init__(self, p: Policies, redirect: HttpsRedirect | None = None) -> None:
+        self.redirect = redirect
         self.allow = _nets(p.allow)
         self.deny = _nets(p.deny)
         self.auth_users = {u.username: u.bcrypt_hash.encode() for u in p.basic_auth}
@@ -78,7 +110,7 @@ class CompiledPolicies:
         self.resp_remove = frozenset(
             h.lower().encode() for h in [*p.response_headers.remove, *p.response_headers.set]
         ) | (frozenset(k.lower() for k, _ in SECURITY_HEADERS) if p.security_headers else frozenset())
-        self.trivial = not (self.redirect_https or self.allow or self.deny or self.auth_users)
+        self.trivial = not (redirect or self.allow or self.deny or self.auth_users)
 
     def response_headers(self, scheme: str, hsts_max_age_s: int) -> tuple[tuple[bytes, bytes], ...]:
         if hsts_max_age_s and scheme == "https":
@@ -92,17 +124,18 @@ class CompiledPolicies:
             return Verdict(403, "your address is not allowed to use this site")
         return None
 
-    def check_redirect(self, scheme: str, method: bytes, host_header: bytes, target: str) -> Verdict | None:
-        if not self.redirect_https or scheme == "https":
+    def check_redirect(self, scheme: str, method: bytes, host: str, target: str) -> Verdict | None:
+        """301 (GET, HEAD) or 308 (other methods: they must keep method and body) to HTTPS for a plain-HTTP
+        request, or None. `host` is the parsed host the router matched (`RequestInfo.host`), `target`
+        the request target (path and query, kept exactly). The ACME HTTP-01 path and `OPTIONS *` pass."""
+        r = self.redirect
+        if r is None or scheme == "https" or target[:1] != "/" or target.startswith(ACME_PREFIX):
             return None
-        status = 301 if method in (b"GET", b"HEAD") else 308
-        host = host_header.decode("latin-1")
-        if host.startswith("["):
-            host = host[: host.find("]") + 1]
-        else:
-            host = host.split(":", 1)[0]
-        return Verdict(status, "this site is served over HTTPS",
-                       ((b"Location", f"https://{host}{target}".encode("latin-1")),))
+        location = r.location(host, target)
+        if location is None:
+            return Verdict(400, "this site is served over HTTPS; send a Host header naming it")
+        return Verdict(301 if method == b"GET" or method == b"HEAD" else 308, "this site is served over HTTPS",
+                       ((b"Location", location),))
 
     def check_auth(self, authorization: bytes) -> Verdict | Credentials | None:
         """None: no auth here, or a credential already verified (cached). A `Verdict` (401): no usable

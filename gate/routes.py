@@ -10,9 +10,9 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
 from gate.static import static_root_problem
 
@@ -130,8 +130,11 @@ def _check_header(name: str, value: str) -> None:
 class Policies(_Model):
     """Per-route behaviour in front of the upstream."""
 
-    redirect_https: bool = Field(default=False, description="plain-HTTP requests get 301/308 to https://")
-    hsts_max_age_s: int = Field(default=0, ge=0, description="Strict-Transport-Security max-age; 0 = none")
+    redirect_https: bool = Field(default=True, description="on a route with TLS (auto or manual), plain-HTTP "
+                                 "requests get 301 (GET, HEAD) or 308 to https:// on the gate's HTTPS port (never "
+                                 "/.well-known/acme-challenge/); routes with tls off never redirect")
+    hsts_max_age_s: int = Field(default=0, ge=0, description="Strict-Transport-Security max-age, sent over HTTPS; "
+                                "0 = none (opt-in: browsers then refuse plain HTTP for that long)")
     security_headers: bool = Field(default=False, description="add X-Content-Type-Options, X-Frame-Options, ...")
     rate_limit: RateLimit | None = None
     allow: list[str] = Field(default_factory=list, description="CIDRs allowed (empty: everyone)")
@@ -254,3 +257,22 @@ class Route:
 
     def to_dict(self) -> dict[str, object]:
         return {"id": self.id, "name": self.name, **self.spec.model_dump()}
+
+
+def _optional(model: type[BaseModel], name: str, doc: str,
+              types: dict[str, Any] | None = None) -> type[BaseModel]:
+    """`model` with every field optional (None: not given), for partial updates; the merged result is
+    validated by `model` itself, so the field rules live in one place."""
+    fields: dict[str, Any] = {
+        k: (Optional[(types or {}).get(k, f.annotation)], Field(default=None, description=f.description))  # noqa: UP045
+        for k, f in model.model_fields.items()
+    }
+    return create_model(name, __config__=ConfigDict(extra="forbid"), __doc__=doc, **fields)
+
+
+PoliciesPatch = _optional(Policies, "PoliciesPatch", "Policy fields to change; the others stay.")
+RoutePatch = _optional(
+    RouteSpec, "RoutePatch",
+    "A partial route (JSON merge patch): the fields given replace the current ones — inside `policies` field by "
+    "field, other values whole — and null puts a field back to its default.",
+    {"policies": PoliciesPatch})

@@ -32,6 +32,7 @@ from gate.routes import Route, RouteSpec
 from gate.server import EdgeServer
 from gate.state import ProxyState
 from gate.static import check_static_root
+from gate.upstream_check import Resolver, ServicePorts, upstream_warnings
 
 log = structlog.get_logger("gate.service")
 
@@ -49,6 +50,17 @@ MIGRATIONS: list[Migration] = [
             updated_at REAL NOT NULL,
             UNIQUE (host, path)
         );
+        """,
+    ),
+    # HTTPS redirect became the default for routes with TLS. Stored specs all carry the old default
+    # `redirect_https: false` (no flag could set it off, so "off on purpose" cannot be told apart):
+    # every stored route gets the new default; `fsctl route edit ID --no-redirect-https` turns it off.
+    Migration(
+        2,
+        "routes_redirect_https_default",
+        """
+        UPDATE gate_routes SET spec = json_set(spec, '$.policies.redirect_https', json('true'))
+        WHERE json_extract(spec, '$.policies.redirect_https') = 0;
         """,
     ),
 ]
@@ -85,6 +97,8 @@ class GateService:
         https_port: int | None = None,
         data_dir: Path | None = None,
         workers: WorkerPool | None = None,
+        service_ports: ServicePorts | None = None,
+        resolve: Resolver | None = None,
     ) -> None:
         self.config = config
         self.store = store
@@ -98,6 +112,10 @@ class GateService:
         self.edge = EdgeServer(self.state)
         self.bound_port: int | None = None
         self.https_port = https_port
+        # The port HTTPS redirects name: the TLS listener's bound port once it runs, else the configured one.
+        self.redirect_port = https_port
+        self.service_ports = service_ports
+        self.resolve = resolve
         self.data_dir = data_dir
         self.tls: Any = None  # gate.tls.TlsListener once the HTTPS listener runs
         self._routes: dict[int, Route] = {}
@@ -133,6 +151,9 @@ class GateService:
 
             selector = CertSelector(self.certificates, self.data_dir / "gate", now=self.wall_clock)
             self.tls = await start_tls_listener(self.edge, self.listen_host, self.https_port, selector)
+            if self.tls.port != self.redirect_port:  # port 0: the redirects name the port actually bound
+                self.redirect_port = self.tls.port
+                self._install(list(self._routes.values()))
 
     def certificate_for(self, host: str) -> dict[str, Any] | None:
         """Which certificate the HTTPS listener serves for a route's host (None without TLS)."""
@@ -179,23 +200,53 @@ class GateService:
         return route
 
     async def update_route(self, route_id: int, spec: RouteSpec) -> tuple[Route, Route]:
+        """Replace a route's whole spec. Returns (before, after); an unchanged spec is a no-op."""
         async with self._lock:
             before = self.get_route(route_id)
-            if before.spec == spec:
-                return before, before  # unchanged: a no-op
-            after = Route(route_id, spec)
-            try:
-                async with self.store.transaction() as db:
-                    await db.execute(
-                        "UPDATE gate_routes SET host = ?, path = ?, spec = ?, updated_at = ? WHERE id = ?",
-                        (spec.host, spec.path, spec.model_dump_json(), self.wall_clock(), route_id),
-                    )
-                    snap = self._build([after if r.id == route_id else r for r in self._routes.values()])
-            except sqlite3.IntegrityError:
-                raise self._conflict(spec) from None
-            self._swap(snap)
-        await self._changed("updated", after)
+            after = await self._replace(before, spec)
+        if after is not before:
+            await self._changed("updated", after)
         return before, after
+
+    async def patch_route(self, route_id: int, changes: dict[str, Any]) -> tuple[Route, Route]:
+        """Change only the fields in `changes` (JSON merge patch, RFC 7386): top-level fields and the
+        fields inside `policies` replace the current ones one by one, other values (lists, `rate_limit`,
+        header rules) as a whole; null puts a field back to its default. Read, merge and write happen
+        under the route lock, so concurrent edits of different fields never undo each other."""
+        async with self._lock:
+            before = self.get_route(route_id)
+            current = before.spec.model_dump()
+            merged = _merge(current, changes, nested=("policies",))
+            try:
+                spec = RouteSpec.model_validate(merged)
+            except ValidationError as e:
+                raise spec_errors(e) from None
+            after = await self._replace(before, spec)
+        if after is not before:
+            await self._changed("updated", after)
+        return before, after
+
+    async def _replace(self, before: Route, spec: RouteSpec) -> Route:
+        """Store and install `spec` for `before`'s id (caller holds the lock); `before` itself if unchanged."""
+        if before.spec == spec:
+            return before
+        after = Route(before.id, spec)
+        try:
+            async with self.store.transaction() as db:
+                await db.execute(
+                    "UPDATE gate_routes SET host = ?, path = ?, spec = ?, updated_at = ? WHERE id = ?",
+                    (spec.host, spec.path, spec.model_dump_json(), self.wall_clock(), before.id),
+                )
+                snap = self._build([after if r.id == before.id else r for r in self._routes.values()])
+        except sqlite3.IntegrityError:
+            raise self._conflict(spec) from None
+        self._swap(snap)
+        return after
+
+    async def upstream_warnings(self, spec: RouteSpec) -> list[str]:
+        """What looks wrong with a route's upstreams (unknown service, unresolvable host), as advice:
+        the route is valid either way. Resolution runs off the loop with a short deadline."""
+        return await upstream_warnings(spec.upstreams, services=self.service_ports, resolve=self.resolve)
 
     async def remove_route(self, route_id: int) -> Route:
         async with self._lock:
@@ -209,7 +260,8 @@ class GateService:
 
     def _conflict(self, spec: RouteSpec) -> Conflict:
         return Conflict(f"a route for host {spec.host} path {spec.path} already exists",
-                        hint="change that route (PUT /api/routes/ID) or remove it first")
+                        hint="change that route with `fsctl route edit ID` (ID from `fsctl route ls`) "
+                        "or remove it first")
 
     def _check_static_roots(self, routes: list[Route]) -> None:
         """Refuse static roots that would publish the system or the platform's data (after symlinks)."""
@@ -226,7 +278,7 @@ class GateService:
     def _build(self, routes: list[Route]) -> Any:
         self._check_static_roots(routes)
         try:
-            return self.state.build_snapshot(routes, version=self._version + 1)
+            return self.state.build_snapshot(routes, version=self._version + 1, https_port=self.redirect_port)
         except RouteConflict as e:
             raise Conflict(str(e)) from e
         except ValueError as e:
@@ -265,6 +317,20 @@ class GateService:
 
     def samples(self) -> list[Sample]:
         return self.state.metrics.samples(self.state.clock())
+
+
+def _merge(current: dict[str, Any], changes: dict[str, Any], nested: tuple[str, ...]) -> dict[str, Any]:
+    """`changes` over `current`: a null removes the field (its default applies); the `nested` fields, when
+    both sides are mappings, merge the same way one level down; anything else replaces."""
+    out = dict(current)
+    for key, value in changes.items():
+        if value is None:
+            out.pop(key, None)
+        elif key in nested and isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value, ())
+        else:
+            out[key] = value
+    return out
 
 
 def route_payload(route: Route) -> dict[str, Any]:

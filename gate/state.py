@@ -25,7 +25,7 @@ from gate.balancer import Cursor, HealthPolicy, TargetHealth
 from gate.config import GateConfig
 from gate.h1 import header_lines
 from gate.metrics import GateMetrics, Histogram, Stats
-from gate.policies import AuthFailures, CompiledPolicies, RateLimiter, ip_in
+from gate.policies import AuthFailures, CompiledPolicies, RateLimiter, https_redirect, ip_in
 from gate.router import RouteTable
 from gate.routes import Route, parse_target
 from gate.upstream import UpstreamPool
@@ -38,13 +38,14 @@ class RouteRuntime:
                  "policies", "req_set_base", "req_set_lines", "resp_extra", "resp_lines", "route", "services",
                  "static_root", "static_targets", "timeout_s")
 
-    def __init__(self, route: Route, state: ProxyState, previous: RouteRuntime | None) -> None:
+    def __init__(self, route: Route, state: ProxyState, previous: RouteRuntime | None,
+                 https_port: int | None = None) -> None:
         spec = route.spec
         self.route = route
         self.name = route.name
         self.balance = spec.balance
         self.methods = frozenset(m.encode() for m in spec.methods) if spec.methods else None
-        self.policies = pol = CompiledPolicies(spec.policies)
+        self.policies = pol = CompiledPolicies(spec.policies, https_redirect(spec, https_port))
         # Rendered once per table, not per request: the header lines this route adds both ways.
         self.req_set_base = header_lines(pol.req_set)
         # ... and this gate's hop field (loop detection), for requests that arrive without one.
@@ -167,11 +168,12 @@ class ProxyState:
         self._rid += 1
         return f"{self._rid_prefix}{self._rid:08x}"
 
-    def build_snapshot(self, routes: Sequence[Route], version: int = 0) -> Snapshot:
-        """Validate and compile a whole table (raises RouteConflict / ValueError); does not install it."""
+    def build_snapshot(self, routes: Sequence[Route], version: int = 0, https_port: int | None = None) -> Snapshot:
+        """Validate and compile a whole table (raises RouteConflict / ValueError); does not install it.
+        `https_port`: the gate's HTTPS port, for the `Location` of HTTPS redirects (None: 443)."""
         table = RouteTable(routes, version=version)
         old = self.snapshot.runtimes
-        return Snapshot(table, {r.id: RouteRuntime(r, self, old.get(r.id)) for r in table.routes})
+        return Snapshot(table, {r.id: RouteRuntime(r, self, old.get(r.id), https_port) for r in table.routes})
 
     def install(self, snap: Snapshot) -> None:
         """Make `snap` the table new requests see (one assignment: atomic on the loop)."""

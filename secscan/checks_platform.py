@@ -127,7 +127,7 @@ def check_platform(facts: PlatformFacts, now: float, *, cert_warn_days: float = 
                 f"platform.route_no_redirect.{r.id}", "platform", "medium",
                 f"Route {r.name} has TLS but still answers plain HTTP (no HTTPS redirect)",
                 (f"route {r.id} {r.name}: tls {r.tls}, redirect_https false",),
-                f"`fsctl route rm {r.id}` and add it again with `--redirect-https` (and `--hsts`)",
+                f"`fsctl route edit {r.id} --redirect-https` (and `--hsts 31536000` once HTTPS works)",
                 {"route_id": r.id}))
         if r.static_dir:
             risk = static_root_risk(r.static_dir, str(facts.data_dir))

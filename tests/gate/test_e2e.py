@@ -105,17 +105,18 @@ def test_route_add_ls_show_rm_and_proxy(server_factory, origin_thread):
 
 def test_routes_survive_restart_and_acme_challenge_is_served_first(server_factory, origin_thread):
     srv = server_factory()
-    r = srv.fsctl("route", "add", "--host", "*", "--upstream", origin_thread.addr, "--redirect-https")
+    r = srv.fsctl("route", "add", "--host", "*", "--upstream", origin_thread.addr, "--tls", "manual")
     assert r.returncode == 0, r.stderr
+    # TLS → redirected by default, to the gate's HTTPS port (not the default 443 nothing listens on).
     resp = httpx.get(f"http://127.0.0.1:{srv.http_port}/x", headers={"Host": "a.test"})
-    assert resp.status_code == 301 and resp.headers["location"] == "https://a.test/x"
+    assert resp.status_code == 301 and resp.headers["location"] == f"https://a.test:{srv.https_port}/x"
     # Unknown ACME token: answered by the gate (404), never redirected.
     resp = httpx.get(f"http://127.0.0.1:{srv.http_port}/.well-known/acme-challenge/abc", headers={"Host": "a.test"})
     assert resp.status_code == 404
     assert srv.stop() == 0
     srv2 = server_factory("data")  # the same data dir
     resp = httpx.get(f"http://127.0.0.1:{srv2.http_port}/x", headers={"Host": "b.test"})
-    assert resp.status_code == 301 and resp.headers["location"] == "https://b.test/x"
+    assert resp.status_code == 301 and resp.headers["location"] == f"https://b.test:{srv2.https_port}/x"
     resp = httpx.post(f"http://127.0.0.1:{srv2.http_port}/x", headers={"Host": "b.test"})
     assert resp.status_code == 308
 

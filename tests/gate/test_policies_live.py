@@ -77,7 +77,7 @@ async def test_trusted_proxy_forwarding_is_kept(gate_factory, origin: Origin):
 
 async def test_acme_challenge_answered_ahead_of_redirect(gate_factory, origin: Origin):
     g = await gate_factory()
-    g.set_routes({"host": "a", "upstreams": [origin.addr], "policies": {"redirect_https": True}})
+    g.set_routes({"host": "a", "upstreams": [origin.addr], "tls": "manual"})  # redirects by default
     g.state.challenges.put("tok123", "tok123.keyauth")
     async with httpx.AsyncClient() as c:
         r = await c.get(f"http://127.0.0.1:{g.port}/.well-known/acme-challenge/tok123", headers={"Host": "a"})

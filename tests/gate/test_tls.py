@@ -204,8 +204,8 @@ async def test_describe_for_route_listing(tls_gate: TlsGate):
 
 async def test_redirect_and_hsts_end_to_end(tls_gate: TlsGate, origin: Origin):
     g = tls_gate.gate
-    g.set_routes({"host": "a.test", "upstreams": [origin.addr],
-                  "policies": {"redirect_https": True, "hsts_max_age_s": 600}})
+    g.set_routes({"host": "a.test", "upstreams": [origin.addr], "tls": "manual",
+                  "policies": {"hsts_max_age_s": 600}})
     g.state.challenges.put("tok", "tok.keyauth")
     tls_gate.publish("a.test")
     async with httpx.AsyncClient(verify=tls_gate.client_context(), http2=True) as c:
