@@ -64,7 +64,7 @@ function Routes() {
                   const t = traffic(r.name);
                   const errors = t && t.requests ? ((t.status["5xx"] + t.status["4xx"]) / t.requests) * 100 : null;
                   const pol = r.policies;
-                  const tags = [pol.redirect_https && "redirect", pol.hsts_max_age_s > 0 && "HSTS", pol.security_headers && "headers",
+                  const tags = [r.tls !== "off" && pol.redirect_https && "redirect", pol.hsts_max_age_s > 0 && "HSTS", pol.security_headers && "headers",
                     pol.rate_limit && `${pol.rate_limit.rate_per_s}/s`, (pol.allow.length || pol.deny.length) && "ip rules",
                     pol.basic_auth.length && "basic auth", r.static_dir && "static",
                     (Object.keys(pol.request_headers.set).length || pol.request_headers.remove.length ||

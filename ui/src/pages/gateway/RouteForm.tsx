@@ -22,7 +22,7 @@ export function RouteForm({ initial, onSubmit, onCancel }: {
     balance: initial?.balance ?? "round_robin", max_body_bytes: initial?.max_body_bytes?.toString() ?? "",
     upstream_timeout_s: initial?.upstream_timeout_s?.toString() ?? "", static_dir: initial?.static_dir ?? "",
     static_spa: initial?.static_spa ?? false, static_dotfiles: initial?.static_dotfiles === "allow",
-    request_buffer_bytes: initial?.request_buffer_bytes?.toString() ?? "", redirect_https: p?.redirect_https ?? false,
+    request_buffer_bytes: initial?.request_buffer_bytes?.toString() ?? "", redirect_https: p?.redirect_https ?? true,
     hsts_max_age_s: String(p?.hsts_max_age_s ?? 0), security_headers: p?.security_headers ?? false,
     rate: p?.rate_limit?.rate_per_s?.toString() ?? "", burst: p?.rate_limit?.burst?.toString() ?? "",
     allow: (p?.allow ?? []).join("\n"), deny: (p?.deny ?? []).join("\n"),
@@ -85,7 +85,7 @@ export function RouteForm({ initial, onSubmit, onCancel }: {
         <label className="field">Balancing<select name="balance" value={f.balance} onChange={set("balance")}>
           <option value="round_robin">round robin</option><option value="least_conn">least connections</option>
         </select></label>
-        <label className="check"><input type="checkbox" checked={f.redirect_https} onChange={set("redirect_https")} /> Redirect HTTP to HTTPS</label>
+        <label className="check"><input type="checkbox" checked={f.redirect_https} onChange={set("redirect_https")} /> Redirect HTTP to HTTPS (routes with TLS)</label>
         <label className="check"><input type="checkbox" checked={f.security_headers} onChange={set("security_headers")} /> Security headers</label>
         <label className="field">HSTS max-age (s)<span className="hint">0: no HSTS</span><input name="hsts" type="number" min={0} value={f.hsts_max_age_s} onChange={set("hsts_max_age_s")} /></label>
         <label className="check"><input type="checkbox" checked={f.strip_prefix} onChange={set("strip_prefix")} /> Strip the path prefix</label>
