@@ -16,7 +16,7 @@ import pytest
 from aiohttp import web
 
 from core.bus import EventBus
-from core.ports import InstanceInfo, Sample
+from core.ports import InstanceInfo, Sample, ServiceState
 from core.schema import CORE_MIGRATIONS
 from core.store import Store
 from probe.config import AlertRuleBody, ProbeConfig, load_probe_config
@@ -33,6 +33,9 @@ class Inventory:
 
     def instances(self) -> list[InstanceInfo]:
         return list(self.items)
+
+    def service_states(self) -> list[ServiceState]:
+        return []
 
 
 class Gauge:
