@@ -3,6 +3,7 @@ seconds), one parser for every API that takes a time. Pure."""
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 
 from core.units import parse_duration
@@ -21,6 +22,17 @@ def parse_time(text: str, now: float, *, what: str = "time") -> float:
 
     ValueError naming `what`, the text and the accepted forms otherwise.
     """
+    value = _parse(text, now, what)
+    if not math.isfinite(value):
+        raise ValueError(f"{what} {_shown(text)} is out of range: use {FORMS}")
+    return value
+
+
+def _shown(text: str) -> str:
+    return repr(text if len(text) <= 64 else text[:64] + "…")
+
+
+def _parse(text: str, now: float, what: str) -> float:
     s = text.strip()
     if s == "now":
         return now
@@ -29,8 +41,8 @@ def parse_time(text: str, now: float, *, what: str = "time") -> float:
     except ValueError:
         pass
     else:
-        if value != value or value in (float("inf"), float("-inf")):
-            raise ValueError(f"{what} {text!r} is not a time: use {FORMS}")
+        if not math.isfinite(value):
+            raise ValueError(f"{what} {_shown(text)} is not a time: use {FORMS}")
         if value < 0:
             return now + value
         if value < 10**8:
@@ -43,7 +55,7 @@ def parse_time(text: str, now: float, *, what: str = "time") -> float:
     try:
         dt = datetime.fromisoformat(s.replace("Z", "+00:00") if s.endswith(("Z", "z")) else s)
     except ValueError:
-        raise ValueError(f"{what} {text!r} is not a time: use {FORMS}") from None
+        raise ValueError(f"{what} {_shown(text)} is not a time: use {FORMS}") from None
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
     return dt.timestamp()
