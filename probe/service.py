@@ -100,7 +100,6 @@ class ProbeService:
         self._gate_counters: list[Reading] = []
         self._rules: list[AlertRule] = []
         self._alerts: dict[tuple[int, str], tuple[AlertState, Mapping[str, str]]] = {}
-        self._state_rules: dict[int, AlertRule] = {}  # the rules as they were when their states were made
         self.history: list[dict[str, Any]] = []
         self._tasks = TaskSet("probe")
         self._executor: ThreadPoolExecutor | None = None
@@ -229,23 +228,26 @@ class ProbeService:
 
     # --- alerts ---------------------------------------------------------------------------------
 
-    async def reload_rules(self) -> None:
-        self._rules = [to_rule(r) for r in await self.rules.list() if r["enabled"]]
-        await self._drop_states(lambda rid: rid not in {r.id for r in self._rules}, "rule removed")
-
-    async def _drop_states(self, which: Callable[[int], bool], reason: str) -> None:
-        """Forget the states of the rules `which` selects; a firing one is resolved with `reason` first,
-        so a receiver that was told "triggered" is always told "resolved" too."""
+    async def reload_rules(self, changed: int | None = None) -> None:
+        """Read the enabled rules again. The states of a rule that is gone (removed, disabled) or
+        `changed` are forgotten — a firing one resolved first, so a receiver told "triggered" is always
+        told "resolved" too. The swap and the forgetting happen with no await between them: a tick never
+        evaluates a new rule against an old rule's states."""
+        rows = await self.rules.list()
+        old = {r.id: r for r in self._rules}
+        self._rules = [to_rule(r) for r in rows if r["enabled"]]
+        ids = {r.id for r in self._rules}
         now = self.clock.now()
-        rules = {r.id: r for r in self._rules}
+        resolved = []
         for (rid, key), (state, labels) in list(self._alerts.items()):
-            if not which(rid):
+            if rid in ids and rid != changed:
                 continue
             del self._alerts[(rid, key)]
-            rule = rules.get(rid) or self._state_rules.get(rid)
-            if state.status == "firing" and rule is not None:
-                await self._announce(self._transition(rule, "resolved", labels, None, now, reason))
-        self._state_rules = {r.id: r for r in self._rules}
+            if state.status == "firing" and rid in old:
+                resolved.append(self._transition(old[rid], "resolved", labels, None, now,
+                                                 "rule changed" if rid == changed else "rule removed"))
+        for payload in resolved:
+            await self._announce(payload)
 
     def _evaluate(self, now: float) -> list[dict[str, Any]]:
         transitions: list[dict[str, Any]] = []
@@ -314,8 +316,7 @@ class ProbeService:
 
     async def replace_rule(self, ref: str, body: AlertRuleBody) -> tuple[dict[str, Any], dict[str, Any]]:
         before, after = await self.rules.replace(ref, body)
-        await self._drop_states(lambda rid: rid == before["id"], "rule changed")  # new rule, new states
-        await self.reload_rules()
+        await self.reload_rules(changed=before["id"])  # a new rule starts from new states
         return before, after
 
     async def remove_rule(self, ref: str) -> dict[str, Any]:

@@ -233,7 +233,7 @@ def test_config_errors_name_the_setting() -> None:
 async def test_a_firing_alert_whose_series_vanishes_resolves_with_reason_no_data(tmp_path: Path, kernel: Any) -> None:
     """The series stops (its route is removed): the alert resolves once the rule's evaluation has found no
     sample for max(2 intervals, for_s) — not before, not never — and the webhook is told why. A rule
-    removed while firing resolves its alerts too."""
+    changed or removed while firing resolves its alerts too."""
     store, bus = kernel
     received: list[dict[str, Any]] = []
 
@@ -280,17 +280,23 @@ async def test_a_firing_alert_whose_series_vanishes_resolves_with_reason_no_data
         for _ in range(5):
             await tick()
         assert [a["status"] for a in svc.alerts()["active"]] == ["firing"]
+        await svc.replace_rule("slow", AlertRuleBody.model_validate({
+            "name": "slow", "metric": "gate_upstream_latency_p99_ms", "op": ">", "threshold": 600}))
+        assert svc.alerts()["active"] == [] and svc.alerts()["recent"][-1]["reason"] == "rule changed"
+        await tick()  # the new rule, from a new state: no for-duration, fires at once
+        assert [a["status"] for a in svc.alerts()["active"]] == ["firing"]
         await svc.remove_rule("slow")
         assert svc.alerts()["active"] == []
         assert svc.alerts()["recent"][-1]["reason"] == "rule removed"
 
         async def delivered() -> bool:
-            return len(received) == 4
+            return len(received) == 6
 
-        await poll(delivered, 10, "four webhook deliveries")
+        await poll(delivered, 10, "six webhook deliveries")
         got = sorted(received, key=lambda r: (r["at"], r["event"] == "alert.resolved"))
         assert [(r["event"], r["reason"]) for r in got] == [
             ("alert.triggered", "threshold"), ("alert.resolved", "no data"),
+            ("alert.triggered", "threshold"), ("alert.resolved", "rule changed"),
             ("alert.triggered", "threshold"), ("alert.resolved", "rule removed")]
     finally:
         await svc.stop(5.0)

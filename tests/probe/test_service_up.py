@@ -131,8 +131,9 @@ async def test_service_up_goes_to_zero_when_stopped_or_oom_killed_and_ends_when_
         await probe.tick()
         assert latest(probe, "service_up")[(("service", "hog"),)] == 0.0
         assert latest(probe, "service_healthy_instances")[(("service", "hog"),)] == 0.0
-        q = await probe.query("service_up", {"service": "hog"}, probe.clock.now() - 60, probe.clock.now() + 1, 1)
-        assert [p[1] for p in q["series"][0]["points"] if p[1] is not None][-1] == 0.0  # stored, not only exposed
+        # stored, not only exposed (a tick stores at round(now), so the query reaches past now)
+        q = await probe.query("service_up", {"service": "hog"}, probe.clock.now() - 60, probe.clock.now() + 2, 1)
+        assert [p[1] for p in q["series"][0]["points"] if p[1] is not None][-1] == 0.0
         assert 'service_up{service="hog"} 0' in probe.exposition()
 
         # Removed: no longer a known service, so no longer reported; its alert resolves for want of data.
@@ -167,6 +168,6 @@ async def test_a_services_disk_writes_show_in_its_io_series(stack: Stack, tmp_pa
     assert key in latest(probe, "service_io_read_bytes_per_second")
     # A native process shares the host's network namespace: no per-service network series is made up.
     assert key not in latest(probe, "service_net_rx_bytes_per_second")
-    sm = await probe.service_metrics("writer", probe.clock.now() - 60, probe.clock.now() + 1, 1)
+    sm = await probe.service_metrics("writer", probe.clock.now() - 60, probe.clock.now() + 2, 1)
     assert "service_io_write_bytes_per_second" in sm["metrics"] and "service_up" in sm["metrics"]
     await o.stop_service("writer", wait_s=20)
