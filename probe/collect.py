@@ -158,7 +158,7 @@ def find_cgroup_files(cgroup: str, root: str = "/sys/fs/cgroup") -> _CgroupFiles
     mem_stat = str(Path(mem).parent / "memory.stat") if mem else None
     io = first(f"{root}/{rel}/io.stat", f"{root}/unified/{rel}/io.stat")
     procs = first(*(f"{root}/{hier}{rel}/cgroup.procs" for hier in ("", "unified/", "memory/", "cpuacct/",
-                                                                      "cpu,cpuacct/", "pids/")))
+                                                                      "cpu,cpuacct/", "pids/", "systemd/")))
     return _CgroupFiles(cpu, cpu_v2 is not None, mem, mem_stat, io, procs)
 
 
@@ -291,7 +291,7 @@ class ServiceCollector:
         for p in pids:
             try:
                 r, w = parse_pid_io(_read(f"{self.proc}/{p}/io"))
-            except OSError:
+            except (OSError, ValueError):
                 continue  # exited since listed, or another user's process and we are not root
             rb, wb, readable = rb + r, wb + w, True
         if not readable:

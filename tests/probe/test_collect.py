@@ -17,7 +17,7 @@ import pytest
 
 from core.ports import InstanceInfo, Sample
 from probe.collect import GateAdapter, HostCollector, ServiceCollector, find_cgroup_files
-from probe.procfs import parse_pid_stat, parse_proc_stat
+from probe.procfs import parse_pid_io, parse_pid_stat, parse_proc_stat
 
 # Busy, and keeps touching new memory: under cgroup v1 pages stay charged to the cgroup where they were
 # touched, so only what the burner allocates after being moved into a test cgroup shows there.
@@ -253,6 +253,18 @@ def test_a_cgroups_processes_io_without_io_stat(child: callable, tmp_path: Path)
                     if time.monotonic() > deadline:
                         raise
                     time.sleep(0.05)
+
+
+def test_pid_io_parser_agrees_with_psutil_and_takes_any_layout() -> None:
+    ours = parse_pid_io(Path("/proc/self/io").read_text())
+    theirs = psutil.Process().io_counters()
+    assert ours[0] <= theirs.read_bytes and ours[1] <= theirs.write_bytes
+    full = "rchar: 1\nwchar: 2\nsyscr: 3\nsyscw: 4\nread_bytes: 5\nwrite_bytes: 6\ncancelled_write_bytes: 7\n"
+    assert parse_pid_io(full) == (5, 6)
+    assert parse_pid_io("read_bytes: 5\ncancelled_write_bytes: 7\nwrite_bytes: 6") == (5, 6)  # no newline at the end
+    assert parse_pid_io("rchar: 1\ncancelled_write_bytes: 7\n") == (0, 0)
+    with pytest.raises(ValueError):
+        parse_pid_io("x: 1\nread_bytes: lots\n")
 
 
 def test_pid_stat_parser_handles_odd_command_names() -> None:
