@@ -362,9 +362,12 @@ class ServiceCollector:
 def service_state_points(states: Sequence[ServiceState]) -> list[Point]:
     """Per defined service, whatever its state: `service_up` (1 with at least one healthy instance, else
     0: stopped, failed, crash-looping, OOM-killed and backing off, starting) and
-    `service_healthy_instances`. A service that is removed is no longer listed, so its series end."""
+    `service_healthy_instances`. A service that is removed is no longer listed, so its series end; one
+    orch has not planned yet (`pending`, just after start) is not known to be down, so not reported."""
     out: list[Point] = []
     for st in states:
+        if st.status == "pending":
+            continue
         labels = {"service": st.service}
         out.append(("service_up", labels, 1.0 if st.healthy > 0 else 0.0))
         out.append(("service_healthy_instances", labels, float(st.healthy)))

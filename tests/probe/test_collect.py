@@ -15,8 +15,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from core.ports import InstanceInfo, Sample
-from probe.collect import GateAdapter, HostCollector, ServiceCollector, find_cgroup_files
+from core.ports import InstanceInfo, Sample, ServiceState
+from probe.collect import GateAdapter, HostCollector, ServiceCollector, find_cgroup_files, service_state_points
 from probe.procfs import parse_pid_io, parse_pid_stat, parse_proc_stat
 
 # Busy, and keeps touching new memory: under cgroup v1 pages stay charged to the cgroup where they were
@@ -270,6 +270,22 @@ def test_pid_io_parser_agrees_with_psutil_and_takes_any_layout() -> None:
 def test_pid_stat_parser_handles_odd_command_names() -> None:
     text = "123 (a b) c)) S 1 1 1 0 -1 0 0 0 0 0 7 9 0 0 20 0 1 0 100 2000 55 0"
     assert parse_pid_stat(text) == (7, 9, 55)
+
+
+@pytest.mark.parametrize(
+    ("status", "desired", "healthy", "up"),
+    [("running", "running", 2, 1.0), ("degraded", "running", 1, 1.0), ("stopped", "stopped", 0, 0.0),
+     ("failed", "running", 0, 0.0), ("crashloop", "running", 0, 0.0), ("exited", "running", 0, 0.0),
+     ("backoff", "running", 0, 0.0), ("unhealthy", "running", 0, 0.0), ("starting", "running", 0, 0.0),
+     ("stopped", "stopped", 0, 0.0), ("pending", "running", 0, None)],
+)
+def test_service_up_from_orchs_state(status: str, desired: str, healthy: int, up: float | None) -> None:
+    pts = service_state_points([ServiceState("web", status, desired, healthy, 2)])
+    if up is None:
+        assert pts == []  # orch has not planned it yet: not known to be down
+    else:
+        assert pts == [("service_up", {"service": "web"}, up),
+                       ("service_healthy_instances", {"service": "web"}, float(healthy))]
 
 
 def test_gate_counters_become_rates() -> None:
