@@ -167,3 +167,12 @@ def test_a_service_run_by_orch_shows_up_in_its_metrics(server_factory: Any) -> N
         assert rss["series"] and rss["series"][0]["points"][-1][1] > 1024 * 1024
     finally:
         srv.api("POST", "/api/services/burner/stop")
+
+    # orch tells probe about the stopped service too: service_up goes to 0 rather than vanishing
+    def up() -> float | None:
+        text = httpx.get(f"{srv.url}/metrics", headers={"Authorization": f"Bearer {srv.login()}"}).text
+        values = [v for series, v in parse(text).get("service_up", ("", []))[1]
+                  if series == 'service_up{service="burner"}']
+        return values[0] if values else None
+
+    _poll(lambda: up() == 0.0, 20, "service_up{service=burner} 0 in /metrics after the stop")
