@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import structlog
 
 from core.bus import EventBus
-from core.ports import InstanceInfo
+from core.ports import InstanceInfo, ServiceState
 from core.schema import CORE_MIGRATIONS
 from core.store import Store
 from probe.config import ProbeConfig
@@ -50,6 +50,9 @@ class Inventory:
 
     def instances(self) -> list[InstanceInfo]:
         return self.items
+
+    def service_states(self) -> list[ServiceState]:
+        return []
 
 
 def spawn_sleepers(n: int) -> list[subprocess.Popen[bytes]]:

@@ -12,14 +12,28 @@ from probe.config import AlertRuleBody
 from probe.exposition import CONTENT_TYPE
 from probe.params import parse_labels, parse_step, parse_time
 
-_RANGE = {"from": "start: epoch seconds, ISO 8601, 'now' or a duration ago (1h); default 1h ago",
-          "to": "end (exclusive), same forms; default now",
+_RANGE = {"from": "start: 'now', a duration ago (10m, 1h30m, -2h), epoch seconds or ISO 8601; default 1h ago",
+          "since": "same as from", "to": "end (exclusive), same forms; default now", "until": "same as to",
           "step": "seconds between points (or 1m, 5s); picks the resolution; default about 300 points"}
 
 
+def _param(req: ApiRequest, name: str, alias: str) -> tuple[str | None, str]:
+    """The value of `name` or of its `alias` (`from`/`since`, `to`/`until`, as the log API takes them)."""
+    value, other = req.query.get(name), req.query.get(alias)
+    if value and other:
+        raise BadRequest(f"{name} and {alias} are the same parameter; give one of them",
+                         details={"field": alias}, hint=f"drop {alias}={other!r} or {name}={value!r}")
+    return (value, name) if value or not other else (other, alias)
+
+
 def _range(req: ApiRequest, now: float, default_span_s: float = 3600.0) -> tuple[float, float]:
-    to_t = parse_time(req.query.get("to"), now, default=now, param="to")
-    from_t = parse_time(req.query.get("from"), now, default=to_t - default_span_s, param="from")
+    to_text, to_name = _param(req, "to", "until")
+    from_text, from_name = _param(req, "from", "since")
+    to_t = parse_time(to_text, now, default=now, param=to_name)
+    from_t = parse_time(from_text, now, default=to_t - default_span_s, param=from_name)
+    if from_t >= to_t:
+        raise BadRequest(f"{from_name}={from_text!r} is not before {to_name}={to_text or 'now'!r}",
+                         details={"field": from_name}, hint="the range's start must come before its end")
     return from_t, to_t
 
 
@@ -41,7 +55,8 @@ def register(api: Api, probe: Any) -> None:
 
     @api.route("GET", "/api/metrics/top", summary="The N largest by a label (default: CPU by service, last 5 min)",
                tag="probe", query={"name": "metric (default cpu)", "by": "label to group by (default service)",
-                                   "n": "how many (default 5)", "from": _RANGE["from"], "to": _RANGE["to"]})
+                                   "n": "how many (default 5)",
+                                   **{k: v for k, v in _RANGE.items() if k != "step"}})
     async def metrics_top(req: ApiRequest) -> dict[str, Any]:
         now = probe.clock.now()
         from_t, to_t = _range(req, now, 300.0)

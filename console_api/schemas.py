@@ -448,6 +448,7 @@ class AlertTransition(Out):
     for_s: float
     value: float | None
     at: Timestamp
+    reason: str  # threshold (triggered), cleared, no data, rule removed, rule changed
 
 
 class Alerts(Out):

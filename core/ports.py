@@ -5,7 +5,8 @@ A component never imports another; it takes one of these in its constructor inst
 - orch → gate: `EndpointBoard` (where each service's healthy instances listen), swapped atomically;
 - orch → logbus: `LogSink` (an instance's stdout/stderr pipes);
 - gate → logbus: `AccessLogSink` (one structured entry per request);
-- gate, orch → probe: `MetricsSource` (counters and gauges read each tick), `ServiceInventory`;
+- gate, orch → probe: `MetricsSource` (counters and gauges read each tick), `ServiceInventory` (running
+  instances, and every defined service's state);
 - certd → gate: `ChallengeStore` (pending ACME HTTP-01 tokens), `CertificateBoard` (which cert
   serves which name; and, gate → certd, which names want one).
 """
@@ -127,9 +128,24 @@ class InstanceInfo:
     restarts: int = 0
 
 
+@dataclass(frozen=True)
+class ServiceState:
+    """A service the orchestrator knows, running or not (probe's `service_up` is 0 for a stopped one)."""
+
+    service: str
+    status: str  # orch's: running, degraded, starting, stopped, failed, crashloop, backoff, exited, ...
+    desired: str  # "running" | "stopped"
+    healthy: int  # instances running and healthy
+    replicas: int
+
+
 class ServiceInventory(Protocol):
     def instances(self) -> list[InstanceInfo]:
         """The running instances now; cheap, non-blocking."""
+
+    def service_states(self) -> list[ServiceState]:
+        """Every defined service, whatever its state (a removed one is no longer listed); cheap,
+        non-blocking, called on the loop once per probe tick."""
 
 
 class ChallengeStore:

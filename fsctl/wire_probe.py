@@ -1,7 +1,8 @@
 """Wiring of probe: its service from the settings (`data_dir`, the `probe:` section), the state store
-(alert rules), the bus (alert events), orch's `inventory` (per-instance metrics; looked up each tick,
-so probe runs without orch too) and the gate's `gate_metrics` source (registered by gate's wiring,
-which runs later: looked up lazily each tick), and its console routes."""
+(alert rules), the bus (alert events), orch's `inventory` (running instances and every defined
+service's state, for `service_up`; looked up each tick, so probe runs without orch too) and the gate's
+`gate_metrics` source (registered by gate's wiring, which runs later: looked up lazily each tick), and
+its console routes."""
 
 from __future__ import annotations
 

@@ -26,7 +26,7 @@ from core.audit import AuditEntry, AuditLog
 from core.bus import EventBus
 from core.clock import Clock, SystemClock
 from core.errors import Conflict, NotFound
-from core.ports import EndpointBoard, InstanceInfo, LogSink
+from core.ports import EndpointBoard, InstanceInfo, LogSink, ServiceState
 from core.store import Store
 from core.tasks import TaskSet
 from core.workers import WorkerPool
@@ -300,6 +300,14 @@ class OrchService:
             out.append(InstanceInfo(service=key[0], instance=f"{key[0]}-{key[1]}", runtime=info.get("runtime", "?"),
                                     state=slot.phase, pid=info.get("pid"), cgroup=info.get("cgroup"),
                                     container_id=info.get("container_id"), restarts=slot.restarts))
+        return out
+
+    def service_states(self) -> list[ServiceState]:
+        """`ServiceInventory`: every defined service and its status now, stopped and failed ones included."""
+        out = []
+        for name, row in self.services.items():
+            st = self.statuses.get(name) or planner.ServiceStatus("pending", "", 0, row.spec.replicas)
+            out.append(ServiceState(name, st.status, row.desired, st.healthy, row.spec.replicas))
         return out
 
     def limits(self) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from pathlib import Path
 import psutil
 import structlog
 
-from core.ports import InstanceInfo, Sample
+from core.ports import InstanceInfo, Sample, ServiceState
 from probe.procfs import (
     parse_diskstats,
     parse_flat_keyed,
@@ -36,6 +36,7 @@ Point = tuple[str, dict[str, str], float]
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
+MAX_IO_PIDS = 1024  # processes of one instance whose I/O is summed (a fork bomb must not stall the tick)
 _SKIP_FS = frozenset({"squashfs", "tmpfs", "devtmpfs", "overlay", "proc", "sysfs", "nsfs", "cgroup", "cgroup2"})
 
 
@@ -138,7 +139,8 @@ class _CgroupFiles:
     cpu_v2: bool
     memory: str | None  # v2 memory.current or v1 memory.usage_in_bytes
     memory_stat: str | None
-    io: str | None  # v2 io.stat
+    io: str | None  # v2 io.stat (only where the io controller is enabled for it)
+    procs: str | None  # cgroup.procs: every process of the instance, for per-process I/O without io.stat
 
 
 def find_cgroup_files(cgroup: str, root: str = "/sys/fs/cgroup") -> _CgroupFiles:
@@ -155,16 +157,22 @@ def find_cgroup_files(cgroup: str, root: str = "/sys/fs/cgroup") -> _CgroupFiles
     mem = mem_v2 or first(f"{root}/memory/{rel}/memory.usage_in_bytes")
     mem_stat = str(Path(mem).parent / "memory.stat") if mem else None
     io = first(f"{root}/{rel}/io.stat", f"{root}/unified/{rel}/io.stat")
-    return _CgroupFiles(cpu, cpu_v2 is not None, mem, mem_stat, io)
+    procs = first(*(f"{root}/{hier}{rel}/cgroup.procs" for hier in ("", "unified/", "memory/", "cpuacct/",
+                                                                      "cpu,cpuacct/", "pids/", "systemd/")))
+    return _CgroupFiles(cpu, cpu_v2 is not None, mem, mem_stat, io, procs)
 
 
 class ServiceCollector:
     """Per instance: CPU % (of one core), RSS, restarts, open connections, disk and network I/O rates.
 
     An instance with a `cgroup` is measured by its cgroup (all its processes); otherwise by its main
-    pid from /proc. Connections are counted every `connections_every_s` (walking a process's sockets
-    costs more than everything else here together); network I/O is reported only for instances in
-    their own network namespace (containers), where /proc/<pid>/net/dev is theirs alone.
+    pid from /proc. Disk I/O comes from the cgroup's v2 `io.stat` where the io controller keeps one,
+    else from /proc/<pid>/io summed over the cgroup's processes or the process tree. Connections are
+    counted every `connections_every_s` (walking a process's sockets costs more than everything else
+    here together); network I/O is reported only for instances in their own network namespace
+    (containers), where /proc/<pid>/net/dev is theirs alone: a native process shares the host's
+    interfaces, and its own share of their traffic cannot be observed from /proc (it would take eBPF),
+    so it has no `service_net_*` series rather than a made-up one.
     """
 
     def __init__(self, *, proc: str = "/proc", cgroup_root: str = "/sys/fs/cgroup",
@@ -177,6 +185,7 @@ class ServiceCollector:
         self._cgroups: dict[str, _CgroupFiles] = {}
         self._conns: dict[str, tuple[float, int]] = {}  # instance → (mono when counted, count)
         self._netns: dict[int, bool] = {}  # pid → shares our network namespace
+        self._io: dict[str, tuple[int, int, int, int]] = {}  # instance → (read, written, counted r, counted w)
         try:
             self._own_netns = os.readlink(f"{proc}/self/ns/net")
         except OSError:
@@ -189,7 +198,7 @@ class ServiceCollector:
             key = f"{inst.service}/{inst.instance}"
             labels = {"service": inst.service, "instance": inst.instance}
             out.append(("service_restarts", labels, float(inst.restarts)))
-            out.append(("service_up", labels, 1.0 if inst.state == "running" else 0.0))
+            out.append(("service_instance_up", labels, 1.0 if inst.state == "running" else 0.0))
             if inst.pid is None and not inst.cgroup and not inst.container_id:
                 continue
             try:
@@ -206,6 +215,8 @@ class ServiceCollector:
         for gone in self._cpu_prev.keys() - alive:
             del self._cpu_prev[gone]
             self._conns.pop(gone, None)
+        for gone in self._io.keys() - alive:
+            del self._io[gone]
         pids = {inst.pid for inst in instances}
         if self._netns.keys() - pids:
             self._netns = {p: v for p, v in self._netns.items() if p in pids}  # a reused pid is checked anew
@@ -216,6 +227,7 @@ class ServiceCollector:
         readings: list[tuple[str, float, bool]] = []
         cpu_s: float | None = None
         cgroup = inst.cgroup or (self._container_cgroup(inst.container_id) if inst.container_id else None)
+        files: _CgroupFiles | None = None
         if cgroup:
             files = self._cgroups.get(cgroup)
             if files is None:
@@ -238,13 +250,11 @@ class ServiceCollector:
             if cpu_s is None:
                 cpu_s = (utime + stime) / CLK_TCK
             readings.append(("service_rss_bytes", float(rss_pages * PAGE_BYTES), False))
-            if not cgroup:
-                try:
-                    rb, wb = parse_pid_io(_read(f"{self.proc}/{inst.pid}/io"))
-                    readings += [("service_io_read_bytes_per_second", rb, True),
-                                 ("service_io_write_bytes_per_second", wb, True)]
-                except PermissionError:
-                    pass  # another user's process and we are not root
+        if files is None or not files.io:
+            io = self._process_io(key, files.procs if files is not None else None, inst.pid)
+            if io is not None:
+                readings += [("service_io_read_bytes_per_second", io[0], True),
+                             ("service_io_write_bytes_per_second", io[1], True)]
         if cpu_s is not None:
             prev = self._cpu_prev.get(key)
             self._cpu_prev[key] = (mono, cpu_s)
@@ -260,6 +270,55 @@ class ServiceCollector:
             if conns is not None:
                 readings.append(("service_connections", float(conns), False))
         return readings
+
+    def _process_io(self, key: str, procs_file: str | None, pid: int | None) -> tuple[int, int] | None:
+        """Storage bytes read and written by the instance's processes, from /proc/<pid>/io summed over its
+        cgroup's processes (or, without a cgroup, the process tree under its main pid), as a counter that
+        never goes back. None when no process's file is readable (another user's, and we are not root).
+
+        A child that exits and is reaped inside the tree moves its counts to its parent (the kernel adds
+        them up on reap), so the sum holds; one reaped outside (re-parented to init) takes its counts
+        with it: the sum drops, and a drop counts as no I/O rather than as a counter reset.
+        """
+        if procs_file is not None:
+            pids = [int(p) for p in _read(procs_file).split()[:MAX_IO_PIDS]]
+        elif pid is not None:
+            pids = self._tree(pid)
+        else:
+            return None
+        rb = wb = 0
+        readable = False
+        for p in pids:
+            try:
+                r, w = parse_pid_io(_read(f"{self.proc}/{p}/io"))
+            except (OSError, ValueError):
+                continue  # exited since listed, or another user's process and we are not root
+            rb, wb, readable = rb + r, wb + w, True
+        if not readable:
+            return None
+        prev = self._io.get(key)
+        if prev is None:
+            cum = (rb, wb)
+        else:
+            cum = (prev[2] + max(0, rb - prev[0]), prev[3] + max(0, wb - prev[1]))
+        self._io[key] = (rb, wb, *cum)
+        return cum
+
+    def _tree(self, pid: int) -> list[int]:
+        """`pid` and its descendants (at most MAX_IO_PIDS), from each thread's `children` file."""
+        out, i = [pid], 0
+        while i < len(out) and len(out) < MAX_IO_PIDS:
+            p, i = out[i], i + 1
+            try:
+                tids = os.listdir(f"{self.proc}/{p}/task")
+            except OSError:
+                continue
+            for tid in tids:
+                try:
+                    out += [int(c) for c in _read(f"{self.proc}/{p}/task/{tid}/children").split()]
+                except OSError:
+                    continue
+        return out[:MAX_IO_PIDS]
 
     def _container_cgroup(self, container_id: str) -> str | None:
         """A Docker container's cgroup, where dockerd puts it (cgroupfs v1/v2 or the systemd driver):
@@ -298,6 +357,21 @@ class ServiceCollector:
         count = sum(1 for c in conns if c.status != psutil.CONN_LISTEN)
         self._conns[key] = (mono, count)
         return count
+
+
+def service_state_points(states: Sequence[ServiceState]) -> list[Point]:
+    """Per defined service, whatever its state: `service_up` (1 with at least one healthy instance, else
+    0: stopped, failed, crash-looping, OOM-killed and backing off, starting) and
+    `service_healthy_instances`. A service that is removed is no longer listed, so its series end; one
+    orch has not planned yet (`pending`, just after start) is not known to be down, so not reported."""
+    out: list[Point] = []
+    for st in states:
+        if st.status == "pending":
+            continue
+        labels = {"service": st.service}
+        out.append(("service_up", labels, 1.0 if st.healthy > 0 else 0.0))
+        out.append(("service_healthy_instances", labels, float(st.healthy)))
+    return out
 
 
 class GateAdapter:

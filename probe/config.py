@@ -49,7 +49,9 @@ class ProbeConfig(BaseModel):
     interval_s: float = Field(default=1.0, ge=0.1, le=5.0)
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
     connections_every_s: float = Field(default=10.0, ge=1.0)
-    alert_stale_s: float = Field(default=60.0, gt=0)
+    # A firing alert whose series sends nothing resolves ("no data") after max(2 * interval_s, the rule's
+    # for_s, alert_stale_s): unset, only the first two count.
+    alert_stale_s: float | None = Field(default=None, gt=0)
     webhook_url: str | None = None  # default target for rules without their own
     webhook_timeout_s: float = Field(default=5.0, gt=0, le=60)
     webhook_attempts: int = Field(default=5, ge=1, le=20)

@@ -1,12 +1,12 @@
-"""Query parameters as people write them: times (`now`, `-1h`, `1h` ago, epoch seconds, ISO 8601),
-label filters (`service=web,instance=web-1`) and steps (`60`, `1m`). Pure; errors are BadRequests
-naming the parameter."""
+"""Query parameters as people write them: times (`now`, `-1h`, `1h` ago, epoch seconds, ISO 8601; see
+`core.timespec`), label filters (`service=web,instance=web-1`) and steps (`60`, `1m`). Pure; errors
+are BadRequests naming the parameter."""
 
 from __future__ import annotations
 
 import re
-from datetime import datetime
 
+from core import timespec
 from core.errors import BadRequest
 from core.units import parse_duration
 
@@ -14,33 +14,14 @@ _LABEL = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 
 
 def parse_time(text: str | None, now: float, *, default: float, param: str) -> float:
-    """Epoch seconds from `text`: `now`; a duration ago (`1h`, `-1h`, `90m`); epoch seconds; ISO 8601."""
+    """Epoch seconds from `text` (the forms of `core.timespec`), `default` when absent."""
     if text is None or text == "":
         return default
-    s = text.strip()
-    if s == "now":
-        return now
     try:
-        value = float(s)
+        return timespec.parse_time(text, now, what=param)
     except ValueError:
-        pass
-    else:
-        if value < 0:
-            return now + value
-        if value < 10**8:  # a small number: seconds ago, not a date in 1973
-            return now - value
-        return value / 1000.0 if value > 10**11 else value  # milliseconds as well
-    try:
-        return now - parse_duration(s.lstrip("-"))
-    except ValueError:
-        pass
-    try:
-        return datetime.fromisoformat(s.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        raise BadRequest(
-            f"{param}={text!r} is not a time",
-            hint="use epoch seconds, an ISO 8601 time, 'now', or a duration ago like 1h or -30m",
-        ) from None
+        raise BadRequest(f"{param}={text!r} is not a time", hint=f"use {timespec.FORMS}",
+                         details={"field": param}) from None
 
 
 def parse_step(text: str | None, *, param: str = "step") -> int | None:

@@ -26,8 +26,8 @@ from core.errors import BadRequest
 from core.ports import InstanceInfo, MetricsSource, ServiceInventory
 from core.store import Store
 from core.tasks import TaskSet
-from probe.alerts import AlertRule, AlertState, evaluate
-from probe.collect import GateAdapter, HostCollector, Point, ServiceCollector
+from probe.alerts import AlertRule, AlertState, evaluate, no_data_after
+from probe.collect import GateAdapter, HostCollector, Point, ServiceCollector, service_state_points
 from probe.config import AlertRuleBody, ProbeConfig
 from probe.exposition import Reading, render
 from probe.rollup import default_step
@@ -44,9 +44,11 @@ ALIASES = {
     "memory": "service_rss_bytes",
     "connections": "service_connections",
     "restarts": "service_restarts",
+    "up": "service_up",
 }
 SERVICE_METRICS = (
-    "service_cpu_percent", "service_rss_bytes", "service_memory_bytes", "service_connections", "service_restarts",
+    "service_up", "service_healthy_instances", "service_cpu_percent", "service_rss_bytes", "service_memory_bytes",
+    "service_connections", "service_restarts",
     "service_io_read_bytes_per_second", "service_io_write_bytes_per_second",
     "service_net_rx_bytes_per_second", "service_net_tx_bytes_per_second",
 )
@@ -157,6 +159,7 @@ class ProbeService:
         mono, now = self.clock.monotonic(), self.clock.now()
         inventory = self._inventory()
         instances = list(inventory.instances()) if inventory is not None else []
+        service_points = service_state_points(inventory.service_states()) if inventory is not None else []
         gate_points: list[Point] = []
         source = self._gate_source()
         if source is not None:
@@ -170,7 +173,7 @@ class ProbeService:
             self._executor, self._collect, mono, instances
         )
         loop_t0 = time.thread_time()
-        points += gate_points
+        points += service_points + gate_points
         keyed = [(name, self._key(labels), labels, value) for name, labels, value in points]
         self.latest = {(name, key): (labels, value) for name, key, labels, value in keyed}
         transitions = self._evaluate(now)
@@ -225,16 +228,33 @@ class ProbeService:
 
     # --- alerts ---------------------------------------------------------------------------------
 
-    async def reload_rules(self) -> None:
-        self._rules = [to_rule(r) for r in await self.rules.list() if r["enabled"]]
+    async def reload_rules(self, changed: int | None = None) -> None:
+        """Read the enabled rules again. The states of a rule that is gone (removed, disabled) or
+        `changed` are forgotten — a firing one resolved first, so a receiver told "triggered" is always
+        told "resolved" too. The swap and the forgetting happen with no await between them: a tick never
+        evaluates a new rule against an old rule's states."""
+        rows = await self.rules.list()
+        old = {r.id: r for r in self._rules}
+        self._rules = [to_rule(r) for r in rows if r["enabled"]]
         ids = {r.id for r in self._rules}
-        self._alerts = {k: v for k, v in self._alerts.items() if k[0] in ids}
+        now = self.clock.now()
+        resolved = []
+        for (rid, key), (state, labels) in list(self._alerts.items()):
+            if rid in ids and rid != changed:
+                continue
+            del self._alerts[(rid, key)]
+            if state.status == "firing" and rid in old:
+                resolved.append(self._transition(old[rid], "resolved", labels, None, now,
+                                                 "rule changed" if rid == changed else "rule removed"))
+        for payload in resolved:
+            await self._announce(payload)
 
     def _evaluate(self, now: float) -> list[dict[str, Any]]:
         transitions: list[dict[str, Any]] = []
-        stale = self.config.alert_stale_s
+        interval, floor = self.config.interval_s, self.config.alert_stale_s or 0.0
         for rule in self._rules:
             seen: set[str] = set()
+            stale = no_data_after(rule, interval, floor)
             for (name, key), (labels, value) in self.latest.items():
                 if not rule.matches(name, labels):
                     continue
@@ -243,26 +263,27 @@ class ProbeService:
                 state, tr = evaluate(rule, prev[0] if prev else None, value, now, stale_s=stale)
                 self._alerts[(rule.id, key)] = (state, labels)
                 if tr:
-                    transitions.append(self._transition(rule, tr, labels, value, now))
+                    transitions.append(self._transition(rule, tr, labels, value, now,
+                                                        "threshold" if tr == "triggered" else "cleared"))
             for (rid, key), (prev_state, labels) in list(self._alerts.items()):
                 if rid != rule.id or key in seen:
                     continue
+                # The series sent nothing this evaluation (its service stopped, its route went away).
                 state, tr = evaluate(rule, prev_state, None, now, stale_s=stale)
-                if state.status == "ok" and tr is None:
+                if state.status == "ok":
                     del self._alerts[(rid, key)]
                 else:
                     self._alerts[(rid, key)] = (state, labels)
                 if tr:
-                    transitions.append(self._transition(rule, tr, labels, None, now))
-                    self._alerts.pop((rid, key), None)
+                    transitions.append(self._transition(rule, tr, labels, None, now, "no data"))
         return transitions
 
     def _transition(self, rule: AlertRule, tr: str, labels: Mapping[str, str], value: float | None,
-                    now: float) -> dict[str, Any]:
+                    now: float, reason: str) -> dict[str, Any]:
         return {
             "event": f"alert.{tr}", "rule_id": rule.id, "rule": rule.name, "metric": rule.metric,
             "labels": dict(labels), "op": rule.op, "threshold": rule.threshold, "for_s": rule.for_s,
-            "value": value, "at": now, "webhook": rule.webhook or self.config.webhook_url,
+            "value": value, "at": now, "reason": reason, "webhook": rule.webhook or self.config.webhook_url,
         }
 
     async def _announce(self, payload: dict[str, Any]) -> None:
@@ -271,7 +292,7 @@ class ProbeService:
         self.history.append(payload)
         del self.history[:-_HISTORY]
         log.info("alert " + etype.split(".")[1], rule=payload["rule"], labels=payload["labels"],
-                 value=payload["value"])
+                 value=payload["value"], reason=payload["reason"])
         await self.bus.publish(etype, {k: v for k, v in payload.items() if k != "event"})
         if url:
             self.webhooks.send(url, payload)
@@ -295,8 +316,7 @@ class ProbeService:
 
     async def replace_rule(self, ref: str, body: AlertRuleBody) -> tuple[dict[str, Any], dict[str, Any]]:
         before, after = await self.rules.replace(ref, body)
-        self._alerts = {k: v for k, v in self._alerts.items() if k[0] != before["id"]}  # new rule, new states
-        await self.reload_rules()
+        await self.reload_rules(changed=before["id"])  # a new rule starts from new states
         return before, after
 
     async def remove_rule(self, ref: str) -> dict[str, Any]:

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from probe.alerts import AlertRule, AlertState, breaches, clears, evaluate
+from probe.alerts import AlertRule, AlertState, breaches, clears, evaluate, no_data_after
 
 RULE = AlertRule(1, "cpu high", "host_cpu_percent", ">", 90.0, {"cpu": "total"}, for_s=10.0, hysteresis=5.0)
 
@@ -44,6 +44,25 @@ def test_missing_data_resets_pending_and_resolves_firing_only_when_stale() -> No
         ("pending", None), ("ok", None), ("pending", None), ("firing", "triggered"), ("firing", None),
         ("firing", None), ("ok", "resolved"), ("ok", None),
     ]
+
+
+@pytest.mark.parametrize(
+    ("interval_s", "for_s", "floor_s", "want"),
+    [(1.0, 0.0, 0.0, 2.0), (1.0, 10.0, 0.0, 10.0), (5.0, 3.0, 0.0, 10.0), (1.0, 10.0, 60.0, 60.0),
+     (0.25, 0.0, 0.0, 0.5)],
+)
+def test_no_data_resolves_after_two_intervals_or_the_for_duration(interval_s: float, for_s: float, floor_s: float,
+                                                                   want: float) -> None:
+    rule = AlertRule(3, "r", "m", ">", 1.0, for_s=for_s)
+    assert no_data_after(rule, interval_s, floor_s) == want
+    stale = no_data_after(rule, interval_s, floor_s)
+    state, _ = evaluate(rule, None, 5.0, 0.0, stale_s=stale)
+    state, _ = evaluate(rule, state, 5.0, for_s, stale_s=stale)
+    assert state.status == "firing"
+    _, tr = evaluate(rule, state, None, for_s + want - 0.01, stale_s=stale)
+    assert tr is None  # not yet
+    state, tr = evaluate(rule, state, None, for_s + want, stale_s=stale)
+    assert (state.status, tr) == ("ok", "resolved")
 
 
 def test_label_matching_is_a_subset_match() -> None:

@@ -3,7 +3,9 @@ a child burning CPU shows up in its instance's CPU reading; cgroup files where t
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -13,9 +15,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from core.ports import InstanceInfo, Sample
-from probe.collect import GateAdapter, HostCollector, ServiceCollector, find_cgroup_files
-from probe.procfs import parse_pid_stat, parse_proc_stat
+from core.ports import InstanceInfo, Sample, ServiceState
+from probe.collect import GateAdapter, HostCollector, ServiceCollector, find_cgroup_files, service_state_points
+from probe.procfs import parse_pid_io, parse_pid_stat, parse_proc_stat
 
 # Busy, and keeps touching new memory: under cgroup v1 pages stay charged to the cgroup where they were
 # touched, so only what the burner allocates after being moved into a test cgroup shows there.
@@ -27,20 +29,32 @@ while time.time() < end:
         grow = time.time() + 0.05
 """
 SLEEP = "import time; time.sleep(60)"
+# A parent that forks a child writing 1 MiB a round to `path`, synced, for a minute: the writes are the
+# child's, which the main pid's own /proc/<pid>/io never shows.
+WRITER = """import os, sys, time
+if os.fork() == 0:
+    end = time.time() + 60
+    with open(sys.argv[1], "wb") as f:
+        while time.time() < end:
+            f.write(os.urandom(1 << 20)); f.flush(); os.fsync(f.fileno()); time.sleep(0.05)
+    os._exit(0)
+time.sleep(60)
+"""
 
 
 @pytest.fixture
 def child() -> Iterator[callable]:  # type: ignore[valid-type]
     procs: list[subprocess.Popen[bytes]] = []
 
-    def start(code: str) -> subprocess.Popen[bytes]:
-        p = subprocess.Popen([sys.executable, "-c", code])
+    def start(code: str, *args: str) -> subprocess.Popen[bytes]:
+        p = subprocess.Popen([sys.executable, "-c", code, *args], start_new_session=True)
         procs.append(p)
         return p
 
     yield start
     for p in procs:
-        p.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(p.pid, signal.SIGKILL)  # the writer's child too
         p.wait()
 
 
@@ -157,9 +171,121 @@ def test_instance_measured_by_its_cgroup(child: callable) -> None:  # type: igno
                     time.sleep(0.05)
 
 
+def _io_rate(sc: ServiceCollector, inv: list[InstanceInfo], name: str, key: tuple, floor: float) -> float:
+    sc.collect(inv, time.monotonic())
+    deadline = time.monotonic() + 10.0
+    rate = 0.0
+    while time.monotonic() < deadline and rate <= floor:
+        time.sleep(0.3)
+        rate = by_name(sc.collect(inv, time.monotonic()), name).get(key, 0.0)
+    return rate
+
+
+def test_a_process_trees_disk_writes_are_its_instances_io(child: callable, tmp_path: Path) -> None:  # type: ignore[valid-type]
+    writer = child(WRITER, str(tmp_path / "out.bin"))
+    sc = ServiceCollector()
+    inv = [InstanceInfo("w", "w-1", "process", "running", pid=writer.pid)]
+    key = (("instance", "w-1"), ("service", "w"))
+    rate = _io_rate(sc, inv, "service_io_write_bytes_per_second", key, 256 * 1024)
+    assert rate > 256 * 1024  # the child's MiB a round, summed into its parent's instance
+    pts = sc.collect(inv, time.monotonic())
+    assert key in by_name(pts, "service_io_read_bytes_per_second")
+    # host network namespace: no made-up per-service network series
+    assert not any(n.startswith("service_net_") for n, _, _ in pts)
+
+
+def test_process_io_counter_does_not_drop_when_a_child_leaves_the_tree(child: callable) -> None:  # type: ignore[valid-type]
+    """A process that leaves the tree takes its counts with it: the sum drops, which must read as no I/O
+    (a zero rate), not as a counter reset worth all the remaining processes' bytes."""
+    parent = child(SLEEP)
+    sc = ServiceCollector()
+    key = "p/p-1"
+    first = sc._process_io(key, None, parent.pid)
+    assert first is not None
+    sc._io[key] = (first[0] + 10**9, first[1] + 10**9, first[0], first[1])  # as if a big child had just gone
+    assert sc._process_io(key, None, parent.pid) == first
+
+
+def test_a_cgroups_processes_io_without_io_stat(child: callable, tmp_path: Path) -> None:  # type: ignore[valid-type]
+    """An instance in a cgroup with no io.stat (cgroup v1; v2 without the io controller) is measured over
+    the cgroup's processes."""
+    rel = f"infracore-probe-io-{os.getpid()}"
+    root = "/sys/fs/cgroup"
+    made: list[Path] = []
+    for hier in ("memory", "cpuacct", ""):
+        d = Path(root, hier, rel) if hier else Path(root, rel)
+        if Path(root, hier or ".", "cgroup.procs").exists() and (hier or Path(root, "cgroup.controllers").exists()):
+            try:
+                d.mkdir()
+                made.append(d)
+            except OSError:
+                pass
+    if not made:
+        pytest.skip("cannot create a cgroup on this host (not root, or no writable hierarchy)")
+    # The writer joins the cgroup before it forks, so its child is in it too; the instance names no pid.
+    writer = child("import os, sys, time\nwhile not os.path.exists(sys.argv[2]): time.sleep(0.02)\nexec(sys.argv[3])",
+                   str(tmp_path / "out.bin"), str(tmp_path / "go"), WRITER)
+    try:
+        for d in made:
+            (d / "cgroup.procs").write_text(str(writer.pid))
+        (tmp_path / "go").touch()
+        files = find_cgroup_files(rel, root)
+        assert files.procs is not None
+        sc = ServiceCollector()
+        inv = [InstanceInfo("cg", "cg-1", "process", "running", cgroup=rel)]
+        rate = _io_rate(sc, inv, "service_io_write_bytes_per_second", (("instance", "cg-1"), ("service", "cg")),
+                        256 * 1024)
+        if files.io is None:
+            assert rate > 256 * 1024
+        else:
+            assert rate >= 0  # v2 io.stat: counts what reached the device, buffered writes included
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(writer.pid, signal.SIGKILL)
+        writer.wait()
+        for d in reversed(made):
+            deadline = time.monotonic() + 5
+            while True:
+                try:
+                    d.rmdir()
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.05)
+
+
+def test_pid_io_parser_agrees_with_psutil_and_takes_any_layout() -> None:
+    ours = parse_pid_io(Path("/proc/self/io").read_text())
+    theirs = psutil.Process().io_counters()
+    assert ours[0] <= theirs.read_bytes and ours[1] <= theirs.write_bytes
+    full = "rchar: 1\nwchar: 2\nsyscr: 3\nsyscw: 4\nread_bytes: 5\nwrite_bytes: 6\ncancelled_write_bytes: 7\n"
+    assert parse_pid_io(full) == (5, 6)
+    assert parse_pid_io("read_bytes: 5\ncancelled_write_bytes: 7\nwrite_bytes: 6") == (5, 6)  # no newline at the end
+    assert parse_pid_io("rchar: 1\ncancelled_write_bytes: 7\n") == (0, 0)
+    with pytest.raises(ValueError):
+        parse_pid_io("x: 1\nread_bytes: lots\n")
+
+
 def test_pid_stat_parser_handles_odd_command_names() -> None:
     text = "123 (a b) c)) S 1 1 1 0 -1 0 0 0 0 0 7 9 0 0 20 0 1 0 100 2000 55 0"
     assert parse_pid_stat(text) == (7, 9, 55)
+
+
+@pytest.mark.parametrize(
+    ("status", "desired", "healthy", "up"),
+    [("running", "running", 2, 1.0), ("degraded", "running", 1, 1.0), ("stopped", "stopped", 0, 0.0),
+     ("failed", "running", 0, 0.0), ("crashloop", "running", 0, 0.0), ("exited", "running", 0, 0.0),
+     ("backoff", "running", 0, 0.0), ("unhealthy", "running", 0, 0.0), ("starting", "running", 0, 0.0),
+     ("stopped", "stopped", 0, 0.0), ("pending", "running", 0, None)],
+)
+def test_service_up_from_orchs_state(status: str, desired: str, healthy: int, up: float | None) -> None:
+    pts = service_state_points([ServiceState("web", status, desired, healthy, 2)])
+    if up is None:
+        assert pts == []  # orch has not planned it yet: not known to be down
+    else:
+        assert pts == [("service_up", {"service": "web"}, up),
+                       ("service_healthy_instances", {"service": "web"}, float(healthy))]
 
 
 def test_gate_counters_become_rates() -> None:
@@ -200,5 +326,7 @@ def test_a_container_is_measured_by_its_cgroup_and_network_namespace() -> None:
             pct = by_name(pts, "service_cpu_percent").get((("instance", "box-1"), ("service", "box")), 0.0)
         assert pct > 5
         assert (("instance", "box-1"), ("service", "box")) in by_name(pts, "service_net_rx_bytes_per_second")
+        assert (("instance", "box-1"), ("service", "box")) in by_name(pts, "service_net_tx_bytes_per_second")
+        assert (("instance", "box-1"), ("service", "box")) in by_name(pts, "service_io_write_bytes_per_second")
     finally:
         subprocess.run(["docker", "rm", "-f", cid], capture_output=True, timeout=60)

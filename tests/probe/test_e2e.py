@@ -3,6 +3,7 @@ viewer token, as Prometheus would send it), and `fsctl metrics` / `fsctl alert` 
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from typing import Any
@@ -71,6 +72,25 @@ def test_serve_collects_and_exposes_metrics(server_factory: Any) -> None:
     else:
         names = {f.name for f in text_string_to_metric_families(r.text)}
         assert {"host_cpu_percent", "probe_ticks", "host_load1"} <= names
+
+    # `since` (and `until`) as the log API takes them, not silently the default hour
+    r = srv.api("GET", "/api/metrics/query?name=host_cpu_percent&labels=cpu=total&since=10m&step=1", token=viewer)
+    assert r.status_code == 200, r.text
+    assert abs(r.json()["to"] - r.json()["from"] - 600) <= 2, r.json()
+    assert all(p[0] >= r.json()["from"] for p in r.json()["series"][0]["points"])
+    r = srv.api("GET", "/api/metrics/query?name=host_load1&since=-1h30m&until=-1h&step=60", token=viewer)
+    assert r.status_code == 200, r.text
+    assert math.isclose(r.json()["to"] - r.json()["from"], 1800, abs_tol=61), r.json()
+    top = srv.api("GET", "/api/metrics/top?name=host_load1&by=cpu&since=10m", token=viewer).json()
+    assert abs(top["to"] - top["from"] - 600) <= 1, top
+    sm = srv.api("GET", "/api/services/none/metrics?since=2m&step=1", token=viewer).json()
+    assert abs(sm["to"] - sm["from"] - 120) <= 2, sm
+    both = srv.api("GET", "/api/metrics/query?name=host_load1&from=1h&since=10m", token=viewer)
+    assert both.status_code == 400 and "from and since are the same parameter" in both.json()["error"]["message"]
+    bad = srv.api("GET", "/api/metrics/query?name=host_load1&since=10minutes", token=viewer)
+    assert bad.status_code == 400 and "since='10minutes' is not a time" in bad.json()["error"]["message"]
+    backwards = srv.api("GET", "/api/metrics/query?name=host_load1&since=10m&until=20m", token=viewer)
+    assert backwards.status_code == 400 and "is not before" in backwards.json()["error"]["message"]
 
     # precise errors for bad parameters
     bad = srv.api("GET", "/api/metrics/query?name=host_load1&from=yesterday-ish", token=viewer)
@@ -147,3 +167,12 @@ def test_a_service_run_by_orch_shows_up_in_its_metrics(server_factory: Any) -> N
         assert rss["series"] and rss["series"][0]["points"][-1][1] > 1024 * 1024
     finally:
         srv.api("POST", "/api/services/burner/stop")
+
+    # orch tells probe about the stopped service too: service_up goes to 0 rather than vanishing
+    def up() -> float | None:
+        text = httpx.get(f"{srv.url}/metrics", headers={"Authorization": f"Bearer {srv.login()}"}).text
+        values = [v for series, v in parse(text).get("service_up", ("", []))[1]
+                  if series == 'service_up{service="burner"}']
+        return values[0] if values else None
+
+    _poll(lambda: up() == 0.0, 20, "service_up{service=burner} 0 in /metrics after the stop")

@@ -16,7 +16,8 @@ import pytest
 from aiohttp import web
 
 from core.bus import EventBus
-from core.ports import InstanceInfo, Sample
+from core.clock import ManualClock
+from core.ports import InstanceInfo, Sample, ServiceState
 from core.schema import CORE_MIGRATIONS
 from core.store import Store
 from probe.config import AlertRuleBody, ProbeConfig, load_probe_config
@@ -34,6 +35,9 @@ class Inventory:
     def instances(self) -> list[InstanceInfo]:
         return list(self.items)
 
+    def service_states(self) -> list[ServiceState]:
+        return []
+
 
 class Gauge:
     """A MetricsSource whose one gauge the test sets (stands in for the gate's counters)."""
@@ -41,9 +45,12 @@ class Gauge:
     def __init__(self) -> None:
         self.value = 0.0
         self.requests = 0
+        self.present = True  # False: the route is gone, and its series with it
 
     def samples(self) -> list[Sample]:
         self.requests += 10
+        if not self.present:
+            return []
         return [Sample("gate_upstream_latency_p99_ms", self.value, {"route": "r1"}),
                 Sample("gate_requests_total", self.requests, {"route": "r1", "class": "2xx"}, kind="counter")]
 
@@ -221,3 +228,76 @@ def test_config_errors_name_the_setting() -> None:
         AlertRuleBody(name="a", metric="bad name", op=">", threshold=1)
     with pytest.raises(ValueError, match="not an http"):
         AlertRuleBody(name="a", metric="m", op=">", threshold=1, webhook="ftp://x")
+
+
+async def test_a_firing_alert_whose_series_vanishes_resolves_with_reason_no_data(tmp_path: Path, kernel: Any) -> None:
+    """The series stops (its route is removed): the alert resolves once the rule's evaluation has found no
+    sample for max(2 intervals, for_s) — not before, not never — and the webhook is told why. A rule
+    changed or removed while firing resolves its alerts too."""
+    store, bus = kernel
+    received: list[dict[str, Any]] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        received.append(await request.json())
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}/hook"
+    gauge = Gauge()
+    clock = ManualClock()
+    svc = ProbeService(ProbeConfig(enabled=False, interval_s=0.25, webhook_url=url), tmp_path, store, bus,
+                       gate_source=lambda: gauge, clock=clock)
+    await svc.start()
+
+    async def tick() -> None:
+        clock.advance(0.25)
+        await svc.tick()
+
+    try:
+        await svc.add_rule(AlertRuleBody.model_validate({
+            "name": "slow", "metric": "gate_upstream_latency_p99_ms", "op": ">", "threshold": 500, "for": "1s"}))
+        gauge.value = 900.0
+        for _ in range(5):  # pending for 1 s, then firing
+            await tick()
+        assert [a["status"] for a in svc.alerts()["active"]] == ["firing"]
+        gauge.present = False
+        for _ in range(3):  # 0.75 s without data: under for_s (1 s, more than 2 intervals): still firing
+            await tick()
+            assert [a["status"] for a in svc.alerts()["active"]] == ["firing"]
+        await tick()
+        assert svc.alerts()["active"] == []
+        last = svc.alerts()["recent"][-1]
+        assert (last["event"], last["reason"], last["value"]) == ("alert.resolved", "no data", None)
+        for _ in range(8):  # resolved once, not again
+            await tick()
+        assert [r["event"] for r in svc.alerts()["recent"]] == ["alert.triggered", "alert.resolved"]
+
+        gauge.present = True
+        for _ in range(5):
+            await tick()
+        assert [a["status"] for a in svc.alerts()["active"]] == ["firing"]
+        await svc.replace_rule("slow", AlertRuleBody.model_validate({
+            "name": "slow", "metric": "gate_upstream_latency_p99_ms", "op": ">", "threshold": 600}))
+        assert svc.alerts()["active"] == [] and svc.alerts()["recent"][-1]["reason"] == "rule changed"
+        await tick()  # the new rule, from a new state: no for-duration, fires at once
+        assert [a["status"] for a in svc.alerts()["active"]] == ["firing"]
+        await svc.remove_rule("slow")
+        assert svc.alerts()["active"] == []
+        assert svc.alerts()["recent"][-1]["reason"] == "rule removed"
+
+        async def delivered() -> bool:
+            return len(received) == 6
+
+        await poll(delivered, 10, "six webhook deliveries")
+        got = sorted(received, key=lambda r: (r["at"], r["event"] == "alert.resolved"))
+        assert [(r["event"], r["reason"]) for r in got] == [
+            ("alert.triggered", "threshold"), ("alert.resolved", "no data"),
+            ("alert.triggered", "threshold"), ("alert.resolved", "rule changed"),
+            ("alert.triggered", "threshold"), ("alert.resolved", "rule removed")]
+    finally:
+        await svc.stop(5.0)
+        await runner.cleanup()
