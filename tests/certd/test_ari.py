@@ -39,7 +39,8 @@ def test_cert_id_matches_the_rfc_example() -> None:
     assert cert_id(_cert(0x87654321, aki)) == "aYhba4dGQEHhs3uEe6CuLN4ByNQ.AIdlQyE"
 
 
-@pytest.mark.parametrize(("serial", "encoded"), [(1, "AQ"), (0x7F, "fw"), (0x80, "AIA"), (0xFF, "AP8"), (0x0100, "AQA")])
+@pytest.mark.parametrize(("serial", "encoded"),
+                         [(1, "AQ"), (0x7F, "fw"), (0x80, "AIA"), (0xFF, "AP8"), (0x0100, "AQA")])
 def test_cert_id_serial_is_the_der_integer(serial: int, encoded: str) -> None:
     assert cert_id(_cert(serial, b"\x01\x02")) == f"AQI.{encoded}"
 

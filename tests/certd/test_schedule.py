@@ -24,7 +24,7 @@ from certd.schedule import (
 
 DAY = 86400.0
 NOW = 1_800_000_000.0
-P = Policy()  # defaults: renew with 1/3 of the lifetime left, 2 d jitter, back-off 60 s doubling to 6 h, warn under 14 d
+P = Policy()  # defaults: renew with 1/3 of the lifetime left, 2 d jitter, back-off 60 s doubling to 6 h, warn < 14 d
 MIN = 60.0
 HOUR = 3600.0
 
