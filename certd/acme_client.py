@@ -6,12 +6,19 @@ server's Retry-After up to 10 s) within `order_timeout_s`; every wait checks the
 thread ends promptly when the service stops. Every failure becomes an `AcmeFailure` whose message is
 the ACME server's own error text (or what went wrong reaching it) and which carries the server's
 Retry-After when it rate-limited us.
+
+ACME Renewal Information (RFC 9773): `renewal_info` fetches a certificate's suggested renewal window
+when the directory offers `renewalInfo` (the `acme` library's `ClientV2.renewal_time` picks the time
+itself with naive local datetimes and hides the window, and its `new_order` cannot send `replaces`,
+so both are done here on its network layer); a renewal's new-order names the certificate it
+`replaces` when the CA offers ARI.
 """
 
 from __future__ import annotations
 
 import email.utils
 import hashlib
+import json
 import threading
 import time
 from collections.abc import Callable
@@ -25,7 +32,7 @@ import structlog
 from acme import challenges, client, errors, messages
 from cryptography.hazmat.primitives import serialization
 
-from certd import files, pem
+from certd import ari, files, pem
 
 log = structlog.get_logger("certd.acme")
 
@@ -43,6 +50,31 @@ class AcmeFailure(Exception):
         self.message = message
         self.retry_after_s = retry_after_s
         self.acme_type = acme_type
+
+
+class AriFailure(Exception):
+    """The renewal information could not be fetched or used; `retry_after_s` is the server's
+    Retry-After, if it sent one."""
+
+    def __init__(self, message: str, *, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retry_after_s = retry_after_s
+
+
+@dataclass(frozen=True)
+class AriAnswer:
+    window: ari.RenewalWindow
+    retry_after_s: float | None  # the answer's Retry-After: when to ask again
+
+
+class _ReplacingOrder(messages.NewOrder):
+    """A new-order naming the certificate it replaces (RFC 9773 §5)."""
+
+    replaces: str | None = jose.field("replaces", omitempty=True)
+
+
+_DIRECTORY_TTL_S = 3600.0
 
 
 class Aborted(Exception):
@@ -107,6 +139,9 @@ class AcmeIssuer:
         self.abort = abort or threading.Event()
         self._client: client.ClientV2 | None = None
         self._last_retry_after: float | None = None
+        self._http: requests.Session | None = None  # unauthenticated GETs (directory, renewalInfo)
+        self._directory: dict[str, Any] | None = None
+        self._directory_at = 0.0
 
     # --- account -----------------------------------------------------------------------------
 
@@ -153,21 +188,95 @@ class AcmeIssuer:
 
     # --- one order ---------------------------------------------------------------------------
 
-    def issue(self, names: list[str], put: ChallengeHook, remove: Callable[[str], None]) -> Issued:
+    # --- renewal information (RFC 9773) -------------------------------------------------------
+
+    def _get(self, url: str) -> requests.Response:
+        if self._http is None:
+            self._http = requests.Session()
+            self._http.headers["User-Agent"] = "infracore-certd"
+        return self._http.get(url, timeout=self.request_timeout_s, stream=True, allow_redirects=False,
+                              verify=str(self.ca_bundle) if self.ca_bundle else True)
+
+    def _read(self, response: requests.Response) -> bytes:
+        try:
+            return response.raw.read(ari.MAX_BODY + 1, decode_content=True) or b""
+        finally:
+            response.close()
+
+    def _renewal_info_base(self) -> str | None:
+        """The directory's `renewalInfo` URL (None: the CA does not offer ARI); the directory is
+        fetched at most once per `_DIRECTORY_TTL_S`."""
+        if self._directory is None or time.monotonic() - self._directory_at > _DIRECTORY_TTL_S:
+            response = self._get(self.directory_url)
+            body = self._read(response)
+            if response.status_code != 200:
+                raise AriFailure(f"the ACME directory {self.directory_url} answered {response.status_code}")
+            try:
+                doc = json.loads(body)
+            except ValueError as e:
+                raise AriFailure(f"the ACME directory {self.directory_url} is not JSON: {e}") from None
+            if not isinstance(doc, dict):
+                raise AriFailure(f"the ACME directory {self.directory_url} is not a JSON object")
+            self._directory, self._directory_at = doc, time.monotonic()
+        url = self._directory.get("renewalInfo")
+        if url is None:
+            return None
+        if not isinstance(url, str) or not url.startswith(("https://", "http://")):
+            raise AriFailure(f"the ACME directory's renewalInfo is not a URL: {url!r:.100}")
+        return url
+
+    def offers_ari(self) -> bool:
+        """Whether the directory has `renewalInfo`. Blocking; AriFailure when it cannot be read."""
+        try:
+            return self._renewal_info_base() is not None
+        except requests.exceptions.RequestException as e:
+            raise AriFailure(f"cannot read the ACME directory {self.directory_url}: {_root_cause(e)}") from e
+
+    def renewal_info(self, ari_id: str) -> AriAnswer | None:
+        """The CA's suggested renewal window for the certificate `ari_id` and its Retry-After, or None
+        when the CA does not offer ARI. Blocking; AriFailure (with the server's Retry-After, if any)
+        when the answer cannot be had or used."""
+        try:
+            base = self._renewal_info_base()
+            if base is None:
+                return None
+            url = f"{base.rstrip('/')}/{ari_id}"
+            response = self._get(url)
+            body = self._read(response)
+        except requests.exceptions.RequestException as e:
+            self._directory = None
+            raise AriFailure(f"cannot fetch renewal information from {self.directory_url}: {_root_cause(e)}") from e
+        retry_after = parse_retry_after(response.headers.get("Retry-After"), time.time())
+        if response.status_code != 200:
+            self._directory = None  # the URL may have moved: read the directory again next time
+            text = body[:200].decode("utf-8", "replace").strip()
+            raise AriFailure(f"{url} answered {response.status_code}" + (f": {text}" if text else ""),
+                             retry_after_s=retry_after)
+        try:
+            window = ari.parse_renewal_info(body)
+        except ari.AriMalformed as e:
+            raise AriFailure(f"{url}: {e}", retry_after_s=retry_after) from e
+        return AriAnswer(window, retry_after)
+
+    # --- one order ---------------------------------------------------------------------------
+
+    def issue(self, names: list[str], put: ChallengeHook, remove: Callable[[str], None],
+              replaces: str = "") -> Issued:
         """Order a certificate for `names` (the first is the subject), answering HTTP-01 challenges by
-        `put(token, key_authorization)`; every token put is `remove`d before returning. Blocking."""
+        `put(token, key_authorization)`; every token put is `remove`d before returning. `replaces`:
+        the ARI id of the certificate this one renews, sent when the CA offers ARI. Blocking."""
         self._last_retry_after = None
         try:
-            return self._issue(names, put, remove)
+            return self._issue(names, put, remove, replaces)
         except Exception:
             # Start the next order from a fresh directory and account lookup: the server may have
             # changed under us (new directory, account gone, stale nonces).
             self._client = None
             raise
 
-    def _issue(self, names: list[str], put: ChallengeHook, remove: Callable[[str], None]) -> Issued:
+    def _issue(self, names: list[str], put: ChallengeHook, remove: Callable[[str], None], replaces: str) -> Issued:
         try:
-            return self._order(names, put, remove)
+            return self._order(names, put, remove, replaces)
         except AcmeFailure:
             raise
         except messages.Error as e:
@@ -186,11 +295,41 @@ class AcmeIssuer:
         except (ValueError, KeyError) as e:  # malformed answers (not JSON, missing fields)
             raise AcmeFailure(f"unexpected answer from the ACME server {self.directory_url}: {e!r}") from e
 
-    def _order(self, names: list[str], put: ChallengeHook, remove: Callable[[str], None]) -> Issued:
+    def _new_order(self, acme: client.ClientV2, names: list[str], csr_pem: bytes,
+                   replaces: str) -> messages.OrderResource:
+        """`acme.new_order`, with `replaces` when the CA offers ARI. A CA that refuses it (the old
+        certificate was already replaced, or it does not know it) gets the order without it."""
+        try:
+            acme.directory["renewalInfo"]
+        except KeyError:
+            replaces = ""
+        if not replaces:
+            return acme.new_order(csr_pem)
+        order = _ReplacingOrder(identifiers=[messages.Identifier(typ=messages.IDENTIFIER_FQDN, value=n)
+                                             for n in names], replaces=replaces)
+        try:
+            response = acme.net.post(acme.directory["newOrder"], order, new_nonce_url=acme.directory["newNonce"])
+        except messages.Error as e:
+            if str(e.typ).rsplit(":", 1)[-1] not in ("alreadyReplaced", "malformed", "conflict"):
+                raise
+            log.warning("the ACME server refused `replaces`; ordering without it", replaces=replaces,
+                        error=describe(e))
+            return acme.new_order(csr_pem)
+        body = messages.Order.from_json(response.json())
+        authorizations = [
+            messages.AuthorizationResource(body=messages.Authorization.from_json(self._post_as_get(acme, url).json()),
+                                           uri=url)
+            for url in body.authorizations or ()
+        ]
+        log.info("ordering a renewal that replaces the previous certificate", replaces=replaces, names=names)
+        return messages.OrderResource(body=body, uri=response.headers.get("Location"),
+                                      authorizations=authorizations, csr_pem=csr_pem)
+
+    def _order(self, names: list[str], put: ChallengeHook, remove: Callable[[str], None], replaces: str) -> Issued:
         deadline = time.monotonic() + self.order_timeout_s
         acme = self._connect()
         key_pem = pem.generate_key()
-        orderr = acme.new_order(pem.make_csr(key_pem, names))
+        orderr = self._new_order(acme, names, pem.make_csr(key_pem, names), replaces)
         tokens: list[str] = []
         try:
             pending = []

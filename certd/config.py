@@ -18,10 +18,15 @@ class CertdConfig(BaseModel):
 
     # Use Let's Encrypt's staging directory instead of production (ignored when a directory URL is set).
     staging: bool = False
-    # Renew this long before expiry; automatic orders never happen while a valid cert has more left.
-    renew_before_s: float = Field(default=30 * 86400, gt=0, alias="renew_before")
-    # Renewals are spread over [renew_before - renew_jitter, renew_before] before expiry.
+    # Renew when this share of a certificate's lifetime is left (1/3, as Let's Encrypt recommends:
+    # 30 days of a 90-day cert, 2 days of a 6-day one); automatic orders never happen while more is left.
+    renew_share: float = Field(default=1 / 3, gt=0, le=1)
+    # Optional cap: never renew more than this before expiry (unset: the share alone decides).
+    renew_before_s: float | None = Field(default=None, gt=0, alias="renew_before")
+    # Renewals are spread over up to this much after the due time (at most a tenth of the renewal window).
     renew_jitter_s: float = Field(default=2 * 86400, ge=0, alias="renew_jitter")
+    # Follow the CA's ACME Renewal Information (RFC 9773) when its directory offers `renewalInfo`.
+    ari: bool = True
     # Failed orders are retried after backoff_base, doubling on each failure, at most backoff_cap.
     backoff_base_s: float = Field(default=60.0, gt=0, alias="backoff_base")
     backoff_cap_s: float = Field(default=6 * 3600, gt=0, alias="backoff_cap")
@@ -52,7 +57,7 @@ class CertdConfig(BaseModel):
 
     @model_validator(mode="after")
     def _coherent(self) -> CertdConfig:
-        if self.renew_jitter_s >= self.renew_before_s:
+        if self.renew_before_s is not None and self.renew_jitter_s >= self.renew_before_s:
             raise ValueError("renew_jitter must be shorter than renew_before")
         if self.backoff_cap_s < self.backoff_base_s:
             raise ValueError("backoff_cap must be at least backoff_base")

@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from certd import ari
 from core.errors import ValidationFailed
 
 _CERT_BLOCK = re.compile(rb"-----BEGIN CERTIFICATE-----\s.*?-----END CERTIFICATE-----", re.S)
@@ -32,6 +33,7 @@ class CertInfo:
     issuer: str
     fingerprint_sha256: str
     chain_length: int = 1
+    ari_id: str = ""  # RFC 9773 certificate id ("" without an authority key identifier)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -140,6 +142,7 @@ def info(chain: list[x509.Certificate]) -> CertInfo:
         issuer=_issuer(leaf),
         fingerprint_sha256=hashlib.sha256(leaf.public_bytes(serialization.Encoding.DER)).hexdigest(),
         chain_length=len(chain),
+        ari_id=ari.cert_id(leaf),
     )
 
 

@@ -38,12 +38,25 @@ MIGRATIONS = [
         );
         """,
     ),
+    Migration(
+        2,
+        "ACME renewal information",
+        """
+        ALTER TABLE certd_certs ADD COLUMN ari_id TEXT NOT NULL DEFAULT '';
+        ALTER TABLE certd_certs ADD COLUMN ari_window_start REAL;
+        ALTER TABLE certd_certs ADD COLUMN ari_window_end REAL;
+        ALTER TABLE certd_certs ADD COLUMN ari_renew_at REAL;
+        ALTER TABLE certd_certs ADD COLUMN ari_next_check_at REAL;
+        ALTER TABLE certd_certs ADD COLUMN ari_error TEXT;
+        """,
+    ),
 ]
 
 _COLUMNS = (
     "name", "names", "source", "origin", "auto", "serial", "not_before", "not_after", "issuer", "fingerprint",
     "failures", "last_error", "last_attempt_at", "next_attempt_at", "last_issued_at", "last_warned_at",
-    "created_at", "updated_at",
+    "created_at", "updated_at", "ari_id", "ari_window_start", "ari_window_end", "ari_renew_at", "ari_next_check_at",
+    "ari_error",
 )
 
 
@@ -67,13 +80,26 @@ class CertRecord:
     next_attempt_at: float | None = None
     last_issued_at: float | None = None
     last_warned_at: float | None = None
+    # ACME Renewal Information (RFC 9773) of the current certificate: its id ("" when it has none),
+    # the CA's last suggested window, the time picked inside it, when to ask again, the last problem.
+    ari_id: str = ""
+    ari_window_start: float | None = None
+    ari_window_end: float | None = None
+    ari_renew_at: float | None = None
+    ari_next_check_at: float | None = None
+    ari_error: str | None = None
 
     def state(self) -> CertState:
         return CertState(
-            source=self.source, not_after=self.not_after, serial=self.serial, failures=self.failures,
-            next_attempt_at=self.next_attempt_at, last_issued_at=self.last_issued_at,
-            last_warned_at=self.last_warned_at, auto=self.auto,
+            source=self.source, not_after=self.not_after, not_before=self.not_before, serial=self.serial,
+            failures=self.failures, next_attempt_at=self.next_attempt_at, last_issued_at=self.last_issued_at,
+            last_warned_at=self.last_warned_at, auto=self.auto, ari_renew_at=self.ari_renew_at,
         )
+
+    def new_certificate(self) -> dict[str, Any]:
+        """The ARI fields reset for a new certificate (`with_(**rec.new_certificate(), ...)`)."""
+        return {"ari_window_start": None, "ari_window_end": None, "ari_renew_at": None, "ari_next_check_at": None,
+                "ari_error": None}
 
     def covers(self, name: str) -> bool:
         if name in self.names:
@@ -103,6 +129,10 @@ class CertRecord:
             "fingerprint_sha256": self.fingerprint or None, "failures": self.failures, "last_error": self.last_error,
             "last_attempt_at": self.last_attempt_at, "next_attempt_at": self.next_attempt_at,
             "last_issued_at": self.last_issued_at,
+            "ari": None if not self.ari_id else {
+                "id": self.ari_id, "window_start": self.ari_window_start, "window_end": self.ari_window_end,
+                "renew_at": self.ari_renew_at, "next_check_at": self.ari_next_check_at, "error": self.ari_error,
+            },
         }
 
 

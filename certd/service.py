@@ -8,6 +8,12 @@ when `schedule.decide` says so. Orders — automatic or asked for through the AP
 atomically, updates the record, publishes the `CertificateRef` (the gate swaps its SNI context) and
 emits `cert.issued`; a failure only records the error and the next attempt (back-off, Retry-After)
 and emits `cert.failed`: whatever was served stays served.
+
+When the CA offers ACME Renewal Information, each pass also fetches (in the same worker thread) the
+suggested window of every ACME certificate whose check is due, picks a random time inside it (kept
+while the window does not change) and asks again after the answer's Retry-After; a renewal then
+names the certificate it `replaces`. The service is also a `MetricsSource`: `cert_expiry_seconds`
+per served certificate.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import random
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -23,15 +30,25 @@ from typing import Any
 import structlog
 
 from certd import files, pem
-from certd.acme_client import Aborted, AcmeFailure, AcmeIssuer, Issued
+from certd.acme_client import Aborted, AcmeFailure, AcmeIssuer, AriFailure, Issued
 from certd.config import CertdConfig
 from certd.events import CertificateExpiring, CertificateFailed, CertificateIssued
 from certd.records import CertRecord, CertRecords
-from certd.schedule import Policy, backoff_delay, decide, may_reorder, next_wakeup, should_warn_expiring
+from certd.schedule import (
+    Policy,
+    ari_check_delay,
+    ari_due,
+    ari_pick,
+    backoff_delay,
+    decide,
+    may_reorder,
+    next_wakeup,
+    should_warn_expiring,
+)
 from core.bus import EventBus
 from core.clock import Clock, SystemClock
 from core.errors import Conflict, InfraError, NotFound, StartupError, ValidationFailed
-from core.ports import CertificateBoard, CertificateRef, ChallengeStore
+from core.ports import CertificateBoard, CertificateRef, ChallengeStore, Sample
 from core.store import Store
 from core.tasks import TaskSet
 
@@ -47,7 +64,7 @@ class AcmeOrderFailed(InfraError):
 
 def policy_of(config: CertdConfig) -> Policy:
     return Policy(
-        renew_before_s=config.renew_before_s, renew_jitter_s=config.renew_jitter_s,
+        renew_share=config.renew_share, renew_before_s=config.renew_before_s, renew_jitter_s=config.renew_jitter_s,
         backoff_base_s=config.backoff_base_s, backoff_cap_s=config.backoff_cap_s,
         expiring_warn_s=config.expiring_warn_s, expiring_repeat_s=config.expiring_repeat_s,
         min_order_interval_s=config.min_order_interval_s, max_retry_after_s=config.max_retry_after_s,
@@ -95,6 +112,7 @@ class CertdService:
         self._wanted: frozenset[str] = frozenset()
         self._wanted_known = False  # the gate has declared its names at least once
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._expiry: dict[str, float] = {}  # record name → not_after of the certificate served for it
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -146,8 +164,11 @@ class CertdService:
                         db_serial=rec.serial, file_serial=info.serial)
             rec = rec.with_(serial=info.serial, not_before=info.not_before, not_after=info.not_after,
                             issuer=info.issuer, fingerprint=info.fingerprint_sha256, names=info.names or rec.names,
-                            updated_at=self.clock.now())
+                            ari_id=info.ari_id, updated_at=self.clock.now(), **rec.new_certificate())
             await self.records.put(rec)
+        elif info.ari_id != rec.ari_id:  # a row from before ARI ids were kept
+            rec = rec.with_(ari_id=info.ari_id)
+            await self.records.update(rec.name, ari_id=info.ari_id)
         self._publish(rec)
 
     # --- the gate's wanted names -------------------------------------------------------------
@@ -203,7 +224,12 @@ class CertdService:
         await self._sync_wanted()
         now = self.clock.now()
         decisions = []
+        checks: list[float] = []
         for rec in await self.records.all():
+            if self.config.ari and ari_due(rec.state(), rec.ari_id, rec.ari_next_check_at, now):
+                rec = await self._check_renewal_info(rec)
+            if self.config.ari and ari_due(rec.state(), rec.ari_id, None, now) and rec.ari_next_check_at is not None:
+                checks.append(rec.ari_next_check_at)
             state = rec.state()
             if should_warn_expiring(state, now, self.policy):
                 await self._warn_expiring(rec, now)
@@ -212,7 +238,40 @@ class CertdService:
                 await self._attempt(rec.name, forced=False)
                 return 0.0  # look again at once: the records changed
             decisions.append(decision)
-        return next_wakeup(decisions, now)
+        return next_wakeup(decisions, now, also=checks)
+
+    async def _check_renewal_info(self, rec: CertRecord) -> CertRecord:
+        """Ask the CA for `rec`'s renewal window (RFC 9773) and note the answer: the time picked in it,
+        when to ask again. A failure only sets the error and the next check (the last window stays)."""
+        changes: dict[str, Any]
+        try:
+            answer = await self._blocking(self.issuer.renewal_info, rec.ari_id)
+        except AriFailure as e:
+            delay = ari_check_delay(e.retry_after_s, self.policy)
+            changes = {"ari_error": e.message, "ari_next_check_at": self.clock.now() + delay}
+            log.warning("renewal information unavailable", name=rec.name, error=e.message, retry_in_s=round(delay))
+        else:
+            now = self.clock.now()
+            if answer is None:  # the CA does not offer ARI (now): the share of the lifetime decides
+                changes = {"ari_window_start": None, "ari_window_end": None, "ari_renew_at": None, "ari_error": None,
+                           "ari_next_check_at": now + self.policy.ari_default_check_s}
+            else:
+                window = (answer.window.start, answer.window.end)
+                previous = None if rec.ari_window_start is None or rec.ari_window_end is None \
+                    else (rec.ari_window_start, rec.ari_window_end)
+                at = ari_pick(window, previous, rec.ari_renew_at, random.random())
+                delay = ari_check_delay(answer.retry_after_s, self.policy)
+                changes = {"ari_window_start": window[0], "ari_window_end": window[1], "ari_renew_at": at,
+                           "ari_next_check_at": now + delay, "ari_error": None}
+                if window != previous:
+                    log.info("renewal window from the CA", name=rec.name, start=window[0], end=window[1],
+                             renew_at=round(at), explanation=answer.window.explanation_url,
+                             next_check_in_s=round(delay))
+        current = await self.records.get(rec.name)
+        if current is None or current.serial != rec.serial:
+            return current or rec  # an order replaced the certificate meanwhile: this answer is about the old one
+        await self.records.update(rec.name, **changes)
+        return current.with_(**changes)
 
     async def _warn_expiring(self, rec: CertRecord, now: float) -> None:
         assert rec.not_after is not None
@@ -239,8 +298,9 @@ class CertdService:
             log.info("ordering certificate", name=name, names=list(rec.names), renewal=rec.source == "acme",
                      directory=self.directory_url)
             try:
+                replaces = rec.ari_id if self.config.ari and rec.source == "acme" else ""
                 issued: Issued = await self._blocking(self.issuer.issue, list(rec.names), self._put_token,
-                                                      self._remove_token)
+                                                      self._remove_token, replaces)
                 info = pem.read_info(issued.fullchain_pem)
                 await self._write_pair(name, issued.fullchain_pem, issued.key_pem)
             except AcmeFailure as e:
@@ -255,7 +315,8 @@ class CertdService:
             rec = rec.with_(
                 source="acme", serial=info.serial, not_before=info.not_before, not_after=info.not_after,
                 issuer=info.issuer, fingerprint=info.fingerprint_sha256, failures=0, last_error=None,
-                next_attempt_at=None, last_issued_at=now, last_warned_at=None, updated_at=now,
+                next_attempt_at=None, last_issued_at=now, last_warned_at=None, updated_at=now, ari_id=info.ari_id,
+                **rec.new_certificate(),
             )
             await self.records.put(rec)
             self._publish(rec)
@@ -319,7 +380,7 @@ class CertdService:
         await self._write_pair(rec.name, cert_pem, key_pem)
         rec = rec.with_(source="self-signed", serial=info.serial, not_before=info.not_before,
                         not_after=info.not_after, issuer=info.issuer, fingerprint=info.fingerprint_sha256,
-                        updated_at=now)
+                        updated_at=now, ari_id="", **rec.new_certificate())
         await self.records.put(rec)
         self._publish(rec)
         log.info("serving a self-signed fallback", name=rec.name)
@@ -344,8 +405,10 @@ class CertdService:
             names=rec.names, cert_path=str(crt), key_path=str(key), not_after=rec.not_after, issuer=rec.issuer,
             serial=rec.serial, source=rec.source,
         ))
+        self._expiry[rec.name] = rec.not_after
 
     def _withdraw(self, rec: CertRecord) -> None:
+        self._expiry.pop(rec.name, None)
         crt, _ = self._paths(rec.name)
         for n in rec.names:
             ref = self.board.all().get(n)
@@ -355,10 +418,22 @@ class CertdService:
     # --- the public surface (console API, CLI) -----------------------------------------------
 
     def _view(self, rec: CertRecord) -> dict[str, Any]:
-        out = rec.to_api(self.clock.now(), self.policy.expiring_warn_s)
+        now = self.clock.now()
+        out = rec.to_api(now, self.policy.expiring_warn_s)
         crt, key = self._paths(rec.name)
-        out.update(cert_path=str(crt), key_path=str(key), wanted=any(rec.covers(n) for n in self._wanted))
+        plan = decide(rec.name, rec.state(), now, self.policy)
+        out.update(cert_path=str(crt), key_path=str(key), wanted=any(rec.covers(n) for n in self._wanted),
+                   renew_at=plan.at)
         return out
+
+    # --- metrics (core.ports.MetricsSource) ---------------------------------------------------
+
+    def samples(self) -> list[Sample]:
+        """`cert_expiry_seconds{name}`: seconds until the served certificate of each record expires
+        (negative once expired; the self-signed fallback's while it is what is served)."""
+        now = self.clock.now()
+        return [Sample("cert_expiry_seconds", round(not_after - now, 3), {"name": name})
+                for name, not_after in self._expiry.items()]
 
     async def list(self) -> list[dict[str, Any]]:
         return [self._view(r) for r in await self.records.all()]
@@ -375,7 +450,7 @@ class CertdService:
 
     async def issue(self, name: str, also: list[str] | None = None) -> dict[str, Any]:
         """Order now a certificate for `name` (+ `also` as more SANs). Refuses (409) when `name` already
-        has a valid certificate for the same names with more than `renew_before` left."""
+        has a valid certificate for the same names with more than its renewal window left."""
         key = _name_or_error(name, "name")
         names = tuple(dict.fromkeys([key, *(_name_or_error(n, "also") for n in also or [])]))
         if any(n.startswith("*.") for n in names):
@@ -388,7 +463,7 @@ class CertdService:
             raise Conflict(f"{key} has an imported certificate", hint=f"remove it first: fsctl cert rm {key}",
                            details={"name": key})
         if rec is not None and rec.source == "acme" and set(rec.names) == set(names) \
-                and not may_reorder(rec.not_after, now, self.policy):
+                and not may_reorder(rec.not_before, rec.not_after, now, self.policy):
             days = round(((rec.not_after or now) - now) / 86400, 1)
             raise Conflict(
                 f"{key} already has a valid certificate with {days} days left; ordering another now would only "
@@ -422,7 +497,7 @@ class CertdService:
                 name=key, names=info.names, origin="import", created_at=old.created_at if old else now,
                 updated_at=now, source="imported", auto=False, serial=info.serial, not_before=info.not_before,
                 not_after=info.not_after, issuer=info.issuer, fingerprint=info.fingerprint_sha256,
-                last_issued_at=now,
+                last_issued_at=now, ari_id=info.ari_id,
             )
             await self.records.put(rec)
             self._publish(rec)

@@ -326,6 +326,15 @@ class GateMetrics(Out):
 # --- certd ----------------------------------------------------------------------------------------
 
 
+class CertificateAri(Out):
+    id: str = Field(description="the certificate's ACME Renewal Information id (RFC 9773)")
+    window_start: Timestamp | None
+    window_end: Timestamp | None
+    renew_at: Timestamp | None = Field(description="the time certd picked inside the CA's suggested window")
+    next_check_at: Timestamp | None
+    error: str | None
+
+
 class Certificate(Out):
     name: str
     names: list[str]
@@ -344,6 +353,8 @@ class Certificate(Out):
     last_attempt_at: Timestamp | None
     next_attempt_at: Timestamp | None
     last_issued_at: Timestamp | None
+    renew_at: Timestamp | None = Field(description="when certd renews it on its own (none: never automatically)")
+    ari: CertificateAri | None = Field(description="the CA's renewal information, when it offers ARI")
     cert_path: str
     key_path: str
     wanted: bool

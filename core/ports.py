@@ -5,8 +5,8 @@ A component never imports another; it takes one of these in its constructor inst
 - orch → gate: `EndpointBoard` (where each service's healthy instances listen), swapped atomically;
 - orch → logbus: `LogSink` (an instance's stdout/stderr pipes);
 - gate → logbus: `AccessLogSink` (one structured entry per request);
-- gate, orch → probe: `MetricsSource` (counters and gauges read each tick), `ServiceInventory` (running
-  instances, and every defined service's state);
+- gate, orch, certd → probe: `MetricsSource` (counters and gauges read each tick), `ServiceInventory`
+  (running instances, and every defined service's state);
 - certd → gate: `ChallengeStore` (pending ACME HTTP-01 tokens), `CertificateBoard` (which cert
   serves which name; and, gate → certd, which names want one).
 """

@@ -35,6 +35,15 @@ def _print_cert(c: dict[str, Any], verb: str) -> None:
           f"issuer {c.get('issuer') or '-'}, expires {when(c.get('not_after'))}")
 
 
+def _renews(c: dict[str, Any]) -> str:
+    """When certd renews it on its own; "(ARI)" when the time comes from the CA's renewal window."""
+    at = c.get("renew_at")
+    if at is None or not c.get("auto_renew"):
+        return "-"
+    ari = c.get("ari") or {}
+    return when(at) + (" (ARI)" if ari.get("renew_at") is not None and ari["renew_at"] == at else "")
+
+
 def cmd_ls(args: argparse.Namespace) -> int:
     data = _client(args).request("GET", "/api/certs")
     if args.json:
@@ -43,10 +52,12 @@ def cmd_ls(args: argparse.Namespace) -> int:
     rows = [{
         **c, "names_s": ",".join(c["names"]), "expires": when(c.get("not_after")),
         "left": "-" if c.get("days_left") is None else f"{c['days_left']}d",
+        "renews": _renews(c),
         "error": (c.get("last_error") or "")[:60] or None,
     } for c in data]
     table(rows, [("name", "NAME"), ("names_s", "NAMES"), ("status", "STATUS"), ("source", "SOURCE"),
-                 ("issuer", "ISSUER"), ("expires", "EXPIRES"), ("left", "LEFT"), ("error", "LAST ERROR")])
+                 ("issuer", "ISSUER"), ("expires", "EXPIRES"), ("left", "LEFT"), ("renews", "RENEWS"),
+                 ("error", "LAST ERROR")])
     return 0
 
 

@@ -1,6 +1,7 @@
 """Wiring of certd: its service from the settings (`acme_*` and the `certd:` section), the state store,
 the bus, the challenge store the gate's responder reads, the certificate board the gate's SNI
-selection reads (and declares its wanted names on), and its console routes."""
+selection reads (and declares its wanted names on), and its console routes. The service is also the
+`certd_metrics` MetricsSource probe reads (`cert_expiry_seconds{name}`)."""
 
 from __future__ import annotations
 
@@ -27,5 +28,6 @@ def wire(kernel: Any) -> list[Component]:
         clock=kernel.clock,
     )
     kernel.services["certd"] = service
+    kernel.services["certd_metrics"] = service  # a core.ports.MetricsSource: probe's store, /metrics, alerts
     routes_certd.register(kernel.api, service)
     return [service]

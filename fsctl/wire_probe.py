@@ -1,8 +1,8 @@
 """Wiring of probe: its service from the settings (`data_dir`, the `probe:` section), the state store
 (alert rules), the bus (alert events), orch's `inventory` (running instances and every defined
-service's state, for `service_up`; looked up each tick, so probe runs without orch too) and the gate's
-`gate_metrics` source (registered by gate's wiring, which runs later: looked up lazily each tick), and
-its console routes."""
+service's state, for `service_up`; looked up each tick, so probe runs without orch too), the gate's
+`gate_metrics` source (registered by gate's wiring, which runs later: looked up lazily each tick), the
+other components' sources (`EXTRA_SOURCES`, also looked up each tick), and its console routes."""
 
 from __future__ import annotations
 
@@ -12,6 +12,9 @@ from console_api import routes_probe
 from core.component import Component
 from probe.config import load_probe_config
 from probe.service import ProbeService
+
+# Further core.ports.MetricsSource entries of `kernel.services` that probe reads each tick.
+EXTRA_SOURCES = ("certd_metrics",)
 
 
 def wire(kernel: Any) -> list[Component]:
@@ -24,6 +27,7 @@ def wire(kernel: Any) -> list[Component]:
         kernel.bus,
         inventory=lambda: kernel.services.get("inventory"),
         gate_source=lambda: kernel.services.get("gate_metrics"),
+        sources=lambda: [kernel.services[k] for k in EXTRA_SOURCES if k in kernel.services],
         clock=kernel.clock,
     )
     kernel.services["probe"] = service

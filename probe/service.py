@@ -80,6 +80,7 @@ class ProbeService:
         *,
         inventory: Callable[[], ServiceInventory | None] = lambda: None,
         gate_source: Callable[[], MetricsSource | None] = lambda: None,
+        sources: Callable[[], list[MetricsSource]] = lambda: [],
         clock: Clock | None = None,
         host_collector: HostCollector | None = None,
     ) -> None:
@@ -89,6 +90,7 @@ class ProbeService:
         self.bus = bus
         self._inventory = inventory
         self._gate_source = gate_source
+        self._sources = sources
         self.clock = clock or SystemClock()
         self.host = host_collector or HostCollector()
         self.services = ServiceCollector(connections_every_s=config.connections_every_s)
@@ -162,8 +164,10 @@ class ProbeService:
         service_points = service_state_points(inventory.service_states()) if inventory is not None else []
         gate_points: list[Point] = []
         source = self._gate_source()
-        if source is not None:
-            samples = source.samples()
+        samples = list(source.samples()) if source is not None else []
+        for extra in self._sources():  # other components' readings (certd's certificate expiry)
+            samples += extra.samples()
+        if samples:
             gate_points = self.gate.convert(samples, mono)
             self._gate_counters = [Reading(s.name, dict(s.labels), s.value, "counter") for s in samples
                                    if s.kind == "counter"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import json
 import os
 import shlex
 import socket
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from aiohttp import web
 
@@ -29,7 +31,8 @@ from core.schema import CORE_MIGRATIONS
 from core.store import Store
 
 REPO = Path(__file__).resolve().parents[2]
-PEERS_SH = REPO / ".." / "shared" / "peers" / "peers.sh"
+# Beside the repo, or where INFRACORE_PEERS_SH says (a worktree is one level deeper than the repo).
+PEERS_SH = Path(os.environ.get("INFRACORE_PEERS_SH") or REPO / ".." / "shared" / "peers" / "peers.sh")
 
 
 @dataclass(frozen=True)
@@ -60,7 +63,7 @@ def pebble() -> Pebble:
     script = PEERS_SH.resolve()
     if not script.exists():
         pytest.skip(f"{script} is missing: the Pebble tests need the shared peers scripts cloned beside the repo "
-                    "(<repo>/../shared/peers/peers.sh)")
+                    "(<repo>/../shared/peers/peers.sh), or INFRACORE_PEERS_SH set to it")
     env = {**os.environ, "WITH_DOCKER": "0"}
     proc = subprocess.run(["bash", str(script), "start"], env=env, capture_output=True, text=True, timeout=900)
     if proc.returncode != 0:
@@ -85,15 +88,9 @@ class Responder:
     hits: list[tuple[str, str, int]] = field(default_factory=list)  # (host header, token, status)
 
 
-@pytest.fixture
-async def responder(pebble: Pebble) -> AsyncIterator[Responder]:
-    """A minimal HTTP-01 responder on 127.0.0.1:PEBBLE_HTTP01_PORT.
-
-    It stands in for the gate's responder (which serves the same `ChallengeStore` on its plain-HTTP
-    listener ahead of every route; its own tests live in tests/gate); the end-to-end test through
-    `fsctl serve` comes with the gate. The port is fixed by Pebble, so when another test run holds
-    it we retry binding until a deadline.
-    """
+async def serve_responder(port: int, deadline_s: float = 90) -> tuple[Responder, web.AppRunner]:
+    """A minimal HTTP-01 responder on 127.0.0.1:`port` (see `responder`); when another test run holds
+    the port we retry binding until a deadline."""
     r = Responder(ChallengeStore())
 
     async def challenge(request: web.Request) -> web.Response:
@@ -108,9 +105,9 @@ async def responder(pebble: Pebble) -> AsyncIterator[Responder]:
     app.router.add_get("/.well-known/acme-challenge/{token}", challenge)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    deadline = time.monotonic() + 90
+    deadline = time.monotonic() + deadline_s
     while True:
-        site = web.TCPSite(runner, "127.0.0.1", pebble.http01_port)
+        site = web.TCPSite(runner, "127.0.0.1", port)
         try:
             await site.start()
             break
@@ -119,8 +116,79 @@ async def responder(pebble: Pebble) -> AsyncIterator[Responder]:
                 await runner.cleanup()
                 raise
             await asyncio.sleep(0.2)  # someone else's test holds Pebble's validation port: wait our turn
+    return r, runner
+
+
+@pytest.fixture
+async def responder(pebble: Pebble) -> AsyncIterator[Responder]:
+    """A minimal HTTP-01 responder on 127.0.0.1:PEBBLE_HTTP01_PORT.
+
+    It stands in for the gate's responder (which serves the same `ChallengeStore` on its plain-HTTP
+    listener ahead of every route; its own tests live in tests/gate); the end-to-end test through
+    `fsctl serve` comes with the gate. The port is fixed by Pebble, so when another test run holds
+    it we retry binding until a deadline.
+    """
+    r, runner = await serve_responder(pebble.http01_port)
     yield r
     await runner.cleanup()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def own_pebble(pebble: Pebble, tmp_path: Path) -> Iterator[Callable[..., Pebble]]:
+    """`own_pebble(validity_s=30)` → a Pebble of our own (the shared one's binary, TLS pair and DNS),
+    on free ports — its HTTP-01 validation port too, so it never waits for the shared 5002 — with
+    `certificateValidityPeriod` set: short-lived certificates for real. Stopped by its pid at the end."""
+    procs: list[subprocess.Popen] = []
+    shared = pebble.ca_bundle.parent  # <peers>/pebble: cert.pem/key.pem for Pebble's own HTTPS API
+
+    def start(validity_s: int | None = None) -> Pebble:
+        api, mgmt, http01, tls = _free_port(), _free_port(), _free_port(), _free_port()
+        config: dict[str, Any] = {
+            "listenAddress": f"127.0.0.1:{api}", "managementListenAddress": f"127.0.0.1:{mgmt}",
+            "certificate": str(shared / "cert.pem"), "privateKey": str(shared / "key.pem"),
+            "httpPort": http01, "tlsPort": tls, "ocspResponderURL": "", "externalAccountBindingRequired": False,
+        }
+        if validity_s is not None:
+            config["certificateValidityPeriod"] = validity_s
+        cfg = tmp_path / f"pebble-{api}.json"
+        cfg.write_text(json.dumps({"pebble": config}))
+        log_path = tmp_path / f"pebble-{api}.log"
+        with open(log_path, "wb") as log:
+            proc = subprocess.Popen(
+                ["pebble", "-config", str(cfg), "-dnsserver", "127.0.0.1:8053", "-strict=false"],
+                env={**os.environ, "PEBBLE_VA_NOSLEEP": "1", "PEBBLE_WFE_NONCEREJECT": "0"},
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            )
+        procs.append(proc)
+        trust = ssl.create_default_context(cafile=str(pebble.ca_bundle))
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(f"https://127.0.0.1:{api}/dir", verify=trust, timeout=2).raise_for_status()
+                break
+            except httpx.HTTPError as e:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError(f"our Pebble did not start: {log_path.read_text()}") from e
+                time.sleep(0.05)
+        root = tmp_path / f"pebble-{api}-root.pem"
+        root.write_bytes(httpx.get(f"https://127.0.0.1:{mgmt}/roots/0", verify=trust).content)
+        return Pebble(directory=f"https://127.0.0.1:{api}/dir", ca_bundle=pebble.ca_bundle, root_pem=root,
+                      http01_port=http01, env={})
+
+    yield start
+    for proc in procs:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def tls_handshake(cert_path: str, key_path: str, root_pem: Path, server_name: str) -> dict:

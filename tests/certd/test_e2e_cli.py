@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import trustme
 
+from fsctl.output import when
 from tests.certd.conftest import unique_name
 
 
@@ -52,6 +53,8 @@ def test_cert_import_ls_rm_through_fsctl_serve(pebble, server_factory, pair, tmp
     assert r.returncode == 0
     row = next(line for line in r.stdout.splitlines() if line.startswith("shop.example.com"))
     assert "valid" in row and "imported" in row
+    column = r.stdout.splitlines()[0].index("RENEWS")
+    assert row[column:].split()[0] == "-"  # imported: never renewed by certd
     [cert] = srv.api("GET", "/api/certs").json()
     assert cert["names"] == ["shop.example.com", "www.shop.example.com"] and cert["source"] == "imported"
     assert cert["days_left"] > 300 and cert["auto_renew"] is False
@@ -98,3 +101,20 @@ def test_cert_issue_failure_is_reported_through_the_cli(pebble, server_factory) 
     assert r.returncode == 1 and "name: 'bad..name' is not a DNS name" in r.stderr
     r = srv.api("POST", "/api/certs", json={"name": "x.test", "extra": 1})
     assert r.status_code == 400 and "extra" in r.text
+
+
+@pytest.mark.parametrize(
+    ("cert", "shown"),
+    [
+        ({"renew_at": None, "auto_renew": True}, "-"),
+        ({"renew_at": 1_800_000_000.0, "auto_renew": False}, "-"),  # imported / unwanted
+        ({"renew_at": 1_800_000_000.0, "auto_renew": True, "ari": None}, when(1_800_000_000.0)),
+        ({"renew_at": 1_800_000_000.0, "auto_renew": True, "ari": {"renew_at": None}}, when(1_800_000_000.0)),
+        ({"renew_at": 1_800_000_000.0, "auto_renew": True, "ari": {"renew_at": 1_800_000_000.0}},
+         when(1_800_000_000.0) + " (ARI)"),
+    ],
+)
+def test_cert_ls_renews_column(cert: dict, shown: str) -> None:
+    from fsctl.cli_certd import _renews
+
+    assert _renews(cert) == shown

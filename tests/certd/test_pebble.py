@@ -79,10 +79,10 @@ async def test_wanted_name_gets_fallback_then_acme_cert(pebble, responder, certd
 
 
 async def test_renewal_replaces_pair_atomically_and_publishes(pebble, responder, certd_factory) -> None:
-    # A renew window longer than Pebble's certificate lifetime: every cert is due at once, and the
+    # A renewal window of the whole lifetime (renew_share 1): every cert is due at once, and the
     # scheduler renews again after `min_order_interval`.
     h = await certd_factory(directory=pebble.directory, ca_bundle=pebble.ca_bundle, challenges=responder.store,
-                            certd={"renew_before": "100000d", "renew_jitter": "1s", "min_order_interval": "1s"})
+                            certd={"renew_share": 1, "renew_jitter": "1s", "min_order_interval": "1s"})
     name = unique_name("renew")
     h.board.set_wanted({name})
     first = await h.wait_for(lambda: (r := h.board.get(name)) is not None and r.source == "acme" and r, 30,
@@ -162,7 +162,7 @@ async def test_acme_server_unreachable_keeps_previous_cert_and_backs_off(
 
     # Restart on the same data dir with the ACME server gone and a renew window that makes it due now.
     h2 = await certd_factory(directory=f"https://127.0.0.1:{free_tcp_port}/dir", ca_bundle=pebble.ca_bundle,
-                             data="data", certd={"renew_before": "100000d", "renew_jitter": "1s",
+                             data="data", certd={"renew_share": 1, "renew_jitter": "1s",
                                                  "min_order_interval": "0.1s", "backoff_base": "0.2s",
                                                  "backoff_cap": "0.8s"})
     ref = h2.board.get(name)

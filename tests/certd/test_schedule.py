@@ -9,25 +9,75 @@ from hypothesis import strategies as st
 from certd.schedule import (
     CertState,
     Policy,
+    ari_check_delay,
+    ari_due,
+    ari_pick,
     backoff_delay,
     decide,
     jitter_fraction,
     may_reorder,
     next_wakeup,
     renewal_time,
+    renewal_window,
     should_warn_expiring,
 )
 
 DAY = 86400.0
 NOW = 1_800_000_000.0
-P = Policy()  # defaults: renew 30 d before, 2 d jitter, back-off 60 s doubling to 6 h, warn under 14 d
+P = Policy()  # defaults: renew with 1/3 of the lifetime left, 2 d jitter, back-off 60 s doubling to 6 h, warn < 14 d
+MIN = 60.0
+HOUR = 3600.0
 
 
 @pytest.mark.parametrize(("u", "left_at_renewal_days"), [(0.0, 30.0), (0.5, 29.0), (0.999999, 28.0)])
 def test_renewal_time_is_within_the_jitter_window(u: float, left_at_renewal_days: float) -> None:
     not_after = NOW + 90 * DAY
-    at = renewal_time(not_after, P, u)
+    at = renewal_time(NOW, not_after, P, u)
     assert (not_after - at) / DAY == pytest.approx(left_at_renewal_days, abs=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("lifetime", "policy", "window"),
+    [
+        (90 * DAY, P, 30 * DAY),  # Let's Encrypt's 90-day certificates: 30 days, as before
+        (6 * DAY, P, 2 * DAY),  # its 6-day short-lived ones: 2 days, not 30 (which is more than they live)
+        (45 * DAY, P, 15 * DAY),
+        (60.0, P, 20.0),  # a test CA's one-minute certificates
+        (5 * 365 * DAY, P, 5 * 365 * DAY / 3),  # Pebble's default five years
+        (90 * DAY, Policy(renew_share=0.5), 45 * DAY),
+        (90 * DAY, Policy(renew_share=1.0), 90 * DAY),  # due as soon as issued
+        (90 * DAY, Policy(renew_before_s=10 * DAY), 10 * DAY),  # the optional cap...
+        (6 * DAY, Policy(renew_before_s=10 * DAY), 2 * DAY),  # ... never makes a short cert due sooner
+    ],
+)
+def test_renewal_window_is_a_share_of_the_lifetime(lifetime: float, policy: Policy, window: float) -> None:
+    assert renewal_window(NOW, NOW + lifetime, policy) == pytest.approx(window)
+
+
+def test_renewal_window_without_a_start_assumes_ninety_days() -> None:
+    assert renewal_window(None, NOW + 10 * DAY, P) == pytest.approx(30 * DAY)
+
+
+@given(lifetime=st.floats(min_value=1, max_value=10 * 365 * DAY), u=st.floats(min_value=0, max_value=0.999999),
+       share=st.floats(min_value=0.01, max_value=1.0))
+def test_renewal_time_stays_inside_the_lifetime(lifetime: float, u: float, share: float) -> None:
+    policy = Policy(renew_share=share)
+    at = renewal_time(NOW, NOW + lifetime, policy, u)
+    window = renewal_window(NOW, NOW + lifetime, policy)
+    # Renewed with at most its window left, and at least nine tenths of it: the jitter never eats it.
+    assert NOW + lifetime - window - 1e-6 <= at <= NOW + lifetime - 0.9 * window + 1e-6
+
+
+@pytest.mark.parametrize("lifetime", [60.0, 3600.0, 6 * DAY, 10 * DAY])
+def test_short_certificate_is_not_reordered_at_every_min_order_interval(lifetime: float) -> None:
+    """The defect: with a fixed 30-day window, a certificate living less than that was due as soon as
+    it was issued, so it was ordered again at every `min_order_interval`."""
+    policy = Policy(min_order_interval_s=1.0)
+    state = CertState(source="acme", not_before=NOW, not_after=NOW + lifetime, serial="s", last_issued_at=NOW)
+    d = decide("short.test", state, NOW + 2.0, policy)
+    assert d.action == "wait"
+    assert d.at is not None and NOW + lifetime * 2 / 3 <= d.at <= NOW + lifetime * 2 / 3 + lifetime / 30 + 1e-6
+    assert decide("short.test", state, d.at, policy).action == "order"
 
 
 @given(name=st.text(min_size=1, max_size=40), serial=st.text(max_size=20))
@@ -45,12 +95,14 @@ def test_jitter_spreads_many_certificates() -> None:
 
 
 @given(left_days=st.floats(min_value=-10, max_value=400), name=st.sampled_from(["a.test", "b.example.com"]))
-def test_never_reorders_a_valid_cert_with_more_than_renew_before_left(left_days: float, name: str) -> None:
-    state = CertState(source="acme", not_after=NOW + left_days * DAY, serial="abc")
+def test_never_reorders_a_valid_cert_with_more_than_its_window_left(left_days: float, name: str) -> None:
+    # A 90-day certificate: its window is 30 days.
+    state = CertState(source="acme", not_after=NOW + left_days * DAY, not_before=NOW + (left_days - 90) * DAY,
+                      serial="abc")
     d = decide(name, state, NOW, P)
     if left_days > 30:
         assert d.action == "wait" and d.at is not None and d.at > NOW
-        assert may_reorder(state.not_after, NOW, P) is False
+        assert may_reorder(state.not_before, state.not_after, NOW, P) is False
     if d.action == "order":
         assert left_days <= 30
 
@@ -87,10 +139,10 @@ def test_decide(state: CertState, action: str, at: float | None, reason: str) ->
 
 
 def test_decide_waits_until_the_renewal_time() -> None:
-    state = CertState(source="acme", not_after=NOW + 60 * DAY, serial="s1")
+    state = CertState(source="acme", not_after=NOW + 60 * DAY, not_before=NOW - 30 * DAY, serial="s1")
     d = decide("x.test", state, NOW, P)
     assert d.action == "wait"
-    assert d.at == pytest.approx(renewal_time(state.not_after, P, jitter_fraction("x.test", "s1")))
+    assert d.at == pytest.approx(renewal_time(state.not_before, state.not_after, P, jitter_fraction("x.test", "s1")))
     assert NOW + 30 * DAY <= d.at <= NOW + 32 * DAY
     # ... and orders once that time has come.
     assert decide("x.test", state, d.at, P).action == "order"
@@ -138,6 +190,81 @@ def test_should_warn_expiring(state: CertState, warn: bool) -> None:
 
 
 @pytest.mark.parametrize(
+    ("state", "action", "at", "reason"),
+    [
+        # the CA's window says "later than our third": follow it
+        (CertState(source="acme", not_before=NOW - DAY, not_after=NOW + 89 * DAY, ari_renew_at=NOW + 70 * DAY),
+         "wait", NOW + 70 * DAY, "renewal due (the CA's ARI window)"),
+        # ... "now" (a window in the past: e.g. the CA will revoke it): renew at once, though 89 days are left
+        (CertState(source="acme", not_before=NOW - DAY, not_after=NOW + 89 * DAY, ari_renew_at=NOW - HOUR),
+         "order", NOW, "renewal due (the CA's ARI window)"),
+        # ... but never sooner than min_order_interval after the last issuance
+        (CertState(source="acme", not_before=NOW - MIN, not_after=NOW + 89 * DAY, ari_renew_at=NOW - HOUR,
+                   last_issued_at=NOW - MIN), "wait", NOW - MIN + HOUR, "renewal due (the CA's ARI window)"),
+        # ... nor before a failure's back-off
+        (CertState(source="acme", not_before=NOW - DAY, not_after=NOW + 89 * DAY, ari_renew_at=NOW - HOUR,
+                   failures=1, next_attempt_at=NOW + 60), "wait", NOW + 60, "retrying after 1"),
+        # a window past the expiry is clamped to it
+        (CertState(source="acme", not_before=NOW - DAY, not_after=NOW + 5 * DAY, ari_renew_at=NOW + 9 * DAY),
+         "wait", NOW + 5 * DAY, "renewal due (the CA's ARI window)"),
+        # imported and unwanted certificates ignore it
+        (CertState(source="imported", not_after=NOW + 5 * DAY, ari_renew_at=NOW - HOUR), "wait", None, "imported"),
+        (CertState(source="acme", not_after=NOW + 5 * DAY, ari_renew_at=NOW - HOUR, auto=False), "wait", None,
+         "no longer wanted"),
+    ],
+)
+def test_decide_with_ari(state: CertState, action: str, at: float | None, reason: str) -> None:
+    d = decide("x.test", state, NOW, P)
+    assert (d.action, d.at) == (action, at) and d.reason.startswith(reason), d
+
+
+@pytest.mark.parametrize(
+    ("retry_after", "delay"),
+    [(None, 6 * HOUR), (3600, 3600), (0, MIN), (5, MIN), (59.9, MIN), (86400, DAY), (7 * DAY, DAY), (120.5, 120.5)],
+)
+def test_ari_check_delay_clamps_retry_after(retry_after: float | None, delay: float) -> None:
+    assert ari_check_delay(retry_after, P) == delay
+
+
+@pytest.mark.parametrize(
+    ("state", "ari_id", "next_check_at", "due"),
+    [
+        (CertState(source="acme", not_after=NOW + DAY), "a.b", None, True),  # never asked
+        (CertState(source="acme", not_after=NOW + DAY), "a.b", NOW - 1, True),
+        (CertState(source="acme", not_after=NOW + DAY), "a.b", NOW + 1, False),  # Retry-After not over yet
+        (CertState(source="acme", not_after=NOW + DAY), "", None, False),  # no AKI: no ARI id
+        (CertState(source="acme", not_after=NOW - 1), "a.b", None, False),  # expired: never asked (§4.3)
+        (CertState(source="acme", not_after=NOW + DAY, auto=False), "a.b", None, False),
+        (CertState(source="imported", not_after=NOW + DAY), "a.b", None, False),
+        (CertState(source="self-signed", not_after=NOW + DAY), "a.b", None, False),
+        (CertState(source=None), "a.b", None, False),
+    ],
+)
+def test_ari_due(state: CertState, ari_id: str, next_check_at: float | None, due: bool) -> None:
+    assert ari_due(state, ari_id, next_check_at, NOW) is due
+
+
+@pytest.mark.parametrize(
+    ("window", "previous", "previous_at", "u", "at"),
+    [
+        ((NOW, NOW + 100), None, None, 0.0, NOW),
+        ((NOW, NOW + 100), None, None, 0.25, NOW + 25),
+        ((NOW, NOW + 100), (NOW, NOW + 100), NOW + 80, 0.1, NOW + 80),  # same window: keep the pick
+        ((NOW, NOW + 100), (NOW, NOW + 200), NOW + 180, 0.5, NOW + 50),  # a new window: pick again
+    ],
+)
+def test_ari_pick(window, previous, previous_at, u: float, at: float) -> None:
+    assert ari_pick(window, previous, previous_at, u) == pytest.approx(at)
+
+
+@given(start=st.floats(min_value=0, max_value=4e9), length=st.floats(min_value=1e-3, max_value=1e8),
+       u=st.floats(min_value=0, max_value=0.999999))
+def test_ari_pick_is_inside_the_window(start: float, length: float, u: float) -> None:
+    at = ari_pick((start, start + length), None, None, u)
+    assert start <= at <= start + length
+
+
+@pytest.mark.parametrize(
     ("ats", "expected"),
     [([], 3600), ([NOW + 10], 10), ([NOW + 10, NOW + 5, None], 5), ([NOW - 3], 0), ([NOW + 90 * DAY], 3600)],
 )
@@ -146,3 +273,9 @@ def test_next_wakeup(ats: list[float | None], expected: float) -> None:
 
     decisions = [Decision("wait", at, "") for at in ats]
     assert next_wakeup(decisions, NOW) == expected
+
+
+def test_next_wakeup_includes_renewal_info_checks() -> None:
+    from certd.schedule import Decision
+
+    assert next_wakeup([Decision("wait", NOW + 100, "")], NOW, also=[NOW + 30]) == 30

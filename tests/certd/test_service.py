@@ -170,3 +170,41 @@ async def test_start_recovers_an_interrupted_write_and_serves_the_previous_pair(
     assert (Path(view["cert_path"]).read_bytes(), Path(view["key_path"]).read_bytes()) == before
     ref = h2.board.get("kept.test")
     assert ref is not None and ref.serial == view["serial"] and ref.source == "imported"
+
+
+async def test_a_database_from_before_ari_is_upgraded_and_its_files_give_the_ari_id(
+    certd_factory, unreachable, tmp_path: Path
+) -> None:
+    """Migration 2 adds the ARI columns to rows written by migration 1; at start the id of each
+    certificate is read from its file (trustme's leaves carry an authority key identifier)."""
+    from certd import records
+    from core.schema import CORE_MIGRATIONS
+    from core.store import Store
+
+    ca = trustme.CA()
+    h = await certd_factory(directory=unreachable, data="old")
+    view = await h.service.import_pair(*_pem_pair(ca.issue_cert("old.test")))
+    expected = view["ari"]["id"]
+    assert expected and "." in expected
+    await h.service.stop(5)
+    # Take the DB back to migration 1: only the old columns, no trace of migration 2.
+    async with h.store.transaction() as db:
+        await db.execute("CREATE TABLE v1 AS SELECT name, names, source, origin, auto, serial, not_before, not_after, "
+                         "issuer, fingerprint, failures, last_error, last_attempt_at, next_attempt_at, last_issued_at, "
+                         "last_warned_at, created_at, updated_at FROM certd_certs")
+        await db.execute("DROP TABLE certd_certs")
+        await db.execute("ALTER TABLE v1 RENAME TO certd_certs")
+        await db.execute("DELETE FROM schema_migrations WHERE component = 'certd' AND version = 2")
+    h.bus.close()
+    await h.store.close()
+    store = Store(tmp_path / "old" / "state.db")
+    await store.open()
+    await store.migrate("core", CORE_MIGRATIONS)
+    await records.CertRecords(store).migrate()
+    [row] = await records.CertRecords(store).all()
+    assert row.ari_id == "" and row.ari_renew_at is None and row.serial == view["serial"]
+    await store.close()
+
+    h2 = await certd_factory(directory=unreachable, data="old")
+    assert (await h2.service.get("old.test"))["ari"]["id"] == expected
+    assert (await h2.service.records.get("old.test")).ari_id == expected
