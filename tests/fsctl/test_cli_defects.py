@@ -3,9 +3,11 @@ ends, `user totp enable` without a terminal, output piped into a reader that has
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
+import sys
 import time
 
 import pyotp
@@ -125,3 +127,22 @@ def test_commands_into_a_closed_pipe_are_quiet(server, args):
     r = _into_closed_pipe(args, env)
     assert r.returncode == 141, r.stderr
     assert "Traceback" not in r.stderr and "BrokenPipe" not in r.stderr and r.stderr == ""
+
+
+# --- service start prints the state after the start -----------------------------------------------
+
+
+def test_service_start_prints_the_state_after_it(server, tmp_path):
+    spec = tmp_path / "sleeper.yaml"
+    spec.write_text(f"name: sleeper\ncmd: [\"{sys.executable}\", \"-c\", \"import time; time.sleep(300)\"]\n")
+    assert server.fsctl("service", "apply", "-f", str(spec), "--wait", "60").returncode == 0
+    try:
+        r = server.fsctl("service", "stop", "sleeper")
+        assert r.returncode == 0 and r.stdout.strip() == "sleeper: stopped", r.stdout + r.stderr
+        r = server.fsctl("service", "start", "sleeper")
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.strip() in ("sleeper: starting", "sleeper: running"), r.stdout
+        r = server.fsctl("service", "start", "sleeper", "--json")
+        assert json.loads(r.stdout)["status"] in ("starting", "running")
+    finally:
+        server.fsctl("service", "rm", "sleeper")
