@@ -35,6 +35,8 @@ def _read_password(args: argparse.Namespace, prompt: str, *, confirm: bool = Fal
 def cmd_login(args: argparse.Namespace) -> int:
     target = resolve(args.server, None)
     target.token = None
+    if not args.user and not sys.stdin.isatty():
+        raise CliError("no username: no terminal to ask for it", hint="pass --user NAME (and --password-stdin)")
     user = args.user or input("username: ").strip()
     password = _read_password(args, f"password for {user}: ")
     body = {"username": user, "password": password}

@@ -146,3 +146,9 @@ def test_service_start_prints_the_state_after_it(server, tmp_path):
         assert json.loads(r.stdout)["status"] in ("starting", "running")
     finally:
         server.fsctl("service", "rm", "sleeper")
+
+
+def test_login_without_terminal_or_user_is_a_clear_error(server):
+    r = server.fsctl("login", "--password-stdin", input="x\n", token=None)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert "fsctl: error: no username: no terminal to ask for it (pass --user NAME" in r.stderr
