@@ -16,7 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from console_api import apidocs
 from console_api.api import Api, ApiRequest, openapi_document, parse_int
 from core.audit import AuditLog
-from core.bus import EventBus, Subscription
+from core.bus import Event, EventBus, Subscription
+from core.errors import BadRequest
 from core.identity import Identity, Principal
 
 
@@ -225,17 +226,32 @@ def register(api: Api, ctx: CoreContext) -> None:
         )
 
     @api.route("GET", "/api/events", summary="Server-Sent Events: every event after Last-Event-ID (or `since`)",
-               query={"since": "resume after this event id (Last-Event-ID wins)", "types": "comma-separated types"},
+               query={"since": "resume after this event id (Last-Event-ID wins)", "types": "comma-separated types",
+                      "follow": "0: send the events up to the newest one now, then end the stream (default 1)",
+                      "last": "with follow=0 and no since: only the newest N events (default 20)"},
                response="text/event-stream")
     async def events(req: ApiRequest) -> web.StreamResponse:
         hidden = () if req.require().role == "admin" else ADMIN_ONLY_EVENTS
         last = req.raw.headers.get("Last-Event-ID") or req.query.get("since")
         after_id = parse_int(last, "Last-Event-ID", None, 0, None)
         types = [t for t in req.query.get("types", "").split(",") if t] or None
+        follow = req.query.get("follow", "1")
+        if follow not in ("0", "1", "true", "false"):
+            raise BadRequest(f"follow must be 0 or 1, not {follow!r}", details={"field": "follow"},
+                             hint="follow=0 ends the stream after the events there are now")
+        newest = parse_int(req.query.get("last"), "last", 20, 1, 10_000)
         resp = web.StreamResponse(
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
         )
         await resp.prepare(req.raw)
+        if follow in ("0", "false"):
+            with contextlib.suppress(ConnectionError):  # the reader left early: nothing to tidy up
+                await resp.write(b": connected\n\n")
+                async for event in ctx.bus.read_up_to_now(after_id=after_id, types=types, newest=newest):
+                    if not event.type.startswith(hidden):
+                        await resp.write(_sse(event))
+                await resp.write_eof()
+            return resp
         sub = ctx.bus.subscribe(after_id=after_id, types=types)
         ctx.streams.add(sub)
         await resp.write(b"retry: 2000\n: connected\n\n")
@@ -244,8 +260,7 @@ def register(api: Api, ctx: CoreContext) -> None:
             async for event in sub:
                 if event.type.startswith(hidden):
                     continue
-                data = json.dumps(event.to_dict(), separators=(",", ":"), default=str)
-                await resp.write(f"id: {event.id}\nevent: {event.type}\ndata: {data}\n\n".encode())
+                await resp.write(_sse(event))
         except (ConnectionResetError, ConnectionError):
             pass
         finally:
@@ -260,6 +275,11 @@ def register(api: Api, ctx: CoreContext) -> None:
 # Event types only admins receive on the stream: the host scan's findings map the host's weak points
 # (paths, pids, the exact fix), and `/api/security/scan` itself is admin only.
 ADMIN_ONLY_EVENTS: tuple[str, ...] = ("security.",)
+
+
+def _sse(event: Event) -> bytes:
+    data = json.dumps(event.to_dict(), separators=(",", ":"), default=str)
+    return f"id: {event.id}\nevent: {event.type}\ndata: {data}\n\n".encode()
 
 
 async def _heartbeat(resp: web.StreamResponse, every_s: float) -> None:

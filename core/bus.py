@@ -193,6 +193,32 @@ class EventBus:
         )
         return [Event(r["id"], r["type"], r["at"], json.loads(r["data"])) for r in rows]
 
+    async def read_up_to_now(self, *, after_id: int | None, types: Collection[str] | None,
+                             newest: int) -> AsyncIterator[Event]:
+        """The events there are now (ids up to `last_id` as of the call), of `types` if given, in id order:
+        those after `after_id`, or without one the `newest` of them. For a reader that does not follow."""
+        until = self._last_id
+        where, params = "id <= ?", [until]
+        if types:
+            where += f" AND type IN ({','.join('?' * len(types))})"
+            params += list(types)
+        if after_id is None:
+            rows = await self._store.fetchall(
+                f"SELECT id, type, at, data FROM events WHERE {where} ORDER BY id DESC LIMIT ?", (*params, newest))
+            for r in reversed(rows):
+                yield Event(r["id"], r["type"], r["at"], json.loads(r["data"]))
+            return
+        cursor = max(0, after_id)
+        while cursor < until:
+            rows = await self._store.fetchall(
+                f"SELECT id, type, at, data FROM events WHERE {where} AND id > ? ORDER BY id LIMIT ?",
+                (*params, cursor, _REPLAY_PAGE))
+            for r in rows:
+                yield Event(r["id"], r["type"], r["at"], json.loads(r["data"]))
+            if len(rows) < _REPLAY_PAGE:
+                return
+            cursor = rows[-1]["id"]
+
     async def prune(self, keep: int) -> int:
         """Delete all but the newest `keep` events; returns how many went."""
         async with self._store.transaction() as db:

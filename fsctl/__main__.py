@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from pathlib import Path
 
@@ -84,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def _run(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
@@ -93,6 +94,27 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+
+
+# What a program killed by SIGPIPE reports to the shell (128 + 13), as `yes | head -1` does.
+EXIT_PIPE_CLOSED = 141
+
+
+def main(argv: list[str] | None = None) -> int:
+    # The reader of our output went away (`fsctl ... | head`): stop quietly, like a Unix tool killed by
+    # SIGPIPE, instead of a BrokenPipeError traceback. Python's recipe: point stdout at /dev/null so the
+    # flush at interpreter exit does not fail again. (SIGPIPE itself stays ignored: a write to a closed
+    # API connection must stay an error we report, not a silent death.)
+    try:
+        try:
+            code = _run(argv)
+        finally:
+            sys.stdout.flush()
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_PIPE_CLOSED
+    return code
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ import getpass
 import sys
 import time
 from typing import Any
+from urllib.parse import urlencode
 
 from core.units import parse_duration
 from fsctl.client import Client, CliError, config_path, load_config, resolve, save_config
@@ -34,6 +35,8 @@ def _read_password(args: argparse.Namespace, prompt: str, *, confirm: bool = Fal
 def cmd_login(args: argparse.Namespace) -> int:
     target = resolve(args.server, None)
     target.token = None
+    if not args.user and not sys.stdin.isatty():
+        raise CliError("no username: no terminal to ask for it", hint="pass --user NAME (and --password-stdin)")
     user = args.user or input("username: ").strip()
     password = _read_password(args, f"password for {user}: ")
     body = {"username": user, "password": password}
@@ -146,15 +149,42 @@ def cmd_user_rm(args: argparse.Namespace) -> int:
 
 def cmd_user_totp_enable(args: argparse.Namespace) -> int:
     client = _client(args)
-    data = client.request("POST", f"/api/users/{args.name}/totp")
-    print("Add this account to your authenticator app (scan the URI as a QR code, or type the secret):")
-    print(f"  {data['otpauth_uri']}")
-    print(f"  secret: {data['secret']}")
-    code = args.code or input("code shown by the app: ").strip()
-    data = client.request("POST", f"/api/users/{args.name}/totp/confirm", {"code": code})
+    finish = f"`fsctl user totp enable {args.name} --code CODE`"
+    if args.code:
+        # The second step of a non-interactive enrolment: confirm the secret the first step printed.
+        try:
+            data = client.request("POST", f"/api/users/{args.name}/totp/confirm", {"code": args.code.strip()})
+        except CliError as e:
+            if e.code == "conflict":
+                e.hint = (f"start one with `fsctl user totp enable {args.name}` (it prints the secret), "
+                          f"then run {finish}")
+            raise
+    else:
+        data = client.request("POST", f"/api/users/{args.name}/totp")
+        print("Add this account to your authenticator app (scan the URI as a QR code, or type the secret):")
+        print(f"  {data['otpauth_uri']}")
+        print(f"  secret: {data['secret']}", flush=True)
+        code = _read_code(f"the enrolment of {args.name} is pending: finish it with {finish} "
+                          "(a current code from the app), or pipe the code into this command")
+        data = client.request("POST", f"/api/users/{args.name}/totp/confirm", {"code": code})
     print(f"two-factor login is on for {args.name}")
     _print_recovery_codes(data["recovery_codes"])
     return 0
+
+
+def _read_code(hint: str) -> str:
+    """The app's code: asked for on a terminal, else one line of standard input (a script that read the
+    secret above and computed it); no terminal and nothing piped in is a clear error, not an EOFError."""
+    if sys.stdin.isatty():
+        try:
+            code = input("code shown by the app: ").strip()
+        except EOFError:
+            code = ""
+    else:
+        code = sys.stdin.readline().strip()
+    if not code:
+        raise CliError("no two-factor code: no terminal to ask for it and none on standard input", hint=hint)
+    return code
 
 
 def _print_recovery_codes(codes: list[str]) -> None:
@@ -196,7 +226,11 @@ def cmd_audit(args: argparse.Namespace) -> int:
 def cmd_events(args: argparse.Namespace) -> int:
     client = _client(args)
     last: int | None = args.since
-    path = "/api/events" + (f"?types={args.types}" if args.types else "")
+    query = {"types": args.types} if args.types else {}
+    if args.no_follow:
+        # The server ends the stream after the events there are now (without --since: the newest --last).
+        query |= {"follow": "0"} if args.since is not None else {"follow": "0", "last": str(args.last)}
+    path = "/api/events" + (f"?{urlencode(query)}" if query else "")
     while True:
         try:
             for ev in client.events(path, last):
@@ -207,7 +241,7 @@ def cmd_events(args: argparse.Namespace) -> int:
                     d = ev.get("data", {})
                     print(f"{ev.get('id')}  {when(d.get('at'))}  {ev.get('type')}  {d.get('data')}", flush=True)
         except CliError as e:
-            if e.status is not None:
+            if e.status is not None or args.no_follow:
                 raise
         except KeyboardInterrupt:
             return 0
@@ -265,7 +299,8 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
         dest="totp", required=True, metavar="COMMAND")
     p = totp.add_parser("enable", parents=[common], help="enrol an authenticator app")
     p.add_argument("name")
-    p.add_argument("--code", help="a current code from the app (asked for when not given)")
+    p.add_argument("--code", help="finish a pending enrolment with a current code from the app (without it: "
+                   "a new secret is printed and the code asked for, or read from standard input)")
     p.set_defaults(func=cmd_user_totp_enable)
     p = totp.add_parser("disable", parents=[common], help="turn two-factor login off")
     p.add_argument("name")
@@ -286,5 +321,8 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("events", parents=[common], help="follow the event stream")
     p.add_argument("--since", type=int, help="start after this event id")
     p.add_argument("--types", help="comma-separated event types")
-    p.add_argument("--no-follow", action="store_true", help="stop when the server closes the stream")
+    p.add_argument("--no-follow", action="store_true",
+                   help="print the events there are now and exit (those after --since, else the newest --last)")
+    p.add_argument("--last", type=int, default=20, metavar="N",
+                   help="with --no-follow and no --since: how many of the newest events (default 20)")
     p.set_defaults(func=cmd_events)

@@ -33,6 +33,7 @@ from core.store import Store
 from core.tasks import TaskSet
 from core.workers import WorkerPool, default_workers, preload
 from fsctl import __version__
+from fsctl.preflight import preflight
 
 log = structlog.get_logger("fsctl.serve")
 
@@ -109,6 +110,10 @@ class DataDirLock:
         os.write(fd, f"{os.getpid()}\n".encode())
         self._fd = fd
 
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
     def release(self) -> None:
         if self._fd is not None:
             os.close(self._fd)
@@ -167,9 +172,18 @@ class Server:
 
     async def run(self, on_ready: Callable[[Server], None] | None = None) -> int:
         s = self.settings
-        prepare_data_dir(s.data_dir)
         lock = DataDirLock(s.data_dir)
-        lock.acquire()
+        try:
+            if _exists(lock.path):
+                # Another server on this data dir is the likelier reason its ports are taken: say that.
+                lock.acquire()
+            preflight(s, WIRING)  # a start that cannot succeed creates nothing and prints no password
+            prepare_data_dir(s.data_dir)
+            if not lock.held:
+                lock.acquire()
+        except BaseException:
+            lock.release()
+            raise
         store = Store(s.state_db)
         started: list[Component] = []
         bus = EventBus(store)
@@ -184,9 +198,6 @@ class Server:
             identity = Identity(store, bus, session_ttl_s=s.session_ttl_s, hash_rounds=s.password_hash_rounds,
                                 workers=pools.control)
             audit = AuditLog(store)
-            password = await identity.ensure_initial_admin(s.data_dir)
-            if password:
-                self._print_banner(password)
             api = Api()
             kernel = Kernel(s, store, bus, identity, audit, api, TaskSet("kernel"), pools)
             ctx = routes_core.CoreContext(
@@ -206,11 +217,19 @@ class Server:
             )
             self.console.on_stop.append(ctx.end_streams)
             self.components.append(self.console)
+            password: str | None = None
             for comp in self.components:
+                if comp is self.console:
+                    # The first admin is made once everything else has started (the gate's listeners are
+                    # bound), just before the console that takes its login: a start that fails earlier
+                    # leaves no account and prints no password.
+                    password = await identity.ensure_initial_admin(s.data_dir)
                 self.states[comp.name] = "starting"
                 await comp.start()
                 started.append(comp)
                 self.states[comp.name] = "running"
+            if password:
+                self._print_banner(password)
             self._install_signals()
             # Each worker process imports what its jobs need now (after start-up, which it would slow),
             # not on the first request.
@@ -270,6 +289,13 @@ class Server:
                 "(mode 0600, readable only by the user running the server). Change it with `fsctl user passwd admin`.\n"
             )
         print(text, file=self.banner, flush=True)
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except OSError:
+        return False  # an unreadable data dir: prepare_data_dir says why
 
 
 def _gate_trusted(s: Settings) -> list[str]:

@@ -29,6 +29,7 @@ import structlog
 from core.errors import StartupError
 from core.ports import CertificateBoard, CertificateRef
 from gate.h2front import H2Front
+from gate.h2pins import warn_if_unpinned
 from gate.proxy import ClientConnection
 from gate.server import EdgeServer
 from gate.state import ProxyState
@@ -234,6 +235,7 @@ async def start_tls_listener(edge: EdgeServer, host: str, port: int, selector: C
                              handshake_timeout_s: float = 10.0) -> TlsListener:
     """Bind the HTTPS listener on the gate's existing `EdgeServer` (same state, routes, pool, sweeper,
     draining): `edge.stop()` closes it with the rest. Raises StartupError when the port is taken."""
+    warn_if_unpinned()  # this listener speaks HTTP/2 through gate._h2conn, written against exact h2/hpack releases
     loop = asyncio.get_running_loop()
     state = edge.state
     try:

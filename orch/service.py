@@ -236,6 +236,9 @@ class OrchService:
         if row.desired != "running":
             row.desired = "running"
             await self.repo.set_desired(name, "running")
+        # Plan now rather than on the loop's next turn, so the answer shows the start (`starting`), not
+        # the state before it (`stopped`); the loop, woken, re-plans the same.
+        self._reconcile_once()
         self._wake.set()
         return self.describe(name)
 

@@ -104,3 +104,19 @@ async def test_prune_keeps_the_newest(bus, store):
     assert await bus.prune(3) == 7
     rows = await store.fetchall("SELECT data FROM events ORDER BY id")
     assert [r[0] for r in rows] == ['{"i":7}', '{"i":8}', '{"i":9}']
+
+
+async def test_read_up_to_now_ends_at_the_newest_event_of_the_call(bus):
+    # More than one page after the id, of two types; events published after the call are not included.
+    for i in range(1100):
+        await bus.publish("a" if i % 2 else "b", {"i": i})
+    got = [e.data["i"] async for e in bus.read_up_to_now(after_id=0, types=None, newest=20)]
+    assert got == list(range(1100))
+    reader = bus.read_up_to_now(after_id=0, types=["a"], newest=20)
+    first = await reader.__anext__()
+    await bus.publish("a", {"i": 9999})  # after the call: not part of "now"
+    rest = [e.data["i"] async for e in reader]
+    assert [first.data["i"], *rest] == list(range(1, 1100, 2))
+    newest = [e.data["i"] async for e in bus.read_up_to_now(after_id=None, types=["b"], newest=3)]
+    assert newest == [1094, 1096, 1098]
+    assert [e async for e in bus.read_up_to_now(after_id=bus.last_id, types=None, newest=3)] == []
