@@ -56,6 +56,10 @@ lint: $(BIN)/fsctl
 bench: $(BIN)/fsctl accel
 	@set -e; for f in bench/bench_*.py; do [ -e "$$f" ] || continue; echo "== $$f"; $(BIN)/python "$$f"; done
 
+# The first hour on a fresh clone (install time, serve -> verified HTTPS, idle cost): not a Python bench.
+bench-first-hour: $(BIN)/fsctl
+	bash bench/first_hour.sh
+
 # One benchmark: `make bench-gate` runs bench/bench_gate.py, `make bench-gate-tls` bench/bench_gate_tls.py.
 bench-%: $(BIN)/fsctl accel
 	$(BIN)/python bench/bench_$(subst -,_,$*).py
