@@ -21,6 +21,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "fsctl.cli_certd",
     "fsctl.cli_snap",
     "fsctl.cli_security",
+    "fsctl.cli_deploy",
 )
 
 
