@@ -240,7 +240,10 @@ class ArtifactStore:
             rows = await self.store.fetchall(
                 "SELECT a.* FROM artifacts a JOIN artifact_services s ON s.artifact_id = a.id "
                 "WHERE s.service = ? ORDER BY a.created_at DESC, a.id", (service,))
-        return [await self._record(dict(r)) for r in rows]
+        links: dict[str, list[str]] = {}
+        for r in await self.store.fetchall("SELECT artifact_id, service FROM artifact_services ORDER BY service"):
+            links.setdefault(r["artifact_id"], []).append(r["service"])
+        return [{**dict(r), "sha256": r["id"], "services": links.get(r["id"], [])} for r in rows]
 
     async def _record(self, d: dict[str, Any]) -> dict[str, Any]:
         svc = await self.store.fetchall(

@@ -85,6 +85,14 @@ def test_upload_checks_dedupe_and_limits(server_factory, tmp_path):
     assert _upload(srv, data, token=viewer).status_code == 403
     assert srv.api("GET", "/api/artifacts", token=viewer).status_code == 200
     assert srv.api("GET", "/api/artifacts/" + "0" * 64).status_code == 404
+    # The real responses match the documented models (which refuse unknown keys).
+    from pydantic import TypeAdapter
+
+    from console_api.schemas_deploy import Artifact, ArtifactInstall, ArtifactUploaded
+    TypeAdapter(ArtifactUploaded).validate_python(rec)
+    TypeAdapter(list[Artifact]).validate_python(srv.api("GET", "/api/artifacts").json())
+    TypeAdapter(Artifact).validate_python(srv.api("GET", f"/api/artifacts/{sha}").json())
+    TypeAdapter(list[ArtifactInstall]).validate_python(srv.api("GET", "/api/services/web/installs").json())
     audit = srv.api("GET", "/api/audit", params={"action": "artifact.upload"}).json()
     assert {e["outcome"] for e in audit} == {"ok", "failed", "denied"}
 

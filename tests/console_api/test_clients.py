@@ -32,6 +32,12 @@ def test_client_token_scope(server):
     r = _token(server, c)
     assert r.status_code == 200, r.text
     tok = r.json()
+    from pydantic import TypeAdapter
+
+    from console_api.schemas_deploy import Client, ClientCreated, ClientToken
+    TypeAdapter(ClientCreated).validate_python(c)
+    TypeAdapter(list[Client]).validate_python(listed)
+    TypeAdapter(ClientToken).validate_python(tok)
     assert tok["expires_in_s"] == 900 and tok["services"] == ["api", "web"]
     t = tok["token"]
 
