@@ -88,3 +88,70 @@ def test_limits_on_members_and_size():
         _run([Member("a", "file", 60), Member("b", "file", 41)], TarLimits(max_unpacked_bytes=100))
     assert e.value.rule == "too_large" and e.value.member == "b"
     _run([Member("a", "file", 60), Member("b", "file", 40)], TarLimits(max_unpacked_bytes=100))
+
+
+# --- property: whatever the rules accept stays inside, on a real file system -----------------------
+
+_PARTS = ["a", "b", "..", "."]
+
+
+def _paths(max_len: int = 3):
+    from hypothesis import strategies as st
+
+    return st.lists(st.sampled_from(_PARTS), min_size=1, max_size=max_len).map("/".join)
+
+
+def _members():
+    from hypothesis import strategies as st
+
+    member = st.one_of(
+        st.builds(lambda p: ("file", p, ""), _paths()),
+        st.builds(lambda p: ("dir", p, ""), _paths()),
+        st.builds(lambda p, t: ("symlink", p, t), _paths(2), _paths(4)),
+        st.builds(lambda p, t: ("hardlink", p, t), _paths(), _paths()),
+    )
+    return st.lists(member, min_size=1, max_size=8)
+
+
+def test_accepted_archives_never_reach_outside(tmp_path_factory):
+    """Random member lists (names and link targets made of a, b, c, . and ..): every archive the rules
+    accept, really unpacked, writes only inside the release dir and leaves only links resolving inside."""
+    import os
+
+    from hypothesis import HealthCheck, example, given, settings
+
+    from orch import _unpack
+    from tests.orch.tarfiles import build
+
+    base = tmp_path_factory.mktemp("prop")
+    counter = iter(range(10**6))
+
+    @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(_members())
+    @example([("symlink", "a", "."), ("symlink", "b", "a/.."), ("file", "b/x", "")])
+    @example([("dir", "a", ""), ("symlink", "a/l", ".."), ("symlink", "m", "a/l/..")])
+    def check(members):
+        n = next(counter)
+        sandbox = base / f"s{n}"
+        (sandbox / "rel").mkdir(parents=True)
+        entries = [(p, "file", b"x") if k == "file" else (p, k) if k == "dir" else (p, k, t) for k, p, t in members]
+        tgz = sandbox / "a.tgz"
+        tgz.write_bytes(build(entries))
+        dest = sandbox / "rel" / "v1"
+        try:
+            _unpack.unpack(tgz, "tar.gz", dest, TarLimits(), "artifact")
+        except TarRejected:
+            assert not dest.exists()
+            assert sorted(os.listdir(sandbox / "rel")) == []
+        else:
+            root = os.path.realpath(dest)
+            for dirpath, dirnames, filenames in os.walk(dest):
+                for name in dirnames + filenames:
+                    p = os.path.join(dirpath, name)
+                    if os.path.islink(p):
+                        real = os.path.realpath(p)
+                        assert real == root or real.startswith(root + "/"), (members, p, real)
+        assert sorted(os.listdir(sandbox)) == ["a.tgz", "rel"]
+        assert sorted(os.listdir(sandbox / "rel")) in ([], ["v1"])
+
+    check()
