@@ -13,7 +13,7 @@ import httpx
 
 from tests.orch import tarfiles
 
-LIMITS = {"artifact_max_bytes": 1024 * 1024, "artifact_max_unpacked_bytes": 4 * 1024 * 1024,
+LIMITS = {"artifact_max_bytes": 3 * 1024 * 1024, "artifact_max_unpacked_bytes": 4 * 1024 * 1024,
           "artifact_max_members": 500}
 
 
@@ -53,7 +53,7 @@ def test_upload_checks_dedupe_and_limits(server_factory, tmp_path):
     # Over the limit: a clear 413, declared up front or found while streaming.
     big = os.urandom(LIMITS["artifact_max_bytes"] + 1)
     r = _upload(srv, big)
-    assert r.status_code == 413 and "1048576-byte limit" in r.json()["error"]["message"]
+    assert r.status_code == 413 and "3145728-byte limit" in r.json()["error"]["message"]
     r = _upload(srv, None, content=_pieces(big))
     assert r.status_code == 413, r.text
     assert len(srv.api("GET", "/api/artifacts").json()) == 1
@@ -61,6 +61,13 @@ def test_upload_checks_dedupe_and_limits(server_factory, tmp_path):
     assert list(tmp.iterdir()) == []
     blobs = [p for p in (srv.data_dir / "artifacts" / "blobs").rglob("*") if p.is_file()]
     assert [p.name for p in blobs] == [sha]
+    # Under the limit but over the console's 1 MiB JSON body limit: streamed, so accepted.
+    binary = os.urandom(2 * 1024 * 1024)
+    r = _upload(srv, binary, params={"filename": "server-bin"})
+    assert r.status_code == 200 and r.json()["kind"] == "file" and r.json()["size"] == len(binary)
+    binary_sha = r.json()["id"]
+    assert sorted(p.name for p in (srv.data_dir / "artifacts" / "blobs").rglob("*") if p.is_file()) == \
+        sorted([sha, binary_sha])
 
     # Every attack is refused with its rule named, nothing outside written, nothing stored.
     for name, (bad, rule, must_not_exist) in tarfiles.attacks(tmp_path).items():
@@ -72,7 +79,7 @@ def test_upload_checks_dedupe_and_limits(server_factory, tmp_path):
             assert not os.path.lexists(p), (name, p)
     r = _upload(srv, tarfiles.gzip_bomb(64 * 1024 * 1024))
     assert r.status_code == 400 and r.json()["error"]["details"]["rule"] == "too_large"
-    assert len(srv.api("GET", "/api/artifacts").json()) == 1 and list(tmp.iterdir()) == []
+    assert len(srv.api("GET", "/api/artifacts").json()) == 2 and list(tmp.iterdir()) == []
     assert not (srv.data_dir / "releases" / "web").exists()
 
     # Bad parameters are precise 400s; a viewer may read but not upload.

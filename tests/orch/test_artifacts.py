@@ -182,6 +182,15 @@ async def test_prune_keeps_newest_and_the_named(arts: ArtifactStore):
     assert (await arts.install(ids[1], "web", "2.0") / "bin/app.py").exists()
 
 
+async def test_concurrent_installs_of_one_version_unpack_once(arts: ArtifactStore):
+    import asyncio
+
+    rec = await arts.receive(_chunks(tarfiles.app("v1")))
+    paths = await asyncio.gather(*(arts.install(rec["id"], "web", "1") for _ in range(4)))
+    assert len(set(paths)) == 1 and (paths[0] / "bin/app.py").exists()
+    assert sorted(p.name for p in (arts.releases / "web").iterdir()) == ["1"]
+
+
 async def test_install_repairs_a_claim_left_by_a_crash(arts: ArtifactStore):
     rec = await arts.receive(_chunks(tarfiles.app("v1")))
     await arts.store.execute("INSERT INTO artifact_installs (service, version, artifact_id, installed_at) "
