@@ -7,11 +7,12 @@ import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
+from core.clients import service_refused
 from core.errors import BadRequest, ValidationFailed
 from core.identity import Principal, Role
 
@@ -29,6 +30,7 @@ class ApiRequest:
     audit_target: str | None = None
     audit_before: Any = None
     audit_after: Any = None
+    service_checked: bool = False  # `authorize_service` was called (see `Operation.clients`)
 
     @property
     def match(self) -> dict[str, str]:
@@ -49,8 +51,22 @@ class ApiRequest:
         assert self.principal is not None
         return self.principal
 
+    def authorize_service(self, service: str) -> None:
+        """For a client token: `Forbidden` unless `service` is one of the client's (users: no-op). A route
+        registered with `clients="handler"` must call this before it acts or returns anything."""
+        self.service_checked = True
+        p = self.principal
+        if p is not None and not p.may_use_service(service):
+            raise service_refused(p, service)
+
 
 Handler = Callable[[ApiRequest], Awaitable[Any]]
+
+# Whether a route accepts CI client tokens (core/clients.py), and how it names the service they act on:
+# "path": the `{name}` in its path (checked before the handler runs); "handler": the handler calls
+# `req.authorize_service(...)` itself (e.g. after loading a deployment); a route that did not is refused.
+# None (the default): client tokens are refused.
+ClientScope = Literal["path", "handler"]
 
 
 @dataclass
@@ -66,6 +82,7 @@ class Operation:
     query: dict[str, str] = field(default_factory=dict)  # name -> description, for the OpenAPI document
     response: str = "application/json"
     returns: Any = ...  # response model (or list[Model]); `...`: see console_api.schemas.RESPONSES
+    clients: ClientScope | None = None
 
     @property
     def mutating(self) -> bool:
@@ -93,14 +110,18 @@ class Api:
         query: dict[str, str] | None = None,
         response: str = "application/json",
         returns: Any = ...,
+        clients: ClientScope | None = None,
     ) -> Callable[[Handler], Handler]:
         """Register a handler. Mutating methods default to needing `admin` unless `role` says otherwise
-        explicitly; every mutating call is audited under `action` (default `METHOD path`)."""
+        explicitly; every mutating call is audited under `action` (default `METHOD path`). `clients`: the
+        route also accepts CI client tokens, scoped as `ClientScope` says."""
+        if clients == "path" and "{name}" not in path:
+            raise ValueError(f"{method} {path}: clients='path' needs a {{name}} in the path")
 
         def deco(fn: Handler) -> Handler:
             self.operations.append(
                 Operation(method.upper(), path, fn, summary, role, body, action, tag, dict(query or {}), response,
-                          returns)
+                          returns, clients)
             )
             return fn
 

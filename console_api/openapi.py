@@ -152,6 +152,8 @@ def build_document(api: Any, *, version: str) -> dict[str, Any]:
         if op.role is not None:
             entry["security"] = [{"bearer": []}, {"session": []}]
             entry["x-required-role"] = op.role
+            if op.clients is not None:
+                entry["x-client-tokens"] = op.clients  # CI client tokens accepted, for their own services
             entry["responses"]["401"] = {"description": "not authenticated", **error_ref}
             entry["responses"]["403"] = {"description": "role not allowed, or a failed CSRF check", **error_ref}
         if op.body is not None:

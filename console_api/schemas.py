@@ -570,6 +570,8 @@ REQUESTS: dict[tuple[str, str], dict[str, Any]] = {
             "yaml": {"type": "string"}, "filename": {"type": "string"}}, "required": ["yaml"]}},
     },
     ("POST", "/api/logs/{service}"): {"text/plain": {"schema": {"type": "string"}}},
+    ("POST", "/api/artifacts"): {"application/octet-stream": {"schema": {
+        "type": "string", "format": "binary", "description": "the artifact's bytes (tar.gz, tar or one file)"}}},
 }
 
 __all__ = ["REQUESTS", "RESPONSES", "AlertRuleBody"]

@@ -24,6 +24,7 @@ from console_api._clientaddr import forwarded_client, host_allowed, host_name, p
 from console_api._peerproc import peer_is_this_process
 from console_api.api import Api, ApiRequest, Operation, client_ip, parse_body
 from core.audit import AuditEntry, AuditLog
+from core.clients import CLIENT_TOKEN_PREFIX, ClientRegistry, address_refused
 from core.errors import (
     Forbidden,
     InfraError,
@@ -146,9 +147,11 @@ class ConsoleServer:
         trusted_proxies: list[str] | None = None,
         allowed_hosts: list[str] | None = None,
         data_dir: Path | None = None,
+        clients: ClientRegistry | None = None,
     ) -> None:
         self.api = api
         self.identity = identity
+        self.clients = clients  # CI client credentials (their tokens are scoped principals); None: none
         self.audit = audit
         self.host, self.port = host, port
         self.socket_path = socket_path
@@ -241,7 +244,10 @@ class ConsoleServer:
             scheme, _, token = auth.partition(" ")
             if auth and scheme.lower() == "bearer" and token.strip():
                 try:
-                    principal = await self.identity.authenticate(token.strip())
+                    if token.strip().startswith(CLIENT_TOKEN_PREFIX) and self.clients is not None:
+                        principal = await self.clients.authenticate(token.strip())
+                    else:
+                        principal = await self.identity.authenticate(token.strip())
                 except Unauthorized as e:
                     request["auth_error"] = e
             elif auth:
@@ -259,7 +265,9 @@ class ConsoleServer:
                             "authentication required",
                             hint="log in with `fsctl login`, or send 'Authorization: Bearer TOKEN'",
                         )
-                    if not areq.principal.has_role(op.role):
+                    if areq.principal.scoped:
+                        _check_client(op, areq)
+                    elif not areq.principal.has_role(op.role):
                         raise Forbidden(
                             f"this needs the {op.role} role; you are {areq.principal.role}",
                             details={"required_role": op.role},
@@ -267,8 +275,15 @@ class ConsoleServer:
                 if op.body is not None:
                     areq.body = await parse_body(request, op.body)
                 result = await op.handler(areq)
+                if op.clients == "handler" and areq.principal is not None and areq.principal.scoped \
+                        and not areq.service_checked:
+                    # Fail closed: a `clients="handler"` route that never said which service it touched.
+                    log.error("client-token route did not check its service", path=op.path, method=op.method)
+                    raise Forbidden("this route did not establish the service it acts on", code="client_scope")
             except InfraError as e:
-                if op.mutating:
+                # Every refusal of a client token is audited, reads too: the allow-list and the scope are
+                # what an operator watches for a leaked CI secret.
+                if op.mutating or (e.status == 403 and areq.principal is not None and areq.principal.scoped):
                     outcome = "denied" if e.status in (401, 403) else "failed"
                     await self._audit(op, areq, outcome, e.status)
                 raise
@@ -382,6 +397,20 @@ class ConsoleServer:
         if self.socket_path is not None:
             with contextlib.suppress(FileNotFoundError):
                 self.socket_path.unlink()
+
+
+def _check_client(op: Operation, areq: ApiRequest) -> None:
+    """A client token may call only routes that accept them (`Operation.clients`), from an address in its
+    allow-list, and with `clients="path"` only for a service of its own (the path's `{name}`)."""
+    p = areq.require()
+    if op.clients is None:
+        raise Forbidden(f"{p.username} is a CI client: it may only upload artifacts and deploy its services",
+                        code="client_scope", hint="log in as a user for this")
+    ip = areq.client_ip
+    if not p.allows_address(ip):
+        raise address_refused(p, ip)
+    if op.clients == "path":
+        areq.authorize_service(areq.match.get("name", ""))
 
 
 async def _server_header(_: web.Request, response: web.StreamResponse) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import ipaddress
 import os
 import secrets
 from collections.abc import Callable
@@ -40,16 +41,43 @@ MIN_PASSWORD_LEN = 8
 
 @dataclass(frozen=True)
 class Principal:
-    """Who is calling: a user through a session or API token, or the local root over the Unix socket."""
+    """Who is calling: a user through a session or API token, the local root over the Unix socket, or
+    a CI client (`via="client"`, core/clients.py) whose token is scoped to `services`.
+
+    A scoped principal has no role at all (`has_role` is always False): it may call only the routes
+    that declare they accept client tokens, for its own services, from its allowed networks."""
 
     username: str
     role: Role
-    via: Literal["session", "api", "socket"]
+    via: Literal["session", "api", "socket", "client"]
     user_id: int | None = None
     token_id: int | None = None
+    services: frozenset[str] | None = None  # None: not scoped (a user); else the services a client may touch
+    networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()  # a client's allowed addresses
+
+    @property
+    def scoped(self) -> bool:
+        return self.services is not None
 
     def has_role(self, needed: Role) -> bool:
+        if self.services is not None:
+            return False
         return ROLES.index(self.role) >= ROLES.index(needed)
+
+    def may_use_service(self, service: str) -> bool:
+        return self.services is None or service in self.services
+
+    def allows_address(self, client_ip: str) -> bool:
+        """For a client: is `client_ip` inside its allow-list (an unknown or non-IP address is not)."""
+        if self.services is None:
+            return True
+        try:
+            ip = ipaddress.ip_address(client_ip)
+        except ValueError:
+            return False
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        return any(ip.version == net.version and ip in net for net in self.networks)
 
 
 @dataclass

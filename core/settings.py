@@ -62,6 +62,7 @@ class Settings(BaseSettings):
     drain_timeout_s: float = Field(default=10.0, gt=0)  # how long a stop waits for in-flight work
     sse_heartbeat_s: float = Field(default=15.0, gt=0)  # comment lines on idle event streams
     session_ttl_s: int = Field(default=12 * 3600, gt=0)  # a login's lifetime
+    client_token_ttl_s: int = Field(default=15 * 60, gt=0, le=24 * 3600)  # CI client tokens (core/clients.py)
     password_hash_rounds: int = Field(default=12, ge=4, le=16)  # bcrypt cost
     api_max_body_bytes: int = Field(default=1024 * 1024, gt=0)  # console API request bodies
     event_retention_count: int = Field(default=100_000, gt=0)  # events kept for replay (Last-Event-ID)

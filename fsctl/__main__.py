@@ -25,6 +25,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "fsctl.cli_state",
     "fsctl.cli_doctor",
     "fsctl.cli_install",
+    "fsctl.cli_deploy",
 )
 
 

@@ -11,7 +11,7 @@ import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 from urllib.parse import urlsplit
 
 DEFAULT_SERVER = "http://127.0.0.1:7070"
@@ -134,6 +134,37 @@ class Client:
                 data = json.loads(raw)
             except ValueError:
                 data = raw.decode(errors="replace")
+        if resp.status >= 400:
+            raise _api_error(resp.status, data, bool(self.target.token))
+        return data
+
+    def upload(self, path: str, body: IO[bytes], size: int, headers: dict[str, str]) -> Any:
+        """POST a file as the raw body, streamed (never read whole into memory); the JSON answer."""
+        conn, prefix = self._connection(None)
+        conn.blocksize = 256 * 1024
+        hdrs = {"Accept": "application/json", "Content-Type": "application/octet-stream",
+                "Content-Length": str(size), **headers}
+        if self.target.token:
+            hdrs["Authorization"] = f"Bearer {self.target.token}"
+        try:
+            conn.request("POST", prefix + path, body=body, headers=hdrs)
+            resp = conn.getresponse()
+        except (BrokenPipeError, ConnectionResetError):
+            # The server answered early (a 413, a refused token) and closed: read what it said.
+            try:
+                resp = conn.getresponse()
+            except (OSError, http.client.HTTPException) as e:
+                raise CliError(f"the upload to {self.target.server} was cut off: {e}") from e
+        except (ConnectionRefusedError, FileNotFoundError) as e:
+            raise CliError(f"cannot reach the Infra-Core server at {self.target.server}: {e.strerror or e}",
+                           hint="is `fsctl serve` running? Point at it with --server or FSCTL_SERVER") from e
+        except (OSError, http.client.HTTPException) as e:
+            raise CliError(f"uploading to {self.target.server} failed: {e}") from e
+        raw = resp.read()
+        try:
+            data = json.loads(raw) if raw else None
+        except ValueError:
+            data = raw.decode(errors="replace")
         if resp.status >= 400:
             raise _api_error(resp.status, data, bool(self.target.token))
         return data

@@ -40,6 +40,7 @@ log = structlog.get_logger("fsctl.serve")
 # Each module has `wire(kernel) -> list[Component]`; they run (and their components start) in this
 # order: producers of ports before their consumers.
 WIRING: tuple[str, ...] = (
+    "fsctl.wire_clients",
     "fsctl.wire_logbus",
     "fsctl.wire_orch",
     "fsctl.wire_probe",
@@ -214,6 +215,7 @@ class Server:
                 # The gate's own trusted proxies sit in front of it: their hops are skipped too.
                 trusted_proxies=[*s.console_trusted_proxies, *_gate_trusted(s)],
                 allowed_hosts=s.console_allowed_hosts, data_dir=s.data_dir,
+                clients=kernel.services.get("clients"),
             )
             self.console.on_stop.append(ctx.end_streams)
             self.components.append(self.console)

@@ -1,7 +1,8 @@
 """Wiring of orch: `OrchService` from the settings (`data_dir`, the `orch:` section), the state store (its
 own migrations), the bus (`service.*` events), the endpoint board (healthy instances, for the gate's
 `service:NAME` upstreams), logbus's `log_sink` when wired (else files under `<data>/logs/<service>/`);
-registered as `inventory` (for probe) and `orch`; and its console routes."""
+registered as `inventory` (for probe) and `orch`; and its console routes. The artifact store (uploads and
+release dirs) starts before it and is `orch.artifacts`."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from console_api import routes_orch
+from console_api import routes_artifacts, routes_orch
 from core.component import Component
 from core.errors import StartupError
+from orch._tarcheck import TarLimits
+from orch.artifacts import ArtifactStore
 from orch.config import OrchSettings
 from orch.service import OrchService
 
@@ -36,4 +39,18 @@ def wire(kernel: Any) -> list[Component]:
     kernel.services["orch"] = service
     kernel.services["inventory"] = service
     routes_orch.register(kernel.api, service)
-    return [service]
+    artifacts = wire_artifacts(kernel, service)
+    return [artifacts, service]
+
+
+def wire_artifacts(kernel: Any, orch: OrchService) -> ArtifactStore:
+    """The artifact store (uploads, release dirs), handed to orch as `orch.artifacts` for its deploys."""
+    o = load_orch_settings(kernel.settings.orch)
+    artifacts = ArtifactStore(
+        kernel.settings.data_dir, kernel.store, max_bytes=o.artifact_max_bytes, clock=kernel.clock,
+        limits=TarLimits(max_members=o.artifact_max_members, max_unpacked_bytes=o.artifact_max_unpacked_bytes),
+        keep_count=o.release_keep_count)
+    orch.artifacts = artifacts  # type: ignore[attr-defined]
+    kernel.services["artifacts"] = artifacts
+    routes_artifacts.register(kernel.api, artifacts)
+    return artifacts

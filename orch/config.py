@@ -41,6 +41,12 @@ class OrchSettings(BaseModel):
     systemd_poll_s: float = Field(default=1.0, gt=0, le=10)  # how often unit states are read (one call for all)
     systemd_cgroup_root: str = ""  # where that systemd's cgroups lie in this host's tree ("" = same host)
     drain_before_stop_s: float = Field(default=0.5, ge=0, le=60)  # endpoints withdrawn → wait → stop signal
+    # Artifacts (orch/artifacts.py): the upload size limit (413 above it), what an archive may unpack to
+    # (decompression bombs), and how many unpacked release dirs a service keeps.
+    artifact_max_bytes: int = Field(default=2 * 1024**3, gt=0)
+    artifact_max_unpacked_bytes: int = Field(default=8 * 1024**3, gt=0)
+    artifact_max_members: int = Field(default=200_000, gt=0)
+    release_keep_count: int = Field(default=10, ge=2)
 
     def backoff(self) -> BackoffPolicy:
         return BackoffPolicy(self.backoff_initial_s, self.backoff_max_s, self.backoff_factor, self.stable_after_s,
