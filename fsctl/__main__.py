@@ -16,6 +16,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "fsctl.cli_core",
     "fsctl.cli_gate",
     "fsctl.cli_orch",
+    "fsctl.cli_deploy",
     "fsctl.cli_logbus",
     "fsctl.cli_probe",
     "fsctl.cli_certd",

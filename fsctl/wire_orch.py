@@ -9,7 +9,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from console_api import routes_orch
+from console_api import routes_deploy, routes_orch
 from core.component import Component
 from core.errors import StartupError
 from orch.config import OrchSettings
@@ -36,4 +36,5 @@ def wire(kernel: Any) -> list[Component]:
     kernel.services["orch"] = service
     kernel.services["inventory"] = service
     routes_orch.register(kernel.api, service)
+    routes_deploy.register(kernel.api, service)
     return [service]

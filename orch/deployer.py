@@ -128,19 +128,20 @@ class Deployer:
 
     async def start(self, spec: ServiceSpec, text: str | None, kind: str, actor: str | None, *,
                     version: str | None = None, install_path: str | None = None,
-                    artifact_id: str | None = None) -> dict[str, Any]:
+                    artifact_id: str | None = None, filename: str = "(deploy)") -> dict[str, Any]:
         """Record release N+1 of `spec` and run its deployment in the background."""
         name = spec.name
         row = self.o._row(name)
         if name in self.active:
             raise Conflict(f"service {name} is being deployed (deployment {self.active[name]['id']})",
                            hint=f"wait for it: fsctl deploy status {self.active[name]['id']}")
-        await self.o._admit(spec, text, "deploy")
+        await self.o._admit(spec, text, filename)
         prev = await self.repo.release(name, row.version)
         label = version or (prev["label"] if prev else "") or ""
         if install_path is None and prev and artifact_id is None and version is None:
             install_path = prev["doc"].get("install_path")
-        number = await self.o.repo.save_version(spec, text or spec.model_dump_json(), kind, actor, current=False)
+        number = await self.o.repo.save_version(spec, text or spec.model_dump_json(), filename, actor,
+                                                 current=False)
         label = label or str(number)
         rv = release_vars(label, install_path, self.env_name)
         templates = await self._read_templates(spec, rv, number)

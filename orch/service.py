@@ -185,7 +185,7 @@ class OrchService:
         if current is not None and current.desired == "running" and any(
                 s.service == spec.name and s.phase == "running" for s in self.slots.values()):
             # A running service changes by a deployment (rolling by default): its release N+1 serves once healthy.
-            started = await self.deployer.start(spec, text, filename, actor)
+            started = await self.deployer.start(spec, text, "apply", actor, filename=filename)
             self._audit_risky(spec, risky, started["release_id"], actor)
             return {**self.describe(spec.name), "version": started["release_id"], "changed": True,
                     "deployment_id": started["deployment_id"]}
