@@ -69,7 +69,7 @@ def plan_batches(old_slots: Sequence[int], replicas: int, strategy: str, max_sur
             last = batches[-1]
             batches[-1] = Batch(last.slots, last.surge, extra)
         else:
-            batches = [Batch((), True, extra)]
+            batches = [Batch((), surge, extra)]
     return batches
 
 

@@ -65,7 +65,7 @@ class Load:
                         self.bodies.append((time.monotonic(), text.strip()))
                     else:
                         self.failures[f"{r.status} {text.strip()[:60]}"] += 1
-            except (aiohttp.ClientError, asyncio.TimeoutError) as e:
+            except (TimeoutError, aiohttp.ClientError) as e:
                 self.failures[type(e).__name__] += 1
             next_at += interval
             delay = next_at - time.monotonic()
