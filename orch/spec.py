@@ -311,8 +311,8 @@ class ServiceSpec(_Model):
     @field_validator("workdir")
     @classmethod
     def _workdir(cls, v: str | None) -> str | None:
-        if v is not None and not v.startswith("/"):
-            raise _err("workdir", f"{v!r} is not an absolute path (start it with /)")
+        if v is not None and not v.startswith(("/", "${installPath}")):
+            raise _err("workdir", f"{v!r} is not an absolute path (start it with / or ${{installPath}})")
         return v
 
     @field_validator("env")
