@@ -186,12 +186,12 @@ class OrchService:
                 s.service == spec.name and s.phase == "running" for s in self.slots.values()):
             # A running service changes by a deployment (rolling by default): its release N+1 serves once healthy.
             started = await self.deployer.start(spec, text, "apply", actor, filename=filename)
-            self._audit_risky(spec, risky, started["release_id"], actor)
+            await self._audit_risky(spec, risky, started["release_id"], actor)
             return {**self.describe(spec.name), "version": started["release_id"], "changed": True,
                     "deployment_id": started["deployment_id"]}
         version = await self.repo.save_version(spec, text, filename, actor)
         await self.deployer.record(spec, version, actor)
-        self._audit_risky(spec, risky, version, actor)
+        await self._audit_risky(spec, risky, version, actor)
         now = time.time()
         self.services[spec.name] = ServiceRow(
             spec.name, version, current.desired if current else "running", spec,
@@ -219,12 +219,12 @@ class OrchService:
                                                                                                 strict=True)])
         return risky
 
-    def _audit_risky(self, spec: ServiceSpec, risky: list[str], version: int, actor: str | None) -> None:
+    async def _audit_risky(self, spec: ServiceSpec, risky: list[str], version: int, actor: str | None) -> None:
         if risky:
             log.warning("service mounts host paths (allow_host_mounts)", service=spec.name, mounts=risky, by=actor)
-            self._tasks.spawn("audit", AuditLog(self.repo.store).record(AuditEntry(
+            await AuditLog(self.repo.store).record(AuditEntry(
                 actor or "system", None, "service.host_mounts.allowed", spec.name, "ok", None, None,
-                after={"version": version, "mounts": risky})))
+                after={"version": version, "mounts": risky}))
 
     # --- deploys (orch.deployer) ------------------------------------------------------------------
 
@@ -654,8 +654,12 @@ class OrchService:
         docker = self.runtime.runtimes.get("docker")
         if isinstance(docker, DockerRuntime) and await docker.problem() is None:
             # Containers whose record was lost are found by their labels (this platform's owner label).
+            # A container keeps the index it was created with; after a rolling deploy that may differ from its
+            # slot (orch.rollout.staged_index), so a container already recorded is known by its id too.
             known = {(r["service"], r["index"]) for r in records}
-            records += [r for r in await docker.discover() if (r["service"], r["index"]) not in known]
+            ids = {r.get("container_id") for r in records if r.get("container_id")}
+            records += [r for r in await docker.discover()
+                        if (r["service"], r["index"]) not in known and r.get("container_id") not in ids]
         for rec in records:
             key = (rec["service"], rec["index"])
             row = self.services.get(key[0])

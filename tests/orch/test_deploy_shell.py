@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,15 @@ import pytest
 
 from core.errors import BadRequest, Conflict
 from orch.spec import SpecError
-from tests.orch.test_supervisor import Harness, h, until, web_spec  # noqa: F401  (h is the fixture)
+from tests.orch.test_supervisor import Harness, until, web_spec
+
+
+@pytest.fixture
+async def h(tmp_path: Path) -> AsyncIterator[Harness]:
+    harness = Harness(tmp_path)
+    await harness.open()
+    yield harness
+    await harness.close()
 
 
 async def _finished(o: Any, dep_id: int) -> dict[str, Any]:
