@@ -17,6 +17,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "fsctl.cli_core",
     "fsctl.cli_gate",
     "fsctl.cli_orch",
+    "fsctl.cli_deploy",
     "fsctl.cli_logbus",
     "fsctl.cli_probe",
     "fsctl.cli_certd",
@@ -25,7 +26,6 @@ COMMAND_MODULES: tuple[str, ...] = (
     "fsctl.cli_state",
     "fsctl.cli_doctor",
     "fsctl.cli_install",
-    "fsctl.cli_deploy",
 )
 
 

@@ -46,9 +46,14 @@ def cmd_apply(args: argparse.Namespace) -> int:
     if args.json:
         emit_json(data)
     elif data.get("changed"):
-        print(f"applied {data['name']} (version {data['version']})")
+        print(f"applied {data['name']} (version {data['version']})"
+              + (f", deployment {data['deployment_id']}" if data.get("deployment_id") else ""))
     else:
         print(f"{data['name']} unchanged (version {data['version']})")
+    if args.wait and not args.json and data.get("deployment_id"):
+        from fsctl.cli_releases import follow
+
+        return follow(args, data["deployment_id"], args.wait)
     if args.wait and not args.json:
         return _wait_running(args, data["name"], args.wait)
     return 0
@@ -170,6 +175,9 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--volumes", action="store_true", help="also remove its named container volumes")
     p.set_defaults(func=cmd_rm)
 
+    from fsctl import cli_releases
+
+    cli_releases.add_service_commands(svc_sub, common)
     try:
         from fsctl import cli_logbus
 

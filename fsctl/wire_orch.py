@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from console_api import routes_artifacts, routes_orch
+from console_api import routes_artifacts, routes_deploy, routes_orch
 from core.component import Component
 from core.errors import StartupError
 from orch._tarcheck import TarLimits
@@ -39,6 +39,7 @@ def wire(kernel: Any) -> list[Component]:
     kernel.services["orch"] = service
     kernel.services["inventory"] = service
     routes_orch.register(kernel.api, service)
+    routes_deploy.register(kernel.api, service)
     artifacts = wire_artifacts(kernel, service)
     return [artifacts, service]
 

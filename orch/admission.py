@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from orch._files import system_dir_problem
 from orch.process import user_problem
 from orch.runtimes import RuntimeSet
 from orch.spec import ServiceSpec
@@ -54,5 +55,15 @@ async def admit(spec: ServiceSpec, *, runtimes: RuntimeSet, default_user: str | 
             problems.append((("volumes", i), where,
                              f"{shown!s} is refused: {problem}; if you really mean it, add "
                              "allow_host_mounts: true (recorded in the audit log)"))
+    if spec.config_files and spec.runtime_name == "process" and spec.workdir and "${" not in spec.workdir:
+        # Where config files land on this host (links resolved): never a system directory or the data dir,
+        # unless the spec says so. A workdir with ${...} is checked when the files are written.
+        real = os.path.realpath(spec.workdir)
+        problem = system_dir_problem(real, data, os.path.join(data, "releases"))
+        if problem and spec.allow_system_paths:
+            risky.append(f"config files in {spec.workdir} ({problem})")
+        elif problem:
+            problems.append((("workdir",), "workdir", f"config files cannot be written here: {problem}; give the "
+                             "service its own directory (allow_system_paths: true overrides this, audited)"))
     return problems, risky
 

@@ -1,5 +1,6 @@
 """From a spec and a replica slot to a concrete `InstanceConfig`: ports chosen on 127.0.0.1 and
-`${PORT}`, `${PORT_<NAME>}`, `${SERVICE}`, `${INSTANCE}`, `${INDEX}` and the spec's own env expanded."""
+`${PORT}`, `${PORT_<NAME>}`, `${SERVICE}`, `${INSTANCE}`, `${INDEX}`, the release's `${version}`,
+`${installPath}`, `${env}` and the spec's own env expanded."""
 
 from __future__ import annotations
 
@@ -19,12 +20,14 @@ def expand(text: str, variables: Mapping[str, str]) -> str:
     return _VAR.sub(lambda m: variables.get(m.group(1), m.group(0)), text)
 
 
-def variables(spec: ServiceSpec, index: int, ports: Mapping[str, int]) -> dict[str, str]:
+def variables(spec: ServiceSpec, index: int, ports: Mapping[str, int],
+              release: Mapping[str, str] | None = None) -> dict[str, str]:
     out = {k: v for k, v in spec.env.items()}
+    out |= dict(release or {})  # version, installPath, env: the release's, over a same-named env entry
     out |= {"SERVICE": spec.name, "INSTANCE": f"{spec.name}-{index}", "INDEX": str(index)}
     for name, port in ports.items():
         out[f"PORT_{name.upper().replace('-', '_')}"] = str(port)
-    if spec.ports:
+    if spec.ports and spec.ports[0].name in ports:
         out["PORT"] = str(ports[spec.ports[0].name])
     return out
 
@@ -44,11 +47,14 @@ def port_requests(spec: ServiceSpec) -> list[PortSpec]:
     return [PortSpec(name=p.name, internal="auto") for p in spec.ports]
 
 
-def build_config(spec: ServiceSpec, index: int, ports: Mapping[str, int], version: int) -> InstanceConfig:
+def build_config(spec: ServiceSpec, index: int, ports: Mapping[str, int], version: int,
+                 release: Mapping[str, str] | None = None,
+                 templates: Mapping[int, str] | None = None) -> InstanceConfig:
     """The instance config for replica `index` of `spec` with `ports` (on the host) already chosen. In a
-    container's env, `${PORT}` and `${PORT_<NAME>}` are the ports inside it."""
+    container's env, `${PORT}` and `${PORT_<NAME>}` are the ports inside it. `release` holds the release's
+    variables; `templates` the text of each `template:` config file (by its position), read by the caller."""
     inside = container_ports(spec, ports) if spec.runtime_name == "docker" else {}
-    v = variables(spec, index, inside or ports)
+    v = variables(spec, index, inside or ports, release)
     env = {k: expand(val, v) for k, val in spec.env.items()}
     env |= {k: val for k, val in v.items() if k.startswith("PORT") or k in ("SERVICE", "INSTANCE")}
     return InstanceConfig(
@@ -56,7 +62,9 @@ def build_config(spec: ServiceSpec, index: int, ports: Mapping[str, int], versio
         workdir=expand(spec.workdir, v) if spec.workdir else None, user=spec.user, ports=dict(ports),
         memory_bytes=spec.resources.memory, cpu=spec.resources.cpu, stop_timeout_s=spec.stop_timeout,
         stop_signal=int(getattr(signal, spec.stop_signal)), version=version,
-        config_files=tuple((expand(f.path, v), expand(f.content, v), f.mode) for f in spec.config_files),
+        config_files=tuple((expand(f.path, v), expand(f.content if f.content is not None else
+                                                      (templates or {}).get(i, ""), v), f.mode)
+                           for i, f in enumerate(spec.config_files)),
         runtime=spec.runtime_name, container_ports=inside, volumes=tuple(spec.volumes),
         entrypoint=tuple(expand(a, v) for a in ep) if (ep := spec.entrypoint_argv) is not None else None,
     )

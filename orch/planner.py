@@ -56,6 +56,8 @@ class ServiceView:
     depends_on: tuple[str, ...] = ()
     health_retries: int | None = None  # None: no health check, an instance is healthy while it runs
     start_period_s: float = 0.0
+    # A deployment is moving this service's slots (orch.deployer): leave versions and missing slots alone.
+    deploying: bool = False
 
 
 @dataclass(frozen=True)
@@ -239,6 +241,8 @@ def _plan_running(svc: ServiceView, services: Mapping[str, ServiceView], out: Pl
     waiting_on = [d for d in svc.depends_on if not _ready(d, services, out.slots)]
     for index in range(1, svc.replicas + 1):
         slot = out.slots.get((svc.name, index)) or Slot(svc.name, index)
+        if svc.deploying and slot.key not in out.slots:
+            continue
         out.slots[slot.key] = slot
         if slot.phase == "absent":
             if slot.state in ("failed", "exited"):
@@ -251,7 +255,7 @@ def _plan_running(svc: ServiceView, services: Mapping[str, ServiceView], out: Pl
             out.actions.append(StartInstance(svc.name, index, svc.version))
             out.slots[slot.key] = dataclasses.replace(slot, phase="starting")
         elif slot.phase == "running":
-            if slot.version != svc.version:
+            if slot.version != svc.version and not svc.deploying:
                 _stop(out, slot, "restart", f"spec version {svc.version} applied")
             elif (svc.health_retries is not None and slot.health_failures >= svc.health_retries
                   and svc.restart.mode != "no"):
@@ -264,7 +268,7 @@ def _plan_running(svc: ServiceView, services: Mapping[str, ServiceView], out: Pl
                 else:
                     out._wake(stable_at)
     for slot in _slots_of(out.slots, svc.name):
-        if slot.index > svc.replicas:
+        if slot.index > svc.replicas and not (svc.deploying and slot.index <= 64):
             if slot.phase in ("running", "starting"):
                 _stop(out, slot, "stop", f"scaled to {svc.replicas}")
             elif slot.phase == "absent":

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.store import Migration, Store
+from orch.deployrepo import MIGRATION as DEPLOY_MIGRATION
 from orch.spec import ServiceSpec
 
 MIGRATIONS = [
@@ -32,6 +33,7 @@ CREATE TABLE orch_spec_versions (
     PRIMARY KEY (name, version)
 );
 """),
+    DEPLOY_MIGRATION,
 ]
 
 
@@ -63,8 +65,10 @@ class OrchRepo:
                            r["created_at"], r["updated_at"], r["restarts"],
                            json.loads(r["last_exit"]) if r["last_exit"] else None) for r in rows]
 
-    async def save_version(self, spec: ServiceSpec, source: str, filename: str, actor: str | None) -> int:
-        """Store `spec` as the service's next version and make it current; returns the version."""
+    async def save_version(self, spec: ServiceSpec, source: str, filename: str, actor: str | None,
+                           *, current: bool = True) -> int:
+        """Store `spec` as the service's next version and (with `current`) make it current; returns the
+        version. A rolling deploy saves it not current and calls `set_current` once it serves."""
         now = time.time()
         async with self.store.transaction() as db:
             cur = await db.execute("SELECT COALESCE(MAX(version), 0) FROM orch_spec_versions WHERE name = ?",
@@ -74,12 +78,23 @@ class OrchRepo:
                 "INSERT INTO orch_spec_versions (name, version, spec, source, filename, applied_at, applied_by) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (spec.name, version, spec.model_dump_json(), source, filename, now, actor))
+            if not current:
+                return version
             await db.execute(
                 "INSERT INTO orch_services (name, version, desired, created_at, updated_at) "
                 "VALUES (?, ?, 'running', ?, ?) ON CONFLICT(name) DO UPDATE SET version = excluded.version, "
                 "updated_at = excluded.updated_at",
                 (spec.name, version, now, now))
         return version
+
+    async def set_current(self, name: str, version: int) -> None:
+        await self.store.execute("UPDATE orch_services SET version = ?, updated_at = ? WHERE name = ?",
+                                 (version, time.time(), name))
+
+    async def spec_version(self, name: str, version: int) -> ServiceSpec | None:
+        r = await self.store.fetchone("SELECT spec FROM orch_spec_versions WHERE name = ? AND version = ?",
+                                      (name, version))
+        return None if r is None else ServiceSpec.model_validate_json(r["spec"], context={"stored": True})
 
     async def set_desired(self, name: str, desired: str) -> None:
         await self.store.execute("UPDATE orch_services SET desired = ?, updated_at = ? WHERE name = ?",

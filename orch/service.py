@@ -30,10 +30,12 @@ from core.ports import EndpointBoard, InstanceInfo, LogSink, ServiceState
 from core.store import Store
 from core.tasks import TaskSet
 from core.workers import WorkerPool
-from orch import planner
+from orch import history, planner
+from orch._files import ConfigFileRefused, write_config_files
 from orch.admission import admit
 from orch.cgroups import CgroupDriver, CgroupHandle, detect
 from orch.config import OrchSettings
+from orch.deployer import RETIRED_RECORD_BASE, Deployer
 from orch.docker import DockerRuntime
 from orch.endpoints import EndpointPublisher, endpoint_sets
 from orch.health import run_probe
@@ -43,7 +45,7 @@ from orch.logfiles import FileLogSink
 from orch.pidfiles import PidFiles
 from orch.planner import ServiceView, Slot, SlotKey, StartInstance, StopInstance
 from orch.repo import OrchRepo, ServiceRow
-from orch.runtime import ExitStatus, Instance, Runtime, RuntimeError_
+from orch.runtime import ExitStatus, Instance, InstanceConfig, Runtime, RuntimeError_
 from orch.runtimes import RuntimeSet, make_runtimes
 from orch.spec import ServiceSpec, SpecError, SpecProblem, lines_of, parse_spec, validate_mapping
 
@@ -85,6 +87,10 @@ class OrchService:
         self._endpoints = EndpointPublisher(endpoints)
         self.pidfiles = PidFiles(self.run_dir)
         self._deleting: set[str] = set()
+        self._retired: set[int] = set()  # ids of old instances a deployment took out of their slots
+        self.deployer = Deployer(self, settings.environment)
+        # The artifact store, wired by fsctl: `.install(artifact_id, service, version) -> Path` (${installPath}).
+        self.artifacts: Any = None
         self._shutting_down = False
         self._wake = asyncio.Event()
         self._changed = asyncio.Condition()
@@ -108,7 +114,9 @@ class OrchService:
                                      run_dir=self.run_dir, on_event=self._emit, process=self._process_runtime)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._publisher = self._tasks.spawn("events", self._publish_events())
+        await self.deployer.load()
         await self._adopt()
+        await self.deployer.recover()
         self._loop_task = self._tasks.spawn("reconcile", self._reconcile_loop())
 
     async def stop(self, drain_timeout_s: float) -> None:
@@ -161,15 +169,7 @@ class OrchService:
         def line(field: str) -> int | None:
             return lines.get(field)
 
-        assert self.runtime is not None
-        faults, risky = await admit(spec, runtimes=self.runtime, default_user=self.settings.run_as_user,
-                                    data_dir=self.data_dir)
-        if faults:
-            at: list[int | None] = [None] * len(faults)
-            if isinstance(source, str):  # composing the YAML again is parsing work: in the pool too
-                at = await self._parse(lines_of, source, [loc for loc, _, _ in faults])
-            raise SpecError([SpecProblem(filename, n, field, msg) for n, (_, field, msg) in zip(at, faults,
-                                                                                                strict=True)])
+        risky = await self._admit(spec, source if isinstance(source, str) else None, filename)
         if spec.name in self._deleting:
             raise Conflict(f"service {spec.name} is being removed", hint="wait for the removal to finish")
         views = {n: self._view(r) for n, r in self.services.items()}
@@ -182,12 +182,16 @@ class OrchService:
         current = self.services.get(spec.name)
         if current is not None and current.spec == spec:
             return {**self.describe(spec.name), "changed": False}
+        if current is not None and current.desired == "running" and any(
+                s.service == spec.name and s.phase == "running" for s in self.slots.values()):
+            # A running service changes by a deployment (rolling by default): its release N+1 serves once healthy.
+            started = await self.deployer.start(spec, text, "apply", actor, filename=filename)
+            await self._audit_risky(spec, risky, started["release_id"], actor)
+            return {**self.describe(spec.name), "version": started["release_id"], "changed": True,
+                    "deployment_id": started["deployment_id"]}
         version = await self.repo.save_version(spec, text, filename, actor)
-        if risky:
-            log.warning("service mounts host paths (allow_host_mounts)", service=spec.name, mounts=risky, by=actor)
-            await AuditLog(self.repo.store).record(AuditEntry(
-                actor or "system", None, "service.host_mounts.allowed", spec.name, "ok", None, None,
-                after={"version": version, "mounts": risky}))
+        await self.deployer.record(spec, version, actor)
+        await self._audit_risky(spec, risky, version, actor)
         now = time.time()
         self.services[spec.name] = ServiceRow(
             spec.name, version, current.desired if current else "running", spec,
@@ -201,6 +205,55 @@ class OrchService:
         log.info("service applied", service=spec.name, version=version)
         self._wake.set()
         return {**self.describe(spec.name), "changed": True}
+
+    async def _admit(self, spec: ServiceSpec, source: str | None, filename: str) -> list[str]:
+        """The host-dependent checks of a spec (`orch.admission`); raises SpecError with each fault's line."""
+        assert self.runtime is not None
+        faults, risky = await admit(spec, runtimes=self.runtime, default_user=self.settings.run_as_user,
+                                    data_dir=self.data_dir)
+        if faults:
+            at: list[int | None] = [None] * len(faults)
+            if source is not None:  # composing the YAML again is parsing work: in the pool too
+                at = await self._parse(lines_of, source, [loc for loc, _, _ in faults])
+            raise SpecError([SpecProblem(filename, n, field, msg) for n, (_, field, msg) in zip(at, faults,
+                                                                                                strict=True)])
+        return risky
+
+    async def _audit_risky(self, spec: ServiceSpec, risky: list[str], version: int, actor: str | None) -> None:
+        if risky:
+            log.warning("service mounts host paths (allow_host_mounts)", service=spec.name, mounts=risky, by=actor)
+            await AuditLog(self.repo.store).record(AuditEntry(
+                actor or "system", None, "service.host_mounts.allowed", spec.name, "ok", None, None,
+                after={"version": version, "mounts": risky}))
+
+    # --- deploys (orch.deployer) ------------------------------------------------------------------
+
+    async def deploy(self, name: str, *, version: str | None = None, artifact_id: str | None = None,
+                     overrides: dict[str, Any] | None = None, actor: str) -> dict[str, Any]:
+        """Start a deployment of `name` (a new `version` label, an artifact's `${installPath}`, spec
+        `overrides`); returns `{deployment_id, release_id, status: "pending"}` at once, runs in the background."""
+        return await self.deployer.deploy(name, version=version, artifact_id=artifact_id, overrides=overrides,
+                                          actor=actor)
+
+    async def rollback(self, name: str, *, to: int | None = None, actor: str | None = None) -> dict[str, Any]:
+        """Re-apply release `to` (default: the one before the serving release) through the same rolling path."""
+        return await self.deployer.rollback(name, to, actor)
+
+    async def deployment(self, deployment_id: int) -> dict[str, Any]:
+        return await self.deployer.deployment(deployment_id)
+
+    async def deployments(self, service: str | None = None) -> list[dict[str, Any]]:
+        return await self.deployer.deployments(service)
+
+    async def releases(self, name: str) -> list[dict[str, Any]]:
+        """Every release of a service, newest first, each with what it changed against the one before."""
+        row = self.services.get(name)
+        return await history.releases(self.deployer.repo, name, row.version if row else None)
+
+    async def diff(self, name: str, from_: int | None = None, to: int | None = None) -> dict[str, Any]:
+        """What changed from release `from_` to `to` (default: the one before the serving one, and it)."""
+        row = self.services.get(name)
+        return await history.diff(self.deployer.repo, name, row.version if row else None, from_, to)
 
     async def _parse(self, fn: Callable[[Any, Any], T], source: Any, arg: Any) -> T:
         """`fn(source, arg)` in the parse pool (`PoolBusy` → 503 when it is full)."""
@@ -338,7 +391,8 @@ class OrchService:
     def _view(self, row: ServiceRow) -> ServiceView:
         stopping = self._shutting_down and self._stops_on_exit(row.name)
         desired = "stopped" if stopping or row.name in self._deleting else row.desired
-        return self._view_of(row.spec, row.version, desired)
+        return dataclasses.replace(self._view_of(row.spec, row.version, desired),
+                                   deploying=row.name in self.deployer.active)
 
     def _summary(self, name: str) -> dict[str, Any]:
         row = self._row(name)
@@ -426,13 +480,9 @@ class OrchService:
         spec = row.spec
         try:
             live.ports = self.ports.allocate(port_requests(spec), live.ports)
-            config = build_config(spec, action.index, live.ports, action.version)
-            instance = await self.runtime.create(config)
-            try:
-                await self.runtime.start(instance)
-            except BaseException:
-                await self.runtime.remove(instance)
-                raise
+            config = build_config(spec, action.index, live.ports, action.version,
+                                  self.deployer.vars.get(spec.name), self.deployer.templates.get(spec.name))
+            instance = await self._spawn(spec, config)
         except (RuntimeError_, OSError) as e:
             self.ports.release(live.ports)
             log.warning("cannot start instance", service=action.service, index=action.index, error=str(e))
@@ -448,9 +498,31 @@ class OrchService:
         if slot.phase == "stopping":  # a stop was planned while it was starting: it still goes
             new = dataclasses.replace(new, phase="stopping", stop_intent=slot.stop_intent, reason=slot.reason)
         self.slots[key] = new
-        self.pidfiles.write(key[0], key[1], instance.record())
+        self.pidfiles.write(key[0], key[1], {**instance.record(), "instance_index": instance.config.index})
         self._watch(key, spec, instance)
         self._transitioned()
+
+    async def _spawn(self, spec: ServiceSpec, config: InstanceConfig) -> Instance:
+        """Create and start an instance; a native process's config files are written first, here (atomic,
+        with owner, refused in system directories)."""
+        assert self.runtime is not None
+        if config.runtime == "process" and config.config_files:
+            await self._write_files(spec, config)
+            config = dataclasses.replace(config, config_files=())
+        instance = await self.runtime.create(config)
+        try:
+            await self.runtime.start(instance)
+        except BaseException:
+            await self.runtime.remove(instance)
+            raise
+        return instance
+
+    async def _write_files(self, spec: ServiceSpec, config: InstanceConfig) -> None:
+        try:
+            await asyncio.to_thread(write_config_files, config, owners=[f.owner for f in spec.config_files],
+                                    allow_system=spec.allow_system_paths, data_dir=str(self.data_dir))
+        except ConfigFileRefused as e:
+            raise RuntimeError_(f"{config.instance}: {e}") from e
 
     def _watch(self, key: SlotKey, spec: ServiceSpec, instance: Instance) -> None:
         live = self.live[key]
@@ -461,6 +533,12 @@ class OrchService:
     async def _wait_instance(self, key: SlotKey, instance: Instance) -> None:
         assert self.runtime is not None
         status = await self.runtime.wait(instance)
+        if id(instance) in self._retired:  # an old release's instance, out of its slot: only clean up
+            self._retired.discard(id(instance))
+            await self.runtime.remove(instance)
+            self.ports.release(instance.config.ports)
+            self.pidfiles.remove(key[0], RETIRED_RECORD_BASE + key[1])
+            return
         live = self.live.get(key)
         if live is not None and live.health_task is not None:
             live.health_task.cancel()
@@ -587,8 +665,12 @@ class OrchService:
         docker = self.runtime.runtimes.get("docker")
         if isinstance(docker, DockerRuntime) and await docker.problem() is None:
             # Containers whose record was lost are found by their labels (this platform's owner label).
+            # A container keeps the index it was created with; after a rolling deploy that may differ from its
+            # slot (orch.rollout.staged_index), so a container already recorded is known by its id too.
             known = {(r["service"], r["index"]) for r in records}
-            records += [r for r in await docker.discover() if (r["service"], r["index"]) not in known]
+            ids = {r.get("container_id") for r in records if r.get("container_id")}
+            records += [r for r in await docker.discover()
+                        if (r["service"], r["index"]) not in known and r.get("container_id") not in ids]
         for rec in records:
             key = (rec["service"], rec["index"])
             row = self.services.get(key[0])
@@ -597,7 +679,8 @@ class OrchService:
             if spec is None:
                 spec = ServiceSpec(name=key[0], image="unknown") if rec.get("runtime") == "docker" else \
                     ServiceSpec(name=key[0], cmd=["unknown"], runtime=rec.get("runtime") or "process")
-            config = build_config(spec, key[1], ports, int(rec.get("version", 0)))
+            config = build_config(spec, int(rec.get("instance_index") or key[1]), ports, int(rec.get("version", 0)),
+                                  self.deployer.vars.get(key[0]), self.deployer.templates.get(key[0]))
             try:
                 instance = await self.runtime.adopt(config, rec)
             except RuntimeError_ as e:  # e.g. dockerd down: its record stays for the next start

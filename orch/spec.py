@@ -164,9 +164,47 @@ class ResourcesSpec(_Model):
 
 
 class ConfigFileSpec(_Model):
+    """A file written before the instance starts: `content` (inline text) or `template` (a file inside the
+    workdir, e.g. `${installPath}/app.ini.tmpl`), with `${version}`, `${installPath}`, `${env}`, `${PORT}`
+    and the service's variables expanded; `owner` (`user[:group]`) needs the platform to run as root."""
+
     path: str
-    content: str
+    content: str | None = None
+    template: str | None = None
     mode: int = Field(default=0o644, ge=0, le=0o7777)
+    owner: str | None = Field(default=None, pattern=r"^[a-z_][a-z0-9_-]{0,31}(:[a-z_][a-z0-9_-]{0,31})?$")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ConfigFileSpec:
+        if (self.content is None) == (self.template is None):
+            raise _err("config_file_source", "give exactly one of content (the text) or template (a file inside "
+                       "the workdir whose text is expanded)")
+        if self.template is not None and ((self.template.startswith("/") and "${" not in self.template)
+                                          or ".." in self.template.split("/")):
+            raise _err("config_file_template", f"{self.template!r}: a template is a path relative to the workdir "
+                       "(or under ${installPath}), without '..'")
+        return self
+
+
+class DeploySpec(_Model):
+    """How a new release replaces the running one. `rolling` starts new instances beside the old ones and
+    switches the gate once they are healthy; `recreate` stops the old ones first (a fixed port, a
+    single-writer database). Batches of `max_surge` extra / `max_unavailable` missing instances."""
+
+    strategy: Literal["rolling", "recreate"] = "rolling"
+    max_surge: int = Field(default=1, ge=0, le=64)
+    max_unavailable: int = Field(default=0, ge=0, le=64)
+    health_deadline: Duration = 60.0
+    drain: Duration = 2.0
+    auto_rollback: bool = True
+
+    @model_validator(mode="after")
+    def _progress(self) -> DeploySpec:
+        if self.max_surge == 0 and self.max_unavailable == 0:
+            raise _err("deploy_batch", "max_surge and max_unavailable cannot both be 0: nothing could move")
+        if self.health_deadline <= 0:
+            raise _err("deploy_deadline", "health_deadline must be more than 0")
+        return self
 
 
 def config_path_problem(path: str, workdir: str | None) -> str | None:
@@ -246,6 +284,9 @@ class ServiceSpec(_Model):
     allow_host_mounts: bool = False  # bind mounts of /, /etc, the Docker socket, ... (before `volumes`)
     volumes: list[Annotated[str, AfterValidator(_volume)]] = Field(default_factory=list)
     config_files: list[ConfigFileSpec] = Field(default_factory=list)
+    # Config files in a system directory (/etc, /usr, ...) or the platform's data dir: refused without it.
+    allow_system_paths: bool = False
+    deploy: DeploySpec = Field(default_factory=DeploySpec)
 
     @field_validator("name")
     @classmethod
@@ -270,8 +311,8 @@ class ServiceSpec(_Model):
     @field_validator("workdir")
     @classmethod
     def _workdir(cls, v: str | None) -> str | None:
-        if v is not None and not v.startswith("/"):
-            raise _err("workdir", f"{v!r} is not an absolute path (start it with /)")
+        if v is not None and not v.startswith(("/", "${installPath}")):
+            raise _err("workdir", f"{v!r} is not an absolute path (start it with / or ${{installPath}})")
         return v
 
     @field_validator("env")

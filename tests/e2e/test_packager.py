@@ -10,9 +10,7 @@ import time
 from pathlib import Path
 
 import httpx
-import pytest
 
-from orch.service import OrchService
 from tests.conftest import ROOT
 from tests.orch import tarfiles
 
@@ -79,7 +77,6 @@ def test_deploy_needs_its_flags(server):
     assert r.returncode == 1 and "--artifact, --version" in r.stderr
 
 
-@pytest.mark.skipif(not hasattr(OrchService, "deploy"), reason="needs orch deploys from h/deploy")
 def test_packager_flow_end_to_end(server, tmp_path):
     """Upload a tar.gz, deploy it, poll to `succeeded` — with client credentials only — then deploy v2
     over it; the release dir is `${installPath}` and the service answers from the new code."""

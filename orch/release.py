@@ -1,0 +1,119 @@
+"""Releases as data: what defines a running service (spec, rendered config files, artifact or image, env)
+as one document, with secrets kept out of it, and the difference between two of them. Pure.
+
+A release document is built once and stored as it is (releases are immutable). Config files appear with
+only the release's own variables expanded (`${version}`, `${installPath}`, `${env}`): the rest (ports,
+env values that may hold passwords) is expanded when an instance starts, so no secret reaches history.
+Env values whose names look secret (PASSWORD, TOKEN, KEY, ...) are shown as a marker naming the release
+that last set them; `${secret:NAME}` references stay references.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from orch.instances import expand
+from orch.spec import ServiceSpec
+
+SECRET_NAME = re.compile(r"(?i)(pass|secret|token|key|credential|private|auth)")
+RELEASE_VARS = ("version", "installPath", "env")
+
+
+def release_vars(label: str, install_path: str | None, env_name: str) -> dict[str, str]:
+    """The variables a release adds to its spec's (config files, cmd, env, workdir)."""
+    return {"version": label, "installPath": install_path or "", "env": env_name}
+
+
+def is_secret(name: str, value: str) -> bool:
+    return bool(SECRET_NAME.search(name)) and not value.startswith("${secret:")
+
+
+def redacted_env(env: Mapping[str, str], previous_env: Mapping[str, str] | None,
+                 previous_doc_env: Mapping[str, str] | None, release: int) -> dict[str, str]:
+    """`env` for the release document: a secret-looking value becomes `<secret set in release N>`, where N
+    is this release when the value differs from the previous spec's, else the marker it had."""
+    out = {}
+    for k, v in env.items():
+        if not is_secret(k, v):
+            out[k] = v
+        elif previous_env is not None and previous_env.get(k) == v and previous_doc_env and k in previous_doc_env:
+            out[k] = previous_doc_env[k]
+        else:
+            out[k] = f"<secret set in release {release}>"
+    return out
+
+
+def build_release(spec: ServiceSpec, release: int, variables: Mapping[str, str], templates: Mapping[int, str],
+                  *, artifact: Mapping[str, Any] | None = None, image_digest: str | None = None,
+                  unit: str | None = None, previous_spec: ServiceSpec | None = None,
+                  previous_doc: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The document stored for release `release` of `spec`."""
+    rv = {k: variables[k] for k in RELEASE_VARS if k in variables}
+    env = redacted_env(spec.env, previous_spec.env if previous_spec else None,
+                       (previous_doc or {}).get("env"), release)
+    data = spec.model_dump(mode="json", exclude_defaults=True)
+    if "env" in data:
+        data["env"] = env
+    files = []
+    for i, f in enumerate(spec.config_files):
+        text = f.content if f.content is not None else templates.get(i, "")
+        files.append({"path": expand(f.path, rv), "mode": f"{f.mode:04o}", "owner": f.owner,
+                      "template": f.template, "content": expand(text, rv)})
+    return {"release": release, "version": rv.get("version", ""), "install_path": rv.get("installPath") or None,
+            "spec": data, "env": env, "config_files": files, "artifact": dict(artifact) if artifact else None,
+            "image": spec.image, "image_digest": image_digest, "unit": unit}
+
+
+def templates_of(doc: Mapping[str, Any], spec: ServiceSpec) -> dict[int, str]:
+    """The template texts a stored release used, by config file position (a rollback reuses them, not the
+    files on disk today)."""
+    files = doc.get("config_files") or []
+    return {i: files[i]["content"] for i, f in enumerate(spec.config_files)
+            if f.template is not None and i < len(files)}
+
+
+def _flat(value: Any, prefix: str, out: dict[str, Any]) -> None:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _flat(v, f"{prefix}.{k}" if prefix else str(k), out)
+    elif isinstance(value, list) and value and all(isinstance(x, dict) and "path" in x for x in value):
+        for x in value:  # config files by their path, not their position
+            _flat({k: v for k, v in x.items() if k != "path"}, f"{prefix}[{x['path']}]", out)
+    else:
+        out[prefix] = value
+
+
+def diff(a: Mapping[str, Any] | None, b: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """What changed from release document `a` to `b`: one entry per field (`spec.env.A`,
+    `config_files[app.ini].content`, ...) with `from`/`to`; multi-line text also gets a unified diff."""
+    fa: dict[str, Any] = {}
+    fb: dict[str, Any] = {}
+    _flat({k: v for k, v in (a or {}).items() if k != "release"}, "", fa)
+    _flat({k: v for k, v in b.items() if k != "release"}, "", fb)
+    out = []
+    for key in sorted(set(fa) | set(fb)):
+        if key.startswith(("spec.config_files", "spec.env", "spec.image")):
+            continue  # shown once, rendered, under config_files / env / image
+        va, vb = fa.get(key), fb.get(key)
+        if va == vb:
+            continue
+        entry: dict[str, Any] = {"field": key, "from": va, "to": vb}
+        if isinstance(va, str) and isinstance(vb, str) and ("\n" in va or "\n" in vb):
+            entry["diff"] = "".join(difflib.unified_diff(va.splitlines(True), vb.splitlines(True), "from", "to"))
+        elif not isinstance(va, str | int | float | bool | None) or not isinstance(vb, str | int | float | bool | None):
+            entry["from"], entry["to"] = _short(va), _short(vb)
+        out.append(entry)
+    return out
+
+
+def _short(v: Any) -> Any:
+    return v if isinstance(v, str | int | float | bool | None) else json.dumps(v, sort_keys=True)
+
+
+def summary(changes: Sequence[Mapping[str, Any]]) -> str:
+    """`spec.cmd, config_files[app.ini].content` — what a release changed, for its list entry."""
+    return ", ".join(c["field"] for c in changes[:8]) + (f" (+{len(changes) - 8})" if len(changes) > 8 else "")

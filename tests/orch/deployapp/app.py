@@ -1,0 +1,44 @@
+"""A test app for deploys: GET / answers `<VERSION> <text of the config file $CONF, as read at start>` over
+HTTP/1.1 keep-alive; /healthz is 200 unless $FAIL_HEALTH is set; $SLOW_START seconds pass before it listens."""
+
+import http.server
+import os
+import sys
+import time
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        if self.path == "/healthz":
+            status = 503 if os.environ.get("FAIL_HEALTH") else 200
+            body = b"unhealthy\n" if status == 503 else b"ok\n"
+        else:
+            status = 200
+            body = f"{os.environ.get('VERSION', '?')} {CONF}\n".encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def _conf() -> str:
+    try:
+        with open(os.environ.get("CONF", "app.ini")) as f:
+            return f.read().strip()
+    except OSError as e:
+        return f"no config ({e.strerror})"
+
+
+CONF = _conf()
+
+if __name__ == "__main__":
+    time.sleep(float(os.environ.get("SLOW_START") or 0))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler)
+    server.daemon_threads = True
+    server.serve_forever()

@@ -1,0 +1,124 @@
+"""Deploys in the supervisor shell with real processes and a real store: the `deploy` contract, the
+artifact port, recreate, what an admin-API attacker could do with config file paths, immutable releases."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from core.errors import BadRequest, Conflict
+from orch.spec import SpecError
+from tests.orch.test_supervisor import Harness, until, web_spec
+
+
+@pytest.fixture
+async def h(tmp_path: Path) -> AsyncIterator[Harness]:
+    harness = Harness(tmp_path)
+    await harness.open()
+    yield harness
+    await harness.close()
+
+
+async def _finished(o: Any, dep_id: int) -> dict[str, Any]:
+    async def done() -> Any:
+        d = await o.deployment(dep_id)
+        return d if d["status"] in ("succeeded", "failed", "rolled_back") else None
+
+    return await until(done, 30)
+
+
+class Artifacts:
+    """The artifact store's port as fsctl wires it: `install(artifact_id, service, version) -> Path`."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.calls: list[tuple[str, str, str]] = []
+
+    def install(self, artifact_id: str, service: str, version: str) -> Path:
+        self.calls.append((artifact_id, service, version))
+        path = self.root / service / version
+        path.mkdir(parents=True, exist_ok=True)
+        (path / "app.tmpl").write_text(f"built={artifact_id} at=${{installPath}}\n")
+        return path
+
+
+async def test_deploy_contract_artifact_install_path_and_template(h: Harness, tmp_path: Path) -> None:
+    o = await h.orch()
+    await o.apply(web_spec(), "web.yaml")
+    await until(lambda: o.describe("web")["status"] == "running")
+    with pytest.raises(BadRequest, match="artifact uploads are not available"):
+        await o.deploy("web", version="v2", artifact_id="abc", actor="ci")
+    o.artifacts = Artifacts(tmp_path / "data" / "releases")
+    started = await o.deploy("web", version="v2", artifact_id="abc", actor="ci", overrides={
+        "workdir": "${installPath}",
+        "config_files": [{"path": "app.ini", "template": "app.tmpl"}]})
+    assert set(started) == {"deployment_id", "release_id", "status"} and started["status"] == "pending"
+    with pytest.raises(Conflict, match="being deployed"):
+        await o.deploy("web", version="v3", actor="ci")
+    d = await _finished(o, started["deployment_id"])
+    assert d["status"] == "succeeded" and d["actor"] == "ci", d
+    install = tmp_path / "data" / "releases" / "web" / "v2"
+    assert o.artifacts.calls == [("abc", "web", "v2")]
+    assert (install / "app.ini").read_text() == f"built=abc at={install}\n"
+    rel = (await o.releases("web"))[0]
+    assert rel["version"] == "v2" and rel["artifact"]["id"] == "abc" and rel["current"]
+    events = [e["status"] for e in await h.events("deploy.finished")]
+    assert events == ["succeeded"]
+    assert await h.events("deploy.progress")
+
+
+async def test_install_path_into_a_system_dir_is_refused_and_the_old_release_serves(h: Harness,
+                                                                                  tmp_path: Path) -> None:
+    o = await h.orch()
+    await o.apply(web_spec(), "web.yaml")
+    await until(lambda: o.describe("web")["status"] == "running")
+    pid = o.describe("web")["instances"][0]["pid"]
+
+    class Evil(Artifacts):
+        def install(self, artifact_id: str, service: str, version: str) -> Path:
+            return Path("/etc")  # a compromised or buggy store: orch still refuses to write there
+
+    o.artifacts = Evil(tmp_path)
+    started = await o.deploy("web", version="v2", artifact_id="x", actor="ci", overrides={
+        "workdir": "${installPath}", "config_files": [{"path": "cron.d/evil", "content": "* * * * * root id\n"}]})
+    d = await _finished(o, started["deployment_id"])
+    assert d["status"] in ("failed", "rolled_back") and "system directory" in d["error"], d
+    assert not Path("/etc/cron.d/evil").exists()
+    assert o.describe("web")["instances"][0]["pid"] == pid and o.describe("web")["version"] == 1
+
+
+@pytest.mark.parametrize("how", ["plain", "link", "dotdot"])
+async def test_config_files_in_system_dirs_refused_at_apply(h: Harness, tmp_path: Path, how: str) -> None:
+    o = await h.orch()
+    workdir = {"plain": "/etc", "link": str(tmp_path / "link"), "dotdot": "/srv/../etc"}[how]
+    (tmp_path / "link").symlink_to("/etc")
+    spec = f"name: evil\ncmd: [sleep, '60']\nworkdir: {workdir}\nconfig_files: [{{path: cron.d/x, content: boom}}]\n"
+    with pytest.raises(SpecError, match="system directory"):
+        await o.apply(spec, "evil.yaml")
+    # Allowed only when the spec says so (and then audited); replicas 0 so nothing is written here.
+    r = await o.apply(spec + "allow_system_paths: true\nreplicas: 0\n", "evil.yaml")
+    assert r["changed"]
+
+
+async def test_recreate_says_so_and_releases_are_immutable(h: Harness) -> None:
+    o = await h.orch()
+    await o.apply(web_spec(extra="deploy: {strategy: recreate, drain: 0s}\n"), "web.yaml")
+    await until(lambda: o.describe("web")["status"] == "running")
+    started = await o.deploy("web", version="v2", actor="admin")
+    d = await _finished(o, started["deployment_id"])
+    assert d["status"] == "succeeded" and d["strategy"] == "recreate"
+    assert any("recreate" in s["detail"] for s in d["log"]) and any(s["step"] == "stop old" for s in d["log"])
+    with pytest.raises(sqlite3.IntegrityError, match="immutable"):
+        await o.repo.store.execute("UPDATE orch_releases SET label = 'x' WHERE name = 'web'")
+    # Rollback goes through the same path and points the service back at release 1.
+    back = await o.rollback("web", actor="admin")
+    assert back["release_id"] == 1
+    d = await _finished(o, back["deployment_id"])
+    assert d["status"] == "succeeded" and d["kind"] == "rollback"
+    await until(lambda: o.describe("web")["version"] == 1 and o.describe("web")["status"] == "running")
+    await asyncio.sleep(0)
