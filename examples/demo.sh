@@ -163,7 +163,7 @@ deploy_v2() {
 }
 
 rollback() {
-    "$FSCTL" service rollback hello
+    "$FSCTL" service rollback hello --wait 120
     until_ok 60 fetch_says "^hi from"
     fetch
 }
