@@ -33,12 +33,9 @@ def render(entries: list[AccessLogEntry]) -> bytes:
     out: list[str] = []
     add = out.append
     for e in entries:
-        try:
+        try:  # %r of an int or a finite float is what json writes (a non-finite one never comes)
             u, r, um = e.upstream, e.route, e.upstream_ms
-            at, dur = e.at, e.duration_ms
-            if at.__class__ is not float or dur.__class__ is not float or not (um is None or um.__class__ is float):
-                raise TypeError  # an int/None where a float belongs: json's rendering, not repr's
-            add(_LINE % (at, _esc(e.host), _esc(e.method), _esc(e.path), e.status, e.bytes_sent, dur,
+            add(_LINE % (e.at, _esc(e.host), _esc(e.method), _esc(e.path), e.status, e.bytes_sent, e.duration_ms,
                          "null" if u is None else _esc(u), _esc(e.client_ip), _esc(e.request_id),
                          "null" if r is None else _esc(r), _esc(e.protocol), e.bytes_received,
                          "null" if um is None else repr(um)))

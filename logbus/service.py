@@ -51,6 +51,7 @@ class LogbusService:
         # The access log's open batch: appended to on the gate's loop, handed to the intake as one item
         # every `access_batch_s` (a loop timer) or `access_batch_lines` entries, whichever comes first.
         self._access_batch: list[AccessLogEntry] = []
+        self._access_max = self.config.access_batch_lines
         self._access_ts = 0.0
         self._access_timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -128,7 +129,7 @@ class LogbusService:
         if not batch:
             self._access_ts = self.clock.now()
         batch.append(entry)
-        if len(batch) >= self.config.access_batch_lines:
+        if len(batch) >= self._access_max:
             self.flush_access()
 
     def _access_tick(self) -> None:
