@@ -2,8 +2,8 @@
 cross-thread wake-up per request) and rendered to JSON lines in bulk, one intake item per batch.
 
 A line is exactly what `json.dumps(entry_as_dict, separators=(",", ":"))` gives (keys in field order,
-ASCII-escaped strings), built with one `%` template per entry instead of a dict and an encoder per
-entry: ~2 µs instead of ~8 µs, and the writer thread gets one chunk of lines per batch to write as is.
+ASCII-escaped strings), built with one f-string per entry instead of a dict and an encoder per entry
+(~1.4 µs instead of ~8 µs); the writer thread gets one chunk of lines per batch to write as is.
 """
 
 from __future__ import annotations
@@ -15,11 +15,9 @@ from core.ports import AccessLogEntry
 
 FIELDS = tuple(AccessLogEntry.__dataclass_fields__)
 
-_LINE = ('{"at":%r,"host":%s,"method":%s,"path":%s,"status":%d,"bytes_sent":%d,"duration_ms":%r,"upstream":%s,'
-         '"client_ip":%s,"request_id":%s,"route":%s,"protocol":%s,"bytes_received":%d,"upstream_ms":%s}\n')
 if FIELDS != ("at", "host", "method", "path", "status", "bytes_sent", "duration_ms", "upstream", "client_ip",
               "request_id", "route", "protocol", "bytes_received", "upstream_ms"):
-    raise ImportError("logbus.access: AccessLogEntry's fields changed; update the line template")
+    raise ImportError("logbus.access: AccessLogEntry's fields changed; update `render`")
 
 
 def render_one(e: AccessLogEntry) -> bytes:
@@ -33,12 +31,16 @@ def render(entries: list[AccessLogEntry]) -> bytes:
     out: list[str] = []
     add = out.append
     for e in entries:
-        try:  # %r of an int or a finite float is what json writes (a non-finite one never comes)
+        # One f-string per entry (~1.4 µs; a %-template ~1.7, a dict + json.dumps ~8). repr of an int or a
+        # finite float is what json writes; a non-finite one never comes (durations, epoch seconds).
+        try:
             u, r, um = e.upstream, e.route, e.upstream_ms
-            add(_LINE % (e.at, _esc(e.host), _esc(e.method), _esc(e.path), e.status, e.bytes_sent, e.duration_ms,
-                         "null" if u is None else _esc(u), _esc(e.client_ip), _esc(e.request_id),
-                         "null" if r is None else _esc(r), _esc(e.protocol), e.bytes_received,
-                         "null" if um is None else repr(um)))
+            add(f'{{"at":{e.at!r},"host":{_esc(e.host)},"method":{_esc(e.method)},"path":{_esc(e.path)},'
+                f'"status":{e.status!r},"bytes_sent":{e.bytes_sent!r},"duration_ms":{e.duration_ms!r},'
+                f'"upstream":{"null" if u is None else _esc(u)},"client_ip":{_esc(e.client_ip)},'
+                f'"request_id":{_esc(e.request_id)},"route":{"null" if r is None else _esc(r)},'
+                f'"protocol":{_esc(e.protocol)},"bytes_received":{e.bytes_received!r},'
+                f'"upstream_ms":{"null" if um is None else repr(um)}}}\n')
         except Exception:
             add(render_one(e).decode())
     return "".join(out).encode()
