@@ -31,7 +31,8 @@ def _free_port() -> int:
 class ProductServe:
     """One `fsctl serve` under `tmp/name`; `stop()` sends SIGTERM (and waits for its shutdown)."""
 
-    def __init__(self, tmp: Path, cpu: str, name: str = "serve") -> None:
+    def __init__(self, tmp: Path, cpu: str, name: str = "serve", root: Path = ROOT) -> None:
+        """`root`: the source tree to run (another checkout, to compare two versions in one run)."""
         import httpx
 
         self.dir = tmp / name
@@ -46,7 +47,7 @@ class ProductServe:
             self.proc = subprocess.Popen(
                 ["taskset", "-c", cpu, sys.executable, "-m", "fsctl", "serve", "--data-dir", str(self.dir / "data"),
                  "--console", f"127.0.0.1:{self.console_port}", "--http-port", str(self.http_port),
-                 "--https-port", str(self.https_port)], stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+                 "--https-port", str(self.https_port)], stdout=log, stderr=subprocess.STDOUT, env=env, cwd=root)
         self.pid = self.proc.pid
         self.url = f"http://127.0.0.1:{self.console_port}"
         deadline = time.monotonic() + 90
