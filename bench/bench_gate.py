@@ -150,7 +150,7 @@ async def _micro(requests: int, rounds: int, access_log: bool, body: int, logbus
     from logbus.service import LogbusService
 
     class Sink:
-        def record(self, entry: object) -> None:
+        def record(self, line: str) -> None:
             pass
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-gate-micro-"))

@@ -15,8 +15,7 @@ import structlog
 
 from core.clock import Clock, SystemClock
 from core.errors import StartupError
-from core.ports import AccessLogEntry, Stream
-from logbus.access import render
+from core.ports import Stream
 from logbus.config import LogbusConfig
 from logbus.format import check_service_name
 from logbus.index import IndexReader
@@ -50,7 +49,7 @@ class LogbusService:
         self._access = Source(ACCESS_SERVICE, b"gate", b"out", self.config.max_line_bytes)
         # The access log's open batch: appended to on the gate's loop, handed to the intake as one item
         # every `access_batch_s` (a loop timer) or `access_batch_lines` entries, whichever comes first.
-        self._access_batch: list[AccessLogEntry] = []
+        self._access_batch: list[str] = []
         self._access_max = self.config.access_batch_lines
         self._access_ts = 0.0
         self._access_timer: asyncio.TimerHandle | None = None
@@ -122,13 +121,14 @@ class LogbusService:
 
     # --- AccessLogSink -------------------------------------------------------------------------
 
-    def record(self, entry: AccessLogEntry) -> None:
-        """One request of the gate, stored as a JSON line of `gate-access` with the next batch. Called on
-        the gate's loop thread (the batch is a plain list, swapped on that loop). O(1), never raises."""
+    def record(self, line: str) -> None:
+        """One request of the gate (its JSON line, rendered by the gate), stored in `gate-access` with the
+        next batch. Called on the gate's loop thread (the batch is a plain list, swapped on that loop).
+        O(1), never raises."""
         batch = self._access_batch
         if not batch:
             self._access_ts = self.clock.now()
-        batch.append(entry)
+        batch.append(line)
         if len(batch) >= self._access_max:
             self.flush_access()
 
@@ -141,15 +141,15 @@ class LogbusService:
             self.flush_access()
 
     def flush_access(self) -> None:
-        """Render the open access-log batch and queue it as one chunk of lines (stamped with the time its
-        first entry came); counted as dropped, with the marker, when the intake is full. Never raises."""
+        """Queue the open access-log batch as one chunk of lines (stamped with the time its first line
+        came); counted as dropped, with the marker, when the intake is full. Never raises."""
         batch = self._access_batch
         if not batch:
             return
         self._access_batch = []
         src = self._access
         try:
-            data = render(batch)
+            data = "".join(batch).encode()
             ts = self._access_ts
             if src.dropped:
                 src.mark_dropped(self.intake, ts)
