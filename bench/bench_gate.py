@@ -14,12 +14,14 @@ ratios (the verdict): engine/nginx, serve/nginx and serve/engine, by requests/s 
 
     .venv/bin/python bench/bench_gate.py [--seconds 5] [--connections 50] [--pairs 6] [--profile [serve]]
         [--no-product]
-    .venv/bin/python bench/bench_gate.py --micro [--access-log] [--body BYTES]
+    .venv/bin/python bench/bench_gate.py --micro [--access-log | --logbus] [--body BYTES]
 
 `--micro` measures only the gate's own Python work per request, in process: a `ClientConnection` and a
 pooled `UpstreamConnection` on fake transports, fed a wrk-like GET and an nginx-like response (no
 sockets, no system calls, no other process). Steadier than the socket runs on a shared machine; it
-is the figure to compare code changes by (the socket runs stay the verdict).
+is the figure to compare code changes by (the socket runs stay the verdict). `--access-log` adds a
+null access-log sink (the line is rendered, then dropped); `--logbus` a real `LogbusService` on a temp
+dir, whose writer thread's CPU counts too.
 """
 
 from __future__ import annotations
