@@ -1,20 +1,27 @@
 """`make bench-gate`: the gate's HTTP/1.1 proxy against nginx, measured in the same run.
 
 Starts an origin (nginx `return 200` + a 1 MiB static file when nginx is installed, else a minimal
-asyncio origin), the gate (its proxy engine on uvloop, one process), and nginx as a reference proxy
-(1 worker, upstream keep-alive); pins each proxy to core 0 and the load generator (wrk) to core 1, and
-prints requests/s and latency for direct-to-origin, nginx and the gate, the added p50 latency at one
-connection, 1 MiB body throughput and the gate's peak RSS. Load goes only to 127.0.0.1, for a bounded
-time per run (`--seconds`, default 5). Then, because single runs on a shared machine swing by 2x,
-`--pairs` alternating short gate/nginx runs at 50 connections give the median ratio (the verdict).
+asyncio origin), the gate's engine alone (its proxy engine on uvloop, one process), the product
+(`fsctl serve` started as a user starts it: fresh data dir, default settings, the route added through
+the console API; access log to logbus, metrics, probe and the rest running; see bench/_product.py) and
+nginx as a reference proxy (1 worker, upstream keep-alive, access log on with `buffer=64k flush=1s`);
+pins each proxy (every thread of `fsctl serve`) to core 0 and the load generator (wrk) to core 1, and
+prints requests/s and latency for direct-to-origin, nginx, the engine and `fsctl serve`, the added p50
+latency at one connection, 1 MiB body throughput and the engine's peak RSS. Load goes only to 127.0.0.1,
+for a bounded time per run (`--seconds`, default 5). Then, because single runs on a shared machine swing
+by 2x, `--pairs` rounds of alternating short engine/serve/nginx runs at 50 connections give the median
+ratios (the verdict): engine/nginx, serve/nginx and serve/engine, by requests/s and by CPU per request.
 
-    .venv/bin/python bench/bench_gate.py [--seconds 5] [--connections 50] [--pairs 6] [--profile]
-    .venv/bin/python bench/bench_gate.py --micro [--access-log] [--body BYTES]
+    .venv/bin/python bench/bench_gate.py [--seconds 5] [--connections 50] [--pairs 6] [--profile [serve]]
+        [--no-product]
+    .venv/bin/python bench/bench_gate.py --micro [--access-log | --logbus] [--body BYTES]
 
 `--micro` measures only the gate's own Python work per request, in process: a `ClientConnection` and a
 pooled `UpstreamConnection` on fake transports, fed a wrk-like GET and an nginx-like response (no
 sockets, no system calls, no other process). Steadier than the socket runs on a shared machine; it
-is the figure to compare code changes by (the socket runs stay the verdict).
+is the figure to compare code changes by (the socket runs stay the verdict). `--access-log` adds a
+null access-log sink (the line is rendered, then dropped); `--logbus` a real `LogbusService` on a temp
+dir, whose writer thread's CPU counts too.
 """
 
 from __future__ import annotations
@@ -125,21 +132,35 @@ class _FakeTransport:
         pass
 
 
-def micro(requests: int = 50_000, rounds: int = 7, access_log: bool = False, body: int = 0) -> float:
+def micro(requests: int = 50_000, rounds: int = 7, access_log: bool = False, body: int = 0,
+          logbus: bool = False) -> float:
     """Best-of-`rounds` process CPU µs per proxied request through the gate's HTTP/1.1 path (a GET, or
-    with `body` a POST of that many bytes, which the gate buffers whole before the upstream)."""
+    with `body` a POST of that many bytes, which the gate buffers whole before the upstream). With
+    `logbus`, the access log goes to a real `LogbusService` on a temp dir, and each round ends once
+    logbus has written and indexed every line (its writer thread's CPU counts: process time)."""
+    import uvloop
+
+    return uvloop.run(_micro(requests, rounds, access_log, body, logbus))
+
+
+async def _micro(requests: int, rounds: int, access_log: bool, body: int, logbus: bool) -> float:
     from gate.config import GateConfig
     from gate.proxy import ClientConnection
     from gate.routes import Route, RouteSpec
     from gate.state import ProxyState
     from gate.upstream import UpstreamConnection
+    from logbus.service import LogbusService
 
     class Sink:
-        def record(self, entry: object) -> None:
+        def record(self, line: str) -> None:
             pass
 
+    tmp = Path(tempfile.mkdtemp(prefix="bench-gate-micro-"))
+    svc = LogbusService(tmp / "logs") if logbus else None
+    if svc is not None:
+        await svc.start()
     state = ProxyState(GateConfig(), clock=time.monotonic, wall_clock=time.time,
-                       access_log=Sink() if access_log else None)  # type: ignore[arg-type]
+                       access_log=svc or (Sink() if access_log else None))  # type: ignore[arg-type]
     state.install(state.build_snapshot([Route(1, RouteSpec(host="*", upstreams=["127.0.0.1:9"]))]))
     target = state.target("127.0.0.1", 9)
     up = UpstreamConnection(state.pool, target)
@@ -156,14 +177,27 @@ def micro(requests: int = 50_000, rounds: int = 7, access_log: bool = False, bod
     response = (b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Mon, 23 Nov 2026 13:00:00 GMT\r\n"
                 b"Content-Type: text/plain\r\nContent-Length: 3\r\nConnection: keep-alive\r\n\r\nok\n")
     best = float("inf")
-    for _ in range(rounds):
-        t0 = time.process_time()
-        for _ in range(requests):
-            client.data_received(request)
-            up.data_received(response)
-        best = min(best, (time.process_time() - t0) / requests * 1e6)
-    if out.writes < requests * rounds:
-        raise SystemExit("the micro benchmark's requests were not all answered")
+    try:
+        for _ in range(rounds):
+            t0 = time.process_time()
+            for i in range(requests):
+                client.data_received(request)
+                up.data_received(response)
+                if svc is not None and not i % 1000:
+                    await asyncio.sleep(0)  # the loop runs (logbus's batch timer) as under real load
+            if svc is not None:
+                await svc.flush()
+            best = min(best, (time.process_time() - t0) / requests * 1e6)
+        if out.writes < requests * rounds:
+            raise SystemExit("the micro benchmark's requests were not all answered")
+        if svc is not None:
+            written = svc.writer._files["gate-access"].lines
+            if written < requests * rounds:
+                raise SystemExit(f"logbus wrote {written} of {requests * rounds} access-log lines")
+    finally:
+        if svc is not None:
+            await svc.stop(10)
+        shutil.rmtree(tmp, ignore_errors=True)
     return best
 
 
@@ -211,7 +245,7 @@ pid {dir}/nginx-{name}.pid;
 error_log {dir}/error-{name}.log warn;
 events {{ worker_connections 4096; }}
 http {{
-    access_log off;
+    access_log {access_log};
     keepalive_requests 1000000;
     client_body_temp_path {dir}/body-{name};
     proxy_temp_path {dir}/proxy-{name};
@@ -246,9 +280,13 @@ PROXY_BODY = """
 """
 
 
-def start_nginx(nginx: str, tmp: Path, name: str, body: str, cpu: str) -> subprocess.Popen[bytes]:
+def start_nginx(nginx: str, tmp: Path, name: str, body: str, cpu: str, *, access_log: bool = False
+                ) -> subprocess.Popen[bytes]:
+    """nginx in the foreground; `access_log`: the reference proxy's combined log, buffered as a tuned
+    production setup does (64 KiB, flushed every second) — the product logs every request too."""
     conf = tmp / f"nginx-{name}.conf"
-    conf.write_text(NGINX_CONF.format(dir=tmp, name=name, body=body))
+    log = f"{tmp}/access-{name}.log combined buffer=64k flush=1s" if access_log else "off"
+    conf.write_text(NGINX_CONF.format(dir=tmp, name=name, body=body, access_log=log))
     return subprocess.Popen(["taskset", "-c", cpu, nginx, "-p", str(tmp), "-c", str(conf)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
@@ -372,11 +410,19 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--connections", type=int, default=50)
-    ap.add_argument("--profile", action="store_true", help="record a py-spy profile of the gate (needs py-spy)")
-    ap.add_argument("--pairs", type=int, default=6, help="then N alternating short gate/nginx runs (medians)")
+    ap.add_argument("--profile", nargs="?", const="gate", choices=("gate", "serve"),
+                    help="record a py-spy profile of the engine (or of `fsctl serve`) under load (needs py-spy)")
+    ap.add_argument("--pairs", type=int, default=6,
+                    help="then N rounds of alternating short engine/serve/nginx runs (medians)")
     ap.add_argument("--pair-seconds", type=float, default=3.0)
+    ap.add_argument("--no-product", action="store_true", help="skip the `fsctl serve` runs (the engine alone)")
+    ap.add_argument("--before", type=Path, metavar="DIR",
+                    help="also run `fsctl serve` from the source tree DIR (e.g. `git archive` of an older commit with "
+                         "this gate/_accel copied in): row `before`, ratio serve/before")
     ap.add_argument("--micro", action="store_true", help="only the in-process per-request Python cost")
     ap.add_argument("--access-log", action="store_true", help="--micro: with an access-log sink")
+    ap.add_argument("--logbus", action="store_true",
+                    help="--micro: with logbus itself as the sink (its writer thread's CPU included)")
     ap.add_argument("--body", type=int, default=0, help="--micro: POST bodies of this many bytes instead of GET")
     ap.add_argument("--run-gate", nargs=2, metavar=("PORT", "UPSTREAM"), help=argparse.SUPPRESS)
     ap.add_argument("--run-origin", type=int, metavar="PORT", help=argparse.SUPPRESS)
@@ -389,15 +435,17 @@ def main() -> int:
         return 0
     if args.micro:
         what = f"POST {args.body} B" if args.body else "GET"
+        sink = (" with logbus as the access log" if args.logbus
+                else " with an access-log sink" if args.access_log else "")
         print(f"gate per-request Python cost (in process, fake transports, best of 7 x 50000, {what}): "
-              f"{micro(access_log=args.access_log, body=args.body):.2f} µs"
-              f"{' with an access-log sink' if args.access_log else ''}; {gate_build()}")
+              f"{micro(access_log=args.access_log, body=args.body, logbus=args.logbus):.2f} µs{sink}; {gate_build()}")
         return 0
     if not shutil.which("wrk"):
         print("bench-gate needs wrk (apt-get install wrk)", file=sys.stderr)
         return 2
     nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
     procs: list[subprocess.Popen[bytes]] = []
+    serve = before = None
     tmp = Path(tempfile.mkdtemp(prefix="bench-gate-"))
     try:
         (tmp / "www").mkdir()
@@ -415,24 +463,43 @@ def main() -> int:
                                  f"127.0.0.1:{origin_port}"], cwd=ROOT)
         procs.append(gate)
         wait_port(gate_port)
+        nginx_proc = None
         if nginx:
-            procs.append(start_nginx(nginx, tmp, "proxy", PROXY_BODY.format(port=nginx_port, origin=origin_port),
-                                     PROXY_CPU))
+            nginx_proc = start_nginx(nginx, tmp, "proxy", PROXY_BODY.format(port=nginx_port, origin=origin_port),
+                                     PROXY_CPU, access_log=True)
+            procs.append(nginx_proc)
             wait_port(nginx_port)
-        targets = [("direct", origin_port), ("gate", gate_port)] + ([("nginx", nginx_port)] if nginx else [])
+        targets = [("direct", origin_port), ("gate", gate_port)]
         meters = {"gate": CpuMeter(gate.pid)}
-        if nginx:
-            meters["nginx"] = CpuMeter(procs[-1].pid)
+        if not args.no_product:
+            from _product import ProductServe
+
+            serve = ProductServe(tmp, PROXY_CPU)
+            serve.add_route({"host": "*", "upstreams": [f"127.0.0.1:{origin_port}"]})
+            targets.append(("serve", serve.http_port))
+            meters["serve"] = CpuMeter(serve.pid)
+            if args.before:
+                before = ProductServe(tmp, PROXY_CPU, name="before", root=args.before.resolve())
+                before.add_route({"host": "*", "upstreams": [f"127.0.0.1:{origin_port}"]})
+                targets.append(("before", before.http_port))
+                meters["before"] = CpuMeter(before.pid)
+        if nginx_proc:
+            targets.append(("nginx", nginx_port))
+            meters["nginx"] = CpuMeter(nginx_proc.pid)
         sampler = RssSampler(gate.pid)
         s, c = args.seconds, args.connections
         for _, port in targets:  # warm up pools and caches
             wrk(port, "/", c, 1)
+        if serve:
+            threads = serve.pin()  # threads started since (the first requests start some): pinned too
+        if before:
+            before.pin()
         results: dict[str, dict[str, dict[str, float]]] = {}
         profiler = None
         for name, port in targets:
-            if args.profile and name == "gate" and shutil.which("py-spy"):
-                profiler = subprocess.Popen(["py-spy", "record", "-p", str(gate.pid), "-o", str(PROFILE), "-f", "raw",
-                                             "-d", str(int(s)), "-r", "200"],
+            if args.profile == name and shutil.which("py-spy"):
+                profiler = subprocess.Popen(["py-spy", "record", "-p", str(meters[name].proc.pid), "-o", str(PROFILE),
+                                             "-f", "raw", "-d", str(int(s)), "-r", "200"],
                                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             results[name] = {
                 "small": run_load(sampler if name == "gate" else None, port, "/", c, s, meters.get(name)),
@@ -444,7 +511,10 @@ def main() -> int:
             results[name]["big"] = run_load(sampler if name == "gate" else None, port, "/1m", 10, s)
         print(f"\ngate benchmark — origin: {origin_kind}; proxies pinned to cpu {PROXY_CPU}, wrk to cpu {LOAD_CPU}; "
               f"{s:g} s per run; load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}; "
-              f"gate {gate_build()}\n")
+              f"gate {gate_build()}")
+        print("gate = the engine alone; " + (f"serve = `fsctl serve` with default settings ({threads} threads, all "
+                                              f"on cpu {PROXY_CPU}); " if serve else "")
+              + ("nginx = 1 worker, access log on (buffer=64k flush=1s)" if nginx else "") + "\n")
         print(f"{'':8} {'req/s @' + str(c):>12} {'p50 ms':>8} {'p99 ms':>8} {'CPU us/req':>10} {'p50 ms @1':>10} "
               f"{'CPU us @1':>9} {'1MiB MiB/s':>11} {'errors':>7}")
         for name, _ in targets:
@@ -457,6 +527,8 @@ def main() -> int:
         g = results["gate"]
         print()
         print(f"gate added p50 latency at 1 connection: {g['one']['p50_ms'] - d:.3f} ms (target <= 0.25 ms)")
+        if serve:
+            print(f"serve added p50 latency at 1 connection: {results['serve']['one']['p50_ms'] - d:.3f} ms")
         if nginx:
             n = results["nginx"]
             print(f"nginx added p50 latency at 1 connection: {n['one']['p50_ms'] - d:.3f} ms")
@@ -464,26 +536,23 @@ def main() -> int:
             print(f"CPU per request @{c}, nginx / gate: {n['small']['cpu_us'] / g['small']['cpu_us']:.2f}")
             print(f"gate / nginx 1 MiB throughput: {g['big'].get('mib_s', 0) / max(1.0, n['big'].get('mib_s', 1)):.2f}"
                   f" (target >= 1.0)")
+        if serve:
+            v = results["serve"]["small"]
+            if nginx:
+                print(f"serve / nginx requests/s: {v['rps'] / max(1.0, results['nginx']['small']['rps']):.2f} "
+                      f"(target >= 0.50)")
+            print(f"serve / gate requests/s: {v['rps'] / max(1.0, g['small']['rps']):.2f} (target >= 0.90); "
+                  f"CPU per request, gate / serve: {g['small']['cpu_us'] / v['cpu_us']:.2f}")
         print(f"gate peak RSS under load: {sampler.peak / 2**20:.1f} MiB (target < 100 MiB)")
         if nginx and args.pairs:
-            # The shared machine's load swings single runs 2x: alternate short gate/nginx runs and read medians.
-            ratios, cpu_ratios = [], []
-            print(f"\n{args.pairs} alternating pairs, {args.pair_seconds:g} s each, {c} connections:")
-            for i in range(args.pairs):
-                g_r = run_load(None, gate_port, "/", c, args.pair_seconds, meters["gate"])
-                n_r = run_load(None, nginx_port, "/", c, args.pair_seconds, meters["nginx"])
-                ratios.append(g_r["rps"] / max(1.0, n_r["rps"]))
-                cpu_ratios.append(n_r["cpu_us"] / g_r["cpu_us"])
-                print(f"  pair {i + 1}: gate {g_r['rps']:.0f} req/s ({g_r['cpu_us']:.1f} us/req), "
-                      f"nginx {n_r['rps']:.0f} req/s ({n_r['cpu_us']:.1f} us/req): "
-                      f"ratio {ratios[-1]:.2f}, by CPU {cpu_ratios[-1]:.2f}")
-            print(f"gate / nginx requests/s over {args.pairs} pairs: median {statistics.median(ratios):.2f} "
-                  f"(min {min(ratios):.2f}, max {max(ratios):.2f}); by CPU per request: median "
-                  f"{statistics.median(cpu_ratios):.2f} (target >= 0.50)")
+            rounds(args.pairs, args.pair_seconds, c, [(n, p) for n, p in targets if n != "direct"], meters)
         if args.profile and PROFILE.exists():
             summarize_profile(PROFILE)
         return 0
     finally:
+        for srv in (serve, before):
+            if srv:
+                srv.stop()
         for p in reversed(procs):
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM if p is not procs[0] or not nginx else signal.SIGQUIT)
@@ -493,6 +562,31 @@ def main() -> int:
             except subprocess.TimeoutExpired:
                 p.kill()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def rounds(n_rounds: int, seconds: float, conns: int, targets: list[tuple[str, int]],
+           meters: dict[str, CpuMeter]) -> None:
+    """The shared machine's load swings single runs 2x: alternate short runs of each proxy and read the
+    medians of the same-round ratios (requests/s, and CPU per request, which load moves less)."""
+    names = [n for n, _ in targets]
+    pairs = [(a, b) for a, b in (("gate", "nginx"), ("serve", "nginx"), ("serve", "gate"), ("before", "gate"),
+                                 ("serve", "before")) if a in names and b in names]
+    ratios: dict[tuple[str, str], list[float]] = {p: [] for p in pairs}
+    cpu_ratios: dict[tuple[str, str], list[float]] = {p: [] for p in pairs}
+    print(f"\n{n_rounds} rounds of alternating runs ({', '.join(names)}), {seconds:g} s each, {conns} connections:")
+    for i in range(n_rounds):
+        res = {name: run_load(None, port, "/", conns, seconds, meters[name]) for name, port in targets}
+        for a, b in pairs:
+            ratios[(a, b)].append(res[a]["rps"] / max(1.0, res[b]["rps"]))
+            cpu_ratios[(a, b)].append(res[b]["cpu_us"] / res[a]["cpu_us"])
+        print(f"  round {i + 1}: " + ", ".join(f"{n} {r['rps']:.0f} req/s ({r['cpu_us']:.1f} us/req)"
+                                             for n, r in res.items())
+              + "; " + ", ".join(f"{a}/{b} {ratios[(a, b)][-1]:.2f}" for a, b in pairs))
+    for a, b in pairs:
+        target = {"gate": " (target >= 0.90)", "nginx": " (target >= 0.50)"}.get(b, "")
+        print(f"{a} / {b} requests/s over {n_rounds} rounds: median {statistics.median(ratios[(a, b)]):.2f} "
+              f"(min {min(ratios[(a, b)]):.2f}, max {max(ratios[(a, b)]):.2f}); by CPU per request: median "
+              f"{statistics.median(cpu_ratios[(a, b)]):.2f}{target}")
 
 
 if __name__ == "__main__":

@@ -4,10 +4,12 @@ Measures, for each proxy pinned to core 0 with the load generator on core 1 and 
 - HTTPS HTTP/1.1 keep-alive requests/s (wrk, 50 connections);
 - new TLS 1.3 handshakes/s (wrk with `Connection: close`: one handshake + one request per connection);
 - HTTP/2 requests/s (h2load, 10 connections x 10 concurrent streams).
-Every proxy serves the same ECDSA P-256 certificate. Load goes only to 127.0.0.1 for a bounded time
-(`--seconds`, default 5 per run).
+The proxies: the gate's engine alone, the product (`fsctl serve` started as a user starts it, every
+thread on core 0, the route added through the console API, on its self-signed fallback certificate;
+`--no-product` skips it), nginx (access log on, `buffer=64k flush=1s`) and Caddy. Every proxy serves an
+ECDSA P-256 certificate. Load goes only to 127.0.0.1 for a bounded time (`--seconds`, default 5 per run).
 
-    .venv/bin/python bench/bench_gate_tls.py [--seconds 5] [--profile]
+    .venv/bin/python bench/bench_gate_tls.py [--seconds 5] [--profile [serve]] [--no-product]
     .venv/bin/python bench/bench_gate_tls.py --micro
 
 `--micro` measures only the gate's own Python work per HTTP/2 request, in process (an `H2Front` and
@@ -259,7 +261,9 @@ def measured(meter: CpuMeter, seconds: float, fn, *a, **kw) -> dict[str, float]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=5.0)
-    ap.add_argument("--profile", action="store_true", help="py-spy profile of the gate during the HTTP/2 run")
+    ap.add_argument("--profile", nargs="?", const="gate", choices=("gate", "serve"),
+                    help="py-spy profile of the engine (or of `fsctl serve`) during the HTTP/2 run")
+    ap.add_argument("--no-product", action="store_true", help="skip the `fsctl serve` runs (the engine alone)")
     ap.add_argument("--micro", action="store_true", help="only the in-process per-request Python cost of HTTP/2")
     ap.add_argument("--run-gate", nargs=3, metavar=("PORT", "UPSTREAM", "DIR"), help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -279,6 +283,7 @@ def main() -> int:
     assert nginx is not None
     caddy = shutil.which("caddy")
     procs: list[subprocess.Popen[bytes]] = []
+    serve = None
     tmp = Path(tempfile.mkdtemp(prefix="bench-gate-tls-"))
     try:
         from gate.tls import ensure_fallback
@@ -294,10 +299,18 @@ def main() -> int:
         procs.append(gate)
         wait_port(gate_port)
         procs.append(start_nginx(nginx, tmp, "proxy", NGINX_TLS_PROXY.format(port=nginx_port, origin=origin_port,
-                                                                             cert=cert, key=key), PROXY_CPU))
+                                                                             cert=cert, key=key), PROXY_CPU,
+                                 access_log=True))
         wait_port(nginx_port)
         targets = [("gate", gate_port), ("nginx", nginx_port)]
         meters = {"gate": CpuMeter(gate.pid), "nginx": CpuMeter(procs[-1].pid)}
+        if not args.no_product:
+            from _product import ProductServe
+
+            serve = ProductServe(tmp, PROXY_CPU)
+            serve.add_route({"host": "*", "upstreams": [f"127.0.0.1:{origin_port}"]})
+            targets.insert(1, ("serve", serve.https_port))
+            meters["serve"] = CpuMeter(serve.pid)
         if caddy:
             (tmp / "Caddyfile").write_text(CADDYFILE.format(port=caddy_port, origin=origin_port, cert=cert, key=key,
                                                             dir=tmp))
@@ -312,6 +325,8 @@ def main() -> int:
         s = args.seconds
         for _, port in targets:  # warm up pools
             https_wrk(port, 20, 1)
+        if serve:
+            serve.pin()  # threads started by the first requests: pinned too
         results: dict[str, dict[str, dict[str, float]]] = {}
         for name, port in targets:
             r: dict[str, dict[str, float]] = {}
@@ -321,9 +336,9 @@ def main() -> int:
             r["hs"] = measured(meter, s, https_wrk, port, 50, s, close=True)
             sampler.sample()
             profiler = None
-            if args.profile and name == "gate" and shutil.which("py-spy"):
-                profiler = subprocess.Popen(["py-spy", "record", "-p", str(gate.pid), "-o", str(PROFILE), "-f", "raw",
-                                             "-d", str(int(s)), "-r", "200"],
+            if args.profile == name and shutil.which("py-spy"):
+                profiler = subprocess.Popen(["py-spy", "record", "-p", str(meter.proc.pid), "-o", str(PROFILE),
+                                             "-f", "raw", "-d", str(int(s)), "-r", "200"],
                                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             r["h2"] = measured(meter, s, h2load, port, s)
             sampler.sample()
@@ -332,7 +347,10 @@ def main() -> int:
             results[name] = r
         print(f"\ngate TLS benchmark — origin nginx `return 200` on cpu {LOAD_CPU}; proxies pinned to cpu {PROXY_CPU}, "
               f"load (wrk, h2load) on cpu {LOAD_CPU}; {s:g} s per run; ECDSA P-256 certificate; load average "
-              f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}; gate {gate_build()}\n")
+              f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}; gate {gate_build()}")
+        print("gate = the engine alone; " + ("serve = `fsctl serve` with default settings, every thread on cpu "
+                                              f"{PROXY_CPU}; " if serve else "")
+              + "nginx = 1 worker, access log on (buffer=64k flush=1s)\n")
         print(f"{'':8} {'HTTPS h1 req/s @50':>19} {'TLS1.3 handshakes/s':>20} {'h2 req/s 10x10':>15} {'errors':>7}"
               f"   CPU us per request: {'h1':>6} {'handshake':>9} {'h2':>6}")
         for name, _ in targets:
@@ -345,6 +363,12 @@ def main() -> int:
         print(f"gate / nginx HTTPS HTTP/1.1 req/s: {g['h1']['rps'] / max(1.0, n['h1']['rps']):.2f} (target >= 0.50)")
         print(f"gate / nginx TLS 1.3 handshakes/s: {g['hs']['rps'] / max(1.0, n['hs']['rps']):.2f} (target >= 0.50)")
         print(f"gate / nginx HTTP/2 req/s:         {g['h2']['rps'] / max(1.0, n['h2']['rps']):.2f} (target >= 0.15)")
+        if serve:
+            v = results["serve"]
+            for k, label in (("h1", "HTTPS HTTP/1.1"), ("hs", "TLS 1.3 handshakes"), ("h2", "HTTP/2")):
+                print(f"serve / nginx, serve / gate {label + ' req/s:':24} {v[k]['rps'] / max(1.0, n[k]['rps']):.2f}, "
+                      f"{v[k]['rps'] / max(1.0, g[k]['rps']):.2f} (targets >= 0.50, >= 0.90); CPU per request, "
+                      f"gate / serve: {g[k]['cpu_us'] / v[k]['cpu_us']:.2f}")
         if "caddy" in results:
             c = results["caddy"]
             print(f"gate / caddy HTTP/2 req/s:         {g['h2']['rps'] / max(1.0, c['h2']['rps']):.2f} "
@@ -356,6 +380,8 @@ def main() -> int:
             summarize_profile(PROFILE)
         return 0
     finally:
+        if serve:
+            serve.stop()
         for p in reversed(procs):
             if p.poll() is None:
                 p.send_signal(signal.SIGQUIT if p.args and "nginx" in str(p.args) else signal.SIGTERM)

@@ -15,7 +15,7 @@ import structlog
 
 from core.clock import Clock, SystemClock
 from core.errors import StartupError
-from core.ports import AccessLogEntry, Stream
+from core.ports import Stream
 from logbus.config import LogbusConfig
 from logbus.format import check_service_name
 from logbus.index import IndexReader
@@ -28,7 +28,7 @@ from logbus.writer import LogWriter
 log = structlog.get_logger("logbus")
 
 ACCESS_SERVICE = "gate-access"
-_ACCESS_ITEM_BYTES = 320
+_ACCESS_ITEM_OVERHEAD = 64
 
 
 class LogbusService:
@@ -47,6 +47,12 @@ class LogbusService:
         self._sources: dict[tuple[str, str, str], Source] = {}
         self._lock = threading.Lock()
         self._access = Source(ACCESS_SERVICE, b"gate", b"out", self.config.max_line_bytes)
+        # The access log's open batch: appended to on the gate's loop, handed to the intake as one item
+        # every `access_batch_s` (a loop timer) or `access_batch_lines` entries, whichever comes first.
+        self._access_batch: list[str] = []
+        self._access_max = self.config.access_batch_lines
+        self._access_ts = 0.0
+        self._access_timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._running = False
 
@@ -64,13 +70,18 @@ class LogbusService:
         self.writer.start()
         self.pumps.start()
         self._running = True
+        self._access_timer = self._loop.call_later(self.config.access_batch_s, self._access_tick)
         log.info("logbus started", dir=str(self.dir), buffer_bytes=self.config.buffer_bytes)
 
     async def stop(self, drain_timeout_s: float) -> None:
         self.hub.close_all()
+        if self._access_timer is not None:
+            self._access_timer.cancel()
+            self._access_timer = None
         if not self._running:
             return
         self._running = False
+        self.flush_access()  # the gate stopped before us: its last requests go in with the rest
         await asyncio.to_thread(self.pumps.stop, drain_timeout_s / 2)
         now = self.clock.now()
         with self._lock:
@@ -110,18 +121,44 @@ class LogbusService:
 
     # --- AccessLogSink -------------------------------------------------------------------------
 
-    def record(self, entry: AccessLogEntry) -> None:
-        """One request of the gate, stored as a JSON line of `gate-access`. O(1), never raises."""
+    def record(self, line: str) -> None:
+        """One request of the gate (its JSON line, rendered by the gate), stored in `gate-access` with the
+        next batch. Called on the gate's loop thread (the batch is a plain list, swapped on that loop).
+        O(1), never raises."""
+        batch = self._access_batch
+        if not batch:
+            self._access_ts = self.clock.now()
+        batch.append(line)
+        if len(batch) >= self._access_max:
+            self.flush_access()
+
+    def _access_tick(self) -> None:
+        loop = self._loop
+        if loop is None or not self._running:
+            return
+        self._access_timer = loop.call_later(self.config.access_batch_s, self._access_tick)
+        if self._access_batch:
+            self.flush_access()
+
+    def flush_access(self) -> None:
+        """Queue the open access-log batch as one chunk of lines (stamped with the time its first line
+        came); counted as dropped, with the marker, when the intake is full. Never raises."""
+        batch = self._access_batch
+        if not batch:
+            return
+        self._access_batch = []
+        src = self._access
         try:
-            src = self._access
-            now = self.clock.now()
+            data = "".join(batch).encode()
+            ts = self._access_ts
             if src.dropped:
-                src.mark_dropped(self.intake, now)
-            if src.dropped or not self.intake.offer((ACCESS_SERVICE, b"gate", b"out", now, entry, 1),
-                                                    _ACCESS_ITEM_BYTES):
-                src.dropped += 1
-        except Exception:  # the proxy's hot path must never see a logging failure
-            pass
+                src.mark_dropped(self.intake, ts)
+            if src.dropped or not self.intake.offer((ACCESS_SERVICE, b"gate", b"out", ts, data, len(batch)),
+                                                    len(data) + _ACCESS_ITEM_OVERHEAD):
+                src.dropped += len(batch)
+        except Exception as e:  # the proxy's path must never see a logging failure
+            src.dropped += len(batch)
+            log.error("access log batch failed", error=repr(e), entries=len(batch))
 
     # --- queries -------------------------------------------------------------------------------
 
@@ -195,7 +232,8 @@ class LogbusService:
     # --- maintenance ---------------------------------------------------------------------------
 
     async def flush(self) -> None:
-        """Wait until everything queued so far is written and indexed."""
+        """Wait until everything queued so far (the open access-log batch too) is written and indexed."""
+        self.flush_access()
         await asyncio.wrap_future(self.writer.control(lambda: None))
 
     async def run_retention(self) -> list[str]:

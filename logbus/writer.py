@@ -2,10 +2,11 @@
 (one `writev` per service per batch), rolls files by UTC day and size, and keeps the block index in step.
 
 Theory of operation. Items are tuples `(service, instance, token, ts, payload, lines)`; `payload` is
-complete lines (bytes) or an `AccessLogEntry`. One line becomes a line record; more become chunk
-records (`logbus.records`): a header, then the payload's bytes as they are — the ingest hot path copies
-nothing and adds no per-line bytes. A chunk is cut between lines where a block fills up, so blocks stay
-about `block_bytes` and a block always starts at a record boundary. Per service the writer keeps its open file and the
+complete lines (bytes; the gate's access log arrives rendered, a batch at a time). One line becomes a
+line record; more become chunk records (`logbus.records`): a header, then the payload's bytes as they
+are — the ingest hot path copies nothing and adds no per-line bytes. A chunk is cut between lines where
+a block fills up, so blocks stay about `block_bytes` and a block always starts at a record boundary.
+Per service the writer keeps its open file and the
 *open block*: the index row being extended while it is under `block_bytes`. A batch is written to the
 files first and its index rows committed after, in one transaction, so the index never points past
 what is in the files. Timestamps are clamped so a service's lines only move forward in time, which is
@@ -17,7 +18,6 @@ tailing are handed to `on_written` (which must be thread-safe: the service posts
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import sqlite3
 import threading
@@ -31,7 +31,6 @@ from typing import Any, BinaryIO
 import structlog
 
 from core.clock import Clock
-from core.ports import AccessLogEntry
 from logbus.config import LogbusConfig
 from logbus.format import day_of, file_name, parse_file_name, parse_iso, round_ts
 from logbus.index import connect
@@ -43,7 +42,6 @@ log = structlog.get_logger("logbus.writer")
 
 _BATCH_BYTES = 8 * 1024 * 1024  # under load: fewer, larger writev calls and index commits
 _IOV_MAX = min(os.sysconf("SC_IOV_MAX"), 1024) if hasattr(os, "sysconf") else 1024
-_ACCESS_FIELDS = tuple(AccessLogEntry.__dataclass_fields__)
 
 
 @dataclass
@@ -216,9 +214,6 @@ class LogWriter:
             ts = round_ts(ts)
             if ts < sf.last_ts:
                 ts = sf.last_ts
-            if isinstance(payload, AccessLogEntry):
-                payload = json.dumps({k: getattr(payload, k) for k in _ACCESS_FIELDS},
-                                     separators=(",", ":")).encode() + b"\n"
             day = day_of(ts)
             if sf.fd is None or day != sf.day or sf.size >= self.cfg.max_file_bytes:
                 self._flush(sf)

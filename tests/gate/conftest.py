@@ -134,11 +134,14 @@ async def origin() -> AsyncIterator[Origin]:
 
 
 class ListSink:
+    """The access log as the gate writes it, each line read back (and so checked to be JSON)."""
+
     def __init__(self) -> None:
         self.entries: list[AccessLogEntry] = []
 
-    def record(self, entry: AccessLogEntry) -> None:
-        self.entries.append(entry)
+    def record(self, line: str) -> None:
+        assert line.endswith("\n") and line.count("\n") == 1, line
+        self.entries.append(AccessLogEntry.from_line(line))
 
 
 @dataclass

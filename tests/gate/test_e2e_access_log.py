@@ -1,0 +1,51 @@
+"""End to end: the access log through `fsctl serve`'s real wiring (gate → logbus in batches): every
+request's line arrives, in order, and the batch still open when the server stops is written on the way out."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.gate.test_e2e import OriginThread
+
+
+@pytest.fixture
+def origin_thread():
+    o = OriginThread()
+    yield o
+    o.stop()
+
+
+def _paths(srv) -> list[str]:
+    for attempt in range(3):  # a just-started server on a machine this loaded may take its time
+        try:
+            lines = srv.api("GET", "/api/logs?service=gate-access&limit=10000").json()["lines"]
+            return [json.loads(x["text"])["path"] for x in lines]
+        except httpx.TimeoutException:
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
+def test_every_access_line_arrives_in_order_and_stop_writes_the_open_batch(server_factory, origin_thread,
+                                                                             tmp_path: Path):
+    # A batch timer far away, so the last partial batch is written by the shutdown and nothing else.
+    config = tmp_path / "config.yaml"
+    config.write_text("logbus:\n  access_batch_s: 60\n  access_batch_lines: 100\n")
+    srv = server_factory(extra_args=["--config", str(config)])
+    r = srv.fsctl("route", "add", "--host", "app.test", "--upstream", origin_thread.addr)
+    assert r.returncode == 0, r.stderr
+    with httpx.Client(headers={"Host": "app.test"}) as c:
+        for i in range(250):
+            assert c.get(f"http://127.0.0.1:{srv.http_port}/echo/{i}").status_code == 200
+    deadline = time.monotonic() + 20
+    while len(paths := _paths(srv)) < 200 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert paths == [f"/echo/{i}" for i in range(200)]  # two full batches; 50 lines wait in the open one
+    assert srv.stop() == 0
+    again = server_factory(extra_args=["--config", str(config)])  # the same data dir
+    assert _paths(again) == [f"/echo/{i}" for i in range(250)]

@@ -1,0 +1,122 @@
+"""The gate's access log in logbus: lines recorded one by one are stored a batch at a time, in order,
+the open batch is written on stop, the live tail sees them, and overload drops them counted, with a marker."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from logbus.config import LogbusConfig
+from logbus.records import expand
+from logbus.search import Query, decode_cursor
+from logbus.service import ACCESS_SERVICE, LogbusService
+from logbus.tail import Batch
+
+Factory = Callable[..., Any]
+
+
+def entry(i: int) -> str:
+    """A line as the gate renders it (gate.exchange.access_line; its own tests check the rendering)."""
+    return json.dumps({"at": 1_796_000_000.123456 + i / 1000, "host": "example.com", "method": "GET",
+                       "path": f"/p/{i}", "status": 200, "request_id": f"r{i}"}, separators=(",", ":")) + "\n"
+
+
+@pytest.fixture
+async def make(tmp_path: Path) -> AsyncIterator[Factory]:
+    started: list[LogbusService] = []
+
+    async def factory(**cfg: Any) -> LogbusService:
+        svc = LogbusService(tmp_path / "logs", LogbusConfig(**cfg))
+        await svc.start()
+        started.append(svc)
+        return svc
+
+    yield factory
+    for svc in started:
+        await svc.stop(10)
+
+
+async def all_lines(svc: LogbusService) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    cursor = None
+    while True:
+        res = await svc.query(Query((ACCESS_SERVICE,), cursor=cursor, limit=1000))
+        out += res.lines
+        if res.next_cursor is None:
+            return out
+        cursor = decode_cursor(res.next_cursor)
+
+
+async def test_batches_arrive_in_order_and_stop_writes_the_open_one(make: Factory) -> None:
+    svc = await make(access_batch_s=60, access_batch_lines=100)
+    for i in range(250):
+        svc.record(entry(i))
+    await asyncio.wrap_future(svc.writer.control(lambda: None))  # the queued batches are written
+    # Two full batches are written; the last 50 wait in the open batch (its timer is a minute away)...
+    written = await all_lines(svc)
+    assert [json.loads(x["text"])["request_id"] for x in written] == [f"r{i}" for i in range(200)]
+    await svc.stop(10)
+    # ...until stop, which writes them: nothing is lost, nothing reordered.
+    again = LogbusService(svc.dir, LogbusConfig())
+    await again.start()
+    try:
+        lines = await all_lines(again)
+    finally:
+        await again.stop(10)
+    assert [json.loads(x["text"])["request_id"] for x in lines] == [f"r{i}" for i in range(250)]
+
+
+async def test_the_batch_timer_writes_a_partial_batch_and_live_tail_sees_it(make: Factory) -> None:
+    svc = await make(access_batch_s=0.1)
+    sub = svc.subscribe(ACCESS_SERVICE)
+    try:
+        t = time.monotonic()
+        for i in range(3):
+            svc.record(entry(i))
+        got = b""
+        while got.count(b"\n") < 3:
+            items = await sub.get(5)
+            assert items, "no access-log lines reached the live tail in 5 s"
+            got += b"".join(x.data for x in items if isinstance(x, Batch))
+        assert time.monotonic() - t < 2.0  # the batch interval (0.1 s) plus a loaded machine's margin
+        lines = expand(got).splitlines()  # a batch of lines is one chunk record: as the console's tail reads it
+        assert [json.loads(x.split(b" ", 3)[3])["request_id"] for x in lines] == ["r0", "r1", "r2"]
+    finally:
+        sub.close()
+
+
+async def test_overload_drops_whole_batches_counted_with_a_marker_in_order(make: Factory) -> None:
+    svc = await make(buffer_bytes=4096, access_batch_lines=10, access_batch_s=60)
+    svc.writer.pause()  # a stalled disk: the intake fills, then batches are dropped
+    t = time.perf_counter()
+    for i in range(1000):
+        svc.record(entry(i))
+    assert (time.perf_counter() - t) / 1000 < 250e-6  # never waits for the stalled writer (generous: CI)
+    svc.writer.resume()
+    await svc.flush()
+    for i in range(1000, 1010):  # after the stall: the marker goes first, then these
+        svc.record(entry(i))
+    await svc.flush()
+    lines = await all_lines(svc)
+    markers = [x for x in lines if x["stream"] == "logbus"]
+    kept = [json.loads(x["text"])["request_id"] for x in lines if x["stream"] != "logbus"]
+    assert markers and all(m["text"].startswith("logbus: dropped ") for m in markers)
+    dropped = sum(int(m["text"].split("dropped ")[1].split()[0]) for m in markers)
+    assert dropped > 0 and len(kept) + dropped == 1010  # every line is either stored or counted
+    ids = [int(k[1:]) for k in kept]
+    assert ids == sorted(ids) and ids[:10] == list(range(10)) and ids[-10:] == list(range(1000, 1010))
+    # The markers sit where their lines went missing: between two kept lines, the markers count the gap.
+    prev, missing = -1, 0
+    for x in lines:
+        if x["stream"] == "logbus":
+            missing += int(x["text"].split("dropped ")[1].split()[0])
+            continue
+        i = int(json.loads(x["text"])["request_id"][1:])
+        assert i - prev - 1 == missing, (prev, i, missing)
+        prev, missing = i, 0
