@@ -173,7 +173,8 @@ class OutputFiles:
         """The child runs (with its own copies of the write ends): record it and ship its output."""
         for fd in new.write_fds.values():
             os.close(fd)
-        streams = {s: _Stream(s, p, os.open(p, os.O_RDWR | os.O_CLOEXEC)) for s, p in new.paths.items()}  # type: ignore[misc]
+        streams = {s: _Stream(s, p, os.open(p, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW))  # type: ignore[arg-type]
+                   for s, p in new.paths.items()}
         out = _Output(new.manifest, new.service, new.instance, pid, start_ticks, streams)
         _write_manifest(out)
         with self._lock:
@@ -192,13 +193,22 @@ class OutputFiles:
         streams: dict[str, _Stream] = {}
         try:
             rec = json.loads(manifest.read_text())
+            if not isinstance(rec, dict) or not isinstance(rec.get("streams"), dict):
+                raise ValueError("not an output manifest")
             for s in STREAMS:
                 st = rec["streams"][s]
-                path = manifest.parent / str(st["file"])
-                streams[s] = _Stream(s, path, os.open(path, os.O_RDWR | os.O_CLOEXEC), int(st["base"]),  # type: ignore[arg-type]
-                                     int(st["stored"]), int(st["stored"]))
-            out = _Output(manifest, str(rec["service"]), str(rec["instance"]), rec.get("pid"), rec.get("start_ticks"),
-                          streams, ended=ended)
+                path = manifest.with_suffix(f".{s}")  # never a name from the file: it is cut and deleted
+                if st.get("file") != path.name:
+                    raise ValueError(f"{s} file is {st.get('file')!r}, expected {path.name!r}")
+                base, stored = int(st["base"]), int(st["stored"])
+                if not 0 <= base <= stored:
+                    raise ValueError(f"{s} positions out of order (base {base}, stored {stored})")
+                fd = os.open(path, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
+                streams[s] = _Stream(s, path, fd, base, stored, stored)  # type: ignore[arg-type]
+            pid, ticks = rec.get("pid"), rec.get("start_ticks")
+            if not isinstance(pid, int) or not isinstance(ticks, int | None):
+                raise ValueError("pid/start_ticks are not numbers")
+            out = _Output(manifest, str(rec["service"]), str(rec["instance"]), pid, ticks, streams, ended=ended)
         except (OSError, ValueError, KeyError, TypeError) as e:
             log.warning("ignoring unreadable output manifest", path=str(manifest), error=str(e))
             for st_ in streams.values():
@@ -254,7 +264,10 @@ class OutputFiles:
                 try:
                     busy = self._pass(out) or busy
                 except Exception as e:  # one instance's files must not stop the others' shipping
-                    log.error("shipping instance output failed", instance=out.instance, error=repr(e))
+                    log.error("shipping instance output failed; its files stay for the next start",
+                              instance=out.instance, manifest=str(out.manifest), error=repr(e))
+                    with self._lock:
+                        self._outputs.pop(out.manifest, None)
             if deadline is not None and (not busy or time.monotonic() > deadline):
                 while self._unstored and time.monotonic() < deadline + 3.0:
                     time.sleep(0.01)

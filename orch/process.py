@@ -378,13 +378,12 @@ class ProcessRuntime:
         output = Path(str(record["output"])) if record.get("output") else None
         gone = not isinstance(pid, int) or ticks is None or proc_start_ticks(pid) != ticks
         if output is not None:
-            # Its output files are shipped from where the last run stopped, alive or not (the rest of a
-            # dead one's output too). The tailer of another output dir (a test's second runtime) too.
-            outputs = self.outputs or OutputFiles(self.log_sink, output.parent, alive=_same_process)
-            if outputs is not self.outputs:
-                outputs.start()
-                self.outputs = outputs
-            outputs.adopt(output, ended=gone)
+            if self.outputs is None or output.parent != self.outputs.dir:
+                log.warning("output files of adopted instance are not in the output dir; not shipped",
+                            instance=config.instance, path=str(output))
+                output = None
+            else:  # shipped from where the last run stopped, alive or not (a dead one's last lines too)
+                self.outputs.adopt(output, ended=gone)
         if gone:
             return None
         assert isinstance(pid, int)
