@@ -183,7 +183,7 @@ class OutputFiles:
 
     def adopt(self, manifest: Path, *, ended: bool = False) -> bool:
         """Ship (from where the last run stopped) the output of an instance of an earlier run; `ended` when
-        its process is known to be gone. False when the manifest is unreadable (it is removed)."""
+        its process is known to be gone. False when the manifest is gone or unreadable (then it is removed)."""
         with self._lock:
             known = self._outputs.get(manifest)
         if known is not None:
@@ -191,6 +191,8 @@ class OutputFiles:
                 self.ended(manifest)
             return True
         streams: dict[str, _Stream] = {}
+        if not manifest.exists():
+            return False  # shipped and deleted already
         try:
             rec = json.loads(manifest.read_text())
             if not isinstance(rec, dict) or not isinstance(rec.get("streams"), dict):
