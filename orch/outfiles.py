@@ -141,6 +141,11 @@ class OutputFiles:
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         for manifest in sorted(self.dir.glob("*.json")):
             self.adopt(manifest)
+        for path in self.dir.iterdir():  # a crash between creating files and recording them left these
+            if (path.name.startswith(".") and path.name.endswith(".tmp")) or \
+                    (path.suffix in (".stdout", ".stderr") and not path.with_suffix(".json").exists()):
+                log.warning("removing output file of no instance", path=str(path))
+                path.unlink(missing_ok=True)
         self._thread = threading.Thread(target=self._run, name="orch-output", daemon=True)
         self._thread.start()
 

@@ -185,3 +185,4 @@ def test_a_bad_manifest_is_removed_and_touches_nothing(tmp_path: Path, manifest:
         tailer.close()
     assert victim.read_bytes() == b"precious\n" * 100_000
     assert not (tmp_path / "logs").exists()
+    assert not list(out.iterdir()), "files of no (valid) manifest are removed"
