@@ -21,6 +21,7 @@ import errno
 import json
 import os
 import secrets
+import select
 import threading
 import time
 from collections.abc import Callable
@@ -38,6 +39,7 @@ STREAMS: tuple[Stream, Stream] = ("stdout", "stderr")
 CHUNK = 1024 * 1024  # most read and shipped per stream per pass
 MAX_LINE = 64 * 1024  # a "line" this long without a newline is shipped as it is
 _FALLOC_FL_COLLAPSE_RANGE = 0x08
+_IN_MODIFY = 0x02
 _libc = ctypes.CDLL(None, use_errno=True)
 _fallocate = getattr(_libc, "fallocate", None)
 if _fallocate is not None:
@@ -129,7 +131,7 @@ class OutputFiles:
         self._alive = alive or (lambda pid, ticks: True)
         self._outputs: dict[Path, _Output] = {}
         self._lock = threading.Lock()
-        self._wake = threading.Event()
+        self._wake = _Wakeups()
         self._stop = False
         self._unstored = 0  # `when_stored` calls not answered yet
         self._thread: threading.Thread | None = None
@@ -139,6 +141,7 @@ class OutputFiles:
     def start(self) -> None:
         """Pick up what the last run left (instances alive or not) and start shipping."""
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._wake.watch(self.dir)
         for manifest in sorted(self.dir.glob("*.json")):
             self.adopt(manifest)
         for path in self.dir.iterdir():  # a crash between creating files and recording them left these
@@ -184,7 +187,7 @@ class OutputFiles:
         _write_manifest(out)
         with self._lock:
             self._outputs[out.manifest] = out
-        self._wake.set()
+        self._wake.wake()
 
     def adopt(self, manifest: Path, *, ended: bool = False) -> bool:
         """Ship (from where the last run stopped) the output of an instance of an earlier run; `ended` when
@@ -224,7 +227,7 @@ class OutputFiles:
             return False
         with self._lock:
             self._outputs[manifest] = out
-        self._wake.set()
+        self._wake.wake()
         return True
 
     def ended(self, manifest: Path) -> None:
@@ -233,7 +236,7 @@ class OutputFiles:
             out = self._outputs.get(manifest)
             if out is not None:
                 out.ended = True
-        self._wake.set()
+        self._wake.wake()
 
     def pending(self) -> int:
         """How many instances' outputs are being shipped (ended ones until their files are deleted)."""
@@ -244,7 +247,7 @@ class OutputFiles:
         """Ship what is there now, wait (up to `timeout_s`) until the sink stored it, and stop. What is left
         stays in the files for the next start."""
         self._stop = True
-        self._wake.set()
+        self._wake.wake()
         if self._thread is not None:
             self._thread.join(timeout_s)
             if self._thread.is_alive():
@@ -252,6 +255,7 @@ class OutputFiles:
                 return
         with self._lock:
             outs, self._outputs = list(self._outputs.values()), {}
+        self._wake.close()
         for out in outs:
             for st in out.streams.values():
                 with contextlib.suppress(OSError):
@@ -263,7 +267,8 @@ class OutputFiles:
         deadline: float | None = None
         while True:
             if self._stop and deadline is None:
-                deadline = time.monotonic() + 2.0  # a large backlog stays in the files for the next start
+                # A chatty child always has more: what is left after a second is shipped at the next start.
+                deadline = time.monotonic() + 1.0
             busy = False
             with self._lock:
                 outs = list(self._outputs.values())
@@ -279,8 +284,10 @@ class OutputFiles:
                 while self._unstored and time.monotonic() < deadline + 3.0:
                     time.sleep(0.01)
                 return
-            self._wake.wait(0.01 if busy else self.poll_s)
-            self._wake.clear()
+            if busy:
+                time.sleep(0.01)  # let a chatty writer fill the next read (fewer, larger passes)
+            else:  # until a file in the directory is written (inotify), or a second for liveness checks
+                self._wake.wait(1.0 if self._wake.watching else self.poll_s)
 
     def _pass(self, out: _Output) -> bool:
         """Ship what is new in `out`'s files; True when more may be waiting (ship again soon)."""
@@ -349,7 +356,7 @@ class OutputFiles:
             finally:
                 with self._lock:
                     self._unstored -= 1
-                self._wake.set()
+                self._wake.wake()
 
         when_stored = getattr(self.sink, "when_stored", None)
         if when_stored is None:
@@ -388,6 +395,52 @@ class OutputFiles:
                     os.close(st.fd)
                 st.path.unlink(missing_ok=True)
             out.manifest.unlink(missing_ok=True)
+
+
+class _Wakeups:
+    """What wakes the tailer: a write to a file of the watched directory (inotify `IN_MODIFY`, so idle
+    instances cost nothing between liveness checks), or `wake()`. Without inotify: polling."""
+
+    def __init__(self) -> None:
+        self._r, self._w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._ifd = -1
+        self._poll = select.poll()
+        self._poll.register(self._r, select.POLLIN)
+
+    @property
+    def watching(self) -> bool:
+        return self._ifd >= 0
+
+    def watch(self, dir: Path) -> None:
+        init, add = getattr(_libc, "inotify_init1", None), getattr(_libc, "inotify_add_watch", None)
+        if init is None or add is None or self._ifd >= 0:
+            return
+        fd = init(os.O_NONBLOCK | os.O_CLOEXEC)
+        if fd < 0:
+            return
+        if add(fd, os.fsencode(dir), _IN_MODIFY) < 0:
+            os.close(fd)
+            return
+        self._ifd = fd
+        self._poll.register(fd, select.POLLIN)
+
+    def wake(self) -> None:
+        with contextlib.suppress(BlockingIOError, OSError):
+            os.write(self._w, b"x")
+
+    def wait(self, timeout_s: float) -> None:
+        self._poll.poll(timeout_s * 1000)
+        for fd in (self._r, self._ifd):
+            with contextlib.suppress(BlockingIOError, OSError):
+                while fd >= 0 and os.read(fd, 65536):
+                    pass
+
+    def close(self) -> None:
+        for fd in (self._r, self._w, self._ifd):
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self._r = self._w = self._ifd = -1
 
 
 def _write_manifest(out: _Output) -> None:

@@ -126,7 +126,7 @@ async def test_a_platform_restart_mid_stream_loses_and_repeats_nothing(tmp_path:
     (the stored head is cut: collapsed, or truncated on tmpfs), and go once the child ended."""
     out = (request.getfixturevalue("shm_dir") if where == "tmpfs" else tmp_path) / "out"
     max_bytes = 64 * 1024
-    n, burst = 500, 30
+    n, burst = 1000, 30  # the trickle lasts 5 s or more: the child outlives the first tailer
     rt1 = ProcessRuntime(FileLogSink(tmp_path / "logs1"), cgroup_driver(), output_dir=out, output_max_bytes=max_bytes)
     inst = await _start(rt1, "paced", _PACED.replace("sys.argv[1]", str(n)).replace("sys.argv[2]", str(burst)))
     record = inst.record()
