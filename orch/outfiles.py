@@ -97,6 +97,7 @@ class _Output:
     start_ticks: int | None
     streams: dict[str, _Stream]
     ended: bool = False
+    confirming: bool = False  # a `when_stored` call is in flight
     can_collapse: bool = True
     next_alive_check: float = 0.0
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -269,12 +270,13 @@ class OutputFiles:
             if self._stop and deadline is None:
                 # A chatty child always has more: what is left after a second is shipped at the next start.
                 deadline = time.monotonic() + 1.0
-            busy = False
+            busy = backlog = False
             with self._lock:
                 outs = list(self._outputs.values())
             for out in outs:
                 try:
-                    busy = self._pass(out) or busy
+                    b, bl = self._pass(out)
+                    busy, backlog = busy or b, backlog or bl
                 except Exception as e:  # one instance's files must not stop the others' shipping
                     log.error("shipping instance output failed; its files stay for the next start",
                               instance=out.instance, manifest=str(out.manifest), error=repr(e))
@@ -284,13 +286,16 @@ class OutputFiles:
                 while self._unstored and time.monotonic() < deadline + 3.0:
                     time.sleep(0.01)
                 return
+            if backlog:
+                continue  # full reads: ship the rest at once
             if busy:
-                time.sleep(0.01)  # let a chatty writer fill the next read (fewer, larger passes)
+                time.sleep(0.01)  # caught up with a chatty writer: let it fill the next read (fewer passes)
             else:  # until a file in the directory is written (inotify), or a second for liveness checks
                 self._wake.wait(1.0 if self._wake.watching else self.poll_s)
 
-    def _pass(self, out: _Output) -> bool:
-        """Ship what is new in `out`'s files; True when more may be waiting (ship again soon)."""
+    def _pass(self, out: _Output) -> tuple[bool, bool]:
+        """Ship what is new in `out`'s files. Says whether to come back soon (something was shipped, or
+        waits for room in the sink), and whether a backlog is readable now (come back at once)."""
         now = time.monotonic()
         if not out.ended and out.pid is not None and now >= out.next_alive_check:
             out.next_alive_check = now + 1.0
@@ -298,26 +303,28 @@ class OutputFiles:
                 out.ended = True
         ended = out.ended
         shipped: dict[str, int] = {}
-        more = False
+        more = backlog = False
         for st in out.streams.values():
             n, left = self._ship(out, st, final=ended)
             if n:
                 shipped[st.name] = st.read
-            more = more or left
-        if shipped:
-            self._confirm(out, shipped)
+            more, backlog = more or left, backlog or (left and n > 0)
+        if not out.confirming and any(st.read > st.stored for st in out.streams.values()):
+            # One confirmation in flight per instance: at most one manifest write per sink batch.
+            self._confirm(out, {st.name: st.read for st in out.streams.values()})
         if ended and not more and not shipped and all(st.stored == st.read for st in out.streams.values()):
             self._delete(out)
-            return False
+            return False, False
         self._trim(out)
-        return more or bool(shipped)
+        unconfirmed = any(st.read > st.stored for st in out.streams.values())
+        return more or bool(shipped) or unconfirmed, backlog
 
     def _ship(self, out: _Output, st: _Stream, *, final: bool) -> tuple[int, bool]:
         size = os.fstat(st.fd).st_size
         off = st.read - st.base
         if size < off:  # cut by someone else: start again at the file's head
             log.warning("instance output file shrank", instance=out.instance, stream=st.name, path=str(st.path))
-            st.base = st.read - size if size else st.read
+            st.base = st.read  # what is in it now is new
             off = st.read - st.base
         waiting = size - off
         if waiting <= 0:
@@ -342,6 +349,7 @@ class OutputFiles:
         """Persist `positions` once the sink says they are stored (a crash before: shipped again)."""
         with self._lock:
             self._unstored += 1
+        out.confirming = True
 
         def stored() -> None:
             try:
@@ -354,6 +362,7 @@ class OutputFiles:
             except OSError as e:
                 log.warning("cannot record shipped output position", instance=out.instance, error=str(e))
             finally:
+                out.confirming = False
                 with self._lock:
                     self._unstored -= 1
                 self._wake.wake()
