@@ -200,8 +200,8 @@ class OutputFiles:
                 self.ended(manifest)
             return True
         streams: dict[str, _Stream] = {}
-        if not manifest.exists():
-            return False  # shipped and deleted already
+        if manifest.is_symlink() or not manifest.is_file():
+            return False  # shipped and deleted already (or not a manifest at all)
         try:
             rec = json.loads(manifest.read_text())
             if not isinstance(rec, dict) or not isinstance(rec.get("streams"), dict):

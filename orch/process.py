@@ -375,14 +375,15 @@ class ProcessRuntime:
 
     async def adopt(self, config: InstanceConfig, record: Mapping[str, Any]) -> ProcessInstance | None:
         pid, ticks = record.get("pid"), record.get("start_ticks")
-        output = Path(str(record["output"])) if record.get("output") else None
         gone = not isinstance(pid, int) or ticks is None or proc_start_ticks(pid) != ticks
-        if output is not None:
-            if self.outputs is None or output.parent != self.outputs.dir:
-                log.warning("output files of adopted instance are not in the output dir; not shipped",
-                            instance=config.instance, path=str(output))
-                output = None
+        output = None
+        if record.get("output"):
+            name = Path(str(record["output"])).name  # a manifest of this runtime's output dir, nothing else
+            if self.outputs is None or not name.endswith(".json") or name.startswith("."):
+                log.warning("output of adopted instance cannot be shipped", instance=config.instance,
+                            record=str(record["output"]))
             else:  # shipped from where the last run stopped, alive or not (a dead one's last lines too)
+                output = self.outputs.dir / name
                 self.outputs.adopt(output, ended=gone)
         if gone:
             return None
