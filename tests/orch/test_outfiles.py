@@ -186,3 +186,25 @@ def test_a_bad_manifest_is_removed_and_touches_nothing(tmp_path: Path, manifest:
     assert victim.read_bytes() == b"precious\n" * 100_000
     assert not (tmp_path / "logs").exists()
     assert not list(out.iterdir()), "files of no (valid) manifest are removed"
+
+
+async def test_a_forged_output_path_in_a_pidfile_is_not_followed(tmp_path: Path) -> None:
+    """A pidfile record names its manifest; only that name, in this runtime's output dir, is used."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    streams = {s: {"file": f"v.{s}", "base": 0, "stored": 0} for s in ("stdout", "stderr")}
+    (elsewhere / "v.json").write_text(json.dumps({"service": "v", "instance": "v-1", "pid": 1, "start_ticks": 1,
+                                                  "streams": streams}))
+    for s in ("stdout", "stderr"):
+        (elsewhere / f"v.{s}").write_bytes(b"not yours\n" * 10)
+    rt = ProcessRuntime(FileLogSink(tmp_path / "logs"), cgroup_driver(), output_dir=tmp_path / "out")
+    try:
+        cfg = InstanceConfig(service="v", index=1, argv=("true",))
+        for forged in (str(elsewhere / "v.json"), "..", str(elsewhere), "/", ".v.json"):
+            assert await rt.adopt(cfg, {"pid": 2**22 + 7, "start_ticks": 1, "output": forged}) is None
+        await asyncio.sleep(0.3)
+        assert rt.outputs is not None and rt.outputs.pending() == 0
+    finally:
+        await rt.close()
+    assert all((elsewhere / f"v.{s}").read_bytes() == b"not yours\n" * 10 for s in ("stdout", "stderr"))
+    assert (elsewhere / "v.json").exists() and not (tmp_path / "logs").exists()
