@@ -282,6 +282,9 @@ class OutputFiles:
                               instance=out.instance, manifest=str(out.manifest), error=repr(e))
                     with self._lock:
                         self._outputs.pop(out.manifest, None)
+                    for st in out.streams.values():
+                        with contextlib.suppress(OSError):
+                            os.close(st.fd)
             if deadline is not None and (not busy or time.monotonic() > deadline):
                 while self._unstored and time.monotonic() < deadline + 3.0:
                     time.sleep(0.01)
@@ -415,6 +418,7 @@ class _Wakeups:
         self._ifd = -1
         self._poll = select.poll()
         self._poll.register(self._r, select.POLLIN)
+        self._lock = threading.Lock()  # `wake` (any thread) never writes to an fd number `close` freed
 
     @property
     def watching(self) -> bool:
@@ -434,8 +438,9 @@ class _Wakeups:
         self._poll.register(fd, select.POLLIN)
 
     def wake(self) -> None:
-        with contextlib.suppress(BlockingIOError, OSError):
-            os.write(self._w, b"x")
+        with self._lock, contextlib.suppress(BlockingIOError, OSError):
+            if self._w >= 0:
+                os.write(self._w, b"x")
 
     def wait(self, timeout_s: float) -> None:
         self._poll.poll(timeout_s * 1000)
@@ -445,11 +450,12 @@ class _Wakeups:
                     pass
 
     def close(self) -> None:
-        for fd in (self._r, self._w, self._ifd):
-            if fd >= 0:
-                with contextlib.suppress(OSError):
-                    os.close(fd)
-        self._r = self._w = self._ifd = -1
+        with self._lock:
+            for fd in (self._r, self._w, self._ifd):
+                if fd >= 0:
+                    with contextlib.suppress(OSError):
+                        os.close(fd)
+            self._r = self._w = self._ifd = -1
 
 
 def _write_manifest(out: _Output) -> None:
