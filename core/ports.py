@@ -75,6 +75,13 @@ class LogSink(Protocol):
     def append(self, service: str, instance: str, stream: Stream, data: bytes) -> None:
         """Output already read by the caller (e.g. a Docker log stream). Returns at once, never blocks."""
 
+    def room(self) -> int:
+        """Bytes `append` takes now without dropping (a reader that can wait, e.g. of a file, paces on it)."""
+
+    def when_stored(self, fn: Callable[[], None]) -> None:
+        """Call `fn` (on any thread) once everything appended before this call is stored (survives the
+        platform's exit), e.g. to persist how far a file was shipped. Not called if it cannot be stored."""
+
 
 ACCESS_LOG_FIELDS = ("at", "host", "method", "path", "status", "bytes_sent", "duration_ms", "upstream", "client_ip",
                      "request_id", "route", "protocol", "bytes_received", "upstream_ms")

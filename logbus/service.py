@@ -7,7 +7,7 @@ import asyncio
 import os
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -118,6 +118,18 @@ class LogbusService:
             if src is None:
                 src = self._sources[key] = Source.of(service, instance, stream, self.config.max_line_bytes)
             src.offer(self.intake, src.splitter.feed(data), self.clock.now())
+
+    def room(self) -> int:
+        """Bytes the intake takes now before `append` starts dropping lines."""
+        return max(0, self.intake.max_bytes - self.intake.pending_bytes)
+
+    def when_stored(self, fn: Callable[[], None]) -> None:
+        """`fn()` on the writer thread once what was appended before is written and indexed."""
+        def done(fut: Any) -> None:
+            if fut.exception() is None:
+                fn()
+
+        self.writer.control(lambda: None).add_done_callback(done)
 
     # --- AccessLogSink -------------------------------------------------------------------------
 

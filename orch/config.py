@@ -17,10 +17,11 @@ class OrchSettings(BaseModel):
     cgroups: Literal["auto", "v2", "v1", "none"] = "auto"
     cgroup_group: str = Field(default="infracore", pattern=r"^[A-Za-z0-9_.-]+$")
     run_as_user: str | None = None  # default user for services without `user:` (when the platform is root)
-    # What a platform stop does to running instances (they are adopted at the next start when left running).
-    # None: containers keep running (dockerd keeps their logs); native processes are stopped, since their
-    # output pipes end with the platform. True: everything stops. False: everything keeps running.
-    stop_services_on_exit: bool | None = None
+    # What a platform stop does to running instances. False: they keep running (a native process writes its
+    # output to files, shipped from where the last run stopped) and the next start adopts them. True: they
+    # stop with the platform (supervisord-like).
+    stop_services_on_exit: bool = False
+    output_file_max_bytes: int = Field(default=16 * 1024 * 1024, ge=64 * 1024)  # per native instance stream
     backoff_initial_s: float = Field(default=1.0, gt=0)
     backoff_max_s: float = Field(default=60.0, gt=0)
     backoff_factor: float = Field(default=2.0, ge=1)

@@ -2,9 +2,10 @@
 
 Exit is noticed through a pidfd on the loop (no polling, no SIGCHLD handler of our own); stop signals the
 whole process group and the instance's cgroup, then SIGKILLs both after the stop timeout, so nothing the
-instance forked outlives it. stdout/stderr are pipes whose read ends go to the `LogSink`. An instance that
-outlived a platform restart is adopted by pid + start time (never a recycled pid), and its output pipes
-are reopened through `/proc/PID/fd`.
+instance forked outlives it. stdout/stderr are files the child appends to, shipped to the `LogSink` by
+`orch.outfiles` (so the child outlives the platform); without an output dir, pipes to the sink. An instance
+that outlived a platform restart is adopted by pid + start time (never a recycled pid), and its output
+continues from where the last run stopped shipping (pipes are reopened through `/proc/PID/fd`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import structlog
 from core.ports import LogSink
 from orch._files import ConfigFileRefused, write_inside
 from orch.cgroups import CgroupDriver, CgroupHandle
+from orch.outfiles import OutputFiles
 from orch.runtime import ExitStatus, InstanceConfig, InstanceStats, RuntimeError_
 
 log = structlog.get_logger("orch.process")
@@ -73,6 +75,12 @@ def user_problem(user: str) -> str | None:
     return None
 
 
+def _same_process(pid: int, start_ticks: int | None) -> bool:
+    """True while `pid` is the process that started at `start_ticks` (not a recycled pid)."""
+    ticks = proc_start_ticks(pid)
+    return ticks is not None and (start_ticks is None or ticks == start_ticks)
+
+
 def _signal_group(pgid: int, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
@@ -100,6 +108,7 @@ class ProcessInstance:
     oom_before: int = 0
     exit: asyncio.Future[ExitStatus] | None = None
     stopping: bool = False
+    output: Path | None = None  # its output files' manifest (`orch.outfiles`)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -109,7 +118,8 @@ class ProcessInstance:
     def record(self) -> dict[str, Any]:
         return {"runtime": "process", "pid": self.pid, "start_ticks": self.start_ticks,
                 "started_at": self.started_at, "version": self.config.version, "ports": dict(self.config.ports),
-                "cgroup": self.cgroup.to_record() if self.cgroup else None}
+                "cgroup": self.cgroup.to_record() if self.cgroup else None,
+                **({"output": str(self.output)} if self.output else {})}
 
 
 class ProcessRuntime:
@@ -118,11 +128,21 @@ class ProcessRuntime:
     name = "process"
 
     def __init__(self, log_sink: LogSink, cgroups: CgroupDriver, *, default_user: str | None = None,
-                 kill_grace_s: float = 5.0) -> None:
+                 kill_grace_s: float = 5.0, output_dir: Path | None = None,
+                 output_max_bytes: int = 16 * 1024 * 1024) -> None:
         self.log_sink = log_sink
         self.cgroups = cgroups
         self.default_user = default_user
         self.kill_grace_s = kill_grace_s
+        self.outputs: OutputFiles | None = None
+        if output_dir is not None:
+            self.outputs = OutputFiles(log_sink, output_dir, max_bytes=output_max_bytes, alive=_same_process)
+            self.outputs.start()
+
+    async def close(self) -> None:
+        """Ship the output there is now (instances keep writing to their files) and stop the tailer."""
+        if self.outputs is not None:
+            await asyncio.to_thread(self.outputs.close)
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -184,23 +204,39 @@ class ProcessRuntime:
                 if uid is not None:
                     cg.chown(uid, gid or 0)
             instance.oom_before = cg.oom_kills()
-        out_r, out_w = os.pipe()
-        err_r, err_w = os.pipe()
+        files = None
+        if self.outputs is not None:
+            try:
+                files = self.outputs.create(cfg.service, cfg.instance)
+            except OSError as e:
+                raise RuntimeError_(f"{cfg.instance}: cannot create its output files: {e.strerror or e}") from e
+            out_r, err_r = -1, -1
+            out_w, err_w = files.write_fds["stdout"], files.write_fds["stderr"]
+        else:
+            out_r, out_w = os.pipe()
+            err_r, err_w = os.pipe()
         try:
             popen = _spawn(argv, out_w, err_w, workdir, env, uid, gid)
         except OSError as e:
-            for fd in (out_r, err_r):
-                os.close(fd)
+            if files is not None:
+                self.outputs.discard(files)  # type: ignore[union-attr]
+            else:
+                for fd in (out_r, err_r, out_w, err_w):
+                    os.close(fd)
             raise RuntimeError_(f"{cfg.instance}: cannot start {exe}: {e.strerror or e}") from e
-        finally:
+        if files is None:
             os.close(out_w)
             os.close(err_w)
         instance.popen = popen
         instance.pid = popen.pid
         instance.start_ticks = proc_start_ticks(popen.pid)
         instance.started_at = time.time()
-        self.log_sink.attach(cfg.service, cfg.instance, "stdout", out_r)
-        self.log_sink.attach(cfg.service, cfg.instance, "stderr", err_r)
+        if files is not None:
+            self.outputs.started(files, popen.pid, instance.start_ticks)  # type: ignore[union-attr]
+            instance.output = files.manifest
+        else:
+            self.log_sink.attach(cfg.service, cfg.instance, "stdout", out_r)
+            self.log_sink.attach(cfg.service, cfg.instance, "stderr", err_r)
         self._watch(instance)
         log.info("instance started", service=cfg.service, instance=cfg.instance, pid=popen.pid,
                  cgroup=cg.rel if cg else None)
@@ -238,6 +274,8 @@ class ProcessRuntime:
             _signal_group(instance.pid, signal.SIGKILL)
         if cg is not None:
             cg.kill_all(signal.SIGKILL)
+        if instance.output is not None and self.outputs is not None:
+            self.outputs.ended(instance.output)
         log.info("instance exited", service=instance.config.service, instance=instance.id, pid=instance.pid,
                  status=status.detail, expected=instance.stopping)
         if instance.exit is not None and not instance.exit.done():
@@ -337,13 +375,24 @@ class ProcessRuntime:
 
     async def adopt(self, config: InstanceConfig, record: Mapping[str, Any]) -> ProcessInstance | None:
         pid, ticks = record.get("pid"), record.get("start_ticks")
-        if not isinstance(pid, int) or ticks is None or proc_start_ticks(pid) != ticks:
+        gone = not isinstance(pid, int) or ticks is None or proc_start_ticks(pid) != ticks
+        output = None
+        if record.get("output"):
+            name = Path(str(record["output"])).name  # a manifest of this runtime's output dir, nothing else
+            if self.outputs is None or not name.endswith(".json") or name.startswith("."):
+                log.warning("output of adopted instance cannot be shipped", instance=config.instance,
+                            record=str(record["output"]))
+            else:  # shipped from where the last run stopped, alive or not (a dead one's last lines too)
+                output = self.outputs.dir / name
+                self.outputs.adopt(output, ended=gone)
+        if gone:
             return None
+        assert isinstance(pid, int)
         inst = ProcessInstance(config, CgroupHandle.from_record(record.get("cgroup")), pid=pid, start_ticks=ticks,
-                               started_at=record.get("started_at"), adopted=True)
+                               started_at=record.get("started_at"), adopted=True, output=output)
         if inst.cgroup is not None:
             inst.oom_before = inst.cgroup.oom_kills()
-        for fd_no, stream in ((1, "stdout"), (2, "stderr")):
+        for fd_no, stream in ((1, "stdout"), (2, "stderr")) if output is None else ():
             try:
                 if os.readlink(f"/proc/{pid}/fd/{fd_no}").startswith("pipe:"):
                     fd = os.open(f"/proc/{pid}/fd/{fd_no}", os.O_RDONLY | os.O_NONBLOCK)

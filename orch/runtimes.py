@@ -93,7 +93,8 @@ def make_runtimes(settings: OrchSettings, log_sink: LogSink, cgroups: CgroupDriv
 
     st = settings
     runtimes: dict[str, Runtime] = {"process": process or ProcessRuntime(
-        log_sink, cgroups, default_user=st.run_as_user, kill_grace_s=st.kill_grace_s)}
+        log_sink, cgroups, default_user=st.run_as_user, kill_grace_s=st.kill_grace_s, output_dir=run_dir / "out",
+        output_max_bytes=st.output_file_max_bytes)}
     if st.docker:
         # The owner label keeps platforms that share a dockerd (one per data dir) out of each other's way.
         owner = hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:16]

@@ -384,9 +384,7 @@ class OrchService:
                            tuple(spec.depends_on), hc.retries if hc else None, hc.start_period if hc else 0.0)
 
     def _stops_on_exit(self, service: str) -> bool:
-        row = self.services.get(service)
-        choice = self.settings.stop_services_on_exit
-        return choice if choice is not None else (row is None or row.spec.runtime_name == "process")
+        return self.settings.stop_services_on_exit
 
     def _view(self, row: ServiceRow) -> ServiceView:
         stopping = self._shutting_down and self._stops_on_exit(row.name)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import signal
 import socket
@@ -145,6 +147,34 @@ def server_factory(tmp_path: Path) -> Iterator[Any]:
         if srv.proc.poll() is None:
             srv.proc.kill()
             srv.proc.wait()
+    for data_dir in {srv.data_dir for srv in started}:
+        kill_left_instances(data_dir)
+
+
+def kill_left_instances(data_dir: Path) -> None:
+    """End the native service instances a test's server left running (they outlive `fsctl serve` by
+    default), found by their pidfiles, with their cgroups."""
+    from orch.cgroups import CgroupHandle
+    from orch.process import proc_start_ticks
+
+    for path in (data_dir / "run" / "orch").glob("*.json"):
+        try:
+            rec = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if not isinstance(rec, dict) or rec.get("runtime", "process") != "process":
+            continue
+        pid = rec.get("pid")
+        if isinstance(pid, int) and proc_start_ticks(pid) == rec.get("start_ticks"):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+        cg = CgroupHandle.from_record(rec.get("cgroup"))
+        if cg is not None:
+            cg.kill_all()
+            deadline = time.monotonic() + 5
+            while cg.pids() and time.monotonic() < deadline:
+                time.sleep(0.02)
+            cg.remove()
 
 
 @pytest.fixture

@@ -114,15 +114,16 @@ def _cleanup_test_cgroups() -> Any:
 
 def _process(tmp: Path) -> RuntimeUnderTest:
     def make(logs: Path) -> ProcessRuntime:
-        return ProcessRuntime(FileLogSink(logs), cgroup_driver())
+        return ProcessRuntime(FileLogSink(logs), cgroup_driver(), output_dir=tmp / "out")
 
     def leftovers(inst: Any) -> list[str]:
         return [str(d) for d in inst.cgroup.dirs.values() if d.exists()] if inst.cgroup is not None else []
 
     sink = FileLogSink(tmp / "logs")
     driver = cgroup_driver()
-    return RuntimeUnderTest("process", ProcessRuntime(sink, driver), tmp / "logs", sink, make=make,
-                            enforces_memory=driver.kind != "rlimit" and driver.enforces_memory, leftovers=leftovers)
+    return RuntimeUnderTest("process", ProcessRuntime(sink, driver, output_dir=tmp / "out"), tmp / "logs", sink,
+                            make=make, enforces_memory=driver.kind != "rlimit" and driver.enforces_memory,
+                            leftovers=leftovers)
 
 
 def _docker(tmp: Path) -> RuntimeUnderTest:

@@ -157,7 +157,7 @@ async def test_allowed_host_mount_is_audited_and_works(h: Harness, tmp_path: Pat
 
 
 async def test_platform_stop_leaves_the_container_and_the_next_start_adopts_it(h: Harness) -> None:
-    o = await _orch(h)
+    o = await _orch(h, stop_services_on_exit=False)  # the default
     await o.apply(SITE + "volumes: ['data:/data']\n", "site.yaml")
     await until(lambda: o.describe("site")["status"] == "running", 60)
     cid = _inst(o, "site")["container_id"]
@@ -180,7 +180,7 @@ async def test_platform_stop_leaves_the_container_and_the_next_start_adopts_it(h
 
 
 async def test_a_container_whose_record_was_lost_is_adopted_by_its_labels(h: Harness) -> None:
-    o = await _orch(h)
+    o = await _orch(h, stop_services_on_exit=False)  # the default
     await o.apply(SITE, "site.yaml")
     await until(lambda: o.describe("site")["status"] == "running", 60)
     cid = _inst(o, "site")["container_id"]

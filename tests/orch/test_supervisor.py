@@ -23,8 +23,9 @@ from orch.service import OrchService
 from orch.spec import SpecError
 from tests.orch.conftest import PY, alive, cgroup_driver
 
+# Instances stop with the harness's orch (no process outlives a test); tests of the default pass False.
 FAST = {"backoff_initial_s": 0.1, "backoff_max_s": 0.4, "stable_after_s": 30, "crashloop_failures": 4,
-        "crashloop_window_s": 60}
+        "crashloop_window_s": 60, "stop_services_on_exit": True}
 
 
 class Harness:

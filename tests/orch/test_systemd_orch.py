@@ -35,7 +35,7 @@ async def h(tmp_path: Path) -> AsyncIterator[Harness]:
 
 async def _orch(h: Harness, box: str, prefix: str) -> OrchService:
     return await h.orch(systemd_command_prefix=["docker", "exec", "-i", box], systemd_poll_s=0.3,
-                        systemd_unit_prefix=prefix, docker=False)
+                        systemd_unit_prefix=prefix, docker=False, stop_services_on_exit=False)
 
 
 def _running(o: OrchService, name: str) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT, RunningServer, start_server
+from tests.conftest import ROOT, RunningServer, kill_left_instances, start_server
 
 CHROMIUM = os.environ.get("INFRACORE_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = Path(os.environ.get("INFRACORE_UI_ARTIFACTS", ROOT / "tests" / "ui" / "artifacts"))
@@ -67,6 +67,7 @@ def console(tmp_path_factory: pytest.TempPathFactory, browser: Any) -> Iterator[
         yield srv
     finally:
         srv.stop()
+        kill_left_instances(srv.data_dir)  # native services outlive the server
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from urllib.parse import quote
 import httpx
 import pytest
 
-from tests.conftest import RunningServer, start_server
+from tests.conftest import RunningServer, kill_left_instances, start_server
 from tests.orch.dockerenv import BASE_IMAGE, api, docker_problem
 from tests.ui.conftest import login, shot
 
@@ -43,6 +43,7 @@ def console(tmp_path_factory: pytest.TempPathFactory, browser: Any) -> Iterator[
         except httpx.HTTPError:
             pass
         srv.stop()
+        kill_left_instances(srv.data_dir)  # native services outlive the server
         _remove_containers(NAME)
 
 
