@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import dataclasses
 import inspect
+import shutil
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from core.errors import BadRequest, Conflict, NotFound
 from orch import planner, rollout
 from orch._files import ConfigFileRefused, read_inside
 from orch.deployrepo import DeployRepo
+from orch.docker import DockerRuntime
 from orch.health import run_probe
 from orch.instances import build_config, expand, health_target, port_requests, variables
 from orch.live import Live
@@ -34,6 +36,7 @@ from orch.planner import Slot, SlotKey
 from orch.release import build_release, release_vars, templates_of
 from orch.runtime import Instance, RuntimeError_
 from orch.spec import ServiceSpec, SpecError, SpecProblem, validate_mapping
+from orch.units import render_unit
 
 if TYPE_CHECKING:
     from orch.service import OrchService
@@ -148,6 +151,7 @@ class Deployer:
         artifact = {"id": artifact_id, "install_path": install_path} if artifact_id else None
         doc = build_release(spec, number, rv, templates, artifact=artifact, previous_spec=row.spec,
                             previous_doc=prev["doc"] if prev else None)
+        await self._extras(spec, number, rv, templates, doc)
         await self.repo.add_release(name, number, label, doc, actor)
         return await self._launch(Target(spec, number, rv, templates), kind, actor)
 
@@ -168,15 +172,34 @@ class Deployer:
     async def record(self, spec: ServiceSpec, number: int, actor: str | None) -> None:
         """The release of a spec applied directly (a new or stopped service): no instance to replace."""
         row = self.o.services.get(spec.name)
-        prev = await self.repo.release(spec.name, number - 1) if number > 1 else None
+        prev = await self.repo.release(spec.name, row.version) if row is not None else None
         rv = release_vars(prev["label"] if prev else str(number), prev["doc"].get("install_path") if prev else None,
                           self.env_name)
         templates = await self._read_templates(spec, rv, number)
-        doc = build_release(spec, number, rv, templates, previous_spec=None,
+        doc = build_release(spec, number, rv, templates, previous_spec=row.spec if row else None,
                             previous_doc=prev["doc"] if prev else None)
+        await self._extras(spec, number, rv, templates, doc)
         await self.repo.add_release(spec.name, number, rv["version"], doc, actor)
         self.vars[spec.name], self.templates[spec.name] = rv, templates
-        del row
+
+    async def _extras(self, spec: ServiceSpec, number: int, rv: dict[str, str], templates: dict[int, str],
+                      doc: dict[str, Any]) -> None:
+        """What only this host can say about a release: the image's digest when dockerd has the image,
+        the systemd unit's text (rendered with the document's env: no secret in clear)."""
+        if spec.image is not None and self.o.runtime is not None:
+            docker = self.o.runtime.runtimes.get("docker")
+            if isinstance(docker, DockerRuntime):
+                with contextlib.suppress(Exception):
+                    info = await asyncio.wait_for(docker.docker.images.inspect(spec.image), 5)
+                    doc["image_digest"] = (info.get("RepoDigests") or [None])[0] or info.get("Id")
+        if spec.runtime_name == "systemd":
+            shown = spec.model_copy(update={"env": doc["env"]})
+            config = build_config(shown, 1, {}, number, rv, templates)
+            if config.argv and not config.argv[0].startswith("/"):
+                found = shutil.which(config.argv[0])
+                config = dataclasses.replace(config, argv=(found or f"/{config.argv[0]}", *config.argv[1:]))
+            with contextlib.suppress(ValueError):
+                doc["unit"] = render_unit(config)
 
     async def deployment(self, deployment_id: int) -> dict[str, Any]:
         for d in self.active.values():
