@@ -345,6 +345,8 @@ class Deployer:
         self._step(d, "healthy", "ok", f"{what}: {len(staged)} new instance(s) healthy")
         await self._save(d)
         retired = self._switch(name, staged, target, batch.retire)
+        # Serving now: a restart after a crash from here on keeps the new release (no restart into the old).
+        await self.o.repo.set_current(name, target.release)
         d["phases"].setdefault("switched", time.time())
         self._step(d, "switch", "ok", f"{what}: gate switched to release {target.release} "
                    f"({', '.join(f'{name}-{st.slot}' for st in staged) or 'no new instance'})")
