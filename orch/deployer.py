@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import dataclasses
 import inspect
+import re
 import shutil
 import time
 from collections import deque
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("orch.deploy")
 
+VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
 RETIRED_RECORD_BASE = 300  # an old instance draining after a switch: pidfile key 300 + slot
 
 
@@ -114,6 +116,9 @@ class Deployer:
     async def deploy(self, name: str, *, version: str | None, artifact_id: str | None,
                      overrides: dict[str, Any] | None, actor: str | None) -> dict[str, Any]:
         row = self.o._row(name)
+        if version is not None and not VERSION_RE.match(version):
+            raise BadRequest(f"{version!r} is not a version label: letters, digits and . _ + -, up to 128, "
+                             "starting with a letter or digit (it expands in paths as ${version})")
         base = row.spec.model_dump(mode="json", exclude_defaults=True)
         data = {**base, **(overrides or {})}
         if data.get("name") != name:
@@ -341,7 +346,9 @@ class Deployer:
         except (DeployFailed, RuntimeError_, OSError) as e:
             for st in staged:
                 await self._unstage(name, st)
-            raise DeployFailed(str(e)) from None
+            hint = "; a fixed port cannot run twice: give the service deploy: {strategy: recreate}" \
+                if isinstance(e, OSError) and "already in use" in str(e) and batch.surge else ""
+            raise DeployFailed(f"{e}{hint}") from None
         self._step(d, "healthy", "ok", f"{what}: {len(staged)} new instance(s) healthy")
         await self._save(d)
         retired = self._switch(name, staged, target, batch.retire)

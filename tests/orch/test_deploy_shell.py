@@ -122,3 +122,27 @@ async def test_recreate_says_so_and_releases_are_immutable(h: Harness) -> None:
     assert d["status"] == "succeeded" and d["kind"] == "rollback"
     await until(lambda: o.describe("web")["version"] == 1 and o.describe("web")["status"] == "running")
     await asyncio.sleep(0)
+
+
+async def test_bad_version_label_and_a_fixed_port_rolling_deploy(h: Harness) -> None:
+    from tests.conftest import free_port
+    from tests.orch.conftest import PY
+
+    o = await h.orch()
+    port = free_port()
+    await o.apply(f"name: fixed\ncmd: ['{PY}', -m, http.server, --bind, 127.0.0.1, '{port}']\n"
+                  f"ports: [{{name: http, internal: {port}}}]\n"
+                  "healthcheck: {tcp: '127.0.0.1:${PORT}', interval: 0.3s}\n", "fixed.yaml")
+    await until(lambda: o.describe("fixed")["status"] == "running")
+    for bad in ("../../etc", "/abs", "a b", "", "x" * 200):
+        with pytest.raises(BadRequest, match="not a version label"):
+            await o.deploy("fixed", version=bad, actor="ci")
+    pid = o.describe("fixed")["instances"][0]["pid"]
+    started = await o.deploy("fixed", version="v2", actor="ci")
+    d = await _finished(o, started["deployment_id"])
+    assert d["status"] == "rolled_back" and "strategy: recreate" in d["error"], d
+    assert o.describe("fixed")["instances"][0]["pid"] == pid and o.describe("fixed")["status"] == "running"
+    started = await o.deploy("fixed", version="v3", actor="ci", overrides={"deploy": {"strategy": "recreate"}})
+    d = await _finished(o, started["deployment_id"])
+    assert d["status"] == "succeeded", d
+    await until(lambda: o.describe("fixed")["status"] == "running" and o.describe("fixed")["version"] == 3)
