@@ -221,10 +221,11 @@ class Deployer:
 
     # --- running a deployment -------------------------------------------------------------------
 
-    async def _target(self, name: str, number: int) -> Target:
+    async def _target(self, name: str, number: int, *, strict: bool = True) -> Target:
         rel = await self.repo.release(name, number)
         spec = await self.o.repo.spec_version(name, number)
-        if spec is None:
+        if spec is None or (strict and rel is None and await self.repo.releases(name)):
+            # A spec version without its release was pruned (or failed before it was recorded).
             raise NotFound(f"service {name} has no release {number}", hint=f"see fsctl service releases {name}")
         doc = rel["doc"] if rel else {}
         rv = release_vars(doc.get("version") or str(number), doc.get("install_path"), self.env_name)
@@ -282,7 +283,7 @@ class Deployer:
                 self._step(d, "failed", "failed", str(e))
                 if switched and spec.deploy.auto_rollback and from_release is not None:
                     self._step(d, "rollback", "info", f"rolling back to release {from_release}")
-                    back = await self._target(name, from_release)
+                    back = await self._target(name, from_release, strict=False)
                     for batch in rollout.plan_batches(
                             sorted(s.index for s in self.o.slots.values() if s.service == name and s.active),
                             back.spec.replicas, back.spec.deploy.strategy, back.spec.deploy.max_surge,
@@ -303,6 +304,7 @@ class Deployer:
                 await self.o.repo.set_current(name, target.release)
                 d["status"] = rollout.advance(d["status"], "succeed")
                 self._step(d, "done", "ok", f"release {target.release} is serving")
+                await self._prune(name, target.release, from_release)
         except asyncio.CancelledError:
             d["error"] = "interrupted: the platform stopped during the deployment"
             d["status"] = rollout.advance(d["status"], "interrupt") if d["status"] not in rollout.TERMINAL \
@@ -361,6 +363,24 @@ class Deployer:
             await self._stop_retired(retired, spec.deploy.drain)
             self._step(d, "drain", "ok", f"{what}: {len(retired)} old instance(s) drained and stopped")
         await self._save(d)
+
+    async def _prune(self, name: str, current: int, previous: int | None) -> None:
+        """Forget releases beyond `orch.release_keep`; the artifact store, when wired and able, removes
+        their unpacked directories (`prune(service, keep_paths)`)."""
+        rows = await self.repo.releases(name)
+        gone = rollout.releases_to_prune([r["release"] for r in rows], current, previous,
+                                         self.o.settings.release_keep)
+        if not gone:
+            return
+        await self.repo.forget_releases(name, gone)
+        log.info("releases pruned", service=name, releases=gone)
+        prune = getattr(self.o.artifacts, "prune", None)
+        if prune is not None:
+            keep = {r["doc"].get("install_path") for r in rows if r["release"] not in gone} - {None}
+            with contextlib.suppress(Exception):
+                got = prune(name, sorted(keep))
+                if inspect.isawaitable(got):
+                    await got
 
     async def _stage(self, name: str, slot: int, target: Target) -> Staged:
         cur = self.o.live.get((name, slot))

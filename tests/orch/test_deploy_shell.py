@@ -146,3 +146,20 @@ async def test_bad_version_label_and_a_fixed_port_rolling_deploy(h: Harness) -> 
     d = await _finished(o, started["deployment_id"])
     assert d["status"] == "succeeded", d
     await until(lambda: o.describe("fixed")["status"] == "running" and o.describe("fixed")["version"] == 3)
+
+
+async def test_old_releases_are_pruned_but_never_the_serving_or_previous(h: Harness) -> None:
+    from core.errors import NotFound
+
+    o = await h.orch(release_keep=2)
+    await o.apply(web_spec(extra="deploy: {drain: 0s}\n"), "web.yaml")
+    await until(lambda: o.describe("web")["status"] == "running")
+    for v in ("v2", "v3", "v4"):
+        d = await _finished(o, (await o.deploy("web", version=v, actor="ci"))["deployment_id"])
+        assert d["status"] == "succeeded", d
+    assert [r["release"] for r in await o.releases("web")] == [4, 3]
+    with pytest.raises(NotFound, match="no release 1"):
+        await o.rollback("web", to=1, actor="admin")
+    d = await _finished(o, (await o.rollback("web", actor="admin"))["deployment_id"])
+    assert d["status"] == "succeeded" and d["release"] == 3
+    assert [r["release"] for r in await o.releases("web")] == [4, 3]  # 4 is newer than the serving 3: kept
