@@ -198,7 +198,9 @@ def test_platform_killed_mid_deploy_recovers_serving_the_old_release(platform: A
         assert d["status"] == "failed" and "interrupted" in d["error"], d
         st = _until(lambda: (x := again.api("GET", "/api/services/app").json())["status"] == "running" and x,
                     what="app running after the restart")
-        assert st["version"] == 1 and [i["pid"] for i in st["instances"]] == [pid_v1], st
+        # Slot 1 holds what served before the crash; the staged instance (adopted beyond the replica
+        # count) may still be listed while it is being stopped.
+        assert st["version"] == 1 and [i["pid"] for i in st["instances"] if i["index"] == 1] == [pid_v1], st
         assert httpx.get(url.replace(str(srv.http_port), str(again.http_port)),
                          headers={"Host": "app.localhost"}).text.startswith("1 ")
         _until(lambda: not list((again.data_dir / "run" / "orch").glob("app-201.json")), what="staged one stopped")
@@ -229,7 +231,7 @@ def test_platform_killed_while_the_old_release_drains_keeps_the_new_one(platform
         assert d["status"] == "failed" and "interrupted" in d["error"], d
         st = _until(lambda: (x := again.api("GET", "/api/services/app").json())["status"] == "running" and x,
                     what="app running after the restart")
-        assert st["version"] == 2 and [i["pid"] for i in st["instances"]] == [pid_v2], st
+        assert st["version"] == 2 and [i["pid"] for i in st["instances"] if i["index"] == 1] == [pid_v2], st
         assert httpx.get(f"http://127.0.0.1:{again.http_port}/", headers={"Host": "app.localhost"}).text \
             .startswith("v2 ")
         _until(lambda: not alive(pid_v1), what="the draining v1 stopped")
