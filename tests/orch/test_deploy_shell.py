@@ -67,9 +67,10 @@ async def test_deploy_contract_artifact_install_path_and_template(h: Harness, tm
     assert (install / "app.ini").read_text() == f"built=abc at={install}\n"
     rel = (await o.releases("web"))[0]
     assert rel["version"] == "v2" and rel["artifact"]["id"] == "abc" and rel["current"]
-    events = [e["status"] for e in await h.events("deploy.finished")]
-    assert events == ["succeeded"]
-    assert await h.events("deploy.progress")
+    # Events go out through the bus's queue: wait for them rather than race the publisher.
+    finished = await until(lambda: h.events("deploy.finished"))
+    assert [e["status"] for e in finished] == ["succeeded"]
+    assert {e["step"] for e in await until(lambda: h.events("deploy.progress"))} >= {"created", "switch"}
 
 
 async def test_install_path_into_a_system_dir_is_refused_and_the_old_release_serves(h: Harness,
