@@ -284,11 +284,15 @@ class Deployer:
                 if switched and spec.deploy.auto_rollback and from_release is not None:
                     self._step(d, "rollback", "info", f"rolling back to release {from_release}")
                     back = await self._target(name, from_release, strict=False)
-                    for batch in rollout.plan_batches(
-                            sorted(s.index for s in self.o.slots.values() if s.service == name and s.active),
-                            back.spec.replicas, back.spec.deploy.strategy, back.spec.deploy.max_surge,
-                            back.spec.deploy.max_unavailable):
-                        await self._batch(d, back, batch, 0, 0)
+                    mine = [s for s in self.o.slots.values() if s.service == name and s.active]
+                    moved = {s.index for s in mine if s.version != from_release}  # the switched slots only
+                    for batch in rollout.plan_batches(sorted(s.index for s in mine), back.spec.replicas,
+                                                      back.spec.deploy.strategy, back.spec.deploy.max_surge,
+                                                      back.spec.deploy.max_unavailable):
+                        batch = rollout.Batch(tuple(i for i in batch.slots if i in moved or
+                                                    (name, i) not in self.o.slots), batch.surge, batch.retire)
+                        if batch.slots or batch.retire:
+                            await self._batch(d, back, batch, 0, 0)
                     await self.o.repo.set_current(name, from_release)
                     d["status"] = rollout.advance(d["status"], "roll_back")
                 else:

@@ -164,3 +164,33 @@ async def test_old_releases_are_pruned_but_never_the_serving_or_previous(h: Harn
     d = await _finished(o, (await o.rollback("web", actor="admin"))["deployment_id"])
     assert d["status"] == "succeeded" and d["release"] == 3
     assert [r["release"] for r in await o.releases("web")] == [4, 3]  # 4 is newer than the serving 3: kept
+
+
+async def test_a_later_batch_failing_rolls_the_switched_ones_back(h: Harness, tmp_path: Path) -> None:
+    import shutil
+
+    from tests.orch.conftest import PY
+
+    work = tmp_path / "work"
+    work.mkdir()
+    shutil.copy(Path(__file__).parent / "deployapp" / "app.py", work / "app.py")
+    o = await h.orch()
+    await o.apply(f"name: app\ncmd: ['{PY}', app.py, '${{PORT}}']\nworkdir: {work}\nreplicas: 2\n"
+                  "env: {VERSION: '${version}'}\nports: [{name: http}]\n"
+                  "healthcheck: {http: 'http://127.0.0.1:${PORT}/healthz', interval: 0.3s}\n"
+                  "deploy: {drain: 0s, health_deadline: 3s}\n", "app.yaml")
+    await until(lambda: o.describe("app")["healthy"] == 2)
+    # Batch 1 (slot 1) turns healthy and switches; batch 2's instance (app-102) never does.
+    started = await o.deploy("app", version="v2", actor="ci", overrides={
+        "env": {"VERSION": "${version}", "FAIL_INSTANCE": "app-102"}})
+    d = await _finished(o, started["deployment_id"])
+    assert d["status"] == "rolled_back", d
+    steps = [s["step"] for s in d["log"]]
+    assert steps.count("switch") == 2 and "rollback" in steps, steps  # slot 1 went to v2, then back
+    assert "app-2 (new) not healthy" in d["error"], d["error"]
+    await until(lambda: o.describe("app")["healthy"] == 2)
+    st = o.describe("app")
+    assert st["version"] == 1 and {i["version"] for i in st["instances"]} == {1}, st
+    async with __import__("httpx").AsyncClient() as c:
+        for ep in h.endpoints.get("app"):
+            assert (await c.get(f"http://{ep.host}:{ep.port}/")).text.startswith("1 ")
