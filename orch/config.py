@@ -41,6 +41,7 @@ class OrchSettings(BaseModel):
     systemd_enable: bool = False  # `systemctl enable` units (started at boot, then adopted by the platform)
     systemd_poll_s: float = Field(default=1.0, gt=0, le=10)  # how often unit states are read (one call for all)
     systemd_cgroup_root: str = ""  # where that systemd's cgroups lie in this host's tree ("" = same host)
+    release_keep: int = Field(default=10, ge=2, le=1000)  # releases kept per service (+ serving and previous)
     environment: str = Field(default="production", pattern=r"^[A-Za-z0-9_.-]{1,64}$")  # ${env} in specs
     drain_before_stop_s: float = Field(default=0.5, ge=0, le=60)  # endpoints withdrawn → wait → stop signal
     # Artifacts (orch/artifacts.py): the upload size limit (413 above it), what an archive may unpack to

@@ -15,6 +15,8 @@ import asyncio
 import contextlib
 import dataclasses
 import inspect
+import re
+import shutil
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -27,6 +29,7 @@ from core.errors import BadRequest, Conflict, NotFound
 from orch import planner, rollout
 from orch._files import ConfigFileRefused, read_inside
 from orch.deployrepo import DeployRepo
+from orch.docker import DockerRuntime
 from orch.health import run_probe
 from orch.instances import build_config, expand, health_target, port_requests, variables
 from orch.live import Live
@@ -34,12 +37,14 @@ from orch.planner import Slot, SlotKey
 from orch.release import build_release, release_vars, templates_of
 from orch.runtime import Instance, RuntimeError_
 from orch.spec import ServiceSpec, SpecError, SpecProblem, validate_mapping
+from orch.units import render_unit
 
 if TYPE_CHECKING:
     from orch.service import OrchService
 
 log = structlog.get_logger("orch.deploy")
 
+VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
 RETIRED_RECORD_BASE = 300  # an old instance draining after a switch: pidfile key 300 + slot
 
 
@@ -111,6 +116,9 @@ class Deployer:
     async def deploy(self, name: str, *, version: str | None, artifact_id: str | None,
                      overrides: dict[str, Any] | None, actor: str | None) -> dict[str, Any]:
         row = self.o._row(name)
+        if version is not None and not VERSION_RE.match(version):
+            raise BadRequest(f"{version!r} is not a version label: letters, digits and . _ + -, up to 128, "
+                             "starting with a letter or digit (it expands in paths as ${version})")
         base = row.spec.model_dump(mode="json", exclude_defaults=True)
         data = {**base, **(overrides or {})}
         if data.get("name") != name:
@@ -148,6 +156,7 @@ class Deployer:
         artifact = {"id": artifact_id, "install_path": install_path} if artifact_id else None
         doc = build_release(spec, number, rv, templates, artifact=artifact, previous_spec=row.spec,
                             previous_doc=prev["doc"] if prev else None)
+        await self._extras(spec, number, rv, templates, doc)
         await self.repo.add_release(name, number, label, doc, actor)
         return await self._launch(Target(spec, number, rv, templates), kind, actor)
 
@@ -168,15 +177,34 @@ class Deployer:
     async def record(self, spec: ServiceSpec, number: int, actor: str | None) -> None:
         """The release of a spec applied directly (a new or stopped service): no instance to replace."""
         row = self.o.services.get(spec.name)
-        prev = await self.repo.release(spec.name, number - 1) if number > 1 else None
+        prev = await self.repo.release(spec.name, row.version) if row is not None else None
         rv = release_vars(prev["label"] if prev else str(number), prev["doc"].get("install_path") if prev else None,
                           self.env_name)
         templates = await self._read_templates(spec, rv, number)
-        doc = build_release(spec, number, rv, templates, previous_spec=None,
+        doc = build_release(spec, number, rv, templates, previous_spec=row.spec if row else None,
                             previous_doc=prev["doc"] if prev else None)
+        await self._extras(spec, number, rv, templates, doc)
         await self.repo.add_release(spec.name, number, rv["version"], doc, actor)
         self.vars[spec.name], self.templates[spec.name] = rv, templates
-        del row
+
+    async def _extras(self, spec: ServiceSpec, number: int, rv: dict[str, str], templates: dict[int, str],
+                      doc: dict[str, Any]) -> None:
+        """What only this host can say about a release: the image's digest when dockerd has the image,
+        the systemd unit's text (rendered with the document's env: no secret in clear)."""
+        if spec.image is not None and self.o.runtime is not None:
+            docker = self.o.runtime.runtimes.get("docker")
+            if isinstance(docker, DockerRuntime):
+                with contextlib.suppress(Exception):
+                    info = await asyncio.wait_for(docker.docker.images.inspect(spec.image), 5)
+                    doc["image_digest"] = (info.get("RepoDigests") or [None])[0] or info.get("Id")
+        if spec.runtime_name == "systemd":
+            shown = spec.model_copy(update={"env": doc["env"]})
+            config = build_config(shown, 1, {}, number, rv, templates)
+            if config.argv and not config.argv[0].startswith("/"):
+                found = shutil.which(config.argv[0])
+                config = dataclasses.replace(config, argv=(found or f"/{config.argv[0]}", *config.argv[1:]))
+            with contextlib.suppress(ValueError):
+                doc["unit"] = render_unit(config)
 
     async def deployment(self, deployment_id: int) -> dict[str, Any]:
         for d in self.active.values():
@@ -193,10 +221,11 @@ class Deployer:
 
     # --- running a deployment -------------------------------------------------------------------
 
-    async def _target(self, name: str, number: int) -> Target:
+    async def _target(self, name: str, number: int, *, strict: bool = True) -> Target:
         rel = await self.repo.release(name, number)
         spec = await self.o.repo.spec_version(name, number)
-        if spec is None:
+        if spec is None or (strict and rel is None and await self.repo.releases(name)):
+            # A spec version without its release was pruned (or failed before it was recorded).
             raise NotFound(f"service {name} has no release {number}", hint=f"see fsctl service releases {name}")
         doc = rel["doc"] if rel else {}
         rv = release_vars(doc.get("version") or str(number), doc.get("install_path"), self.env_name)
@@ -254,12 +283,16 @@ class Deployer:
                 self._step(d, "failed", "failed", str(e))
                 if switched and spec.deploy.auto_rollback and from_release is not None:
                     self._step(d, "rollback", "info", f"rolling back to release {from_release}")
-                    back = await self._target(name, from_release)
-                    for batch in rollout.plan_batches(
-                            sorted(s.index for s in self.o.slots.values() if s.service == name and s.active),
-                            back.spec.replicas, back.spec.deploy.strategy, back.spec.deploy.max_surge,
-                            back.spec.deploy.max_unavailable):
-                        await self._batch(d, back, batch, 0, 0)
+                    back = await self._target(name, from_release, strict=False)
+                    mine = [s for s in self.o.slots.values() if s.service == name and s.active]
+                    moved = {s.index for s in mine if s.version != from_release}  # the switched slots only
+                    for batch in rollout.plan_batches(sorted(s.index for s in mine), back.spec.replicas,
+                                                      back.spec.deploy.strategy, back.spec.deploy.max_surge,
+                                                      back.spec.deploy.max_unavailable):
+                        batch = rollout.Batch(tuple(i for i in batch.slots if i in moved or
+                                                    (name, i) not in self.o.slots), batch.surge, batch.retire)
+                        if batch.slots or batch.retire:
+                            await self._batch(d, back, batch, 0, 0)
                     await self.o.repo.set_current(name, from_release)
                     d["status"] = rollout.advance(d["status"], "roll_back")
                 else:
@@ -275,6 +308,7 @@ class Deployer:
                 await self.o.repo.set_current(name, target.release)
                 d["status"] = rollout.advance(d["status"], "succeed")
                 self._step(d, "done", "ok", f"release {target.release} is serving")
+                await self._prune(name, target.release, from_release)
         except asyncio.CancelledError:
             d["error"] = "interrupted: the platform stopped during the deployment"
             d["status"] = rollout.advance(d["status"], "interrupt") if d["status"] not in rollout.TERMINAL \
@@ -318,10 +352,14 @@ class Deployer:
         except (DeployFailed, RuntimeError_, OSError) as e:
             for st in staged:
                 await self._unstage(name, st)
-            raise DeployFailed(str(e)) from None
+            hint = "; a fixed port cannot run twice: give the service deploy: {strategy: recreate}" \
+                if isinstance(e, OSError) and "already in use" in str(e) and batch.surge else ""
+            raise DeployFailed(f"{e}{hint}") from None
         self._step(d, "healthy", "ok", f"{what}: {len(staged)} new instance(s) healthy")
         await self._save(d)
         retired = self._switch(name, staged, target, batch.retire)
+        # Serving now: a restart after a crash from here on keeps the new release (no restart into the old).
+        await self.o.repo.set_current(name, target.release)
         d["phases"].setdefault("switched", time.time())
         self._step(d, "switch", "ok", f"{what}: gate switched to release {target.release} "
                    f"({', '.join(f'{name}-{st.slot}' for st in staged) or 'no new instance'})")
@@ -329,6 +367,24 @@ class Deployer:
             await self._stop_retired(retired, spec.deploy.drain)
             self._step(d, "drain", "ok", f"{what}: {len(retired)} old instance(s) drained and stopped")
         await self._save(d)
+
+    async def _prune(self, name: str, current: int, previous: int | None) -> None:
+        """Forget releases beyond `orch.release_keep`; the artifact store, when wired and able, removes
+        their unpacked directories (`prune(service, keep_paths)`)."""
+        rows = await self.repo.releases(name)
+        gone = rollout.releases_to_prune([r["release"] for r in rows], current, previous,
+                                         self.o.settings.release_keep)
+        if not gone:
+            return
+        await self.repo.forget_releases(name, gone)
+        log.info("releases pruned", service=name, releases=gone)
+        prune = getattr(self.o.artifacts, "prune", None)
+        if prune is not None:
+            keep = {r["doc"].get("install_path") for r in rows if r["release"] not in gone} - {None}
+            with contextlib.suppress(Exception):
+                got = prune(name, sorted(keep))
+                if inspect.isawaitable(got):
+                    await got
 
     async def _stage(self, name: str, slot: int, target: Target) -> Staged:
         cur = self.o.live.get((name, slot))

@@ -64,6 +64,13 @@ class DeployRepo:
         rows = await self.store.fetchall("SELECT * FROM orch_releases WHERE name = ? ORDER BY release DESC", (name,))
         return [{**dict(r), "doc": json.loads(r["doc"])} for r in rows]
 
+    async def forget_releases(self, name: str, releases: list[int]) -> None:
+        """Prune: whole releases go (a release is never changed, only forgotten)."""
+        if releases:
+            async with self.store.transaction() as db:
+                await db.executemany("DELETE FROM orch_releases WHERE name = ? AND release = ?",
+                                     [(name, r) for r in releases])
+
     async def add_deployment(self, service: str, release: int, from_release: int | None, kind: str, strategy: str,
                              actor: str | None) -> int:
         cur = await self.store.execute(

@@ -17,6 +17,10 @@ health) at most N times in a row; `always` restarts every exit. Back-off doubles
 `crashloop_window_s` put the slot in `crashloop`: it keeps retrying, but only every `max_s`.
 `depends_on`: a slot starts only when every dependency has a healthy instance; when services stop
 together, dependents stop first.
+
+While a deployment moves a service (`ServiceView.deploying`, see `orch.deployer`), the plan neither
+restarts slots whose version differs nor starts slots it has never seen nor stops slots beyond the
+replica count: the deployer puts new instances into slots itself, health-gated, and takes old ones out.
 """
 
 from __future__ import annotations

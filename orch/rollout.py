@@ -87,3 +87,11 @@ def staged_record_key(slot: int) -> int:
     """Where a staged instance's pidfile lives until it switches in: found after a crash, it lies beyond
     the replica count and the supervisor stops it (the old release keeps serving)."""
     return STAGED_RECORD_BASE + slot
+
+
+def releases_to_prune(releases: Sequence[int], current: int | None, previous: int | None, keep: int) -> list[int]:
+    """Which releases to forget: all but the newest `keep`, never the serving one nor the one before it
+    (a rollback's target), never one newer than the serving one (a deployment may be about to use it)."""
+    newest = sorted(releases, reverse=True)[:max(keep, 0)]
+    spared = {*newest, current, previous}
+    return sorted(r for r in releases if r not in spared and (current is None or r < current))

@@ -1,6 +1,7 @@
 """`OrchService`: the asyncio shell around the planner — it owns the instances, runs the health probes,
 executes the planner's actions through a `Runtime`, persists specs and pidfiles, publishes endpoints and
-`service.*` events, and is the public object the console API and the wiring use.
+`service.*` events, and is the public object the console API and the wiring use. Changes to a running
+service run as deployments (`orch.deployer`: releases, rolling switch, rollback).
 
 Concurrency: everything runs on one loop. `self.slots` is only ever replaced slot by slot with the result
 of a pure transition, with no `await` between reading a slot and writing it back; the reconcile task is

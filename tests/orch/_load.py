@@ -20,6 +20,7 @@ class Load:
     workers: int = 16
     max_seconds: float = 120.0  # bounded, whatever the test does
     bodies: list[tuple[float, str]] = field(default_factory=list)
+    latencies: list[tuple[float, float]] = field(default_factory=list)  # (sent at, seconds) of every answer
     failures: Counter[str] = field(default_factory=Counter)
     ok: int = 0
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -57,9 +58,11 @@ class Load:
         next_at = time.monotonic() + i * interval / self.workers
         deadline = time.monotonic() + self.max_seconds
         while not self._stop.is_set() and time.monotonic() < deadline:
+            t0 = time.monotonic()
             try:
                 async with s.get(self.url, headers={"Host": self.host}) as r:
                     text = await r.text()
+                    self.latencies.append((t0, time.monotonic() - t0))
                     if r.status == 200:
                         self.ok += 1
                         self.bodies.append((time.monotonic(), text.strip()))

@@ -67,9 +67,10 @@ async def test_deploy_contract_artifact_install_path_and_template(h: Harness, tm
     assert (install / "app.ini").read_text() == f"built=abc at={install}\n"
     rel = (await o.releases("web"))[0]
     assert rel["version"] == "v2" and rel["artifact"]["id"] == "abc" and rel["current"]
-    events = [e["status"] for e in await h.events("deploy.finished")]
-    assert events == ["succeeded"]
-    assert await h.events("deploy.progress")
+    # Events go out through the bus's queue: wait for them rather than race the publisher.
+    finished = await until(lambda: h.events("deploy.finished"))
+    assert [e["status"] for e in finished] == ["succeeded"]
+    assert {e["step"] for e in await until(lambda: h.events("deploy.progress"))} >= {"created", "switch"}
 
 
 async def test_install_path_into_a_system_dir_is_refused_and_the_old_release_serves(h: Harness,
@@ -122,3 +123,74 @@ async def test_recreate_says_so_and_releases_are_immutable(h: Harness) -> None:
     assert d["status"] == "succeeded" and d["kind"] == "rollback"
     await until(lambda: o.describe("web")["version"] == 1 and o.describe("web")["status"] == "running")
     await asyncio.sleep(0)
+
+
+async def test_bad_version_label_and_a_fixed_port_rolling_deploy(h: Harness) -> None:
+    from tests.conftest import free_port
+    from tests.orch.conftest import PY
+
+    o = await h.orch()
+    port = free_port()
+    await o.apply(f"name: fixed\ncmd: ['{PY}', -m, http.server, --bind, 127.0.0.1, '{port}']\n"
+                  f"ports: [{{name: http, internal: {port}}}]\n"
+                  "healthcheck: {tcp: '127.0.0.1:${PORT}', interval: 0.3s}\n", "fixed.yaml")
+    await until(lambda: o.describe("fixed")["status"] == "running")
+    for bad in ("../../etc", "/abs", "a b", "", "x" * 200):
+        with pytest.raises(BadRequest, match="not a version label"):
+            await o.deploy("fixed", version=bad, actor="ci")
+    pid = o.describe("fixed")["instances"][0]["pid"]
+    started = await o.deploy("fixed", version="v2", actor="ci")
+    d = await _finished(o, started["deployment_id"])
+    assert d["status"] == "rolled_back" and "strategy: recreate" in d["error"], d
+    assert o.describe("fixed")["instances"][0]["pid"] == pid and o.describe("fixed")["status"] == "running"
+    started = await o.deploy("fixed", version="v3", actor="ci", overrides={"deploy": {"strategy": "recreate"}})
+    d = await _finished(o, started["deployment_id"])
+    assert d["status"] == "succeeded", d
+    await until(lambda: o.describe("fixed")["status"] == "running" and o.describe("fixed")["version"] == 3)
+
+
+async def test_old_releases_are_pruned_but_never_the_serving_or_previous(h: Harness) -> None:
+    from core.errors import NotFound
+
+    o = await h.orch(release_keep=2)
+    await o.apply(web_spec(extra="deploy: {drain: 0s}\n"), "web.yaml")
+    await until(lambda: o.describe("web")["status"] == "running")
+    for v in ("v2", "v3", "v4"):
+        d = await _finished(o, (await o.deploy("web", version=v, actor="ci"))["deployment_id"])
+        assert d["status"] == "succeeded", d
+    assert [r["release"] for r in await o.releases("web")] == [4, 3]
+    with pytest.raises(NotFound, match="no release 1"):
+        await o.rollback("web", to=1, actor="admin")
+    d = await _finished(o, (await o.rollback("web", actor="admin"))["deployment_id"])
+    assert d["status"] == "succeeded" and d["release"] == 3
+    assert [r["release"] for r in await o.releases("web")] == [4, 3]  # 4 is newer than the serving 3: kept
+
+
+async def test_a_later_batch_failing_rolls_the_switched_ones_back(h: Harness, tmp_path: Path) -> None:
+    import shutil
+
+    from tests.orch.conftest import PY
+
+    work = tmp_path / "work"
+    work.mkdir()
+    shutil.copy(Path(__file__).parent / "deployapp" / "app.py", work / "app.py")
+    o = await h.orch()
+    await o.apply(f"name: app\ncmd: ['{PY}', app.py, '${{PORT}}']\nworkdir: {work}\nreplicas: 2\n"
+                  "env: {VERSION: '${version}'}\nports: [{name: http}]\n"
+                  "healthcheck: {http: 'http://127.0.0.1:${PORT}/healthz', interval: 0.3s}\n"
+                  "deploy: {drain: 0s, health_deadline: 3s}\n", "app.yaml")
+    await until(lambda: o.describe("app")["healthy"] == 2)
+    # Batch 1 (slot 1) turns healthy and switches; batch 2's instance (app-102) never does.
+    started = await o.deploy("app", version="v2", actor="ci", overrides={
+        "env": {"VERSION": "${version}", "FAIL_INSTANCE": "app-102"}})
+    d = await _finished(o, started["deployment_id"])
+    assert d["status"] == "rolled_back", d
+    steps = [s["step"] for s in d["log"]]
+    assert steps.count("switch") == 2 and "rollback" in steps, steps  # slot 1 went to v2, then back
+    assert "app-2 (new) not healthy" in d["error"], d["error"]
+    await until(lambda: o.describe("app")["healthy"] == 2)
+    st = o.describe("app")
+    assert st["version"] == 1 and {i["version"] for i in st["instances"]} == {1}, st
+    async with __import__("httpx").AsyncClient() as c:
+        for ep in h.endpoints.get("app"):
+            assert (await c.get(f"http://{ep.host}:{ep.port}/")).text.startswith("1 ")

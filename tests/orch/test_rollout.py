@@ -142,3 +142,36 @@ def test_config_file_spec_needs_one_source():
         _spec(config_files=[{"path": "a", "template": "../../etc/shadow"}])
     with pytest.raises(SpecError, match="both be 0"):
         _spec(deploy={"max_surge": 0, "max_unavailable": 0})
+
+
+def test_planner_leaves_a_deploying_service_to_the_deployer():
+    from orch import planner
+
+    bo = planner.BackoffPolicy()
+    running_v1 = planner.started(planner.Slot("web", 1), 1, 0.0, has_healthcheck=False)
+    extra = planner.started(planner.Slot("web", 3), 1, 0.0, has_healthcheck=False)
+    slots = {("web", 1): running_v1, ("web", 3): extra}
+    svc = planner.ServiceView("web", 2, "running", replicas=2)
+    idle = planner.plan({"web": svc}, slots, 1.0, bo)
+    assert {(type(a).__name__, a.index) for a in idle.actions} == {
+        ("StopInstance", 1), ("StartInstance", 2), ("StopInstance", 3)}
+    busy = planner.plan({"web": planner.ServiceView("web", 2, "running", replicas=2, deploying=True)}, slots, 1.0, bo)
+    assert busy.actions == []  # no restart into v2, no new slot 2, no scale-down of slot 3: the deployer's job
+    crashed = {("web", 1): planner.Slot("web", 1, phase="absent", version=1)}
+    again = planner.plan({"web": planner.ServiceView("web", 2, "running", deploying=True)}, crashed, 1.0, bo)
+    assert [(type(a).__name__, a.index, a.version) for a in again.actions] == [("StartInstance", 1, 2)]
+
+
+@pytest.mark.parametrize(("releases", "current", "previous", "keep", "gone"), [
+    ([1, 2, 3], 3, 2, 10, []),
+    (list(range(1, 13)), 12, 11, 10, [1, 2]),
+    (list(range(1, 13)), 3, 2, 10, [1]),  # rolled back to 3: 2 stays (previous), newer ones are not pruned
+    (list(range(1, 13)), 12, 1, 10, [2]),  # a rollback's source far back stays
+    (list(range(1, 13)), 10, 9, 2, [1, 2, 3, 4, 5, 6, 7, 8]),  # 11, 12 newer than serving: kept
+    ([5], 5, None, 2, []),
+])
+def test_release_pruning(releases, current, previous, keep, gone):
+    from orch.rollout import releases_to_prune
+
+    assert releases_to_prune(releases, current, previous, keep) == gone
+    assert current not in gone and previous not in gone

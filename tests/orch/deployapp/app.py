@@ -1,5 +1,6 @@
 """A test app for deploys: GET / answers `<VERSION> <text of the config file $CONF, as read at start>` over
-HTTP/1.1 keep-alive; /healthz is 200 unless $FAIL_HEALTH is set; $SLOW_START seconds pass before it listens."""
+HTTP/1.1 keep-alive; /healthz is 200 unless $FAIL_HEALTH is set or $FAIL_INSTANCE names this instance;
+$SLOW_START seconds pass before it listens."""
 
 import http.server
 import os
@@ -12,7 +13,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         if self.path == "/healthz":
-            status = 503 if os.environ.get("FAIL_HEALTH") else 200
+            failing = os.environ.get("FAIL_HEALTH") or \
+                os.environ.get("FAIL_INSTANCE", "-") == os.environ.get("INSTANCE")
+            status = 503 if failing else 200
             body = b"unhealthy\n" if status == 503 else b"ok\n"
         else:
             status = 200
