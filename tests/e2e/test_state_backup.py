@@ -1,5 +1,6 @@
 """`fsctl state backup` of a running server and `fsctl state restore` onto an empty data dir, through the
-real CLI; altered, foreign and misplaced archives are refused and nothing is restored."""
+real CLI — users, API tokens, routes, services with their releases and certificates all come back;
+altered, foreign and misplaced archives are refused and nothing is restored."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import subprocess
 import tarfile
 from pathlib import Path
 from typing import Any
+
+import trustme
 
 from tests.conftest import FSCTL, ROOT
 
@@ -24,6 +27,17 @@ def test_a_running_servers_state_backs_up_and_restores_onto_an_empty_dir(server_
     assert r.status_code in (200, 201), r.text
     assert srv.fsctl("route", "add", "--host", "kept.test", "--upstream", "127.0.0.1:9").returncode == 0
     key = (srv.data_dir / "gate" / "fallback.key").read_bytes()
+    token = srv.api("POST", "/api/tokens", json={"name": "ci", "role": "viewer"}).json()["token"]
+    spec = "name: keeper\ncmd: [sleep, '300']\nenv: {RELEASE: one}\n"
+    assert srv.fsctl("service", "apply", "-f", "-", input=spec).returncode == 0
+    out = srv.fsctl("service", "apply", "-f", "-", "--wait", "60", input=spec.replace("one", "two"))  # release 2
+    assert out.returncode == 0, out.stdout + out.stderr
+    ca = trustme.CA()
+    leaf = ca.issue_cert("shop.example.com")
+    (tmp_path / "chain.pem").write_bytes(b"".join(b.bytes() for b in leaf.cert_chain_pems))
+    (tmp_path / "key.pem").write_bytes(leaf.private_key_pem.bytes())
+    out = srv.fsctl("cert", "import", "--cert", str(tmp_path / "chain.pem"), "--key", str(tmp_path / "key.pem"))
+    assert out.returncode == 0, out.stderr
 
     archive = tmp_path / "state.tar.gz"
     out = _state("backup", str(archive), "--data-dir", str(srv.data_dir))  # while it runs
@@ -44,6 +58,13 @@ def test_a_running_servers_state_backs_up_and_restores_onto_an_empty_dir(server_
     admin = again.login("admin", srv.admin_password)
     assert not (restored / "initial-admin-password").exists()
     assert any(rt["host"] == "kept.test" for rt in again.api("GET", "/api/routes", token=admin).json())
+    assert again.api("GET", "/api/routes", token=token).status_code == 200  # the API token still works
+    releases = again.api("GET", "/api/services/keeper/releases", token=admin).json()
+    assert [r["release"] for r in releases] == [2, 1]
+    assert again.api("GET", "/api/services/keeper", token=admin).json()["spec"]["env"] == {"RELEASE": "two"}
+    certs = again.api("GET", "/api/certs", token=admin).json()
+    assert [c["name"] for c in certs] == ["shop.example.com"] and certs[0]["source"] == "imported"
+    assert (restored / "certs" / "shop.example.com.key").read_bytes() == (tmp_path / "key.pem").read_bytes()
 
 
 def _rewrite(src: Path, dst: Path, change: Any) -> None:
