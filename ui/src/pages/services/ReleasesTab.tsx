@@ -36,6 +36,10 @@ export function ReleasesTab({ name, isAdmin }: { name: string; isAdmin: boolean 
   const rollback = (to: number) => async () => {
     const r = await unwrap(api.POST("/api/services/{name}/rollback", { params: { path: { name } }, body: { to } }));
     setStarted({ deployment: r.deployment_id, to, status: r.status });
+    // Events that came before this answer: read the deployment once (later ones arrive live).
+    const d = await unwrap(api.GET("/api/deployments/{id}", { params: { path: { id: String(r.deployment_id) } } }));
+    setStarted((s) => (s && s.deployment === d.id && s.status === "pending"
+      ? { ...s, status: d.status, step: d.log[d.log.length - 1]?.step ?? s.step, error: d.error } : s));
   };
   return (
     <div className="stack">
@@ -62,7 +66,7 @@ export function ReleasesTab({ name, isAdmin }: { name: string; isAdmin: boolean 
                   <td className="mono">{r.version}{r.image && <div className="muted">{r.image}</div>}</td>
                   <td className="muted">{dateTime(r.created_at)}</td>
                   <td>{r.created_by ?? "–"}</td>
-                  <td className="mono" style={{ maxWidth: 420 }}>{r.changes || <span className="muted">first release</span>}</td>
+                  <td className="mono" style={{ maxWidth: 420 }}>{r.release === 1 || !r.changes ? <span className="muted">first release</span> : r.changes}</td>
                   <td>
                     <div className="row">
                       {list.some((o) => o.release < r.release) && (
