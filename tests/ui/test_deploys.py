@@ -101,6 +101,16 @@ def test_releases_diff_and_a_rollback_followed_live_on_the_deploys_page(
     before = len(console.api("GET", "/api/deployments").json())
     expect(listed).to_have_count(before)
 
+    # Every status the Deploys tab ever shows for a deployment row, as it changes (it is never reloaded).
+    deploys.evaluate("""() => {
+        window.__seen = [];
+        const note = () => document.querySelectorAll("tr[data-deployment]").forEach((tr) => {
+            const s = `${tr.dataset.deployment}:${tr.querySelector("[data-testid=status]").textContent}`;
+            if (!window.__seen.includes(s)) window.__seen.push(s);
+        });
+        new MutationObserver(note).observe(document.body, {subtree: true, childList: true, characterData: true});
+    }""")
+
     # Roll back to release 1 from the Releases tab, confirmed.
     page.once("dialog", lambda d: d.accept())
     rows.locator("tr[data-release='1']").get_by_role("button", name="Roll back to this release").click()
@@ -112,11 +122,13 @@ def test_releases_diff_and_a_rollback_followed_live_on_the_deploys_page(
     row = deploys.locator(f"tr[data-deployment='{dep_id}']")
     expect(row).to_be_visible()
     expect(row).to_contain_text("rollback")
-    shot(deploys, "deploys-running")  # usually still running (release 1 starts slowly); not asserted: timing
+    shot(deploys, "deploys-running")
     expect(row.get_by_test_id("status")).to_contain_text("succeeded", timeout=90_000)
     expect(progress).to_contain_text("succeeded", timeout=30_000)
     expect(listed).to_have_count(before + 1)
     assert deploys.evaluate("performance.getEntriesByType('navigation').length") == 1  # never reloaded
+    seen = deploys.evaluate("window.__seen")
+    assert f"{dep_id}:running" in seen and f"{dep_id}:succeeded" in seen, seen
     shot(deploys, "deploys-list")
     dep = console.api("GET", f"/api/deployments/{dep_id}").json()
     assert dep["kind"] == "rollback" and dep["status"] == "succeeded" and dep["actor"] == "admin"

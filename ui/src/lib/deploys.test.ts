@@ -1,4 +1,5 @@
 import { describe, expect, it } from "vitest";
+import { EVENT_TYPES, UNLISTED_TYPES } from "../live/eventStore";
 import { asDeployEvent, changeValue, deploymentDuration, durationText, mergeDeployEvent, releaseRange, unifiedLines, type Deployment } from "./deploys";
 
 const dep = (over: Partial<Deployment> = {}): Deployment => ({
@@ -58,6 +59,14 @@ describe("deploys helpers", () => {
     expect(asDeployEvent({ deployment_id: "7", service: "web", release: 3, status: "running" })).toBeNull();
     expect(asDeployEvent({ deployment_id: 7, service: "web", release: 3, status: "exploded" })).toBeNull();
     expect(asDeployEvent({ deployment_id: 7, release: 3, status: "running" })).toBeNull();
+  });
+
+  it("has the store listen for both deploy events, progress kept out of the recent-events lists", () => {
+    // EventSource delivers a named SSE event only to a listener for its name.
+    expect(EVENT_TYPES).toContain("deploy.progress");
+    expect(EVENT_TYPES).toContain("deploy.finished");
+    expect(UNLISTED_TYPES.has("deploy.progress")).toBe(true);
+    expect(UNLISTED_TYPES.has("deploy.finished")).toBe(false);
   });
 
   it("merges an event into the list, or asks for a reload for an unknown deployment", () => {
