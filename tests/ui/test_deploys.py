@@ -125,6 +125,7 @@ def test_releases_diff_and_a_rollback_followed_live_on_the_deploys_page(
     shot(deploys, "deploys-running")
     expect(row.get_by_test_id("status")).to_contain_text("succeeded", timeout=90_000)
     expect(progress).to_contain_text("succeeded", timeout=30_000)
+    expect(progress).to_contain_text("last step: done")
     expect(listed).to_have_count(before + 1)
     assert deploys.evaluate("performance.getEntriesByType('navigation').length") == 1  # never reloaded
     seen = deploys.evaluate("window.__seen")

@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { EVENT_TYPES, UNLISTED_TYPES } from "../live/eventStore";
-import { asDeployEvent, changeValue, deploymentDuration, durationText, mergeDeployEvent, releaseRange, unifiedLines, type Deployment } from "./deploys";
+import { statusTone } from "./format";
+import { asDeployEvent, deployTone, changeValue, deploymentDuration, durationText, mergeDeployEvent, releaseRange, unifiedLines, type Deployment } from "./deploys";
 
 const dep = (over: Partial<Deployment> = {}): Deployment => ({
   id: 7, service: "web", release: 3, from_release: 2, kind: "rollback", strategy: "rolling", status: "running",
@@ -11,6 +12,14 @@ describe("deploys helpers", () => {
   it("shows the release range, a first release without a previous one", () => {
     expect(releaseRange(dep())).toBe("2 → 3");
     expect(releaseRange(dep({ from_release: null, release: 1 }))).toBe("– → 1");
+  });
+
+  it("gives each status a tone: running waits, succeeded is ok, failures are bad", () => {
+    expect(statusTone(deployTone("running"))).toBe("warn");
+    expect(statusTone(deployTone("pending"))).toBe("warn");
+    expect(statusTone(deployTone("succeeded"))).toBe("ok");
+    expect(statusTone(deployTone("failed"))).toBe("bad");
+    expect(statusTone(deployTone("rolled_back"))).toBe("warn");
   });
 
   it("formats durations across units and refuses nonsense", () => {

@@ -8,6 +8,11 @@ export type DeployStatus = Deployment["status"];
 
 export const FINAL: readonly DeployStatus[] = ["succeeded", "failed", "rolled_back"];
 
+/** The badge tone of a deployment status: a running one is not yet a success (services' "running" is). */
+export function deployTone(status: DeployStatus): string {
+  return status === "running" ? "deploying" : status;
+}
+
 /** "2 → 3", or "– → 1" for a first release. */
 export function releaseRange(d: Pick<Deployment, "from_release" | "release">): string {
   return `${d.from_release ?? "–"} → ${d.release}`;

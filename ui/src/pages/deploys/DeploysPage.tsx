@@ -5,7 +5,7 @@ import { Link, useParams, useSearchParams } from "react-router-dom";
 import { api, unwrap } from "../../api/client";
 import { Badge, Card, Empty, ErrorBox, Spinner } from "../../components/ui";
 import { dateTime, nowS, timeOf } from "../../lib/format";
-import { asDeployEvent, deploymentDuration, durationText, mergeDeployEvent, releaseRange, type Deployment } from "../../lib/deploys";
+import { asDeployEvent, deployTone, deploymentDuration, durationText, mergeDeployEvent, releaseRange, type Deployment } from "../../lib/deploys";
 import { useAsync, useInterval } from "../../lib/useAsync";
 import { useEvent } from "../../live/LiveContext";
 
@@ -24,9 +24,9 @@ function DeploymentList() {
   useEvent("deploy.*", (ev) => {
     const d = asDeployEvent(ev.data);
     if (!d || (service && d.service !== service) || !list.data) return;
-    const merged = mergeDeployEvent(list.data, d, ev.at || nowS());
-    if (merged) list.setData(merged);
-    else void list.reload(); // a deployment this list has not seen yet
+    if (!list.data.some((x) => x.id === d.deployment_id)) return void list.reload(); // one not seen yet
+    // Functional: several events can arrive before the next render.
+    list.setData((cur) => (cur ? mergeDeployEvent(cur, d, ev.at || nowS()) ?? cur : cur));
   });
   const names = [...new Set([...(services.data ?? []).map((s) => s.name), ...(service ? [service] : [])])].sort();
   return (
@@ -54,7 +54,7 @@ function DeploymentList() {
                   <td>{d.kind}</td>
                   <td className="mono" data-testid="releases">{releaseRange(d)}</td>
                   <td>{d.strategy}</td>
-                  <td data-testid="status"><Badge status={d.status}>{d.status.replace("_", " ")}</Badge></td>
+                  <td data-testid="status"><Badge status={deployTone(d.status)}>{d.status.replace("_", " ")}</Badge></td>
                   <td>{d.actor ?? "–"}</td>
                   <td className="muted">{dateTime(d.created_at)}</td>
                   <td className="muted">{durationText(deploymentDuration(d, now))}</td>
@@ -74,9 +74,8 @@ function DeploymentDetail({ id }: { id: string }) {
   useInterval(() => setNow(nowS()), 1000);
   useEvent("deploy.*", (ev) => {
     const d = asDeployEvent(ev.data);
-    if (!d || String(d.deployment_id) !== id || !dep.data) return;
-    const merged = mergeDeployEvent([dep.data], d, ev.at || nowS());
-    if (merged) dep.setData(merged[0]);
+    if (!d || String(d.deployment_id) !== id) return;
+    dep.setData((cur) => (cur ? mergeDeployEvent([cur], d, ev.at || nowS())?.[0] ?? cur : cur));
     if (ev.type === "deploy.finished") void dep.reload(); // the server's phases and final log
   });
   if (dep.error && !dep.data) return <ErrorBox error={dep.error} />;
@@ -87,7 +86,7 @@ function DeploymentDetail({ id }: { id: string }) {
       <div className="page-head">
         <Link to="/deploys">Deploys</Link><span className="muted">/</span>
         <h1>Deployment #{d.id}</h1>
-        <span data-testid="deployment-status"><Badge status={d.status}>{d.status.replace("_", " ")}</Badge></span>
+        <span data-testid="deployment-status"><Badge status={deployTone(d.status)}>{d.status.replace("_", " ")}</Badge></span>
         <span className="muted">
           {d.kind} of <Link to={`/services/${encodeURIComponent(d.service)}`}>{d.service}</Link> · release <span className="mono">{releaseRange(d)}</span> · {d.strategy}
           {" "}· by {d.actor ?? "–"} · {dateTime(d.created_at)} · {durationText(deploymentDuration(d, now))}

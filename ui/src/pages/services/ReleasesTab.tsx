@@ -4,7 +4,7 @@ import { useEffect, useState } from "react";
 import { Link } from "react-router-dom";
 import { api, unwrap, type Schemas } from "../../api/client";
 import { ActionButton, Badge, Card, Empty, ErrorBox, Spinner } from "../../components/ui";
-import { asDeployEvent, changeValue, unifiedLines, type DeployStatus } from "../../lib/deploys";
+import { asDeployEvent, changeValue, deployTone, FINAL, unifiedLines, type DeployStatus } from "../../lib/deploys";
 import { dateTime } from "../../lib/format";
 import { useAsync } from "../../lib/useAsync";
 import { useEvent } from "../../live/LiveContext";
@@ -18,9 +18,12 @@ export function ReleasesTab({ name, isAdmin }: { name: string; isAdmin: boolean 
   useEvent("deploy.*", (ev) => {
     const d = asDeployEvent(ev.data);
     if (!d || d.service !== name) return;
-    if (started && d.deployment_id === started.deployment)
-      setStarted({ ...started, status: d.status, step: d.step ?? started.step, error: d.error });
-    if (ev.type === "deploy.finished") void releases.reload(); // the serving release may have changed
+    // Functional: several events can arrive before the next render.
+    setStarted((s) => (s && s.deployment === d.deployment_id
+      ? { ...s, status: d.status, step: d.step ?? s.step, error: d.error ?? s.error } : s));
+    if (ev.type !== "deploy.finished") return;
+    void releases.reload(); // the serving release may have changed
+    if (started?.deployment === d.deployment_id) void sync(d.deployment_id);
   });
   const list = releases.data ? [...releases.data].sort((a, b) => b.release - a.release) : [];
   // By default: the serving release against the one before it.
@@ -31,15 +34,18 @@ export function ReleasesTab({ name, isAdmin }: { name: string; isAdmin: boolean 
     setPair(cur.release === before.release ? null : { from: before.release, to: cur.release });
   }, [list, pair]);
 
+  /** The started deployment as recorded (its final status and last step once it has finished). */
+  async function sync(id: number) {
+    const d = await unwrap(api.GET("/api/deployments/{id}", { params: { path: { id: String(id) } } }));
+    setStarted((s) => (s && s.deployment === d.id && (s.status === "pending" || FINAL.includes(d.status))
+      ? { ...s, status: d.status, step: d.log[d.log.length - 1]?.step ?? s.step, error: d.error } : s));
+  }
   if (releases.error && !releases.data) return <ErrorBox error={releases.error} />;
   if (!releases.data) return <Spinner />;
   const rollback = (to: number) => async () => {
     const r = await unwrap(api.POST("/api/services/{name}/rollback", { params: { path: { name } }, body: { to } }));
     setStarted({ deployment: r.deployment_id, to, status: r.status });
-    // Events that came before this answer: read the deployment once (later ones arrive live).
-    const d = await unwrap(api.GET("/api/deployments/{id}", { params: { path: { id: String(r.deployment_id) } } }));
-    setStarted((s) => (s && s.deployment === d.id && s.status === "pending"
-      ? { ...s, status: d.status, step: d.log[d.log.length - 1]?.step ?? s.step, error: d.error } : s));
+    await sync(r.deployment_id); // events that came before this answer (later ones arrive live)
   };
   return (
     <div className="stack">
@@ -47,7 +53,7 @@ export function ReleasesTab({ name, isAdmin }: { name: string; isAdmin: boolean 
         <div className="card" role="status" aria-label="Rollback progress" data-testid="rollback-progress">
           <div className="row">
             <strong>Rolling back to release {started.to}</strong>
-            <Badge status={started.status}>{started.status.replace("_", " ")}</Badge>
+            <Badge status={deployTone(started.status)}>{started.status.replace("_", " ")}</Badge>
             {started.step && <span className="muted">last step: {started.step}</span>}
             <span className="spacer" style={{ flex: 1 }} />
             <Link to={`/deploys/${started.deployment}`}>Deployment #{started.deployment}</Link>
