@@ -16,11 +16,13 @@ const Monitoring = lazy(() => import("./pages/metrics/MetricsPage"));
 const Security = lazy(() => import("./pages/security/SecurityPage"));
 const Settings = lazy(() => import("./pages/settings/SettingsPage"));
 const Backups = lazy(() => import("./pages/backups/BackupsPage"));
+const Deploys = lazy(() => import("./pages/deploys/DeploysPage"));
 
 // Client routes avoid /metrics (the Prometheus exposition) and /api.
 export const NAV = [
   { to: "/", label: "Overview" },
   { to: "/services", label: "Services" },
+  { to: "/deploys", label: "Deploys" },
   { to: "/gateway", label: "Gateway" },
   { to: "/logs", label: "Logs" },
   { to: "/monitoring", label: "Metrics & alerts" },
@@ -105,6 +107,8 @@ function Shell() {
                 <Route path="/" element={<Overview />} />
                 <Route path="/services" element={<Services />} />
                 <Route path="/services/:name" element={<ServiceDetail />} />
+                <Route path="/deploys" element={<Deploys />} />
+                <Route path="/deploys/:id" element={<Deploys />} />
                 <Route path="/gateway" element={<Gateway />} />
                 <Route path="/logs" element={<Logs />} />
                 <Route path="/monitoring" element={<Monitoring />} />

@@ -32,8 +32,8 @@ export function timeOf(ts: number | string): string {
 export const nowS = (): number => Date.now() / 1000;
 
 export function statusTone(status: string): "ok" | "warn" | "bad" | "info" | "" {
-  if (["running", "valid", "ok", "healthy", "active"].includes(status)) return "ok";
-  if (["starting", "pending", "degraded", "expiring", "stopping", "deploying"].includes(status)) return "warn";
+  if (["running", "valid", "ok", "healthy", "active", "succeeded"].includes(status)) return "ok";
+  if (["starting", "pending", "degraded", "expiring", "stopping", "deploying", "rolled_back"].includes(status)) return "warn";
   if (["crashloop", "failed", "expired", "firing", "down", "error"].includes(status)) return "bad";
   if (["stopped", "exited"].includes(status)) return "";
   return "info";

@@ -34,15 +34,16 @@ export interface StoreOptions {
 
 export const EVENT_TYPES = [
   "service.status.changed", "service.applied", "service.removed", "service.restart.requested",
-  "service.instance.exited", "service.instance.health", "service.instance.adopted", "deploy.finished",
+  "service.instance.exited", "service.instance.health", "service.instance.adopted", "deploy.progress", "deploy.finished",
   "route.changed", "cert.issued", "cert.expiring", "cert.failed", "snap.started", "snap.done", "snap.failed", "alert.triggered",
   "alert.resolved", "alert.firing", "token.created", "user.added", "user.removed",
   "user.created", "user.updated", "security.finding",
 ];
 
 /** Types delivered to their own subscribers but kept out of `recent` (lists every role sees): the host
- * scan's findings are for admins, as `/api/security/scan` is. */
-export const UNLISTED_TYPES = new Set(["security.finding"]);
+ * scan's findings are for admins, as `/api/security/scan` is; a deploy's every step would push the other
+ * events out of the list (its `deploy.finished` stays listed). */
+export const UNLISTED_TYPES = new Set(["security.finding", "deploy.progress"]);
 
 type Listener = (ev: LiveEvent) => void;
 

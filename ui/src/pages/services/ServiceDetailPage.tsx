@@ -1,5 +1,6 @@
 // One service: state and actions, live resource curves (15 min to 7 days from the rollups),
-// instances (runtime, container/unit/PID, image, ports host→container), health-check history, the spec editor, and its live logs.
+// instances (runtime, container/unit/PID, image, ports host→container), health-check history, the spec editor,
+// its releases (diff, rollback) and its live logs.
 import { useState } from "react";
 import { Link, useNavigate, useParams } from "react-router-dom";
 import { api, unwrap } from "../../api/client";
@@ -12,10 +13,11 @@ import { bytes, dateTime, timeOf } from "../../lib/format";
 import { WINDOWS, windowRange, type WindowKey } from "../../lib/timeWindow";
 import { useAsync, useInterval } from "../../lib/useAsync";
 import { useEvent } from "../../live/LiveContext";
+import { ReleasesTab } from "./ReleasesTab";
 import { portsText, RunsAs } from "./runtime";
 import { nowS } from "../../lib/format";
 
-type Tab = "overview" | "spec" | "logs";
+type Tab = "overview" | "spec" | "releases" | "logs";
 
 export default function ServiceDetailPage() {
   const { name = "" } = useParams();
@@ -56,7 +58,7 @@ export default function ServiceDetailPage() {
       </div>
       {s.reason && <p className="muted">{s.reason}</p>}
       <Tabs value={tab} onChange={setTab} options={[
-        { key: "overview", label: "Overview" }, { key: "spec", label: isAdmin ? "Spec (edit)" : "Spec" }, { key: "logs", label: "Logs" },
+        { key: "overview", label: "Overview" }, { key: "spec", label: isAdmin ? "Spec (edit)" : "Spec" }, { key: "releases", label: "Releases" }, { key: "logs", label: "Logs" },
       ]} />
       {tab === "overview" && (
         <>
@@ -93,6 +95,7 @@ export default function ServiceDetailPage() {
         </>
       )}
       {tab === "spec" && <SpecTab name={name} editable={isAdmin} onApplied={() => void svc.reload()} />}
+      {tab === "releases" && <ReleasesTab name={name} isAdmin={isAdmin} />}
       {tab === "logs" && <Card title="Logs"><LiveTail services={[name]} /></Card>}
     </div>
   );
