@@ -51,7 +51,7 @@ T0=$(now)
 "$FSCTL" serve --data-dir "$WORK/data" --console "127.0.0.1:$CONSOLE" --http-port "$PEBBLE_HTTP01_PORT" \
     --https-port "$HTTPS" --acme-directory "$ACME_DIRECTORY" --acme-ca-bundle "$ACME_CA_BUNDLE" >"$WORK/serve.log" 2>&1 &
 PID=$!
-for _ in $(seq 1 600); do curl -fsS "$FSCTL_SERVER/api/health" -o /dev/null 2>&1 && break; sleep 0.1; done
+for _ in $(seq 1 600); do curl -fsS "$FSCTL_SERVER/api/health" >/dev/null 2>&1 && break; sleep 0.1; done
 T_READY=$(now)
 "$FSCTL" login --user admin --password-stdin <"$WORK/data/initial-admin-password" >/dev/null
 sed "s|\${SPEC_DIR}|$APP/examples/hello|" "$APP/examples/hello/hello.yaml" >"$WORK/hello.yaml"
