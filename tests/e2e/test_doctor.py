@@ -106,13 +106,16 @@ def test_doctor_against_a_real_server(server_factory: Any) -> None:
     with socket.socket() as s:
         s.bind(("0.0.0.0", srv.http_port))
         s.listen()
-        out = _doctor(srv, env={**env, "INFRACORE_ACME_DIRECTORY": "https://127.0.0.1:9/dir"})
+        out = _doctor(srv, env={**env, "INFRACORE_ACME_DIRECTORY": "https://127.0.0.1:9/dir",
+                                "DOCKER_HOST": f"unix://{srv.data_dir}/no-docker.sock"})
     found = {f["check"]: f for f in json.loads(out.stdout)}
     assert found["port.http"]["status"] == "fail" and "is taken" in found["port.http"]["message"]
     assert found["port.https"]["status"] == "ok"
     perms = found["datadir.permissions"]
     assert perms["status"] == "fail" and "fallback.key" in perms["message"]
     assert found["acme.directory"]["status"] == "fail"
+    docker = found["runtime.docker"]
+    assert docker["status"] == "warn" and "no socket at" in docker["message"] and "docker.io" in docker["fix"]
     human = subprocess.run([*FSCTL, "doctor", "--data-dir", str(srv.data_dir)], capture_output=True, text=True,
                            timeout=60, cwd=ROOT, env={**srv.env, **env})
     assert "fix: chmod 700" in human.stdout and "failing" in human.stdout.splitlines()[-1]
