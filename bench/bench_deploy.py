@@ -19,7 +19,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.conftest import free_port  # noqa: E402
+from tests.conftest import free_port, kill_left_instances  # noqa: E402
 from tests.orch._load import Load  # noqa: E402
 
 RATE = float(os.environ.get("BENCH_DEPLOY_RATE", "1000"))
@@ -120,6 +120,7 @@ def main() -> None:
             proc.wait(20)
         except subprocess.TimeoutExpired:
             proc.kill()
+        kill_left_instances(data)  # the app's instances outlive the platform (orch's default)
         log.close()
         print(f"artifacts (logs) in {tmp}" if proc.returncode else "")
         if not proc.returncode:

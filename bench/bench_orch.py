@@ -34,6 +34,7 @@ from core.schema import CORE_MIGRATIONS  # noqa: E402
 from core.store import Store  # noqa: E402
 from orch.config import OrchSettings  # noqa: E402
 from orch.service import OrchService  # noqa: E402
+from tests.conftest import kill_left_instances  # noqa: E402
 
 REPS = 5
 
@@ -222,6 +223,7 @@ def gate_gap(tmp: Path) -> list[dict[str, object]] | None:
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
+        kill_left_instances(data)  # services outlive the platform (orch's default): none may stay behind
         log.close()
 
 

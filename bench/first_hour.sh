@@ -20,6 +20,7 @@ WORK=$(mktemp -d /tmp/infracore-first-hour.XXXXXX)
 PID=
 cleanup() {
     if [ -n "$PID" ]; then
+        "${FSCTL:-true}" service rm hello >/dev/null 2>&1 || true   # services outlive the platform: remove it first
         kill -TERM "$PID" 2>/dev/null || true
         for _ in $(seq 1 200); do kill -0 "$PID" 2>/dev/null || break; sleep 0.1; done
     fi
