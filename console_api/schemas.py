@@ -221,61 +221,6 @@ class ServiceApplied(ServiceDetail):
                                       "(a running service): poll GET /api/deployments/{id}")
 
 
-class Release(Out):
-    release: int
-    version: str = Field(description="the release's ${version} label")
-    created_at: Timestamp
-    created_by: str | None
-    current: bool
-    changes: str = Field(description="the fields it changed against the release before it")
-    artifact: JSON | None
-    image: str | None
-
-
-class ReleaseChange(Out):
-    field: str
-    from_: Any = Field(alias="from")
-    to: Any
-    diff: str | None = None
-
-
-class ReleaseDiff(Out):
-    service: str
-    from_: int | None = Field(alias="from")
-    to: int
-    changes: list[ReleaseChange]
-    release: JSON = Field(description="the `to` release's document (secrets shown as markers)")
-
-
-class DeployStep(Out):
-    at: Timestamp
-    step: str
-    outcome: str
-    detail: str
-
-
-class Deployment(Out):
-    id: int
-    service: str
-    release: int
-    from_release: int | None
-    kind: Literal["deploy", "rollback", "apply"]
-    strategy: Literal["rolling", "recreate"]
-    status: Literal["pending", "running", "succeeded", "failed", "rolled_back"]
-    actor: str | None
-    created_at: Timestamp
-    finished_at: Timestamp | None
-    phases: dict[str, Timestamp]
-    log: list[DeployStep]
-    error: str | None
-
-
-class DeploymentStarted(Out):
-    deployment_id: int
-    release_id: int
-    status: Literal["pending"]
-
-
 class ServiceStatus(Out):
     name: str
     version: int
@@ -584,12 +529,6 @@ RESPONSES: dict[tuple[str, str], Any] = {
     ("POST", "/api/services/{name}/restart"): ServiceDetail,
     ("DELETE", "/api/services/{name}"): ServiceRemoved,
     ("GET", "/api/orch/limits"): OrchLimits,
-    ("GET", "/api/services/{name}/releases"): list[Release],
-    ("GET", "/api/services/{name}/diff"): ReleaseDiff,
-    ("POST", "/api/services/{name}/deploy"): DeploymentStarted,
-    ("POST", "/api/services/{name}/rollback"): DeploymentStarted,
-    ("GET", "/api/deployments"): list[Deployment],
-    ("GET", "/api/deployments/{id:\\d+}"): Deployment,
     ("GET", "/api/routes"): list[RouteWithCert],
     ("POST", "/api/routes"): RouteSaved,
     ("GET", "/api/routes/{ref:.+}"): RouteWithCert,

@@ -1,12 +1,13 @@
-"""Response models of the packager/CI routes: client credentials, client tokens and artifacts."""
+"""Response models of the deploy routes: releases and their diffs, deployments, and the packager/CI routes
+(client credentials, client tokens, artifacts)."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
-from console_api.schemas import Out, Timestamp
+from console_api.schemas import JSON, Out, Timestamp
 
 
 class Client(Out):
@@ -57,3 +58,58 @@ class ArtifactInstall(Out):
     artifact_id: str
     installed_at: Timestamp
     path: str = Field(description="the release dir (${installPath})")
+
+
+class Release(Out):
+    release: int
+    version: str = Field(description="the release's ${version} label")
+    created_at: Timestamp
+    created_by: str | None
+    current: bool
+    changes: str = Field(description="the fields it changed against the release before it")
+    artifact: JSON | None
+    image: str | None
+
+
+class ReleaseChange(Out):
+    field: str
+    from_: Any = Field(alias="from")
+    to: Any
+    diff: str | None = None
+
+
+class ReleaseDiff(Out):
+    service: str
+    from_: int | None = Field(alias="from")
+    to: int
+    changes: list[ReleaseChange]
+    release: JSON = Field(description="the `to` release's document (secrets shown as markers)")
+
+
+class DeployStep(Out):
+    at: Timestamp
+    step: str
+    outcome: str
+    detail: str
+
+
+class Deployment(Out):
+    id: int
+    service: str
+    release: int
+    from_release: int | None
+    kind: Literal["deploy", "rollback", "apply"]
+    strategy: Literal["rolling", "recreate"]
+    status: Literal["pending", "running", "succeeded", "failed", "rolled_back"]
+    actor: str | None
+    created_at: Timestamp
+    finished_at: Timestamp | None
+    phases: dict[str, Timestamp]
+    log: list[DeployStep]
+    error: str | None
+
+
+class DeploymentStarted(Out):
+    deployment_id: int
+    release_id: int
+    status: Literal["pending"]
