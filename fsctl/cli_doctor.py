@@ -71,7 +71,7 @@ def _holder(port: int) -> str | None:
     return None
 
 
-def port_fact(name: str, port: int, running: bool) -> PortFact:
+def port_fact(name: str, port: int, running: bool, host: str = "0.0.0.0") -> PortFact:
     listening = False
     with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
         listening = True
@@ -80,7 +80,7 @@ def port_fact(name: str, port: int, running: bool) -> PortFact:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            s.bind(("0.0.0.0", port))
+            s.bind((host, port))  # where `fsctl serve` will bind it (`edge_host`)
             return PortFact(name, port, False, listening)
         except OSError as e:
             reason = "permission denied" if e.errno in (errno.EACCES, errno.EPERM) else (e.strerror or str(e))
@@ -213,8 +213,8 @@ def gather(args: argparse.Namespace) -> list[Finding]:
     except StartupError as e:
         raise CliError(e.message, hint=e.hint) from None
     running = server_running(s.data_dir)
-    findings = [check_port(port_fact("http", s.http_port, running)),
-                check_port(port_fact("https", s.https_port, running))]
+    findings = [check_port(port_fact("http", s.http_port, running, s.edge_host)),
+                check_port(port_fact("https", s.https_port, running, s.edge_host))]
     findings += dns_findings(routes(s.data_dir))
     findings += acme_and_clock(s.acme_directory, s.acme_ca_bundle)
     repo = Path(s.snap.get("repository") or s.data_dir / "snap" / "repo")
