@@ -8,9 +8,9 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from console_api.api import Api, ApiRequest
+from console_api.api import Api, ApiRequest, parse_int
 from console_api.schemas_deploy import Deployment, DeploymentStarted, Release, ReleaseDiff
-from core.errors import BadRequest
+from core.errors import Forbidden, NotFound
 
 
 class DeployBody(BaseModel):
@@ -28,16 +28,21 @@ class RollbackBody(BaseModel):
     to: int | None = Field(default=None, ge=1, description="the release to re-apply (default: the previous one)")
 
 
-def _int(value: str | None, what: str) -> int | None:
-    if value is None or value == "":
-        return None
-    try:
-        n = int(value)
-    except ValueError:
-        raise BadRequest(f"{what} must be a release number, not {value!r}") from None
-    if n < 1:
-        raise BadRequest(f"{what} must be 1 or more")
-    return n
+async def _check_client_deploy(orch: Any, name: str, body: DeployBody) -> None:
+    """A CI client deploys an artifact uploaded for this service into the spec an admin applied: it may not
+    change the spec (a new `cmd`, `user` or `image` would run what no admin approved), nor run another
+    service's artifact under this service's name."""
+    if body.overrides:
+        raise Forbidden("a CI client cannot change a service's spec: `overrides` need an admin",
+                        code="client_scope", hint="apply the spec change as an admin, then deploy artifacts")
+    if body.artifact_id is not None and orch.artifacts is not None:
+        try:
+            owners = await orch.artifacts.services_of(body.artifact_id)
+        except NotFound:
+            owners = set()
+        if name not in owners:
+            raise Forbidden(f"artifact {body.artifact_id[:12]} was not uploaded for {name!r}",
+                            code="client_scope", hint=f"upload it with ?service={name}")
 
 
 def register(api: Api, orch: Any) -> None:
@@ -52,7 +57,8 @@ def register(api: Api, orch: Any) -> None:
                query={"from": "release number (default: the one before `to`)",
                       "to": "release number (default: the serving one)"}, returns=ReleaseDiff)
     async def release_diff(req: ApiRequest) -> dict[str, Any]:
-        return await orch.diff(req.match["name"], _int(req.query.get("from"), "from"), _int(req.query.get("to"), "to"))
+        return await orch.diff(req.match["name"], parse_int(req.query.get("from"), "from", None, 1, None),
+                               parse_int(req.query.get("to"), "to", None, 1, None))
 
     @api.route("POST", "/api/services/{name}/deploy", summary="Deploy a new release (rolling by default); "
                "answers 202 at once with the deployment to poll", role="admin", body=DeployBody,
@@ -61,8 +67,11 @@ def register(api: Api, orch: Any) -> None:
         name = req.match["name"]
         body: DeployBody = req.body or DeployBody()
         req.audit(f"service:{name}")
+        principal = req.require()
+        if principal.scoped:
+            await _check_client_deploy(orch, name, body)
         started = await orch.deploy(name, version=body.version, artifact_id=body.artifact_id,
-                                    overrides=body.overrides, actor=req.require().username)
+                                    overrides=body.overrides, actor=principal.username)
         req.audit(f"service:{name}", after=started)
         return web.Response(status=202, text=json.dumps(started), content_type="application/json")
 

@@ -114,3 +114,18 @@ def test_packager_flow_end_to_end(server, tmp_path):
     assert server.api("GET", f"/api/deployments/{dep_id}", token=tok).status_code == 200
     assert server.api("POST", "/api/services/other/deploy", token=tok,
                       json={"version": "1", "artifact_id": json.loads(r.stdout)["artifact"]["id"]}).status_code == 403
+    # Nor may it change the spec an admin applied (a new cmd would run what no admin approved), nor run an
+    # artifact uploaded for another service under this one's name.
+    before = [d["id"] for d in server.api("GET", "/api/deployments?service=web").json()]
+    r = server.api("POST", "/api/services/web/deploy", token=tok,
+                   json={"version": "4.0.0", "overrides": {"cmd": ["sh", "-c", "id > /tmp/pwned"]}})
+    assert r.status_code == 403 and r.json()["error"]["code"] == "client_scope", r.text
+    other = server.api("POST", "/api/artifacts?service=other&filename=x.tgz",
+                       content=_release(tmp_path, "9.9.9").read_bytes())
+    assert other.status_code in (200, 201), other.text
+    r = server.api("POST", "/api/services/web/deploy", token=tok,
+                   json={"version": "9.9.9", "artifact_id": other.json()["id"]})
+    assert r.status_code == 403 and "was not uploaded for 'web'" in r.text, r.text
+    r = server.api("POST", "/api/services/web/deploy", token=tok, json={"version": "9.9.8", "artifact_id": "0" * 64})
+    assert r.status_code == 403, r.text
+    assert [d["id"] for d in server.api("GET", "/api/deployments?service=web").json()] == before  # none started
