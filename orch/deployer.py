@@ -19,6 +19,7 @@ import re
 import shutil
 import time
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -76,6 +77,9 @@ class Deployer:
         self.repo = DeployRepo(orch.repo.store)
         self.env_name = env_name
         self.active: dict[str, dict[str, Any]] = {}  # service -> its running deployment
+        # Services between the check in start/rollback and `_launch` (which awaits the store on the way):
+        # claimed with no await after the check, so two calls can never both start a deployment.
+        self._claimed: set[str] = set()
         self.vars: dict[str, dict[str, str]] = {}  # service -> its serving release's variables
         self.templates: dict[str, dict[int, str]] = {}
 
@@ -139,10 +143,30 @@ class Deployer:
                     artifact_id: str | None = None, filename: str = "(deploy)") -> dict[str, Any]:
         """Record release N+1 of `spec` and run its deployment in the background."""
         name = spec.name
-        row = self.o._row(name)
+        with self._claim(name):
+            return await self._start(spec, text, kind, actor, version=version, install_path=install_path,
+                                     artifact_id=artifact_id, filename=filename)
+
+    @contextlib.contextmanager
+    def _claim(self, name: str) -> Iterator[None]:
+        """One deployment per service: refused while another runs or is being set up."""
         if name in self.active:
             raise Conflict(f"service {name} is being deployed (deployment {self.active[name]['id']})",
                            hint=f"wait for it: fsctl deploy status {self.active[name]['id']}")
+        if name in self._claimed:
+            raise Conflict(f"service {name} is being deployed (a deployment is starting)",
+                           hint="wait for it to finish, then try again")
+        self._claimed.add(name)
+        try:
+            yield
+        finally:
+            self._claimed.discard(name)
+
+    async def _start(self, spec: ServiceSpec, text: str | None, kind: str, actor: str | None, *,
+                     version: str | None, install_path: str | None, artifact_id: str | None,
+                     filename: str) -> dict[str, Any]:
+        name = spec.name
+        row = self.o._row(name)
         await self.o._admit(spec, text, filename)
         prev = await self.repo.release(name, row.version)
         label = version or (prev["label"] if prev else "") or ""
@@ -161,10 +185,12 @@ class Deployer:
         return await self._launch(Target(spec, number, rv, templates), kind, actor)
 
     async def rollback(self, name: str, to: int | None, actor: str | None) -> dict[str, Any]:
+        self.o._row(name)
+        with self._claim(name):
+            return await self._rollback(name, to, actor)
+
+    async def _rollback(self, name: str, to: int | None, actor: str | None) -> dict[str, Any]:
         row = self.o._row(name)
-        if name in self.active:
-            raise Conflict(f"service {name} is being deployed (deployment {self.active[name]['id']})",
-                           hint="wait for it to finish, then roll back")
         releases = [r["release"] for r in await self.repo.releases(name)]
         if to is None:
             older = [r for r in releases if r < row.version]
@@ -253,7 +279,7 @@ class Deployer:
         dep_id = await self.repo.add_deployment(name, target.release, row.version, kind, strategy, actor)
         d = await self.repo.deployment(dep_id)
         assert d is not None
-        self.active[name] = d  # no await since the check in start/rollback: one deployment per service
+        self.active[name] = d  # (still claimed by start/rollback: one deployment per service)
         self._step(d, "created", "ok", f"{kind} of release {target.release} (from {row.version}), {strategy}")
         self.o._tasks.spawn(f"deploy:{name}:{dep_id}", self._run(d, target))
         self.o._wake.set()
@@ -380,11 +406,15 @@ class Deployer:
         log.info("releases pruned", service=name, releases=gone)
         prune = getattr(self.o.artifacts, "prune", None)
         if prune is not None:
-            keep = {r["doc"].get("install_path") for r in rows if r["release"] not in gone} - {None}
-            with contextlib.suppress(Exception):
-                got = prune(name, sorted(keep))
+            # the store keys release dirs by version label: every kept release's directory stays
+            keep = {str(r["doc"].get("version") or "") for r in rows
+                    if r["release"] not in gone and r["doc"].get("install_path")} - {""}
+            try:
+                got = prune(name, keep)
                 if inspect.isawaitable(got):
                     await got
+            except Exception as e:  # pruning is upkeep: a failure must not fail the deployment that ran
+                log.warning("release dirs not pruned", service=name, error=repr(e))
 
     async def _stage(self, name: str, slot: int, target: Target) -> Staged:
         cur = self.o.live.get((name, slot))

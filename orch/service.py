@@ -678,7 +678,13 @@ class OrchService:
             if spec is None:
                 spec = ServiceSpec(name=key[0], image="unknown") if rec.get("runtime") == "docker" else \
                     ServiceSpec(name=key[0], cmd=["unknown"], runtime=rec.get("runtime") or "process")
-            config = build_config(spec, int(rec.get("instance_index") or key[1]), ports, int(rec.get("version", 0)),
+            try:
+                index = int(rec.get("instance_index") or key[1])
+                version = int(rec.get("version", 0))
+            except (TypeError, ValueError):  # a damaged record must not stop the platform from starting
+                log.error("instance record unreadable, not adopted", service=key[0], index=key[1])
+                continue
+            config = build_config(spec, index, ports, version,
                                   self.deployer.vars.get(key[0]), self.deployer.templates.get(key[0]))
             try:
                 instance = await self.runtime.adopt(config, rec)
