@@ -246,10 +246,12 @@ class CertdService:
         changes: dict[str, Any]
         try:
             answer = await self._blocking(self.issuer.renewal_info, rec.ari_id)
-        except AriFailure as e:
-            delay = ari_check_delay(e.retry_after_s, self.policy)
-            changes = {"ari_error": e.message, "ari_next_check_at": self.clock.now() + delay}
-            log.warning("renewal information unavailable", name=rec.name, error=e.message, retry_in_s=round(delay))
+        except Exception as e:  # any failure (a cut connection surfaces as urllib3's own errors): noted, the
+            # next check pushed back, so one certificate's CA answer can never stall the whole pass
+            message = e.message if isinstance(e, AriFailure) else f"renewal information unreadable: {e!r}"[:500]
+            delay = ari_check_delay(e.retry_after_s if isinstance(e, AriFailure) else None, self.policy)
+            changes = {"ari_error": message, "ari_next_check_at": self.clock.now() + delay}
+            log.warning("renewal information unavailable", name=rec.name, error=message, retry_in_s=round(delay))
         else:
             now = self.clock.now()
             if answer is None:  # the CA does not offer ARI (now): the share of the lifetime decides

@@ -26,6 +26,7 @@ NOW = 1_800_000_000.0
     ("header", "seconds"),
     [
         ("120", 120.0), (" 5 ", 5.0), ("0", 0.0), (None, None), ("", None), ("soon", None), ("-5", None),
+        ("\u00b2", None), ("\u0663", None),  # digits to str.isdigit, not to float(): a hostile CA header
         (email.utils.formatdate(NOW + 90, usegmt=True), 90.0),
         (email.utils.formatdate(NOW - 90, usegmt=True), 0.0),  # a date in the past: retry now
     ],
