@@ -28,6 +28,8 @@ from logbus.writer import LogWriter
 log = structlog.get_logger("logbus")
 
 ACCESS_SERVICE = "gate-access"
+# A batch is joined and encoded on the loop: long request targets must not make that a big copy.
+_ACCESS_BATCH_CHARS = 256 * 1024
 _ACCESS_ITEM_OVERHEAD = 64
 
 
@@ -51,6 +53,7 @@ class LogbusService:
         # every `access_batch_s` (a loop timer) or `access_batch_lines` entries, whichever comes first.
         self._access_batch: list[str] = []
         self._access_max = self.config.access_batch_lines
+        self._access_chars = 0  # of the open batch: clients choose their paths' length, so bytes bound it too
         self._access_ts = 0.0
         self._access_timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -141,7 +144,8 @@ class LogbusService:
         if not batch:
             self._access_ts = self.clock.now()
         batch.append(line)
-        if len(batch) >= self._access_max:
+        self._access_chars += len(line)
+        if len(batch) >= self._access_max or self._access_chars >= _ACCESS_BATCH_CHARS:
             self.flush_access()
 
     def _access_tick(self) -> None:
@@ -159,6 +163,7 @@ class LogbusService:
         if not batch:
             return
         self._access_batch = []
+        self._access_chars = 0
         src = self._access
         try:
             data = "".join(batch).encode()

@@ -120,3 +120,15 @@ async def test_overload_drops_whole_batches_counted_with_a_marker_in_order(make:
         i = int(json.loads(x["text"])["request_id"][1:])
         assert i - prev - 1 == missing, (prev, i, missing)
         prev, missing = i, 0
+
+
+async def test_long_request_targets_close_a_batch_by_size(make: Factory) -> None:
+    # A client chooses its path's length: 60 lines of ~8 KiB must not wait for 512 to be joined at once.
+    svc = await make(access_batch_s=60, access_batch_lines=512, max_line_bytes=16 * 1024)
+    long = [entry(i).replace(f"/p/{i}", f"/p/{i}/" + "a" * 8000) for i in range(60)]
+    for line in long:
+        svc.record(line)
+    await asyncio.wrap_future(svc.writer.control(lambda: None))
+    written = await all_lines(svc)
+    assert 0 < len(written) < 60  # the size bound closed batches before the line count or the timer
+    assert [json.loads(x["text"])["request_id"] for x in written] == [f"r{i}" for i in range(len(written))]
