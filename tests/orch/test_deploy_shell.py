@@ -4,6 +4,7 @@ artifact port, recreate, what an admin-API attacker could do with config file pa
 from __future__ import annotations
 
 import asyncio
+import shutil
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -194,3 +195,41 @@ async def test_a_later_batch_failing_rolls_the_switched_ones_back(h: Harness, tm
     async with __import__("httpx").AsyncClient() as c:
         for ep in h.endpoints.get("app"):
             assert (await c.get(f"http://{ep.host}:{ep.port}/")).text.startswith("1 ")
+
+
+async def test_two_deploys_at_once_start_one_deployment(h: Harness) -> None:
+    # The check and the launch are awaits apart (admission, the store): two calls must not both pass it.
+    o = await h.orch()
+    await o.apply(web_spec(extra="deploy: {drain: 0s}\n"), "web.yaml")
+    await until(lambda: o.describe("web")["status"] == "running")
+    got = await asyncio.gather(o.deploy("web", version="a", actor="ci"), o.deploy("web", version="b", actor="ci"),
+                               o.rollback("web", to=1, actor="admin"), return_exceptions=True)
+    started = [g for g in got if isinstance(g, dict)]
+    assert len(started) == 1 and all(isinstance(g, Conflict) for g in got if not isinstance(g, dict)), got
+    d = await _finished(o, started[0]["deployment_id"])
+    assert d["status"] == "succeeded", d
+
+
+async def test_pruning_keeps_the_dirs_of_every_kept_release(h: Harness, tmp_path: Path) -> None:
+    class Store(Artifacts):
+        """Prunes like the real store: release dirs are named and kept by version label."""
+
+        def __init__(self, root: Path) -> None:
+            super().__init__(root)
+            self.kept: list[set[str]] = []
+
+        def prune(self, service: str, keep: set[str]) -> None:
+            self.kept.append(set(keep))
+            for d in (self.root / service).iterdir():
+                if d.name not in keep:
+                    shutil.rmtree(d)
+
+    o = await h.orch(release_keep=2)
+    o.artifacts = Store(tmp_path / "releases")
+    await o.apply(web_spec(extra="deploy: {drain: 0s}\n"), "web.yaml")
+    await until(lambda: o.describe("web")["status"] == "running")
+    for v in ("v2", "v3", "v4"):
+        d = await _finished(o, (await o.deploy("web", version=v, artifact_id=f"art-{v}", actor="ci"))["deployment_id"])
+        assert d["status"] == "succeeded", d
+    assert o.artifacts.kept[-1] == {"v3", "v4"}
+    assert sorted(p.name for p in (tmp_path / "releases" / "web").iterdir()) == ["v3", "v4"]
