@@ -110,7 +110,27 @@ class RunningServer:
 def start_server(data_dir: Path, *, extra_args: list[str] | None = None, env: dict[str, str] | None = None,
                  console_port: int | None = None, wait: bool = True) -> RunningServer:
     data_dir.mkdir(parents=True, exist_ok=True)
-    console_port = console_port or free_port()
+    chosen_console = console_port
+    for attempt in range(3):
+        srv = _launch(data_dir, extra_args, env, chosen_console or free_port())
+        if not wait:
+            return srv
+        try:
+            srv.wait_ready()
+            return srv
+        except AssertionError:
+            # A port free_port() handed out can be taken (by another program's outgoing connection) before
+            # the server binds it; a failed start creates nothing, so start again on other ports. Only for
+            # the ports picked here: a test that gives a taken port on purpose still sees the failure.
+            ours = {srv.http_port, srv.https_port} | ({srv.console_port} if chosen_console is None else set())
+            if srv.proc.poll() is None or attempt == 2 or not any(
+                    f":{p} is already in use" in srv.log() for p in ours):
+                raise
+    raise AssertionError("unreachable")
+
+
+def _launch(data_dir: Path, extra_args: list[str] | None, env: dict[str, str] | None,
+            console_port: int) -> RunningServer:
     http_port, https_port = free_port(), free_port()
     full_env = {
         **os.environ,
@@ -127,10 +147,7 @@ def start_server(data_dir: Path, *, extra_args: list[str] | None = None, env: di
             "--http-port", str(http_port), "--https-port", str(https_port), *(extra_args or [])]
     with open(log_path, "ab") as log_file:
         proc = subprocess.Popen(args, stdout=log_file, stderr=subprocess.STDOUT, env=full_env, cwd=ROOT)
-    srv = RunningServer(proc, data_dir, console_port, http_port, https_port, log_path, full_env)
-    if wait:
-        srv.wait_ready()
-    return srv
+    return RunningServer(proc, data_dir, console_port, http_port, https_port, log_path, full_env)
 
 
 @pytest.fixture
