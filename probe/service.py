@@ -53,6 +53,8 @@ SERVICE_METRICS = (
     "service_net_rx_bytes_per_second", "service_net_tx_bytes_per_second",
 )
 _HISTORY = 200
+_CADENCE_CAP_S = 300.0  # a series' reporting gap counts for "no data" up to this (a long outage is not a cadence)
+_CADENCE_FORGET_S = 900.0  # a series silent this long is forgotten by the gap tracking
 
 
 @dataclass
@@ -103,6 +105,12 @@ class ProbeService:
         self._rules: list[AlertRule] = []
         self._alerts: dict[tuple[int, str], tuple[AlertState, Mapping[str, str]]] = {}
         self.history: list[dict[str, Any]] = []
+        # (name, key) → (when it last reported, its reporting gap): a sporadic series' "no data" waits longer
+        self._cadence: dict[tuple[str, str], tuple[float, float]] = {}
+        # Transitions in the order their states changed; `_flush` announces them one at a time, so a
+        # rule removed while a tick's "triggered" waits (on the metrics write) is "resolved" after it.
+        self._outbox: list[dict[str, Any]] = []
+        self._announcing = asyncio.Lock()
         self._tasks = TaskSet("probe")
         self._executor: ThreadPoolExecutor | None = None
         self._tick_done = asyncio.Condition()
@@ -180,11 +188,11 @@ class ProbeService:
         points += service_points + gate_points
         keyed = [(name, self._key(labels), labels, value) for name, labels, value in points]
         self.latest = {(name, key): (labels, value) for name, key, labels, value in keyed}
-        transitions = self._evaluate(now)
+        self._note_cadence(now)
+        self._outbox += self._evaluate(now)
         loop_cpu += time.thread_time() - loop_t0
         written = await self.metrics.write(round(now), [(n, k, v) for n, k, _, v in keyed])
-        for payload in transitions:
-            await self._announce(payload)
+        await self._flush()
         self.stats.ticks += 1
         self.stats.points += written
         self.stats.collect_cpu_s += collect_cpu
@@ -250,21 +258,38 @@ class ProbeService:
             if state.status == "firing" and rid in old:
                 resolved.append(self._transition(old[rid], "resolved", labels, None, now,
                                                  "rule changed" if rid == changed else "rule removed"))
-        for payload in resolved:
-            await self._announce(payload)
+        self._outbox += resolved
+        await self._flush()
+
+    async def _flush(self) -> None:
+        """Announce the queued transitions in order (one flusher at a time: a later caller finds them
+        sent, or waits and sends what was queued after)."""
+        async with self._announcing:
+            while self._outbox:
+                await self._announce(self._outbox.pop(0))
+
+    def _note_cadence(self, now: float) -> None:
+        """Remember how often each series reports: the gap between its last two reports, decaying
+        slowly (x0.95 a report) so a series that speeds up is believed again after a while."""
+        cadence = self._cadence
+        for series in self.latest:
+            prev = cadence.get(series)
+            gap = 0.0 if prev is None else min(max(now - prev[0], prev[1] * 0.95), _CADENCE_CAP_S)
+            cadence[series] = (now, gap)
+        if len(cadence) > 2 * len(self.latest) + 1000:  # bounded: series gone for long are dropped
+            self._cadence = {k: v for k, v in cadence.items() if now - v[0] < _CADENCE_FORGET_S}
 
     def _evaluate(self, now: float) -> list[dict[str, Any]]:
         transitions: list[dict[str, Any]] = []
         interval, floor = self.config.interval_s, self.config.alert_stale_s or 0.0
         for rule in self._rules:
             seen: set[str] = set()
-            stale = no_data_after(rule, interval, floor)
             for (name, key), (labels, value) in self.latest.items():
                 if not rule.matches(name, labels):
                     continue
                 seen.add(key)
                 prev = self._alerts.get((rule.id, key))
-                state, tr = evaluate(rule, prev[0] if prev else None, value, now, stale_s=stale)
+                state, tr = evaluate(rule, prev[0] if prev else None, value, now)
                 self._alerts[(rule.id, key)] = (state, labels)
                 if tr:
                     transitions.append(self._transition(rule, tr, labels, value, now,
@@ -272,8 +297,11 @@ class ProbeService:
             for (rid, key), (prev_state, labels) in list(self._alerts.items()):
                 if rid != rule.id or key in seen:
                     continue
-                # The series sent nothing this evaluation (its service stopped, its route went away).
-                state, tr = evaluate(rule, prev_state, None, now, stale_s=stale)
+                # The series sent nothing this evaluation (its service stopped, its route went away, or
+                # it reports less often than the probe ticks): "no data" waits for twice its own gap too.
+                # A series seen once has no known gap yet: the probe's own slowest cadence stands in.
+                gap = self._cadence.get((rule.metric, key), (0.0, 0.0))[1] or self.config.connections_every_s
+                state, tr = evaluate(rule, prev_state, None, now, stale_s=no_data_after(rule, interval, floor, gap))
                 if state.status == "ok":
                     del self._alerts[(rid, key)]
                 else:
