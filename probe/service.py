@@ -406,6 +406,7 @@ class ProbeService:
             "interval_s": self.config.interval_s, "ticks": s.ticks, "skipped": s.skipped, "errors": s.errors,
             "points": s.points, "series": len(self.latest), "last_tick_ms": round(s.last_tick_ms, 2),
             "collect_cpu_s": round(s.collect_cpu_s, 4), "loop_cpu_s": round(s.loop_cpu_s, 4),
+            "io_skipped": self.services.io_skipped,
             "rules": len(self._rules), "webhooks": {"delivered": self.webhooks.delivered,
                                                     "failed": self.webhooks.failed, "pending": self.webhooks.pending},
         }
