@@ -188,8 +188,8 @@ class ServiceCollector:
         self.io_seconds_per_tick = io_seconds_per_tick
         self.io_skipped = 0  # instance-ticks whose per-process I/O walk was skipped (the budget was spent)
         self.io_skipped_last: list[str] = []  # the instances skipped in the last tick, walked first next
-        self._io_left = 0
-        self._io_deadline = 0.0
+        self._io_left = io_files_per_tick  # (reset by each `collect`)
+        self._io_deadline = float("inf")
         self.cgroup_root = cgroup_root
         self.connections_every_s = connections_every_s
         self._cpu_prev: dict[str, tuple[float, float]] = {}  # instance → (mono, cpu seconds)

@@ -53,8 +53,8 @@ SERVICE_METRICS = (
     "service_net_rx_bytes_per_second", "service_net_tx_bytes_per_second",
 )
 _HISTORY = 200
-_CADENCE_CAP_S = 300.0  # a series' reporting gap counts for "no data" up to this (a long outage is not a cadence)
-_CADENCE_FORGET_S = 900.0  # a series silent this long is forgotten by the gap tracking
+_CADENCE_CAP_TICKS = 300.0  # a series' reporting gap counts for "no data" up to this (an outage is not a cadence)
+_CADENCE_FORGET_TICKS = 900  # a series silent this many ticks is forgotten by the gap tracking
 
 
 @dataclass
@@ -105,8 +105,10 @@ class ProbeService:
         self._rules: list[AlertRule] = []
         self._alerts: dict[tuple[int, str], tuple[AlertState, Mapping[str, str]]] = {}
         self.history: list[dict[str, Any]] = []
-        # (name, key) → (when it last reported, its reporting gap): a sporadic series' "no data" waits longer
-        self._cadence: dict[tuple[str, str], tuple[float, float]] = {}
+        # (name, key) → (the tick it last reported in, its reporting gap in ticks): a sporadic series'
+        # "no data" waits longer
+        self._cadence: dict[tuple[str, str], tuple[int, float]] = {}
+        self._tick_no = 0
         # Transitions in the order their states changed; `_flush` announces them one at a time, so a
         # rule removed while a tick's "triggered" waits (on the metrics write) is "resolved" after it.
         self._outbox: list[dict[str, Any]] = []
@@ -188,7 +190,8 @@ class ProbeService:
         points += service_points + gate_points
         keyed = [(name, self._key(labels), labels, value) for name, labels, value in points]
         self.latest = {(name, key): (labels, value) for name, key, labels, value in keyed}
-        self._note_cadence(now)
+        self._tick_no += 1
+        self._note_cadence()
         self._outbox += self._evaluate(now)
         loop_cpu += time.thread_time() - loop_t0
         written = await self.metrics.write(round(now), [(n, k, v) for n, k, _, v in keyed])
@@ -268,16 +271,17 @@ class ProbeService:
             while self._outbox:
                 await self._announce(self._outbox.pop(0))
 
-    def _note_cadence(self, now: float) -> None:
-        """Remember how often each series reports: the gap between its last two reports, decaying
-        slowly (x0.95 a report) so a series that speeds up is believed again after a while."""
-        cadence = self._cadence
+    def _note_cadence(self) -> None:
+        """Remember how often each series reports, in ticks (so a late or hand-driven tick is not
+        mistaken for a sporadic series): the ticks between its last two reports, decaying slowly
+        (x0.95 a report) so a series that speeds up is believed again after a while."""
+        cadence, tick = self._cadence, self._tick_no
         for series in self.latest:
             prev = cadence.get(series)
-            gap = 0.0 if prev is None else min(max(now - prev[0], prev[1] * 0.95), _CADENCE_CAP_S)
-            cadence[series] = (now, gap)
+            gap = 0.0 if prev is None else min(max(tick - prev[0], prev[1] * 0.95), _CADENCE_CAP_TICKS)
+            cadence[series] = (tick, gap)
         if len(cadence) > 2 * len(self.latest) + 1000:  # bounded: series gone for long are dropped
-            self._cadence = {k: v for k, v in cadence.items() if now - v[0] < _CADENCE_FORGET_S}
+            self._cadence = {k: v for k, v in cadence.items() if tick - v[0] < _CADENCE_FORGET_TICKS}
 
     def _evaluate(self, now: float) -> list[dict[str, Any]]:
         transitions: list[dict[str, Any]] = []
@@ -300,7 +304,8 @@ class ProbeService:
                 # The series sent nothing this evaluation (its service stopped, its route went away, or
                 # it reports less often than the probe ticks): "no data" waits for twice its own gap too.
                 # A series seen once has no known gap yet: the probe's own slowest cadence stands in.
-                gap = self._cadence.get((rule.metric, key), (0.0, 0.0))[1] or self.config.connections_every_s
+                gap_ticks = self._cadence.get((rule.metric, key), (0, 0.0))[1]
+                gap = gap_ticks * interval if gap_ticks else self.config.connections_every_s
                 state, tr = evaluate(rule, prev_state, None, now, stale_s=no_data_after(rule, interval, floor, gap))
                 if state.status == "ok":
                     del self._alerts[(rid, key)]
