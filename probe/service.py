@@ -30,6 +30,7 @@ from probe.alerts import AlertRule, AlertState, evaluate, no_data_after
 from probe.collect import GateAdapter, HostCollector, Point, ServiceCollector, service_state_points
 from probe.config import AlertRuleBody, ProbeConfig
 from probe.exposition import Reading, render
+from probe.firing import FiringStore
 from probe.rollup import default_step
 from probe.rules import RuleRepo, to_rule
 from probe.tsdb import MetricsStore, labels_key
@@ -89,6 +90,7 @@ class ProbeService:
         self.config = config
         self.metrics = MetricsStore(data_dir / "metrics.db", keep_s=config.retention.as_map())
         self.rules = RuleRepo(state)
+        self.firing = FiringStore(state)  # the firing alerts, across restarts
         self.bus = bus
         self._inventory = inventory
         self._gate_source = gate_source
@@ -123,6 +125,7 @@ class ProbeService:
     async def start(self) -> None:
         await self.rules.migrate()
         await self.reload_rules()
+        await self._restore_firing()
         await self.metrics.open()
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="probe-collect")
         if self.config.enabled:
@@ -194,6 +197,7 @@ class ProbeService:
         self._note_cadence()
         self._outbox += self._evaluate(now)
         loop_cpu += time.thread_time() - loop_t0
+        await self.firing.save(self._alerts)  # durable before it is told (a crash re-sends nothing)
         written = await self.metrics.write(round(now), [(n, k, v) for n, k, _, v in keyed])
         await self._flush()
         self.stats.ticks += 1
@@ -262,7 +266,21 @@ class ProbeService:
                 resolved.append(self._transition(old[rid], "resolved", labels, None, now,
                                                  "rule changed" if rid == changed else "rule removed"))
         self._outbox += resolved
+        await self.firing.save(self._alerts)
         await self._flush()
+
+    async def _restore_firing(self) -> None:
+        """The alerts that were firing when the probe stopped fire on (no second "triggered"; their
+        "resolved" comes when their data clears or goes away); those of rules gone meanwhile are dropped."""
+        ids = {r.id for r in self._rules}
+        restored = await self.firing.load()
+        for key, value in restored.items():
+            if key[0] in ids:
+                self._alerts[key] = value
+        await self.firing.save(self._alerts)
+        if restored:
+            log.info("restored firing alerts", firing=sum(1 for k in restored if k[0] in ids),
+                     dropped=sum(1 for k in restored if k[0] not in ids))
 
     async def _flush(self) -> None:
         """Announce the queued transitions in order (one flusher at a time: a later caller finds them

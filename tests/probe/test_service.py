@@ -379,3 +379,50 @@ async def test_a_rule_removed_during_a_tick_is_resolved_after_it_triggered(tmp_p
         assert published == ["alert.triggered", "alert.resolved"]
     finally:
         await svc.stop(5.0)
+
+
+async def test_a_firing_alert_survives_a_restart_without_a_second_triggered(tmp_path: Path, kernel: Any) -> None:
+    """The firing state is in state.db: after a restart the alert is firing at once, the next ticks
+    (still breaching) send no second "triggered", and clearing sends the "resolved" the first run owed."""
+    store, bus = kernel
+    gauge = Gauge()
+    gauge.value = 900.0
+    clock = ManualClock()
+    rule = {"name": "slow", "metric": "gate_upstream_latency_p99_ms", "op": ">", "threshold": 500}
+
+    def make() -> ProbeService:
+        return ProbeService(ProbeConfig(enabled=False, interval_s=0.25), tmp_path, store, bus,
+                            gate_source=lambda: gauge, clock=clock)
+
+    first = make()
+    await first.start()
+    try:
+        await first.add_rule(AlertRuleBody.model_validate(rule))
+        clock.advance(0.25)
+        await first.tick()
+        assert [a["status"] for a in first.alerts()["active"]] == ["firing"]
+    finally:
+        await first.stop(5.0)
+
+    second = make()
+    await second.start()
+    try:
+        assert [(a["rule"], a["status"]) for a in second.alerts()["active"]] == [("slow", "firing")]
+        for _ in range(4):
+            clock.advance(0.25)
+            await second.tick()
+        gauge.value = 100.0
+        clock.advance(0.25)
+        await second.tick()
+        assert second.alerts()["active"] == []
+    finally:
+        await second.stop(5.0)
+    published = [(e.type, e.data["reason"]) for e in await bus.read_after(0, 100) if e.type.startswith("alert.")]
+    assert published == [("alert.triggered", "threshold"), ("alert.resolved", "cleared")], published
+
+    third = make()  # nothing firing any more: nothing restored
+    await third.start()
+    try:
+        assert third.alerts()["active"] == []
+    finally:
+        await third.stop(5.0)
