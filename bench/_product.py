@@ -31,21 +31,27 @@ def _free_port() -> int:
 class ProductServe:
     """One `fsctl serve` under `tmp/name`; `stop()` sends SIGTERM (and waits for its shutdown)."""
 
-    def __init__(self, tmp: Path, cpu: str, name: str = "serve", root: Path = ROOT) -> None:
-        """`root`: the source tree to run (another checkout, to compare two versions in one run)."""
+    def __init__(self, tmp: Path, cpu: str | None, name: str = "serve", root: Path = ROOT,
+                 env: dict[str, str] | None = None) -> None:
+        """`cpu`: the core(s) to pin every thread to (None: not pinned); `root`: the source tree to run
+        (another checkout, to compare two versions in one run); `env`: extra variables (e.g. fewer bcrypt
+        rounds, a quieter log)."""
         import httpx
 
         self.dir = tmp / name
         self.dir.mkdir()
         self.cpu = cpu
         self.console_port, self.http_port, self.https_port = _free_port(), _free_port(), _free_port()
+        extra = env
         env = {k: v for k, v in os.environ.items()
                if not k.startswith(("INFRACORE_", "FSCTL_")) or k in ("INFRACORE_PURE", "INFRACORE_REQUIRE_ACCEL")}
-        env |= {"INFRACORE_EDGE_HOST": "127.0.0.1", "XDG_CONFIG_HOME": str(self.dir / "xdg")}
+        env |= {"INFRACORE_EDGE_HOST": "127.0.0.1", "XDG_CONFIG_HOME": str(self.dir / "xdg"), **(extra or {})}
         self.log = self.dir / "serve.log"
+        self.data = self.dir / "data"
+        pin = ["taskset", "-c", cpu] if cpu is not None else []
         with open(self.log, "wb") as log:
             self.proc = subprocess.Popen(
-                ["taskset", "-c", cpu, sys.executable, "-m", "fsctl", "serve", "--data-dir", str(self.dir / "data"),
+                [*pin, sys.executable, "-m", "fsctl", "serve", "--data-dir", str(self.dir / "data"),
                  "--console", f"127.0.0.1:{self.console_port}", "--http-port", str(self.http_port),
                  "--https-port", str(self.https_port)], stdout=log, stderr=subprocess.STDOUT, env=env, cwd=root)
         self.pid = self.proc.pid
@@ -76,10 +82,13 @@ class ProductServe:
         r = httpx.post(f"{self.url}/api/auth/login", json={"username": "admin", "password": password}, timeout=60)
         r.raise_for_status()
         self.token = r.json()["token"]
+        self.headers = {"Authorization": f"Bearer {self.token}"}
         self.pin()
 
     def pin(self) -> int:
         """Pin every thread the process has now to the proxy core; how many threads it has."""
+        if self.cpu is None:
+            return len(os.listdir(f"/proc/{self.pid}/task"))
         subprocess.run(["taskset", "-a", "-p", "-c", self.cpu, str(self.pid)], check=True,
                        stdout=subprocess.DEVNULL)
         return len(os.listdir(f"/proc/{self.pid}/task"))

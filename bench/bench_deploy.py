@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -19,7 +18,8 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.conftest import free_port, kill_left_instances  # noqa: E402
+from bench._product import ProductServe  # noqa: E402
+from tests.conftest import kill_left_instances  # noqa: E402
 from tests.orch._load import Load  # noqa: E402
 
 RATE = float(os.environ.get("BENCH_DEPLOY_RATE", "1000"))
@@ -36,33 +36,12 @@ def pct(values: list[float], q: float) -> float:
 
 def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bench-deploy-"))
-    data = tmp / "serve"
-    data.mkdir()
     work = tmp / "work"
     work.mkdir()
     shutil.copy(ROOT / "tests/orch/deployapp/app.py", work / "app.py")
-    console, http_port, https_port = free_port(), free_port(), free_port()
-    env = {**os.environ, "INFRACORE_PASSWORD_HASH_ROUNDS": "4", "XDG_CONFIG_HOME": str(tmp / "xdg"),
-           "INFRACORE_LOG_LEVEL": "warning"}
-    log = open(tmp / "serve.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "fsctl", "serve", "--data-dir", str(data), "--console",
-                             f"127.0.0.1:{console}", "--http-port", str(http_port), "--https-port", str(https_port)],
-                            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
-    api = f"http://127.0.0.1:{console}"
+    srv = ProductServe(tmp, None, env={"INFRACORE_PASSWORD_HASH_ROUNDS": "4", "INFRACORE_LOG_LEVEL": "warning"})
+    api, data, http_port, h = srv.url, srv.data, srv.http_port, srv.headers
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{api}/api/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise RuntimeError("fsctl serve did not start")
-            time.sleep(0.05)
-        pw = (data / "initial-admin-password").read_text().strip()
-        tok = httpx.post(f"{api}/api/auth/login", json={"username": "admin", "password": pw}).json()["token"]
-        h = {"Authorization": f"Bearer {tok}"}
         spec = (f"name: app\ncmd: [\"{sys.executable}\", app.py, \"${{PORT}}\"]\nworkdir: {work}\n"
                 "env: { VERSION: \"${version}\" }\nports: [{ name: http }]\n"
                 "healthcheck: { http: \"http://127.0.0.1:${PORT}/healthz\", interval: 0.5s, timeout: 2s }\n"
@@ -115,15 +94,10 @@ def main() -> None:
                   f"failures: {dict(load.failures) or 0}")
             time.sleep(1.0)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        srv.stop()
         kill_left_instances(data)  # the app's instances outlive the platform (orch's default)
-        log.close()
-        print(f"artifacts (logs) in {tmp}" if proc.returncode else "")
-        if not proc.returncode:
+        print(f"artifacts (logs) in {tmp}" if srv.proc.returncode else "")
+        if not srv.proc.returncode:
             shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -28,6 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench._product import ProductServe  # noqa: E402
 from core.bus import EventBus  # noqa: E402
 from core.ports import EndpointBoard  # noqa: E402
 from core.schema import CORE_MIGRATIONS  # noqa: E402
@@ -133,30 +134,9 @@ async def orch_figures(tmp: Path) -> tuple[list[float], list[float]]:
 def gate_gap(tmp: Path) -> list[dict[str, object]] | None:
     import httpx
 
-    data = tmp / "serve"
-    data.mkdir()
-    console, http_port, https_port = free_port(), free_port(), free_port()
-    env = {**os.environ, "INFRACORE_PASSWORD_HASH_ROUNDS": "4", "XDG_CONFIG_HOME": str(tmp / "xdg"),
-           "INFRACORE_LOG_LEVEL": "warning"}
-    log = open(tmp / "serve.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "fsctl", "serve", "--data-dir", str(data), "--console",
-                             f"127.0.0.1:{console}", "--http-port", str(http_port), "--https-port", str(https_port)],
-                            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
-    api = f"http://127.0.0.1:{console}"
+    srv = ProductServe(tmp, None, env={"INFRACORE_PASSWORD_HASH_ROUNDS": "4", "INFRACORE_LOG_LEVEL": "warning"})
+    api, data, http_port, h = srv.url, srv.data, srv.http_port, srv.headers
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{api}/api/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise RuntimeError("fsctl serve did not start:\n" + (tmp / "serve.log").read_text()[-2000:])
-            time.sleep(0.05)
-        pw = (data / "initial-admin-password").read_text().strip()
-        tok = httpx.post(f"{api}/api/auth/login", json={"username": "admin", "password": pw}).json()["token"]
-        h = {"Authorization": f"Bearer {tok}"}
         if httpx.get(f"{api}/api/routes", headers=h).status_code == 404:
             return None
         flag = tmp / "unhealthy"
@@ -221,10 +201,8 @@ def gate_gap(tmp: Path) -> list[dict[str, object]] | None:
         httpx.delete(f"{api}/api/services/hello", headers=h)
         return results
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(30)
+        srv.stop()
         kill_left_instances(data)  # services outlive the platform (orch's default): none may stay behind
-        log.close()
 
 
 def main() -> None:

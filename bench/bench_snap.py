@@ -34,6 +34,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench._product import ProductServe  # noqa: E402
 from snap.config import SnapConfig  # noqa: E402
 from snap.repo import Repository  # noqa: E402
 
@@ -180,14 +181,6 @@ def run_borg(work: Path, src: Path, change: callable) -> dict[str, float]:  # ty
     return {"first_s": t1, "size": size1, "second_s": t2, "size2": du(work / "borg"), "restore_s": t3}
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _p99(xs: list[float]) -> float:
     return sorted(xs)[max(0, int(len(xs) * 0.99) - 1)]
 
@@ -196,30 +189,10 @@ def gate_p99(work: Path, src: Path, seconds: float) -> dict[str, float]:
     """p99 of the gate's own 404 answers (no backup, then during one) on a real `fsctl serve`."""
     import httpx
 
-    data = work / "serve"
-    data.mkdir()
-    console, http_port, https_port = _free_port(), _free_port(), _free_port()
-    env = {**os.environ, "INFRACORE_LOG_FORMAT": "json", "INFRACORE_LOG_LEVEL": "warning",
-           "INFRACORE_PASSWORD_HASH_ROUNDS": "4"}
-    log = open(work / "serve.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "fsctl", "serve", "--data-dir", str(data), "--console",
-                             f"127.0.0.1:{console}", "--http-port", str(http_port), "--https-port", str(https_port)],
-                            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
-    api = f"http://127.0.0.1:{console}"
+    srv = ProductServe(work, None, env={"INFRACORE_LOG_FORMAT": "json", "INFRACORE_LOG_LEVEL": "warning",
+                                        "INFRACORE_PASSWORD_HASH_ROUNDS": "4"})
+    api, http_port, auth = srv.url, srv.http_port, srv.headers
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{api}/api/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise RuntimeError("fsctl serve did not start; see serve.log")
-            time.sleep(0.1)
-        password = (data / "initial-admin-password").read_text().strip()
-        token = httpx.post(f"{api}/api/auth/login", json={"username": "admin", "password": password}).json()["token"]
-        auth = {"Authorization": f"Bearer {token}"}
         r = httpx.post(f"{api}/api/snap/plans", json={"name": "bench", "paths": [str(src)]}, headers=auth)
         r.raise_for_status()
 
@@ -253,13 +226,7 @@ def gate_p99(work: Path, src: Path, seconds: float) -> dict[str, float]:
                 "during_n": len(during), "base_p50_ms": sorted(base)[len(base) // 2] * 1e3,
                 "during_p50_ms": sorted(during)[len(during) // 2] * 1e3}
     finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+        srv.stop()
 
 
 def main() -> int:

@@ -16,11 +16,16 @@ so both are done here on its network layer); a renewal's new-order names the cer
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import hashlib
+import http.client
 import json
+import socket
+import ssl
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -139,7 +144,6 @@ class AcmeIssuer:
         self.abort = abort or threading.Event()
         self._client: client.ClientV2 | None = None
         self._last_retry_after: float | None = None
-        self._http: requests.Session | None = None  # unauthenticated GETs (directory, renewalInfo)
         self._directory: dict[str, Any] | None = None
         self._directory_at = 0.0
 
@@ -190,27 +194,66 @@ class AcmeIssuer:
 
     # --- renewal information (RFC 9773) -------------------------------------------------------
 
-    def _get(self, url: str) -> requests.Response:
-        if self._http is None:
-            self._http = requests.Session()
-            self._http.headers["User-Agent"] = "infracore-certd"
-        return self._http.get(url, timeout=self.request_timeout_s, stream=True, allow_redirects=False,
-                              verify=str(self.ca_bundle) if self.ca_bundle else True)
+    def _fetch(self, url: str) -> tuple[int, str | None, bytes]:
+        """GET `url` (status, Retry-After, at most `ari.MAX_BODY + 1` bytes of body) within
+        `request_timeout_s` in all — connect, TLS, headers and body together — so a CA that trickles
+        bytes cannot hold certd's only worker thread: a watchdog shuts the socket down at the deadline
+        (a per-read timeout alone restarts at every byte). Unauthenticated, no redirects."""
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("https", "http") or not parts.hostname:
+            raise AriFailure(f"not an http(s) URL: {url!r:.100}")
+        deadline = time.monotonic() + self.request_timeout_s
+        conn: http.client.HTTPConnection
+        if parts.scheme == "https":
+            ctx = ssl.create_default_context(cafile=str(self.ca_bundle) if self.ca_bundle else requests.certs.where())
+            conn = http.client.HTTPSConnection(parts.hostname, parts.port, timeout=self.request_timeout_s,
+                                               context=ctx)
+        else:
+            conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=self.request_timeout_s)
+        expired, lock, done = threading.Event(), threading.Lock(), [False]
 
-    def _read(self, response: requests.Response) -> bytes:
+        def cut() -> None:  # in the timer thread: shutdown(2) wakes a recv blocked in the worker
+            with lock:  # (never after the finally below closed the socket: its number may be reused)
+                if done[0]:
+                    return
+                expired.set()
+                sock = conn.sock
+                if sock is not None:
+                    with contextlib.suppress(OSError, ValueError):
+                        raw = socket.socket(fileno=sock.fileno())
+                        try:
+                            raw.shutdown(socket.SHUT_RDWR)
+                        finally:
+                            raw.detach()
+
+        watchdog = threading.Timer(self.request_timeout_s, cut)
+        watchdog.daemon = True
+        watchdog.start()
         try:
-            return response.raw.read(ari.MAX_BODY + 1, decode_content=True) or b""
+            conn.request("GET", (parts.path or "/") + (f"?{parts.query}" if parts.query else ""),
+                         headers={"User-Agent": "infracore-certd", "Accept-Encoding": "identity"})
+            response = conn.getresponse()
+            body = response.read(ari.MAX_BODY + 1)
+            if expired.is_set():  # (a cut body reads as a short one)
+                raise AriFailure(f"{url} did not answer within {self.request_timeout_s:g} s in all")
+            return response.status, response.getheader("Retry-After"), body
+        except (OSError, http.client.HTTPException, ValueError) as e:
+            if expired.is_set() or time.monotonic() >= deadline:
+                raise AriFailure(f"{url} did not answer within {self.request_timeout_s:g} s in all") from None
+            raise AriFailure(f"cannot fetch {url}: {_root_cause(e)}") from e
         finally:
-            response.close()
+            watchdog.cancel()
+            with lock:
+                done[0] = True
+            conn.close()
 
     def _renewal_info_base(self) -> str | None:
         """The directory's `renewalInfo` URL (None: the CA does not offer ARI); the directory is
         fetched at most once per `_DIRECTORY_TTL_S`."""
         if self._directory is None or time.monotonic() - self._directory_at > _DIRECTORY_TTL_S:
-            response = self._get(self.directory_url)
-            body = self._read(response)
-            if response.status_code != 200:
-                raise AriFailure(f"the ACME directory {self.directory_url} answered {response.status_code}")
+            status, _, body = self._fetch(self.directory_url)
+            if status != 200:
+                raise AriFailure(f"the ACME directory {self.directory_url} answered {status}")
             try:
                 doc = json.loads(body)
             except ValueError as e:
@@ -227,30 +270,26 @@ class AcmeIssuer:
 
     def offers_ari(self) -> bool:
         """Whether the directory has `renewalInfo`. Blocking; AriFailure when it cannot be read."""
-        try:
-            return self._renewal_info_base() is not None
-        except requests.exceptions.RequestException as e:
-            raise AriFailure(f"cannot read the ACME directory {self.directory_url}: {_root_cause(e)}") from e
+        return self._renewal_info_base() is not None
 
     def renewal_info(self, ari_id: str) -> AriAnswer | None:
         """The CA's suggested renewal window for the certificate `ari_id` and its Retry-After, or None
         when the CA does not offer ARI. Blocking; AriFailure (with the server's Retry-After, if any)
         when the answer cannot be had or used."""
+        base = self._renewal_info_base()
+        if base is None:
+            return None
+        url = f"{base.rstrip('/')}/{ari_id}"
         try:
-            base = self._renewal_info_base()
-            if base is None:
-                return None
-            url = f"{base.rstrip('/')}/{ari_id}"
-            response = self._get(url)
-            body = self._read(response)
-        except requests.exceptions.RequestException as e:
+            status, retry_header, body = self._fetch(url)
+        except AriFailure:
             self._directory = None
-            raise AriFailure(f"cannot fetch renewal information from {self.directory_url}: {_root_cause(e)}") from e
-        retry_after = parse_retry_after(response.headers.get("Retry-After"), time.time())
-        if response.status_code != 200:
+            raise
+        retry_after = parse_retry_after(retry_header, time.time())
+        if status != 200:
             self._directory = None  # the URL may have moved: read the directory again next time
             text = body[:200].decode("utf-8", "replace").strip()
-            raise AriFailure(f"{url} answered {response.status_code}" + (f": {text}" if text else ""),
+            raise AriFailure(f"{url} answered {status}" + (f": {text}" if text else ""),
                              retry_after_s=retry_after)
         try:
             window = ari.parse_renewal_info(body)

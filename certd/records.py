@@ -94,6 +94,7 @@ class CertRecord:
             source=self.source, not_after=self.not_after, not_before=self.not_before, serial=self.serial,
             failures=self.failures, next_attempt_at=self.next_attempt_at, last_issued_at=self.last_issued_at,
             last_warned_at=self.last_warned_at, auto=self.auto, ari_renew_at=self.ari_renew_at,
+            ari_window_end=self.ari_window_end,
         )
 
     def new_certificate(self) -> dict[str, Any]:

@@ -10,7 +10,8 @@ Theory of operation. Each certificate record is in one of three situations:
   window) at a point fixed per certificate by `jitter_fraction` so a restart does not reshuffle it —
   and never sooner than `min_order_interval` after the last issuance nor before `next_attempt_at`.
   When the CA offers ACME Renewal Information (RFC 9773), the time it suggests (`ari_renew_at`, picked
-  by the shell at random inside the suggested window) replaces `renewal_time`. Without ARI an
+  by the shell at random inside the suggested window) replaces `renewal_time` — except that a window
+  ending at or after the certificate's expiry renews no later than `renewal_time`. Without ARI an
   automatic order never happens while the cert has more than its renewal window left: the rate-limit
   rule;
 - an imported certificate: never ordered automatically (its owner renews it), only warned about.
@@ -65,6 +66,7 @@ class CertState:
     last_warned_at: float | None = None
     auto: bool = True  # False: nobody wants it renewed automatically any more
     ari_renew_at: float | None = None  # the renewal time picked inside the CA's ARI window, if it gave one
+    ari_window_end: float | None = None  # the end of that window
 
 
 @dataclass(frozen=True)
@@ -125,7 +127,13 @@ def decide(name: str, state: CertState, now: float, policy: Policy) -> Decision:
             return Decision("wait", None, "no longer wanted: not renewed automatically")
         assert state.not_after is not None
         if state.ari_renew_at is not None:
-            at, reason = min(state.ari_renew_at, state.not_after), "renewal due (the CA's ARI window)"
+            at, reason = state.ari_renew_at, "renewal due (the CA's ARI window)"
+            end = state.ari_window_end if state.ari_window_end is not None else state.ari_renew_at
+            if end >= state.not_after:  # a window reaching past expiry could let the cert lapse: no later
+                # than our own schedule (a third of the lifetime left), whatever was picked inside it
+                own = renewal_time(state.not_before, state.not_after, policy, jitter_fraction(name, state.serial))
+                if own < at:
+                    at, reason = own, "renewal due (the CA's ARI window ends after expiry: our own schedule)"
         else:
             at = renewal_time(state.not_before, state.not_after, policy, jitter_fraction(name, state.serial))
             reason = "renewal due"

@@ -226,6 +226,13 @@ class CertdService:
         decisions = []
         checks: list[float] = []
         for rec in await self.records.all():
+            if not self.config.ari and (rec.ari_renew_at is not None or rec.ari_window_start is not None
+                                        or rec.ari_next_check_at is not None):
+                # windows noted while ARI was on must not keep deciding: the share of the lifetime does
+                forget = rec.new_certificate()
+                await self.records.update(rec.name, **forget)
+                rec = rec.with_(**forget)
+                log.info("renewal information forgotten: ari is off", name=rec.name)
             if self.config.ari and ari_due(rec.state(), rec.ari_id, rec.ari_next_check_at, now):
                 rec = await self._check_renewal_info(rec)
             if self.config.ari and ari_due(rec.state(), rec.ari_id, None, now) and rec.ari_next_check_at is not None:

@@ -3,6 +3,7 @@ rendered from the same OpenAPI document as `/api/openapi.json`."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from html import escape
 from typing import Any
 
@@ -14,15 +15,38 @@ _STYLE = ("body{font:14px/1.45 system-ui,sans-serif;max-width:72rem;margin:2rem 
           ".m{font-weight:600}")
 
 
-def render(doc: dict[str, Any]) -> str:
-    by_tag: dict[str, list[str]] = {}
+@dataclass(frozen=True)
+class Operation:
+    """One route of an OpenAPI document, as both references show it."""
+
+    method: str
+    path: str
+    summary: str
+    role: str  # x-required-role, "none" without one
+    has_body: bool
+    query: list[str]  # the names of its query parameters
+
+
+def operations_by_tag(doc: dict[str, Any]) -> dict[str, list[Operation]]:
+    """The document's operations grouped by their first tag ("other" without one), by path then method
+    as written — the one walk of the OpenAPI document for `/api/docs` and `docs/reference/api.md`."""
+    by_tag: dict[str, list[Operation]] = {}
     for path, ops in sorted(doc.get("paths", {}).items()):
         for method, op in ops.items():
-            query = ", ".join(p["name"] for p in op.get("parameters", []) if p.get("in") == "query")
-            row = (f"<tr><td class=m><code>{escape(method.upper())}</code></td><td><code>{escape(path)}</code></td>"
-                   f"<td>{escape(op.get('summary') or '')}</td><td>{escape(op.get('x-required-role') or 'none')}</td>"
-                   f"<td>{escape(query)}</td></tr>")
-            by_tag.setdefault((op.get("tags") or ["other"])[0], []).append(row)
+            query = [p["name"] for p in op.get("parameters", []) if p.get("in") == "query"]
+            item = Operation(method.upper(), path, op.get("summary") or "", op.get("x-required-role") or "none",
+                             "requestBody" in op, query)
+            by_tag.setdefault((op.get("tags") or ["other"])[0], []).append(item)
+    return by_tag
+
+
+def render(doc: dict[str, Any]) -> str:
+    by_tag = {
+        tag: [f"<tr><td class=m><code>{escape(o.method)}</code></td><td><code>{escape(o.path)}</code></td>"
+              f"<td>{escape(o.summary)}</td><td>{escape(o.role)}</td><td>{escape(', '.join(o.query))}</td></tr>"
+              for o in ops]
+        for tag, ops in operations_by_tag(doc).items()
+    }
     info = doc.get("info", {})
     parts = [f"<!doctype html><html lang=en><meta charset=utf-8><title>{escape(info.get('title', 'API'))} reference"
              f"</title><style>{_STYLE}</style><h1>{escape(info.get('title', 'API'))} "

@@ -12,26 +12,23 @@ the console on every request, not only at the exchange). Revoking a client ends 
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import json
 import re
 import secrets
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import structlog
 
 from core.bus import EventBus
 from core.clock import Clock, SystemClock
 from core.errors import BadRequest, Conflict, Forbidden, NotFound, Throttled, Unauthorized
-from core.identity import LoginThrottle, Principal, check_password, hash_password, hash_token
+from core.identity import LoginThrottle, Principal, SecretHasher, hash_token
 from core.store import Migration, Store
 from core.workers import WorkerPool
 
 log = structlog.get_logger("core.clients")
 
-T = TypeVar("T")
 
 CLIENT_TOKEN_PREFIX = "icc_"
 CLIENT_ID_PREFIX = "cid_"
@@ -87,12 +84,10 @@ class ClientRegistry:
         self._store = store
         self._bus = bus
         self._clock = clock or SystemClock()
-        self._workers = workers
-        self._rounds = hash_rounds
+        self._secrets = SecretHasher(workers, hash_rounds)  # bcrypt never on the loop, as for passwords
         self.token_ttl_s = token_ttl_s
         self.client_throttle = LoginThrottle(limit=5)
         self.ip_throttle = LoginThrottle(limit=20)
-        self._dummy_hash: str | None = None
 
     # --- component (only its tables to create) ----------------------------------------------------
 
@@ -103,11 +98,6 @@ class ClientRegistry:
 
     async def stop(self, drain_timeout_s: float) -> None:
         pass
-
-    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        if self._workers is not None:
-            return await self._workers.run(fn, *args)
-        return await asyncio.to_thread(fn, *args)
 
     # --- administration -------------------------------------------------------------------------
 
@@ -127,7 +117,7 @@ class ClientRegistry:
         networks = parse_allowlist(ip_allowlist)
         secret = SECRET_PREFIX + secrets.token_urlsafe(32)
         client_id = CLIENT_ID_PREFIX + secrets.token_hex(8)
-        hashed = await self._run(hash_password, secret, self._rounds)
+        hashed = await self._secrets.hash(secret)
         async with self._store.transaction() as db:
             cur = await db.execute("SELECT 1 FROM clients WHERE name = ?", (name,))
             if await cur.fetchone():
@@ -185,8 +175,8 @@ class ClientRegistry:
         if wait > 0:
             raise Throttled(f"too many failed client logins; try again in {int(wait) + 1} s", retry_after_s=wait)
         row = await self._store.fetchone("SELECT * FROM clients WHERE client_id = ?", (client_id,))
-        hashed = row["secret_hash"] if row else await self._dummy()
-        ok = await self._run(check_password, secret, hashed)
+        hashed = row["secret_hash"] if row else await self._secrets.dummy()
+        ok = await self._secrets.check(secret, hashed)
         if not ok or row is None or row["revoked_at"] is not None:
             self.client_throttle.failed(ckey, now)
             self.ip_throttle.failed(ikey, now)
@@ -228,11 +218,6 @@ class ClientRegistry:
         networks = tuple(ipaddress.ip_network(n) for n in json.loads(row["ip_allowlist"]))
         return Principal(f"client:{row['name']}", "viewer", "client", None, token_id,
                          services=frozenset(json.loads(row["services"])), networks=networks)
-
-    async def _dummy(self) -> str:
-        if self._dummy_hash is None:
-            self._dummy_hash = await self._run(hash_password, secrets.token_urlsafe(16), self._rounds)
-        return self._dummy_hash
 
 
 def address_refused(principal: Principal, client_ip: str) -> Forbidden:

@@ -166,6 +166,34 @@ def validate_username(username: str) -> None:
         )
 
 
+class SecretHasher:
+    """bcrypt off the loop, for passwords and client secrets alike: in the composition root's bounded
+    pool (PoolBusy → 503 when full), or without one (tests, tools) the loop's default executor; and a
+    hash to check against when the user or client does not exist, so timing does not reveal that (made
+    on first need, in a worker: at 12 rounds it costs a quarter second)."""
+
+    def __init__(self, workers: WorkerPool | None, rounds: int) -> None:
+        self.workers = workers
+        self.rounds = rounds
+        self.dummy_hash: str | None = None
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        if self.workers is not None:
+            return await self.workers.run(fn, *args)
+        return await asyncio.to_thread(fn, *args)
+
+    async def hash(self, secret: str) -> str:
+        return await self.run(hash_password, secret, self.rounds)
+
+    async def check(self, secret: str, hashed: str) -> bool:
+        return await self.run(check_password, secret, hashed)
+
+    async def dummy(self) -> str:
+        if self.dummy_hash is None:
+            self.dummy_hash = await self.hash(secrets.token_urlsafe(16))
+        return self.dummy_hash
+
+
 class Identity:
     """Users and tokens in the state store. Safe for concurrent use by tasks of one loop."""
 
@@ -183,28 +211,9 @@ class Identity:
         self._bus = bus
         self._clock = clock or SystemClock()
         self.session_ttl_s = session_ttl_s
-        self._rounds = hash_rounds
         self.user_throttle = LoginThrottle(limit=5)
         self.ip_throttle = LoginThrottle(limit=20)
-        # bcrypt runs here, never on the loop: the composition root's bounded pool (PoolBusy → 503 when
-        # full); without one (tests, tools) the loop's default executor.
-        self._workers = workers
-        # A hash to check against when the user does not exist, so timing does not reveal that (made on
-        # first need, in a worker: at 12 rounds it costs a quarter second).
-        self._dummy_hash: str | None = None
-
-    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        if self._workers is not None:
-            return await self._workers.run(fn, *args)
-        return await asyncio.to_thread(fn, *args)
-
-    async def _hash(self, password: str) -> str:
-        return await self._run(hash_password, password, self._rounds)
-
-    async def _dummy(self) -> str:
-        if self._dummy_hash is None:
-            self._dummy_hash = await self._hash(secrets.token_urlsafe(16))
-        return self._dummy_hash
+        self._secrets = SecretHasher(workers, hash_rounds)  # bcrypt never on the loop
 
     # --- first run -----------------------------------------------------------------------------
 
@@ -231,7 +240,7 @@ class Identity:
     async def _insert_user(self, username: str, password: str, role: Role) -> dict[str, Any]:
         validate_username(username)
         validate_password(password)
-        hashed = await self._hash(password)
+        hashed = await self._secrets.hash(password)
         now = self._clock.now()
         async with self._store.transaction() as db:
             cur = await db.execute("SELECT 1 FROM users WHERE username = ?", (username,))
@@ -273,7 +282,7 @@ class Identity:
         self._self_or_admin(caller, username, "change the password")
         validate_password(password)
         user = await self.get_user(username)
-        hashed = await self._hash(password)
+        hashed = await self._secrets.hash(password)
         now = self._clock.now()
         async with self._store.transaction() as db:
             await db.execute(
@@ -319,8 +328,8 @@ class Identity:
             "FROM users WHERE username = ?",
             (username,),
         )
-        hashed = row["password_hash"] if row else await self._dummy()
-        ok = await self._run(check_password, password, hashed)
+        hashed = row["password_hash"] if row else await self._secrets.dummy()
+        ok = await self._secrets.check(password, hashed)
         if not ok or row is None or row["disabled"]:
             self._failed(ukey, ikey)
             raise Unauthorized("wrong username or password")

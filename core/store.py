@@ -50,14 +50,20 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
 class Store:
     """An SQLite database file in WAL mode. Safe for concurrent use by tasks of one loop."""
 
-    def __init__(self, path: Path, *, synchronous: str = "FULL") -> None:
+    def __init__(self, path: Path, *, synchronous: str = "FULL", upgrade_backups_keep: int = 3,
+                 upgrade_backup_max_bytes: int | None = None) -> None:
         self.path = path
         self._synchronous = synchronous
+        # Pre-upgrade copies of this database kept in upgrade-backups/ (the newest N), and the size above
+        # which none is made (None: always; metrics.db is history that may be many times the state's size).
+        self.upgrade_backups_keep = max(1, upgrade_backups_keep)
+        self.upgrade_backup_max_bytes = upgrade_backup_max_bytes
         self._writer: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
         self._write_lock = asyncio.Lock()
         self.upgrade_backup: Path | None = None  # the copy taken before this release first changed the schema
         self._fresh = False
+        self._skipped_backup = False
 
     async def open(self) -> None:
         try:
@@ -136,6 +142,13 @@ class Store:
         are not copied."""
         if self.upgrade_backup is not None or self._fresh:
             return
+        size = self.path.stat().st_size
+        if self.upgrade_backup_max_bytes is not None and size > self.upgrade_backup_max_bytes:
+            if not self._skipped_backup:
+                self._skipped_backup = True
+                log.warning("database too large to back up before a schema upgrade: not copied", db=str(self.path),
+                            size_bytes=size, limit_bytes=self.upgrade_backup_max_bytes, component=component)
+            return
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
         out = self.path.parent / "upgrade-backups" / f"{self.path.stem}-{stamp}-before-{component}-v{version + 1}.db"
         out.parent.mkdir(mode=0o700, exist_ok=True)
@@ -150,6 +163,15 @@ class Store:
         self.upgrade_backup = out
         log.warning("database backed up before a schema upgrade", db=str(self.path), backup=str(out),
                     component=component, from_version=version)
+        self._prune_upgrade_backups(out.parent)
+
+    def _prune_upgrade_backups(self, where: Path) -> None:
+        """Keep the newest `upgrade_backups_keep` copies of this database (their names sort by time)."""
+        mine = sorted(p for p in where.glob(f"{self.path.stem}-*-before-*.db") if p.is_file())
+        for old in mine[:-self.upgrade_backups_keep]:
+            with contextlib.suppress(OSError):
+                old.unlink()
+                log.info("removed an old upgrade backup", backup=str(old), keep=self.upgrade_backups_keep)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:

@@ -9,7 +9,6 @@ short-lived client token; without them the normal login (`--token`, `FSCTL_TOKEN
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import re
 import sys
@@ -18,8 +17,10 @@ from pathlib import Path
 from typing import IO, Any
 from urllib.parse import quote, urlencode
 
+from fsctl.cli_state import sha256_file
 from fsctl.client import Client, CliError, Target, resolve
 from fsctl.output import emit_json, table, when
+from fsctl.output import size as size_text
 
 TERMINAL = ("succeeded", "failed", "rolled_back")
 
@@ -37,14 +38,6 @@ def _client(args: argparse.Namespace, timeout: float = 120) -> Client:
     return Client(target, timeout=timeout)
 
 
-def _size(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GiB"
-
-
 class _Progress:
     """A file reader that draws an upload bar on a terminal (CI logs get start and end lines only)."""
 
@@ -59,18 +52,10 @@ class _Progress:
             frac = self.done / self.total if self.total else 1.0
             rate = self.done / max(time.monotonic() - self.started, 0.001)
             bar = "#" * int(frac * 30)
-            sys.stderr.write(f"\r  [{bar:.<30}] {frac * 100:5.1f}%  {_size(self.done)} of {_size(self.total)}, "
-                             f"{_size(rate)}/s")
+            sys.stderr.write(f"\r  [{bar:.<30}] {frac * 100:5.1f}%  {size_text(self.done)} of {size_text(self.total)}, "
+                             f"{size_text(rate)}/s")
             sys.stderr.flush()
         return data
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1024 * 1024):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def upload(client: Client, path: Path, service: str | None, *, quiet: bool = False) -> dict[str, Any]:
@@ -84,7 +69,7 @@ def upload(client: Client, path: Path, service: str | None, *, quiet: bool = Fal
     query = {"filename": name[:128], **({"service": service} if service else {})}
     show = not quiet and sys.stderr.isatty()
     if not quiet:
-        print(f"uploading {path.name} ({_size(size)}, sha256 {digest[:12]})", file=sys.stderr)
+        print(f"uploading {path.name} ({size_text(size)}, sha256 {digest[:12]})", file=sys.stderr)
     with open(path, "rb") as f:
         art = client.upload(f"/api/artifacts?{urlencode(query)}", _Progress(f, size, show),  # type: ignore[arg-type]
                             size, {"X-Content-SHA256": digest})
@@ -92,7 +77,7 @@ def upload(client: Client, path: Path, service: str | None, *, quiet: bool = Fal
         sys.stderr.write("\n")
     if not quiet:
         note = " (already stored)" if art.get("deduplicated") else ""
-        print(f"artifact {art['id'][:12]}: {art['kind']}, {_size(art['size'])}{note}", file=sys.stderr)
+        print(f"artifact {art['id'][:12]}: {art['kind']}, {size_text(art['size'])}{note}", file=sys.stderr)
     return art
 
 
@@ -193,7 +178,7 @@ def cmd_artifact_ls(args: argparse.Namespace) -> int:
     if args.json:
         emit_json(rows)
         return 0
-    table([{**r, "id": r["id"][:12], "size": _size(r["size"]), "services": ",".join(r["services"]) or "-",
+    table([{**r, "id": r["id"][:12], "size": size_text(r["size"]), "services": ",".join(r["services"]) or "-",
             "created": when(r["created_at"])} for r in rows],
           [("id", "ID"), ("kind", "KIND"), ("size", "SIZE"), ("filename", "FILE"), ("services", "SERVICES"),
            ("created", "CREATED")])

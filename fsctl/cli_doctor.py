@@ -14,13 +14,13 @@ import errno
 import fcntl
 import json
 import os
+import queue
 import shutil
 import socket
 import sqlite3
 import subprocess
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 from typing import Any
 
@@ -112,21 +112,55 @@ def local_addresses() -> set[str]:
             if a.family in (socket.AF_INET, socket.AF_INET6)}
 
 
-def dns_findings(hosts: list[tuple[str, str]]) -> list[Finding]:
+def dns_findings(hosts: list[tuple[str, str]], timeout_s: float | None = None) -> list[Finding]:
     names = sorted({(h.rstrip(".").lower(), tls) for h, tls in hosts if is_public_name(h)})
     if not names:
         return []
     mine = local_addresses()
+    answers = lookup_all([host for host, _ in names], _TIMEOUT_S if timeout_s is None else timeout_s)
     findings = []
-    with ThreadPoolExecutor(min(8, len(names))) as pool:
-        futures = {n: pool.submit(socket.getaddrinfo, n[0], None, 0, socket.SOCK_STREAM) for n in names}
-        for (host, tls), fut in futures.items():
-            try:
-                addrs = sorted({str(i[4][0]) for i in fut.result(timeout=_TIMEOUT_S)})
-                findings.append(check_dns(host, tls, addrs, None, mine))
-            except (OSError, FutureTimeout) as e:
-                findings.append(check_dns(host, tls, None, str(e) or "timed out", mine))
+    for host, tls in names:
+        answer = answers.get(host, "timed out")
+        if isinstance(answer, str):
+            findings.append(check_dns(host, tls, None, answer, mine))
+        else:
+            findings.append(check_dns(host, tls, answer, None, mine))
     return findings
+
+
+def lookup_all(hosts: list[str], timeout_s: float) -> dict[str, list[str] | str]:
+    """Each host's addresses (or the error's text) within `timeout_s` in all; a lookup still running
+    then is left out ("timed out"). The lookups run in daemon threads: a hung getaddrinfo never holds
+    the caller, nor the process's exit (a ThreadPoolExecutor's `with` and its atexit join both wait)."""
+    todo: queue.SimpleQueue[str] = queue.SimpleQueue()
+    for host in dict.fromkeys(hosts):
+        todo.put(host)
+    answers: dict[str, list[str] | str] = {}
+    done = threading.Condition()
+
+    def work() -> None:
+        while True:
+            try:
+                host = todo.get_nowait()
+            except queue.Empty:
+                return
+            answer: list[str] | str
+            try:
+                answer = sorted({str(i[4][0]) for i in socket.getaddrinfo(host, None, 0, socket.SOCK_STREAM)})
+            except OSError as e:
+                answer = str(e) or type(e).__name__
+            with done:
+                answers[host] = answer
+                done.notify_all()
+
+    wanted = len(set(hosts))
+    for _ in range(min(8, wanted)):
+        threading.Thread(target=work, name="doctor-dns", daemon=True).start()
+    deadline = time.monotonic() + timeout_s
+    with done:
+        while len(answers) < wanted and (left := deadline - time.monotonic()) > 0:
+            done.wait(left)
+        return dict(answers)
 
 
 def acme_and_clock(url: str, ca_bundle: Path | None) -> list[Finding]:

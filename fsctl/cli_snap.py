@@ -10,22 +10,11 @@ from typing import Any
 from urllib.parse import quote
 
 from fsctl.client import Client, CliError, resolve
-from fsctl.output import emit_json, table, when
+from fsctl.output import emit_json, size, table, when
 
 
 def _client(args: argparse.Namespace) -> Client:
     return Client(resolve(args.server, args.token))
-
-
-def size(n: float | None) -> str:
-    if n is None:
-        return "-"
-    v = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(v) < 1024 or unit == "TiB":
-            return f"{v:.0f} {unit}" if unit == "B" else f"{v:.1f} {unit}"
-        v /= 1024
-    return f"{v:.1f} TiB"
 
 
 def progress_line(job: dict[str, Any], width: int = 30) -> str:

@@ -98,7 +98,8 @@ def _copy_database(src: Path, dst: Path) -> None:
                        hint="restore it from an earlier state backup, or `sqlite3 .recover` it")
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """The SHA-256 of a file, read a MiB at a time (hex)."""
     h = hashlib.sha256()
     with path.open("rb") as f:
         while chunk := f.read(1 << 20):
@@ -111,7 +112,7 @@ def collect(data_dir: Path, config_file: Path | None, staging: Path) -> list[Ent
     entries: list[Entry] = []
 
     def add(src_name: str, staged: Path, mode: int) -> None:
-        entries.append(Entry(src_name, staged.stat().st_size, _sha256(staged), mode))
+        entries.append(Entry(src_name, staged.stat().st_size, sha256_file(staged), mode))
 
     for db in _databases(data_dir):
         rel = db.relative_to(data_dir).as_posix()

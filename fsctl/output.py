@@ -14,6 +14,18 @@ def emit_json(data: Any) -> None:
     sys.stdout.write("\n")
 
 
+def size(n: float | None) -> str:
+    """Bytes for people: `512 B`, `1.5 MiB`, ... up to TiB; `-` for None."""
+    if n is None:
+        return "-"
+    v = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(v) < 1024 or unit == "TiB":
+            return f"{v:.0f} {unit}" if unit == "B" else f"{v:.1f} {unit}"
+        v /= 1024
+    return f"{v:.1f} TiB"
+
+
 def when(ts: float | None) -> str:
     if not ts:
         return "-"

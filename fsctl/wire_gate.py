@@ -3,8 +3,6 @@ access-log sink, orch's services and a DNS resolver for the upstream warnings) a
 
 from __future__ import annotations
 
-import asyncio
-import socket
 from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
@@ -12,6 +10,7 @@ from console_api import routes_gate
 from core.component import Component
 from gate.config import load_gate_config
 from gate.service import GateService
+from gate.upstream_check import LookupPool
 
 
 def wire(kernel: Any) -> list[Component]:
@@ -47,7 +46,11 @@ def _service_ports(orch: Any) -> Callable[[], Mapping[str, Collection[str]]] | N
     return lambda: {name: [p.name for p in row.spec.ports] for name, row in orch.services.items()}
 
 
+_CHECK_LOOKUPS = LookupPool(threads=2, queued=8)  # one for the process: its threads are daemons, started lazily
+
+
 async def resolve_host(host: str) -> object:
-    """Resolve `host` in the loop's resolver threads (getaddrinfo never runs on the loop); raises OSError
-    (socket.gaierror) when the name does not resolve."""
-    return await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    """Resolve `host` for the upstream checks in their own two threads (never the loop, nor the loop's
+    getaddrinfo threads that upstream connects use); raises OSError (socket.gaierror) when the name does
+    not resolve, LookupBusy when eight lookups are already waiting."""
+    return await _CHECK_LOOKUPS.resolve(host)

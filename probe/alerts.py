@@ -10,8 +10,9 @@ Theory of operation — one state machine per (rule, matching series):
 `hysteresis`: a rule `> 90` with hysteresis 5 resolves only under 85, so a value hovering at the
 threshold does not flap. With `for_s == 0` a breach fires at once. A missing value (the series did
 not report this evaluation) resets `pending` but leaves `firing` alone until the series has been
-silent for `stale_s` — `no_data_after`: two evaluation intervals or the rule's `for_s`, whichever is
-larger — then resolves it, as Prometheus resolves an alert whose series is gone (a stopped service's
+silent for `stale_s` — `no_data_after`: two evaluation intervals, the rule's `for_s`, or twice the
+series' own reporting gap (a series sampled every 10 s is not "gone" after 2 s), whichever is largest
+— then resolves it, as Prometheus resolves an alert whose series is gone (a stopped service's
 CPU series, a removed route's latency): a firing alert never outlives its data. Every transition
 into `firing` is `triggered`, every one out of it `resolved`.
 """
@@ -67,12 +68,13 @@ def clears(op: Op, value: float, threshold: float, hysteresis: float) -> bool:
     return value > edge if op == "<=" or hysteresis > 0 else value >= edge
 
 
-def no_data_after(rule: AlertRule, interval_s: float, floor_s: float = 0.0) -> float:
+def no_data_after(rule: AlertRule, interval_s: float, floor_s: float = 0.0, cadence_s: float = 0.0) -> float:
     """How long a firing alert's series may send nothing before it resolves with reason "no data":
     two evaluation intervals (one missed tick is not an outage of the data), or the rule's own
-    for-duration when longer (data that must breach for `for_s` to fire may pause as long), or the
-    configured `floor_s` when longer still."""
-    return max(2.0 * interval_s, rule.for_s, floor_s)
+    for-duration when longer (data that must breach for `for_s` to fire may pause as long), or twice
+    `cadence_s` — the gap the series itself leaves between reports (connection counts come every
+    10 s) — so a sporadic series does not flap, or the configured `floor_s` when longer still."""
+    return max(2.0 * interval_s, rule.for_s, floor_s, 2.0 * cadence_s)
 
 
 def evaluate(

@@ -37,6 +37,11 @@ Point = tuple[str, dict[str, str], float]
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
 MAX_IO_PIDS = 1024  # processes of one instance whose I/O is summed (a fork bomb must not stall the tick)
+# The per-process I/O walk of all instances together, per tick: /proc files read, and time. An instance
+# left when either is spent gets no disk I/O reading that tick (its rate spans two ticks next time) and
+# goes first the next tick; `io_skipped` counts such instance-ticks.
+IO_FILES_PER_TICK = 4096
+IO_SECONDS_PER_TICK = 0.25
 _SKIP_FS = frozenset({"squashfs", "tmpfs", "devtmpfs", "overlay", "proc", "sysfs", "nsfs", "cgroup", "cgroup2"})
 
 
@@ -176,8 +181,15 @@ class ServiceCollector:
     """
 
     def __init__(self, *, proc: str = "/proc", cgroup_root: str = "/sys/fs/cgroup",
-                 connections_every_s: float = 10.0) -> None:
+                 connections_every_s: float = 10.0, io_files_per_tick: int = IO_FILES_PER_TICK,
+                 io_seconds_per_tick: float = IO_SECONDS_PER_TICK) -> None:
         self.proc = proc
+        self.io_files_per_tick = io_files_per_tick
+        self.io_seconds_per_tick = io_seconds_per_tick
+        self.io_skipped = 0  # instance-ticks whose per-process I/O walk was skipped (the budget was spent)
+        self.io_skipped_last: list[str] = []  # the instances skipped in the last tick, walked first next
+        self._io_left = io_files_per_tick  # (reset by each `collect`)
+        self._io_deadline = float("inf")
         self.cgroup_root = cgroup_root
         self.connections_every_s = connections_every_s
         self._cpu_prev: dict[str, tuple[float, float]] = {}  # instance → (mono, cpu seconds)
@@ -194,6 +206,11 @@ class ServiceCollector:
     def collect(self, instances: Sequence[InstanceInfo], mono: float) -> list[Point]:
         out: list[Point] = []
         alive: set[str] = set()
+        self._io_left, self._io_deadline = self.io_files_per_tick, time.monotonic() + self.io_seconds_per_tick
+        if self.io_skipped_last:  # those the budget missed last tick go first (fair under a standing overload)
+            first = set(self.io_skipped_last)
+            instances = sorted(instances, key=lambda i: f"{i.service}/{i.instance}" not in first)
+        self.io_skipped_last = []
         for inst in instances:
             key = f"{inst.service}/{inst.instance}"
             labels = {"service": inst.service, "instance": inst.instance}
@@ -280,6 +297,10 @@ class ServiceCollector:
         them up on reap), so the sum holds; one reaped outside (re-parented to init) takes its counts
         with it: the sum drops, and a drop counts as no I/O rather than as a counter reset.
         """
+        if self._io_left <= 0 or time.monotonic() >= self._io_deadline:
+            self.io_skipped += 1
+            self.io_skipped_last.append(key)
+            return None
         if procs_file is not None:
             pids = [int(p) for p in _read(procs_file).split()[:MAX_IO_PIDS]]
         elif pid is not None:
@@ -288,6 +309,7 @@ class ServiceCollector:
             return None
         rb = wb = 0
         readable = False
+        self._io_left -= len(pids)
         for p in pids:
             try:
                 r, w = parse_pid_io(_read(f"{self.proc}/{p}/io"))
@@ -313,6 +335,7 @@ class ServiceCollector:
                 tids = os.listdir(f"{self.proc}/{p}/task")
             except OSError:
                 continue
+            self._io_left -= len(tids)
             for tid in tids:
                 try:
                     out += [int(c) for c in _read(f"{self.proc}/{p}/task/{tid}/children").split()]

@@ -31,7 +31,24 @@ RULE_MIGRATIONS: list[Migration] = [
             created_at REAL NOT NULL
         );
         """,
-    )
+    ),
+    Migration(
+        2,
+        "firing alerts",
+        # The firing alerts, so a restart neither forgets them (and never says "resolved") nor sends
+        # "triggered" again: probe.firing keeps it equal to the firing states after each tick.
+        """
+        CREATE TABLE probe_alert_firing (
+            rule_id INTEGER NOT NULL,
+            series TEXT NOT NULL,
+            labels TEXT NOT NULL,
+            since REAL NOT NULL,
+            value REAL,
+            last_seen REAL NOT NULL,
+            PRIMARY KEY (rule_id, series)
+        );
+        """,
+    ),
 ]
 
 

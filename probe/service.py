@@ -30,6 +30,7 @@ from probe.alerts import AlertRule, AlertState, evaluate, no_data_after
 from probe.collect import GateAdapter, HostCollector, Point, ServiceCollector, service_state_points
 from probe.config import AlertRuleBody, ProbeConfig
 from probe.exposition import Reading, render
+from probe.firing import FiringStore
 from probe.rollup import default_step
 from probe.rules import RuleRepo, to_rule
 from probe.tsdb import MetricsStore, labels_key
@@ -53,6 +54,8 @@ SERVICE_METRICS = (
     "service_net_rx_bytes_per_second", "service_net_tx_bytes_per_second",
 )
 _HISTORY = 200
+_CADENCE_CAP_TICKS = 300.0  # a series' reporting gap counts for "no data" up to this (an outage is not a cadence)
+_CADENCE_FORGET_TICKS = 900  # a series silent this many ticks is forgotten by the gap tracking
 
 
 @dataclass
@@ -87,6 +90,7 @@ class ProbeService:
         self.config = config
         self.metrics = MetricsStore(data_dir / "metrics.db", keep_s=config.retention.as_map())
         self.rules = RuleRepo(state)
+        self.firing = FiringStore(state)  # the firing alerts, across restarts
         self.bus = bus
         self._inventory = inventory
         self._gate_source = gate_source
@@ -103,6 +107,14 @@ class ProbeService:
         self._rules: list[AlertRule] = []
         self._alerts: dict[tuple[int, str], tuple[AlertState, Mapping[str, str]]] = {}
         self.history: list[dict[str, Any]] = []
+        # (name, key) → (the tick it last reported in, its reporting gap in ticks): a sporadic series'
+        # "no data" waits longer
+        self._cadence: dict[tuple[str, str], tuple[int, float]] = {}
+        self._tick_no = 0
+        # Transitions in the order their states changed; `_flush` announces them one at a time, so a
+        # rule removed while a tick's "triggered" waits (on the metrics write) is "resolved" after it.
+        self._outbox: list[dict[str, Any]] = []
+        self._announcing = asyncio.Lock()
         self._tasks = TaskSet("probe")
         self._executor: ThreadPoolExecutor | None = None
         self._tick_done = asyncio.Condition()
@@ -113,6 +125,7 @@ class ProbeService:
     async def start(self) -> None:
         await self.rules.migrate()
         await self.reload_rules()
+        await self._restore_firing()
         await self.metrics.open()
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="probe-collect")
         if self.config.enabled:
@@ -180,11 +193,13 @@ class ProbeService:
         points += service_points + gate_points
         keyed = [(name, self._key(labels), labels, value) for name, labels, value in points]
         self.latest = {(name, key): (labels, value) for name, key, labels, value in keyed}
-        transitions = self._evaluate(now)
+        self._tick_no += 1
+        self._note_cadence()
+        self._outbox += self._evaluate(now)
         loop_cpu += time.thread_time() - loop_t0
+        await self.firing.save(self._alerts)  # durable before it is told (a crash re-sends nothing)
         written = await self.metrics.write(round(now), [(n, k, v) for n, k, _, v in keyed])
-        for payload in transitions:
-            await self._announce(payload)
+        await self._flush()
         self.stats.ticks += 1
         self.stats.points += written
         self.stats.collect_cpu_s += collect_cpu
@@ -250,21 +265,53 @@ class ProbeService:
             if state.status == "firing" and rid in old:
                 resolved.append(self._transition(old[rid], "resolved", labels, None, now,
                                                  "rule changed" if rid == changed else "rule removed"))
-        for payload in resolved:
-            await self._announce(payload)
+        self._outbox += resolved
+        await self.firing.save(self._alerts)
+        await self._flush()
+
+    async def _restore_firing(self) -> None:
+        """The alerts that were firing when the probe stopped fire on (no second "triggered"; their
+        "resolved" comes when their data clears or goes away); those of rules gone meanwhile are dropped."""
+        ids = {r.id for r in self._rules}
+        restored = await self.firing.load()
+        for key, value in restored.items():
+            if key[0] in ids:
+                self._alerts[key] = value
+        await self.firing.save(self._alerts)
+        if restored:
+            log.info("restored firing alerts", firing=sum(1 for k in restored if k[0] in ids),
+                     dropped=sum(1 for k in restored if k[0] not in ids))
+
+    async def _flush(self) -> None:
+        """Announce the queued transitions in order (one flusher at a time: a later caller finds them
+        sent, or waits and sends what was queued after)."""
+        async with self._announcing:
+            while self._outbox:
+                await self._announce(self._outbox.pop(0))
+
+    def _note_cadence(self) -> None:
+        """Remember how often each series reports, in ticks (so a late or hand-driven tick is not
+        mistaken for a sporadic series): the ticks between its last two reports, decaying slowly
+        (x0.95 a report) so a series that speeds up is believed again after a while."""
+        cadence, tick = self._cadence, self._tick_no
+        for series in self.latest:
+            prev = cadence.get(series)
+            gap = 0.0 if prev is None else min(max(tick - prev[0], prev[1] * 0.95), _CADENCE_CAP_TICKS)
+            cadence[series] = (tick, gap)
+        if len(cadence) > 2 * len(self.latest) + 1000:  # bounded: series gone for long are dropped
+            self._cadence = {k: v for k, v in cadence.items() if tick - v[0] < _CADENCE_FORGET_TICKS}
 
     def _evaluate(self, now: float) -> list[dict[str, Any]]:
         transitions: list[dict[str, Any]] = []
         interval, floor = self.config.interval_s, self.config.alert_stale_s or 0.0
         for rule in self._rules:
             seen: set[str] = set()
-            stale = no_data_after(rule, interval, floor)
             for (name, key), (labels, value) in self.latest.items():
                 if not rule.matches(name, labels):
                     continue
                 seen.add(key)
                 prev = self._alerts.get((rule.id, key))
-                state, tr = evaluate(rule, prev[0] if prev else None, value, now, stale_s=stale)
+                state, tr = evaluate(rule, prev[0] if prev else None, value, now)
                 self._alerts[(rule.id, key)] = (state, labels)
                 if tr:
                     transitions.append(self._transition(rule, tr, labels, value, now,
@@ -272,8 +319,12 @@ class ProbeService:
             for (rid, key), (prev_state, labels) in list(self._alerts.items()):
                 if rid != rule.id or key in seen:
                     continue
-                # The series sent nothing this evaluation (its service stopped, its route went away).
-                state, tr = evaluate(rule, prev_state, None, now, stale_s=stale)
+                # The series sent nothing this evaluation (its service stopped, its route went away, or
+                # it reports less often than the probe ticks): "no data" waits for twice its own gap too.
+                # A series seen once has no known gap yet: the probe's own slowest cadence stands in.
+                gap_ticks = self._cadence.get((rule.metric, key), (0, 0.0))[1]
+                gap = gap_ticks * interval if gap_ticks else self.config.connections_every_s
+                state, tr = evaluate(rule, prev_state, None, now, stale_s=no_data_after(rule, interval, floor, gap))
                 if state.status == "ok":
                     del self._alerts[(rid, key)]
                 else:
@@ -378,6 +429,7 @@ class ProbeService:
             "interval_s": self.config.interval_s, "ticks": s.ticks, "skipped": s.skipped, "errors": s.errors,
             "points": s.points, "series": len(self.latest), "last_tick_ms": round(s.last_tick_ms, 2),
             "collect_cpu_s": round(s.collect_cpu_s, 4), "loop_cpu_s": round(s.loop_cpu_s, 4),
+            "io_skipped": self.services.io_skipped,
             "rules": len(self._rules), "webhooks": {"delivered": self.webhooks.delivered,
                                                     "failed": self.webhooks.failed, "pending": self.webhooks.pending},
         }

@@ -128,7 +128,8 @@ class MetricsStore:
     def __init__(self, path: Path, *, keep_s: Mapping[str, float] | None = None) -> None:
         self.path = path
         self.keep_s = dict(DEFAULT_KEEP_S | dict(keep_s or {}))
-        self.store = Store(path, synchronous="NORMAL")
+        # metrics.db is history, possibly far larger than the state: one pre-upgrade copy, none over 256 MiB
+        self.store = Store(path, synchronous="NORMAL", upgrade_backups_keep=1, upgrade_backup_max_bytes=256 << 20)
         self._ids: dict[tuple[str, str], int] = {}
         self._by_name: dict[str, list[SeriesRef]] = {}
         self._marks: dict[str, int] = {}  # resolution → rolled up before this second

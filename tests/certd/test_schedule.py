@@ -189,6 +189,9 @@ def test_should_warn_expiring(state: CertState, warn: bool) -> None:
     assert should_warn_expiring(state, NOW, P) is warn
 
 
+OWN_89 = renewal_time(NOW - DAY, NOW + 89 * DAY, P, jitter_fraction("x.test", ""))
+
+
 @pytest.mark.parametrize(
     ("state", "action", "at", "reason"),
     [
@@ -204,9 +207,15 @@ def test_should_warn_expiring(state: CertState, warn: bool) -> None:
         # ... nor before a failure's back-off
         (CertState(source="acme", not_before=NOW - DAY, not_after=NOW + 89 * DAY, ari_renew_at=NOW - HOUR,
                    failures=1, next_attempt_at=NOW + 60), "wait", NOW + 60, "retrying after 1"),
-        # a window past the expiry is clamped to it
-        (CertState(source="acme", not_before=NOW - DAY, not_after=NOW + 5 * DAY, ari_renew_at=NOW + 9 * DAY),
-         "wait", NOW + 5 * DAY, "renewal due (the CA's ARI window)"),
+        # a window reaching past the expiry renews no later than our own schedule (a third left: 30 of
+        # 90 days; this cert's jitter is below a tenth of 2 days) — not at the expiry itself
+        (CertState(source="acme", not_before=NOW - 85 * DAY, not_after=NOW + 5 * DAY, ari_renew_at=NOW + 9 * DAY),
+         "order", NOW, "renewal due (the CA's ARI window ends after expiry"),
+        (CertState(source="acme", not_before=NOW - DAY, not_after=NOW + 89 * DAY, ari_renew_at=NOW + 88 * DAY,
+                   ari_window_end=NOW + 95 * DAY), "wait", OWN_89, "renewal due (the CA's ARI window ends after"),
+        # ... while a pick inside such a window that is sooner than our schedule stands
+        (CertState(source="acme", not_before=NOW - DAY, not_after=NOW + 89 * DAY, ari_renew_at=NOW + 20 * DAY,
+                   ari_window_end=NOW + 95 * DAY), "wait", NOW + 20 * DAY, "renewal due (the CA's ARI window)"),
         # imported and unwanted certificates ignore it
         (CertState(source="imported", not_after=NOW + 5 * DAY, ari_renew_at=NOW - HOUR), "wait", None, "imported"),
         (CertState(source="acme", not_after=NOW + 5 * DAY, ari_renew_at=NOW - HOUR, auto=False), "wait", None,

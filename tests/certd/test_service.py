@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trustme
@@ -208,3 +209,32 @@ async def test_a_database_from_before_ari_is_upgraded_and_its_files_give_the_ari
     h2 = await certd_factory(directory=unreachable, data="old")
     assert (await h2.service.get("old.test"))["ari"]["id"] == expected
     assert (await h2.service.records.get("old.test")).ari_id == expected
+
+
+async def test_ari_turned_off_forgets_the_stored_windows(certd_factory, unreachable) -> None:
+    """A window noted while `ari` was on (here: "renew now") must not keep deciding renewals after
+    `ari: false`: it is cleared, and the share of the lifetime decides (no order for a fresh cert)."""
+    import time
+
+    ca = trustme.CA()
+    h = await certd_factory(directory=unreachable, data="arioff")
+    view = await h.service.import_pair(*_pem_pair(ca.issue_cert("arioff.test")))
+    await h.service.stop(5)
+    now = time.time()
+    # What an ACME certificate looks like after the CA's window said "renew an hour ago".
+    await h.service.records.update("arioff.test", source="acme", origin="wanted", ari_window_start=now - 7200,
+                                   ari_window_end=now - 3600, ari_renew_at=now - 3600,
+                                   ari_next_check_at=now + 86400)
+    h2 = await certd_factory(directory=unreachable, data="arioff", certd={"ari": False})
+    h2.service.wake()
+    rec = await h2.wait_for(lambda: _ari_cleared(h2), 20, "the stored window cleared")
+    assert rec.ari_renew_at is None and rec.ari_window_end is None and rec.ari_next_check_at is None
+    await asyncio.sleep(0.5)  # a negative check: passes that must not order
+    rec = await h2.service.records.get("arioff.test")
+    assert rec.last_attempt_at is None and rec.failures == 0 and rec.serial == view["serial"]
+    assert (await h2.service.get("arioff.test"))["ari"]["renew_at"] is None
+
+
+async def _ari_cleared(h: Any) -> Any:
+    rec = await h.service.records.get("arioff.test")
+    return rec if rec is not None and rec.ari_window_start is None else None

@@ -211,7 +211,7 @@ async def test_password_work_runs_in_the_pool_and_a_full_pool_is_503(store, bus,
         assert principal.role == "admin" and token
         with pytest.raises(Unauthorized):
             await ident.login("nobody", "whatever-password", "127.0.0.1")  # the dummy hash, made in the pool
-        assert ident._dummy_hash is not None
+        assert ident._secrets.dummy_hash is not None
     finally:
         await procs.stop(10)
 

@@ -95,3 +95,30 @@ async def test_an_upgrade_backs_the_database_up_first_and_a_fresh_one_is_not_cop
         assert db.execute("SELECT name FROM things").fetchall() == [("kept",)]
         assert [r[1] for r in db.execute("PRAGMA table_info(things)")] == ["id", "name"]
     await new.close()
+
+
+def _step(v: int) -> Migration:
+    return Migration(v, f"step {v}", f"CREATE TABLE t{v} (id INTEGER PRIMARY KEY);")
+
+
+async def test_upgrade_backups_keep_the_newest_three_and_a_large_database_is_not_copied(tmp_path):
+    path = tmp_path / "state.db"
+    first = Store(path)
+    await first.open()
+    await first.migrate("demo", [_step(1)])
+    await first.close()
+    for n in range(2, 7):  # five releases, each adding a migration: five pre-upgrade copies made
+        s = Store(path)
+        await s.open()
+        await s.migrate("demo", [_step(v) for v in range(1, n + 1)])
+        assert s.upgrade_backup is not None and s.upgrade_backup.exists()
+        await s.close()
+    kept = sorted(p.name for p in (tmp_path / "upgrade-backups").iterdir())
+    assert len(kept) == 3 and [n.rsplit("-", 1)[1] for n in kept] == ["v4.db", "v5.db", "v6.db"], kept
+
+    big = Store(path, upgrade_backup_max_bytes=1024)  # state.db is larger than 1 KiB: no copy, still migrated
+    await big.open()
+    assert await big.migrate("demo", [_step(v) for v in range(1, 8)]) == 7
+    assert big.upgrade_backup is None
+    await big.close()
+    assert sorted(p.name for p in (tmp_path / "upgrade-backups").iterdir()) == kept

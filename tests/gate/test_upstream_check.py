@@ -69,3 +69,42 @@ async def test_a_hanging_lookup_is_bounded_and_the_loop_stays_free():
     assert took < 1.2 and ticks >= 5  # answered at the deadline; the loop kept running meanwhile
     assert out == ["upstream host 'app' did not resolve within 0.3 s; check the name (requests get 502 while "
                    "it does not resolve)"]
+
+
+def test_slow_lookups_of_the_checks_do_not_delay_an_upstream_connect(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Saving routes whose names are slow to fail must not hold the getaddrinfo threads an upstream
+    connect needs. `socket.getaddrinfo` is replaced by a fake of the OS resolver that takes 3 s for
+    `*.slow.test` and is the real one otherwise. The loop here is asyncio's own, whose shared lookup
+    threads are its default executor (uvloop's are libuv's four: the same sharing, which cannot be
+    faked from Python); the checks' `resolve_host` must not use them."""
+    real = socket.getaddrinfo
+
+    def fake_getaddrinfo(host: object, *args: object, **kwargs: object) -> object:
+        if isinstance(host, str) and host.endswith(".slow.test"):
+            time.sleep(3.0)
+            raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", fake_getaddrinfo)
+
+    async def main() -> tuple[float, list[str]]:
+        server = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        names = [f"r{i}.slow.test:80" for i in range(12)]  # more than any shared pool's threads
+        checks = asyncio.ensure_future(upstream_warnings(names, services=None, resolve=resolve_host, timeout_s=1.0))
+        await asyncio.sleep(0.2)  # the checks' lookups are under way
+        started = time.monotonic()
+        # What the gate's upstream does for a `host:port` target: a connect by name.
+        _, writer = await asyncio.wait_for(asyncio.open_connection("localhost", port, family=socket.AF_INET), 10)
+        took = time.monotonic() - started
+        writer.close()
+        out = await checks
+        server.close()
+        return took, out
+
+    with asyncio.Runner(loop_factory=asyncio.SelectorEventLoop) as runner:
+        took, out = runner.run(main())
+    assert took < 1.0, f"an upstream connect waited {took:.2f} s behind the route checks' lookups"
+    assert len(out) == 12
+    assert sum("was not checked" in w for w in out) == 2, out  # 2 running + 8 waiting; the rest refused at once
+    assert all("r" in w and ("did not resolve within 1 s" in w or "was not checked" in w) for w in out), out

@@ -330,3 +330,29 @@ def test_a_container_is_measured_by_its_cgroup_and_network_namespace() -> None:
         assert (("instance", "box-1"), ("service", "box")) in by_name(pts, "service_io_write_bytes_per_second")
     finally:
         subprocess.run(["docker", "rm", "-f", cid], capture_output=True, timeout=60)
+
+
+def test_the_per_process_io_walk_has_a_budget_per_tick_and_rotates_what_it_skips() -> None:
+    """Three real processes without cgroups: each walk reads its task list's `children` and its `io`
+    (two files). With three files a tick, the third instance is skipped, counted, and walked first the
+    next tick; a spent time budget skips every walk. Other readings are unaffected."""
+    kids = [subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) for _ in range(3)]
+    try:
+        inv = [InstanceInfo("s", f"s-{i}", "process", "running", pid=k.pid) for i, k in enumerate(kids)]
+        sc = ServiceCollector(io_files_per_tick=3)
+        mono = time.monotonic()
+        points = sc.collect(inv, mono)
+        assert sc.io_skipped_last == ["s/s-2"] and sc.io_skipped == 1
+        assert {p[1]["instance"] for p in points if p[0] == "service_rss_bytes"} == {"s-0", "s-1", "s-2"}
+        sc.collect(inv, mono + 1)
+        assert sc.io_skipped_last == ["s/s-1"] and sc.io_skipped == 2  # s-2 went first, s-1 is left over
+        unbounded = ServiceCollector()
+        unbounded.collect(inv, mono)
+        assert unbounded.io_skipped == 0
+        no_time = ServiceCollector(io_seconds_per_tick=0.0)
+        no_time.collect(inv, mono)
+        assert no_time.io_skipped == 3
+    finally:
+        for k in kids:
+            k.kill()
+            k.wait()

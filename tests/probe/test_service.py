@@ -301,3 +301,128 @@ async def test_a_firing_alert_whose_series_vanishes_resolves_with_reason_no_data
     finally:
         await svc.stop(5.0)
         await runner.cleanup()
+
+
+class Sporadic:
+    """A MetricsSource whose one series reports only every `every`-th tick (as connection counts do)."""
+
+    def __init__(self, every: int) -> None:
+        self.every, self.n, self.value = every, 0, 900.0
+
+    def samples(self) -> list[Sample]:
+        self.n += 1
+        return [Sample("gate_upstream_latency_p99_ms", self.value, {"route": "r1"})] if self.n % self.every == 1 \
+            else []
+
+
+async def test_a_sporadic_series_does_not_flap_but_still_resolves_when_gone(tmp_path: Path, kernel: Any) -> None:
+    store, bus = kernel
+    source = Sporadic(every=6)  # a report every 1.5 s at 0.25 s ticks: "no data" for 2 intervals is normal
+    clock = ManualClock()
+    svc = ProbeService(ProbeConfig(enabled=False, interval_s=0.25), tmp_path, store, bus,
+                       gate_source=lambda: source, clock=clock)
+    await svc.start()
+    try:
+        await svc.add_rule(AlertRuleBody.model_validate({
+            "name": "slow", "metric": "gate_upstream_latency_p99_ms", "op": ">", "threshold": 500}))
+        for _ in range(61):  # 15 s of sporadic reports, all breaching, the last one in the last tick
+            clock.advance(0.25)
+            await svc.tick()
+        assert [r["event"] for r in svc.alerts()["recent"]] == ["alert.triggered"], svc.alerts()["recent"]
+        source.every = 10**9  # the series is gone: resolved after twice its gap (3 s), not never
+        source.n = 1
+        for _ in range(11):
+            clock.advance(0.25)
+            await svc.tick()
+        assert [a["status"] for a in svc.alerts()["active"]] == ["firing"]
+        for _ in range(1):
+            clock.advance(0.25)
+            await svc.tick()
+        assert [(r["event"], r["reason"]) for r in svc.alerts()["recent"]] == [
+            ("alert.triggered", "threshold"), ("alert.resolved", "no data")]
+    finally:
+        await svc.stop(5.0)
+
+
+async def test_a_rule_removed_during_a_tick_is_resolved_after_it_triggered(tmp_path: Path, kernel: Any) -> None:
+    """The tick's "triggered" waits for the metrics write; a rule removed meanwhile must not be told
+    "resolved" first. The write is the real one; the test only holds it until the rule is removed."""
+    store, bus = kernel
+    gauge = Gauge()
+    gauge.value = 900.0
+    clock = ManualClock()
+    svc = ProbeService(ProbeConfig(enabled=False, interval_s=0.25), tmp_path, store, bus,
+                       gate_source=lambda: gauge, clock=clock)
+    await svc.start()
+    real_write = svc.metrics.write
+    writing, proceed = asyncio.Event(), asyncio.Event()
+
+    async def held_write(*args: Any) -> int:
+        writing.set()
+        await proceed.wait()
+        return await real_write(*args)
+
+    try:
+        await svc.add_rule(AlertRuleBody.model_validate({
+            "name": "slow", "metric": "gate_upstream_latency_p99_ms", "op": ">", "threshold": 500}))
+        svc.metrics.write = held_write  # type: ignore[method-assign]
+        clock.advance(0.25)
+        tick = asyncio.create_task(svc.tick())
+        await asyncio.wait_for(writing.wait(), 10)
+        removal = asyncio.create_task(svc.remove_rule("slow"))
+        await asyncio.sleep(0.2)  # the removal has run as far as it can
+        proceed.set()
+        await asyncio.wait_for(asyncio.gather(tick, removal), 10)
+        events = [(r["event"], r["reason"]) for r in svc.alerts()["recent"]]
+        assert events == [("alert.triggered", "threshold"), ("alert.resolved", "rule removed")], events
+        published = [e.type for e in await bus.read_after(0, 100) if e.type.startswith("alert.")]
+        assert published == ["alert.triggered", "alert.resolved"]
+    finally:
+        await svc.stop(5.0)
+
+
+async def test_a_firing_alert_survives_a_restart_without_a_second_triggered(tmp_path: Path, kernel: Any) -> None:
+    """The firing state is in state.db: after a restart the alert is firing at once, the next ticks
+    (still breaching) send no second "triggered", and clearing sends the "resolved" the first run owed."""
+    store, bus = kernel
+    gauge = Gauge()
+    gauge.value = 900.0
+    clock = ManualClock()
+    rule = {"name": "slow", "metric": "gate_upstream_latency_p99_ms", "op": ">", "threshold": 500}
+
+    def make() -> ProbeService:
+        return ProbeService(ProbeConfig(enabled=False, interval_s=0.25), tmp_path, store, bus,
+                            gate_source=lambda: gauge, clock=clock)
+
+    first = make()
+    await first.start()
+    try:
+        await first.add_rule(AlertRuleBody.model_validate(rule))
+        clock.advance(0.25)
+        await first.tick()
+        assert [a["status"] for a in first.alerts()["active"]] == ["firing"]
+    finally:
+        await first.stop(5.0)
+
+    second = make()
+    await second.start()
+    try:
+        assert [(a["rule"], a["status"]) for a in second.alerts()["active"]] == [("slow", "firing")]
+        for _ in range(4):
+            clock.advance(0.25)
+            await second.tick()
+        gauge.value = 100.0
+        clock.advance(0.25)
+        await second.tick()
+        assert second.alerts()["active"] == []
+    finally:
+        await second.stop(5.0)
+    published = [(e.type, e.data["reason"]) for e in await bus.read_after(0, 100) if e.type.startswith("alert.")]
+    assert published == [("alert.triggered", "threshold"), ("alert.resolved", "cleared")], published
+
+    third = make()  # nothing firing any more: nothing restored
+    await third.start()
+    try:
+        assert third.alerts()["active"] == []
+    finally:
+        await third.stop(5.0)
