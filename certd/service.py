@@ -19,6 +19,7 @@ per served certificate.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import ipaddress
 import random
@@ -450,7 +451,7 @@ class CertdService:
             raise NotFound(f"no certificate named {key}", hint="see `fsctl cert ls`", details={"name": key})
         return rec
 
-    async def issue(self, name: str, also: list[str] | None = None) -> dict[str, Any]:
+    async def issue(self, name: str, also: builtins.list[str] | None = None) -> dict[str, Any]:
         """Order now a certificate for `name` (+ `also` as more SANs). Refuses (409) when `name` already
         has a valid certificate for the same names with more than its renewal window left."""
         key = _name_or_error(name, "name")

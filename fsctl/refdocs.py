@@ -43,7 +43,7 @@ def _type_name(t: Any) -> str:
 def _default(f: FieldInfo) -> str:
     if f.default_factory is not None:
         if f.default_factory in (list, dict, set):
-            return repr(f.default_factory())  # type: ignore[call-arg]
+            return repr(f.default_factory())
         return "(depends on the host)"  # e.g. root or not: see `fsctl serve --help`
     if f.default is PydanticUndefined:
         return "required"

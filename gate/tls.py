@@ -217,7 +217,7 @@ class AlpnDispatch(asyncio.Protocol):
             app = H2Front(self.state)
         else:
             app = ClientConnection(self.state, "https")
-        transport.set_protocol(app)  # type: ignore[attr-defined]
+        transport.set_protocol(app)
         app.connection_made(transport)
 
     def data_received(self, data: bytes) -> None:  # pragma: no cover - replaced before any data

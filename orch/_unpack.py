@@ -19,7 +19,7 @@ import tarfile
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import Any, Literal, Protocol
 
 from orch._tarcheck import Member, TarChecker, TarLimits, TarRejected, normalise
 
@@ -42,10 +42,16 @@ class _SafeTarInfo(tarfile.TarInfo):
         return super()._proc_member(tf)  # type: ignore[misc]
 
 
+class _Reader(Protocol):
+    """What `_Bounded` reads from: a file, or the gzip stream over one."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
 class _Bounded(io.RawIOBase):
     """A reader that refuses to deliver more than `limit` bytes in total (the decompressed stream)."""
 
-    def __init__(self, f: IO[bytes], limit: int) -> None:
+    def __init__(self, f: _Reader, limit: int) -> None:
         self._f, self._left = f, limit
 
     def readable(self) -> bool:
@@ -119,7 +125,7 @@ def _raw_bound(limits: TarLimits) -> int:
 
 def _members(path: Path, kind: ArtifactKind, limits: TarLimits) -> Iterator[tuple[tarfile.TarFile, tarfile.TarInfo]]:
     with open(path, "rb") as raw:
-        src: IO[bytes] = gzip.GzipFile(fileobj=raw) if kind == "tar.gz" else raw
+        src: _Reader = gzip.GzipFile(fileobj=raw) if kind == "tar.gz" else raw
         bounded = io.BufferedReader(_Bounded(src, _raw_bound(limits)), COPY_CHUNK)
         try:
             with tarfile.open(fileobj=bounded, mode="r|", tarinfo=_SafeTarInfo) as tf:

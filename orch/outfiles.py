@@ -157,7 +157,7 @@ class OutputFiles:
         """Empty files for a new instance of `service`, opened for the child to append to."""
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         name = f"{instance}-{secrets.token_hex(4)}"
-        paths = {s: self.dir / f"{name}.{s}" for s in STREAMS}
+        paths: dict[str, Path] = {s: self.dir / f"{name}.{s}" for s in STREAMS}
         fds: dict[str, int] = {}
         try:
             for s, p in paths.items():
@@ -215,7 +215,7 @@ class OutputFiles:
                 if not 0 <= base <= stored:
                     raise ValueError(f"{s} positions out of order (base {base}, stored {stored})")
                 fd = os.open(path, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
-                streams[s] = _Stream(s, path, fd, base, stored, stored)  # type: ignore[arg-type]
+                streams[s] = _Stream(s, path, fd, base, stored, stored)
             pid, ticks = rec.get("pid"), rec.get("start_ticks")
             if not isinstance(pid, int) or not isinstance(ticks, int | None):
                 raise ValueError("pid/start_ticks are not numbers")
@@ -344,7 +344,7 @@ class OutputFiles:
             chunk = data[:n]
             if final and not chunk.endswith(b"\n"):
                 chunk += b"\n"  # a last partial line: the sink holds partial lines until their newline
-            self.sink.append(out.service, out.instance, st.name, chunk)  # type: ignore[arg-type]
+            self.sink.append(out.service, out.instance, st.name, chunk)
             st.read += n
         return n, waiting - n > 0 and (n > 0 or len(data) < waiting)
 

@@ -158,7 +158,7 @@ class ProcessRuntime:
                 raise RuntimeError_(f"{config.instance}: cannot set up its cgroup: {e.strerror or e}") from e
         return ProcessInstance(config, cg)
 
-    async def start(self, instance: ProcessInstance) -> None:  # type: ignore[override]
+    async def start(self, instance: ProcessInstance) -> None:
         cfg = instance.config
         user = cfg.user or self.default_user
         uid = gid = None
@@ -281,11 +281,11 @@ class ProcessRuntime:
         if instance.exit is not None and not instance.exit.done():
             instance.exit.set_result(status)
 
-    async def wait(self, instance: ProcessInstance) -> ExitStatus:  # type: ignore[override]
+    async def wait(self, instance: ProcessInstance) -> ExitStatus:
         assert instance.exit is not None, "instance was never started"
         return await asyncio.shield(instance.exit)
 
-    async def stop(self, instance: ProcessInstance, timeout_s: float | None = None) -> ExitStatus:  # type: ignore[override]
+    async def stop(self, instance: ProcessInstance, timeout_s: float | None = None) -> ExitStatus:
         if instance.exit is None:
             return ExitStatus(note="never started")
         timeout = instance.config.stop_timeout_s if timeout_s is None else timeout_s
@@ -333,10 +333,10 @@ class ProcessRuntime:
             self._signal_all(instance, signal.SIGKILL)
             await asyncio.sleep(0.02)
 
-    async def kill(self, instance: ProcessInstance, sig: int) -> None:  # type: ignore[override]
+    async def kill(self, instance: ProcessInstance, sig: int) -> None:
         self._signal_all(instance, sig)
 
-    async def remove(self, instance: ProcessInstance) -> None:  # type: ignore[override]
+    async def remove(self, instance: ProcessInstance) -> None:
         if instance.cgroup is not None:
             for _ in range(50):
                 if not instance.cgroup.pids():
@@ -346,7 +346,7 @@ class ProcessRuntime:
 
     # --- observation ----------------------------------------------------------------------------
 
-    def stats(self, instance: ProcessInstance) -> InstanceStats:  # type: ignore[override]
+    def stats(self, instance: ProcessInstance) -> InstanceStats:
         cg = instance.cgroup
         if cg is not None and cg.kind != "rlimit":
             pids = cg.pids()
@@ -362,7 +362,7 @@ class ProcessRuntime:
         except Exception:
             return InstanceStats()
 
-    def inspect(self, instance: ProcessInstance) -> dict[str, Any]:  # type: ignore[override]
+    def inspect(self, instance: ProcessInstance) -> dict[str, Any]:
         ex = instance.exit.result() if instance.exit is not None and instance.exit.done() else None
         return {
             "id": instance.id, "runtime": self.name, "pid": instance.pid, "started_at": instance.started_at,

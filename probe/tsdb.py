@@ -246,7 +246,7 @@ class MetricsStore:
             rows = await self.store.fetchall(
                 f"SELECT series, t, avg, min, max, last, n FROM {source.table} WHERE t >= ? AND t < ?", (start, end)
             )
-            buckets = merge_buckets((tuple(r) for r in rows), target.width_s)  # type: ignore[misc]
+            buckets = merge_buckets((tuple(r) for r in rows), target.width_s)
         async with self.store.transaction() as db:
             await db.executemany(
                 f"INSERT OR REPLACE INTO {target.table} (series, t, avg, min, max, last, n) "

@@ -90,7 +90,7 @@ class RepoLock:
         self.release()
 
 
-def _read(path: Path) -> dict | None:  # type: ignore[type-arg]
+def _read(path: Path) -> dict | None:
     try:
         doc = json.loads(path.read_bytes())
     except (OSError, ValueError):
@@ -98,7 +98,7 @@ def _read(path: Path) -> dict | None:  # type: ignore[type-arg]
     return doc if isinstance(doc, dict) else None
 
 
-def _stale(doc: dict) -> bool:  # type: ignore[type-arg]
+def _stale(doc: dict) -> bool:
     if time.time() - float(doc.get("time", 0)) > STALE_AFTER_S:
         return True
     return doc.get("hostname") == socket.gethostname() and not _pid_alive(int(doc.get("pid", 0)))
