@@ -185,8 +185,8 @@ class CertdService:
         async with self._order_lock:  # not interleaved with an order, an import or a delete
             records = await self.records.all()
             now = self.clock.now()
-            for name in sorted(self._wanted):
-                name = _orderable(name)
+            for wanted in sorted(self._wanted):
+                name = _orderable(wanted)
                 if name is None:
                     continue
                 owner = next((r for r in records if r.covers(name)), None)

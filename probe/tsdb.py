@@ -127,7 +127,7 @@ class MetricsStore:
 
     def __init__(self, path: Path, *, keep_s: Mapping[str, float] | None = None) -> None:
         self.path = path
-        self.keep_s = dict(DEFAULT_KEEP_S | dict(keep_s or {}))
+        self.keep_s = {**DEFAULT_KEEP_S, **(keep_s or {})}
         self.store = Store(path, synchronous="NORMAL")
         self._ids: dict[tuple[str, str], int] = {}
         self._by_name: dict[str, list[SeriesRef]] = {}
@@ -327,7 +327,7 @@ class MetricsStore:
                                "series": []}
         if not refs:
             return out
-        by_id = {r.id: {"labels": dict(r.labels), "points": []} for r in refs}
+        by_id: dict[int, dict[str, Any]] = {r.id: {"labels": dict(r.labels), "points": []} for r in refs}
         acc = await self._aggregate(list(by_id), res, start, end, step_s, now)
         for (sid, b), (total, n, lo, hi) in sorted(acc.items()):
             by_id[sid]["points"].append([b, total / n, lo, hi])
