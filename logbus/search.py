@@ -283,9 +283,9 @@ def _bounds(buf: bytes, segs: list[Seg], b: BlockRef, q: Query, lo_iso: bytes | 
             lo: int) -> tuple[int, int]:
     """The part [lo, hi) of a block's buffer inside the query's time range (from `lo` on)."""
     hi = len(buf)
-    if lo_iso is not None and b.first_ts < q.from_ts:  # type: ignore[operator]
+    if lo_iso is not None and q.from_ts is not None and b.first_ts < q.from_ts:
         lo = seek(buf, segs, lo_iso, lo)
-    if hi_iso is not None and b.last_ts >= q.to_ts:  # type: ignore[operator]
+    if hi_iso is not None and q.to_ts is not None and b.last_ts >= q.to_ts:
         hi = seek(buf, segs, hi_iso, lo)
     return lo, hi
 

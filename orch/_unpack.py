@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from orch._tarcheck import Member, TarChecker, TarLimits, TarRejected, normalise
+from orch._tarcheck import Kind, Member, TarChecker, TarLimits, TarRejected, normalise
 
 ArtifactKind = Literal["tar.gz", "tar", "file"]
 COPY_CHUNK = 1024 * 1024
@@ -39,7 +39,7 @@ class _SafeTarInfo(tarfile.TarInfo):
         if self.type in _META_TYPES and self.size > MAX_META_HEADER:
             raise TarRejected(self.name or "(header)", "bad_header",
                               f"a metadata header of {self.size} bytes (at most {MAX_META_HEADER})")
-        return super()._proc_member(tf)  # type: ignore[misc]
+        return super()._proc_member(tf)  # type: ignore[misc]  # tarfile's private hook: not in typeshed
 
 
 class _Reader(Protocol):
@@ -99,6 +99,7 @@ def _is_tar_header(block: bytes) -> bool:
 
 
 def _member(ti: tarfile.TarInfo) -> Member:
+    kind: Kind
     if ti.issparse():
         kind = "other"
     elif ti.isreg():
@@ -115,7 +116,7 @@ def _member(ti: tarfile.TarInfo) -> Member:
         kind = "fifo"
     else:
         kind = "other"
-    return Member(ti.name, kind, ti.size, ti.linkname)  # type: ignore[arg-type]
+    return Member(ti.name, kind, ti.size, ti.linkname)
 
 
 def _raw_bound(limits: TarLimits) -> int:

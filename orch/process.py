@@ -26,7 +26,7 @@ from typing import Any
 
 import structlog
 
-from core.ports import LogSink
+from core.ports import LogSink, Stream
 from orch._files import ConfigFileRefused, write_inside
 from orch.cgroups import CgroupDriver, CgroupHandle
 from orch.outfiles import OutputFiles
@@ -219,7 +219,8 @@ class ProcessRuntime:
             popen = _spawn(argv, out_w, err_w, workdir, env, uid, gid)
         except OSError as e:
             if files is not None:
-                self.outputs.discard(files)  # type: ignore[union-attr]
+                assert self.outputs is not None  # the files came from it
+                self.outputs.discard(files)
             else:
                 for fd in (out_r, err_r, out_w, err_w):
                     os.close(fd)
@@ -232,7 +233,8 @@ class ProcessRuntime:
         instance.start_ticks = proc_start_ticks(popen.pid)
         instance.started_at = time.time()
         if files is not None:
-            self.outputs.started(files, popen.pid, instance.start_ticks)  # type: ignore[union-attr]
+            assert self.outputs is not None  # the files came from it
+            self.outputs.started(files, popen.pid, instance.start_ticks)
             instance.output = files.manifest
         else:
             self.log_sink.attach(cfg.service, cfg.instance, "stdout", out_r)
@@ -392,11 +394,12 @@ class ProcessRuntime:
                                started_at=record.get("started_at"), adopted=True, output=output)
         if inst.cgroup is not None:
             inst.oom_before = inst.cgroup.oom_kills()
-        for fd_no, stream in ((1, "stdout"), (2, "stderr")) if output is None else ():
+        pipes: tuple[tuple[int, Stream], ...] = ((1, "stdout"), (2, "stderr")) if output is None else ()
+        for fd_no, stream in pipes:
             try:
                 if os.readlink(f"/proc/{pid}/fd/{fd_no}").startswith("pipe:"):
                     fd = os.open(f"/proc/{pid}/fd/{fd_no}", os.O_RDONLY | os.O_NONBLOCK)
-                    self.log_sink.attach(config.service, config.instance, stream, fd)  # type: ignore[arg-type]
+                    self.log_sink.attach(config.service, config.instance, stream, fd)
             except OSError as e:
                 log.warning("cannot reattach output of adopted instance", instance=config.instance, stream=stream,
                             error=e.strerror)

@@ -382,6 +382,7 @@ class OrchService:
     @staticmethod
     def _view_of(spec: ServiceSpec, version: int, desired: str) -> ServiceView:
         hc = spec.healthcheck
+        # `desired` is "running" or "stopped" (the state DB's CHECK constraint; callers pass a literal)
         return ServiceView(spec.name, version, desired, spec.replicas, spec.restart,  # type: ignore[arg-type]
                            tuple(spec.depends_on), hc.retries if hc else None, hc.start_period if hc else 0.0)
 

@@ -277,7 +277,7 @@ class SystemdRuntime:
             instance.cursor = cursor
         if data is not None:
             cfg = instance.config
-            self.log_sink.append(cfg.service, cfg.instance, stream, data + b"\n")  # type: ignore[arg-type]
+            self.log_sink.append(cfg.service, cfg.instance, stream, data + b"\n")
 
     async def _drain_journal(self, instance: UnitInstance) -> None:
         """After the end: what the follower has not read yet, from its last cursor (exactly once)."""
