@@ -48,9 +48,11 @@ test: $(BIN)/fsctl accel
 docs: $(BIN)/fsctl
 	$(BIN)/python -m fsctl.refdocs
 
+# Style, formatting and types ([tool.ruff], [tool.mypy] in pyproject.toml); CI runs it before the tests.
 lint: $(BIN)/fsctl
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check . || true
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 # Every benchmark in bench/ (each prints its figures beside a reference measured in the same run).
 bench: $(BIN)/fsctl accel

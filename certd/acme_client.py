@@ -175,6 +175,7 @@ class AcmeIssuer:
             return self._client
         net = client.ClientNetwork(
             self._account_key(), alg=jose.ES256, user_agent="infracore-certd",
+            # acme types it bool, but hands it to requests' `verify`, which also takes a CA bundle path:
             verify_ssl=str(self.ca_bundle) if self.ca_bundle else True,  # type: ignore[arg-type]
             timeout=int(self.request_timeout_s),
         )

@@ -19,6 +19,7 @@ per served certificate.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import ipaddress
 import random
@@ -184,8 +185,8 @@ class CertdService:
         async with self._order_lock:  # not interleaved with an order, an import or a delete
             records = await self.records.all()
             now = self.clock.now()
-            for name in sorted(self._wanted):
-                name = _orderable(name)
+            for wanted in sorted(self._wanted):
+                name = _orderable(wanted)
                 if name is None:
                     continue
                 owner = next((r for r in records if r.covers(name)), None)
@@ -457,7 +458,7 @@ class CertdService:
             raise NotFound(f"no certificate named {key}", hint="see `fsctl cert ls`", details={"name": key})
         return rec
 
-    async def issue(self, name: str, also: list[str] | None = None) -> dict[str, Any]:
+    async def issue(self, name: str, also: builtins.list[str] | None = None) -> dict[str, Any]:
         """Order now a certificate for `name` (+ `also` as more SANs). Refuses (409) when `name` already
         has a valid certificate for the same names with more than its renewal window left."""
         key = _name_or_error(name, "name")

@@ -159,7 +159,7 @@ def register(api: Api, logs: LogbusService, *, heartbeat_s: float = 15.0) -> Non
             raise BadRequest("the body is empty; send the lines to append", hint="e.g. curl --data-binary @file")
         if not data.endswith(b"\n"):
             data += b"\n"
-        logs.append(service, instance, stream, data)  # type: ignore[arg-type]
+        logs.append(service, instance, stream, data)
         result = {"service": service, "bytes": len(data), "lines": data.count(b"\n")}
         req.audit(f"logs:{service}", after=result)
         return result

@@ -144,7 +144,8 @@ class AuditLog:
         for w in waiting:
             w["before"] = json.loads(w["before"]) if w["before"] else None
             w["after"] = json.loads(w["after"]) if w["after"] else None
-        clauses, params = [], []
+        clauses: list[str] = []
+        params: list[int | str] = []
         if before_id is not None:
             clauses.append("id < ?")
             params.append(before_id)

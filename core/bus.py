@@ -198,7 +198,8 @@ class EventBus:
         """The events there are now (ids up to `last_id` as of the call), of `types` if given, in id order:
         those after `after_id`, or without one the `newest` of them. For a reader that does not follow."""
         until = self._last_id
-        where, params = "id <= ?", [until]
+        where = "id <= ?"
+        params: list[int | str] = [until]
         if types:
             where += f" AND type IN ({','.join('?' * len(types))})"
             params += list(types)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import MutableMapping
 from typing import Any
 
 import structlog
@@ -30,7 +31,7 @@ def safe_url(url: str) -> str:
     return f"{parts.scheme}://{host}{port}{rest}"
 
 
-def _redact(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+def _redact(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     for k in event_dict.keys() & _SECRET_KEYS:
         event_dict[k] = "[redacted]"
     return event_dict

@@ -151,10 +151,11 @@ def load_settings(config_file: Path | None = None, **flags: Any) -> Settings:
     overrides = {k: v for k, v in flags.items() if v is not None}
     if path:
         overrides["config_file"] = path
-    bound = type("FileSettings", (Settings,), {})
-    bound.file_values = file_data
+    class FileSettings(Settings):
+        file_values = file_data
+
     try:
-        settings = bound(**overrides)
+        settings = FileSettings(**overrides)
     except ValidationError as e:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc']) or '(root)'}: {err['msg']}" for err in e.errors()

@@ -194,11 +194,11 @@ class Store:
                         await self._writer.execute("ROLLBACK")
                 raise
 
-    async def execute(self, sql: str, params: Iterable[Any] = ()) -> sqlite3.Cursor:
+    async def execute(self, sql: str, params: Iterable[Any] = ()) -> aiosqlite.Cursor:
         """Run one write statement in its own transaction; returns the cursor (lastrowid, rowcount)."""
         async with self.transaction() as db:
             cur = await db.execute(sql, tuple(params))
-            return cur  # type: ignore[return-value]
+            return cur
 
     async def fetchall(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
         assert self._reader is not None, "store is not open"

@@ -68,9 +68,9 @@ def check_expansion(root: yaml.Node, limits: YamlLimits = DEFAULT_LIMITS) -> tup
             continue
         children: list[yaml.Node]
         if isinstance(node, yaml.MappingNode):
-            children = [n for pair in node.value for n in pair]
+            kind, children = "mapping", [n for pair in node.value for n in pair]
         else:
-            children = list(node.value)
+            kind, children = "sequence", list(node.value)
         if not expanded:
             if key in done:
                 continue
@@ -95,12 +95,12 @@ def check_expansion(root: yaml.Node, limits: YamlLimits = DEFAULT_LIMITS) -> tup
             size += b
         if nodes > limits.max_nodes:
             raise YamlRefused(
-                f"the {node.id} starting here expands to {nodes} nodes through aliases (*name), past the "
+                f"the {kind} starting here expands to {nodes} nodes through aliases (*name), past the "
                 f"limit of {limits.max_nodes} (max_nodes); repeat less, or write the data out",
                 _line(node), limit="max_nodes")
         if size > limits.max_expanded_bytes:
             raise YamlRefused(
-                f"the {node.id} starting here expands to {size} bytes of text through aliases (*name), past "
+                f"the {kind} starting here expands to {size} bytes of text through aliases (*name), past "
                 f"the limit of {limits.max_expanded_bytes} bytes (max_expanded_bytes)",
                 _line(node), limit="max_expanded_bytes")
         done[key] = (nodes, size)

@@ -71,7 +71,7 @@ def upload(client: Client, path: Path, service: str | None, *, quiet: bool = Fal
     if not quiet:
         print(f"uploading {path.name} ({size_text(size)}, sha256 {digest[:12]})", file=sys.stderr)
     with open(path, "rb") as f:
-        art = client.upload(f"/api/artifacts?{urlencode(query)}", _Progress(f, size, show),  # type: ignore[arg-type]
+        art = client.upload(f"/api/artifacts?{urlencode(query)}", _Progress(f, size, show),
                             size, {"X-Content-SHA256": digest})
     if show:
         sys.stderr.write("\n")

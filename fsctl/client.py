@@ -11,8 +11,11 @@ import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
+
+if TYPE_CHECKING:
+    from _typeshed import SupportsRead
 
 DEFAULT_SERVER = "http://127.0.0.1:7070"
 ROOT_SOCKET = Path("/var/lib/infracore/console.sock")
@@ -138,7 +141,7 @@ class Client:
             raise _api_error(resp.status, data, bool(self.target.token))
         return data
 
-    def upload(self, path: str, body: IO[bytes], size: int, headers: dict[str, str]) -> Any:
+    def upload(self, path: str, body: SupportsRead[bytes], size: int, headers: dict[str, str]) -> Any:
         """POST a file as the raw body, streamed (never read whole into memory); the JSON answer."""
         conn, prefix = self._connection(None)
         conn.blocksize = 256 * 1024

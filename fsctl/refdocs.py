@@ -45,7 +45,7 @@ def _type_name(t: Any) -> str:
 def _default(f: FieldInfo) -> str:
     if f.default_factory is not None:
         if f.default_factory in (list, dict, set):
-            return repr(f.default_factory())  # type: ignore[call-arg]
+            return repr(f.default_factory())
         return "(depends on the host)"  # e.g. root or not: see `fsctl serve --help`
     if f.default is PydanticUndefined:
         return "required"
@@ -173,7 +173,7 @@ def _command(path: list[str], p: argparse.ArgumentParser, help_text: str) -> Ite
     for a in p._actions:
         if isinstance(a, argparse._HelpAction) or (a.option_strings and set(a.option_strings) & _COMMON):
             continue
-        names = ", ".join(a.option_strings) if a.option_strings else (a.metavar or a.dest)
+        names = ", ".join(a.option_strings) if a.option_strings else str(a.metavar or a.dest)
         if a.option_strings and a.nargs != 0:
             names += f" {a.metavar or a.dest.upper()}"
         text = (a.help or "").replace("|", "\\|").replace("%%", "%")

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import ssl as ssl_mod
 from collections.abc import Callable
+from typing import cast
 
 import structlog
 
@@ -19,6 +20,12 @@ from gate.proxy import ClientConnection
 from gate.state import ProxyState
 
 log = structlog.get_logger("gate.server")
+
+
+def http1_protocol(state: ProxyState, scheme: str) -> asyncio.Protocol:
+    """A new HTTP/1 connection. `ClientConnection` has `asyncio.Protocol`'s methods without deriving from it:
+    its compiled form is a cdef class, which cannot derive from a Python class."""
+    return cast(asyncio.Protocol, ClientConnection(state, scheme))
 
 
 class EdgeServer:
@@ -38,7 +45,7 @@ class EdgeServer:
     ) -> int:
         """Bind and serve; returns the bound port. Raises StartupError when the address is taken."""
         loop = asyncio.get_running_loop()
-        make = factory or (lambda: ClientConnection(self.state, scheme))
+        make = factory or (lambda: http1_protocol(self.state, scheme))
         try:
             server = await loop.create_server(make, host, port, ssl=ssl, backlog=2048, reuse_address=True)
         except OSError as e:

@@ -55,7 +55,7 @@ class RouteRuntime:
         self.resp_lines = {scheme: b"".join(n + b": " + v + b"\r\n" for n, v in extra)
                            for scheme, extra in self.resp_extra.items()}
         keep = previous is not None and previous.route.spec.upstreams == spec.upstreams
-        self.cursor = previous.cursor if keep and previous else Cursor()
+        self.cursor: Cursor = previous.cursor if keep and previous else Cursor()
         same_rl = previous is not None and previous.route.spec.policies.rate_limit == spec.policies.rate_limit
         if spec.policies.rate_limit is None:
             self.limiter = None

@@ -30,8 +30,7 @@ from core.errors import StartupError
 from core.ports import CertificateBoard, CertificateRef
 from gate.h2front import H2Front
 from gate.h2pins import warn_if_unpinned
-from gate.proxy import ClientConnection
-from gate.server import EdgeServer
+from gate.server import EdgeServer, http1_protocol
 from gate.state import ProxyState
 
 log = structlog.get_logger("gate.tls")
@@ -216,8 +215,8 @@ class AlpnDispatch(asyncio.Protocol):
         if chosen == "h2":
             app = H2Front(self.state)
         else:
-            app = ClientConnection(self.state, "https")
-        transport.set_protocol(app)  # type: ignore[attr-defined]
+            app = http1_protocol(self.state, "https")
+        transport.set_protocol(app)
         app.connection_made(transport)
 
     def data_received(self, data: bytes) -> None:  # pragma: no cover - replaced before any data

@@ -18,7 +18,7 @@ import heapq
 import json
 import os
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -283,15 +283,15 @@ def _bounds(buf: bytes, segs: list[Seg], b: BlockRef, q: Query, lo_iso: bytes | 
             lo: int) -> tuple[int, int]:
     """The part [lo, hi) of a block's buffer inside the query's time range (from `lo` on)."""
     hi = len(buf)
-    if lo_iso is not None and b.first_ts < q.from_ts:  # type: ignore[operator]
+    if lo_iso is not None and q.from_ts is not None and b.first_ts < q.from_ts:
         lo = seek(buf, segs, lo_iso, lo)
-    if hi_iso is not None and b.last_ts >= q.to_ts:  # type: ignore[operator]
+    if hi_iso is not None and q.to_ts is not None and b.last_ts >= q.to_ts:
         hi = seek(buf, segs, hi_iso, lo)
     return lo, hi
 
 
 def _scan(reader: IndexReader, service: str, q: Query, matcher: Matcher, result: Result,
-          reverse: bool = False) -> Iterator[_Run]:
+          reverse: bool = False) -> Generator[_Run, None, None]:
     """The matching lines of `service`, block by block (newest block first with `reverse`, and then
     each block's runs newest first too)."""
     after = (q.cursor or {}).get(service, (0, 0))
@@ -446,7 +446,7 @@ def _line_dict(h: _Hit) -> dict[str, object]:
 
 
 def read_window(reader: IndexReader, service: str, from_ts: float | None, to_ts: float | None,
-                chunk_bytes: int = 1024 * 1024) -> Iterator[bytes]:
+                chunk_bytes: int = 1024 * 1024) -> Generator[bytes, None, None]:
     """The stored lines of `service` in [from_ts, to_ts) as line records, in pieces: a download's body."""
     q = Query((service,), from_ts, to_ts)
     lo_iso = iso_bytes(from_ts) if from_ts is not None else None

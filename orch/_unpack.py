@@ -19,9 +19,9 @@ import tarfile
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import Any, Literal, Protocol
 
-from orch._tarcheck import Member, TarChecker, TarLimits, TarRejected, normalise
+from orch._tarcheck import Kind, Member, TarChecker, TarLimits, TarRejected, normalise
 
 ArtifactKind = Literal["tar.gz", "tar", "file"]
 COPY_CHUNK = 1024 * 1024
@@ -39,13 +39,19 @@ class _SafeTarInfo(tarfile.TarInfo):
         if self.type in _META_TYPES and self.size > MAX_META_HEADER:
             raise TarRejected(self.name or "(header)", "bad_header",
                               f"a metadata header of {self.size} bytes (at most {MAX_META_HEADER})")
-        return super()._proc_member(tf)  # type: ignore[misc]
+        return super()._proc_member(tf)  # type: ignore[misc]  # tarfile's private hook: not in typeshed
+
+
+class _Reader(Protocol):
+    """What `_Bounded` reads from: a file, or the gzip stream over one."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
 
 
 class _Bounded(io.RawIOBase):
     """A reader that refuses to deliver more than `limit` bytes in total (the decompressed stream)."""
 
-    def __init__(self, f: IO[bytes], limit: int) -> None:
+    def __init__(self, f: _Reader, limit: int) -> None:
         self._f, self._left = f, limit
 
     def readable(self) -> bool:
@@ -93,6 +99,7 @@ def _is_tar_header(block: bytes) -> bool:
 
 
 def _member(ti: tarfile.TarInfo) -> Member:
+    kind: Kind
     if ti.issparse():
         kind = "other"
     elif ti.isreg():
@@ -109,7 +116,7 @@ def _member(ti: tarfile.TarInfo) -> Member:
         kind = "fifo"
     else:
         kind = "other"
-    return Member(ti.name, kind, ti.size, ti.linkname)  # type: ignore[arg-type]
+    return Member(ti.name, kind, ti.size, ti.linkname)
 
 
 def _raw_bound(limits: TarLimits) -> int:
@@ -119,7 +126,7 @@ def _raw_bound(limits: TarLimits) -> int:
 
 def _members(path: Path, kind: ArtifactKind, limits: TarLimits) -> Iterator[tuple[tarfile.TarFile, tarfile.TarInfo]]:
     with open(path, "rb") as raw:
-        src: IO[bytes] = gzip.GzipFile(fileobj=raw) if kind == "tar.gz" else raw
+        src: _Reader = gzip.GzipFile(fileobj=raw) if kind == "tar.gz" else raw
         bounded = io.BufferedReader(_Bounded(src, _raw_bound(limits)), COPY_CHUNK)
         try:
             with tarfile.open(fileobj=bounded, mode="r|", tarinfo=_SafeTarInfo) as tf:

@@ -14,6 +14,7 @@ not at all, and a crash between the two steps is repaired by the next `install` 
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import hashlib
 import os
@@ -255,7 +256,7 @@ class ArtifactStore:
     async def services_of(self, artifact_id: str) -> set[str]:
         return set((await self.get(artifact_id))["services"])
 
-    async def installs(self, service: str) -> list[dict[str, Any]]:
+    async def installs(self, service: str) -> builtins.list[dict[str, Any]]:
         """The versions of `service` unpacked on disk, newest first."""
         rows = await self.store.fetchall(
             "SELECT version, artifact_id, installed_at FROM artifact_installs WHERE service = ? "
@@ -306,7 +307,7 @@ class ArtifactStore:
         log.info("artifact installed", artifact_id=artifact_id, service=service, version=version, path=str(dest))
         return dest
 
-    async def prune(self, service: str, keep: set[str], keep_count: int | None = None) -> list[str]:
+    async def prune(self, service: str, keep: set[str], keep_count: int | None = None) -> builtins.list[str]:
         """Remove `service`'s release dirs beyond the newest `keep_count` (default the store's), never
         one whose version is in `keep` (the current and previous releases). Returns the removed versions."""
         count = self.keep_count if keep_count is None else keep_count

@@ -161,10 +161,10 @@ class LogFrames:
             stream = "stderr" if kind == 2 else "stdout"
             part = self._partial[stream]
             part += payload
-            *lines, rest = part.split(b"\n")
+            *lines, rest = bytes(part).split(b"\n")
             out.extend((stream, line) for line in lines)
             if len(rest) > self.max_line:
-                out.append((stream, bytes(rest)))
+                out.append((stream, rest))
                 rest = b""
             part[:] = rest
         return out

@@ -236,10 +236,10 @@ class Deployer:
         for d in self.active.values():
             if d["id"] == deployment_id:
                 return _public(d)
-        d = await self.repo.deployment(deployment_id)
-        if d is None:
+        rec = await self.repo.deployment(deployment_id)
+        if rec is None:
             raise NotFound(f"no deployment {deployment_id}", hint="see GET /api/deployments")
-        return _public(d)
+        return _public(rec)
 
     async def deployments(self, service: str | None) -> list[dict[str, Any]]:
         live = {d["id"]: d for d in self.active.values()}
@@ -452,6 +452,7 @@ class Deployer:
                     raise DeployFailed(f"{spec.name}-{st.slot} (new) exited: {waiter.result().detail}")
                 return
             target = health_target(spec, st.index, st.ports)
+            assert target is not None  # None only without a healthcheck
             cfg = st.instance.config
             last = "no answer yet"
             ramp = 0.05

@@ -21,6 +21,7 @@ from typing import Any
 import aiodocker
 import aiohttp
 import structlog
+from aiodocker.containers import DockerContainer
 from aiodocker.exceptions import DockerError
 
 from core.ports import LogSink
@@ -233,9 +234,9 @@ class DockerRuntime:
         log.info("removing a leftover container", name=name, container=old.id[:12])
         await old.delete(force=True)
 
-    async def start(self, instance: ContainerInstance) -> None:  # type: ignore[override]
+    async def start(self, instance: ContainerInstance) -> None:
         cfg = instance.config
-        c = self.docker.containers.container(instance.container_id)
+        c = self._container(instance)
         try:
             await c.start()
             info = await c.show()
@@ -247,6 +248,11 @@ class DockerRuntime:
         self._watch(instance, since=0)
         log.info("container started", service=cfg.service, instance=cfg.instance, container=instance.name,
                  id=(instance.container_id or "")[:12], image=cfg.image)
+
+    def _container(self, instance: ContainerInstance) -> DockerContainer:
+        if instance.container_id is None:  # `create` sets it: an instance without one was never created
+            raise RuntimeError_(f"{instance.id}: no container (the instance was never created)")
+        return self.docker.containers.container(instance.container_id)
 
     def _watch(self, instance: ContainerInstance, since: int) -> None:
         instance.exit = asyncio.get_running_loop().create_future()
@@ -261,7 +267,7 @@ class DockerRuntime:
             for stream in ("stdout", "stderr"):
                 data = b"".join(line + b"\n" for s, line in items if s == stream)
                 if data:
-                    self.log_sink.append(cfg.service, cfg.instance, stream, data)  # type: ignore[arg-type]
+                    self.log_sink.append(cfg.service, cfg.instance, stream, data)
 
         params = {"follow": "1", "stdout": "1", "stderr": "1", "since": str(since)}
         try:
@@ -277,7 +283,7 @@ class DockerRuntime:
             instance.logs_done.set()
 
     async def _wait_exit(self, instance: ContainerInstance) -> None:
-        c = self.docker.containers.container(instance.container_id)
+        c = self._container(instance)
         status: ExitStatus | None = None
         while status is None:
             try:
@@ -309,11 +315,11 @@ class DockerRuntime:
         if instance.exit is not None and not instance.exit.done():
             instance.exit.set_result(status)
 
-    async def wait(self, instance: ContainerInstance) -> ExitStatus:  # type: ignore[override]
+    async def wait(self, instance: ContainerInstance) -> ExitStatus:
         assert instance.exit is not None, "instance was never started"
         return await asyncio.shield(instance.exit)
 
-    async def stop(self, instance: ContainerInstance, timeout_s: float | None = None) -> ExitStatus:  # type: ignore[override]
+    async def stop(self, instance: ContainerInstance, timeout_s: float | None = None) -> ExitStatus:
         if instance.exit is None:
             return ExitStatus(note="never started")
         timeout = instance.config.stop_timeout_s if timeout_s is None else timeout_s
@@ -327,19 +333,19 @@ class DockerRuntime:
                 await self.kill(instance, signal.SIGKILL)
         return await asyncio.shield(instance.exit)
 
-    async def kill(self, instance: ContainerInstance, sig: int) -> None:  # type: ignore[override]
+    async def kill(self, instance: ContainerInstance, sig: int) -> None:
         try:
-            await self.docker.containers.container(instance.container_id).kill(signal=signal.Signals(sig).name)
+            await self._container(instance).kill(signal=signal.Signals(sig).name)
         except DockerError as e:
             if e.status not in (404, 409):  # gone, or not running: nothing to signal
                 raise RuntimeError_(f"{instance.id}: cannot signal container {instance.name}: {_msg(e)}") from e
 
-    async def remove(self, instance: ContainerInstance) -> None:  # type: ignore[override]
+    async def remove(self, instance: ContainerInstance) -> None:
         """Removes the container (never its named volumes)."""
         if instance.container_id is None:
             return
         try:
-            await self.docker.containers.container(instance.container_id).delete(force=True, v=False)
+            await self._container(instance).delete(force=True, v=False)
         except DockerError as e:
             if e.status != 404:
                 log.warning("cannot remove container", container=instance.name, error=_msg(e))
@@ -363,7 +369,7 @@ class DockerRuntime:
     async def exec_probe(self, instance: ContainerInstance, argv: list[str]) -> tuple[bool, str]:
         """Run `argv` inside the container (`docker exec`), wait for it: (exit code == 0, detail). The caller
         bounds the time; a command still running then is left to end on its own (Docker cannot kill an exec)."""
-        c = self.docker.containers.container(instance.container_id)
+        c = self._container(instance)
         try:
             ex = await c.exec(argv, stdout=True, stderr=True)
             out = bytearray()
@@ -382,13 +388,13 @@ class DockerRuntime:
 
     # --- observation ----------------------------------------------------------------------------
 
-    def stats(self, instance: ContainerInstance) -> InstanceStats:  # type: ignore[override]
+    def stats(self, instance: ContainerInstance) -> InstanceStats:
         cg = instance.cgroup
         if cg is None:
             return InstanceStats()
         return InstanceStats(cg.cpu_seconds(), cg.memory_bytes(), len(cg.pids()) or None)
 
-    def inspect(self, instance: ContainerInstance) -> dict[str, Any]:  # type: ignore[override]
+    def inspect(self, instance: ContainerInstance) -> dict[str, Any]:
         ex = instance.exit.result() if instance.exit is not None and instance.exit.done() else None
         cfg = instance.config
         return {

@@ -52,9 +52,9 @@ class FileLogSink:
             self._close(fd)
             return
         buf += chunk
-        *lines, rest = buf.split(b"\n")
+        *lines, rest = bytes(buf).split(b"\n")
         if len(rest) > _MAX_LINE:
-            lines.append(bytes(rest))
+            lines.append(rest)
             rest = b""
         buf[:] = rest
         if lines:

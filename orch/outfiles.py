@@ -95,7 +95,7 @@ class _Output:
     instance: str
     pid: int | None
     start_ticks: int | None
-    streams: dict[str, _Stream]
+    streams: dict[Stream, _Stream]
     ended: bool = False
     confirming: bool = False  # a `when_stored` call is in flight
     can_collapse: bool = True
@@ -116,7 +116,7 @@ class NewOutput:
     manifest: Path
     service: str
     instance: str
-    paths: dict[str, Path]
+    paths: dict[Stream, Path]
     write_fds: dict[str, int]
 
 
@@ -157,7 +157,7 @@ class OutputFiles:
         """Empty files for a new instance of `service`, opened for the child to append to."""
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         name = f"{instance}-{secrets.token_hex(4)}"
-        paths = {s: self.dir / f"{name}.{s}" for s in STREAMS}
+        paths: dict[Stream, Path] = {s: self.dir / f"{name}.{s}" for s in STREAMS}
         fds: dict[str, int] = {}
         try:
             for s, p in paths.items():
@@ -182,7 +182,7 @@ class OutputFiles:
         """The child runs (with its own copies of the write ends): record it and ship its output."""
         for fd in new.write_fds.values():
             os.close(fd)
-        streams = {s: _Stream(s, p, os.open(p, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW))  # type: ignore[arg-type]
+        streams = {s: _Stream(s, p, os.open(p, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW))
                    for s, p in new.paths.items()}
         out = _Output(new.manifest, new.service, new.instance, pid, start_ticks, streams)
         _write_manifest(out)
@@ -199,7 +199,7 @@ class OutputFiles:
             if ended:
                 self.ended(manifest)
             return True
-        streams: dict[str, _Stream] = {}
+        streams: dict[Stream, _Stream] = {}
         if manifest.is_symlink() or not manifest.is_file():
             return False  # shipped and deleted already (or not a manifest at all)
         try:
@@ -215,7 +215,7 @@ class OutputFiles:
                 if not 0 <= base <= stored:
                     raise ValueError(f"{s} positions out of order (base {base}, stored {stored})")
                 fd = os.open(path, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
-                streams[s] = _Stream(s, path, fd, base, stored, stored)  # type: ignore[arg-type]
+                streams[s] = _Stream(s, path, fd, base, stored, stored)
             pid, ticks = rec.get("pid"), rec.get("start_ticks")
             if not isinstance(pid, int) or not isinstance(ticks, int | None):
                 raise ValueError("pid/start_ticks are not numbers")
@@ -344,11 +344,11 @@ class OutputFiles:
             chunk = data[:n]
             if final and not chunk.endswith(b"\n"):
                 chunk += b"\n"  # a last partial line: the sink holds partial lines until their newline
-            self.sink.append(out.service, out.instance, st.name, chunk)  # type: ignore[arg-type]
+            self.sink.append(out.service, out.instance, st.name, chunk)
             st.read += n
         return n, waiting - n > 0 and (n > 0 or len(data) < waiting)
 
-    def _confirm(self, out: _Output, positions: dict[str, int]) -> None:
+    def _confirm(self, out: _Output, positions: dict[Stream, int]) -> None:
         """Persist `positions` once the sink says they are stored (a crash before: shipped again)."""
         with self._lock:
             self._unstored += 1

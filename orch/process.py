@@ -26,7 +26,7 @@ from typing import Any
 
 import structlog
 
-from core.ports import LogSink
+from core.ports import LogSink, Stream
 from orch._files import ConfigFileRefused, write_inside
 from orch.cgroups import CgroupDriver, CgroupHandle
 from orch.outfiles import OutputFiles
@@ -158,7 +158,7 @@ class ProcessRuntime:
                 raise RuntimeError_(f"{config.instance}: cannot set up its cgroup: {e.strerror or e}") from e
         return ProcessInstance(config, cg)
 
-    async def start(self, instance: ProcessInstance) -> None:  # type: ignore[override]
+    async def start(self, instance: ProcessInstance) -> None:
         cfg = instance.config
         user = cfg.user or self.default_user
         uid = gid = None
@@ -219,7 +219,8 @@ class ProcessRuntime:
             popen = _spawn(argv, out_w, err_w, workdir, env, uid, gid)
         except OSError as e:
             if files is not None:
-                self.outputs.discard(files)  # type: ignore[union-attr]
+                assert self.outputs is not None  # the files came from it
+                self.outputs.discard(files)
             else:
                 for fd in (out_r, err_r, out_w, err_w):
                     os.close(fd)
@@ -232,7 +233,8 @@ class ProcessRuntime:
         instance.start_ticks = proc_start_ticks(popen.pid)
         instance.started_at = time.time()
         if files is not None:
-            self.outputs.started(files, popen.pid, instance.start_ticks)  # type: ignore[union-attr]
+            assert self.outputs is not None  # the files came from it
+            self.outputs.started(files, popen.pid, instance.start_ticks)
             instance.output = files.manifest
         else:
             self.log_sink.attach(cfg.service, cfg.instance, "stdout", out_r)
@@ -281,11 +283,11 @@ class ProcessRuntime:
         if instance.exit is not None and not instance.exit.done():
             instance.exit.set_result(status)
 
-    async def wait(self, instance: ProcessInstance) -> ExitStatus:  # type: ignore[override]
+    async def wait(self, instance: ProcessInstance) -> ExitStatus:
         assert instance.exit is not None, "instance was never started"
         return await asyncio.shield(instance.exit)
 
-    async def stop(self, instance: ProcessInstance, timeout_s: float | None = None) -> ExitStatus:  # type: ignore[override]
+    async def stop(self, instance: ProcessInstance, timeout_s: float | None = None) -> ExitStatus:
         if instance.exit is None:
             return ExitStatus(note="never started")
         timeout = instance.config.stop_timeout_s if timeout_s is None else timeout_s
@@ -333,10 +335,10 @@ class ProcessRuntime:
             self._signal_all(instance, signal.SIGKILL)
             await asyncio.sleep(0.02)
 
-    async def kill(self, instance: ProcessInstance, sig: int) -> None:  # type: ignore[override]
+    async def kill(self, instance: ProcessInstance, sig: int) -> None:
         self._signal_all(instance, sig)
 
-    async def remove(self, instance: ProcessInstance) -> None:  # type: ignore[override]
+    async def remove(self, instance: ProcessInstance) -> None:
         if instance.cgroup is not None:
             for _ in range(50):
                 if not instance.cgroup.pids():
@@ -346,7 +348,7 @@ class ProcessRuntime:
 
     # --- observation ----------------------------------------------------------------------------
 
-    def stats(self, instance: ProcessInstance) -> InstanceStats:  # type: ignore[override]
+    def stats(self, instance: ProcessInstance) -> InstanceStats:
         cg = instance.cgroup
         if cg is not None and cg.kind != "rlimit":
             pids = cg.pids()
@@ -362,7 +364,7 @@ class ProcessRuntime:
         except Exception:
             return InstanceStats()
 
-    def inspect(self, instance: ProcessInstance) -> dict[str, Any]:  # type: ignore[override]
+    def inspect(self, instance: ProcessInstance) -> dict[str, Any]:
         ex = instance.exit.result() if instance.exit is not None and instance.exit.done() else None
         return {
             "id": instance.id, "runtime": self.name, "pid": instance.pid, "started_at": instance.started_at,
@@ -392,11 +394,12 @@ class ProcessRuntime:
                                started_at=record.get("started_at"), adopted=True, output=output)
         if inst.cgroup is not None:
             inst.oom_before = inst.cgroup.oom_kills()
-        for fd_no, stream in ((1, "stdout"), (2, "stderr")) if output is None else ():
+        pipes: tuple[tuple[int, Stream], ...] = ((1, "stdout"), (2, "stderr")) if output is None else ()
+        for fd_no, stream in pipes:
             try:
                 if os.readlink(f"/proc/{pid}/fd/{fd_no}").startswith("pipe:"):
                     fd = os.open(f"/proc/{pid}/fd/{fd_no}", os.O_RDONLY | os.O_NONBLOCK)
-                    self.log_sink.attach(config.service, config.instance, stream, fd)  # type: ignore[arg-type]
+                    self.log_sink.attach(config.service, config.instance, stream, fd)
             except OSError as e:
                 log.warning("cannot reattach output of adopted instance", instance=config.instance, stream=stream,
                             error=e.strerror)

@@ -73,7 +73,9 @@ class OrchRepo:
         async with self.store.transaction() as db:
             cur = await db.execute("SELECT COALESCE(MAX(version), 0) FROM orch_spec_versions WHERE name = ?",
                                    (spec.name,))
-            version = int((await cur.fetchone())[0]) + 1
+            row = await cur.fetchone()
+            assert row is not None  # an aggregate without GROUP BY always yields one row
+            version = int(row[0]) + 1
             await db.execute(
                 "INSERT INTO orch_spec_versions (name, version, spec, source, filename, applied_at, applied_by) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",

@@ -22,16 +22,16 @@ class RuntimeSet:
 
     name = "set"
 
-    def __init__(self, runtimes: Mapping[str, Runtime]) -> None:
+    def __init__(self, runtimes: Mapping[str, Runtime[Any]]) -> None:
         self.runtimes = dict(runtimes)
 
-    def get(self, name: str) -> Runtime:
+    def get(self, name: str) -> Runtime[Any]:
         rt = self.runtimes.get(name)
         if rt is None:
             raise RuntimeError_(f"the {name} runtime is not available on this platform")
         return rt
 
-    def _of(self, instance: Instance) -> Runtime:
+    def _of(self, instance: Instance) -> Runtime[Any]:
         return self.get(instance.config.runtime)
 
     async def problem(self, name: str) -> str | None:
@@ -75,7 +75,7 @@ class RuntimeSet:
         fn = getattr(self._of(instance), "exec_probe", None)
         if fn is None:
             return None
-        return lambda argv: fn(instance, argv)  # type: ignore[no-any-return]
+        return lambda argv: fn(instance, argv)
 
     async def close(self) -> None:
         for rt in self.runtimes.values():
@@ -85,14 +85,14 @@ class RuntimeSet:
 
 
 def make_runtimes(settings: OrchSettings, log_sink: LogSink, cgroups: CgroupDriver, *, data_dir: Path, run_dir: Path,
-                  on_event: Callable[[str, dict[str, Any]], None], process: Runtime | None = None) -> RuntimeSet:
+                  on_event: Callable[[str, dict[str, Any]], None], process: Runtime[Any] | None = None) -> RuntimeSet:
     """The runtimes the settings ask for: process always, docker and systemd unless turned off."""
     from orch.docker import DockerRuntime
     from orch.process import ProcessRuntime
     from orch.systemd import SystemdRuntime
 
     st = settings
-    runtimes: dict[str, Runtime] = {"process": process or ProcessRuntime(
+    runtimes: dict[str, Runtime[Any]] = {"process": process or ProcessRuntime(
         log_sink, cgroups, default_user=st.run_as_user, kill_grace_s=st.kill_grace_s, output_dir=run_dir / "out",
         output_max_bytes=st.output_file_max_bytes)}
     if st.docker:

@@ -11,6 +11,7 @@ woken (`_wake`) after every transition and is the only caller of `planner.plan`.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import dataclasses
 import json
@@ -277,7 +278,7 @@ class OrchService:
         return {**self._summary(name), "spec": row.spec.model_dump(mode="json", exclude_defaults=True),
                 "instances": insts}
 
-    async def versions(self, name: str) -> list[dict[str, Any]]:
+    async def versions(self, name: str) -> builtins.list[dict[str, Any]]:
         self._row(name)
         return await self.repo.versions(name)
 
@@ -346,7 +347,7 @@ class OrchService:
         self._emit("service.removed", {"service": name})
         return before
 
-    def instances(self) -> list[InstanceInfo]:
+    def instances(self) -> builtins.list[InstanceInfo]:
         """`ServiceInventory`: the running instances now."""
         out = []
         for key, slot in self.slots.items():
@@ -359,7 +360,7 @@ class OrchService:
                                     container_id=info.get("container_id"), restarts=slot.restarts))
         return out
 
-    def service_states(self) -> list[ServiceState]:
+    def service_states(self) -> builtins.list[ServiceState]:
         """`ServiceInventory`: every defined service and its status now, stopped and failed ones included."""
         out = []
         for name, row in self.services.items():
@@ -381,6 +382,7 @@ class OrchService:
     @staticmethod
     def _view_of(spec: ServiceSpec, version: int, desired: str) -> ServiceView:
         hc = spec.healthcheck
+        # `desired` is "running" or "stopped" (the state DB's CHECK constraint; callers pass a literal)
         return ServiceView(spec.name, version, desired, spec.replicas, spec.restart,  # type: ignore[arg-type]
                            tuple(spec.depends_on), hc.retries if hc else None, hc.start_period if hc else 0.0)
 

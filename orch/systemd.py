@@ -218,7 +218,7 @@ class SystemdRuntime:
         p = self.state_dir / f"{unit}.prev"
         return p.read_text() if p.exists() else None
 
-    async def start(self, instance: UnitInstance) -> None:  # type: ignore[override]
+    async def start(self, instance: UnitInstance) -> None:
         if instance.missing:
             raise RuntimeError_(f"{instance.id}: {instance.missing}")
         rc, out = await self.host.run([*self.systemctl, "start", instance.unit])
@@ -277,7 +277,7 @@ class SystemdRuntime:
             instance.cursor = cursor
         if data is not None:
             cfg = instance.config
-            self.log_sink.append(cfg.service, cfg.instance, stream, data + b"\n")  # type: ignore[arg-type]
+            self.log_sink.append(cfg.service, cfg.instance, stream, data + b"\n")
 
     async def _drain_journal(self, instance: UnitInstance) -> None:
         """After the end: what the follower has not read yet, from its last cursor (exactly once)."""
@@ -324,11 +324,11 @@ class SystemdRuntime:
         if instance.exit is not None and not instance.exit.done():
             instance.exit.set_result(status)
 
-    async def wait(self, instance: UnitInstance) -> ExitStatus:  # type: ignore[override]
+    async def wait(self, instance: UnitInstance) -> ExitStatus:
         assert instance.exit is not None, "instance was never started"
         return await asyncio.shield(instance.exit)
 
-    async def stop(self, instance: UnitInstance, timeout_s: float | None = None) -> ExitStatus:  # type: ignore[override]
+    async def stop(self, instance: UnitInstance, timeout_s: float | None = None) -> ExitStatus:
         if instance.exit is None:
             return ExitStatus(note="never started")
         timeout = instance.config.stop_timeout_s if timeout_s is None else timeout_s
@@ -343,11 +343,11 @@ class SystemdRuntime:
                 await self.kill(instance, signal.SIGKILL)
         return await asyncio.shield(instance.exit)
 
-    async def kill(self, instance: UnitInstance, sig: int) -> None:  # type: ignore[override]
+    async def kill(self, instance: UnitInstance, sig: int) -> None:
         await self._ctl("kill", f"--signal={int(sig)}", instance.unit, check=False)
         self._wake.set()
 
-    async def remove(self, instance: UnitInstance) -> None:  # type: ignore[override]
+    async def remove(self, instance: UnitInstance) -> None:
         """Stops what is left, disables and deletes the unit file, and forgets its failed state."""
         if instance.missing:
             return
@@ -373,7 +373,7 @@ class SystemdRuntime:
             return CgroupHandle("v2", {"unified": m.v2 / rel.lstrip("/")}, rel=rel)
         return None
 
-    def stats(self, instance: UnitInstance) -> InstanceStats:  # type: ignore[override]
+    def stats(self, instance: UnitInstance) -> InstanceStats:
         cg = self._cgroup(instance)
         if cg is None:
             return InstanceStats()
@@ -385,7 +385,7 @@ class SystemdRuntime:
             cpu = CgroupHandle("v2", {"unified": m.v2 / cg.rel.lstrip("/")}).cpu_seconds()
         return InstanceStats(cpu, cg.memory_bytes(), len(cg.pids()) or None)
 
-    def inspect(self, instance: UnitInstance) -> dict[str, Any]:  # type: ignore[override]
+    def inspect(self, instance: UnitInstance) -> dict[str, Any]:
         ex = instance.exit.result() if instance.exit is not None and instance.exit.done() else None
         return {
             "id": instance.id, "runtime": self.name, "unit": instance.unit, "pid": instance.main_pid,

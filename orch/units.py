@@ -15,6 +15,7 @@ import signal as _signal
 from collections.abc import Mapping
 from typing import Any
 
+from core.ports import Stream
 from orch.runtime import ExitStatus, InstanceConfig
 
 SHOW_PROPERTIES = ("Id", "LoadState", "ActiveState", "SubState", "Result", "MainPID", "NRestarts", "ExecMainCode",
@@ -140,7 +141,7 @@ def setup_failure(props: Mapping[str, str]) -> str | None:
     return f"{_SETUP_FAILURES.get(status, 'the execution environment could not be set up')} (status {status})"
 
 
-def journal_line(raw: bytes) -> tuple[str, bytes | None, str | None] | None:
+def journal_line(raw: bytes) -> tuple[Stream, bytes | None, str | None] | None:
     """(stream, message or None, cursor) from one `journalctl -o json` line; None when it is not an entry.
     The message is None for entries that are not the program's output (systemd's own notes). The journal
     does not record which of stdout/stderr a line came from; a line logged at priority err or worse (`<3>`

@@ -225,9 +225,10 @@ class ServiceCollector:
             alive.add(key)
             for name, value, is_counter in readings:
                 if is_counter:
-                    value = self._rates.rate((name, key), mono, value)  # type: ignore[assignment]
-                    if value is None:
+                    rate = self._rates.rate((name, key), mono, value)
+                    if rate is None:
                         continue
+                    value = rate
                 out.append((name, labels, value))
         for gone in self._cpu_prev.keys() - alive:
             del self._cpu_prev[gone]

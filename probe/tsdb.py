@@ -127,7 +127,7 @@ class MetricsStore:
 
     def __init__(self, path: Path, *, keep_s: Mapping[str, float] | None = None) -> None:
         self.path = path
-        self.keep_s = dict(DEFAULT_KEEP_S | dict(keep_s or {}))
+        self.keep_s = {**DEFAULT_KEEP_S, **(keep_s or {})}
         # metrics.db is history, possibly far larger than the state: one pre-upgrade copy, none over 256 MiB
         self.store = Store(path, synchronous="NORMAL", upgrade_backups_keep=1, upgrade_backup_max_bytes=256 << 20)
         self._ids: dict[tuple[str, str], int] = {}
@@ -247,7 +247,7 @@ class MetricsStore:
             rows = await self.store.fetchall(
                 f"SELECT series, t, avg, min, max, last, n FROM {source.table} WHERE t >= ? AND t < ?", (start, end)
             )
-            buckets = merge_buckets((tuple(r) for r in rows), target.width_s)  # type: ignore[misc]
+            buckets = merge_buckets((tuple(r) for r in rows), target.width_s)
         async with self.store.transaction() as db:
             await db.executemany(
                 f"INSERT OR REPLACE INTO {target.table} (series, t, avg, min, max, last, n) "
@@ -328,7 +328,7 @@ class MetricsStore:
                                "series": []}
         if not refs:
             return out
-        by_id = {r.id: {"labels": dict(r.labels), "points": []} for r in refs}
+        by_id: dict[int, dict[str, Any]] = {r.id: {"labels": dict(r.labels), "points": []} for r in refs}
         acc = await self._aggregate(list(by_id), res, start, end, step_s, now)
         for (sid, b), (total, n, lo, hi) in sorted(acc.items()):
             by_id[sid]["points"].append([b, total / n, lo, hi])

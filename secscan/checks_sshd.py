@@ -120,8 +120,8 @@ def check_sshd(facts: SshdFacts) -> list[Finding]:
     ports = _ports(facts)
     if ports == ["22"]:
         d = cfg.first("port")
-        ev = (d.evidence() if d else "Port not set: default 22",)
-        out.append(Finding("sshd.port", "sshd", "info", "sshd listens on the default port 22", ev,
+        port_ev = (d.evidence() if d else "Port not set: default 22",)
+        out.append(Finding("sshd.port", "sshd", "info", "sshd listens on the default port 22", port_ev,
                            "optional: `Port 2222` (fewer scanner log lines; not a defence by itself) — "
                            "allow the new port in the firewall first", {"ports": ports}))
     out += _conditional(facts)

@@ -44,7 +44,7 @@ def ordered(findings: Iterable[Finding]) -> list[Finding]:
 
 
 def counts(findings: Iterable[Finding]) -> dict[str, int]:
-    out = dict.fromkeys(SEVERITIES, 0)
+    out: dict[str, int] = dict.fromkeys(SEVERITIES, 0)
     for f in findings:
         out[f.severity] += 1
     return out

@@ -214,14 +214,14 @@ def run_backup(repo: Repository, req: BackupRequest, *, now: float | None = None
         return snap
 
 
-def _discard(inflight: deque, entry: Entry) -> None:  # type: ignore[type-arg]
+def _discard(inflight: deque, entry: Entry) -> None:
     for item in list(inflight):
         if item[1] is entry:
             inflight.remove(item)
 
 
 def _read_file(abspath: str, entry: Entry, chunker: Chunker, pool: ThreadPoolExecutor, work: Any,
-               inflight: deque, drain: Any, limit: int, limiter: _RateLimiter,  # type: ignore[type-arg]
+               inflight: deque, drain: Any, limit: int, limiter: _RateLimiter,
                progress: Progress, cancel: threading.Event, on_chunk: Any) -> bool:
     try:
         # O_NOFOLLOW | O_NONBLOCK: a file swapped for a symlink or a FIFO since the walk is not followed

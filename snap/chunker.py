@@ -40,6 +40,7 @@ class Chunker:
         self.params = params or ChunkerParams()
         p = self.params
         self._cdc = FastCDC(p.avg_size, min_size=p.min_size, max_size=p.max_size,
+                            # pyfastcdc types it Literal[0, 1, 2, 3]; the repository's config keeps the int it chose
                             normalized_chunking=p.normalized_chunking, seed=p.seed)  # type: ignore[arg-type]
 
     def cut(self, data: bytes | bytearray | memoryview) -> Iterator[bytes]:

@@ -8,8 +8,9 @@ import json
 import os
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import structlog
 
@@ -35,7 +36,7 @@ def _pid_alive(pid: int) -> bool:
 class RepoLock:
     """A held lock. Release it (or leave the `with`) when done; `refresh()` from long loops."""
 
-    def __init__(self, locks_dir: Path, kind: Kind, op: str, write: callable) -> None:  # type: ignore[valid-type]
+    def __init__(self, locks_dir: Path, kind: Kind, op: str, write: Callable[[bytes], Path]) -> None:
         self.dir = locks_dir
         self.kind = kind
         self.op = op
@@ -90,7 +91,7 @@ class RepoLock:
         self.release()
 
 
-def _read(path: Path) -> dict | None:  # type: ignore[type-arg]
+def _read(path: Path) -> dict[str, Any] | None:
     try:
         doc = json.loads(path.read_bytes())
     except (OSError, ValueError):
@@ -98,7 +99,7 @@ def _read(path: Path) -> dict | None:  # type: ignore[type-arg]
     return doc if isinstance(doc, dict) else None
 
 
-def _stale(doc: dict) -> bool:  # type: ignore[type-arg]
+def _stale(doc: dict[str, Any]) -> bool:
     if time.time() - float(doc.get("time", 0)) > STALE_AFTER_S:
         return True
     return doc.get("hostname") == socket.gethostname() and not _pid_alive(int(doc.get("pid", 0)))

@@ -3,6 +3,7 @@ database (`snap_plans`, `snap_runs`, `snap_shadows`)."""
 
 from __future__ import annotations
 
+import builtins
 import json
 import sqlite3
 from typing import Any
@@ -117,7 +118,7 @@ class PlanRepo:
             "UPDATE snap_runs SET finished_at = ?, state = ?, snapshot = ?, stats = ?, error = ? WHERE id = ?",
             (at, state, snapshot, json.dumps(stats) if stats is not None else None, error, run_id))
 
-    async def runs(self, limit: int = 50, plan: str | None = None) -> list[dict[str, Any]]:
+    async def runs(self, limit: int = 50, plan: str | None = None) -> builtins.list[dict[str, Any]]:
         if plan:
             rows = await self.store.fetchall("SELECT * FROM snap_runs WHERE plan = ? ORDER BY id DESC LIMIT ?",
                                              (plan, limit))
@@ -125,7 +126,7 @@ class PlanRepo:
             rows = await self.store.fetchall("SELECT * FROM snap_runs ORDER BY id DESC LIMIT ?", (limit,))
         return [_run(r) for r in rows]
 
-    async def shadows(self) -> list[dict[str, Any]]:
+    async def shadows(self) -> builtins.list[dict[str, Any]]:
         rows = await self.store.fetchall("SELECT info FROM snap_shadows ORDER BY created_at, name")
         return [json.loads(r["info"]) for r in rows]
 

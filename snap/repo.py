@@ -170,7 +170,7 @@ class Repository:
         return self.path / "packs" / pack[:2] / pack
 
     def list_packs(self) -> list[str]:
-        out = []
+        out: list[str] = []
         for sub in (self.path / "packs").iterdir():
             if sub.is_dir():
                 out.extend(p.name for p in sub.iterdir() if len(p.name) == 64)

@@ -110,7 +110,7 @@ def run_restore(repo: Repository, snapshot_id: str, target: Path, *, sub_path: s
                         res.damaged.append({"path": p, "error": err.message})
                         log.error("file damaged, not restored", path=p, error=err.message)
                         continue
-                    restored[e.get("first", p)] = dest
+                    restored[e["first"] if "first" in e else p] = dest
                     res.files += 1
                     res.bytes += e["size"]
                 elif kind == "hardlink":

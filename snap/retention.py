@@ -49,6 +49,11 @@ _BUCKETS: tuple[tuple[str, Callable[[datetime], int]], ...] = (
 )
 
 
+def _own_bucket(nr: int) -> Callable[[datetime], int]:
+    """The "last" rule's bucket function: each snapshot (its position `nr`) is a bucket of its own."""
+    return lambda _d: nr
+
+
 def apply_policy(snapshots: Sequence[tuple[str, float]], policy: RetentionPolicy,
                  tz: tzinfo = UTC, *, keep_oldest: bool = True) -> list[Decision]:
     """Decide for each `(id, epoch seconds)`; returns decisions newest first.
@@ -66,7 +71,7 @@ def apply_policy(snapshots: Sequence[tuple[str, float]], policy: RetentionPolicy
     for nr, (sid, t) in enumerate(ordered):
         d = datetime.fromtimestamp(t, tz)
         reasons: list[str] = []
-        for name, bucket in (("last", lambda _d, nr=nr: nr), *_BUCKETS):
+        for name, bucket in (("last", _own_bucket(nr)), *_BUCKETS):
             if counts[name] == 0:
                 continue
             val = bucket(d)

@@ -361,9 +361,9 @@ class SnapService:
                 path_map = {p: str(target) + p for p in snap.paths}
                 name = shadow_name(service)
                 info = dict(await launcher.start_copy(service, name, path_map, self.config.shadow_timeout_s))
-                eps = info.get("endpoints") or []
+                eps = info.get("endpoints")
                 info.update(service=service, snapshot=snap.id, target=str(target),
-                            url=f"http://{eps[0]}/" if eps else None)
+                            url=f"http://{eps[0]}/" if isinstance(eps, list) and eps else None)
                 await self.plans.put_shadow(name, info, self.clock.now())
                 res["shadow"] = info
                 log.info("shadow instance started", service=service, shadow=name, healthy=info.get("healthy"),

@@ -80,23 +80,23 @@ def _walk_one(root: str, path: str, excludes: list[str], seen_dirs: set[str],
                 continue
             yield from _walk_one(root, child, excludes, seen_dirs, inodes, on_error)
     elif stat.S_ISREG(mode):
-        e = _meta(st, rel(path), "file")
+        entry = _meta(st, rel(path), "file")
         if st.st_nlink > 1:
             first = inodes.get((st.st_dev, st.st_ino))
             if first is not None:
-                e.update(type="hardlink", link=first, size=0)
-                yield e, path
+                entry.update(type="hardlink", link=first, size=0)
+                yield entry, path
                 return
             inodes[(st.st_dev, st.st_ino)] = rel(path)
-        yield e, path
+        yield entry, path
     elif stat.S_ISLNK(mode):
-        e = _meta(st, rel(path), "symlink")
+        entry = _meta(st, rel(path), "symlink")
         try:
-            e["target"] = os.readlink(path)
+            entry["target"] = os.readlink(path)
         except OSError as err:
             on_error(path, err)
             return
-        yield e, path
+        yield entry, path
     elif stat.S_ISFIFO(mode):
         yield _meta(st, rel(path), "fifo"), path
     else:

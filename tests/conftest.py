@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -231,3 +233,31 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     sys.stderr.flush()
     sys.stdout.flush()
     os._exit(_exit_status or 3)  # the leaked threads would block interpreter exit forever
+
+
+# asyncio's debug mode (asyncio_debug in pyproject) logs every loop step over 100 ms ("Executing <...> took
+# 0.2 seconds"); pytest shows captured logs only for failing tests, so they are collected here and listed at
+# the end: a step of the code under test in this list stalled every other connection for that long.
+class _SlowLoopSteps(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.steps: list[tuple[float, str, str]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        msg = record.getMessage()
+        took = re.search(r" took (\d+\.\d+) seconds$", msg)
+        if msg.startswith("Executing ") and took:
+            test = os.environ.get("PYTEST_CURRENT_TEST", "?").rsplit(" ", 1)[0]
+            what = re.search(r"coro=<([^>]*)>|Handle ([^>]*)>", msg)
+            self.steps.append((float(took.group(1)), test, (what.group(1) or what.group(2)) if what else msg[:200]))
+
+
+_slow_steps = _SlowLoopSteps()
+logging.getLogger("asyncio").addHandler(_slow_steps)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if _slow_steps.steps:
+        terminalreporter.section("asyncio loop steps over 100 ms (asyncio debug mode)")
+        for took, test, what in sorted(_slow_steps.steps, reverse=True):
+            terminalreporter.line(f"{took * 1000:6.0f} ms  {test}: {what}")

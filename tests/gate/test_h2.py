@@ -265,6 +265,8 @@ async def test_continuation_flood_is_cut_off(gate_factory, origin: Origin, tmp_p
     sid = h2.request("/echo")
     await h2.pump(lambda: h2.ended(sid))
     assert h2.status(sid) == 200
+    h.close()
+    h2.close()
 
 
 @pytest.mark.parametrize(("headers", "text"), [
@@ -439,6 +441,8 @@ async def test_ping_flood_is_cut_off(gate_factory, origin: Origin, tmp_path: Pat
     sid = ok.request("/echo")
     await ok.pump(lambda: ok.ended(sid))
     assert ok.status(sid) == 200 and not ok.of(ConnectionTerminated)
+    bad.close()
+    ok.close()
 
 
 async def test_expect_100_continue_over_h2(gate_factory, origin: Origin, tmp_path: Path):
@@ -452,6 +456,7 @@ async def test_expect_100_continue_over_h2(gate_factory, origin: Origin, tmp_pat
     await h.pump(lambda: h.ended(sid))
     assert h.status(sid) == 200 and b'"body": "hello"' in h.body(sid)
     assert "expect" not in origin.requests[-1].headers
+    h.close()
 
 
 async def test_oversized_header_list_is_refused(gate_factory, origin: Origin, tmp_path: Path):
@@ -594,6 +599,7 @@ async def test_empty_data_frame_flood_is_cut_off(gate_factory, origin: Origin, t
     await bad.pump(lambda: bool(bad.of(ConnectionTerminated)), limit_s=20)
     goaway = bad.of(ConnectionTerminated)
     assert goaway and goaway[0].error_code == ErrorCodes.ENHANCE_YOUR_CALM
+    bad.close()
 
 
 async def test_finished_streams_are_freed_without_the_cyclic_gc(gate_factory, origin: Origin, tmp_path: Path):

@@ -124,16 +124,16 @@ def test_follow_from_the_cli_and_resume_by_last_event_id(server_factory: Any) ->
     assert [x["text"] for x in json.loads(line[6:])] == ["while away"]
 
     env = {**srv.env, "FSCTL_SERVER": srv.url, "FSCTL_TOKEN": srv.login()}
-    proc = subprocess.Popen([sys.executable, "-m", "fsctl", "logs", "web", "-f", "--tail", "1"], env=env,
-                            stdout=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout is not None
-        assert proc.stdout.readline().rstrip().endswith("while away")
-        srv.api("POST", "/api/logs/web", content=b"followed\n")
-        assert proc.stdout.readline().rstrip().endswith("followed")
-    finally:
-        proc.kill()
-        proc.wait()
+    # The `with` closes the pipe and waits for the CLI after the kill.
+    with subprocess.Popen([sys.executable, "-m", "fsctl", "logs", "web", "-f", "--tail", "1"], env=env,
+                          stdout=subprocess.PIPE, text=True) as proc:
+        try:
+            assert proc.stdout is not None
+            assert proc.stdout.readline().rstrip().endswith("while away")
+            srv.api("POST", "/api/logs/web", content=b"followed\n")
+            assert proc.stdout.readline().rstrip().endswith("followed")
+        finally:
+            proc.kill()
 
 
 def test_bad_requests_are_precise(server_factory: Any) -> None:
