@@ -186,8 +186,7 @@ class OrchService:
         if current is not None and current.desired == "running" and any(
                 s.service == spec.name and s.phase == "running" for s in self.slots.values()):
             # A running service changes by a deployment (rolling by default): its release N+1 serves once healthy.
-            started = await self.deployer.start(spec, text, "apply", actor, filename=filename)
-            await self._audit_risky(spec, risky, started["release_id"], actor)
+            started = await self.deployer.start(spec, text, "apply", actor, filename=filename)  # audits `risky`
             return {**self.describe(spec.name), "version": started["release_id"], "changed": True,
                     "deployment_id": started["deployment_id"]}
         version = await self.repo.save_version(spec, text, filename, actor)
@@ -221,6 +220,7 @@ class OrchService:
         return risky
 
     async def _audit_risky(self, spec: ServiceSpec, risky: list[str], version: int, actor: str | None) -> None:
+        """What `allow_host_mounts` / `allow_system_paths` let through, in the audit log (apply and deploy)."""
         if risky:
             log.warning("service mounts host paths (allow_host_mounts)", service=spec.name, mounts=risky, by=actor)
             await AuditLog(self.repo.store).record(AuditEntry(
@@ -249,12 +249,12 @@ class OrchService:
     async def releases(self, name: str) -> list[dict[str, Any]]:
         """Every release of a service, newest first, each with what it changed against the one before."""
         row = self.services.get(name)
-        return await history.releases(self.deployer.repo, name, row.version if row else None)
+        return await history.releases(self.deployer.repo, name, row.version if row else None, self._parse)
 
     async def diff(self, name: str, from_: int | None = None, to: int | None = None) -> dict[str, Any]:
         """What changed from release `from_` to `to` (default: the one before the serving one, and it)."""
         row = self.services.get(name)
-        return await history.diff(self.deployer.repo, name, row.version if row else None, from_, to)
+        return await history.diff(self.deployer.repo, name, row.version if row else None, from_, to, self._parse)
 
     async def _parse(self, fn: Callable[[Any, Any], T], source: Any, arg: Any) -> T:
         """`fn(source, arg)` in the parse pool (`PoolBusy` → 503 when it is full)."""
@@ -391,7 +391,8 @@ class OrchService:
         stopping = self._shutting_down and self._stops_on_exit(row.name)
         desired = "stopped" if stopping or row.name in self._deleting else row.desired
         return dataclasses.replace(self._view_of(row.spec, row.version, desired),
-                                   deploying=row.name in self.deployer.active)
+                                   deploying=row.name in self.deployer.active,
+                                   hold_versions=row.name in self.deployer.held)
 
     def _summary(self, name: str) -> dict[str, Any]:
         row = self._row(name)
