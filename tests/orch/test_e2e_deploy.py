@@ -275,7 +275,7 @@ def test_platform_killed_between_batches_of_three_replicas_resumes_batch_by_batc
     try:
         d = _until(lambda: (x := again.api("GET", f"/api/deployments/{dep_id}").json()) and
                    any(s["step"] == "resume" for s in x["log"]) and x, what="deployment resumed")
-        interrupted = [s for s in d["log"] if s["step"] == "interrupted"][0]["detail"]
+        interrupted = next(s for s in d["log"] if s["step"] == "interrupted")["detail"]
         assert "app-1 runs release 2; app-2, app-3 run release 1" in interrupted, interrupted
         assert d["status"] == "running", d
         # Held at batch 2's health gate: slots 2 and 3 keep their release-1 processes (no restart all at once).

@@ -84,7 +84,7 @@ async def test_diff_and_history_of_two_1mib_templates_do_not_stall_the_loop(h: H
         t0 = time.monotonic()
         got, gap = await _max_gap(o.diff("big", 1, 2))
         took = time.monotonic() - t0
-        entry = [c for c in got["changes"] if c["field"] == "config_files[app.ini].content"][0]
+        entry = next(c for c in got["changes"] if c["field"] == "config_files[app.ini].content")
         assert entry["diff"].startswith("--- from"), entry["diff"][:80]  # a real line diff (< MAX_DIFF_LINES)
         assert gap < 0.25, f"the loop stalled {gap:.3f}s during a {took:.2f}s diff"
         rels, gap = await _max_gap(o.releases("big"))
