@@ -45,12 +45,13 @@ def _by_slot(o: Any) -> dict[int, tuple[int, int]]:
 
 async def _answers(h: Harness) -> list[str]:
     async with httpx.AsyncClient() as c:
-        return sorted((await c.get(f"http://{ep.host}:{ep.port}/")).text.split()[0] for ep in h.endpoints.get("app"))
+        return sorted([(await c.get(f"http://{ep.host}:{ep.port}/")).text.split()[0]
+                       for ep in h.endpoints.get("app")])
 
 
 async def test_a_failed_rollout_without_auto_rollback_keeps_the_rest_on_the_old_release(h: Harness,
                                                                                         tmp_path: Path) -> None:
-    o = await h.orch()
+    o = await h.orch(stop_services_on_exit=False)  # the default: instances outlive a platform stop
     await o.apply(_app(tmp_path / "work", 3, ", auto_rollback: false"), "app.yaml")
     await until(lambda: o.describe("app")["healthy"] == 3)
     before = _by_slot(o)
@@ -69,14 +70,15 @@ async def test_a_failed_rollout_without_auto_rollback_keeps_the_rest_on_the_old_
     assert o.describe("app")["healthy"] == 3 and await _answers(h) == ["1", "1", "v2"]
     # ... and after a platform restart (the instances outlive it and are adopted).
     await o.stop(20)
-    o = await h.orch()
+    o = await h.orch(stop_services_on_exit=True)  # (the test's end stops them)
     await until(lambda: o.describe("app")["healthy"] == 3)
     for _ in range(6):
         await asyncio.sleep(0.3)
         now = _by_slot(o)
         assert now[2] == before[2] and now[3] == before[3], now
     # The next deployment moves them again, health-gated.
-    d = await _finished(o, (await o.deploy("app", version="v3", actor="ci"))["deployment_id"])
+    d = await _finished(o, (await o.deploy("app", version="v3", actor="ci", overrides={
+        "env": {"VERSION": "${version}"}}))["deployment_id"])
     assert d["status"] == "succeeded", d
     await until(lambda: {v for v, _ in _by_slot(o).values()} == {d["release"]})
     assert "app-1, app-2, app-3 run release" in d["log"][-1]["detail"], d["log"][-1]
