@@ -308,6 +308,9 @@ async def test_a_deploy_cancelled_mid_install_can_be_deployed_again(h: Harness, 
         with pytest.raises(asyncio.CancelledError):
             await req
         assert o.describe("web")["version"] == 1  # no deployment started
+        # The unpack already running in its worker thread ends (a thread cannot be interrupted) ...
+        await until(lambda: not any(p.name.startswith(".staging-") for p in web.iterdir()), 60)
+        # ... and the same deploy again finds the version installed whole (not a dir without its record).
         started = await o.deploy("web", version="v2", artifact_id=art, actor="ci")
         d = await _finished(o, started["deployment_id"])
         assert d["status"] == "succeeded", d
