@@ -36,7 +36,8 @@ from orch._files import ConfigFileRefused, write_config_files
 from orch.admission import admit
 from orch.cgroups import CgroupDriver, CgroupHandle, detect
 from orch.config import OrchSettings
-from orch.deployer import RETIRED_RECORD_BASE, Deployer
+from orch.deploy_slots import RETIRED_RECORD_BASE
+from orch.deployer import Deployer
 from orch.docker import DockerRuntime
 from orch.endpoints import EndpointPublisher, endpoint_sets
 from orch.health import run_probe
