@@ -361,8 +361,19 @@ class Deployer(SlotMoves):
                     self._step(d, "rollback", "info", f"rolling back to release {from_release}")
                     await self._roll_back(d, name, from_release)
                 elif stopped and spec.deploy.auto_rollback and from_release is not None:
-                    await self._restart_stopped(d, name, from_release, stopped)
+                    error = await self._restart_stopped(d, name, from_release, stopped)
+                    if error is None:
+                        d["status"] = rollout.advance(d["status"], "roll_back")
+                        self._step(d, "rolled back", "ok", f"release {from_release} is serving again "
+                                   f"({self.replicas_report(name)})")
+                    else:
+                        d["error"] = f"{d['error']}; restarting release {from_release} failed too: {error}"
+                        d["status"] = rollout.advance(d["status"], "fail")
                 elif switched:  # auto_rollback off: what switched stays, the rest keeps its release
+                    if stopped and from_release is not None:  # a replace batch's stopped slots: the old release
+                        await self._restart_stopped(d, name, from_release, stopped)
+                        self._adopt_row(name, target)  # the service's release stays the new one
+                        await self.o.repo.set_current(name, target.release)
                     await self._restore_files(name)
                     self.held.add(name)
                     d["status"] = rollout.advance(d["status"], "fail")
@@ -443,23 +454,23 @@ class Deployer(SlotMoves):
         d["status"] = rollout.advance(d["status"], "roll_back")
         self._step(d, "rolled back", "ok", f"release {from_release} is serving: {self.replicas_report(name)}")
 
-    async def _restart_stopped(self, d: dict[str, Any], name: str, from_release: int, stopped: list[int]) -> None:
-        """A replace batch (recreate) stopped the old instances and the new ones failed: start the old release
-        again in those slots, health-gated; `rolled_back` only if that worked."""
+    async def _restart_stopped(self, d: dict[str, Any], name: str, from_release: int,
+                               stopped: list[int]) -> str | None:
+        """A replace batch (recreate, max_surge: 0) stopped the old instances of `stopped` and the new ones
+        failed: start the old release again in those slots, health-gated. None when they came back, else why
+        not (the caller sets the status: `rolled_back` only if this worked)."""
         self._step(d, "rollback", "info", f"the old instance(s) of slot(s) {stopped} were stopped before the new "
                    f"ones started: starting release {from_release} again in them")
         back = await self._target(name, from_release, strict=False)
         try:
             await self._batch(d, back, rollout.Batch(tuple(stopped), surge=True), 0, 0)
         except DeployFailed as e:
-            d["error"] = f"{d['error']}; restarting release {from_release} failed too: {e}"
-            d["status"] = rollout.advance(d["status"], "fail")
             self._step(d, "rollback", "failed", f"release {from_release} did not come back: {e}; "
                        f"{self.replicas_report(name)}")
-            return
-        d["status"] = rollout.advance(d["status"], "roll_back")
-        self._step(d, "rolled back", "ok", f"the old instance(s) were stopped and restarted: release {from_release} "
-                   f"is serving again ({self.replicas_report(name)})")
+            return str(e)
+        self._step(d, "restarted", "ok", f"the old instance(s) were stopped and restarted: release {from_release} "
+                   f"runs in slot(s) {stopped} again")
+        return None
 
     async def _batch(self, d: dict[str, Any], target: Target, batch: rollout.Batch, n: int, total: int) -> None:
         name = target.spec.name

@@ -109,6 +109,27 @@ async def test_a_failed_recreate_whose_old_release_does_not_come_back_is_failed(
         "env": {"VERSION": "${version}", "FAIL_HEALTH": "1"}}))["deployment_id"])
     assert d["status"] == "failed", d
     assert "restarting release 1 failed too" in d["error"], d
+    assert "restarted" not in [s["step"] for s in d["log"]], d["log"]
     # The supervisor then brings the service back on release 1 (its usual restart).
     await until(lambda: o.describe("app")["healthy"] == 1)
     assert o.describe("app")["version"] == 1
+
+
+async def test_a_failed_replace_batch_without_auto_rollback_restarts_its_slot_on_the_old_release(
+        h: Harness, tmp_path: Path) -> None:
+    o = await h.orch()
+    await o.apply(_app(tmp_path / "work", 3, ", auto_rollback: false, max_surge: 0, max_unavailable: 1"), "app.yaml")
+    await until(lambda: o.describe("app")["healthy"] == 3)
+    before = _by_slot(o)
+    # max_surge 0: each batch stops its slot's old instance first; batch 2's new instance never turns healthy.
+    d = await _finished(o, (await o.deploy("app", version="v2", actor="ci", overrides={
+        "env": {"VERSION": "${version}", "FAIL_INSTANCE": "app-102"}}))["deployment_id"])
+    assert d["status"] == "failed", d
+    steps = [s["step"] for s in d["log"]]
+    assert "restarted" in steps and steps[-1] == "held", steps
+    assert "app-1 runs release 2; app-2, app-3 run release 1" in d["log"][-1]["detail"], d["log"][-1]
+    for _ in range(6):  # slot 2 is back on release 1 (health-gated) and stays there; slot 3 never moved
+        await asyncio.sleep(0.3)
+        now = _by_slot(o)
+        assert now[1][0] == 2 and now[2][0] == 1 and now[2][1] != before[2][1] and now[3] == before[3], now
+    assert o.describe("app")["version"] == 2 and o.describe("app")["healthy"] == 3
