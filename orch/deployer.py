@@ -396,9 +396,12 @@ class Deployer(SlotMoves):
                 if row is not None and row.version != target.release:  # nothing to replace (0 replicas)
                     self._adopt_row(name, target)
                 await self.o.repo.set_current(name, target.release)
+                try:  # upkeep, before the status: a caller seeing `succeeded` sees the pruned history
+                    await self._prune(name, target.release, from_release)
+                except Exception as e:  # a failed upkeep must not fail the deployment that ran
+                    log.warning("releases not pruned", service=name, error=repr(e))
                 d["status"] = rollout.advance(d["status"], "succeed")
                 self._step(d, "done", "ok", f"release {target.release} is serving: {self.replicas_report(name)}")
-                await self._prune(name, target.release, from_release)
         except asyncio.CancelledError:
             d["error"] = "interrupted: the platform stopped during the deployment"
             d["status"] = rollout.advance(d["status"], "interrupt") if d["status"] not in rollout.TERMINAL \
@@ -413,6 +416,8 @@ class Deployer(SlotMoves):
         finally:
             d.pop("_stopped", None)
             d["finished_at"] = d["phases"]["finished"] = time.time()
+            # No await between the final status and freeing the service: whoever sees the deployment end
+            # can start the next one.
             self.active.pop(name, None)
             with contextlib.suppress(Exception):
                 await asyncio.shield(self._save(d))

@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.conftest import kill_left_instances
 from tests.orch.conftest import PY
 from tests.orch.test_deploy_shell import _finished
 from tests.orch.test_supervisor import Harness, until
@@ -25,8 +26,11 @@ APP = Path(__file__).parent / "deployapp" / "app.py"
 async def h(tmp_path: Path) -> AsyncIterator[Harness]:
     harness = Harness(tmp_path)
     await harness.open()
-    yield harness
-    await harness.close()
+    try:
+        yield harness
+        await harness.close()
+    finally:
+        kill_left_instances(tmp_path / "data")  # one test lets instances outlive its first platform
 
 
 def _app(work: Path, replicas: int, deploy: str, env: str = "") -> str:

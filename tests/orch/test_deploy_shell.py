@@ -231,7 +231,6 @@ async def test_pruning_keeps_the_dirs_of_every_kept_release(h: Harness, tmp_path
     for v in ("v2", "v3", "v4"):
         d = await _finished(o, (await o.deploy("web", version=v, artifact_id=f"art-{v}", actor="ci"))["deployment_id"])
         assert d["status"] == "succeeded", d
-    await until(lambda: len(o.artifacts.kept) == 3)  # pruning follows the status `succeeded`: wait for it
     assert o.artifacts.kept[-1] == {"v3", "v4"}
     assert sorted(p.name for p in (tmp_path / "releases" / "web").iterdir()) == ["v3", "v4"]
 
