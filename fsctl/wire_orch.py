@@ -50,7 +50,7 @@ def wire_artifacts(kernel: Any, orch: OrchService) -> ArtifactStore:
     artifacts = ArtifactStore(
         kernel.settings.data_dir, kernel.store, max_bytes=o.artifact_max_bytes, clock=kernel.clock,
         limits=TarLimits(max_members=o.artifact_max_members, max_unpacked_bytes=o.artifact_max_unpacked_bytes),
-        keep_count=o.release_keep_count)
+        keep_count=o.release_keep)
     orch.artifacts = artifacts
     kernel.services["artifacts"] = artifacts
     routes_artifacts.register(kernel.api, artifacts)

@@ -15,6 +15,7 @@ import os
 import posixpath
 import pwd
 import secrets
+import stat
 from typing import Any
 
 
@@ -117,17 +118,29 @@ def write_inside(workdir: str, path: str, content: str, mode: int, owner: tuple[
 
 def read_inside(workdir: str, path: str, limit: int = 1024 * 1024) -> str:
     """The text of `path` inside `workdir` (a config file's template), read without following symlinks
-    and at most `limit` bytes. Raises `ConfigFileRefused`."""
+    and at most `limit` bytes; only a regular file (what was opened is checked, not the name: no race
+    with a swap). Raises `ConfigFileRefused`."""
     base, parts, target = _split(workdir, path)
     dir_fd = _walk(base, parts[:-1], path, create=False)
     try:
         try:
-            fd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW, dir_fd=dir_fd)
+            # O_NONBLOCK: opening a FIFO must not wait for a writer; O_NOCTTY: a terminal is not taken.
+            fd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY, dir_fd=dir_fd)
         except OSError as e:
             raise ConfigFileRefused(f"template {path!r}: {target} is a symlink or cannot be read "
                                     f"({e.strerror})") from e
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            os.close(fd)
+            raise ConfigFileRefused(f"template {path!r}: {target} is not a regular file (a directory, "
+                                    "FIFO, socket or device); a template must be a plain file")
         with os.fdopen(fd, "rb") as f:
-            data = f.read(limit + 1)
+            if st.st_size > limit:
+                raise ConfigFileRefused(f"template {path!r} is larger than {limit} bytes")
+            try:
+                data = f.read(limit + 1)
+            except OSError as e:
+                raise ConfigFileRefused(f"template {path!r}: {target} cannot be read ({e.strerror})") from e
         if len(data) > limit:
             raise ConfigFileRefused(f"template {path!r} is larger than {limit} bytes")
         try:

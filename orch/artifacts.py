@@ -32,12 +32,12 @@ from core.store import Migration, Store
 from core.workers import WorkerPool
 from orch import _unpack
 from orch._tarcheck import TarLimits, TarRejected
+from orch.release import VERSION_RE, VERSION_RULE
 from orch.spec import NAME_RE
 
 log = structlog.get_logger("orch.artifacts")
 
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
-VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")
 FILENAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
 WRITE_CHUNK = 1024 * 1024  # bytes gathered on the loop before one write+hash job in a worker
 
@@ -73,8 +73,8 @@ CREATE TABLE artifact_installs (
 
 def check_version(version: str) -> str:
     if not VERSION_RE.match(version or ""):
-        raise BadRequest(f"invalid version {version!r}: use 1-64 letters, digits and . _ + - (not starting with "
-                         "a dot); it names the release dir", details={"field": "version"})
+        raise BadRequest(f"invalid version {version!r}: use {VERSION_RULE}; it names the release dir",
+                         details={"field": "version"})
     return version
 
 
@@ -126,6 +126,7 @@ class ArtifactStore:
         # 503 with Retry-After (PoolBusy), not an unbounded queue of uploads.
         self._pool = pool or WorkerPool("artifacts", workers=2, backlog=16, kind="thread")
         self._install_locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self._installing: set[asyncio.Task[None]] = set()
 
     # --- component ------------------------------------------------------------------------------
 
@@ -276,6 +277,16 @@ class ArtifactStore:
         A refused archive leaves no dir. Runs in the store's worker threads (`PoolBusy` when full)."""
         dest = self.release_dir(service, version)
         art = await self.get(artifact_id)
+        # The claim, the unpack and its record run to their end in a task of their own: a caller cancelled
+        # mid-way (a client gone) must not leave a dir without its record or a record without its dir.
+        task = asyncio.ensure_future(self._install(artifact_id, art, service, version, dest))
+        self._installing.add(task)
+        task.add_done_callback(self._installing.discard)
+        await asyncio.shield(task)
+        log.info("artifact installed", artifact_id=artifact_id, service=service, version=version, path=str(dest))
+        return dest
+
+    async def _install(self, artifact_id: str, art: dict[str, Any], service: str, version: str, dest: Path) -> None:
         lock = self._install_locks.setdefault((service, version), asyncio.Lock())
         async with lock:
             row = await self.store.fetchone(
@@ -286,10 +297,12 @@ class ArtifactStore:
                                f"{row['artifact_id'][:12]}", hint="deploy the new artifact as a new version",
                                details={"artifact_id": row["artifact_id"]})
             if row is not None and exists:
-                return dest
+                return
             if row is None and exists:
-                raise Conflict(f"{dest} exists but was not installed by the artifact store",
-                               hint="move it away, or deploy under another version")
+                # `<data>/releases/` is the store's: a dir with no record is what an install interrupted
+                # by an older version of this code (or a crash between the rename and its record) left.
+                log.warning("half-installed release dir removed", service=service, version=version, path=str(dest))
+                await self._pool.run(_unpack.remove_tree, dest)
             if row is None:  # the claim first: a crash before the rename is repaired by the next install
                 await self.store.execute(
                     "INSERT INTO artifact_installs (service, version, artifact_id, installed_at) VALUES (?,?,?,?)",
@@ -304,8 +317,6 @@ class ArtifactStore:
                     raise BadRequest(f"the archive was refused: member {e}", code="archive_refused",
                                      details={"member": e.member, "rule": e.rule}) from None
                 raise
-        log.info("artifact installed", artifact_id=artifact_id, service=service, version=version, path=str(dest))
-        return dest
 
     async def prune(self, service: str, keep: set[str], keep_count: int | None = None) -> builtins.list[str]:
         """Remove `service`'s release dirs beyond the newest `keep_count` (default the store's), never

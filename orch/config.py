@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+import structlog
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from orch.planner import BackoffPolicy
+
+log = structlog.get_logger("orch.config")
 
 
 class OrchSettings(BaseModel):
@@ -49,7 +52,23 @@ class OrchSettings(BaseModel):
     artifact_max_bytes: int = Field(default=2 * 1024**3, gt=0)
     artifact_max_unpacked_bytes: int = Field(default=8 * 1024**3, gt=0)
     artifact_max_members: int = Field(default=200_000, gt=0)
-    release_keep_count: int = Field(default=10, ge=2)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _deprecated_keep_count(cls, data: Any) -> Any:
+        """`release_keep_count` (an earlier name for the artifact store's keep-count) is `release_keep`: one
+        count prunes both the release history and the unpacked release dirs."""
+        if isinstance(data, dict) and "release_keep_count" in data:
+            data = dict(data)
+            old = data.pop("release_keep_count")
+            if "release_keep" in data:
+                log.warning("deprecated setting ignored", setting="orch.release_keep_count", use="orch.release_keep",
+                            value=old, kept=data["release_keep"])
+            else:
+                log.warning("deprecated setting", setting="orch.release_keep_count", use="orch.release_keep",
+                            value=old)
+                data["release_keep"] = old
+        return data
 
     def backoff(self) -> BackoffPolicy:
         return BackoffPolicy(self.backoff_initial_s, self.backoff_max_s, self.backoff_factor, self.stable_after_s,

@@ -5,8 +5,7 @@ with their step log and announced as `deploy.progress` / `deploy.finished` event
 
 Planning is pure (`orch.rollout`, `orch.release`); this module only executes it. While a service has a
 deployment running, the planner leaves its slots' versions and missing slots alone (`ServiceView.deploying`):
-the deployer is the one moving them. No `await` lies between retiring an old instance from its slot and
-putting the new one in (`_switch`).
+the deployer is the one moving them (the instance-level moves are `orch.deploy_slots`).
 """
 
 from __future__ import annotations
@@ -15,28 +14,25 @@ import asyncio
 import contextlib
 import dataclasses
 import inspect
-import re
 import shutil
 import time
-from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from core.errors import BadRequest, Conflict, NotFound
-from orch import planner, rollout
+from orch import rollout
 from orch._files import ConfigFileRefused, read_inside
+from orch.deploy_slots import DeployFailed, SlotMoves, Staged, Target
 from orch.deployrepo import DeployRepo
 from orch.docker import DockerRuntime
-from orch.health import run_probe
-from orch.instances import build_config, expand, health_target, port_requests, variables
+from orch.instances import build_config, expand, variables
 from orch.live import Live
-from orch.planner import Slot, SlotKey
-from orch.release import build_release, release_vars, templates_of
-from orch.runtime import Instance, RuntimeError_
+from orch.planner import SlotKey
+from orch.release import VERSION_RE, VERSION_RULE, build_release, release_vars, templates_of
+from orch.runtime import RuntimeError_
 from orch.spec import ServiceSpec, SpecError, SpecProblem, validate_mapping
 from orch.units import render_unit
 
@@ -45,33 +41,7 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("orch.deploy")
 
-VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
-RETIRED_RECORD_BASE = 300  # an old instance draining after a switch: pidfile key 300 + slot
-
-
-class DeployFailed(Exception):
-    """A batch could not be brought up; the message is the reason (the health error, the spawn error)."""
-
-
-@dataclass
-class Staged:
-    slot: int
-    index: int
-    instance: Instance
-    ports: dict[str, int]
-
-
-@dataclass
-class Target:
-    """What a deployment brings up: a spec version with its release's variables and template texts."""
-
-    spec: ServiceSpec
-    release: int
-    vars: dict[str, str]
-    templates: dict[int, str]
-
-
-class Deployer:
+class Deployer(SlotMoves):
     def __init__(self, orch: OrchService, env_name: str) -> None:
         self.o = orch
         self.repo = DeployRepo(orch.repo.store)
@@ -82,6 +52,9 @@ class Deployer:
         self._claimed: set[str] = set()
         self.vars: dict[str, dict[str, str]] = {}  # service -> its serving release's variables
         self.templates: dict[str, dict[int, str]] = {}
+        # Services a rollout left part-switched with auto_rollback off: the planner keeps each replica on the
+        # release it runs until the next deployment (`ServiceView.hold_versions`).
+        self.held: set[str] = set()
 
     # --- start-up --------------------------------------------------------------------------------
 
@@ -90,6 +63,9 @@ class Deployer:
         for name, row in self.o.services.items():
             rel = await self.repo.release(name, row.version)
             self._serving(name, rel["doc"] if rel else None, row)
+            last = await self.repo.deployments(name, limit=1)
+            if last and last[0]["status"] == "failed" and any(s["step"] == "held" for s in last[0]["log"]):
+                self.held.add(name)  # a part-switched rollout stays as it was left across restarts
 
     def _serving(self, name: str, doc: dict[str, Any] | None, row: Any) -> None:
         if doc is None:
@@ -101,19 +77,66 @@ class Deployer:
             self.templates[name] = templates_of(doc, row.spec)
 
     async def recover(self) -> None:
-        """Deployments a killed platform left unfinished end `failed`; whatever their slots hold serves
-        (adoption found it), and staged or draining instances — beyond the replica count — are stopped
-        by the supervisor."""
+        """Deployments a killed platform left unfinished, after adoption found what still runs.
+
+        Like a Kubernetes Deployment or a Nomad deployment after a controller restart, a rollout that had
+        switched at least one batch resumes: the slots not yet on the new release move batch by batch with
+        the same health gates (an interrupted rollback resumes as a rollback). One killed before any switch
+        ends `failed`: its release never served and the old one still does. Staged and draining instances
+        the crash left are stopped first. The step log says which replica runs which release."""
         for d in await self.repo.unfinished():
-            row = self.o.services.get(d["service"])
-            serving = row.version if row else None
-            self._step(d, "interrupted", "failed", f"the platform stopped during the deployment; release {serving} "
-                       "is serving (staged instances are stopped)")
-            d["status"] = rollout.advance(d["status"], "interrupt")
-            d["error"] = "interrupted: the platform stopped during the deployment"
-            d["finished_at"] = d["phases"]["finished"] = time.time()
-            await self.repo.save_deployment(d)
-            self.o._emit("deploy.finished", self._event(d))
+            name = d["service"]
+            row = self.o.services.get(name)
+            leftovers = self._retire_leftovers(name)
+            self._step(d, "interrupted", "info", "the platform stopped during the deployment; at this start "
+                       f"{self.replicas_report(name)}"
+                       + (f"; {len(leftovers)} staged or draining instance(s) are stopped" if leftovers else ""))
+            back = any(s["step"] == "rollback" for s in d["log"])
+            resumable = (row is not None and row.desired == "running" and d["status"] == "running"
+                         and d["from_release"] is not None and row.version == d["release"] != d["from_release"])
+            if resumable and not back:
+                target = await self._target(name, d["release"], strict=False)
+                self._step(d, "resume", "info", f"resuming the rollout to release {d['release']}: the slots not on "
+                           "it yet, batch by batch with health gates")
+            elif resumable:
+                target = await self._target(name, d["from_release"], strict=False)
+                self._step(d, "resume", "info", f"resuming the rollback to release {d['from_release']}")
+            else:
+                serving = row.version if row else None
+                self._step(d, "kept", "failed", f"nothing of release {d['release']} had switched: release {serving} "
+                           "is serving")
+                d["status"] = rollout.advance(d["status"], "interrupt")
+                d["error"] = "interrupted: the platform stopped during the deployment"
+                d["finished_at"] = d["phases"]["finished"] = time.time()
+                await self.repo.save_deployment(d)
+                self.o._emit("deploy.finished", self._event(d))
+                if leftovers:
+                    self.o._tasks.spawn(f"deploy-leftovers:{name}", self._stop_retired(leftovers, 0.0))
+                continue
+            d["phases"]["resumed"] = time.time()
+            await self._save(d)
+            self.active[name] = d
+            self.o._tasks.spawn(f"deploy:{name}:{d['id']}", self._run(d, target, resume="back" if back else "forward",
+                                                                      leftovers=leftovers))
+
+    def _retire_leftovers(self, name: str) -> list[tuple[SlotKey, Live]]:
+        """Adopted instances a crash left beyond the replica slots (staged: 200+, draining: 300+): out of the
+        planner's hands, to be stopped by the recovery (no await)."""
+        out: list[tuple[SlotKey, Live]] = []
+        for key in [k for k in self.o.slots if k[0] == name and k[1] >= rollout.STAGED_RECORD_BASE]:
+            out += self._retire(key)
+        return out
+
+    def replicas_report(self, name: str) -> str:
+        """Which replica runs which release, e.g. `web-1 runs release 3; web-2, web-3 run release 2`."""
+        by: dict[int, list[str]] = {}
+        for s in sorted(self.o.slots.values(), key=lambda s: s.index):
+            if s.service == name and s.active and s.index < rollout.STAGED_RECORD_BASE:
+                by.setdefault(s.version, []).append(f"{name}-{s.index}")
+        if not by:
+            return "no replica runs"
+        return "; ".join(f"{', '.join(who)} run{'s' if len(who) == 1 else ''} release {v}"
+                         for v, who in sorted(by.items(), reverse=True))
 
     # --- public ---------------------------------------------------------------------------------
 
@@ -121,22 +144,28 @@ class Deployer:
                      overrides: dict[str, Any] | None, actor: str | None) -> dict[str, Any]:
         row = self.o._row(name)
         if version is not None and not VERSION_RE.match(version):
-            raise BadRequest(f"{version!r} is not a version label: letters, digits and . _ + -, up to 128, "
-                             "starting with a letter or digit (it expands in paths as ${version})")
+            raise BadRequest(f"{version!r} is not a version label: {VERSION_RULE} (it expands in paths as "
+                             "${version} and names the release dir)", details={"field": "version"})
         base = row.spec.model_dump(mode="json", exclude_defaults=True)
         data = {**base, **(overrides or {})}
         if data.get("name") != name:
             raise BadRequest(f"overrides cannot rename the service ({data.get('name')!r})")
         spec = await self.o._parse(validate_mapping, data, f"deploy {name}")
-        install_path = None
-        if artifact_id is not None:
-            if self.o.artifacts is None:
-                raise BadRequest("artifact uploads are not available on this server",
-                                 hint="deploy without artifact_id, or enable the artifact store")
-            got = self.o.artifacts.install(artifact_id, name, version or "")
-            install_path = str(await got if inspect.isawaitable(got) else got)
-        return await self.start(spec, None, "deploy", actor, version=version, install_path=install_path,
-                                artifact_id=artifact_id)
+        if artifact_id is not None and self.o.artifacts is None:
+            raise BadRequest("artifact uploads are not available on this server",
+                             hint="deploy without artifact_id, or enable the artifact store")
+        # The artifact is unpacked by `_start`, after the conflict and admission checks passed.
+        return await self.start(spec, None, "deploy", actor, version=version, artifact_id=artifact_id)
+
+    async def _install(self, artifact_id: str, name: str, version: str) -> str:
+        """The artifact unpacked as `${installPath}`, in a task of orch's own that a cancelled caller (a
+        client gone mid-request) does not cut short: the install finishes whole, and the same deploy again
+        finds it done."""
+        async def install() -> str:
+            got = self.o.artifacts.install(artifact_id, name, version)
+            return str(await got if inspect.isawaitable(got) else got)
+
+        return await asyncio.shield(self.o._tasks.spawn(f"install:{name}:{version}", install()))
 
     async def start(self, spec: ServiceSpec, text: str | None, kind: str, actor: str | None, *,
                     version: str | None = None, install_path: str | None = None,
@@ -167,7 +196,9 @@ class Deployer:
                      filename: str) -> dict[str, Any]:
         name = spec.name
         row = self.o._row(name)
-        await self.o._admit(spec, text, filename)
+        risky = await self.o._admit(spec, text, filename)
+        if artifact_id is not None and install_path is None:
+            install_path = await self._install(artifact_id, name, version or "")
         prev = await self.repo.release(name, row.version)
         label = version or (prev["label"] if prev else "") or ""
         if install_path is None and prev and artifact_id is None and version is None:
@@ -182,6 +213,9 @@ class Deployer:
                             previous_doc=prev["doc"] if prev else None)
         await self._extras(spec, number, rv, templates, doc)
         await self.repo.add_release(name, number, label, doc, actor)
+        # What only `allow_host_mounts` / `allow_system_paths` let through is audited as on apply, whichever
+        # way the spec came (apply, or a deploy's overrides).
+        await self.o._audit_risky(spec, risky, number, actor)
         return await self._launch(Target(spec, number, rv, templates), kind, actor)
 
     async def rollback(self, name: str, to: int | None, actor: str | None) -> dict[str, Any]:
@@ -280,26 +314,41 @@ class Deployer:
         d = await self.repo.deployment(dep_id)
         assert d is not None
         self.active[name] = d  # (still claimed by start/rollback: one deployment per service)
+        self.held.discard(name)
         self._step(d, "created", "ok", f"{kind} of release {target.release} (from {row.version}), {strategy}")
         self.o._tasks.spawn(f"deploy:{name}:{dep_id}", self._run(d, target))
         self.o._wake.set()
         return {"deployment_id": dep_id, "release_id": target.release, "status": "pending"}
 
-    async def _run(self, d: dict[str, Any], target: Target) -> None:
+    async def _run(self, d: dict[str, Any], target: Target, *, resume: str | None = None,
+                   leftovers: list[tuple[SlotKey, Live]] | None = None) -> None:
+        """Run a deployment to its end. `resume`: "forward" (a crash interrupted it after a switch: only the
+        slots not on the target move) or "back" (a crash interrupted its rollback: finish the rollback)."""
         name = target.spec.name
         spec = target.spec
         from_release = d["from_release"]
         try:
-            d["status"] = rollout.advance(d["status"], "start")
-            d["phases"]["running"] = time.time()
-            await self._save(d)
-            old = sorted(s.index for s in self.o.slots.values() if s.service == name and s.active)
+            if leftovers:
+                await self._stop_retired(leftovers, 0.0)
+            if resume is None:
+                d["status"] = rollout.advance(d["status"], "start")
+                d["phases"]["running"] = time.time()
+                await self._save(d)
+            if resume == "back":
+                await self._roll_back(d, name, from_release)
+                return
+            old = sorted(s.index for s in self.o.slots.values()
+                         if s.service == name and s.active and s.index < rollout.STAGED_RECORD_BASE)
             batches = rollout.plan_batches(old, spec.replicas, spec.deploy.strategy, spec.deploy.max_surge,
                                            spec.deploy.max_unavailable)
+            if resume == "forward":
+                batches = [b for b in (self._not_yet(name, b, target.release) for b in batches)
+                           if b.slots or b.retire]
             if spec.deploy.strategy == "recreate":
                 self._step(d, "strategy", "info", "recreate: the old instances stop before the new ones start "
                            "(the service is down in between)")
-            switched = False
+            switched = resume == "forward"  # a resumed rollout had switched at least one batch
+            d["_stopped"] = []  # slots whose old instance a replace batch stopped (recreate, max_surge: 0)
             try:
                 for n, batch in enumerate(batches, 1):
                     await self._batch(d, target, batch, n, len(batches))
@@ -307,34 +356,52 @@ class Deployer:
             except DeployFailed as e:
                 d["error"] = str(e)
                 self._step(d, "failed", "failed", str(e))
+                stopped = [i for i in d["_stopped"] if not self._runs(name, i)]
                 if switched and spec.deploy.auto_rollback and from_release is not None:
                     self._step(d, "rollback", "info", f"rolling back to release {from_release}")
-                    back = await self._target(name, from_release, strict=False)
-                    mine = [s for s in self.o.slots.values() if s.service == name and s.active]
-                    moved = {s.index for s in mine if s.version != from_release}  # the switched slots only
-                    for batch in rollout.plan_batches(sorted(s.index for s in mine), back.spec.replicas,
-                                                      back.spec.deploy.strategy, back.spec.deploy.max_surge,
-                                                      back.spec.deploy.max_unavailable):
-                        batch = rollout.Batch(tuple(i for i in batch.slots if i in moved or
-                                                    (name, i) not in self.o.slots), batch.surge, batch.retire)
-                        if batch.slots or batch.retire:
-                            await self._batch(d, back, batch, 0, 0)
-                    await self.o.repo.set_current(name, from_release)
-                    d["status"] = rollout.advance(d["status"], "roll_back")
+                    await self._roll_back(d, name, from_release)
+                elif stopped and spec.deploy.auto_rollback and from_release is not None:
+                    error = await self._restart_stopped(d, name, from_release, stopped)
+                    if error is None:
+                        d["status"] = rollout.advance(d["status"], "roll_back")
+                        self._step(d, "rolled back", "ok", f"release {from_release} is serving again "
+                                   f"({self.replicas_report(name)})")
+                    else:
+                        d["error"] = f"{d['error']}; restarting release {from_release} failed too: {error}"
+                        d["status"] = rollout.advance(d["status"], "fail")
+                elif switched:  # auto_rollback off: what switched stays, the rest keeps its release
+                    if stopped and from_release is not None:  # a replace batch's stopped slots: the old release
+                        await self._restart_stopped(d, name, from_release, stopped)
+                        self._adopt_row(name, target)  # the service's release stays the new one
+                        await self.o.repo.set_current(name, target.release)
+                    await self._restore_files(name)
+                    self.held.add(name)
+                    d["status"] = rollout.advance(d["status"], "fail")
+                    self._step(d, "held", "failed", f"auto_rollback is off: {self.replicas_report(name)}; the "
+                               "replicas not switched keep their release (no restart onto the new one) until the "
+                               "next deploy or rollback")
                 else:
                     await self._restore_files(name)
-                    d["status"] = rollout.advance(
-                        d["status"], "roll_back" if spec.deploy.auto_rollback and not switched else "fail")
-                    if not switched:
+                    if stopped:  # auto_rollback off (or nothing to go back to): the supervisor starts them again
+                        d["status"] = rollout.advance(d["status"], "fail")
+                        self._step(d, "stopped", "failed", f"the old instance(s) of slot(s) {stopped} were stopped; "
+                                   f"auto_rollback is off, so they start again on release {from_release} "
+                                   "by the supervisor (no health gate)")
+                    else:
+                        d["status"] = rollout.advance(
+                            d["status"], "roll_back" if spec.deploy.auto_rollback else "fail")
                         self._step(d, "kept", "ok", f"release {from_release} kept serving; it was never stopped")
             else:
                 row = self.o.services.get(name)
                 if row is not None and row.version != target.release:  # nothing to replace (0 replicas)
                     self._adopt_row(name, target)
                 await self.o.repo.set_current(name, target.release)
+                try:  # upkeep, before the status: a caller seeing `succeeded` sees the pruned history
+                    await self._prune(name, target.release, from_release)
+                except Exception as e:  # a failed upkeep must not fail the deployment that ran
+                    log.warning("releases not pruned", service=name, error=repr(e))
                 d["status"] = rollout.advance(d["status"], "succeed")
-                self._step(d, "done", "ok", f"release {target.release} is serving")
-                await self._prune(name, target.release, from_release)
+                self._step(d, "done", "ok", f"release {target.release} is serving: {self.replicas_report(name)}")
         except asyncio.CancelledError:
             d["error"] = "interrupted: the platform stopped during the deployment"
             d["status"] = rollout.advance(d["status"], "interrupt") if d["status"] not in rollout.TERMINAL \
@@ -347,13 +414,68 @@ class Deployer:
             if d["status"] not in rollout.TERMINAL:
                 d["status"] = rollout.advance(d["status"], "fail")
         finally:
+            d.pop("_stopped", None)
             d["finished_at"] = d["phases"]["finished"] = time.time()
+            # No await between the final status and freeing the service: whoever sees the deployment end
+            # can start the next one.
             self.active.pop(name, None)
             with contextlib.suppress(Exception):
                 await asyncio.shield(self._save(d))
             self.o._emit("deploy.finished", self._event(d))
             log.info("deployment finished", service=name, deployment=d["id"], status=d["status"], error=d.get("error"))
             self.o._wake.set()
+
+    def _runs(self, name: str, slot: int) -> bool:
+        s = self.o.slots.get((name, slot))
+        return s is not None and s.active
+
+    def _not_yet(self, name: str, batch: rollout.Batch, release: int) -> rollout.Batch:
+        """`batch` without the slots already running `release` (a resumed rollout)."""
+        slots = tuple(i for i in batch.slots
+                      if not self._runs(name, i) or self.o.slots[(name, i)].version != release)
+        return rollout.Batch(slots, batch.surge, tuple(i for i in batch.retire if self._runs(name, i)))
+
+    async def _roll_back(self, d: dict[str, Any], name: str, from_release: int) -> None:
+        """The switched slots back to `from_release` through the same health-gated batches; `rolled_back`.
+        A rollback batch failing too raises `DeployFailed` (the deployment ends `failed`)."""
+        back = await self._target(name, from_release, strict=False)
+        mine = [s for s in self.o.slots.values()
+                if s.service == name and s.active and s.index < rollout.STAGED_RECORD_BASE]
+        moved = {s.index for s in mine if s.version != from_release}  # the switched slots only
+        try:
+            for batch in rollout.plan_batches(sorted(s.index for s in mine), back.spec.replicas,
+                                              back.spec.deploy.strategy, back.spec.deploy.max_surge,
+                                              back.spec.deploy.max_unavailable):
+                batch = rollout.Batch(tuple(i for i in batch.slots if i in moved or (name, i) not in self.o.slots),
+                                      batch.surge, batch.retire)
+                if batch.slots or batch.retire:
+                    await self._batch(d, back, batch, 0, 0)
+        except DeployFailed as e:
+            d["error"] = f"{d.get('error') or 'failed'}; the rollback failed too: {e}"
+            self._step(d, "rollback", "failed", f"{e}; {self.replicas_report(name)}")
+            d["status"] = rollout.advance(d["status"], "fail")
+            return
+        await self.o.repo.set_current(name, from_release)
+        d["status"] = rollout.advance(d["status"], "roll_back")
+        self._step(d, "rolled back", "ok", f"release {from_release} is serving: {self.replicas_report(name)}")
+
+    async def _restart_stopped(self, d: dict[str, Any], name: str, from_release: int,
+                               stopped: list[int]) -> str | None:
+        """A replace batch (recreate, max_surge: 0) stopped the old instances of `stopped` and the new ones
+        failed: start the old release again in those slots, health-gated. None when they came back, else why
+        not (the caller sets the status: `rolled_back` only if this worked)."""
+        self._step(d, "rollback", "info", f"the old instance(s) of slot(s) {stopped} were stopped before the new "
+                   f"ones started: starting release {from_release} again in them")
+        back = await self._target(name, from_release, strict=False)
+        try:
+            await self._batch(d, back, rollout.Batch(tuple(stopped), surge=True), 0, 0)
+        except DeployFailed as e:
+            self._step(d, "rollback", "failed", f"release {from_release} did not come back: {e}; "
+                       f"{self.replicas_report(name)}")
+            return str(e)
+        self._step(d, "restarted", "ok", f"the old instance(s) were stopped and restarted: release {from_release} "
+                   f"runs in slot(s) {stopped} again")
+        return None
 
     async def _batch(self, d: dict[str, Any], target: Target, batch: rollout.Batch, n: int, total: int) -> None:
         name = target.spec.name
@@ -364,6 +486,7 @@ class Deployer:
             for i in batch.slots:
                 retired += self._retire((name, i))
             if retired:
+                d["_stopped"] = [*d.get("_stopped", []), *(key[1] for key, _ in retired)]
                 self.o._publish_endpoints(name)
                 self._step(d, "stop old", "ok", f"{what}: stopping {len(retired)} old instance(s) first")
                 await self._stop_retired(retired, 0.0)
@@ -415,131 +538,6 @@ class Deployer:
                     await got
             except Exception as e:  # pruning is upkeep: a failure must not fail the deployment that ran
                 log.warning("release dirs not pruned", service=name, error=repr(e))
-
-    async def _stage(self, name: str, slot: int, target: Target) -> Staged:
-        cur = self.o.live.get((name, slot))
-        cur_index = cur.instance.config.index if cur is not None and cur.instance is not None else None
-        index = rollout.staged_index(slot, cur_index)
-        ports = self.o.ports.allocate(port_requests(target.spec))
-        config = build_config(target.spec, index, ports, target.release, target.vars, target.templates)
-        try:
-            instance = await self.o._spawn(target.spec, config)
-        except BaseException:
-            self.o.ports.release(ports)
-            raise
-        self.o.pidfiles.write(name, rollout.staged_record_key(slot), {**instance.record(), "instance_index": index})
-        return Staged(slot, index, instance, ports)
-
-    async def _unstage(self, name: str, st: Staged) -> None:
-        assert self.o.runtime is not None
-        with contextlib.suppress(Exception):
-            await self.o.runtime.stop(st.instance)
-        with contextlib.suppress(Exception):
-            await self.o.runtime.remove(st.instance)
-        self.o.ports.release(st.ports)
-        self.o.pidfiles.remove(name, rollout.staged_record_key(st.slot))
-
-    async def _healthy(self, spec: ServiceSpec, st: Staged, deadline: float) -> None:
-        """Returns once the staged instance passes its health check; raises `DeployFailed` when it exits or
-        the deadline passes first (with the last probe's answer)."""
-        assert self.o.runtime is not None
-        waiter = asyncio.ensure_future(self.o.runtime.wait(st.instance))
-        try:
-            hc = spec.healthcheck
-            if hc is None:  # no check: it counts once it has stayed up a moment
-                done, _ = await asyncio.wait({waiter}, timeout=min(1.0, max(0.0, deadline - time.monotonic())))
-                if done:
-                    raise DeployFailed(f"{spec.name}-{st.slot} (new) exited: {waiter.result().detail}")
-                return
-            target = health_target(spec, st.index, st.ports)
-            assert target is not None  # None only without a healthcheck
-            cfg = st.instance.config
-            last = "no answer yet"
-            ramp = 0.05
-            while True:
-                if waiter.done():
-                    raise DeployFailed(f"{spec.name}-{st.slot} (new) exited before it was healthy: "
-                                       f"{waiter.result().detail}; last health check: {last}")
-                if time.monotonic() >= deadline:
-                    raise DeployFailed(f"{spec.name}-{st.slot} (new) not healthy within "
-                                       f"{spec.deploy.health_deadline:g}s: health check failed: {last}")
-                result = await run_probe(hc.kind, target, hc.timeout, env=dict(cfg.env), cwd=cfg.workdir,
-                                         exec_in=self.o.runtime.exec_in(st.instance))
-                if result.ok:
-                    return
-                last = result.detail
-                await asyncio.sleep(min(ramp, hc.interval, max(0.0, deadline - time.monotonic())))
-                ramp *= 2
-        finally:
-            waiter.cancel()
-
-    def _retire(self, key: SlotKey) -> list[tuple[SlotKey, Live]]:
-        """Take the old instance out of its slot (no await): its probes end, its exit no longer touches
-        the slot, its record moves aside so a crash before it stops still finds (and stops) it."""
-        live = self.o.live.pop(key, None)
-        self.o.slots.pop(key, None)
-        if live is None or live.instance is None:
-            if live is not None and live.starting is not None:
-                live.starting.cancel()
-            return []
-        if live.health_task is not None:
-            live.health_task.cancel()
-        self.o._retired.add(id(live.instance))
-        self.o.pidfiles.write(key[0], RETIRED_RECORD_BASE + key[1],
-                              {**live.instance.record(), "instance_index": live.instance.config.index})
-        self.o.pidfiles.remove(*key)
-        return [(key, live)]
-
-    def _switch(self, name: str, staged: list[Staged], target: Target, retire: tuple[int, ...]) -> list[
-            tuple[SlotKey, Live]]:
-        """Every staged instance into its slot and the old ones out, then one endpoint publication. No await."""
-        retired: list[tuple[SlotKey, Live]] = []
-        now = self.o.clock.monotonic()
-        for st in staged:
-            key = (name, st.slot)
-            old_slot = self.o.slots.get(key) or Slot(*key)
-            retired += self._retire(key)
-            self.o.live[key] = Live(instance=st.instance, ports=st.ports, started_wall=time.time(),
-                                    health=deque(maxlen=self.o.settings.health_history))
-            self.o.slots[key] = planner.started(planner.reset(dataclasses.replace(old_slot, phase="absent"), now),
-                                                target.release, now, has_healthcheck=False)
-            self.o.pidfiles.write(name, st.slot, {**st.instance.record(), "instance_index": st.index})
-            self.o.pidfiles.remove(name, rollout.staged_record_key(st.slot))
-            self.o._watch(key, target.spec, st.instance)
-        for i in retire:
-            retired += self._retire((name, i))
-        self._adopt_row(name, target)
-        self.o._publish_endpoints(name)
-        self.o._transitioned()
-        return retired
-
-    def _adopt_row(self, name: str, target: Target) -> None:
-        row = self.o.services.get(name)
-        if row is not None:
-            row.spec, row.version, row.updated_at = target.spec, target.release, time.time()
-        self.vars[name], self.templates[name] = target.vars, target.templates
-
-    async def _stop_retired(self, retired: list[tuple[SlotKey, Live]], drain_s: float) -> None:
-        """Let in-flight requests finish (bounded), then stop the old instances; their waiters clean up."""
-        assert self.o.runtime is not None
-        if drain_s > 0:
-            await asyncio.sleep(drain_s)
-        await asyncio.gather(*(self.o.runtime.stop(live.instance) for _, live in retired if live.instance),
-                             return_exceptions=True)
-
-    async def _restore_files(self, name: str) -> None:
-        """After a failed batch: the serving release's config files again (the new ones overwrote them
-        when the workdir is shared)."""
-        row = self.o.services.get(name)
-        if row is None or not row.spec.config_files or row.spec.runtime_name != "process":
-            return
-        for key, live in list(self.o.live.items()):
-            if key[0] == name and live.instance is not None:
-                config = build_config(row.spec, key[1], live.ports, row.version, self.vars.get(name),
-                                      self.templates.get(name))
-                with contextlib.suppress(RuntimeError_, OSError):
-                    await self.o._write_files(row.spec, config)
-                return
 
     # --- records ----------------------------------------------------------------------------------
 

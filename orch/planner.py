@@ -62,6 +62,9 @@ class ServiceView:
     start_period_s: float = 0.0
     # A deployment is moving this service's slots (orch.deployer): leave versions and missing slots alone.
     deploying: bool = False
+    # A rollout failed part-way with auto_rollback off: the slots it switched run `version`, the rest keep
+    # the release they run (no restart onto `version` without a health gate) until the next deployment.
+    hold_versions: bool = False
 
 
 @dataclass(frozen=True)
@@ -259,7 +262,7 @@ def _plan_running(svc: ServiceView, services: Mapping[str, ServiceView], out: Pl
             out.actions.append(StartInstance(svc.name, index, svc.version))
             out.slots[slot.key] = dataclasses.replace(slot, phase="starting")
         elif slot.phase == "running":
-            if slot.version != svc.version and not svc.deploying:
+            if slot.version != svc.version and not svc.deploying and not svc.hold_versions:
                 _stop(out, slot, "restart", f"spec version {svc.version} applied")
             elif (svc.health_retries is not None and slot.health_failures >= svc.health_retries
                   and svc.restart.mode != "no"):

@@ -21,6 +21,10 @@ from orch.spec import ServiceSpec
 
 SECRET_NAME = re.compile(r"(?i)(pass|secret|token|key|credential|private|auth)")
 RELEASE_VARS = ("version", "installPath", "env")
+# A release's version label: it names the release dir (`<data>/releases/<service>/<version>/`) and expands
+# as ${version}. The one rule for deploys and the artifact store.
+VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
+VERSION_RULE = "1-128 letters, digits and . _ + -, starting with a letter or digit"
 
 
 def release_vars(label: str, install_path: str | None, env_name: str) -> dict[str, str]:
@@ -87,9 +91,15 @@ def _flat(value: Any, prefix: str, out: dict[str, Any]) -> None:
         out[prefix] = value
 
 
-def diff(a: Mapping[str, Any] | None, b: Mapping[str, Any]) -> list[dict[str, Any]]:
+MAX_DIFF_LINES = 20_000  # per side: beyond it a text's unified diff is left out (difflib is superlinear)
+MAX_DIFF_CHARS = 1024 * 1024  # a unified diff longer than this is cut, and says so
+
+
+def diff(a: Mapping[str, Any] | None, b: Mapping[str, Any], unified: bool = True) -> list[dict[str, Any]]:
     """What changed from release document `a` to `b`: one entry per field (`spec.env.A`,
-    `config_files[app.ini].content`, ...) with `from`/`to`; multi-line text also gets a unified diff."""
+    `config_files[app.ini].content`, ...) with `from`/`to`; multi-line text also gets a unified diff
+    (with `unified`; bounded by `MAX_DIFF_LINES` and `MAX_DIFF_CHARS`). CPU work on up to 1 MiB texts:
+    callers run it in a worker pool."""
     fa: dict[str, Any] = {}
     fb: dict[str, Any] = {}
     _flat({k: v for k, v in (a or {}).items() if k != "release"}, "", fa)
@@ -103,11 +113,26 @@ def diff(a: Mapping[str, Any] | None, b: Mapping[str, Any]) -> list[dict[str, An
             continue
         entry: dict[str, Any] = {"field": key, "from": va, "to": vb}
         if isinstance(va, str) and isinstance(vb, str) and ("\n" in va or "\n" in vb):
-            entry["diff"] = "".join(difflib.unified_diff(va.splitlines(True), vb.splitlines(True), "from", "to"))
+            if unified:
+                entry["diff"] = _unified(va, vb)
         elif not isinstance(va, str | int | float | bool | None) or not isinstance(vb, str | int | float | bool | None):
             entry["from"], entry["to"] = _short(va), _short(vb)
         out.append(entry)
     return out
+
+
+def _unified(va: str, vb: str) -> str:
+    la, lb = va.splitlines(True), vb.splitlines(True)
+    if max(len(la), len(lb)) > MAX_DIFF_LINES:
+        return f"(no line diff: more than {MAX_DIFF_LINES} lines)\n"
+    out = "".join(difflib.unified_diff(la, lb, "from", "to"))
+    return out if len(out) <= MAX_DIFF_CHARS else out[:MAX_DIFF_CHARS] + "\n(diff cut at 1 MiB)\n"
+
+
+def summaries(docs: Sequence[Mapping[str, Any]], _: Any = None) -> list[str]:
+    """For releases newest first: what each changed against the one after it in the list (no line diffs)."""
+    return [summary(diff(docs[i + 1] if i + 1 < len(docs) else None, d, unified=False))
+            for i, d in enumerate(docs)]
 
 
 def _short(v: Any) -> Any:

@@ -1,7 +1,8 @@
 """`OrchService`: the asyncio shell around the planner — it owns the instances, runs the health probes,
 executes the planner's actions through a `Runtime`, persists specs and pidfiles, publishes endpoints and
 `service.*` events, and is the public object the console API and the wiring use. Changes to a running
-service run as deployments (`orch.deployer`: releases, rolling switch, rollback).
+service run as deployments (`orch.deployer`: releases, rolling switch, rollback). The instance side
+(executing actions, exits, health probes, adoption at start) is `orch.supervise`, mixed in.
 
 Concurrency: everything runs on one loop. `self.slots` is only ever replaced slot by slot with the result
 of a pure transition, with no `await` between reading a slot and writing it back; the reconcile task is
@@ -33,30 +34,29 @@ from core.store import Store
 from core.tasks import TaskSet
 from core.workers import WorkerPool
 from orch import history, planner
-from orch._files import ConfigFileRefused, write_config_files
 from orch.admission import admit
-from orch.cgroups import CgroupDriver, CgroupHandle, detect
+from orch.cgroups import CgroupDriver, detect
 from orch.config import OrchSettings
-from orch.deployer import RETIRED_RECORD_BASE, Deployer
+from orch.deployer import Deployer
 from orch.docker import DockerRuntime
 from orch.endpoints import EndpointPublisher, endpoint_sets
-from orch.health import run_probe
-from orch.instances import PortAllocator, build_config, health_target, port_requests
+from orch.instances import PortAllocator
 from orch.live import Live, instance_view
 from orch.logfiles import FileLogSink
 from orch.pidfiles import PidFiles
 from orch.planner import ServiceView, Slot, SlotKey, StartInstance, StopInstance
 from orch.repo import OrchRepo, ServiceRow
-from orch.runtime import ExitStatus, Instance, InstanceConfig, Runtime, RuntimeError_
+from orch.runtime import Runtime
 from orch.runtimes import RuntimeSet, make_runtimes
 from orch.spec import ServiceSpec, SpecError, SpecProblem, lines_of, parse_spec, validate_mapping
+from orch.supervise import Supervision
 
 T = TypeVar("T")
 
 log = structlog.get_logger("orch")
 
 
-class OrchService:
+class OrchService(Supervision):
     """Services from specs, supervised. Implements `core.ports.ServiceInventory`."""
 
     name = "orch"
@@ -187,8 +187,7 @@ class OrchService:
         if current is not None and current.desired == "running" and any(
                 s.service == spec.name and s.phase == "running" for s in self.slots.values()):
             # A running service changes by a deployment (rolling by default): its release N+1 serves once healthy.
-            started = await self.deployer.start(spec, text, "apply", actor, filename=filename)
-            await self._audit_risky(spec, risky, started["release_id"], actor)
+            started = await self.deployer.start(spec, text, "apply", actor, filename=filename)  # audits `risky`
             return {**self.describe(spec.name), "version": started["release_id"], "changed": True,
                     "deployment_id": started["deployment_id"]}
         version = await self.repo.save_version(spec, text, filename, actor)
@@ -222,6 +221,7 @@ class OrchService:
         return risky
 
     async def _audit_risky(self, spec: ServiceSpec, risky: list[str], version: int, actor: str | None) -> None:
+        """What `allow_host_mounts` / `allow_system_paths` let through, in the audit log (apply and deploy)."""
         if risky:
             log.warning("service mounts host paths (allow_host_mounts)", service=spec.name, mounts=risky, by=actor)
             await AuditLog(self.repo.store).record(AuditEntry(
@@ -250,12 +250,12 @@ class OrchService:
     async def releases(self, name: str) -> list[dict[str, Any]]:
         """Every release of a service, newest first, each with what it changed against the one before."""
         row = self.services.get(name)
-        return await history.releases(self.deployer.repo, name, row.version if row else None)
+        return await history.releases(self.deployer.repo, name, row.version if row else None, self._parse)
 
     async def diff(self, name: str, from_: int | None = None, to: int | None = None) -> dict[str, Any]:
         """What changed from release `from_` to `to` (default: the one before the serving one, and it)."""
         row = self.services.get(name)
-        return await history.diff(self.deployer.repo, name, row.version if row else None, from_, to)
+        return await history.diff(self.deployer.repo, name, row.version if row else None, from_, to, self._parse)
 
     async def _parse(self, fn: Callable[[Any, Any], T], source: Any, arg: Any) -> T:
         """`fn(source, arg)` in the parse pool (`PoolBusy` → 503 when it is full)."""
@@ -393,7 +393,8 @@ class OrchService:
         stopping = self._shutting_down and self._stops_on_exit(row.name)
         desired = "stopped" if stopping or row.name in self._deleting else row.desired
         return dataclasses.replace(self._view_of(row.spec, row.version, desired),
-                                   deploying=row.name in self.deployer.active)
+                                   deploying=row.name in self.deployer.active,
+                                   hold_versions=row.name in self.deployer.held)
 
     def _summary(self, name: str) -> dict[str, Any]:
         row = self._row(name)
@@ -468,176 +469,6 @@ class OrchService:
             self._tasks.spawn("notify", self._notify())
         return p.wake_at
 
-    # --- internals: executing actions ------------------------------------------------------------
-
-    async def _start_instance(self, action: StartInstance) -> None:
-        key = (action.service, action.index)
-        live = self.live[key]
-        row = self.services.get(action.service)
-        assert self.runtime is not None
-        if row is None:
-            self._on_exit(key, ExitStatus(note="service removed"), failed=False)
-            return
-        spec = row.spec
-        try:
-            live.ports = self.ports.allocate(port_requests(spec), live.ports)
-            config = build_config(spec, action.index, live.ports, action.version,
-                                  self.deployer.vars.get(spec.name), self.deployer.templates.get(spec.name))
-            instance = await self._spawn(spec, config)
-        except (RuntimeError_, OSError) as e:
-            self.ports.release(live.ports)
-            log.warning("cannot start instance", service=action.service, index=action.index, error=str(e))
-            self._on_exit(key, ExitStatus(note=f"cannot start: {e}"), failed=True)
-            return
-        finally:
-            live.starting = None
-        live.instance = instance
-        live.started_wall = time.time()
-        slot = self.slots.get(key, Slot(*key))
-        new = planner.started(slot, action.version, self.clock.monotonic(),
-                              has_healthcheck=spec.healthcheck is not None)
-        if slot.phase == "stopping":  # a stop was planned while it was starting: it still goes
-            new = dataclasses.replace(new, phase="stopping", stop_intent=slot.stop_intent, reason=slot.reason)
-        self.slots[key] = new
-        self.pidfiles.write(key[0], key[1], {**instance.record(), "instance_index": instance.config.index})
-        self._watch(key, spec, instance)
-        self._transitioned()
-
-    async def _spawn(self, spec: ServiceSpec, config: InstanceConfig) -> Instance:
-        """Create and start an instance; a native process's config files are written first, here (atomic,
-        with owner, refused in system directories)."""
-        assert self.runtime is not None
-        if config.runtime == "process" and config.config_files:
-            await self._write_files(spec, config)
-            config = dataclasses.replace(config, config_files=())
-        instance = await self.runtime.create(config)
-        try:
-            await self.runtime.start(instance)
-        except BaseException:
-            await self.runtime.remove(instance)
-            raise
-        return instance
-
-    async def _write_files(self, spec: ServiceSpec, config: InstanceConfig) -> None:
-        try:
-            await asyncio.to_thread(write_config_files, config, owners=[f.owner for f in spec.config_files],
-                                    allow_system=spec.allow_system_paths, data_dir=str(self.data_dir))
-        except ConfigFileRefused as e:
-            raise RuntimeError_(f"{config.instance}: {e}") from e
-
-    def _watch(self, key: SlotKey, spec: ServiceSpec, instance: Instance) -> None:
-        live = self.live[key]
-        if spec.healthcheck is not None:
-            live.health_task = self._tasks.spawn(f"health:{key[0]}-{key[1]}", self._health_loop(key, spec, instance))
-        self._tasks.spawn(f"wait:{key[0]}-{key[1]}", self._wait_instance(key, instance))
-
-    async def _wait_instance(self, key: SlotKey, instance: Instance) -> None:
-        assert self.runtime is not None
-        status = await self.runtime.wait(instance)
-        if id(instance) in self._retired:  # an old release's instance, out of its slot: only clean up
-            self._retired.discard(id(instance))
-            await self.runtime.remove(instance)
-            self.ports.release(instance.config.ports)
-            self.pidfiles.remove(key[0], RETIRED_RECORD_BASE + key[1])
-            return
-        live = self.live.get(key)
-        if live is not None and live.health_task is not None:
-            live.health_task.cancel()
-        await self.runtime.remove(instance)
-        if live is not None and live.instance is instance:
-            live.instance = None
-        self._on_exit(key, status, failed=status.failed)
-
-    async def _stop_instance(self, key: SlotKey) -> None:
-        live = self.live.get(key)
-        if live is None:
-            return
-        if live.starting is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.shield(live.starting)
-        if live.instance is not None and self.runtime is not None:
-            if live.ports and self.settings.drain_before_stop_s > 0:
-                # Its endpoints were withdrawn when the slot left `running`: let requests in flight finish.
-                await asyncio.sleep(self.settings.drain_before_stop_s)
-            await self.runtime.stop(live.instance)
-
-    def _on_exit(self, key: SlotKey, status: ExitStatus, *, failed: bool) -> None:
-        """The one place an instance's end is turned into the slot's next state (no await in here)."""
-        slot = self.slots.get(key, Slot(*key))
-        row = self.services.get(key[0])
-        view = self._view(row) if row is not None and key[0] not in self._deleting and not self._shutting_down \
-            else None
-        if view is not None and key[1] > view.replicas:
-            view = None
-        if view is not None and view.desired == "stopped":
-            view = None
-        new = planner.exited(slot, view, failed=failed, detail=status.detail, now=self.clock.monotonic(), bo=self.bo)
-        self.slots[key] = new
-        live = self.live.get(key)
-        exit_info = {**status.to_dict(), "at": time.time(), "instance": f"{key[0]}-{key[1]}"}
-        if live is not None:
-            self.ports.release(live.ports)
-            live.last_exit = exit_info
-            live.started_wall = None
-        self.pidfiles.remove(*key)
-        if row is not None:
-            row.restarts += new.restarts - slot.restarts
-            row.last_exit = exit_info
-            self._tasks.spawn("record-exit", self.repo.record_exit(row.name, row.restarts, exit_info))
-        self._emit("service.instance.exited", {
-            "service": key[0], "instance": f"{key[0]}-{key[1]}", "exit": status.to_dict(), "expected": not failed,
-            "state": new.state, "restarts": new.restarts, "reason": new.reason,
-            "restart_in_s": round(new.next_start_at - self.clock.monotonic(), 2)
-            if new.state in ("backoff", "crashloop") else None})
-        log.info("instance ended", service=key[0], instance=f"{key[0]}-{key[1]}", status=status.detail,
-                 state=new.state, restarts=new.restarts)
-        self._publish_endpoints(key[0])
-        self._transitioned()
-
-    async def _health_loop(self, key: SlotKey, spec: ServiceSpec, instance: Instance) -> None:
-        hc = spec.healthcheck
-        assert hc is not None
-        live = self.live[key]
-        target = health_target(spec, key[1], live.ports)
-        assert target is not None
-        cfg = getattr(instance, "config", None)
-        env = dict(cfg.env) if cfg is not None else {}
-        # Until the first success, probe early and back off (0.05 s, 0.1 s, ... up to interval): a success
-        # counts at once, a failure only once per interval, so a slow starter still gets retries * interval.
-        ramp = 0.05
-        counted_at = self.clock.monotonic()
-        while True:
-            slot = self.slots.get(key)
-            if slot is None or slot.phase != "running":
-                return
-            if slot.healthy:
-                ramp = hc.interval
-            await asyncio.sleep(min(hc.interval, ramp))
-            ramp *= 2
-            result = await run_probe(hc.kind, target, hc.timeout, env=env, cwd=cfg.workdir if cfg else None,
-                                     exec_in=self.runtime.exec_in(instance) if self.runtime else None)
-            live.health.append(result)
-            slot = self.slots.get(key)
-            if slot is None or slot.phase != "running" or live.instance is not instance:
-                return
-            row = self.services.get(key[0])
-            if row is None:
-                return
-            now = self.clock.monotonic()
-            if not result.ok and not slot.healthy and now - counted_at < hc.interval * 0.999:
-                continue
-            counted_at = now
-            new = planner.health_checked(slot, result.ok, now, self._view(row), result.detail)
-            self.slots[key] = new
-            if new.healthy != slot.healthy:
-                log.info("instance health changed", service=key[0], instance=f"{key[0]}-{key[1]}",
-                         healthy=new.healthy, detail=result.detail)
-                self._emit("service.instance.health", {"service": key[0], "instance": f"{key[0]}-{key[1]}",
-                                                       "healthy": new.healthy, "detail": result.detail})
-                self._publish_endpoints(key[0])
-            if new != slot:
-                self._transitioned()
-
     # --- internals: endpoints, events, pidfiles ------------------------------------------------
 
     def _publish_endpoints(self, name: str) -> None:
@@ -658,57 +489,3 @@ class OrchService:
                 await self.bus.publish(item[0], item[1])
             except Exception as e:  # an event lost must not stop supervision
                 log.error("cannot publish event", type=item[0], error=repr(e))
-
-    async def _adopt(self) -> None:
-        """Re-attach to instances that outlived the last run of the platform; forget the dead ones."""
-        assert self.runtime is not None
-        records = self.pidfiles.scan()
-        docker = self.runtime.runtimes.get("docker")
-        if isinstance(docker, DockerRuntime) and await docker.problem() is None:
-            # Containers whose record was lost are found by their labels (this platform's owner label).
-            # A container keeps the index it was created with; after a rolling deploy that may differ from its
-            # slot (orch.rollout.staged_index), so a container already recorded is known by its id too.
-            known = {(r["service"], r["index"]) for r in records}
-            ids = {r.get("container_id") for r in records if r.get("container_id")}
-            records += [r for r in await docker.discover()
-                        if (r["service"], r["index"]) not in known and r.get("container_id") not in ids]
-        for rec in records:
-            key = (rec["service"], rec["index"])
-            row = self.services.get(key[0])
-            spec = row.spec if row is not None else None
-            ports = {str(k): int(v) for k, v in (rec.get("ports") or {}).items()}
-            if spec is None:
-                spec = ServiceSpec(name=key[0], image="unknown") if rec.get("runtime") == "docker" else \
-                    ServiceSpec(name=key[0], cmd=["unknown"], runtime=rec.get("runtime") or "process")
-            try:
-                index = int(rec.get("instance_index") or key[1])
-                version = int(rec.get("version", 0))
-            except (TypeError, ValueError):  # a damaged record must not stop the platform from starting
-                log.error("instance record unreadable, not adopted", service=key[0], index=key[1])
-                continue
-            config = build_config(spec, index, ports, version,
-                                  self.deployer.vars.get(key[0]), self.deployer.templates.get(key[0]))
-            try:
-                instance = await self.runtime.adopt(config, rec)
-            except RuntimeError_ as e:  # e.g. dockerd down: its record stays for the next start
-                log.error("cannot adopt instance from the last run", service=key[0], index=key[1], error=str(e))
-                continue
-            if instance is None:
-                log.info("instance from the last run is gone", service=key[0], index=key[1], pid=rec.get("pid"))
-                cg = CgroupHandle.from_record(rec.get("cgroup"))
-                if cg is not None:
-                    cg.kill_all()  # whatever it left behind goes too
-                    cg.remove()
-                self.pidfiles.remove(*key)
-                continue
-            self.ports.reserve(ports)
-            live = Live(instance=instance, ports=ports, started_wall=rec.get("started_at"),
-                        health=deque(maxlen=self.settings.health_history))
-            self.live[key] = live
-            # Assumed healthy (it was serving); its probes say otherwise within `retries`.
-            self.slots[key] = planner.started(Slot(*key), int(rec.get("version", 0)), self.clock.monotonic(),
-                                              has_healthcheck=False)
-            self._watch(key, spec, instance)
-            self._emit("service.instance.adopted", {"service": key[0], "instance": f"{key[0]}-{key[1]}",
-                                                    "pid": rec.get("pid")})
-

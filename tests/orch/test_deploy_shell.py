@@ -233,3 +233,127 @@ async def test_pruning_keeps_the_dirs_of_every_kept_release(h: Harness, tmp_path
         assert d["status"] == "succeeded", d
     assert o.artifacts.kept[-1] == {"v3", "v4"}
     assert sorted(p.name for p in (tmp_path / "releases" / "web").iterdir()) == ["v3", "v4"]
+
+
+async def test_risky_overrides_of_a_deploy_are_audited_as_on_apply(h: Harness, tmp_path: Path) -> None:
+    import json
+
+    o = await h.orch()
+    await o.apply(web_spec(extra="deploy: {drain: 0s}\n"), "web.yaml")
+    await until(lambda: o.describe("web")["status"] == "running")
+    inside = tmp_path / "data" / "state-of-web"  # inside the platform's data dir: allowed only when said so
+    inside.mkdir(parents=True)
+    risky = {"workdir": str(inside), "config_files": [{"path": "app.ini", "content": "x=1\n"}]}
+    with pytest.raises(SpecError, match="data dir"):
+        await o.deploy("web", version="v2", overrides=risky, actor="ann")
+    started = await o.deploy("web", version="v2", overrides={**risky, "allow_system_paths": True}, actor="ann")
+    d = await _finished(o, started["deployment_id"])
+    assert d["status"] == "succeeded", d
+    rows = await h.store.fetchall("SELECT actor, action, target, after FROM audit")
+    assert [(r["actor"], r["action"], r["target"]) for r in rows] == [("ann", "service.host_mounts.allowed", "web")]
+    after = json.loads(rows[0]["after"])
+    assert after["version"] == started["release_id"] and "data dir" in after["mounts"][0], after
+    # An apply of a running service (also a deployment) audits it once, not twice.
+    spec = web_spec(extra=f"deploy: {{drain: 0s}}\nworkdir: {inside}\nallow_system_paths: true\n"
+                          "config_files: [{path: app.ini, content: 'x=2'}]\n")
+    r = await o.apply(spec, "web.yaml", actor="bob")
+    assert (await _finished(o, r["deployment_id"]))["status"] == "succeeded"
+    rows = await h.store.fetchall("SELECT actor FROM audit")
+    assert [r["actor"] for r in rows] == ["ann", "bob"]
+
+
+def _many_files_tgz(n: int) -> bytes:
+    import io
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz", compresslevel=1) as tf:
+        for i in range(n):
+            body = f"file {i}\n".encode() * 40
+            ti = tarfile.TarInfo(f"app/f{i:05d}.txt")
+            ti.size = len(body)
+            tf.addfile(ti, io.BytesIO(body))
+    return buf.getvalue()
+
+
+async def _artifact_store(h: Harness, tmp_path: Path) -> Any:
+    from orch._tarcheck import TarLimits
+    from orch.artifacts import ArtifactStore
+
+    arts = ArtifactStore(tmp_path / "data", h.store, max_bytes=64 * 1024 * 1024,
+                         limits=TarLimits(max_members=100_000, max_unpacked_bytes=256 * 1024 * 1024))
+    await arts.start()
+    return arts
+
+
+async def _upload(arts: Any, data: bytes) -> str:
+    async def chunks() -> AsyncIterator[bytes]:
+        yield data
+
+    return str((await arts.receive(chunks(), filename="app.tar.gz", service="web"))["id"])
+
+
+async def test_a_deploy_cancelled_mid_install_can_be_deployed_again(h: Harness, tmp_path: Path) -> None:
+    o = await h.orch()
+    arts = o.artifacts = await _artifact_store(h, tmp_path)
+    try:
+        await o.apply(web_spec(extra="deploy: {drain: 0s}\n"), "web.yaml")
+        await until(lambda: o.describe("web")["status"] == "running")
+        art = await _upload(arts, _many_files_tgz(4000))
+        web = tmp_path / "data" / "releases" / "web"
+        # The client goes away while the artifact is being unpacked: the request's task is cancelled.
+        req = asyncio.ensure_future(o.deploy("web", version="v2", artifact_id=art, actor="ci"))
+        await until(lambda: web.is_dir() and any(p.name.startswith(".staging-") for p in web.iterdir()), 30)
+        req.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await req
+        assert o.describe("web")["version"] == 1  # no deployment started
+        # The unpack already running in its worker thread ends (a thread cannot be interrupted) ...
+        await until(lambda: not any(p.name.startswith(".staging-") for p in web.iterdir()), 60)
+        # ... and the same deploy again finds the version installed whole (not a dir without its record).
+        started = await o.deploy("web", version="v2", artifact_id=art, actor="ci")
+        d = await _finished(o, started["deployment_id"])
+        assert d["status"] == "succeeded", d
+        assert len(list((web / "v2" / "app").iterdir())) == 4000
+        assert [i["version"] for i in await arts.installs("web")] == ["v2"]
+    finally:
+        await arts.stop(5)
+
+
+async def test_a_half_installed_release_dir_is_cleaned_and_installed_again(h: Harness, tmp_path: Path) -> None:
+    o = await h.orch()
+    arts = o.artifacts = await _artifact_store(h, tmp_path)
+    try:
+        await o.apply(web_spec(extra="deploy: {drain: 0s}\n"), "web.yaml")
+        await until(lambda: o.describe("web")["status"] == "running")
+        art = await _upload(arts, _many_files_tgz(3))
+        left = tmp_path / "data" / "releases" / "web" / "v2"  # what an interrupted install left: no record
+        (left / "app").mkdir(parents=True)
+        (left / "app" / "f00000.txt").write_text("half")
+        (left / "junk").write_text("x")
+        d = await _finished(o, (await o.deploy("web", version="v2", artifact_id=art, actor="ci"))["deployment_id"])
+        assert d["status"] == "succeeded", d
+        assert sorted(p.name for p in (left / "app").iterdir()) == ["f00000.txt", "f00001.txt", "f00002.txt"]
+        assert (left / "app" / "f00000.txt").read_text().startswith("file 0") and not (left / "junk").exists()
+    finally:
+        await arts.stop(5)
+
+
+async def test_a_refused_deploy_installs_nothing(h: Harness, tmp_path: Path) -> None:
+    o = await h.orch()
+    arts = o.artifacts = await _artifact_store(h, tmp_path)
+    try:
+        await o.apply(web_spec(extra="deploy: {drain: 0s, health_deadline: 20s}\n"), "web.yaml")
+        await until(lambda: o.describe("web")["status"] == "running")
+        art = await _upload(arts, _many_files_tgz(3))
+        with pytest.raises(SpecError, match="no-such-user-d17"):  # refused by admission
+            await o.deploy("web", version="v4", artifact_id=art, actor="ci", overrides={"user": "no-such-user-d17"})
+        running = await o.deploy("web", version="slow", actor="ci", overrides={"cmd": ["sleep", "60"]})
+        with pytest.raises(Conflict, match="being deployed"):
+            await o.deploy("web", version="v3", artifact_id=art, actor="ci")
+        assert not (tmp_path / "data" / "releases" / "web" / "v3").exists()
+        assert not (tmp_path / "data" / "releases" / "web" / "v4").exists()
+        assert await arts.installs("web") == []
+        await _finished(o, running["deployment_id"])
+    finally:
+        await arts.stop(5)

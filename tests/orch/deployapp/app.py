@@ -1,6 +1,7 @@
 """A test app for deploys: GET / answers `<VERSION> <text of the config file $CONF, as read at start>` over
 HTTP/1.1 keep-alive; /healthz is 200 unless $FAIL_HEALTH is set or $FAIL_INSTANCE names this instance;
-$SLOW_START seconds pass before it listens."""
+$SLOW_START seconds pass before it listens; the instance named by $HOLD_INSTANCE waits to listen while the file
+$HOLD_FILE exists."""
 
 import http.server
 import os
@@ -43,6 +44,9 @@ CONF = _conf()
 
 if __name__ == "__main__":
     time.sleep(float(os.environ.get("SLOW_START") or 0))
+    while os.environ.get("HOLD_INSTANCE", "-") == os.environ.get("INSTANCE") and \
+            os.path.exists(os.environ.get("HOLD_FILE") or "/nonexistent"):
+        time.sleep(0.05)
     server = http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler)
     server.daemon_threads = True
     server.serve_forever()

@@ -1,0 +1,139 @@
+"""What a deployment that fails part-way leaves, with real processes and a real store: a rollout of
+`replicas: 3` failing with `auto_rollback: false` keeps each replica on the release it runs (no unchecked
+restart, also after a platform restart); a `recreate` whose new instance fails starts the old release again,
+health-gated, and says the old instances were stopped."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import kill_left_instances
+from tests.orch.conftest import PY
+from tests.orch.test_deploy_shell import _finished
+from tests.orch.test_supervisor import Harness, until
+
+APP = Path(__file__).parent / "deployapp" / "app.py"
+
+
+@pytest.fixture
+async def h(tmp_path: Path) -> AsyncIterator[Harness]:
+    harness = Harness(tmp_path)
+    await harness.open()
+    try:
+        yield harness
+        await harness.close()
+    finally:
+        kill_left_instances(tmp_path / "data")  # one test lets instances outlive its first platform
+
+
+def _app(work: Path, replicas: int, deploy: str, env: str = "") -> str:
+    work.mkdir(exist_ok=True)
+    shutil.copy(APP, work / "app.py")
+    return (f"name: app\ncmd: ['{PY}', app.py, '${{PORT}}']\nworkdir: {work}\nreplicas: {replicas}\n"
+            f"env: {{VERSION: '${{version}}'{env}}}\nports: [{{name: http}}]\n"
+            "healthcheck: {http: 'http://127.0.0.1:${PORT}/healthz', interval: 0.3s, retries: 2}\n"
+            f"restart_policy: always\ndeploy: {{drain: 0s, health_deadline: 3s{deploy}}}\n")
+
+
+def _by_slot(o: Any) -> dict[int, tuple[int, int]]:
+    """slot -> (release, pid) of the running replicas."""
+    return {i["index"]: (i["version"], i["pid"]) for i in o.describe("app")["instances"] if i["phase"] == "running"}
+
+
+async def _answers(h: Harness) -> list[str]:
+    async with httpx.AsyncClient() as c:
+        return sorted([(await c.get(f"http://{ep.host}:{ep.port}/")).text.split()[0]
+                       for ep in h.endpoints.get("app")])
+
+
+async def test_a_failed_rollout_without_auto_rollback_keeps_the_rest_on_the_old_release(h: Harness,
+                                                                                        tmp_path: Path) -> None:
+    o = await h.orch(stop_services_on_exit=False)  # the default: instances outlive a platform stop
+    await o.apply(_app(tmp_path / "work", 3, ", auto_rollback: false"), "app.yaml")
+    await until(lambda: o.describe("app")["healthy"] == 3)
+    before = _by_slot(o)
+    # Batch 1 (slot 1) turns healthy and switches; batch 2's new instance (app-102) never does.
+    started = await o.deploy("app", version="v2", actor="ci", overrides={
+        "env": {"VERSION": "${version}", "FAIL_INSTANCE": "app-102"}})
+    d = await _finished(o, started["deployment_id"])
+    assert d["status"] == "failed" and "app-2 (new) not healthy" in d["error"], d
+    held = [s for s in d["log"] if s["step"] == "held"]
+    assert held and "app-1 runs release 2; app-2, app-3 run release 1" in held[0]["detail"], d["log"]
+    # The supervisor leaves app-2 and app-3 alone: same processes, release 1, for several reconcile passes.
+    for _ in range(10):
+        await asyncio.sleep(0.3)
+        now = _by_slot(o)
+        assert now[2] == before[2] and now[3] == before[3] and now[1][0] == 2, now
+    assert o.describe("app")["healthy"] == 3 and await _answers(h) == ["1", "1", "v2"]
+    # ... and after a platform restart (the instances outlive it and are adopted).
+    await o.stop(20)
+    o = await h.orch(stop_services_on_exit=True)  # (the test's end stops them)
+    await until(lambda: o.describe("app")["healthy"] == 3)
+    for _ in range(6):
+        await asyncio.sleep(0.3)
+        now = _by_slot(o)
+        assert now[2] == before[2] and now[3] == before[3], now
+    # The next deployment moves them again, health-gated.
+    d = await _finished(o, (await o.deploy("app", version="v3", actor="ci", overrides={
+        "env": {"VERSION": "${version}"}}))["deployment_id"])
+    assert d["status"] == "succeeded", d
+    await until(lambda: {v for v, _ in _by_slot(o).values()} == {d["release"]})
+    assert "app-1, app-2, app-3 run release" in d["log"][-1]["detail"], d["log"][-1]
+
+
+async def test_a_failed_recreate_starts_the_old_release_again_and_says_so(h: Harness, tmp_path: Path) -> None:
+    o = await h.orch()
+    await o.apply(_app(tmp_path / "work", 1, ", strategy: recreate"), "app.yaml")
+    await until(lambda: o.describe("app")["healthy"] == 1)
+    pid_v1 = _by_slot(o)[1][1]
+    d = await _finished(o, (await o.deploy("app", version="v2", actor="ci", overrides={
+        "env": {"VERSION": "${version}", "FAIL_HEALTH": "1"}}))["deployment_id"])
+    assert d["status"] == "rolled_back", d
+    text = " | ".join(s["detail"] for s in d["log"])
+    assert "never stopped" not in text and "stopped and restarted" in text, text
+    assert "not healthy" in d["error"], d
+    st = _by_slot(o)
+    assert st[1][0] == 1 and st[1][1] != pid_v1, st  # release 1 again, in a new process
+    assert o.describe("app")["version"] == 1 and await _answers(h) == ["1"]
+
+
+async def test_a_failed_recreate_whose_old_release_does_not_come_back_is_failed(h: Harness, tmp_path: Path) -> None:
+    o = await h.orch()
+    # Release 1 is healthy as app-1 but not as app-101 (the index a restarted replacement runs under).
+    await o.apply(_app(tmp_path / "work", 1, ", strategy: recreate", env=", FAIL_INSTANCE: app-101"), "app.yaml")
+    await until(lambda: o.describe("app")["healthy"] == 1)
+    d = await _finished(o, (await o.deploy("app", version="v2", actor="ci", overrides={
+        "env": {"VERSION": "${version}", "FAIL_HEALTH": "1"}}))["deployment_id"])
+    assert d["status"] == "failed", d
+    assert "restarting release 1 failed too" in d["error"], d
+    assert "restarted" not in [s["step"] for s in d["log"]], d["log"]
+    # The supervisor then brings the service back on release 1 (its usual restart).
+    await until(lambda: o.describe("app")["healthy"] == 1)
+    assert o.describe("app")["version"] == 1
+
+
+async def test_a_failed_replace_batch_without_auto_rollback_restarts_its_slot_on_the_old_release(
+        h: Harness, tmp_path: Path) -> None:
+    o = await h.orch()
+    await o.apply(_app(tmp_path / "work", 3, ", auto_rollback: false, max_surge: 0, max_unavailable: 1"), "app.yaml")
+    await until(lambda: o.describe("app")["healthy"] == 3)
+    before = _by_slot(o)
+    # max_surge 0: each batch stops its slot's old instance first; batch 2's new instance never turns healthy.
+    d = await _finished(o, (await o.deploy("app", version="v2", actor="ci", overrides={
+        "env": {"VERSION": "${version}", "FAIL_INSTANCE": "app-102"}}))["deployment_id"])
+    assert d["status"] == "failed", d
+    steps = [s["step"] for s in d["log"]]
+    assert "restarted" in steps and steps[-1] == "held", steps
+    assert "app-1 runs release 2; app-2, app-3 run release 1" in d["log"][-1]["detail"], d["log"][-1]
+    for _ in range(6):  # slot 2 is back on release 1 (health-gated) and stays there; slot 3 never moved
+        await asyncio.sleep(0.3)
+        now = _by_slot(o)
+        assert now[1][0] == 2 and now[2][0] == 1 and now[2][1] != before[2][1] and now[3] == before[3], now
+    assert o.describe("app")["version"] == 2 and o.describe("app")["healthy"] == 3
