@@ -67,7 +67,11 @@ def generate(root: Path, total_mib: int, seed: int = 42) -> None:
         i += 1
     (root / "large").mkdir()
     for k in range(3):
-        (root / "large" / f"blob{k}.bin").write_bytes(rng.randbytes(total_mib * MB * 15 // 100))
+        with open(root / "large" / f"blob{k}.bin", "wb") as f:
+            left = total_mib * MB * 15 // 100
+            while left > 0:  # in pieces: randbytes takes at most 2**31 bits
+                f.write(rng.randbytes(min(left, 64 * MB)))
+                left -= 64 * MB
     (root / "logs").mkdir()
     for k in range(4):
         (root / "logs" / f"app{k}.log").write_bytes(text(total_mib * MB * 8 // 100))
