@@ -148,7 +148,7 @@ def run_backup(repo: Repository, req: BackupRequest, *, now: float | None = None
         inflight: deque[tuple[Future[Any], Entry, int, int]] = deque()
         held = [0]  # plaintext bytes in `inflight`
         max_items = 16 * req.workers + 2
-        redo: list[tuple[Entry, str]] = []  # small files that grew past the cap: re-read as streams
+        redo: list[tuple[str, Entry]] = []  # small files that grew past the cap: re-read as streams
         local = threading.local()
 
         def work(data: bytes) -> tuple[bytes, int, bytes | None]:
@@ -180,7 +180,7 @@ def run_backup(repo: Repository, req: BackupRequest, *, now: float | None = None
                 got = fut.result()
                 if not isinstance(got, tuple):
                     if got == "grew":
-                        redo.append((entry, entry.pop("_abspath")))
+                        redo.append((entry.pop("_abspath"), entry))
                     else:
                         entry["_wait"] = -1  # dropped from the manifest below
                         on_error(entry.pop("_abspath"), OSError("not a regular file any more, or unreadable"))
