@@ -35,7 +35,7 @@ log = structlog.get_logger("snap.repo")
 
 FORMAT_VERSION = 1
 INDEX_EVERY_PACKS = 16
-_ZSTD_LEVEL = 3
+_ZSTD_LEVEL = 3  # zstd's default, and restic's "auto" (docs/snap-format.md, "Blobs and chunk naming")
 
 
 @dataclass(frozen=True, slots=True)
