@@ -12,7 +12,7 @@ runs for a job), `restic` and `borg` with their defaults (restic: encrypted, zst
 4. the gate's p99 latency (requests it answers itself, paced at 200/s on one connection) on a running
    `fsctl serve` without a backup, then while that server backs up the same data (issue: within 2x).
 
-Run: `make bench-snap` (or `.venv/bin/python bench/bench_snap.py --mib 100` for a quicker pass).
+Run: `make bench-snap` (or `.venv/bin/python bench/bench_snap.py --mib 200` for a quicker pass).
 Everything lives in a temp dir removed at the end; tools that are not installed are skipped.
 """
 
@@ -23,6 +23,7 @@ import hashlib
 import json
 import os
 import random
+import resource
 import shutil
 import subprocess
 import sys
@@ -39,6 +40,7 @@ from snap.config import SnapConfig  # noqa: E402
 from snap.repo import Repository  # noqa: E402
 
 MB = 1024 * 1024
+LAST_CPU = [0.0]  # CPU seconds (user + sys) of the last `timed` command: steadier than wall time on a shared machine
 
 
 def generate(root: Path, total_mib: int, seed: int = 42) -> None:
@@ -46,12 +48,16 @@ def generate(root: Path, total_mib: int, seed: int = 42) -> None:
     rng = random.Random(seed)
     words = [bytes(rng.choice(b"abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(2, 9))) for _ in range(2000)]
 
+    # 200k distinct log lines (~16 MiB), then text is drawn from them line by line: fast enough for
+    # gigabytes, and compressible like logs (zstd 3 about 3:1)
+    lines = [b" ".join(rng.choice(words) for _ in range(12)) + b" status=%d ms=%d\n" % (
+        rng.choice((200, 200, 404, 500)), rng.randint(1, 900)) for _ in range(200_000)]
+
     def text(n: int) -> bytes:
-        out = bytearray()
+        out = b"".join(rng.choices(lines, k=n // 70 + 16))
         while len(out) < n:
-            out += b" ".join(rng.choice(words) for _ in range(12)) + b" status=%d ms=%d\n" % (
-                rng.choice((200, 200, 404, 500)), rng.randint(1, 900))
-        return bytes(out[:n])
+            out += b"".join(rng.choices(lines, k=1000))
+        return out[:n]
 
     small_budget = total_mib * MB * 22 // 100
     i = 0
@@ -64,7 +70,11 @@ def generate(root: Path, total_mib: int, seed: int = 42) -> None:
         i += 1
     (root / "large").mkdir()
     for k in range(3):
-        (root / "large" / f"blob{k}.bin").write_bytes(rng.randbytes(total_mib * MB * 15 // 100))
+        with open(root / "large" / f"blob{k}.bin", "wb") as f:
+            left = total_mib * MB * 15 // 100
+            while left > 0:  # in pieces: randbytes takes at most 2**31 bits
+                f.write(rng.randbytes(min(left, 64 * MB)))
+                left -= 64 * MB
     (root / "logs").mkdir()
     for k in range(4):
         (root / "logs" / f"app{k}.log").write_bytes(text(total_mib * MB * 8 // 100))
@@ -112,9 +122,13 @@ def tree_hash(root: Path) -> str:
 
 def timed(argv: list[str], *, env: dict[str, str] | None = None, stdin: str | None = None,
           cwd: Path | None = None) -> tuple[float, str]:
+    """Wall time and stdout of a command; its CPU time (user + sys) goes to `LAST_CPU[0]`."""
     t = time.perf_counter()
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
     r = subprocess.run(argv, env={**os.environ, **(env or {})}, input=stdin, capture_output=True, text=True, cwd=cwd)
     dt = time.perf_counter() - t
+    ru2 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    LAST_CPU[0] = ru2.ru_utime + ru2.ru_stime - ru.ru_utime - ru.ru_stime
     if r.returncode != 0:
         raise RuntimeError(f"{argv[:3]} failed ({r.returncode}): {r.stderr[-2000:]}")
     return dt, r.stdout
@@ -140,15 +154,19 @@ def run_snap(work: Path, src: Path, *, encrypted: bool, change: callable,  # typ
         return dt, last["result"]
 
     t1, _ = job("backup", {"paths": [str(src)], "plan": "bench"})
+    cpu1 = LAST_CPU[0]
     size1 = du(repo)
     change()
     t2, snap2 = job("backup", {"paths": [str(src)], "plan": "bench"})
+    cpu2 = LAST_CPU[0]
     target = work / f"r-snap-{tag}"
     t3, res = job("restore", {"snapshot": snap2["id"], "target": str(target)})
+    cpu3 = LAST_CPU[0]
     assert res["ok"], res
     ok = tree_hash(target / str(src).lstrip("/")) == tree_hash(src)
     shutil.rmtree(target)
-    return {"first_s": t1, "size": size1, "second_s": t2, "size2": du(repo), "restore_s": t3, "verified": ok}
+    return {"first_s": t1, "first_cpu_s": cpu1, "size": size1, "second_s": t2, "second_cpu_s": cpu2,
+            "size2": du(repo), "restore_s": t3, "restore_cpu_s": cpu3, "verified": ok}
 
 
 def run_restic(work: Path, src: Path, change: callable) -> dict[str, float]:  # type: ignore[valid-type]
@@ -156,13 +174,17 @@ def run_restic(work: Path, src: Path, change: callable) -> dict[str, float]:  # 
            "RESTIC_CACHE_DIR": str(work / "restic-cache")}
     timed(["restic", "init"], env=env)
     t1, _ = timed(["restic", "backup", "--quiet", str(src)], env=env)
+    cpu1 = LAST_CPU[0]
     size1 = du(work / "restic")
     change()
     t2, _ = timed(["restic", "backup", "--quiet", str(src)], env=env)
+    cpu2 = LAST_CPU[0]
     target = work / "r-restic"
     t3, _ = timed(["restic", "restore", "latest", "--target", str(target)], env=env)
+    cpu3 = LAST_CPU[0]
     shutil.rmtree(target)
-    return {"first_s": t1, "size": size1, "second_s": t2, "size2": du(work / "restic"), "restore_s": t3}
+    return {"first_s": t1, "first_cpu_s": cpu1, "size": size1, "second_s": t2, "second_cpu_s": cpu2,
+            "size2": du(work / "restic"), "restore_s": t3, "restore_cpu_s": cpu3}
 
 
 def run_borg(work: Path, src: Path, change: callable) -> dict[str, float]:  # type: ignore[valid-type]
@@ -171,14 +193,18 @@ def run_borg(work: Path, src: Path, change: callable) -> dict[str, float]:  # ty
     repo = str(work / "borg")
     timed(["borg", "init", "-e", "none", repo], env=env)
     t1, _ = timed(["borg", "create", f"{repo}::s1", str(src)], env=env)
+    cpu1 = LAST_CPU[0]
     size1 = du(work / "borg")
     change()
     t2, _ = timed(["borg", "create", f"{repo}::s2", str(src)], env=env)
+    cpu2 = LAST_CPU[0]
     target = work / "r-borg"
     target.mkdir()
     t3, _ = timed(["borg", "extract", f"{repo}::s2"], env=env, cwd=target)
+    cpu3 = LAST_CPU[0]
     shutil.rmtree(target)
-    return {"first_s": t1, "size": size1, "second_s": t2, "size2": du(work / "borg"), "restore_s": t3}
+    return {"first_s": t1, "first_cpu_s": cpu1, "size": size1, "second_s": t2, "second_cpu_s": cpu2,
+            "size2": du(work / "borg"), "restore_s": t3, "restore_cpu_s": cpu3}
 
 
 def _p99(xs: list[float]) -> float:
@@ -231,7 +257,10 @@ def gate_p99(work: Path, src: Path, seconds: float) -> dict[str, float]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--mib", type=int, default=300, help="size of the generated data (default 300 MiB)")
+    ap.add_argument("--mib", type=int, default=2048,
+                    help="size of the generated data (default 2048 MiB, the issue's ~2 GB; e.g. 200 for a quick run)")
+    ap.add_argument("--tools", default="",
+                    help="comma-separated name prefixes of the rows to run (e.g. 'snap (all,restic'); default all")
     ap.add_argument("--dir", type=Path, help="work directory (default: a temp dir, removed at the end)")
     ap.add_argument("--gate-seconds", type=float, default=8.0,
                     help="length of each gate latency sample (0: skip the gate part)")
@@ -251,31 +280,48 @@ def main() -> int:
         if shutil.which("borg"):
             tools.append(("borg " + subprocess.run(["borg", "--version"], capture_output=True, text=True)
                           .stdout.split()[1], run_borg))
+        if args.tools:
+            keep = [t.strip() for t in args.tools.split(",") if t.strip()]
+            tools = [t for t in tools if any(t[0].startswith(k) for k in keep)]
         src = work / "src"
-        data_bytes = 0
+        master = work / "master"
+        master.mkdir()
+        t = time.perf_counter()
+        generate(master, args.mib)  # once: the text generator is slow; every tool gets a copy
+        data_bytes = du(master)
+        print(f"data: {data_bytes / MB:.0f} MiB generated in {time.perf_counter() - t:.0f} s", file=sys.stderr)
         for name, fn in [] if args.only_gate else tools:
-            # every tool gets a fresh copy of the same data, changed the same way, at fresh paths
-            src = work / "src"
+            # every tool gets a fresh copy of the same data, changed the same way, at the same path
             if src.exists():
                 shutil.rmtree(src, ignore_errors=True)
-            src.mkdir()
-            generate(src, args.mib)
-            data_bytes = du(src)
+            subprocess.run(["cp", "-r", str(master), str(src)], check=True)
             subprocess.run(["sync"], check=False)
             results[name] = fn(work, src, lambda s=src: change_one_percent(s, args.mib))
-            print(f"{name}: done", file=sys.stderr)
+            print(f"{name}: done {results[name]}", file=sys.stderr)
         print(f"\nData: {data_bytes / MB:.0f} MiB generated ({args.mib} MiB asked); ~1 % changed before the "
               f"second backup; {os.cpu_count()} CPUs\n")
+        ref = next((r for n, r in results.items() if n.startswith("restic")), None)
+
+        def vs(r: dict[str, float], key: str) -> str:
+            return f" [{r[key] / ref[key]:.2f}x]" if ref is not None and ref[key] else ""
+
+        print("Ratios: to restic's figure in this run (goal: times <= 1.00x, first repo <= 1.10x).")
+        print("Each step: wall time (its CPU time, user + sys, of the tool's processes) [ratios to restic].\n")
         print("| tool | first backup | repo size | second backup | repo after 2nd | full restore |")
         print("| --- | ---: | ---: | ---: | ---: | ---: |")
         for name, r in results.items():
-            extra = " (verified)" if r.get("verified") else ""
-            print(f"| {name} | {r['first_s']:.2f} s | {r['size'] / MB:.1f} MiB | {r['second_s']:.2f} s | "
-                  f"{r['size2'] / MB:.1f} MiB | {r['restore_s']:.2f} s{extra} |")
+            extra = ", verified" if r.get("verified") else ""
+            cells = []
+            for step in ("first", "second", "restore"):
+                w, c = f"{step}_s", f"{step}_cpu_s"
+                ratio = (f" [{r[w] / ref[w]:.2f}x, CPU {r[c] / ref[c]:.2f}x]"
+                         if ref is not None and ref[w] and ref[c] else "")
+                cells.append(f"{r[w]:.2f} s (CPU {r[c]:.2f} s){ratio}")
+            print(f"| {name} | {cells[0]} | {r['size'] / MB:.1f} MiB{vs(r, 'size')} | {cells[1]} | "
+                  f"{r['size2'] / MB:.1f} MiB{vs(r, 'size2')} | {cells[2]}{extra} |")
         if args.gate_seconds > 0:
             shutil.rmtree(src, ignore_errors=True)
-            src.mkdir()
-            generate(src, args.mib)
+            subprocess.run(["cp", "-r", str(master), str(src)], check=True)
             g = gate_p99(work, src, args.gate_seconds)
             print(f"\nGate latency on a running fsctl serve (its own 404s, paced 200/s): without a backup p50 "
                   f"{g['base_p50_ms']:.2f} ms, p99 {g['base_p99_ms']:.2f} ms ({g['base_n']} requests); during the "

@@ -1,9 +1,12 @@
 """The backup engine: walk the sources, cut files into chunks, hash and compress new chunks in worker
 threads, pack them, write the tree and then the snapshot (docs/snap-format.md, "Crash consistency").
 
-Synchronous: run it in a thread (the service does), never on the event loop. Hashing and compression
-run in a small thread pool (hashlib and zstd release the GIL); the calling thread reads files and
-writes packs. At most `2 * workers + 2` chunks are in flight, which bounds memory (≤ 4 MiB each).
+Synchronous: run it in a thread (the service does), never on the event loop. The work runs in a small
+thread pool (hashlib, zstd and pyfastcdc's cutting loop release the GIL): a small file (≤ `SMALL_FILE`)
+is read, cut, hashed and compressed whole by one worker, so many small files are processed in
+parallel; a large file is read and cut by the calling thread, its chunks hashed and compressed in the
+pool. Results are taken in walk order, so the manifest and the packs' contents do not depend on
+timing. In-flight work is bounded by `INFLIGHT_BYTES` (and a count), which bounds memory.
 """
 
 from __future__ import annotations
@@ -27,6 +30,10 @@ from snap.repo import BlobSaver, Repository, SnapshotInfo, iter_lines
 from snap.tree import Entry, TreeWriter, check_entry, walk
 
 log = structlog.get_logger("snap.backup")
+
+SMALL_FILE = 1024 * 1024  # files up to this size (when walked) are processed whole by one worker
+_SMALL_READ_CAP = 4 * SMALL_FILE  # a "small" file that grew past this while queued is re-read as a stream
+INFLIGHT_BYTES = 32 * 1024 * 1024  # plaintext bytes submitted to the pool and not yet taken back
 
 
 class Cancelled(Exception):
@@ -137,8 +144,12 @@ def run_backup(repo: Repository, req: BackupRequest, *, now: float | None = None
 
         tree = TreeWriter(Chunker(repo.chunker_params), emit_tree)
         pending: deque[Entry] = deque()  # entries in walk order, waiting for their chunks
-        inflight: deque[tuple[Future[tuple[bytes, int, bytes | None]], Entry, int]] = deque()
-        limit = 2 * req.workers + 2
+        # (future, entry, chunk index or -1 for a whole small file, plaintext bytes it holds)
+        inflight: deque[tuple[Future[Any], Entry, int, int]] = deque()
+        held = [0]  # plaintext bytes in `inflight`
+        max_items = 16 * req.workers + 2
+        redo: list[tuple[str, Entry]] = []  # small files that grew past the cap: re-read as streams
+        local = threading.local()
 
         def work(data: bytes) -> tuple[bytes, int, bytes | None]:
             bid = repo.crypto.blob_id(data)
@@ -146,23 +157,77 @@ def run_backup(repo: Repository, req: BackupRequest, *, now: float | None = None
                 return bid, len(data), None
             return bid, len(data), repo.store_form(data)
 
-        def drain(keep: int) -> None:
-            while len(inflight) > keep:
-                fut, entry, i = inflight.popleft()
-                bid, raw_len, stored = fut.result()
-                entry["chunks"][i] = bid.hex()
+        def work_file(abspath: str) -> tuple[list[tuple[bytes, int, bytes | None]], int, int] | str | None:
+            """A whole small file: its chunks (id, length, stored form or None when known), size and mtime;
+            "grew" when it is now too large to hold, None when it vanished or is no regular file."""
+            data_st = _read_small(abspath, _SMALL_READ_CAP)
+            if not isinstance(data_st, tuple):
+                return data_st
+            data, st = data_st
+            ck = getattr(local, "chunker", None)
+            if ck is None:
+                ck = local.chunker = Chunker(repo.chunker_params)
+            # a file no longer than the minimum chunk size is one chunk: no copy through the chunker
+            pieces = [data] if 0 < len(data) <= ck.params.min_size else list(ck.cut(data))
+            return [work(c) for c in pieces], len(data), st.st_mtime_ns
+
+        def take(item: tuple[Future[Any], Entry, int, int]) -> None:
+            fut, entry, i, nbytes = item
+            held[0] -= nbytes
+            if i >= 0:
+                results = [fut.result()]
+            else:
+                got = fut.result()
+                if not isinstance(got, tuple):
+                    if got == "grew":
+                        redo.append((entry.pop("_abspath"), entry))
+                    else:
+                        entry["_wait"] = -1  # dropped from the manifest below
+                        on_error(entry.pop("_abspath"), OSError("not a regular file any more, or unreadable"))
+                    return
+                results, size, mtime_ns = got
+                entry.pop("_abspath", None)
+                entry["chunks"] = [""] * len(results)
+                entry["size"], entry["mtime_ns"] = size, mtime_ns
+                progress.bytes += size
+                progress.read_bytes += size
+            for k, (bid, raw_len, stored) in enumerate(results):
+                entry["chunks"][i if i >= 0 else k] = bid.hex()
                 if stored is not None and saver.add(bid, DATA, stored, raw_len):
                     progress.new_bytes += raw_len
                     progress.stored_bytes += len(stored)
-                entry["_wait"] -= 1
-            while pending and pending[0].get("_wait", 0) == 0:
+            entry["_wait"] -= 1
+            if i < 0 and on_chunk:
+                on_chunk()
+
+        def drain(keep: int) -> None:
+            """Take results in order until at most `keep` items (and `INFLIGHT_BYTES`) are in flight."""
+            while inflight and (len(inflight) > min(keep, max_items) or (keep and held[0] > INFLIGHT_BYTES)
+                                or inflight[0][0].done()):  # finished ones too: progress stays current
+                take(inflight.popleft())
+            while pending and pending[0].get("_wait", 0) <= 0:
                 e = pending.popleft()
-                e.pop("_wait", None)
-                tree.add(e)
+                if e.pop("_wait", 0) == 0:
+                    tree.add(e)
+
+        def submit(fn: Any, arg: Any, entry: Entry, i: int, nbytes: int) -> None:
+            inflight.append((pool.submit(fn, arg), entry, i, nbytes))
+            held[0] += nbytes
 
         def on_error(path: str, e: OSError) -> None:
             progress.errors.append(f"{path}: {e.strerror or e}")
             log.warning("cannot back up path", path=path, error=e.strerror or str(e))
+
+        def _stream_file(abspath: str, entry: Entry) -> None:
+            entry["chunks"], entry["_wait"] = [], 1
+            if _read_file(abspath, entry, chunker, pool, work, submit, drain, max_items, limiter,
+                          progress, cancel, on_chunk):
+                entry["_wait"] -= 1
+            else:
+                entry["_wait"] = -1  # vanished or unreadable: left out of the manifest, error recorded
+                _discard(inflight, held, entry)
+                on_error(abspath, OSError("not a regular file any more, or unreadable"))
+                drain(max_items)
 
         try:
             with ThreadPoolExecutor(max_workers=req.workers, thread_name_prefix="snap-hash") as pool:
@@ -175,7 +240,7 @@ def run_backup(repo: Repository, req: BackupRequest, *, now: float | None = None
                         progress.dirs += 1
                     if entry["type"] != "file":
                         pending.append(entry)
-                        drain(limit)
+                        drain(max_items)
                         continue
                     progress.files += 1
                     prev = old.get(entry["path"])
@@ -185,20 +250,27 @@ def run_backup(repo: Repository, req: BackupRequest, *, now: float | None = None
                         progress.unchanged_files += 1
                         progress.bytes += entry["size"]
                         pending.append(entry)
-                        drain(limit)
+                        drain(max_items)
                         continue
                     # _wait starts at 1 while the file is being read, so the entry cannot reach the tree
                     # before its last chunk is known even if every submitted chunk is already done.
                     entry["chunks"], entry["_wait"] = [], 1
                     pending.append(entry)
-                    if _read_file(abspath, entry, chunker, pool, work, inflight, drain, limit, limiter,
-                                  progress, cancel, on_chunk):
-                        entry["_wait"] -= 1
+                    if entry["size"] <= SMALL_FILE:
+                        entry["_abspath"] = abspath
+                        submit(work_file, abspath, entry, -1, max(entry["size"], 4096))
+                        limiter.take(entry["size"])
+                        drain(max_items)
                     else:
-                        pending.remove(entry)  # vanished or unreadable: left out, error recorded
-                        _discard(inflight, entry)
-                        on_error(abspath, OSError("not a regular file any more, or unreadable"))
-                drain(0)
+                        _stream_file(abspath, entry)
+                    while redo:
+                        _stream_file(*redo.pop(0))
+                while True:
+                    drain(0)
+                    if not redo:
+                        break
+                    while redo:
+                        _stream_file(*redo.pop(0))
                 tree.close()
             stats = {"files": progress.files, "dirs": progress.dirs, "bytes": progress.bytes,
                      "read_bytes": progress.read_bytes, "new_bytes": progress.new_bytes,
@@ -214,14 +286,44 @@ def run_backup(repo: Repository, req: BackupRequest, *, now: float | None = None
         return snap
 
 
-def _discard(inflight: deque, entry: Entry) -> None:
+def _discard(inflight: deque, held: list[int], entry: Entry) -> None:
     for item in list(inflight):
         if item[1] is entry:
             inflight.remove(item)
+            held[0] -= item[3]
+
+
+def _read_small(abspath: str, cap: int) -> tuple[bytes, os.stat_result] | str | None:
+    """The contents and stat of a regular file of at most `cap` bytes; "grew" when it is longer, None
+    when it cannot be opened as a regular file (same checks as `_read_file`)."""
+    try:
+        fd = os.open(abspath, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        os.set_blocking(fd, True)
+        parts: list[bytes] = []
+        got = 0
+        while True:
+            b = os.read(fd, max(st.st_size - got, 0) + 1 if got <= st.st_size else 1024 * 1024)
+            if not b:
+                break
+            parts.append(b)
+            got += len(b)
+            if got > cap:
+                return "grew"
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    return (parts[0] if len(parts) == 1 else b"".join(parts)), st
 
 
 def _read_file(abspath: str, entry: Entry, chunker: Chunker, pool: ThreadPoolExecutor, work: Any,
-               inflight: deque, drain: Any, limit: int, limiter: _RateLimiter,
+               submit: Any, drain: Any, limit: int, limiter: _RateLimiter,
                progress: Progress, cancel: threading.Event, on_chunk: Any) -> bool:
     try:
         # O_NOFOLLOW | O_NONBLOCK: a file swapped for a symlink or a FIFO since the walk is not followed
@@ -241,7 +343,7 @@ def _read_file(abspath: str, entry: Entry, chunker: Chunker, pool: ThreadPoolExe
                     raise Cancelled()
                 entry["chunks"].append("")
                 entry["_wait"] += 1
-                inflight.append((pool.submit(work, data), entry, i))
+                submit(work, data, entry, i, len(data))
                 size += len(data)
                 progress.bytes += len(data)
                 progress.read_bytes += len(data)

@@ -189,7 +189,7 @@ def prune(repo: Repository, *, repack_unused_fraction: float = 0.2, dry_run: boo
         def close_pack() -> None:
             nonlocal builder
             if len(builder):
-                path = repo.write_file("packs", builder.finish(repo.crypto))
+                path = repo.write_file("packs", builder.finish_parts(repo.crypto))
                 written[path.name] = builder.entries
                 builder = PackBuilder()
 

@@ -50,10 +50,15 @@ class PackBuilder:
         self._parts.append(stored)
         self.size += len(stored)
 
-    def finish(self, crypto: Crypto) -> bytes:
+    def finish_parts(self, crypto: Crypto) -> list[bytes]:
+        """The pack file as its pieces in order (header, blobs, sealed trailer): written one after the
+        other rather than joined, which would copy every pack once more."""
         table = b"".join(ENTRY.pack(e.id, e.type, e.offset, e.length, e.raw_length) for e in self.entries)
         sealed = crypto.seal(table)
-        return b"".join(self._parts) + sealed + _TAIL.pack(len(sealed), TRAILER_MAGIC)
+        return [*self._parts, sealed + _TAIL.pack(len(sealed), TRAILER_MAGIC)]
+
+    def finish(self, crypto: Crypto) -> bytes:
+        return b"".join(self.finish_parts(crypto))
 
 
 def parse_pack(data: bytes, crypto: Crypto, name: str) -> list[PackEntry]:

@@ -35,7 +35,7 @@ log = structlog.get_logger("snap.repo")
 
 FORMAT_VERSION = 1
 INDEX_EVERY_PACKS = 16
-_ZSTD_LEVEL = 3
+_ZSTD_LEVEL = 3  # zstd's default, and restic's "auto" (docs/snap-format.md, "Blobs and chunk naming")
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,11 +148,16 @@ class Repository:
 
     # --- files -------------------------------------------------------------------------------------
 
-    def write_file(self, kind: str, data: bytes) -> Path:
-        """Write a content-named file (`kind` is snapshots/index/locks, or packs) atomically; its path."""
-        name = hashlib.sha256(data).hexdigest()
+    def write_file(self, kind: str, data: bytes | list[bytes]) -> Path:
+        """Write a content-named file (`kind` is snapshots/index/locks, or packs) atomically; its path.
+        `data` may be a list of pieces, written back to back without being joined."""
+        parts = data if isinstance(data, list) else [data]
+        h = hashlib.sha256()
+        for part in parts:
+            h.update(part)
+        name = h.hexdigest()
         dest = self.path / kind / name[:2] / name if kind == "packs" else self.path / kind / name
-        _atomic_write(self.path / "tmp", dest, data)
+        _atomic_write(self.path / "tmp", dest, parts)
         return dest
 
     def _seal_doc(self, doc: Any) -> bytes:
@@ -341,7 +346,7 @@ class BlobSaver:
         return True
 
     def _store(self, pack: PackBuilder) -> tuple[str, list[PackEntry]]:
-        return self.repo.write_file("packs", pack.finish(self.repo.crypto)).name, pack.entries
+        return self.repo.write_file("packs", pack.finish_parts(self.repo.crypto)).name, pack.entries
 
     def _write_pack(self) -> None:
         if len(self._pack):
@@ -406,14 +411,17 @@ class _ThreadLocalZstd:
         return d
 
 
-def _atomic_write(tmp_dir: Path, dest: Path, data: bytes) -> None:
+def _atomic_write(tmp_dir: Path, dest: Path, data: bytes | list[bytes]) -> None:
     """temp file + fsync + rename + fsync of the directory (docs/snap-format.md, "Atomic writes")."""
+    parts = data if isinstance(data, list) else [data]
     tmp = tmp_dir / f"{secrets.token_hex(8)}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
+        with os.fdopen(fd, "wb", buffering=0) as f:
+            for part in parts:
+                view = memoryview(part)
+                while view:  # a raw write may be partial
+                    view = view[f.write(view) or 0:]
             os.fsync(f.fileno())
         dest.parent.mkdir(exist_ok=True, mode=0o700)
         os.replace(tmp, dest)
