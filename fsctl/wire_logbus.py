@@ -9,25 +9,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import ValidationError
-
 from console_api import routes_logbus
 from core.component import Component
-from core.errors import StartupError
+from core.settings import load_section
 from logbus.config import LogbusConfig
 from logbus.service import LogbusService
 
 
 def load_logbus_config(section: dict[str, Any]) -> LogbusConfig:
     """The `logbus:` section validated, or a StartupError naming each bad key."""
-    try:
-        return LogbusConfig.model_validate(section or {})
-    except ValidationError as e:
-        problems = "; ".join(
-            f"logbus.{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors()
-        )
-        raise StartupError(f"invalid settings: {problems}",
-                           hint="e.g. logbus: {max_age_s: 14d, max_total_bytes: 2Gi}") from e
+    return load_section(LogbusConfig, section, key="logbus",
+                        hint="e.g. logbus: {max_age_s: 14d, max_total_bytes: 2Gi}")
 
 
 def wire(kernel: Any) -> list[Component]:

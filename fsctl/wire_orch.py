@@ -8,11 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import ValidationError
-
 from console_api import routes_artifacts, routes_deploy, routes_orch
 from core.component import Component
-from core.errors import StartupError
+from core.settings import load_section
 from orch._tarcheck import TarLimits
 from orch.artifacts import ArtifactStore
 from orch.config import OrchSettings
@@ -21,12 +19,7 @@ from orch.service import OrchService
 
 def load_orch_settings(section: dict[str, Any]) -> OrchSettings:
     """The `orch:` section validated, or a StartupError naming each bad key."""
-    try:
-        return OrchSettings.model_validate(section or {})
-    except ValidationError as e:
-        problems = "; ".join(f"orch.{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors())
-        raise StartupError(f"invalid settings: {problems}",
-                           hint="e.g. orch: {cgroups: auto, backoff_max_s: 60}") from e
+    return load_section(OrchSettings, section, key="orch", hint="e.g. orch: {cgroups: auto, backoff_max_s: 60}")
 
 
 def wire(kernel: Any) -> list[Component]:
