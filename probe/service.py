@@ -23,6 +23,7 @@ import structlog
 from core.bus import EventBus
 from core.clock import Clock, SystemClock
 from core.errors import BadRequest
+from core.memo import BoundedMemo
 from core.ports import InstanceInfo, MetricsSource, ServiceInventory
 from core.store import Store
 from core.tasks import TaskSet
@@ -106,7 +107,10 @@ class ProbeService:
         self._tasks = TaskSet("probe")
         self._executor: ThreadPoolExecutor | None = None
         self._tick_done = asyncio.Condition()
-        self._keys: dict[tuple[tuple[str, str], ...], str] = {}
+        # `labels_key` per label set, remembered (the same sets come back every tick); bounded, so vanished
+        # instances' label sets do not pile up.
+        self._keys: BoundedMemo[tuple[tuple[str, str], ...], str] = BoundedMemo(
+            lambda items: labels_key(dict(items)), 50_000)
 
     # --- component ------------------------------------------------------------------------------
 
@@ -195,13 +199,7 @@ class ProbeService:
 
     def _key(self, labels: Mapping[str, str]) -> str:
         """`labels_key`, memoised: the same label sets come back every tick."""
-        items = tuple(labels.items())
-        key = self._keys.get(items)
-        if key is None:
-            if len(self._keys) > 50_000:
-                self._keys.clear()  # bounded: vanished instances' label sets do not pile up
-            key = self._keys[items] = labels_key(labels)
-        return key
+        return self._keys(tuple(labels.items()))
 
     async def wait_ticks(self, n: int, timeout_s: float) -> None:
         """Wait until `n` more ticks have completed (for tests and benchmarks)."""
