@@ -66,9 +66,10 @@ MIGRATIONS: list[Migration] = [
 ]
 
 
-def spec_errors(e: ValidationError, prefix: str = "") -> ValidationFailed:
+def spec_errors(e: ValidationError) -> ValidationFailed:
+    """A route spec's validation errors as one ValidationFailed listing each field (the API's 422)."""
     problems = [
-        {"field": prefix + ".".join(str(p) for p in err["loc"]) or "(route)", "message": err["msg"]}
+        {"field": ".".join(str(p) for p in err["loc"]) or "(route)", "message": err["msg"]}
         for err in e.errors()
     ]
     summary = "; ".join(f"{p['field']}: {p['message']}" for p in problems[:5])

@@ -9,7 +9,6 @@ store and the alerts only ever see gauges.
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -395,7 +394,3 @@ class GateAdapter:
         self._rates.sweep()
         return out
 
-
-def thread_cpu_s() -> float:
-    """CPU seconds of the calling thread (to measure what a collection costs)."""
-    return time.thread_time()
