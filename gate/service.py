@@ -27,6 +27,7 @@ from core.ports import AccessLogSink, CertificateBoard, ChallengeStore, Endpoint
 from core.store import Migration, Store
 from core.workers import WorkerPool
 from gate.config import GateConfig
+from gate.events import RouteChanged
 from gate.router import RouteConflict
 from gate.routes import Route, RouteSpec
 from gate.server import EdgeServer
@@ -298,8 +299,7 @@ class GateService:
     async def _changed(self, action: str, route: Route) -> None:
         log.info("route changed", action=action, route_id=route.id, host=route.spec.host, path=route.spec.path,
                  version=self._version)
-        await self.bus.publish("route.changed", {"action": action, "id": route.id, "host": route.spec.host,
-                                                 "path": route.spec.path, "version": self._version})
+        await self.bus.publish(RouteChanged(action, route.id, route.spec.host, route.spec.path, self._version))
 
     # --- observation ----------------------------------------------------------------------------------
 

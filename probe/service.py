@@ -30,6 +30,7 @@ from core.tasks import TaskSet
 from probe.alerts import AlertRule, AlertState, evaluate, no_data_after
 from probe.collect import GateAdapter, HostCollector, Point, ServiceCollector, service_state_points
 from probe.config import AlertRuleBody, ProbeConfig
+from probe.events import AlertTransition
 from probe.exposition import Reading, render
 from probe.rollup import default_step
 from probe.rules import RuleRepo, to_rule
@@ -295,7 +296,7 @@ class ProbeService:
         del self.history[:-_HISTORY]
         log.info("alert " + etype.split(".")[1], rule=payload["rule"], labels=payload["labels"],
                  value=payload["value"], reason=payload["reason"])
-        await self.bus.publish(etype, {k: v for k, v in payload.items() if k != "event"})
+        await self.bus.publish(AlertTransition.of(etype, {k: v for k, v in payload.items() if k != "event"}))
         if url:
             self.webhooks.send(url, payload)
 
