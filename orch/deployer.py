@@ -31,6 +31,7 @@ from orch import planner, rollout
 from orch._files import ConfigFileRefused, read_inside
 from orch.deployrepo import DeployRepo
 from orch.docker import DockerRuntime
+from orch.events import DeployFinished, DeployProgress
 from orch.health import run_probe
 from orch.instances import build_config, expand, health_target, port_requests, variables
 from orch.live import Live
@@ -113,7 +114,7 @@ class Deployer:
             d["error"] = "interrupted: the platform stopped during the deployment"
             d["finished_at"] = d["phases"]["finished"] = time.time()
             await self.repo.save_deployment(d)
-            self.o._emit("deploy.finished", self._event(d))
+            self.o._emit(DeployFinished(**self._event(d)))
 
     # --- public ---------------------------------------------------------------------------------
 
@@ -351,7 +352,7 @@ class Deployer:
             self.active.pop(name, None)
             with contextlib.suppress(Exception):
                 await asyncio.shield(self._save(d))
-            self.o._emit("deploy.finished", self._event(d))
+            self.o._emit(DeployFinished(**self._event(d)))
             log.info("deployment finished", service=name, deployment=d["id"], status=d["status"], error=d.get("error"))
             self.o._wake.set()
 
@@ -544,7 +545,7 @@ class Deployer:
 
     def _step(self, d: dict[str, Any], step: str, outcome: str, detail: str) -> None:
         d["log"].append({"at": time.time(), "step": step, "outcome": outcome, "detail": detail})
-        self.o._emit("deploy.progress", {**self._event(d), "step": step, "outcome": outcome, "detail": detail})
+        self.o._emit(DeployProgress(**self._event(d), step=step, outcome=outcome, detail=detail))
         log.info("deployment step", service=d["service"], deployment=d["id"], step=step, outcome=outcome,
                  detail=detail)
 

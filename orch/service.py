@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 import structlog
 
 from core.audit import AuditEntry, AuditLog
-from core.bus import EventBus
+from core.bus import DomainEvent, EventBus
 from core.clock import Clock, SystemClock
 from core.errors import Conflict, NotFound
 from core.ports import EndpointBoard, InstanceInfo, LogSink, ServiceState
@@ -39,6 +39,15 @@ from orch.config import OrchSettings
 from orch.deployer import RETIRED_RECORD_BASE, Deployer
 from orch.docker import DockerRuntime
 from orch.endpoints import EndpointPublisher, endpoint_sets
+from orch.events import (
+    InstanceAdopted,
+    InstanceExited,
+    InstanceHealth,
+    ServiceApplied,
+    ServiceRemoved,
+    ServiceRestartRequested,
+    ServiceStatusChanged,
+)
 from orch.health import run_probe
 from orch.instances import PortAllocator, build_config, health_target, port_requests
 from orch.live import Live, instance_view
@@ -95,7 +104,7 @@ class OrchService:
         self._shutting_down = False
         self._wake = asyncio.Event()
         self._changed = asyncio.Condition()
-        self._events: asyncio.Queue[tuple[str, dict[str, Any]] | None] = asyncio.Queue()
+        self._events: asyncio.Queue[DomainEvent | None] = asyncio.Queue()
         self._tasks = TaskSet("orch")
         self._loop_task: asyncio.Task[Any] | None = None
         self._publisher: asyncio.Task[Any] | None = None
@@ -202,7 +211,7 @@ class OrchService:
         for key, slot in list(self.slots.items()):
             if key[0] == spec.name and slot.phase == "absent":
                 self.slots[key] = planner.reset(slot, now_m)  # a new version gets a fresh start, no back-off
-        self._emit("service.applied", {"service": spec.name, "version": version, "by": actor})
+        self._emit(ServiceApplied(spec.name, version, actor))
         log.info("service applied", service=spec.name, version=version)
         self._wake.set()
         return {**self.describe(spec.name), "changed": True}
@@ -319,7 +328,7 @@ class OrchService:
         if row.desired != "running":
             row.desired = "running"
             await self.repo.set_desired(name, "running")
-        self._emit("service.restart.requested", {"service": name})
+        self._emit(ServiceRestartRequested(name))
         self._wake.set()
         return self.describe(name)
 
@@ -343,7 +352,7 @@ class OrchService:
                 before["volumes_removed"] = await docker.remove_volumes(name)
         finally:
             self._deleting.discard(name)
-        self._emit("service.removed", {"service": name})
+        self._emit(ServiceRemoved(name))
         return before
 
     def instances(self) -> list[InstanceInfo]:
@@ -455,9 +464,9 @@ class OrchService:
                 if prev is None or prev.status != st.status:
                     log.info("service status changed", service=name, status=st.status, previous=prev and prev.status,
                              reason=st.reason)
-                    self._emit("service.status.changed", {
-                        "service": name, "status": st.status, "previous": prev.status if prev else None,
-                        "reason": st.reason, "healthy": st.healthy, "replicas": st.replicas})
+                    self._emit(ServiceStatusChanged(
+                        service=name, status=st.status, previous=prev.status if prev else None,
+                        reason=st.reason, healthy=st.healthy, replicas=st.replicas))
             else:
                 self.statuses[name] = st
         for name in {*self.services, *self._endpoints.services()}:
@@ -582,11 +591,11 @@ class OrchService:
             row.restarts += new.restarts - slot.restarts
             row.last_exit = exit_info
             self._tasks.spawn("record-exit", self.repo.record_exit(row.name, row.restarts, exit_info))
-        self._emit("service.instance.exited", {
-            "service": key[0], "instance": f"{key[0]}-{key[1]}", "exit": status.to_dict(), "expected": not failed,
-            "state": new.state, "restarts": new.restarts, "reason": new.reason,
-            "restart_in_s": round(new.next_start_at - self.clock.monotonic(), 2)
-            if new.state in ("backoff", "crashloop") else None})
+        self._emit(InstanceExited(
+            service=key[0], instance=f"{key[0]}-{key[1]}", exit=status.to_dict(), expected=not failed,
+            state=new.state, restarts=new.restarts, reason=new.reason,
+            restart_in_s=round(new.next_start_at - self.clock.monotonic(), 2)
+            if new.state in ("backoff", "crashloop") else None))
         log.info("instance ended", service=key[0], instance=f"{key[0]}-{key[1]}", status=status.detail,
                  state=new.state, restarts=new.restarts)
         self._publish_endpoints(key[0])
@@ -630,8 +639,8 @@ class OrchService:
             if new.healthy != slot.healthy:
                 log.info("instance health changed", service=key[0], instance=f"{key[0]}-{key[1]}",
                          healthy=new.healthy, detail=result.detail)
-                self._emit("service.instance.health", {"service": key[0], "instance": f"{key[0]}-{key[1]}",
-                                                       "healthy": new.healthy, "detail": result.detail})
+                self._emit(InstanceHealth(service=key[0], instance=f"{key[0]}-{key[1]}",
+                                          healthy=new.healthy, detail=result.detail))
                 self._publish_endpoints(key[0])
             if new != slot:
                 self._transitioned()
@@ -644,8 +653,8 @@ class OrchService:
                    if s.service == name and s.phase == "running" and s.healthy and s.key in self.live]
         self._endpoints.publish(name, endpoint_sets(name, [p.name for p in row.spec.ports] if row else [], healthy))
 
-    def _emit(self, etype: str, data: dict[str, Any]) -> None:
-        self._events.put_nowait((etype, data))
+    def _emit(self, event: DomainEvent) -> None:
+        self._events.put_nowait(event)
 
     async def _publish_events(self) -> None:
         while True:
@@ -653,9 +662,9 @@ class OrchService:
             if item is None:
                 return
             try:
-                await self.bus.publish(item[0], item[1])
+                await self.bus.publish(item)
             except Exception as e:  # an event lost must not stop supervision
-                log.error("cannot publish event", type=item[0], error=repr(e))
+                log.error("cannot publish event", type=item.type, error=repr(e))
 
     async def _adopt(self) -> None:
         """Re-attach to instances that outlived the last run of the platform; forget the dead ones."""
@@ -707,6 +716,5 @@ class OrchService:
             self.slots[key] = planner.started(Slot(*key), int(rec.get("version", 0)), self.clock.monotonic(),
                                               has_healthcheck=False)
             self._watch(key, spec, instance)
-            self._emit("service.instance.adopted", {"service": key[0], "instance": f"{key[0]}-{key[1]}",
-                                                    "pid": rec.get("pid")})
+            self._emit(InstanceAdopted(service=key[0], instance=f"{key[0]}-{key[1]}", pid=rec.get("pid")))
 
