@@ -12,6 +12,7 @@ from typing import Any
 from console_api import routes_logbus
 from core.component import Component
 from core.settings import load_section
+from fsctl.kernel import Kernel
 from logbus.config import LogbusConfig
 from logbus.service import LogbusService
 
@@ -22,11 +23,11 @@ def load_logbus_config(section: dict[str, Any]) -> LogbusConfig:
                         hint="e.g. logbus: {max_age_s: 14d, max_total_bytes: 2Gi}")
 
 
-def wire(kernel: Any) -> list[Component]:
+def wire(kernel: Kernel) -> list[Component]:
     s = kernel.settings
     service = LogbusService(s.data_dir / "logs", load_logbus_config(s.logbus), kernel.clock)
-    kernel.services["logbus"] = service
-    kernel.services["log_sink"] = service
-    kernel.services["access_log"] = service
+    kernel.services.logbus = service
+    kernel.services.log_sink = service
+    kernel.services.access_log = service
     routes_logbus.register(kernel.api, service, heartbeat_s=s.sse_heartbeat_s)
     return [service]
