@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from core.errors import StartupError
+from core.settings import load_section
 from core.units import parse_duration
 
 LETSENCRYPT_PRODUCTION = "https://acme-v02.api.letsencrypt.org/directory"
@@ -72,10 +72,4 @@ class CertdConfig(BaseModel):
 
 def load_config(section: dict[str, Any]) -> CertdConfig:
     """Validate the `certd:` section; a mistake is a StartupError naming the key and the problem."""
-    try:
-        return CertdConfig.model_validate(section or {})
-    except ValidationError as e:
-        problems = "; ".join(
-            f"certd.{'.'.join(str(p) for p in err['loc']) or '(section)'}: {err['msg']}" for err in e.errors()
-        )
-        raise StartupError(f"invalid settings: {problems}", hint="see README 'Certificates'") from e
+    return load_section(CertdConfig, section, key="certd", hint="see README 'Certificates'")

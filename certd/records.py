@@ -9,6 +9,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from certd.schedule import CertState, Source
+from core.hostnames import wildcard_for
 from core.store import Migration, Store
 
 MIGRATIONS = [
@@ -105,7 +106,8 @@ class CertRecord:
     def covers(self, name: str) -> bool:
         if name in self.names:
             return True
-        return "." in name and f"*.{name.split('.', 1)[1]}" in self.names
+        wild = wildcard_for(name)
+        return wild is not None and wild in self.names
 
     def with_(self, **changes: Any) -> CertRecord:
         return replace(self, **changes)

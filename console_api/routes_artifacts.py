@@ -3,18 +3,21 @@ tokens may use them for their own services."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from console_api.api import Api, ApiRequest
 from console_api.schemas_deploy import Artifact, ArtifactInstall, ArtifactUploaded
 from core.clients import service_refused
 from core.errors import BadRequest
 
+if TYPE_CHECKING:  # the component's public face (see console_api/__init__.py)
+    from orch import ArtifactStore
+
 UPLOAD_CHUNK = 256 * 1024
 
 
-def register(api: Api, artifacts: Any) -> None:
-    """`artifacts` is an `orch.artifacts.ArtifactStore` (typed loosely: console_api imports no component)."""
+def register(api: Api, artifacts: ArtifactStore) -> None:
+    """The routes over `ArtifactStore`'s public methods."""
 
     @api.route("POST", "/api/artifacts", summary="Upload an artifact (tar.gz / tar, unpacked at install, or a "
                "single file) as the raw body, streamed; stored by SHA-256", role="admin", action="artifact.upload",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
@@ -11,6 +11,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from console_api.api import Api, ApiRequest, parse_int
 from console_api.schemas_deploy import Deployment, DeploymentStarted, Release, ReleaseDiff
 from core.errors import Forbidden, NotFound
+
+if TYPE_CHECKING:  # the component's public face (see console_api/__init__.py)
+    from orch import OrchService
 
 
 class DeployBody(BaseModel):
@@ -28,7 +31,7 @@ class RollbackBody(BaseModel):
     to: int | None = Field(default=None, ge=1, description="the release to re-apply (default: the previous one)")
 
 
-async def _check_client_deploy(orch: Any, name: str, body: DeployBody) -> None:
+async def _check_client_deploy(orch: OrchService, name: str, body: DeployBody) -> None:
     """A CI client deploys an artifact uploaded for this service into the spec an admin applied: it may not
     change the spec (a new `cmd`, `user` or `image` would run what no admin approved), nor run another
     service's artifact under this service's name."""
@@ -45,8 +48,8 @@ async def _check_client_deploy(orch: Any, name: str, body: DeployBody) -> None:
                             code="client_scope", hint=f"upload it with ?service={name}")
 
 
-def register(api: Api, orch: Any) -> None:
-    """`orch` is an `orch.service.OrchService`."""
+def register(api: Api, orch: OrchService) -> None:
+    """The routes over `OrchService`'s public methods."""
 
     @api.route("GET", "/api/services/{name}/releases", summary="A service's releases, newest first, with what "
                "each changed", tag="orch", returns=list[Release])

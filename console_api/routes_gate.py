@@ -7,8 +7,7 @@ from typing import Any
 
 from console_api.api import Api, ApiRequest
 from core.errors import BadRequest
-from gate.routes import Route, RoutePatch, RouteSpec
-from gate.service import GateService, route_payload
+from gate import GateService, Route, RoutePatch, RouteSpec, route_payload
 
 
 def register(api: Api, gate: GateService) -> None:

@@ -13,11 +13,17 @@ from aiohttp import web
 
 from console_api.api import Api, ApiRequest, parse_int
 from core.errors import BadRequest
-from logbus.format import check_service_name, record_dict
-from logbus.search import Matcher, Query, decode_cursor, encode_cursor
-from logbus.service import LogbusService
-from logbus.tail import Batch
-from logbus.timespec import parse_time
+from logbus import (
+    Batch,
+    LogbusService,
+    Matcher,
+    Query,
+    check_service_name,
+    decode_cursor,
+    encode_cursor,
+    parse_time,
+    record_dict,
+)
 
 MAX_LIMIT = 10_000
 # A page's line text stops at about this much (the page continues by its cursor): JSON of 10,000 lines of

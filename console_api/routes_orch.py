@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from console_api.api import Api, ApiRequest
 from core.errors import BadRequest
+
+if TYPE_CHECKING:  # the component's public face (see console_api/__init__.py)
+    from orch import OrchService
 
 _YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml", "text/plain")
 
@@ -38,8 +41,8 @@ async def _spec_body(req: ApiRequest) -> tuple[str | dict[str, Any], str]:
     raise BadRequest("the body must be a spec object or {\"yaml\": ..., \"filename\": ...}")
 
 
-def register(api: Api, orch: Any) -> None:
-    """`orch` is an `orch.service.OrchService` (typed loosely: console_api imports no component)."""
+def register(api: Api, orch: OrchService) -> None:
+    """The routes over `OrchService`'s public methods."""
 
     @api.route("GET", "/api/services", summary="List services with their status", tag="orch")
     async def services_list(req: ApiRequest) -> list[dict[str, Any]]:

@@ -8,9 +8,7 @@ from aiohttp import web
 
 from console_api.api import Api, ApiRequest
 from core.errors import BadRequest
-from probe.config import AlertRuleBody
-from probe.exposition import CONTENT_TYPE
-from probe.params import parse_labels, parse_step, parse_time
+from probe import CONTENT_TYPE, AlertRuleBody, ProbeService, parse_labels, parse_step, parse_time
 
 _RANGE = {"from": "start: 'now', a duration ago (10m, 1h30m, -2h), epoch seconds or ISO 8601; default 1h ago",
           "since": "same as from", "to": "end (exclusive), same forms; default now", "until": "same as to",
@@ -37,8 +35,8 @@ def _range(req: ApiRequest, now: float, default_span_s: float = 3600.0) -> tuple
     return from_t, to_t
 
 
-def register(api: Api, probe: Any) -> None:
-    """`probe` is a `probe.ProbeService` (typed loosely: console_api only calls its public methods)."""
+def register(api: Api, probe: ProbeService) -> None:
+    """The routes over `ProbeService`'s public methods."""
 
     @api.route("GET", "/api/metrics/query", summary="Points of a metric's series, aligned to the step",
                tag="probe", query={"name": "metric name (or cpu, rss, connections)",

@@ -3,11 +3,14 @@ the host's weak points — open ports, password logins — and each call runs co
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from console_api.api import Api, ApiRequest
+
+if TYPE_CHECKING:  # the component's public face (see console_api/__init__.py)
+    from secscan import SecscanService
 
 
 class FindingOut(BaseModel):
@@ -31,8 +34,8 @@ class ScanReport(BaseModel):
     findings: list[FindingOut]
 
 
-def register(api: Api, secscan: Any) -> None:
-    """`secscan` is a `secscan.SecscanService` (typed loosely: console_api only calls its public methods)."""
+def register(api: Api, secscan: SecscanService) -> None:
+    """The routes over `SecscanService`'s public methods."""
 
     @api.route("GET", "/api/security/scan", summary="Scan the host and the platform now; findings with fixes",
                role="admin", tag="security", returns=ScanReport)

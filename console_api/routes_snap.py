@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from console_api.api import Api, ApiRequest, parse_int
 from console_api.schemas_snap import (
@@ -19,11 +19,14 @@ from console_api.schemas_snap import (
     Snapshot,
     SnapStatus,
 )
-from snap.config import ForgetBody, PlanBody, RestoreBody, ScrubBody
+from snap import ForgetBody, PlanBody, RestoreBody, ScrubBody
+
+if TYPE_CHECKING:  # the component's public face (see console_api/__init__.py)
+    from snap import SnapService
 
 
-def register(api: Api, snap: Any) -> None:
-    """`snap` is a `snap.service.SnapService` (typed loosely: console_api only calls its public methods)."""
+def register(api: Api, snap: SnapService) -> None:
+    """The routes over `SnapService`'s public methods."""
 
     @api.route("GET", "/api/snap/status", summary="Repository, running plans and jobs", tag="snap", returns=SnapStatus)
     async def status(req: ApiRequest) -> dict[str, Any]:

@@ -8,8 +8,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from gate.routes import RouteSpec
-from probe.config import AlertRuleBody
+from gate import RouteSpec
+from probe import AlertRuleBody
 
 
 class Out(BaseModel):

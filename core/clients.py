@@ -23,6 +23,7 @@ import structlog
 from core.bus import EventBus
 from core.clock import Clock, SystemClock
 from core.errors import BadRequest, Conflict, Forbidden, NotFound, Throttled, Unauthorized
+from core.events import ClientCreated, ClientRevoked
 from core.identity import LoginThrottle, Principal, SecretHasher, hash_token
 from core.store import Migration, Store
 from core.workers import WorkerPool
@@ -129,8 +130,7 @@ class ClientRegistry:
                 (client_id, name, hashed, json.dumps(sorted(set(services))), json.dumps([str(n) for n in networks]),
                  self._clock.now(), actor))
         record = await self.get(client_id)
-        await self._bus.publish("client.created", {"client_id": client_id, "name": name,
-                                                   "services": record["services"]})
+        await self._bus.publish(ClientCreated(client_id, name, record["services"]))
         log.info("client created", client_id=client_id, name=name, services=record["services"])
         return secret, record
 
@@ -160,7 +160,7 @@ class ClientRegistry:
                              (now, client_id))
             await db.execute("DELETE FROM client_tokens WHERE client_ref = "
                              "(SELECT id FROM clients WHERE client_id = ?)", (client_id,))
-        await self._bus.publish("client.revoked", {"client_id": client_id, "name": before["name"]})
+        await self._bus.publish(ClientRevoked(client_id, before["name"]))
         return before
 
     # --- tokens ---------------------------------------------------------------------------------

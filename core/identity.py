@@ -25,6 +25,7 @@ from core import recovery
 from core.bus import EventBus
 from core.clock import Clock, SystemClock
 from core.errors import BadRequest, Conflict, Forbidden, NotFound, Throttled, Unauthorized
+from core.events import RecoveryCodeUsed, TokenCreated, TokenRevoked, UserCreated, UserRemoved, UserUpdated
 from core.store import Store
 from core.workers import WorkerPool
 
@@ -252,7 +253,7 @@ class Identity:
                 (username, hashed, role, now, now),
             )
             user = {"id": cur.lastrowid, "username": username, "role": role, "created_at": now}
-        await self._bus.publish("user.created", {"username": username, "role": role})
+        await self._bus.publish(UserCreated(username, role))
         return user
 
     async def add_user(self, username: str, password: str, role: Role) -> dict[str, Any]:
@@ -293,7 +294,7 @@ class Identity:
                 "UPDATE tokens SET revoked_at = ? WHERE user_id = ? AND kind = 'session' AND revoked_at IS NULL",
                 (now, user["id"]),
             )
-        await self._bus.publish("user.updated", {"username": username, "change": "password"})
+        await self._bus.publish(UserUpdated(username, "password"))
 
     async def remove_user(self, caller: Principal, username: str) -> dict[str, Any]:
         user = await self.get_user(username)
@@ -306,7 +307,7 @@ class Identity:
                 if row and row[0] <= 1:
                     raise Conflict("cannot remove the last admin")
             await db.execute("DELETE FROM users WHERE id = ?", (user["id"],))
-        await self._bus.publish("user.removed", {"username": username})
+        await self._bus.publish(UserRemoved(username))
         return user
 
     # --- sessions and tokens -------------------------------------------------------------------
@@ -387,8 +388,7 @@ class Identity:
         if spent:
             left = sum(1 for r in rows if r["id"] != found)
             log.info("recovery code used for login", username=username, codes_left=left)
-            await self._bus.publish("user.updated", {"username": username, "change": "recovery_code_used",
-                                                     "codes_left": left})
+            await self._bus.publish(RecoveryCodeUsed(username, "recovery_code_used", left))
         return spent
 
     async def _new_recovery_codes(self, db: Any, user_id: int) -> list[str]:
@@ -411,7 +411,7 @@ class Identity:
                            hint="turn it on with `fsctl user totp enable`")
         async with self._store.transaction() as db:
             codes = await self._new_recovery_codes(db, user["id"])
-        await self._bus.publish("user.updated", {"username": username, "change": "recovery_codes"})
+        await self._bus.publish(UserUpdated(username, "recovery_codes"))
         return codes
 
     async def totp_confirm(self, caller: Principal, username: str, code: str) -> list[str]:
@@ -432,7 +432,7 @@ class Identity:
                 (step, row["id"]),
             )
             codes = await self._new_recovery_codes(db, row["id"])
-        await self._bus.publish("user.updated", {"username": username, "change": "totp_enabled"})
+        await self._bus.publish(UserUpdated(username, "totp_enabled"))
         return codes
 
     async def totp_disable(self, caller: Principal, username: str) -> None:
@@ -441,7 +441,7 @@ class Identity:
         async with self._store.transaction() as db:
             await db.execute("UPDATE users SET totp_secret = NULL, totp_pending = NULL WHERE id = ?", (user["id"],))
             await db.execute("DELETE FROM recovery_codes WHERE user_id = ?", (user["id"],))
-        await self._bus.publish("user.updated", {"username": username, "change": "totp_disabled"})
+        await self._bus.publish(UserUpdated(username, "totp_disabled"))
 
     @staticmethod
     def _self_or_admin(caller: Principal, username: str, what: str) -> None:
@@ -482,7 +482,7 @@ class Identity:
             raise BadRequest("a token needs a name", details={"field": "name"})
         token, _expires_at, token_id = await self._issue(caller, "api", name, role, ttl_s)
         record = await self.get_token(token_id)
-        await self._bus.publish("token.created", {"id": token_id, "name": name, "role": role})
+        await self._bus.publish(TokenCreated(token_id, name, role))
         return token, record
 
     async def get_token(self, token_id: int) -> dict[str, Any]:
@@ -515,7 +515,7 @@ class Identity:
             await db.execute(
                 "UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", (self._clock.now(), token_id)
             )
-        await self._bus.publish("token.revoked", {"id": token_id, "name": before["name"]})
+        await self._bus.publish(TokenRevoked(token_id, before["name"]))
         return before
 
     async def logout(self, principal: Principal) -> None:

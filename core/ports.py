@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Literal, Protocol
 
+from core.hostnames import find_host
+
 Stream = Literal["stdout", "stderr"]
 
 
@@ -212,11 +214,7 @@ class CertificateBoard:
 
     def get(self, name: str) -> CertificateRef | None:
         """The certificate for `name`: an exact match first, then a wildcard one label up."""
-        name = name.lower().rstrip(".")
-        ref = self._certs.get(name)
-        if ref is None and "." in name:
-            ref = self._certs.get("*." + name.split(".", 1)[1])
-        return ref
+        return find_host(self._certs, name)
 
     def all(self) -> Mapping[str, CertificateRef]:
         return self._certs

@@ -9,9 +9,9 @@ from __future__ import annotations
 import ipaddress
 import os
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, TypeVar
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, InitSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 from core import yamlsafe
@@ -163,3 +163,20 @@ def load_settings(config_file: Path | None = None, **flags: Any) -> Settings:
         source = f"{path}: " if path else ""
         raise StartupError(f"{source}invalid settings: {problems}", hint="see README 'Configuration'") from e
     return settings
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def load_section(model: type[M], section: dict[str, Any] | None, *, key: str, hint: str,
+                 what: str = "invalid settings") -> M:
+    """A component's settings section (`key:` in the config) validated by `model`, or a StartupError
+    naming each bad setting by its path (`gate.bogus: Extra inputs are not permitted`; a problem with
+    the section as a whole is `key.(section)`). The one loader every component's section goes through."""
+    try:
+        return model.model_validate(section or {})
+    except ValidationError as e:
+        problems = "; ".join(
+            f"{key}.{'.'.join(str(p) for p in err['loc']) or '(section)'}: {err['msg']}" for err in e.errors()
+        )
+        raise StartupError(f"{what}: {problems}", hint=hint) from e

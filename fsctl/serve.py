@@ -12,7 +12,6 @@ import os
 import signal
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -21,18 +20,17 @@ import structlog
 from console_api import Api, ConsoleServer, routes_core, session
 from core.audit import AuditLog
 from core.bus import EventBus
-from core.clock import SystemClock
 from core.component import Component
 from core.errors import StartupError
 from core.identity import Identity
 from core.logging import configure_logging
-from core.ports import CertificateBoard, ChallengeStore, EndpointBoard
 from core.schema import CORE_MIGRATIONS
 from core.settings import Settings
 from core.store import Store
 from core.tasks import TaskSet
-from core.workers import WorkerPool, default_workers, preload
+from core.workers import preload
 from fsctl import __version__
+from fsctl.kernel import Kernel, Pools
 from fsctl.preflight import preflight
 
 log = structlog.get_logger("fsctl.serve")
@@ -49,44 +47,6 @@ WIRING: tuple[str, ...] = (
     "fsctl.wire_snap",
     "fsctl.wire_security",  # last: it reads the facts of all the others
 )
-
-
-@dataclass
-class Kernel:
-    """What the wiring modules build components from."""
-
-    settings: Settings
-    store: Store
-    bus: EventBus
-    identity: Identity
-    audit: AuditLog
-    api: Api
-    tasks: TaskSet
-    pools: Pools
-    clock: SystemClock = field(default_factory=SystemClock)
-    endpoints: EndpointBoard = field(default_factory=EndpointBoard)
-    challenges: ChallengeStore = field(default_factory=ChallengeStore)
-    certificates: CertificateBoard = field(default_factory=CertificateBoard)
-    # Public service objects by name, for wiring modules that run later (e.g. logbus's sink).
-    services: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class Pools:
-    """The platform's worker pools for CPU-heavy work (see `core.workers`): two, so a flood at the edge
-    (wrong Basic-auth passwords from many addresses) cannot starve the console's logins and spec parsing,
-    nor the reverse. Processes, one per core but one (the loop keeps a core), at lower CPU priority; a
-    full pool answers 503 with Retry-After."""
-
-    # bcrypt for the gate's Basic auth
-    edge: WorkerPool = field(default_factory=lambda: WorkerPool(
-        "edge-auth", workers=default_workers(), backlog=16, kind="process"))
-    # bcrypt for logins, new users and passwords; YAML + validation of service specs
-    control: WorkerPool = field(default_factory=lambda: WorkerPool(
-        "control", workers=default_workers(), backlog=8, kind="process"))
-
-    def all(self) -> tuple[WorkerPool, ...]:
-        return (self.edge, self.control)
 
 
 class DataDirLock:
@@ -215,7 +175,7 @@ class Server:
                 # The gate's own trusted proxies sit in front of it: their hops are skipped too.
                 trusted_proxies=[*s.console_trusted_proxies, *_gate_trusted(s)],
                 allowed_hosts=s.console_allowed_hosts, data_dir=s.data_dir,
-                clients=kernel.services.get("clients"),
+                clients=kernel.services.clients,
             )
             self.console.on_stop.append(ctx.end_streams)
             self.components.append(self.console)

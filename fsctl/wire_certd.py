@@ -5,14 +5,13 @@ selection reads (and declares its wanted names on), and its console routes. The 
 
 from __future__ import annotations
 
-from typing import Any
-
 from certd import CertdService, load_config
 from console_api import routes_certd
 from core.component import Component
+from fsctl.kernel import Kernel
 
 
-def wire(kernel: Any) -> list[Component]:
+def wire(kernel: Kernel) -> list[Component]:
     s = kernel.settings
     config = load_config(s.certd)
     service = CertdService(
@@ -27,7 +26,7 @@ def wire(kernel: Any) -> list[Component]:
         email=s.acme_email,
         clock=kernel.clock,
     )
-    kernel.services["certd"] = service
-    kernel.services["certd_metrics"] = service  # a core.ports.MetricsSource: probe's store, /metrics, alerts
+    kernel.services.certd = service
+    kernel.services.certd_metrics = service  # a core.ports.MetricsSource: probe's store, /metrics, alerts
     routes_certd.register(kernel.api, service)
     return [service]

@@ -8,12 +8,13 @@ from typing import Any
 
 from console_api import routes_gate
 from core.component import Component
+from fsctl.kernel import Kernel
 from gate.config import load_gate_config
 from gate.service import GateService
 from gate.upstream_check import LookupPool
 
 
-def wire(kernel: Any) -> list[Component]:
+def wire(kernel: Kernel) -> list[Component]:
     s = kernel.settings
     config = load_gate_config(s.gate)
     service = GateService(
@@ -25,16 +26,16 @@ def wire(kernel: Any) -> list[Component]:
         endpoints=kernel.endpoints,
         challenges=kernel.challenges,
         certificates=kernel.certificates,
-        access_log=kernel.services.get("access_log"),
+        access_log=kernel.services.access_log,
         wall_clock=kernel.clock.now,
         https_port=s.https_port,
         data_dir=s.data_dir,
         workers=kernel.pools.edge,
-        service_ports=_service_ports(kernel.services.get("orch")),
+        service_ports=_service_ports(kernel.services.orch),
         resolve=resolve_host,
     )
-    kernel.services["gate"] = service
-    kernel.services["gate_metrics"] = service  # a core.ports.MetricsSource for probe's Prometheus exposition
+    kernel.services.gate = service
+    kernel.services.gate_metrics = service  # a core.ports.MetricsSource for probe's Prometheus exposition
     routes_gate.register(kernel.api, service)
     return [service]
 

@@ -9,32 +9,25 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import ValidationError
-
 from console_api import routes_logbus
 from core.component import Component
-from core.errors import StartupError
+from core.settings import load_section
+from fsctl.kernel import Kernel
 from logbus.config import LogbusConfig
 from logbus.service import LogbusService
 
 
 def load_logbus_config(section: dict[str, Any]) -> LogbusConfig:
     """The `logbus:` section validated, or a StartupError naming each bad key."""
-    try:
-        return LogbusConfig.model_validate(section or {})
-    except ValidationError as e:
-        problems = "; ".join(
-            f"logbus.{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors()
-        )
-        raise StartupError(f"invalid settings: {problems}",
-                           hint="e.g. logbus: {max_age_s: 14d, max_total_bytes: 2Gi}") from e
+    return load_section(LogbusConfig, section, key="logbus",
+                        hint="e.g. logbus: {max_age_s: 14d, max_total_bytes: 2Gi}")
 
 
-def wire(kernel: Any) -> list[Component]:
+def wire(kernel: Kernel) -> list[Component]:
     s = kernel.settings
     service = LogbusService(s.data_dir / "logs", load_logbus_config(s.logbus), kernel.clock)
-    kernel.services["logbus"] = service
-    kernel.services["log_sink"] = service
-    kernel.services["access_log"] = service
+    kernel.services.logbus = service
+    kernel.services.log_sink = service
+    kernel.services.access_log = service
     routes_logbus.register(kernel.api, service, heartbeat_s=s.sse_heartbeat_s)
     return [service]

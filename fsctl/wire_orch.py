@@ -8,11 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import ValidationError
-
 from console_api import routes_artifacts, routes_deploy, routes_orch
 from core.component import Component
-from core.errors import StartupError
+from core.settings import load_section
+from fsctl.kernel import Kernel
 from orch._tarcheck import TarLimits
 from orch.artifacts import ArtifactStore
 from orch.config import OrchSettings
@@ -21,30 +20,25 @@ from orch.service import OrchService
 
 def load_orch_settings(section: dict[str, Any]) -> OrchSettings:
     """The `orch:` section validated, or a StartupError naming each bad key."""
-    try:
-        return OrchSettings.model_validate(section or {})
-    except ValidationError as e:
-        problems = "; ".join(f"orch.{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors())
-        raise StartupError(f"invalid settings: {problems}",
-                           hint="e.g. orch: {cgroups: auto, backoff_max_s: 60}") from e
+    return load_section(OrchSettings, section, key="orch", hint="e.g. orch: {cgroups: auto, backoff_max_s: 60}")
 
 
-def wire(kernel: Any) -> list[Component]:
+def wire(kernel: Kernel) -> list[Component]:
     s = kernel.settings
     service = OrchService(
         load_orch_settings(s.orch), data_dir=s.data_dir, store=kernel.store, bus=kernel.bus,
-        endpoints=kernel.endpoints, log_sink=kernel.services.get("log_sink"), clock=kernel.clock,
+        endpoints=kernel.endpoints, log_sink=kernel.services.log_sink, clock=kernel.clock,
         parse_pool=kernel.pools.control,
     )
-    kernel.services["orch"] = service
-    kernel.services["inventory"] = service
+    kernel.services.orch = service
+    kernel.services.inventory = service
     routes_orch.register(kernel.api, service)
     routes_deploy.register(kernel.api, service)
     artifacts = wire_artifacts(kernel, service)
     return [artifacts, service]
 
 
-def wire_artifacts(kernel: Any, orch: OrchService) -> ArtifactStore:
+def wire_artifacts(kernel: Kernel, orch: OrchService) -> ArtifactStore:
     """The artifact store (uploads, release dirs), handed to orch as `orch.artifacts` for its deploys."""
     o = load_orch_settings(kernel.settings.orch)
     artifacts = ArtifactStore(
@@ -52,6 +46,6 @@ def wire_artifacts(kernel: Any, orch: OrchService) -> ArtifactStore:
         limits=TarLimits(max_members=o.artifact_max_members, max_unpacked_bytes=o.artifact_max_unpacked_bytes),
         keep_count=o.release_keep)
     orch.artifacts = artifacts
-    kernel.services["artifacts"] = artifacts
+    kernel.services.artifacts = artifacts
     routes_artifacts.register(kernel.api, artifacts)
     return artifacts

@@ -6,18 +6,18 @@ and its console routes."""
 from __future__ import annotations
 
 import os
-from typing import Any
 
 from console_api import routes_security
 from core.component import Component
 from core.platform_facts import CertFact, InstanceFact, PlatformFacts, RouteFact, TokenFact, UserFact
+from fsctl.kernel import Kernel
 from secscan import SecscanService, load_security_config
 
 
 class KernelFacts:
     """A `PlatformFactsSource` over the running kernel; each part is read only if its component is wired."""
 
-    def __init__(self, kernel: Any) -> None:
+    def __init__(self, kernel: Kernel) -> None:
         self.kernel = kernel
 
     async def platform_facts(self) -> PlatformFacts:
@@ -30,7 +30,7 @@ class KernelFacts:
         tokens = tuple(TokenFact(t["id"], t["name"], t["role"], t["owner"], t["created_at"], t["expires_at"])
                        for t in await k.identity.list_tokens() if t["state"] == "active")
         routes: tuple[RouteFact, ...] = ()
-        gate = k.services.get("gate")
+        gate = k.services.gate
         if gate is not None:
             routes = tuple(RouteFact(r.id, r.name, r.spec.tls, r.spec.policies.redirect_https, r.spec.static_dir)
                            for r in gate.routes())
@@ -43,7 +43,7 @@ class KernelFacts:
                 seen.add(ref.cert_path)
                 certs.append(CertFact(ref.names, ref.not_after, ref.source, ref.cert_path))
         instances: tuple[InstanceFact, ...] = ()
-        inventory = k.services.get("inventory")
+        inventory = k.services.inventory
         if inventory is not None:
             instances = tuple(InstanceFact(i.service, i.instance, i.pid) for i in inventory.instances())
         else:
@@ -55,10 +55,10 @@ class KernelFacts:
         )
 
 
-def wire(kernel: Any) -> list[Component]:
+def wire(kernel: Kernel) -> list[Component]:
     s = kernel.settings
     service = SecscanService(load_security_config(s.security), store=kernel.store,
                              bus=kernel.bus, facts=KernelFacts(kernel), clock=kernel.clock)
-    kernel.services["secscan"] = service
+    kernel.services.secscan = service
     routes_security.register(kernel.api, service)
     return [service]

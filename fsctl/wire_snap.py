@@ -13,6 +13,7 @@ from typing import Any
 from console_api import routes_snap
 from core.component import Component
 from core.errors import NotFound
+from fsctl.kernel import Kernel
 from snap.config import load_snap_config
 from snap.service import SnapService
 from snap.shadow import rewrite_paths
@@ -49,15 +50,15 @@ class OrchLauncher:
             pass
 
 
-def wire(kernel: Any) -> list[Component]:
+def wire(kernel: Kernel) -> list[Component]:
     s = kernel.settings
 
     def launcher() -> OrchLauncher | None:
-        orch = kernel.services.get("orch")
+        orch = kernel.services.orch
         return OrchLauncher(orch) if orch is not None else None
 
     service = SnapService(load_snap_config(s.snap), s.data_dir, kernel.store, kernel.bus, clock=kernel.clock,
                           launcher=launcher)
-    kernel.services["snap"] = service
+    kernel.services.snap = service
     routes_snap.register(kernel.api, service)
     return [service]

@@ -27,7 +27,7 @@ from gate import accel
 accel.install()  # before anything imports the hot modules: their compiled build, when it matches them
 
 from gate.config import GateConfig  # noqa: E402
-from gate.routes import Route, RouteSpec  # noqa: E402
-from gate.service import GateService  # noqa: E402
+from gate.routes import Route, RoutePatch, RouteSpec  # noqa: E402
+from gate.service import GateService, route_payload  # noqa: E402
 
-__all__ = ["GateConfig", "GateService", "Route", "RouteSpec"]
+__all__ = ["GateConfig", "GateService", "Route", "RoutePatch", "RouteSpec", "route_payload"]

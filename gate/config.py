@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import ipaddress
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from core.errors import StartupError
+from core.settings import load_section
 
 
 class GateConfig(BaseModel):
@@ -56,8 +56,5 @@ class GateConfig(BaseModel):
 
 def load_gate_config(section: dict[str, object]) -> GateConfig:
     """Validate the `gate:` settings section; a mistake is a StartupError naming the key."""
-    try:
-        return GateConfig.model_validate(section or {})
-    except ValidationError as e:
-        problems = "; ".join(f"gate.{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors())
-        raise StartupError(f"invalid gate settings: {problems}", hint="fix the gate: section of the config") from e
+    return load_section(GateConfig, section, key="gate", what="invalid gate settings",
+                        hint="fix the gate: section of the config")

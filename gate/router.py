@@ -14,6 +14,8 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from core.hostnames import lookup_host
+from core.memo import BoundedMemo
 from gate.routes import Route
 
 
@@ -22,7 +24,6 @@ class RouteConflict(ValueError):
 
 
 _HOSTNAME = re.compile(r"[a-z0-9._-]+")
-_CACHE: dict[bytes, str | None] = {}
 _CACHE_MAX = 4096
 
 
@@ -39,12 +40,7 @@ def parse_host_header(value: str | bytes | None) -> str | None:
         try:
             return _CACHE[value]
         except KeyError:
-            pass
-        parsed = _parse_host(value)
-        if len(_CACHE) >= _CACHE_MAX:
-            _CACHE.clear()
-        _CACHE[value] = parsed
-        return parsed
+            return _HOSTS.miss(value)
     return _parse_host(value)
 
 
@@ -78,11 +74,8 @@ def _parse_host(value: str | bytes) -> str | None:
     return host
 
 
-def path_matches(prefix: str, path: str) -> bool:
-    """Whether `path` is under `prefix` on whole segments (prefix has no trailing slash, or is '/')."""
-    if prefix == "/":
-        return True
-    return path.startswith(prefix) and (len(path) == len(prefix) or path[len(prefix)] == "/")
+_HOSTS: BoundedMemo[bytes, str | None] = BoundedMemo(_parse_host, _CACHE_MAX)
+_CACHE = _HOSTS.data  # the memo's dict, read directly on the request path (it is cleared, never replaced)
 
 
 def strip_prefix(prefix: str, target: str) -> str:
@@ -108,7 +101,7 @@ class Match:
 class RouteTable:
     """Immutable (host, path) → Route. Construction validates the whole table (no duplicates)."""
 
-    __slots__ = ("_any", "_any_e", "_exact", "_exact_e", "_wild", "_wild_e", "routes", "version")
+    __slots__ = ("_resolve", "_resolved", "routes", "version")
 
     def __init__(self, routes: Iterable[Route] = (), *, version: int = 0) -> None:
         self.routes: tuple[Route, ...] = tuple(routes)
@@ -125,28 +118,22 @@ class RouteTable:
             by_host.setdefault(r.spec.host, []).append(r)
         for lst in by_host.values():
             lst.sort(key=lambda r: len(r.spec.path), reverse=True)
-        self._any = tuple(by_host.pop("*", ()))
-        self._wild = {h[2:]: tuple(v) for h, v in by_host.items() if h.startswith("*.")}
-        self._exact = {h: tuple(v) for h, v in by_host.items() if not h.startswith("*.")}
-        # The same routes as (prefix, strip, route) entries, for `lookup` on the request path.
-        self._any_e = _entries(self._any)
-        self._wild_e = {h: _entries(v) for h, v in self._wild.items()}
-        self._exact_e = {h: _entries(v) for h, v in self._exact.items()}
+        # The routes as (prefix, strip, route) entries, longest prefix first: the catch-all's, and by host
+        # pattern (exact names and `*.` wildcards, matched by `core.hostnames.lookup_host`).
+        any_e = _entries(tuple(by_host.pop("*", ())))
+        hosts_e = {h: _entries(tuple(v)) for h, v in by_host.items()}
+
+        def resolve(host: str) -> tuple[tuple[str, bool, Route], ...]:
+            found = lookup_host(hosts_e, host)
+            return any_e if found is None else found
+
+        # host → its entries, remembered: the request path pays one dict lookup for exact, wildcard and
+        # catch-all hosts alike (bounded, so hostile Host values cannot grow it).
+        self._resolve: BoundedMemo[str, tuple[tuple[str, bool, Route], ...]] = BoundedMemo(resolve, _CACHE_MAX)
+        self._resolved = self._resolve.data
 
     def __len__(self) -> int:
         return len(self.routes)
-
-    def candidates(self, host: str) -> tuple[Route, ...]:
-        """The routes of the most specific host pattern that matches `host`, longest path first."""
-        found = self._exact.get(host)
-        if found is not None:
-            return found
-        dot = host.find(".")
-        if dot > 0:
-            found = self._wild.get(host[dot + 1:])
-            if found is not None:
-                return found
-        return self._any
 
     def match(self, host: str, target: str) -> Match | None:
         """The route for `host` (already parsed, see `parse_host_header`) and request `target`
@@ -156,13 +143,10 @@ class RouteTable:
 
     def lookup(self, host: str, target: str) -> tuple[Route, str] | None:
         """`match` without building a `Match` (the request path): (route, upstream target) or None."""
-        entries = self._exact_e.get(host)
-        if entries is None:
-            dot = host.find(".")
-            if dot > 0:
-                entries = self._wild_e.get(host[dot + 1:])
-            if entries is None:
-                entries = self._any_e
+        try:
+            entries = self._resolved[host]
+        except KeyError:
+            entries = self._resolve.miss(host)
         path = None
         for prefix, strip, r in entries:
             if prefix == "/":

@@ -27,6 +27,7 @@ from core.ports import AccessLogSink, CertificateBoard, ChallengeStore, Endpoint
 from core.store import Migration, Store
 from core.workers import WorkerPool
 from gate.config import GateConfig
+from gate.events import RouteChanged
 from gate.router import RouteConflict
 from gate.routes import Route, RouteSpec
 from gate.server import EdgeServer
@@ -66,9 +67,10 @@ MIGRATIONS: list[Migration] = [
 ]
 
 
-def spec_errors(e: ValidationError, prefix: str = "") -> ValidationFailed:
+def spec_errors(e: ValidationError) -> ValidationFailed:
+    """A route spec's validation errors as one ValidationFailed listing each field (the API's 422)."""
     problems = [
-        {"field": prefix + ".".join(str(p) for p in err["loc"]) or "(route)", "message": err["msg"]}
+        {"field": ".".join(str(p) for p in err["loc"]) or "(route)", "message": err["msg"]}
         for err in e.errors()
     ]
     summary = "; ".join(f"{p['field']}: {p['message']}" for p in problems[:5])
@@ -297,8 +299,7 @@ class GateService:
     async def _changed(self, action: str, route: Route) -> None:
         log.info("route changed", action=action, route_id=route.id, host=route.spec.host, path=route.spec.path,
                  version=self._version)
-        await self.bus.publish("route.changed", {"action": action, "id": route.id, "host": route.spec.host,
-                                                 "path": route.spec.path, "version": self._version})
+        await self.bus.publish(RouteChanged(action, route.id, route.spec.host, route.spec.path, self._version))
 
     # --- observation ----------------------------------------------------------------------------------
 

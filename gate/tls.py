@@ -27,6 +27,7 @@ from typing import Any
 import structlog
 
 from core.errors import StartupError
+from core.hostnames import find_host
 from core.ports import CertificateBoard, CertificateRef
 from gate.h2front import H2Front
 from gate.h2pins import warn_if_unpinned
@@ -118,14 +119,9 @@ def _file_key(ref: CertificateRef) -> tuple[Any, ...]:
 
 
 def lookup(table: Mapping[str, Served], name: str) -> Served | None:
-    """Exact name first, then a wildcard one label up (`a.example.com` → `*.example.com`)."""
-    name = name.lower().rstrip(".")
-    s = table.get(name)
-    if s is None:
-        dot = name.find(".")
-        if dot > 0:
-            s = table.get("*" + name[dot:])
-    return s
+    """Exact name first, then a wildcard one label up (`a.example.com` → `*.example.com`); a name no
+    certificate can carry (non-ASCII, `*`, too long) is None. See `core.hostnames`."""
+    return find_host(table, name)
 
 
 class CertSelector:
@@ -188,7 +184,12 @@ class CertSelector:
 
     def describe(self, host: str) -> dict[str, Any]:
         """What a handshake for `host` (a route's host pattern) is served: for `fsctl route`."""
-        s = lookup(self.table, host) if host and host != "*" else None
+        if not host or host == "*":
+            s = None
+        elif host.startswith("*."):  # a wildcard route is served by the wildcard certificate itself
+            s = self.table.get(host.lower())
+        else:
+            s = lookup(self.table, host)
         if s is None:
             return {"source": "fallback", "issuer": "self-signed fallback", "not_after": None, "serial": "",
                     "names": [], "cert_path": self.fallback_path}

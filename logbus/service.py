@@ -21,7 +21,7 @@ from logbus.format import check_service_name
 from logbus.index import IndexReader
 from logbus.intake import Intake
 from logbus.pump import PumpThread, Source
-from logbus.search import Position, Query, Result, read_window, run_query
+from logbus.search import Query, Result, read_window, run_query
 from logbus.tail import TailHub, TailSubscription
 from logbus.writer import LogWriter
 
@@ -194,20 +194,6 @@ class LogbusService:
         for s in q.services:
             check_service_name(s)
         return await asyncio.to_thread(self._query_sync, q)
-
-    async def index_end(self, service: str) -> Position:
-        """Where the service's indexed data ends now: live batches before this are already queryable."""
-        def end() -> Position:
-            reader = self._reader()
-            try:
-                row = reader.conn.execute(
-                    'SELECT file_id, "end" FROM blocks WHERE service = ? ORDER BY file_id DESC, start DESC LIMIT 1',
-                    (service,),
-                ).fetchone()
-                return (row[0], row[1]) if row else (0, 0)
-            finally:
-                reader.close()
-        return await asyncio.to_thread(end)
 
     async def services(self) -> list[dict[str, Any]]:
         def run() -> list[dict[str, Any]]:

@@ -7,10 +7,11 @@ transitions, `plan`), `Runtime` (runtime.py) and `ProcessRuntime` (process.py), 
 (cgroups.py), health probes (health.py), and `OrchService` (service.py), the asyncio shell.
 """
 
+from orch.artifacts import ArtifactStore
 from orch.config import OrchSettings
 from orch.runtime import ExitStatus, InstanceConfig, Runtime
 from orch.service import OrchService
 from orch.spec import ServiceSpec, SpecError, load_spec
 
-__all__ = ["ExitStatus", "InstanceConfig", "OrchService", "OrchSettings", "Runtime", "ServiceSpec", "SpecError",
-           "load_spec"]
+__all__ = ["ArtifactStore", "ExitStatus", "InstanceConfig", "OrchService", "OrchSettings", "Runtime", "ServiceSpec",
+           "SpecError", "load_spec"]

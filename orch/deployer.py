@@ -28,6 +28,7 @@ from orch._files import ConfigFileRefused, read_inside
 from orch.deploy_slots import DeployFailed, SlotMoves, Staged, Target
 from orch.deployrepo import DeployRepo
 from orch.docker import DockerRuntime
+from orch.events import DeployFinished, DeployProgress
 from orch.instances import build_config, expand, variables
 from orch.live import Live
 from orch.planner import SlotKey
@@ -109,7 +110,7 @@ class Deployer(SlotMoves):
                 d["error"] = "interrupted: the platform stopped during the deployment"
                 d["finished_at"] = d["phases"]["finished"] = time.time()
                 await self.repo.save_deployment(d)
-                self.o._emit("deploy.finished", self._event(d))
+                self.o._emit(DeployFinished(**self._event(d)))
                 if leftovers:
                     self.o._tasks.spawn(f"deploy-leftovers:{name}", self._stop_retired(leftovers, 0.0))
                 continue
@@ -421,7 +422,7 @@ class Deployer(SlotMoves):
             self.active.pop(name, None)
             with contextlib.suppress(Exception):
                 await asyncio.shield(self._save(d))
-            self.o._emit("deploy.finished", self._event(d))
+            self.o._emit(DeployFinished(**self._event(d)))
             log.info("deployment finished", service=name, deployment=d["id"], status=d["status"], error=d.get("error"))
             self.o._wake.set()
 
@@ -543,7 +544,7 @@ class Deployer(SlotMoves):
 
     def _step(self, d: dict[str, Any], step: str, outcome: str, detail: str) -> None:
         d["log"].append({"at": time.time(), "step": step, "outcome": outcome, "detail": detail})
-        self.o._emit("deploy.progress", {**self._event(d), "step": step, "outcome": outcome, "detail": detail})
+        self.o._emit(DeployProgress(**self._event(d), step=step, outcome=outcome, detail=detail))
         log.info("deployment step", service=d["service"], deployment=d["id"], step=step, outcome=outcome,
                  detail=detail)
 

@@ -24,6 +24,7 @@ import structlog
 from aiodocker.containers import DockerContainer
 from aiodocker.exceptions import DockerError
 
+from core.bus import DomainEvent
 from core.ports import LogSink
 from core.tasks import TaskSet
 from orch.cgroups import CgroupHandle, Mounts
@@ -40,12 +41,13 @@ from orch.containers import (
     ports_from_labels,
     volume_name,
 )
+from orch.events import ImagePull, ImagePullFailed, ImagePullProgress
 from orch.runtime import ExitStatus, InstanceConfig, InstanceStats, RuntimeError_
 from orch.volumes import parse_volume
 
 log = structlog.get_logger("orch.docker")
 
-EventFn = Callable[[str, dict[str, Any]], None]
+EventFn = Callable[[DomainEvent], None]
 _STREAM = aiohttp.ClientTimeout(total=None, sock_read=None, sock_connect=10)
 
 
@@ -115,7 +117,7 @@ class DockerRuntime:
         self.url = url
         self.prefix = prefix
         self.owner = owner
-        self.on_event = on_event or (lambda _t, _d: None)
+        self.on_event = on_event or (lambda _e: None)
         self.pull_timeout_s = pull_timeout_s
         self._docker: aiodocker.Docker | None = None
         self._reachable_at = 0.0
@@ -183,7 +185,7 @@ class DockerRuntime:
                 if e.status != 404:
                     raise
             log.info("pulling image", service=config.service, image=image)
-            self.on_event("service.image.pull", {"service": config.service, "image": image, "status": "started"})
+            self.on_event(ImagePull(config.service, image, "started"))
             last = 0.0
             try:
                 async with asyncio.timeout(self.pull_timeout_s):
@@ -193,18 +195,17 @@ class DockerRuntime:
                         now = time.monotonic()
                         if now - last >= 1.0:  # progress at most once a second
                             last = now
-                            self.on_event("service.image.pull", {
-                                "service": config.service, "image": image, "status": item.get("status"),
-                                "layer": item.get("id"), "progress": item.get("progressDetail") or None})
+                            self.on_event(ImagePullProgress(
+                                service=config.service, image=image, status=item.get("status"),
+                                layer=item.get("id"), progress=item.get("progressDetail") or None))
             except (DockerError, TimeoutError) as e:
                 why = _msg(e) if isinstance(e, DockerError) else f"no result within {self.pull_timeout_s:g}s"
-                self.on_event("service.image.pull", {"service": config.service, "image": image, "status": "failed",
-                                                     "error": why})
+                self.on_event(ImagePullFailed(config.service, image, "failed", why))
                 raise RuntimeError_(
                     f"{config.instance}: image {image} is not on this machine and pulling it failed: {why}. "
                     "Check the name and tag, or, where no registry is reachable, load it with docker load / "
                     "docker build first") from None
-            self.on_event("service.image.pull", {"service": config.service, "image": image, "status": "done"})
+            self.on_event(ImagePull(config.service, image, "done"))
 
     async def _prepare_volumes(self, config: InstanceConfig) -> None:
         for text in config.volumes:

@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from core.bus import DomainEvent
 from core.ports import LogSink
 from orch.cgroups import CgroupDriver
 from orch.config import OrchSettings
@@ -85,7 +86,7 @@ class RuntimeSet:
 
 
 def make_runtimes(settings: OrchSettings, log_sink: LogSink, cgroups: CgroupDriver, *, data_dir: Path, run_dir: Path,
-                  on_event: Callable[[str, dict[str, Any]], None], process: Runtime[Any] | None = None) -> RuntimeSet:
+                  on_event: Callable[[DomainEvent], None], process: Runtime[Any] | None = None) -> RuntimeSet:
     """The runtimes the settings ask for: process always, docker and systemd unless turned off."""
     from orch.docker import DockerRuntime
     from orch.process import ProcessRuntime

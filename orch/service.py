@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 import structlog
 
 from core.audit import AuditEntry, AuditLog
-from core.bus import EventBus
+from core.bus import DomainEvent, EventBus
 from core.clock import Clock, SystemClock
 from core.errors import Conflict, NotFound
 from core.ports import EndpointBoard, InstanceInfo, LogSink, ServiceState
@@ -40,6 +40,12 @@ from orch.config import OrchSettings
 from orch.deployer import Deployer
 from orch.docker import DockerRuntime
 from orch.endpoints import EndpointPublisher, endpoint_sets
+from orch.events import (
+    ServiceApplied,
+    ServiceRemoved,
+    ServiceRestartRequested,
+    ServiceStatusChanged,
+)
 from orch.instances import PortAllocator
 from orch.live import Live, instance_view
 from orch.logfiles import FileLogSink
@@ -96,7 +102,7 @@ class OrchService(Supervision):
         self._shutting_down = False
         self._wake = asyncio.Event()
         self._changed = asyncio.Condition()
-        self._events: asyncio.Queue[tuple[str, dict[str, Any]] | None] = asyncio.Queue()
+        self._events: asyncio.Queue[DomainEvent | None] = asyncio.Queue()
         self._tasks = TaskSet("orch")
         self._loop_task: asyncio.Task[Any] | None = None
         self._publisher: asyncio.Task[Any] | None = None
@@ -202,7 +208,7 @@ class OrchService(Supervision):
         for key, slot in list(self.slots.items()):
             if key[0] == spec.name and slot.phase == "absent":
                 self.slots[key] = planner.reset(slot, now_m)  # a new version gets a fresh start, no back-off
-        self._emit("service.applied", {"service": spec.name, "version": version, "by": actor})
+        self._emit(ServiceApplied(spec.name, version, actor))
         log.info("service applied", service=spec.name, version=version)
         self._wake.set()
         return {**self.describe(spec.name), "changed": True}
@@ -320,7 +326,7 @@ class OrchService(Supervision):
         if row.desired != "running":
             row.desired = "running"
             await self.repo.set_desired(name, "running")
-        self._emit("service.restart.requested", {"service": name})
+        self._emit(ServiceRestartRequested(name))
         self._wake.set()
         return self.describe(name)
 
@@ -344,7 +350,7 @@ class OrchService(Supervision):
                 before["volumes_removed"] = await docker.remove_volumes(name)
         finally:
             self._deleting.discard(name)
-        self._emit("service.removed", {"service": name})
+        self._emit(ServiceRemoved(name))
         return before
 
     def instances(self) -> builtins.list[InstanceInfo]:
@@ -458,9 +464,9 @@ class OrchService(Supervision):
                 if prev is None or prev.status != st.status:
                     log.info("service status changed", service=name, status=st.status, previous=prev and prev.status,
                              reason=st.reason)
-                    self._emit("service.status.changed", {
-                        "service": name, "status": st.status, "previous": prev.status if prev else None,
-                        "reason": st.reason, "healthy": st.healthy, "replicas": st.replicas})
+                    self._emit(ServiceStatusChanged(
+                        service=name, status=st.status, previous=prev.status if prev else None,
+                        reason=st.reason, healthy=st.healthy, replicas=st.replicas))
             else:
                 self.statuses[name] = st
         for name in {*self.services, *self._endpoints.services()}:
@@ -477,8 +483,8 @@ class OrchService(Supervision):
                    if s.service == name and s.phase == "running" and s.healthy and s.key in self.live]
         self._endpoints.publish(name, endpoint_sets(name, [p.name for p in row.spec.ports] if row else [], healthy))
 
-    def _emit(self, etype: str, data: dict[str, Any]) -> None:
-        self._events.put_nowait((etype, data))
+    def _emit(self, event: DomainEvent) -> None:
+        self._events.put_nowait(event)
 
     async def _publish_events(self) -> None:
         while True:
@@ -486,6 +492,6 @@ class OrchService(Supervision):
             if item is None:
                 return
             try:
-                await self.bus.publish(item[0], item[1])
+                await self.bus.publish(item)
             except Exception as e:  # an event lost must not stop supervision
-                log.error("cannot publish event", type=item[0], error=repr(e))
+                log.error("cannot publish event", type=item.type, error=repr(e))

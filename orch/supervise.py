@@ -12,7 +12,7 @@ import dataclasses
 import time
 from collections import deque
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -21,6 +21,7 @@ from orch._files import ConfigFileRefused, write_config_files
 from orch.cgroups import CgroupHandle
 from orch.deploy_slots import RETIRED_RECORD_BASE
 from orch.docker import DockerRuntime
+from orch.events import InstanceAdopted, InstanceExited, InstanceHealth
 from orch.health import run_probe
 from orch.instances import build_config, health_target, port_requests
 from orch.live import Live
@@ -29,6 +30,7 @@ from orch.runtime import ExitStatus, Instance, InstanceConfig, RuntimeError_
 from orch.spec import ServiceSpec
 
 if TYPE_CHECKING:
+    from core.bus import DomainEvent
     from core.clock import Clock
     from core.tasks import TaskSet
     from orch.config import OrchSettings
@@ -65,7 +67,7 @@ class Supervision:
         _shutting_down: bool
 
         def _view(self, row: ServiceRow) -> ServiceView: ...
-        def _emit(self, etype: str, data: dict[str, Any]) -> None: ...
+        def _emit(self, event: DomainEvent) -> None: ...
         def _publish_endpoints(self, name: str) -> None: ...
         def _transitioned(self) -> None: ...
 
@@ -185,11 +187,11 @@ class Supervision:
             row.restarts += new.restarts - slot.restarts
             row.last_exit = exit_info
             self._tasks.spawn("record-exit", self.repo.record_exit(row.name, row.restarts, exit_info))
-        self._emit("service.instance.exited", {
-            "service": key[0], "instance": f"{key[0]}-{key[1]}", "exit": status.to_dict(), "expected": not failed,
-            "state": new.state, "restarts": new.restarts, "reason": new.reason,
-            "restart_in_s": round(new.next_start_at - self.clock.monotonic(), 2)
-            if new.state in ("backoff", "crashloop") else None})
+        self._emit(InstanceExited(
+            service=key[0], instance=f"{key[0]}-{key[1]}", exit=status.to_dict(), expected=not failed,
+            state=new.state, restarts=new.restarts, reason=new.reason,
+            restart_in_s=round(new.next_start_at - self.clock.monotonic(), 2)
+            if new.state in ("backoff", "crashloop") else None))
         log.info("instance ended", service=key[0], instance=f"{key[0]}-{key[1]}", status=status.detail,
                  state=new.state, restarts=new.restarts)
         self._publish_endpoints(key[0])
@@ -233,8 +235,8 @@ class Supervision:
             if new.healthy != slot.healthy:
                 log.info("instance health changed", service=key[0], instance=f"{key[0]}-{key[1]}",
                          healthy=new.healthy, detail=result.detail)
-                self._emit("service.instance.health", {"service": key[0], "instance": f"{key[0]}-{key[1]}",
-                                                       "healthy": new.healthy, "detail": result.detail})
+                self._emit(InstanceHealth(service=key[0], instance=f"{key[0]}-{key[1]}",
+                                          healthy=new.healthy, detail=result.detail))
                 self._publish_endpoints(key[0])
             if new != slot:
                 self._transitioned()
@@ -289,5 +291,4 @@ class Supervision:
             self.slots[key] = planner.started(Slot(*key), int(rec.get("version", 0)), self.clock.monotonic(),
                                               has_healthcheck=False)
             self._watch(key, spec, instance)
-            self._emit("service.instance.adopted", {"service": key[0], "instance": f"{key[0]}-{key[1]}",
-                                                    "pid": rec.get("pid")})
+            self._emit(InstanceAdopted(service=key[0], instance=f"{key[0]}-{key[1]}", pid=rec.get("pid")))

@@ -9,7 +9,10 @@ machine), `exposition` (Prometheus text).
 """
 
 from probe.config import AlertRuleBody, ProbeConfig, load_probe_config
+from probe.exposition import CONTENT_TYPE
+from probe.params import parse_labels, parse_step, parse_time
 from probe.service import ProbeService
 from probe.tsdb import MetricsStore
 
-__all__ = ["AlertRuleBody", "MetricsStore", "ProbeConfig", "ProbeService", "load_probe_config"]
+__all__ = ["CONTENT_TYPE", "AlertRuleBody", "MetricsStore", "ProbeConfig", "ProbeService", "load_probe_config",
+           "parse_labels", "parse_step", "parse_time"]

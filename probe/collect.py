@@ -419,7 +419,3 @@ class GateAdapter:
         self._rates.sweep()
         return out
 
-
-def thread_cpu_s() -> float:
-    """CPU seconds of the calling thread (to measure what a collection costs)."""
-    return time.thread_time()

@@ -5,9 +5,9 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from core.errors import StartupError
+from core.settings import load_section
 from core.units import parse_duration
 
 _METRIC = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
@@ -68,13 +68,8 @@ class ProbeConfig(BaseModel):
 
 def load_probe_config(section: dict[str, Any]) -> ProbeConfig:
     """Validate the `probe:` section; a mistake is a StartupError naming the setting's path."""
-    try:
-        return ProbeConfig.model_validate(section or {})
-    except ValidationError as e:
-        problems = "; ".join(
-            f"probe.{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors()
-        )
-        raise StartupError(f"invalid probe settings: {problems}", hint="fix the probe: section of the config") from e
+    return load_section(ProbeConfig, section, key="probe", what="invalid probe settings",
+                        hint="fix the probe: section of the config")
 
 
 def _check_url(v: str | None) -> str | None:

@@ -23,12 +23,14 @@ import structlog
 from core.bus import EventBus
 from core.clock import Clock, SystemClock
 from core.errors import BadRequest
+from core.memo import BoundedMemo
 from core.ports import InstanceInfo, MetricsSource, ServiceInventory
 from core.store import Store
 from core.tasks import TaskSet
 from probe.alerts import AlertRule, AlertState, evaluate, no_data_after
 from probe.collect import GateAdapter, HostCollector, Point, ServiceCollector, service_state_points
 from probe.config import AlertRuleBody, ProbeConfig
+from probe.events import AlertTransition
 from probe.exposition import Reading, render
 from probe.firing import FiringStore
 from probe.rollup import default_step
@@ -118,7 +120,10 @@ class ProbeService:
         self._tasks = TaskSet("probe")
         self._executor: ThreadPoolExecutor | None = None
         self._tick_done = asyncio.Condition()
-        self._keys: dict[tuple[tuple[str, str], ...], str] = {}
+        # `labels_key` per label set, remembered (the same sets come back every tick); bounded, so vanished
+        # instances' label sets do not pile up.
+        self._keys: BoundedMemo[tuple[tuple[str, str], ...], str] = BoundedMemo(
+            lambda items: labels_key(dict(items)), 50_000)
 
     # --- component ------------------------------------------------------------------------------
 
@@ -210,13 +215,7 @@ class ProbeService:
 
     def _key(self, labels: Mapping[str, str]) -> str:
         """`labels_key`, memoised: the same label sets come back every tick."""
-        items = tuple(labels.items())
-        key = self._keys.get(items)
-        if key is None:
-            if len(self._keys) > 50_000:
-                self._keys.clear()  # bounded: vanished instances' label sets do not pile up
-            key = self._keys[items] = labels_key(labels)
-        return key
+        return self._keys(tuple(labels.items()))
 
     async def wait_ticks(self, n: int, timeout_s: float) -> None:
         """Wait until `n` more ticks have completed (for tests and benchmarks)."""
@@ -348,7 +347,7 @@ class ProbeService:
         del self.history[:-_HISTORY]
         log.info("alert " + etype.split(".")[1], rule=payload["rule"], labels=payload["labels"],
                  value=payload["value"], reason=payload["reason"])
-        await self.bus.publish(etype, {k: v for k, v in payload.items() if k != "event"})
+        await self.bus.publish(AlertTransition.of(etype, {k: v for k, v in payload.items() if k != "event"}))
         if url:
             self.webhooks.send(url, payload)
 

@@ -8,9 +8,10 @@ import shlex
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from core.errors import StartupError
+from core.settings import load_section
 from snap.schedule import validate_cron
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
@@ -60,11 +61,7 @@ class SnapConfig(BaseModel):
 
 
 def load_snap_config(section: dict[str, Any]) -> SnapConfig:
-    try:
-        cfg = SnapConfig.model_validate(section or {})
-    except ValidationError as e:
-        problems = "; ".join(f"snap.{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors())
-        raise StartupError(f"invalid settings: {problems}", hint="e.g. snap: {repository: /backup/repo}") from e
+    cfg = load_section(SnapConfig, section, key="snap", hint="e.g. snap: {repository: /backup/repo}")
     if cfg.encryption != "none" and cfg.passphrase_file is None:
         raise StartupError("snap.encryption is aes-256-gcm but snap.passphrase_file is not set",
                            hint="point snap.passphrase_file at a 0600 file holding a long random string")

@@ -99,3 +99,35 @@ def test_route_file_goes_through_the_bounded_loader(tmp_path):
     f.write_text("a: &a [x]\nb: &b [" + ",".join(["*a"] * 400) + "]\nc: [" + ",".join(["*b"] * 400) + "]\n")
     with pytest.raises(CliError, match="max_nodes"):
         build_spec(argparse.Namespace(file=str(f)))
+
+
+def test_load_section_names_each_bad_key_with_the_components_words() -> None:
+    """The one section loader every component uses: each problem by its path, the caller's words and hint."""
+    from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+    from core.settings import load_section
+
+    class Section(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        size: int = Field(default=1, gt=0)
+        nested: dict[str, int] = Field(default_factory=dict)
+
+        @model_validator(mode="after")
+        def _whole(self) -> "Section":
+            if self.size == 13:
+                raise ValueError("13 is unlucky")
+            return self
+
+    assert load_section(Section, None, key="demo", hint="h").size == 1
+    assert load_section(Section, {"size": 2}, key="demo", hint="h").size == 2
+    with pytest.raises(StartupError) as e:
+        load_section(Section, {"size": 0, "bogus": 1, "nested": {"a": "x"}}, key="demo", hint="fix demo:",
+                     what="invalid demo settings")
+    msg = str(e.value)
+    assert msg.startswith("invalid demo settings: ")
+    assert "demo.size: Input should be greater than 0" in msg
+    assert "demo.bogus: Extra inputs are not permitted" in msg
+    assert "demo.nested.a: Input should be a valid integer" in msg
+    assert e.value.hint == "fix demo:"
+    with pytest.raises(StartupError, match=r"^invalid settings: demo\.\(section\): Value error, 13 is unlucky"):
+        load_section(Section, {"size": 13}, key="demo", hint="h")

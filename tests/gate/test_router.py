@@ -150,3 +150,17 @@ def test_spec_normalizes():
 )
 def test_parse_target(value, expected):
     assert parse_target(value) == expected
+
+
+def test_host_resolution_stays_bounded_and_right_under_many_hosts():
+    """The table remembers host → routes (one dict lookup per request); hostile Host values churn through it
+    without growing it, and answers stay those of `core.hostnames` after every reset."""
+    from gate.router import _CACHE_MAX
+
+    t = table({"host": "*.wild.test", "path": "/", "upstreams": ["127.0.0.1:1"]},
+              {"host": "*", "path": "/", "upstreams": ["127.0.0.1:2"]})
+    for i in range(3 * _CACHE_MAX):
+        found = t.lookup(f"h{i}.wild.test" if i % 2 else f"h{i}.other.test", "/")
+        assert found is not None and found[0].id == (1 if i % 2 else 2)
+    assert len(t._resolved) <= _CACHE_MAX
+    assert t.lookup("a.b.wild.test", "/")[0].id == 2  # one label only, else the catch-all
