@@ -10,8 +10,9 @@ after which the client is paused. The response head and body are appended to the
 and written once per upstream read. Every path ends in exactly one `_account()` (metrics and access
 log) guarded by `finished`.
 
-The exchange talks to its downstream only through the small interface documented in `gate.proxy`, so
-an HTTP/2 stream can be a downstream too.
+The exchange talks to its downstream and its upstream connection only through the Protocols of
+`gate.downstream` (`Downstream`, `UpstreamLink`), so an HTTP/2 stream can be a downstream too; it
+reads their fields and changes them only by calling their methods.
 """
 
 from __future__ import annotations
@@ -25,9 +26,11 @@ from typing import TYPE_CHECKING
 import structlog
 
 from core.errors import Unavailable
+from gate._h2rules import request_last_chunk
 from gate._static_io import serve_static
 from gate._upgrade import switch_matches
 from gate.balancer import TargetHealth, pick, record_failure, record_success, retry_after_s
+from gate.downstream import Pause
 from gate.h1 import (
     IDEMPOTENT,
     LAST_CHUNK,
@@ -42,9 +45,8 @@ from gate.pages import error_page
 from gate.policies import ACME_PREFIX, Credentials, verify_password
 
 if TYPE_CHECKING:
-    from gate.proxy import ClientConnection
+    from gate.downstream import Downstream, UpstreamLink
     from gate.state import RouteRuntime
-    from gate.upstream import UpstreamConnection
 
 log = structlog.get_logger("gate.exchange")
 
@@ -61,8 +63,8 @@ class Exchange:
                  "started", "state", "status", "target", "target_stats", "tried", "tunnel_buf", "up", "up_started",
                  "upstream_key", "upstream_ms", "upstream_target", "version")
 
-    def __init__(self, client: ClientConnection, method: bytes, version: str, headers: list[tuple[bytes, bytes]],
-                 info: RequestInfo, keep_alive: bool) -> None:
+    def __init__(self, client: Downstream, method: bytes, version: str, headers: list[tuple[bytes, bytes]],
+                 info: RequestInfo, keep_alive: bool, ended: bool = False) -> None:
         self.client = client
         self.state = state = client.state
         self.method = method
@@ -79,16 +81,16 @@ class Exchange:
         self.request_id = rid or state.request_id()
         self.upstream_target = info.target
         self.rt: RouteRuntime | None = None
-        self.up: UpstreamConnection | None = None
+        self.up: UpstreamLink | None = None
         self.target: TargetHealth | None = None
         self.target_stats: Stats | None = None
         self.tried: tuple[TargetHealth, ...] | list[TargetHealth] = ()
-        self.body_buf: tuple[bytes, ...] | list[bytes] = ()  # lists are made on first use
+        self.body_buf: list[bytes] | tuple[()] = ()  # lists are made on first use
         self.body_buf_size = 0
         self.buffering = False  # receiving the request body whole (up to the route's buffer) before choosing
-        self.tunnel_buf: tuple[bytes, ...] | list[bytes] = ()
+        self.tunnel_buf: list[bytes] | tuple[()] = ()
         self.req_bytes = 0
-        self.req_ended = False
+        self.req_ended = ended  # (an HTTP/2 request without a body has ended with its head)
         self.req_trailers = b""  # a chunked request's last chunk with trailer fields (HTTP/2 trailers)
         self.bytes_out = 0
         self.status = 0
@@ -319,14 +321,11 @@ class Exchange:
 
     # --- proxying the request -------------------------------------------------------------------------
 
-    def attach(self, conn: UpstreamConnection, now: float | None = None) -> None:
+    def attach(self, conn: UpstreamLink, now: float | None = None) -> None:
         st = self.state
         rt = self.rt
-        transport = conn.transport
-        assert rt is not None and transport is not None
+        assert rt is not None
         self.up = conn
-        conn.exchange = self
-        conn.requests += 1
         t = conn.target
         self.target = t
         t.active += 1
@@ -360,14 +359,13 @@ class Exchange:
             if self.body_buf:
                 self.body_buf = ()
                 self.body_buf_size = 0
-                client.resume_reading_for(4)
+                client.resume_reading_for(Pause.BUFFERED)
             if req_ended and chunked:
                 pieces.append(self.req_trailers or LAST_CHUNK)
             head = b"".join(pieces)
-        transport.write(head)
         # The upstream's answer is due once the whole request is sent; during a long upload the client's
         # body timeout (and back-pressure) govern instead.
-        conn.deadline = now + rt.timeout_s if req_ended or not info.has_body else 0.0
+        conn.send_request(self, head, now + rt.timeout_s if req_ended or not info.has_body else 0.0)
         if info.expect_continue and not req_ended and self.req_bytes == 0 and not self.sent_continue:
             self.sent_continue = True
             client.send_continue()
@@ -384,14 +382,14 @@ class Exchange:
         if self.finished:
             return
         up = self.up
-        if up is not None and up.transport is not None:
+        if up is not None:
             if self.info.chunked:
-                up.transport.writelines((b"%x\r\n" % len(data), data, b"\r\n"))
+                up.write_chunk(data)
             else:
-                up.transport.write(data)
+                up.write(data)
             return
-        if self.body_buf:
-            self.body_buf.append(data)  # type: ignore[union-attr]
+        if isinstance(self.body_buf, list):
+            self.body_buf.append(data)
         else:
             self.body_buf = [data]
         self.body_buf_size += len(data)
@@ -400,7 +398,7 @@ class Exchange:
                 self.buffering = False  # larger than the buffer: streamed from here on
                 self.choose()
         elif self.body_buf_size > self.state.config.high_water_bytes:
-            self.client.pause_reading_for(4)
+            self.client.pause_reading_for(Pause.BUFFERED)
 
     def on_request_end(self) -> None:
         self.req_ended = True
@@ -411,10 +409,16 @@ class Exchange:
             return
         up = self.up
         if up is not None and not self.finished:
-            if self.info.chunked and up.transport is not None:
-                up.transport.write(self.req_trailers or LAST_CHUNK)
+            if self.info.chunked:
+                up.write(self.req_trailers or LAST_CHUNK)
             if not up.deadline and not self.client.write_paused:
-                up.deadline = self.state.clock() + self.upstream_timeout_s
+                up.set_deadline(self.state.clock() + self.upstream_timeout_s)
+
+    def on_request_trailers(self, fields: list[tuple[bytes, bytes]]) -> None:
+        """An HTTP/2 request's trailer fields (before its end): forwarded as the chunked body's trailer
+        section when the body is chunked upstream, else dropped (HTTP/1.1 upstreams rarely read them)."""
+        if self.info.chunked and not self.req_ended and not self.finished:
+            self.req_trailers = request_last_chunk(fields)  # written in place of the last chunk
 
     def on_request_aborted(self, err: HttpError) -> None:
         """The client's request cannot be completed (bad chunk, too large, stalled)."""
@@ -434,7 +438,7 @@ class Exchange:
         if data:
             self.tunnel_buf = [*self.tunnel_buf, data]
             if sum(len(x) for x in self.tunnel_buf) > self.state.config.high_water_bytes:
-                self.client.pause_reading_for(4)
+                self.client.pause_reading_for(Pause.BUFFERED)
 
     # --- upstream events ----------------------------------------------------------------------------
 
@@ -462,7 +466,7 @@ class Exchange:
             self.on_upstream_failed(self.up, e, protocol_error=True)
             return False
         if framing.upstream_close and self.up is not None:
-            self.up.keep_alive = False
+            self.up.refuse_reuse()
         if client.closing or self.info.upgrade is not None or not self.req_ended:
             framing.close_after = True
         self.framing = framing
@@ -471,6 +475,10 @@ class Exchange:
         client.send_head(status, reason, headers, framing, rt.resp_extra[scheme], remove, rt.resp_lines[scheme])
         self.response_started = True
         return self.method == b"HEAD"
+
+    def on_interim_end(self) -> None:
+        """A 1xx response (swallowed) ended; the final one follows."""
+        self.interim = False
 
     def on_response_body(self, data: bytes) -> None:
         if self.finished:
@@ -492,12 +500,11 @@ class Exchange:
         up = self.up
         if up is not None:
             self.up = None
-            up.exchange = None
             self._release_target(success=True)
             if self.req_ended and up.keep_alive:
-                self.state.pool.release(up)
+                self.state.pool.release(up)  # (no longer carrying this exchange)
             else:
-                up.close()
+                up.drop()
         self._account()
         client.response_done(self, framing.close_after if framing is not None else True)
 
@@ -522,13 +529,10 @@ class Exchange:
         client.send_switch(list(self.headers_101), self.info.upgrade, rest)
         self.response_started = True
         self.upstream_ms = (self.state.timer() - self.up_started) * 1000
-        up.exchange = None
-        up.deadline = 0.0
-        up.tunnel = client
-        client.upgrading = False
+        up.start_tunnel(client)
         client.start_tunnel(up)
-        if self.tunnel_buf and up.transport is not None:
-            up.transport.write(b"".join(self.tunnel_buf))
+        if self.tunnel_buf:
+            up.write(b"".join(self.tunnel_buf))
             self.tunnel_buf = ()
 
     def tunnel_finished(self) -> None:
@@ -537,7 +541,7 @@ class Exchange:
             self.up = None
             self._account()
 
-    def on_upstream_failed(self, conn: UpstreamConnection | None, exc: BaseException, *, protocol_error: bool) -> None:
+    def on_upstream_failed(self, conn: UpstreamLink | None, exc: BaseException, *, protocol_error: bool) -> None:
         """The upstream sent something unparseable or ambiguous."""
         if conn is not None and conn is self.up:
             log.warning("invalid upstream response", target=conn.target.key, error=str(exc),
@@ -551,13 +555,13 @@ class Exchange:
             self._account()
             self.client.abort()
 
-    def on_upstream_lost(self, conn: UpstreamConnection, exc: Exception | None) -> None:
+    def on_upstream_lost(self, conn: UpstreamLink, exc: Exception | None) -> None:
         if conn is not self.up or self.finished:
             return
         framing = self.framing
         if self.response_started and framing is not None:
             if framing.body and framing.content_length is None and not framing.chunked_in and exc is None:
-                conn.keep_alive = False
+                conn.refuse_reuse()
                 self.on_response_end()  # a close-delimited body ends here
                 self.client.flush()
                 return
@@ -599,15 +603,15 @@ class Exchange:
 
     def pause_upstream(self) -> None:
         up = self.up
-        if up is not None and up.transport is not None:
-            up.transport.pause_reading()
-            up.deadline = 0.0
+        if up is not None:
+            up.pause_reading()
+            up.set_deadline(0.0)
 
     def resume_upstream(self) -> None:
         up = self.up
-        if up is not None and up.transport is not None:
-            up.transport.resume_reading()
-            up.deadline = self.state.clock() + self.upstream_timeout_s
+        if up is not None:
+            up.resume_reading()
+            up.set_deadline(self.state.clock() + self.upstream_timeout_s)
 
     def on_client_lost(self) -> None:
         if self.finished:
@@ -657,8 +661,7 @@ class Exchange:
         up = self.up
         self.up = None
         if up is not None:
-            up.exchange = None
-            up.close()
+            up.drop()
             if failed:
                 record_failure(up.target, self.state.clock(), self.state.health_policy)
         self._release_target(success=False)

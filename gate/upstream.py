@@ -19,9 +19,11 @@ from typing import TYPE_CHECKING, Any
 import httptools
 
 from gate.balancer import TargetHealth
+from gate.downstream import Pause
 
 if TYPE_CHECKING:
     from gate import exchange
+    from gate.downstream import Downstream
 
 
 class HeadDone(Exception):
@@ -46,7 +48,7 @@ class UpstreamConnection:
         self.requests = 0  # requests sent on this connection (>1: it was reused)
         self.deadline = 0.0  # loop time by which the upstream must send something (0: none)
         self.keep_alive = True
-        self.tunnel: Any = None  # the client connection once this is a raw tunnel (after 101)
+        self.tunnel: Downstream | Any = None  # the client connection once this is a raw tunnel (after 101)
         self._headers: list[tuple[bytes, bytes]] = []
         self._reason = b""
         self._counted_out = False
@@ -98,15 +100,15 @@ class UpstreamConnection:
 
     def pause_writing(self) -> None:
         if self.tunnel is not None:
-            self.tunnel.pause_reading_for(2)
+            self.tunnel.pause_reading_for(Pause.UPSTREAM_FULL)
         elif self.exchange is not None:
-            self.exchange.client.pause_reading_for(2)
+            self.exchange.client.pause_reading_for(Pause.UPSTREAM_FULL)
 
     def resume_writing(self) -> None:
         if self.tunnel is not None:
-            self.tunnel.resume_reading_for(2)
+            self.tunnel.resume_reading_for(Pause.UPSTREAM_FULL)
         elif self.exchange is not None:
-            self.exchange.client.resume_reading_for(2)
+            self.exchange.client.resume_reading_for(Pause.UPSTREAM_FULL)
 
     # --- httptools callbacks ------------------------------------------------------------------------
 
@@ -153,9 +155,50 @@ class UpstreamConnection:
         if ex is None:
             return
         if ex.interim:
-            ex.interim = False
+            ex.on_interim_end()
             return
         ex.on_response_end(trailers or None)
+
+    # --- what an exchange asks of it (`gate.downstream.UpstreamLink`) ---------------------------------
+
+    def send_request(self, ex: exchange.Exchange, head: bytes, deadline: float) -> None:
+        """Carry `ex` (until the pool takes this connection back or it is dropped): write its head."""
+        self.exchange = ex
+        self.requests += 1
+        self.deadline = deadline
+        if self.transport is not None:
+            self.transport.write(head)
+
+    def write(self, data: bytes) -> None:
+        if self.transport is not None:
+            self.transport.write(data)
+
+    def write_chunk(self, data: bytes) -> None:
+        if self.transport is not None:
+            self.transport.writelines((b"%x\r\n" % len(data), data, b"\r\n"))
+
+    def set_deadline(self, deadline: float) -> None:
+        self.deadline = deadline
+
+    def pause_reading(self) -> None:
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.transport is not None:
+            self.transport.resume_reading()
+
+    def refuse_reuse(self) -> None:
+        self.keep_alive = False
+
+    def start_tunnel(self, client: Downstream) -> None:
+        self.exchange = None
+        self.deadline = 0.0
+        self.tunnel = client
+
+    def drop(self) -> None:
+        self.exchange = None
+        self.close()
 
     # --- helpers --------------------------------------------------------------------------------------
 
