@@ -122,6 +122,12 @@ class H2Stream:
     def start_tunnel(self, upstream: UpstreamLink) -> None:  # pragma: no cover - HTTP/1 only
         raise RuntimeError("HTTP/2 has no Upgrade: an HTTP/2 request never asks to switch protocols")
 
+    def tunnel_write(self, data: bytes) -> None:  # pragma: no cover - HTTP/1 only
+        raise RuntimeError("HTTP/2 has no Upgrade: an HTTP/2 stream is never a tunnel")
+
+    def tunnel_closed(self) -> None:  # pragma: no cover - HTTP/1 only
+        raise RuntimeError("HTTP/2 has no Upgrade: an HTTP/2 stream is never a tunnel")
+
     def flush(self) -> None:
         self.conn.schedule_flush()
 
@@ -243,12 +249,12 @@ class H2Stream:
                     sent += n
                 self.out_size -= sent
                 if not out and self.want_end:
-                    if not last:
+                    if self.trailers is not None:
                         h2c.send_headers(sid, self.trailers, end_stream=True)
                     self._ended()
                     return
             elif self.want_end:
-                if last:
+                if self.trailers is None:
                     h2c.end_stream(sid)
                 else:
                     h2c.send_headers(sid, self.trailers, end_stream=True)

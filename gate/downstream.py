@@ -72,6 +72,12 @@ class Downstream(Protocol):
     def start_tunnel(self, upstream: UpstreamLink) -> None:
         """From now on, relay raw bytes both ways with `upstream`."""
 
+    def tunnel_write(self, data: bytes) -> None:
+        """Bytes from the upstream of a tunnel."""
+
+    def tunnel_closed(self) -> None:
+        """The upstream of a tunnel closed."""
+
     def flush(self) -> None:
         """Write what was queued."""
 
@@ -117,6 +123,9 @@ class UpstreamLink(Protocol):
 
     def start_tunnel(self, client: Downstream) -> None:
         """After a 101: relay raw bytes with `client` (no exchange, no deadline)."""
+
+    def finish(self, reuse: bool) -> None:
+        """The exchange is done with it: back to the pool when `reuse` and the origin allows, else closed."""
 
     def drop(self) -> None:
         """Close it, no longer carrying the exchange."""

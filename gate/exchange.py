@@ -156,7 +156,7 @@ class Exchange:
         spec = rt.route.spec
         if rt.methods is not None and self.method not in rt.methods:
             self.error(405, f"{self.method.decode()} is not allowed here",
-                       headers=((b"Allow", ", ".join(spec.methods).encode()),))
+                       headers=((b"Allow", ", ".join(spec.methods or ()).encode()),))
             return
         pol = rt.policies
         if not pol.trivial:
@@ -501,10 +501,7 @@ class Exchange:
         if up is not None:
             self.up = None
             self._release_target(success=True)
-            if self.req_ended and up.keep_alive:
-                self.state.pool.release(up)  # (no longer carrying this exchange)
-            else:
-                up.drop()
+            up.finish(self.req_ended)
         self._account()
         client.response_done(self, framing.close_after if framing is not None else True)
 

@@ -275,7 +275,7 @@ class H2Front(asyncio.Protocol):
         s.last_data = st.clock()
         c = self.config
         try:
-            method, headers, info = h2_request(ev.headers, ended=ended, max_count=c.max_header_count,  # type: ignore[arg-type]
+            method, headers, info = h2_request(ev.headers, ended=ended, max_count=c.max_header_count,
                                                max_path_bytes=c.max_request_line_bytes)
         except HttpError as e:
             st.metrics.protocol_errors += 1
@@ -303,11 +303,11 @@ class H2Front(asyncio.Protocol):
         if not n and ev.stream_ended is None and not self.control.take(self.state.clock()):
             self._calm("empty DATA frame flood")  # frames that carry nothing but cost us a parse each
             return
-        s = self.streams.get(sid)  # type: ignore[arg-type]
+        s = self.streams.get(sid)
         ex = s.ex if s is not None else None
         if s is None or ex is None or s.closed:
             if n:
-                self.ack(sid, n)  # type: ignore[arg-type]
+                self.ack(sid, n)
             return
         s.last_data = self.state.clock()
         if ev.data:
@@ -317,18 +317,18 @@ class H2Front(asyncio.Protocol):
         if s.paused:
             s.unacked += n
         elif n:
-            self.ack(sid, n)  # type: ignore[arg-type]
+            self.ack(sid, n)
 
     def _on_trailers(self, ev: TrailersReceived) -> None:
         """Request trailers: handed to the exchange (it forwards them as chunked trailers, at the stream's
         end, when the body is chunked upstream)."""
-        s = self.streams.get(ev.stream_id)  # type: ignore[arg-type]
+        s = self.streams.get(ev.stream_id)
         if s is None or s.ex is None:
             return
         s.ex.on_request_trailers(list(ev.headers or ()))
 
     def _on_reset(self, ev: StreamReset) -> None:
-        s = self.streams.get(ev.stream_id)  # type: ignore[arg-type]
+        s = self.streams.get(ev.stream_id)
         if s is None:
             return
         unfinished = not s.response_done_

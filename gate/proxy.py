@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import httptools
 import structlog
@@ -96,14 +96,14 @@ class ClientConnection:
     # --- asyncio.Protocol ---------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = t = cast(asyncio.Transport, transport)  # (a TCP or TLS connection's)
         peer = transport.get_extra_info("peername")
         self.client_ip = str(peer[0]) if isinstance(peer, tuple) and peer else "local"
         if self.client_ip.startswith("::ffff:"):
             self.client_ip = self.client_ip[7:]
         self.trusted = self.state.is_trusted(self.client_ip)
         # (TCP_NODELAY is already set on every TCP transport by uvloop and by asyncio's own loop.)
-        transport.set_write_buffer_limits(self.config.high_water_bytes, self.config.low_water_bytes)
+        t.set_write_buffer_limits(self.config.high_water_bytes, self.config.low_water_bytes)
         self.state.clients.add(self)
         m = self.state.metrics
         m.connections_open += 1
