@@ -18,7 +18,6 @@ reads their fields and changes them only by calling their methods.
 from __future__ import annotations
 
 import asyncio
-import math
 from functools import partial
 from json.encoder import encode_basestring_ascii as _esc  # json.dumps' own (ensure_ascii) string encoder
 from typing import TYPE_CHECKING
@@ -29,7 +28,19 @@ from core.errors import Unavailable
 from gate._h2rules import request_last_chunk
 from gate._static_io import serve_static
 from gate._upgrade import switch_matches
-from gate.balancer import TargetHealth, pick, record_failure, record_success, retry_after_s
+from gate.admission import (
+    MAX_ATTEMPTS,
+    Answer,
+    acme_answer,
+    fail_over,
+    loss_counts_against,
+    method_refused,
+    no_target,
+    retry_stale,
+    too_large,
+    too_many,
+)
+from gate.balancer import TargetHealth, pick, record_failure, record_success
 from gate.downstream import Pause
 from gate.h1 import (
     IDEMPOTENT,
@@ -50,7 +61,6 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("gate.exchange")
 
-MAX_ATTEMPTS = 3
 _PROTOCOLS = {"1.1": "HTTP/1.1", "1.0": "HTTP/1.0", "2": "HTTP/2"}
 
 
@@ -130,12 +140,7 @@ class Exchange:
         info = self.info
         client = self.client
         if client.scheme == "http" and info.target.startswith(ACME_PREFIX):
-            token = info.target[len(ACME_PREFIX):].split("?", 1)[0]
-            key_auth = st.challenges.get(token) if token else None
-            if key_auth is None:
-                self.error(404, "no pending ACME challenge has this token")
-            else:
-                self.respond(200, key_auth.encode(), b"text/plain")
+            self.answer(acme_answer(info.target, ACME_PREFIX, st.challenges))
             return
         hop = info.hop
         if hop is not None and hop.find(st.hop_id) >= 0:
@@ -153,10 +158,8 @@ class Exchange:
         self.rt = rt
         self.upstream_target = upstream_target
         rt.metrics.active += 1
-        spec = rt.route.spec
         if rt.methods is not None and self.method not in rt.methods:
-            self.error(405, f"{self.method.decode()} is not allowed here",
-                       headers=((b"Allow", ", ".join(spec.methods or ()).encode()),))
+            self.answer(method_refused(self.method, rt.route.spec.methods))
             return
         pol = rt.policies
         if not pol.trivial:
@@ -187,11 +190,10 @@ class Exchange:
         if rt.limiter is not None:
             wait = rt.limiter.take(client.client_ip, st.clock())
             if wait > 0:
-                self.error(429, "too many requests from your address; slow down",
-                           headers=((b"Retry-After", str(math.ceil(wait)).encode()),))
+                self.answer(too_many(wait))
                 return
         if rt.max_body is not None and info.content_length is not None and info.content_length > rt.max_body:
-            self.error(413, f"the request body is larger than this site accepts ({rt.max_body} bytes)", close=True)
+            self.answer(too_large(rt.max_body))
             return
         if rt.static_root is not None:
             serve_static(self, rt.static_root, spec.static_spa)
@@ -216,8 +218,7 @@ class Exchange:
         st = self.state
         wait = st.auth_failures.attempt(self.client.client_ip, st.clock())
         if wait > 0:
-            self.error(429, "too many wrong passwords from your address; wait before trying again",
-                       headers=((b"Retry-After", str(math.ceil(wait)).encode()),))
+            self.answer(too_many(wait, "too many wrong passwords from your address; wait before trying again"))
             return
         try:
             fut = st.workers.submit(verify_password, cred.password, cred.stored)
@@ -260,14 +261,7 @@ class Exchange:
         else:
             t = pick(targets, now, rt.balance, rt.cursor, tried)
         if t is None:
-            if not targets:
-                self.error(503, "no upstream is available for this site", headers=((b"Retry-After", b"1"),))
-            elif tried:
-                self.error(502, "the upstream could not be reached")
-            else:
-                ra = retry_after_s(targets, now)
-                self.error(503, "every upstream of this site is failing; retry shortly",
-                           headers=((b"Retry-After", str(ra).encode()),))
+            self.answer(no_target(targets, tried, now))
             return
         pool = st.pool
         conn = None if self.force_new else pool.take_idle(t)
@@ -310,12 +304,10 @@ class Exchange:
         if self.finished or self.client.closed:
             return
         self.tried = [*self.tried, t]
-        if len(self.tried) < MAX_ATTEMPTS and self.rt is not None:
-            targets = self.rt.targets(st)
-            if any(x not in self.tried and x.available(st.clock()) for x in targets):
-                self.choose()
-                self.client.flush()
-                return
+        if self.rt is not None and fail_over(self.tried, self.rt.targets(st), st.clock()):
+            self.choose()
+            self.client.flush()
+            return
         self.error(status, message)
         self.client.flush()
 
@@ -376,8 +368,7 @@ class Exchange:
         self.req_bytes += len(data)
         rt = self.rt
         if rt is not None and rt.max_body is not None and self.req_bytes > rt.max_body:
-            self.on_request_aborted(HttpError(413, f"the request body is larger than this site accepts "
-                                                   f"({rt.max_body} bytes)"))
+            self.on_request_aborted(HttpError(413, too_large(rt.max_body).message))
             return
         if self.finished:
             return
@@ -569,15 +560,13 @@ class Exchange:
             return
         self._drop_upstream(failed=False)
         t = conn.target
-        if conn.requests > 1 and self.retry_ok and not self.retried_stale:
+        if retry_stale(conn.requests, self.retry_ok, self.retried_stale):
             # A pooled connection the upstream had closed just as we sent: try once on a fresh one.
             self.retried_stale = True
             self.force_new = True
             self.state.tasks.spawn("reconnect", self._connect(t))
             return
-        # Closed while the request body was still arriving: the origin may have given up on a slow or
-        # stalled client, which says nothing about its health (nginx and HAProxy do not count it either).
-        if self.req_ended and record_failure(t, self.state.clock(), self.state.health_policy):
+        if loss_counts_against(self.req_ended) and record_failure(t, self.state.clock(), self.state.health_policy):
             log.warning("upstream ejected", target=t.key)
         self.error(502, "the upstream closed the connection without answering")
         self.client.flush()
@@ -619,6 +608,13 @@ class Exchange:
         self._account()
 
     # --- answering ourselves ----------------------------------------------------------------------------
+
+    def answer(self, a: Answer) -> None:
+        """Execute an admission decision (`gate.admission`): an error page, or a small plain response."""
+        if a.status >= 400:
+            self.error(a.status, a.message, headers=a.headers, close=a.close)
+        else:
+            self.respond(a.status, a.body, b"text/plain", headers=a.headers, close=a.close)
 
     def error(self, status: int, message: str, *, headers: tuple[tuple[bytes, bytes], ...] = (),
               close: bool = False) -> None:
