@@ -9,8 +9,9 @@ executes. Tested directly with tables (tests/gate/test_admission.py).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from gate.balancer import TargetHealth, retry_after_s
 
@@ -28,7 +29,11 @@ class Answer:
     close: bool = False
 
 
-def acme_answer(target: str, prefix: str, challenges: Mapping[str, str]) -> Answer:
+class Challenges(Protocol):
+    def get(self, token: str) -> str | None: ...
+
+
+def acme_answer(target: str, prefix: str, challenges: Challenges) -> Answer:
     """An HTTP-01 challenge request (`target` starts with `prefix`): the key authorization, or 404."""
     token = target[len(prefix):].split("?", 1)[0]
     key_auth = challenges.get(token) if token else None
