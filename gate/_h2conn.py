@@ -29,6 +29,7 @@ with hpack's, so an upgrade that changes what they rely on fails there rather th
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 from h2.config import H2Configuration
 from h2.connection import ConnectionInputs, H2Connection
@@ -122,7 +123,7 @@ class HeaderBlockEncoder:
         for field in headers:
             # (The cache is keyed by the plain field: a caller wanting "never indexed" for a field that
             # is not in SENSITIVE must not send it as a plain tuple too. The gate never does either.)
-            b = cache.get(field) if huffman else None  # type: ignore[call-overload]
+            b = cache.get(field) if huffman else None
             if b is None:
                 name, value = field
                 if name in SENSITIVE or isinstance(field, NeverIndexedHeaderTuple):
@@ -259,7 +260,7 @@ class GateH2Connection(H2Connection):
             return len(streams)
         return self._open_streams(int(not self.config.client_side))
 
-    def _receive_frame(self, frame: Frame) -> list:  # type: ignore[type-arg]
+    def _receive_frame(self, frame: Frame) -> list:
         # h2 4.x's `_receive_frame` minus `logger.trace("Received frame: %s", repr(frame))`.
         try:
             frames, events = self._frame_dispatch_table[frame.__class__](frame)
@@ -287,7 +288,7 @@ class GateH2Connection(H2Connection):
 
     # --- output: same state transitions as h2, frames written as bytes ------------------------------------
 
-    def send_headers(self, stream_id: int, headers: Iterable[tuple[bytes, bytes]], end_stream: bool = False,
+    def send_headers(self, stream_id: int, headers: Iterable[Any], end_stream: bool = False,
                      priority_weight: int | None = None, priority_depends_on: int | None = None,
                      priority_exclusive: bool | None = None) -> None:
         stream = self.streams.get(stream_id)

@@ -178,6 +178,21 @@ def h2_request(headers: list[tuple[bytes, bytes]], *, ended: bool, max_count: in
     return method, out, info
 
 
+def request_last_chunk(fields: list[tuple[bytes, bytes]]) -> bytes:
+    """An HTTP/2 request's trailer fields as the last chunk of the chunked body sent upstream: malformed
+    and pseudo fields, and fields that must not be trailers (content-length, host, te), left out."""
+    lines = [b"0\r\n"]
+    for name, value in fields:
+        try:
+            check_field(name, value)
+        except HttpError:
+            continue
+        if name not in (b"content-length", b"host", b"te"):
+            lines += (name, b": ", value, b"\r\n")
+    lines.append(b"\r\n")
+    return b"".join(lines)
+
+
 def h2_response_headers(status: int, headers: list[tuple[bytes, bytes]] | tuple[tuple[bytes, bytes], ...],
                         framing: ResponseFraming | None, extra: tuple[tuple[bytes, bytes], ...] = (),
                         remove: frozenset[bytes] = frozenset(), via: bytes | None = None,

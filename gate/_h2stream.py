@@ -18,6 +18,7 @@ from gate._h2rules import h2_response_headers, h2_trailers
 from gate.h1 import ResponseFraming
 
 if TYPE_CHECKING:
+    from gate.downstream import UpstreamLink
     from gate.exchange import Exchange
     from gate.h2front import H2Front
     from gate.state import ProxyState
@@ -33,7 +34,7 @@ class H2Stream:
 
     scheme = "https"
     closing = False  # per-stream: never asks an exchange to close anything but itself
-    h1_heads = False  # response heads become HTTP/2 header lists (see the downstream contract in gate.proxy)
+    h1_heads = False  # response heads become HTTP/2 header lists (see `gate.downstream.Downstream`)
 
     def __init__(self, conn: H2Front, sid: int) -> None:
         self.conn = conn
@@ -69,11 +70,6 @@ class H2Stream:
         return self.conn.trusted
 
     @property
-    def transport(self) -> H2Stream:
-        """Static files write through `client.transport.write`: here that is the stream itself."""
-        return self
-
-    @property
     def write_paused(self) -> bool:
         return self.conn.write_paused or self.out_size > self.conn.high_water
 
@@ -92,10 +88,6 @@ class H2Stream:
         self.conn.mark(self)
         if not self.up_paused and self.out_size > self.conn.high_water:
             self._pressure()
-
-    def write(self, data: bytes) -> None:
-        self.send_body(data, None)
-        self.conn.schedule_flush()
 
     def send_end(self, framing: ResponseFraming, trailers: list[tuple[bytes, bytes]] | None = None,
                  remove: frozenset[bytes] = frozenset()) -> None:
@@ -122,6 +114,19 @@ class H2Stream:
 
     def send_raw(self, data: bytes) -> None:  # pragma: no cover - HTTP/1 only
         raise RuntimeError("raw bytes cannot be sent on an HTTP/2 stream")
+
+    def send_switch(self, headers: list[tuple[bytes, bytes]], upgrade: bytes | None,
+                    rest: bytes) -> None:  # pragma: no cover - HTTP/1 only
+        raise RuntimeError("HTTP/2 has no Upgrade: an HTTP/2 request never asks to switch protocols")
+
+    def start_tunnel(self, upstream: UpstreamLink) -> None:  # pragma: no cover - HTTP/1 only
+        raise RuntimeError("HTTP/2 has no Upgrade: an HTTP/2 request never asks to switch protocols")
+
+    def tunnel_write(self, data: bytes) -> None:  # pragma: no cover - HTTP/1 only
+        raise RuntimeError("HTTP/2 has no Upgrade: an HTTP/2 stream is never a tunnel")
+
+    def tunnel_closed(self) -> None:  # pragma: no cover - HTTP/1 only
+        raise RuntimeError("HTTP/2 has no Upgrade: an HTTP/2 stream is never a tunnel")
 
     def flush(self) -> None:
         self.conn.schedule_flush()
@@ -244,12 +249,12 @@ class H2Stream:
                     sent += n
                 self.out_size -= sent
                 if not out and self.want_end:
-                    if not last:
+                    if self.trailers is not None:
                         h2c.send_headers(sid, self.trailers, end_stream=True)
                     self._ended()
                     return
             elif self.want_end:
-                if last:
+                if self.trailers is None:
                     h2c.end_stream(sid)
                 else:
                     h2c.send_headers(sid, self.trailers, end_stream=True)

@@ -1,6 +1,7 @@
 """The static-file half of an `Exchange`: answer from a directory (validators, ranges, precompressed
 variants) and stream the file with back-pressure, reading it in a worker thread. Functions of the
-exchange (it uses its fields: client, rt, method, framing, ...)."""
+exchange (it uses its fields: client, rt, method, framing, ...); the body goes through the downstream's
+`send_body`/`flush`/`wait_writable`, the same for HTTP/1.1 and HTTP/2."""
 
 from __future__ import annotations
 
@@ -110,7 +111,8 @@ async def _send_file(ex: Exchange, fh: IO[bytes], path: str, start: int, length:
                 data = await asyncio.to_thread(_read_at, fh, pos, min(left, 256 * 1024))
                 if not data:
                     break  # the file shrank while we sent it; the client sees a short body
-                client.transport.write(data)  # type: ignore[union-attr]  # not None while not closed; seams19 replaces this
+                client.send_body(data, ex.framing)  # (a static body is never chunked)
+                client.flush()
                 ex.bytes_out += len(data)
                 pos += len(data)
                 left -= len(data)

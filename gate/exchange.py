@@ -10,14 +10,14 @@ after which the client is paused. The response head and body are appended to the
 and written once per upstream read. Every path ends in exactly one `_account()` (metrics and access
 log) guarded by `finished`.
 
-The exchange talks to its downstream only through the small interface documented in `gate.proxy`, so
-an HTTP/2 stream can be a downstream too.
+The exchange talks to its downstream and its upstream connection only through the Protocols of
+`gate.downstream` (`Downstream`, `UpstreamLink`), so an HTTP/2 stream can be a downstream too; it
+reads their fields and changes them only by calling their methods.
 """
 
 from __future__ import annotations
 
 import asyncio
-import math
 from functools import partial
 from json.encoder import encode_basestring_ascii as _esc  # json.dumps' own (ensure_ascii) string encoder
 from typing import TYPE_CHECKING
@@ -25,9 +25,23 @@ from typing import TYPE_CHECKING
 import structlog
 
 from core.errors import Unavailable
+from gate._h2rules import request_last_chunk
 from gate._static_io import serve_static
 from gate._upgrade import switch_matches
-from gate.balancer import TargetHealth, pick, record_failure, record_success, retry_after_s
+from gate.admission import (
+    MAX_ATTEMPTS,
+    Answer,
+    acme_answer,
+    fail_over,
+    loss_counts_against,
+    method_refused,
+    no_target,
+    retry_stale,
+    too_large,
+    too_many,
+)
+from gate.balancer import TargetHealth, pick, record_failure, record_success
+from gate.downstream import Pause
 from gate.h1 import (
     IDEMPOTENT,
     LAST_CHUNK,
@@ -42,13 +56,11 @@ from gate.pages import error_page
 from gate.policies import ACME_PREFIX, Credentials, verify_password
 
 if TYPE_CHECKING:
-    from gate.proxy import ClientConnection
+    from gate.downstream import Downstream, UpstreamLink
     from gate.state import RouteRuntime
-    from gate.upstream import UpstreamConnection
 
 log = structlog.get_logger("gate.exchange")
 
-MAX_ATTEMPTS = 3
 _PROTOCOLS = {"1.1": "HTTP/1.1", "1.0": "HTTP/1.0", "2": "HTTP/2"}
 
 
@@ -61,8 +73,8 @@ class Exchange:
                  "started", "state", "status", "target", "target_stats", "tried", "tunnel_buf", "up", "up_started",
                  "upstream_key", "upstream_ms", "upstream_target", "version")
 
-    def __init__(self, client: ClientConnection, method: bytes, version: str, headers: list[tuple[bytes, bytes]],
-                 info: RequestInfo, keep_alive: bool) -> None:
+    def __init__(self, client: Downstream, method: bytes, version: str, headers: list[tuple[bytes, bytes]],
+                 info: RequestInfo, keep_alive: bool, ended: bool = False) -> None:
         self.client = client
         self.state = state = client.state
         self.method = method
@@ -79,16 +91,16 @@ class Exchange:
         self.request_id = rid or state.request_id()
         self.upstream_target = info.target
         self.rt: RouteRuntime | None = None
-        self.up: UpstreamConnection | None = None
+        self.up: UpstreamLink | None = None
         self.target: TargetHealth | None = None
         self.target_stats: Stats | None = None
         self.tried: tuple[TargetHealth, ...] | list[TargetHealth] = ()
-        self.body_buf: tuple[bytes, ...] | list[bytes] = ()  # lists are made on first use
+        self.body_buf: list[bytes] | tuple[()] = ()  # lists are made on first use
         self.body_buf_size = 0
         self.buffering = False  # receiving the request body whole (up to the route's buffer) before choosing
-        self.tunnel_buf: tuple[bytes, ...] | list[bytes] = ()
+        self.tunnel_buf: list[bytes] | tuple[()] = ()
         self.req_bytes = 0
-        self.req_ended = False
+        self.req_ended = ended  # (an HTTP/2 request without a body has ended with its head)
         self.req_trailers = b""  # a chunked request's last chunk with trailer fields (HTTP/2 trailers)
         self.bytes_out = 0
         self.status = 0
@@ -128,12 +140,7 @@ class Exchange:
         info = self.info
         client = self.client
         if client.scheme == "http" and info.target.startswith(ACME_PREFIX):
-            token = info.target[len(ACME_PREFIX):].split("?", 1)[0]
-            key_auth = st.challenges.get(token) if token else None
-            if key_auth is None:
-                self.error(404, "no pending ACME challenge has this token")
-            else:
-                self.respond(200, key_auth.encode(), b"text/plain")
+            self.answer(acme_answer(info.target, ACME_PREFIX, st.challenges))
             return
         hop = info.hop
         if hop is not None and hop.find(st.hop_id) >= 0:
@@ -151,10 +158,8 @@ class Exchange:
         self.rt = rt
         self.upstream_target = upstream_target
         rt.metrics.active += 1
-        spec = rt.route.spec
         if rt.methods is not None and self.method not in rt.methods:
-            self.error(405, f"{self.method.decode()} is not allowed here",
-                       headers=((b"Allow", ", ".join(spec.methods).encode()),))
+            self.answer(method_refused(self.method, rt.route.spec.methods))
             return
         pol = rt.policies
         if not pol.trivial:
@@ -185,11 +190,10 @@ class Exchange:
         if rt.limiter is not None:
             wait = rt.limiter.take(client.client_ip, st.clock())
             if wait > 0:
-                self.error(429, "too many requests from your address; slow down",
-                           headers=((b"Retry-After", str(math.ceil(wait)).encode()),))
+                self.answer(too_many(wait))
                 return
         if rt.max_body is not None and info.content_length is not None and info.content_length > rt.max_body:
-            self.error(413, f"the request body is larger than this site accepts ({rt.max_body} bytes)", close=True)
+            self.answer(too_large(rt.max_body))
             return
         if rt.static_root is not None:
             serve_static(self, rt.static_root, spec.static_spa)
@@ -214,8 +218,7 @@ class Exchange:
         st = self.state
         wait = st.auth_failures.attempt(self.client.client_ip, st.clock())
         if wait > 0:
-            self.error(429, "too many wrong passwords from your address; wait before trying again",
-                       headers=((b"Retry-After", str(math.ceil(wait)).encode()),))
+            self.answer(too_many(wait, "too many wrong passwords from your address; wait before trying again"))
             return
         try:
             fut = st.workers.submit(verify_password, cred.password, cred.stored)
@@ -258,14 +261,7 @@ class Exchange:
         else:
             t = pick(targets, now, rt.balance, rt.cursor, tried)
         if t is None:
-            if not targets:
-                self.error(503, "no upstream is available for this site", headers=((b"Retry-After", b"1"),))
-            elif tried:
-                self.error(502, "the upstream could not be reached")
-            else:
-                ra = retry_after_s(targets, now)
-                self.error(503, "every upstream of this site is failing; retry shortly",
-                           headers=((b"Retry-After", str(ra).encode()),))
+            self.answer(no_target(targets, tried, now))
             return
         pool = st.pool
         conn = None if self.force_new else pool.take_idle(t)
@@ -308,25 +304,20 @@ class Exchange:
         if self.finished or self.client.closed:
             return
         self.tried = [*self.tried, t]
-        if len(self.tried) < MAX_ATTEMPTS and self.rt is not None:
-            targets = self.rt.targets(st)
-            if any(x not in self.tried and x.available(st.clock()) for x in targets):
-                self.choose()
-                self.client.flush()
-                return
+        if self.rt is not None and fail_over(self.tried, self.rt.targets(st), st.clock()):
+            self.choose()
+            self.client.flush()
+            return
         self.error(status, message)
         self.client.flush()
 
     # --- proxying the request -------------------------------------------------------------------------
 
-    def attach(self, conn: UpstreamConnection, now: float | None = None) -> None:
+    def attach(self, conn: UpstreamLink, now: float | None = None) -> None:
         st = self.state
         rt = self.rt
-        transport = conn.transport
-        assert rt is not None and transport is not None
+        assert rt is not None
         self.up = conn
-        conn.exchange = self
-        conn.requests += 1
         t = conn.target
         self.target = t
         t.active += 1
@@ -360,14 +351,13 @@ class Exchange:
             if self.body_buf:
                 self.body_buf = ()
                 self.body_buf_size = 0
-                client.resume_reading_for(4)
+                client.resume_reading_for(Pause.BUFFERED)
             if req_ended and chunked:
                 pieces.append(self.req_trailers or LAST_CHUNK)
             head = b"".join(pieces)
-        transport.write(head)
         # The upstream's answer is due once the whole request is sent; during a long upload the client's
         # body timeout (and back-pressure) govern instead.
-        conn.deadline = now + rt.timeout_s if req_ended or not info.has_body else 0.0
+        conn.send_request(self, head, now + rt.timeout_s if req_ended or not info.has_body else 0.0)
         if info.expect_continue and not req_ended and self.req_bytes == 0 and not self.sent_continue:
             self.sent_continue = True
             client.send_continue()
@@ -378,20 +368,19 @@ class Exchange:
         self.req_bytes += len(data)
         rt = self.rt
         if rt is not None and rt.max_body is not None and self.req_bytes > rt.max_body:
-            self.on_request_aborted(HttpError(413, f"the request body is larger than this site accepts "
-                                                   f"({rt.max_body} bytes)"))
+            self.on_request_aborted(HttpError(413, too_large(rt.max_body).message))
             return
         if self.finished:
             return
         up = self.up
-        if up is not None and up.transport is not None:
+        if up is not None:
             if self.info.chunked:
-                up.transport.writelines((b"%x\r\n" % len(data), data, b"\r\n"))
+                up.write_chunk(data)
             else:
-                up.transport.write(data)
+                up.write(data)
             return
-        if self.body_buf:
-            self.body_buf.append(data)  # type: ignore[union-attr]
+        if isinstance(self.body_buf, list):
+            self.body_buf.append(data)
         else:
             self.body_buf = [data]
         self.body_buf_size += len(data)
@@ -400,7 +389,7 @@ class Exchange:
                 self.buffering = False  # larger than the buffer: streamed from here on
                 self.choose()
         elif self.body_buf_size > self.state.config.high_water_bytes:
-            self.client.pause_reading_for(4)
+            self.client.pause_reading_for(Pause.BUFFERED)
 
     def on_request_end(self) -> None:
         self.req_ended = True
@@ -411,10 +400,16 @@ class Exchange:
             return
         up = self.up
         if up is not None and not self.finished:
-            if self.info.chunked and up.transport is not None:
-                up.transport.write(self.req_trailers or LAST_CHUNK)
+            if self.info.chunked:
+                up.write(self.req_trailers or LAST_CHUNK)
             if not up.deadline and not self.client.write_paused:
-                up.deadline = self.state.clock() + self.upstream_timeout_s
+                up.set_deadline(self.state.clock() + self.upstream_timeout_s)
+
+    def on_request_trailers(self, fields: list[tuple[bytes, bytes]]) -> None:
+        """An HTTP/2 request's trailer fields (before its end): forwarded as the chunked body's trailer
+        section when the body is chunked upstream, else dropped (HTTP/1.1 upstreams rarely read them)."""
+        if self.info.chunked and not self.req_ended and not self.finished:
+            self.req_trailers = request_last_chunk(fields)  # written in place of the last chunk
 
     def on_request_aborted(self, err: HttpError) -> None:
         """The client's request cannot be completed (bad chunk, too large, stalled)."""
@@ -434,7 +429,7 @@ class Exchange:
         if data:
             self.tunnel_buf = [*self.tunnel_buf, data]
             if sum(len(x) for x in self.tunnel_buf) > self.state.config.high_water_bytes:
-                self.client.pause_reading_for(4)
+                self.client.pause_reading_for(Pause.BUFFERED)
 
     # --- upstream events ----------------------------------------------------------------------------
 
@@ -462,7 +457,7 @@ class Exchange:
             self.on_upstream_failed(self.up, e, protocol_error=True)
             return False
         if framing.upstream_close and self.up is not None:
-            self.up.keep_alive = False
+            self.up.refuse_reuse()
         if client.closing or self.info.upgrade is not None or not self.req_ended:
             framing.close_after = True
         self.framing = framing
@@ -471,6 +466,10 @@ class Exchange:
         client.send_head(status, reason, headers, framing, rt.resp_extra[scheme], remove, rt.resp_lines[scheme])
         self.response_started = True
         return self.method == b"HEAD"
+
+    def on_interim_end(self) -> None:
+        """A 1xx response (swallowed) ended; the final one follows."""
+        self.interim = False
 
     def on_response_body(self, data: bytes) -> None:
         if self.finished:
@@ -492,12 +491,8 @@ class Exchange:
         up = self.up
         if up is not None:
             self.up = None
-            up.exchange = None
             self._release_target(success=True)
-            if self.req_ended and up.keep_alive:
-                self.state.pool.release(up)
-            else:
-                up.close()
+            up.finish(self.req_ended)
         self._account()
         client.response_done(self, framing.close_after if framing is not None else True)
 
@@ -522,13 +517,10 @@ class Exchange:
         client.send_switch(list(self.headers_101), self.info.upgrade, rest)
         self.response_started = True
         self.upstream_ms = (self.state.timer() - self.up_started) * 1000
-        up.exchange = None
-        up.deadline = 0.0
-        up.tunnel = client
-        client.upgrading = False
+        up.start_tunnel(client)
         client.start_tunnel(up)
-        if self.tunnel_buf and up.transport is not None:
-            up.transport.write(b"".join(self.tunnel_buf))
+        if self.tunnel_buf:
+            up.write(b"".join(self.tunnel_buf))
             self.tunnel_buf = ()
 
     def tunnel_finished(self) -> None:
@@ -537,7 +529,7 @@ class Exchange:
             self.up = None
             self._account()
 
-    def on_upstream_failed(self, conn: UpstreamConnection | None, exc: BaseException, *, protocol_error: bool) -> None:
+    def on_upstream_failed(self, conn: UpstreamLink | None, exc: BaseException, *, protocol_error: bool) -> None:
         """The upstream sent something unparseable or ambiguous."""
         if conn is not None and conn is self.up:
             log.warning("invalid upstream response", target=conn.target.key, error=str(exc),
@@ -551,13 +543,13 @@ class Exchange:
             self._account()
             self.client.abort()
 
-    def on_upstream_lost(self, conn: UpstreamConnection, exc: Exception | None) -> None:
+    def on_upstream_lost(self, conn: UpstreamLink, exc: Exception | None) -> None:
         if conn is not self.up or self.finished:
             return
         framing = self.framing
         if self.response_started and framing is not None:
             if framing.body and framing.content_length is None and not framing.chunked_in and exc is None:
-                conn.keep_alive = False
+                conn.refuse_reuse()
                 self.on_response_end()  # a close-delimited body ends here
                 self.client.flush()
                 return
@@ -568,15 +560,13 @@ class Exchange:
             return
         self._drop_upstream(failed=False)
         t = conn.target
-        if conn.requests > 1 and self.retry_ok and not self.retried_stale:
+        if retry_stale(conn.requests, self.retry_ok, self.retried_stale):
             # A pooled connection the upstream had closed just as we sent: try once on a fresh one.
             self.retried_stale = True
             self.force_new = True
             self.state.tasks.spawn("reconnect", self._connect(t))
             return
-        # Closed while the request body was still arriving: the origin may have given up on a slow or
-        # stalled client, which says nothing about its health (nginx and HAProxy do not count it either).
-        if self.req_ended and record_failure(t, self.state.clock(), self.state.health_policy):
+        if loss_counts_against(self.req_ended) and record_failure(t, self.state.clock(), self.state.health_policy):
             log.warning("upstream ejected", target=t.key)
         self.error(502, "the upstream closed the connection without answering")
         self.client.flush()
@@ -599,15 +589,15 @@ class Exchange:
 
     def pause_upstream(self) -> None:
         up = self.up
-        if up is not None and up.transport is not None:
-            up.transport.pause_reading()
-            up.deadline = 0.0
+        if up is not None:
+            up.pause_reading()
+            up.set_deadline(0.0)
 
     def resume_upstream(self) -> None:
         up = self.up
-        if up is not None and up.transport is not None:
-            up.transport.resume_reading()
-            up.deadline = self.state.clock() + self.upstream_timeout_s
+        if up is not None:
+            up.resume_reading()
+            up.set_deadline(self.state.clock() + self.upstream_timeout_s)
 
     def on_client_lost(self) -> None:
         if self.finished:
@@ -618,6 +608,13 @@ class Exchange:
         self._account()
 
     # --- answering ourselves ----------------------------------------------------------------------------
+
+    def answer(self, a: Answer) -> None:
+        """Execute an admission decision (`gate.admission`): an error page, or a small plain response."""
+        if a.status >= 400:
+            self.error(a.status, a.message, headers=a.headers, close=a.close)
+        else:
+            self.respond(a.status, a.body, b"text/plain", headers=a.headers, close=a.close)
 
     def error(self, status: int, message: str, *, headers: tuple[tuple[bytes, bytes], ...] = (),
               close: bool = False) -> None:
@@ -657,8 +654,7 @@ class Exchange:
         up = self.up
         self.up = None
         if up is not None:
-            up.exchange = None
-            up.close()
+            up.drop()
             if failed:
                 record_failure(up.target, self.state.clock(), self.state.health_policy)
         self._release_target(success=False)

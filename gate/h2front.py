@@ -53,7 +53,7 @@ from h2.settings import SettingCodes, Settings
 from hyperframe.frame import GoAwayFrame
 
 from gate._h2conn import GateH2Connection
-from gate._h2rules import FloodBudget, check_field, h2_request
+from gate._h2rules import FloodBudget, h2_request
 from gate._h2stream import H2Stream
 from gate.exchange import Exchange
 from gate.h1 import HttpError
@@ -275,7 +275,7 @@ class H2Front(asyncio.Protocol):
         s.last_data = st.clock()
         c = self.config
         try:
-            method, headers, info = h2_request(ev.headers, ended=ended, max_count=c.max_header_count,  # type: ignore[arg-type]
+            method, headers, info = h2_request(ev.headers, ended=ended, max_count=c.max_header_count,
                                                max_path_bytes=c.max_request_line_bytes)
         except HttpError as e:
             st.metrics.protocol_errors += 1
@@ -287,10 +287,8 @@ class H2Front(asyncio.Protocol):
             log.info("refused request", status=e.status, reason=e.message, client_ip=self.client_ip,
                      request_id=rid, protocol="HTTP/2")
             return
-        ex = Exchange(s, method, "2", headers, info, True)  # type: ignore[arg-type]
+        ex = Exchange(s, method, "2", headers, info, True, ended)
         s.ex = ex
-        if ended:
-            ex.req_ended = True
         ex.start()
 
     def _on_request_end(self, s: H2Stream) -> None:
@@ -305,11 +303,11 @@ class H2Front(asyncio.Protocol):
         if not n and ev.stream_ended is None and not self.control.take(self.state.clock()):
             self._calm("empty DATA frame flood")  # frames that carry nothing but cost us a parse each
             return
-        s = self.streams.get(sid)  # type: ignore[arg-type]
+        s = self.streams.get(sid)
         ex = s.ex if s is not None else None
         if s is None or ex is None or s.closed:
             if n:
-                self.ack(sid, n)  # type: ignore[arg-type]
+                self.ack(sid, n)
             return
         s.last_data = self.state.clock()
         if ev.data:
@@ -319,29 +317,18 @@ class H2Front(asyncio.Protocol):
         if s.paused:
             s.unacked += n
         elif n:
-            self.ack(sid, n)  # type: ignore[arg-type]
+            self.ack(sid, n)
 
     def _on_trailers(self, ev: TrailersReceived) -> None:
-        """Request trailers: forwarded as chunked trailers when the body is chunked (the exchange writes
-        them as its last chunk, at the stream's end); otherwise dropped (HTTP/1.1 upstreams rarely read them)."""
-        s = self.streams.get(ev.stream_id)  # type: ignore[arg-type]
+        """Request trailers: handed to the exchange (it forwards them as chunked trailers, at the stream's
+        end, when the body is chunked upstream)."""
+        s = self.streams.get(ev.stream_id)
         if s is None or s.ex is None:
             return
-        ex = s.ex
-        if ex.info.chunked and not ex.req_ended and not ex.finished:
-            lines = [b"0\r\n"]
-            for name, value in ev.headers or ():
-                try:
-                    check_field(name, value)
-                except HttpError:
-                    continue  # a malformed or pseudo trailer field is not forwarded
-                if name not in (b"content-length", b"host", b"te"):
-                    lines += (name, b": ", value, b"\r\n")
-            lines.append(b"\r\n")
-            ex.req_trailers = b"".join(lines)  # written in place of the last chunk (the stream's end follows)
+        s.ex.on_request_trailers(list(ev.headers or ()))
 
     def _on_reset(self, ev: StreamReset) -> None:
-        s = self.streams.get(ev.stream_id)  # type: ignore[arg-type]
+        s = self.streams.get(ev.stream_id)
         if s is None:
             return
         unfinished = not s.response_done_

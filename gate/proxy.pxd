@@ -9,10 +9,10 @@ from gate.state cimport ProxyState
 @cython.final
 cdef class ClientConnection:
     cdef public object config, scheme, transport, parser, client_ip, queue, out, pending_error, tunnel
-    cdef public object _writable, version, _url, _headers
+    cdef public object _writable, _url, _headers
     cdef public ProxyState state
-    cdef public bint trusted, write_paused, closing, closed, upgrading, lingering, keep_alive, _in_body
-    cdef public Py_ssize_t out_size, paused, requests, _head_bytes, plain_upgrade
+    cdef public bint trusted, write_paused, closing, closed, upgrading, lingering, _in_body
+    cdef public Py_ssize_t out_size, paused, _head_bytes, plain_upgrade
     cdef public int dkind
     cdef public double deadline, write_deadline
 

@@ -11,23 +11,21 @@ and resumes only when none is left. Response bytes produced while handling one u
 gathered in `out` and written with one `write` (`flush`), so a small response's head and body leave
 in one segment. Timeouts are deadlines checked by the service's sweeper, not timers per request.
 
-The *downstream* contract an `Exchange` uses, which an HTTP/2 stream implements the same way (with
-frames instead of HTTP/1 bytes): `send_head`, `send_body`, `send_end`, `send_simple`, `send_continue`,
-`flush`, `response_done(exchange, close)`, `pause_reading_for`/`resume_reading_for`, `wait_writable`,
-`write_paused`, `closing`, `closed`, `abort()`, `close()`, and the fields `state`, `client_ip`,
-`trusted`, `scheme` and `h1_heads` (True when response heads are HTTP/1.1 bytes: the exchange then has
-the upstream's fields rendered while it frames the response). A TLS listener reuses this class as is,
-with `scheme="https"`.
+This class is the `gate.downstream.Downstream` an `Exchange` uses (an HTTP/2 stream implements the
+same Protocol with frames instead of HTTP/1 bytes). A TLS listener reuses it as is, with
+`scheme="https"`.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
+from typing import TYPE_CHECKING, cast
 
 import httptools
 import structlog
 
+from gate.downstream import Pause
 from gate.exchange import Exchange
 from gate.h1 import (
     HOP_BY_HOP,
@@ -42,13 +40,14 @@ from gate.h1 import (
 from gate.pages import error_page
 from gate.state import ProxyState
 
+if TYPE_CHECKING:
+    from gate.downstream import UpstreamLink
+
 log = structlog.get_logger("gate.proxy")
 
 # Reasons to stop reading from a client (bits of `ClientConnection.paused`).
-PAUSE_PIPELINE = 1
-PAUSE_UPSTREAM_FULL = 2
-PAUSE_BUFFERED = 4
-PAUSE_ERROR = 8
+PAUSE_PIPELINE = Pause.PIPELINE
+PAUSE_ERROR = Pause.ERROR
 
 # Deadline kinds.
 D_NONE, D_IDLE, D_HEADER, D_BODY = 0, 1, 2, 3
@@ -59,9 +58,9 @@ class ClientConnection:
     (compiled, it is a typed extension class: see `proxy.pxd`)."""
 
     __slots__ = ("_head_bytes", "_headers", "_in_body", "_url", "_writable", "client_ip", "closed", "closing", "config",
-                 "deadline", "dkind", "keep_alive", "lingering", "out", "out_size", "parser", "paused", "pending_error",
-                 "plain_upgrade", "queue", "requests", "scheme", "state", "transport", "trusted", "tunnel", "upgrading",
-                 "version", "write_deadline", "write_paused")
+                 "deadline", "dkind", "lingering", "out", "out_size", "parser", "paused", "pending_error",
+                 "plain_upgrade", "queue", "scheme", "state", "transport", "trusted", "tunnel", "upgrading",
+                 "write_deadline", "write_paused")
     h1_heads = True  # response heads are HTTP/1.1 bytes (an exchange lets `response_framing` render them)
 
     def __init__(self, state: ProxyState, scheme: str = "http") -> None:
@@ -83,14 +82,11 @@ class ClientConnection:
         self.dkind = D_NONE
         self.write_deadline = 0.0
         self.pending_error: HttpError | None = None
-        self.tunnel: object | None = None  # the upstream connection once the connection is a tunnel
+        self.tunnel: UpstreamLink | None = None  # the upstream connection once the connection is a tunnel
         self.upgrading = False
         self.plain_upgrade = 0  # the parser took a request for an upgrade the gate dropped (h2c): 1, 2 (body)
         self.lingering = False
         self._writable: asyncio.Future[None] | None = None
-        self.requests = 0
-        self.version = "1.1"
-        self.keep_alive = True
         # the head being parsed
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
@@ -100,14 +96,14 @@ class ClientConnection:
     # --- asyncio.Protocol ---------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = t = cast(asyncio.Transport, transport)  # (a TCP or TLS connection's)
         peer = transport.get_extra_info("peername")
         self.client_ip = str(peer[0]) if isinstance(peer, tuple) and peer else "local"
         if self.client_ip.startswith("::ffff:"):
             self.client_ip = self.client_ip[7:]
         self.trusted = self.state.is_trusted(self.client_ip)
         # (TCP_NODELAY is already set on every TCP transport by uvloop and by asyncio's own loop.)
-        transport.set_write_buffer_limits(self.config.high_water_bytes, self.config.low_water_bytes)
+        t.set_write_buffer_limits(self.config.high_water_bytes, self.config.low_water_bytes)
         self.state.clients.add(self)
         m = self.state.metrics
         m.connections_open += 1
@@ -120,7 +116,7 @@ class ClientConnection:
         if self.lingering:
             return
         if self.tunnel is not None:
-            self.tunnel.transport.write(data)  # type: ignore[attr-defined]
+            self.tunnel.write(data)
             return
         if self.upgrading:
             if self.queue:
@@ -177,7 +173,7 @@ class ClientConnection:
         if self.tunnel is not None:
             up = self.tunnel
             self.tunnel = None
-            up.close()  # type: ignore[attr-defined]
+            up.drop()
         for ex in list(self.queue):
             ex.on_client_lost()
         self.queue.clear()
@@ -187,7 +183,7 @@ class ClientConnection:
         self.write_paused = True
         self.write_deadline = self.state.clock() + self.config.send_timeout_s
         if self.tunnel is not None:
-            self.tunnel.transport.pause_reading()  # type: ignore[attr-defined]
+            self.tunnel.pause_reading()
         elif self.queue:
             self.queue[0].pause_upstream()
 
@@ -196,7 +192,7 @@ class ClientConnection:
         self.write_deadline = 0.0
         self._wake_writer()
         if self.tunnel is not None:
-            self.tunnel.transport.resume_reading()  # type: ignore[attr-defined]
+            self.tunnel.resume_reading()
         elif self.queue:
             self.queue[0].resume_upstream()
 
@@ -231,7 +227,6 @@ class ClientConnection:
         version = p.get_http_version()
         info = check_request(method, self._url, version, self._headers)
         self._in_body = True
-        self.requests += 1
         keep_alive = p.should_keep_alive() and not self.closing
         ex = Exchange(self, method, version, self._headers, info, keep_alive)
         if info.upgrade is None and b"upgrade" in info.connection_tokens and p.should_upgrade():
@@ -408,8 +403,9 @@ class ClientConnection:
             self.queue[0].tunnel_finished()
         self.close()
 
-    def start_tunnel(self, upstream: object) -> None:
+    def start_tunnel(self, upstream: UpstreamLink) -> None:
         self.tunnel = upstream
+        self.upgrading = False
         self.set_deadline(D_NONE, 0)
         self.paused = 0
         if self.transport is not None:

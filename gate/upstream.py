@@ -14,14 +14,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import httptools
 
 from gate.balancer import TargetHealth
+from gate.downstream import Pause
 
 if TYPE_CHECKING:
     from gate import exchange
+    from gate.downstream import Downstream
 
 
 class HeadDone(Exception):
@@ -46,7 +48,7 @@ class UpstreamConnection:
         self.requests = 0  # requests sent on this connection (>1: it was reused)
         self.deadline = 0.0  # loop time by which the upstream must send something (0: none)
         self.keep_alive = True
-        self.tunnel: Any = None  # the client connection once this is a raw tunnel (after 101)
+        self.tunnel: Downstream | None = None  # the client connection once this is a raw tunnel (after 101)
         self._headers: list[tuple[bytes, bytes]] = []
         self._reason = b""
         self._counted_out = False
@@ -54,9 +56,9 @@ class UpstreamConnection:
     # --- asyncio.Protocol -------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = t = cast(asyncio.Transport, transport)  # (a TCP connection's)
         # (TCP_NODELAY is already set on every TCP transport by uvloop and by asyncio's own loop.)
-        transport.set_write_buffer_limits(self.pool.high_water, self.pool.low_water)
+        t.set_write_buffer_limits(self.pool.high_water, self.pool.low_water)
 
     def data_received(self, data: bytes) -> None:
         if self.tunnel is not None:
@@ -68,7 +70,8 @@ class UpstreamConnection:
             self.close()
             return
         if self.deadline:
-            self.deadline = ex.state.clock() + ex.rt.timeout_s  # (an exchange with an upstream has a route)
+            # (An exchange with an upstream has a route: no None check on the hot path.)
+            self.deadline = ex.state.clock() + ex.rt.timeout_s  # type: ignore[union-attr]
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as e:
@@ -98,15 +101,15 @@ class UpstreamConnection:
 
     def pause_writing(self) -> None:
         if self.tunnel is not None:
-            self.tunnel.pause_reading_for(2)
+            self.tunnel.pause_reading_for(Pause.UPSTREAM_FULL)
         elif self.exchange is not None:
-            self.exchange.client.pause_reading_for(2)
+            self.exchange.client.pause_reading_for(Pause.UPSTREAM_FULL)
 
     def resume_writing(self) -> None:
         if self.tunnel is not None:
-            self.tunnel.resume_reading_for(2)
+            self.tunnel.resume_reading_for(Pause.UPSTREAM_FULL)
         elif self.exchange is not None:
-            self.exchange.client.resume_reading_for(2)
+            self.exchange.client.resume_reading_for(Pause.UPSTREAM_FULL)
 
     # --- httptools callbacks ------------------------------------------------------------------------
 
@@ -153,9 +156,56 @@ class UpstreamConnection:
         if ex is None:
             return
         if ex.interim:
-            ex.interim = False
+            ex.on_interim_end()
             return
         ex.on_response_end(trailers or None)
+
+    # --- what an exchange asks of it (`gate.downstream.UpstreamLink`) ---------------------------------
+
+    def send_request(self, ex: exchange.Exchange, head: bytes, deadline: float) -> None:
+        """Carry `ex` (until the pool takes this connection back or it is dropped): write its head."""
+        self.exchange = ex
+        self.requests += 1
+        self.deadline = deadline
+        if self.transport is not None:
+            self.transport.write(head)
+
+    def write(self, data: bytes) -> None:
+        if self.transport is not None:
+            self.transport.write(data)
+
+    def write_chunk(self, data: bytes) -> None:
+        if self.transport is not None:
+            self.transport.writelines((b"%x\r\n" % len(data), data, b"\r\n"))
+
+    def set_deadline(self, deadline: float) -> None:
+        self.deadline = deadline
+
+    def pause_reading(self) -> None:
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.transport is not None:
+            self.transport.resume_reading()
+
+    def refuse_reuse(self) -> None:
+        self.keep_alive = False
+
+    def start_tunnel(self, client: Downstream) -> None:
+        self.exchange = None
+        self.deadline = 0.0
+        self.tunnel = client
+
+    def finish(self, reuse: bool) -> None:
+        if reuse and self.keep_alive:
+            self.pool.release(self)  # (which also forgets the exchange)
+        else:
+            self.drop()
+
+    def drop(self) -> None:
+        self.exchange = None
+        self.close()
 
     # --- helpers --------------------------------------------------------------------------------------
 
@@ -205,8 +255,8 @@ class UpstreamPool:
         self.open_count[key] = self.open_count.get(key, 0) + 1
         try:
             async with asyncio.timeout(timeout_s):
-                _, proto = await loop.create_connection(lambda: UpstreamConnection(self, target),
-                                                        target.host, target.port)
+                _, proto = await loop.create_connection(  # type: ignore[type-var]  # (duck-typed Protocol)
+                    lambda: UpstreamConnection(self, target), target.host, target.port)
         except BaseException:
             self.open_count[key] -= 1
             raise
