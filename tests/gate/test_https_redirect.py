@@ -98,7 +98,7 @@ def test_https_requests_on_a_default_tls_route_take_the_fast_path():
 
 @pytest.mark.parametrize(("given", "expected"), CASES)
 def test_a_scheme_the_fast_path_skips_is_never_redirected(given, expected):
-    host, tls, on, port, scheme, method, req_host, target = given
+    host, tls, on, port, _scheme, method, req_host, target = given
     pol = _policies(host, tls, port, redirect_https=on)
     for s in ("http", "https"):
         if pol.trivial_for(s):
