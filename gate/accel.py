@@ -39,7 +39,7 @@ OUT = HERE / "_accel"
 MANIFEST = OUT / "manifest.json"
 # The modules every proxied request runs through (HTTP/1.1, and HTTP/2 with its front end).
 MODULES = ("h1", "exchange", "proxy", "upstream", "metrics", "balancer", "router", "state", "h2front", "_h2stream",
-           "_h2rules", "_h2conn")
+           "_h2rules", "_h2conn", "accesslog")
 SUFFIX = importlib.machinery.EXTENSION_SUFFIXES[0]
 
 

@@ -2,6 +2,7 @@
 # behaviour. Keep the fields in step with `Exchange.__init__`.
 cimport cython
 
+from gate.accesslog cimport access_line
 from gate.h1 cimport RequestInfo, ResponseFraming, response_framing, upstream_request_head
 from gate.state cimport ProxyState, RouteRuntime
 
@@ -30,7 +31,3 @@ cdef class Exchange:
     cpdef on_response_body(self, data)
     cpdef on_response_end(self, trailers=*)
     cpdef _account(self)
-
-cpdef str access_line(long long at_us, host, method, path, Py_ssize_t status, Py_ssize_t bytes_sent,
-                      long long duration_us, upstream, client_ip, request_id, route, protocol,
-                      Py_ssize_t bytes_received, long long upstream_us)

@@ -90,7 +90,7 @@ class CompiledPolicies:
     """A route's policies, ready for the hot path."""
 
     __slots__ = ("allow", "auth_cache", "auth_decoy", "auth_users", "deny", "realm", "redirect", "req_remove",
-                 "req_set", "resp_extra", "resp_remove", "trivial")
+                 "req_set", "resp_extra", "resp_remove", "trivial", "trivial_https")
 
     def __init__(self, p: Policies, redirect: HttpsRedirect | None = None) -> None:
         self.redirect = redirect
@@ -110,7 +110,15 @@ class CompiledPolicies:
         self.resp_remove = frozenset(
             h.lower().encode() for h in [*p.response_headers.remove, *p.response_headers.set]
         ) | (frozenset(k.lower() for k, _ in SECURITY_HEADERS) if p.security_headers else frozenset())
-        self.trivial = not (redirect or self.allow or self.deny or self.auth_users)
+        # Nothing to check: the hot path skips the policy calls. The HTTPS redirect (on by default for every
+        # route with TLS) only ever applies to plain HTTP, so an HTTPS request is checked apart from it.
+        self.trivial_https = not (self.allow or self.deny or self.auth_users)
+        self.trivial = self.trivial_https and redirect is None
+
+    def trivial_for(self, scheme: str) -> bool:
+        """True when a request of `scheme` ("http", "https") has nothing to check here (the hot path
+        tests the two attributes inline)."""
+        return self.trivial_https if scheme == "https" else self.trivial
 
     def response_headers(self, scheme: str, hsts_max_age_s: int) -> tuple[tuple[bytes, bytes], ...]:
         if hsts_max_age_s and scheme == "https":

@@ -126,7 +126,8 @@ def test_every_typed_class_declares_exactly_the_fields_of_its_python_class():
     for pxd in pxds:
         declared = _pxd_classes(pxd.read_text())
         slots = _py_slots((gate_dir / f"{pxd.stem}.py").read_text())
-        assert declared, pxd.name
+        # A .pxd without classes declares only typed functions and module variables (gate/accesslog.pxd).
+        assert declared or "cpdef " in pxd.read_text(), pxd.name
         for name, fields in declared.items():
             assert name in slots, f"{pxd.stem}.{name} has no __slots__"
             assert fields == slots[name], (pxd.name, name, fields ^ slots[name])

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from core.ports import ACCESS_LOG_FIELDS, AccessLogEntry
-from gate.exchange import access_line
+from gate.accesslog import access_line
 
 
 def args(i: int, **kw: Any) -> dict[str, Any]:
@@ -57,3 +57,21 @@ def test_times_are_decimals_to_the_microsecond() -> None:
 
 def test_the_fields_are_the_entry_fields_in_order() -> None:
     assert tuple(AccessLogEntry.__dataclass_fields__) == ACCESS_LOG_FIELDS
+
+
+def test_cached_fragments_render_what_json_dumps_writes_even_under_a_flood_of_distinct_values() -> None:
+    """The repeating strings' JSON text is cached (bounded): a value seen before, or many distinct
+    hostile ones (more than the cache holds), still renders byte for byte what json.dumps writes."""
+    from gate import accesslog
+
+    hostile = ['a"b', "x\\y", "c\r\nd", "\x00", "é☃", "\ud800"]
+    for i in range(3 * 1024 + 7):
+        host = f"{hostile[i % len(hostile)]}{i % 1500}"
+        a = args(i, host=host, method=hostile[i % 4], client_ip=host[::-1], route=host, upstream=host + ":1")
+        for _ in range(2):  # the second time from the cache
+            line = access_line(**a)
+            for k in ("host", "method", "client_ip", "route", "upstream"):
+                assert f'"{k}":{json.dumps(a[k])},' in line
+    cache = getattr(accesslog, "_QUOTED", None)  # a C global (invisible) in the compiled build
+    if cache is not None:
+        assert len(cache) <= accesslog._QUOTED_MAX
