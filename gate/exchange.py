@@ -27,6 +27,7 @@ from core.errors import Unavailable
 from gate._h2rules import request_last_chunk
 from gate._static_io import serve_static
 from gate._upgrade import switch_matches
+from gate.accesslog import access_line
 from gate.admission import (
     MAX_ATTEMPTS,
     Answer,
@@ -39,7 +40,6 @@ from gate.admission import (
     too_large,
     too_many,
 )
-from gate.accesslog import access_line
 from gate.balancer import TargetHealth, pick, record_failure, record_success
 from gate.downstream import Pause
 from gate.h1 import (
