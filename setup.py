@@ -40,7 +40,7 @@ class BuildGate(build_ext):
 
     def run(self) -> None:
         record = Path(self.get_ext_fullpath(accel.ext_name("gate._record"))).parent / "built.json"
-        if self.inplace or getattr(self, "editable_mode", False):
+        if self.inplace:  # (`pip install -e .` too: editable_mode sets it)
             record = HERE / accel.RECORD
         # A failed or partial build must not vouch for what is left there (the gate then runs as Python).
         record.unlink(missing_ok=True)
@@ -62,6 +62,8 @@ class BuildGate(build_ext):
             sources = {ext.name: ext.sources for ext in generated}
             for ext in self.extensions:
                 ext.sources = sources[ext.name.replace("._c.", ".")]
+                if self.inplace:  # (copied into the source tree after the build: the `_c/` must exist)
+                    HERE.joinpath(*ext.name.split(".")[:-1]).mkdir(parents=True, exist_ok=True)
             super().run()
         except Exception as e:  # no Cython, no compiler, no Python.h, a Cython error, ...
             if REQUIRED:
