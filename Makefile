@@ -15,6 +15,7 @@ $(BIN)/fsctl: pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip setuptools wheel
 	$(BIN)/pip install -q -e '.[dev,accel]'
+	@$(BIN)/python -c 'from gate import accel; r = accel.reason(); print("gate: " + ("compiled" if r is None else f"pure Python, {r}"))'
 	@touch $@
 
 # Rebuild the compiled modules in place after editing them (only what changed is recompiled; until then the
