@@ -6,19 +6,22 @@ PYTEST_ARGS ?=
 
 .PHONY: install test lint bench run ui test-ui accel clean docs
 
-install: $(BIN)/fsctl accel ui
+install: $(BIN)/fsctl ui
 
-$(BIN)/fsctl: pyproject.toml
+# `pip install -e .` also compiles the gate's per-request modules (setup.py, gate/accel.py): without Cython
+# or a C compiler it warns and the gate runs as pure Python, unless INFRACORE_REQUIRE_ACCEL is set (CI sets
+# it: a build that breaks must fail, not fall back).
+$(BIN)/fsctl: pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip setuptools wheel
 	$(BIN)/pip install -q -e '.[dev,accel]'
+	@$(BIN)/python -c 'from gate import accel; r = accel.reason(); print("gate: " + ("compiled" if r is None else f"pure Python, {r}"))'
 	@touch $@
 
-# The gate's per-request modules compiled with Cython (gate/accel.py); only changed sources are rebuilt,
-# and a module edited since its build runs from its .py. Without Cython or a C compiler: pure Python,
-# unless INFRACORE_REQUIRE_ACCEL is set (CI sets it: a build that breaks must fail, not fall back).
+# Rebuild the compiled modules in place after editing them (only what changed is recompiled; until then the
+# gate runs as Python, with a warning). `make test`, `make bench` and `make run` do it first.
 accel: $(BIN)/fsctl
-	$(BIN)/python -m gate.accel_build $(if $(INFRACORE_REQUIRE_ACCEL),,--optional)
+	$(BIN)/python setup.py -q build_ext --inplace
 
 # The console: ui/openapi.json is regenerated from the routes (no server needed), the typed client from it,
 # and `tsc` fails the build when an API change breaks a page; served from ui/dist by `fsctl serve`.
@@ -70,7 +73,7 @@ run: $(BIN)/fsctl accel
 	$(BIN)/fsctl serve
 
 clean:
-	rm -rf $(VENV) ui/dist ui/node_modules .pytest_cache .ruff_cache gate/_accel
+	rm -rf $(VENV) ui/dist ui/node_modules .pytest_cache .ruff_cache build gate/_c
 
 # The systemd runtime's test peer: systemd as PID 1 in a container (see ../shared/peers/README.md), from a
 # minimal Debian rootfs made by debootstrap (needs the Debian mirror; ~5 min here) imported into Docker.

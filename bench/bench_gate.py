@@ -94,10 +94,8 @@ def gate_build() -> str:
     """Which build of the gate's hot modules a gate started now runs (see gate/accel.py)."""
     from gate import accel
 
-    if os.environ.get("INFRACORE_PURE"):
-        return "pure Python (INFRACORE_PURE=1)"
-    n = len(accel.fresh_modules())
-    return f"compiled ({n} of {len(accel.MODULES)} modules)" if n else "pure Python (no compiled build: make accel)"
+    why = accel.reason()
+    return f"compiled ({len(accel.COMPILED)} modules)" if why is None else f"pure Python ({why})"
 
 
 # --- --micro: the per-request Python cost, in process -----------------------------------------------

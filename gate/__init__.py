@@ -14,7 +14,8 @@ Module map (pure cores first, then the asyncio shell):
 - `proxy`    — `ClientConnection`, the HTTP/1.1 client protocol and *downstream* of an exchange;
 - `exchange` — `Exchange`, one request through the gate, whatever the client protocol;
 - `upstream` — `UpstreamConnection` and `UpstreamPool` (keep-alive per target);
-- `accel`    — the optional compiled build of the per-request modules (Cython, same sources);
+- `accel`    — the optional compiled build of the per-request modules (Cython, same sources, built by
+  setup.py; the list of compiled modules);
 - `server`   — `EdgeServer`: listeners, deadline sweeper, drain; `service` — `GateService`, the
   component (routes in the state DB, atomic swaps, `route.changed`).
 
@@ -24,10 +25,11 @@ upstream pool, policies, metrics and the access log behave the same whatever the
 
 from gate import accel
 
-accel.install()  # before anything imports the hot modules: their compiled build, when it matches them
+# Where this package's modules come from: its compiled build (`_c/`) first when that is used (see gate.accel).
+__path__ = accel.search_path(__path__)
 
-from gate.config import GateConfig  # noqa: E402
-from gate.routes import Route, RoutePatch, RouteSpec  # noqa: E402
-from gate.service import GateService, route_payload  # noqa: E402
+from gate.config import GateConfig
+from gate.routes import Route, RoutePatch, RouteSpec
+from gate.service import GateService, route_payload
 
 __all__ = ["GateConfig", "GateService", "Route", "RoutePatch", "RouteSpec", "route_payload"]

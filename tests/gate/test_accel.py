@@ -1,9 +1,11 @@
-"""The compiled hot path (gate.accel): used when its build matches the sources, never when stale, off
-with INFRACORE_PURE=1; the whole gate suite runs against whichever the build provides."""
+"""The compiled hot path (gate.accel, built by setup.py): used as a whole when its build matches the sources,
+never when stale (a warning, or an error with INFRACORE_REQUIRE_ACCEL), off with INFRACORE_PURE=1; the
+typed classes declare the same fields in `__init__`, `__slots__` and their `.pxd`."""
 
 from __future__ import annotations
 
 import ast
+import importlib
 import json
 import os
 import re
@@ -17,78 +19,117 @@ import pytest
 from gate import accel
 
 ROOT = Path(__file__).resolve().parents[2]
+_ENV = {k: v for k, v in os.environ.items() if k not in ("INFRACORE_PURE", "INFRACORE_REQUIRE_ACCEL")}
 
 
-def _loaded_from(env_extra: dict[str, str]) -> dict[str, str]:
-    env = {**{k: v for k, v in os.environ.items() if k != "INFRACORE_PURE"}, **env_extra}
-    code = ("import importlib, json; from gate import accel; "
-            "print(json.dumps({m: importlib.import_module(f'gate.{m}').__file__ for m in accel.MODULES}))")
-    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=60, check=True)
+def _import(root: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """Import every compiled module in a fresh interpreter whose `gate` is the one under `root`."""
+    code = (
+        "import importlib, json, warnings; warnings.simplefilter('always'); from gate import accel; "
+        "print(json.dumps({m: importlib.import_module(m).__file__ for m in accel.COMPILED}))"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=root,
+        env={**_ENV, "PYTHONPATH": str(root), **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def _loaded_from(root: Path, **env: str) -> dict[str, str]:
+    done = _import(root, **env)
+    assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
 
 
-def test_each_module_runs_compiled_exactly_when_its_build_matches_and_pure_python_remains_available():
-    fresh = accel.fresh_modules()
-    if os.environ.get("INFRACORE_REQUIRE_ACCEL"):  # (CI: `make test` has just built every module)
-        assert sorted(fresh) == sorted(f"gate.{m}" for m in accel.MODULES)
-    if not fresh:
-        pytest.skip("no compiled build matches the sources (Cython or a C compiler missing: make accel says why)")
-    for module, path in _loaded_from({}).items():
-        # (`make test` builds first; a module edited since its last build runs from its source.)
-        assert path.endswith(accel.SUFFIX if f"gate.{module}" in fresh else f"/gate/{module}.py"), module
-    assert all(path.endswith(".py") for path in _loaded_from({"INFRACORE_PURE": "1"}).values())
+def _built() -> None:
+    why = accel.check()
+    if os.environ.get("INFRACORE_REQUIRE_ACCEL"):  # (CI: `make install` has just built it, `make test` rebuilt it)
+        assert why is None, why
+    if why is not None:
+        pytest.skip(f"no compiled build matching the sources ({why})")
 
 
-def test_only_modules_whose_source_matches_their_build_are_used(tmp_path):
-    here = tmp_path / "gate"
-    (here / "_accel").mkdir(parents=True)
-    for m in ("h1", "router"):
-        (here / f"{m}.py").write_text(f"X = {m!r}\n")
-        (here / "_accel" / f"{m}{accel.SUFFIX}").write_bytes(b"compiled")
-    manifest = {"modules": {m: accel.source_digest(m, here) for m in ("h1", "router")}}
-    (here / "_accel" / "manifest.json").write_text(json.dumps(manifest))
-    assert sorted(accel.fresh_modules(here)) == ["gate.h1", "gate.router"]
-
-    (here / "router.py").write_text("X = 'edited since the build'\n")
-    assert sorted(accel.fresh_modules(here)) == ["gate.h1"]
-    (here / "_accel" / f"h1{accel.SUFFIX}").unlink()
-    assert accel.fresh_modules(here) == {}
-    (here / "_accel" / "manifest.json").write_text("{not json")
-    assert accel.fresh_modules(here) == {}
+def test_the_compiled_build_is_used_when_it_matches_and_pure_python_remains_available():
+    _built()
+    for module, path in _loaded_from(ROOT).items():
+        assert path == str(accel.compiled_file(module)), module
+    for module, path in _loaded_from(ROOT, INFRACORE_PURE="1").items():
+        assert path == str(accel.source_file(module)), module
+    for module in accel.COMPILED:  # this test process too
+        importlib.import_module(module)
+    assert accel.active() == ([] if os.environ.get("INFRACORE_PURE") else sorted(accel.COMPILED))
 
 
-def test_a_module_compiled_against_another_typed_class_is_stale_with_it(tmp_path):
-    here = tmp_path / "gate"
-    (here / "_accel").mkdir(parents=True)
-    for m in ("exchange", "upstream", "h1"):
-        (here / f"{m}.py").write_text(f"X = {m!r}\n")
-        (here / "_accel" / f"{m}{accel.SUFFIX}").write_bytes(b"compiled")
-    (here / "exchange.pxd").write_text("cdef class Exchange:\n    cdef public object client\n")
-    (here / "upstream.pxd").write_text("from gate.exchange cimport Exchange\n\ncdef class Up:\n    cdef Exchange ex\n")
-    manifest = {"modules": {m: accel.source_digest(m, here) for m in ("exchange", "upstream", "h1")}}
-    (here / "_accel" / "manifest.json").write_text(json.dumps(manifest))
-    assert sorted(accel.fresh_modules(here)) == ["gate.exchange", "gate.h1", "gate.upstream"]
+def test_an_edited_source_is_never_run_from_its_stale_compiled_module(tmp_path):
+    """A dev tree (editable install) edited since its build runs as Python, saying why; CI's
+    INFRACORE_REQUIRE_ACCEL makes that an error; INFRACORE_PURE=1 still asks for Python quietly."""
+    _built()
+    shutil.copytree(ROOT / "gate", tmp_path / "gate", ignore=shutil.ignore_patterns("__pycache__"))
+    assert all(p.endswith(accel.SUFFIX) for p in _loaded_from(tmp_path).values())  # the copy's own build is used
 
-    # Editing the typed class (its .py or its .pxd) makes the module built against its layout stale too.
-    (here / "exchange.pxd").write_text("cdef class Exchange:\n    cdef public object client, extra\n")
-    assert sorted(accel.fresh_modules(here)) == ["gate.h1"]
-    (here / "exchange.pxd").write_text("cdef class Exchange:\n    cdef public object client\n")
-    assert sorted(accel.fresh_modules(here)) == ["gate.exchange", "gate.h1", "gate.upstream"]
-    # ... and so does a missing build of it, even with a matching manifest entry for the dependent module.
-    (here / "_accel" / f"exchange{accel.SUFFIX}").unlink()
-    assert sorted(accel.fresh_modules(here)) == ["gate.h1"]
+    router = tmp_path / "gate" / "router.py"
+    router.write_text(router.read_text() + "\nEDITED = True\n")
+    done = _import(tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert all(p.endswith(".py") for p in json.loads(done.stdout).values())
+    assert "gate runs as pure Python: gate/router.py changed since the compiled build" in done.stderr
+    done = _import(tmp_path, INFRACORE_REQUIRE_ACCEL="1")
+    assert done.returncode != 0
+    assert "ImportError: the gate's compiled build is not usable: gate/router.py changed" in done.stderr
+    done = _import(tmp_path, INFRACORE_REQUIRE_ACCEL="1", INFRACORE_PURE="1")
+    assert done.returncode == 0 and "Warning" not in done.stderr, done.stderr
 
 
-@pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler")
-def test_an_up_to_date_build_compiles_nothing():
-    pytest.importorskip("Cython")
-    if len(accel.fresh_modules()) != len(accel.MODULES):
-        pytest.skip("some modules changed since the last build (make accel rebuilds them): nothing to compare")
-    # Up to date: nothing is compiled (and nothing loaded in this process is touched).
-    done = subprocess.run([sys.executable, "-m", "gate.accel_build"], cwd=ROOT, capture_output=True, text=True,
-                          timeout=120, check=True)
-    assert f"0 module(s) compiled, {len(accel.MODULES)} up to date" in done.stdout
+def _fake_build(root: Path) -> None:
+    """The sources of every compiled module under `root`, placeholder compiled files and a matching record."""
+    for module in accel.COMPILED:
+        for suffix in (".py", ".pxd"):
+            if (src := accel.source_file(module, ROOT, suffix)).is_file():
+                dst = accel.source_file(module, root, suffix)
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(src, dst)
+        accel.compiled_file(module, root).parent.mkdir(parents=True, exist_ok=True)
+        accel.compiled_file(module, root).write_bytes(b"compiled")
+    (root / accel.RECORD).write_text(json.dumps({"modules": accel.digests(root)}))
+
+
+def test_the_build_is_stale_when_a_source_or_a_typed_class_it_was_compiled_against_changed(tmp_path):
+    assert accel.check(tmp_path).startswith("not built")
+    _fake_build(tmp_path)
+    assert accel.check(tmp_path) is None
+
+    # The typed Exchange (its .pxd) changes the layout proxy and upstream were compiled against.
+    pxd = tmp_path / "gate" / "exchange.pxd"
+    pxd.write_text(pxd.read_text().replace("cdef public object client,", "cdef public object client, extra,"))
+    why = accel.check(tmp_path)
+    assert why and why.startswith("gate/exchange.py, gate/proxy.py, gate/upstream.py changed"), why
+    shutil.copyfile(ROOT / "gate" / "exchange.pxd", pxd)
+    assert accel.check(tmp_path) is None
+
+    accel.compiled_file("gate.h1", tmp_path).unlink()
+    assert "compiled files missing for gate.h1" in accel.check(tmp_path)
+    (tmp_path / accel.RECORD).write_text("{not json")
+    assert "unreadable" in accel.check(tmp_path)
+
+
+def test_modules_in_subpackages_have_their_compiled_files_and_cimports_in_their_own_package(tmp_path):
+    assert accel.ext_name("gate.h1") == "gate._c.h1"
+    assert accel.ext_name("gate.http1.h1") == "gate.http1._c.h1"
+    assert accel.compiled_file("gate.http1.h1", tmp_path) == tmp_path / "gate" / "http1" / "_c" / f"h1{accel.SUFFIX}"
+    assert accel.cimports("from gate.http1.h1 cimport RequestInfo\ncimport gate.state\nfrom cython cimport x\n") == [
+        "gate.http1.h1",
+        "gate.state",
+    ]
+    (tmp_path / "gate" / "http1").mkdir(parents=True)
+    (tmp_path / "gate" / "http1" / "h1.py").write_text("X = 1\n")
+    (tmp_path / "gate" / "exchange.py").write_text("Y = 1\n")
+    (tmp_path / "gate" / "exchange.pxd").write_text("from gate.http1.h1 cimport RequestInfo\n")
+    before = accel.source_digest("gate.exchange", tmp_path)
+    (tmp_path / "gate" / "http1" / "h1.py").write_text("X = 2\n")
+    assert accel.source_digest("gate.exchange", tmp_path) != before
 
 
 def _pxd_classes(text: str) -> dict[str, set[str]]:
@@ -99,35 +140,68 @@ def _pxd_classes(text: str) -> dict[str, set[str]]:
         m = re.match(r"cdef class (\w+)", line)
         if m:
             current = classes.setdefault(m.group(1), set())
-        elif current is not None and (m := re.match(r"\s+cdef public \w+ (.+)$", line)):
+        elif current is not None and (m := re.match(r"\s+cdef (?:public |readonly )?[\w.]+ (.+)$", line)):
             current.update(n.strip() for n in m.group(1).split(","))
         elif line and not line[0].isspace():
             current = None
     return classes
 
 
-def _py_slots(source: str) -> dict[str, set[str]]:
-    out: dict[str, set[str]] = {}
+def _py_classes(source: str) -> dict[str, tuple[set[str] | None, set[str]]]:
+    """Class name → (its `__slots__`, the `self.X` its `__init__` assigns)."""
+    out: dict[str, tuple[set[str] | None, set[str]]] = {}
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.ClassDef):
+            slots, assigned = None, set()
             for stmt in node.body:
                 if isinstance(stmt, ast.Assign) and [getattr(t, "id", None) for t in stmt.targets] == ["__slots__"]:
-                    out[node.name] = set(ast.literal_eval(stmt.value))
+                    slots = set(ast.literal_eval(stmt.value))
+                if isinstance(stmt, ast.FunctionDef) and stmt.name == "__init__":
+                    for n in ast.walk(stmt):
+                        targets = (
+                            n.targets
+                            if isinstance(n, ast.Assign)
+                            else ([n.target] if isinstance(n, ast.AnnAssign | ast.AugAssign) else [])
+                        )
+                        for t in targets:
+                            for el in t.elts if isinstance(t, ast.Tuple) else [t]:
+                                if isinstance(el, ast.Attribute) and getattr(el.value, "id", None) == "self":
+                                    assigned.add(el.attr)
+            out[node.name] = (slots, assigned)
     return out
 
 
-def test_every_typed_class_declares_exactly_the_fields_of_its_python_class():
-    """The .pxd beside a module declares its classes' fields for the compiled build; the .py's
-    `__slots__` are the same names, so pure Python and the compiled build accept the same attributes
-    (a field missing from the .pxd would fail only compiled, and only where it is used)."""
-    gate_dir = ROOT / "gate"
-    pxds = sorted(gate_dir.glob("*.pxd"))
-    assert pxds
-    for pxd in pxds:
-        declared = _pxd_classes(pxd.read_text())
-        slots = _py_slots((gate_dir / f"{pxd.stem}.py").read_text())
+def test_every_typed_class_declares_the_same_fields_in_init_slots_and_pxd():
+    """A hot class names its fields three times: `__init__` assigns them, `__slots__` lists them (pure Python
+    then rejects any other), the `.pxd` types them for the compiled build (a field missing there fails only
+    compiled, and only where it is used). They must be the same names."""
+    for module in accel.COMPILED:
+        classes = _py_classes(accel.source_file(module).read_text())
+        pxd = accel.source_file(module, suffix=".pxd")
+        declared = _pxd_classes(pxd.read_text()) if pxd.is_file() else {}
         # A .pxd without classes declares only typed functions and module variables (gate/accesslog.pxd).
-        assert declared or "cpdef " in pxd.read_text(), pxd.name
+        assert not pxd.is_file() or declared or "cpdef " in pxd.read_text(), pxd
         for name, fields in declared.items():
-            assert name in slots, f"{pxd.stem}.{name} has no __slots__"
-            assert fields == slots[name], (pxd.name, name, fields ^ slots[name])
+            assert name in classes, f"{pxd}: cdef class {name} has no Python class"
+            slots, assigned = classes[name]
+            assert slots is not None, f"{module}.{name} has no __slots__"
+            assert fields == slots, (f"{module}.{name}: .pxd vs __slots__", sorted(fields ^ slots))
+            assert assigned == slots, (f"{module}.{name}: __init__ vs __slots__", sorted(assigned ^ slots))
+        for name, (slots, assigned) in classes.items():
+            if slots is not None and assigned and name not in declared:  # slotted, untyped: two lists to keep equal
+                assert assigned == slots, (f"{module}.{name}: __init__ vs __slots__", sorted(assigned ^ slots))
+
+
+def test_every_pxd_belongs_to_a_compiled_module():
+    """A `.pxd` beside a module the build does not compile would be silently ignored."""
+    compiled = {accel.source_file(m, suffix=".pxd") for m in accel.COMPILED}
+    for pxd in (ROOT / "gate").rglob("*.pxd"):
+        assert pxd in compiled, f"{pxd.relative_to(ROOT)}: add its module to gate.accel.COMPILED"
+
+
+def test_the_build_compiles_exactly_the_modules_listed_in_one_place():
+    """setup.py builds `accel.COMPILED`, each into its package's `_c/` (the record names what it was built from)."""
+    _built()
+    record = json.loads((ROOT / accel.RECORD).read_text())
+    assert sorted(record["modules"]) == sorted(accel.COMPILED)
+    assert record["cython"] == re.search(r'"cython==([\d.]+)"', (ROOT / "pyproject.toml").read_text()).group(1)
