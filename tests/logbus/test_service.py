@@ -310,7 +310,9 @@ async def test_a_stalled_disk_drops_lines_with_a_marker_never_blocking_the_child
     dropped = sum(int(x["text"].split("dropped ")[1].split()[0]) for x in markers)
     kept = [x for x in lines if x["stream"] == "stdout"]
     assert dropped > 0 and len(kept) + dropped == 50000
-    assert [x["text"] for x in kept[:3]] == ["line 0", "line 1", "line 2"]
+    # What was kept is the child's lines in order from its first (how many per pipe read depends on timing).
+    numbers = [int(x["text"].split()[1]) for x in kept]
+    assert numbers[0] == 0 and numbers == sorted(set(numbers)), numbers[:10]
 
 
 async def _no_pumps(svc: LogbusService) -> bool:
