@@ -63,7 +63,7 @@ _CADENCE_OUTLIER = 3.0  # a gap this many times the median of the remembered one
 
 
 def _usual_gap(gaps: tuple[float, ...]) -> float:
-    """The largest of `gaps` within `_CADENCE_OUTLIER` × their median (a jittery series is held by its
+    """The largest of `gaps` within `_CADENCE_OUTLIER` times their median (a jittery series is held by its
     longest ordinary gap; one outage among ordinary gaps is ignored)."""
     ordered = sorted(gaps)
     n = len(ordered)
