@@ -583,3 +583,14 @@ async def test_no_data_after_an_outage_is_held_by_the_series_usual_gap(tmp_path:
             ("alert.triggered", "threshold"), ("alert.resolved", "no data")]
     finally:
         await svc.stop(5.0)
+
+
+@pytest.mark.parametrize(("gaps", "usual"), [
+    ((1.0,), 1.0), ((6.0, 6.0, 6.0), 6.0), ((3.0, 8.0, 5.0, 6.0), 8.0),  # jitter: held by the longest
+    ((1.0, 1.0, 1.0, 120.0), 1.0), ((120.0, 1.0, 1.0), 1.0),  # an outage among ordinary gaps is ignored
+    ((120.0,), 120.0), ((120.0, 1.0), 120.0),  # too few to tell: the cautious answer
+])
+def test_the_usual_gap_of_a_series(gaps: tuple[float, ...], usual: float) -> None:
+    from probe.service import _usual_gap
+
+    assert _usual_gap(gaps) == usual
