@@ -38,7 +38,7 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
 MAX_IO_PIDS = 1024  # processes of one instance whose I/O is summed (a fork bomb must not stall the tick)
 # The per-process I/O walk of all instances together, per tick: /proc files read, and time. An instance
-# left when either is spent gets no disk I/O reading that tick (its rate spans two ticks next time) and
+# left when either is spent gets no disk I/O reading that tick (its rate spans the gap next time) and
 # goes first the next tick; `io_skipped` counts such instance-ticks.
 IO_FILES_PER_TICK = 4096
 IO_SECONDS_PER_TICK = 0.25
@@ -301,6 +301,10 @@ class ServiceCollector:
         if self._io_left <= 0 or time.monotonic() >= self._io_deadline:
             self.io_skipped += 1
             self.io_skipped_last.append(key)
+            # Still alive, only not walked: its last readings stay, so its next walk gives a rate (over two
+            # ticks) rather than a first sample, which under a standing overload would be every walk.
+            self._rates.keep(("service_io_read_bytes_per_second", key))
+            self._rates.keep(("service_io_write_bytes_per_second", key))
             return None
         if procs_file is not None:
             pids = [int(p) for p in _read(procs_file).split()[:MAX_IO_PIDS]]

@@ -55,7 +55,7 @@ def cpu_percent(prev_cpu_s: float, cur_cpu_s: float, dt_s: float, *, cores: int 
 class RateTracker:
     """Remembers the last reading of each counter (by key) and turns the next one into a rate.
 
-    Keys not seen in a tick are forgotten by `sweep`, so a vanished interface or instance frees its
+    Keys not seen (nor kept) in a tick are forgotten by `sweep`, so a vanished interface or instance frees its
     slot and a reappearing one starts fresh rather than producing a rate across the gap.
     """
 
@@ -68,6 +68,12 @@ class RateTracker:
         self._last[key] = (t, value)
         self._seen.add(key)
         return counter_rate(prev, (t, value))
+
+    def keep(self, key: object) -> None:
+        """Count `key` as seen this tick without a reading (its source was skipped, not gone): its last
+        reading stays, so the next one gives a rate across the gap instead of starting afresh."""
+        if key in self._last:
+            self._seen.add(key)
 
     def sweep(self) -> None:
         for key in self._last.keys() - self._seen:

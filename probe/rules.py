@@ -49,6 +49,18 @@ RULE_MIGRATIONS: list[Migration] = [
         );
         """,
     ),
+    Migration(
+        3,
+        "alert outbox",
+        # Transitions not yet announced, written in the same transaction as the firing states they come
+        # from and deleted once published: a crash or stop in between re-sends them at the next start.
+        """
+        CREATE TABLE probe_alert_outbox (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            payload TEXT NOT NULL
+        );
+        """,
+    ),
 ]
 
 

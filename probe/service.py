@@ -14,7 +14,7 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ from probe.collect import GateAdapter, HostCollector, Point, ServiceCollector, s
 from probe.config import AlertRuleBody, ProbeConfig
 from probe.events import AlertTransition
 from probe.exposition import Reading, render
-from probe.firing import FiringStore
+from probe.firing import FiringStore, Pending
 from probe.rollup import default_step
 from probe.rules import RuleRepo, to_rule
 from probe.tsdb import MetricsStore, labels_key
@@ -58,6 +58,17 @@ SERVICE_METRICS = (
 _HISTORY = 200
 _CADENCE_CAP_TICKS = 300.0  # a series' reporting gap counts for "no data" up to this (an outage is not a cadence)
 _CADENCE_FORGET_TICKS = 900  # a series silent this many ticks is forgotten by the gap tracking
+_CADENCE_GAPS = 4  # a series' reporting gaps remembered
+_CADENCE_OUTLIER = 3.0  # a gap this many times the median of the remembered ones is an outage, not a cadence
+
+
+def _usual_gap(gaps: tuple[float, ...]) -> float:
+    """The largest of `gaps` within `_CADENCE_OUTLIER` times their median (a jittery series is held by its
+    longest ordinary gap; one outage among ordinary gaps is ignored)."""
+    ordered = sorted(gaps)
+    n = len(ordered)
+    median = ordered[n // 2] if n % 2 else (ordered[n // 2 - 1] + ordered[n // 2]) / 2
+    return max(g for g in ordered if g <= _CADENCE_OUTLIER * median)
 
 
 @dataclass
@@ -109,13 +120,15 @@ class ProbeService:
         self._rules: list[AlertRule] = []
         self._alerts: dict[tuple[int, str], tuple[AlertState, Mapping[str, str]]] = {}
         self.history: list[dict[str, Any]] = []
-        # (name, key) → (the tick it last reported in, its reporting gap in ticks): a sporadic series'
-        # "no data" waits longer
-        self._cadence: dict[tuple[str, str], tuple[int, float]] = {}
+        # (name, key) → (the tick it last reported in, its last few gaps in ticks, its usual gap): a sporadic
+        # series' "no data" waits longer
+        self._cadence: dict[tuple[str, str], tuple[int, tuple[float, ...], float]] = {}
         self._tick_no = 0
-        # Transitions in the order their states changed; `_flush` announces them one at a time, so a
-        # rule removed while a tick's "triggered" waits (on the metrics write) is "resolved" after it.
-        self._outbox: list[dict[str, Any]] = []
+        # Transitions in the order their states changed, saved to state.db with those states (so a crash
+        # or stop before they are told re-sends them at the next start: at least once, never lost);
+        # `_flush` announces them one at a time, so a rule removed while a tick's "triggered" waits is
+        # "resolved" after it.
+        self._outbox: list[Pending] = []
         self._announcing = asyncio.Lock()
         self._tasks = TaskSet("probe")
         self._executor: ThreadPoolExecutor | None = None
@@ -129,8 +142,10 @@ class ProbeService:
 
     async def start(self) -> None:
         await self.rules.migrate()
+        self._outbox[:0] = await self.firing.load_outbox()  # told before anything new
         await self.reload_rules()
         await self._restore_firing()
+        await self._flush()
         await self.metrics.open()
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="probe-collect")
         if self.config.enabled:
@@ -141,6 +156,12 @@ class ProbeService:
 
     async def stop(self, drain_timeout_s: float) -> None:
         await self._tasks.close(drain_timeout_s)
+        try:  # a tick stopped between a transition and its announcement: told now (and saved, if not yet)
+            async with asyncio.timeout(min(drain_timeout_s, 5.0)):
+                await self.firing.save(self._alerts, self._outbox)
+                await self._flush()
+        except Exception as e:  # (incl. the timeout) what is left is in the outbox table, sent at the next start
+            log.warning("alert announcements left for the next start", pending=len(self._outbox), error=repr(e))
         await self.webhooks.close(min(drain_timeout_s, 5.0))
         if self._executor is not None:
             self._executor.shutdown(wait=True)
@@ -200,11 +221,13 @@ class ProbeService:
         self.latest = {(name, key): (labels, value) for name, key, labels, value in keyed}
         self._tick_no += 1
         self._note_cadence()
-        self._outbox += self._evaluate(now)
+        self._outbox += [Pending(t) for t in self._evaluate(now)]
         loop_cpu += time.thread_time() - loop_t0
-        await self.firing.save(self._alerts)  # durable before it is told (a crash re-sends nothing)
-        written = await self.metrics.write(round(now), [(n, k, v) for n, k, _, v in keyed])
+        # The states and their announcements in one transaction, then told before the (longer) metrics
+        # write: a crash after the save re-sends them at the next start, one after it may send twice.
+        await self.firing.save(self._alerts, self._outbox)
         await self._flush()
+        written = await self.metrics.write(round(now), [(n, k, v) for n, k, _, v in keyed])
         self.stats.ticks += 1
         self.stats.points += written
         self.stats.collect_cpu_s += collect_cpu
@@ -264,8 +287,8 @@ class ProbeService:
             if state.status == "firing" and rid in old:
                 resolved.append(self._transition(old[rid], "resolved", labels, None, now,
                                                  "rule changed" if rid == changed else "rule removed"))
-        self._outbox += resolved
-        await self.firing.save(self._alerts)
+        self._outbox += [Pending(t) for t in resolved]
+        await self.firing.save(self._alerts, self._outbox)
         await self._flush()
 
     async def _restore_firing(self) -> None:
@@ -273,9 +296,13 @@ class ProbeService:
         "resolved" comes when their data clears or goes away); those of rules gone meanwhile are dropped."""
         ids = {r.id for r in self._rules}
         restored = await self.firing.load()
-        for key, value in restored.items():
+        now = self.clock.now()
+        for key, (state, labels) in restored.items():
             if key[0] in ids:
-                self._alerts[key] = value
+                # Seen "now": the stored last_seen is when it started firing (not kept current), and a
+                # series missing from the first ticks after a start (rates, CPU %, connection counts need
+                # two readings) is not gone — "no data" counts from the start, over the series' own gap.
+                self._alerts[key] = (replace(state, last_seen=max(state.last_seen, now)), labels)
         await self.firing.save(self._alerts)
         if restored:
             log.info("restored firing alerts", firing=sum(1 for k in restored if k[0] in ids),
@@ -283,20 +310,29 @@ class ProbeService:
 
     async def _flush(self) -> None:
         """Announce the queued transitions in order (one flusher at a time: a later caller finds them
-        sent, or waits and sends what was queued after)."""
+        sent, or waits and sends what was queued after), each only once saved (one queued but not saved
+        yet waits for the save in progress, which flushes after it) and deleted from the outbox table
+        once published."""
         async with self._announcing:
-            while self._outbox:
-                await self._announce(self._outbox.pop(0))
+            while self._outbox and self._outbox[0].row is not None:
+                head = self._outbox[0]
+                await self._announce(dict(head.payload))
+                self._outbox.pop(0)
+                await self.firing.sent(head)
 
     def _note_cadence(self) -> None:
         """Remember how often each series reports, in ticks (so a late or hand-driven tick is not
-        mistaken for a sporadic series): the ticks between its last two reports, decaying slowly
-        (x0.95 a report) so a series that speeds up is believed again after a while."""
+        mistaken for a sporadic series): the largest of its last few gaps that is not an outlier (more
+        than `_CADENCE_OUTLIER` times their median), so a series that reports every tick again after an
+        outage is held for "no data" by its usual gap, not the outage's."""
         cadence, tick = self._cadence, self._tick_no
         for series in self.latest:
             prev = cadence.get(series)
-            gap = 0.0 if prev is None else min(max(tick - prev[0], prev[1] * 0.95), _CADENCE_CAP_TICKS)
-            cadence[series] = (tick, gap)
+            if prev is None:
+                cadence[series] = (tick, (), 0.0)
+                continue
+            gaps = (*prev[1], float(min(tick - prev[0], _CADENCE_CAP_TICKS)))[-_CADENCE_GAPS:]
+            cadence[series] = (tick, gaps, _usual_gap(gaps))
         if len(cadence) > 2 * len(self.latest) + 1000:  # bounded: series gone for long are dropped
             self._cadence = {k: v for k, v in cadence.items() if tick - v[0] < _CADENCE_FORGET_TICKS}
 
@@ -321,7 +357,7 @@ class ProbeService:
                 # The series sent nothing this evaluation (its service stopped, its route went away, or
                 # it reports less often than the probe ticks): "no data" waits for twice its own gap too.
                 # A series seen once has no known gap yet: the probe's own slowest cadence stands in.
-                gap_ticks = self._cadence.get((rule.metric, key), (0, 0.0))[1]
+                gap_ticks = self._cadence.get((rule.metric, key), (0, (), 0.0))[2]
                 gap = gap_ticks * interval if gap_ticks else self.config.connections_every_s
                 state, tr = evaluate(rule, prev_state, None, now, stale_s=no_data_after(rule, interval, floor, gap))
                 if state.status == "ok":

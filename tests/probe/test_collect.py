@@ -356,3 +356,30 @@ def test_the_per_process_io_walk_has_a_budget_per_tick_and_rotates_what_it_skips
         for k in kids:
             k.kill()
             k.wait()
+
+
+def test_instances_the_io_budget_skips_still_get_io_rates() -> None:
+    """Under a standing overload of the walk budget (three walks wanted, room for fewer each tick) the
+    skipped instances keep their last readings: every instance gets disk-I/O rates over a few ticks,
+    not only the one that happens to be walked every tick."""
+    kids = [subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) for _ in range(3)]
+    try:
+        inv = [InstanceInfo("s", f"s-{i}", "process", "running", pid=k.pid) for i, k in enumerate(kids)]
+        sc = ServiceCollector(io_files_per_tick=3)
+        mono = time.monotonic()
+        rated: dict[str, int] = {}
+        for t in range(9):
+            for name, labels, _ in sc.collect(inv, mono + t):
+                if name == "service_io_read_bytes_per_second":
+                    rated[labels["instance"]] = rated.get(labels["instance"], 0) + 1
+        assert sc.io_skipped >= 8  # the budget was short every tick
+        assert set(rated) == {"s-0", "s-1", "s-2"} and min(rated.values()) >= 2, rated
+        kids[1].kill()
+        kids[1].wait()
+        for t in range(9, 12):  # a gone instance's kept readings are still swept
+            sc.collect(inv, mono + t)
+        assert not any(k[1] == "s/s-1" for k in sc._rates._last), sc._rates._last
+    finally:
+        for k in kids:
+            k.kill()
+            k.wait()

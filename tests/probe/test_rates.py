@@ -66,3 +66,16 @@ def test_rate_tracker_forgets_keys_not_seen() -> None:
     tr.sweep()  # a tick without eth0
     assert len(tr) == 0
     assert tr.rate("eth0", 5.0, 9000.0) is None  # no rate across the gap
+
+
+def test_a_kept_key_survives_the_sweep_and_rates_across_the_gap() -> None:
+    t = RateTracker()
+    t.rate("a", 0.0, 100.0)
+    t.rate("b", 0.0, 100.0)
+    t.sweep()
+    t.keep("a")  # skipped this tick, still there
+    t.keep("never")  # nothing to keep: not added
+    t.sweep()
+    assert len(t) == 1
+    assert t.rate("a", 2.0, 300.0) == 100.0  # over both ticks
+    assert t.rate("b", 2.0, 300.0) is None  # forgotten: a first sample again

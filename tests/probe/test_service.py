@@ -426,3 +426,171 @@ async def test_a_firing_alert_survives_a_restart_without_a_second_triggered(tmp_
         assert third.alerts()["active"] == []
     finally:
         await third.stop(5.0)
+
+
+async def test_a_restored_alert_is_not_resolved_for_no_data_on_the_first_ticks_after_a_restart(
+        tmp_path: Path, kernel: Any) -> None:
+    """Firing for far longer than its "no data" wait, then a restart whose first tick lacks the series
+    (normal for rates, CPU %, connection counts): no "resolved", no second "triggered"; the series gone
+    for good still resolves, counted from the start."""
+    store, bus = kernel
+    gauge = Gauge()
+    gauge.value = 900.0
+    clock = ManualClock()
+    rule = {"name": "slow", "metric": "gate_upstream_latency_p99_ms", "op": ">", "threshold": 500}
+
+    def make() -> ProbeService:
+        return ProbeService(ProbeConfig(enabled=False, interval_s=1), tmp_path, store, bus,
+                            gate_source=lambda: gauge, clock=clock)
+
+    first = make()
+    await first.start()
+    try:
+        await first.add_rule(AlertRuleBody.model_validate(rule))
+        for _ in range(30):  # firing for 30 s; "no data" waits 2 s for this every-tick series
+            clock.advance(1)
+            await first.tick()
+        assert [a["status"] for a in first.alerts()["active"]] == ["firing"]
+    finally:
+        await first.stop(5.0)
+
+    second = make()
+    await second.start()
+    try:
+        gauge.present = False
+        clock.advance(1)
+        await second.tick()
+        gauge.present = True
+        for _ in range(3):
+            clock.advance(1)
+            await second.tick()
+        assert [r["event"] for r in second.alerts()["recent"]] == []
+        assert [a["status"] for a in second.alerts()["active"]] == ["firing"]
+        gauge.present = False
+        for _ in range(40):
+            clock.advance(1)
+            await second.tick()
+        assert [(r["event"], r["reason"]) for r in second.alerts()["recent"]] == [("alert.resolved", "no data")]
+    finally:
+        await second.stop(5.0)
+    published = [e.type for e in await bus.read_after(0, 100) if e.type.startswith("alert.")]
+    assert published == ["alert.triggered", "alert.resolved"]
+
+
+def _hold_after_saving_a_firing_state(svc: ProbeService) -> asyncio.Event:
+    """The first save that stores a firing state really commits, then never returns: the tick is stopped
+    (or the process dies) between saving a transition and announcing it."""
+    real_save, saved = svc.firing.save, asyncio.Event()
+
+    async def save(alerts: Any, *rest: Any) -> None:
+        await real_save(alerts, *rest)
+        if not saved.is_set() and any(st.status == "firing" for st, _ in alerts.values()):
+            saved.set()
+            await asyncio.sleep(3600)
+
+    svc.firing.save = save  # type: ignore[method-assign]
+    return saved
+
+
+async def test_stop_right_after_a_transition_still_announces_it(tmp_path: Path, kernel: Any) -> None:
+    store, bus = kernel
+    gauge = Gauge()
+    gauge.value = 900.0
+    svc = ProbeService(ProbeConfig(interval_s=0.25), tmp_path, store, bus, gate_source=lambda: gauge)
+    saved = _hold_after_saving_a_firing_state(svc)
+    await svc.start()
+    try:
+        await svc.add_rule(AlertRuleBody.model_validate({
+            "name": "slow", "metric": "gate_upstream_latency_p99_ms", "op": ">", "threshold": 500}))
+        await asyncio.wait_for(saved.wait(), 20)
+    finally:
+        await svc.stop(5.0)  # cancels the held tick
+    published = [e.type for e in await bus.read_after(0, 100) if e.type.startswith("alert.")]
+    assert published == ["alert.triggered"]
+    assert await store.fetchall("SELECT * FROM probe_alert_outbox") == []
+
+
+async def test_a_transition_saved_but_not_announced_before_a_crash_is_announced_at_the_next_start(
+        tmp_path: Path, kernel: Any) -> None:
+    store, bus = kernel
+    gauge = Gauge()
+    gauge.value = 900.0
+    clock = ManualClock()
+
+    def make() -> ProbeService:
+        return ProbeService(ProbeConfig(enabled=False, interval_s=0.25), tmp_path, store, bus,
+                            gate_source=lambda: gauge, clock=clock)
+
+    first = make()
+    saved = _hold_after_saving_a_firing_state(first)
+    await first.start()
+    await first.add_rule(AlertRuleBody.model_validate({
+        "name": "slow", "metric": "gate_upstream_latency_p99_ms", "op": ">", "threshold": 500}))
+    clock.advance(0.25)
+    tick = asyncio.create_task(first.tick())
+    await asyncio.wait_for(saved.wait(), 10)
+    tick.cancel()  # the process dies here: no stop(), nothing more of this run happens
+    with pytest.raises(asyncio.CancelledError):
+        await tick
+    assert first._executor is not None
+    first._executor.shutdown(wait=True)
+    await first.metrics.close()
+    assert [e.type for e in await bus.read_after(0, 100) if e.type.startswith("alert.")] == []
+
+    second = make()
+    await second.start()
+    try:
+        for _ in range(3):  # still breaching: restored firing, no second "triggered"
+            clock.advance(0.25)
+            await second.tick()
+        assert [(r["event"], r["reason"]) for r in second.alerts()["recent"]] == [("alert.triggered", "threshold")]
+    finally:
+        await second.stop(5.0)
+    published = [e.type for e in await bus.read_after(0, 100) if e.type.startswith("alert.")]
+    assert published == ["alert.triggered"]
+    assert await store.fetchall("SELECT * FROM probe_alert_outbox") == []
+
+
+async def test_no_data_after_an_outage_is_held_by_the_series_usual_gap(tmp_path: Path, kernel: Any) -> None:
+    """A series down for many ticks, then reporting every tick again: when it stops once more its alert
+    resolves for "no data" within a few ticks, not after a wait the size of the outage."""
+    store, bus = kernel
+    gauge = Gauge()
+    gauge.value = 900.0
+    clock = ManualClock()
+    svc = ProbeService(ProbeConfig(enabled=False, interval_s=0.25), tmp_path, store, bus,
+                       gate_source=lambda: gauge, clock=clock)
+    await svc.start()
+
+    async def ticks(n: int) -> None:
+        for _ in range(n):
+            clock.advance(0.25)
+            await svc.tick()
+
+    try:
+        await ticks(10)
+        gauge.present = False
+        await ticks(120)  # a 30 s outage (no rule yet: nothing fires meanwhile)
+        gauge.present = True
+        await ticks(4)
+        await svc.add_rule(AlertRuleBody.model_validate({
+            "name": "slow", "metric": "gate_upstream_latency_p99_ms", "op": ">", "threshold": 500}))
+        await ticks(1)
+        assert [a["status"] for a in svc.alerts()["active"]] == ["firing"]
+        gauge.present = False
+        await ticks(4)  # "no data" after 2 intervals of an every-tick series (0.5 s), not 2 outages
+        assert [(r["event"], r["reason"]) for r in svc.alerts()["recent"]] == [
+            ("alert.triggered", "threshold"), ("alert.resolved", "no data")]
+    finally:
+        await svc.stop(5.0)
+
+
+@pytest.mark.parametrize(("gaps", "usual"), [
+    ((1.0,), 1.0), ((6.0, 6.0, 6.0), 6.0), ((3.0, 8.0, 5.0, 6.0), 8.0),  # jitter: held by the longest
+    ((1.0, 1.0, 1.0, 120.0), 1.0), ((120.0, 1.0, 1.0), 1.0),  # an outage among ordinary gaps is ignored
+    ((120.0,), 120.0), ((120.0, 1.0), 120.0),  # too few to tell: the cautious answer
+])
+def test_the_usual_gap_of_a_series(gaps: tuple[float, ...], usual: float) -> None:
+    from probe.service import _usual_gap
+
+    assert _usual_gap(gaps) == usual
