@@ -153,8 +153,8 @@ class Relay:
     handshake takes longer than the deadline); after that, as they come. Optionally a CONNECT proxy
     (answers `CONNECT`, then relays), counting the tunnels it made."""
 
-    def __init__(self, port: int, slow_for_s: float = 0.0, proxy: bool = False) -> None:
-        self.target, self.slow_for_s, self.proxy = port, slow_for_s, proxy
+    def __init__(self, port: int, slow_for_s: float = 0.0, proxy: bool = False, answer_after_s: float = 0.0) -> None:
+        self.target, self.slow_for_s, self.proxy, self.answer_after_s = port, slow_for_s, proxy, answer_after_s
         self.tunnels: list[bytes] = []
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
@@ -181,6 +181,7 @@ class Relay:
                         return
                     head += data
                 self.tunnels.append(head.split(b"\r\n", 1)[0])
+                time.sleep(self.answer_after_s)
                 client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
             with socket.create_connection(("127.0.0.1", self.target), timeout=TRICKLE_FOR_S) as upstream:
                 threading.Thread(target=self._pump, args=(client, upstream, None), daemon=True).start()
@@ -277,6 +278,29 @@ def test_tls_answer_through_a_connect_proxy(tmp_path: Path, monkeypatch: pytest.
     finally:
         proxy.close()
         server.close()
+
+
+def test_the_deadline_spans_the_proxy_tunnel_and_the_tls_handshake(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The proxy answers CONNECT after 0.6 s, then the handshake takes ~1.2 s: each phase alone is within
+    the 1 s deadline (and would be under a per-phase timeout); together they are not."""
+    server = TlsTrickleServer(tmp_path)
+    proxy = Relay(server.port, proxy=True, answer_after_s=0.6, slow_for_s=2.0)
+    monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{proxy.port}")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    try:
+        issuer = AcmeIssuer(f"https://127.0.0.1:{server.port}/dir", tmp_path, ca_bundle=server.cert,
+                            request_timeout_s=1.0)
+        t0 = time.monotonic()
+        with pytest.raises(AriFailure) as failure:
+            issuer._fetch(f"https://127.0.0.1:{server.port}/dir")
+        elapsed = time.monotonic() - t0
+    finally:
+        proxy.close()
+        server.close()
+    assert "within 1 s in all" in failure.value.message
+    assert elapsed < 1.8, elapsed
 
 
 def test_a_ca_directory_and_a_bad_certificate_are_ari_failures(tmp_path: Path) -> None:

@@ -34,7 +34,6 @@ async def test_refuses_a_database_from_a_newer_release(tmp_path):
 async def test_failed_migration_rolls_back_and_says_which(tmp_path):
     s = Store(tmp_path / "a.db")
     await s.open()
-    other = [Migration(1, "o", "CREATE TABLE o1 (id INTEGER PRIMARY KEY);")]
     bad = Migration(2, "broken", "CREATE TABLE half (x INT); CREATE TABLE oops (;")
     with pytest.raises(StartupError, match=r"demo migration 2 \(broken\) failed"):
         await s.migrate("demo", [M1, bad])
@@ -139,7 +138,7 @@ async def test_a_crash_loop_keeps_the_copy_made_before_the_first_attempt(tmp_pat
     other = [Migration(1, "o", "CREATE TABLE o1 (id INTEGER PRIMARY KEY);")]
     bad = Migration(2, "broken", "CREATE TABLE nope (id INTEGER PRIMARY KEY); SELECT * FROM missing_table;")
     baseline = None
-    for attempt in range(5):
+    for _attempt in range(5):
         s = Store(path, upgrade_backups_keep=1)
         await s.open()
         await s.migrate("other", other)  # another component migrates fine (partly migrated after)
