@@ -200,8 +200,9 @@ class AcmeIssuer:
 
     def _fetch(self, url: str) -> tuple[int, str | None, bytes]:
         """GET `url` (status, Retry-After, at most `ari.MAX_BODY + 1` bytes of body) within
-        `request_timeout_s` in all — resolving, connecting, proxy tunnel, TLS, headers and body together —
-        so a CA that trickles bytes cannot hold certd's only worker thread: every phase gets the time
+        `request_timeout_s` in all — connecting, proxy tunnel, TLS, headers and body together (a name
+        lookup cannot be cut short: one slower than that fails the fetch once it returns) — so a CA that
+        trickles bytes cannot hold certd's only worker thread: every phase gets the time
         left as its socket timeout, the deadline is checked between phases, and a watchdog shuts down
         every socket this call made at the deadline (a per-read timeout alone restarts at every byte).
         The sockets are held here, not looked up on the connection, which lets go of its socket when
@@ -254,6 +255,7 @@ class AcmeIssuer:
         watchdog.daemon = True
         watchdog.start()
         conn: http.client.HTTPConnection | None = None
+        response: http.client.HTTPResponse | None = None
         try:
             proxy = _proxy_for(parts.scheme, host)
             ctx = self._ssl_context() if https else None
@@ -290,6 +292,8 @@ class AcmeIssuer:
             watchdog.cancel()
             with lock:
                 done[0] = True
+            if response is not None:
+                response.close()  # (the connection forgot it when the server said `Connection: close`)
             if conn is not None:
                 conn.close()
             for sock in held:
