@@ -64,6 +64,8 @@ class Store:
         self.upgrade_backup: Path | None = None  # the copy taken before this release first changed the schema
         self._fresh = False
         self._skipped_backup = False
+        self._migrated = False  # migrate() ran on this instance
+        self._migration_failed = False
 
     async def open(self) -> None:
         try:
@@ -94,6 +96,11 @@ class Store:
         return conn
 
     async def close(self) -> None:
+        # A start that found every schema it checked current, with no migration failing, ends the crash
+        # loop (if any) the baseline copy was kept for: pruning may take it at the next upgrade.
+        if self._migrated and not self._migration_failed and self.upgrade_backup is None:
+            with contextlib.suppress(OSError):
+                self._baseline_marker().unlink()
         for conn in (self._reader, self._writer):
             if conn is not None:
                 await conn.close()
@@ -132,8 +139,10 @@ class Store:
                 except sqlite3.Error as e:
                     if self._writer.in_transaction:
                         await self._writer.execute("ROLLBACK")
+                    self._migration_failed = True
                     raise StartupError(f"{component} migration {m.version} ({m.name}) failed: {e}") from e
             log.info("applied migration", component=component, version=m.version, name=m.name)
+        self._migrated = True
         return len(known)
 
     async def _backup_before_upgrade(self, component: str, version: int) -> None:
@@ -163,12 +172,29 @@ class Store:
         self.upgrade_backup = out
         log.warning("database backed up before a schema upgrade", db=str(self.path), backup=str(out),
                     component=component, from_version=version)
-        self._prune_upgrade_backups(out.parent)
+        marker = self._baseline_marker()
+        try:
+            baseline = marker.read_text().strip()
+        except OSError:
+            baseline = ""
+        if not baseline or not (out.parent / baseline).is_file():
+            # The first copy since the last start that found every schema current: the only one that
+            # certainly holds what the earlier release wrote. A start that fails part-way (one
+            # component's migration) copies again at each restart, partly migrated: never prune this one.
+            marker.write_text(out.name + "\n")
+            baseline = out.name
+        self._prune_upgrade_backups(out.parent, keep_also=baseline)
 
-    def _prune_upgrade_backups(self, where: Path) -> None:
-        """Keep the newest `upgrade_backups_keep` copies of this database (their names sort by time)."""
+    def _baseline_marker(self) -> Path:
+        return self.path.parent / "upgrade-backups" / f"{self.path.stem}.baseline"
+
+    def _prune_upgrade_backups(self, where: Path, keep_also: str = "") -> None:
+        """Keep the newest `upgrade_backups_keep` copies of this database (their names sort by time), and
+        the baseline copy `keep_also` (the oldest since the last start that completed)."""
         mine = sorted(p for p in where.glob(f"{self.path.stem}-*-before-*.db") if p.is_file())
         for old in mine[:-self.upgrade_backups_keep]:
+            if old.name == keep_also:
+                continue
             with contextlib.suppress(OSError):
                 old.unlink()
                 log.info("removed an old upgrade backup", backup=str(old), keep=self.upgrade_backups_keep)

@@ -11,6 +11,7 @@ timing. In-flight work is bounded by `INFLIGHT_BYTES` (and a count), which bound
 
 from __future__ import annotations
 
+import functools
 import os
 import stat
 import threading
@@ -157,19 +158,27 @@ def run_backup(repo: Repository, req: BackupRequest, *, now: float | None = None
                 return bid, len(data), None
             return bid, len(data), repo.store_form(data)
 
-        def work_file(abspath: str) -> tuple[list[tuple[bytes, int, bytes | None]], int, int] | str | None:
-            """A whole small file: its chunks (id, length, stored form or None when known), size and mtime;
-            "grew" when it is now too large to hold, None when it vanished or is no regular file."""
+        extra, extra_lock = [0], threading.Lock()  # bytes workers hold beyond what `held` counted for them
+
+        def work_file(abspath: str, counted: int = 0) -> tuple[list[tuple[bytes, int, bytes | None]], int, int,
+                                                                 int] | str | None:
+            """A whole small file: its chunks (id, length, stored form or None when known), size, mtime and
+            the bytes beyond `counted` it holds; "grew" when it is now too large to hold, None when it vanished
+            or is no regular file."""
             data_st = _read_small(abspath, _SMALL_READ_CAP)
             if not isinstance(data_st, tuple):
                 return data_st
             data, st = data_st
+            over = max(len(data) - counted, 0)  # it grew since the walk (up to the cap): count what it holds
+            if over:
+                with extra_lock:
+                    extra[0] += over
             ck = getattr(local, "chunker", None)
             if ck is None:
                 ck = local.chunker = Chunker(repo.chunker_params)
             # a file no longer than the minimum chunk size is one chunk: no copy through the chunker
             pieces = [data] if 0 < len(data) <= ck.params.min_size else list(ck.cut(data))
-            return [work(c) for c in pieces], len(data), st.st_mtime_ns
+            return [work(c) for c in pieces], len(data), st.st_mtime_ns, over
 
         def take(item: tuple[Future[Any], Entry, int, int]) -> None:
             fut, entry, i, nbytes = item
@@ -185,7 +194,10 @@ def run_backup(repo: Repository, req: BackupRequest, *, now: float | None = None
                         entry["_wait"] = -1  # dropped from the manifest below
                         on_error(entry.pop("_abspath"), OSError("not a regular file any more, or unreadable"))
                     return
-                results, size, mtime_ns = got
+                results, size, mtime_ns, over = got
+                if over:
+                    with extra_lock:
+                        extra[0] -= over
                 entry.pop("_abspath", None)
                 entry["chunks"] = [""] * len(results)
                 entry["size"], entry["mtime_ns"] = size, mtime_ns
@@ -202,7 +214,7 @@ def run_backup(repo: Repository, req: BackupRequest, *, now: float | None = None
 
         def drain(keep: int) -> None:
             """Take results in order until at most `keep` items (and `INFLIGHT_BYTES`) are in flight."""
-            while inflight and (len(inflight) > min(keep, max_items) or (keep and held[0] > INFLIGHT_BYTES)
+            while inflight and (len(inflight) > min(keep, max_items) or (keep and held[0] + extra[0] > INFLIGHT_BYTES)
                                 or inflight[0][0].done()):  # finished ones too: progress stays current
                 take(inflight.popleft())
             while pending and pending[0].get("_wait", 0) <= 0:
@@ -231,47 +243,53 @@ def run_backup(repo: Repository, req: BackupRequest, *, now: float | None = None
 
         try:
             with ThreadPoolExecutor(max_workers=req.workers, thread_name_prefix="snap-hash") as pool:
-                for entry, abspath in walk(paths, req.excludes, on_error):
-                    if cancel.is_set():
-                        raise Cancelled()
-                    lock.refresh()
-                    progress.current = abspath
-                    if entry["type"] == "dir":
-                        progress.dirs += 1
-                    if entry["type"] != "file":
+                try:
+                    for entry, abspath in walk(paths, req.excludes, on_error):
+                        if cancel.is_set():
+                            raise Cancelled()
+                        lock.refresh()
+                        progress.current = abspath
+                        if entry["type"] == "dir":
+                            progress.dirs += 1
+                        if entry["type"] != "file":
+                            pending.append(entry)
+                            drain(max_items)
+                            continue
+                        progress.files += 1
+                        prev = old.get(entry["path"])
+                        if (prev is not None and prev[:3] == (entry["size"], entry["mtime_ns"], entry["inode"])
+                                and all(bytes.fromhex(c) in repo.index for c in prev[3])):
+                            entry["chunks"] = list(prev[3])
+                            progress.unchanged_files += 1
+                            progress.bytes += entry["size"]
+                            pending.append(entry)
+                            drain(max_items)
+                            continue
+                        # _wait starts at 1 while the file is being read, so the entry cannot reach the tree
+                        # before its last chunk is known even if every submitted chunk is already done.
+                        entry["chunks"], entry["_wait"] = [], 1
                         pending.append(entry)
-                        drain(max_items)
-                        continue
-                    progress.files += 1
-                    prev = old.get(entry["path"])
-                    if (prev is not None and prev[:3] == (entry["size"], entry["mtime_ns"], entry["inode"])
-                            and all(bytes.fromhex(c) in repo.index for c in prev[3])):
-                        entry["chunks"] = list(prev[3])
-                        progress.unchanged_files += 1
-                        progress.bytes += entry["size"]
-                        pending.append(entry)
-                        drain(max_items)
-                        continue
-                    # _wait starts at 1 while the file is being read, so the entry cannot reach the tree
-                    # before its last chunk is known even if every submitted chunk is already done.
-                    entry["chunks"], entry["_wait"] = [], 1
-                    pending.append(entry)
-                    if entry["size"] <= SMALL_FILE:
-                        entry["_abspath"] = abspath
-                        submit(work_file, abspath, entry, -1, max(entry["size"], 4096))
-                        limiter.take(entry["size"])
-                        drain(max_items)
-                    else:
-                        _stream_file(abspath, entry)
-                    while redo:
-                        _stream_file(*redo.pop(0))
-                while True:
-                    drain(0)
-                    if not redo:
-                        break
-                    while redo:
-                        _stream_file(*redo.pop(0))
-                tree.close()
+                        if entry["size"] <= SMALL_FILE:
+                            entry["_abspath"] = abspath
+                            counted = max(entry["size"], 4096)
+                            submit(functools.partial(work_file, counted=counted), abspath, entry, -1, counted)
+                            limiter.take(entry["size"])
+                            drain(max_items)
+                        else:
+                            _stream_file(abspath, entry)
+                        while redo:
+                            _stream_file(*redo.pop(0))
+                    while True:
+                        drain(0)
+                        if not redo:
+                            break
+                        while redo:
+                            _stream_file(*redo.pop(0))
+                    tree.close()
+                except BaseException:
+                    # A failed read or a cancel: the queued work is dropped, not run before the error is told.
+                    pool.shutdown(wait=False, cancel_futures=True)
+                    raise
             stats = {"files": progress.files, "dirs": progress.dirs, "bytes": progress.bytes,
                      "read_bytes": progress.read_bytes, "new_bytes": progress.new_bytes,
                      "stored_bytes": progress.stored_bytes, "unchanged_files": progress.unchanged_files,
@@ -304,11 +322,15 @@ def _read_small(abspath: str, cap: int) -> tuple[bytes, os.stat_result] | str | 
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             return None
+        if st.st_size > cap:  # grew since the walk: not read at all here
+            return "grew"
         os.set_blocking(fd, True)
         parts: list[bytes] = []
         got = 0
         while True:
-            b = os.read(fd, max(st.st_size - got, 0) + 1 if got <= st.st_size else 1024 * 1024)
+            # Never more than `cap + 1` bytes in all, however much the file grows while it is read.
+            want = max(st.st_size - got, 0) + 1 if got <= st.st_size else 1024 * 1024
+            b = os.read(fd, min(want, cap - got + 1))
             if not b:
                 break
             parts.append(b)

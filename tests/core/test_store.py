@@ -1,3 +1,4 @@
+import asyncio
 import sqlite3
 
 import pytest
@@ -88,7 +89,7 @@ async def test_an_upgrade_backs_the_database_up_first_and_a_fresh_one_is_not_cop
     await new.open()
     await new.migrate("demo", [M1, M2])
     await new.migrate("other", [Migration(1, "more", "CREATE TABLE more (id INTEGER PRIMARY KEY);")])
-    (backup,) = (tmp_path / "upgrade-backups").iterdir()
+    (backup,) = (tmp_path / "upgrade-backups").glob("*.db")
     assert new.upgrade_backup == backup and "before-demo-v2" in backup.name
     assert backup.stat().st_mode & 0o777 == 0o600
     with sqlite3.connect(backup) as db:  # the database as the old release left it, data and schema
@@ -113,12 +114,58 @@ async def test_upgrade_backups_keep_the_newest_three_and_a_large_database_is_not
         await s.migrate("demo", [_step(v) for v in range(1, n + 1)])
         assert s.upgrade_backup is not None and s.upgrade_backup.exists()
         await s.close()
-    kept = sorted(p.name for p in (tmp_path / "upgrade-backups").iterdir())
-    assert len(kept) == 3 and [n.rsplit("-", 1)[1] for n in kept] == ["v4.db", "v5.db", "v6.db"], kept
+    kept = sorted(p.name for p in (tmp_path / "upgrade-backups").glob("*.db"))
+    # the newest three, and the first (no start in between found every schema current: it is the baseline)
+    assert [n.rsplit("-", 1)[1] for n in kept] == ["v2.db", "v4.db", "v5.db", "v6.db"], kept
 
     big = Store(path, upgrade_backup_max_bytes=1024)  # state.db is larger than 1 KiB: no copy, still migrated
     await big.open()
     assert await big.migrate("demo", [_step(v) for v in range(1, 8)]) == 7
     assert big.upgrade_backup is None
     await big.close()
-    assert sorted(p.name for p in (tmp_path / "upgrade-backups").iterdir()) == kept
+    assert sorted(p.name for p in (tmp_path / "upgrade-backups").glob("*.db")) == kept
+
+
+async def test_a_crash_loop_keeps_the_copy_made_before_the_first_attempt(tmp_path):
+    """One migration fails at every start: each restart copies the partly migrated database again, but the
+    copy taken before the first attempt (what the earlier release wrote) is never pruned; once a start finds
+    every schema current, pruning resumes."""
+    path = tmp_path / "state.db"
+    first = Store(path, upgrade_backups_keep=1)
+    await first.open()
+    await first.migrate("demo", [_step(1)])
+    await first.close()
+    other = [Migration(1, "o", "CREATE TABLE o1 (id INTEGER PRIMARY KEY);")]
+    bad = Migration(2, "broken", "CREATE TABLE nope (id INTEGER PRIMARY KEY); SELECT * FROM missing_table;")
+    baseline = None
+    for _attempt in range(5):
+        s = Store(path, upgrade_backups_keep=1)
+        await s.open()
+        await s.migrate("other", other)  # another component migrates fine (partly migrated after)
+        with pytest.raises(StartupError):
+            await s.migrate("demo", [_step(1), bad])
+        baseline = baseline or s.upgrade_backup
+        await s.close()
+        await asyncio.sleep(1.05)  # copies are named by the second
+    assert baseline is not None and baseline.exists()
+    with sqlite3.connect(baseline) as db:  # as the earlier release left it: no trace of "other"
+        assert db.execute("SELECT count(*) FROM schema_migrations WHERE component = 'other'").fetchone() == (0,)
+
+    fixed = Store(path, upgrade_backups_keep=1)  # the fixed release: succeeds (copy made, baseline kept)
+    await fixed.open()
+    await fixed.migrate("other", other)
+    await fixed.migrate("demo", [_step(1), _step(2)])
+    await fixed.close()
+    assert baseline.exists()
+    steady = Store(path, upgrade_backups_keep=1)  # a start with nothing to migrate: the loop is over
+    await steady.open()
+    await steady.migrate("other", other)
+    await steady.migrate("demo", [_step(1), _step(2)])
+    await steady.close()
+    await asyncio.sleep(1.05)
+    later = Store(path, upgrade_backups_keep=1)  # the next upgrade prunes as before
+    await later.open()
+    await later.migrate("demo", [_step(1), _step(2), _step(3)])
+    await later.close()
+    assert not baseline.exists()
+    assert [p.name for p in (tmp_path / "upgrade-backups").glob("*.db")] == [later.upgrade_backup.name]
