@@ -14,5 +14,5 @@ from orch.runtime import ExitStatus, InstanceConfig, Runtime
 from orch.service import OrchService
 from orch.spec import ServiceSpec, SpecError, load_spec
 
-__all__ = ["ArtifactStore", "ExitStatus", "InstanceConfig", "OrchService", "OrchSettings", "Runtime", "ServiceSpec",
-           "SpecError", "VERSION_RE", "VERSION_RULE", "load_spec"]
+__all__ = ["VERSION_RE", "VERSION_RULE", "ArtifactStore", "ExitStatus", "InstanceConfig", "OrchService", "OrchSettings",
+           "Runtime", "ServiceSpec", "SpecError", "load_spec"]

@@ -461,12 +461,13 @@ class Deployer(SlotMoves):
             self.active.pop(name, None)
             with contextlib.suppress(Exception):
                 await asyncio.shield(self._save(d))
-            if not ended:  # interrupted by a graceful stop: resumed at the next start
+            if ended:
+                self.o._emit(DeployFinished(**self._event(d)))
+                log.info("deployment finished", service=name, deployment=d["id"], status=d["status"],
+                         error=d.get("error"))
+                self.o._wake.set()
+            else:  # interrupted by a graceful stop: resumed at the next start
                 log.info("deployment interrupted by shutdown", service=name, deployment=d["id"])
-                return
-            self.o._emit(DeployFinished(**self._event(d)))
-            log.info("deployment finished", service=name, deployment=d["id"], status=d["status"], error=d.get("error"))
-            self.o._wake.set()
 
     def _mixed(self, name: str) -> bool:
         """Some replica runs another release than the service's (a part-switched rollout or rollback)."""

@@ -15,7 +15,6 @@ import httpx
 import pytest
 
 from core.errors import Conflict
-
 from tests.conftest import kill_left_instances
 from tests.orch.conftest import PY
 from tests.orch.test_deploy_shell import _finished
@@ -149,7 +148,7 @@ async def _step_seen(o: Any, dep_id: int, step: str, starts: str = "") -> None:
 
 
 async def test_a_rollback_that_fails_holds_the_replicas_on_the_release_they_run(h: Harness, tmp_path: Path) -> None:
-    o = await h.orch()
+    o = await h.orch(stop_services_on_exit=False)  # instances outlive the platform stop below
     hold = tmp_path / "hold-app-1"
     # Release 1 as app-1 (the index slot 1's rollback instance runs under) waits while the hold file exists.
     await o.apply(_app(tmp_path / "work", 3, "", env=f", HOLD_INSTANCE: app-1, HOLD_FILE: '{hold}'"), "app.yaml")
