@@ -118,9 +118,15 @@ class Deployer(SlotMoves):
                     d["status"] = rollout.advance(d["status"], "roll_back")
                     self._step(d, "rolled back", "ok", f"release {d['from_release']} is serving: {report}")
                 else:
-                    what = (f"release {d['release']} runs on no replica" if not back
-                            else "no replica runs")
-                    self._step(d, "kept", "failed", f"nothing to resume: {what} ({report}); the service's "
+                    if row is None or row.desired != "running":
+                        why = "the service is not to run"
+                    elif d["status"] != "running":
+                        why = "it had not started"
+                    elif not back:
+                        why = f"no replica runs release {d['release']}"
+                    else:
+                        why = "no replica runs"
+                    self._step(d, "kept", "failed", f"nothing to resume: {why} ({report}); the service's "
                                f"release is {row.version if row else None}")
                     d["status"] = rollout.advance(d["status"], "interrupt")
                     d["error"] = d.get("error") or "interrupted: the platform stopped during the deployment"
