@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from console_api.api import Api, ApiRequest, parse_int
 from console_api.schemas_deploy import Deployment, DeploymentStarted, Release, ReleaseDiff
 from core.errors import Forbidden, NotFound
+from orch import VERSION_RE, VERSION_RULE
 
 if TYPE_CHECKING:  # the component's public face (see console_api/__init__.py)
     from orch import OrchService
@@ -19,8 +20,8 @@ if TYPE_CHECKING:  # the component's public face (see console_api/__init__.py)
 class DeployBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    version: str | None = Field(default=None, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._+-]*$",
-                                description="the release's ${version} label")
+    version: str | None = Field(default=None, max_length=128, pattern=VERSION_RE.pattern,
+                                description=f"the release's ${{version}} label: {VERSION_RULE}")
     artifact_id: str | None = Field(default=None, max_length=128, description="an uploaded artifact's id")
     overrides: dict[str, Any] | None = Field(default=None, description="spec fields to change in this release")
 

@@ -9,9 +9,10 @@ transitions, `plan`), `Runtime` (runtime.py) and `ProcessRuntime` (process.py), 
 
 from orch.artifacts import ArtifactStore
 from orch.config import OrchSettings
+from orch.release import VERSION_RE, VERSION_RULE
 from orch.runtime import ExitStatus, InstanceConfig, Runtime
 from orch.service import OrchService
 from orch.spec import ServiceSpec, SpecError, load_spec
 
-__all__ = ["ArtifactStore", "ExitStatus", "InstanceConfig", "OrchService", "OrchSettings", "Runtime", "ServiceSpec",
-           "SpecError", "load_spec"]
+__all__ = ["VERSION_RE", "VERSION_RULE", "ArtifactStore", "ExitStatus", "InstanceConfig", "OrchService", "OrchSettings",
+           "Runtime", "ServiceSpec", "SpecError", "load_spec"]

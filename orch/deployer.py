@@ -16,7 +16,7 @@ import dataclasses
 import inspect
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -56,6 +56,7 @@ class Deployer(SlotMoves):
         # Services a rollout left part-switched with auto_rollback off: the planner keeps each replica on the
         # release it runs until the next deployment (`ServiceView.hold_versions`).
         self.held: set[str] = set()
+        self._running: set[asyncio.Task[Any]] = set()  # the deployments' tasks, cancelled first at a stop
 
     # --- start-up --------------------------------------------------------------------------------
 
@@ -65,7 +66,8 @@ class Deployer(SlotMoves):
             rel = await self.repo.release(name, row.version)
             self._serving(name, rel["doc"] if rel else None, row)
             last = await self.repo.deployments(name, limit=1)
-            if last and last[0]["status"] == "failed" and any(s["step"] == "held" for s in last[0]["log"]):
+            if last and last[0]["status"] in ("failed", "rolled_back") and any(
+                    s["step"] == "held" for s in last[0]["log"]):
                 self.held.add(name)  # a part-switched rollout stays as it was left across restarts
 
     def _serving(self, name: str, doc: dict[str, Any] | None, row: Any) -> None:
@@ -82,9 +84,12 @@ class Deployer(SlotMoves):
 
         Like a Kubernetes Deployment or a Nomad deployment after a controller restart, a rollout that had
         switched at least one batch resumes: the slots not yet on the new release move batch by batch with
-        the same health gates (an interrupted rollback resumes as a rollback). One killed before any switch
-        ends `failed`: its release never served and the old one still does. Staged and draining instances
-        the crash left are stopped first. The step log says which replica runs which release."""
+        the same health gates (an interrupted rollback resumes as a rollback). What the adopted replicas run
+        decides: a rollout resumes when a replica runs its release, a rollback when a replica runs another
+        release than the one it goes back to. One killed before any switch ends `failed`: its release never
+        served and the old one still does. A graceful stop leaves its deployment `running` too, and it
+        resumes the same way. Staged and draining instances the crash left are stopped first. The step log
+        says which replica runs which release."""
         for d in await self.repo.unfinished():
             name = d["service"]
             row = self.o.services.get(name)
@@ -93,22 +98,40 @@ class Deployer(SlotMoves):
                        f"{self.replicas_report(name)}"
                        + (f"; {len(leftovers)} staged or draining instance(s) are stopped" if leftovers else ""))
             back = any(s["step"] == "rollback" for s in d["log"])
-            resumable = (row is not None and row.desired == "running" and d["status"] == "running"
-                         and d["from_release"] is not None and row.version == d["release"] != d["from_release"])
-            if resumable and not back:
+            # What the adopted replicas run decides, not the service's recorded release: a rollback batch
+            # switches the service's release back before the rollback has finished.
+            runs = {s.version for s in self.o.slots.values()
+                    if s.service == name and s.active and s.index < rollout.STAGED_RECORD_BASE}
+            live = (row is not None and row.desired == "running" and d["status"] == "running"
+                    and d["from_release"] is not None and d["release"] != d["from_release"])
+            report = self.replicas_report(name)
+            if live and not back and d["release"] in runs:
                 target = await self._target(name, d["release"], strict=False)
-                self._step(d, "resume", "info", f"resuming the rollout to release {d['release']}: the slots not on "
-                           "it yet, batch by batch with health gates")
-            elif resumable:
+                self._step(d, "resume", "info", f"resuming the rollout to release {d['release']} ({report}): "
+                           "the slots not on it yet, batch by batch with health gates")
+            elif live and back and runs - {d["from_release"]}:
                 target = await self._target(name, d["from_release"], strict=False)
-                self._step(d, "resume", "info", f"resuming the rollback to release {d['from_release']}")
+                self._step(d, "resume", "info", f"resuming the rollback to release {d['from_release']} ({report})")
             else:
-                serving = row.version if row else None
-                self._step(d, "kept", "failed", f"nothing of release {d['release']} had switched: release {serving} "
-                           "is serving")
-                d["status"] = rollout.advance(d["status"], "interrupt")
-                d["error"] = "interrupted: the platform stopped during the deployment"
+                if live and back and runs:  # the rollback had brought every replica back: it is done
+                    await self.o.repo.set_current(name, d["from_release"])
+                    d["status"] = rollout.advance(d["status"], "roll_back")
+                    self._step(d, "rolled back", "ok", f"release {d['from_release']} is serving: {report}")
+                else:
+                    if row is None or row.desired != "running":
+                        why = "the service is not to run"
+                    elif d["status"] != "running":
+                        why = "it had not started"
+                    elif not back:
+                        why = f"no replica runs release {d['release']}"
+                    else:
+                        why = "no replica runs"
+                    self._step(d, "kept", "failed", f"nothing to resume: {why} ({report}); the service's "
+                               f"release is {row.version if row else None}")
+                    d["status"] = rollout.advance(d["status"], "interrupt")
+                    d["error"] = d.get("error") or "interrupted: the platform stopped during the deployment"
                 d["finished_at"] = d["phases"]["finished"] = time.time()
+                self._hold_if_mixed(d, name)
                 await self.repo.save_deployment(d)
                 self.o._emit(DeployFinished(**self._event(d)))
                 if leftovers:
@@ -117,8 +140,21 @@ class Deployer(SlotMoves):
             d["phases"]["resumed"] = time.time()
             await self._save(d)
             self.active[name] = d
-            self.o._tasks.spawn(f"deploy:{name}:{d['id']}", self._run(d, target, resume="back" if back else "forward",
-                                                                      leftovers=leftovers))
+            self._spawn(d, self._run(d, target, resume="back" if back else "forward", leftovers=leftovers))
+
+    def _spawn(self, d: dict[str, Any], run: Coroutine[Any, Any, None]) -> None:
+        task = self.o._tasks.spawn(f"deploy:{d['service']}:{d['id']}", run)
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+
+    async def close(self, timeout_s: float = 5.0) -> None:
+        """At a platform stop: cancel the running deployments and wait (bounded) until each has recorded
+        where it stopped (`running`, resumed at the next start) and emitted its last events."""
+        tasks = list(self._running)
+        for t in tasks:
+            t.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout_s)
 
     def _retire_leftovers(self, name: str) -> list[tuple[SlotKey, Live]]:
         """Adopted instances a crash left beyond the replica slots (staged: 200+, draining: 300+): out of the
@@ -317,7 +353,7 @@ class Deployer(SlotMoves):
         self.active[name] = d  # (still claimed by start/rollback: one deployment per service)
         self.held.discard(name)
         self._step(d, "created", "ok", f"{kind} of release {target.release} (from {row.version}), {strategy}")
-        self.o._tasks.spawn(f"deploy:{name}:{dep_id}", self._run(d, target))
+        self._spawn(d, self._run(d, target))
         self.o._wake.set()
         return {"deployment_id": dep_id, "release_id": target.release, "status": "pending"}
 
@@ -380,7 +416,8 @@ class Deployer(SlotMoves):
                     d["status"] = rollout.advance(d["status"], "fail")
                     self._step(d, "held", "failed", f"auto_rollback is off: {self.replicas_report(name)}; the "
                                "replicas not switched keep their release (no restart onto the new one) until the "
-                               "next deploy or rollback")
+                               "next deploy or rollback; a replica that exits meanwhile restarts on the service's "
+                               f"release ({target.release})")
                 else:
                     await self._restore_files(name)
                     if stopped:  # auto_rollback off (or nothing to go back to): the supervisor starts them again
@@ -404,9 +441,14 @@ class Deployer(SlotMoves):
                 d["status"] = rollout.advance(d["status"], "succeed")
                 self._step(d, "done", "ok", f"release {target.release} is serving: {self.replicas_report(name)}")
         except asyncio.CancelledError:
-            d["error"] = "interrupted: the platform stopped during the deployment"
-            d["status"] = rollout.advance(d["status"], "interrupt") if d["status"] not in rollout.TERMINAL \
-                else d["status"]
+            if self.o._shutting_down and d["status"] == "running":
+                # A graceful stop: the record stays `running` and `recover()` resumes it at the next start,
+                # as after a SIGKILL (ending it `failed` would leave a part-switched service unheld).
+                self._step(d, "interrupted", "info", "interrupted by shutdown; resumes at next start: "
+                           f"{self.replicas_report(name)}")
+            elif d["status"] not in rollout.TERMINAL:
+                d["error"] = "interrupted: the platform stopped during the deployment"
+                d["status"] = rollout.advance(d["status"], "interrupt")
             raise
         except Exception as e:  # a bug or an I/O error: the deployment says so instead of staying "running"
             log.exception("deployment crashed", service=name, deployment=d["id"])
@@ -416,15 +458,42 @@ class Deployer(SlotMoves):
                 d["status"] = rollout.advance(d["status"], "fail")
         finally:
             d.pop("_stopped", None)
-            d["finished_at"] = d["phases"]["finished"] = time.time()
+            ended = d["status"] in rollout.TERMINAL
+            if ended:
+                d["finished_at"] = d["phases"]["finished"] = time.time()
+                self._hold_if_mixed(d, name)
             # No await between the final status and freeing the service: whoever sees the deployment end
             # can start the next one.
             self.active.pop(name, None)
             with contextlib.suppress(Exception):
                 await asyncio.shield(self._save(d))
-            self.o._emit(DeployFinished(**self._event(d)))
-            log.info("deployment finished", service=name, deployment=d["id"], status=d["status"], error=d.get("error"))
-            self.o._wake.set()
+            if ended:
+                self.o._emit(DeployFinished(**self._event(d)))
+                log.info("deployment finished", service=name, deployment=d["id"], status=d["status"],
+                         error=d.get("error"))
+                self.o._wake.set()
+            else:  # interrupted by a graceful stop: resumed at the next start
+                log.info("deployment interrupted by shutdown", service=name, deployment=d["id"])
+
+    def _mixed(self, name: str) -> bool:
+        """Some replica runs another release than the service's (a part-switched rollout or rollback)."""
+        row = self.o.services.get(name)
+        return row is not None and any(
+            s.service == name and s.active and s.index < rollout.STAGED_RECORD_BASE and s.version != row.version
+            for s in self.o.slots.values())
+
+    def _hold_if_mixed(self, d: dict[str, Any], name: str) -> None:
+        """A deployment that did not succeed and left replicas on different releases: the planner keeps each
+        on the release it runs (no unchecked restart onto the service's release) until the next deployment;
+        the `held` step lets `load()` restore that after a restart. No await."""
+        if d["status"] == "succeeded" or not self._mixed(name) or name in self.held:
+            return
+        self.held.add(name)
+        row = self.o.services.get(name)
+        self._step(d, "held", "failed", f"{self.replicas_report(name)}; each replica keeps its release (no "
+                   f"restart onto release {row.version if row else '?'} without a health gate) until the next "
+                   "deploy or rollback; a replica that exits meanwhile restarts on the service's release "
+                   f"({row.version if row else '?'})")
 
     def _runs(self, name: str, slot: int) -> bool:
         s = self.o.slots.get((name, slot))
@@ -438,7 +507,8 @@ class Deployer(SlotMoves):
 
     async def _roll_back(self, d: dict[str, Any], name: str, from_release: int) -> None:
         """The switched slots back to `from_release` through the same health-gated batches; `rolled_back`.
-        A rollback batch failing too raises `DeployFailed` (the deployment ends `failed`)."""
+        A rollback batch failing too ends the deployment `failed` (no raise): the replicas it left on
+        different releases are held by `_run`'s end."""
         back = await self._target(name, from_release, strict=False)
         mine = [s for s in self.o.slots.values()
                 if s.service == name and s.active and s.index < rollout.STAGED_RECORD_BASE]

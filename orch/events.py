@@ -111,9 +111,9 @@ class ImagePullFailed(DomainEvent):
 @dataclass(frozen=True)
 class DeployFinished(DomainEvent):
     type: ClassVar[str] = "deploy.finished"
-    deployment_id: str
+    deployment_id: int
     service: str
-    release: str
+    release: int
     status: str
     error: str | None
 
@@ -123,9 +123,9 @@ class DeployProgress(DomainEvent):
     """One step of a rollout (`outcome` of `step`, with `detail`)."""
 
     type: ClassVar[str] = "deploy.progress"
-    deployment_id: str
+    deployment_id: int
     service: str
-    release: str
+    release: int
     status: str
     error: str | None
     step: str

@@ -8,8 +8,9 @@ or `rolling` with `max_surge: 0`) the old instances of those slots stop first. S
 replica count retire in the last batch; slots beyond the old count are new.
 
 A deployment's status: `pending → running → succeeded | failed | rolled_back`. `failed` from `pending`
-is a deployment refused before it touched anything; `interrupted` (the platform stopped mid-way) ends
-as `failed` with the reason in its log.
+is a deployment refused before it touched anything. A platform stop mid-way (SIGKILL, or a graceful stop)
+leaves it `running`: at the next start a rollout that had switched a batch resumes (a rollback resumes as
+a rollback); one with nothing to resume takes `interrupt` and ends `failed` with the reason in its log.
 """
 
 from __future__ import annotations

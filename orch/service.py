@@ -149,6 +149,9 @@ class OrchService(Supervision):
         left = sum(1 for s in self.slots.values() if s.active)
         if left:
             log.info("leaving instances running", count=left)
+        # The deployments first: a rollout interrupted here records that it resumes at the next start, and
+        # its last events go out before the publisher's end-of-stream.
+        await self.deployer.close()
         self._events.put_nowait(None)
         if self._publisher is not None:
             with contextlib.suppress(Exception):
@@ -190,6 +193,16 @@ class OrchService(Supervision):
         current = self.services.get(spec.name)
         if current is not None and current.spec == spec:
             return {**self.describe(spec.name), "changed": False}
+        running = self.deployer.active.get(spec.name)
+        if running is not None or spec.name in self.deployer._claimed:
+            # Whatever phase its replicas are in (a recreate has stopped them all): a direct write here would
+            # be overwritten by the deployment when it switches.
+            which = f"deployment {running['id']}" if running is not None else "a deployment that is starting"
+            raise Conflict(f"service {spec.name} cannot be applied now: a deployment is in progress ({which})",
+                           hint=(f"wait for it (fsctl deploy status {running['id']}) or roll it back "
+                                 f"(fsctl service rollback {spec.name}) once it ends, then apply again"
+                                 if running is not None else "wait a moment for it to start, then see "
+                                 f"fsctl deploy status for service {spec.name}"))
         if current is not None and current.desired == "running" and any(
                 s.service == spec.name and s.phase == "running" for s in self.slots.values()):
             # A running service changes by a deployment (rolling by default): its release N+1 serves once healthy.

@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
+from core.errors import Conflict
 from tests.conftest import kill_left_instances
 from tests.orch.conftest import PY
 from tests.orch.test_deploy_shell import _finished
@@ -33,13 +34,13 @@ async def h(tmp_path: Path) -> AsyncIterator[Harness]:
         kill_left_instances(tmp_path / "data")  # one test lets instances outlive its first platform
 
 
-def _app(work: Path, replicas: int, deploy: str, env: str = "") -> str:
+def _app(work: Path, replicas: int, deploy: str, env: str = "", deadline: str = "3s") -> str:
     work.mkdir(exist_ok=True)
     shutil.copy(APP, work / "app.py")
     return (f"name: app\ncmd: ['{PY}', app.py, '${{PORT}}']\nworkdir: {work}\nreplicas: {replicas}\n"
             f"env: {{VERSION: '${{version}}'{env}}}\nports: [{{name: http}}]\n"
             "healthcheck: {http: 'http://127.0.0.1:${PORT}/healthz', interval: 0.3s, retries: 2}\n"
-            f"restart_policy: always\ndeploy: {{drain: 0s, health_deadline: 3s{deploy}}}\n")
+            f"restart_policy: always\ndeploy: {{drain: 0s, health_deadline: {deadline}{deploy}}}\n")
 
 
 def _by_slot(o: Any) -> dict[int, tuple[int, int]]:
@@ -137,3 +138,126 @@ async def test_a_failed_replace_batch_without_auto_rollback_restarts_its_slot_on
         now = _by_slot(o)
         assert now[1][0] == 2 and now[2][0] == 1 and now[2][1] != before[2][1] and now[3] == before[3], now
     assert o.describe("app")["version"] == 2 and o.describe("app")["healthy"] == 3
+
+
+async def _step_seen(o: Any, dep_id: int, step: str, starts: str = "") -> None:
+    async def seen() -> bool:
+        d = await o.deployment(dep_id)
+        return any(s["step"] == step and s["detail"].startswith(starts) for s in d["log"])
+    await until(seen, timeout=40)
+
+
+async def test_a_rollback_that_fails_holds_the_replicas_on_the_release_they_run(h: Harness, tmp_path: Path) -> None:
+    o = await h.orch(stop_services_on_exit=False)  # instances outlive the platform stop below
+    hold = tmp_path / "hold-app-1"
+    # Release 1 as app-1 (the index slot 1's rollback instance runs under) waits while the hold file exists.
+    await o.apply(_app(tmp_path / "work", 3, "", env=f", HOLD_INSTANCE: app-1, HOLD_FILE: '{hold}'"), "app.yaml")
+    await until(lambda: o.describe("app")["healthy"] == 3)
+    before = _by_slot(o)
+    hold.write_text("")
+    # Batch 1 switches slot 1 to release 2, batch 2 (app-102) is never healthy; the rollback of slot 1
+    # to release 1 never comes up either.
+    d = await _finished(o, (await o.deploy("app", version="v2", actor="ci", overrides={
+        "env": {"VERSION": "${version}", "FAIL_INSTANCE": "app-102"}}))["deployment_id"])
+    assert d["status"] == "failed" and "the rollback failed too" in d["error"], d
+    held = [s for s in d["log"] if s["step"] == "held"]
+    assert len(held) == 1 and "app-1 runs release 2; app-2, app-3 run release 1" in held[0]["detail"], d["log"]
+    # No unchecked restart of app-2 and app-3 onto release 2 (the service's release).
+    for _ in range(10):
+        await asyncio.sleep(0.3)
+        now = _by_slot(o)
+        assert now[2] == before[2] and now[3] == before[3] and now[1][0] == 2, now
+    assert o.describe("app")["healthy"] == 3
+    # ... also after a platform restart (the held step is what `load()` restores).
+    await o.stop(20)
+    o = await h.orch(stop_services_on_exit=True)
+    await until(lambda: o.describe("app")["healthy"] == 3)
+    for _ in range(6):
+        await asyncio.sleep(0.3)
+        now = _by_slot(o)
+        assert now[2] == before[2] and now[3] == before[3], now
+
+
+async def test_a_graceful_stop_mid_rollout_resumes_it_batch_by_batch_at_the_next_start(h: Harness,
+                                                                                      tmp_path: Path) -> None:
+    o = await h.orch(stop_services_on_exit=False)
+    await o.apply(_app(tmp_path / "work", 3, ""), "app.yaml")
+    await until(lambda: o.describe("app")["healthy"] == 3)
+    before = _by_slot(o)
+    hold = tmp_path / "hold-app-102"
+    hold.write_text("")
+    # Batch 1 (slot 1) switches; batch 2's new instance (app-102) waits while the hold file exists.
+    dep_id = (await o.deploy("app", version="v2", actor="ci", overrides={
+        "env": {"VERSION": "${version}", "HOLD_INSTANCE": "app-102", "HOLD_FILE": str(hold)},
+        "deploy": {"drain": "0s", "health_deadline": "40s"}}))["deployment_id"]
+    await _step_seen(o, dep_id, "start", "batch 2/3")
+    assert _by_slot(o)[1][0] == 2 and _by_slot(o)[2] == before[2]
+    await o.stop(20)
+    d = await o.deployment(dep_id)
+    assert d["status"] == "running" and d["log"][-1]["step"] == "interrupted", d
+    assert "resumes at next start" in d["log"][-1]["detail"], d["log"][-1]
+    # The last steps were published (the deployments end before the publisher's end-of-stream).
+    assert any(e["step"] == "interrupted" for e in await h.events("deploy.progress"))
+    assert not [e for e in await h.events("deploy.finished") if e["deployment_id"] == dep_id]
+    o = await h.orch(stop_services_on_exit=True)
+    await _step_seen(o, dep_id, "resume")
+    assert (await o.deployment(dep_id))["status"] == "running"
+    for _ in range(6):  # held at batch 2's health gate: slots 2 and 3 keep their processes
+        await asyncio.sleep(0.3)
+        now = _by_slot(o)
+        assert now[2] == before[2] and now[3] == before[3] and now[1][0] == 2, now
+    hold.unlink()
+    d = await _finished(o, dep_id)
+    assert d["status"] == "succeeded", d
+    after = d["log"][[s["step"] for s in d["log"]].index("resume"):]
+    assert [s["detail"].split(":")[0] for s in after if s["step"] == "switch"] == ["batch 1/2", "batch 2/2"], after
+    now = _by_slot(o)
+    assert {v for v, _ in now.values()} == {2} and now[2][1] != before[2][1] and now[3][1] != before[3][1], now
+
+
+async def test_a_stop_mid_rollback_resumes_the_rollback_from_what_the_replicas_run(h: Harness,
+                                                                                  tmp_path: Path) -> None:
+    o = await h.orch(stop_services_on_exit=False)
+    hold = tmp_path / "hold-app-2"
+    # Release 1 as app-2 (slot 2's rollback instance) waits while the hold file exists.
+    await o.apply(_app(tmp_path / "work", 3, "", env=f", HOLD_INSTANCE: app-2, HOLD_FILE: '{hold}'",
+                       deadline="40s"), "app.yaml")
+    await until(lambda: o.describe("app")["healthy"] == 3)
+    before = _by_slot(o)
+    hold.write_text("")
+    # Slots 1 and 2 switch to release 2; app-103 is never healthy: the rollback moves slot 1 back
+    # (the service's release is 1 again), then waits on slot 2.
+    dep_id = (await o.deploy("app", version="v2", actor="ci", overrides={
+        "env": {"VERSION": "${version}", "FAIL_INSTANCE": "app-103"},
+        "deploy": {"drain": "0s", "health_deadline": "3s"}}))["deployment_id"]
+    await _step_seen(o, dep_id, "start", "rollback batch: starting slot(s) [2]")
+    assert o.describe("app")["version"] == 1 and _by_slot(o)[2][0] == 2
+    await o.stop(20)
+    hold.unlink()
+    o = await h.orch(stop_services_on_exit=True)
+    d = await _finished(o, dep_id)
+    steps = [s["step"] for s in d["log"]]
+    assert "kept" not in steps and "resume" in steps, d["log"]
+    resume = d["log"][steps.index("resume")]["detail"]
+    assert "resuming the rollback to release 1" in resume and "app-2 runs release 2" in resume, resume
+    assert d["status"] == "rolled_back", d
+    now = _by_slot(o)
+    assert {v for v, _ in now.values()} == {1} and now[3] == before[3], now
+
+
+async def test_apply_during_a_deployment_is_refused_whatever_the_replicas_phase(h: Harness, tmp_path: Path) -> None:
+    o = await h.orch()
+    await o.apply(_app(tmp_path / "work", 1, ", strategy: recreate", deadline="40s"), "app.yaml")
+    await until(lambda: o.describe("app")["healthy"] == 1)
+    # recreate: the old instance stops first, the new one takes a while to listen: no replica is running.
+    dep_id = (await o.deploy("app", version="v2", actor="ci", overrides={
+        "env": {"VERSION": "${version}", "SLOW_START": "4"}}))["deployment_id"]
+    await _step_seen(o, dep_id, "start")
+    assert not [i for i in o.describe("app")["instances"] if i["phase"] == "running" and i["index"] < 100]
+    with pytest.raises(Conflict) as e:
+        await o.apply(_app(tmp_path / "work", 2, ""), "app.yaml")
+    assert f"a deployment is in progress (deployment {dep_id})" in str(e.value), e.value
+    assert f"fsctl deploy status {dep_id}" in (e.value.hint or ""), e.value.hint
+    d = await _finished(o, dep_id)
+    assert d["status"] == "succeeded", d
+    assert o.describe("app")["version"] == d["release"] and o.services["app"].spec.replicas == 1

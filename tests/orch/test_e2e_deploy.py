@@ -252,8 +252,10 @@ def _slots(srv: Any) -> dict[int, tuple[int, int]]:
             and i["index"] < 100}
 
 
-def test_platform_killed_between_batches_of_three_replicas_resumes_batch_by_batch(platform: Any,
-                                                                                    tmp_path: Path) -> None:
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM"])
+def test_platform_killed_between_batches_of_three_replicas_resumes_batch_by_batch(platform: Any, tmp_path: Path,
+                                                                                    how: str) -> None:
+    """SIGTERM (a graceful stop) leaves the deployment `running` as SIGKILL does: both resume it."""
     start, work = platform
     srv = start()
     _serve_app(srv, work, extra="replicas: 3\n")
@@ -269,13 +271,18 @@ def test_platform_killed_between_batches_of_three_replicas_resumes_batch_by_batc
     dep_id = r.json()["deployment_id"]
     _until(lambda: list((srv.data_dir / "run" / "orch").glob("app-202.json")), what="batch 2 staged")
     assert _slots(srv)[1][0] == 2 and _slots(srv)[2] == before[2] and _slots(srv)[3] == before[3]
-    srv.proc.send_signal(signal.SIGKILL)
-    srv.proc.wait(10)
+    if how == "SIGKILL":
+        srv.proc.send_signal(signal.SIGKILL)
+        srv.proc.wait(10)
+    else:
+        assert srv.stop() == 0
     again = start("data", console_port=srv.console_port)
     try:
         d = _until(lambda: (x := again.api("GET", f"/api/deployments/{dep_id}").json()) and
                    any(s["step"] == "resume" for s in x["log"]) and x, what="deployment resumed")
-        interrupted = next(s for s in d["log"] if s["step"] == "interrupted")["detail"]
+        if how == "SIGTERM":
+            assert any(s["step"] == "interrupted" and "resumes at next start" in s["detail"] for s in d["log"]), d
+        interrupted = [s for s in d["log"] if s["step"] == "interrupted"][-1]["detail"]
         assert "app-1 runs release 2; app-2, app-3 run release 1" in interrupted, interrupted
         assert d["status"] == "running", d
         # Held at batch 2's health gate: slots 2 and 3 keep their release-1 processes (no restart all at once).

@@ -20,7 +20,7 @@ from orch.events import (
     ServiceStatusChanged,
 )
 
-DEPLOY = {"deployment_id": "d1", "service": "web", "release": "r2", "status": "running", "error": None}
+DEPLOY = {"deployment_id": 1, "service": "web", "release": 2, "status": "running", "error": None}
 CASES: list[tuple[DomainEvent, str, list[str]]] = [
     (ServiceApplied("web", 3, "admin"), "service.applied", ["service", "version", "by"]),
     (ServiceRestartRequested("web"), "service.restart.requested", ["service"]),
