@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from json.encoder import encode_basestring_ascii as _esc  # json.dumps' own (ensure_ascii) string encoder
 from typing import TYPE_CHECKING
 
 import structlog
-from json.encoder import encode_basestring_ascii as _esc  # json.dumps' own (ensure_ascii) string encoder
 
 # Raw string -> its JSON text. Clients choose hosts and methods, so it is bounded: when full it starts over
 # (a flood of distinct values costs what no cache would, never memory).
