@@ -162,7 +162,7 @@ async def _micro(requests: int, rounds: int, access_log: bool, body: int, logbus
     if svc is not None:
         await svc.start()
     state = ProxyState(GateConfig(), clock=time.monotonic, wall_clock=time.time,
-                       access_log=svc or (Sink() if access_log else None))  # type: ignore[arg-type]
+                       access_log=svc or (Sink() if access_log else None))
     state.install(state.build_snapshot([Route(1, RouteSpec(host="*", upstreams=["127.0.0.1:9"]))]))
     target = state.target("127.0.0.1", 9)
     up = UpstreamConnection(state.pool, target)

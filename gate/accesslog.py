@@ -19,7 +19,7 @@ import structlog
 
 # Raw string -> its JSON text. Clients choose hosts and methods, so it is bounded: when full it starts over
 # (a flood of distinct values costs what no cache would, never memory).
-_QUOTED: dict[str, str] = {}
+_QUOTED: dict[str | bytes, str] = {}
 _QUOTED_MAX = 1024
 
 
