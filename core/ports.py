@@ -4,7 +4,7 @@ A component never imports another; it takes one of these in its constructor inst
 
 - orch → gate: `EndpointBoard` (where each service's healthy instances listen), swapped atomically;
 - orch → logbus: `LogSink` (an instance's stdout/stderr pipes);
-- gate → logbus: `AccessLogSink` (one JSON line per request);
+- gate → logbus: `AccessLogSink` (one JSON line per request, handed over in batches);
 - gate, orch, certd → probe: `MetricsSource` (counters and gauges read each tick), `ServiceInventory`
   (running instances, and every defined service's state);
 - certd → gate: `ChallengeStore` (pending ACME HTTP-01 tokens), `CertificateBoard` (which cert
@@ -114,11 +114,20 @@ class AccessLogEntry:
 
 
 class AccessLogSink(Protocol):
-    def record(self, line: str) -> None:
-        """Store one request's access-log line: a JSON object with the keys of `ACCESS_LOG_FIELDS` in that
-        order, ASCII only, ending in one newline (the gate renders it in its compiled hot path: a line
-        is what a consumer reads, so nothing is formatted twice). Called on the proxy's loop for every
-        request: MUST return at once, never raise."""
+    """Where the gate's access log goes, a batch at a time. The gate renders each request's line (a JSON
+    object with the keys of `ACCESS_LOG_FIELDS` in that order, ASCII only, ending in one newline: a line is
+    what a consumer reads, so nothing is formatted twice) into an open batch on its loop, and hands it
+    over once it has `access_batch_lines` lines or `access_batch_chars` characters, `access_batch_s` after
+    its first line, and when the gate stops."""
+
+    access_batch_lines: int
+    access_batch_chars: int
+    access_batch_s: float
+
+    def record_lines(self, lines: list[str], at: float) -> None:
+        """Store a batch of lines, in order (`at`: epoch seconds when its first line came; the list is
+        the sink's from now on). Called on the proxy's loop: MUST return at once and never raise; a
+        batch it cannot take is counted as that many dropped lines."""
 
 
 @dataclass(frozen=True)

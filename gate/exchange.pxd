@@ -2,7 +2,6 @@
 # behaviour. Keep the fields in step with `Exchange.__init__`.
 cimport cython
 
-from gate.accesslog cimport access_line
 from gate.h1 cimport RequestInfo, ResponseFraming, response_framing, upstream_request_head
 from gate.state cimport ProxyState, RouteRuntime
 
@@ -30,4 +29,5 @@ cdef class Exchange:
     cpdef on_response_head(self, int status, reason, headers)
     cpdef on_response_body(self, data)
     cpdef on_response_end(self, trailers=*)
+    @cython.locals(ended=double, ms=double)
     cpdef _account(self)

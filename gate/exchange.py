@@ -27,7 +27,6 @@ from core.errors import Unavailable
 from gate._h2rules import request_last_chunk
 from gate._static_io import serve_static
 from gate._upgrade import switch_matches
-from gate.accesslog import access_line
 from gate.admission import (
     MAX_ATTEMPTS,
     Answer,
@@ -60,9 +59,6 @@ if TYPE_CHECKING:
     from gate.state import RouteRuntime
 
 log = structlog.get_logger("gate.exchange")
-
-_PROTOCOLS = {"1.1": "HTTP/1.1", "1.0": "HTTP/1.0", "2": "HTTP/2"}
-
 
 class Exchange:
     """One request and its response; compiled, a typed extension class (see `exchange.pxd`)."""
@@ -665,7 +661,8 @@ class Exchange:
         self.finished = True
         st = self.state
         now = st.clock()  # the metric windows' time base
-        ms = (st.timer() - self.started) * 1000
+        ended = st.timer()
+        ms = (ended - self.started) * 1000
         status = self.status
         rt = self.rt
         ts = self.target_stats
@@ -687,16 +684,10 @@ class Exchange:
             stats = (metrics.total, ts) if ts is not None else (metrics.total,)
             cell = metrics.cell(None, upstream)
         record_request(stats, cell, status, self.req_bytes, self.bytes_out, ms, now)
-        sink = st.access_log
-        if sink is not None:
-            try:
-                up_ms = self.upstream_ms
-                sink.record(access_line(
-                    int((st.wall_clock() - ms / 1000) * 1_000_000 + 0.5), self.info.host, self.method.decode("latin-1"),
-                    self.info.target, status, self.bytes_out, int(ms * 1000 + 0.5), upstream, self.client.client_ip,
-                    self.request_id, route_name, _PROTOCOLS.get(self.version) or f"HTTP/{self.version}",
-                    self.req_bytes, -1 if up_ms is None else int(up_ms * 1000 + 0.5),
-                ))
-            except Exception as e:  # the sink must not raise; if it does, the request still succeeds
-                log.warning("access log sink failed", error=repr(e))
+        access_log = st.access_log
+        if access_log is not None:  # rendered into the open batch (never raises)
+            info = self.info
+            access_log.add(self.started, ended, info.host, self.method, info.target, status, self.bytes_out, upstream,
+                           self.client.client_ip, self.request_id, route_name, self.version, self.req_bytes,
+                           self.upstream_ms)
 

@@ -100,6 +100,8 @@ class EdgeServer:
                 await asyncio.wait_for(server.wait_closed(), 1.0)
         self.servers.clear()
         await st.tasks.close()
+        if st.access_log is not None:  # the last requests' lines (the sink stops after the gate)
+            st.access_log.close()
         if st.owns_workers:
             await st.workers.stop(1.0)
         self._sweeper = None

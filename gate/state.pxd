@@ -2,6 +2,8 @@
 # Keep the fields in step with `RouteRuntime.__slots__`.
 cimport cython
 
+from gate.accesslog cimport AccessBatch
+
 
 @cython.final
 cdef class RouteRuntime:
@@ -16,8 +18,9 @@ cdef class RouteRuntime:
 
 @cython.final
 cdef class ProxyState:
-    cdef public object config, clock, wall_clock, timer, endpoints, challenges, access_log, metrics, health_policy
+    cdef public object config, clock, wall_clock, timer, endpoints, challenges, metrics, health_policy
     cdef public object pool, trusted, snapshot, drained, tasks, via, _rid_prefix, hop_id, workers, auth_failures
+    cdef public AccessBatch access_log
     cdef public dict health
     cdef public set clients
     cdef public bint draining, owns_workers

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from core.ports import AccessLogSink, ChallengeStore, EndpointBoard
 from core.tasks import TaskSet
 from core.workers import WorkerPool, default_workers
+from gate.accesslog import AccessBatch
 from gate.balancer import Cursor, HealthPolicy, TargetHealth
 from gate.config import GateConfig
 from gate.h1 import header_lines
@@ -130,7 +131,8 @@ class ProxyState:
         self.timer = timer
         self.endpoints = endpoints or EndpointBoard()
         self.challenges = challenges or ChallengeStore()
-        self.access_log = access_log
+        # The open batch of access-log lines in front of the sink (its lines are rendered into it).
+        self.access_log = AccessBatch(access_log, wall_clock, timer) if access_log is not None else None
         self.metrics = GateMetrics()
         self.health_policy = HealthPolicy(config.eject_after_failures, config.eject_backoff_s,
                                           config.eject_max_backoff_s)

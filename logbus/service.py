@@ -28,8 +28,6 @@ from logbus.writer import LogWriter
 log = structlog.get_logger("logbus")
 
 ACCESS_SERVICE = "gate-access"
-# A batch is joined and encoded on the loop: long request targets must not make that a big copy.
-_ACCESS_BATCH_CHARS = 256 * 1024
 _ACCESS_ITEM_OVERHEAD = 64
 
 
@@ -49,13 +47,11 @@ class LogbusService:
         self._sources: dict[tuple[str, str, str], Source] = {}
         self._lock = threading.Lock()
         self._access = Source(ACCESS_SERVICE, b"gate", b"out", self.config.max_line_bytes)
-        # The access log's open batch: appended to on the gate's loop, handed to the intake as one item
-        # every `access_batch_s` (a loop timer) or `access_batch_lines` entries, whichever comes first.
-        self._access_batch: list[str] = []
-        self._access_max = self.config.access_batch_lines
-        self._access_chars = 0  # of the open batch: clients choose their paths' length, so bytes bound it too
-        self._access_ts = 0.0
-        self._access_timer: asyncio.TimerHandle | None = None
+        # How the gate batches its access log for us (`core.ports.AccessLogSink`): a batch is joined and
+        # encoded on the loop, so clients' long request targets bound it by size too, not just by count.
+        self.access_batch_lines = self.config.access_batch_lines
+        self.access_batch_chars = 256 * 1024
+        self.access_batch_s = self.config.access_batch_s
         self._loop: asyncio.AbstractEventLoop | None = None
         self._running = False
 
@@ -73,18 +69,15 @@ class LogbusService:
         self.writer.start()
         self.pumps.start()
         self._running = True
-        self._access_timer = self._loop.call_later(self.config.access_batch_s, self._access_tick)
         log.info("logbus started", dir=str(self.dir), buffer_bytes=self.config.buffer_bytes)
 
     async def stop(self, drain_timeout_s: float) -> None:
         self.hub.close_all()
-        if self._access_timer is not None:
-            self._access_timer.cancel()
-            self._access_timer = None
         if not self._running:
             return
-        self._running = False
-        self.flush_access()  # the gate stopped before us: its last requests go in with the rest
+        self._running = False  # (the gate stopped before us: its last batch is in the intake)
+        if self._access.dropped:  # the count of a drop not marked yet is not lost either
+            self._access.mark_dropped(self.intake, self.clock.now(), force=True)
         await asyncio.to_thread(self.pumps.stop, drain_timeout_s / 2)
         now = self.clock.now()
         with self._lock:
@@ -136,46 +129,25 @@ class LogbusService:
 
     # --- AccessLogSink -------------------------------------------------------------------------
 
-    def record(self, line: str) -> None:
-        """One request of the gate (its JSON line, rendered by the gate), stored in `gate-access` with the
-        next batch. Called on the gate's loop thread (the batch is a plain list, swapped on that loop).
-        O(1), never raises."""
-        batch = self._access_batch
-        if not batch:
-            self._access_ts = self.clock.now()
-        batch.append(line)
-        self._access_chars += len(line)
-        if len(batch) >= self._access_max or self._access_chars >= _ACCESS_BATCH_CHARS:
-            self.flush_access()
-
-    def _access_tick(self) -> None:
-        loop = self._loop
-        if loop is None or not self._running:
-            return
-        self._access_timer = loop.call_later(self.config.access_batch_s, self._access_tick)
-        if self._access_batch:
-            self.flush_access()
-
-    def flush_access(self) -> None:
-        """Queue the open access-log batch as one chunk of lines (stamped with the time its first line
-        came); counted as dropped, with the marker, when the intake is full. Never raises."""
-        batch = self._access_batch
-        if not batch:
-            return
-        self._access_batch = []
-        self._access_chars = 0
+    def record_lines(self, lines: list[str], at: float) -> None:
+        """A batch of the gate's access log (its JSON lines, rendered and batched by the gate), queued as
+        one chunk of `gate-access` stamped `at`; counted as dropped, with the marker, when the intake is
+        full. Called on the gate's loop thread. O(batch), never raises."""
         src = self._access
         try:
-            data = "".join(batch).encode()
-            ts = self._access_ts
+            data = "".join(lines).encode()
             if src.dropped:
-                src.mark_dropped(self.intake, ts)
-            if src.dropped or not self.intake.offer((ACCESS_SERVICE, b"gate", b"out", ts, data, len(batch)),
+                src.mark_dropped(self.intake, at)
+            if src.dropped or not self.intake.offer((ACCESS_SERVICE, b"gate", b"out", at, data, len(lines)),
                                                     len(data) + _ACCESS_ITEM_OVERHEAD):
-                src.dropped += len(batch)
+                src.dropped += len(lines)
         except Exception as e:  # the proxy's path must never see a logging failure
-            src.dropped += len(batch)
-            log.error("access log batch failed", error=repr(e), entries=len(batch))
+            src.dropped += len(lines)
+            log.error("access log batch failed", error=repr(e), entries=len(lines))
+
+    def record(self, line: str) -> None:
+        """One access-log line on its own (a batch of one, stamped now)."""
+        self.record_lines([line], self.clock.now())
 
     # --- queries -------------------------------------------------------------------------------
 
@@ -235,8 +207,7 @@ class LogbusService:
     # --- maintenance ---------------------------------------------------------------------------
 
     async def flush(self) -> None:
-        """Wait until everything queued so far (the open access-log batch too) is written and indexed."""
-        self.flush_access()
+        """Wait until everything queued so far is written and indexed."""
         await asyncio.wrap_future(self.writer.control(lambda: None))
 
     async def run_retention(self) -> list[str]:

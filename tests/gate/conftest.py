@@ -134,14 +134,18 @@ async def origin() -> AsyncIterator[Origin]:
 
 
 class ListSink:
-    """The access log as the gate writes it, each line read back (and so checked to be JSON)."""
+    """The access log as the gate writes it, each line read back (and so checked to be JSON). Batches of
+    one line: the tests read a request's entry as soon as it is answered."""
+
+    access_batch_lines, access_batch_chars, access_batch_s = 1, 256 * 1024, 0.1
 
     def __init__(self) -> None:
         self.entries: list[AccessLogEntry] = []
 
-    def record(self, line: str) -> None:
-        assert line.endswith("\n") and line.count("\n") == 1, line
-        self.entries.append(AccessLogEntry.from_line(line))
+    def record_lines(self, lines: list[str], at: float) -> None:
+        for line in lines:
+            assert line.endswith("\n") and line.count("\n") == 1, line
+            self.entries.append(AccessLogEntry.from_line(line))
 
 
 @dataclass

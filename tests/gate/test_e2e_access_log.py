@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -49,3 +50,27 @@ def test_every_access_line_arrives_in_order_and_stop_writes_the_open_batch(serve
     assert srv.stop() == 0
     again = server_factory(extra_args=["--config", str(config)])  # the same data dir
     assert _paths(again) == [f"/echo/{i}" for i in range(250)]
+
+
+def test_a_burst_all_arrives_by_batch_size_and_at_stop(server_factory, tmp_path: Path):
+    # No route needed: the gate's own 404s are logged too. A burst of 1,000 requests on 20 connections at
+    # once: the full batches (of 64) arrive while the timer is a minute away, the rest when the server stops.
+    config = tmp_path / "config.yaml"
+    config.write_text("logbus:\n  access_batch_s: 60\n  access_batch_lines: 64\n")
+    srv = server_factory(extra_args=["--config", str(config)])
+    url = f"http://127.0.0.1:{srv.http_port}/burst/"
+
+    def client(k: int) -> None:
+        with httpx.Client(headers={"Host": "nowhere.test"}, timeout=30) as c:
+            for i in range(50):
+                assert c.get(f"{url}{k}-{i}").status_code == 404
+
+    with ThreadPoolExecutor(20) as pool:
+        list(pool.map(client, range(20)))
+    deadline = time.monotonic() + 20
+    while len(paths := _paths(srv)) < 960 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert len(paths) == 960  # 15 full batches; 40 lines wait in the open one
+    assert srv.stop() == 0
+    again = server_factory(extra_args=["--config", str(config)])
+    assert sorted(_paths(again)) == sorted(f"/burst/{k}-{i}" for k in range(20) for i in range(50))

@@ -1,5 +1,7 @@
-"""The gate's access log in logbus: lines recorded one by one are stored a batch at a time, in order,
-the open batch is written on stop, the live tail sees them, and overload drops them counted, with a marker."""
+"""The gate's access log in logbus, fed as `fsctl serve` wires it (the gate's `AccessBatch` in front of
+logbus): lines rendered one by one are stored a batch at a time, in order, all of them under a burst; the
+open batch is written when the gate stops; the live tail sees them; and overload drops whole batches,
+counted, with a marker."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from gate.accesslog import AccessBatch
 from logbus.config import LogbusConfig
 from logbus.records import expand
 from logbus.search import Query, decode_cursor
@@ -21,10 +24,16 @@ from logbus.tail import Batch
 Factory = Callable[..., Any]
 
 
-def entry(i: int) -> str:
-    """A line as the gate renders it (gate.exchange.access_line; its own tests check the rendering)."""
-    return json.dumps({"at": 1_796_000_000.123456 + i / 1000, "host": "example.com", "method": "GET",
-                       "path": f"/p/{i}", "status": 200, "request_id": f"r{i}"}, separators=(",", ":")) + "\n"
+def gate_side(svc: LogbusService) -> AccessBatch:
+    """The gate's open batch in front of `svc`, with the thresholds `svc` asks for."""
+    return AccessBatch(svc, time.time, time.perf_counter)
+
+
+def add(batch: AccessBatch, i: int, path: str | None = None) -> None:
+    """Request `r{i}` finished (the gate renders its line; tests/gate/test_access_line.py checks how)."""
+    t = time.perf_counter()
+    batch.add(t - 0.002, t, "example.com", b"GET", path or f"/p/{i}", 200, 10, "127.0.0.1:9000", "10.0.0.1",
+              f"r{i}", None, "1.1", 0, 1.5)
 
 
 @pytest.fixture
@@ -55,14 +64,15 @@ async def all_lines(svc: LogbusService) -> list[dict[str, Any]]:
 
 async def test_batches_arrive_in_order_and_stop_writes_the_open_one(make: Factory) -> None:
     svc = await make(access_batch_s=60, access_batch_lines=100)
+    batch = gate_side(svc)
     for i in range(250):
-        svc.record(entry(i))
+        add(batch, i)
     await asyncio.wrap_future(svc.writer.control(lambda: None))  # the queued batches are written
     # Two full batches are written; the last 50 wait in the open batch (its timer is a minute away)...
     written = await all_lines(svc)
     assert [json.loads(x["text"])["request_id"] for x in written] == [f"r{i}" for i in range(200)]
+    batch.close()  # ...until the gate stops (then logbus), which writes them: nothing lost, nothing reordered
     await svc.stop(10)
-    # ...until stop, which writes them: nothing is lost, nothing reordered.
     again = LogbusService(svc.dir, LogbusConfig())
     await again.start()
     try:
@@ -74,11 +84,12 @@ async def test_batches_arrive_in_order_and_stop_writes_the_open_one(make: Factor
 
 async def test_the_batch_timer_writes_a_partial_batch_and_live_tail_sees_it(make: Factory) -> None:
     svc = await make(access_batch_s=0.1)
+    batch = gate_side(svc)
     sub = svc.subscribe(ACCESS_SERVICE)
     try:
         t = time.monotonic()
         for i in range(3):
-            svc.record(entry(i))
+            add(batch, i)
         got = b""
         while got.count(b"\n") < 3:
             items = await sub.get(5)
@@ -93,15 +104,16 @@ async def test_the_batch_timer_writes_a_partial_batch_and_live_tail_sees_it(make
 
 async def test_overload_drops_whole_batches_counted_with_a_marker_in_order(make: Factory) -> None:
     svc = await make(buffer_bytes=4096, access_batch_lines=10, access_batch_s=60)
+    batch = gate_side(svc)
     svc.writer.pause()  # a stalled disk: the intake fills, then batches are dropped
     t = time.perf_counter()
     for i in range(1000):
-        svc.record(entry(i))
+        add(batch, i)
     assert (time.perf_counter() - t) / 1000 < 250e-6  # never waits for the stalled writer (generous: CI)
     svc.writer.resume()
     await svc.flush()
     for i in range(1000, 1010):  # after the stall: the marker goes first, then these
-        svc.record(entry(i))
+        add(batch, i)
     await svc.flush()
     lines = await all_lines(svc)
     markers = [x for x in lines if x["stream"] == "logbus"]
@@ -125,10 +137,33 @@ async def test_overload_drops_whole_batches_counted_with_a_marker_in_order(make:
 async def test_long_request_targets_close_a_batch_by_size(make: Factory) -> None:
     # A client chooses its path's length: 60 lines of ~8 KiB must not wait for 512 to be joined at once.
     svc = await make(access_batch_s=60, access_batch_lines=512, max_line_bytes=16 * 1024)
-    long = [entry(i).replace(f"/p/{i}", f"/p/{i}/" + "a" * 8000) for i in range(60)]
-    for line in long:
-        svc.record(line)
+    batch = gate_side(svc)
+    for i in range(60):
+        add(batch, i, f"/p/{i}/" + "a" * 8000)
     await asyncio.wrap_future(svc.writer.control(lambda: None))
     written = await all_lines(svc)
     assert 0 < len(written) < 60  # the size bound closed batches before the line count or the timer
     assert [json.loads(x["text"])["request_id"] for x in written] == [f"r{i}" for i in range(len(written))]
+
+
+async def test_a_burst_all_arrives_and_a_drop_still_unmarked_at_stop_is_marked(make: Factory) -> None:
+    # A burst larger than many batches, within one turn of the loop (no timer fires): every line is stored.
+    svc = await make()
+    batch = gate_side(svc)
+    for i in range(5000):
+        add(batch, i)
+    batch.close()
+    await svc.flush()
+    assert [json.loads(x["text"])["request_id"] for x in await all_lines(svc)] == [f"r{i}" for i in range(5000)]
+    # A batch the full intake refuses is counted; if nothing comes after it, stop still writes its marker.
+    svc.intake.max_bytes = 0
+    svc.record_lines(["{}\n"] * 7, time.time())
+    assert svc.stats()["dropped_unmarked_lines"] == 7
+    await svc.stop(10)
+    again = LogbusService(svc.dir, LogbusConfig())
+    await again.start()
+    try:
+        lines = await all_lines(again)
+    finally:
+        await again.stop(10)
+    assert len(lines) == 5001 and lines[-1]["text"].startswith("logbus: dropped 7 lines")

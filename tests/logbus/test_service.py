@@ -324,10 +324,10 @@ async def test_access_log_entries_are_json_lines(make: Factory) -> None:
     lines = [json.dumps({"at": time.time(), "host": "example.com", "method": "GET", "path": f"/p/{i}",
                          "status": 200, "request_id": f"r{i}"}, separators=(",", ":")) + "\n" for i in range(20000)]
     t = time.perf_counter()
-    for line in lines:
-        svc.record(line)
-    per_call = (time.perf_counter() - t) / 20000
-    assert per_call < 250e-6, per_call  # O(1), no I/O on the proxy's path (generous: loaded CI machines)
+    for i in range(0, len(lines), 512):  # in the gate's batches
+        svc.record_lines(lines[i:i + 512], time.time())
+    per_line = (time.perf_counter() - t) / 20000
+    assert per_line < 250e-6, per_line  # no I/O on the proxy's path (generous: loaded CI machines)
     await wait_for(lambda: _at_least(svc, "gate-access", 20000))
     hit = await all_lines(svc, "gate-access", keyword='"path":"/p/12345"')
     assert len(hit) == 1
