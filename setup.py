@@ -63,6 +63,8 @@ class BuildGate(build_ext):
             self.parallel = JOBS
 
     def run(self) -> None:
+        if not self.extensions:  # INFRACORE_PURE=1: nothing compiled, and the record (if any) left as it is
+            return
         record = Path(self.get_ext_fullpath(accel.ext_name("gate._record"))).parent / "built.json"
         if self.inplace:  # (`pip install -e .` too: editable_mode sets it)
             record = HERE / accel.RECORD

@@ -12,6 +12,7 @@ import re
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -268,3 +269,15 @@ def test_the_hot_paths_pause_reading_with_plain_ints_not_the_enum():
         uses += [n.lineno for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)
                  for a in n.names if a.name == "Pause"]
         assert not uses, f"{module} uses the Pause enum on lines {uses}; use downstream.PAUSE_*"
+
+
+def test_a_build_with_infracore_pure_is_a_pure_python_wheel(tmp_path):
+    """INFRACORE_PURE=1 at build time compiles nothing: a `py3-none-any` wheel without `_c/` files."""
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-build-isolation", "--no-deps", "-w", str(tmp_path), "."],
+        cwd=ROOT, env={**_ENV, "INFRACORE_PURE": "1"}, capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    [wheel] = tmp_path.glob("*.whl")
+    assert wheel.name.endswith("-py3-none-any.whl"), wheel.name
+    assert not [n for n in zipfile.ZipFile(wheel).namelist() if "/_c/" in n]
