@@ -18,7 +18,8 @@ compare), not when it was never built (no compiler: pure Python, silently — th
 install), and not when any source differs from what was compiled (an edited module in a dev tree: a
 warning says so, and the gate runs as Python until `make accel`) or a `_c/` holds a compiled module no
 module of `COMPILED` is built into (one dropped or renamed: it would shadow its source; the build
-deletes it). With `INFRACORE_REQUIRE_ACCEL=1` (CI) a missing or stale build is an ImportError instead, unless INFRACORE_PURE=1 asks for Python.
+deletes it). With `INFRACORE_REQUIRE_ACCEL=1` (CI) a missing or stale build is an ImportError instead,
+unless INFRACORE_PURE=1 asks for Python.
 
 To compile one more module, add its dotted name to `COMPILED` (and, for a module in a subpackage, the
 `__path__` line to that subpackage's `__init__.py`). This file must import nothing but the standard
