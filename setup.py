@@ -1,7 +1,8 @@
 """The package build's one addition to pyproject.toml: the gate's hot modules compiled with Cython from their
 `.py` sources (the list and the layout are in gate/accel.py). Where Cython or a C compiler is missing the
 build warns and installs pure Python; with INFRACORE_REQUIRE_ACCEL=1 (CI) it fails instead.
-`python setup.py build_ext --inplace` (`make accel`) rebuilds a dev tree, recompiling only what changed."""
+`python setup.py build_ext --inplace` (`make accel`) rebuilds a dev tree, recompiling only what changed.
+INFRACORE_PURE=1 builds nothing: a pure-Python (py3-none-any) wheel."""
 
 from __future__ import annotations
 
@@ -27,6 +28,29 @@ def _accel():  # gate/accel.py by path: importing the `gate` package needs its d
 accel = _accel()
 JOBS = int(os.environ.get("INFRACORE_BUILD_JOBS", "2"))
 REQUIRED = os.environ.get("INFRACORE_REQUIRE_ACCEL", "") not in ("", "0")
+PURE = os.environ.get("INFRACORE_PURE", "") not in ("", "0")
+CYTHON_BUILD = os.path.join("build", "cython")
+
+
+def _previous(record: Path) -> dict[str, str]:
+    """The digests the last build recorded (empty when there is none, or it is unreadable)."""
+    try:
+        data = json.loads(record.read_text())
+        return dict(data["modules"]) if data.get("cython") == _cython_version() else {}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, ImportError):
+        return {}
+
+
+def _force_stale(previous: dict[str, str], digests: dict[str, str]) -> list[str]:
+    """Delete the generated C of every module whose sources differ from what the last build recorded (all of
+    them without a record): cythonize regenerates by mtime, and a source copied with its old mtime (`cp -p`,
+    `rsync -a`, `tar x`) would otherwise reuse C generated from other content while the record vouches for
+    the new. The regenerated C is newer than the compiled file, so that is recompiled too."""
+    stale = [m for m in accel.COMPILED if previous.get(m) != digests[m]]
+    for m in stale:
+        generated = Path(CYTHON_BUILD, accel.source_file(m, HERE).relative_to(HERE)).with_suffix(".c")
+        generated.unlink(missing_ok=True)
+    return stale
 
 
 class BuildGate(build_ext):
@@ -39,18 +63,27 @@ class BuildGate(build_ext):
             self.parallel = JOBS
 
     def run(self) -> None:
+        if not self.extensions:  # INFRACORE_PURE=1: nothing compiled, and the record (if any) left as it is
+            return
         record = Path(self.get_ext_fullpath(accel.ext_name("gate._record"))).parent / "built.json"
         if self.inplace:  # (`pip install -e .` too: editable_mode sets it)
             record = HERE / accel.RECORD
+        root = HERE if self.inplace else Path(self.build_lib)
+        previous = _previous(record)
         # A failed or partial build must not vouch for what is left there (the gate then runs as Python).
         record.unlink(missing_ok=True)
+        # Compiled modules no module of COMPILED builds any more would be imported before the sources.
+        for leftover in accel.extras(root):
+            leftover.unlink()
         digests = accel.digests(HERE)  # hashed before compiling: an edit meanwhile shows as stale
         try:
             from Cython.Build import cythonize
 
+            _force_stale(previous, digests)
+
             generated = cythonize(
                 [Extension(m, [str(accel.source_file(m, HERE).relative_to(HERE))]) for m in accel.COMPILED],
-                build_dir=os.path.join("build", "cython"),
+                build_dir=CYTHON_BUILD,
                 language_level=3,
                 quiet=True,
                 force=self.force,
@@ -85,8 +118,8 @@ def _cython_version() -> str:
 
 # Sources replaced by the generated C in BuildGate.run; named by where the file lands (`gate/_c/h1.so`).
 setup(
-    ext_modules=[
-        Extension(accel.ext_name(m), [str(accel.source_file(m, HERE).relative_to(HERE))]) for m in accel.COMPILED
-    ],
+    ext_modules=[]
+    if PURE
+    else [Extension(accel.ext_name(m), [str(accel.source_file(m, HERE).relative_to(HERE))]) for m in accel.COMPILED],
     cmdclass={"build_ext": BuildGate},
 )

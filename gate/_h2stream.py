@@ -112,9 +112,6 @@ class H2Stream:
             self.conn.h2.send_headers(self.sid, [(b":status", b"100")])
             self.conn.schedule_flush()
 
-    def send_raw(self, data: bytes) -> None:  # pragma: no cover - HTTP/1 only
-        raise RuntimeError("raw bytes cannot be sent on an HTTP/2 stream")
-
     def send_switch(self, headers: list[tuple[bytes, bytes]], upgrade: bytes | None,
                     rest: bytes) -> None:  # pragma: no cover - HTTP/1 only
         raise RuntimeError("HTTP/2 has no Upgrade: an HTTP/2 request never asks to switch protocols")

@@ -16,8 +16,10 @@ The compiled build is used as a whole or not at all (the modules import each oth
 not with `INFRACORE_PURE=1` (for profiling with py-spy, which cannot see inside compiled modules, or to
 compare), not when it was never built (no compiler: pure Python, silently — that is a supported
 install), and not when any source differs from what was compiled (an edited module in a dev tree: a
-warning says so, and the gate runs as Python until `make accel`). With `INFRACORE_REQUIRE_ACCEL=1`
-(CI) a missing or stale build is an ImportError instead, unless INFRACORE_PURE=1 asks for Python.
+warning says so, and the gate runs as Python until `make accel`) or a `_c/` holds a compiled module no
+module of `COMPILED` is built into (one dropped or renamed: it would shadow its source; the build
+deletes it). With `INFRACORE_REQUIRE_ACCEL=1` (CI) a missing or stale build is an ImportError instead,
+unless INFRACORE_PURE=1 asks for Python.
 
 To compile one more module, add its dotted name to `COMPILED` (and, for a module in a subpackage, the
 `__path__` line to that subpackage's `__init__.py`). This file must import nothing but the standard
@@ -108,6 +110,24 @@ def digests(root: Path = ROOT) -> dict[str, str]:
     return {m: source_digest(m, root, memo) for m in COMPILED}
 
 
+def extras(root: Path = ROOT) -> list[Path]:
+    """Importable files in a `_c/` directory that no module of `COMPILED` was built into: a module dropped
+    from the list, renamed or deleted, or a checkout with a shorter list leaves its binary there, and `_c/`
+    goes first on the package's path, so it would be imported in place of the source (`make accel` and
+    every in-place build delete them)."""
+    expected = {compiled_file(m, root) for m in COMPILED}
+    suffixes = tuple(
+        importlib.machinery.EXTENSION_SUFFIXES
+        + importlib.machinery.SOURCE_SUFFIXES
+        + importlib.machinery.BYTECODE_SUFFIXES
+    )
+    found: list[Path] = []
+    for directory in sorted({f.parent for f in expected}):
+        if directory.is_dir():
+            found += [f for f in directory.iterdir() if f.name.endswith(suffixes) and f not in expected]
+    return sorted(found)
+
+
 def check(root: Path = ROOT) -> str | None:
     """None when the compiled build matches the sources (every module built, from these sources), else why not.
     Reasons starting with "not built" mean no build at all (a pure install); the others, a stale one."""
@@ -125,6 +145,9 @@ def check(root: Path = ROOT) -> str | None:
     if changed:
         files = ", ".join(f"{m.replace('.', '/')}.py" for m in changed)
         return f"{files} changed since the compiled build (or are new in COMPILED); `make accel` rebuilds"
+    if left := extras(root):
+        files = ", ".join(str(f.relative_to(root)) for f in left)
+        return f"{files} not built from any module in COMPILED (left over); `make accel` deletes them"
     missing = [m for m in COMPILED if not compiled_file(m, root).is_file()]
     if missing:
         return f"compiled files missing for {', '.join(missing)}; `make accel` rebuilds"

@@ -40,7 +40,7 @@ from gate.admission import (
     too_many,
 )
 from gate.balancer import TargetHealth, pick, record_failure, record_success
-from gate.downstream import Pause
+from gate.downstream import PAUSE_BUFFERED
 from gate.h1 import (
     IDEMPOTENT,
     LAST_CHUNK,
@@ -347,7 +347,7 @@ class Exchange:
             if self.body_buf:
                 self.body_buf = ()
                 self.body_buf_size = 0
-                client.resume_reading_for(Pause.BUFFERED)
+                client.resume_reading_for(PAUSE_BUFFERED)
             if req_ended and chunked:
                 pieces.append(self.req_trailers or LAST_CHUNK)
             head = b"".join(pieces)
@@ -385,7 +385,7 @@ class Exchange:
                 self.buffering = False  # larger than the buffer: streamed from here on
                 self.choose()
         elif self.body_buf_size > self.state.config.high_water_bytes:
-            self.client.pause_reading_for(Pause.BUFFERED)
+            self.client.pause_reading_for(PAUSE_BUFFERED)
 
     def on_request_end(self) -> None:
         self.req_ended = True
@@ -425,7 +425,7 @@ class Exchange:
         if data:
             self.tunnel_buf = [*self.tunnel_buf, data]
             if sum(len(x) for x in self.tunnel_buf) > self.state.config.high_water_bytes:
-                self.client.pause_reading_for(Pause.BUFFERED)
+                self.client.pause_reading_for(PAUSE_BUFFERED)
 
     # --- upstream events ----------------------------------------------------------------------------
 

@@ -115,11 +115,6 @@ class CompiledPolicies:
         self.trivial_https = not (self.allow or self.deny or self.auth_users)
         self.trivial = self.trivial_https and redirect is None
 
-    def trivial_for(self, scheme: str) -> bool:
-        """True when a request of `scheme` ("http", "https") has nothing to check here (the hot path
-        tests the two attributes inline)."""
-        return self.trivial_https if scheme == "https" else self.trivial
-
     def response_headers(self, scheme: str, hsts_max_age_s: int) -> tuple[tuple[bytes, bytes], ...]:
         if hsts_max_age_s and scheme == "https":
             return (*self.resp_extra, (b"Strict-Transport-Security", b"max-age=%d" % hsts_max_age_s))

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, cast
 import httptools
 import structlog
 
-from gate.downstream import Pause
+from gate.downstream import PAUSE_ERROR, PAUSE_PIPELINE
 from gate.exchange import Exchange
 from gate.h1 import (
     HOP_BY_HOP,
@@ -44,10 +44,6 @@ if TYPE_CHECKING:
     from gate.downstream import UpstreamLink
 
 log = structlog.get_logger("gate.proxy")
-
-# Reasons to stop reading from a client (bits of `ClientConnection.paused`).
-PAUSE_PIPELINE = Pause.PIPELINE
-PAUSE_ERROR = Pause.ERROR
 
 # Deadline kinds.
 D_NONE, D_IDLE, D_HEADER, D_BODY = 0, 1, 2, 3

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, cast
 import httptools
 
 from gate.balancer import TargetHealth
-from gate.downstream import Pause
+from gate.downstream import PAUSE_UPSTREAM_FULL
 
 if TYPE_CHECKING:
     from gate import exchange
@@ -101,15 +101,15 @@ class UpstreamConnection:
 
     def pause_writing(self) -> None:
         if self.tunnel is not None:
-            self.tunnel.pause_reading_for(Pause.UPSTREAM_FULL)
+            self.tunnel.pause_reading_for(PAUSE_UPSTREAM_FULL)
         elif self.exchange is not None:
-            self.exchange.client.pause_reading_for(Pause.UPSTREAM_FULL)
+            self.exchange.client.pause_reading_for(PAUSE_UPSTREAM_FULL)
 
     def resume_writing(self) -> None:
         if self.tunnel is not None:
-            self.tunnel.resume_reading_for(Pause.UPSTREAM_FULL)
+            self.tunnel.resume_reading_for(PAUSE_UPSTREAM_FULL)
         elif self.exchange is not None:
-            self.exchange.client.resume_reading_for(Pause.UPSTREAM_FULL)
+            self.exchange.client.resume_reading_for(PAUSE_UPSTREAM_FULL)
 
     # --- httptools callbacks ------------------------------------------------------------------------
 

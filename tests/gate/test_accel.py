@@ -12,6 +12,7 @@ import re
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -107,6 +108,18 @@ def test_the_build_is_stale_when_a_source_or_a_typed_class_it_was_compiled_again
     why = accel.check(tmp_path)
     assert why and why.startswith("gate/exchange.py, gate/proxy.py, gate/upstream.py changed"), why
     shutil.copyfile(ROOT / "gate" / "exchange.pxd", pxd)
+    assert accel.check(tmp_path) is None
+
+    # A module dropped from COMPILED (or renamed) leaves its binary in `_c/`, first on the package's path.
+    extra = tmp_path / "gate" / "_c" / f"dropped{accel.SUFFIX}"
+    extra.write_bytes(b"compiled")
+    why = accel.check(tmp_path)
+    assert why and why.startswith(f"gate/_c/dropped{accel.SUFFIX} not built from any module in COMPILED"), why
+    assert accel.extras(tmp_path) == [extra]
+    extra.unlink()
+    (tmp_path / "gate" / "_c" / "dropped.py").write_text("X = 1\n")  # a stray source there would shadow too
+    assert "gate/_c/dropped.py not built from any module" in accel.check(tmp_path)
+    (tmp_path / "gate" / "_c" / "dropped.py").unlink()
     assert accel.check(tmp_path) is None
 
     accel.compiled_file("gate.h1", tmp_path).unlink()
@@ -205,3 +218,70 @@ def test_the_build_compiles_exactly_the_modules_listed_in_one_place():
     record = json.loads((ROOT / accel.RECORD).read_text())
     assert sorted(record["modules"]) == sorted(accel.COMPILED)
     assert record["cython"] == re.search(r'"cython==([\d.]+)"', (ROOT / "pyproject.toml").read_text()).group(1)
+
+
+@pytest.mark.timeout(900)  # compiles one module (~30 s alone; minutes on a loaded machine)
+def test_an_in_place_build_recompiles_what_its_record_says_changed_and_deletes_leftovers(tmp_path):
+    """cythonize regenerates C by mtime: a source with new content and an older mtime (`cp -p`, `rsync -a`,
+    `tar x`) must still be recompiled, as the record vouches for its content; and a compiled module no
+    module of COMPILED builds any more is deleted. Rebuilds one module in a copy of this tree's build."""
+    _built()
+    if not (ROOT / "build" / "cython").is_dir():
+        pytest.skip("no build/cython (the generated C) to copy")
+    ignore = shutil.ignore_patterns("__pycache__")
+    shutil.copytree(ROOT / "gate", tmp_path / "gate", ignore=ignore)  # (copy2: mtimes kept)
+    # The generated C, and the build's own copy of the compiled files (setuptools compiles in place into
+    # build/lib.* and copies from there): with them only what changed is compiled.
+    for built in [ROOT / "build" / "cython", *(ROOT / "build").glob("lib.*")]:
+        shutil.copytree(built, tmp_path / "build" / built.name, ignore=ignore)
+    for name in ("setup.py", "pyproject.toml"):
+        shutil.copy2(ROOT / name, tmp_path / name)
+    router = tmp_path / "gate" / "router.py"
+    old = router.stat().st_mtime - 3600
+    router.write_text(router.read_text() + "\nBUILD_MARKER = 1\n")
+    os.utime(router, (old, old))  # older than its generated C and its compiled file
+    leftover = tmp_path / "gate" / "_c" / f"dropped{accel.SUFFIX}"
+    shutil.copy2(accel.compiled_file("gate.h1"), leftover)
+
+    done = subprocess.run(
+        [sys.executable, "setup.py", "-q", "build_ext", "--inplace"],
+        cwd=tmp_path, env=_ENV, capture_output=True, text=True, timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    assert not leftover.exists()
+    assert accel.check(tmp_path) is None
+    code = "import gate.router as r; print(r.__file__, getattr(r, 'BUILD_MARKER', None))"
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env={**_ENV, "PYTHONPATH": str(tmp_path)},
+        capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [str(accel.compiled_file("gate.router", tmp_path)), "1"]
+
+
+def test_the_hot_paths_pause_reading_with_plain_ints_not_the_enum():
+    """`Pause` documents the bits; the per-request code passes the `PAUSE_*` ints (an IntFlag's `|`, `&`, `~`
+    run the enum module's Python code: pause+resume cost ~40x), so `paused` stays an int."""
+    from gate import downstream
+
+    for flag in downstream.Pause:
+        value = getattr(downstream, f"PAUSE_{flag.name}")
+        assert type(value) is int and value == flag
+    for module in accel.COMPILED:
+        tree = ast.parse(accel.source_file(module).read_text())
+        uses = [n.lineno for n in ast.walk(tree) if isinstance(n, ast.Name) and n.id == "Pause"]
+        uses += [n.lineno for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)
+                 for a in n.names if a.name == "Pause"]
+        assert not uses, f"{module} uses the Pause enum on lines {uses}; use downstream.PAUSE_*"
+
+
+def test_a_build_with_infracore_pure_is_a_pure_python_wheel(tmp_path):
+    """INFRACORE_PURE=1 at build time compiles nothing: a `py3-none-any` wheel without `_c/` files."""
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-build-isolation", "--no-deps", "-w", str(tmp_path), "."],
+        cwd=ROOT, env={**_ENV, "INFRACORE_PURE": "1"}, capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    [wheel] = tmp_path.glob("*.whl")
+    assert wheel.name.endswith("-py3-none-any.whl"), wheel.name
+    assert not [n for n in zipfile.ZipFile(wheel).namelist() if "/_c/" in n]

@@ -81,19 +81,24 @@ def test_redirect_is_the_default_only_with_tls():
     assert _policies(tls="auto", redirect_https=False).redirect is None
 
 
+def _trivial(pol, scheme: str) -> bool:
+    """What the hot path (Exchange) tests: `trivial_https` for an HTTPS request, `trivial` for plain HTTP."""
+    return pol.trivial_https if scheme == "https" else pol.trivial
+
+
 def test_https_requests_on_a_default_tls_route_take_the_fast_path():
     """The redirect applies only to plain HTTP: an HTTPS request on a route with TLS and default policies
     has nothing to check (the hot path skips the policy calls); plain HTTP still goes through them."""
     pol = _policies(tls="auto")
-    assert pol.trivial_for("https") and pol.trivial_https
-    assert not pol.trivial_for("http") and not pol.trivial
+    assert _trivial(pol, "https") and pol.trivial_https
+    assert not _trivial(pol, "http") and not pol.trivial
     assert pol.check_redirect("http", b"GET", "a.test", "/") is not None
     off = _policies(tls="off")
-    assert off.trivial_for("http") and off.trivial_for("https")
+    assert _trivial(off, "http") and _trivial(off, "https")
     # Any other check still runs for HTTPS too.
     for pol in (_policies(tls="auto", allow=["10.0.0.0/8"]), _policies(tls="auto", deny=["10.0.0.0/8"]),
                 _policies(tls="off", allow=["10.0.0.0/8"])):
-        assert not pol.trivial_for("https") and not pol.trivial_for("http")
+        assert not _trivial(pol, "https") and not _trivial(pol, "http")
 
 
 @pytest.mark.parametrize(("given", "expected"), CASES)
@@ -101,11 +106,11 @@ def test_a_scheme_the_fast_path_skips_is_never_redirected(given, expected):
     host, tls, on, port, _scheme, method, req_host, target = given
     pol = _policies(host, tls, port, redirect_https=on)
     for s in ("http", "https"):
-        if pol.trivial_for(s):
+        if _trivial(pol, s):
             assert pol.check_redirect(s, method, req_host, target) is None
     # A route that redirects checks every plain-HTTP request; an HTTPS request never needs the checks.
-    assert pol.trivial_for("http") is (tls == "off" or not on)
-    assert pol.trivial_for("https")
+    assert _trivial(pol, "http") is (tls == "off" or not on)
+    assert _trivial(pol, "https")
 
 
 # --- through the real gate ----------------------------------------------------------------------------
