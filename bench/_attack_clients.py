@@ -13,17 +13,22 @@ import time
 from typing import Any
 
 # 7 levels of 9 aliases: expanding it fully is 9**7 ≈ 4.8 million nodes (295 bytes as sent).
-YAML_BOMB = "\n".join([
-    'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]',
-    'b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]',
-    'c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]',
-    'd: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]',
-    'e: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]',
-    'f: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]',
-    'g: &g [*f,*f,*f,*f,*f,*f,*f,*f,*f]',
-    'name: bomb',
-    'image: [*g]',
-]) + "\n"
+YAML_BOMB = (
+    "\n".join(
+        [
+            'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]',
+            "b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]",
+            "c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]",
+            "d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]",
+            "e: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]",
+            "f: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]",
+            "g: &g [*f,*f,*f,*f,*f,*f,*f,*f,*f]",
+            "name: bomb",
+            "image: [*g]",
+        ]
+    )
+    + "\n"
+)
 
 
 class Tally:
@@ -80,9 +85,11 @@ async def attack_basic_auth(p: dict[str, Any], end: float, t: Tally) -> None:
 
 async def attack_yaml_bomb(p: dict[str, Any], end: float, t: Tally) -> None:
     body = YAML_BOMB.encode()
-    req = (f"POST /api/services HTTP/1.1\r\nHost: 127.0.0.1:{p['console_port']}\r\n"
-           f"Authorization: Bearer {p['token']}\r\nContent-Type: application/yaml\r\n"
-           f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+    req = (
+        f"POST /api/services HTTP/1.1\r\nHost: 127.0.0.1:{p['console_port']}\r\n"
+        f"Authorization: Bearer {p['token']}\r\nContent-Type: application/yaml\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
 
     async def worker() -> None:
         while time.monotonic() < end:
@@ -163,8 +170,9 @@ async def attack_h2_rapid_reset(p: dict[str, Any], end: float, t: Tally) -> None
     async def worker() -> None:
         while time.monotonic() < end:
             try:
-                reader, writer = await asyncio.open_connection("127.0.0.1", p["https_port"], ssl=ctx,
-                                                              server_hostname="upload.bench")
+                reader, writer = await asyncio.open_connection(
+                    "127.0.0.1", p["https_port"], ssl=ctx, server_hostname="upload.bench"
+                )
             except OSError:
                 t.errors += 1
                 await asyncio.sleep(0.05)
@@ -226,5 +234,13 @@ def run_attack(name: str, params: str, seconds: float) -> None:
 
     uvloop.run(main())
     cpu = resource.getrusage(resource.RUSAGE_SELF)
-    print(json.dumps({"requests": t.requests, "statuses": t.statuses, "errors": t.errors,
-                      "cpu_s": round(cpu.ru_utime + cpu.ru_stime, 2)}))
+    print(
+        json.dumps(
+            {
+                "requests": t.requests,
+                "statuses": t.statuses,
+                "errors": t.errors,
+                "cpu_s": round(cpu.ru_utime + cpu.ru_stime, 2),
+            }
+        )
+    )

@@ -31,8 +31,9 @@ def _free_port() -> int:
 class ProductServe:
     """One `fsctl serve` under `tmp/name`; `stop()` sends SIGTERM (and waits for its shutdown)."""
 
-    def __init__(self, tmp: Path, cpu: str | None, name: str = "serve", root: Path = ROOT,
-                 env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, tmp: Path, cpu: str | None, name: str = "serve", root: Path = ROOT, env: dict[str, str] | None = None
+    ) -> None:
         """`cpu`: the core(s) to pin every thread to (None: not pinned); `root`: the source tree to run
         (another checkout, to compare two versions in one run); `env`: extra variables (e.g. fewer bcrypt
         rounds, a quieter log)."""
@@ -43,17 +44,37 @@ class ProductServe:
         self.cpu = cpu
         self.console_port, self.http_port, self.https_port = _free_port(), _free_port(), _free_port()
         extra = env
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith(("INFRACORE_", "FSCTL_")) or k in ("INFRACORE_PURE", "INFRACORE_REQUIRE_ACCEL")}
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("INFRACORE_", "FSCTL_")) or k in ("INFRACORE_PURE", "INFRACORE_REQUIRE_ACCEL")
+        }
         env |= {"INFRACORE_EDGE_HOST": "127.0.0.1", "XDG_CONFIG_HOME": str(self.dir / "xdg"), **(extra or {})}
         self.log = self.dir / "serve.log"
         self.data = self.dir / "data"
         pin = ["taskset", "-c", cpu] if cpu is not None else []
         with open(self.log, "wb") as log:
             self.proc = subprocess.Popen(
-                [*pin, sys.executable, "-m", "fsctl", "serve", "--data-dir", str(self.dir / "data"),
-                 "--console", f"127.0.0.1:{self.console_port}", "--http-port", str(self.http_port),
-                 "--https-port", str(self.https_port)], stdout=log, stderr=subprocess.STDOUT, env=env, cwd=root)
+                [
+                    *pin,
+                    sys.executable,
+                    "-m",
+                    "fsctl",
+                    "serve",
+                    "--data-dir",
+                    str(self.dir / "data"),
+                    "--console",
+                    f"127.0.0.1:{self.console_port}",
+                    "--http-port",
+                    str(self.http_port),
+                    "--https-port",
+                    str(self.https_port),
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=root,
+            )
         self.pid = self.proc.pid
         self.url = f"http://127.0.0.1:{self.console_port}"
         deadline = time.monotonic() + 90
@@ -89,15 +110,15 @@ class ProductServe:
         """Pin every thread the process has now to the proxy core; how many threads it has."""
         if self.cpu is None:
             return len(os.listdir(f"/proc/{self.pid}/task"))
-        subprocess.run(["taskset", "-a", "-p", "-c", self.cpu, str(self.pid)], check=True,
-                       stdout=subprocess.DEVNULL)
+        subprocess.run(["taskset", "-a", "-p", "-c", self.cpu, str(self.pid)], check=True, stdout=subprocess.DEVNULL)
         return len(os.listdir(f"/proc/{self.pid}/task"))
 
     def add_route(self, spec: dict[str, Any]) -> None:
         import httpx
 
-        r = httpx.post(f"{self.url}/api/routes", json=spec, headers={"Authorization": f"Bearer {self.token}"},
-                       timeout=30)
+        r = httpx.post(
+            f"{self.url}/api/routes", json=spec, headers={"Authorization": f"Bearer {self.token}"}, timeout=30
+        )
         if r.status_code >= 300:
             raise SystemExit(f"adding route {spec['host']} failed: {r.status_code} {r.text}")
         time.sleep(0.5)  # the gate installs the new table on its next tick

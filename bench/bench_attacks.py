@@ -52,7 +52,6 @@ ORIGIN_WORKERS = 64
 ORIGIN_BODY_TIMEOUT_S = 5.0
 
 
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -206,17 +205,38 @@ class Serve:
         self.dir = tmp / name
         self.dir.mkdir()
         self.console_port, self.http_port, self.https_port = free_port(), free_port(), free_port()
-        env = {**os.environ, "INFRACORE_EDGE_HOST": "127.0.0.1", "INFRACORE_LOG_FORMAT": "json",
-               "INFRACORE_PASSWORD_HASH_ROUNDS": "4", "XDG_CONFIG_HOME": str(self.dir / "xdg"),
-               "PYTHONUNBUFFERED": "1"}
+        env = {
+            **os.environ,
+            "INFRACORE_EDGE_HOST": "127.0.0.1",
+            "INFRACORE_LOG_FORMAT": "json",
+            "INFRACORE_PASSWORD_HASH_ROUNDS": "4",
+            "XDG_CONFIG_HOME": str(self.dir / "xdg"),
+            "PYTHONUNBUFFERED": "1",
+        }
         env.pop("FSCTL_SERVER", None)
         env.pop("FSCTL_TOKEN", None)
         self.log = self.dir / "serve.log"
         with open(self.log, "wb") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "fsctl", "serve", "--data-dir", str(self.dir / "data"),
-                 "--console", f"127.0.0.1:{self.console_port}", "--http-port", str(self.http_port),
-                 "--https-port", str(self.https_port)], stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+                [
+                    sys.executable,
+                    "-m",
+                    "fsctl",
+                    "serve",
+                    "--data-dir",
+                    str(self.dir / "data"),
+                    "--console",
+                    f"127.0.0.1:{self.console_port}",
+                    "--http-port",
+                    str(self.http_port),
+                    "--https-port",
+                    str(self.https_port),
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=ROOT,
+            )
         self.url = f"http://127.0.0.1:{self.console_port}"
         deadline = time.monotonic() + 60
         while True:
@@ -239,8 +259,9 @@ class Serve:
     def add_route(self, spec: dict[str, Any]) -> None:
         import httpx
 
-        r = httpx.post(f"{self.url}/api/routes", json=spec, headers={"Authorization": f"Bearer {self.token}"},
-                       timeout=30)
+        r = httpx.post(
+            f"{self.url}/api/routes", json=spec, headers={"Authorization": f"Bearer {self.token}"}, timeout=30
+        )
         if r.status_code >= 300:
             raise SystemExit(f"adding route {spec['host']} failed: {r.status_code} {r.text}")
 
@@ -265,8 +286,15 @@ def _pct(values: list[float], q: float) -> float:
 
 
 def _probe_cmd(port: int, seconds: float, args: argparse.Namespace) -> list[str]:
-    return [sys.executable, __file__, "--run-probe", str(port), str(seconds), str(args.probe_interval_ms),
-            str(args.probe_timeout)]
+    return [
+        sys.executable,
+        __file__,
+        "--run-probe",
+        str(port),
+        str(seconds),
+        str(args.probe_interval_ms),
+        str(args.probe_timeout),
+    ]
 
 
 def _json_out(proc: subprocess.Popen[str], timeout: float) -> dict[str, Any]:
@@ -284,15 +312,21 @@ def _row(label: str, probe: dict[str, Any]) -> str:
     bad = sum(v for k, v in probe.get("statuses", {}).items() if k != "200")
     worst = max(lat, default=float("nan"))
     when = probe["at"][lat.index(worst)] if lat and len(probe.get("at", [])) == len(lat) else float("nan")
-    return (f"  {label:<9} {len(lat):>6} {_pct(lat, 0.5):>8.2f} {_pct(lat, 0.99):>8.2f} {worst:>9.2f}"
-            f" {when:>8.2f} {bad:>7} {probe.get('timeouts', 0):>8} {probe.get('errors', 0):>6}")
+    return (
+        f"  {label:<9} {len(lat):>6} {_pct(lat, 0.5):>8.2f} {_pct(lat, 0.99):>8.2f} {worst:>9.2f}"
+        f" {when:>8.2f} {bad:>7} {probe.get('timeouts', 0):>8} {probe.get('errors', 0):>6}"
+    )
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=10.0, help="each attack's duration (default 10)")
-    ap.add_argument("--baseline-seconds", type=float, default=None,
-                    help="the probe alone, before each attack (default: as long as the attack)")
+    ap.add_argument(
+        "--baseline-seconds",
+        type=float,
+        default=None,
+        help="the probe alone, before each attack (default: as long as the attack)",
+    )
     ap.add_argument("--only", default="", help=f"comma-separated subset of {','.join(ATTACKS)}")
     ap.add_argument("--probe-interval-ms", type=float, default=10.0)
     ap.add_argument("--probe-timeout", type=float, default=2.0, help="seconds; a slower probe counts as this")
@@ -335,18 +369,37 @@ def main() -> int:
             try:
                 srv.add_route({"host": "probe.bench", "upstreams": upstream})
                 srv.add_route({"host": "upload.bench", "upstreams": upstream})
-                srv.add_route({"host": "auth.bench", "upstreams": upstream,
-                               "policies": {"basic_auth": [{"username": "admin", "bcrypt_hash": auth_hash}]}})
-                base = _json_out(subprocess.Popen(_probe_cmd(srv.http_port, args.baseline_seconds, args),
-                                                  stdout=subprocess.PIPE, text=True),
-                                 args.baseline_seconds + args.probe_timeout + 10)
-                params = json.dumps({"http_port": srv.http_port, "https_port": srv.https_port,
-                                     "console_port": srv.console_port, "token": srv.token})
-                attacker = subprocess.Popen([sys.executable, __file__, "--run-attack", name, params, str(args.seconds)],
-                                            stdout=subprocess.PIPE, text=True, cwd=ROOT)
+                srv.add_route(
+                    {
+                        "host": "auth.bench",
+                        "upstreams": upstream,
+                        "policies": {"basic_auth": [{"username": "admin", "bcrypt_hash": auth_hash}]},
+                    }
+                )
+                base = _json_out(
+                    subprocess.Popen(
+                        _probe_cmd(srv.http_port, args.baseline_seconds, args), stdout=subprocess.PIPE, text=True
+                    ),
+                    args.baseline_seconds + args.probe_timeout + 10,
+                )
+                params = json.dumps(
+                    {
+                        "http_port": srv.http_port,
+                        "https_port": srv.https_port,
+                        "console_port": srv.console_port,
+                        "token": srv.token,
+                    }
+                )
+                attacker = subprocess.Popen(
+                    [sys.executable, __file__, "--run-attack", name, params, str(args.seconds)],
+                    stdout=subprocess.PIPE,
+                    text=True,
+                    cwd=ROOT,
+                )
                 time.sleep(0.2)  # the attack under way before the probe starts measuring
-                probe = subprocess.Popen(_probe_cmd(srv.http_port, args.seconds, args), stdout=subprocess.PIPE,
-                                         text=True)
+                probe = subprocess.Popen(
+                    _probe_cmd(srv.http_port, args.seconds, args), stdout=subprocess.PIPE, text=True
+                )
                 under = _json_out(probe, args.seconds + args.probe_timeout + 10)
                 attack = _json_out(attacker, args.seconds + 15)
                 results.append((name, base, under, attack))
@@ -364,16 +417,22 @@ def main() -> int:
             origin.kill()
         shutil.rmtree(tmp, ignore_errors=True)
 
-    print(f"\nattack benchmark — fsctl serve (a fresh one per attack), probe GET every {args.probe_interval_ms:g} ms "
-          f"to probe.bench; {args.seconds:g} s per attack, {args.baseline_seconds:g} s baseline; probe timeout "
-          f"{args.probe_timeout:g} s; load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}\n")
-    print(f"  {'':<9} {'probes':>6} {'p50 ms':>8} {'p99 ms':>8} {'p100 ms':>9} {'p100 at':>8} {'non-200':>7} "
-          f"{'timeouts':>8} {'errors':>6}")
+    print(
+        f"\nattack benchmark — fsctl serve (a fresh one per attack), probe GET every {args.probe_interval_ms:g} ms "
+        f"to probe.bench; {args.seconds:g} s per attack, {args.baseline_seconds:g} s baseline; probe timeout "
+        f"{args.probe_timeout:g} s; load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}\n"
+    )
+    print(
+        f"  {'':<9} {'probes':>6} {'p50 ms':>8} {'p99 ms':>8} {'p100 ms':>9} {'p100 at':>8} {'non-200':>7} "
+        f"{'timeouts':>8} {'errors':>6}"
+    )
     verdicts = []
     for name, base, under, attack in results:
-        print(f"{name}  (attack: {attack.get('requests', '?')} requests/connections, "
-              f"statuses {attack.get('statuses', {})}, errors {attack.get('errors', '?')}, "
-              f"attacker CPU {attack.get('cpu_s', '?')} s)")
+        print(
+            f"{name}  (attack: {attack.get('requests', '?')} requests/connections, "
+            f"statuses {attack.get('statuses', {})}, errors {attack.get('errors', '?')}, "
+            f"attacker CPU {attack.get('cpu_s', '?')} s)"
+        )
         print(_row("no attack", base))
         print(_row("attack", under))
         worst = max(under.get("lat", []), default=float("inf"))
@@ -382,8 +441,10 @@ def main() -> int:
         verdicts.append((name, worst, ok))
     print()
     for name, worst, ok in verdicts:
-        print(f"{name:<16} probe p100 under attack {worst:9.2f} ms — {'met' if ok else 'NOT met'} "
-              f"(goal < {GOAL_MS:g} ms, every probe 200)")
+        print(
+            f"{name:<16} probe p100 under attack {worst:9.2f} ms — {'met' if ok else 'NOT met'} "
+            f"(goal < {GOAL_MS:g} ms, every probe 200)"
+        )
     print(f"\ntotal {time.monotonic() - started:.0f} s")
     return 0
 

@@ -42,13 +42,16 @@ def main() -> None:
     srv = ProductServe(tmp, None, env={"INFRACORE_PASSWORD_HASH_ROUNDS": "4", "INFRACORE_LOG_LEVEL": "warning"})
     api, data, http_port, h = srv.url, srv.data, srv.http_port, srv.headers
     try:
-        spec = (f"name: app\ncmd: [\"{sys.executable}\", app.py, \"${{PORT}}\"]\nworkdir: {work}\n"
-                "env: { VERSION: \"${version}\" }\nports: [{ name: http }]\n"
-                "healthcheck: { http: \"http://127.0.0.1:${PORT}/healthz\", interval: 0.5s, timeout: 2s }\n"
-                "deploy: { drain: 2s }\n")
+        spec = (
+            f'name: app\ncmd: ["{sys.executable}", app.py, "${{PORT}}"]\nworkdir: {work}\n'
+            'env: { VERSION: "${version}" }\nports: [{ name: http }]\n'
+            'healthcheck: { http: "http://127.0.0.1:${PORT}/healthz", interval: 0.5s, timeout: 2s }\n'
+            "deploy: { drain: 2s }\n"
+        )
         httpx.post(f"{api}/api/services", headers=h, json={"yaml": spec, "filename": "app.yaml"}).raise_for_status()
-        httpx.post(f"{api}/api/routes", headers=h, json={"host": "app.localhost", "upstreams": ["service:app"]}
-                   ).raise_for_status()
+        httpx.post(
+            f"{api}/api/routes", headers=h, json={"host": "app.localhost", "upstreams": ["service:app"]}
+        ).raise_for_status()
         url = f"http://127.0.0.1:{http_port}/"
         deadline = time.monotonic() + 30
         while True:
@@ -60,8 +63,10 @@ def main() -> None:
             if time.monotonic() > deadline:
                 raise RuntimeError("app not reachable through the gate")
             time.sleep(0.1)
-        print(f"rolling deploy under {RATE:g} req/s through the gate ({WINDOW_S:g} s windows, load avg "
-              f"{os.getloadavg()[0]:.2f})")
+        print(
+            f"rolling deploy under {RATE:g} req/s through the gate ({WINDOW_S:g} s windows, load avg "
+            f"{os.getloadavg()[0]:.2f})"
+        )
         print("round  window     sent  failed  achieved/s  p50 ms  p99 ms  deploy s")
         for rnd in range(1, ROUNDS + 1):
             load = Load(url, "app.localhost", rate=RATE, workers=32, max_seconds=3 * WINDOW_S).start()
@@ -85,13 +90,17 @@ def main() -> None:
             fails_before = sum(load.failures.values())
             for name, lo, hi in (("no deploy", a0, b0), ("deploy", b0, b1)):
                 lat = [x for at, x in load.latencies if lo <= at < hi]
-                print(f"{rnd:>5}  {name:<9} {len(lat):>6}  {fails_before if name == 'deploy' else 0:>6}  "
-                      f"{len(lat) / (hi - lo):>10.0f}  {pct(lat, 0.5):>6.2f}  {pct(lat, 0.99):>6.2f}  "
-                      + (f"{took:>7.2f} ({d['status']})" if name == "deploy" else ""))
+                print(
+                    f"{rnd:>5}  {name:<9} {len(lat):>6}  {fails_before if name == 'deploy' else 0:>6}  "
+                    f"{len(lat) / (hi - lo):>10.0f}  {pct(lat, 0.5):>6.2f}  {pct(lat, 0.99):>6.2f}  "
+                    + (f"{took:>7.2f} ({d['status']})" if name == "deploy" else "")
+                )
             base = [x for at, x in load.latencies if a0 <= at < b0]
             during = [x for at, x in load.latencies if b0 <= at < b1]
-            print(f"       p99 ratio deploy / no deploy: {pct(during, 0.99) / pct(base, 0.99):.2f}; "
-                  f"failures: {dict(load.failures) or 0}")
+            print(
+                f"       p99 ratio deploy / no deploy: {pct(during, 0.99) / pct(base, 0.99):.2f}; "
+                f"failures: {dict(load.failures) or 0}"
+            )
             time.sleep(1.0)
     finally:
         srv.stop()

@@ -94,15 +94,22 @@ async def orch_starts(tmp: Path) -> list[float]:
     board = EndpointBoard()
     changed = asyncio.Event()
     board.on_change(lambda _n, _e: changed.set())
-    orch = OrchService(OrchSettings(docker_name_prefix=TAG, systemd=False, drain_before_stop_s=0),
-                       data_dir=tmp / "data", store=store, bus=bus, endpoints=board)
+    orch = OrchService(
+        OrchSettings(docker_name_prefix=TAG, systemd=False, drain_before_stop_s=0),
+        data_dir=tmp / "data",
+        store=store,
+        bus=bus,
+        endpoints=board,
+    )
     await orch.start()
     out = []
     try:
         for i in range(REPS + 1):
             name = f"site{i}"
-            spec = (f"name: {name}\nimage: {IMAGE}\nports: [{{name: http, internal: 80}}]\n"
-                    "healthcheck: {http: 'http://127.0.0.1:${PORT}/', interval: 1s, timeout: 2s, retries: 2}\n")
+            spec = (
+                f"name: {name}\nimage: {IMAGE}\nports: [{{name: http, internal: 80}}]\n"
+                "healthcheck: {http: 'http://127.0.0.1:${PORT}/', interval: 1s, timeout: 2s, retries: 2}\n"
+            )
             t0 = time.perf_counter()
             await orch.apply(spec, f"{name}.yaml")
             while not board.get(name):
@@ -132,11 +139,12 @@ async def collection_cost() -> tuple[dict[str, float], dict[str, float]]:
     ids = []
     try:
         for i in range(CONTAINERS):
-            c = await docker.containers.run(config={"Image": IMAGE, "HostConfig": {"Init": True}},
-                                            name=f"{TAG}-c{i}")
+            c = await docker.containers.run(config={"Image": IMAGE, "HostConfig": {"Init": True}}, name=f"{TAG}-c{i}")
             ids.append(c.id)
-        infos = [InstanceInfo(service=f"c{i}", instance=f"c{i}-1", runtime="docker", state="running",
-                              container_id=cid) for i, cid in enumerate(ids)]
+        infos = [
+            InstanceInfo(service=f"c{i}", instance=f"c{i}-1", runtime="docker", state="running", container_id=cid)
+            for i, cid in enumerate(ids)
+        ]
         collector = ServiceCollector()
         collector.collect(infos, time.monotonic())  # first tick: finds the cgroup files
 
@@ -148,16 +156,20 @@ async def collection_cost() -> tuple[dict[str, float], dict[str, float]]:
             ours = (time.process_time() - cpu0) / n
             d1 = dockerd_cpu_s()
             theirs = (d1 - d0) / n if d0 is not None and d1 is not None else float("nan")
-            return {"ours_pct": ours * 100, "dockerd_pct": theirs * 100,
-                    "wall_ms": (time.perf_counter() - w0) / n * 1000}
+            return {
+                "ours_pct": ours * 100,
+                "dockerd_pct": theirs * 100,
+                "wall_ms": (time.perf_counter() - w0) / n * 1000,
+            }
 
         async def probe_tick() -> None:
             collector.collect(infos, time.monotonic())
             await asyncio.sleep(0)
 
         async def stats_tick() -> None:
-            await asyncio.gather(*(docker._query_json(f"containers/{cid}/stats",
-                                                      params={"stream": "0", "one-shot": "1"}) for cid in ids))
+            await asyncio.gather(
+                *(docker._query_json(f"containers/{cid}/stats", params={"stream": "0", "one-shot": "1"}) for cid in ids)
+            )
 
         return await measure(probe_tick), await measure(stats_tick)
     finally:
@@ -178,11 +190,15 @@ async def main() -> None:
         ours = await orch_starts(Path(tmp))
     print(f"orch apply (image service) -> healthy endpoint published and answering: {fmt(ours)}")
     probe, stats = await collection_cost()
-    print(f"per 1 s tick, {CONTAINERS} containers — probe's collector (cgroup files): {probe['ours_pct']:.2f} % of "
-          f"a core here + {probe['dockerd_pct']:.2f} % in dockerd, {probe['wall_ms']:.1f} ms")
-    print(f"per 1 s tick, {CONTAINERS} containers — Docker stats API (one-shot, concurrent): "
-          f"{stats['ours_pct']:.2f} % of a core here + {stats['dockerd_pct']:.2f} % in dockerd, "
-          f"{stats['wall_ms']:.1f} ms")
+    print(
+        f"per 1 s tick, {CONTAINERS} containers — probe's collector (cgroup files): {probe['ours_pct']:.2f} % of "
+        f"a core here + {probe['dockerd_pct']:.2f} % in dockerd, {probe['wall_ms']:.1f} ms"
+    )
+    print(
+        f"per 1 s tick, {CONTAINERS} containers — Docker stats API (one-shot, concurrent): "
+        f"{stats['ours_pct']:.2f} % of a core here + {stats['dockerd_pct']:.2f} % in dockerd, "
+        f"{stats['wall_ms']:.1f} ms"
+    )
 
 
 if __name__ == "__main__":

@@ -130,8 +130,9 @@ class _FakeTransport:
         pass
 
 
-def micro(requests: int = 50_000, rounds: int = 7, access_log: bool = False, body: int = 0,
-          logbus: bool = False) -> float:
+def micro(
+    requests: int = 50_000, rounds: int = 7, access_log: bool = False, body: int = 0, logbus: bool = False
+) -> float:
     """Best-of-`rounds` process CPU µs per proxied request through the gate's HTTP/1.1 path (a GET, or
     with `body` a POST of that many bytes, which the gate buffers whole before the upstream). With
     `logbus`, the access log goes to a real `LogbusService` on a temp dir, and each round ends once
@@ -159,8 +160,9 @@ async def _micro(requests: int, rounds: int, access_log: bool, body: int, logbus
     svc = LogbusService(tmp / "logs") if logbus else None
     if svc is not None:
         await svc.start()
-    state = ProxyState(GateConfig(), clock=time.monotonic, wall_clock=time.time,
-                       access_log=svc or (Sink() if access_log else None))
+    state = ProxyState(
+        GateConfig(), clock=time.monotonic, wall_clock=time.time, access_log=svc or (Sink() if access_log else None)
+    )
     state.install(state.build_snapshot([Route(1, RouteSpec(host="*", upstreams=["127.0.0.1:9"]))]))
     target = state.target("127.0.0.1", 9)
     up = UpstreamConnection(state.pool, target)
@@ -172,10 +174,14 @@ async def _micro(requests: int, rounds: int, access_log: bool, body: int, logbus
     client.connection_made(out)  # type: ignore[arg-type]
     request = b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nUser-Agent: wrk\r\n\r\n"
     if body:
-        request = (b"POST / HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nUser-Agent: wrk\r\nContent-Length: %d\r\n\r\n"
-                   % body + b"x" * body)
-    response = (b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Mon, 23 Nov 2026 13:00:00 GMT\r\n"
-                b"Content-Type: text/plain\r\nContent-Length: 3\r\nConnection: keep-alive\r\n\r\nok\n")
+        request = (
+            b"POST / HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nUser-Agent: wrk\r\nContent-Length: %d\r\n\r\n" % body
+            + b"x" * body
+        )
+    response = (
+        b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Mon, 23 Nov 2026 13:00:00 GMT\r\n"
+        b"Content-Type: text/plain\r\nContent-Length: 3\r\nConnection: keep-alive\r\n\r\nok\n"
+    )
     best = float("inf")
     try:
         for _ in range(rounds):
@@ -282,15 +288,19 @@ PROXY_BODY = """
 """
 
 
-def start_nginx(nginx: str, tmp: Path, name: str, body: str, cpu: str, *, access_log: bool = False
-                ) -> subprocess.Popen[bytes]:
+def start_nginx(
+    nginx: str, tmp: Path, name: str, body: str, cpu: str, *, access_log: bool = False
+) -> subprocess.Popen[bytes]:
     """nginx in the foreground; `access_log`: the reference proxy's combined log, buffered as a tuned
     production setup does (64 KiB, flushed every second) — the product logs every request too."""
     conf = tmp / f"nginx-{name}.conf"
     log = f"{tmp}/access-{name}.log combined buffer=64k flush=1s" if access_log else "off"
     conf.write_text(NGINX_CONF.format(dir=tmp, name=name, body=body, access_log=log))
-    return subprocess.Popen(["taskset", "-c", cpu, nginx, "-p", str(tmp), "-c", str(conf)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return subprocess.Popen(
+        ["taskset", "-c", cpu, nginx, "-p", str(tmp), "-c", str(conf)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 # --- load --------------------------------------------------------------------------------------------------
@@ -305,8 +315,17 @@ def _ms(text: str) -> float:
 
 
 def wrk(port: int, path: str, connections: int, seconds: float) -> dict[str, float]:
-    cmd = ["taskset", "-c", LOAD_CPU, "wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency",
-           f"http://127.0.0.1:{port}{path}"]
+    cmd = [
+        "taskset",
+        "-c",
+        LOAD_CPU,
+        "wrk",
+        "-t1",
+        f"-c{connections}",
+        f"-d{max(1, round(seconds))}s",
+        "--latency",
+        f"http://127.0.0.1:{port}{path}",
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 30)
     out = done.stdout
     if "Requests/sec" not in out:
@@ -360,8 +379,9 @@ class CpuMeter:
         return total
 
 
-def run_load(sampler: RssSampler | None, port: int, path: str, conns: int, seconds: float,
-             meter: CpuMeter | None = None) -> dict[str, float]:
+def run_load(
+    sampler: RssSampler | None, port: int, path: str, conns: int, seconds: float, meter: CpuMeter | None = None
+) -> dict[str, float]:
     """One wrk run; with `meter`, adds the proxy's CPU microseconds per request (robust to machine load)."""
     import threading
 
@@ -404,27 +424,39 @@ def summarize_profile(path: Path, top: int = 12) -> None:
             total[f] += n
     print(f"\npy-spy profile of the gate under load ({n_all} samples, raw file {path}):")
     print("  self time:      " + ", ".join(f"{f} {c / n_all:.0%}" for f, c in own.most_common(top)))
-    print("  inclusive time: " + ", ".join(f"{f} {c / n_all:.0%}" for f, c in total.most_common(top + 5)
-                                          if c < n_all))
+    print("  inclusive time: " + ", ".join(f"{f} {c / n_all:.0%}" for f, c in total.most_common(top + 5) if c < n_all))
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--connections", type=int, default=50)
-    ap.add_argument("--profile", nargs="?", const="gate", choices=("gate", "serve"),
-                    help="record a py-spy profile of the engine (or of `fsctl serve`) under load (needs py-spy)")
-    ap.add_argument("--pairs", type=int, default=6,
-                    help="then N rounds of alternating short engine/serve/nginx runs (medians)")
+    ap.add_argument(
+        "--profile",
+        nargs="?",
+        const="gate",
+        choices=("gate", "serve"),
+        help="record a py-spy profile of the engine (or of `fsctl serve`) under load (needs py-spy)",
+    )
+    ap.add_argument(
+        "--pairs", type=int, default=6, help="then N rounds of alternating short engine/serve/nginx runs (medians)"
+    )
     ap.add_argument("--pair-seconds", type=float, default=3.0)
     ap.add_argument("--no-product", action="store_true", help="skip the `fsctl serve` runs (the engine alone)")
-    ap.add_argument("--before", type=Path, metavar="DIR",
-                    help="also run `fsctl serve` from the source tree DIR (e.g. `git archive` of an older commit with "
-                         "this gate/_accel copied in): row `before`, ratio serve/before")
+    ap.add_argument(
+        "--before",
+        type=Path,
+        metavar="DIR",
+        help="also run `fsctl serve` from the source tree DIR (e.g. `git archive` of an older commit with "
+        "this gate/_accel copied in): row `before`, ratio serve/before",
+    )
     ap.add_argument("--micro", action="store_true", help="only the in-process per-request Python cost")
     ap.add_argument("--access-log", action="store_true", help="--micro: with an access-log sink")
-    ap.add_argument("--logbus", action="store_true",
-                    help="--micro: with logbus itself as the sink (its writer thread's CPU included)")
+    ap.add_argument(
+        "--logbus",
+        action="store_true",
+        help="--micro: with logbus itself as the sink (its writer thread's CPU included)",
+    )
     ap.add_argument("--body", type=int, default=0, help="--micro: POST bodies of this many bytes instead of GET")
     ap.add_argument("--run-gate", nargs=2, metavar=("PORT", "UPSTREAM"), help=argparse.SUPPRESS)
     ap.add_argument("--run-origin", type=int, metavar="PORT", help=argparse.SUPPRESS)
@@ -437,10 +469,13 @@ def main() -> int:
         return 0
     if args.micro:
         what = f"POST {args.body} B" if args.body else "GET"
-        sink = (" with logbus as the access log" if args.logbus
-                else " with an access-log sink" if args.access_log else "")
-        print(f"gate per-request Python cost (in process, fake transports, best of 7 x 50000, {what}): "
-              f"{micro(access_log=args.access_log, body=args.body, logbus=args.logbus):.2f} µs{sink}; {gate_build()}")
+        sink = (
+            " with logbus as the access log" if args.logbus else " with an access-log sink" if args.access_log else ""
+        )
+        print(
+            f"gate per-request Python cost (in process, fake transports, best of 7 x 50000, {what}): "
+            f"{micro(access_log=args.access_log, body=args.body, logbus=args.logbus):.2f} µs{sink}; {gate_build()}"
+        )
         return 0
     if not shutil.which("wrk"):
         print("bench-gate needs wrk (apt-get install wrk)", file=sys.stderr)
@@ -457,18 +492,33 @@ def main() -> int:
             procs.append(start_nginx(nginx, tmp, "origin", ORIGIN_BODY.format(port=origin_port, dir=tmp), LOAD_CPU))
             origin_kind = "nginx return 200"
         else:
-            procs.append(subprocess.Popen(["taskset", "-c", LOAD_CPU, sys.executable, __file__, "--run-origin",
-                                           str(origin_port)]))
+            procs.append(
+                subprocess.Popen(
+                    ["taskset", "-c", LOAD_CPU, sys.executable, __file__, "--run-origin", str(origin_port)]
+                )
+            )
             origin_kind = "minimal asyncio origin"
         wait_port(origin_port)
-        gate = subprocess.Popen(["taskset", "-c", PROXY_CPU, sys.executable, __file__, "--run-gate", str(gate_port),
-                                 f"127.0.0.1:{origin_port}"], cwd=ROOT)
+        gate = subprocess.Popen(
+            [
+                "taskset",
+                "-c",
+                PROXY_CPU,
+                sys.executable,
+                __file__,
+                "--run-gate",
+                str(gate_port),
+                f"127.0.0.1:{origin_port}",
+            ],
+            cwd=ROOT,
+        )
         procs.append(gate)
         wait_port(gate_port)
         nginx_proc = None
         if nginx:
-            nginx_proc = start_nginx(nginx, tmp, "proxy", PROXY_BODY.format(port=nginx_port, origin=origin_port),
-                                     PROXY_CPU, access_log=True)
+            nginx_proc = start_nginx(
+                nginx, tmp, "proxy", PROXY_BODY.format(port=nginx_port, origin=origin_port), PROXY_CPU, access_log=True
+            )
             procs.append(nginx_proc)
             wait_port(nginx_port)
         targets = [("direct", origin_port), ("gate", gate_port)]
@@ -500,9 +550,24 @@ def main() -> int:
         profiler = None
         for name, port in targets:
             if args.profile == name and shutil.which("py-spy"):
-                profiler = subprocess.Popen(["py-spy", "record", "-p", str(meters[name].proc.pid), "-o", str(PROFILE),
-                                             "-f", "raw", "-d", str(int(s)), "-r", "200"],
-                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                profiler = subprocess.Popen(
+                    [
+                        "py-spy",
+                        "record",
+                        "-p",
+                        str(meters[name].proc.pid),
+                        "-o",
+                        str(PROFILE),
+                        "-f",
+                        "raw",
+                        "-d",
+                        str(int(s)),
+                        "-r",
+                        "200",
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
             results[name] = {
                 "small": run_load(sampler if name == "gate" else None, port, "/", c, s, meters.get(name)),
             }
@@ -511,20 +576,33 @@ def main() -> int:
                 profiler = None
             results[name]["one"] = run_load(sampler if name == "gate" else None, port, "/", 1, s, meters.get(name))
             results[name]["big"] = run_load(sampler if name == "gate" else None, port, "/1m", 10, s)
-        print(f"\ngate benchmark — origin: {origin_kind}; proxies pinned to cpu {PROXY_CPU}, wrk to cpu {LOAD_CPU}; "
-              f"{s:g} s per run; load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}; "
-              f"gate {gate_build()}")
-        print("gate = the engine alone; " + (f"serve = `fsctl serve` with default settings ({threads} threads, all "
-                                              f"on cpu {PROXY_CPU}); " if serve else "")
-              + ("nginx = 1 worker, access log on (buffer=64k flush=1s)" if nginx else "") + "\n")
-        print(f"{'':8} {'req/s @' + str(c):>12} {'p50 ms':>8} {'p99 ms':>8} {'CPU us/req':>10} {'p50 ms @1':>10} "
-              f"{'CPU us @1':>9} {'1MiB MiB/s':>11} {'errors':>7}")
+        print(
+            f"\ngate benchmark — origin: {origin_kind}; proxies pinned to cpu {PROXY_CPU}, wrk to cpu {LOAD_CPU}; "
+            f"{s:g} s per run; load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}; "
+            f"gate {gate_build()}"
+        )
+        print(
+            "gate = the engine alone; "
+            + (
+                f"serve = `fsctl serve` with default settings ({threads} threads, all on cpu {PROXY_CPU}); "
+                if serve
+                else ""
+            )
+            + ("nginx = 1 worker, access log on (buffer=64k flush=1s)" if nginx else "")
+            + "\n"
+        )
+        print(
+            f"{'':8} {'req/s @' + str(c):>12} {'p50 ms':>8} {'p99 ms':>8} {'CPU us/req':>10} {'p50 ms @1':>10} "
+            f"{'CPU us @1':>9} {'1MiB MiB/s':>11} {'errors':>7}"
+        )
         for name, _ in targets:
             r = results[name]
             errors = int(r["small"]["errors"] + r["one"]["errors"] + r["big"]["errors"])
-            print(f"{name:8} {r['small']['rps']:>12.0f} {r['small']['p50_ms']:>8.3f} {r['small']['p99_ms']:>8.3f} "
-                  f"{r['small'].get('cpu_us', float('nan')):>10.1f} {r['one']['p50_ms']:>10.3f} "
-                  f"{r['one'].get('cpu_us', float('nan')):>9.0f} {r['big'].get('mib_s', 0):>11.0f} {errors:>7}")
+            print(
+                f"{name:8} {r['small']['rps']:>12.0f} {r['small']['p50_ms']:>8.3f} {r['small']['p99_ms']:>8.3f} "
+                f"{r['small'].get('cpu_us', float('nan')):>10.1f} {r['one']['p50_ms']:>10.3f} "
+                f"{r['one'].get('cpu_us', float('nan')):>9.0f} {r['big'].get('mib_s', 0):>11.0f} {errors:>7}"
+            )
         d = results["direct"]["one"]["p50_ms"]
         g = results["gate"]
         print()
@@ -536,15 +614,21 @@ def main() -> int:
             print(f"nginx added p50 latency at 1 connection: {n['one']['p50_ms'] - d:.3f} ms")
             print(f"gate / nginx requests/s: {g['small']['rps'] / max(1.0, n['small']['rps']):.2f} (target >= 0.50)")
             print(f"CPU per request @{c}, nginx / gate: {n['small']['cpu_us'] / g['small']['cpu_us']:.2f}")
-            print(f"gate / nginx 1 MiB throughput: {g['big'].get('mib_s', 0) / max(1.0, n['big'].get('mib_s', 1)):.2f}"
-                  f" (target >= 1.0)")
+            print(
+                f"gate / nginx 1 MiB throughput: {g['big'].get('mib_s', 0) / max(1.0, n['big'].get('mib_s', 1)):.2f}"
+                f" (target >= 1.0)"
+            )
         if serve:
             v = results["serve"]["small"]
             if nginx:
-                print(f"serve / nginx requests/s: {v['rps'] / max(1.0, results['nginx']['small']['rps']):.2f} "
-                      f"(target >= 0.50)")
-            print(f"serve / gate requests/s: {v['rps'] / max(1.0, g['small']['rps']):.2f} (target >= 0.90); "
-                  f"CPU per request, gate / serve: {g['small']['cpu_us'] / v['cpu_us']:.2f}")
+                print(
+                    f"serve / nginx requests/s: {v['rps'] / max(1.0, results['nginx']['small']['rps']):.2f} "
+                    f"(target >= 0.50)"
+                )
+            print(
+                f"serve / gate requests/s: {v['rps'] / max(1.0, g['small']['rps']):.2f} (target >= 0.90); "
+                f"CPU per request, gate / serve: {g['small']['cpu_us'] / v['cpu_us']:.2f}"
+            )
         print(f"gate peak RSS under load: {sampler.peak / 2**20:.1f} MiB (target < 100 MiB)")
         if nginx and args.pairs:
             rounds(args.pairs, args.pair_seconds, c, [(n, p) for n, p in targets if n != "direct"], meters)
@@ -566,13 +650,17 @@ def main() -> int:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def rounds(n_rounds: int, seconds: float, conns: int, targets: list[tuple[str, int]],
-           meters: dict[str, CpuMeter]) -> None:
+def rounds(
+    n_rounds: int, seconds: float, conns: int, targets: list[tuple[str, int]], meters: dict[str, CpuMeter]
+) -> None:
     """The shared machine's load swings single runs 2x: alternate short runs of each proxy and read the
     medians of the same-round ratios (requests/s, and CPU per request, which load moves less)."""
     names = [n for n, _ in targets]
-    pairs = [(a, b) for a, b in (("gate", "nginx"), ("serve", "nginx"), ("serve", "gate"), ("before", "gate"),
-                                 ("serve", "before")) if a in names and b in names]
+    pairs = [
+        (a, b)
+        for a, b in (("gate", "nginx"), ("serve", "nginx"), ("serve", "gate"), ("before", "gate"), ("serve", "before"))
+        if a in names and b in names
+    ]
     ratios: dict[tuple[str, str], list[float]] = {p: [] for p in pairs}
     cpu_ratios: dict[tuple[str, str], list[float]] = {p: [] for p in pairs}
     print(f"\n{n_rounds} rounds of alternating runs ({', '.join(names)}), {seconds:g} s each, {conns} connections:")
@@ -581,14 +669,19 @@ def rounds(n_rounds: int, seconds: float, conns: int, targets: list[tuple[str, i
         for a, b in pairs:
             ratios[(a, b)].append(res[a]["rps"] / max(1.0, res[b]["rps"]))
             cpu_ratios[(a, b)].append(res[b]["cpu_us"] / res[a]["cpu_us"])
-        print(f"  round {i + 1}: " + ", ".join(f"{n} {r['rps']:.0f} req/s ({r['cpu_us']:.1f} us/req)"
-                                             for n, r in res.items())
-              + "; " + ", ".join(f"{a}/{b} {ratios[(a, b)][-1]:.2f}" for a, b in pairs))
+        print(
+            f"  round {i + 1}: "
+            + ", ".join(f"{n} {r['rps']:.0f} req/s ({r['cpu_us']:.1f} us/req)" for n, r in res.items())
+            + "; "
+            + ", ".join(f"{a}/{b} {ratios[(a, b)][-1]:.2f}" for a, b in pairs)
+        )
     for a, b in pairs:
         target = {"gate": " (target >= 0.90)", "nginx": " (target >= 0.50)"}.get(b, "")
-        print(f"{a} / {b} requests/s over {n_rounds} rounds: median {statistics.median(ratios[(a, b)]):.2f} "
-              f"(min {min(ratios[(a, b)]):.2f}, max {max(ratios[(a, b)]):.2f}); by CPU per request: median "
-              f"{statistics.median(cpu_ratios[(a, b)]):.2f}{target}")
+        print(
+            f"{a} / {b} requests/s over {n_rounds} rounds: median {statistics.median(ratios[(a, b)]):.2f} "
+            f"(min {min(ratios[(a, b)]):.2f}, max {max(ratios[(a, b)]):.2f}); by CPU per request: median "
+            f"{statistics.median(cpu_ratios[(a, b)]):.2f}{target}"
+        )
 
 
 if __name__ == "__main__":

@@ -113,8 +113,10 @@ def run_gate(port: int, upstream: str, data_dir: str) -> None:
 
 # --- --micro: the per-request Python cost of the HTTP/2 path, in process ----------------------------
 
-_H2_RESPONSE = (b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Mon, 23 Nov 2026 13:00:00 GMT\r\n"
-                b"Content-Type: text/plain\r\nContent-Length: 3\r\nConnection: keep-alive\r\n\r\nok\n")
+_H2_RESPONSE = (
+    b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Mon, 23 Nov 2026 13:00:00 GMT\r\n"
+    b"Content-Type: text/plain\r\nContent-Length: 3\r\nConnection: keep-alive\r\n\r\nok\n"
+)
 
 
 def _h2_frame(kind: int, flags: int, sid: int, payload: bytes) -> bytes:
@@ -165,12 +167,19 @@ def micro_h2(requests: int = 30_000, rounds: int = 5, streams: int = 10) -> floa
         settings.settings = {SettingsFrame.INITIAL_WINDOW_SIZE: 2**30 - 1, SettingsFrame.ENABLE_PUSH: 0}
         grow = WindowUpdateFrame(0)
         grow.window_increment = 2**30 - 1 - 65535
-        front.data_received(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + settings.serialize() + grow.serialize()
-                            + _h2_frame(4, 1, 0, b""))
+        front.data_received(
+            b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + settings.serialize() + grow.serialize() + _h2_frame(4, 1, 0, b"")
+        )
         enc = Encoder()
-        fields = [(b":method", b"GET"), (b":path", b"/"), (b":scheme", b"https"), (b":authority", b"127.0.0.1:8443"),
-                  (b"accept", b"*/*"), (b"accept-encoding", b"gzip, deflate"),
-                  (b"user-agent", b"h2load nghttp2/1.52.0")]
+        fields = [
+            (b":method", b"GET"),
+            (b":path", b"/"),
+            (b":scheme", b"https"),
+            (b":authority", b"127.0.0.1:8443"),
+            (b"accept", b"*/*"),
+            (b"accept-encoding", b"gzip, deflate"),
+            (b"user-agent", b"h2load nghttp2/1.52.0"),
+        ]
         first, steady = enc.encode(fields), enc.encode(fields)
         sid = 1
         batches = []
@@ -193,16 +202,28 @@ def micro_h2(requests: int = 30_000, rounds: int = 5, streams: int = 10) -> floa
                 await asyncio.sleep(0)
             best = min(best, (time.process_time() - t0) / (n_batches * streams) * 1e6)
         if front.requests != n_batches * streams * rounds or front.streams or front.closed:
-            raise SystemExit(f"the micro benchmark's requests were not all answered ({front.requests} requests, "
-                             f"{len(front.streams)} open streams, closed={front.closed})")
+            raise SystemExit(
+                f"the micro benchmark's requests were not all answered ({front.requests} requests, "
+                f"{len(front.streams)} open streams, closed={front.closed})"
+            )
         return best
 
     return uvloop.run(run())
 
 
 def h2load(port: int, seconds: float, conns: int = 10, streams: int = 10) -> dict[str, float]:
-    cmd = ["taskset", "-c", LOAD_CPU, "h2load", "-t1", f"-c{conns}", f"-m{streams}", f"-D{max(1, round(seconds))}",
-           "--warm-up-time=1", f"https://127.0.0.1:{port}/"]
+    cmd = [
+        "taskset",
+        "-c",
+        LOAD_CPU,
+        "h2load",
+        "-t1",
+        f"-c{conns}",
+        f"-m{streams}",
+        f"-D{max(1, round(seconds))}",
+        "--warm-up-time=1",
+        f"https://127.0.0.1:{port}/",
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60)
     out = done.stdout
     res: dict[str, float] = {"rps": 0.0, "errors": 0.0}
@@ -261,8 +282,13 @@ def measured(meter: CpuMeter, seconds: float, fn, *a, **kw) -> dict[str, float]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=5.0)
-    ap.add_argument("--profile", nargs="?", const="gate", choices=("gate", "serve"),
-                    help="py-spy profile of the engine (or of `fsctl serve`) during the HTTP/2 run")
+    ap.add_argument(
+        "--profile",
+        nargs="?",
+        const="gate",
+        choices=("gate", "serve"),
+        help="py-spy profile of the engine (or of `fsctl serve`) during the HTTP/2 run",
+    )
     ap.add_argument("--no-product", action="store_true", help="skip the `fsctl serve` runs (the engine alone)")
     ap.add_argument("--micro", action="store_true", help="only the in-process per-request Python cost of HTTP/2")
     ap.add_argument("--run-gate", nargs=3, metavar=("PORT", "UPSTREAM", "DIR"), help=argparse.SUPPRESS)
@@ -271,12 +297,14 @@ def main() -> int:
         run_gate(int(args.run_gate[0]), args.run_gate[1], args.run_gate[2])
         return 0
     if args.micro:
-        print(f"gate HTTP/2 per-request Python cost (in process, best of 5 rounds): {micro_h2():.2f} µs; "
-              f"{gate_build()}")
+        print(
+            f"gate HTTP/2 per-request Python cost (in process, best of 5 rounds): {micro_h2():.2f} µs; {gate_build()}"
+        )
         return 0
     nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
-    missing = [t for t, p in (("wrk", shutil.which("wrk")), ("h2load", shutil.which("h2load")), ("nginx", nginx))
-               if not p]
+    missing = [
+        t for t, p in (("wrk", shutil.which("wrk")), ("h2load", shutil.which("h2load")), ("nginx", nginx)) if not p
+    ]
     if missing:
         print(f"bench-gate-tls needs {', '.join(missing)} (apt-get install wrk nghttp2-client nginx)", file=sys.stderr)
         return 2
@@ -294,13 +322,32 @@ def main() -> int:
         origin_port, gate_port, nginx_port, caddy_port = free_port(), free_port(), free_port(), free_port()
         procs.append(start_nginx(nginx, tmp, "origin", ORIGIN_BODY.format(port=origin_port, dir=tmp), LOAD_CPU))
         wait_port(origin_port)
-        gate = subprocess.Popen(["taskset", "-c", PROXY_CPU, sys.executable, __file__, "--run-gate", str(gate_port),
-                                 f"127.0.0.1:{origin_port}", str(tmp / "certs")], cwd=ROOT)
+        gate = subprocess.Popen(
+            [
+                "taskset",
+                "-c",
+                PROXY_CPU,
+                sys.executable,
+                __file__,
+                "--run-gate",
+                str(gate_port),
+                f"127.0.0.1:{origin_port}",
+                str(tmp / "certs"),
+            ],
+            cwd=ROOT,
+        )
         procs.append(gate)
         wait_port(gate_port)
-        procs.append(start_nginx(nginx, tmp, "proxy", NGINX_TLS_PROXY.format(port=nginx_port, origin=origin_port,
-                                                                             cert=cert, key=key), PROXY_CPU,
-                                 access_log=True))
+        procs.append(
+            start_nginx(
+                nginx,
+                tmp,
+                "proxy",
+                NGINX_TLS_PROXY.format(port=nginx_port, origin=origin_port, cert=cert, key=key),
+                PROXY_CPU,
+                access_log=True,
+            )
+        )
         wait_port(nginx_port)
         targets = [("gate", gate_port), ("nginx", nginx_port)]
         meters = {"gate": CpuMeter(gate.pid), "nginx": CpuMeter(procs[-1].pid)}
@@ -312,12 +359,27 @@ def main() -> int:
             targets.insert(1, ("serve", serve.https_port))
             meters["serve"] = CpuMeter(serve.pid)
         if caddy:
-            (tmp / "Caddyfile").write_text(CADDYFILE.format(port=caddy_port, origin=origin_port, cert=cert, key=key,
-                                                            dir=tmp))
-            procs.append(subprocess.Popen(["taskset", "-c", PROXY_CPU, caddy, "run", "--config", str(tmp / "Caddyfile"),
-                                           "--adapter", "caddyfile"], stdout=subprocess.DEVNULL,
-                                          stderr=subprocess.DEVNULL, env={"HOME": str(tmp), "PATH": "/usr/bin:/bin",
-                                                                          "GOMAXPROCS": "1"}))
+            (tmp / "Caddyfile").write_text(
+                CADDYFILE.format(port=caddy_port, origin=origin_port, cert=cert, key=key, dir=tmp)
+            )
+            procs.append(
+                subprocess.Popen(
+                    [
+                        "taskset",
+                        "-c",
+                        PROXY_CPU,
+                        caddy,
+                        "run",
+                        "--config",
+                        str(tmp / "Caddyfile"),
+                        "--adapter",
+                        "caddyfile",
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    env={"HOME": str(tmp), "PATH": "/usr/bin:/bin", "GOMAXPROCS": "1"},
+                )
+            )
             wait_port(caddy_port)
             targets.append(("caddy", caddy_port))
             meters["caddy"] = CpuMeter(procs[-1].pid)
@@ -337,27 +399,50 @@ def main() -> int:
             sampler.sample()
             profiler = None
             if args.profile == name and shutil.which("py-spy"):
-                profiler = subprocess.Popen(["py-spy", "record", "-p", str(meter.proc.pid), "-o", str(PROFILE),
-                                             "-f", "raw", "-d", str(int(s)), "-r", "200"],
-                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                profiler = subprocess.Popen(
+                    [
+                        "py-spy",
+                        "record",
+                        "-p",
+                        str(meter.proc.pid),
+                        "-o",
+                        str(PROFILE),
+                        "-f",
+                        "raw",
+                        "-d",
+                        str(int(s)),
+                        "-r",
+                        "200",
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
             r["h2"] = measured(meter, s, h2load, port, s)
             sampler.sample()
             if profiler:
                 profiler.wait()
             results[name] = r
-        print(f"\ngate TLS benchmark — origin nginx `return 200` on cpu {LOAD_CPU}; proxies pinned to cpu {PROXY_CPU}, "
-              f"load (wrk, h2load) on cpu {LOAD_CPU}; {s:g} s per run; ECDSA P-256 certificate; load average "
-              f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}; gate {gate_build()}")
-        print("gate = the engine alone; " + ("serve = `fsctl serve` with default settings, every thread on cpu "
-                                              f"{PROXY_CPU}; " if serve else "")
-              + "nginx = 1 worker, access log on (buffer=64k flush=1s)\n")
-        print(f"{'':8} {'HTTPS h1 req/s @50':>19} {'TLS1.3 handshakes/s':>20} {'h2 req/s 10x10':>15} {'errors':>7}"
-              f"   CPU us per request: {'h1':>6} {'handshake':>9} {'h2':>6}")
+        print(
+            f"\ngate TLS benchmark — origin nginx `return 200` on cpu {LOAD_CPU}; proxies pinned to cpu {PROXY_CPU}, "
+            f"load (wrk, h2load) on cpu {LOAD_CPU}; {s:g} s per run; ECDSA P-256 certificate; load average "
+            f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}; gate {gate_build()}"
+        )
+        print(
+            "gate = the engine alone; "
+            + (f"serve = `fsctl serve` with default settings, every thread on cpu {PROXY_CPU}; " if serve else "")
+            + "nginx = 1 worker, access log on (buffer=64k flush=1s)\n"
+        )
+        print(
+            f"{'':8} {'HTTPS h1 req/s @50':>19} {'TLS1.3 handshakes/s':>20} {'h2 req/s 10x10':>15} {'errors':>7}"
+            f"   CPU us per request: {'h1':>6} {'handshake':>9} {'h2':>6}"
+        )
         for name, _ in targets:
             r = results[name]
             errors = int(sum(x["errors"] for x in r.values()))
-            print(f"{name:8} {r['h1']['rps']:>19.0f} {r['hs']['rps']:>20.0f} {r['h2']['rps']:>15.0f} {errors:>7}"
-                  f"   {'':19}{r['h1']['cpu_us']:>6.0f} {r['hs']['cpu_us']:>9.0f} {r['h2']['cpu_us']:>6.0f}")
+            print(
+                f"{name:8} {r['h1']['rps']:>19.0f} {r['hs']['rps']:>20.0f} {r['h2']['rps']:>15.0f} {errors:>7}"
+                f"   {'':19}{r['h1']['cpu_us']:>6.0f} {r['hs']['cpu_us']:>9.0f} {r['h2']['cpu_us']:>6.0f}"
+            )
         g, n = results["gate"], results["nginx"]
         print()
         print(f"gate / nginx HTTPS HTTP/1.1 req/s: {g['h1']['rps'] / max(1.0, n['h1']['rps']):.2f} (target >= 0.50)")
@@ -366,13 +451,14 @@ def main() -> int:
         if serve:
             v = results["serve"]
             for k, label in (("h1", "HTTPS HTTP/1.1"), ("hs", "TLS 1.3 handshakes"), ("h2", "HTTP/2")):
-                print(f"serve / nginx, serve / gate {label + ' req/s:':24} {v[k]['rps'] / max(1.0, n[k]['rps']):.2f}, "
-                      f"{v[k]['rps'] / max(1.0, g[k]['rps']):.2f} (targets >= 0.50, >= 0.90); CPU per request, "
-                      f"gate / serve: {g[k]['cpu_us'] / v[k]['cpu_us']:.2f}")
+                print(
+                    f"serve / nginx, serve / gate {label + ' req/s:':24} {v[k]['rps'] / max(1.0, n[k]['rps']):.2f}, "
+                    f"{v[k]['rps'] / max(1.0, g[k]['rps']):.2f} (targets >= 0.50, >= 0.90); CPU per request, "
+                    f"gate / serve: {g[k]['cpu_us'] / v[k]['cpu_us']:.2f}"
+                )
         if "caddy" in results:
             c = results["caddy"]
-            print(f"gate / caddy HTTP/2 req/s:         {g['h2']['rps'] / max(1.0, c['h2']['rps']):.2f} "
-                  f"(target >= 1.0)")
+            print(f"gate / caddy HTTP/2 req/s:         {g['h2']['rps'] / max(1.0, c['h2']['rps']):.2f} (target >= 1.0)")
         for k, label in (("h1", "HTTPS HTTP/1.1"), ("hs", "TLS 1.3 handshake"), ("h2", "HTTP/2")):
             print(f"CPU per request, nginx / gate, {label}: {n[k]['cpu_us'] / g[k]['cpu_us']:.2f}")
         print(f"gate peak RSS: {sampler.peak / 2**20:.1f} MiB")

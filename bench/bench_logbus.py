@@ -100,16 +100,24 @@ async def bench_ingest(tmp: Path, total: int, pad: int) -> dict[str, float]:
     finally:
         await svc.stop(30)
     shutil.rmtree(tmp / "ingest")
-    return {"bytes": nbytes, "lines": nlines, "stored_lines": stored, "cat_s": cat_s, "logbus_s": logbus_s,
-            "child_s": child_s, "stored_bytes": stored_bytes}
+    return {
+        "bytes": nbytes,
+        "lines": nlines,
+        "stored_lines": stored,
+        "cat_s": cat_s,
+        "logbus_s": logbus_s,
+        "child_s": child_s,
+        "stored_bytes": stored_bytes,
+    }
 
 
 async def build_corpus(root: Path, total: int) -> tuple[LogbusService, float, float]:
     """~`total` bytes for service `web`, timestamps spread evenly over one day."""
     start = 1_795_300_000.0
     clock = ManualClock(start)
-    svc = LogbusService(root, LogbusConfig(buffer_bytes=256 * MB, max_total_bytes=100 * 1024**3,
-                                           retention_interval_s="1000d"), clock)
+    svc = LogbusService(
+        root, LogbusConfig(buffer_bytes=256 * MB, max_total_bytes=100 * 1024**3, retention_interval_s="1000d"), clock
+    )
     await svc.start()
     rnd = random.Random(11)
     words = ["GET", "POST", "/api/items", "/api/users", "200", "404", "500", "ok", "slow", "user", "cache", "db"]
@@ -133,7 +141,7 @@ async def build_corpus(root: Path, total: int) -> tuple[LogbusService, float, fl
     step = 86400.0 / n_chunks
     for i in range(n_chunks):
         j = (i * 600) % 19400
-        svc.append("web", "web-1", "stdout", b"".join(lines[j:j + 600]))
+        svc.append("web", "web-1", "stdout", b"".join(lines[j : j + 600]))
         clock.advance(step)
         if svc.intake.pending_bytes > 128 * MB:
             await svc.flush()
@@ -153,16 +161,20 @@ async def report_ingest(tmp: Path, total: int, pad: int, runs: int) -> None:
         ing = await bench_ingest(tmp, total, pad)
         raw_mb = ing["bytes"] / MB
         if i == 0:
-            print(f"\n== ingest: child writes as fast as it can, {ing['bytes'] / ing['lines']:.0f}-byte lines "
-                  f"({runs} runs, each with its own cat reference)")
+            print(
+                f"\n== ingest: child writes as fast as it can, {ing['bytes'] / ing['lines']:.0f}-byte lines "
+                f"({runs} runs, each with its own cat reference)"
+            )
             print(f"  stream: {raw_mb:.0f} MB, {ing['lines']:.0f} lines")
         shares.append(ing["cat_s"] / ing["logbus_s"])
-        print(f"  run {i + 1}: cat > file (reference) {raw_mb / ing['cat_s']:7.1f} MB/s; "
-              f"logbus (written+indexed) {raw_mb / ing['logbus_s']:7.1f} MB/s, "
-              f"{ing['lines'] / ing['logbus_s'] / 1e6:5.2f} M lines/s = {shares[-1]:.0%} of cat; "
-              f"stored {ing['stored_lines']:.0f} lines, {ing['stored_bytes'] / MB:.1f} MB "
-              f"({ing['stored_bytes'] / ing['bytes'] - 1:+.2%}); child ran {ing['child_s']:.2f} s "
-              f"(vs {ing['cat_s']:.2f} s into cat)")
+        print(
+            f"  run {i + 1}: cat > file (reference) {raw_mb / ing['cat_s']:7.1f} MB/s; "
+            f"logbus (written+indexed) {raw_mb / ing['logbus_s']:7.1f} MB/s, "
+            f"{ing['lines'] / ing['logbus_s'] / 1e6:5.2f} M lines/s = {shares[-1]:.0%} of cat; "
+            f"stored {ing['stored_lines']:.0f} lines, {ing['stored_bytes'] / MB:.1f} MB "
+            f"({ing['stored_bytes'] / ing['bytes'] - 1:+.2%}); child ran {ing['child_s']:.2f} s "
+            f"(vs {ing['cat_s']:.2f} s into cat)"
+        )
     print(f"  median share of cat: {statistics.median(shares):.0%} (min {min(shares):.0%}, max {max(shares):.0%})")
 
 
@@ -182,8 +194,10 @@ async def main() -> None:
         svc, t0, t1 = await build_corpus(tmp / "corpus", total)
         files = sorted(str(p) for p in (tmp / "corpus" / "web").iterdir())
         size = sum(os.path.getsize(f) for f in files)
-        print(f"\n== corpus: {size / MB:.0f} MB in {len(files)} files over 24 h "
-              f"(built in {time.perf_counter() - t:.1f} s)")
+        print(
+            f"\n== corpus: {size / MB:.0f} MB in {len(files)} files over 24 h "
+            f"(built in {time.perf_counter() - t:.1f} s)"
+        )
         try:
             rnd = random.Random(5)
             times, counts = [], []
@@ -200,11 +214,15 @@ async def main() -> None:
                 await svc.query(Query(("web",), a, a + 60, limit=500))
                 page_times.append((time.perf_counter() - t) * 1000)
             print("\n== time-range query: 1 minute out of the whole corpus (30 random windows each)")
-            for label, ts in (("every line of the minute, as JSON-ready dicts", times),
-                              ("the API's default first page (500 lines)", page_times)):
+            for label, ts in (
+                ("every line of the minute, as JSON-ready dicts", times),
+                ("the API's default first page (500 lines)", page_times),
+            ):
                 ts.sort()
-                print(f"  {label}: median {statistics.median(ts):.1f} ms, p95 {ts[int(len(ts) * 0.95) - 1]:.1f} ms, "
-                      f"max {ts[-1]:.1f} ms  (goal < 50 ms)")
+                print(
+                    f"  {label}: median {statistics.median(ts):.1f} ms, p95 {ts[int(len(ts) * 0.95) - 1]:.1f} ms, "
+                    f"max {ts[-1]:.1f} ms  (goal < 50 ms)"
+                )
             print(f"  lines per minute ~{statistics.mean(counts):.0f}")
 
             print("\n== keyword search over the whole corpus, case-insensitive")
@@ -225,10 +243,14 @@ async def main() -> None:
             mb = size / MB
             print(f"  grep -c -i panic (reference) {mb / grep_s:8.0f} MB/s  ({grep_s:.2f} s, {grep_n} lines)")
             print(f"  grep -c PANIC  (case-sens.)  {mb / grep_cs_s:8.0f} MB/s  ({grep_cs_s:.2f} s)")
-            print(f"  logbus q=panic               {mb / kw_s:8.0f} MB/s  ({kw_s:.2f} s, {found} lines) "
-                  f"= {kw_s / grep_s:.2f}x grep -i's time")
-            print(f"  logbus regex                 {mb / rx_s:8.0f} MB/s  ({rx_s:.2f} s, {len(rx.lines)} lines, "
-                  "first page of 10000)")
+            print(
+                f"  logbus q=panic               {mb / kw_s:8.0f} MB/s  ({kw_s:.2f} s, {found} lines) "
+                f"= {kw_s / grep_s:.2f}x grep -i's time"
+            )
+            print(
+                f"  logbus regex                 {mb / rx_s:8.0f} MB/s  ({rx_s:.2f} s, {len(rx.lines)} lines, "
+                "first page of 10000)"
+            )
         finally:
             await svc.stop(30)
     finally:

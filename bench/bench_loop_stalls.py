@@ -83,6 +83,7 @@ def main() -> int:
     hashed = bcrypt.hashpw(b"right", bcrypt.gensalt(12)).decode()
     wrong = {"Authorization": "Basic " + base64.b64encode(b"ann:wrong").decode()}
     import tests.conftest as tc
+
     tc.ROOT = args.root  # the server runs from --root (cwd and PYTHONPATH)
     configs = [("default settings", None)]
     if has_throttle:
@@ -95,21 +96,41 @@ def main() -> int:
                 extra = ["--config", str(tmp / "c.yaml")]
             srv = start_server(tmp / f"data-{len(extra)}", extra_args=extra, env=env)
             try:
-                for spec in ({"host": "open", "upstreams": [f"127.0.0.1:{httpd.server_address[1]}"]},
-                             {"host": "locked", "upstreams": [f"127.0.0.1:{httpd.server_address[1]}"],
-                              "policies": {"basic_auth": [{"username": "ann", "bcrypt_hash": hashed}]}}):
+                for spec in (
+                    {"host": "open", "upstreams": [f"127.0.0.1:{httpd.server_address[1]}"]},
+                    {
+                        "host": "locked",
+                        "upstreams": [f"127.0.0.1:{httpd.server_address[1]}"],
+                        "policies": {"basic_auth": [{"username": "ann", "bcrypt_hash": hashed}]},
+                    },
+                ):
                     assert srv.api("POST", "/api/routes", json=spec).status_code in (200, 201)
                 console, gate = probe(srv, None, 100, timeout_s=10)
                 print(f"== {args.root} — {name}\nidle\n  console {fmt(console)}\n  gate    {fmt(gate)}", flush=True)
-                attack(srv, "basic-auth flood: 8 clients, wrong passwords (bcrypt cost 12)", args.seconds,
-                       port=srv.http_port, host="locked", path="/", headers=wrong, threads=8)
+                attack(
+                    srv,
+                    "basic-auth flood: 8 clients, wrong passwords (bcrypt cost 12)",
+                    args.seconds,
+                    port=srv.http_port,
+                    host="locked",
+                    path="/",
+                    headers=wrong,
+                    threads=8,
+                )
                 if config is None:
                     token = srv.login()
-                    attack(srv, "YAML alias bomb flood: 8 clients POST /api/services (7 levels x 9 aliases)",
-                           args.seconds, port=srv.console_port, host=f"127.0.0.1:{srv.console_port}",
-                           path="/api/services", method="POST",
-                           headers={"Authorization": f"Bearer {token}", "Content-Type": "application/yaml"},
-                           body=alias_bomb(), threads=8 if has_throttle else 1)  # before: one bomb is ~100 s
+                    attack(
+                        srv,
+                        "YAML alias bomb flood: 8 clients POST /api/services (7 levels x 9 aliases)",
+                        args.seconds,
+                        port=srv.console_port,
+                        host=f"127.0.0.1:{srv.console_port}",
+                        path="/api/services",
+                        method="POST",
+                        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/yaml"},
+                        body=alias_bomb(),
+                        threads=8 if has_throttle else 1,
+                    )  # before: one bomb is ~100 s
             finally:
                 srv.proc.kill()
                 srv.proc.wait()

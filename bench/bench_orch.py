@@ -60,8 +60,11 @@ def wait_accepting(port: int, timeout: float = 20) -> None:
 def direct_spawn_ms() -> float:
     port = free_port()
     t0 = time.perf_counter()
-    p = subprocess.Popen([sys.executable, "-m", "http.server", "--bind", "127.0.0.1", str(port)],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    p = subprocess.Popen(
+        [sys.executable, "-m", "http.server", "--bind", "127.0.0.1", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     wait_accepting(port)
     dt = (time.perf_counter() - t0) * 1000
     p.kill()
@@ -87,8 +90,13 @@ async def orch_figures(tmp: Path) -> tuple[list[float], list[float]]:
     board = EndpointBoard()
     changed = asyncio.Event()
     board.on_change(lambda name, eps: changed.set())
-    orch = OrchService(OrchSettings(backoff_initial_s=0.1, crashloop_failures=100), data_dir=tmp / "data",
-                       store=store, bus=bus, endpoints=board)
+    orch = OrchService(
+        OrchSettings(backoff_initial_s=0.1, crashloop_failures=100),
+        data_dir=tmp / "data",
+        store=store,
+        bus=bus,
+        endpoints=board,
+    )
     await orch.start()
 
     async def until_endpoint(other_than: int | None = None) -> int:
@@ -157,8 +165,10 @@ def gate_gap(tmp: Path) -> list[dict[str, object]] | None:
             except httpx.HTTPError:
                 pass
             if time.monotonic() > deadline:
-                raise RuntimeError("hello not reachable through the gate: "
-                                   + httpx.get(f"{api}/api/services/hello", headers=h).text[:3000])
+                raise RuntimeError(
+                    "hello not reachable through the gate: "
+                    + httpx.get(f"{api}/api/services/hello", headers=h).text[:3000]
+                )
             time.sleep(0.1)
         results = []
         for _ in range(3):
@@ -210,19 +220,27 @@ def main() -> None:
         tmp = Path(d)
         ref = [direct_spawn_ms() for _ in range(REPS)]
         starts, recoveries = asyncio.run(orch_figures(tmp))
-        print(f"reference: direct spawn of http.server until it accepts: median {statistics.median(ref):.0f} ms "
-              f"(min {min(ref):.0f}, max {max(ref):.0f}, n={len(ref)})")
-        print(f"orch apply (new version) -> healthy endpoint published: median {statistics.median(starts):.0f} ms "
-              f"(min {min(starts):.0f}, max {max(starts):.0f}, n={len(starts)})")
-        print(f"orch kill -9 -> restarted and healthy: median {statistics.median(recoveries):.0f} ms "
-              f"(min {min(recoveries):.0f}, max {max(recoveries):.0f}, n={len(recoveries)}; back-off initial 0.1 s)")
+        print(
+            f"reference: direct spawn of http.server until it accepts: median {statistics.median(ref):.0f} ms "
+            f"(min {min(ref):.0f}, max {max(ref):.0f}, n={len(ref)})"
+        )
+        print(
+            f"orch apply (new version) -> healthy endpoint published: median {statistics.median(starts):.0f} ms "
+            f"(min {min(starts):.0f}, max {max(starts):.0f}, n={len(starts)})"
+        )
+        print(
+            f"orch kill -9 -> restarted and healthy: median {statistics.median(recoveries):.0f} ms "
+            f"(min {min(recoveries):.0f}, max {max(recoveries):.0f}, n={len(recoveries)}; back-off initial 0.1 s)"
+        )
         gaps = gate_gap(tmp)
         if gaps is None:
             print("gate not wired: health-restart gap not measured")
         else:
             for i, g in enumerate(gaps, 1):
-                print(f"health-driven restart #{i} through the gate (1 replica): clients saw {g['counts']} "
-                      f"— gap {g['gap_s']} s")
+                print(
+                    f"health-driven restart #{i} through the gate (1 replica): clients saw {g['counts']} "
+                    f"— gap {g['gap_s']} s"
+                )
 
 
 if __name__ == "__main__":

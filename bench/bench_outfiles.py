@@ -29,8 +29,10 @@ from orch.process import ProcessRuntime  # noqa: E402
 from orch.runtime import InstanceConfig  # noqa: E402
 
 MB = 200
-WRITER = (f"import os\nb = b''.join(b'%07d ' % i + b'w' * 92 + b'\\n' for i in range(10000))\n"
-          f"for _ in range({MB * 1_000_000 // 1_010_000}): os.write(1, b)\n")
+WRITER = (
+    f"import os\nb = b''.join(b'%07d ' % i + b'w' * 92 + b'\\n' for i in range(10000))\n"
+    f"for _ in range({MB * 1_000_000 // 1_010_000}): os.write(1, b)\n"
+)
 
 
 async def _stored_lines(svc: LogbusService, service: str) -> int:
@@ -98,8 +100,10 @@ async def main() -> None:
         child_s, total_s, cpu_s, share = await throughput(files)
         mode = "files" if files else "pipes (reference)"
         dropped = "" if share >= 1 else "; the rest dropped: buffer full"
-        print(f"{mode:18} {MB} MB: child done in {child_s:.2f} s, {share:.1%} of the lines stored in logbus "
-              f"after {total_s:.2f} s ({MB * share / total_s:.0f} MB/s{dropped}), platform CPU {cpu_s:.2f} s")
+        print(
+            f"{mode:18} {MB} MB: child done in {child_s:.2f} s, {share:.1%} of the lines stored in logbus "
+            f"after {total_s:.2f} s ({MB * share / total_s:.0f} MB/s{dropped}), platform CPU {cpu_s:.2f} s"
+        )
     for files in (True, False):
         mode = "files" if files else "pipes (reference)"
         print(f"{mode:18} 20 idle instances: {await idle(files) * 100:.2f} % of a core")

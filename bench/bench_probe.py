@@ -62,8 +62,12 @@ def spawn_sleepers(n: int) -> list[subprocess.Popen[bytes]]:
 async def bench_collector(tmp: Path, seconds: float) -> None:
     children = spawn_sleepers(20)
     try:
-        inv = Inventory([InstanceInfo(f"svc{i:02d}", f"svc{i:02d}-1", "process", "running", pid=p.pid)
-                         for i, p in enumerate(children)])
+        inv = Inventory(
+            [
+                InstanceInfo(f"svc{i:02d}", f"svc{i:02d}-1", "process", "running", pid=p.pid)
+                for i, p in enumerate(children)
+            ]
+        )
         # Reference: the same loop doing nothing for the same time.
         c0, w0 = cpu_s(), time.monotonic()
         await asyncio.sleep(seconds / 2)
@@ -92,10 +96,14 @@ async def bench_collector(tmp: Path, seconds: float) -> None:
         await store.close()
         pct = 100 * used / wall
         print(f"collector, 20 services, 1 s interval, {ticks} ticks over {wall:.1f} s, {series} series per tick:")
-        print(f"  whole process CPU   {pct:6.2f} % of one core   (idle loop reference {idle_pct:.2f} %;"
-              f" probe's share {pct - idle_pct:.2f} %)")
-        print(f"  collector thread    {1000 * coll / max(1, ticks):6.2f} ms CPU per tick;"
-              f" loop side {1000 * loopc / max(1, ticks):.2f} ms per tick")
+        print(
+            f"  whole process CPU   {pct:6.2f} % of one core   (idle loop reference {idle_pct:.2f} %;"
+            f" probe's share {pct - idle_pct:.2f} %)"
+        )
+        print(
+            f"  collector thread    {1000 * coll / max(1, ticks):6.2f} ms CPU per tick;"
+            f" loop side {1000 * loopc / max(1, ticks):.2f} ms per tick"
+        )
         print(f"  bytes written       {written / max(1, ticks) / 1024:6.1f} KiB per tick (WAL + checkpoints)")
     finally:
         for p in children:
@@ -124,8 +132,10 @@ async def bench_ingest(tmp: Path, n_series: int, n_ticks: int) -> None:
     start = time.perf_counter()
     for tick in range(n_ticks):
         conn.execute("BEGIN IMMEDIATE")
-        conn.executemany("INSERT OR REPLACE INTO points_raw (series, t, v) VALUES (?, ?, ?)",
-                         [(i + 1, t0 + tick, float(i)) for i in range(n_series)])
+        conn.executemany(
+            "INSERT OR REPLACE INTO points_raw (series, t, v) VALUES (?, ?, ?)",
+            [(i + 1, t0 + tick, float(i)) for i in range(n_series)],
+        )
         conn.execute("COMMIT")
     bare = n_series * n_ticks / (time.perf_counter() - start)
     conn.close()
@@ -137,21 +147,29 @@ async def bench_ingest(tmp: Path, n_series: int, n_ticks: int) -> None:
 async def load_week(db: MetricsStore, now: int, services: int) -> None:
     """7 days of 1 min and 5 s buckets and 24 h of raw points for one host series and `services` services."""
     ids = [await db.series_id("host_cpu_percent", {"cpu": "total"})]
-    ids += [await db.series_id("service_cpu_percent", {"service": f"svc{i:02d}", "instance": f"svc{i:02d}-1"})
-            for i in range(services)]
+    ids += [
+        await db.series_id("service_cpu_percent", {"service": f"svc{i:02d}", "instance": f"svc{i:02d}-1"})
+        for i in range(services)
+    ]
     week = 7 * 86400
     for n, sid in enumerate(ids):
         base = float(n % 17)
-        await db.write_buckets(ONE_M, [(sid, t, base + t % 7, base, base + 7, base + 1, 60)
-                                       for t in range(now - week, now - 60, 60)])
-        await db.write_buckets(FIVE_S, [(sid, t, base + t % 7, base, base + 7, base + 1, 5)
-                                        for t in range(now - week, now - 5, 5)])
+        await db.write_buckets(
+            ONE_M, [(sid, t, base + t % 7, base, base + 7, base + 1, 60) for t in range(now - week, now - 60, 60)]
+        )
+        await db.write_buckets(
+            FIVE_S, [(sid, t, base + t % 7, base, base + 7, base + 1, 5) for t in range(now - week, now - 5, 5)]
+        )
         async with db.store.transaction() as conn:
-            await conn.executemany("INSERT INTO points_raw (series, t, v) VALUES (?, ?, ?)",
-                                   [(sid, t, base + t % 7) for t in range(now - 86400, now)])
+            await conn.executemany(
+                "INSERT INTO points_raw (series, t, v) VALUES (?, ?, ?)",
+                [(sid, t, base + t % 7) for t in range(now - 86400, now)],
+            )
     async with db.store.transaction() as conn:
-        await conn.executemany("INSERT OR REPLACE INTO rollup_marks (resolution, done_until) VALUES (?, ?)",
-                               [("5s", now - 5), ("1m", now - 60)])
+        await conn.executemany(
+            "INSERT OR REPLACE INTO rollup_marks (resolution, done_until) VALUES (?, ?)",
+            [("5s", now - 5), ("1m", now - 60)],
+        )
     await db.close()
     await db.open()
 
@@ -163,8 +181,10 @@ async def bench_query(tmp: Path, services: int, repeat: int) -> None:
     t = time.perf_counter()
     await load_week(db, now, services)
     counts = await db.counts()
-    print(f"query, 7 days loaded ({counts['1m']:,} 1 min + {counts['5s']:,} 5 s buckets, {counts['raw']:,} raw points,"
-          f" {counts['series']} series; loaded in {time.perf_counter() - t:.0f} s):")
+    print(
+        f"query, 7 days loaded ({counts['1m']:,} 1 min + {counts['5s']:,} 5 s buckets, {counts['raw']:,} raw points,"
+        f" {counts['series']} series; loaded in {time.perf_counter() - t:.0f} s):"
+    )
 
     async def timed(fn) -> list[float]:
         out = []
@@ -188,17 +208,26 @@ async def bench_query(tmp: Path, services: int, repeat: int) -> None:
     marks = ",".join("?" * len(ids))
 
     def bare_day() -> None:  # the statements MetricsStore issues, without asyncio and aiosqlite's thread hop
-        conn.execute("SELECT series, t, avg * n, n, min, max FROM points_1m WHERE series IN (?) AND t >= ? AND t < ?",
-                     (sid, now - 86400, now - 60)).fetchall()
-        conn.execute("SELECT series, t, v, 1, v, v FROM points_raw WHERE series IN (?) AND t >= ? AND t < ?",
-                     (sid, now - 60, now)).fetchall()
+        conn.execute(
+            "SELECT series, t, avg * n, n, min, max FROM points_1m WHERE series IN (?) AND t >= ? AND t < ?",
+            (sid, now - 86400, now - 60),
+        ).fetchall()
+        conn.execute(
+            "SELECT series, t, v, 1, v, v FROM points_raw WHERE series IN (?) AND t >= ? AND t < ?",
+            (sid, now - 60, now),
+        ).fetchall()
 
     def bare_top() -> None:  # 1 min buckets up to their watermark, then 5 s ones, then the newest raw seconds
-        for table, cols, lo, hi in (("points_1m", "SUM(avg * n), SUM(n), MIN(min), MAX(max)", now - 3600, now - 60),
-                                    ("points_5s", "SUM(avg * n), SUM(n), MIN(min), MAX(max)", now - 60, now - 5),
-                                    ("points_raw", "SUM(v), COUNT(*), MIN(v), MAX(v)", now - 5, now)):
-            conn.execute(f"SELECT series, 0 AS b, {cols} FROM {table} WHERE series IN ({marks}) AND t >= ? AND t < ? "
-                         "GROUP BY series", (*ids, lo, hi)).fetchall()
+        for table, cols, lo, hi in (
+            ("points_1m", "SUM(avg * n), SUM(n), MIN(min), MAX(max)", now - 3600, now - 60),
+            ("points_5s", "SUM(avg * n), SUM(n), MIN(min), MAX(max)", now - 60, now - 5),
+            ("points_raw", "SUM(v), COUNT(*), MIN(v), MAX(v)", now - 5, now),
+        ):
+            conn.execute(
+                f"SELECT series, 0 AS b, {cols} FROM {table} WHERE series IN ({marks}) AND t >= ? AND t < ? "
+                "GROUP BY series",
+                (*ids, lo, hi),
+            ).fetchall()
 
     def timed_sync(fn) -> list[float]:
         out = []

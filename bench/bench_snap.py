@@ -50,8 +50,11 @@ def generate(root: Path, total_mib: int, seed: int = 42) -> None:
 
     # 200k distinct log lines (~16 MiB), then text is drawn from them line by line: fast enough for
     # gigabytes, and compressible like logs (zstd 3 about 3:1)
-    lines = [b" ".join(rng.choice(words) for _ in range(12)) + b" status=%d ms=%d\n" % (
-        rng.choice((200, 200, 404, 500)), rng.randint(1, 900)) for _ in range(200_000)]
+    lines = [
+        b" ".join(rng.choice(words) for _ in range(12))
+        + b" status=%d ms=%d\n" % (rng.choice((200, 200, 404, 500)), rng.randint(1, 900))
+        for _ in range(200_000)
+    ]
 
     def text(n: int) -> bytes:
         out = b"".join(rng.choices(lines, k=n // 70 + 16))
@@ -103,7 +106,7 @@ def change_one_percent(root: Path, total_mib: int, seed: int = 43) -> int:
     log = root / "logs" / "app2.log"
     data = log.read_bytes()
     insert = b"inserted line\n" * (max(budget - changed, 1024) // 14)
-    log.write_bytes(data[: len(data) // 2] + insert + data[len(data) // 2:])
+    log.write_bytes(data[: len(data) // 2] + insert + data[len(data) // 2 :])
     return changed + len(insert)
 
 
@@ -120,8 +123,9 @@ def tree_hash(root: Path) -> str:
     return h.hexdigest()
 
 
-def timed(argv: list[str], *, env: dict[str, str] | None = None, stdin: str | None = None,
-          cwd: Path | None = None) -> tuple[float, str]:
+def timed(
+    argv: list[str], *, env: dict[str, str] | None = None, stdin: str | None = None, cwd: Path | None = None
+) -> tuple[float, str]:
     """Wall time and stdout of a command; its CPU time (user + sys) goes to `LAST_CPU[0]`."""
     t = time.perf_counter()
     ru = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -134,20 +138,37 @@ def timed(argv: list[str], *, env: dict[str, str] | None = None, stdin: str | No
     return dt, r.stdout
 
 
-def run_snap(work: Path, src: Path, *, encrypted: bool, change: callable,  # type: ignore[valid-type]
-             cpus: int | None = None) -> dict[str, float]:
+def run_snap(
+    work: Path,
+    src: Path,
+    *,
+    encrypted: bool,
+    change: callable,  # type: ignore[valid-type]
+    cpus: int | None = None,
+) -> dict[str, float]:
     tag = f"{'enc' if encrypted else 'plain'}-{cpus or 'all'}"
     repo = work / f"snap-{tag}"
     pf = work / "passphrase"
     pf.write_text("bench passphrase")
-    Repository.init(repo, encryption="aes-256-gcm" if encrypted else "none",
-                    passphrase=b"bench passphrase" if encrypted else None)
+    Repository.init(
+        repo, encryption="aes-256-gcm" if encrypted else "none", passphrase=b"bench passphrase" if encrypted else None
+    )
 
     def job(op: str, params: dict) -> tuple[float, dict]:  # type: ignore[type-arg]
-        req = {"op": op, "repo": str(repo), "passphrase_file": str(pf) if encrypted else None, "nice": 0,
-               "cpus": cpus, "params": params}
-        dt, out = timed([sys.executable, "-m", "snap.runner"], stdin=json.dumps(req), cwd=ROOT,
-                        env={"INFRACORE_LOG_LEVEL": "warning"})
+        req = {
+            "op": op,
+            "repo": str(repo),
+            "passphrase_file": str(pf) if encrypted else None,
+            "nice": 0,
+            "cpus": cpus,
+            "params": params,
+        }
+        dt, out = timed(
+            [sys.executable, "-m", "snap.runner"],
+            stdin=json.dumps(req),
+            cwd=ROOT,
+            env={"INFRACORE_LOG_LEVEL": "warning"},
+        )
         last = json.loads(out.strip().splitlines()[-1])
         if "result" not in last:
             raise RuntimeError(f"snap {op}: {last}")
@@ -165,13 +186,25 @@ def run_snap(work: Path, src: Path, *, encrypted: bool, change: callable,  # typ
     assert res["ok"], res
     ok = tree_hash(target / str(src).lstrip("/")) == tree_hash(src)
     shutil.rmtree(target)
-    return {"first_s": t1, "first_cpu_s": cpu1, "size": size1, "second_s": t2, "second_cpu_s": cpu2,
-            "size2": du(repo), "restore_s": t3, "restore_cpu_s": cpu3, "verified": ok}
+    return {
+        "first_s": t1,
+        "first_cpu_s": cpu1,
+        "size": size1,
+        "second_s": t2,
+        "second_cpu_s": cpu2,
+        "size2": du(repo),
+        "restore_s": t3,
+        "restore_cpu_s": cpu3,
+        "verified": ok,
+    }
 
 
 def run_restic(work: Path, src: Path, change: callable) -> dict[str, float]:  # type: ignore[valid-type]
-    env = {"RESTIC_REPOSITORY": str(work / "restic"), "RESTIC_PASSWORD": "bench",
-           "RESTIC_CACHE_DIR": str(work / "restic-cache")}
+    env = {
+        "RESTIC_REPOSITORY": str(work / "restic"),
+        "RESTIC_PASSWORD": "bench",
+        "RESTIC_CACHE_DIR": str(work / "restic-cache"),
+    }
     timed(["restic", "init"], env=env)
     t1, _ = timed(["restic", "backup", "--quiet", str(src)], env=env)
     cpu1 = LAST_CPU[0]
@@ -183,13 +216,24 @@ def run_restic(work: Path, src: Path, change: callable) -> dict[str, float]:  # 
     t3, _ = timed(["restic", "restore", "latest", "--target", str(target)], env=env)
     cpu3 = LAST_CPU[0]
     shutil.rmtree(target)
-    return {"first_s": t1, "first_cpu_s": cpu1, "size": size1, "second_s": t2, "second_cpu_s": cpu2,
-            "size2": du(work / "restic"), "restore_s": t3, "restore_cpu_s": cpu3}
+    return {
+        "first_s": t1,
+        "first_cpu_s": cpu1,
+        "size": size1,
+        "second_s": t2,
+        "second_cpu_s": cpu2,
+        "size2": du(work / "restic"),
+        "restore_s": t3,
+        "restore_cpu_s": cpu3,
+    }
 
 
 def run_borg(work: Path, src: Path, change: callable) -> dict[str, float]:  # type: ignore[valid-type]
-    env = {"BORG_BASE_DIR": str(work / "borg-base"), "BORG_PASSPHRASE": "",
-           "BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK": "yes"}
+    env = {
+        "BORG_BASE_DIR": str(work / "borg-base"),
+        "BORG_PASSPHRASE": "",
+        "BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK": "yes",
+    }
     repo = str(work / "borg")
     timed(["borg", "init", "-e", "none", repo], env=env)
     t1, _ = timed(["borg", "create", f"{repo}::s1", str(src)], env=env)
@@ -203,8 +247,16 @@ def run_borg(work: Path, src: Path, change: callable) -> dict[str, float]:  # ty
     t3, _ = timed(["borg", "extract", f"{repo}::s2"], env=env, cwd=target)
     cpu3 = LAST_CPU[0]
     shutil.rmtree(target)
-    return {"first_s": t1, "first_cpu_s": cpu1, "size": size1, "second_s": t2, "second_cpu_s": cpu2,
-            "size2": du(work / "borg"), "restore_s": t3, "restore_cpu_s": cpu3}
+    return {
+        "first_s": t1,
+        "first_cpu_s": cpu1,
+        "size": size1,
+        "second_s": t2,
+        "second_cpu_s": cpu2,
+        "size2": du(work / "borg"),
+        "restore_s": t3,
+        "restore_cpu_s": cpu3,
+    }
 
 
 def _p99(xs: list[float]) -> float:
@@ -215,8 +267,11 @@ def gate_p99(work: Path, src: Path, seconds: float) -> dict[str, float]:
     """p99 of the gate's own 404 answers (no backup, then during one) on a real `fsctl serve`."""
     import httpx
 
-    srv = ProductServe(work, None, env={"INFRACORE_LOG_FORMAT": "json", "INFRACORE_LOG_LEVEL": "warning",
-                                        "INFRACORE_PASSWORD_HASH_ROUNDS": "4"})
+    srv = ProductServe(
+        work,
+        None,
+        env={"INFRACORE_LOG_FORMAT": "json", "INFRACORE_LOG_LEVEL": "warning", "INFRACORE_PASSWORD_HASH_ROUNDS": "4"},
+    )
     api, http_port, auth = srv.url, srv.http_port, srv.headers
     try:
         r = httpx.post(f"{api}/api/snap/plans", json={"name": "bench", "paths": [str(src)]}, headers=auth)
@@ -248,38 +303,63 @@ def gate_p99(work: Path, src: Path, seconds: float) -> dict[str, float]:
         during = sample(finished)
         while not finished():
             time.sleep(0.2)
-        return {"base_p99_ms": _p99(base) * 1e3, "during_p99_ms": _p99(during) * 1e3, "base_n": len(base),
-                "during_n": len(during), "base_p50_ms": sorted(base)[len(base) // 2] * 1e3,
-                "during_p50_ms": sorted(during)[len(during) // 2] * 1e3}
+        return {
+            "base_p99_ms": _p99(base) * 1e3,
+            "during_p99_ms": _p99(during) * 1e3,
+            "base_n": len(base),
+            "during_n": len(during),
+            "base_p50_ms": sorted(base)[len(base) // 2] * 1e3,
+            "during_p50_ms": sorted(during)[len(during) // 2] * 1e3,
+        }
     finally:
         srv.stop()
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--mib", type=int, default=2048,
-                    help="size of the generated data (default 2048 MiB, the issue's ~2 GB; e.g. 200 for a quick run)")
-    ap.add_argument("--tools", default="",
-                    help="comma-separated name prefixes of the rows to run (e.g. 'snap (all,restic'); default all")
+    ap.add_argument(
+        "--mib",
+        type=int,
+        default=2048,
+        help="size of the generated data (default 2048 MiB, the issue's ~2 GB; e.g. 200 for a quick run)",
+    )
+    ap.add_argument(
+        "--tools",
+        default="",
+        help="comma-separated name prefixes of the rows to run (e.g. 'snap (all,restic'); default all",
+    )
     ap.add_argument("--dir", type=Path, help="work directory (default: a temp dir, removed at the end)")
-    ap.add_argument("--gate-seconds", type=float, default=8.0,
-                    help="length of each gate latency sample (0: skip the gate part)")
+    ap.add_argument(
+        "--gate-seconds", type=float, default=8.0, help="length of each gate latency sample (0: skip the gate part)"
+    )
     ap.add_argument("--only-gate", action="store_true", help="only the gate latency part")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-snap-", dir=args.dir))
     try:
         results: dict[str, dict[str, float]] = {}
         server_cpus = SnapConfig().job_cpu_count()  # what `fsctl serve` gives a job: all CPUs but one
-        tools = [(f"snap ({server_cpus or 'all'} CPU, as the server runs it)",
-                  lambda w, s, c: run_snap(w, s, encrypted=False, change=c, cpus=server_cpus)),
-                 ("snap (all CPUs)", lambda w, s, c: run_snap(w, s, encrypted=False, change=c)),
-                 ("snap (aes-256-gcm, all CPUs)", lambda w, s, c: run_snap(w, s, encrypted=True, change=c))]
+        tools = [
+            (
+                f"snap ({server_cpus or 'all'} CPU, as the server runs it)",
+                lambda w, s, c: run_snap(w, s, encrypted=False, change=c, cpus=server_cpus),
+            ),
+            ("snap (all CPUs)", lambda w, s, c: run_snap(w, s, encrypted=False, change=c)),
+            ("snap (aes-256-gcm, all CPUs)", lambda w, s, c: run_snap(w, s, encrypted=True, change=c)),
+        ]
         if shutil.which("restic"):
-            tools.append(("restic " + subprocess.run(["restic", "version"], capture_output=True, text=True)
-                          .stdout.split()[1], run_restic))
+            tools.append(
+                (
+                    "restic " + subprocess.run(["restic", "version"], capture_output=True, text=True).stdout.split()[1],
+                    run_restic,
+                )
+            )
         if shutil.which("borg"):
-            tools.append(("borg " + subprocess.run(["borg", "--version"], capture_output=True, text=True)
-                          .stdout.split()[1], run_borg))
+            tools.append(
+                (
+                    "borg " + subprocess.run(["borg", "--version"], capture_output=True, text=True).stdout.split()[1],
+                    run_borg,
+                )
+            )
         if args.tools:
             keep = [t.strip() for t in args.tools.split(",") if t.strip()]
             tools = [t for t in tools if any(t[0].startswith(k) for k in keep)]
@@ -298,8 +378,10 @@ def main() -> int:
             subprocess.run(["sync"], check=False)
             results[name] = fn(work, src, lambda s=src: change_one_percent(s, args.mib))
             print(f"{name}: done {results[name]}", file=sys.stderr)
-        print(f"\nData: {data_bytes / MB:.0f} MiB generated ({args.mib} MiB asked); ~1 % changed before the "
-              f"second backup; {os.cpu_count()} CPUs\n")
+        print(
+            f"\nData: {data_bytes / MB:.0f} MiB generated ({args.mib} MiB asked); ~1 % changed before the "
+            f"second backup; {os.cpu_count()} CPUs\n"
+        )
         ref = next((r for n, r in results.items() if n.startswith("restic")), None)
 
         def vs(r: dict[str, float], key: str) -> str:
@@ -314,19 +396,26 @@ def main() -> int:
             cells = []
             for step in ("first", "second", "restore"):
                 w, c = f"{step}_s", f"{step}_cpu_s"
-                ratio = (f" [{r[w] / ref[w]:.2f}x, CPU {r[c] / ref[c]:.2f}x]"
-                         if ref is not None and ref[w] and ref[c] else "")
+                ratio = (
+                    f" [{r[w] / ref[w]:.2f}x, CPU {r[c] / ref[c]:.2f}x]"
+                    if ref is not None and ref[w] and ref[c]
+                    else ""
+                )
                 cells.append(f"{r[w]:.2f} s (CPU {r[c]:.2f} s){ratio}")
-            print(f"| {name} | {cells[0]} | {r['size'] / MB:.1f} MiB{vs(r, 'size')} | {cells[1]} | "
-                  f"{r['size2'] / MB:.1f} MiB{vs(r, 'size2')} | {cells[2]}{extra} |")
+            print(
+                f"| {name} | {cells[0]} | {r['size'] / MB:.1f} MiB{vs(r, 'size')} | {cells[1]} | "
+                f"{r['size2'] / MB:.1f} MiB{vs(r, 'size2')} | {cells[2]}{extra} |"
+            )
         if args.gate_seconds > 0:
             shutil.rmtree(src, ignore_errors=True)
             subprocess.run(["cp", "-r", str(master), str(src)], check=True)
             g = gate_p99(work, src, args.gate_seconds)
-            print(f"\nGate latency on a running fsctl serve (its own 404s, paced 200/s): without a backup p50 "
-                  f"{g['base_p50_ms']:.2f} ms, p99 {g['base_p99_ms']:.2f} ms ({g['base_n']} requests); during the "
-                  f"first backup of the same data p50 {g['during_p50_ms']:.2f} ms, p99 {g['during_p99_ms']:.2f} ms "
-                  f"({g['during_n']} requests): ratio {g['during_p99_ms'] / g['base_p99_ms']:.2f}x (goal <= 2x)")
+            print(
+                f"\nGate latency on a running fsctl serve (its own 404s, paced 200/s): without a backup p50 "
+                f"{g['base_p50_ms']:.2f} ms, p99 {g['base_p99_ms']:.2f} ms ({g['base_n']} requests); during the "
+                f"first backup of the same data p50 {g['during_p50_ms']:.2f} ms, p99 {g['during_p99_ms']:.2f} ms "
+                f"({g['during_n']} requests): ratio {g['during_p99_ms'] / g['base_p99_ms']:.2f}x (goal <= 2x)"
+            )
     finally:
         if args.dir is None:
             shutil.rmtree(work, ignore_errors=True)

@@ -177,7 +177,9 @@ class AcmeIssuer:
         if self._client is not None:
             return self._client
         net = client.ClientNetwork(
-            self._account_key(), alg=jose.ES256, user_agent="infracore-certd",
+            self._account_key(),
+            alg=jose.ES256,
+            user_agent="infracore-certd",
             # acme types it bool, but hands it to requests' `verify`, which also takes a CA bundle path:
             verify_ssl=str(self.ca_bundle) if self.ca_bundle else True,  # type: ignore[arg-type]
             timeout=int(self.request_timeout_s),
@@ -273,8 +275,11 @@ class AcmeIssuer:
                 sock = hold(ctx.wrap_socket(sock, server_hostname=host, do_handshake_on_connect=False))
                 sock.settimeout(left())
                 sock.do_handshake()  # type: ignore[attr-defined]
-            conn = (http.client.HTTPSConnection(host, port, context=ctx) if https
-                    else http.client.HTTPConnection(host, port))
+            conn = (
+                http.client.HTTPSConnection(host, port, context=ctx)
+                if https
+                else http.client.HTTPConnection(host, port)
+            )
             conn.sock = sock  # connected above, within the deadline: request() uses it as it is
             sock.settimeout(left())
             conn.request("GET", target, headers=headers)
@@ -302,8 +307,13 @@ class AcmeIssuer:
     def _ssl_context(self) -> ssl.SSLContext:
         """Verification as `requests` does it: the configured bundle, else REQUESTS_CA_BUNDLE,
         CURL_CA_BUNDLE or SSL_CERT_FILE, else certifi's; a directory is read as a CA path."""
-        where = (str(self.ca_bundle) if self.ca_bundle else None) or os.environ.get("REQUESTS_CA_BUNDLE") \
-            or os.environ.get("CURL_CA_BUNDLE") or os.environ.get("SSL_CERT_FILE") or requests.certs.where()
+        where = (
+            (str(self.ca_bundle) if self.ca_bundle else None)
+            or os.environ.get("REQUESTS_CA_BUNDLE")
+            or os.environ.get("CURL_CA_BUNDLE")
+            or os.environ.get("SSL_CERT_FILE")
+            or requests.certs.where()
+        )
         if os.path.isdir(where):
             return ssl.create_default_context(capath=where)
         return ssl.create_default_context(cafile=where)
@@ -350,8 +360,7 @@ class AcmeIssuer:
         if status != 200:
             self._directory = None  # the URL may have moved: read the directory again next time
             text = body[:200].decode("utf-8", "replace").strip()
-            raise AriFailure(f"{url} answered {status}" + (f": {text}" if text else ""),
-                             retry_after_s=retry_after)
+            raise AriFailure(f"{url} answered {status}" + (f": {text}" if text else ""), retry_after_s=retry_after)
         try:
             window = ari.parse_renewal_info(body)
         except ari.AriMalformed as e:
@@ -360,8 +369,7 @@ class AcmeIssuer:
 
     # --- one order ---------------------------------------------------------------------------
 
-    def issue(self, names: list[str], put: ChallengeHook, remove: Callable[[str], None],
-              replaces: str = "") -> Issued:
+    def issue(self, names: list[str], put: ChallengeHook, remove: Callable[[str], None], replaces: str = "") -> Issued:
         """Order a certificate for `names` (the first is the subject), answering HTTP-01 challenges by
         `put(token, key_authorization)`; every token put is `remove`d before returning. `replaces`:
         the ARI id of the certificate this one renews, sent when the CA offers ARI. Blocking."""
@@ -395,8 +403,9 @@ class AcmeIssuer:
         except (ValueError, KeyError) as e:  # malformed answers (not JSON, missing fields)
             raise AcmeFailure(f"unexpected answer from the ACME server {self.directory_url}: {e!r}") from e
 
-    def _new_order(self, acme: client.ClientV2, names: list[str], csr_pem: bytes,
-                   replaces: str) -> messages.OrderResource:
+    def _new_order(
+        self, acme: client.ClientV2, names: list[str], csr_pem: bytes, replaces: str
+    ) -> messages.OrderResource:
         """`acme.new_order`, with `replaces` when the CA offers ARI. A CA that refuses it (the old
         certificate was already replaced, or it does not know it) gets the order without it."""
         try:
@@ -405,25 +414,27 @@ class AcmeIssuer:
             replaces = ""
         if not replaces:
             return acme.new_order(csr_pem)
-        order = _ReplacingOrder(identifiers=[messages.Identifier(typ=messages.IDENTIFIER_FQDN, value=n)
-                                             for n in names], replaces=replaces)
+        order = _ReplacingOrder(
+            identifiers=[messages.Identifier(typ=messages.IDENTIFIER_FQDN, value=n) for n in names], replaces=replaces
+        )
         try:
             response = acme.net.post(acme.directory["newOrder"], order, new_nonce_url=acme.directory["newNonce"])
         except messages.Error as e:
             if str(e.typ).rsplit(":", 1)[-1] not in ("alreadyReplaced", "malformed", "conflict"):
                 raise
-            log.warning("the ACME server refused `replaces`; ordering without it", replaces=replaces,
-                        error=describe(e))
+            log.warning("the ACME server refused `replaces`; ordering without it", replaces=replaces, error=describe(e))
             return acme.new_order(csr_pem)
         body = messages.Order.from_json(response.json())
         authorizations = [
-            messages.AuthorizationResource(body=messages.Authorization.from_json(self._post_as_get(acme, url).json()),
-                                           uri=url)
+            messages.AuthorizationResource(
+                body=messages.Authorization.from_json(self._post_as_get(acme, url).json()), uri=url
+            )
             for url in body.authorizations or ()
         ]
         log.info("ordering a renewal that replaces the previous certificate", replaces=replaces, names=names)
-        return messages.OrderResource(body=body, uri=response.headers.get("Location"),
-                                      authorizations=authorizations, csr_pem=csr_pem)
+        return messages.OrderResource(
+            body=body, uri=response.headers.get("Location"), authorizations=authorizations, csr_pem=csr_pem
+        )
 
     def _order(self, names: list[str], put: ChallengeHook, remove: Callable[[str], None], replaces: str) -> Issued:
         deadline = time.monotonic() + self.order_timeout_s
@@ -459,8 +470,9 @@ class AcmeIssuer:
         if self.abort.wait(seconds):
             raise Aborted()
 
-    def _wait_authorization(self, acme: client.ClientV2, authzr: messages.AuthorizationResource,
-                            deadline: float) -> None:
+    def _wait_authorization(
+        self, acme: client.ClientV2, authzr: messages.AuthorizationResource, deadline: float
+    ) -> None:
         delay = _POLL_FIRST_S
         name = authzr.body.identifier.value
         while True:
@@ -471,8 +483,10 @@ class AcmeIssuer:
             if status != messages.STATUS_PENDING:
                 problems = [describe(c.error) for c in authzr.body.challenges if c.error is not None]
                 detail = "; ".join(problems) or f"authorization is {status.name}"
-                raise AcmeFailure(f"validation of {name} failed: {detail}",
-                                  acme_type=next((c.error.typ for c in authzr.body.challenges if c.error), None))
+                raise AcmeFailure(
+                    f"validation of {name} failed: {detail}",
+                    acme_type=next((c.error.typ for c in authzr.body.challenges if c.error), None),
+                )
             self._sleep(self._poll_delay(response, delay), deadline, f"the validation of {name}")
             delay = min(delay * 2, _POLL_MAX_S)
 
@@ -497,8 +511,9 @@ class AcmeIssuer:
                 return self._post_as_get(acme, body.certificate).text
             if body.status == messages.STATUS_INVALID:
                 detail = describe(body.error) if body.error is not None else "no reason given"
-                raise AcmeFailure(f"the order was refused: {detail}",
-                                  acme_type=body.error.typ if body.error is not None else None)
+                raise AcmeFailure(
+                    f"the order was refused: {detail}", acme_type=body.error.typ if body.error is not None else None
+                )
             if body.status == messages.STATUS_READY and not finalized:
                 orderr = acme.begin_finalization(orderr)
                 finalized = True
@@ -532,8 +547,10 @@ def _proxy_for(scheme: str, host: str) -> tuple[str, int, str | None] | None:
     except ValueError:
         proxy_host = None
     if proxy.scheme != "http" or not proxy_host:
-        raise AriFailure(f"the {scheme} proxy {proxy.scheme}://{proxy_host}: only an http:// proxy is supported here",
-                         retry_after_s=None)
+        raise AriFailure(
+            f"the {scheme} proxy {proxy.scheme}://{proxy_host}: only an http:// proxy is supported here",
+            retry_after_s=None,
+        )
     auth = None
     if proxy.username is not None:
         pair = f"{urllib.parse.unquote(proxy.username)}:{urllib.parse.unquote(proxy.password or '')}"
@@ -541,8 +558,9 @@ def _proxy_for(scheme: str, host: str) -> tuple[str, int, str | None] | None:
     return proxy_host, proxy_port, auth
 
 
-def _connect(host: str, port: int, *, left: Callable[[], float],
-             hold: Callable[[socket.socket], socket.socket]) -> socket.socket:
+def _connect(
+    host: str, port: int, *, left: Callable[[], float], hold: Callable[[socket.socket], socket.socket]
+) -> socket.socket:
     """A TCP connection to the first address of `host` that answers, each attempt bounded by the time
     left (a blackholed first address cannot take more than the whole deadline)."""
     infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)

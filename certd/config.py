@@ -45,8 +45,16 @@ class CertdConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     @field_validator(
-        "renew_before_s", "renew_jitter_s", "backoff_base_s", "backoff_cap_s", "expiring_warn_s",
-        "expiring_repeat_s", "min_order_interval_s", "order_timeout_s", "request_timeout_s", "max_retry_after_s",
+        "renew_before_s",
+        "renew_jitter_s",
+        "backoff_base_s",
+        "backoff_cap_s",
+        "expiring_warn_s",
+        "expiring_repeat_s",
+        "min_order_interval_s",
+        "order_timeout_s",
+        "request_timeout_s",
+        "max_retry_after_s",
         mode="before",
     )
     @classmethod

@@ -37,8 +37,12 @@ class CertInfo:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "names": list(self.names), "serial": self.serial, "not_before": self.not_before,
-            "not_after": self.not_after, "issuer": self.issuer, "fingerprint_sha256": self.fingerprint_sha256,
+            "names": list(self.names),
+            "serial": self.serial,
+            "not_before": self.not_before,
+            "not_after": self.not_after,
+            "issuer": self.issuer,
+            "fingerprint_sha256": self.fingerprint_sha256,
             "chain_length": self.chain_length,
         }
 
@@ -73,8 +77,9 @@ def file_stem(name: str) -> str:
 def generate_key() -> bytes:
     """A new EC P-256 private key as PKCS#8 PEM."""
     key = ec.generate_private_key(ec.SECP256R1())
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 def load_key(pem: bytes, *, field: str = "key_pem") -> Any:
@@ -82,12 +87,14 @@ def load_key(pem: bytes, *, field: str = "key_pem") -> Any:
     if b"-----BEGIN" not in pem or b"PRIVATE KEY-----" not in pem:
         raise ValidationFailed(
             f"{field}: no PEM private key found (expected a '-----BEGIN PRIVATE KEY-----' block)",
-            details={"field": field}, hint="pass the key file, not the certificate",
+            details={"field": field},
+            hint="pass the key file, not the certificate",
         )
     if b"ENCRYPTED" in pem:
         raise ValidationFailed(
             f"{field}: the private key is encrypted; certd needs it without a passphrase",
-            details={"field": field}, hint="decrypt it: openssl pkey -in key.pem -out key-plain.pem",
+            details={"field": field},
+            hint="decrypt it: openssl pkey -in key.pem -out key-plain.pem",
         )
     try:
         return serialization.load_pem_private_key(pem, password=None)
@@ -101,7 +108,8 @@ def load_chain(pem: bytes, *, field: str = "cert_pem") -> list[x509.Certificate]
     if not blocks:
         raise ValidationFailed(
             f"{field}: no PEM certificate found (expected '-----BEGIN CERTIFICATE-----' blocks)",
-            details={"field": field}, hint="pass the full-chain certificate file, not the key",
+            details={"field": field},
+            hint="pass the full-chain certificate file, not the key",
         )
     chain = []
     for i, block in enumerate(blocks, 1):
@@ -186,11 +194,11 @@ def validate_pair(cert_pem: bytes, key_pem: bytes, now: float) -> CertInfo:
         raise ValidationFailed(f"cert_pem: the certificate expired on {expired}", details={"field": "cert_pem"})
     if ci.not_before > now + 300:
         start = datetime.datetime.fromtimestamp(ci.not_before, datetime.UTC).isoformat()
-        raise ValidationFailed(f"cert_pem: the certificate is not valid before {start}",
-                               details={"field": "cert_pem"})
+        raise ValidationFailed(f"cert_pem: the certificate is not valid before {start}", details={"field": "cert_pem"})
     if not ci.names:
-        raise ValidationFailed("cert_pem: the certificate names no DNS name (no subjectAltName, no CN)",
-                               details={"field": "cert_pem"})
+        raise ValidationFailed(
+            "cert_pem: the certificate names no DNS name (no subjectAltName, no CN)", details={"field": "cert_pem"}
+        )
     for n in ci.names:
         try:
             normalize_name(n)
@@ -212,10 +220,12 @@ def self_signed(names: list[str], now: float, *, days: int = 90) -> tuple[bytes,
     key = serialization.load_pem_private_key(key_pem, password=None)
     assert isinstance(key, ec.EllipticCurvePrivateKey)
     start = datetime.datetime.fromtimestamp(now - 3600, datetime.UTC)
-    subject = x509.Name([
-        x509.NameAttribute(NameOID.COMMON_NAME, names[0][:64]),
-        x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Infra-Core self-signed fallback"),
-    ])
+    subject = x509.Name(
+        [
+            x509.NameAttribute(NameOID.COMMON_NAME, names[0][:64]),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Infra-Core self-signed fallback"),
+        ]
+    )
     cert = (
         x509.CertificateBuilder()
         .subject_name(subject)

@@ -54,9 +54,29 @@ MIGRATIONS = [
 ]
 
 _COLUMNS = (
-    "name", "names", "source", "origin", "auto", "serial", "not_before", "not_after", "issuer", "fingerprint",
-    "failures", "last_error", "last_attempt_at", "next_attempt_at", "last_issued_at", "last_warned_at",
-    "created_at", "updated_at", "ari_id", "ari_window_start", "ari_window_end", "ari_renew_at", "ari_next_check_at",
+    "name",
+    "names",
+    "source",
+    "origin",
+    "auto",
+    "serial",
+    "not_before",
+    "not_after",
+    "issuer",
+    "fingerprint",
+    "failures",
+    "last_error",
+    "last_attempt_at",
+    "next_attempt_at",
+    "last_issued_at",
+    "last_warned_at",
+    "created_at",
+    "updated_at",
+    "ari_id",
+    "ari_window_start",
+    "ari_window_end",
+    "ari_renew_at",
+    "ari_next_check_at",
     "ari_error",
 )
 
@@ -92,16 +112,28 @@ class CertRecord:
 
     def state(self) -> CertState:
         return CertState(
-            source=self.source, not_after=self.not_after, not_before=self.not_before, serial=self.serial,
-            failures=self.failures, next_attempt_at=self.next_attempt_at, last_issued_at=self.last_issued_at,
-            last_warned_at=self.last_warned_at, auto=self.auto, ari_renew_at=self.ari_renew_at,
+            source=self.source,
+            not_after=self.not_after,
+            not_before=self.not_before,
+            serial=self.serial,
+            failures=self.failures,
+            next_attempt_at=self.next_attempt_at,
+            last_issued_at=self.last_issued_at,
+            last_warned_at=self.last_warned_at,
+            auto=self.auto,
+            ari_renew_at=self.ari_renew_at,
             ari_window_end=self.ari_window_end,
         )
 
     def new_certificate(self) -> dict[str, Any]:
         """The ARI fields reset for a new certificate (`with_(**rec.new_certificate(), ...)`)."""
-        return {"ari_window_start": None, "ari_window_end": None, "ari_renew_at": None, "ari_next_check_at": None,
-                "ari_error": None}
+        return {
+            "ari_window_start": None,
+            "ari_window_end": None,
+            "ari_renew_at": None,
+            "ari_next_check_at": None,
+            "ari_error": None,
+        }
 
     def covers(self, name: str) -> bool:
         if name in self.names:
@@ -124,17 +156,32 @@ class CertRecord:
 
     def to_api(self, now: float, expiring_warn_s: float) -> dict[str, Any]:
         return {
-            "name": self.name, "names": list(self.names), "status": self.status(now, expiring_warn_s),
-            "source": self.source, "origin": self.origin, "auto_renew": self.auto and self.source != "imported",
-            "serial": self.serial or None, "issuer": self.issuer or None, "not_before": self.not_before,
+            "name": self.name,
+            "names": list(self.names),
+            "status": self.status(now, expiring_warn_s),
+            "source": self.source,
+            "origin": self.origin,
+            "auto_renew": self.auto and self.source != "imported",
+            "serial": self.serial or None,
+            "issuer": self.issuer or None,
+            "not_before": self.not_before,
             "not_after": self.not_after,
             "days_left": None if self.not_after is None else round((self.not_after - now) / 86400, 1),
-            "fingerprint_sha256": self.fingerprint or None, "failures": self.failures, "last_error": self.last_error,
-            "last_attempt_at": self.last_attempt_at, "next_attempt_at": self.next_attempt_at,
+            "fingerprint_sha256": self.fingerprint or None,
+            "failures": self.failures,
+            "last_error": self.last_error,
+            "last_attempt_at": self.last_attempt_at,
+            "next_attempt_at": self.next_attempt_at,
             "last_issued_at": self.last_issued_at,
-            "ari": None if not self.ari_id else {
-                "id": self.ari_id, "window_start": self.ari_window_start, "window_end": self.ari_window_end,
-                "renew_at": self.ari_renew_at, "next_check_at": self.ari_next_check_at, "error": self.ari_error,
+            "ari": None
+            if not self.ari_id
+            else {
+                "id": self.ari_id,
+                "window_start": self.ari_window_start,
+                "window_end": self.ari_window_end,
+                "renew_at": self.ari_renew_at,
+                "next_check_at": self.ari_next_check_at,
+                "error": self.ari_error,
             },
         }
 

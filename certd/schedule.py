@@ -48,6 +48,7 @@ class Policy:
     ari_max_check_s: float = 86400
     ari_default_check_s: float = 6 * 3600
 
+
 # The lifetime assumed for a certificate whose start is unknown (rows written before not_before was kept).
 _ASSUMED_LIFETIME_S = 90 * 86400
 
@@ -176,8 +177,9 @@ def ari_due(state: CertState, ari_id: str, next_check_at: float | None, now: flo
     return next_check_at is None or next_check_at <= now
 
 
-def ari_pick(window: tuple[float, float], previous_window: tuple[float, float] | None, previous_at: float | None,
-             u: float) -> float:
+def ari_pick(
+    window: tuple[float, float], previous_window: tuple[float, float] | None, previous_at: float | None, u: float
+) -> float:
     """The renewal time inside the suggested `window` (start, end): the one picked before while the
     window is unchanged (so repeated checks do not re-roll it towards the start), else `start + u *
     (end - start)`, u uniform in [0, 1)."""
@@ -187,8 +189,7 @@ def ari_pick(window: tuple[float, float], previous_window: tuple[float, float] |
     return start + u * (end - start)
 
 
-def next_wakeup(decisions: list[Decision], now: float, idle_s: float = 3600,
-                also: list[float] | None = None) -> float:
+def next_wakeup(decisions: list[Decision], now: float, idle_s: float = 3600, also: list[float] | None = None) -> float:
     """Seconds until the loop should look again: the earliest `wait` or time in `also` (bounded by
     `idle_s`, so clock jumps and expiring warnings are noticed), or 0 when something is due now."""
     times = [d.at for d in decisions if d.at is not None] + list(also or [])

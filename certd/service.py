@@ -65,10 +65,15 @@ class AcmeOrderFailed(InfraError):
 
 def policy_of(config: CertdConfig) -> Policy:
     return Policy(
-        renew_share=config.renew_share, renew_before_s=config.renew_before_s, renew_jitter_s=config.renew_jitter_s,
-        backoff_base_s=config.backoff_base_s, backoff_cap_s=config.backoff_cap_s,
-        expiring_warn_s=config.expiring_warn_s, expiring_repeat_s=config.expiring_repeat_s,
-        min_order_interval_s=config.min_order_interval_s, max_retry_after_s=config.max_retry_after_s,
+        renew_share=config.renew_share,
+        renew_before_s=config.renew_before_s,
+        renew_jitter_s=config.renew_jitter_s,
+        backoff_base_s=config.backoff_base_s,
+        backoff_cap_s=config.backoff_cap_s,
+        expiring_warn_s=config.expiring_warn_s,
+        expiring_repeat_s=config.expiring_repeat_s,
+        min_order_interval_s=config.min_order_interval_s,
+        max_retry_after_s=config.max_retry_after_s,
     )
 
 
@@ -103,8 +108,13 @@ class CertdService:
         self.records = CertRecords(store)
         self._abort = threading.Event()
         self.issuer = AcmeIssuer(
-            directory_url, self.cert_dir / "acme", ca_bundle=ca_bundle, email=email,
-            request_timeout_s=config.request_timeout_s, order_timeout_s=config.order_timeout_s, abort=self._abort,
+            directory_url,
+            self.cert_dir / "acme",
+            ca_bundle=ca_bundle,
+            email=email,
+            request_timeout_s=config.request_timeout_s,
+            order_timeout_s=config.order_timeout_s,
+            abort=self._abort,
         )
         self._executor: ThreadPoolExecutor | None = None
         self._tasks = TaskSet("certd")
@@ -120,8 +130,10 @@ class CertdService:
     async def start(self) -> None:
         bundle = self.issuer.ca_bundle
         if bundle is not None and not bundle.is_file():
-            raise StartupError(f"the ACME CA bundle {bundle} does not exist or is not a file",
-                               hint="fix --acme-ca-bundle / INFRACORE_ACME_CA_BUNDLE, or leave it unset for public CAs")
+            raise StartupError(
+                f"the ACME CA bundle {bundle} does not exist or is not a file",
+                hint="fix --acme-ca-bundle / INFRACORE_ACME_CA_BUNDLE, or leave it unset for public CAs",
+            )
         self._loop = asyncio.get_running_loop()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="certd-acme")
         await self.records.migrate()
@@ -156,16 +168,35 @@ class CertdService:
                 raise FileNotFoundError(str(key))
         except (OSError, InfraError) as e:
             log.error("certificate files unusable", name=rec.name, cert=str(crt), error=str(e))
-            await self.records.put(rec.with_(source=None, serial="", not_after=None, not_before=None,
-                                             last_error=f"certificate files unusable: {e}",
-                                             updated_at=self.clock.now()))
+            await self.records.put(
+                rec.with_(
+                    source=None,
+                    serial="",
+                    not_after=None,
+                    not_before=None,
+                    last_error=f"certificate files unusable: {e}",
+                    updated_at=self.clock.now(),
+                )
+            )
             return
         if info.serial != rec.serial:
-            log.warning("certificate files newer than the DB; taking the files", name=rec.name,
-                        db_serial=rec.serial, file_serial=info.serial)
-            rec = rec.with_(serial=info.serial, not_before=info.not_before, not_after=info.not_after,
-                            issuer=info.issuer, fingerprint=info.fingerprint_sha256, names=info.names or rec.names,
-                            ari_id=info.ari_id, updated_at=self.clock.now(), **rec.new_certificate())
+            log.warning(
+                "certificate files newer than the DB; taking the files",
+                name=rec.name,
+                db_serial=rec.serial,
+                file_serial=info.serial,
+            )
+            rec = rec.with_(
+                serial=info.serial,
+                not_before=info.not_before,
+                not_after=info.not_after,
+                issuer=info.issuer,
+                fingerprint=info.fingerprint_sha256,
+                names=info.names or rec.names,
+                ari_id=info.ari_id,
+                updated_at=self.clock.now(),
+                **rec.new_certificate(),
+            )
             await self.records.put(rec)
         elif info.ari_id != rec.ari_id:  # a row from before ARI ids were kept
             rec = rec.with_(ari_id=info.ari_id)
@@ -227,8 +258,9 @@ class CertdService:
         decisions = []
         checks: list[float] = []
         for rec in await self.records.all():
-            if not self.config.ari and (rec.ari_renew_at is not None or rec.ari_window_start is not None
-                                        or rec.ari_next_check_at is not None):
+            if not self.config.ari and (
+                rec.ari_renew_at is not None or rec.ari_window_start is not None or rec.ari_next_check_at is not None
+            ):
                 # windows noted while ARI was on must not keep deciding: the share of the lifetime does
                 forget = rec.new_certificate()
                 await self.records.update(rec.name, **forget)
@@ -263,20 +295,39 @@ class CertdService:
         else:
             now = self.clock.now()
             if answer is None:  # the CA does not offer ARI (now): the share of the lifetime decides
-                changes = {"ari_window_start": None, "ari_window_end": None, "ari_renew_at": None, "ari_error": None,
-                           "ari_next_check_at": now + self.policy.ari_default_check_s}
+                changes = {
+                    "ari_window_start": None,
+                    "ari_window_end": None,
+                    "ari_renew_at": None,
+                    "ari_error": None,
+                    "ari_next_check_at": now + self.policy.ari_default_check_s,
+                }
             else:
                 window = (answer.window.start, answer.window.end)
-                previous = None if rec.ari_window_start is None or rec.ari_window_end is None \
+                previous = (
+                    None
+                    if rec.ari_window_start is None or rec.ari_window_end is None
                     else (rec.ari_window_start, rec.ari_window_end)
+                )
                 at = ari_pick(window, previous, rec.ari_renew_at, random.random())
                 delay = ari_check_delay(answer.retry_after_s, self.policy)
-                changes = {"ari_window_start": window[0], "ari_window_end": window[1], "ari_renew_at": at,
-                           "ari_next_check_at": now + delay, "ari_error": None}
+                changes = {
+                    "ari_window_start": window[0],
+                    "ari_window_end": window[1],
+                    "ari_renew_at": at,
+                    "ari_next_check_at": now + delay,
+                    "ari_error": None,
+                }
                 if window != previous:
-                    log.info("renewal window from the CA", name=rec.name, start=window[0], end=window[1],
-                             renew_at=round(at), explanation=answer.window.explanation_url,
-                             next_check_in_s=round(delay))
+                    log.info(
+                        "renewal window from the CA",
+                        name=rec.name,
+                        start=window[0],
+                        end=window[1],
+                        renew_at=round(at),
+                        explanation=answer.window.explanation_url,
+                        next_check_in_s=round(delay),
+                    )
         current = await self.records.get(rec.name)
         if current is None or current.serial != rec.serial:
             return current or rec  # an order replaced the certificate meanwhile: this answer is about the old one
@@ -288,8 +339,9 @@ class CertdService:
         await self.records.update(rec.name, last_warned_at=now, updated_at=now)
         days = round((rec.not_after - now) / 86400, 1)
         log.warning("certificate expiring", name=rec.name, days_left=days, last_error=rec.last_error)
-        await self.bus.publish(CertificateExpiring(rec.name, list(rec.names), rec.not_after, days,
-                                                   rec.source or "", rec.last_error))
+        await self.bus.publish(
+            CertificateExpiring(rec.name, list(rec.names), rec.not_after, days, rec.source or "", rec.last_error)
+        )
 
     # --- orders ------------------------------------------------------------------------------
 
@@ -305,12 +357,18 @@ class CertdService:
                 return rec  # someone else's order made this one unnecessary
             rec = rec.with_(last_attempt_at=now, updated_at=now)
             await self.records.put(rec)
-            log.info("ordering certificate", name=name, names=list(rec.names), renewal=rec.source == "acme",
-                     directory=self.directory_url)
+            log.info(
+                "ordering certificate",
+                name=name,
+                names=list(rec.names),
+                renewal=rec.source == "acme",
+                directory=self.directory_url,
+            )
             try:
                 replaces = rec.ari_id if self.config.ari and rec.source == "acme" else ""
-                issued: Issued = await self._blocking(self.issuer.issue, list(rec.names), self._put_token,
-                                                      self._remove_token, replaces)
+                issued: Issued = await self._blocking(
+                    self.issuer.issue, list(rec.names), self._put_token, self._remove_token, replaces
+                )
                 info = pem.read_info(issued.fullchain_pem)
                 await self._write_pair(name, issued.fullchain_pem, issued.key_pem)
             except AcmeFailure as e:
@@ -323,17 +381,34 @@ class CertdService:
             renewal = rec.source in ("acme", "imported")
             now = self.clock.now()
             rec = rec.with_(
-                source="acme", serial=info.serial, not_before=info.not_before, not_after=info.not_after,
-                issuer=info.issuer, fingerprint=info.fingerprint_sha256, failures=0, last_error=None,
-                next_attempt_at=None, last_issued_at=now, last_warned_at=None, updated_at=now, ari_id=info.ari_id,
+                source="acme",
+                serial=info.serial,
+                not_before=info.not_before,
+                not_after=info.not_after,
+                issuer=info.issuer,
+                fingerprint=info.fingerprint_sha256,
+                failures=0,
+                last_error=None,
+                next_attempt_at=None,
+                last_issued_at=now,
+                last_warned_at=None,
+                updated_at=now,
+                ari_id=info.ari_id,
                 **rec.new_certificate(),
             )
             await self.records.put(rec)
             self._publish(rec)
-            log.info("certificate issued", name=name, serial=info.serial, not_after=info.not_after,
-                     issuer=info.issuer, renewal=renewal)
-            await self.bus.publish(CertificateIssued(name, list(rec.names), info.serial, info.not_after,
-                                                     info.issuer, "acme", renewal))
+            log.info(
+                "certificate issued",
+                name=name,
+                serial=info.serial,
+                not_after=info.not_after,
+                issuer=info.issuer,
+                renewal=renewal,
+            )
+            await self.bus.publish(
+                CertificateIssued(name, list(rec.names), info.serial, info.not_after, info.issuer, "acme", renewal)
+            )
             return rec
 
     async def _failed(self, rec: CertRecord, e: AcmeFailure, *, forced: bool) -> CertRecord:
@@ -351,16 +426,28 @@ class CertdService:
             serving = "self-signed fallback"
         else:
             serving = "expired certificate"
-        log.warning("certificate order failed", name=rec.name, error=e.message, failures=failures,
-                    retry_in_s=round(delay, 1), retry_after_s=e.retry_after_s, serving=serving)
-        await self.bus.publish(CertificateFailed(rec.name, list(rec.names), e.message, failures, now + delay,
-                                                   round(delay, 3), serving))
+        log.warning(
+            "certificate order failed",
+            name=rec.name,
+            error=e.message,
+            failures=failures,
+            retry_in_s=round(delay, 1),
+            retry_after_s=e.retry_after_s,
+            serving=serving,
+        )
+        await self.bus.publish(
+            CertificateFailed(rec.name, list(rec.names), e.message, failures, now + delay, round(delay, 3), serving)
+        )
         if forced:
             raise AcmeOrderFailed(
                 f"the ACME server did not issue a certificate for {', '.join(rec.names)}: {e.message}",
                 hint=f"still serving the {serving}; certd retries on its own in {round(delay)}s",
-                details={"name": rec.name, "retry_at": now + delay, "serving": serving,
-                         **({"retry_after_s": e.retry_after_s} if e.retry_after_s else {})},
+                details={
+                    "name": rec.name,
+                    "retry_at": now + delay,
+                    "serving": serving,
+                    **({"retry_after_s": e.retry_after_s} if e.retry_after_s else {}),
+                },
             )
         return rec
 
@@ -388,9 +475,17 @@ class CertdService:
         cert_pem, key_pem = pem.self_signed(list(rec.names), now)
         info = pem.read_info(cert_pem)
         await self._write_pair(rec.name, cert_pem, key_pem)
-        rec = rec.with_(source="self-signed", serial=info.serial, not_before=info.not_before,
-                        not_after=info.not_after, issuer=info.issuer, fingerprint=info.fingerprint_sha256,
-                        updated_at=now, ari_id="", **rec.new_certificate())
+        rec = rec.with_(
+            source="self-signed",
+            serial=info.serial,
+            not_before=info.not_before,
+            not_after=info.not_after,
+            issuer=info.issuer,
+            fingerprint=info.fingerprint_sha256,
+            updated_at=now,
+            ari_id="",
+            **rec.new_certificate(),
+        )
         await self.records.put(rec)
         self._publish(rec)
         log.info("serving a self-signed fallback", name=rec.name)
@@ -411,10 +506,17 @@ class CertdService:
     def _publish(self, rec: CertRecord) -> None:
         crt, key = self._paths(rec.name)
         assert rec.source is not None and rec.not_after is not None
-        self.board.publish(CertificateRef(
-            names=rec.names, cert_path=str(crt), key_path=str(key), not_after=rec.not_after, issuer=rec.issuer,
-            serial=rec.serial, source=rec.source,
-        ))
+        self.board.publish(
+            CertificateRef(
+                names=rec.names,
+                cert_path=str(crt),
+                key_path=str(key),
+                not_after=rec.not_after,
+                issuer=rec.issuer,
+                serial=rec.serial,
+                source=rec.source,
+            )
+        )
         self._expiry[rec.name] = rec.not_after
 
     def _withdraw(self, rec: CertRecord) -> None:
@@ -432,8 +534,9 @@ class CertdService:
         out = rec.to_api(now, self.policy.expiring_warn_s)
         crt, key = self._paths(rec.name)
         plan = decide(rec.name, rec.state(), now, self.policy)
-        out.update(cert_path=str(crt), key_path=str(key), wanted=any(rec.covers(n) for n in self._wanted),
-                   renew_at=plan.at)
+        out.update(
+            cert_path=str(crt), key_path=str(key), wanted=any(rec.covers(n) for n in self._wanted), renew_at=plan.at
+        )
         return out
 
     # --- metrics (core.ports.MetricsSource) ---------------------------------------------------
@@ -442,8 +545,10 @@ class CertdService:
         """`cert_expiry_seconds{name}`: seconds until the served certificate of each record expires
         (negative once expired; the self-signed fallback's while it is what is served)."""
         now = self.clock.now()
-        return [Sample("cert_expiry_seconds", round(not_after - now, 3), {"name": name})
-                for name, not_after in self._expiry.items()]
+        return [
+            Sample("cert_expiry_seconds", round(not_after - now, 3), {"name": name})
+            for name, not_after in self._expiry.items()
+        ]
 
     async def list(self) -> list[dict[str, Any]]:
         return [self._view(r) for r in await self.records.all()]
@@ -464,21 +569,31 @@ class CertdService:
         key = _name_or_error(name, "name")
         names = tuple(dict.fromkeys([key, *(_name_or_error(n, "also") for n in also or [])]))
         if any(n.startswith("*.") for n in names):
-            raise ValidationFailed("wildcard names need the DNS-01 challenge, which certd does not do (HTTP-01 only)",
-                                   hint="import a wildcard certificate with `fsctl cert import` instead",
-                                   details={"field": "name"})
+            raise ValidationFailed(
+                "wildcard names need the DNS-01 challenge, which certd does not do (HTTP-01 only)",
+                hint="import a wildcard certificate with `fsctl cert import` instead",
+                details={"field": "name"},
+            )
         now = self.clock.now()
         rec = await self.records.get(key)
         if rec is not None and rec.source == "imported":
-            raise Conflict(f"{key} has an imported certificate", hint=f"remove it first: fsctl cert rm {key}",
-                           details={"name": key})
-        if rec is not None and rec.source == "acme" and set(rec.names) == set(names) \
-                and not may_reorder(rec.not_before, rec.not_after, now, self.policy):
+            raise Conflict(
+                f"{key} has an imported certificate",
+                hint=f"remove it first: fsctl cert rm {key}",
+                details={"name": key},
+            )
+        if (
+            rec is not None
+            and rec.source == "acme"
+            and set(rec.names) == set(names)
+            and not may_reorder(rec.not_before, rec.not_after, now, self.policy)
+        ):
             days = round(((rec.not_after or now) - now) / 86400, 1)
             raise Conflict(
                 f"{key} already has a valid certificate with {days} days left; ordering another now would only "
                 "spend the CA's rate limit",
-                hint=f"to replace it anyway: fsctl cert renew {key}", details={"name": key, "days_left": days},
+                hint=f"to replace it anyway: fsctl cert renew {key}",
+                details={"name": key, "days_left": days},
             )
         if rec is None:
             rec = CertRecord(name=key, names=names, origin="api", created_at=now, updated_at=now)
@@ -491,8 +606,11 @@ class CertdService:
         """Order a replacement now, whatever the schedule says (the served cert stays on failure)."""
         rec = await self._existing(name)
         if rec.source == "imported":
-            raise Conflict(f"{rec.name} has an imported certificate: certd cannot renew it",
-                           hint="import the renewed pair with `fsctl cert import`", details={"name": rec.name})
+            raise Conflict(
+                f"{rec.name} has an imported certificate: certd cannot renew it",
+                hint="import the renewed pair with `fsctl cert import`",
+                details={"name": rec.name},
+            )
         return self._view(await self._attempt(rec.name, forced=True))
 
     async def import_pair(self, cert_pem: str, key_pem: str) -> dict[str, Any]:
@@ -504,16 +622,35 @@ class CertdService:
             old = await self.records.get(key)
             await self._write_pair(key, cert_pem.encode(), key_pem.encode())
             rec = CertRecord(
-                name=key, names=info.names, origin="import", created_at=old.created_at if old else now,
-                updated_at=now, source="imported", auto=False, serial=info.serial, not_before=info.not_before,
-                not_after=info.not_after, issuer=info.issuer, fingerprint=info.fingerprint_sha256,
-                last_issued_at=now, ari_id=info.ari_id,
+                name=key,
+                names=info.names,
+                origin="import",
+                created_at=old.created_at if old else now,
+                updated_at=now,
+                source="imported",
+                auto=False,
+                serial=info.serial,
+                not_before=info.not_before,
+                not_after=info.not_after,
+                issuer=info.issuer,
+                fingerprint=info.fingerprint_sha256,
+                last_issued_at=now,
+                ari_id=info.ari_id,
             )
             await self.records.put(rec)
             self._publish(rec)
         log.info("certificate imported", name=key, names=list(info.names), serial=info.serial, issuer=info.issuer)
-        await self.bus.publish(CertificateIssued(key, list(info.names), info.serial, info.not_after, info.issuer,
-                                                 "imported", old is not None and old.source != "self-signed"))
+        await self.bus.publish(
+            CertificateIssued(
+                key,
+                list(info.names),
+                info.serial,
+                info.not_after,
+                info.issuer,
+                "imported",
+                old is not None and old.source != "self-signed",
+            )
+        )
         return self._view(rec)
 
     async def delete(self, name: str) -> dict[str, Any]:

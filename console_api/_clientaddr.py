@@ -56,8 +56,7 @@ def is_trusted(ip: Address, networks: Sequence[Network]) -> bool:
     return any(ip.version == net.version and ip in net for net in networks)
 
 
-def forwarded_client(peer_ip: str, xff: Sequence[str], *, peer_trusted: bool,
-                     trusted: Sequence[Network]) -> str:
+def forwarded_client(peer_ip: str, xff: Sequence[str], *, peer_trusted: bool, trusted: Sequence[Network]) -> str:
     """The client's address for a request from `peer_ip` carrying the `X-Forwarded-For` header values
     `xff` (in order; several headers are one list). `peer_trusted` says the peer is the gate; a peer in
     `trusted` is trusted as well."""
@@ -82,7 +81,7 @@ def host_name(host_header: str) -> str:
     """The name part of a Host header, lowercase, without port or IPv6 brackets or a trailing dot."""
     h = host_header.strip().lower()
     if h.startswith("["):
-        return h[1:h.find("]")] if "]" in h else h
+        return h[1 : h.find("]")] if "]" in h else h
     if h.count(":") == 1:
         h = h.partition(":")[0]
     return h.rstrip(".")

@@ -120,8 +120,20 @@ class Api:
 
         def deco(fn: Handler) -> Handler:
             self.operations.append(
-                Operation(method.upper(), path, fn, summary, role, body, action, tag, dict(query or {}), response,
-                          returns, clients)
+                Operation(
+                    method.upper(),
+                    path,
+                    fn,
+                    summary,
+                    role,
+                    body,
+                    action,
+                    tag,
+                    dict(query or {}),
+                    response,
+                    returns,
+                    clients,
+                )
             )
             return fn
 

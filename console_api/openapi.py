@@ -68,8 +68,10 @@ def _union_of(spec: Any) -> tuple[list[type[BaseModel]], str | None]:
     discriminator = None
     if typing.get_origin(spec) is typing.Annotated:
         spec, *extra = typing.get_args(spec)
-        discriminator = next((getattr(e, "discriminator", None) for e in extra
-                              if isinstance(getattr(e, "discriminator", None), str)), None)
+        discriminator = next(
+            (getattr(e, "discriminator", None) for e in extra if isinstance(getattr(e, "discriminator", None), str)),
+            None,
+        )
     if typing.get_origin(spec) not in (typing.Union, types.UnionType):
         return [], None
     models = list(typing.get_args(spec))
@@ -101,8 +103,7 @@ def build_document(api: Any, *, version: str) -> dict[str, Any]:
         if model is not None:
             wanted.append((model, "serialization"))
         wanted += [(m, "serialization") for m in _union_of(response_of(op))[0]]
-    refs, defs = models_json_schema(list(dict.fromkeys(wanted)), ref_template=_REF,
-                                    schema_generator=_Schemas)
+    refs, defs = models_json_schema(list(dict.fromkeys(wanted)), ref_template=_REF, schema_generator=_Schemas)
     components: dict[str, Any] = {"Error": _ERROR, **defs.get("$defs", {})}
     error_ref = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
 
@@ -131,9 +132,14 @@ def build_document(api: Any, *, version: str) -> dict[str, Any]:
             elif members:
                 schema = {"oneOf": [refs[(m, "serialization")] for m in members]}
                 if discriminator:
-                    schema["discriminator"] = {"propertyName": discriminator, "mapping": {
-                        value: refs[(m, "serialization")]["$ref"] for m in members
-                        for value in typing.get_args(m.model_fields[discriminator].annotation)}}
+                    schema["discriminator"] = {
+                        "propertyName": discriminator,
+                        "mapping": {
+                            value: refs[(m, "serialization")]["$ref"]
+                            for m in members
+                            for value in typing.get_args(m.model_fields[discriminator].annotation)
+                        },
+                    }
             else:
                 schema = _plain_schema(spec)
             ok = {"200": {"description": "success", "content": {op.response: {"schema": schema}}}}
@@ -172,9 +178,12 @@ def build_document(api: Any, *, version: str) -> dict[str, Any]:
             "schemas": components,
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer"},
-                "session": {"type": "apiKey", "in": "cookie", "name": "ic_session",
-                            "description": "browser session; mutating calls also need the X-CSRF-Token header"},
+                "session": {
+                    "type": "apiKey",
+                    "in": "cookie",
+                    "name": "ic_session",
+                    "description": "browser session; mutating calls also need the X-CSRF-Token header",
+                },
             },
         },
     }
-

@@ -35,8 +35,15 @@ def register(api: Api, certd: CertdService) -> None:
     async def certs_get(req: ApiRequest) -> dict[str, Any]:
         return await certd.get(req.match["name"])
 
-    @api.route("POST", "/api/certs", summary="Order a certificate now (ACME HTTP-01); waits for the outcome",
-               role="admin", body=IssueBody, action="cert.issue", tag="certd")
+    @api.route(
+        "POST",
+        "/api/certs",
+        summary="Order a certificate now (ACME HTTP-01); waits for the outcome",
+        role="admin",
+        body=IssueBody,
+        action="cert.issue",
+        tag="certd",
+    )
     async def certs_issue(req: ApiRequest) -> dict[str, Any]:
         body: IssueBody = req.body
         req.audit(f"cert:{body.name}")
@@ -44,8 +51,14 @@ def register(api: Api, certd: CertdService) -> None:
         req.audit(f"cert:{after['name']}", after=_brief(after))
         return after
 
-    @api.route("POST", "/api/certs/{name}/renew", summary="Renew a certificate now; the current one stays on failure",
-               role="admin", action="cert.renew", tag="certd")
+    @api.route(
+        "POST",
+        "/api/certs/{name}/renew",
+        summary="Renew a certificate now; the current one stays on failure",
+        role="admin",
+        action="cert.renew",
+        tag="certd",
+    )
     async def certs_renew(req: ApiRequest) -> dict[str, Any]:
         name = req.match["name"]
         req.audit(f"cert:{name}")
@@ -54,16 +67,29 @@ def register(api: Api, certd: CertdService) -> None:
         req.audit(f"cert:{after['name']}", before=_brief(before), after=_brief(after))
         return after
 
-    @api.route("POST", "/api/certs/import", summary="Import a certificate (full chain) and its key",
-               role="admin", body=ImportBody, action="cert.import", tag="certd")
+    @api.route(
+        "POST",
+        "/api/certs/import",
+        summary="Import a certificate (full chain) and its key",
+        role="admin",
+        body=ImportBody,
+        action="cert.import",
+        tag="certd",
+    )
     async def certs_import(req: ApiRequest) -> dict[str, Any]:
         body: ImportBody = req.body
         after = await certd.import_pair(body.cert_pem, body.key_pem)  # the key never goes to the audit log
         req.audit(f"cert:{after['name']}", after=_brief(after))
         return after
 
-    @api.route("DELETE", "/api/certs/{name}", summary="Stop serving a certificate and delete it",
-               role="admin", action="cert.remove", tag="certd")
+    @api.route(
+        "DELETE",
+        "/api/certs/{name}",
+        summary="Stop serving a certificate and delete it",
+        role="admin",
+        action="cert.remove",
+        tag="certd",
+    )
     async def certs_remove(req: ApiRequest) -> dict[str, Any]:
         name = req.match["name"]
         req.audit(f"cert:{name}")

@@ -28,8 +28,9 @@ class _Body(BaseModel):
 class LoginBody(_Body):
     username: str = Field(min_length=1, max_length=64)
     password: str = Field(min_length=1, max_length=1024)
-    otp: str | None = Field(default=None, max_length=32,
-                            description="TOTP code (or a recovery code), for users with 2FA on")
+    otp: str | None = Field(
+        default=None, max_length=32, description="TOTP code (or a recovery code), for users with 2FA on"
+    )
 
 
 class TotpConfirmBody(_Body):
@@ -88,8 +89,11 @@ def register(api: Api, ctx: CoreContext) -> None:
     async def docs(req: ApiRequest) -> web.Response:
         if "html" not in cached:
             cached["html"] = apidocs.render(document())
-        return web.Response(text=cached["html"], content_type="text/html",
-                            headers={"Content-Security-Policy": apidocs.CSP, "Cache-Control": "no-cache"})
+        return web.Response(
+            text=cached["html"],
+            content_type="text/html",
+            headers={"Content-Security-Policy": apidocs.CSP, "Cache-Control": "no-cache"},
+        )
 
     @api.route("GET", "/api/status", summary="Version, uptime and the state of each component")
     async def status(req: ApiRequest) -> dict[str, Any]:
@@ -102,19 +106,22 @@ def register(api: Api, ctx: CoreContext) -> None:
 
     # --- sessions ----------------------------------------------------------------------------
 
-    @api.route("POST", "/api/auth/login", summary="Exchange a username and password for a session token",
-               role=None, body=LoginBody, action="auth.login")
+    @api.route(
+        "POST",
+        "/api/auth/login",
+        summary="Exchange a username and password for a session token",
+        role=None,
+        body=LoginBody,
+        action="auth.login",
+    )
     async def login(req: ApiRequest) -> dict[str, Any]:
         body: LoginBody = req.body
         req.audit(f"user:{body.username}")
-        token, expires_at, principal = await ctx.identity.login(
-            body.username, body.password, req.client_ip, body.otp
-        )
+        token, expires_at, principal = await ctx.identity.login(body.username, body.password, req.client_ip, body.otp)
         req.principal = principal
         return {"token": token, "expires_at": expires_at, "username": principal.username, "role": principal.role}
 
-    @api.route("POST", "/api/auth/logout", summary="End the current session", role="viewer",
-               action="auth.logout")
+    @api.route("POST", "/api/auth/logout", summary="End the current session", role="viewer", action="auth.logout")
     async def logout(req: ApiRequest) -> None:
         await ctx.identity.logout(req.require())
 
@@ -125,13 +132,23 @@ def register(api: Api, ctx: CoreContext) -> None:
 
     # --- tokens ------------------------------------------------------------------------------
 
-    @api.route("GET", "/api/tokens", summary="List API tokens (never their secrets)",
-               query={"sessions": "1 to include login sessions"})
+    @api.route(
+        "GET",
+        "/api/tokens",
+        summary="List API tokens (never their secrets)",
+        query={"sessions": "1 to include login sessions"},
+    )
     async def tokens_list(req: ApiRequest) -> list[dict[str, Any]]:
         return await ctx.identity.list_tokens(include_sessions=req.query.get("sessions") == "1")
 
-    @api.route("POST", "/api/tokens", summary="Create an API token; the secret is in `token`, shown once",
-               role="admin", body=TokenCreateBody, action="token.create")
+    @api.route(
+        "POST",
+        "/api/tokens",
+        summary="Create an API token; the secret is in `token`, shown once",
+        role="admin",
+        body=TokenCreateBody,
+        action="token.create",
+    )
     async def tokens_create(req: ApiRequest) -> dict[str, Any]:
         body: TokenCreateBody = req.body
         token, record = await ctx.identity.create_token(req.require(), body.name, body.role, body.expires_in_s)
@@ -160,8 +177,14 @@ def register(api: Api, ctx: CoreContext) -> None:
         req.audit(f"user:{body.username}", after=user)
         return user
 
-    @api.route("PUT", "/api/users/{name}/password", summary="Set a password (admins: anyone's; others: their own)",
-               role="viewer", body=PasswordBody, action="user.passwd")
+    @api.route(
+        "PUT",
+        "/api/users/{name}/password",
+        summary="Set a password (admins: anyone's; others: their own)",
+        role="viewer",
+        body=PasswordBody,
+        action="user.passwd",
+    )
     async def users_passwd(req: ApiRequest) -> dict[str, Any]:
         name = req.match["name"]
         req.audit(f"user:{name}")
@@ -169,15 +192,26 @@ def register(api: Api, ctx: CoreContext) -> None:
         await ctx.identity.set_password(req.require(), name, body.password)
         return {"username": name, "password_changed": True}
 
-    @api.route("POST", "/api/users/{name}/totp", summary="Start two-factor enrolment: a new TOTP secret",
-               role="viewer", action="user.totp.begin")
+    @api.route(
+        "POST",
+        "/api/users/{name}/totp",
+        summary="Start two-factor enrolment: a new TOTP secret",
+        role="viewer",
+        action="user.totp.begin",
+    )
     async def totp_begin(req: ApiRequest) -> dict[str, str]:
         name = req.match["name"]
         req.audit(f"user:{name}")
         return await ctx.identity.totp_begin(req.require(), name)
 
-    @api.route("POST", "/api/users/{name}/totp/confirm", summary="Finish enrolment with a current code",
-               role="viewer", body=TotpConfirmBody, action="user.totp.enable")
+    @api.route(
+        "POST",
+        "/api/users/{name}/totp/confirm",
+        summary="Finish enrolment with a current code",
+        role="viewer",
+        body=TotpConfirmBody,
+        action="user.totp.enable",
+    )
     async def totp_confirm(req: ApiRequest) -> dict[str, Any]:
         name = req.match["name"]
         req.audit(f"user:{name}", after={"totp": True})
@@ -185,9 +219,13 @@ def register(api: Api, ctx: CoreContext) -> None:
         codes = await ctx.identity.totp_confirm(req.require(), name, body.code)
         return {"username": name, "totp": True, "recovery_codes": codes}
 
-    @api.route("POST", "/api/users/{name}/totp/recovery-codes",
-               summary="New single-use recovery codes (shown once); the old ones stop working",
-               role="viewer", action="user.totp.recovery_codes")
+    @api.route(
+        "POST",
+        "/api/users/{name}/totp/recovery-codes",
+        summary="New single-use recovery codes (shown once); the old ones stop working",
+        role="viewer",
+        action="user.totp.recovery_codes",
+    )
     async def totp_recovery_codes(req: ApiRequest) -> dict[str, Any]:
         name = req.match["name"]
         req.audit(f"user:{name}")
@@ -195,8 +233,13 @@ def register(api: Api, ctx: CoreContext) -> None:
         req.audit(f"user:{name}", after={"recovery_codes_left": len(codes)})
         return {"username": name, "recovery_codes": codes}
 
-    @api.route("DELETE", "/api/users/{name}/totp", summary="Turn two-factor login off", role="viewer",
-               action="user.totp.disable")
+    @api.route(
+        "DELETE",
+        "/api/users/{name}/totp",
+        summary="Turn two-factor login off",
+        role="viewer",
+        action="user.totp.disable",
+    )
     async def totp_disable(req: ApiRequest) -> dict[str, Any]:
         name = req.match["name"]
         req.audit(f"user:{name}", after={"totp": False})
@@ -213,9 +256,18 @@ def register(api: Api, ctx: CoreContext) -> None:
 
     # --- audit and events --------------------------------------------------------------------
 
-    @api.route("GET", "/api/audit", summary="The audit log, newest first", role="admin",
-               query={"limit": "at most this many (default 100)", "before": "entries with ids below this",
-                      "actor": "only this actor", "action": "only this action (* wildcard)"})
+    @api.route(
+        "GET",
+        "/api/audit",
+        summary="The audit log, newest first",
+        role="admin",
+        query={
+            "limit": "at most this many (default 100)",
+            "before": "entries with ids below this",
+            "actor": "only this actor",
+            "action": "only this action (* wildcard)",
+        },
+    )
     async def audit(req: ApiRequest) -> list[dict[str, Any]]:
         q = req.query
         return await ctx.audit.list(
@@ -225,11 +277,18 @@ def register(api: Api, ctx: CoreContext) -> None:
             action=q.get("action"),
         )
 
-    @api.route("GET", "/api/events", summary="Server-Sent Events: every event after Last-Event-ID (or `since`)",
-               query={"since": "resume after this event id (Last-Event-ID wins)", "types": "comma-separated types",
-                      "follow": "0: send the events up to the newest one now, then end the stream (default 1)",
-                      "last": "with follow=0 and no since: only the newest N events (default 20)"},
-               response="text/event-stream")
+    @api.route(
+        "GET",
+        "/api/events",
+        summary="Server-Sent Events: every event after Last-Event-ID (or `since`)",
+        query={
+            "since": "resume after this event id (Last-Event-ID wins)",
+            "types": "comma-separated types",
+            "follow": "0: send the events up to the newest one now, then end the stream (default 1)",
+            "last": "with follow=0 and no since: only the newest N events (default 20)",
+        },
+        response="text/event-stream",
+    )
     async def events(req: ApiRequest) -> web.StreamResponse:
         hidden = () if req.require().role == "admin" else ADMIN_ONLY_EVENTS
         last = req.raw.headers.get("Last-Event-ID") or req.query.get("since")
@@ -237,8 +296,11 @@ def register(api: Api, ctx: CoreContext) -> None:
         types = [t for t in req.query.get("types", "").split(",") if t] or None
         follow = req.query.get("follow", "1")
         if follow not in ("0", "1", "true", "false"):
-            raise BadRequest(f"follow must be 0 or 1, not {follow!r}", details={"field": "follow"},
-                             hint="follow=0 ends the stream after the events there are now")
+            raise BadRequest(
+                f"follow must be 0 or 1, not {follow!r}",
+                details={"field": "follow"},
+                hint="follow=0 ends the stream after the events there are now",
+            )
         newest = parse_int(req.query.get("last"), "last", 20, 1, 10_000)
         resp = web.StreamResponse(
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}

@@ -20,8 +20,12 @@ if TYPE_CHECKING:  # the component's public face (see console_api/__init__.py)
 class DeployBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    version: str | None = Field(default=None, max_length=128, pattern=VERSION_RE.pattern,
-                                description=f"the release's ${{version}} label: {VERSION_RULE}")
+    version: str | None = Field(
+        default=None,
+        max_length=128,
+        pattern=VERSION_RE.pattern,
+        description=f"the release's ${{version}} label: {VERSION_RULE}",
+    )
     artifact_id: str | None = Field(default=None, max_length=128, description="an uploaded artifact's id")
     overrides: dict[str, Any] | None = Field(default=None, description="spec fields to change in this release")
 
@@ -37,36 +41,66 @@ async def _check_client_deploy(orch: OrchService, name: str, body: DeployBody) -
     change the spec (a new `cmd`, `user` or `image` would run what no admin approved), nor run another
     service's artifact under this service's name."""
     if body.overrides:
-        raise Forbidden("a CI client cannot change a service's spec: `overrides` need an admin",
-                        code="client_scope", hint="apply the spec change as an admin, then deploy artifacts")
+        raise Forbidden(
+            "a CI client cannot change a service's spec: `overrides` need an admin",
+            code="client_scope",
+            hint="apply the spec change as an admin, then deploy artifacts",
+        )
     if body.artifact_id is not None and orch.artifacts is not None:
         try:
             owners = await orch.artifacts.services_of(body.artifact_id)
         except NotFound:
             owners = set()
         if name not in owners:
-            raise Forbidden(f"artifact {body.artifact_id[:12]} was not uploaded for {name!r}",
-                            code="client_scope", hint=f"upload it with ?service={name}")
+            raise Forbidden(
+                f"artifact {body.artifact_id[:12]} was not uploaded for {name!r}",
+                code="client_scope",
+                hint=f"upload it with ?service={name}",
+            )
 
 
 def register(api: Api, orch: OrchService) -> None:
     """The routes over `OrchService`'s public methods."""
 
-    @api.route("GET", "/api/services/{name}/releases", summary="A service's releases, newest first, with what "
-               "each changed", tag="orch", returns=list[Release])
+    @api.route(
+        "GET",
+        "/api/services/{name}/releases",
+        summary="A service's releases, newest first, with what each changed",
+        tag="orch",
+        returns=list[Release],
+    )
     async def releases(req: ApiRequest) -> list[dict[str, Any]]:
         return await orch.releases(req.match["name"])
 
-    @api.route("GET", "/api/services/{name}/diff", summary="What changed between two releases", tag="orch",
-               query={"from": "release number (default: the one before `to`)",
-                      "to": "release number (default: the serving one)"}, returns=ReleaseDiff)
+    @api.route(
+        "GET",
+        "/api/services/{name}/diff",
+        summary="What changed between two releases",
+        tag="orch",
+        query={
+            "from": "release number (default: the one before `to`)",
+            "to": "release number (default: the serving one)",
+        },
+        returns=ReleaseDiff,
+    )
     async def release_diff(req: ApiRequest) -> dict[str, Any]:
-        return await orch.diff(req.match["name"], parse_int(req.query.get("from"), "from", None, 1, None),
-                               parse_int(req.query.get("to"), "to", None, 1, None))
+        return await orch.diff(
+            req.match["name"],
+            parse_int(req.query.get("from"), "from", None, 1, None),
+            parse_int(req.query.get("to"), "to", None, 1, None),
+        )
 
-    @api.route("POST", "/api/services/{name}/deploy", summary="Deploy a new release (rolling by default); "
-               "answers 202 at once with the deployment to poll", role="admin", body=DeployBody,
-               action="service.deploy", tag="orch", clients="path", returns=DeploymentStarted)
+    @api.route(
+        "POST",
+        "/api/services/{name}/deploy",
+        summary="Deploy a new release (rolling by default); answers 202 at once with the deployment to poll",
+        role="admin",
+        body=DeployBody,
+        action="service.deploy",
+        tag="orch",
+        clients="path",
+        returns=DeploymentStarted,
+    )
     async def deploy(req: ApiRequest) -> web.Response:
         name = req.match["name"]
         body: DeployBody = req.body or DeployBody()
@@ -74,14 +108,22 @@ def register(api: Api, orch: OrchService) -> None:
         principal = req.require()
         if principal.scoped:
             await _check_client_deploy(orch, name, body)
-        started = await orch.deploy(name, version=body.version, artifact_id=body.artifact_id,
-                                    overrides=body.overrides, actor=principal.username)
+        started = await orch.deploy(
+            name, version=body.version, artifact_id=body.artifact_id, overrides=body.overrides, actor=principal.username
+        )
         req.audit(f"service:{name}", after=started)
         return web.Response(status=202, text=json.dumps(started), content_type="application/json")
 
-    @api.route("POST", "/api/services/{name}/rollback", summary="Re-apply an earlier release through the same "
-               "rolling path", role="admin", body=RollbackBody, action="service.rollback", tag="orch",
-               returns=DeploymentStarted)
+    @api.route(
+        "POST",
+        "/api/services/{name}/rollback",
+        summary="Re-apply an earlier release through the same rolling path",
+        role="admin",
+        body=RollbackBody,
+        action="service.rollback",
+        tag="orch",
+        returns=DeploymentStarted,
+    )
     async def rollback(req: ApiRequest) -> web.Response:
         name = req.match["name"]
         body: RollbackBody = req.body or RollbackBody()
@@ -90,13 +132,25 @@ def register(api: Api, orch: OrchService) -> None:
         req.audit(f"service:{name}", after=started)
         return web.Response(status=202, text=json.dumps(started), content_type="application/json")
 
-    @api.route("GET", "/api/deployments", summary="Deployments, newest first", tag="orch",
-               query={"service": "only this service's"}, returns=list[Deployment])
+    @api.route(
+        "GET",
+        "/api/deployments",
+        summary="Deployments, newest first",
+        tag="orch",
+        query={"service": "only this service's"},
+        returns=list[Deployment],
+    )
     async def deployments(req: ApiRequest) -> list[dict[str, Any]]:
         return await orch.deployments(req.query.get("service") or None)
 
-    @api.route("GET", "/api/deployments/{id:\\d+}", summary="One deployment: status, phases, step log", tag="orch",
-               clients="handler", returns=Deployment)
+    @api.route(
+        "GET",
+        "/api/deployments/{id:\\d+}",
+        summary="One deployment: status, phases, step log",
+        tag="orch",
+        clients="handler",
+        returns=Deployment,
+    )
     async def deployment(req: ApiRequest) -> dict[str, Any]:
         dep = await orch.deployment(int(req.match["id"]))
         req.authorize_service(dep["service"])  # a CI client sees only its own services' deployments

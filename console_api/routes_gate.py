@@ -13,11 +13,19 @@ from gate import GateService, Route, RoutePatch, RouteSpec, route_payload
 def register(api: Api, gate: GateService) -> None:
     @api.route("GET", "/api/routes", summary="List the gate's routes", tag="gate")
     async def routes_list(req: ApiRequest) -> list[dict[str, Any]]:
-        return [{**_for(req, route_payload(r)), "certificate": gate.certificate_for(r.spec.host)}
-                for r in gate.routes()]
+        return [
+            {**_for(req, route_payload(r)), "certificate": gate.certificate_for(r.spec.host)} for r in gate.routes()
+        ]
 
-    @api.route("POST", "/api/routes", summary="Add a route; the new table applies at once", role="admin",
-               body=RouteSpec, action="route.add", tag="gate")
+    @api.route(
+        "POST",
+        "/api/routes",
+        summary="Add a route; the new table applies at once",
+        role="admin",
+        body=RouteSpec,
+        action="route.add",
+        tag="gate",
+    )
     async def routes_add(req: ApiRequest) -> dict[str, Any]:
         spec: RouteSpec = req.body
         req.audit(f"route:{spec.host}{spec.path}")
@@ -31,24 +39,44 @@ def register(api: Api, gate: GateService) -> None:
         route = gate.find_route(_ref(req))
         return {**_for(req, route_payload(route)), "certificate": gate.certificate_for(route.spec.host)}
 
-    @api.route("PUT", "/api/routes/{id:\\d+}", summary="Replace a route's spec", role="admin", body=RouteSpec,
-               action="route.update", tag="gate")
+    @api.route(
+        "PUT",
+        "/api/routes/{id:\\d+}",
+        summary="Replace a route's spec",
+        role="admin",
+        body=RouteSpec,
+        action="route.update",
+        tag="gate",
+    )
     async def routes_put(req: ApiRequest) -> dict[str, Any]:
         route_id = int(req.match["id"])
         req.audit(f"route:{route_id}")
         before, after = await gate.update_route(route_id, req.body)
         return await _saved(gate, req, before, after)
 
-    @api.route("PATCH", "/api/routes/{id:\\d+}", summary="Change some of a route's fields (merge patch: null = "
-               "default)", role="admin", body=RoutePatch, action="route.update", tag="gate")
+    @api.route(
+        "PATCH",
+        "/api/routes/{id:\\d+}",
+        summary="Change some of a route's fields (merge patch: null = default)",
+        role="admin",
+        body=RoutePatch,
+        action="route.update",
+        tag="gate",
+    )
     async def routes_patch(req: ApiRequest) -> dict[str, Any]:
         route_id = int(req.match["id"])
         req.audit(f"route:{route_id}")
         before, after = await gate.patch_route(route_id, req.body.model_dump(exclude_unset=True))
         return await _saved(gate, req, before, after)
 
-    @api.route("DELETE", "/api/routes/{ref:.+}", summary="Remove a route, by id or host[/path]", role="admin",
-               action="route.remove", tag="gate")
+    @api.route(
+        "DELETE",
+        "/api/routes/{ref:.+}",
+        summary="Remove a route, by id or host[/path]",
+        role="admin",
+        action="route.remove",
+        tag="gate",
+    )
     async def routes_delete(req: ApiRequest) -> dict[str, Any]:
         route = gate.find_route(_ref(req))
         req.audit(f"route:{route.id}")
@@ -57,8 +85,13 @@ def register(api: Api, gate: GateService) -> None:
         req.audit(f"route:{route.id}", before=_hide_hashes(out))
         return out
 
-    @api.route("GET", "/api/gate/metrics", summary="Gate request metrics per route and upstream target",
-               query={"window_s": "span for latency quantiles (default 60)"}, tag="gate")
+    @api.route(
+        "GET",
+        "/api/gate/metrics",
+        summary="Gate request metrics per route and upstream target",
+        query={"window_s": "span for latency quantiles (default 60)"},
+        tag="gate",
+    )
     async def gate_metrics(req: ApiRequest) -> dict[str, Any]:
         raw = req.query.get("window_s", "60")
         try:

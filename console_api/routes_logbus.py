@@ -84,8 +84,11 @@ async def _matcher(req: ApiRequest) -> Matcher:
     try:
         return await asyncio.to_thread(Matcher, keyword, regex, streams)
     except ValueError as e:
-        raise BadRequest(str(e), details={"field": "regex" if "regex" in str(e) else "q"},
-                         hint="RE2 syntax: https://github.com/google/re2/wiki/Syntax" if regex else None) from None
+        raise BadRequest(
+            str(e),
+            details={"field": "regex" if "regex" in str(e) else "q"},
+            hint="RE2 syntax: https://github.com/google/re2/wiki/Syntax" if regex else None,
+        ) from None
 
 
 def _matching(matcher: Matcher, data: bytes, service: str) -> list[dict[str, Any]]:
@@ -94,16 +97,22 @@ def _matching(matcher: Matcher, data: bytes, service: str) -> list[dict[str, Any
 
 
 def register(api: Api, logs: LogbusService, *, heartbeat_s: float = 15.0) -> None:
-    @api.route("GET", "/api/logs", summary="Search logs: by services, time range, stream, keyword, regex; paged",
-               tag="logs", query={
-                   "service": "comma-separated services (default: all)",
-                   "from": "start, inclusive: epoch seconds, ISO 8601 or a duration ago like 10m",
-                   "since": "same as from", "to": "end, exclusive (same forms)",
-                   **_FILTERS,
-                   "limit": f"at most this many lines (default 500, at most {MAX_LIMIT})",
-                   "tail": "1: the last `limit` matching lines instead of the first",
-                   "cursor": "next_cursor of the previous page",
-               })
+    @api.route(
+        "GET",
+        "/api/logs",
+        summary="Search logs: by services, time range, stream, keyword, regex; paged",
+        tag="logs",
+        query={
+            "service": "comma-separated services (default: all)",
+            "from": "start, inclusive: epoch seconds, ISO 8601 or a duration ago like 10m",
+            "since": "same as from",
+            "to": "end, exclusive (same forms)",
+            **_FILTERS,
+            "limit": f"at most this many lines (default 500, at most {MAX_LIMIT})",
+            "tail": "1: the last `limit` matching lines instead of the first",
+            "cursor": "next_cursor of the previous page",
+        },
+    )
     async def search(req: ApiRequest) -> dict[str, Any]:
         names = [n for v in req.query.getall("service", []) for n in v.split(",") if n]
         services = [_service(n) for n in names] or [s["service"] for s in await logs.services()]
@@ -111,49 +120,78 @@ def register(api: Api, logs: LogbusService, *, heartbeat_s: float = 15.0) -> Non
         await _matcher(req)  # validate the filters before any work
         if not services:
             return {"lines": [], "next_cursor": None, "services": []}
-        q = Query(tuple(dict.fromkeys(services)), from_ts, to_ts, _streams(req), req.query.get("q") or None,
-                  req.query.get("regex") or None, parse_int(req.query.get("limit"), "limit", 500, 1, MAX_LIMIT),
-                  _cursor(req.query.get("cursor")),
-                  tail=req.query.get("tail") in ("1", "true", "yes"), max_scan_bytes=SCAN_BUDGET_BYTES,
-                  max_result_bytes=MAX_RESULT_BYTES)
+        q = Query(
+            tuple(dict.fromkeys(services)),
+            from_ts,
+            to_ts,
+            _streams(req),
+            req.query.get("q") or None,
+            req.query.get("regex") or None,
+            parse_int(req.query.get("limit"), "limit", 500, 1, MAX_LIMIT),
+            _cursor(req.query.get("cursor")),
+            tail=req.query.get("tail") in ("1", "true", "yes"),
+            max_scan_bytes=SCAN_BUDGET_BYTES,
+            max_result_bytes=MAX_RESULT_BYTES,
+        )
         res = await logs.query(q)
-        return {"lines": res.lines, "next_cursor": res.next_cursor, "services": list(q.services),
-                "scanned_bytes": res.scanned_bytes, "partial": bool(res.stopped_at)}
+        return {
+            "lines": res.lines,
+            "next_cursor": res.next_cursor,
+            "services": list(q.services),
+            "scanned_bytes": res.scanned_bytes,
+            "partial": bool(res.stopped_at),
+        }
 
-    @api.route("GET", "/api/logs/services", summary="Services with stored logs: files, bytes, lines, time span",
-               tag="logs")
+    @api.route(
+        "GET", "/api/logs/services", summary="Services with stored logs: files, bytes, lines, time span", tag="logs"
+    )
     async def services(req: ApiRequest) -> list[dict[str, Any]]:
         return await logs.services()
 
-    @api.route("GET", "/api/logs/status", summary="Logbus health: pumps, buffered bytes, drops, write errors",
-               tag="logs")
+    @api.route(
+        "GET", "/api/logs/status", summary="Logbus health: pumps, buffered bytes, drops, write errors", tag="logs"
+    )
     async def status(req: ApiRequest) -> dict[str, Any]:
         return logs.stats()
 
-    @api.route("GET", "/api/logs/download", summary="Download one service's stored lines in a time window",
-               tag="logs", response="text/plain",
-               query={"service": "the service", "from": "start (as for search)", "to": "end, exclusive"})
+    @api.route(
+        "GET",
+        "/api/logs/download",
+        summary="Download one service's stored lines in a time window",
+        tag="logs",
+        response="text/plain",
+        query={"service": "the service", "from": "start (as for search)", "to": "end, exclusive"},
+    )
     async def download(req: ApiRequest) -> web.StreamResponse:
         name = req.query.get("service")
         if not name:
-            raise BadRequest("service is required", details={"field": "service"},
-                             hint="e.g. /api/logs/download?service=web&from=1h")
+            raise BadRequest(
+                "service is required", details={"field": "service"}, hint="e.g. /api/logs/download?service=web&from=1h"
+            )
         service = _service(name)
         from_ts, to_ts = _time(req, "from", "since"), _time(req, "to", "until")
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(from_ts or 0))
-        resp = web.StreamResponse(headers={
-            "Content-Type": "text/plain; charset=utf-8",
-            "Content-Disposition": f'attachment; filename="{service}-{stamp}.log"',
-        })
+        resp = web.StreamResponse(
+            headers={
+                "Content-Type": "text/plain; charset=utf-8",
+                "Content-Disposition": f'attachment; filename="{service}-{stamp}.log"',
+            }
+        )
         await resp.prepare(req.raw)
         async for piece in logs.download(service, from_ts, to_ts):
             await resp.write(piece)
         await resp.write_eof()
         return resp
 
-    @api.route("POST", "/api/logs/{service}", summary="Append lines (the request body) to a service's log",
-               role="admin", action="logs.ingest", tag="logs",
-               query={"stream": "stdout (default) or stderr", "instance": "instance name (default: api)"})
+    @api.route(
+        "POST",
+        "/api/logs/{service}",
+        summary="Append lines (the request body) to a service's log",
+        role="admin",
+        action="logs.ingest",
+        tag="logs",
+        query={"stream": "stdout (default) or stderr", "instance": "instance name (default: api)"},
+    )
     async def ingest(req: ApiRequest) -> dict[str, Any]:
         service = _service(req.match["service"])
         stream = req.query.get("stream", "stdout")
@@ -170,11 +208,18 @@ def register(api: Api, logs: LogbusService, *, heartbeat_s: float = 15.0) -> Non
         req.audit(f"logs:{service}", after=result)
         return result
 
-    @api.route("GET", "/api/logs/{service}/stream", summary="Live tail over Server-Sent Events",
-               tag="logs", response="text/event-stream", query={
-                   "since": "first send the lines from this time (as for search)",
-                   "tail": "first send the last N lines", **_FILTERS,
-               })
+    @api.route(
+        "GET",
+        "/api/logs/{service}/stream",
+        summary="Live tail over Server-Sent Events",
+        tag="logs",
+        response="text/event-stream",
+        query={
+            "since": "first send the lines from this time (as for search)",
+            "tail": "first send the last N lines",
+            **_FILTERS,
+        },
+    )
     async def stream(req: ApiRequest) -> web.StreamResponse:
         service = _service(req.match["service"])
         matcher = await _matcher(req)
@@ -185,23 +230,39 @@ def register(api: Api, logs: LogbusService, *, heartbeat_s: float = 15.0) -> Non
         tail = parse_int(req.query.get("tail"), "tail", 0, 0, MAX_LIMIT)
         sub = logs.subscribe(service)
         try:
-            resp = web.StreamResponse(headers={
-                "Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no",
-            })
+            resp = web.StreamResponse(
+                headers={
+                    "Content-Type": "text/event-stream",
+                    "Cache-Control": "no-cache",
+                    "X-Accel-Buffering": "no",
+                }
+            )
             await resp.prepare(req.raw)
             await resp.write(b"retry: 2000\n: connected\n\n")
             high_water = (0, 0)
             if resume or since is not None or tail:
-                q = Query((service,), since, None, _streams(req), req.query.get("q") or None,
-                          req.query.get("regex") or None, tail or SSE_HISTORY_LIMIT, resume, tail=bool(tail),
-                          max_scan_bytes=SCAN_BUDGET_BYTES)
+                q = Query(
+                    (service,),
+                    since,
+                    None,
+                    _streams(req),
+                    req.query.get("q") or None,
+                    req.query.get("regex") or None,
+                    tail or SSE_HISTORY_LIMIT,
+                    resume,
+                    tail=bool(tail),
+                    max_scan_bytes=SCAN_BUDGET_BYTES,
+                )
                 res = await logs.query(q)
                 high_water = res.end.get(service, (0, 0))
                 if res.lines:
                     await _send(resp, "lines", res.lines, encode_cursor({service: high_water}))
                 if res.next_cursor or (res.stopped_at and not tail):
-                    await _send(resp, "skipped", {"lines": None, "text": "history is longer than this stream "
-                                                  "sends; search for the rest"})
+                    await _send(
+                        resp,
+                        "skipped",
+                        {"lines": None, "text": "history is longer than this stream sends; search for the rest"},
+                    )
             quiet_since = time.monotonic()
             while not sub.closed and not api.stopping.is_set() and not _client_gone(req.raw):
                 items = await sub.get(_POLL_S)
@@ -215,14 +276,22 @@ def register(api: Api, logs: LogbusService, *, heartbeat_s: float = 15.0) -> Non
                     if isinstance(item, Batch):
                         if (item.file_id, item.start) < high_water:
                             continue  # already sent as history
-                        lines = (_matching(matcher, item.data, service) if matcher.everything
-                                 else await asyncio.to_thread(_matching, matcher, item.data, service))
+                        lines = (
+                            _matching(matcher, item.data, service)
+                            if matcher.everything
+                            else await asyncio.to_thread(_matching, matcher, item.data, service)
+                        )
                         if lines:
                             await _send(resp, "lines", lines, encode_cursor({service: (item.file_id, item.end)}))
                     else:
-                        await _send(resp, "skipped", {
-                            "lines": item.lines,
-                            "text": f"skipped {item.lines} lines: this client fell behind the live stream"})
+                        await _send(
+                            resp,
+                            "skipped",
+                            {
+                                "lines": item.lines,
+                                "text": f"skipped {item.lines} lines: this client fell behind the live stream",
+                            },
+                        )
         except (ConnectionResetError, ConnectionError):
             pass
         finally:

@@ -37,7 +37,13 @@ class ScanReport(BaseModel):
 def register(api: Api, secscan: SecscanService) -> None:
     """The routes over `SecscanService`'s public methods."""
 
-    @api.route("GET", "/api/security/scan", summary="Scan the host and the platform now; findings with fixes",
-               role="admin", tag="security", returns=ScanReport)
+    @api.route(
+        "GET",
+        "/api/security/scan",
+        summary="Scan the host and the platform now; findings with fixes",
+        role="admin",
+        tag="security",
+        returns=ScanReport,
+    )
     async def security_scan(req: ApiRequest) -> ScanReport:
         return ScanReport.model_validate(await secscan.scan())

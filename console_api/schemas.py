@@ -188,7 +188,8 @@ class Instance(Out):
     container_id: str | None = Field(default=None, description="docker: the container's id")
     image: str | None = Field(default=None, description="docker: the image it runs")
     container_ports: dict[str, int] | None = Field(
-        default=None, description="docker: each named port's number inside the container (`ports` has the host's)")
+        default=None, description="docker: each named port's number inside the container (`ports` has the host's)"
+    )
     unit: str | None = Field(default=None, description="systemd: the unit's name")
     stats: InstanceStats | None
     health: list[HealthCheck]
@@ -217,8 +218,10 @@ class ServiceDetail(ServiceSummary):
 
 class ServiceApplied(ServiceDetail):
     changed: bool
-    deployment_id: int | None = Field(default=None, description="set when the change runs as a deployment "
-                                      "(a running service): poll GET /api/deployments/{id}")
+    deployment_id: int | None = Field(
+        default=None,
+        description="set when the change runs as a deployment (a running service): poll GET /api/deployments/{id}",
+    )
 
 
 class ServiceStatus(Out):
@@ -272,8 +275,10 @@ class Route(RouteSpec):
 
 
 class RouteSaved(Route):
-    warnings: list[str] = Field(description="advice on the upstreams just saved (unknown service, a host name "
-                                "that does not resolve); the route is stored and live either way")
+    warnings: list[str] = Field(
+        description="advice on the upstreams just saved (unknown service, a host name "
+        "that does not resolve); the route is stored and live either way"
+    )
 
 
 class RouteWithCert(Route):
@@ -548,8 +553,10 @@ RESPONSES: dict[tuple[str, str], Any] = {
     ("GET", "/api/logs/download"): TEXT,
     ("GET", "/api/docs"): TEXT,
     ("POST", "/api/logs/{service}"): LogIngested,
-    ("GET", "/api/logs/{service}/stream"): {"type": "string", "description": "SSE: `lines` events carry "
-                                            "LogLine arrays, `skipped` events a notice"},
+    ("GET", "/api/logs/{service}/stream"): {
+        "type": "string",
+        "description": "SSE: `lines` events carry LogLine arrays, `skipped` events a notice",
+    },
     ("GET", "/api/metrics/query"): MetricQuery,
     ("GET", "/api/metrics/names"): list[str],
     ("GET", "/api/metrics/top"): MetricTop,
@@ -568,12 +575,24 @@ RESPONSES: dict[tuple[str, str], Any] = {
 REQUESTS: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/api/services"): {
         "application/yaml": {"schema": {"type": "string", "description": "the service spec as YAML"}},
-        "application/json": {"schema": {"type": "object", "properties": {
-            "yaml": {"type": "string"}, "filename": {"type": "string"}}, "required": ["yaml"]}},
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "properties": {"yaml": {"type": "string"}, "filename": {"type": "string"}},
+                "required": ["yaml"],
+            }
+        },
     },
     ("POST", "/api/logs/{service}"): {"text/plain": {"schema": {"type": "string"}}},
-    ("POST", "/api/artifacts"): {"application/octet-stream": {"schema": {
-        "type": "string", "format": "binary", "description": "the artifact's bytes (tar.gz, tar or one file)"}}},
+    ("POST", "/api/artifacts"): {
+        "application/octet-stream": {
+            "schema": {
+                "type": "string",
+                "format": "binary",
+                "description": "the artifact's bytes (tar.gz, tar or one file)",
+            }
+        }
+    },
 }
 
 __all__ = ["REQUESTS", "RESPONSES", "AlertRuleBody"]

@@ -123,8 +123,11 @@ def _maybe_self(peer_ip: str, local_ip: str) -> bool:
         ip = ipaddress.ip_address(peer_ip)
     except ValueError:
         return False
-    return ip.is_loopback or peer_ip == local_ip or (ip.version == 6 and ip.ipv4_mapped is not None
-                                                     and ip.ipv4_mapped.is_loopback)
+    return (
+        ip.is_loopback
+        or peer_ip == local_ip
+        or (ip.version == 6 and ip.ipv4_mapped is not None and ip.ipv4_mapped.is_loopback)
+    )
 
 
 class ConsoleServer:
@@ -173,9 +176,10 @@ class ConsoleServer:
     # --- application -------------------------------------------------------------------------
 
     def build_app(self) -> web.Application:
-        app = web.Application(client_max_size=self.max_body_bytes,
-                              middlewares=[_errors, self._client, self._authenticate,
-                                           session.middleware(self.identity)])
+        app = web.Application(
+            client_max_size=self.max_body_bytes,
+            middlewares=[_errors, self._client, self._authenticate, session.middleware(self.identity)],
+        )
         app[MAX_BODY_BYTES] = self.max_body_bytes
         app.on_response_prepare.append(_server_header)
         for op in self.api.operations:
@@ -206,11 +210,10 @@ class ConsoleServer:
             raise MisdirectedRequest(
                 f"this console does not answer to the host name {name!r}",
                 hint="open it as http://127.0.0.1:PORT or localhost, through a gate route, or add the name "
-                     "to the console_allowed_hosts setting",
+                "to the console_allowed_hosts setting",
                 details={"host": name},
             )
-        request["client_ip"] = forwarded_client(str(peer[0]), xff, peer_trusted=from_gate,
-                                                trusted=self.trusted_proxies)
+        request["client_ip"] = forwarded_client(str(peer[0]), xff, peer_trusted=from_gate, trusted=self.trusted_proxies)
         return await handler(request)
 
     async def _peer_is_gate(self, sock: Any, peer: tuple[str, int], local: tuple[str, int]) -> bool:
@@ -275,8 +278,12 @@ class ConsoleServer:
                 if op.body is not None:
                     areq.body = await parse_body(request, op.body)
                 result = await op.handler(areq)
-                if op.clients == "handler" and areq.principal is not None and areq.principal.scoped \
-                        and not areq.service_checked:
+                if (
+                    op.clients == "handler"
+                    and areq.principal is not None
+                    and areq.principal.scoped
+                    and not areq.service_checked
+                ):
                     # Fail closed: a `clients="handler"` route that never said which service it touched.
                     log.error("client-token route did not check its service", path=op.path, method=op.method)
                     raise Forbidden("this route did not establish the service it acts on", code="client_scope")
@@ -318,7 +325,7 @@ class ConsoleServer:
         return InsufficientStorage(
             f"the disk holding the data dir {where} is full: the request could not be completed",
             hint=f"free space on that file system (`df -h {where}`: remove old logs, snapshots or other "
-                 "files), or move the data dir to a larger disk; then retry",
+            "files), or move the data dir to a larger disk; then retry",
             details={"data_dir": where},
         )
 
@@ -404,8 +411,11 @@ def _check_client(op: Operation, areq: ApiRequest) -> None:
     allow-list, and with `clients="path"` only for a service of its own (the path's `{name}`)."""
     p = areq.require()
     if op.clients is None:
-        raise Forbidden(f"{p.username} is a CI client: it may only upload artifacts and deploy its services",
-                        code="client_scope", hint="log in as a user for this")
+        raise Forbidden(
+            f"{p.username} is a CI client: it may only upload artifacts and deploy its services",
+            code="client_scope",
+            hint="log in as a user for this",
+        )
     ip = areq.client_ip
     if not p.allows_address(ip):
         raise address_refused(p, ip)

@@ -60,8 +60,11 @@ def cross_site(request: web.Request) -> str | None:
 
 
 def _csrf_failed(why: str) -> Forbidden:
-    return Forbidden(f"cross-site request refused: {why}", code="csrf_failed",
-                     hint=f"the console sends {CSRF_HEADER} from GET {SESSION_PATH}; scripts use a Bearer token")
+    return Forbidden(
+        f"cross-site request refused: {why}",
+        code="csrf_failed",
+        hint=f"the console sends {CSRF_HEADER} from GET {SESSION_PATH}; scripts use a Bearer token",
+    )
 
 
 def check_csrf(request: web.Request, session_token: str) -> Forbidden | None:
@@ -100,28 +103,42 @@ def middleware(identity: Identity) -> Any:
 
 
 def _cookie(response: web.Response, request: web.Request, value: str, max_age: int) -> None:
-    response.set_cookie(COOKIE, value, max_age=max_age, path="/api", httponly=True, samesite="Strict",
-                        secure=_is_tls(request))
+    response.set_cookie(
+        COOKIE, value, max_age=max_age, path="/api", httponly=True, samesite="Strict", secure=_is_tls(request)
+    )
 
 
 def register(api: Api, identity: Identity) -> None:
     from console_api.routes_core import LoginBody
 
-    @api.route("POST", SESSION_PATH, summary="Log in for the browser console: sets the session cookie and "
-               "returns the CSRF token", role=None, body=LoginBody, action="auth.session.login")
+    @api.route(
+        "POST",
+        SESSION_PATH,
+        summary="Log in for the browser console: sets the session cookie and returns the CSRF token",
+        role=None,
+        body=LoginBody,
+        action="auth.session.login",
+    )
     async def session_login(req: ApiRequest) -> web.Response:
         # No session yet, so no token to compare: a custom header (which a cross-site form cannot send)
         # and a same-site origin, against login CSRF (being logged in as someone else).
-        why = cross_site(req.raw) or (None if req.raw.headers.get(CSRF_HEADER) else f"the {CSRF_HEADER} "
-                                      "header is missing (any value will do at login)")
+        why = cross_site(req.raw) or (
+            None
+            if req.raw.headers.get(CSRF_HEADER)
+            else f"the {CSRF_HEADER} header is missing (any value will do at login)"
+        )
         if why:
             raise _csrf_failed(why)
         body: LoginBody = req.body
         req.audit(f"user:{body.username}")
         token, expires_at, principal = await identity.login(body.username, body.password, req.client_ip, body.otp)
         req.principal = principal
-        out = {"username": principal.username, "role": principal.role, "expires_at": expires_at,
-               "csrf_token": csrf_token(token)}
+        out = {
+            "username": principal.username,
+            "role": principal.role,
+            "expires_at": expires_at,
+            "csrf_token": csrf_token(token),
+        }
         resp = web.json_response(out)
         _cookie(resp, req.raw, token, max(1, int(expires_at - time.time())))
         return resp
@@ -133,11 +150,20 @@ def register(api: Api, identity: Identity) -> None:
         expires_at = None
         if p.token_id is not None:
             expires_at = (await identity.get_token(p.token_id))["expires_at"]
-        return {"username": p.username, "role": p.role, "expires_at": expires_at,
-                "csrf_token": csrf_token(token) if token else ""}
+        return {
+            "username": p.username,
+            "role": p.role,
+            "expires_at": expires_at,
+            "csrf_token": csrf_token(token) if token else "",
+        }
 
-    @api.route("DELETE", SESSION_PATH, summary="Log out of the browser console: ends the session, clears the "
-               "cookie", role="viewer", action="auth.session.logout")
+    @api.route(
+        "DELETE",
+        SESSION_PATH,
+        summary="Log out of the browser console: ends the session, clears the cookie",
+        role="viewer",
+        action="auth.session.logout",
+    )
     async def session_logout(req: ApiRequest) -> web.Response:
         await identity.logout(req.require())
         resp = web.Response(status=204)

@@ -14,8 +14,10 @@ from aiohttp import web
 IMMUTABLE = "public, max-age=31536000, immutable"
 # The console's own code only: no inline scripts, no third-party origins. ECharts and React set
 # inline styles; the QR code of 2FA enrolment is a data: image.
-CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
-       "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+    "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+)
 _COMPRESSIBLE = (".js", ".css", ".html", ".svg", ".json", ".map", ".txt")
 _GZIP_MAX_BYTES = 8 * 1024 * 1024
 
@@ -51,8 +53,9 @@ class StaticUi:
             return None
         return path
 
-    async def _send(self, request: web.Request, path: Path, cache: str, extra: dict[str, str] | None = None
-                    ) -> web.StreamResponse:
+    async def _send(
+        self, request: web.Request, path: Path, cache: str, extra: dict[str, str] | None = None
+    ) -> web.StreamResponse:
         headers = {**_headers(cache), **(extra or {})}
         ctype = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
         if path.suffix in _COMPRESSIBLE and "gzip" in request.headers.get("Accept-Encoding", ""):
@@ -62,8 +65,11 @@ class StaticUi:
                 if cached is None or cached[0] != st.st_mtime:
                     data = await asyncio.to_thread(lambda: gzip.compress(path.read_bytes(), 6))
                     cached = self._gz[path] = (st.st_mtime, data)
-                return web.Response(body=cached[1], content_type=ctype.split(";")[0],
-                                    headers={**headers, "Content-Encoding": "gzip", "Vary": "Accept-Encoding"})
+                return web.Response(
+                    body=cached[1],
+                    content_type=ctype.split(";")[0],
+                    headers={**headers, "Content-Encoding": "gzip", "Vary": "Accept-Encoding"},
+                )
         return web.FileResponse(path, headers={**headers, "Content-Type": ctype})
 
     async def handle(self, request: web.Request) -> web.StreamResponse:

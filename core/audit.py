@@ -88,8 +88,18 @@ class AuditLog:
 
     async def record(self, entry: AuditEntry) -> int | None:
         """Write `entry` (after any entries still waiting); its id, or None when it has to wait."""
-        row = (self._clock.now(), entry.actor, entry.role, entry.action, entry.target, entry.outcome,
-               entry.status, entry.client_ip, _enc(entry.before), _enc(entry.after))
+        row = (
+            self._clock.now(),
+            entry.actor,
+            entry.role,
+            entry.action,
+            entry.target,
+            entry.outcome,
+            entry.status,
+            entry.client_ip,
+            _enc(entry.before),
+            _enc(entry.after),
+        )
         self._seq += 1
         self._pending.append((self._seq, row))
         if len(self._pending) > self.max_pending:
@@ -106,8 +116,21 @@ class AuditLog:
             dropped = self.dropped
             rows = [row for _, row in batch]
             if dropped:
-                rows.insert(0, (self._clock.now(), "infracore", None, "audit.dropped", None, "failed", None, None,
-                                None, _enc({"dropped_entries": dropped})))
+                rows.insert(
+                    0,
+                    (
+                        self._clock.now(),
+                        "infracore",
+                        None,
+                        "audit.dropped",
+                        None,
+                        "failed",
+                        None,
+                        None,
+                        None,
+                        _enc({"dropped_entries": dropped}),
+                    ),
+                )
             try:
                 async with self._store.transaction() as db:
                     await db.executemany(
@@ -118,8 +141,11 @@ class AuditLog:
                     last = await cur.fetchone()
             except (sqlite3.Error, OSError) as e:
                 if not self._failing:
-                    log.warning("audit entries kept in memory until they can be written", error=str(e),
-                                waiting=len(self._pending))
+                    log.warning(
+                        "audit entries kept in memory until they can be written",
+                        error=str(e),
+                        waiting=len(self._pending),
+                    )
                 self._failing = True
                 return None
             # Remove what was written; entries recorded while the write awaited stay queued.
@@ -132,15 +158,20 @@ class AuditLog:
             self._failing = False
             return int(last[0]) if last else None
 
-    async def list(self, *, limit: int = 100, before_id: int | None = None, actor: str | None = None,
-                   action: str | None = None) -> list[dict[str, Any]]:
+    async def list(
+        self, *, limit: int = 100, before_id: int | None = None, actor: str | None = None, action: str | None = None
+    ) -> list[dict[str, Any]]:
         """Newest first; entries still waiting to be written come first (`id` None, `pending` true)."""
         await self.flush()
-        waiting = [] if before_id is not None else [
-            {**dict(zip(_COLUMNS, row, strict=True)), "id": None, "pending": True}
-            for _, row in reversed(self._pending)
-            if (not actor or row[1] == actor) and (not action or _like(row[3], action))
-        ]
+        waiting = (
+            []
+            if before_id is not None
+            else [
+                {**dict(zip(_COLUMNS, row, strict=True)), "id": None, "pending": True}
+                for _, row in reversed(self._pending)
+                if (not actor or row[1] == actor) and (not action or _like(row[3], action))
+            ]
+        )
         for w in waiting:
             w["before"] = json.loads(w["before"]) if w["before"] else None
             w["after"] = json.loads(w["after"]) if w["after"] else None
@@ -157,8 +188,9 @@ class AuditLog:
             params.append(action.replace("*", "%"))
         where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
         out = waiting[:limit]
-        rows = await self._store.fetchall(f"SELECT * FROM audit {where} ORDER BY id DESC LIMIT ?",
-                                          (*params, limit - len(out)))
+        rows = await self._store.fetchall(
+            f"SELECT * FROM audit {where} ORDER BY id DESC LIMIT ?", (*params, limit - len(out))
+        )
         for r in rows:
             d = dict(r)
             d["before"] = json.loads(d["before"]) if d["before"] else None

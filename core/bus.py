@@ -193,8 +193,9 @@ class EventBus:
         )
         return [Event(r["id"], r["type"], r["at"], json.loads(r["data"])) for r in rows]
 
-    async def read_up_to_now(self, *, after_id: int | None, types: Collection[str] | None,
-                             newest: int) -> AsyncIterator[Event]:
+    async def read_up_to_now(
+        self, *, after_id: int | None, types: Collection[str] | None, newest: int
+    ) -> AsyncIterator[Event]:
         """The events there are now (ids up to `last_id` as of the call), of `types` if given, in id order:
         those after `after_id`, or without one the `newest` of them. For a reader that does not follow."""
         until = self._last_id
@@ -205,7 +206,8 @@ class EventBus:
             params += list(types)
         if after_id is None:
             rows = await self._store.fetchall(
-                f"SELECT id, type, at, data FROM events WHERE {where} ORDER BY id DESC LIMIT ?", (*params, newest))
+                f"SELECT id, type, at, data FROM events WHERE {where} ORDER BY id DESC LIMIT ?", (*params, newest)
+            )
             for r in reversed(rows):
                 yield Event(r["id"], r["type"], r["at"], json.loads(r["data"]))
             return
@@ -213,7 +215,8 @@ class EventBus:
         while cursor < until:
             rows = await self._store.fetchall(
                 f"SELECT id, type, at, data FROM events WHERE {where} AND id > ? ORDER BY id LIMIT ?",
-                (*params, cursor, _REPLAY_PAGE))
+                (*params, cursor, _REPLAY_PAGE),
+            )
             for r in rows:
                 yield Event(r["id"], r["type"], r["at"], json.loads(r["data"]))
             if len(rows) < _REPLAY_PAGE:

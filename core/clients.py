@@ -38,7 +38,10 @@ _SERVICE_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")  # orch's serv
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 MIGRATIONS = [
-    Migration(1, "client credentials and their tokens", """
+    Migration(
+        1,
+        "client credentials and their tokens",
+        """
 CREATE TABLE clients (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     client_id TEXT NOT NULL UNIQUE,
@@ -60,7 +63,8 @@ CREATE TABLE client_tokens (
     client_ip TEXT
 );
 CREATE INDEX client_tokens_client ON client_tokens(client_ref);
-"""),
+""",
+    ),
 ]
 
 
@@ -71,17 +75,27 @@ def parse_allowlist(entries: list[str]) -> tuple[ipaddress.IPv4Network | ipaddre
         try:
             out.append(ipaddress.ip_network(str(e).strip(), strict=False))
         except ValueError:
-            raise BadRequest(f"ip_allowlist[{i}]: {e!r} is not an IP address or CIDR",
-                             hint="e.g. 203.0.113.7, 10.0.0.0/8 or 2001:db8::/32",
-                             details={"field": f"ip_allowlist.{i}"}) from None
+            raise BadRequest(
+                f"ip_allowlist[{i}]: {e!r} is not an IP address or CIDR",
+                hint="e.g. 203.0.113.7, 10.0.0.0/8 or 2001:db8::/32",
+                details={"field": f"ip_allowlist.{i}"},
+            ) from None
     return tuple(out)
 
 
 class ClientRegistry:
     """Client credentials in the state store. Safe for concurrent use by tasks of one loop."""
 
-    def __init__(self, store: Store, bus: EventBus, *, clock: Clock | None = None, workers: WorkerPool | None = None,
-                 hash_rounds: int = 12, token_ttl_s: float = 900.0) -> None:
+    def __init__(
+        self,
+        store: Store,
+        bus: EventBus,
+        *,
+        clock: Clock | None = None,
+        workers: WorkerPool | None = None,
+        hash_rounds: int = 12,
+        token_ttl_s: float = 900.0,
+    ) -> None:
         self._store = store
         self._bus = bus
         self._clock = clock or SystemClock()
@@ -102,8 +116,9 @@ class ClientRegistry:
 
     # --- administration -------------------------------------------------------------------------
 
-    async def create(self, name: str, services: list[str], ip_allowlist: list[str],
-                     actor: str | None = None) -> tuple[str, dict[str, Any]]:
+    async def create(
+        self, name: str, services: list[str], ip_allowlist: list[str], actor: str | None = None
+    ) -> tuple[str, dict[str, Any]]:
         """A new client; returns its secret (here only, never again) and its record."""
         if not _NAME_RE.match(name):
             raise BadRequest(f"invalid client name {name!r}: 1-64 letters, digits and . _ -", details={"field": "name"})
@@ -113,8 +128,11 @@ class ClientRegistry:
             if not _SERVICE_RE.match(svc):
                 raise BadRequest(f"services[{i}]: {svc!r} is not a service name", details={"field": f"services.{i}"})
         if not ip_allowlist:
-            raise BadRequest("a client needs an IP allow-list", details={"field": "ip_allowlist"},
-                             hint="name the CI runners' addresses; 0.0.0.0/0 and ::/0 allow any address")
+            raise BadRequest(
+                "a client needs an IP allow-list",
+                details={"field": "ip_allowlist"},
+                hint="name the CI runners' addresses; 0.0.0.0/0 and ::/0 allow any address",
+            )
         networks = parse_allowlist(ip_allowlist)
         secret = SECRET_PREFIX + secrets.token_urlsafe(32)
         client_id = CLIENT_ID_PREFIX + secrets.token_hex(8)
@@ -122,13 +140,22 @@ class ClientRegistry:
         async with self._store.transaction() as db:
             cur = await db.execute("SELECT 1 FROM clients WHERE name = ?", (name,))
             if await cur.fetchone():
-                raise Conflict(f"a client named {name!r} already exists",
-                               hint="remove it first, or choose another name")
+                raise Conflict(
+                    f"a client named {name!r} already exists", hint="remove it first, or choose another name"
+                )
             await db.execute(
                 "INSERT INTO clients (client_id, name, secret_hash, services, ip_allowlist, created_at, created_by) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (client_id, name, hashed, json.dumps(sorted(set(services))), json.dumps([str(n) for n in networks]),
-                 self._clock.now(), actor))
+                (
+                    client_id,
+                    name,
+                    hashed,
+                    json.dumps(sorted(set(services))),
+                    json.dumps([str(n) for n in networks]),
+                    self._clock.now(),
+                    actor,
+                ),
+            )
         record = await self.get(client_id)
         await self._bus.publish(ClientCreated(client_id, name, record["services"]))
         log.info("client created", client_id=client_id, name=name, services=record["services"])
@@ -146,20 +173,30 @@ class ClientRegistry:
 
     @staticmethod
     def _record(r: Any) -> dict[str, Any]:
-        return {"client_id": r["client_id"], "name": r["name"], "services": json.loads(r["services"]),
-                "ip_allowlist": json.loads(r["ip_allowlist"]), "created_at": r["created_at"],
-                "created_by": r["created_by"], "revoked_at": r["revoked_at"], "last_used_at": r["last_used_at"],
-                "state": "revoked" if r["revoked_at"] else "active"}
+        return {
+            "client_id": r["client_id"],
+            "name": r["name"],
+            "services": json.loads(r["services"]),
+            "ip_allowlist": json.loads(r["ip_allowlist"]),
+            "created_at": r["created_at"],
+            "created_by": r["created_by"],
+            "revoked_at": r["revoked_at"],
+            "last_used_at": r["last_used_at"],
+            "state": "revoked" if r["revoked_at"] else "active",
+        }
 
     async def revoke(self, client_id: str) -> dict[str, Any]:
         """Revoke a client and every token it holds (they stop working at once)."""
         before = await self.get(client_id)
         now = self._clock.now()
         async with self._store.transaction() as db:
-            await db.execute("UPDATE clients SET revoked_at = ? WHERE client_id = ? AND revoked_at IS NULL",
-                             (now, client_id))
-            await db.execute("DELETE FROM client_tokens WHERE client_ref = "
-                             "(SELECT id FROM clients WHERE client_id = ?)", (client_id,))
+            await db.execute(
+                "UPDATE clients SET revoked_at = ? WHERE client_id = ? AND revoked_at IS NULL", (now, client_id)
+            )
+            await db.execute(
+                "DELETE FROM client_tokens WHERE client_ref = (SELECT id FROM clients WHERE client_id = ?)",
+                (client_id,),
+            )
         await self._bus.publish(ClientRevoked(client_id, before["name"]))
         return before
 
@@ -195,7 +232,9 @@ class ClientRegistry:
             await db.execute("DELETE FROM client_tokens WHERE client_ref = ? AND expires_at <= ?", (row["id"], issued))
             cur = await db.execute(
                 "INSERT INTO client_tokens (client_ref, token_hash, created_at, expires_at, client_ip) "
-                "VALUES (?, ?, ?, ?, ?)", (row["id"], hash_token(token), issued, expires_at, client_ip))
+                "VALUES (?, ?, ?, ?, ?)",
+                (row["id"], hash_token(token), issued, expires_at, client_ip),
+            )
             await db.execute("UPDATE clients SET last_used_at = ? WHERE id = ?", (issued, row["id"]))
             token_id = int(cur.lastrowid or 0)
         log.info("client token issued", client_id=client_id, client_ip=client_ip, expires_at=expires_at)
@@ -205,27 +244,45 @@ class ClientRegistry:
         """The scoped principal of a client token, or `Unauthorized` (unknown, expired, client revoked)."""
         row = await self._store.fetchone(
             "SELECT c.*, t.id AS token_id, t.expires_at FROM client_tokens t JOIN clients c ON c.id = t.client_ref "
-            "WHERE t.token_hash = ?", (hash_token(token),))
+            "WHERE t.token_hash = ?",
+            (hash_token(token),),
+        )
         if row is None or row["revoked_at"] is not None:
             raise Unauthorized("the client token is not valid", hint="exchange the client's credentials again")
         if row["expires_at"] <= self._clock.now():
-            raise Unauthorized("the client token has expired", code="token_expired",
-                               hint="exchange the client's credentials again (POST /api/auth/client-token)")
+            raise Unauthorized(
+                "the client token has expired",
+                code="token_expired",
+                hint="exchange the client's credentials again (POST /api/auth/client-token)",
+            )
         return self._principal(row, row["token_id"])
 
     @staticmethod
     def _principal(row: Any, token_id: int | None) -> Principal:
         networks = tuple(ipaddress.ip_network(n) for n in json.loads(row["ip_allowlist"]))
-        return Principal(f"client:{row['name']}", "viewer", "client", None, token_id,
-                         services=frozenset(json.loads(row["services"])), networks=networks)
+        return Principal(
+            f"client:{row['name']}",
+            "viewer",
+            "client",
+            None,
+            token_id,
+            services=frozenset(json.loads(row["services"])),
+            networks=networks,
+        )
 
 
 def address_refused(principal: Principal, client_ip: str) -> Forbidden:
-    return Forbidden(f"{principal.username} may not be used from {client_ip}", code="client_ip_refused",
-                     hint="add the address to the client's ip_allowlist (an admin: `fsctl client add`)",
-                     details={"client_ip": client_ip})
+    return Forbidden(
+        f"{principal.username} may not be used from {client_ip}",
+        code="client_ip_refused",
+        hint="add the address to the client's ip_allowlist (an admin: `fsctl client add`)",
+        details={"client_ip": client_ip},
+    )
 
 
 def service_refused(principal: Principal, service: str) -> Forbidden:
-    return Forbidden(f"{principal.username} may not act on service {service!r}", code="client_scope",
-                     details={"service": service, "allowed": sorted(principal.services or ())})
+    return Forbidden(
+        f"{principal.username} may not act on service {service!r}",
+        code="client_scope",
+        details={"service": service, "allowed": sorted(principal.services or ())},
+    )

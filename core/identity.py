@@ -266,9 +266,12 @@ class Identity:
             "WHERE c.user_id = users.id AND c.used_at IS NULL) AS codes_left FROM users ORDER BY id"
         )
         return [
-            {**{k: r[k] for k in ("id", "username", "role", "created_at", "password_changed_at")},
-             "disabled": bool(r["disabled"]), "totp": bool(r["totp"]),
-             "recovery_codes_left": int(r["codes_left"]) if r["totp"] else 0}
+            {
+                **{k: r[k] for k in ("id", "username", "role", "created_at", "password_changed_at")},
+                "disabled": bool(r["disabled"]),
+                "totp": bool(r["totp"]),
+                "recovery_codes_left": int(r["codes_left"]) if r["totp"] else 0,
+            }
             for r in rows
         ]
 
@@ -321,9 +324,7 @@ class Identity:
         ukey, ikey = f"user:{username}", f"ip:{client_ip}"
         wait = max(self.user_throttle.retry_after(ukey, now), self.ip_throttle.retry_after(ikey, now))
         if wait > 0:
-            raise Throttled(
-                f"too many failed logins; try again in {int(wait) + 1} s", retry_after_s=wait
-            )
+            raise Throttled(f"too many failed logins; try again in {int(wait) + 1} s", retry_after_s=wait)
         row = await self._store.fetchone(
             "SELECT id, username, password_hash, role, disabled, totp_secret, totp_last_step "
             "FROM users WHERE username = ?",
@@ -337,9 +338,11 @@ class Identity:
         if row["totp_secret"]:
             if not otp:
                 # Not a failure: the client asks again with the code.
-                raise Unauthorized("a two-factor code is required", code="otp_required",
-                                   hint="send the 6-digit code from your authenticator app (or a recovery "
-                                        "code) as `otp`")
+                raise Unauthorized(
+                    "a two-factor code is required",
+                    code="otp_required",
+                    hint="send the 6-digit code from your authenticator app (or a recovery code) as `otp`",
+                )
             if recovery.looks_like_code(otp):
                 if not await self._use_recovery_code(row["id"], row["username"], otp):
                     self._failed(ukey, ikey)
@@ -407,8 +410,10 @@ class Identity:
         self._self_or_admin(caller, username, "make recovery codes")
         user = await self.get_user(username)
         if not user["totp"]:
-            raise Conflict(f"two-factor login is off for {username}: there is nothing to recover",
-                           hint="turn it on with `fsctl user totp enable`")
+            raise Conflict(
+                f"two-factor login is off for {username}: there is nothing to recover",
+                hint="turn it on with `fsctl user totp enable`",
+            )
         async with self._store.transaction() as db:
             codes = await self._new_recovery_codes(db, user["id"])
         await self._bus.publish(UserUpdated(username, "recovery_codes"))
@@ -424,8 +429,9 @@ class Identity:
             raise Conflict("no two-factor enrolment is pending", hint="start one with `fsctl user totp enable`")
         step = totp_step(row["totp_pending"], code, self._clock.now())
         if step is None:
-            raise BadRequest("the code does not match; check the device's clock and try the next code",
-                             details={"field": "code"})
+            raise BadRequest(
+                "the code does not match; check the device's clock and try the next code", details={"field": "code"}
+            )
         async with self._store.transaction() as db:
             await db.execute(
                 "UPDATE users SET totp_secret = totp_pending, totp_pending = NULL, totp_last_step = ? WHERE id = ?",
@@ -448,9 +454,7 @@ class Identity:
         if caller.username != username and not caller.has_role("admin"):
             raise Forbidden(f"only an admin can {what} for another user")
 
-    async def _issue(
-        self, owner: Principal, kind: str, name: str, role: Role, ttl_s: float
-    ) -> tuple[str, float, int]:
+    async def _issue(self, owner: Principal, kind: str, name: str, role: Role, ttl_s: float) -> tuple[str, float, int]:
         if owner.user_id is None:
             row = await self._store.fetchone(
                 "SELECT id FROM users WHERE role = 'admin' AND disabled = 0 ORDER BY id LIMIT 1"
@@ -472,9 +476,7 @@ class Identity:
             token_id = int(cur.lastrowid or 0)
         return token, expires_at, token_id
 
-    async def create_token(
-        self, caller: Principal, name: str, role: Role, ttl_s: float
-    ) -> tuple[str, dict[str, Any]]:
+    async def create_token(self, caller: Principal, name: str, role: Role, ttl_s: float) -> tuple[str, dict[str, Any]]:
         """A new API token; the secret is returned here and never again."""
         if not caller.has_role(role):
             raise Forbidden(f"a {caller.role} cannot create a token with role {role}")

@@ -9,8 +9,22 @@ from typing import Any
 
 import structlog
 
-_SECRET_KEYS = frozenset({"password", "token", "secret", "authorization", "totp", "key_pem", "otp",
-                          "recovery_codes", "client_secret", "cookie", "basic_auth", "api_key"})
+_SECRET_KEYS = frozenset(
+    {
+        "password",
+        "token",
+        "secret",
+        "authorization",
+        "totp",
+        "key_pem",
+        "otp",
+        "recovery_codes",
+        "client_secret",
+        "cookie",
+        "basic_auth",
+        "api_key",
+    }
+)
 
 
 def safe_url(url: str) -> str:
@@ -41,9 +55,7 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream: Any = None
     stream = stream or sys.stderr
     use_console = fmt == "console" or (fmt == "auto" and stream.isatty())
     renderer: Any = (
-        structlog.dev.ConsoleRenderer(colors=stream.isatty())
-        if use_console
-        else structlog.processors.JSONRenderer()
+        structlog.dev.ConsoleRenderer(colors=stream.isatty()) if use_console else structlog.processors.JSONRenderer()
     )
     structlog.configure(
         processors=[

@@ -85,8 +85,22 @@ class LogSink(Protocol):
         platform's exit), e.g. to persist how far a file was shipped. Not called if it cannot be stored."""
 
 
-ACCESS_LOG_FIELDS = ("at", "host", "method", "path", "status", "bytes_sent", "duration_ms", "upstream", "client_ip",
-                     "request_id", "route", "protocol", "bytes_received", "upstream_ms")
+ACCESS_LOG_FIELDS = (
+    "at",
+    "host",
+    "method",
+    "path",
+    "status",
+    "bytes_sent",
+    "duration_ms",
+    "upstream",
+    "client_ip",
+    "request_id",
+    "route",
+    "protocol",
+    "bytes_received",
+    "upstream_ms",
+)
 
 
 @dataclass(slots=True)
@@ -266,8 +280,9 @@ class CertificateBoard:
 class ServiceLauncher(Protocol):
     """Runs a temporary copy of a service (snap's shadow instance after a restore; orch's wiring implements it)."""
 
-    async def start_copy(self, service: str, copy_name: str, path_map: Mapping[str, str],
-                         timeout_s: float) -> dict[str, object]:
+    async def start_copy(
+        self, service: str, copy_name: str, path_map: Mapping[str, str], timeout_s: float
+    ) -> dict[str, object]:
         """Apply `service`'s spec as `copy_name` (one replica, its own ports) with each `path_map` key replaced by
         its value wherever it starts a path in the spec; wait until healthy or `timeout_s`. Returns
         `{"name", "healthy", "status", "endpoints": ["host:port"], "reason"}`; leaves the copy running either way."""

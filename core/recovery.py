@@ -21,7 +21,7 @@ def generate(count: int = COUNT) -> list[str]:
     out = []
     for _ in range(count):
         raw = "".join(secrets.choice(ALPHABET) for _ in range(LENGTH))
-        out.append("-".join(raw[i:i + 4] for i in range(0, LENGTH, 4)))
+        out.append("-".join(raw[i : i + 4] for i in range(0, LENGTH, 4)))
     return out
 
 

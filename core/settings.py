@@ -151,15 +151,14 @@ def load_settings(config_file: Path | None = None, **flags: Any) -> Settings:
     overrides = {k: v for k, v in flags.items() if v is not None}
     if path:
         overrides["config_file"] = path
+
     class FileSettings(Settings):
         file_values = file_data
 
     try:
         settings = FileSettings(**overrides)
     except ValidationError as e:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '(root)'}: {err['msg']}" for err in e.errors()
-        )
+        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc']) or '(root)'}: {err['msg']}" for err in e.errors())
         source = f"{path}: " if path else ""
         raise StartupError(f"{source}invalid settings: {problems}", hint="see README 'Configuration'") from e
     return settings
@@ -168,8 +167,9 @@ def load_settings(config_file: Path | None = None, **flags: Any) -> Settings:
 M = TypeVar("M", bound=BaseModel)
 
 
-def load_section(model: type[M], section: dict[str, Any] | None, *, key: str, hint: str,
-                 what: str = "invalid settings") -> M:
+def load_section(
+    model: type[M], section: dict[str, Any] | None, *, key: str, hint: str, what: str = "invalid settings"
+) -> M:
     """A component's settings section (`key:` in the config) validated by `model`, or a StartupError
     naming each bad setting by its path (`gate.bogus: Extra inputs are not permitted`; a problem with
     the section as a whole is `key.(section)`). The one loader every component's section goes through."""

@@ -50,8 +50,14 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
 class Store:
     """An SQLite database file in WAL mode. Safe for concurrent use by tasks of one loop."""
 
-    def __init__(self, path: Path, *, synchronous: str = "FULL", upgrade_backups_keep: int = 3,
-                 upgrade_backup_max_bytes: int | None = None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        synchronous: str = "FULL",
+        upgrade_backups_keep: int = 3,
+        upgrade_backup_max_bytes: int | None = None,
+    ) -> None:
         self.path = path
         self._synchronous = synchronous
         # Pre-upgrade copies of this database kept in upgrade-backups/ (the newest N), and the size above
@@ -155,8 +161,13 @@ class Store:
         if self.upgrade_backup_max_bytes is not None and size > self.upgrade_backup_max_bytes:
             if not self._skipped_backup:
                 self._skipped_backup = True
-                log.warning("database too large to back up before a schema upgrade: not copied", db=str(self.path),
-                            size_bytes=size, limit_bytes=self.upgrade_backup_max_bytes, component=component)
+                log.warning(
+                    "database too large to back up before a schema upgrade: not copied",
+                    db=str(self.path),
+                    size_bytes=size,
+                    limit_bytes=self.upgrade_backup_max_bytes,
+                    component=component,
+                )
             return
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
         out = self.path.parent / "upgrade-backups" / f"{self.path.stem}-{stamp}-before-{component}-v{version + 1}.db"
@@ -166,12 +177,19 @@ class Store:
             try:
                 await self._writer.execute("VACUUM INTO ?", (str(out),))
             except sqlite3.Error as e:
-                raise StartupError(f"cannot back up {self.path} before upgrading its schema: {e}",
-                                   hint=f"free space in {out.parent}, then start again") from e
+                raise StartupError(
+                    f"cannot back up {self.path} before upgrading its schema: {e}",
+                    hint=f"free space in {out.parent}, then start again",
+                ) from e
         out.chmod(0o600)
         self.upgrade_backup = out
-        log.warning("database backed up before a schema upgrade", db=str(self.path), backup=str(out),
-                    component=component, from_version=version)
+        log.warning(
+            "database backed up before a schema upgrade",
+            db=str(self.path),
+            backup=str(out),
+            component=component,
+            from_version=version,
+        )
         marker = self._baseline_marker()
         try:
             baseline = marker.read_text().strip()
@@ -192,7 +210,7 @@ class Store:
         """Keep the newest `upgrade_backups_keep` copies of this database (their names sort by time), and
         the baseline copy `keep_also` (the oldest since the last start that completed)."""
         mine = sorted(p for p in where.glob(f"{self.path.stem}-*-before-*.db") if p.is_file())
-        for old in mine[:-self.upgrade_backups_keep]:
+        for old in mine[: -self.upgrade_backups_keep]:
             if old.name == keep_also:
                 continue
             with contextlib.suppress(OSError):

@@ -111,8 +111,9 @@ class WorkerPool:
 
     name: str
 
-    def __init__(self, name: str, *, workers: int = 2, backlog: int = 16, kind: Kind = "thread",
-                 nice: int = 10) -> None:
+    def __init__(
+        self, name: str, *, workers: int = 2, backlog: int = 16, kind: Kind = "thread", nice: int = 10
+    ) -> None:
         if workers < 1 or backlog < 0:
             raise ValueError("a pool needs at least one worker and a non-negative backlog")
         self.name = name
@@ -140,14 +141,19 @@ class WorkerPool:
             if self.kind == "process":
                 # `spawn`: the parent runs threads (aiosqlite, pumps); forking it would copy their locks.
                 self._executor = concurrent.futures.ProcessPoolExecutor(
-                    self.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_process,
-                    initargs=(self.nice, os.getpid()))
+                    self.workers,
+                    mp_context=multiprocessing.get_context("spawn"),
+                    initializer=_init_process,
+                    initargs=(self.nice, os.getpid()),
+                )
             else:
                 self._executor = concurrent.futures.ThreadPoolExecutor(
-                    self.workers, thread_name_prefix=f"pool-{self.name}", initializer=lower_priority,
-                    initargs=(self.nice,))
-            log.info("worker pool started", pool=self.name, kind=self.kind, workers=self.workers,
-                     backlog=self.backlog)
+                    self.workers,
+                    thread_name_prefix=f"pool-{self.name}",
+                    initializer=lower_priority,
+                    initargs=(self.nice,),
+                )
+            log.info("worker pool started", pool=self.name, kind=self.kind, workers=self.workers, backlog=self.backlog)
         return self._executor
 
     async def stop(self, drain_timeout_s: float = 10.0) -> None:

@@ -37,8 +37,9 @@ DEFAULT_LIMITS = YamlLimits()
 class YamlRefused(ValueError):
     """The text is not YAML we accept: a syntax error or a passed limit. `line` is 1-based or None."""
 
-    def __init__(self, problem: str, line: int | None = None, column: int | None = None,
-                 limit: str | None = None) -> None:
+    def __init__(
+        self, problem: str, line: int | None = None, column: int | None = None, limit: str | None = None
+    ) -> None:
         super().__init__(problem if line is None else f"line {line}: {problem}")
         self.problem = problem
         self.line = line
@@ -75,15 +76,23 @@ def check_expansion(root: yaml.Node, limits: YamlLimits = DEFAULT_LIMITS) -> tup
             if key in done:
                 continue
             if depth > limits.max_depth:
-                raise YamlRefused(f"the document nests deeper than {limits.max_depth} levels here "
-                                  f"(limit max_depth={limits.max_depth})", _line(node), limit="max_depth")
+                raise YamlRefused(
+                    f"the document nests deeper than {limits.max_depth} levels here "
+                    f"(limit max_depth={limits.max_depth})",
+                    _line(node),
+                    limit="max_depth",
+                )
             on_path.add(key)
             stack.append((node, depth, True))
             for child in children:
                 ck = id(child)
                 if ck in on_path:
-                    raise YamlRefused("an alias refers to a node that contains it (a recursive alias); "
-                                      "recursive documents are not accepted", _line(node), limit="recursion")
+                    raise YamlRefused(
+                        "an alias refers to a node that contains it (a recursive alias); "
+                        "recursive documents are not accepted",
+                        _line(node),
+                        limit="recursion",
+                    )
                 if ck not in done:
                     stack.append((child, depth + 1, False))
             continue
@@ -97,12 +106,16 @@ def check_expansion(root: yaml.Node, limits: YamlLimits = DEFAULT_LIMITS) -> tup
             raise YamlRefused(
                 f"the {kind} starting here expands to {nodes} nodes through aliases (*name), past the "
                 f"limit of {limits.max_nodes} (max_nodes); repeat less, or write the data out",
-                _line(node), limit="max_nodes")
+                _line(node),
+                limit="max_nodes",
+            )
         if size > limits.max_expanded_bytes:
             raise YamlRefused(
                 f"the {kind} starting here expands to {size} bytes of text through aliases (*name), past "
                 f"the limit of {limits.max_expanded_bytes} bytes (max_expanded_bytes)",
-                _line(node), limit="max_expanded_bytes")
+                _line(node),
+                limit="max_expanded_bytes",
+            )
         done[key] = (nodes, size)
     nodes, size = done[id(root)]
     if isinstance(root, yaml.ScalarNode) and size > limits.max_expanded_bytes:  # pragma: no cover - max_bytes
@@ -116,15 +129,15 @@ def _syntax_error(e: yaml.YAMLError) -> YamlRefused:
     context = getattr(e, "context", None)
     if context and problem:
         problem = f"{problem} ({context})"
-    return YamlRefused(f"invalid YAML: {problem}", mark.line + 1 if mark else None,
-                       mark.column + 1 if mark else None)
+    return YamlRefused(f"invalid YAML: {problem}", mark.line + 1 if mark else None, mark.column + 1 if mark else None)
 
 
 def _check_size(text: str, limits: YamlLimits) -> None:
     size = len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
     if size > limits.max_bytes:
-        raise YamlRefused(f"the document is {size} bytes; the limit is {limits.max_bytes} bytes (max_bytes)",
-                          limit="max_bytes")
+        raise YamlRefused(
+            f"the document is {size} bytes; the limit is {limits.max_bytes} bytes (max_bytes)", limit="max_bytes"
+        )
 
 
 def compose(text: str, limits: YamlLimits = DEFAULT_LIMITS) -> yaml.Node | None:
@@ -139,8 +152,9 @@ def compose(text: str, limits: YamlLimits = DEFAULT_LIMITS) -> yaml.Node | None:
     except yaml.YAMLError as e:
         raise _syntax_error(e) from None
     except RecursionError:
-        raise YamlRefused(f"the document nests too deeply (limit max_depth={limits.max_depth})",
-                          limit="max_depth") from None
+        raise YamlRefused(
+            f"the document nests too deeply (limit max_depth={limits.max_depth})", limit="max_depth"
+        ) from None
     finally:
         loader.dispose()
     if root is not None:

@@ -24,15 +24,18 @@ def _read(path: Path, what: str) -> str:
     except FileNotFoundError:
         raise CliError(f"{what} file {path} does not exist") from None
     except UnicodeDecodeError:
-        raise CliError(f"{what} file {path} is not PEM text", hint="convert DER with `openssl x509 -inform der`") \
-            from None
+        raise CliError(
+            f"{what} file {path} is not PEM text", hint="convert DER with `openssl x509 -inform der`"
+        ) from None
     except OSError as e:
         raise CliError(f"cannot read the {what} file {path}: {e.strerror}") from e
 
 
 def _print_cert(c: dict[str, Any], verb: str) -> None:
-    print(f"{verb} {c['name']} ({', '.join(c['names'])}): {c['status']}, serial {c.get('serial') or '-'}, "
-          f"issuer {c.get('issuer') or '-'}, expires {when(c.get('not_after'))}")
+    print(
+        f"{verb} {c['name']} ({', '.join(c['names'])}): {c['status']}, serial {c.get('serial') or '-'}, "
+        f"issuer {c.get('issuer') or '-'}, expires {when(c.get('not_after'))}"
+    )
 
 
 def _renews(c: dict[str, Any]) -> str:
@@ -49,15 +52,31 @@ def cmd_ls(args: argparse.Namespace) -> int:
     if args.json:
         emit_json(data)
         return 0
-    rows = [{
-        **c, "names_s": ",".join(c["names"]), "expires": when(c.get("not_after")),
-        "left": "-" if c.get("days_left") is None else f"{c['days_left']}d",
-        "renews": _renews(c),
-        "error": (c.get("last_error") or "")[:60] or None,
-    } for c in data]
-    table(rows, [("name", "NAME"), ("names_s", "NAMES"), ("status", "STATUS"), ("source", "SOURCE"),
-                 ("issuer", "ISSUER"), ("expires", "EXPIRES"), ("left", "LEFT"), ("renews", "RENEWS"),
-                 ("error", "LAST ERROR")])
+    rows = [
+        {
+            **c,
+            "names_s": ",".join(c["names"]),
+            "expires": when(c.get("not_after")),
+            "left": "-" if c.get("days_left") is None else f"{c['days_left']}d",
+            "renews": _renews(c),
+            "error": (c.get("last_error") or "")[:60] or None,
+        }
+        for c in data
+    ]
+    table(
+        rows,
+        [
+            ("name", "NAME"),
+            ("names_s", "NAMES"),
+            ("status", "STATUS"),
+            ("source", "SOURCE"),
+            ("issuer", "ISSUER"),
+            ("expires", "EXPIRES"),
+            ("left", "LEFT"),
+            ("renews", "RENEWS"),
+            ("error", "LAST ERROR"),
+        ],
+    )
     return 0
 
 
@@ -88,7 +107,8 @@ def cmd_rm(args: argparse.Namespace) -> int:
 
 def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     cert = sub.add_parser("cert", help="TLS certificates (ACME, imported)").add_subparsers(
-        dest="sub", required=True, metavar="COMMAND")
+        dest="sub", required=True, metavar="COMMAND"
+    )
     p = cert.add_parser("ls", parents=[common], help="list certificates with expiry and status")
     p.set_defaults(func=cmd_ls)
     p = cert.add_parser("issue", parents=[common], help="order a certificate now (ACME HTTP-01)")

@@ -49,13 +49,21 @@ def cmd_login(args: argparse.Namespace) -> int:
             raise
         body["otp"] = input("two-factor code (or a recovery code): ").strip()
         data = Client(target).request("POST", "/api/auth/login", body)
-    path = save_config({"server": target.server, "token": data["token"], "username": data["username"],
-                        "expires_at": data["expires_at"]})
+    path = save_config(
+        {
+            "server": target.server,
+            "token": data["token"],
+            "username": data["username"],
+            "expires_at": data["expires_at"],
+        }
+    )
     if args.json:
         emit_json({k: v for k, v in data.items() if k != "token"} | {"server": target.server, "saved_to": str(path)})
     else:
-        print(f"logged in to {target.server} as {data['username']} ({data['role']}); "
-              f"session until {when(data['expires_at'])}; saved in {path}")
+        print(
+            f"logged in to {target.server} as {data['username']} ({data['role']}); "
+            f"session until {when(data['expires_at'])}; saved in {path}"
+        )
     return 0
 
 
@@ -106,8 +114,19 @@ def cmd_token_ls(args: argparse.Namespace) -> int:
         emit_json(data)
         return 0
     rows = [{**t, "created": when(t["created_at"]), "expires": when(t["expires_at"])} for t in data]
-    table(rows, [("id", "ID"), ("kind", "KIND"), ("name", "NAME"), ("role", "ROLE"), ("owner", "OWNER"),
-                 ("state", "STATE"), ("created", "CREATED"), ("expires", "EXPIRES")])
+    table(
+        rows,
+        [
+            ("id", "ID"),
+            ("kind", "KIND"),
+            ("name", "NAME"),
+            ("role", "ROLE"),
+            ("owner", "OWNER"),
+            ("state", "STATE"),
+            ("created", "CREATED"),
+            ("expires", "EXPIRES"),
+        ],
+    )
     return 0
 
 
@@ -156,16 +175,19 @@ def cmd_user_totp_enable(args: argparse.Namespace) -> int:
             data = client.request("POST", f"/api/users/{args.name}/totp/confirm", {"code": args.code.strip()})
         except CliError as e:
             if e.code == "conflict":
-                e.hint = (f"start one with `fsctl user totp enable {args.name}` (it prints the secret), "
-                          f"then run {finish}")
+                e.hint = (
+                    f"start one with `fsctl user totp enable {args.name}` (it prints the secret), then run {finish}"
+                )
             raise
     else:
         data = client.request("POST", f"/api/users/{args.name}/totp")
         print("Add this account to your authenticator app (scan the URI as a QR code, or type the secret):")
         print(f"  {data['otpauth_uri']}")
         print(f"  secret: {data['secret']}", flush=True)
-        code = _read_code(f"the enrolment of {args.name} is pending: finish it with {finish} "
-                          "(a current code from the app), or pipe the code into this command")
+        code = _read_code(
+            f"the enrolment of {args.name} is pending: finish it with {finish} "
+            "(a current code from the app), or pipe the code into this command"
+        )
         data = client.request("POST", f"/api/users/{args.name}/totp/confirm", {"code": code})
     print(f"two-factor login is on for {args.name}")
     _print_recovery_codes(data["recovery_codes"])
@@ -211,15 +233,28 @@ def cmd_user_totp_disable(args: argparse.Namespace) -> int:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    q = f"?limit={args.limit}" + (f"&actor={args.actor}" if args.actor else "") + (
-        f"&action={args.action}" if args.action else "")
+    q = (
+        f"?limit={args.limit}"
+        + (f"&actor={args.actor}" if args.actor else "")
+        + (f"&action={args.action}" if args.action else "")
+    )
     data = _client(args).request("GET", "/api/audit" + q)
     if args.json:
         emit_json(data)
         return 0
     rows = [{**a, "when": when(a["at"])} for a in data]
-    table(rows, [("id", "ID"), ("when", "WHEN"), ("actor", "ACTOR"), ("action", "ACTION"), ("target", "TARGET"),
-                 ("outcome", "OUTCOME"), ("client_ip", "FROM")])
+    table(
+        rows,
+        [
+            ("id", "ID"),
+            ("when", "WHEN"),
+            ("actor", "ACTOR"),
+            ("action", "ACTION"),
+            ("target", "TARGET"),
+            ("outcome", "OUTCOME"),
+            ("client_ip", "FROM"),
+        ],
+    )
     return 0
 
 
@@ -296,11 +331,15 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     p = usr.add_parser("ls", parents=[common], help="list users")
     p.set_defaults(func=cmd_user_ls)
     totp = usr.add_parser("totp", help="two-factor login (TOTP)").add_subparsers(
-        dest="totp", required=True, metavar="COMMAND")
+        dest="totp", required=True, metavar="COMMAND"
+    )
     p = totp.add_parser("enable", parents=[common], help="enrol an authenticator app")
     p.add_argument("name")
-    p.add_argument("--code", help="finish a pending enrolment with a current code from the app (without it: "
-                   "a new secret is printed and the code asked for, or read from standard input)")
+    p.add_argument(
+        "--code",
+        help="finish a pending enrolment with a current code from the app (without it: "
+        "a new secret is printed and the code asked for, or read from standard input)",
+    )
     p.set_defaults(func=cmd_user_totp_enable)
     p = totp.add_parser("disable", parents=[common], help="turn two-factor login off")
     p.add_argument("name")
@@ -321,8 +360,16 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("events", parents=[common], help="follow the event stream")
     p.add_argument("--since", type=int, help="start after this event id")
     p.add_argument("--types", help="comma-separated event types")
-    p.add_argument("--no-follow", action="store_true",
-                   help="print the events there are now and exit (those after --since, else the newest --last)")
-    p.add_argument("--last", type=int, default=20, metavar="N",
-                   help="with --no-follow and no --since: how many of the newest events (default 20)")
+    p.add_argument(
+        "--no-follow",
+        action="store_true",
+        help="print the events there are now and exit (those after --since, else the newest --last)",
+    )
+    p.add_argument(
+        "--last",
+        type=int,
+        default=20,
+        metavar="N",
+        help="with --no-follow and no --since: how many of the newest events (default 20)",
+    )
     p.set_defaults(func=cmd_events)

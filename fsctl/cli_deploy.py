@@ -33,7 +33,8 @@ def _client(args: argparse.Namespace, timeout: float = 120) -> Client:
         if not (cid and secret):
             raise CliError("set both INFRACORE_CLIENT_ID and INFRACORE_CLIENT_SECRET (or neither)")
         got = Client(Target(target.server, None), timeout=timeout).request(
-            "POST", "/api/auth/client-token", {"client_id": cid, "client_secret": secret})
+            "POST", "/api/auth/client-token", {"client_id": cid, "client_secret": secret}
+        )
         target = Target(target.server, got["token"])
     return Client(target, timeout=timeout)
 
@@ -52,8 +53,10 @@ class _Progress:
             frac = self.done / self.total if self.total else 1.0
             rate = self.done / max(time.monotonic() - self.started, 0.001)
             bar = "#" * int(frac * 30)
-            sys.stderr.write(f"\r  [{bar:.<30}] {frac * 100:5.1f}%  {size_text(self.done)} of {size_text(self.total)}, "
-                             f"{size_text(rate)}/s")
+            sys.stderr.write(
+                f"\r  [{bar:.<30}] {frac * 100:5.1f}%  {size_text(self.done)} of {size_text(self.total)}, "
+                f"{size_text(rate)}/s"
+            )
             sys.stderr.flush()
         return data
 
@@ -71,8 +74,9 @@ def upload(client: Client, path: Path, service: str | None, *, quiet: bool = Fal
     if not quiet:
         print(f"uploading {path.name} ({size_text(size)}, sha256 {digest[:12]})", file=sys.stderr)
     with open(path, "rb") as f:
-        art = client.upload(f"/api/artifacts?{urlencode(query)}", _Progress(f, size, show),
-                            size, {"X-Content-SHA256": digest})
+        art = client.upload(
+            f"/api/artifacts?{urlencode(query)}", _Progress(f, size, show), size, {"X-Content-SHA256": digest}
+        )
     if show:
         sys.stderr.write("\n")
     if not quiet:
@@ -95,8 +99,9 @@ def _step_lines(dep: dict[str, Any]) -> list[str]:
     return out
 
 
-def wait_deployment(client: Client, dep_id: Any, timeout_s: float, *, quiet: bool = False,
-                    interval_s: float = 1.0) -> dict[str, Any]:
+def wait_deployment(
+    client: Client, dep_id: Any, timeout_s: float, *, quiet: bool = False, interval_s: float = 1.0
+) -> dict[str, Any]:
     """Poll `GET /api/deployments/{id}` until it ends (or `timeout_s`), printing status changes and new
     log steps; the last record."""
     deadline = time.monotonic() + timeout_s
@@ -114,8 +119,10 @@ def wait_deployment(client: Client, dep_id: Any, timeout_s: float, *, quiet: boo
         if dep["status"] in TERMINAL:
             return dep
         if time.monotonic() >= deadline:
-            raise CliError(f"deployment {dep_id} is still {dep['status']} after {timeout_s:g} s",
-                           hint=f"follow it with `fsctl deploy status {dep_id}`")
+            raise CliError(
+                f"deployment {dep_id} is still {dep['status']} after {timeout_s:g} s",
+                hint=f"follow it with `fsctl deploy status {dep_id}`",
+            )
         time.sleep(interval_s)
 
 
@@ -124,8 +131,11 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         if not args.deployment_id:
             raise CliError("usage: fsctl deploy status DEPLOYMENT_ID")
         client = _client(args)
-        dep = (wait_deployment(client, args.deployment_id, args.timeout, quiet=args.json) if args.wait
-               else client.request("GET", f"/api/deployments/{quote(args.deployment_id)}"))
+        dep = (
+            wait_deployment(client, args.deployment_id, args.timeout, quiet=args.json)
+            if args.wait
+            else client.request("GET", f"/api/deployments/{quote(args.deployment_id)}")
+        )
         if args.json:
             emit_json(dep)
         else:
@@ -135,16 +145,21 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         return 0 if dep["status"] not in ("failed", "rolled_back") else 1
     missing = [f"--{n}" for n in ("service", "artifact", "version") if not getattr(args, n)]
     if missing:
-        raise CliError(f"fsctl deploy needs {', '.join(missing)}",
-                       hint="fsctl deploy --service NAME --artifact FILE --version V [--wait]")
+        raise CliError(
+            f"fsctl deploy needs {', '.join(missing)}",
+            hint="fsctl deploy --service NAME --artifact FILE --version V [--wait]",
+        )
     client = _client(args, timeout=max(120.0, args.timeout))
     art = upload(client, Path(args.artifact), args.service, quiet=args.json)
-    started = client.request("POST", f"/api/services/{quote(args.service)}/deploy",
-                             {"version": args.version, "artifact_id": art["id"]})
+    started = client.request(
+        "POST", f"/api/services/{quote(args.service)}/deploy", {"version": args.version, "artifact_id": art["id"]}
+    )
     dep_id = started["deployment_id"]
     if not args.json:
-        print(f"deploying {args.service} {args.version}: deployment {dep_id}, release {started.get('release_id')}",
-              file=sys.stderr)
+        print(
+            f"deploying {args.service} {args.version}: deployment {dep_id}, release {started.get('release_id')}",
+            file=sys.stderr,
+        )
     if not args.wait:
         if args.json:
             emit_json({"artifact": art, **started})
@@ -178,16 +193,33 @@ def cmd_artifact_ls(args: argparse.Namespace) -> int:
     if args.json:
         emit_json(rows)
         return 0
-    table([{**r, "id": r["id"][:12], "size": size_text(r["size"]), "services": ",".join(r["services"]) or "-",
-            "created": when(r["created_at"])} for r in rows],
-          [("id", "ID"), ("kind", "KIND"), ("size", "SIZE"), ("filename", "FILE"), ("services", "SERVICES"),
-           ("created", "CREATED")])
+    table(
+        [
+            {
+                **r,
+                "id": r["id"][:12],
+                "size": size_text(r["size"]),
+                "services": ",".join(r["services"]) or "-",
+                "created": when(r["created_at"]),
+            }
+            for r in rows
+        ],
+        [
+            ("id", "ID"),
+            ("kind", "KIND"),
+            ("size", "SIZE"),
+            ("filename", "FILE"),
+            ("services", "SERVICES"),
+            ("created", "CREATED"),
+        ],
+    )
     return 0
 
 
 def cmd_client_add(args: argparse.Namespace) -> int:
-    c = _client(args).request("POST", "/api/clients", {"name": args.name, "services": args.service,
-                                                       "ip_allowlist": args.allow_ip})
+    c = _client(args).request(
+        "POST", "/api/clients", {"name": args.name, "services": args.service, "ip_allowlist": args.allow_ip}
+    )
     if args.json:
         emit_json(c)
         return 0
@@ -203,10 +235,25 @@ def cmd_client_list(args: argparse.Namespace) -> int:
     if args.json:
         emit_json(rows)
         return 0
-    table([{**r, "services": ",".join(r["services"]), "allow": ",".join(r["ip_allowlist"]),
-            "last": when(r["last_used_at"])} for r in rows],
-          [("client_id", "CLIENT ID"), ("name", "NAME"), ("services", "SERVICES"), ("allow", "ALLOWED FROM"),
-           ("state", "STATE"), ("last", "LAST USED")])
+    table(
+        [
+            {
+                **r,
+                "services": ",".join(r["services"]),
+                "allow": ",".join(r["ip_allowlist"]),
+                "last": when(r["last_used_at"]),
+            }
+            for r in rows
+        ],
+        [
+            ("client_id", "CLIENT ID"),
+            ("name", "NAME"),
+            ("services", "SERVICES"),
+            ("allow", "ALLOWED FROM"),
+            ("state", "STATE"),
+            ("last", "LAST USED"),
+        ],
+    )
     return 0
 
 
@@ -220,8 +267,11 @@ def cmd_client_remove(args: argparse.Namespace) -> int:
 
 
 def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser("deploy", parents=[common], help="upload an artifact, deploy it and follow the deployment "
-                       "(for CI); `deploy status ID`")
+    p = sub.add_parser(
+        "deploy",
+        parents=[common],
+        help="upload an artifact, deploy it and follow the deployment (for CI); `deploy status ID`",
+    )
     p.add_argument("action", nargs="?", choices=["status"], help="status: show (or --wait for) a deployment")
     p.add_argument("deployment_id", nargs="?", help="with status: the deployment's id")
     p.add_argument("--service", help="the service to deploy")
@@ -246,8 +296,13 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     q = cl_sub.add_parser("add", parents=[common], help="create a client; prints its id and secret (once)")
     q.add_argument("--name", required=True)
     q.add_argument("--service", action="append", required=True, help="a service it may deploy (repeatable)")
-    q.add_argument("--allow-ip", action="append", required=True, metavar="CIDR",
-                   help="an address or CIDR it may be used from (repeatable; 0.0.0.0/0 for any)")
+    q.add_argument(
+        "--allow-ip",
+        action="append",
+        required=True,
+        metavar="CIDR",
+        help="an address or CIDR it may be used from (repeatable; 0.0.0.0/0 for any)",
+    )
     q.set_defaults(func=cmd_client_add)
     q = cl_sub.add_parser("list", aliases=["ls"], parents=[common], help="list clients")
     q.set_defaults(func=cmd_client_list)

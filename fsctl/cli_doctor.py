@@ -108,8 +108,12 @@ def routes(data_dir: Path) -> list[tuple[str, str]]:
 
 
 def local_addresses() -> set[str]:
-    return {a.address.split("%")[0] for addrs in psutil.net_if_addrs().values() for a in addrs
-            if a.family in (socket.AF_INET, socket.AF_INET6)}
+    return {
+        a.address.split("%")[0]
+        for addrs in psutil.net_if_addrs().values()
+        for a in addrs
+        if a.family in (socket.AF_INET, socket.AF_INET6)
+    }
 
 
 def dns_findings(hosts: list[tuple[str, str]], timeout_s: float | None = None) -> list[Finding]:
@@ -176,8 +180,12 @@ def acme_and_clock(url: str, ca_bundle: Path | None) -> list[Finding]:
     ntp = None
     if shutil.which("timedatectl"):
         with contextlib.suppress(OSError, subprocess.SubprocessError):
-            out = subprocess.run(["timedatectl", "show", "-p", "NTPSynchronized", "--value"], capture_output=True,
-                                 text=True, timeout=_TIMEOUT_S)
+            out = subprocess.run(
+                ["timedatectl", "show", "-p", "NTPSynchronized", "--value"],
+                capture_output=True,
+                text=True,
+                timeout=_TIMEOUT_S,
+            )
             if out.returncode == 0 and out.stdout.strip() in ("yes", "no"):
                 ntp = out.stdout.strip() == "yes"
     # (the Date header has a 1 s resolution and the request takes a while: only large skews count)
@@ -188,7 +196,7 @@ def docker_finding() -> Finding:
     host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
     if not host.startswith("unix://"):
         return check_docker(False, f"DOCKER_HOST={host} is not a Unix socket; not checked")
-    path = host[len("unix://"):]
+    path = host[len("unix://") :]
     if not Path(path).exists():
         return check_docker(False, f"no socket at {path}")
     try:
@@ -232,8 +240,12 @@ def data_dir_finding(data_dir: Path) -> Finding | None:
     loose = []
     for sub in ("certs", "gate", "snap/repo/keys"):
         for p in sorted((data_dir / sub).rglob("*")) if (data_dir / sub).is_dir() else []:
-            if p.is_file() and not p.is_symlink() and (p.suffix == ".key" or sub.endswith("keys")) \
-                    and p.stat().st_mode & 0o077:
+            if (
+                p.is_file()
+                and not p.is_symlink()
+                and (p.suffix == ".key" or sub.endswith("keys"))
+                and p.stat().st_mode & 0o077
+            ):
                 loose.append(str(p.relative_to(data_dir)))
     return check_data_dir_mode(str(data_dir), st.st_mode, st.st_uid == os.geteuid(), loose)
 
@@ -247,8 +259,10 @@ def gather(args: argparse.Namespace) -> list[Finding]:
     except StartupError as e:
         raise CliError(e.message, hint=e.hint) from None
     running = server_running(s.data_dir)
-    findings = [check_port(port_fact("http", s.http_port, running, s.edge_host)),
-                check_port(port_fact("https", s.https_port, running, s.edge_host))]
+    findings = [
+        check_port(port_fact("http", s.http_port, running, s.edge_host)),
+        check_port(port_fact("https", s.https_port, running, s.edge_host)),
+    ]
     findings += dns_findings(routes(s.data_dir))
     findings += acme_and_clock(s.acme_directory, s.acme_ca_bundle)
     repo = Path(s.snap.get("repository") or s.data_dir / "snap" / "repo")
@@ -257,8 +271,12 @@ def gather(args: argparse.Namespace) -> list[Finding]:
     if d is not None:
         findings.append(d)
     host, port = s.console_addr
-    findings += [check_console(host, port), docker_finding(), check_systemd(Path("/run/systemd/system").is_dir()),
-                 cgroup_finding()]
+    findings += [
+        check_console(host, port),
+        docker_finding(),
+        check_systemd(Path("/run/systemd/system").is_dir()),
+        cgroup_finding(),
+    ]
     return findings
 
 

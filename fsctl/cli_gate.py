@@ -62,9 +62,15 @@ def route_fields(args: argparse.Namespace) -> dict[str, Any]:
     default). `route add` sends them as a new spec, `route edit` as a merge patch."""
     spec: dict[str, Any] = {}
     pol: dict[str, Any] = {}
-    for key, value in (("host", args.host), ("path", args.path), ("tls", args.tls), ("balance", args.balance),
-                       ("strip_prefix", args.strip), ("static_dir", args.static_dir),
-                       ("static_dotfiles", args.static_dotfiles)):
+    for key, value in (
+        ("host", args.host),
+        ("path", args.path),
+        ("tls", args.tls),
+        ("balance", args.balance),
+        ("strip_prefix", args.strip),
+        ("static_dir", args.static_dir),
+        ("static_dotfiles", args.static_dotfiles),
+    ):
         if value is not None:
             spec[key] = value
     if args.upstream:
@@ -75,8 +81,13 @@ def route_fields(args: argparse.Namespace) -> dict[str, Any]:
         spec["max_body_bytes"] = _size("--max-body", args.max_body)
     if args.request_buffer:
         spec["request_buffer_bytes"] = _size("--request-buffer", args.request_buffer)
-    for key, value in (("redirect_https", args.redirect_https), ("hsts_max_age_s", args.hsts),
-                       ("security_headers", args.security_headers), ("allow", args.allow), ("deny", args.deny)):
+    for key, value in (
+        ("redirect_https", args.redirect_https),
+        ("hsts_max_age_s", args.hsts),
+        ("security_headers", args.security_headers),
+        ("allow", args.allow),
+        ("deny", args.deny),
+    ):
         if value is not None:
             pol[key] = value
     if args.rate_limit:
@@ -99,9 +110,13 @@ def route_fields(args: argparse.Namespace) -> dict[str, Any]:
 
 # `route edit`'s clearing flags: dest → (where, field) set to null (its default).
 _CLEARS = {
-    "no_hsts": ("policies", "hsts_max_age_s"), "no_rate_limit": ("policies", "rate_limit"),
-    "no_allow": ("policies", "allow"), "no_deny": ("policies", "deny"), "no_basic_auth": ("policies", "basic_auth"),
-    "all_methods": ("spec", "methods"), "default_max_body": ("spec", "max_body_bytes"),
+    "no_hsts": ("policies", "hsts_max_age_s"),
+    "no_rate_limit": ("policies", "rate_limit"),
+    "no_allow": ("policies", "allow"),
+    "no_deny": ("policies", "deny"),
+    "no_basic_auth": ("policies", "basic_auth"),
+    "all_methods": ("spec", "methods"),
+    "default_max_body": ("spec", "max_body_bytes"),
     "default_request_buffer": ("spec", "request_buffer_bytes"),
 }
 
@@ -122,10 +137,17 @@ def _warn(data: dict[str, Any]) -> None:
 def _row(r: dict[str, Any]) -> dict[str, Any]:
     target = ", ".join(r["upstreams"]) if r["upstreams"] else f"static:{r.get('static_dir')}"
     redirects = r["tls"] != "off" and r["policies"]["redirect_https"]
-    flags = [f for f, on in (("strip", r["strip_prefix"]), ("https", redirects),
-                             ("hsts", r["policies"]["hsts_max_age_s"] > 0),
-                             ("auth", bool(r["policies"]["basic_auth"])), ("ratelimit", r["policies"]["rate_limit"]))
-             if on]
+    flags = [
+        f
+        for f, on in (
+            ("strip", r["strip_prefix"]),
+            ("https", redirects),
+            ("hsts", r["policies"]["hsts_max_age_s"] > 0),
+            ("auth", bool(r["policies"]["basic_auth"])),
+            ("ratelimit", r["policies"]["rate_limit"]),
+        )
+        if on
+    ]
     cert = r.get("certificate") or {}
     served = "-"
     if r["tls"] != "off" and cert:
@@ -137,8 +159,9 @@ def _row(r: dict[str, Any]) -> dict[str, Any]:
 
 def cmd_add(args: argparse.Namespace) -> int:
     data = _client(args).request("POST", "/api/routes", build_spec(args))
-    emit_json(data) if args.json else print(f"added route {data['id']}: {data['name']} -> "
-                                            f"{', '.join(data['upstreams']) or data.get('static_dir')}")
+    emit_json(data) if args.json else print(
+        f"added route {data['id']}: {data['name']} -> {', '.join(data['upstreams']) or data.get('static_dir')}"
+    )
     _warn(data)
     return 0
 
@@ -152,8 +175,10 @@ def cmd_edit(args: argparse.Namespace) -> int:
     else:
         change = route_fields(args)
         if not change:
-            raise CliError("nothing to change: give the flags to change, e.g. --hsts 31536000 or --no-redirect-https",
-                           hint="see `fsctl route edit --help`")
+            raise CliError(
+                "nothing to change: give the flags to change, e.g. --hsts 31536000 or --no-redirect-https",
+                hint="see `fsctl route edit --help`",
+            )
         # Switching between proxying and serving files: the other kind's fields go back to their defaults.
         if "upstreams" in change and "static_dir" not in change:
             change.update(static_dir=None, static_spa=None, static_dotfiles=None)
@@ -201,9 +226,19 @@ def cmd_ls(args: argparse.Namespace) -> int:
     if args.json:
         emit_json(data)
         return 0
-    table([_row(r) for r in data], [("id", "ID"), ("host", "HOST"), ("path", "PATH"), ("target", "UPSTREAMS"),
-                                    ("tls", "TLS"), ("cert", "CERTIFICATE"), ("balance", "BALANCE"),
-                                    ("flags", "FLAGS")])
+    table(
+        [_row(r) for r in data],
+        [
+            ("id", "ID"),
+            ("host", "HOST"),
+            ("path", "PATH"),
+            ("target", "UPSTREAMS"),
+            ("tls", "TLS"),
+            ("cert", "CERTIFICATE"),
+            ("balance", "BALANCE"),
+            ("flags", "FLAGS"),
+        ],
+    )
     return 0
 
 
@@ -218,9 +253,11 @@ def cmd_show(args: argparse.Namespace) -> int:
     m = metrics["routes"].get(data["name"])
     if m:
         lat = m["latency_ms"]
-        print(f"\ntraffic (last {int(metrics['window_s'])} s latency): {m['requests']} requests, "
-              f"{m['status']['2xx']} 2xx, {m['status']['4xx']} 4xx, {m['status']['5xx']} 5xx, "
-              f"p50 {lat['p50']} ms, p99 {lat['p99']} ms, {m['active']} active")
+        print(
+            f"\ntraffic (last {int(metrics['window_s'])} s latency): {m['requests']} requests, "
+            f"{m['status']['2xx']} 2xx, {m['status']['4xx']} 4xx, {m['status']['5xx']} 5xx, "
+            f"p50 {lat['p50']} ms, p99 {lat['p99']} ms, {m['active']} active"
+        )
     return 0
 
 
@@ -232,16 +269,25 @@ def cmd_rm(args: argparse.Namespace) -> int:
 
 def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     rt = sub.add_parser("route", help="edge routes (host/path -> upstreams)").add_subparsers(
-        dest="sub", required=True, metavar="COMMAND")
-    p = rt.add_parser("add", parents=[common], help="add a route (applies at once, no restart)",
-                      description="Add a route. With --tls auto or manual, plain HTTP is redirected to HTTPS "
-                      "unless --no-redirect-https; HSTS is opt-in (--hsts). Upstreams that name an unknown "
-                      "service or a host that does not resolve are kept, with a warning.")
+        dest="sub", required=True, metavar="COMMAND"
+    )
+    p = rt.add_parser(
+        "add",
+        parents=[common],
+        help="add a route (applies at once, no restart)",
+        description="Add a route. With --tls auto or manual, plain HTTP is redirected to HTTPS "
+        "unless --no-redirect-https; HSTS is opt-in (--hsts). Upstreams that name an unknown "
+        "service or a host that does not resolve are kept, with a warning.",
+    )
     _route_flags(p, edit=False)
     p.set_defaults(func=cmd_add)
-    p = rt.add_parser("edit", parents=[common], help="change some of a route's fields (the others stay)",
-                      description="Change a route in place: only the flags given change (applies at once). "
-                      "--no-... flags put a field back to its default; -f FILE replaces the whole route.")
+    p = rt.add_parser(
+        "edit",
+        parents=[common],
+        help="change some of a route's fields (the others stay)",
+        description="Change a route in place: only the flags given change (applies at once). "
+        "--no-... flags put a field back to its default; -f FILE replaces the whole route.",
+    )
     p.add_argument("ref", help="route id, or host[/path] as `fsctl route ls` shows")
     _route_flags(p, edit=True)
     p.set_defaults(func=cmd_edit)
@@ -260,26 +306,42 @@ def _route_flags(p: argparse.ArgumentParser, *, edit: bool) -> None:
     it is told and `add` leaves the rest to the route model's defaults."""
     bool_flag = argparse.BooleanOptionalAction
     p.add_argument("--host", help="exact name, *.example.com, or * for any host")
-    p.add_argument("--upstream", action="append", help="host:port or service:NAME (repeat, or comma-separate)"
-                   + ("; replaces the list" if edit else ""))
+    p.add_argument(
+        "--upstream",
+        action="append",
+        help="host:port or service:NAME (repeat, or comma-separate)" + ("; replaces the list" if edit else ""),
+    )
     p.add_argument("--path", help="path prefix (default /)")
     p.add_argument("--strip", action=bool_flag, help="strip the path prefix before proxying")
     p.add_argument("--tls", choices=["auto", "off", "manual"], help="certificate mode (default off)")
     p.add_argument("--balance", choices=["round_robin", "least_conn"], help="default round_robin")
     p.add_argument("--methods", help="allowed methods, e.g. GET,POST")
     p.add_argument("--max-body", help="request body limit, e.g. 10M (default: the gate's)")
-    p.add_argument("--request-buffer", help="bodies up to this size are received whole before the upstream is "
-                   "contacted, e.g. 1Mi; 0 streams at once (default: the gate's, 64Ki)")
+    p.add_argument(
+        "--request-buffer",
+        help="bodies up to this size are received whole before the upstream is "
+        "contacted, e.g. 1Mi; 0 streams at once (default: the gate's, 64Ki)",
+    )
     p.add_argument("--static-dir", help="serve files from this directory instead of upstreams")
-    p.add_argument("--static-dotfiles", choices=["deny", "allow"],
-                   help="serve files whose name starts with '.' (default deny: 404; .well-known/ always served)")
-    p.add_argument("--redirect-https", action=bool_flag,
-                   help="with --tls auto/manual, plain HTTP gets 301/308 to HTTPS (default: on; "
-                        "/.well-known/acme-challenge/ is never redirected)")
+    p.add_argument(
+        "--static-dotfiles",
+        choices=["deny", "allow"],
+        help="serve files whose name starts with '.' (default deny: 404; .well-known/ always served)",
+    )
+    p.add_argument(
+        "--redirect-https",
+        action=bool_flag,
+        help="with --tls auto/manual, plain HTTP gets 301/308 to HTTPS (default: on; "
+        "/.well-known/acme-challenge/ is never redirected)",
+    )
     hsts = p.add_mutually_exclusive_group()
-    hsts.add_argument("--hsts", type=int, metavar="SECONDS",
-                      help="send Strict-Transport-Security max-age over HTTPS (opt-in, e.g. 31536000 = 1 year: "
-                           "browsers then refuse plain HTTP to the host that long)")
+    hsts.add_argument(
+        "--hsts",
+        type=int,
+        metavar="SECONDS",
+        help="send Strict-Transport-Security max-age over HTTPS (opt-in, e.g. 31536000 = 1 year: "
+        "browsers then refuse plain HTTP to the host that long)",
+    )
     p.add_argument("--security-headers", action=bool_flag, help="add the default security headers")
     rate = p.add_mutually_exclusive_group()
     rate.add_argument("--rate-limit", metavar="N/s[:BURST]", help="per client IP, e.g. 10/s:20")

@@ -26,8 +26,10 @@ def _run(via: list[str], argv: list[str], *, stdin: str | None = None, check: bo
     except subprocess.TimeoutExpired:
         raise CliError(f"`{shlex.join([*via, *argv])}` did not finish within 120 s") from None
     if check and done.returncode != 0:
-        raise CliError(f"`{shlex.join([*via, *argv])}` failed with {done.returncode}: "
-                       f"{(done.stderr or done.stdout).strip()[-500:]}")
+        raise CliError(
+            f"`{shlex.join([*via, *argv])}` failed with {done.returncode}: "
+            f"{(done.stderr or done.stdout).strip()[-500:]}"
+        )
     return done.stdout
 
 
@@ -35,8 +37,15 @@ def _write(via: list[str], path: Path, text: str) -> None:
     """Atomically: a temp file beside it, then a rename."""
     tmp = path.with_name(f".{path.name}.tmp")
     if via:
-        _run(via, ["sh", "-c", f"umask 022 && cat > {shlex.quote(str(tmp))} && mv -f {shlex.quote(str(tmp))} "
-                               f"{shlex.quote(str(path))}"], stdin=text)
+        _run(
+            via,
+            [
+                "sh",
+                "-c",
+                f"umask 022 && cat > {shlex.quote(str(tmp))} && mv -f {shlex.quote(str(tmp))} {shlex.quote(str(path))}",
+            ],
+            stdin=text,
+        )
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(tmp, "w") as f:
@@ -71,11 +80,15 @@ def _preflight(args: argparse.Namespace) -> list[str]:
     via = shlex.split(args.via) if args.via else []
     if not via:
         if os.geteuid() != 0:
-            raise CliError(f"installing a system service needs root (it writes {args.unit_dir})",
-                           hint="run it with sudo, or see the unit first with --dry-run")
+            raise CliError(
+                f"installing a system service needs root (it writes {args.unit_dir})",
+                hint="run it with sudo, or see the unit first with --dry-run",
+            )
         if not Path("/run/systemd/system").is_dir():
-            raise CliError("systemd is not running on this host (no /run/systemd/system)",
-                           hint="run `fsctl serve` under your init system or a container runtime instead")
+            raise CliError(
+                "systemd is not running on this host (no /run/systemd/system)",
+                hint="run `fsctl serve` under your init system or a container runtime instead",
+            )
     return via
 
 
@@ -93,9 +106,10 @@ def _install(args: argparse.Namespace) -> int:
             pwd.getpwnam(args.user)
         except KeyError:
             if not args.via and not args.dry_run:
-                raise CliError(f"there is no user {args.user!r}",
-                               hint=f"create it: useradd --system --home {data_dir} --shell /usr/sbin/nologin "
-                                    f"{args.user}") from None
+                raise CliError(
+                    f"there is no user {args.user!r}",
+                    hint=f"create it: useradd --system --home {data_dir} --shell /usr/sbin/nologin {args.user}",
+                ) from None
     unit = HostUnit(_fsctl_path(args.fsctl), data_dir, s.config_file, args.user)
     text = render(unit)
     path = Path(args.unit_dir) / f"{args.name}.service"
@@ -132,22 +146,28 @@ def _uninstall(args: argparse.Namespace) -> int:
     _run(via, ["rm", "-f", str(path), str(path.with_name(path.name + ".previous"))])
     _run(via, ["systemctl", "daemon-reload"])
     print(f"stopped and disabled {args.name}.service, removed {path}")
-    print("kept: the data dir, and the services the platform supervised (they outlive it; stop them first "
-          "with `fsctl service stop NAME` if they should go too)")
+    print(
+        "kept: the data dir, and the services the platform supervised (they outlive it; stop them first "
+        "with `fsctl service stop NAME` if they should go too)"
+    )
     return 0
 
 
 def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
-    for name, fn, what in (("install-service", _install, "install the platform as this host's systemd service"),
-                           ("uninstall-service", _uninstall, "stop, disable and remove that systemd service")):
+    for name, fn, what in (
+        ("install-service", _install, "install the platform as this host's systemd service"),
+        ("uninstall-service", _uninstall, "stop, disable and remove that systemd service"),
+    ):
         p = sub.add_parser(name, help=what, description=what)
         p.add_argument("--name", default="infracore", help="unit name (default infracore)")
         p.add_argument("--unit-dir", default="/etc/systemd/system", help="where the unit goes")
-        p.add_argument("--via", metavar="CMD", help="run writes and systemctl through this command prefix, "
-                                                    "e.g. 'ssh root@host'")
+        p.add_argument(
+            "--via", metavar="CMD", help="run writes and systemctl through this command prefix, e.g. 'ssh root@host'"
+        )
         if name == "install-service":
-            p.add_argument("--user", help="run as this (existing, dedicated) user with CAP_NET_BIND_SERVICE "
-                                          "only; default root")
+            p.add_argument(
+                "--user", help="run as this (existing, dedicated) user with CAP_NET_BIND_SERVICE only; default root"
+            )
             p.add_argument("--data-dir", type=Path, help="default /var/lib/infracore")
             p.add_argument("--config", type=Path, help="config file (default /etc/infracore/config.yaml if present)")
             p.add_argument("--fsctl", type=Path, help="the fsctl executable (default: this one)")

@@ -145,8 +145,11 @@ def _add_logs_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--since", help="from this time: 10m, 2h, 2026-11-23T08:00:00Z or epoch seconds")
     p.add_argument("--until", help="up to this time (exclusive), same forms")
     p.add_argument("--grep", metavar="X", help="only lines containing X (case-insensitive)")
-    p.add_argument("--regex", metavar="R",
-                   help="only lines matching the regular expression R (RE2 syntax: no backreferences or lookaround)")
+    p.add_argument(
+        "--regex",
+        metavar="R",
+        help="only lines matching the regular expression R (RE2 syntax: no backreferences or lookaround)",
+    )
     p.add_argument("--stream", choices=["stdout", "stderr"], help="only this stream")
     p.add_argument("--tail", type=int, default=100, help="without --since: the last N lines (default 100)")
     p.add_argument("--limit", type=int, default=10_000, help="with --since: stop after N lines (default 10000)")

@@ -26,8 +26,12 @@ def _problems_error(e: CliError) -> CliError:
     for p in problems:
         where = f"{p['file']}:{p['line']}" if p.get("line") else p["file"]
         lines.append(f"  {where} {p['field']}: {p['message']}" if p.get("field") else f"  {where}: {p['message']}")
-    return CliError("invalid service spec:\n" + "\n".join(lines), hint="fix the lines named and apply again",
-                    status=e.status, code=e.code)
+    return CliError(
+        "invalid service spec:\n" + "\n".join(lines),
+        hint="fix the lines named and apply again",
+        status=e.status,
+        code=e.code,
+    )
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
@@ -46,8 +50,10 @@ def cmd_apply(args: argparse.Namespace) -> int:
     if args.json:
         emit_json(data)
     elif data.get("changed"):
-        print(f"applied {data['name']} (version {data['version']})"
-              + (f", deployment {data['deployment_id']}" if data.get("deployment_id") else ""))
+        print(
+            f"applied {data['name']} (version {data['version']})"
+            + (f", deployment {data['deployment_id']}" if data.get("deployment_id") else "")
+        )
     else:
         print(f"{data['name']} unchanged (version {data['version']})")
     if args.wait and not args.json and data.get("deployment_id"):
@@ -86,11 +92,24 @@ def cmd_ls(args: argparse.Namespace) -> int:
     if args.json:
         emit_json(data)
         return 0
-    rows = [{**s, "ready": f"{s['healthy']}/{s['replicas']}", "eps": _ports(s), "updated": when(s["updated_at"])}
-            for s in data]
-    table(rows, [("name", "NAME"), ("runtime", "RUNTIME"), ("status", "STATUS"), ("ready", "READY"),
-                 ("restarts", "RESTARTS"), ("version", "VERSION"), ("eps", "ENDPOINTS"), ("updated", "UPDATED"),
-                 ("reason", "REASON")])
+    rows = [
+        {**s, "ready": f"{s['healthy']}/{s['replicas']}", "eps": _ports(s), "updated": when(s["updated_at"])}
+        for s in data
+    ]
+    table(
+        rows,
+        [
+            ("name", "NAME"),
+            ("runtime", "RUNTIME"),
+            ("status", "STATUS"),
+            ("ready", "READY"),
+            ("restarts", "RESTARTS"),
+            ("version", "VERSION"),
+            ("eps", "ENDPOINTS"),
+            ("updated", "UPDATED"),
+            ("reason", "REASON"),
+        ],
+    )
     return 0
 
 
@@ -99,26 +118,47 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         emit_json(d)
         return 0
-    print(f"{d['name']}  version {d['version']}  desired {d['desired']}  status {d['status']}"
-          + (f" ({d['reason']})" if d["reason"] else ""))
+    print(
+        f"{d['name']}  version {d['version']}  desired {d['desired']}  status {d['status']}"
+        + (f" ({d['reason']})" if d["reason"] else "")
+    )
     print(f"  ready {d['healthy']}/{d['replicas']}  restarts {d['restarts']}  endpoints {_ports(d)}")
     spec = d.get("spec") or {}
-    print(f"  runtime {d.get('runtime', 'process')}" + (f"  image {spec['image']}" if spec.get("image") else "")
-          + (f"  volumes {', '.join(spec['volumes'])}" if spec.get("volumes") else ""))
+    print(
+        f"  runtime {d.get('runtime', 'process')}"
+        + (f"  image {spec['image']}" if spec.get("image") else "")
+        + (f"  volumes {', '.join(spec['volumes'])}" if spec.get("volumes") else "")
+    )
     if d.get("last_exit"):
         print(f"  last exit: {d['last_exit']['instance']} {d['last_exit']['detail']} at {when(d['last_exit']['at'])}")
     rows = []
     for i in d["instances"]:
         health = i["health"][-1]["detail"] if i["health"] else "-"
         inside = i.get("container_ports") or {}
-        rows.append({**i, "ports": ",".join(f"{k}={v}" + (f"->{inside[k]}" if k in inside else "")
-                                            for k, v in i["ports"].items()) or "-",
-                     "where": _where(i),
-                     "health": ("healthy" if i["healthy"] else "unhealthy") + f" ({health})",
-                     "since": when(i["started_at"])})
-    table(rows, [("id", "INSTANCE"), ("phase", "PHASE"), ("state", "STATE"), ("where", "PID/CONTAINER"),
-                 ("ports", "PORTS"),
-                 ("health", "HEALTH"), ("restarts", "RESTARTS"), ("since", "SINCE"), ("reason", "REASON")])
+        rows.append(
+            {
+                **i,
+                "ports": ",".join(f"{k}={v}" + (f"->{inside[k]}" if k in inside else "") for k, v in i["ports"].items())
+                or "-",
+                "where": _where(i),
+                "health": ("healthy" if i["healthy"] else "unhealthy") + f" ({health})",
+                "since": when(i["started_at"]),
+            }
+        )
+    table(
+        rows,
+        [
+            ("id", "INSTANCE"),
+            ("phase", "PHASE"),
+            ("state", "STATE"),
+            ("where", "PID/CONTAINER"),
+            ("ports", "PORTS"),
+            ("health", "HEALTH"),
+            ("restarts", "RESTARTS"),
+            ("since", "SINCE"),
+            ("reason", "REASON"),
+        ],
+    )
     return 0
 
 
@@ -134,8 +174,9 @@ def _where(i: dict[str, Any]) -> str:
 def _action(verb: str) -> Any:
     def run(args: argparse.Namespace) -> int:
         d = _client(args).request("POST", f"/api/services/{args.name}/{verb}")
-        emit_json(d) if args.json else print(f"{args.name}: {d['status']}" + (f" ({d['reason']})" if d["reason"]
-                                                                                 else ""))
+        emit_json(d) if args.json else print(
+            f"{args.name}: {d['status']}" + (f" ({d['reason']})" if d["reason"] else "")
+        )
         return 0
 
     return run
@@ -153,8 +194,15 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
 
     p = svc_sub.add_parser("apply", parents=[common], help="create or update a service from a YAML spec")
     p.add_argument("-f", "--file", required=True, help="the spec file (- for standard input)")
-    p.add_argument("--wait", type=float, nargs="?", const=60.0, default=None, metavar="SECONDS",
-                   help="wait until the service is running (default 60 s)")
+    p.add_argument(
+        "--wait",
+        type=float,
+        nargs="?",
+        const=60.0,
+        default=None,
+        metavar="SECONDS",
+        help="wait until the service is running (default 60 s)",
+    )
     p.set_defaults(func=cmd_apply)
 
     p = svc_sub.add_parser("ls", parents=[common], help="list services")
@@ -164,8 +212,11 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("name")
     p.set_defaults(func=cmd_status)
 
-    for verb, text in (("start", "start a service"), ("stop", "stop a service (waits until stopped)"),
-                       ("restart", "restart every instance of a service")):
+    for verb, text in (
+        ("start", "start a service"),
+        ("stop", "stop a service (waits until stopped)"),
+        ("restart", "restart every instance of a service"),
+    ):
         p = svc_sub.add_parser(verb, parents=[common], help=text)
         p.add_argument("name")
         p.set_defaults(func=_action(verb))

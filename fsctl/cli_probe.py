@@ -34,7 +34,7 @@ def sparkline(values: Sequence[float | None], width: int) -> str:
     slots: list[float | None] = []
     n = len(values)
     for i in range(min(width, n)):
-        chunk = [v for v in values[i * n // min(width, n):(i + 1) * n // min(width, n)] if v is not None]
+        chunk = [v for v in values[i * n // min(width, n) : (i + 1) * n // min(width, n)] if v is not None]
         slots.append(sum(chunk) / len(chunk) if chunk else None)
     real = [v for v in slots if v is not None and math.isfinite(v)]
     if not real:
@@ -101,16 +101,20 @@ def cmd_metrics(args: argparse.Namespace) -> int:
         for s in q["series"]:
             avgs = [p[1] for p in s["points"]]
             labels = ",".join(f"{k}={v}" for k, v in sorted(s["labels"].items()))
-            rows.append({
-                "metric": q["name"] + (f"{{{labels}}}" if labels else ""),
-                "spark": sparkline(avgs, width),
-                "last": human(avgs[-1] if avgs else None, q["name"]),
-                "min": human(min((p[2] for p in s["points"]), default=None), q["name"]),
-                "max": human(max((p[3] for p in s["points"]), default=None), q["name"]),
-            })
+            rows.append(
+                {
+                    "metric": q["name"] + (f"{{{labels}}}" if labels else ""),
+                    "spark": sparkline(avgs, width),
+                    "last": human(avgs[-1] if avgs else None, q["name"]),
+                    "min": human(min((p[2] for p in s["points"]), default=None), q["name"]),
+                    "max": human(max((p[3] for p in s["points"]), default=None), q["name"]),
+                }
+            )
     if args.name and not rows:
-        raise CliError(f"no data for {args.name} in the last {args.since}",
-                       hint="list the stored metric names with `fsctl metrics --names`")
+        raise CliError(
+            f"no data for {args.name} in the last {args.since}",
+            hint="list the stored metric names with `fsctl metrics --names`",
+        )
     step = results[0]["step"] if results else "-"
     res = results[0]["resolution"] if results else "-"
     print(f"last {args.since}, one point per {step} s ({res} resolution)")
@@ -125,8 +129,12 @@ def cmd_metric_names(args: argparse.Namespace) -> int:
 
 
 def cmd_top(args: argparse.Namespace) -> int:
-    params = {"name": args.name or "cpu", "by": args.by, "n": str(args.top),
-              "from": f"{int(_duration(args.since, '--since'))}s"}
+    params = {
+        "name": args.name or "cpu",
+        "by": args.by,
+        "n": str(args.top),
+        "from": f"{int(_duration(args.since, '--since'))}s",
+    }
     data = _client(args).request("GET", "/api/metrics/top?" + urlencode(params))
     if args.json:
         emit_json(data)
@@ -148,9 +156,15 @@ def _parse_labels(items: list[str] | None) -> dict[str, str]:
 
 
 def cmd_alert_add(args: argparse.Namespace) -> int:
-    body: dict[str, Any] = {"name": args.name, "metric": args.metric, "labels": _parse_labels(args.labels),
-                            "op": args.op, "threshold": args.threshold, "for": args.for_,
-                            "hysteresis": args.hysteresis}
+    body: dict[str, Any] = {
+        "name": args.name,
+        "metric": args.metric,
+        "labels": _parse_labels(args.labels),
+        "op": args.op,
+        "threshold": args.threshold,
+        "for": args.for_,
+        "hysteresis": args.hysteresis,
+    }
     if args.webhook:
         body["webhook"] = args.webhook
     data = _client(args).request("POST", "/api/alerts/rules", body)
@@ -163,8 +177,11 @@ def cmd_alert_add(args: argparse.Namespace) -> int:
 
 def _describe(r: dict[str, Any]) -> str:
     labels = ",".join(f"{k}={v}" for k, v in sorted(r["labels"].items()))
-    text = f"{r['metric']}{{{labels}}} {r['op']} {r['threshold']:g}" if labels else \
-        f"{r['metric']} {r['op']} {r['threshold']:g}"
+    text = (
+        f"{r['metric']}{{{labels}}} {r['op']} {r['threshold']:g}"
+        if labels
+        else f"{r['metric']} {r['op']} {r['threshold']:g}"
+    )
     if r["for_s"]:
         text += f" for {r['for_s']:g}s"
     return text
@@ -177,17 +194,35 @@ def cmd_alert_ls(args: argparse.Namespace) -> int:
     if args.json:
         emit_json({"rules": rules, **alerts})
         return 0
-    rows = [{**r, "when": _describe(r), "hyst": f"{r['hysteresis']:g}", "on": "yes" if r["enabled"] else "no"}
-            for r in rules]
-    table(rows, [("id", "ID"), ("name", "NAME"), ("when", "CONDITION"), ("hyst", "HYSTERESIS"), ("on", "ENABLED"),
-                 ("webhook", "WEBHOOK")])
+    rows = [
+        {**r, "when": _describe(r), "hyst": f"{r['hysteresis']:g}", "on": "yes" if r["enabled"] else "no"}
+        for r in rules
+    ]
+    table(
+        rows,
+        [
+            ("id", "ID"),
+            ("name", "NAME"),
+            ("when", "CONDITION"),
+            ("hyst", "HYSTERESIS"),
+            ("on", "ENABLED"),
+            ("webhook", "WEBHOOK"),
+        ],
+    )
     if alerts["active"]:
         print()
-        act = [{**a, "labels": ",".join(f"{k}={v}" for k, v in sorted(a["labels"].items())),
-                "since": when(a["since"]), "value": f"{a['value']:g}" if a["value"] is not None else "-"}
-               for a in alerts["active"]]
-        table(act, [("rule", "ALERT"), ("status", "STATUS"), ("labels", "SERIES"), ("value", "VALUE"),
-                    ("since", "SINCE")])
+        act = [
+            {
+                **a,
+                "labels": ",".join(f"{k}={v}" for k, v in sorted(a["labels"].items())),
+                "since": when(a["since"]),
+                "value": f"{a['value']:g}" if a["value"] is not None else "-",
+            }
+            for a in alerts["active"]
+        ]
+        table(
+            act, [("rule", "ALERT"), ("status", "STATUS"), ("labels", "SERIES"), ("value", "VALUE"), ("since", "SINCE")]
+        )
     return 0
 
 

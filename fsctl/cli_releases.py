@@ -23,10 +23,27 @@ def cmd_releases(args: argparse.Namespace) -> int:
     if args.json:
         emit_json(data)
         return 0
-    rows = [{**r, "cur": "*" if r["current"] else "", "at": when(r["created_at"]), "by": r["created_by"] or "-",
-             "changes": r["changes"] or "-"} for r in data]
-    table(rows, [("cur", ""), ("release", "RELEASE"), ("version", "VERSION"), ("at", "CREATED"), ("by", "BY"),
-                 ("changes", "CHANGES")])
+    rows = [
+        {
+            **r,
+            "cur": "*" if r["current"] else "",
+            "at": when(r["created_at"]),
+            "by": r["created_by"] or "-",
+            "changes": r["changes"] or "-",
+        }
+        for r in data
+    ]
+    table(
+        rows,
+        [
+            ("cur", ""),
+            ("release", "RELEASE"),
+            ("version", "VERSION"),
+            ("at", "CREATED"),
+            ("by", "BY"),
+            ("changes", "CHANGES"),
+        ],
+    )
     return 0
 
 
@@ -81,8 +98,11 @@ def add_service_commands(svc_sub: Any, common: argparse.ArgumentParser) -> None:
     p = svc_sub.add_parser("releases", parents=[common], help="a service's releases (* is the serving one)")
     p.add_argument("name")
     p.set_defaults(func=cmd_releases)
-    p = svc_sub.add_parser("diff", parents=[common], help="what changed between releases N and M "
-                           "(default: the serving one and the one before)")
+    p = svc_sub.add_parser(
+        "diff",
+        parents=[common],
+        help="what changed between releases N and M (default: the serving one and the one before)",
+    )
     p.add_argument("name")
     p.add_argument("n", nargs="?", type=int)
     p.add_argument("m", nargs="?", type=int)
@@ -90,6 +110,13 @@ def add_service_commands(svc_sub: Any, common: argparse.ArgumentParser) -> None:
     p = svc_sub.add_parser("rollback", parents=[common], help="re-apply an earlier release (rolling)")
     p.add_argument("name")
     p.add_argument("--to", type=int, metavar="N", help="the release (default: the one before the serving one)")
-    p.add_argument("--wait", type=float, nargs="?", const=300.0, default=None, metavar="SECONDS",
-                   help="follow the deployment until it ends (default 300 s)")
+    p.add_argument(
+        "--wait",
+        type=float,
+        nargs="?",
+        const=300.0,
+        default=None,
+        metavar="SECONDS",
+        help="follow the deployment until it ends (default 300 s)",
+    )
     p.set_defaults(func=cmd_rollback)

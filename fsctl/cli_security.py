@@ -26,8 +26,9 @@ def _local(args: argparse.Namespace) -> dict[str, Any]:
 
     root: Path = args.root
     if not root.is_dir():
-        raise CliError(f"--root {root} is not a directory",
-                       hint="give the directory that stands for / (e.g. a mounted image)")
+        raise CliError(
+            f"--root {root} is not a directory", hint="give the directory that stands for / (e.g. a mounted image)"
+        )
     sockets = args.sockets if args.sockets is not None else root.resolve() == Path("/")
     data_dir = args.data_dir
     if data_dir is None:
@@ -43,8 +44,10 @@ def cmd_scan(args: argparse.Namespace) -> int:
         data = _local(args)
     else:
         if args.data_dir is not None or args.sockets is not None or args.allow_port:
-            raise CliError("--data-dir, --sockets and --allow-port go with --root (a local scan)",
-                           hint="the server scans with its own settings (the `security:` section)")
+            raise CliError(
+                "--data-dir, --sockets and --allow-port go with --root (a local scan)",
+                hint="the server scans with its own settings (the `security:` section)",
+            )
         data = Client(resolve(args.server, args.token), timeout=SCAN_TIMEOUT_S).request("GET", "/api/security/scan")
     keep = SEVERITIES[: SEVERITIES.index(args.min_severity) + 1]
     shown = [f for f in data["findings"] if f["severity"] in keep]
@@ -73,16 +76,38 @@ def _print(data: dict[str, Any], findings: list[dict[str, Any]]) -> None:
 def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("security", help="the host's and the platform's security baseline")
     ssub = p.add_subparsers(dest="security_command", required=True, metavar="COMMAND")
-    s = ssub.add_parser("scan", parents=[common], help="findings with evidence and fixes (exit 2 on high/critical)",
-                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    s.add_argument("--root", type=Path, metavar="DIR",
-                   help="scan the tree under DIR locally, without the server (`/` for this host)")
-    s.add_argument("--data-dir", type=Path, metavar="DIR",
-                   help="with --root: the Infra-Core data dir whose file modes to check "
-                        "(default DIR/var/lib/infracore if present)")
-    s.add_argument("--sockets", action=argparse.BooleanOptionalAction, default=None,
-                   help="with --root: read this host's live listening sockets (default: only when --root is /)")
-    s.add_argument("--allow-port", type=int, action="append", metavar="N",
-                   help="with --root: a port expected to face outside besides 22/80/443 (repeatable)")
+    s = ssub.add_parser(
+        "scan",
+        parents=[common],
+        help="findings with evidence and fixes (exit 2 on high/critical)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    s.add_argument(
+        "--root",
+        type=Path,
+        metavar="DIR",
+        help="scan the tree under DIR locally, without the server (`/` for this host)",
+    )
+    s.add_argument(
+        "--data-dir",
+        type=Path,
+        metavar="DIR",
+        help="with --root: the Infra-Core data dir whose file modes to check "
+        "(default DIR/var/lib/infracore if present)",
+    )
+    s.add_argument(
+        "--sockets",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="with --root: read this host's live listening sockets (default: only when --root is /)",
+    )
+    s.add_argument(
+        "--allow-port",
+        type=int,
+        action="append",
+        metavar="N",
+        help="with --root: a port expected to face outside besides 22/80/443 (repeatable)",
+    )
     s.add_argument("--min-severity", choices=SEVERITIES, default="info", help="hide less severe findings")
     s.set_defaults(func=cmd_scan)

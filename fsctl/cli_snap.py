@@ -54,11 +54,20 @@ def _finish(job: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_plan_add(args: argparse.Namespace) -> int:
-    body: dict[str, Any] = {"name": args.name, "paths": args.paths, "excludes": args.exclude or [],
-                            "cron": args.cron, "keep_last": args.keep_last, "keep_daily": args.keep_daily,
-                            "keep_weekly": args.keep_weekly, "keep_monthly": args.keep_monthly,
-                            "pre_hook": args.pre_hook, "post_hook": args.post_hook,
-                            "rate_limit_mb_s": args.rate_limit, "service": args.service}
+    body: dict[str, Any] = {
+        "name": args.name,
+        "paths": args.paths,
+        "excludes": args.exclude or [],
+        "cron": args.cron,
+        "keep_last": args.keep_last,
+        "keep_daily": args.keep_daily,
+        "keep_weekly": args.keep_weekly,
+        "keep_monthly": args.keep_monthly,
+        "pre_hook": args.pre_hook,
+        "post_hook": args.post_hook,
+        "rate_limit_mb_s": args.rate_limit,
+        "service": args.service,
+    }
     plan = _client(args).request("POST", "/api/snap/plans", body)
     if args.json:
         emit_json(plan)
@@ -72,11 +81,27 @@ def cmd_plan_ls(args: argparse.Namespace) -> int:
     if args.json:
         emit_json(plans)
         return 0
-    rows = [{**p, "paths": ",".join(p["paths"]), "keep": f"{p['keep_last']}/{p['keep_daily']}/{p['keep_weekly']}/"
-             f"{p['keep_monthly']}", "next": when(p["next_runs"][0]) if p.get("next_runs") else "-",
-             "last": when(p.get("last_run_at"))} for p in plans]
-    table(rows, [("name", "NAME"), ("paths", "PATHS"), ("cron", "CRON"), ("next", "NEXT RUN"), ("last", "LAST RUN"),
-                 ("keep", "KEEP L/D/W/M")])
+    rows = [
+        {
+            **p,
+            "paths": ",".join(p["paths"]),
+            "keep": f"{p['keep_last']}/{p['keep_daily']}/{p['keep_weekly']}/{p['keep_monthly']}",
+            "next": when(p["next_runs"][0]) if p.get("next_runs") else "-",
+            "last": when(p.get("last_run_at")),
+        }
+        for p in plans
+    ]
+    table(
+        rows,
+        [
+            ("name", "NAME"),
+            ("paths", "PATHS"),
+            ("cron", "CRON"),
+            ("next", "NEXT RUN"),
+            ("last", "LAST RUN"),
+            ("keep", "KEEP L/D/W/M"),
+        ],
+    )
     return 0
 
 
@@ -101,8 +126,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 0
     snap = job["result"]["snapshot"]
     s = snap["stats"]
-    print(f"snapshot {snap['id'][:12]}: {s['files']} files, {size(s['bytes'])}, {size(s['new_bytes'])} new, "
-          f"{size(s['stored_bytes'])} stored, {s['duration_s']:.1f} s")
+    print(
+        f"snapshot {snap['id'][:12]}: {s['files']} files, {size(s['bytes'])}, {size(s['new_bytes'])} new, "
+        f"{size(s['stored_bytes'])} stored, {s['duration_s']:.1f} s"
+    )
     if s.get("error_count"):
         print(f"warning: {s['error_count']} path(s) could not be read:", file=sys.stderr)
         for e in s.get("errors", [])[:10]:
@@ -119,11 +146,29 @@ def cmd_ls(args: argparse.Namespace) -> int:
     for s in snaps:
         st = s.get("stats") or {}
         ratio = st.get("bytes", 0) / st["stored_bytes"] if st.get("stored_bytes") else None
-        rows.append({"id": s["id"][:12], "time": when(s["time"]), "plan": s["plan"] or "-", "files": st.get("files"),
-                     "size": size(st.get("bytes")), "new": size(st.get("new_bytes")),
-                     "dedup": f"{ratio:.1f}x" if ratio else "-"})
-    table(rows, [("id", "ID"), ("time", "TIME"), ("plan", "PLAN"), ("files", "FILES"), ("size", "SIZE"),
-                 ("new", "NEW"), ("dedup", "SIZE/STORED")])
+        rows.append(
+            {
+                "id": s["id"][:12],
+                "time": when(s["time"]),
+                "plan": s["plan"] or "-",
+                "files": st.get("files"),
+                "size": size(st.get("bytes")),
+                "new": size(st.get("new_bytes")),
+                "dedup": f"{ratio:.1f}x" if ratio else "-",
+            }
+        )
+    table(
+        rows,
+        [
+            ("id", "ID"),
+            ("time", "TIME"),
+            ("plan", "PLAN"),
+            ("files", "FILES"),
+            ("size", "SIZE"),
+            ("new", "NEW"),
+            ("dedup", "SIZE/STORED"),
+        ],
+    )
     return 0
 
 
@@ -132,17 +177,33 @@ def cmd_runs(args: argparse.Namespace) -> int:
     if args.json:
         emit_json(runs)
         return 0
-    rows = [{**r, "started": when(r["started_at"]), "snapshot": (r["snapshot"] or "-")[:12],
-             "error": (r["error"] or "")[:60]} for r in runs]
-    table(rows, [("id", "RUN"), ("plan", "PLAN"), ("trigger", "TRIGGER"), ("started", "STARTED"), ("state", "STATE"),
-                 ("snapshot", "SNAPSHOT"), ("error", "ERROR")])
+    rows = [
+        {
+            **r,
+            "started": when(r["started_at"]),
+            "snapshot": (r["snapshot"] or "-")[:12],
+            "error": (r["error"] or "")[:60],
+        }
+        for r in runs
+    ]
+    table(
+        rows,
+        [
+            ("id", "RUN"),
+            ("plan", "PLAN"),
+            ("trigger", "TRIGGER"),
+            ("started", "STARTED"),
+            ("state", "STATE"),
+            ("snapshot", "SNAPSHOT"),
+            ("error", "ERROR"),
+        ],
+    )
     return 0
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
     client = _client(args)
-    body = {"snapshot": args.id, "target": args.target, "path": args.path, "force": args.force,
-            "shadow": args.shadow}
+    body = {"snapshot": args.id, "target": args.target, "path": args.path, "force": args.force, "shadow": args.shadow}
     job = _wait(client, client.request("POST", "/api/snap/restore", body), args)
     if args.json:
         emit_json(job)
@@ -169,8 +230,10 @@ def cmd_scrub(args: argparse.Namespace) -> int:
     if args.json:
         emit_json(rep)
     else:
-        print(f"checked {rep['packs_checked']} of {rep['packs_total']} packs, {rep['blobs_checked']} blobs, "
-              f"{size(rep['bytes_checked'])}")
+        print(
+            f"checked {rep['packs_checked']} of {rep['packs_total']} packs, {rep['blobs_checked']} blobs, "
+            f"{size(rep['bytes_checked'])}"
+        )
         for d in rep["damaged_packs"]:
             print(f"damaged pack {d['pack'][:12]}: {d['error']}")
         for d in rep["damaged_blobs"][:50]:
@@ -178,8 +241,11 @@ def cmd_scrub(args: argparse.Namespace) -> int:
         for m in rep["missing_blobs"][:50]:
             print(f"missing blob {m[:12]}")
         for a in rep["affected"]:
-            print(f"snapshot {a['snapshot'][:12]} ({a['plan'] or '-'}, {when(a['time'])}) affected: "
-                  + ", ".join(a["paths"][:10]) + (" ..." if len(a["paths"]) > 10 else ""))
+            print(
+                f"snapshot {a['snapshot'][:12]} ({a['plan'] or '-'}, {when(a['time'])}) affected: "
+                + ", ".join(a["paths"][:10])
+                + (" ..." if len(a["paths"]) > 10 else "")
+            )
         print("ok" if rep["ok"] else "DAMAGED")
     return 0 if rep["ok"] else 1
 
@@ -191,11 +257,20 @@ def cmd_forget(args: argparse.Namespace) -> int:
     if args.json:
         emit_json(decisions)
         return 0
-    rows = [{**d, "snapshot": d["snapshot"][:12], "time": when(d["time"]),
-             "action": ("keep" if d["keep"] else ("would remove" if args.dry_run else "removed")),
-             "reasons": ",".join(d["reasons"])} for d in decisions]
-    table(rows, [("snapshot", "SNAPSHOT"), ("plan", "PLAN"), ("time", "TIME"), ("action", "ACTION"),
-                 ("reasons", "KEPT BY")])
+    rows = [
+        {
+            **d,
+            "snapshot": d["snapshot"][:12],
+            "time": when(d["time"]),
+            "action": ("keep" if d["keep"] else ("would remove" if args.dry_run else "removed")),
+            "reasons": ",".join(d["reasons"]),
+        }
+        for d in decisions
+    ]
+    table(
+        rows,
+        [("snapshot", "SNAPSHOT"), ("plan", "PLAN"), ("time", "TIME"), ("action", "ACTION"), ("reasons", "KEPT BY")],
+    )
     return 0
 
 
@@ -204,9 +279,17 @@ def cmd_shadow_ls(args: argparse.Namespace) -> int:
     if args.json:
         emit_json(shadows)
         return 0
-    table([{**x, "snapshot": x["snapshot"][:12], "healthy": "yes" if x["healthy"] else "no"} for x in shadows],
-          [("name", "NAME"), ("service", "SERVICE"), ("snapshot", "SNAPSHOT"), ("healthy", "HEALTHY"),
-           ("url", "URL"), ("target", "DATA")])
+    table(
+        [{**x, "snapshot": x["snapshot"][:12], "healthy": "yes" if x["healthy"] else "no"} for x in shadows],
+        [
+            ("name", "NAME"),
+            ("service", "SERVICE"),
+            ("snapshot", "SNAPSHOT"),
+            ("healthy", "HEALTHY"),
+            ("url", "URL"),
+            ("target", "DATA"),
+        ],
+    )
     return 0
 
 
@@ -222,8 +305,10 @@ def cmd_prune(args: argparse.Namespace) -> int:
     if args.json:
         emit_json(rep)
     else:
-        print(f"deleted {rep['packs_deleted']} packs, repacked {rep['packs_repacked']} into {rep['packs_written']}, "
-              f"dropped {rep['blobs_dropped']} blobs, freed {size(rep['bytes_freed'])}")
+        print(
+            f"deleted {rep['packs_deleted']} packs, repacked {rep['packs_repacked']} into {rep['packs_written']}, "
+            f"dropped {rep['blobs_dropped']} blobs, freed {size(rep['bytes_freed'])}"
+        )
     return 0
 
 

@@ -48,8 +48,14 @@ class Entry:
 def valid_member_name(name: str) -> bool:
     """A member the restore may write: a plain relative path under `data/` or `config/`, no `..`."""
     p = PurePosixPath(name)
-    return (not p.is_absolute() and ".." not in p.parts and len(p.parts) >= 2
-            and p.parts[0] in ("data", "config") and "\\" not in name and "\0" not in name)
+    return (
+        not p.is_absolute()
+        and ".." not in p.parts
+        and len(p.parts) >= 2
+        and p.parts[0] in ("data", "config")
+        and "\\" not in name
+        and "\0" not in name
+    )
 
 
 def check_manifest(doc: Any) -> list[Entry]:
@@ -94,8 +100,10 @@ def _copy_database(src: Path, dst: Path) -> None:
     finally:
         source.close()
     if check != "ok":
-        raise CliError(f"{src}: the database fails SQLite's integrity check ({check})",
-                       hint="restore it from an earlier state backup, or `sqlite3 .recover` it")
+        raise CliError(
+            f"{src}: the database fails SQLite's integrity check ({check})",
+            hint="restore it from an earlier state backup, or `sqlite3 .recover` it",
+        )
 
 
 def sha256_file(path: Path) -> str:
@@ -140,14 +148,21 @@ def collect(data_dir: Path, config_file: Path | None, staging: Path) -> list[Ent
 
 def backup(data_dir: Path, config_file: Path | None, out_file: Path) -> dict[str, Any]:
     if not (data_dir / "state.db").is_file():
-        raise CliError(f"{data_dir} holds no Infra-Core state (no state.db)",
-                       hint="pass the server's --data-dir (default /var/lib/infracore as root, else ./var)")
+        raise CliError(
+            f"{data_dir} holds no Infra-Core state (no state.db)",
+            hint="pass the server's --data-dir (default /var/lib/infracore as root, else ./var)",
+        )
     with tempfile.TemporaryDirectory(prefix=".state-", dir=out_file.parent) as tmp:
         staging = Path(tmp) / "staging"
         entries = collect(data_dir, config_file, staging)
-        manifest = {"format": FORMAT, "created_at": time.time(), "release": __version__,
-                    "data_dir": str(data_dir), "config_file": str(config_file) if config_file else None,
-                    "files": [e.__dict__ for e in entries]}
+        manifest = {
+            "format": FORMAT,
+            "created_at": time.time(),
+            "release": __version__,
+            "data_dir": str(data_dir),
+            "config_file": str(config_file) if config_file else None,
+            "files": [e.__dict__ for e in entries],
+        }
         part = Path(tmp) / "archive"
         # keys inside: the archive is the owner's alone from its first byte
         fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -161,8 +176,12 @@ def backup(data_dir: Path, config_file: Path | None, out_file: Path) -> dict[str
             raw.flush()
             os.fsync(raw.fileno())
         os.replace(part, out_file)
-    return {"file": str(out_file), "files": len(entries), "bytes": out_file.stat().st_size,
-            "databases": [e.name for e in entries if e.name.endswith(".db")]}
+    return {
+        "file": str(out_file),
+        "files": len(entries),
+        "bytes": out_file.stat().st_size,
+        "databases": [e.name for e in entries if e.name.endswith(".db")],
+    }
 
 
 # --- restore --------------------------------------------------------------------------------------------
@@ -174,8 +193,10 @@ def _empty(data_dir: Path) -> bool:
 
 def restore(archive: Path, data_dir: Path) -> dict[str, Any]:
     if not _empty(data_dir):
-        raise CliError(f"{data_dir} is not empty: a state restore only fills an empty data dir",
-                       hint="stop the server, move the old data dir aside, then restore")
+        raise CliError(
+            f"{data_dir} is not empty: a state restore only fills an empty data dir",
+            hint="stop the server, move the old data dir aside, then restore",
+        )
     try:
         tar = tarfile.open(archive, mode="r:*")
     except (OSError, tarfile.TarError) as e:
@@ -214,8 +235,11 @@ def restore(archive: Path, data_dir: Path) -> dict[str, Any]:
             os.replace(staging / "data", data_dir)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-    return {"data_dir": str(data_dir), "files": len(entries), "config_file": str(restored_config)
-            if restored_config else None}
+    return {
+        "data_dir": str(data_dir),
+        "files": len(entries),
+        "config_file": str(restored_config) if restored_config else None,
+    }
 
 
 def _extract_checked(tar: tarfile.TarFile, wanted: dict[str, Entry], staging: Path, archive: Path) -> set[str]:
@@ -226,8 +250,10 @@ def _extract_checked(tar: tarfile.TarFile, wanted: dict[str, Entry], staging: Pa
             continue  # the manifest, read already
         e = wanted.get(m.name)
         if e is None or not m.isfile() or m.name in seen:
-            raise CliError(f"{archive}: member {m.name!r} is not in the manifest (or not a plain file, or twice)",
-                           hint="the archive was altered; use the original")
+            raise CliError(
+                f"{archive}: member {m.name!r} is not in the manifest (or not a plain file, or twice)",
+                hint="the archive was altered; use the original",
+            )
         out = staging / e.name
         out.parent.mkdir(parents=True, exist_ok=True)
         src = tar.extractfile(m)
@@ -245,8 +271,10 @@ def _extract_checked(tar: tarfile.TarFile, wanted: dict[str, Entry], staging: Pa
             dst.flush()
             os.fsync(dst.fileno())
         if n != e.size or h.hexdigest() != e.sha256:
-            raise CliError(f"{archive}: {e.name} is damaged (its SHA-256 or size differs from the manifest)",
-                           hint="nothing was restored; use another copy of the archive")
+            raise CliError(
+                f"{archive}: {e.name} is damaged (its SHA-256 or size differs from the manifest)",
+                hint="nothing was restored; use another copy of the archive",
+            )
         seen.add(m.name)
     return seen
 
@@ -272,8 +300,10 @@ def _backup(args: argparse.Namespace) -> int:
         print(json.dumps(res))
     else:
         dbs = ", ".join(d.removeprefix("data/") for d in res["databases"])
-        print(f"state of {data_dir}: {res['files']} files (databases: {dbs}) in {res['file']}, "
-              f"{res['bytes']} bytes (mode 0600: it holds keys)")
+        print(
+            f"state of {data_dir}: {res['files']} files (databases: {dbs}) in {res['file']}, "
+            f"{res['bytes']} bytes (mode 0600: it holds keys)"
+        )
     return 0
 
 
@@ -285,16 +315,20 @@ def _restore(args: argparse.Namespace) -> int:
     else:
         print(f"restored {res['files']} files into {res['data_dir']}")
         if res["config_file"]:
-            print(f"the config file was restored to {res['config_file']}: move it to /etc/infracore/config.yaml "
-                  f"or pass --config")
+            print(
+                f"the config file was restored to {res['config_file']}: move it to /etc/infracore/config.yaml "
+                f"or pass --config"
+            )
     return 0
 
 
 def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("state", help="back up or restore the platform's own state (databases, keys, config)")
     ssub = p.add_subparsers(dest="state_command", required=True, metavar="ACTION")
-    for name, fn, what in (("backup", _backup, "write the state to FILE (.tar.gz, mode 0600)"),
-                           ("restore", _restore, "restore FILE onto an empty data dir")):
+    for name, fn, what in (
+        ("backup", _backup, "write the state to FILE (.tar.gz, mode 0600)"),
+        ("restore", _restore, "restore FILE onto an empty data dir"),
+    ):
         q = ssub.add_parser(name, help=what)
         q.add_argument("file", type=Path, metavar="FILE")
         q.add_argument("--data-dir", type=Path, help="the server's data dir (default as for `fsctl serve`)")

@@ -24,8 +24,15 @@ ROOT_SOCKET = Path("/var/lib/infracore/console.sock")
 class CliError(Exception):
     """A failure to show the user as one clear message, then exit non-zero."""
 
-    def __init__(self, message: str, *, hint: str | None = None, status: int | None = None,
-                 code: str | None = None, details: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        hint: str | None = None,
+        status: int | None = None,
+        code: str | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
         super().__init__(message)
         self.message, self.hint, self.status, self.code = message, hint, status, code
         self.details = details or {}
@@ -101,14 +108,21 @@ class Client:
             return _UnixConnection(server[5:], t), ""
         parts = urlsplit(server if "://" in server else f"http://{server}")
         if parts.scheme == "https":
-            return http.client.HTTPSConnection(parts.netloc, timeout=t, context=ssl.create_default_context()), \
-                parts.path.rstrip("/")
+            return http.client.HTTPSConnection(
+                parts.netloc, timeout=t, context=ssl.create_default_context()
+            ), parts.path.rstrip("/")
         if parts.scheme != "http":
             raise CliError(f"unsupported server address {server!r}", hint="use http://HOST:PORT or unix:PATH")
         return http.client.HTTPConnection(parts.netloc, timeout=t), parts.path.rstrip("/")
 
-    def _send(self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None,
-              timeout: float | None = None) -> http.client.HTTPResponse:
+    def _send(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        headers: dict[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> http.client.HTTPResponse:
         conn, prefix = self._connection(timeout)
         hdrs = {"Accept": "application/json", **(headers or {})}
         if self.target.token:
@@ -145,8 +159,12 @@ class Client:
         """POST a file as the raw body, streamed (never read whole into memory); the JSON answer."""
         conn, prefix = self._connection(None)
         conn.blocksize = 256 * 1024
-        hdrs = {"Accept": "application/json", "Content-Type": "application/octet-stream",
-                "Content-Length": str(size), **headers}
+        hdrs = {
+            "Accept": "application/json",
+            "Content-Type": "application/octet-stream",
+            "Content-Length": str(size),
+            **headers,
+        }
         if self.target.token:
             hdrs["Authorization"] = f"Bearer {self.target.token}"
         try:
@@ -159,8 +177,10 @@ class Client:
             except (OSError, http.client.HTTPException) as e:
                 raise CliError(f"the upload to {self.target.server} was cut off: {e}") from e
         except (ConnectionRefusedError, FileNotFoundError) as e:
-            raise CliError(f"cannot reach the Infra-Core server at {self.target.server}: {e.strerror or e}",
-                           hint="is `fsctl serve` running? Point at it with --server or FSCTL_SERVER") from e
+            raise CliError(
+                f"cannot reach the Infra-Core server at {self.target.server}: {e.strerror or e}",
+                hint="is `fsctl serve` running? Point at it with --server or FSCTL_SERVER",
+            ) from e
         except (OSError, http.client.HTTPException) as e:
             raise CliError(f"uploading to {self.target.server} failed: {e}") from e
         raw = resp.read()

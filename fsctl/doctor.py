@@ -41,17 +41,29 @@ def check_port(f: PortFact) -> Finding:
     if f.server_running:
         if f.listening:
             return Finding(cid, "ok", f"{f.name.upper()} port {f.port} is served by the running platform")
-        return Finding(cid, "fail", f"the platform runs but nothing answers on port {f.port}",
-                       "look at `fsctl serve`'s log for a listener error")
+        return Finding(
+            cid,
+            "fail",
+            f"the platform runs but nothing answers on port {f.port}",
+            "look at `fsctl serve`'s log for a listener error",
+        )
     if f.bind_error is None:
         return Finding(cid, "ok", f"{f.name.upper()} port {f.port} can be bound")
     if "ermission" in f.bind_error:
-        return Finding(cid, "fail", f"port {f.port} cannot be bound: {f.bind_error}",
-                       "run as root, give the binary CAP_NET_BIND_SERVICE (`fsctl install-service` does), "
-                       "or choose a port above 1023")
+        return Finding(
+            cid,
+            "fail",
+            f"port {f.port} cannot be bound: {f.bind_error}",
+            "run as root, give the binary CAP_NET_BIND_SERVICE (`fsctl install-service` does), "
+            "or choose a port above 1023",
+        )
     holder = f" by {f.holder}" if f.holder else ""
-    return Finding(cid, "fail", f"port {f.port} is taken{holder}: {f.bind_error}",
-                   "stop the other server (or move it behind a gate route), or choose another port")
+    return Finding(
+        cid,
+        "fail",
+        f"port {f.port} is taken{holder}: {f.bind_error}",
+        "stop the other server (or move it behind a gate route), or choose another port",
+    )
 
 
 def is_public_name(host: str) -> bool:
@@ -67,38 +79,57 @@ def is_public_name(host: str) -> bool:
     return not h.endswith((".localhost", ".local", ".test", ".internal", ".invalid", ".example", ".lan"))
 
 
-def check_dns(host: str, tls: str, resolved: list[str] | None, error: str | None,
-              local_addresses: set[str]) -> Finding:
+def check_dns(host: str, tls: str, resolved: list[str] | None, error: str | None, local_addresses: set[str]) -> Finding:
     cid = f"dns.{host}"
     acme = tls == "auto"
     if resolved is None:
-        return Finding(cid, "fail" if acme else "warn", f"{host} does not resolve ({error or 'no address'})",
-                       f"create an A/AAAA record for {host} pointing at this host"
-                       + ("; until then its certificate cannot be issued" if acme else ""))
+        return Finding(
+            cid,
+            "fail" if acme else "warn",
+            f"{host} does not resolve ({error or 'no address'})",
+            f"create an A/AAAA record for {host} pointing at this host"
+            + ("; until then its certificate cannot be issued" if acme else ""),
+        )
     mine = sorted(a for a in resolved if a in local_addresses)
     if mine:
         return Finding(cid, "ok", f"{host} resolves to this host ({', '.join(mine)})")
-    return Finding(cid, "warn", f"{host} resolves to {', '.join(resolved)}, none of this host's addresses",
-                   "point its A/AAAA record here; behind NAT, make sure that address forwards ports 80/443 to "
-                   "this host (not checkable from inside)")
+    return Finding(
+        cid,
+        "warn",
+        f"{host} resolves to {', '.join(resolved)}, none of this host's addresses",
+        "point its A/AAAA record here; behind NAT, make sure that address forwards ports 80/443 to "
+        "this host (not checkable from inside)",
+    )
 
 
 def check_acme(url: str, status: int | None, error: str | None) -> Finding:
     if status == 200:
         return Finding("acme.directory", "ok", f"the ACME directory {url} answers")
     what = f"HTTP {status}" if status is not None else (error or "no answer")
-    return Finding("acme.directory", "fail", f"the ACME directory {url} is not reachable: {what}",
-                   "check outbound HTTPS (firewall, proxy, DNS) or the --acme-directory / --acme-ca-bundle setting")
+    return Finding(
+        "acme.directory",
+        "fail",
+        f"the ACME directory {url} is not reachable: {what}",
+        "check outbound HTTPS (firewall, proxy, DNS) or the --acme-directory / --acme-ca-bundle setting",
+    )
 
 
 def check_clock(ntp_synced: bool | None, skew_s: float | None) -> Finding:
     if skew_s is not None and abs(skew_s) > CLOCK_SKEW_S:
-        return Finding("clock", "fail", f"the clock is {skew_s:+.0f} s off the ACME server's",
-                       "enable time sync (`timedatectl set-ntp true`, chrony or systemd-timesyncd); TLS, TOTP "
-                       "and certificate renewal all depend on the time")
+        return Finding(
+            "clock",
+            "fail",
+            f"the clock is {skew_s:+.0f} s off the ACME server's",
+            "enable time sync (`timedatectl set-ntp true`, chrony or systemd-timesyncd); TLS, TOTP "
+            "and certificate renewal all depend on the time",
+        )
     if ntp_synced is False:
-        return Finding("clock", "warn", "the system clock is not synchronized (NTP)",
-                       "enable time sync: `timedatectl set-ntp true`")
+        return Finding(
+            "clock",
+            "warn",
+            "the system clock is not synchronized (NTP)",
+            "enable time sync: `timedatectl set-ntp true`",
+        )
     if ntp_synced is None and skew_s is None:
         return Finding("clock", "skip", "clock sync could not be determined (no timedatectl, no ACME answer)")
     detail = f" (skew {skew_s:+.1f} s against the ACME server)" if skew_s is not None else ""
@@ -128,9 +159,12 @@ def check_data_dir_mode(path: str, mode: int, owner_ok: bool, loose_keys: list[s
         problems.append(f"the directory is {oct(mode & 0o777)} (others can list it)")
     if not problems:
         return Finding("datadir.permissions", "ok", f"{path} is private to its owner")
-    return Finding("datadir.permissions", "fail" if loose_keys or not owner_ok else "warn",
-                   f"{path}: " + "; ".join(problems),
-                   f"chmod 700 {path}; chmod 600 the keys (find {path} -name '*.key'); chown it to the platform's user")
+    return Finding(
+        "datadir.permissions",
+        "fail" if loose_keys or not owner_ok else "warn",
+        f"{path}: " + "; ".join(problems),
+        f"chmod 700 {path}; chmod 600 the keys (find {path} -name '*.key'); chown it to the platform's user",
+    )
 
 
 def check_console(host: str, port: int) -> Finding:
@@ -140,29 +174,44 @@ def check_console(host: str, port: int) -> Finding:
         loopback = host == "localhost"
     if loopback:
         return Finding("console.exposure", "ok", f"the console listens on {host}:{port} (this host only)")
-    return Finding("console.exposure", "warn", f"the console listens on {host}:{port} in plain HTTP",
-                   f"bind it to 127.0.0.1 and publish it through a TLS route: `fsctl route add --host "
-                   f"console.example.com --upstream 127.0.0.1:{port} --tls auto`")
+    return Finding(
+        "console.exposure",
+        "warn",
+        f"the console listens on {host}:{port} in plain HTTP",
+        f"bind it to 127.0.0.1 and publish it through a TLS route: `fsctl route add --host "
+        f"console.example.com --upstream 127.0.0.1:{port} --tls auto`",
+    )
 
 
 def check_docker(available: bool, detail: str) -> Finding:
     if available:
         return Finding("runtime.docker", "ok", f"Docker answers ({detail})")
-    return Finding("runtime.docker", "warn", f"Docker is not available: {detail}",
-                   "install Docker (docker.io) to run image services; process services work without it")
+    return Finding(
+        "runtime.docker",
+        "warn",
+        f"Docker is not available: {detail}",
+        "install Docker (docker.io) to run image services; process services work without it",
+    )
 
 
 def check_systemd(available: bool) -> Finding:
     if available:
         return Finding("runtime.systemd", "ok", "systemd is PID 1: `runtime: systemd` services work")
-    return Finding("runtime.systemd", "warn", "systemd is not running as PID 1 here",
-                   "`runtime: systemd` services need it (or orch's systemd settings pointing at one elsewhere)")
+    return Finding(
+        "runtime.systemd",
+        "warn",
+        "systemd is not running as PID 1 here",
+        "`runtime: systemd` services need it (or orch's systemd settings pointing at one elsewhere)",
+    )
 
 
 def check_cgroups(kind: str, enforces_memory: bool, enforces_cpu: bool, warning: str) -> Finding:
     """What orch's limit driver (`orch.cgroups.detect`) can enforce on this host."""
     if kind in ("v1", "v2") and enforces_memory and enforces_cpu:
         return Finding("cgroups", "ok", f"cgroup {kind}: service memory and CPU limits are enforced")
-    fix = ("run the platform as root with a writable cgroup hierarchy (systemd: Delegate=yes in its unit)"
-           if kind == "rlimit" else "enable the missing controller")
+    fix = (
+        "run the platform as root with a writable cgroup hierarchy (systemd: Delegate=yes in its unit)"
+        if kind == "rlimit"
+        else "enable the missing controller"
+    )
     return Finding("cgroups", "warn", f"cgroup {kind}: {warning or 'not every limit is enforced'}", fix)

@@ -36,8 +36,9 @@ def _arg(a: str) -> str:
         return a.replace("%", "%%")
     # systemd's quoting: C escapes inside double quotes, `%` specifiers doubled, `$` not expanded; a newline must
     # never end the line (it would start a directive of the caller's choosing)
-    esc = "".join(f"\\x{ord(c):02x}" if ord(c) < 32 or ord(c) == 127 else c
-                  for c in a.replace("\\", "\\\\").replace('"', '\\"'))
+    esc = "".join(
+        f"\\x{ord(c):02x}" if ord(c) < 32 or ord(c) == 127 else c for c in a.replace("\\", "\\\\").replace('"', '\\"')
+    )
     return '"' + esc.replace("%", "%%").replace("$", "$$") + '"'
 
 

@@ -73,11 +73,13 @@ class Pools:
     full pool answers 503 with Retry-After."""
 
     # bcrypt for the gate's Basic auth
-    edge: WorkerPool = field(default_factory=lambda: WorkerPool(
-        "edge-auth", workers=default_workers(), backlog=16, kind="process"))
+    edge: WorkerPool = field(
+        default_factory=lambda: WorkerPool("edge-auth", workers=default_workers(), backlog=16, kind="process")
+    )
     # bcrypt for logins, new users and passwords; YAML + validation of service specs
-    control: WorkerPool = field(default_factory=lambda: WorkerPool(
-        "control", workers=default_workers(), backlog=8, kind="process"))
+    control: WorkerPool = field(
+        default_factory=lambda: WorkerPool("control", workers=default_workers(), backlog=8, kind="process")
+    )
 
     def all(self) -> tuple[WorkerPool, ...]:
         return (self.edge, self.control)

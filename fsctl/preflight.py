@@ -30,8 +30,10 @@ def _certd(s: Settings) -> None:
     importlib.import_module("certd").load_config(s.certd)
     bundle = s.acme_ca_bundle
     if bundle is not None and not bundle.is_file():  # the same check certd's start makes, made earlier
-        raise StartupError(f"the ACME CA bundle {bundle} does not exist or is not a file",
-                           hint="fix --acme-ca-bundle / INFRACORE_ACME_CA_BUNDLE, or leave it unset for public CAs")
+        raise StartupError(
+            f"the ACME CA bundle {bundle} does not exist or is not a file",
+            hint="fix --acme-ca-bundle / INFRACORE_ACME_CA_BUNDLE, or leave it unset for public CAs",
+        )
 
 
 def _gate(s: Settings) -> None:
@@ -76,9 +78,11 @@ def check_config(settings: Settings, wiring: tuple[str, ...]) -> None:
 def listen_addresses(settings: Settings) -> list[tuple[str, str, int, str]]:
     """(what, host, port, flag) for each TCP address the server will listen on."""
     host, port = settings.console_addr
-    return [("the console", host, port, "--console HOST:PORT"),
-            ("the gate", settings.edge_host, settings.http_port, "--http-port"),
-            ("the gate's HTTPS", settings.edge_host, settings.https_port, "--https-port")]
+    return [
+        ("the console", host, port, "--console HOST:PORT"),
+        ("the gate", settings.edge_host, settings.http_port, "--http-port"),
+        ("the gate's HTTPS", settings.edge_host, settings.https_port, "--https-port"),
+    ]
 
 
 def check_listen(addresses: list[tuple[str, str, int, str]]) -> None:
@@ -92,8 +96,10 @@ def check_listen(addresses: list[tuple[str, str, int, str]]) -> None:
             try:
                 infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
             except socket.gaierror as e:
-                raise StartupError(f"{what} cannot listen on {host}:{port}: {e.strerror}",
-                                   hint=f"use an address of this host with {flag}") from e
+                raise StartupError(
+                    f"{what} cannot listen on {host}:{port}: {e.strerror}",
+                    hint=f"use an address of this host with {flag}",
+                ) from e
             for family, kind, proto, _, addr in infos:
                 sock = held.enter_context(socket.socket(family, kind, proto))
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -109,15 +115,21 @@ def check_listen(addresses: list[tuple[str, str, int, str]]) -> None:
 def _listen_error(what: str, host: str, port: int, flag: str, e: OSError) -> StartupError:
     where = f"{host}:{port}"
     if e.errno == errno.EADDRINUSE:
-        return StartupError(f"{what} address {where} is already in use",
-                            hint=f"stop the program using port {port} (`ss -ltnp 'sport = :{port}'` names it), "
-                                 f"or choose another with {flag}")
+        return StartupError(
+            f"{what} address {where} is already in use",
+            hint=f"stop the program using port {port} (`ss -ltnp 'sport = :{port}'` names it), "
+            f"or choose another with {flag}",
+        )
     if e.errno in (errno.EACCES, errno.EPERM):
-        return StartupError(f"{what} cannot listen on {where}: permission denied",
-                            hint=f"ports below 1024 need root or CAP_NET_BIND_SERVICE; choose another with {flag}")
+        return StartupError(
+            f"{what} cannot listen on {where}: permission denied",
+            hint=f"ports below 1024 need root or CAP_NET_BIND_SERVICE; choose another with {flag}",
+        )
     if e.errno == errno.EADDRNOTAVAIL:
-        return StartupError(f"{what} cannot listen on {where}: this host has no such address",
-                            hint=f"use an address of this host with {flag}")
+        return StartupError(
+            f"{what} cannot listen on {where}: this host has no such address",
+            hint=f"use an address of this host with {flag}",
+        )
     return StartupError(f"{what} cannot listen on {where}: {e.strerror or e}", hint=f"check {flag}")
 
 

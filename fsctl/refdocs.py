@@ -112,21 +112,29 @@ def _sections() -> list[tuple[str, type[BaseModel], str]]:
     from secscan.config import SecurityConfig
     from snap.config import SnapConfig
 
-    return [("gate", GateConfig, "the edge proxy"), ("certd", CertdConfig, "certificates"),
-            ("orch", OrchSettings, "services"), ("probe", ProbeConfig, "metrics and alerts"),
-            ("logbus", LogbusConfig, "logs"), ("snap", SnapConfig, "backups"),
-            ("security", SecurityConfig, "the security scan")]
+    return [
+        ("gate", GateConfig, "the edge proxy"),
+        ("certd", CertdConfig, "certificates"),
+        ("orch", OrchSettings, "services"),
+        ("probe", ProbeConfig, "metrics and alerts"),
+        ("logbus", LogbusConfig, "logs"),
+        ("snap", SnapConfig, "backups"),
+        ("security", SecurityConfig, "the security scan"),
+    ]
 
 
 def config_reference() -> str:
     from core.settings import Settings
 
-    lines = [_HEADER, "# Configuration reference\n\n",
-             "Every setting of `fsctl serve`: a key of the YAML config file (`--config`, default "
-             "`/etc/infracore/config.yaml`), an `INFRACORE_<KEY>` environment variable (top-level keys), or a "
-             "flag where `fsctl serve --help` lists one. Precedence: flags, environment, file, defaults. An "
-             "unknown key or a bad value stops the start with a message naming it.\n\n",
-             "## Top level\n\n| key | type | default | notes |\n| --- | --- | --- | --- |\n"]
+    lines = [
+        _HEADER,
+        "# Configuration reference\n\n",
+        "Every setting of `fsctl serve`: a key of the YAML config file (`--config`, default "
+        "`/etc/infracore/config.yaml`), an `INFRACORE_<KEY>` environment variable (top-level keys), or a "
+        "flag where `fsctl serve --help` lists one. Precedence: flags, environment, file, defaults. An "
+        "unknown key or a bad value stops the start with a message naming it.\n\n",
+        "## Top level\n\n| key | type | default | notes |\n| --- | --- | --- | --- |\n",
+    ]
     top = [r for r in _model_rows(Settings, "") if not any(r.startswith(f"| `{s}` ") for s, _, _ in _sections())]
     lines += [r + "\n" for r in top]
     for name, model, what in _sections():
@@ -189,9 +197,12 @@ def cli_reference() -> str:
     from fsctl.__main__ import build_parser
 
     parser = build_parser()
-    out = [_HEADER, "# CLI reference\n\n",
-           "Every `fsctl` command. The client commands also take `--server URL` (env `FSCTL_SERVER`), "
-           "`--token TOKEN` (env `FSCTL_TOKEN`, default the session `fsctl login` saved) and `--json`.\n"]
+    out = [
+        _HEADER,
+        "# CLI reference\n\n",
+        "Every `fsctl` command. The client commands also take `--server URL` (env `FSCTL_SERVER`), "
+        "`--token TOKEN` (env `FSCTL_TOKEN`, default the session `fsctl login` saved) and `--json`.\n",
+    ]
     groups = _subparsers(parser)
     for name, sp in groups.items():
         out.append(f"\n## {name}\n")
@@ -208,18 +219,25 @@ def api_reference(doc: dict[str, Any] | None = None) -> str:
 
         doc = document()
     by_tag = {
-        tag: [f"| `{o.method}` | `{o.path}` | {o.summary.replace('|', chr(92) + '|')} | {o.role} | "
-              f"{'yes' if o.has_body else ''} | {', '.join(f'`{q}`' for q in o.query)} |\n" for o in ops]
+        tag: [
+            f"| `{o.method}` | `{o.path}` | {o.summary.replace('|', chr(92) + '|')} | {o.role} | "
+            f"{'yes' if o.has_body else ''} | {', '.join(f'`{q}`' for q in o.query)} |\n"
+            for o in ops
+        ]
         for tag, ops in operations_by_tag(doc).items()
     }
-    out = [_HEADER, "# API reference\n\n",
-           "The console API, from its OpenAPI document (`GET /api/openapi.json`; readable at `/api/docs` on a "
-           "running server). Authenticate with `Authorization: Bearer TOKEN` (`fsctl token create`, or "
-           "`POST /api/auth/login`) or the console's session cookie with its CSRF header. Errors are "
-           "`{\"error\": {\"code\", \"message\", \"details\"}}`.\n"]
+    out = [
+        _HEADER,
+        "# API reference\n\n",
+        "The console API, from its OpenAPI document (`GET /api/openapi.json`; readable at `/api/docs` on a "
+        "running server). Authenticate with `Authorization: Bearer TOKEN` (`fsctl token create`, or "
+        "`POST /api/auth/login`) or the console's session cookie with its CSRF header. Errors are "
+        '`{"error": {"code", "message", "details"}}`.\n',
+    ]
     for tag in sorted(by_tag):
-        out.append(f"\n## {tag}\n\n| method | path | what | role | body | query |\n"
-                   "| --- | --- | --- | --- | --- | --- |\n")
+        out.append(
+            f"\n## {tag}\n\n| method | path | what | role | body | query |\n| --- | --- | --- | --- | --- | --- |\n"
+        )
         out += by_tag[tag]
     return "".join(out)
 

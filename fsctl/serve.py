@@ -156,8 +156,9 @@ class Server:
             await store.migrate("core", CORE_MIGRATIONS)
             await bus.start()
             await bus.prune(s.event_retention_count)
-            identity = Identity(store, bus, session_ttl_s=s.session_ttl_s, hash_rounds=s.password_hash_rounds,
-                                workers=pools.control)
+            identity = Identity(
+                store, bus, session_ttl_s=s.session_ttl_s, hash_rounds=s.password_hash_rounds, workers=pools.control
+            )
             audit = AuditLog(store)
             api = Api()
             kernel = Kernel(s, store, bus, identity, audit, api, TaskSet("kernel"), pools)
@@ -169,12 +170,19 @@ class Server:
             self.components = _wire(kernel)
             host, port = s.console_addr
             self.console = ConsoleServer(
-                api, identity, audit, host=host, port=port, socket_path=s.console_socket,
-                max_body_bytes=s.api_max_body_bytes, drain_timeout_s=s.drain_timeout_s,
+                api,
+                identity,
+                audit,
+                host=host,
+                port=port,
+                socket_path=s.console_socket,
+                max_body_bytes=s.api_max_body_bytes,
+                drain_timeout_s=s.drain_timeout_s,
                 ui_dir=_ui_dir(),
                 # The gate's own trusted proxies sit in front of it: their hops are skipped too.
                 trusted_proxies=[*s.console_trusted_proxies, *_gate_trusted(s)],
-                allowed_hosts=s.console_allowed_hosts, data_dir=s.data_dir,
+                allowed_hosts=s.console_allowed_hosts,
+                data_dir=s.data_dir,
                 clients=kernel.services.clients,
             )
             self.console.on_stop.append(ctx.end_streams)
@@ -198,8 +206,11 @@ class Server:
             pools.edge.submit(preload, "gate.policies").add_done_callback(_preloaded)
             pools.control.submit(preload, "core.identity", "orch.spec").add_done_callback(_preloaded)
             log.info(
-                "infracore ready", version=__version__, console=f"http://{host}:{self.console.bound_port}",
-                data_dir=str(s.data_dir), components=[c.name for c in self.components],
+                "infracore ready",
+                version=__version__,
+                console=f"http://{host}:{self.console.bound_port}",
+                data_dir=str(s.data_dir),
+                components=[c.name for c in self.components],
             )
             if on_ready:
                 on_ready(self)

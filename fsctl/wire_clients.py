@@ -11,8 +11,14 @@ from fsctl.kernel import Kernel
 
 def wire(kernel: Kernel) -> list[Component]:
     s = kernel.settings
-    clients = ClientRegistry(kernel.store, kernel.bus, clock=kernel.clock, workers=kernel.pools.control,
-                             hash_rounds=s.password_hash_rounds, token_ttl_s=s.client_token_ttl_s)
+    clients = ClientRegistry(
+        kernel.store,
+        kernel.bus,
+        clock=kernel.clock,
+        workers=kernel.pools.control,
+        hash_rounds=s.password_hash_rounds,
+        token_ttl_s=s.client_token_ttl_s,
+    )
     kernel.services.clients = clients
     routes_clients.register(kernel.api, clients)
     return [clients]

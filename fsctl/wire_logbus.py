@@ -19,8 +19,7 @@ from logbus.service import LogbusService
 
 def load_logbus_config(section: dict[str, Any]) -> LogbusConfig:
     """The `logbus:` section validated, or a StartupError naming each bad key."""
-    return load_section(LogbusConfig, section, key="logbus",
-                        hint="e.g. logbus: {max_age_s: 14d, max_total_bytes: 2Gi}")
+    return load_section(LogbusConfig, section, key="logbus", hint="e.g. logbus: {max_age_s: 14d, max_total_bytes: 2Gi}")
 
 
 def wire(kernel: Kernel) -> list[Component]:

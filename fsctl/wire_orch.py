@@ -26,8 +26,13 @@ def load_orch_settings(section: dict[str, Any]) -> OrchSettings:
 def wire(kernel: Kernel) -> list[Component]:
     s = kernel.settings
     service = OrchService(
-        load_orch_settings(s.orch), data_dir=s.data_dir, store=kernel.store, bus=kernel.bus,
-        endpoints=kernel.endpoints, log_sink=kernel.services.log_sink, clock=kernel.clock,
+        load_orch_settings(s.orch),
+        data_dir=s.data_dir,
+        store=kernel.store,
+        bus=kernel.bus,
+        endpoints=kernel.endpoints,
+        log_sink=kernel.services.log_sink,
+        clock=kernel.clock,
         parse_pool=kernel.pools.control,
     )
     kernel.services.orch = service
@@ -42,9 +47,13 @@ def wire_artifacts(kernel: Kernel, orch: OrchService) -> ArtifactStore:
     """The artifact store (uploads, release dirs), handed to orch as `orch.artifacts` for its deploys."""
     o = load_orch_settings(kernel.settings.orch)
     artifacts = ArtifactStore(
-        kernel.settings.data_dir, kernel.store, max_bytes=o.artifact_max_bytes, clock=kernel.clock,
+        kernel.settings.data_dir,
+        kernel.store,
+        max_bytes=o.artifact_max_bytes,
+        clock=kernel.clock,
         limits=TarLimits(max_members=o.artifact_max_members, max_unpacked_bytes=o.artifact_max_unpacked_bytes),
-        keep_count=o.release_keep)
+        keep_count=o.release_keep,
+    )
     orch.artifacts = artifacts
     kernel.services.artifacts = artifacts
     routes_artifacts.register(kernel.api, artifacts)

@@ -25,15 +25,22 @@ class KernelFacts:
         s = k.settings
         host, port = s.console_addr
         missing: list[str] = []
-        users = tuple(UserFact(u["username"], u["role"], bool(u["totp"]), bool(u["disabled"]))
-                      for u in await k.identity.list_users())
-        tokens = tuple(TokenFact(t["id"], t["name"], t["role"], t["owner"], t["created_at"], t["expires_at"])
-                       for t in await k.identity.list_tokens() if t["state"] == "active")
+        users = tuple(
+            UserFact(u["username"], u["role"], bool(u["totp"]), bool(u["disabled"]))
+            for u in await k.identity.list_users()
+        )
+        tokens = tuple(
+            TokenFact(t["id"], t["name"], t["role"], t["owner"], t["created_at"], t["expires_at"])
+            for t in await k.identity.list_tokens()
+            if t["state"] == "active"
+        )
         routes: tuple[RouteFact, ...] = ()
         gate = k.services.gate
         if gate is not None:
-            routes = tuple(RouteFact(r.id, r.name, r.spec.tls, r.spec.policies.redirect_https, r.spec.static_dir)
-                           for r in gate.routes())
+            routes = tuple(
+                RouteFact(r.id, r.name, r.spec.tls, r.spec.policies.redirect_https, r.spec.static_dir)
+                for r in gate.routes()
+            )
         else:
             missing.append("gate")
         seen: set[str] = set()
@@ -49,16 +56,29 @@ class KernelFacts:
         else:
             missing.append("orch")
         return PlatformFacts(
-            data_dir=s.data_dir, console_host=host, console_port=port, edge_ports=(s.http_port, s.https_port),
-            users=users, tokens=tokens, routes=routes, certs=tuple(certs), instances=instances,
-            server_pid=os.getpid(), missing=tuple(missing),
+            data_dir=s.data_dir,
+            console_host=host,
+            console_port=port,
+            edge_ports=(s.http_port, s.https_port),
+            users=users,
+            tokens=tokens,
+            routes=routes,
+            certs=tuple(certs),
+            instances=instances,
+            server_pid=os.getpid(),
+            missing=tuple(missing),
         )
 
 
 def wire(kernel: Kernel) -> list[Component]:
     s = kernel.settings
-    service = SecscanService(load_security_config(s.security), store=kernel.store,
-                             bus=kernel.bus, facts=KernelFacts(kernel), clock=kernel.clock)
+    service = SecscanService(
+        load_security_config(s.security),
+        store=kernel.store,
+        bus=kernel.bus,
+        facts=KernelFacts(kernel),
+        clock=kernel.clock,
+    )
     kernel.services.secscan = service
     routes_security.register(kernel.api, service)
     return [service]

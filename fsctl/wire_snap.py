@@ -25,8 +25,9 @@ class OrchLauncher:
     def __init__(self, orch: Any) -> None:
         self.orch = orch
 
-    async def start_copy(self, service: str, copy_name: str, path_map: Mapping[str, str],
-                         timeout_s: float) -> dict[str, object]:
+    async def start_copy(
+        self, service: str, copy_name: str, path_map: Mapping[str, str], timeout_s: float
+    ) -> dict[str, object]:
         spec = rewrite_paths(self.orch.describe(service)["spec"], path_map)
         spec.update(name=copy_name, replicas=1, depends_on=[])
         await self.orch.apply(spec, filename=f"{copy_name} (shadow of {service})", actor="snap")
@@ -39,9 +40,14 @@ class OrchLauncher:
                 break
             await asyncio.sleep(0.2)
         healthy = d["status"] == "running" and d["healthy"] >= 1
-        return {"name": copy_name, "healthy": healthy, "status": d["status"], "reason": d.get("reason") or "",
-                "endpoints": d.get("endpoints") or [f"127.0.0.1:{p}" for i in d.get("instances", [])
-                                                     for p in (i.get("ports") or {}).values()]}
+        return {
+            "name": copy_name,
+            "healthy": healthy,
+            "status": d["status"],
+            "reason": d.get("reason") or "",
+            "endpoints": d.get("endpoints")
+            or [f"127.0.0.1:{p}" for i in d.get("instances", []) for p in (i.get("ports") or {}).values()],
+        }
 
     async def stop_copy(self, copy_name: str) -> None:
         try:
@@ -57,8 +63,9 @@ def wire(kernel: Kernel) -> list[Component]:
         orch = kernel.services.orch
         return OrchLauncher(orch) if orch is not None else None
 
-    service = SnapService(load_snap_config(s.snap), s.data_dir, kernel.store, kernel.bus, clock=kernel.clock,
-                          launcher=launcher)
+    service = SnapService(
+        load_snap_config(s.snap), s.data_dir, kernel.store, kernel.bus, clock=kernel.clock, launcher=launcher
+    )
     kernel.services.snap = service
     routes_snap.register(kernel.api, service)
     return [service]

@@ -49,9 +49,14 @@ from hyperframe.frame import Frame, RstStreamFrame
 # pass by `gate._h2rules.h2_request` (h2's chain of per-byte generators cost ~15 % of the CPU per
 # request), outbound fields are built lowercase and without connection-specific fields by
 # `gate._h2rules.h2_response_headers`.
-SERVER_CONFIG = H2Configuration(client_side=False, header_encoding=None, validate_inbound_headers=False,
-                                normalize_inbound_headers=False, validate_outbound_headers=False,
-                                normalize_outbound_headers=False)
+SERVER_CONFIG = H2Configuration(
+    client_side=False,
+    header_encoding=None,
+    validate_inbound_headers=False,
+    normalize_inbound_headers=False,
+    validate_outbound_headers=False,
+    normalize_outbound_headers=False,
+)
 
 _STATIC = HeaderTable.STATIC_TABLE
 _STATIC_LEN = len(_STATIC)
@@ -161,13 +166,13 @@ class HeaderBlockDecoder(Decoder):
                 if idx < 0x7F:
                     i += 1
                 else:
-                    idx, used = decode_integer(data[i:i + 8], 7)
+                    idx, used = decode_integer(data[i : i + 8], 7)
                     i += used
                 header = _table_entry(idx, dynamic)  # the table's own (name, value) tuple: nothing to build
             elif b & 0x20 and not b & 0x40:  # dynamic table size update
                 if headers:
                     raise HPACKDecodingError("Table size update not at the start of the block")
-                new_size, used = decode_integer(data[i:i + 8], 5)
+                new_size, used = decode_integer(data[i : i + 8], 5)
                 if new_size > self.max_allowed_table_size:
                     raise InvalidTableSizeError("Encoder exceeded max allowable table size")
                 table.maxsize = new_size
@@ -179,7 +184,7 @@ class HeaderBlockDecoder(Decoder):
                 idx = b & (0x3F if indexing else 0x0F)
                 if idx:
                     if idx == (1 << prefix) - 1:
-                        idx, used = decode_integer(data[i:i + 8], prefix)
+                        idx, used = decode_integer(data[i : i + 8], prefix)
                     else:
                         used = 1
                     i += used
@@ -220,9 +225,9 @@ def _read_string(data: bytes, i: int, end: int) -> tuple[bytes, int]:
     if length < 0x7F:
         i += 1
     else:
-        length, used = decode_integer(data[i:i + 8], 7)
+        length, used = decode_integer(data[i : i + 8], 7)
         i += used
-    s = data[i:i + length]
+    s = data[i : i + length]
     if len(s) != length:
         raise HPACKDecodingError("Truncated header block")
     if b & 0x80:
@@ -288,15 +293,28 @@ class GateH2Connection(H2Connection):
 
     # --- output: same state transitions as h2, frames written as bytes ------------------------------------
 
-    def send_headers(self, stream_id: int, headers: Iterable[Any], end_stream: bool = False,
-                     priority_weight: int | None = None, priority_depends_on: int | None = None,
-                     priority_exclusive: bool | None = None) -> None:
+    def send_headers(
+        self,
+        stream_id: int,
+        headers: Iterable[Any],
+        end_stream: bool = False,
+        priority_weight: int | None = None,
+        priority_depends_on: int | None = None,
+        priority_exclusive: bool | None = None,
+    ) -> None:
         stream = self.streams.get(stream_id)
-        if (stream is None or type(headers) is not list or not headers or priority_weight is not None
-                or priority_depends_on is not None or priority_exclusive is not None
-                or (headers[0][0] == b":status" and headers[0][1][:1] == b"1")):
-            super().send_headers(stream_id, headers, end_stream, priority_weight, priority_depends_on,
-                                 priority_exclusive)
+        if (
+            stream is None
+            or type(headers) is not list
+            or not headers
+            or priority_weight is not None
+            or priority_depends_on is not None
+            or priority_exclusive is not None
+            or (headers[0][0] == b":status" and headers[0][1][:1] == b"1")
+        ):
+            super().send_headers(
+                stream_id, headers, end_stream, priority_weight, priority_depends_on, priority_exclusive
+            )
             return
         self.state_machine.process_input(ConnectionInputs.SEND_HEADERS)
         sm = stream.state_machine
@@ -318,12 +336,13 @@ class GateH2Connection(H2Connection):
         out += _frame_header(maxf, _HEADERS, es, stream_id)
         out += block[:maxf]
         for i in range(maxf, n, maxf):
-            piece = block[i:i + maxf]
+            piece = block[i : i + maxf]
             out += _frame_header(len(piece), _CONTINUATION, _END_HEADERS if i + maxf >= n else 0, stream_id)
             out += piece
 
-    def send_data(self, stream_id: int, data: bytes | memoryview, end_stream: bool = False,
-                  pad_length: int | None = None) -> None:
+    def send_data(
+        self, stream_id: int, data: bytes | memoryview, end_stream: bool = False, pad_length: int | None = None
+    ) -> None:
         stream = self.streams.get(stream_id)
         if stream is None or pad_length is not None:
             super().send_data(stream_id, data, end_stream, pad_length)

@@ -39,14 +39,45 @@ _ORIGIN_FORM = re.compile(rb"/[\x21-\x7e]*\Z")
 _AUTHORITY = re.compile(rb"[\x21-\x3f\x41-\x7e]+\Z")  # visible ASCII without '@' (no userinfo)
 # The methods llhttp accepts in an HTTP/1.x request line (httptools 0.9 refuses every other token, as
 # the gate's own HTTP/1.1 front does); CONNECT is refused before this set is consulted.
-H1_METHODS = frozenset({
-    b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"OPTIONS", b"TRACE", b"PATCH", b"COPY", b"LOCK", b"MKCOL",
-    b"MOVE", b"PROPFIND", b"PROPPATCH", b"SEARCH", b"UNLOCK", b"BIND", b"REBIND", b"UNBIND", b"ACL", b"REPORT",
-    b"MKACTIVITY", b"CHECKOUT", b"MERGE", b"M-SEARCH", b"NOTIFY", b"SUBSCRIBE", b"UNSUBSCRIBE", b"PURGE",
-    b"MKCALENDAR", b"LINK", b"UNLINK", b"SOURCE", b"QUERY",
-})
-_CONNECTION_SPECIFIC = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding",
-                                  b"upgrade"})
+H1_METHODS = frozenset(
+    {
+        b"GET",
+        b"HEAD",
+        b"POST",
+        b"PUT",
+        b"DELETE",
+        b"OPTIONS",
+        b"TRACE",
+        b"PATCH",
+        b"COPY",
+        b"LOCK",
+        b"MKCOL",
+        b"MOVE",
+        b"PROPFIND",
+        b"PROPPATCH",
+        b"SEARCH",
+        b"UNLOCK",
+        b"BIND",
+        b"REBIND",
+        b"UNBIND",
+        b"ACL",
+        b"REPORT",
+        b"MKACTIVITY",
+        b"CHECKOUT",
+        b"MERGE",
+        b"M-SEARCH",
+        b"NOTIFY",
+        b"SUBSCRIBE",
+        b"UNSUBSCRIBE",
+        b"PURGE",
+        b"MKCALENDAR",
+        b"LINK",
+        b"UNLINK",
+        b"SOURCE",
+        b"QUERY",
+    }
+)
+_CONNECTION_SPECIFIC = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"})
 _PSEUDO = frozenset({b":method", b":path", b":authority", b":scheme", b":protocol"})
 # Regular fields that passed `check_field` (a pure function of the field), so the ones every request
 # repeats (user-agent, accept...) are checked once per process. Bounded; credentials never kept.
@@ -77,16 +108,19 @@ def check_field(name: bytes, value: bytes) -> None:
         c = bad.group()[0]
         if c == 0x20 or c == 0x09:
             raise _malformed(f"field {name.decode('latin-1')!r} has surrounding whitespace in its value")
-        raise _malformed(f"field {name.decode('latin-1')!r} has the control byte 0x{c:02x} in its value "
-                         "(no control characters but HTAB, and no DEL)")
+        raise _malformed(
+            f"field {name.decode('latin-1')!r} has the control byte 0x{c:02x} in its value "
+            "(no control characters but HTAB, and no DEL)"
+        )
     if name in _CONNECTION_SPECIFIC:
         raise _malformed(f"connection-specific field {name.decode('latin-1')!r} is not allowed in HTTP/2")
     if name == b"te" and value.lower() != b"trailers":
         raise _malformed("te may only be 'trailers' in HTTP/2")
 
 
-def h2_request(headers: list[tuple[bytes, bytes]], *, ended: bool, max_count: int,
-               max_path_bytes: int) -> tuple[bytes, list[tuple[bytes, bytes]], RequestInfo]:
+def h2_request(
+    headers: list[tuple[bytes, bytes]], *, ended: bool, max_count: int, max_path_bytes: int
+) -> tuple[bytes, list[tuple[bytes, bytes]], RequestInfo]:
     """(method, HTTP/1.1-style header list with `host`, RequestInfo), or HttpError (400/414/431/501).
 
     Also does in one pass the checks h2's own (per-byte, generator-chained) inbound validation would:
@@ -113,8 +147,9 @@ def h2_request(headers: list[tuple[bytes, bytes]], *, ended: bool, max_count: in
             elif name == b":scheme":
                 scheme = value
             elif name == b":protocol":
-                raise HttpError(501, "extended CONNECT (:protocol) is not supported by this gate",
-                                code="not_implemented")
+                raise HttpError(
+                    501, "extended CONNECT (:protocol) is not supported by this gate", code="not_implemented"
+                )
             else:
                 raise HttpError(400, f"unknown pseudo-header {name.decode('latin-1')}")
         else:
@@ -148,8 +183,7 @@ def h2_request(headers: list[tuple[bytes, bytes]], *, ended: bool, max_count: in
     if not _ORIGIN_FORM.match(path) and path != b"*":
         if path[:1] != b"/":
             raise _malformed(f":path {_show(path)} must be a path starting with '/' (or * for OPTIONS)")
-        raise _malformed(f":path {_show(path)} has a space, control byte, DEL or non-ASCII byte; "
-                         "percent-encode them")
+        raise _malformed(f":path {_show(path)} has a space, control byte, DEL or non-ASCII byte; percent-encode them")
     if authority is None:
         authority = host
     elif host is not None and host != authority:
@@ -168,8 +202,7 @@ def h2_request(headers: list[tuple[bytes, bytes]], *, ended: bool, max_count: in
         if info.content_length:
             # HEADERS with END_STREAM: no DATA follows, and h2 checks a length only against DATA frames.
             # Forwarded, the upstream would wait for (or take the next request as) the missing body.
-            raise _malformed(f"content-length is {info.content_length} but the request has no body "
-                             "(RFC 9113 §8.1.1)")
+            raise _malformed(f"content-length is {info.content_length} but the request has no body (RFC 9113 §8.1.1)")
         info.chunked = False
         info.expect_continue = False
     elif info.content_length is None:
@@ -193,10 +226,14 @@ def request_last_chunk(fields: list[tuple[bytes, bytes]]) -> bytes:
     return b"".join(lines)
 
 
-def h2_response_headers(status: int, headers: list[tuple[bytes, bytes]] | tuple[tuple[bytes, bytes], ...],
-                        framing: ResponseFraming | None, extra: tuple[tuple[bytes, bytes], ...] = (),
-                        remove: frozenset[bytes] = frozenset(), via: bytes | None = None,
-                        ) -> list[tuple[bytes, bytes]]:
+def h2_response_headers(
+    status: int,
+    headers: list[tuple[bytes, bytes]] | tuple[tuple[bytes, bytes], ...],
+    framing: ResponseFraming | None,
+    extra: tuple[tuple[bytes, bytes], ...] = (),
+    remove: frozenset[bytes] = frozenset(),
+    via: bytes | None = None,
+) -> list[tuple[bytes, bytes]]:
     """An HTTP/1.1 response head as HTTP/2 fields: `:status` first, names lowercased, hop-by-hop and
     Connection-named fields dropped, the length kept when it is known."""
     out: list[tuple[bytes, bytes]] = [(b":status", b"%d" % status)]
@@ -220,8 +257,9 @@ def h2_response_headers(status: int, headers: list[tuple[bytes, bytes]] | tuple[
     return out
 
 
-def h2_trailers(trailers: list[tuple[bytes, bytes]],
-                remove: frozenset[bytes] = frozenset()) -> list[tuple[bytes, bytes]]:
+def h2_trailers(
+    trailers: list[tuple[bytes, bytes]], remove: frozenset[bytes] = frozenset()
+) -> list[tuple[bytes, bytes]]:
     """An upstream's HTTP/1.1 trailer fields as HTTP/2 trailer fields: lowercase names, only the fields
     a trailer section may carry (`gate.h1.trailer_fields`), no pseudo-headers."""
     return [(n.lower(), v) for n, v in trailer_fields(trailers, remove) if _NAME.match(n.lower())]

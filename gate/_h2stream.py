@@ -29,8 +29,25 @@ log = structlog.get_logger("gate.h2")
 class H2Stream:
     """One request/response on an HTTP/2 connection: the downstream an `Exchange` writes to."""
 
-    __slots__ = ("_writable", "closed", "conn", "ex", "headers_out", "last_data", "out", "out_size", "paused",
-                 "req_ended", "response_done_", "sent_end", "sid", "trailers", "unacked", "up_paused", "want_end")
+    __slots__ = (
+        "_writable",
+        "closed",
+        "conn",
+        "ex",
+        "headers_out",
+        "last_data",
+        "out",
+        "out_size",
+        "paused",
+        "req_ended",
+        "response_done_",
+        "sent_end",
+        "sid",
+        "trailers",
+        "unacked",
+        "up_paused",
+        "want_end",
+    )
 
     scheme = "https"
     closing = False  # per-stream: never asks an exchange to close anything but itself
@@ -75,8 +92,16 @@ class H2Stream:
 
     # --- downstream contract ----------------------------------------------------------------------------
 
-    def send_head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]], framing: ResponseFraming,
-                  extra: tuple[tuple[bytes, bytes], ...], remove: frozenset[bytes], extra_lines: bytes = b"") -> None:
+    def send_head(
+        self,
+        status: int,
+        reason: bytes,
+        headers: list[tuple[bytes, bytes]],
+        framing: ResponseFraming,
+        extra: tuple[tuple[bytes, bytes], ...],
+        remove: frozenset[bytes],
+        extra_lines: bytes = b"",
+    ) -> None:
         self.headers_out = h2_response_headers(status, headers, framing, extra, remove, self.conn.state.via)
         self.conn.mark(self)
 
@@ -89,15 +114,27 @@ class H2Stream:
         if not self.up_paused and self.out_size > self.conn.high_water:
             self._pressure()
 
-    def send_end(self, framing: ResponseFraming, trailers: list[tuple[bytes, bytes]] | None = None,
-                 remove: frozenset[bytes] = frozenset()) -> None:
+    def send_end(
+        self,
+        framing: ResponseFraming,
+        trailers: list[tuple[bytes, bytes]] | None = None,
+        remove: frozenset[bytes] = frozenset(),
+    ) -> None:
         if trailers and framing.body:
             self.trailers = h2_trailers(trailers, remove) or None
         self.want_end = True
         self.conn.mark(self)
 
-    def send_simple(self, status: int, body: bytes, ctype: bytes, *, keep_alive: bool,
-                    headers: list[tuple[bytes, bytes]], head_only: bool) -> None:
+    def send_simple(
+        self,
+        status: int,
+        body: bytes,
+        ctype: bytes,
+        *,
+        keep_alive: bool,
+        headers: list[tuple[bytes, bytes]],
+        head_only: bool,
+    ) -> None:
         hdrs = [(b":status", b"%d" % status), (b"content-type", ctype), (b"content-length", b"%d" % len(body))]
         hdrs += [(n.lower(), v) for n, v in headers]
         self.headers_out = hdrs
@@ -112,8 +149,9 @@ class H2Stream:
             self.conn.h2.send_headers(self.sid, [(b":status", b"100")])
             self.conn.schedule_flush()
 
-    def send_switch(self, headers: list[tuple[bytes, bytes]], upgrade: bytes | None,
-                    rest: bytes) -> None:  # pragma: no cover - HTTP/1 only
+    def send_switch(
+        self, headers: list[tuple[bytes, bytes]], upgrade: bytes | None, rest: bytes
+    ) -> None:  # pragma: no cover - HTTP/1 only
         raise RuntimeError("HTTP/2 has no Upgrade: an HTTP/2 request never asks to switch protocols")
 
     def start_tunnel(self, upstream: UpstreamLink) -> None:  # pragma: no cover - HTTP/1 only

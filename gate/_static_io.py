@@ -31,26 +31,35 @@ def serve_static(ex: Exchange, root: str, spa: bool) -> None:
     assert rt is not None
     # Hidden, unreadable and missing files all answer the same 404: a 403 would confirm that a secret
     # (a .env, a 0600 key) exists at that path.
-    f = static.pick_file(root, ex.upstream_target, ex.header(b"accept-encoding").decode("latin-1"), spa=spa,
-                         dotfiles=rt.route.spec.static_dotfiles == "allow")
+    f = static.pick_file(
+        root,
+        ex.upstream_target,
+        ex.header(b"accept-encoding").decode("latin-1"),
+        spa=spa,
+        dotfiles=rt.route.spec.static_dotfiles == "allow",
+    )
     if f is None:
         ex.error(404, "no such file")
         return
-    hdrs = [(b"Content-Type", f.content_type.encode()), (b"ETag", f.etag.encode()),
-            (b"Last-Modified", f.last_modified.encode()), (b"Accept-Ranges", b"bytes"),
-            (b"Vary", b"Accept-Encoding")]
+    hdrs = [
+        (b"Content-Type", f.content_type.encode()),
+        (b"ETag", f.etag.encode()),
+        (b"Last-Modified", f.last_modified.encode()),
+        (b"Accept-Ranges", b"bytes"),
+        (b"Vary", b"Accept-Encoding"),
+    ]
     if f.encoding:
         hdrs.append((b"Content-Encoding", f.encoding.encode()))
     hdrs += rt.policies.response_headers(ex.client.scheme, rt.route.spec.policies.hsts_max_age_s)
-    if static.not_modified(f, ex.header(b"if-none-match").decode("latin-1"),
-                           ex.header(b"if-modified-since").decode("latin-1")):
+    if static.not_modified(
+        f, ex.header(b"if-none-match").decode("latin-1"), ex.header(b"if-modified-since").decode("latin-1")
+    ):
         _static_head(ex, 304, hdrs, None)
         _static_done(ex)
         return
     rng = static.plan_range(ex.header(b"range").decode("latin-1"), f.size)
     if rng is False:
-        ex.error(416, "the requested range is outside the file",
-                   headers=((b"Content-Range", b"bytes */%d" % f.size),))
+        ex.error(416, "the requested range is outside the file", headers=((b"Content-Range", b"bytes */%d" % f.size),))
         return
     start, end = (0, f.size - 1) if rng is None or rng is True else rng
     status = 200
@@ -134,5 +143,3 @@ async def _send_file(ex: Exchange, fh: IO[bytes], path: str, start: int, length:
 def _read_at(fh: IO[bytes], pos: int, n: int) -> bytes:
     fh.seek(pos)
     return fh.read(n)
-
-

@@ -16,8 +16,13 @@ def switch_matches(requested: bytes, headers: list[tuple[bytes, bytes]] | tuple[
     """Whether a 101's `Upgrade` names only protocols the client's `Upgrade` asked for (RFC 9110 §7.8:
     a server switches to one of those). Names compare case-insensitively; a name asked without a version accepts any."""
     asked = {_protocol_token(t) for t in requested.split(b",") if t.strip()}
-    answered = [_protocol_token(t) for name, value in headers if name.lower() == b"upgrade"
-                for t in value.split(b",") if t.strip()]
+    answered = [
+        _protocol_token(t)
+        for name, value in headers
+        if name.lower() == b"upgrade"
+        for t in value.split(b",")
+        if t.strip()
+    ]
     return bool(answered) and all(t in asked or (t[0], b"") in asked for t in answered)
 
 

@@ -36,28 +36,71 @@ def _q(s: str | bytes) -> str:
     return v
 
 
-def access_line(at_us: int, host: str, method: str | bytes, path: str, status: int, bytes_sent: int,
-                duration_us: int, upstream: str | None, client_ip: str, request_id: str, route: str | None,
-                protocol: str, bytes_received: int, upstream_us: int) -> str:
+def access_line(
+    at_us: int,
+    host: str,
+    method: str | bytes,
+    path: str,
+    status: int,
+    bytes_sent: int,
+    duration_us: int,
+    upstream: str | None,
+    client_ip: str,
+    request_id: str,
+    route: str | None,
+    protocol: str,
+    bytes_received: int,
+    upstream_us: int,
+) -> str:
     """One request's access-log line: a JSON object with the keys of `core.ports.ACCESS_LOG_FIELDS` in
     order, strings escaped exactly as json's own encoder does. The times come as integer microseconds
     (`upstream_us` -1: none) and are written as decimals from them — `at` in seconds with 6 places, the
     durations in ms with 3 — since a float's shortest repr (what json.dumps writes) costs half the line."""
-    return _render(at_us, _q(host), _q(method), path, status, bytes_sent, duration_us, upstream, client_ip,
-                   request_id, route, _q(protocol), bytes_received, upstream_us)
+    return _render(
+        at_us,
+        _q(host),
+        _q(method),
+        path,
+        status,
+        bytes_sent,
+        duration_us,
+        upstream,
+        client_ip,
+        request_id,
+        route,
+        _q(protocol),
+        bytes_received,
+        upstream_us,
+    )
 
 
-def _render(at_us: int, host_q: str, method_q: str, path: str, status: int, bytes_sent: int, duration_us: int,
-            upstream: str | None, client_ip: str, request_id: str, route: str | None, protocol_q: str,
-            bytes_received: int, upstream_us: int) -> str:
+def _render(
+    at_us: int,
+    host_q: str,
+    method_q: str,
+    path: str,
+    status: int,
+    bytes_sent: int,
+    duration_us: int,
+    upstream: str | None,
+    client_ip: str,
+    request_id: str,
+    route: str | None,
+    protocol_q: str,
+    bytes_received: int,
+    upstream_us: int,
+) -> str:
     """`access_line` with the host, method and protocol already as JSON text."""
-    return (f'{{"at":{at_us // 1_000_000}.{at_us % 1_000_000:06d},"host":{host_q},"method":{method_q},'
-            f'"path":{_esc(path)},"status":{status},"bytes_sent":{bytes_sent},'
-            f'"duration_ms":{duration_us // 1000}.{duration_us % 1000:03d},'
-            f'"upstream":{"null" if upstream is None else _q(upstream)},"client_ip":{_q(client_ip)},'
-            f'"request_id":{_esc(request_id)},"route":{"null" if route is None else _q(route)},'
-            f'"protocol":{protocol_q},"bytes_received":{bytes_received},"upstream_ms":'
-            f'{"null" if upstream_us < 0 else f"{upstream_us // 1000}.{upstream_us % 1000:03d}"}}}\n')
+    return (
+        f'{{"at":{at_us // 1_000_000}.{at_us % 1_000_000:06d},"host":{host_q},"method":{method_q},'
+        f'"path":{_esc(path)},"status":{status},"bytes_sent":{bytes_sent},'
+        f'"duration_ms":{duration_us // 1000}.{duration_us % 1000:03d},'
+        f'"upstream":{"null" if upstream is None else _q(upstream)},"client_ip":{_q(client_ip)},'
+        f'"request_id":{_esc(request_id)},"route":{"null" if route is None else _q(route)},'
+        f'"protocol":{protocol_q},"bytes_received":{bytes_received},"upstream_ms":'
+        f"{'null' if upstream_us < 0 else f'{upstream_us // 1000}.{upstream_us % 1000:03d}'}}}\n"
+    )
+
 
 if TYPE_CHECKING:
     from core.ports import AccessLogSink
@@ -76,8 +119,20 @@ class AccessBatch:
     (a loop timer, armed only while a batch is open), and at `close()` (the gate's stop). The loop thread
     only."""
 
-    __slots__ = ("at_offset", "chars", "closed", "first_at", "lines", "max_chars", "max_lines", "max_s", "sink",
-                 "timer", "timer_handle", "wall_clock")
+    __slots__ = (
+        "at_offset",
+        "chars",
+        "closed",
+        "first_at",
+        "lines",
+        "max_chars",
+        "max_lines",
+        "max_s",
+        "sink",
+        "timer",
+        "timer_handle",
+        "wall_clock",
+    )
 
     def __init__(self, sink: AccessLogSink, wall_clock: Callable[[], float], timer: Callable[[], float]) -> None:
         self.sink = sink
@@ -95,19 +150,45 @@ class AccessBatch:
         self.timer_handle: asyncio.TimerHandle | None = None
         self.closed = False
 
-    def add(self, started: float, ended: float, host: str, method: bytes, path: str, status: int, bytes_sent: int,
-            upstream: str | None, client_ip: str, request_id: str, route: str | None, version: str,
-            bytes_received: int, upstream_ms: float | None) -> None:
+    def add(
+        self,
+        started: float,
+        ended: float,
+        host: str,
+        method: bytes,
+        path: str,
+        status: int,
+        bytes_sent: int,
+        upstream: str | None,
+        client_ip: str,
+        request_id: str,
+        route: str | None,
+        version: str,
+        bytes_received: int,
+        upstream_ms: float | None,
+    ) -> None:
         """One finished request: `started`/`ended` on `timer`, `upstream_ms` from sending upstream to its
         response head (None: none); the rest as `access_line` takes them. Never raises."""
         lines = self.lines
         if not lines:
             self._open()
         at = started + self.at_offset
-        line = _render(int(at * 1_000_000 + 0.5), _q(host), _q(method), path, status, bytes_sent,
-                       int((ended - started) * 1_000_000 + 0.5), upstream, client_ip, request_id, route,
-                       _PROTOCOLS.get(version) or _esc(f"HTTP/{version}"), bytes_received,
-                       -1 if upstream_ms is None else int(upstream_ms * 1000 + 0.5))
+        line = _render(
+            int(at * 1_000_000 + 0.5),
+            _q(host),
+            _q(method),
+            path,
+            status,
+            bytes_sent,
+            int((ended - started) * 1_000_000 + 0.5),
+            upstream,
+            client_ip,
+            request_id,
+            route,
+            _PROTOCOLS.get(version) or _esc(f"HTTP/{version}"),
+            bytes_received,
+            -1 if upstream_ms is None else int(upstream_ms * 1000 + 0.5),
+        )
         lines.append(line)
         self.chars += len(line)
         if len(lines) >= self.max_lines or self.chars >= self.max_chars or self.closed:

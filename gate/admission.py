@@ -35,7 +35,7 @@ class Challenges(Protocol):
 
 def acme_answer(target: str, prefix: str, challenges: Challenges) -> Answer:
     """An HTTP-01 challenge request (`target` starts with `prefix`): the key authorization, or 404."""
-    token = target[len(prefix):].split("?", 1)[0]
+    token = target[len(prefix) :].split("?", 1)[0]
     key_auth = challenges.get(token) if token else None
     if key_auth is None:
         return Answer(404, "no pending ACME challenge has this token")
@@ -61,8 +61,11 @@ def no_target(targets: Sequence[TargetHealth], tried: Sequence[TargetHealth], no
         return Answer(503, "no upstream is available for this site", ((b"Retry-After", b"1"),))
     if tried:
         return Answer(502, "the upstream could not be reached")
-    return Answer(503, "every upstream of this site is failing; retry shortly",
-                  ((b"Retry-After", str(retry_after_s(targets, now)).encode()),))
+    return Answer(
+        503,
+        "every upstream of this site is failing; retry shortly",
+        ((b"Retry-After", str(retry_after_s(targets, now)).encode()),),
+    )
 
 
 def fail_over(tried: Sequence[TargetHealth], targets: Sequence[TargetHealth], now: float) -> bool:

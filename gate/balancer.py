@@ -47,7 +47,7 @@ def record_failure(t: TargetHealth, now: float, policy: HealthPolicy) -> bool:
     t.failures += 1
     t.total_failures += 1
     if t.failures >= policy.eject_after:
-        t.ejected_until = now + min(policy.max_backoff_s, policy.backoff_s * (2 ** t.ejections))
+        t.ejected_until = now + min(policy.max_backoff_s, policy.backoff_s * (2**t.ejections))
         t.ejections += 1
         t.failures = 0
         return True

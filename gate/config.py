@@ -18,9 +18,13 @@ class GateConfig(BaseModel):
     max_header_bytes: int = Field(default=32 * 1024, ge=1024, le=1024 * 1024)
     max_header_count: int = Field(default=100, ge=8, le=10_000)
     max_body_bytes: int = Field(default=100 * 1024 * 1024, ge=0, description="per-route default; 0 = no limit")
-    request_buffer_bytes: int = Field(default=64 * 1024, ge=0, le=64 * 1024 * 1024,
-                                      description="per-route default: a request body up to this size is received "
-                                                  "whole before the upstream is contacted; 0 = stream at once")
+    request_buffer_bytes: int = Field(
+        default=64 * 1024,
+        ge=0,
+        le=64 * 1024 * 1024,
+        description="per-route default: a request body up to this size is received "
+        "whole before the upstream is contacted; 0 = stream at once",
+    )
     header_timeout_s: float = Field(default=10.0, gt=0, le=600)
     body_timeout_s: float = Field(default=60.0, gt=0, le=3600, description="longest pause inside a request body")
     keepalive_timeout_s: float = Field(default=75.0, gt=0, le=3600)
@@ -39,8 +43,9 @@ class GateConfig(BaseModel):
     high_water_bytes: int = Field(default=256 * 1024, ge=4096)
     low_water_bytes: int = Field(default=64 * 1024, ge=0)
     drain_timeout_s: float | None = Field(default=None, gt=0)
-    basic_auth_failures: int = Field(default=10, ge=1, le=10_000,
-                                     description="wrong Basic-auth passwords a client may send per window before 429")
+    basic_auth_failures: int = Field(
+        default=10, ge=1, le=10_000, description="wrong Basic-auth passwords a client may send per window before 429"
+    )
     basic_auth_failure_window_s: float = Field(default=60.0, gt=0, le=86_400)
 
     @field_validator("trusted_proxies")
@@ -56,5 +61,6 @@ class GateConfig(BaseModel):
 
 def load_gate_config(section: dict[str, object]) -> GateConfig:
     """Validate the `gate:` settings section; a mistake is a StartupError naming the key."""
-    return load_section(GateConfig, section, key="gate", what="invalid gate settings",
-                        hint="fix the gate: section of the config")
+    return load_section(
+        GateConfig, section, key="gate", what="invalid gate settings", hint="fix the gate: section of the config"
+    )

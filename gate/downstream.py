@@ -56,19 +56,39 @@ class Downstream(Protocol):
     @property
     def h1_heads(self) -> bool: ...  # response heads are HTTP/1.1 bytes (the exchange has fields rendered)
 
-    def send_head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]], framing: ResponseFraming,
-                  extra: tuple[tuple[bytes, bytes], ...], remove: frozenset[bytes], extra_lines: bytes = b"") -> None:
+    def send_head(
+        self,
+        status: int,
+        reason: bytes,
+        headers: list[tuple[bytes, bytes]],
+        framing: ResponseFraming,
+        extra: tuple[tuple[bytes, bytes], ...],
+        remove: frozenset[bytes],
+        extra_lines: bytes = b"",
+    ) -> None:
         """Queue a response head (it leaves with the next `flush`)."""
 
     def send_body(self, data: bytes, framing: ResponseFraming | None) -> None:
         """Queue body bytes (framed as `framing` says: chunked or not)."""
 
-    def send_end(self, framing: ResponseFraming, trailers: list[tuple[bytes, bytes]] | None = None,
-                 remove: frozenset[bytes] = frozenset()) -> None:
+    def send_end(
+        self,
+        framing: ResponseFraming,
+        trailers: list[tuple[bytes, bytes]] | None = None,
+        remove: frozenset[bytes] = frozenset(),
+    ) -> None:
         """End the body, with the upstream's trailer fields when there are any."""
 
-    def send_simple(self, status: int, body: bytes, ctype: bytes, *, keep_alive: bool,
-                    headers: list[tuple[bytes, bytes]], head_only: bool) -> None:
+    def send_simple(
+        self,
+        status: int,
+        body: bytes,
+        ctype: bytes,
+        *,
+        keep_alive: bool,
+        headers: list[tuple[bytes, bytes]],
+        head_only: bool,
+    ) -> None:
         """A whole response the gate makes itself."""
 
     def send_continue(self) -> None:
@@ -144,6 +164,7 @@ if TYPE_CHECKING:
     from gate.proxy import ClientConnection
     from gate.upstream import UpstreamConnection
 
-    def _conforms(c: ClientConnection, s: H2Stream, u: UpstreamConnection) -> tuple[Downstream, Downstream,
-                                                                                       UpstreamLink]:
+    def _conforms(
+        c: ClientConnection, s: H2Stream, u: UpstreamConnection
+    ) -> tuple[Downstream, Downstream, UpstreamLink]:
         return c, s, u  # mypy fails here if a class drifts from its Protocol

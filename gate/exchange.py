@@ -60,17 +60,59 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("gate.exchange")
 
+
 class Exchange:
     """One request and its response; compiled, a typed extension class (see `exchange.pxd`)."""
 
-    __slots__ = ("body_buf", "body_buf_size", "buffering", "bytes_out", "client", "finished", "force_new", "framing",
-                 "headers", "headers_101", "info", "interim", "keep_alive", "method", "req_bytes", "req_ended",
-                 "req_trailers", "request_id", "response_started", "retried_stale", "retry_ok", "rt", "sent_continue",
-                 "started", "state", "status", "target", "target_stats", "tried", "tunnel_buf", "up", "up_started",
-                 "upstream_key", "upstream_ms", "upstream_target", "version")
+    __slots__ = (
+        "body_buf",
+        "body_buf_size",
+        "buffering",
+        "bytes_out",
+        "client",
+        "finished",
+        "force_new",
+        "framing",
+        "headers",
+        "headers_101",
+        "info",
+        "interim",
+        "keep_alive",
+        "method",
+        "req_bytes",
+        "req_ended",
+        "req_trailers",
+        "request_id",
+        "response_started",
+        "retried_stale",
+        "retry_ok",
+        "rt",
+        "sent_continue",
+        "started",
+        "state",
+        "status",
+        "target",
+        "target_stats",
+        "tried",
+        "tunnel_buf",
+        "up",
+        "up_started",
+        "upstream_key",
+        "upstream_ms",
+        "upstream_target",
+        "version",
+    )
 
-    def __init__(self, client: Downstream, method: bytes, version: str, headers: list[tuple[bytes, bytes]],
-                 info: RequestInfo, keep_alive: bool, ended: bool = False) -> None:
+    def __init__(
+        self,
+        client: Downstream,
+        method: bytes,
+        version: str,
+        headers: list[tuple[bytes, bytes]],
+        info: RequestInfo,
+        keep_alive: bool,
+        ended: bool = False,
+    ) -> None:
         self.client = client
         self.state = state = client.state
         self.method = method
@@ -141,8 +183,11 @@ class Exchange:
         hop = info.hop
         if hop is not None and hop.find(st.hop_id) >= 0:
             log.warning("request loop", host=info.host, target=info.target, request_id=self.request_id)
-            self.error(508, "this request came back to the gate that forwarded it: a route's upstream leads to the "
-                            "gate itself; point it at the application instead")
+            self.error(
+                508,
+                "this request came back to the gate that forwarded it: a route's upstream leads to the "
+                "gate itself; point it at the application instead",
+            )
             return
         snap = st.snapshot
         m = snap.table.lookup(info.host, info.target)
@@ -159,8 +204,9 @@ class Exchange:
             return
         pol = rt.policies
         if not (pol.trivial_https if client.scheme == "https" else pol.trivial):
-            verdict = (pol.check_ip(client.client_ip)
-                       or pol.check_redirect(client.scheme, self.method, info.host, info.target))
+            verdict = pol.check_ip(client.client_ip) or pol.check_redirect(
+                client.scheme, self.method, info.host, info.target
+            )
             if verdict is None and pol.auth_users:
                 auth = pol.check_auth(self.header(b"authorization"))
                 if isinstance(auth, Credentials):
@@ -330,11 +376,24 @@ class Exchange:
         info = self.info
         hop = info.hop
         # Our hop id after those of the gates the request already passed (precomputed when it had none).
-        set_lines = (rt.req_set_lines if hop is None
-                     else rt.req_set_base + b"X-Infracore-Hop: " + hop + b", " + st.hop_id + b"\r\n")
-        head = upstream_request_head(self.method, self.upstream_target, self.headers, info, client.client_ip,
-                                     client.scheme, self.request_id.encode(), client.trusted, None,
-                                     rt.policies.req_remove, set_lines)
+        set_lines = (
+            rt.req_set_lines
+            if hop is None
+            else rt.req_set_base + b"X-Infracore-Hop: " + hop + b", " + st.hop_id + b"\r\n"
+        )
+        head = upstream_request_head(
+            self.method,
+            self.upstream_target,
+            self.headers,
+            info,
+            client.client_ip,
+            client.scheme,
+            self.request_id.encode(),
+            client.trusted,
+            None,
+            rt.policies.req_remove,
+            set_lines,
+        )
         req_ended = self.req_ended
         if self.body_buf or (req_ended and info.chunked):
             pieces = [head]
@@ -447,8 +506,9 @@ class Exchange:
         remove = rt.policies.resp_remove
         try:
             # An HTTP/1.1 downstream has the kept fields rendered in the same pass (`send_head` uses them).
-            framing = response_framing(status, headers, self.method, self.version, self.keep_alive,
-                                       remove if client.h1_heads else None)
+            framing = response_framing(
+                status, headers, self.method, self.version, self.keep_alive, remove if client.h1_heads else None
+            )
         except HttpError as e:
             self.on_upstream_failed(self.up, e, protocol_error=True)
             return False
@@ -505,8 +565,12 @@ class Exchange:
             # A tunnel to a protocol the client did not ask for (h2c, say) would carry requests past the
             # route's rules: refused, both connections closed, nothing relayed. Not counted against the
             # upstream's health: the client chose what to ask for.
-            log.warning("upstream switched to a protocol not asked for", target=up.target.key,
-                        asked=self.info.upgrade.decode("latin-1"), request_id=self.request_id)
+            log.warning(
+                "upstream switched to a protocol not asked for",
+                target=up.target.key,
+                asked=self.info.upgrade.decode("latin-1"),
+                request_id=self.request_id,
+            )
             self._drop_upstream(failed=False)
             self.error(502, "the upstream switched to a protocol the client did not ask for", close=True)
             return
@@ -528,8 +592,7 @@ class Exchange:
     def on_upstream_failed(self, conn: UpstreamLink | None, exc: BaseException, *, protocol_error: bool) -> None:
         """The upstream sent something unparseable or ambiguous."""
         if conn is not None and conn is self.up:
-            log.warning("invalid upstream response", target=conn.target.key, error=str(exc),
-                        request_id=self.request_id)
+            log.warning("invalid upstream response", target=conn.target.key, error=str(exc), request_id=self.request_id)
             self._drop_upstream(failed=True)
         if self.finished:
             return
@@ -612,22 +675,36 @@ class Exchange:
         else:
             self.respond(a.status, a.body, b"text/plain", headers=a.headers, close=a.close)
 
-    def error(self, status: int, message: str, *, headers: tuple[tuple[bytes, bytes], ...] = (),
-              close: bool = False) -> None:
+    def error(
+        self, status: int, message: str, *, headers: tuple[tuple[bytes, bytes], ...] = (), close: bool = False
+    ) -> None:
         body, ctype = error_page(status, message, self.request_id, accept=self.header(b"accept"))
         self.respond(status, body, ctype, headers=headers, close=close)
 
-    def respond(self, status: int, body: bytes, ctype: bytes, *, headers: tuple[tuple[bytes, bytes], ...] = (),
-                close: bool = False) -> None:
+    def respond(
+        self,
+        status: int,
+        body: bytes,
+        ctype: bytes,
+        *,
+        headers: tuple[tuple[bytes, bytes], ...] = (),
+        close: bool = False,
+    ) -> None:
         if self.finished:
             return
         info = self.info
         # (A request that asked to switch protocols has left its connection expecting a tunnel: closed.)
-        close = (close or not self.keep_alive or self.client.closing or (not self.req_ended and info.has_body)
-                 or info.upgrade is not None)
+        close = (
+            close
+            or not self.keep_alive
+            or self.client.closing
+            or (not self.req_ended and info.has_body)
+            or info.upgrade is not None
+        )
         hdrs = [(b"X-Request-Id", self.request_id.encode()), *headers]
-        self.client.send_simple(status, body, ctype, keep_alive=not close, headers=hdrs,
-                                head_only=self.method == b"HEAD")
+        self.client.send_simple(
+            status, body, ctype, keep_alive=not close, headers=hdrs, head_only=self.method == b"HEAD"
+        )
         self.status = status
         self.response_started = True
         self.bytes_out = len(body)
@@ -678,7 +755,8 @@ class Exchange:
             if found is None:
                 found = rt.cells[upstream] = (
                     (metrics.total, rt.metrics, ts) if ts is not None else (metrics.total, rt.metrics),
-                    metrics.cell(route_name, upstream))
+                    metrics.cell(route_name, upstream),
+                )
             stats, cell = found
         else:
             stats = (metrics.total, ts) if ts is not None else (metrics.total,)
@@ -687,7 +765,19 @@ class Exchange:
         access_log = st.access_log
         if access_log is not None:  # rendered into the open batch (never raises)
             info = self.info
-            access_log.add(self.started, ended, info.host, self.method, info.target, status, self.bytes_out, upstream,
-                           self.client.client_ip, self.request_id, route_name, self.version, self.req_bytes,
-                           self.upstream_ms)
-
+            access_log.add(
+                self.started,
+                ended,
+                info.host,
+                self.method,
+                info.target,
+                status,
+                self.bytes_out,
+                upstream,
+                self.client.client_ip,
+                self.request_id,
+                route_name,
+                self.version,
+                self.req_bytes,
+                self.upstream_ms,
+            )

@@ -15,25 +15,57 @@ from __future__ import annotations
 from gate._upgrade import strip_h2c
 from gate.router import parse_host_header
 
-HOP_BY_HOP = frozenset({
-    b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"transfer-encoding", b"upgrade",
-    b"proxy-authenticate", b"proxy-authorization", b"http2-settings",
-})
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"http2-settings",
+    }
+)
 _DROP_RESPONSE = HOP_BY_HOP | {b"content-length"}
 # The gate's own hop field (loop detection): the client's value is re-sent with this gate's id appended.
 HOP_FIELD = b"x-infracore-hop"
 _DROP_REQUEST = HOP_BY_HOP | {b"content-length", b"expect", HOP_FIELD}
-FORWARDING = frozenset({b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"x-request-id",
-                        b"forwarded", b"x-real-ip"})
+FORWARDING = frozenset(
+    {b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"x-request-id", b"forwarded", b"x-real-ip"}
+)
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"})
 REASONS = {
-    100: "Continue", 101: "Switching Protocols", 200: "OK", 204: "No Content", 206: "Partial Content",
-    301: "Moved Permanently", 302: "Found", 304: "Not Modified", 308: "Permanent Redirect",
-    400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
-    408: "Request Timeout", 413: "Content Too Large", 414: "URI Too Long", 416: "Range Not Satisfiable",
-    417: "Expectation Failed", 429: "Too Many Requests", 431: "Request Header Fields Too Large",
-    500: "Internal Server Error", 501: "Not Implemented", 502: "Bad Gateway", 503: "Service Unavailable",
-    504: "Gateway Timeout", 505: "HTTP Version Not Supported", 508: "Loop Detected",
+    100: "Continue",
+    101: "Switching Protocols",
+    200: "OK",
+    204: "No Content",
+    206: "Partial Content",
+    301: "Moved Permanently",
+    302: "Found",
+    304: "Not Modified",
+    308: "Permanent Redirect",
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    408: "Request Timeout",
+    413: "Content Too Large",
+    414: "URI Too Long",
+    416: "Range Not Satisfiable",
+    417: "Expectation Failed",
+    429: "Too Many Requests",
+    431: "Request Header Fields Too Large",
+    500: "Internal Server Error",
+    501: "Not Implemented",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Gateway Timeout",
+    505: "HTTP Version Not Supported",
+    508: "Loop Detected",
 }
 
 
@@ -52,12 +84,32 @@ class RequestInfo:
     """What the gate decided about a request head. (A plain class rather than a dataclass: compiled, it
     is a typed extension class, see `h1.pxd`, built in a fraction of a dataclass's time.)"""
 
-    __slots__ = ("chunked", "connection_tokens", "content_length", "expect_continue", "hop", "host", "host_header",
-                 "lines", "target", "upgrade")
+    __slots__ = (
+        "chunked",
+        "connection_tokens",
+        "content_length",
+        "expect_continue",
+        "hop",
+        "host",
+        "host_header",
+        "lines",
+        "target",
+        "upgrade",
+    )
 
-    def __init__(self, host: str, host_header: bytes, target: str, content_length: int | None, chunked: bool,
-                 expect_continue: bool, upgrade: bytes | None, connection_tokens: frozenset[bytes],
-                 lines: list[bytes] | None = None, hop: bytes | None = None) -> None:
+    def __init__(
+        self,
+        host: str,
+        host_header: bytes,
+        target: str,
+        content_length: int | None,
+        chunked: bool,
+        expect_continue: bool,
+        upgrade: bytes | None,
+        connection_tokens: frozenset[bytes],
+        lines: list[bytes] | None = None,
+        hop: bytes | None = None,
+    ) -> None:
         self.host = host  # parsed, lowercased, without port
         self.host_header = host_header  # as received (sent upstream unchanged)
         self.target = target  # origin-form path + query
@@ -96,8 +148,14 @@ def _bad(msg: str, status: int = 400, code: str = "bad_request") -> HttpError:
 
 # Request header names (lowercase) → what check_request does with them; absent: forwarded as they are.
 _H_HOST, _H_CL, _H_TE, _H_CONN, _H_EXPECT, _H_UPGRADE, _H_HOP, _H_FWD, _H_LOOP = 1, 2, 3, 4, 5, 6, 7, 8, 9
-_REQ_KIND = {b"host": _H_HOST, b"content-length": _H_CL, b"transfer-encoding": _H_TE, b"connection": _H_CONN,
-             b"expect": _H_EXPECT, b"upgrade": _H_UPGRADE}
+_REQ_KIND = {
+    b"host": _H_HOST,
+    b"content-length": _H_CL,
+    b"transfer-encoding": _H_TE,
+    b"connection": _H_CONN,
+    b"expect": _H_EXPECT,
+    b"upgrade": _H_UPGRADE,
+}
 _REQ_KIND |= {n: _H_HOP for n in HOP_BY_HOP if n not in _REQ_KIND}
 _REQ_KIND |= {n: _H_FWD for n in FORWARDING}
 _REQ_KIND[HOP_FIELD] = _H_LOOP
@@ -241,9 +299,18 @@ def check_request(method: bytes, url: bytes, version: str, headers: list[tuple[b
             upgrade = None  # an Upgrade header without `Connection: upgrade` is only informational
         elif upgrade.lower().find(b"h2c") >= 0:
             upgrade = strip_h2c(upgrade)
-    return RequestInfo(host, host_header, target.decode("latin-1"), content_length, chunked,
-                       expect == b"100-continue" and version == "1.1", upgrade, conn,
-                       lines if conn <= _STANDARD_TOKENS else None, hop)
+    return RequestInfo(
+        host,
+        host_header,
+        target.decode("latin-1"),
+        content_length,
+        chunked,
+        expect == b"100-continue" and version == "1.1",
+        upgrade,
+        conn,
+        lines if conn <= _STANDARD_TOKENS else None,
+        hop,
+    )
 
 
 _UNIONS: dict[tuple[frozenset[bytes], frozenset[bytes], frozenset[bytes]], frozenset[bytes]] = {}
@@ -278,19 +345,32 @@ def forwarding_block(host_header: bytes, client_ip: str, proto: str) -> bytes:
     return found
 
 
-def _forwarding_lines(host_header: bytes, ip: bytes, proto: bytes, prior_xff: bytes, xfp: bytes, xfh: bytes,
-                      prior_fwd: bytes) -> bytes:
+def _forwarding_lines(
+    host_header: bytes, ip: bytes, proto: bytes, prior_xff: bytes, xfp: bytes, xfh: bytes, prior_fwd: bytes
+) -> bytes:
     # RFC 7239: an IPv6 node is a quoted "[...]"; the host is always quoted (it may carry a port).
     node = b'"[' + ip + b']"' if COLON in ip else ip
     quoted_host = host_header.replace(b"\\", b"").replace(b'"', b"")
-    element = b'for=' + node + b';host="' + quoted_host + b'";proto=' + proto
-    return b"".join((
-        b"Host: ", host_header, b"\r\n",
-        b"X-Forwarded-For: ", prior_xff + b", " + ip if prior_xff else ip, b"\r\n",
-        b"X-Forwarded-Proto: ", xfp or proto, b"\r\n",
-        b"X-Forwarded-Host: ", xfh or host_header, b"\r\n",
-        b"Forwarded: ", prior_fwd + b", " + element if prior_fwd else element, b"\r\n",
-    ))
+    element = b"for=" + node + b';host="' + quoted_host + b'";proto=' + proto
+    return b"".join(
+        (
+            b"Host: ",
+            host_header,
+            b"\r\n",
+            b"X-Forwarded-For: ",
+            prior_xff + b", " + ip if prior_xff else ip,
+            b"\r\n",
+            b"X-Forwarded-Proto: ",
+            xfp or proto,
+            b"\r\n",
+            b"X-Forwarded-Host: ",
+            xfh or host_header,
+            b"\r\n",
+            b"Forwarded: ",
+            prior_fwd + b", " + element if prior_fwd else element,
+            b"\r\n",
+        )
+    )
 
 
 _LENGTH_LINES: dict[int, bytes] = {}
@@ -349,14 +429,13 @@ def upstream_request_head(
                     out += (name, b": ", value, b"\r\n")
                 continue
             out += (name, b": ", value, b"\r\n")
-        append(_forwarding_lines(info.host_header, client_ip.encode(), proto.encode(), prior_xff, xfp, xfh,
-                                 prior_fwd))
+        append(_forwarding_lines(info.host_header, client_ip.encode(), proto.encode(), prior_xff, xfp, xfh, prior_fwd))
     elif info.lines is not None:
         if remove_headers:
             lines = info.lines
             for i in range(0, len(lines), 4):
                 if lines[i].lower() not in remove_headers:
-                    out += lines[i:i + 4]
+                    out += lines[i : i + 4]
         else:
             out += info.lines
         append(forwarding_block(info.host_header, client_ip, proto))
@@ -387,12 +466,30 @@ class ResponseFraming:
     """How the upstream framed a response, and how the gate frames it to its client (a plain class for
     the same reason as `RequestInfo`)."""
 
-    __slots__ = ("body", "chunked_in", "chunked_out", "close_after", "connection_drop", "content_length",
-                 "keep_alive_header", "lines", "upstream_close")
+    __slots__ = (
+        "body",
+        "chunked_in",
+        "chunked_out",
+        "close_after",
+        "connection_drop",
+        "content_length",
+        "keep_alive_header",
+        "lines",
+        "upstream_close",
+    )
 
-    def __init__(self, body: bool, content_length: int | None, chunked_in: bool, chunked_out: bool,
-                 close_after: bool, keep_alive_header: bool = False, connection_drop: frozenset[bytes] | None = None,
-                 upstream_close: bool = False, lines: list[bytes] | None = None) -> None:
+    def __init__(
+        self,
+        body: bool,
+        content_length: int | None,
+        chunked_in: bool,
+        chunked_out: bool,
+        close_after: bool,
+        keep_alive_header: bool = False,
+        connection_drop: frozenset[bytes] | None = None,
+        upstream_close: bool = False,
+        lines: list[bytes] | None = None,
+    ) -> None:
         self.body = body  # whether a body follows at all
         self.content_length = content_length
         self.chunked_in = chunked_in
@@ -413,8 +510,11 @@ class ResponseFraming:
 
 # Response header names (lowercase) response_framing looks at; _R_DROP: other hop-by-hop fields.
 _R_CL, _R_TE, _R_CONN, _R_DROP = 1, 2, 3, 4
-_RESP_KIND = {n: _R_DROP for n in HOP_BY_HOP} | {b"content-length": _R_CL, b"transfer-encoding": _R_TE,
-                                                 b"connection": _R_CONN}
+_RESP_KIND = {n: _R_DROP for n in HOP_BY_HOP} | {
+    b"content-length": _R_CL,
+    b"transfer-encoding": _R_TE,
+    b"connection": _R_CONN,
+}
 # Names as received → lowercased (upstreams repeat a few spellings; bounded like _REQ_KIND_SEEN).
 _LOWER: dict[bytes, bytes] = {}
 _NO_TOKENS: frozenset[bytes] = frozenset()
@@ -429,8 +529,12 @@ def _lower(name: bytes) -> bytes:
 
 
 def response_framing(
-    status: int, headers: list[tuple[bytes, bytes]], request_method: bytes, client_version: str,
-    client_keep_alive: bool, render: frozenset[bytes] | None = None,
+    status: int,
+    headers: list[tuple[bytes, bytes]],
+    request_method: bytes,
+    client_version: str,
+    client_keep_alive: bool,
+    render: frozenset[bytes] | None = None,
 ) -> ResponseFraming:
     """Decide framing from the upstream's response head. Raises HttpError(502) on an ambiguous one.
     With `render` (the names a route removes), the fields an HTTP/1.1 client gets are also rendered
@@ -493,8 +597,9 @@ def response_framing(
 
 def connection_tokens(headers: list[tuple[bytes, bytes]] | tuple[tuple[bytes, bytes], ...]) -> frozenset[bytes]:
     """The (lowercased) tokens of a message's Connection headers."""
-    return frozenset(t.strip().lower() for name, value in headers if name.lower() == b"connection"
-                     for t in value.split(b","))
+    return frozenset(
+        t.strip().lower() for name, value in headers if name.lower() == b"connection" for t in value.split(b",")
+    )
 
 
 _STATUS_LINES: dict[tuple[int, bytes], bytes] = {}
@@ -569,8 +674,18 @@ def simple_response(
     head_only: bool = False,
 ) -> bytes:
     """A complete response the gate makes itself (errors, redirects, ACME answers)."""
-    out = [b"HTTP/1.1 ", str(status).encode(), b" ", REASONS.get(status, "").encode(), b"\r\n",
-           b"Content-Type: ", content_type, b"\r\nContent-Length: ", str(len(body)).encode(), b"\r\n"]
+    out = [
+        b"HTTP/1.1 ",
+        str(status).encode(),
+        b" ",
+        REASONS.get(status, "").encode(),
+        b"\r\n",
+        b"Content-Type: ",
+        content_type,
+        b"\r\nContent-Length: ",
+        str(len(body)).encode(),
+        b"\r\n",
+    ]
     for name, value in headers:
         out += (name, b": ", value, b"\r\n")
     if not keep_alive:
@@ -584,14 +699,32 @@ def simple_response(
 # Fields that never travel in a trailer section (RFC 9110 §6.5.1): framing, routing, controls and
 # authentication; plus everything hop-by-hop.
 NOT_IN_TRAILERS = HOP_BY_HOP | {
-    b"content-length", b"content-type", b"content-encoding", b"content-range", b"host", b"expect", b"max-forwards",
-    b"cache-control", b"age", b"expires", b"location", b"retry-after", b"vary", b"set-cookie", b"range",
-    b"authorization", b"www-authenticate", b"proxy-authenticate", b"proxy-authorization", b"cookie",
+    b"content-length",
+    b"content-type",
+    b"content-encoding",
+    b"content-range",
+    b"host",
+    b"expect",
+    b"max-forwards",
+    b"cache-control",
+    b"age",
+    b"expires",
+    b"location",
+    b"retry-after",
+    b"vary",
+    b"set-cookie",
+    b"range",
+    b"authorization",
+    b"www-authenticate",
+    b"proxy-authenticate",
+    b"proxy-authorization",
+    b"cookie",
 }
 
 
-def trailer_fields(trailers: list[tuple[bytes, bytes]] | tuple[tuple[bytes, bytes], ...],
-                   remove: frozenset[bytes] = frozenset()) -> list[tuple[bytes, bytes]]:
+def trailer_fields(
+    trailers: list[tuple[bytes, bytes]] | tuple[tuple[bytes, bytes], ...], remove: frozenset[bytes] = frozenset()
+) -> list[tuple[bytes, bytes]]:
     """The trailer fields an upstream sent that the gate passes on (names as received): none that
     frame, route or control the message, none a Connection field names, none the route removes."""
     drop = NOT_IN_TRAILERS | connection_tokens(trailers) | remove
@@ -605,4 +738,3 @@ def last_chunk(trailers: list[tuple[bytes, bytes]] | None, remove: frozenset[byt
 
 
 LAST_CHUNK = b"0\r\n\r\n"
-

@@ -81,11 +81,14 @@ class H2Front(asyncio.Protocol):
         self.low_water = state.config.low_water_bytes
         self.transport: asyncio.Transport | None = None
         self.h2 = GateH2Connection()
-        self.h2.local_settings = Settings(client=False, initial_values={
-            SettingCodes.MAX_CONCURRENT_STREAMS: MAX_CONCURRENT_STREAMS,
-            SettingCodes.INITIAL_WINDOW_SIZE: STREAM_WINDOW,
-            SettingCodes.MAX_HEADER_LIST_SIZE: state.config.max_header_bytes,
-        })
+        self.h2.local_settings = Settings(
+            client=False,
+            initial_values={
+                SettingCodes.MAX_CONCURRENT_STREAMS: MAX_CONCURRENT_STREAMS,
+                SettingCodes.INITIAL_WINDOW_SIZE: STREAM_WINDOW,
+                SettingCodes.MAX_HEADER_LIST_SIZE: state.config.max_header_bytes,
+            },
+        )
         self.h2.decoder.max_header_list_size = state.config.max_header_bytes
         self.streams: dict[int, H2Stream] = {}
         self.dirty: list[H2Stream] = []
@@ -275,17 +278,25 @@ class H2Front(asyncio.Protocol):
         s.last_data = st.clock()
         c = self.config
         try:
-            method, headers, info = h2_request(ev.headers, ended=ended, max_count=c.max_header_count,
-                                               max_path_bytes=c.max_request_line_bytes)
+            method, headers, info = h2_request(
+                ev.headers, ended=ended, max_count=c.max_header_count, max_path_bytes=c.max_request_line_bytes
+            )
         except HttpError as e:
             st.metrics.protocol_errors += 1
             rid = st.request_id()
             body, ctype = error_page(e.status, e.message, rid, code=e.code)
-            s.send_simple(e.status, body, ctype, keep_alive=True, headers=[(b"x-request-id", rid.encode())],
-                          head_only=False)
+            s.send_simple(
+                e.status, body, ctype, keep_alive=True, headers=[(b"x-request-id", rid.encode())], head_only=False
+            )
             s.response_done_ = True
-            log.info("refused request", status=e.status, reason=e.message, client_ip=self.client_ip,
-                     request_id=rid, protocol="HTTP/2")
+            log.info(
+                "refused request",
+                status=e.status,
+                reason=e.message,
+                client_ip=self.client_ip,
+                request_id=rid,
+                protocol="HTTP/2",
+            )
             return
         ex = Exchange(s, method, "2", headers, info, True, ended)
         s.ex = ex
@@ -475,7 +486,7 @@ def frame_cut(data: bytes, scan: tuple[int, bytes], limit: int) -> tuple[int, tu
     i = 0
     frames = 0
     if head:
-        h = head + data[:9 - len(head)]
+        h = head + data[: 9 - len(head)]
         if len(h) < 9:
             return n, (0, h)
         i = 9 - len(head) + ((h[0] << 16) | (h[1] << 8) | h[2])

@@ -43,8 +43,10 @@ def mismatches(version_of: Callable[[str], str | None] = _installed) -> list[tup
 
 
 def describe(bad: list[tuple[str, str, str | None]]) -> str:
-    return "; ".join(f"{name} {found or 'not installed'} is installed but the gate was checked against "
-                     f"{name} {want} only" for name, want, found in bad)
+    return "; ".join(
+        f"{name} {found or 'not installed'} is installed but the gate was checked against {name} {want} only"
+        for name, want, found in bad
+    )
 
 
 def warn_if_unpinned(version_of: Callable[[str], str | None] = _installed) -> bool:
@@ -52,6 +54,11 @@ def warn_if_unpinned(version_of: Callable[[str], str | None] = _installed) -> bo
     Not a refusal: the front end may well still work, and a proxy that will not start is worse."""
     bad = mismatches(version_of)
     if bad:
-        log.warning("h2 stack version not the pinned one", problems=describe(bad),
-                    pinned=PINNED, found={n: f for n, _, f in bad}, recheck=RECHECK)
+        log.warning(
+            "h2 stack version not the pinned one",
+            problems=describe(bad),
+            pinned=PINNED,
+            found={n: f for n, _, f in bad},
+            recheck=RECHECK,
+        )
     return not bad

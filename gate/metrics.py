@@ -107,8 +107,14 @@ class Stats:
         return {
             "requests": self.requests,
             "qps": round(latency["count"] / max(span_s, 1e-9), 2),
-            "status": {"1xx": self.by_class[1], "2xx": self.by_class[2], "3xx": self.by_class[3],
-                       "4xx": self.by_class[4], "5xx": self.by_class[5], "aborted": self.by_class[0]},
+            "status": {
+                "1xx": self.by_class[1],
+                "2xx": self.by_class[2],
+                "3xx": self.by_class[3],
+                "4xx": self.by_class[4],
+                "5xx": self.by_class[5],
+                "aborted": self.by_class[0],
+            },
             "bytes_in": self.bytes_in,
             "bytes_out": self.bytes_out,
             "active": self.active,
@@ -116,8 +122,9 @@ class Stats:
         }
 
 
-def record_request(stats: tuple[Stats, ...], cell: Histogram, status: int, bytes_in: int, bytes_out: int,
-                   ms: float, now: float) -> None:
+def record_request(
+    stats: tuple[Stats, ...], cell: Histogram, status: int, bytes_in: int, bytes_out: int, ms: float, now: float
+) -> None:
     """Count one finished request in each of `stats` (total, route, target) and its latency once, in
     `cell`: a histogram every one of `stats` reads (its own `latency` or one of its `cells`)."""
     cls = status // 100
@@ -187,8 +194,10 @@ class GateMetrics:
     def samples(self, now: float, latency_span_s: float = 30.0) -> list[Sample]:
         """Counters and gauges for probe's store and Prometheus exposition (core.ports.MetricsSource),
         with each route's request-duration quantiles over the last `latency_span_s` (a summary)."""
-        out = [Sample("gate_connections_open", self.connections_open),
-               Sample("gate_connections_total", self.connections_total, kind="counter")]
+        out = [
+            Sample("gate_connections_open", self.connections_open),
+            Sample("gate_connections_total", self.connections_total, kind="counter"),
+        ]
         for route, s in (("*", self.total), *self.routes.items()):
             q = s.latency_quantiles(now, latency_span_s)
             if q["count"]:

@@ -22,12 +22,21 @@ def error_page(
     """(body, content type) for an error answered by the gate."""
     reason = REASONS.get(status, "Error")
     if wants_json(accept):
-        body = json.dumps({"error": {"code": code or reason.lower().replace(" ", "_"), "status": status,
-                                     "message": message, "request_id": request_id}}, separators=(",", ":"))
+        body = json.dumps(
+            {
+                "error": {
+                    "code": code or reason.lower().replace(" ", "_"),
+                    "status": status,
+                    "message": message,
+                    "request_id": request_id,
+                }
+            },
+            separators=(",", ":"),
+        )
         return body.encode(), b"application/json"
     page = (
         f"<!doctype html><html><head><meta charset=utf-8><title>{status} {reason}</title></head>"
-        f"<body style=\"font-family:sans-serif;margin:3em\"><h1>{status} {reason}</h1>"
+        f'<body style="font-family:sans-serif;margin:3em"><h1>{status} {reason}</h1>'
         f"<p>{html.escape(message)}</p><p><small>request id {html.escape(request_id)} &middot; "
         f"infracore gate</small></p></body></html>\n"
     )

@@ -89,8 +89,21 @@ def https_redirect(spec: RouteSpec, https_port: int | None) -> HttpsRedirect | N
 class CompiledPolicies:
     """A route's policies, ready for the hot path."""
 
-    __slots__ = ("allow", "auth_cache", "auth_decoy", "auth_users", "deny", "realm", "redirect", "req_remove",
-                 "req_set", "resp_extra", "resp_remove", "trivial", "trivial_https")
+    __slots__ = (
+        "allow",
+        "auth_cache",
+        "auth_decoy",
+        "auth_users",
+        "deny",
+        "realm",
+        "redirect",
+        "req_remove",
+        "req_set",
+        "resp_extra",
+        "resp_remove",
+        "trivial",
+        "trivial_https",
+    )
 
     def __init__(self, p: Policies, redirect: HttpsRedirect | None = None) -> None:
         self.redirect = redirect
@@ -137,8 +150,11 @@ class CompiledPolicies:
         location = r.location(host, target)
         if location is None:
             return Verdict(400, "this site is served over HTTPS; send a Host header naming it")
-        return Verdict(301 if method == b"GET" or method == b"HEAD" else 308, "this site is served over HTTPS",
-                       ((b"Location", location),))
+        return Verdict(
+            301 if method == b"GET" or method == b"HEAD" else 308,
+            "this site is served over HTTPS",
+            ((b"Location", location),),
+        )
 
     def check_auth(self, authorization: bytes) -> Verdict | Credentials | None:
         """None: no auth here, or a credential already verified (cached). A `Verdict` (401): no usable
@@ -156,8 +172,11 @@ class CompiledPolicies:
         return cred
 
     def unauthorized(self) -> Verdict:
-        return Verdict(401, "this site needs a username and password",
-                       ((b"WWW-Authenticate", f'Basic realm="{self.realm}", charset="UTF-8"'.encode()),))
+        return Verdict(
+            401,
+            "this site needs a username and password",
+            ((b"WWW-Authenticate", f'Basic realm="{self.realm}", charset="UTF-8"'.encode()),),
+        )
 
     def remember(self, cred: Credentials, cache_size: int = AUTH_CACHE_SIZE) -> None:
         """Cache a verified credential: bounded LRU keyed by a SHA-256 of the whole header and the
@@ -204,8 +223,7 @@ def parse_basic(header: bytes, users: dict[str, bytes], decoy: bytes = b"") -> C
     stored = users.get(user, decoy)
     if not sep or not stored:
         return None
-    return Credentials(user, password.encode("utf-8"), stored,
-                       hashlib.sha256(header + b"\x00" + stored).digest())
+    return Credentials(user, password.encode("utf-8"), stored, hashlib.sha256(header + b"\x00" + stored).digest())
 
 
 def verify_password(password: bytes, stored: bytes) -> bool:

@@ -53,10 +53,35 @@ class ClientConnection:
     """One HTTP/1.1 client connection, plain or TLS (`scheme`); an `asyncio.Protocol` by duck typing
     (compiled, it is a typed extension class: see `proxy.pxd`)."""
 
-    __slots__ = ("_head_bytes", "_headers", "_in_body", "_url", "_writable", "client_ip", "closed", "closing", "config",
-                 "deadline", "dkind", "lingering", "out", "out_size", "parser", "paused", "pending_error",
-                 "plain_upgrade", "queue", "scheme", "state", "transport", "trusted", "tunnel", "upgrading",
-                 "write_deadline", "write_paused")
+    __slots__ = (
+        "_head_bytes",
+        "_headers",
+        "_in_body",
+        "_url",
+        "_writable",
+        "client_ip",
+        "closed",
+        "closing",
+        "config",
+        "deadline",
+        "dkind",
+        "lingering",
+        "out",
+        "out_size",
+        "parser",
+        "paused",
+        "pending_error",
+        "plain_upgrade",
+        "queue",
+        "scheme",
+        "state",
+        "transport",
+        "trusted",
+        "tunnel",
+        "upgrading",
+        "write_deadline",
+        "write_paused",
+    )
     h1_heads = True  # response heads are HTTP/1.1 bytes (an exchange lets `response_framing` render them)
 
     def __init__(self, state: ProxyState, scheme: str = "http") -> None:
@@ -152,8 +177,11 @@ class ClientConnection:
         queue = self.queue
         if not queue:
             return None
-        if self.tunnel is None and not self.upgrading and (
-                not queue[-1].request_complete or not queue[0].response_started):
+        if (
+            self.tunnel is None
+            and not self.upgrading
+            and (not queue[-1].request_complete or not queue[0].response_started)
+        ):
             self.abort()
             return None
         self.closing = True
@@ -262,8 +290,9 @@ class ClientConnection:
         if mode == 2 and self.queue:
             info = self.queue[-1].info
             self.parser = httptools.HttpRequestParser(_BodyFirst(self))
-            framing = (b"Transfer-Encoding: chunked" if info.chunked
-                       else b"Content-Length: %d" % (info.content_length or 0))
+            framing = (
+                b"Transfer-Encoding: chunked" if info.chunked else b"Content-Length: %d" % (info.content_length or 0)
+            )
             self.parser.feed_data(b"POST / HTTP/1.1\r\nHost: x\r\n" + framing + b"\r\n\r\n")
         else:
             self.parser = httptools.HttpRequestParser(self)
@@ -288,12 +317,31 @@ class ClientConnection:
         self.out = []
         self.out_size = 0
 
-    def send_head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]], framing: ResponseFraming,
-                  extra: tuple[tuple[bytes, bytes], ...], remove: frozenset[bytes], extra_lines: bytes = b"") -> None:
+    def send_head(
+        self,
+        status: int,
+        reason: bytes,
+        headers: list[tuple[bytes, bytes]],
+        framing: ResponseFraming,
+        extra: tuple[tuple[bytes, bytes], ...],
+        remove: frozenset[bytes],
+        extra_lines: bytes = b"",
+    ) -> None:
         """Queue a response head (written at the next `flush`, together with the first body bytes).
         `extra_lines`, when given, is `extra` already rendered as header lines."""
-        self.out.append(response_head(status, reason, headers, framing, extra=None if extra_lines else extra,
-                                      remove=remove, via=self.state.via, extra_lines=extra_lines, scanned=True))
+        self.out.append(
+            response_head(
+                status,
+                reason,
+                headers,
+                framing,
+                extra=None if extra_lines else extra,
+                remove=remove,
+                via=self.state.via,
+                extra_lines=extra_lines,
+                scanned=True,
+            )
+        )
 
     def send_body(self, data: bytes, framing: ResponseFraming | None) -> None:
         if framing is not None and framing.chunked_out:
@@ -302,17 +350,30 @@ class ClientConnection:
             self.out.append(data)
         self.out_size += len(data)
 
-    def send_end(self, framing: ResponseFraming, trailers: list[tuple[bytes, bytes]] | None = None,
-                 remove: frozenset[bytes] = frozenset()) -> None:
+    def send_end(
+        self,
+        framing: ResponseFraming,
+        trailers: list[tuple[bytes, bytes]] | None = None,
+        remove: frozenset[bytes] = frozenset(),
+    ) -> None:
         """End the body; an upstream's trailer fields follow the last chunk when the body is chunked."""
         if framing.chunked_out:
             self.out.append(last_chunk(trailers, remove) if trailers else LAST_CHUNK)
 
-    def send_simple(self, status: int, body: bytes, ctype: bytes, *, keep_alive: bool,
-                    headers: list[tuple[bytes, bytes]], head_only: bool) -> None:
+    def send_simple(
+        self,
+        status: int,
+        body: bytes,
+        ctype: bytes,
+        *,
+        keep_alive: bool,
+        headers: list[tuple[bytes, bytes]],
+        head_only: bool,
+    ) -> None:
         """A whole response the gate makes itself."""
-        self.out.append(simple_response(status, body, ctype, keep_alive=keep_alive, headers=headers,
-                                        head_only=head_only))
+        self.out.append(
+            simple_response(status, body, ctype, keep_alive=keep_alive, headers=headers, head_only=head_only)
+        )
 
     def send_continue(self) -> None:
         self.send_raw(b"HTTP/1.1 100 Continue\r\n\r\n")

@@ -57,7 +57,7 @@ def _parse_host(value: str | bytes) -> str | None:
         end = v.find("]")
         if end < 0:
             return None
-        rest = v[end + 1:]
+        rest = v[end + 1 :]
         if rest and not (rest.startswith(":") and rest[1:].isdigit() and len(rest) <= 6):
             return None
         try:
@@ -82,7 +82,7 @@ def strip_prefix(prefix: str, target: str) -> str:
     """`target` (path with optional query) without `prefix`; always starts with '/'."""
     if prefix == "/":
         return target
-    rest = target[len(prefix):]
+    rest = target[len(prefix) :]
     if not rest or rest[0] == "?":
         return "/" + rest
     return rest

@@ -19,10 +19,19 @@ from gate.static import static_root_problem
 _LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 _SERVICE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}(:[a-z0-9][a-z0-9_-]{0,62})?$")  # NAME or NAME:PORTNAME
-HOP_BY_HOP = frozenset({
-    "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade",
-    "proxy-authenticate", "proxy-authorization",
-})
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "proxy-authenticate",
+        "proxy-authorization",
+    }
+)
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"})
 
 
@@ -62,16 +71,18 @@ def parse_target(value: str) -> tuple[str, int] | str:
     key: a service's first port, or the named one). Raises ValueError otherwise."""
     v = value.strip()
     if v.startswith("service:"):
-        name = v[len("service:"):]
+        name = v[len("service:") :]
         if not _SERVICE.match(name):
-            raise ValueError(f"upstream {value!r}: use service:NAME or service:NAME:PORT with lowercase letters, "
-                             "digits, '-', '_', '.'")
+            raise ValueError(
+                f"upstream {value!r}: use service:NAME or service:NAME:PORT with lowercase letters, "
+                "digits, '-', '_', '.'"
+            )
         return name
     for scheme in ("http://", "https://"):
         if v.startswith(scheme):
             if scheme == "https://":
                 raise ValueError(f"upstream {value!r}: TLS to upstreams is not supported; use host:port")
-            v = v[len(scheme):].rstrip("/")
+            v = v[len(scheme) :].rstrip("/")
     host, sep, port_s = v.rpartition(":")
     if not sep or not port_s.isdigit() or not 1 <= int(port_s) <= 65535:
         raise ValueError(f"upstream {value!r} is not host:port (e.g. 127.0.0.1:3000) or service:NAME")
@@ -130,11 +141,18 @@ def _check_header(name: str, value: str) -> None:
 class Policies(_Model):
     """Per-route behaviour in front of the upstream."""
 
-    redirect_https: bool = Field(default=True, description="on a route with TLS (auto or manual), plain-HTTP "
-                                 "requests get 301 (GET, HEAD) or 308 to https:// on the gate's HTTPS port (never "
-                                 "/.well-known/acme-challenge/); routes with tls off never redirect")
-    hsts_max_age_s: int = Field(default=0, ge=0, description="Strict-Transport-Security max-age, sent over HTTPS; "
-                                "0 = none (opt-in: browsers then refuse plain HTTP for that long)")
+    redirect_https: bool = Field(
+        default=True,
+        description="on a route with TLS (auto or manual), plain-HTTP "
+        "requests get 301 (GET, HEAD) or 308 to https:// on the gate's HTTPS port (never "
+        "/.well-known/acme-challenge/); routes with tls off never redirect",
+    )
+    hsts_max_age_s: int = Field(
+        default=0,
+        ge=0,
+        description="Strict-Transport-Security max-age, sent over HTTPS; "
+        "0 = none (opt-in: browsers then refuse plain HTTP for that long)",
+    )
     security_headers: bool = Field(default=False, description="add X-Content-Type-Options, X-Frame-Options, ...")
     rate_limit: RateLimit | None = None
     allow: list[str] = Field(default_factory=list, description="CIDRs allowed (empty: everyone)")
@@ -167,16 +185,22 @@ class RouteSpec(_Model):
     tls: Literal["auto", "off", "manual"] = "off"
     balance: Literal["round_robin", "least_conn"] = "round_robin"
     max_body_bytes: int | None = Field(default=None, ge=0, description="None: the gate default")
-    request_buffer_bytes: int | None = Field(default=None, ge=0, le=64 * 1024 * 1024,
-                                             description="bodies up to this size are received whole before the "
-                                                         "upstream is contacted; 0 = stream at once; None: the gate "
-                                                         "default")
+    request_buffer_bytes: int | None = Field(
+        default=None,
+        ge=0,
+        le=64 * 1024 * 1024,
+        description="bodies up to this size are received whole before the "
+        "upstream is contacted; 0 = stream at once; None: the gate "
+        "default",
+    )
     upstream_timeout_s: float | None = Field(default=None, gt=0, le=3600)
     static_dir: str | None = Field(default=None, description="serve files from this directory instead")
     static_spa: bool = Field(default=False, description="unknown extension-less paths get /index.html (SPA)")
     static_dotfiles: Literal["deny", "allow"] = Field(
-        default="deny", description="deny: files and directories whose name starts with '.' answer 404 "
-        "(.well-known/ excepted); allow: served like any other file")
+        default="deny",
+        description="deny: files and directories whose name starts with '.' answer 404 "
+        "(.well-known/ excepted); allow: served like any other file",
+    )
     policies: Policies = Field(default_factory=Policies)
 
     @field_validator("host")
@@ -259,8 +283,7 @@ class Route:
         return {"id": self.id, "name": self.name, **self.spec.model_dump()}
 
 
-def _optional(model: type[BaseModel], name: str, doc: str,
-              types: dict[str, Any] | None = None) -> type[BaseModel]:
+def _optional(model: type[BaseModel], name: str, doc: str, types: dict[str, Any] | None = None) -> type[BaseModel]:
     """`model` with every field optional (None: not given), for partial updates; the merged result is
     validated by `model` itself, so the field rules live in one place."""
     fields: dict[str, Any] = {
@@ -272,7 +295,9 @@ def _optional(model: type[BaseModel], name: str, doc: str,
 
 PoliciesPatch = _optional(Policies, "PoliciesPatch", "Policy fields to change; the others stay.")
 RoutePatch = _optional(
-    RouteSpec, "RoutePatch",
+    RouteSpec,
+    "RoutePatch",
     "A partial route (JSON merge patch): the fields given replace the current ones — inside `policies` field by "
     "field, other values whole — and null puts a field back to its default.",
-    {"policies": PoliciesPatch})
+    {"policies": PoliciesPatch},
+)

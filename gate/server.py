@@ -62,8 +62,9 @@ class EdgeServer:
 
     def _interval(self) -> float:
         c = self.state.config
-        shortest = min(c.header_timeout_s, c.body_timeout_s, c.keepalive_timeout_s, c.upstream_timeout_s,
-                       c.send_timeout_s)
+        shortest = min(
+            c.header_timeout_s, c.body_timeout_s, c.keepalive_timeout_s, c.upstream_timeout_s, c.send_timeout_s
+        )
         return min(1.0, max(0.05, shortest / 4))
 
     async def _sweep(self) -> None:

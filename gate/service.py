@@ -70,12 +70,14 @@ MIGRATIONS: list[Migration] = [
 def spec_errors(e: ValidationError) -> ValidationFailed:
     """A route spec's validation errors as one ValidationFailed listing each field (the API's 422)."""
     problems = [
-        {"field": ".".join(str(p) for p in err["loc"]) or "(route)", "message": err["msg"]}
-        for err in e.errors()
+        {"field": ".".join(str(p) for p in err["loc"]) or "(route)", "message": err["msg"]} for err in e.errors()
     ]
     summary = "; ".join(f"{p['field']}: {p['message']}" for p in problems[:5])
-    return ValidationFailed(f"invalid route: {summary}", details={"errors": problems},
-                            hint="see `fsctl route add --help` for the route fields")
+    return ValidationFailed(
+        f"invalid route: {summary}",
+        details={"errors": problems},
+        hint="see `fsctl route add --help` for the route fields",
+    )
 
 
 class GateService:
@@ -109,8 +111,15 @@ class GateService:
         self.listen_port = listen_port
         self.certificates = certificates
         self.wall_clock = wall_clock
-        self.state = ProxyState(config, clock=time.monotonic, wall_clock=wall_clock, endpoints=endpoints,
-                                challenges=challenges, access_log=access_log, workers=workers)
+        self.state = ProxyState(
+            config,
+            clock=time.monotonic,
+            wall_clock=wall_clock,
+            endpoints=endpoints,
+            challenges=challenges,
+            access_log=access_log,
+            workers=workers,
+        )
         self.edge = EdgeServer(self.state)
         self.bound_port: int | None = None
         self.https_port = https_port
@@ -261,9 +270,10 @@ class GateService:
         return before
 
     def _conflict(self, spec: RouteSpec) -> Conflict:
-        return Conflict(f"a route for host {spec.host} path {spec.path} already exists",
-                        hint="change that route with `fsctl route edit ID` (ID from `fsctl route ls`) "
-                        "or remove it first")
+        return Conflict(
+            f"a route for host {spec.host} path {spec.path} already exists",
+            hint="change that route with `fsctl route edit ID` (ID from `fsctl route ls`) or remove it first",
+        )
 
     def _check_static_roots(self, routes: list[Route]) -> None:
         """Refuse static roots that would publish the system or the platform's data (after symlinks)."""
@@ -274,8 +284,10 @@ class GateService:
                 if problem:
                     msg = f"static_dir {r.spec.static_dir!r} cannot be served: {problem}"
                     raise ValidationFailed(
-                        f"invalid route {r.name}: {msg}", details={"errors": [{"field": "static_dir", "message": msg}]},
-                        hint="serve a directory holding only the site's files, e.g. /srv/www/NAME or /var/www/NAME")
+                        f"invalid route {r.name}: {msg}",
+                        details={"errors": [{"field": "static_dir", "message": msg}]},
+                        hint="serve a directory holding only the site's files, e.g. /srv/www/NAME or /var/www/NAME",
+                    )
 
     def _build(self, routes: list[Route]) -> Any:
         self._check_static_roots(routes)
@@ -297,8 +309,14 @@ class GateService:
             self.certificates.set_wanted(snap.table.hosts_wanting_certs())
 
     async def _changed(self, action: str, route: Route) -> None:
-        log.info("route changed", action=action, route_id=route.id, host=route.spec.host, path=route.spec.path,
-                 version=self._version)
+        log.info(
+            "route changed",
+            action=action,
+            route_id=route.id,
+            host=route.spec.host,
+            path=route.spec.path,
+            version=self._version,
+        )
         await self.bus.publish(RouteChanged(action, route.id, route.spec.host, route.spec.path, self._version))
 
     # --- observation ----------------------------------------------------------------------------------
@@ -310,8 +328,12 @@ class GateService:
         data["table_version"] = self._version
         data["pool"] = st.pool.stats()
         data["targets_health"] = {
-            k: {"active": t.active, "ejected": not t.available(now), "failures": t.total_failures,
-                "ejected_for_s": max(0.0, round(t.ejected_until - now, 1))}
+            k: {
+                "active": t.active,
+                "ejected": not t.available(now),
+                "failures": t.total_failures,
+                "ejected_for_s": max(0.0, round(t.ejected_until - now, 1)),
+            }
             for k, t in sorted(st.health.items())
         }
         return data

@@ -35,12 +35,31 @@ from gate.upstream import UpstreamPool
 class RouteRuntime:
     """A route plus what the proxy needs at request time."""
 
-    __slots__ = ("balance", "buffer_bytes", "cells", "cursor", "limiter", "max_body", "methods", "metrics", "name",
-                 "policies", "req_set_base", "req_set_lines", "resp_extra", "resp_lines", "route", "services",
-                 "static_root", "static_targets", "timeout_s")
+    __slots__ = (
+        "balance",
+        "buffer_bytes",
+        "cells",
+        "cursor",
+        "limiter",
+        "max_body",
+        "methods",
+        "metrics",
+        "name",
+        "policies",
+        "req_set_base",
+        "req_set_lines",
+        "resp_extra",
+        "resp_lines",
+        "route",
+        "services",
+        "static_root",
+        "static_targets",
+        "timeout_s",
+    )
 
-    def __init__(self, route: Route, state: ProxyState, previous: RouteRuntime | None,
-                 https_port: int | None = None) -> None:
+    def __init__(
+        self, route: Route, state: ProxyState, previous: RouteRuntime | None, https_port: int | None = None
+    ) -> None:
         spec = route.spec
         self.route = route
         self.name = route.name
@@ -53,8 +72,9 @@ class RouteRuntime:
         self.req_set_lines = self.req_set_base + b"X-Infracore-Hop: " + state.hop_id + b"\r\n"
         hsts = spec.policies.hsts_max_age_s
         self.resp_extra = {scheme: pol.response_headers(scheme, hsts) for scheme in ("http", "https")}
-        self.resp_lines = {scheme: b"".join(n + b": " + v + b"\r\n" for n, v in extra)
-                           for scheme, extra in self.resp_extra.items()}
+        self.resp_lines = {
+            scheme: b"".join(n + b": " + v + b"\r\n" for n, v in extra) for scheme, extra in self.resp_extra.items()
+        }
         keep = previous is not None and previous.route.spec.upstreams == spec.upstreams
         self.cursor: Cursor = previous.cursor if keep and previous else Cursor()
         same_rl = previous is not None and previous.route.spec.policies.rate_limit == spec.policies.rate_limit
@@ -102,9 +122,32 @@ class Snapshot:
 class ProxyState:
     """Shared by every client connection of every listener (plain HTTP now; TLS and HTTP/2 later)."""
 
-    __slots__ = ("_rid", "_rid_prefix", "access_log", "auth_failures", "challenges", "clients", "clock", "config",
-                 "drained", "draining", "endpoints", "health", "health_policy", "hop_id", "metrics", "owns_workers",
-                 "pool", "snapshot", "tasks", "timer", "trusted", "via", "wall_clock", "workers")
+    __slots__ = (
+        "_rid",
+        "_rid_prefix",
+        "access_log",
+        "auth_failures",
+        "challenges",
+        "clients",
+        "clock",
+        "config",
+        "drained",
+        "draining",
+        "endpoints",
+        "health",
+        "health_policy",
+        "hop_id",
+        "metrics",
+        "owns_workers",
+        "pool",
+        "snapshot",
+        "tasks",
+        "timer",
+        "trusted",
+        "via",
+        "wall_clock",
+        "workers",
+    )
 
     def __init__(
         self,
@@ -134,12 +177,16 @@ class ProxyState:
         # The open batch of access-log lines in front of the sink (its lines are rendered into it).
         self.access_log = AccessBatch(access_log, wall_clock, timer) if access_log is not None else None
         self.metrics = GateMetrics()
-        self.health_policy = HealthPolicy(config.eject_after_failures, config.eject_backoff_s,
-                                          config.eject_max_backoff_s)
+        self.health_policy = HealthPolicy(
+            config.eject_after_failures, config.eject_backoff_s, config.eject_max_backoff_s
+        )
         self.health: dict[str, TargetHealth] = {}
         self.pool = UpstreamPool(
-            max_idle_per_target=config.pool_max_idle_per_target, max_per_target=config.pool_max_per_target,
-            idle_s=config.upstream_idle_s, high_water=config.high_water_bytes, low_water=config.low_water_bytes,
+            max_idle_per_target=config.pool_max_idle_per_target,
+            max_per_target=config.pool_max_per_target,
+            idle_s=config.upstream_idle_s,
+            high_water=config.high_water_bytes,
+            low_water=config.low_water_bytes,
             clock=clock,
         )
         self.trusted = tuple(ipaddress.ip_network(n, strict=False) for n in config.trusted_proxies)

@@ -43,9 +43,32 @@ def _inside(root: str, path: str) -> bool:
 # interfaces, programs, libraries and the state of other software (/var/lib holds databases, Docker's
 # volumes and our own data dir by default).
 SYSTEM_TREES = (
-    "/etc", "/root", "/proc", "/sys", "/dev", "/boot", "/efi", "/run", "/var/run", "/var/lock", "/var/lib",
-    "/var/log", "/var/cache", "/var/spool", "/var/backups", "/var/mail", "/var/db", "/usr", "/bin", "/sbin",
-    "/lib", "/lib32", "/lib64", "/libx32", "/snap", "/lost+found",
+    "/etc",
+    "/root",
+    "/proc",
+    "/sys",
+    "/dev",
+    "/boot",
+    "/efi",
+    "/run",
+    "/var/run",
+    "/var/lock",
+    "/var/lib",
+    "/var/log",
+    "/var/cache",
+    "/var/spool",
+    "/var/backups",
+    "/var/mail",
+    "/var/db",
+    "/usr",
+    "/bin",
+    "/sbin",
+    "/lib",
+    "/lib32",
+    "/lib64",
+    "/libx32",
+    "/snap",
+    "/lost+found",
 )
 # Refused as roots themselves (a site lives in a directory below them): serving one whole would publish
 # every user's home, every service's data, every mounted disk, every shared temporary file. (/var/www is
@@ -117,7 +140,7 @@ def _world_readable(root: str, full: str, st: os.stat_result) -> bool:
 
 
 def _servable(root: str, full: str, st: os.stat_result, dotfiles: bool) -> bool:
-    if not dotfiles and _hidden(full[len(root):]):
+    if not dotfiles and _hidden(full[len(root) :]):
         return False  # a symlink with a plain name that resolves to a dotfile is as hidden as the dotfile
     return _world_readable(root, full, st)
 
@@ -130,8 +153,9 @@ def _stat_file(path: str) -> os.stat_result | None:
     return st if stat.S_ISREG(st.st_mode) else None
 
 
-def pick_file(root: str, url_path: str, accept_encoding: str, *, spa: bool,
-              dotfiles: bool = False) -> StaticFile | None:
+def pick_file(
+    root: str, url_path: str, accept_encoding: str, *, spa: bool, dotfiles: bool = False
+) -> StaticFile | None:
     """The file for `url_path` under `root` (already realpath'd), or None (404).
 
     Order: the path itself; `path/index.html`; with `spa`, `/index.html` for paths without an extension.
@@ -170,13 +194,18 @@ def pick_file(root: str, url_path: str, accept_encoding: str, *, spa: bool,
             if token in accepts:
                 vst = _stat_file(full + suffix)
                 vreal = os.path.realpath(full + suffix)
-                if (vst is not None and _inside(root, vreal) and vst.st_mtime >= st.st_mtime
-                        and _servable(root, vreal, vst, dotfiles)):
+                if (
+                    vst is not None
+                    and _inside(root, vreal)
+                    and vst.st_mtime >= st.st_mtime
+                    and _servable(root, vreal, vst, dotfiles)
+                ):
                     chosen, enc, chosen_st = full + suffix, token, vst
                     break
         etag = f'"{int(chosen_st.st_mtime * 1000):x}-{chosen_st.st_size:x}{"-" + enc if enc else ""}"'
-        return StaticFile(chosen, chosen_st.st_size, chosen_st.st_mtime, ctype, enc, etag, chosen_st.st_dev,
-                          chosen_st.st_ino)
+        return StaticFile(
+            chosen, chosen_st.st_size, chosen_st.st_mtime, ctype, enc, etag, chosen_st.st_dev, chosen_st.st_ino
+        )
     return None
 
 

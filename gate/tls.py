@@ -56,6 +56,7 @@ def server_context(cert_path: str, key_path: str) -> ssl.SSLContext:
 
 # --- the self-signed fallback -------------------------------------------------------------------------
 
+
 def ensure_fallback(directory: Path, now: float, *, days: int = 3650) -> tuple[str, str]:
     """The fallback pair under `directory` (`fallback.crt`, `fallback.key`, key mode 0600), generated
     once and reused while it loads and is valid for another day. Returns (cert_path, key_path)."""
@@ -74,20 +75,27 @@ def ensure_fallback(directory: Path, now: float, *, days: int = 3650) -> tuple[s
         pass
     key = ec.generate_private_key(ec.SECP256R1())
     start = datetime.datetime.fromtimestamp(now - 3600, datetime.UTC)
-    name = x509.Name([
-        x509.NameAttribute(NameOID.COMMON_NAME, FALLBACK_NAME),
-        x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Infra-Core fallback (no certificate for this name)"),
-    ])
+    name = x509.Name(
+        [
+            x509.NameAttribute(NameOID.COMMON_NAME, FALLBACK_NAME),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Infra-Core fallback (no certificate for this name)"),
+        ]
+    )
     cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-        .serial_number(x509.random_serial_number()).not_valid_before(start)
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
         .not_valid_after(start + datetime.timedelta(days=days))
         .add_extension(x509.SubjectAlternativeName([x509.DNSName(FALLBACK_NAME)]), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .sign(key, hashes.SHA256())
     )
-    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption())
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
     tmp_key, tmp_cert = key_path.with_suffix(".key.tmp"), cert_path.with_suffix(".crt.tmp")
     fd = os.open(tmp_key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as f:
@@ -100,6 +108,7 @@ def ensure_fallback(directory: Path, now: float, *, days: int = 3650) -> tuple[s
 
 
 # --- selection ------------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True, slots=True)
 class Served:
@@ -161,15 +170,24 @@ class CertSelector:
                     try:
                         ctx = server_context(ref.cert_path, ref.key_path)
                     except (OSError, ssl.SSLError) as e:
-                        log.error("certificate does not load; keeping the previous one", name=name,
-                                  cert_path=ref.cert_path, error=str(e))
+                        log.error(
+                            "certificate does not load; keeping the previous one",
+                            name=name,
+                            cert_path=ref.cert_path,
+                            error=str(e),
+                        )
                         prev = old_table.get(name)
                         if prev is not None:
                             new[name] = prev
                         continue
                     served = Served(ref, ctx, key)
-                    log.info("certificate loaded", names=list(ref.names), serial=ref.serial, issuer=ref.issuer,
-                             source=ref.source)
+                    log.info(
+                        "certificate loaded",
+                        names=list(ref.names),
+                        serial=ref.serial,
+                        issuer=ref.issuer,
+                        source=ref.source,
+                    )
                 built[id(ref)] = served
             new[name] = served
         self.table = MappingProxyType(new)
@@ -191,14 +209,27 @@ class CertSelector:
         else:
             s = lookup(self.table, host)
         if s is None:
-            return {"source": "fallback", "issuer": "self-signed fallback", "not_after": None, "serial": "",
-                    "names": [], "cert_path": self.fallback_path}
+            return {
+                "source": "fallback",
+                "issuer": "self-signed fallback",
+                "not_after": None,
+                "serial": "",
+                "names": [],
+                "cert_path": self.fallback_path,
+            }
         r = s.ref
-        return {"source": r.source, "issuer": r.issuer, "not_after": r.not_after, "serial": r.serial,
-                "names": list(r.names), "cert_path": r.cert_path}
+        return {
+            "source": r.source,
+            "issuer": r.issuer,
+            "not_after": r.not_after,
+            "serial": r.serial,
+            "names": list(r.names),
+            "cert_path": r.cert_path,
+        }
 
 
 # --- the listener ----------------------------------------------------------------------------------------
+
 
 class AlpnDispatch(asyncio.Protocol):
     """Lives for the instant between the handshake and the first byte: picks HTTP/2 or HTTP/1.1 by
@@ -231,17 +262,24 @@ class TlsListener:
     selector: CertSelector
 
 
-async def start_tls_listener(edge: EdgeServer, host: str, port: int, selector: CertSelector, *,
-                             handshake_timeout_s: float = 10.0) -> TlsListener:
+async def start_tls_listener(
+    edge: EdgeServer, host: str, port: int, selector: CertSelector, *, handshake_timeout_s: float = 10.0
+) -> TlsListener:
     """Bind the HTTPS listener on the gate's existing `EdgeServer` (same state, routes, pool, sweeper,
     draining): `edge.stop()` closes it with the rest. Raises StartupError when the port is taken."""
     warn_if_unpinned()  # this listener speaks HTTP/2 through gate._h2conn, written against exact h2/hpack releases
     loop = asyncio.get_running_loop()
     state = edge.state
     try:
-        server = await loop.create_server(lambda: AlpnDispatch(state), host, port, ssl=selector.context,
-                                          ssl_handshake_timeout=handshake_timeout_s, backlog=2048,
-                                          reuse_address=True)
+        server = await loop.create_server(
+            lambda: AlpnDispatch(state),
+            host,
+            port,
+            ssl=selector.context,
+            ssl_handshake_timeout=handshake_timeout_s,
+            backlog=2048,
+            reuse_address=True,
+        )
     except OSError as e:
         raise StartupError(
             f"the gate cannot listen for HTTPS on {host}:{port}: {e.strerror or e}",

@@ -34,8 +34,22 @@ class UpstreamConnection:
     """One connection to a target; an `asyncio.Protocol` by duck typing (compiled, it is a typed extension
     class: see `upstream.pxd`)."""
 
-    __slots__ = ("_counted_out", "_headers", "_reason", "closed", "deadline", "exchange", "idle_since", "keep_alive",
-                 "parser", "pool", "requests", "target", "transport", "tunnel")
+    __slots__ = (
+        "_counted_out",
+        "_headers",
+        "_reason",
+        "closed",
+        "deadline",
+        "exchange",
+        "idle_since",
+        "keep_alive",
+        "parser",
+        "pool",
+        "requests",
+        "target",
+        "transport",
+        "tunnel",
+    )
 
     def __init__(self, pool: UpstreamPool, target: TargetHealth) -> None:
         self.pool = pool
@@ -75,7 +89,7 @@ class UpstreamConnection:
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as e:
-            ex.on_upstream_upgrade(data[int(e.args[0]):] if e.args else b"")
+            ex.on_upstream_upgrade(data[int(e.args[0]) :] if e.args else b"")
         except httptools.HttpParserCallbackError as e:
             if isinstance(e.__context__, HeadDone):
                 self.parser = httptools.HttpResponseParser(self)
@@ -219,11 +233,29 @@ class UpstreamConnection:
 class UpstreamPool:
     """Idle keep-alive connections per target, and the dialer. Used only on the loop."""
 
-    __slots__ = ("clock", "created", "high_water", "idle", "idle_s", "low_water", "max_idle", "max_per_target",
-                 "open_count", "reused")
+    __slots__ = (
+        "clock",
+        "created",
+        "high_water",
+        "idle",
+        "idle_s",
+        "low_water",
+        "max_idle",
+        "max_per_target",
+        "open_count",
+        "reused",
+    )
 
-    def __init__(self, *, max_idle_per_target: int, max_per_target: int, idle_s: float, high_water: int,
-                 low_water: int, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        *,
+        max_idle_per_target: int,
+        max_per_target: int,
+        idle_s: float,
+        high_water: int,
+        low_water: int,
+        clock: Callable[[], float],
+    ) -> None:
         self.max_idle = max_idle_per_target
         self.max_per_target = max_per_target
         self.idle_s = idle_s
@@ -256,7 +288,8 @@ class UpstreamPool:
         try:
             async with asyncio.timeout(timeout_s):
                 _, proto = await loop.create_connection(  # type: ignore[type-var]  # (duck-typed Protocol)
-                    lambda: UpstreamConnection(self, target), target.host, target.port)
+                    lambda: UpstreamConnection(self, target), target.host, target.port
+                )
         except BaseException:
             self.open_count[key] -= 1
             raise
@@ -301,5 +334,9 @@ class UpstreamPool:
         self.idle.clear()
 
     def stats(self) -> dict[str, Any]:
-        return {"idle": {k: len(v) for k, v in self.idle.items() if v}, "open": dict(self.open_count),
-                "created": self.created, "reused": self.reused}
+        return {
+            "idle": {k: len(v) for k, v in self.idle.items() if v},
+            "open": dict(self.open_count),
+            "created": self.created,
+            "reused": self.reused,
+        }

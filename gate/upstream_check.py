@@ -45,8 +45,7 @@ class LookupPool:
         self._lookup = lookup or _os_lookup
         self._threads = threads
         self._limit = threads + queued  # lookups running or waiting
-        self._jobs: queue.SimpleQueue[tuple[str, asyncio.AbstractEventLoop, asyncio.Future[Any]]] = \
-            queue.SimpleQueue()
+        self._jobs: queue.SimpleQueue[tuple[str, asyncio.AbstractEventLoop, asyncio.Future[Any]]] = queue.SimpleQueue()
         self._outstanding = 0
         self._started = 0
         self._lock = threading.Lock()
@@ -102,8 +101,10 @@ def service_problems(upstreams: list[str], services: Mapping[str, Collection[str
         name, _, port = t.partition(":")
         if name not in services:
             known = ", ".join(sorted(services)[:10]) or "none yet"
-            out.append(f"upstream {item}: orch has no service named {name!r} (known: {known}); the route answers "
-                       f"502 until one is applied with `fsctl service apply`")
+            out.append(
+                f"upstream {item}: orch has no service named {name!r} (known: {known}); the route answers "
+                f"502 until one is applied with `fsctl service apply`"
+            )
         elif port and port not in services[name]:
             ports = ", ".join(sorted(services[name])) or "none"
             out.append(f"upstream {item}: service {name!r} has no port named {port!r} (its ports: {ports})")
@@ -125,8 +126,9 @@ def names_to_resolve(upstreams: list[str]) -> list[str]:
     return out
 
 
-async def upstream_warnings(upstreams: list[str], *, services: ServicePorts | None, resolve: Resolver | None,
-                            timeout_s: float = 2.0) -> list[str]:
+async def upstream_warnings(
+    upstreams: list[str], *, services: ServicePorts | None, resolve: Resolver | None, timeout_s: float = 2.0
+) -> list[str]:
     """All warnings for a route's upstreams. A missing source (None) is not checked. Names are resolved
     concurrently; one still unanswered after `timeout_s` is reported as such. Cancellation propagates."""
     out = service_problems(upstreams, services()) if services is not None else []
@@ -141,13 +143,17 @@ async def upstream_warnings(upstreams: list[str], *, services: ServicePorts | No
             task.cancel()  # a no-op for the finished ones; a slow lookup's thread ends on its own
     for name, task in zip(names, tasks, strict=True):
         if task in pending:
-            out.append(f"upstream host {name!r} did not resolve within {timeout_s:g} s; check the name "
-                       "(requests get 502 while it does not resolve)")
+            out.append(
+                f"upstream host {name!r} did not resolve within {timeout_s:g} s; check the name "
+                "(requests get 502 while it does not resolve)"
+            )
             continue
         err = task.exception()
         if isinstance(err, OSError):
-            out.append(f"upstream host {name!r} does not resolve ({err.strerror or err}); requests will get 502 "
-                       "until it does — for an orch service use service:NAME")
+            out.append(
+                f"upstream host {name!r} does not resolve ({err.strerror or err}); requests will get 502 "
+                "until it does — for an orch service use service:NAME"
+            )
         elif isinstance(err, LookupBusy):
             out.append(f"upstream host {name!r} was not checked: {err} (slow DNS?)")
         elif err is not None:

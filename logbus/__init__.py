@@ -7,5 +7,14 @@ from logbus.service import LogbusService
 from logbus.tail import Batch
 from logbus.timespec import parse_time
 
-__all__ = ["Batch", "LogbusService", "Matcher", "Query", "check_service_name", "decode_cursor", "encode_cursor",
-           "parse_time", "record_dict"]
+__all__ = [
+    "Batch",
+    "LogbusService",
+    "Matcher",
+    "Query",
+    "check_service_name",
+    "decode_cursor",
+    "encode_cursor",
+    "parse_time",
+    "record_dict",
+]

@@ -25,8 +25,9 @@ class LogbusConfig(BaseModel):
     buffer_bytes: int = Field(default=64 * MIB, ge=4096, description="memory for lines not yet on disk")
     tail_buffer_bytes: int = Field(default=1 * MIB, ge=4096, description="per live-tail client before skipping")
     retention_interval_s: float = Field(default=60.0, gt=0)
-    access_batch_s: float = Field(default=0.1, gt=0, le=60,
-                                  description="the gate's access log is written in batches: at most this late")
+    access_batch_s: float = Field(
+        default=0.1, gt=0, le=60, description="the gate's access log is written in batches: at most this late"
+    )
     access_batch_lines: int = Field(default=512, ge=1, le=65536, description="or once a batch has this many lines")
 
     @field_validator("max_age_s", "retention_interval_s", "access_batch_s", mode="before")
@@ -35,7 +36,12 @@ class LogbusConfig(BaseModel):
         return parse_duration(v) if isinstance(v, str) else v
 
     @field_validator(
-        "max_total_bytes", "max_file_bytes", "block_bytes", "max_line_bytes", "buffer_bytes", "tail_buffer_bytes",
+        "max_total_bytes",
+        "max_file_bytes",
+        "block_bytes",
+        "max_line_bytes",
+        "buffer_bytes",
+        "tail_buffer_bytes",
         mode="before",
     )
     @classmethod

@@ -93,7 +93,7 @@ def format_parts(ts_iso: bytes, token: bytes, instance: bytes, lines: bytes) -> 
     """
     prefix = b"%s %s %s " % (ts_iso, token, instance)
     body = lines.replace(b"\n", b"\n" + prefix)  # ends with one prefix too many: cut off by the view
-    return prefix, memoryview(body)[:len(body) - len(prefix)]
+    return prefix, memoryview(body)[: len(body) - len(prefix)]
 
 
 def format_records(ts_iso: bytes, token: bytes, instance: bytes, lines: bytes) -> bytes:
@@ -114,7 +114,11 @@ class Record:
 
     def to_dict(self, service: str) -> dict[str, object]:
         d: dict[str, object] = {
-            "ts": self.ts, "service": service, "instance": self.instance, "stream": self.stream, "text": self.text,
+            "ts": self.ts,
+            "service": service,
+            "instance": self.instance,
+            "stream": self.stream,
+            "text": self.text,
         }
         if self.continued:
             d["continued"] = True
@@ -128,13 +132,13 @@ def record_dict(line: bytes, service: str) -> dict[str, object]:
     j = line.find(b" ", i + 1, end) if i >= 0 else -1
     if j < 0:
         return parse_record(line).to_dict(service)
-    token = line[TS_LEN + 1:i]
+    token = line[TS_LEN + 1 : i]
     d: dict[str, object] = {
         "ts": line[:TS_LEN].decode("ascii", "replace"),
         "service": service,
-        "instance": line[i + 1:j].decode("utf-8", "replace"),
+        "instance": line[i + 1 : j].decode("utf-8", "replace"),
         "stream": TOKEN_STREAM.get(token, "unknown"),
-        "text": line[j + 1:end].decode("utf-8", "replace"),
+        "text": line[j + 1 : end].decode("utf-8", "replace"),
     }
     if token.endswith(b"+"):
         d["continued"] = True
@@ -146,7 +150,7 @@ def parse_record(line: bytes) -> Record:
     if line.endswith(b"\n"):
         line = line[:-1]
     ts = line[:TS_LEN].decode("ascii", "replace")
-    parts = line[TS_LEN + 1:].split(b" ", 2)
+    parts = line[TS_LEN + 1 :].split(b" ", 2)
     while len(parts) < 3:
         parts.append(b"")
     token, inst, text = parts

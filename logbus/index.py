@@ -99,8 +99,9 @@ class IndexReader:
     def close(self) -> None:
         self.conn.close()
 
-    def blocks(self, service: str, from_ts: float | None, to_ts: float | None, *, after_file: int = 0,
-               after_offset: int = 0) -> list[BlockRef]:
+    def blocks(
+        self, service: str, from_ts: float | None, to_ts: float | None, *, after_file: int = 0, after_offset: int = 0
+    ) -> list[BlockRef]:
         """Blocks of `service` that may hold lines in [from_ts, to_ts), in write order, starting at the
         position (after_file, after_offset) when given."""
         sql = (
@@ -119,15 +120,13 @@ class IndexReader:
             params += [after_file, after_file, after_offset]
         sql += " ORDER BY b.file_id, b.start"
         base = self.logs_dir / service
-        return [
-            BlockRef(r[0], r[1], base / r[2], r[3], r[4], r[5], r[6], r[7])
-            for r in self.conn.execute(sql, params)
-        ]
+        return [BlockRef(r[0], r[1], base / r[2], r[3], r[4], r[5], r[6], r[7]) for r in self.conn.execute(sql, params)]
 
     def files(self, service: str | None = None) -> list[FileRow]:
         sql = "SELECT id, service, name, day, seq, first_ts, last_ts, size, lines FROM files"
-        rows = self.conn.execute(sql + (" WHERE service = ?" if service else "") + " ORDER BY service, id",
-                                 (service,) if service else ())
+        rows = self.conn.execute(
+            sql + (" WHERE service = ?" if service else "") + " ORDER BY service, id", (service,) if service else ()
+        )
         return [FileRow(*r) for r in rows]
 
     def services(self) -> list[dict[str, object]]:
@@ -136,7 +135,6 @@ class IndexReader:
             "GROUP BY service ORDER BY service"
         )
         return [
-            {"service": r[0], "files": r[1], "bytes": r[2] or 0, "lines": r[3] or 0, "first_ts": r[4],
-             "last_ts": r[5]}
+            {"service": r[0], "files": r[1], "bytes": r[2] or 0, "lines": r[3] or 0, "first_ts": r[4], "last_ts": r[5]}
             for r in rows
         ]

@@ -25,8 +25,12 @@ _UNANCHORED = _re2.RE2.Anchor.UNANCHORED
 
 # (prefix after `(`, what it is) for group syntax RE2 refuses, longest prefixes first.
 _GROUPS = (
-    ("(?<=", "a lookbehind"), ("(?<!", "a negative lookbehind"), ("(?=", "a lookahead"),
-    ("(?!", "a negative lookahead"), ("(?>", "an atomic group"), ("(?P=", "a named backreference"),
+    ("(?<=", "a lookbehind"),
+    ("(?<!", "a negative lookbehind"),
+    ("(?=", "a lookahead"),
+    ("(?!", "a negative lookahead"),
+    ("(?>", "an atomic group"),
+    ("(?P=", "a named backreference"),
     ("(?(", "a conditional group"),
 )
 
@@ -47,7 +51,7 @@ def unsupported(pattern: str) -> tuple[int, str, str] | None:
                 return i, pattern[i:j], "a backreference"
             if e == "g" and pattern.startswith("<", i + 2):
                 end = pattern.find(">", i)
-                return i, pattern[i:end + 1 if end > 0 else n], "a backreference"
+                return i, pattern[i : end + 1 if end > 0 else n], "a backreference"
             if e == "Z":
                 return i, "\\Z", "Python's end-of-text anchor (RE2 spells it \\z)"
             i, quantified = i + 2, False
@@ -59,14 +63,14 @@ def unsupported(pattern: str) -> tuple[int, str, str] | None:
             for prefix, what in _GROUPS:
                 if pattern.startswith(prefix, i):
                     close = pattern.find(")", i)
-                    text = pattern[i:close + 1] if prefix == "(?P=" and close > 0 else prefix
+                    text = pattern[i : close + 1] if prefix == "(?P=" and close > 0 else prefix
                     return i, text, what
             i, quantified = i + 1, False
             if pattern.startswith("?", i):
                 i += 1  # `(?:`, `(?i)`, `(?P<name>`: the `?` is not a quantifier
             continue
         if c == "+" and quantified:
-            return i - 1, pattern[i - 1:i + 1], "a possessive quantifier"
+            return i - 1, pattern[i - 1 : i + 1], "a possessive quantifier"
         if c in "*+?":
             # `a*?` is lazy (RE2 has it); a `+` right after a quantifier is possessive
             quantified = not (c == "?" and quantified)
@@ -74,7 +78,7 @@ def unsupported(pattern: str) -> tuple[int, str, str] | None:
             continue
         if c == "{":
             close = pattern.find("}", i)
-            body = pattern[i + 1:close] if close > 0 else ""
+            body = pattern[i + 1 : close] if close > 0 else ""
             if body and all(ch.isdigit() or ch == "," for ch in body) and body[0] != ",":
                 i, quantified = close + 1, True
                 continue
@@ -140,10 +144,14 @@ def explain(pattern: str, error: str) -> str:
     found = unsupported(pattern)
     if found is not None:
         at, text, what = found
-        return (f"regex {pattern!r} uses {what} ({text} at character {at + 1}), which RE2 syntax does not "
-                f"support: patterns are matched in linear time, so backreferences and lookaround are not "
-                f"available; rewrite it without, or search by keyword and regex together ({SYNTAX_URL})")
+        return (
+            f"regex {pattern!r} uses {what} ({text} at character {at + 1}), which RE2 syntax does not "
+            f"support: patterns are matched in linear time, so backreferences and lookaround are not "
+            f"available; rewrite it without, or search by keyword and regex together ({SYNTAX_URL})"
+        )
     if "pattern too large" in error:
-        return (f"regex {pattern!r} is too large once compiled (more than {MAX_PROGRAM_BYTES // 1024} KiB): "
-                "use smaller repetition counts or narrower classes than \\pL")
+        return (
+            f"regex {pattern!r} is too large once compiled (more than {MAX_PROGRAM_BYTES // 1024} KiB): "
+            "use smaller repetition counts or narrower classes than \\pL"
+        )
     return f"regex {pattern!r} is invalid: {error} (RE2 syntax, {SYNTAX_URL})"

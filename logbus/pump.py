@@ -67,10 +67,14 @@ class Source:
     def mark_dropped(self, intake: Intake, ts: float, *, force: bool = False) -> None:
         """Queue the `dropped N lines` marker once there is room (always, with `force`)."""
         text = b"logbus: dropped %d lines from %s (buffer full)\n" % (self.dropped, self.token)
-        if intake.offer((self.service, self.instance, b"sys", ts, text, 1), len(text) + _ITEM_OVERHEAD,
-                        force=force):
-            log.warning("dropped log lines", service=self.service, instance=self.instance.decode(errors="replace"),
-                        stream=self.token.decode(), lines=self.dropped)
+        if intake.offer((self.service, self.instance, b"sys", ts, text, 1), len(text) + _ITEM_OVERHEAD, force=force):
+            log.warning(
+                "dropped log lines",
+                service=self.service,
+                instance=self.instance.decode(errors="replace"),
+                stream=self.token.decode(),
+                lines=self.dropped,
+            )
             self.dropped = 0
 
 

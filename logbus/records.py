@@ -108,7 +108,7 @@ def complete_prefix(buf: bytes, segs: list[Seg]) -> int:
     end = 0
     for s in segs:
         if s.head is not None:
-            h = parse_header(buf[s.start:s.text - 1])
+            h = parse_header(buf[s.start : s.text - 1])
             if h is None or s.text + h[3] > s.end:
                 return end
             end = s.end
@@ -149,14 +149,23 @@ class LineMeta(NamedTuple):
 
 def line_meta(head: tuple[bytes, bytes, bytes]) -> LineMeta:
     ts, tok, inst = head
-    return LineMeta(ts.decode("ascii", "replace"), inst.decode("utf-8", "replace"),
-                    TOKEN_STREAM.get(tok, "unknown"), tok.endswith(b"+"))
+    return LineMeta(
+        ts.decode("ascii", "replace"),
+        inst.decode("utf-8", "replace"),
+        TOKEN_STREAM.get(tok, "unknown"),
+        tok.endswith(b"+"),
+    )
 
 
 def chunk_line_dict(text: bytes, service: str, meta: LineMeta) -> dict[str, object]:
     """The API's dict for one line of a chunk (`text` without its `\\n`); the keys of `record_dict`."""
-    d: dict[str, object] = {"ts": meta.ts, "service": service, "instance": meta.instance, "stream": meta.stream,
-                            "text": text.decode("utf-8", "replace")}
+    d: dict[str, object] = {
+        "ts": meta.ts,
+        "service": service,
+        "instance": meta.instance,
+        "stream": meta.stream,
+        "text": text.decode("utf-8", "replace"),
+    }
     if meta.continued:
         d["continued"] = True
     return d
@@ -176,7 +185,7 @@ def seek(buf: bytes, segs: list[Seg], iso: bytes, lo: int = 0) -> int:
             continue
         k = buf.rfind(b"\n", s.start, s.end - 1)
         k = k + 1 if k >= 0 else s.start  # the run's last line
-        if buf[k:k + TS_LEN] < iso:
+        if buf[k : k + TS_LEN] < iso:
             continue
         return seek_ts(buf, iso, max(s.start, lo), s.end)
     return len(buf)
@@ -192,7 +201,7 @@ def seek_ts(buf: bytes, iso: bytes, lo: int = 0, hi: int | None = None) -> int:
         mid = (a + b) // 2
         k = buf.rfind(b"\n", a, mid)
         ls = k + 1 if k >= 0 else a
-        if buf[ls:ls + TS_LEN] < iso:
+        if buf[ls : ls + TS_LEN] < iso:
             a = buf.find(b"\n", ls, end) + 1 or end
         else:
             b = ls
@@ -237,12 +246,12 @@ def cut_blocks(buf: bytes, segs: list[Seg], end: int, block_bytes: int) -> list[
         p, e = s.start, min(s.end, end)
         while p < e:
             if start < 0:
-                start, first = p, buf[p:p + TS_LEN]
+                start, first = p, buf[p : p + TS_LEN]
             room = max(1, block_bytes - (p - start))
             cut = e if e - p <= room else (buf.rfind(b"\n", p, p + room) + 1 or buf.find(b"\n", p + room, e) + 1 or e)
             k = buf.rfind(b"\n", p, cut - 1)
             k = k + 1 if k >= 0 else p
-            last = buf[k:k + TS_LEN]
+            last = buf[k : k + TS_LEN]
             lines += buf.count(b"\n", p, cut)
             p = cut
             if p - start >= block_bytes:

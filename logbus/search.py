@@ -88,8 +88,9 @@ _LINE_ANCHORED = re.compile(r"[\^$]|\\[AzbB]")
 class Matcher:
     """Which lines of a buffer of stored records match a keyword (case-insensitive) and/or a regex."""
 
-    def __init__(self, keyword: str | None = None, regex: str | None = None,
-                 streams: frozenset[str] | None = None) -> None:
+    def __init__(
+        self, keyword: str | None = None, regex: str | None = None, streams: frozenset[str] | None = None
+    ) -> None:
         self.kw: bytes | None = None
         self.kw_exact: bytes | None = None
         self.kw_fold: str | None = None
@@ -121,7 +122,7 @@ class Matcher:
         if self.tokens is None:
             return True
         i = ls + TS_LEN + 1
-        return buf[i:buf.find(b" ", i)] in self.tokens
+        return buf[i : buf.find(b" ", i)] in self.tokens
 
     def token_ok(self, token: bytes) -> bool:
         """Whether lines with this stream token (a chunk's) pass the stream filter."""
@@ -130,7 +131,7 @@ class Matcher:
     def _text_ok(self, buf: bytes, ls: int, le: int, raw: bool = False) -> bool:
         """The slow, exact check of one line's text against every filter."""
         ts = ls if raw else record_text_start(buf, ls)
-        text = buf[ts:le - 1 if buf[le - 1:le] == b"\n" else le]
+        text = buf[ts : le - 1 if buf[le - 1 : le] == b"\n" else le]
         if self.kw is not None and self.kw not in text.lower():
             return False
         if self.kw_exact is not None and self.kw_exact not in text:
@@ -194,7 +195,8 @@ class Matcher:
                 pos = le  # the keyword only matched the timestamp / stream / instance
                 continue
             if self._token_ok(low, ls) and (
-                    (self.rx is None and self.kw_fold is None) or self._text_ok(buf, lo + ls, lo + le)):
+                (self.rx is None and self.kw_fold is None) or self._text_ok(buf, lo + ls, lo + le)
+            ):
                 yield lo + ls, lo + le
             pos = le
 
@@ -240,8 +242,9 @@ class _Run(NamedTuple):
     ts: bytes | None
 
 
-def _block_runs(buf: bytes, segs: list[Seg], lo: int, hi: int, base: int, file_id: int,
-                matcher: Matcher) -> Iterator[_Run]:
+def _block_runs(
+    buf: bytes, segs: list[Seg], lo: int, hi: int, base: int, file_id: int, matcher: Matcher
+) -> Iterator[_Run]:
     """The matching lines of buf[lo:hi] (a block read from file offset `base`), in order. Without a
     text filter a segment's lines come from one C-level `split`, not a `find` per line."""
     for s in segs:
@@ -256,8 +259,9 @@ def _block_runs(buf: bytes, segs: list[Seg], lo: int, hi: int, base: int, file_i
                 continue
             spans = list(matcher.spans(buf, a, e))
             if spans:
-                yield _Run(file_id, base + a, [buf[ls:le] for ls, le in spans], [base + le for _, le in spans],
-                           None, None)
+                yield _Run(
+                    file_id, base + a, [buf[ls:le] for ls, le in spans], [base + le for _, le in spans], None, None
+                )
             continue
         if not matcher.token_ok(s.head[1]):
             continue
@@ -266,8 +270,14 @@ def _block_runs(buf: bytes, segs: list[Seg], lo: int, hi: int, base: int, file_i
             continue
         spans = list(matcher.text_spans(buf, a, e))
         if spans:  # (the metadata is decoded only for chunks with a match: a search passes most by)
-            yield _Run(file_id, base + a, [buf[ls:le - 1 if buf[le - 1] == 10 else le] for ls, le in spans],
-                       [base + le for _, le in spans], line_meta(s.head), s.head[0])
+            yield _Run(
+                file_id,
+                base + a,
+                [buf[ls : le - 1 if buf[le - 1] == 10 else le] for ls, le in spans],
+                [base + le for _, le in spans],
+                line_meta(s.head),
+                s.head[0],
+            )
 
 
 def _hits(runs: Iterable[_Run], service: str) -> Iterator[_Hit]:
@@ -279,8 +289,9 @@ def _hits(runs: Iterable[_Run], service: str) -> Iterator[_Hit]:
             yield r.ts or line[:TS_LEN], service, r.file_id, end, line, r.meta
 
 
-def _bounds(buf: bytes, segs: list[Seg], b: BlockRef, q: Query, lo_iso: bytes | None, hi_iso: bytes | None,
-            lo: int) -> tuple[int, int]:
+def _bounds(
+    buf: bytes, segs: list[Seg], b: BlockRef, q: Query, lo_iso: bytes | None, hi_iso: bytes | None, lo: int
+) -> tuple[int, int]:
     """The part [lo, hi) of a block's buffer inside the query's time range (from `lo` on)."""
     hi = len(buf)
     if lo_iso is not None and q.from_ts is not None and b.first_ts < q.from_ts:
@@ -290,8 +301,9 @@ def _bounds(buf: bytes, segs: list[Seg], b: BlockRef, q: Query, lo_iso: bytes | 
     return lo, hi
 
 
-def _scan(reader: IndexReader, service: str, q: Query, matcher: Matcher, result: Result,
-          reverse: bool = False) -> Generator[_Run, None, None]:
+def _scan(
+    reader: IndexReader, service: str, q: Query, matcher: Matcher, result: Result, reverse: bool = False
+) -> Generator[_Run, None, None]:
     """The matching lines of `service`, block by block (newest block first with `reverse`, and then
     each block's runs newest first too)."""
     after = (q.cursor or {}).get(service, (0, 0))
@@ -307,8 +319,9 @@ def _scan(reader: IndexReader, service: str, q: Query, matcher: Matcher, result:
             # A cursor may point between two lines of a chunk: the block is read from its start (where
             # the chunk's header is) and the lines before the cursor are skipped.
             skip = after[1] - b.start if b.file_id == after[0] and after[1] > b.start else 0
-            if (q.max_scan_bytes is not None and result.scanned_bytes >= q.max_scan_bytes
-                    and read_any):  # every service reads at least one block, so each page makes progress
+            if (
+                q.max_scan_bytes is not None and result.scanned_bytes >= q.max_scan_bytes and read_any
+            ):  # every service reads at least one block, so each page makes progress
                 result.stopped_at[service] = (b.file_id, b.start + skip)
                 cut = iso_bytes(b.first_ts)
                 result.stop_ts = cut if result.stop_ts is None else min(result.stop_ts, cut)
@@ -340,13 +353,13 @@ def run_query(reader: IndexReader, q: Query) -> Result:
                 got += reversed(list(_hits([run], s)))
                 if len(got) >= q.limit:
                     break
-            got = got[:q.limit]
+            got = got[: q.limit]
             got.reverse()
             hits += got
         hits.sort(key=lambda h: h[0])
-        chosen = hits[-q.limit:]
+        chosen = hits[-q.limit :]
         if q.max_result_bytes is not None and chosen:  # the newest lines that fit, at least one
-            chosen = chosen[len(chosen) - max(1, _fitting(reversed([h[4] for h in chosen]), q.max_result_bytes)):]
+            chosen = chosen[len(chosen) - max(1, _fitting(reversed([h[4] for h in chosen]), q.max_result_bytes)) :]
         result.lines = [_line_dict(h) for h in chosen]
         return result
     pos: dict[str, Position] = dict(q.cursor or {})
@@ -395,8 +408,16 @@ def _take_runs(reader: IndexReader, q: Query, matcher: Matcher, result: Result, 
                 lines += [chunk_line_dict(x, service, m) for x in take]
             else:
                 ts, inst, stream = m.ts, m.instance, m.stream
-                lines += [{"ts": ts, "service": service, "instance": inst, "stream": stream,
-                           "text": x.decode("utf-8", "replace")} for x in take]
+                lines += [
+                    {
+                        "ts": ts,
+                        "service": service,
+                        "instance": inst,
+                        "stream": stream,
+                        "text": x.decode("utf-8", "replace"),
+                    }
+                    for x in take
+                ]
             n = len(take)
             end = r.start + sum(map(len, take)) + n if r.ends is None else r.ends[n - 1]
             pos[service] = (r.file_id, end)
@@ -407,8 +428,7 @@ def _take_runs(reader: IndexReader, q: Query, matcher: Matcher, result: Result, 
         runs.close()
 
 
-def _take_merged(reader: IndexReader, q: Query, matcher: Matcher, result: Result,
-                 pos: dict[str, Position]) -> bool:
+def _take_merged(reader: IndexReader, q: Query, matcher: Matcher, result: Result, pos: dict[str, Position]) -> bool:
     """Several services, merged line by line by time. Whether more lines remain after `q.limit`."""
     gens = [_scan(reader, s, q, matcher, result) for s in q.services]
     merged = heapq.merge(*(_hits(g, s) for g, s in zip(gens, q.services, strict=True)), key=lambda h: h[0])
@@ -445,8 +465,9 @@ def _line_dict(h: _Hit) -> dict[str, object]:
     return record_dict(h[4], h[1]) if h[5] is None else chunk_line_dict(h[4], h[1], h[5])
 
 
-def read_window(reader: IndexReader, service: str, from_ts: float | None, to_ts: float | None,
-                chunk_bytes: int = 1024 * 1024) -> Generator[bytes, None, None]:
+def read_window(
+    reader: IndexReader, service: str, from_ts: float | None, to_ts: float | None, chunk_bytes: int = 1024 * 1024
+) -> Generator[bytes, None, None]:
     """The stored lines of `service` in [from_ts, to_ts) as line records, in pieces: a download's body."""
     q = Query((service,), from_ts, to_ts)
     lo_iso = iso_bytes(from_ts) if from_ts is not None else None
@@ -462,7 +483,7 @@ def read_window(reader: IndexReader, service: str, from_ts: float | None, to_ts:
             lo, hi = _bounds(buf, segs, b, q, lo_iso, hi_iso, 0)
             data = expand_segs(buf, segs, lo, hi)
             for i in range(0, len(data), chunk_bytes):
-                yield data[i:i + chunk_bytes]
+                yield data[i : i + chunk_bytes]
     finally:
         for fd in fds.values():
             os.close(fd)

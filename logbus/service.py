@@ -61,8 +61,9 @@ class LogbusService:
         try:
             await asyncio.to_thread(self.writer.open)
         except (OSError, RuntimeError) as e:
-            raise StartupError(f"logbus cannot use {self.dir}: {e}",
-                               hint="check the data dir's permissions and free space") from e
+            raise StartupError(
+                f"logbus cannot use {self.dir}: {e}", hint="check the data dir's permissions and free space"
+            ) from e
         self._loop = asyncio.get_running_loop()
         self.writer.wants = self.hub.wants
         self.writer.on_written = self._on_written
@@ -85,8 +86,9 @@ class LogbusService:
                 src.offer(self.intake, src.splitter.flush(), now)
         done = await asyncio.to_thread(self.writer.stop, drain_timeout_s / 2)
         if not done:
-            log.error("log writer did not finish in time; recent lines may be lost",
-                      pending_bytes=self.intake.pending_bytes)
+            log.error(
+                "log writer did not finish in time; recent lines may be lost", pending_bytes=self.intake.pending_bytes
+            )
 
     def _on_written(self, service: str, file_id: int, start: int, end: int, data: bytes) -> None:
         loop = self._loop
@@ -121,6 +123,7 @@ class LogbusService:
 
     def when_stored(self, fn: Callable[[], None]) -> None:
         """`fn()` on the writer thread once what was appended before is written and indexed."""
+
         def done(fut: Any) -> None:
             if fut.exception() is None:
                 fn()
@@ -138,8 +141,9 @@ class LogbusService:
             data = "".join(lines).encode()
             if src.dropped:
                 src.mark_dropped(self.intake, at)
-            if src.dropped or not self.intake.offer((ACCESS_SERVICE, b"gate", b"out", at, data, len(lines)),
-                                                    len(data) + _ACCESS_ITEM_OVERHEAD):
+            if src.dropped or not self.intake.offer(
+                (ACCESS_SERVICE, b"gate", b"out", at, data, len(lines)), len(data) + _ACCESS_ITEM_OVERHEAD
+            ):
                 src.dropped += len(lines)
         except Exception as e:  # the proxy's path must never see a logging failure
             src.dropped += len(lines)
@@ -174,6 +178,7 @@ class LogbusService:
                 return reader.services()
             finally:
                 reader.close()
+
         return await asyncio.to_thread(run)
 
     async def files(self, service: str | None = None) -> list[dict[str, Any]]:
@@ -183,6 +188,7 @@ class LogbusService:
                 return [r.__dict__ for r in reader.files(service)]
             finally:
                 reader.close()
+
         return await asyncio.to_thread(run)
 
     async def download(self, service: str, from_ts: float | None, to_ts: float | None) -> AsyncIterator[bytes]:

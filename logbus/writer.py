@@ -233,8 +233,7 @@ class LogWriter:
         if touched:
             self._commit(touched.values())
 
-    def _add(self, sf: _ServiceFile, ts: float, token: bytes, inst: bytes, payload: bytes,
-             nlines: int | None) -> None:
+    def _add(self, sf: _ServiceFile, ts: float, token: bytes, inst: bytes, payload: bytes, nlines: int | None) -> None:
         """Queue `payload` (`nlines` complete lines; None: two or more, not counted yet) for the
         service's next write: one line as a line record, more as chunk records of at most a block each
         (the bytes as read, not copied)."""
@@ -317,8 +316,7 @@ class LogWriter:
             # before any other work; the tail dedupes against the index by position.
             assert sf.file_id is not None
             # Tail subscribers get line records only (`expand`), and where the batch ends in the file.
-            self.on_written(sf.service, sf.file_id, sf.pending_start, sf.pending_start + total,
-                            expand(b"".join(parts)))
+            self.on_written(sf.service, sf.file_id, sf.pending_start, sf.pending_start + total, expand(b"".join(parts)))
 
     def _unwrite(self, sf: _ServiceFile) -> None:
         """Forget a batch whose write failed: cut the file back to before it, and the blocks with it."""
@@ -371,11 +369,15 @@ class LogWriter:
                     b.id = cur.lastrowid
                     inserted.append(b)
                 else:
-                    db.execute('UPDATE blocks SET "end" = ?, last_ts = ?, lines = ? WHERE id = ?',
-                               (b.end, b.last_ts, b.lines, b.id))
+                    db.execute(
+                        'UPDATE blocks SET "end" = ?, last_ts = ?, lines = ? WHERE id = ?',
+                        (b.end, b.last_ts, b.lines, b.id),
+                    )
             if sf.file_id is not None:
-                db.execute("UPDATE files SET size = ?, lines = ?, first_ts = ?, last_ts = ? WHERE id = ?",
-                           (sf.size, sf.lines, sf.first_ts, sf.last_ts, sf.file_id))
+                db.execute(
+                    "UPDATE files SET size = ?, lines = ?, first_ts = ?, last_ts = ? WHERE id = ?",
+                    (sf.size, sf.lines, sf.first_ts, sf.last_ts, sf.file_id),
+                )
 
     # --- files ---------------------------------------------------------------------------------
 
@@ -385,7 +387,8 @@ class LogWriter:
         assert self._db is not None
         row = self._db.execute(
             "SELECT id, name, day, seq, size, lines, first_ts, last_ts FROM files WHERE service = ? "
-            "ORDER BY id DESC LIMIT 1", (service,),
+            "ORDER BY id DESC LIMIT 1",
+            (service,),
         ).fetchone()
         if row is not None:
             file_id, name, day, seq, size, lines, first_ts, last_ts = row
@@ -442,8 +445,11 @@ class LogWriter:
         assert db is not None
         rows = db.execute("SELECT id, service, name, first_ts, last_ts, size FROM files").fetchall()
         stats = [FileStat(r[0], r[1], r[3] or 0.0, r[4] or 0.0, r[5]) for r in rows]
-        doomed = set(plan_retention(stats, now=self.clock.now(), max_age_s=self.cfg.max_age_s,
-                                    max_total_bytes=self.cfg.max_total_bytes))
+        doomed = set(
+            plan_retention(
+                stats, now=self.clock.now(), max_age_s=self.cfg.max_age_s, max_total_bytes=self.cfg.max_total_bytes
+            )
+        )
         removed: list[str] = []
         for r in rows:
             if r[0] not in doomed:
@@ -483,8 +489,9 @@ class LogWriter:
             size = path.stat().st_size
             if size < end:  # truncated behind our back: forget the blocks past the end
                 db.execute('DELETE FROM blocks WHERE file_id = ? AND "end" > ?', (file_id, size))
-                end = db.execute('SELECT COALESCE(MAX("end"), 0) FROM blocks WHERE file_id = ?',
-                                 (file_id,)).fetchone()[0]
+                end = db.execute('SELECT COALESCE(MAX("end"), 0) FROM blocks WHERE file_id = ?', (file_id,)).fetchone()[
+                    0
+                ]
             if size != end:
                 self._index_range(file_id, service, path, end)
         for d in sorted(p for p in self.dir.iterdir() if p.is_dir()):
@@ -493,8 +500,10 @@ class LogWriter:
             for parsed, path in found:
                 if (d.name, path.name) in known:
                     continue
-                cur = db.execute("INSERT INTO files (service, name, day, seq) VALUES (?, ?, ?, ?)",
-                                 (d.name, path.name, parsed[0], parsed[1]))
+                cur = db.execute(
+                    "INSERT INTO files (service, name, day, seq) VALUES (?, ?, ?, ?)",
+                    (d.name, path.name, parsed[0], parsed[1]),
+                )
                 assert cur.lastrowid is not None
                 self._index_range(cur.lastrowid, d.name, path, 0)
                 log.info("indexed log file found on disk", service=d.name, file=path.name)
@@ -526,16 +535,26 @@ class LogWriter:
                     db.execute(
                         'INSERT INTO blocks (file_id, service, start, "end", first_ts, last_ts, lines) '
                         "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        (file_id, service, pos + c.start, pos + c.end, first, max(first, _ts_or(c.last_ts, first)),
-                         c.lines),
+                        (
+                            file_id,
+                            service,
+                            pos + c.start,
+                            pos + c.end,
+                            first,
+                            max(first, _ts_or(c.last_ts, first)),
+                            c.lines,
+                        ),
                     )
                 pos += end
         row = db.execute(
             'SELECT MIN(first_ts), MAX(last_ts), COALESCE(SUM(lines), 0), COALESCE(MAX("end"), 0) '
-            "FROM blocks WHERE file_id = ?", (file_id,),
+            "FROM blocks WHERE file_id = ?",
+            (file_id,),
         ).fetchone()
-        db.execute("UPDATE files SET first_ts = ?, last_ts = ?, lines = ?, size = ? WHERE id = ?",
-                   (row[0], row[1], row[2], row[3], file_id))
+        db.execute(
+            "UPDATE files SET first_ts = ?, last_ts = ?, lines = ?, size = ? WHERE id = ?",
+            (row[0], row[1], row[2], row[3], file_id),
+        )
 
 
 def _mend_tail(f: BinaryIO, pos: int, buf: bytes) -> int:
@@ -544,7 +563,7 @@ def _mend_tail(f: BinaryIO, pos: int, buf: bytes) -> int:
     nl = buf.find(b"\n")
     head = parse_header(buf[:nl]) if buf[:1] == b"@" and nl >= 0 else None
     if head is not None:
-        body = buf[nl + 1:]
+        body = buf[nl + 1 :]
         if body and not body.endswith(b"\n"):
             body += b"\n"
         data = chunk_header(head[0], head[1], head[2], len(body)) + body if body else b""
@@ -563,7 +582,7 @@ def _write_all(fd: int, parts: list[bytes | memoryview]) -> int:
     total = 0
     i = 0
     while i < len(parts):
-        group = parts[i:i + _IOV_MAX]
+        group = parts[i : i + _IOV_MAX]
         want = sum(len(p) for p in group)
         n = os.writev(fd, group)
         total += n

@@ -14,5 +14,16 @@ from orch.runtime import ExitStatus, InstanceConfig, Runtime
 from orch.service import OrchService
 from orch.spec import ServiceSpec, SpecError, load_spec
 
-__all__ = ["VERSION_RE", "VERSION_RULE", "ArtifactStore", "ExitStatus", "InstanceConfig", "OrchService", "OrchSettings",
-           "Runtime", "ServiceSpec", "SpecError", "load_spec"]
+__all__ = [
+    "VERSION_RE",
+    "VERSION_RULE",
+    "ArtifactStore",
+    "ExitStatus",
+    "InstanceConfig",
+    "OrchService",
+    "OrchSettings",
+    "Runtime",
+    "ServiceSpec",
+    "SpecError",
+    "load_spec",
+]

@@ -25,8 +25,25 @@ class ConfigFileRefused(Exception):
 
 # Directories a config file never goes into without `allow_system_paths: true`: the host's configuration,
 # programs, boot files, kernel interfaces, root's home, cron and mail spools.
-SYSTEM_DIRS: tuple[str, ...] = ("/", "/etc", "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/boot", "/dev",
-                                "/proc", "/sys", "/root", "/var/spool", "/var/run", "/run", "/var/lib/dpkg")
+SYSTEM_DIRS: tuple[str, ...] = (
+    "/",
+    "/etc",
+    "/usr",
+    "/bin",
+    "/sbin",
+    "/lib",
+    "/lib32",
+    "/lib64",
+    "/boot",
+    "/dev",
+    "/proc",
+    "/sys",
+    "/root",
+    "/var/spool",
+    "/var/run",
+    "/run",
+    "/var/lib/dpkg",
+)
 
 
 def system_dir_problem(workdir: str, data_dir: str, releases_dir: str) -> str | None:
@@ -62,7 +79,7 @@ def _walk(base: str, parts: list[str], path: str, *, create: bool) -> int:
             try:
                 fd = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=dir_fd)
             except OSError as e:
-                where = posixpath.join(base, *parts[:i + 1])
+                where = posixpath.join(base, *parts[: i + 1])
                 raise ConfigFileRefused(
                     f"config file {path!r}: {where} is a symlink or not a directory; config files are "
                     "written only through real directories inside the workdir"
@@ -80,7 +97,7 @@ def _split(workdir: str, path: str) -> tuple[str, list[str], str]:
     target = posixpath.normpath(path if path.startswith("/") else posixpath.join(base, path))
     if not target.startswith(base.rstrip("/") + "/"):
         raise ConfigFileRefused(f"config file {path!r} is outside the workdir {workdir}")
-    return base, target[len(base.rstrip("/")) + 1:].split("/"), target
+    return base, target[len(base.rstrip("/")) + 1 :].split("/"), target
 
 
 def write_inside(workdir: str, path: str, content: str, mode: int, owner: tuple[int, int] | None = None) -> str:
@@ -95,8 +112,9 @@ def write_inside(workdir: str, path: str, content: str, mode: int, owner: tuple[
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=dir_fd)
         except OSError as e:
-            raise ConfigFileRefused(f"config file {path!r}: cannot write in {posixpath.dirname(target)} "
-                                    f"({e.strerror})") from e
+            raise ConfigFileRefused(
+                f"config file {path!r}: cannot write in {posixpath.dirname(target)} ({e.strerror})"
+            ) from e
         try:
             with os.fdopen(fd, "w") as f:
                 if owner is not None:
@@ -127,13 +145,14 @@ def read_inside(workdir: str, path: str, limit: int = 1024 * 1024) -> str:
             # O_NONBLOCK: opening a FIFO must not wait for a writer; O_NOCTTY: a terminal is not taken.
             fd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY, dir_fd=dir_fd)
         except OSError as e:
-            raise ConfigFileRefused(f"template {path!r}: {target} is a symlink or cannot be read "
-                                    f"({e.strerror})") from e
+            raise ConfigFileRefused(f"template {path!r}: {target} is a symlink or cannot be read ({e.strerror})") from e
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             os.close(fd)
-            raise ConfigFileRefused(f"template {path!r}: {target} is not a regular file (a directory, "
-                                    "FIFO, socket or device); a template must be a plain file")
+            raise ConfigFileRefused(
+                f"template {path!r}: {target} is not a regular file (a directory, "
+                "FIFO, socket or device); a template must be a plain file"
+            )
         with os.fdopen(fd, "rb") as f:
             if st.st_size > limit:
                 raise ConfigFileRefused(f"template {path!r} is larger than {limit} bytes")
@@ -175,8 +194,10 @@ def write_config_files(config: Any, *, owners: list[str | None], allow_system: b
         data = os.path.realpath(data_dir)
         problem = system_dir_problem(real, data, posixpath.join(data, "releases"))
         if problem:
-            raise ConfigFileRefused(f"config files refused: {problem}; config files go in the service's own "
-                                    "directory (allow_system_paths: true overrides this, audited)")
+            raise ConfigFileRefused(
+                f"config files refused: {problem}; config files go in the service's own "
+                "directory (allow_system_paths: true overrides this, audited)"
+            )
     for i, (path, content, mode) in enumerate(config.config_files):
         owner = owners[i] if i < len(owners) else None
         write_inside(real, path, content, mode, resolve_owner(owner) if owner else None)

@@ -64,8 +64,11 @@ def normalise(name: str) -> str:
     if len(name.encode(errors="surrogateescape")) > MAX_NAME_BYTES:
         raise TarRejected(name[:80] + "...", "bad_name", f"the name is longer than {MAX_NAME_BYTES} bytes")
     if name.startswith("/") or (len(name) > 1 and name[1] == ":" and name[0].isalpha()):
-        raise TarRejected(name, "absolute_path", "absolute paths are not allowed; archive paths relative "
-                                                 "to the release dir (tar -C DIR .)")
+        raise TarRejected(
+            name,
+            "absolute_path",
+            "absolute paths are not allowed; archive paths relative to the release dir (tar -C DIR .)",
+        )
     parts = [p for p in name.split("/") if p not in ("", ".")]
     if ".." in parts:
         raise TarRejected(name, "parent_path", "'..' in a member name would write outside the release dir")
@@ -89,13 +92,15 @@ class TarChecker:
         """The normalised path `m` is written to, or `TarRejected`."""
         self.members += 1
         if self.members > self.limits.max_members:
-            raise TarRejected(m.name, "too_many_members",
-                              f"the archive has more than {self.limits.max_members} members")
+            raise TarRejected(
+                m.name, "too_many_members", f"the archive has more than {self.limits.max_members} members"
+            )
         if m.kind in ("device", "fifo"):
             raise TarRejected(m.name, f"{m.kind}_file", f"{m.kind} files are not allowed in a release")
         if m.kind == "other":
-            raise TarRejected(m.name, "unsupported_type",
-                              "only regular files, directories, symlinks and hard links are allowed")
+            raise TarRejected(
+                m.name, "unsupported_type", "only regular files, directories, symlinks and hard links are allowed"
+            )
         path = normalise(m.name)
         if path == "":
             if m.kind == "dir":
@@ -115,9 +120,12 @@ class TarChecker:
                 raise TarRejected(m.name, "bad_size", "negative size")
             self.unpacked_bytes += m.size
             if self.unpacked_bytes > self.limits.max_unpacked_bytes:
-                raise TarRejected(m.name, "too_large",
-                                  f"the files unpack to more than {self.limits.max_unpacked_bytes} bytes "
-                                  "(a decompression bomb, or raise orch.artifact_max_unpacked_bytes)")
+                raise TarRejected(
+                    m.name,
+                    "too_large",
+                    f"the files unpack to more than {self.limits.max_unpacked_bytes} bytes "
+                    "(a decompression bomb, or raise orch.artifact_max_unpacked_bytes)",
+                )
             self._files.add(path)
         elif m.kind == "symlink":
             self._check_symlink(m, path)
@@ -126,11 +134,15 @@ class TarChecker:
             try:
                 target = normalise(m.linkname)
             except TarRejected:
-                raise TarRejected(m.name, "hardlink_outside",
-                                  f"the hard link's target {m.linkname!r} is outside the release dir") from None
+                raise TarRejected(
+                    m.name, "hardlink_outside", f"the hard link's target {m.linkname!r} is outside the release dir"
+                ) from None
             if target not in self._files:
-                raise TarRejected(m.name, "hardlink_outside",
-                                  f"a hard link must name an earlier file of the archive, not {m.linkname!r}")
+                raise TarRejected(
+                    m.name,
+                    "hardlink_outside",
+                    f"a hard link must name an earlier file of the archive, not {m.linkname!r}",
+                )
             self._files.add(path)
         parts = path.split("/")
         self._dirs.update("/".join(parts[:i]) for i in range(1, len(parts)))
@@ -157,9 +169,11 @@ class TarChecker:
         while ups < len(parts) and parts[ups] == "..":
             ups += 1
         if ".." in parts[ups:]:
-            raise TarRejected(m.name, "symlink_outside",
-                              f"the symlink's target {target!r} has '..' after a name; write it as ../a/b")
+            raise TarRejected(
+                m.name, "symlink_outside", f"the symlink's target {target!r} has '..' after a name; write it as ../a/b"
+            )
         depth = len(posixpath.dirname(path).split("/")) if "/" in path else 0
         if ups > depth:
-            raise TarRejected(m.name, "symlink_outside",
-                              f"the symlink's target {target!r} points outside the release dir")
+            raise TarRejected(
+                m.name, "symlink_outside", f"the symlink's target {target!r} points outside the release dir"
+            )

@@ -26,8 +26,13 @@ from orch._tarcheck import Kind, Member, TarChecker, TarLimits, TarRejected, nor
 ArtifactKind = Literal["tar.gz", "tar", "file"]
 COPY_CHUNK = 1024 * 1024
 MAX_META_HEADER = 1024 * 1024  # a pax/long-name header larger than this is refused before it is read
-_META_TYPES = (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE, tarfile.GNUTYPE_LONGNAME,
-               tarfile.GNUTYPE_LONGLINK)
+_META_TYPES = (
+    tarfile.XHDTYPE,
+    tarfile.XGLTYPE,
+    tarfile.SOLARIS_XHDTYPE,
+    tarfile.GNUTYPE_LONGNAME,
+    tarfile.GNUTYPE_LONGLINK,
+)
 
 
 class ArchiveInvalid(ValueError):
@@ -37,8 +42,11 @@ class ArchiveInvalid(ValueError):
 class _SafeTarInfo(tarfile.TarInfo):
     def _proc_member(self, tf: tarfile.TarFile) -> Any:  # tarfile's hook for every header
         if self.type in _META_TYPES and self.size > MAX_META_HEADER:
-            raise TarRejected(self.name or "(header)", "bad_header",
-                              f"a metadata header of {self.size} bytes (at most {MAX_META_HEADER})")
+            raise TarRejected(
+                self.name or "(header)",
+                "bad_header",
+                f"a metadata header of {self.size} bytes (at most {MAX_META_HEADER})",
+            )
         return super()._proc_member(tf)  # type: ignore[misc]  # tarfile's private hook: not in typeshed
 
 

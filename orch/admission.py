@@ -18,15 +18,21 @@ Loc = tuple[int | str, ...]
 Fault = tuple[Loc, str, str]  # (location in the spec, field name, message)
 
 
-async def admit(spec: ServiceSpec, *, runtimes: RuntimeSet, default_user: str | None,
-                data_dir: Path) -> tuple[list[Fault], list[str]]:
+async def admit(
+    spec: ServiceSpec, *, runtimes: RuntimeSet, default_user: str | None, data_dir: Path
+) -> tuple[list[Fault], list[str]]:
     """(faults that refuse the spec, host mounts it is allowed to make only by `allow_host_mounts`)."""
     problems: list[Fault] = []
     why = await runtimes.problem(spec.runtime_name)
     if why is not None:
         field = "runtime" if spec.runtime else "image"
-        problems.append(((field,), field, f"{why}; use cmd: (the process runtime)"
-                         if spec.runtime_name not in runtimes.runtimes else why))
+        problems.append(
+            (
+                (field,),
+                field,
+                f"{why}; use cmd: (the process runtime)" if spec.runtime_name not in runtimes.runtimes else why,
+            )
+        )
     user = spec.user or (default_user if spec.runtime_name == "process" else None)
     if user is not None and spec.runtime_name == "process":
         problem = user_problem(user)
@@ -41,9 +47,14 @@ async def admit(spec: ServiceSpec, *, runtimes: RuntimeSet, default_user: str | 
         where = f"volumes[{i}]"
         real = os.path.realpath(vol.source)  # a symlink to / is /
         if not os.path.exists(real):
-            problems.append((("volumes", i), where,
-                             f"bind mount source {vol.source} does not exist on this host; create it "
-                             "first (or use a named volume like data:/var/lib/app)"))
+            problems.append(
+                (
+                    ("volumes", i),
+                    where,
+                    f"bind mount source {vol.source} does not exist on this host; create it "
+                    "first (or use a named volume like data:/var/lib/app)",
+                )
+            )
             continue
         problem = host_mount_problem(real, (*SENSITIVE, data))
         if problem is None:
@@ -52,9 +63,14 @@ async def admit(spec: ServiceSpec, *, runtimes: RuntimeSet, default_user: str | 
             risky.append(f"{text} ({problem})")
         else:
             shown = f"{vol.source} (a link to {real})" if real != vol.source else vol.source
-            problems.append((("volumes", i), where,
-                             f"{shown!s} is refused: {problem}; if you really mean it, add "
-                             "allow_host_mounts: true (recorded in the audit log)"))
+            problems.append(
+                (
+                    ("volumes", i),
+                    where,
+                    f"{shown!s} is refused: {problem}; if you really mean it, add "
+                    "allow_host_mounts: true (recorded in the audit log)",
+                )
+            )
     if spec.config_files and spec.runtime_name == "process" and spec.workdir and "${" not in spec.workdir:
         # Where config files land on this host (links resolved): never a system directory or the data dir,
         # unless the spec says so. A workdir with ${...} is checked when the files are written.
@@ -63,7 +79,12 @@ async def admit(spec: ServiceSpec, *, runtimes: RuntimeSet, default_user: str | 
         if problem and spec.allow_system_paths:
             risky.append(f"config files in {spec.workdir} ({problem})")
         elif problem:
-            problems.append((("workdir",), "workdir", f"config files cannot be written here: {problem}; give the "
-                             "service its own directory (allow_system_paths: true overrides this, audited)"))
+            problems.append(
+                (
+                    ("workdir",),
+                    "workdir",
+                    f"config files cannot be written here: {problem}; give the "
+                    "service its own directory (allow_system_paths: true overrides this, audited)",
+                )
+            )
     return problems, risky
-

@@ -42,7 +42,10 @@ FILENAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
 WRITE_CHUNK = 1024 * 1024  # bytes gathered on the loop before one write+hash job in a worker
 
 MIGRATIONS = [
-    Migration(1, "artifacts, the services they were uploaded for, and installs", """
+    Migration(
+        1,
+        "artifacts, the services they were uploaded for, and installs",
+        """
 CREATE TABLE artifacts (
     id TEXT PRIMARY KEY,            -- the SHA-256 of the bytes, hex
     kind TEXT NOT NULL CHECK (kind IN ('tar.gz', 'tar', 'file')),
@@ -67,14 +70,16 @@ CREATE TABLE artifact_installs (
     installed_at REAL NOT NULL,
     PRIMARY KEY (service, version)
 );
-"""),
+""",
+    ),
 ]
 
 
 def check_version(version: str) -> str:
     if not VERSION_RE.match(version or ""):
-        raise BadRequest(f"invalid version {version!r}: use {VERSION_RULE}; it names the release dir",
-                         details={"field": "version"})
+        raise BadRequest(
+            f"invalid version {version!r}: use {VERSION_RULE}; it names the release dir", details={"field": "version"}
+        )
     return version
 
 
@@ -111,8 +116,17 @@ class ArtifactStore:
 
     name = "artifacts"
 
-    def __init__(self, data_dir: Path, store: Store, *, max_bytes: int, limits: TarLimits, keep_count: int = 10,
-                 clock: Clock | None = None, pool: WorkerPool | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        store: Store,
+        *,
+        max_bytes: int,
+        limits: TarLimits,
+        keep_count: int = 10,
+        clock: Clock | None = None,
+        pool: WorkerPool | None = None,
+    ) -> None:
         self.root = data_dir / "artifacts"
         self.blobs = self.root / "blobs"
         self.tmp = self.root / "tmp"
@@ -143,20 +157,31 @@ class ArtifactStore:
     # --- upload ---------------------------------------------------------------------------------
 
     def _too_large(self) -> PayloadTooLarge:
-        return PayloadTooLarge(f"the artifact is larger than the {self.max_bytes}-byte limit",
-                               hint="raise orch.artifact_max_bytes in the server's config, or upload less",
-                               details={"limit_bytes": self.max_bytes})
+        return PayloadTooLarge(
+            f"the artifact is larger than the {self.max_bytes}-byte limit",
+            hint="raise orch.artifact_max_bytes in the server's config, or upload less",
+            details={"limit_bytes": self.max_bytes},
+        )
 
-    async def receive(self, chunks: AsyncIterator[bytes], *, content_length: int | None = None,
-                      expected_sha256: str | None = None, filename: str = "artifact",
-                      service: str | None = None, actor: str | None = None) -> dict[str, Any]:
+    async def receive(
+        self,
+        chunks: AsyncIterator[bytes],
+        *,
+        content_length: int | None = None,
+        expected_sha256: str | None = None,
+        filename: str = "artifact",
+        service: str | None = None,
+        actor: str | None = None,
+    ) -> dict[str, Any]:
         """Store an upload; the artifact record (with `deduplicated`). Nothing is kept when it fails:
         too large (`PayloadTooLarge`), a SHA-256 other than `expected_sha256` or an archive member
         breaking a rule (`BadRequest`), or the client going away."""
         expected = check_sha256(expected_sha256)
         if not FILENAME_RE.match(filename):
-            raise BadRequest(f"invalid file name {filename!r}: a plain name of letters, digits and . _ + -",
-                             details={"field": "filename"})
+            raise BadRequest(
+                f"invalid file name {filename!r}: a plain name of letters, digits and . _ + -",
+                details={"field": "filename"},
+            )
         if service is not None:
             check_service(service)
         if content_length is not None and content_length > self.max_bytes:
@@ -181,10 +206,13 @@ class ArtifactStore:
             await self._pool.run(_close, f)
             sha = h.hexdigest()
             if expected is not None and sha != expected:
-                raise BadRequest("the upload's SHA-256 does not match the one sent: the file was changed or cut "
-                                 "on the way; nothing was kept",
-                                 hint="upload again", code="sha256_mismatch",
-                                 details={"expected": expected, "actual": sha, "size": size})
+                raise BadRequest(
+                    "the upload's SHA-256 does not match the one sent: the file was changed or cut "
+                    "on the way; nothing was kept",
+                    hint="upload again",
+                    code="sha256_mismatch",
+                    details={"expected": expected, "actual": sha, "size": size},
+                )
             record = await self._keep(tmp, sha, size, filename, actor)
         except BaseException:
             f.close()
@@ -194,11 +222,18 @@ class ArtifactStore:
         if service is not None:
             await self.store.execute(
                 "INSERT OR IGNORE INTO artifact_services (artifact_id, service, added_at, added_by) VALUES (?,?,?,?)",
-                (sha, service, self._clock.now(), actor))
+                (sha, service, self._clock.now(), actor),
+            )
         out = await self.get(sha)
         out["deduplicated"] = record["deduplicated"]
-        log.info("artifact stored", artifact_id=sha, size=size, kind=out["kind"], service=service,
-                 deduplicated=record["deduplicated"])
+        log.info(
+            "artifact stored",
+            artifact_id=sha,
+            size=size,
+            kind=out["kind"],
+            service=service,
+            deduplicated=record["deduplicated"],
+        )
         return out
 
     async def _keep(self, tmp: Path, sha: str, size: int, filename: str, actor: str | None) -> dict[str, Any]:
@@ -210,10 +245,13 @@ class ArtifactStore:
         try:
             kind, counts = await self._pool.run(_classify, tmp, self.limits)
         except TarRejected as e:
-            raise BadRequest(f"the archive was refused: member {e}", code="archive_refused",
-                             hint="build the archive from inside the release dir (tar -czf app.tgz -C DIR .) "
-                                  "with plain files, dirs and links that stay inside it",
-                             details={"member": e.member, "rule": e.rule}) from None
+            raise BadRequest(
+                f"the archive was refused: member {e}",
+                code="archive_refused",
+                hint="build the archive from inside the release dir (tar -czf app.tgz -C DIR .) "
+                "with plain files, dirs and links that stay inside it",
+                details={"member": e.member, "rule": e.rule},
+            ) from None
         except _unpack.ArchiveInvalid as e:
             raise BadRequest(str(e), code="archive_invalid", hint="upload the archive again") from None
         await self._pool.run(_place, tmp, blob)
@@ -221,7 +259,8 @@ class ArtifactStore:
             await db.execute(
                 "INSERT OR IGNORE INTO artifacts (id, kind, size, filename, members, unpacked_bytes, created_at, "
                 "created_by) VALUES (?,?,?,?,?,?,?,?)",
-                (sha, kind, size, filename, counts["members"], counts["unpacked_bytes"], self._clock.now(), actor))
+                (sha, kind, size, filename, counts["members"], counts["unpacked_bytes"], self._clock.now(), actor),
+            )
         return {"deduplicated": False}
 
     def blob_path(self, sha: str) -> Path:
@@ -241,7 +280,9 @@ class ArtifactStore:
         else:
             rows = await self.store.fetchall(
                 "SELECT a.* FROM artifacts a JOIN artifact_services s ON s.artifact_id = a.id "
-                "WHERE s.service = ? ORDER BY a.created_at DESC, a.id", (service,))
+                "WHERE s.service = ? ORDER BY a.created_at DESC, a.id",
+                (service,),
+            )
         links: dict[str, list[str]] = {}
         for r in await self.store.fetchall("SELECT artifact_id, service FROM artifact_services ORDER BY service"):
             links.setdefault(r["artifact_id"], []).append(r["service"])
@@ -249,7 +290,8 @@ class ArtifactStore:
 
     async def _record(self, d: dict[str, Any]) -> dict[str, Any]:
         svc = await self.store.fetchall(
-            "SELECT service FROM artifact_services WHERE artifact_id = ? ORDER BY service", (d["id"],))
+            "SELECT service FROM artifact_services WHERE artifact_id = ? ORDER BY service", (d["id"],)
+        )
         d["sha256"] = d["id"]
         d["services"] = [r["service"] for r in svc]
         return d
@@ -261,7 +303,9 @@ class ArtifactStore:
         """The versions of `service` unpacked on disk, newest first."""
         rows = await self.store.fetchall(
             "SELECT version, artifact_id, installed_at FROM artifact_installs WHERE service = ? "
-            "ORDER BY installed_at DESC, version DESC", (check_service(service),))
+            "ORDER BY installed_at DESC, version DESC",
+            (check_service(service),),
+        )
         return [{**dict(r), "path": str(self.release_dir(service, r["version"]))} for r in rows]
 
     # --- install and prune ----------------------------------------------------------------------
@@ -290,12 +334,15 @@ class ArtifactStore:
         lock = self._install_locks.setdefault((service, version), asyncio.Lock())
         async with lock:
             row = await self.store.fetchone(
-                "SELECT artifact_id FROM artifact_installs WHERE service = ? AND version = ?", (service, version))
+                "SELECT artifact_id FROM artifact_installs WHERE service = ? AND version = ?", (service, version)
+            )
             exists = await self._pool.run(dest.exists)
             if row is not None and row["artifact_id"] != artifact_id:
-                raise Conflict(f"{service} version {version} is already installed from artifact "
-                               f"{row['artifact_id'][:12]}", hint="deploy the new artifact as a new version",
-                               details={"artifact_id": row["artifact_id"]})
+                raise Conflict(
+                    f"{service} version {version} is already installed from artifact {row['artifact_id'][:12]}",
+                    hint="deploy the new artifact as a new version",
+                    details={"artifact_id": row["artifact_id"]},
+                )
             if row is not None and exists:
                 return
             if row is None and exists:
@@ -306,16 +353,22 @@ class ArtifactStore:
             if row is None:  # the claim first: a crash before the rename is repaired by the next install
                 await self.store.execute(
                     "INSERT INTO artifact_installs (service, version, artifact_id, installed_at) VALUES (?,?,?,?)",
-                    (service, version, artifact_id, self._clock.now()))
+                    (service, version, artifact_id, self._clock.now()),
+                )
             try:
-                await self._pool.run(_unpack.unpack, self.blob_path(artifact_id), art["kind"], dest, self.limits,
-                                     art["filename"])
+                await self._pool.run(
+                    _unpack.unpack, self.blob_path(artifact_id), art["kind"], dest, self.limits, art["filename"]
+                )
             except BaseException as e:
-                await self.store.execute("DELETE FROM artifact_installs WHERE service = ? AND version = ?",
-                                         (service, version))
+                await self.store.execute(
+                    "DELETE FROM artifact_installs WHERE service = ? AND version = ?", (service, version)
+                )
                 if isinstance(e, TarRejected):
-                    raise BadRequest(f"the archive was refused: member {e}", code="archive_refused",
-                                     details={"member": e.member, "rule": e.rule}) from None
+                    raise BadRequest(
+                        f"the archive was refused: member {e}",
+                        code="archive_refused",
+                        details={"member": e.member, "rule": e.rule},
+                    ) from None
                 raise
 
     async def prune(self, service: str, keep: set[str], keep_count: int | None = None) -> builtins.list[str]:
@@ -326,8 +379,9 @@ class ArtifactStore:
         doomed = [i["version"] for i in installs[count:] if i["version"] not in keep]
         for version in doomed:
             await self._pool.run(_unpack.remove_tree, self.release_dir(service, version))
-            await self.store.execute("DELETE FROM artifact_installs WHERE service = ? AND version = ?",
-                                     (service, version))
+            await self.store.execute(
+                "DELETE FROM artifact_installs WHERE service = ? AND version = ?", (service, version)
+            )
         await self._pool.run(_clear_staging, self.releases / service)
         if doomed:
             log.info("releases pruned", service=service, removed=doomed, kept=count)

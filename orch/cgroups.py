@@ -177,15 +177,20 @@ class CgroupHandle:
                 log.warning("cannot remove cgroup", path=str(d), error=e.strerror)
 
     def to_record(self) -> dict[str, Any]:
-        return {"kind": self.kind, "dirs": {k: str(v) for k, v in self.dirs.items()},
-                "memory_rlimit": self.memory_rlimit, "rel": self.rel}
+        return {
+            "kind": self.kind,
+            "dirs": {k: str(v) for k, v in self.dirs.items()},
+            "memory_rlimit": self.memory_rlimit,
+            "rel": self.rel,
+        }
 
     @classmethod
     def from_record(cls, rec: dict[str, Any] | None) -> CgroupHandle | None:
         if not rec:
             return None
-        return cls(rec["kind"], {k: Path(v) for k, v in rec.get("dirs", {}).items()}, rec.get("memory_rlimit"),
-                   rec.get("rel"))
+        return cls(
+            rec["kind"], {k: Path(v) for k, v in rec.get("dirs", {}).items()}, rec.get("memory_rlimit"), rec.get("rel")
+        )
 
 
 class CgroupDriver:
@@ -208,8 +213,12 @@ class CgroupDriver:
                 d.rmdir()
 
     def describe(self) -> dict[str, Any]:
-        return {"kind": self.kind, "enforces_memory": self.enforces_memory, "enforces_cpu": self.enforces_cpu,
-                "warning": self.warning or None}
+        return {
+            "kind": self.kind,
+            "enforces_memory": self.enforces_memory,
+            "enforces_cpu": self.enforces_cpu,
+            "warning": self.warning or None,
+        }
 
 
 class RlimitDriver(CgroupDriver):
@@ -340,8 +349,9 @@ def _v1_driver(m: Mounts, group: str) -> CgroupV1Driver | None:
     return driver
 
 
-def detect(prefer: Literal["auto", "v2", "v1", "none"] = "auto", group: str = "infracore",
-           mounts: Mounts | None = None) -> CgroupDriver:
+def detect(
+    prefer: Literal["auto", "v2", "v1", "none"] = "auto", group: str = "infracore", mounts: Mounts | None = None
+) -> CgroupDriver:
     """The best way to limit instances on this host: v2 with memory+cpu, else v1, else rlimits."""
     if prefer == "none":
         return RlimitDriver("disabled in settings")
@@ -359,4 +369,3 @@ def detect(prefer: Literal["auto", "v2", "v1", "none"] = "auto", group: str = "i
     if os.geteuid() != 0:
         return RlimitDriver("not running as root")
     return RlimitDriver("no writable cgroup hierarchy with the memory and cpu controllers")
-

@@ -62,14 +62,24 @@ class OrchSettings(BaseModel):
             data = dict(data)
             old = data.pop("release_keep_count")
             if "release_keep" in data:
-                log.warning("deprecated setting ignored", setting="orch.release_keep_count", use="orch.release_keep",
-                            value=old, kept=data["release_keep"])
+                log.warning(
+                    "deprecated setting ignored",
+                    setting="orch.release_keep_count",
+                    use="orch.release_keep",
+                    value=old,
+                    kept=data["release_keep"],
+                )
             else:
-                log.warning("deprecated setting", setting="orch.release_keep_count", use="orch.release_keep",
-                            value=old)
+                log.warning("deprecated setting", setting="orch.release_keep_count", use="orch.release_keep", value=old)
                 data["release_keep"] = old
         return data
 
     def backoff(self) -> BackoffPolicy:
-        return BackoffPolicy(self.backoff_initial_s, self.backoff_max_s, self.backoff_factor, self.stable_after_s,
-                             self.crashloop_failures, self.crashloop_window_s)
+        return BackoffPolicy(
+            self.backoff_initial_s,
+            self.backoff_max_s,
+            self.backoff_factor,
+            self.stable_after_s,
+            self.crashloop_failures,
+            self.crashloop_window_s,
+        )

@@ -40,8 +40,14 @@ def volume_name(prefix: str, service: str, name: str) -> str:
 
 def labels(config: InstanceConfig, owner: str) -> dict[str, str]:
     ports = ",".join(f"{n}={hp}:{config.container_ports.get(n, hp)}" for n, hp in sorted(config.ports.items()))
-    return {LABEL_SERVICE: config.service, LABEL_INDEX: str(config.index), LABEL_INSTANCE: config.instance,
-            LABEL_RELEASE: str(config.version), LABEL_OWNER: owner, LABEL_PORTS: ports}
+    return {
+        LABEL_SERVICE: config.service,
+        LABEL_INDEX: str(config.index),
+        LABEL_INSTANCE: config.instance,
+        LABEL_RELEASE: str(config.version),
+        LABEL_OWNER: owner,
+        LABEL_PORTS: ports,
+    }
 
 
 def ports_from_labels(lbl: Mapping[str, str]) -> tuple[dict[str, int], dict[str, int]]:
@@ -91,7 +97,11 @@ def create_body(config: InstanceConfig, *, prefix: str, owner: str) -> dict[str,
         "StopSignal": signame,
         "StopTimeout": max(1, math.ceil(config.stop_timeout_s)),
         "ExposedPorts": exposed,
-        "Tty": False, "OpenStdin": False, "AttachStdin": False, "AttachStdout": False, "AttachStderr": False,
+        "Tty": False,
+        "OpenStdin": False,
+        "AttachStdin": False,
+        "AttachStdout": False,
+        "AttachStderr": False,
         "HostConfig": host,
     }
     if config.argv:
@@ -156,8 +166,8 @@ class LogFrames:
             kind, length = self.HEADER.unpack_from(self._buf)
             if len(self._buf) < 8 + length:
                 break
-            payload = bytes(self._buf[8:8 + length])
-            del self._buf[:8 + length]
+            payload = bytes(self._buf[8 : 8 + length])
+            del self._buf[: 8 + length]
             stream = "stderr" if kind == 2 else "stdout"
             part = self._partial[stream]
             part += payload

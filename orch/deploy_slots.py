@@ -98,13 +98,23 @@ class SlotMoves:
             ramp = 0.05
             while True:
                 if waiter.done():
-                    raise DeployFailed(f"{spec.name}-{st.slot} (new) exited before it was healthy: "
-                                       f"{waiter.result().detail}; last health check: {last}")
+                    raise DeployFailed(
+                        f"{spec.name}-{st.slot} (new) exited before it was healthy: "
+                        f"{waiter.result().detail}; last health check: {last}"
+                    )
                 if time.monotonic() >= deadline:
-                    raise DeployFailed(f"{spec.name}-{st.slot} (new) not healthy within "
-                                       f"{spec.deploy.health_deadline:g}s: health check failed: {last}")
-                result = await run_probe(hc.kind, target, hc.timeout, env=dict(cfg.env), cwd=cfg.workdir,
-                                         exec_in=self.o.runtime.exec_in(st.instance))
+                    raise DeployFailed(
+                        f"{spec.name}-{st.slot} (new) not healthy within "
+                        f"{spec.deploy.health_deadline:g}s: health check failed: {last}"
+                    )
+                result = await run_probe(
+                    hc.kind,
+                    target,
+                    hc.timeout,
+                    env=dict(cfg.env),
+                    cwd=cfg.workdir,
+                    exec_in=self.o.runtime.exec_in(st.instance),
+                )
                 if result.ok:
                     return
                 last = result.detail
@@ -125,13 +135,17 @@ class SlotMoves:
         if live.health_task is not None:
             live.health_task.cancel()
         self.o._retired.add(id(live.instance))
-        self.o.pidfiles.write(key[0], RETIRED_RECORD_BASE + key[1],
-                              {**live.instance.record(), "instance_index": live.instance.config.index})
+        self.o.pidfiles.write(
+            key[0],
+            RETIRED_RECORD_BASE + key[1],
+            {**live.instance.record(), "instance_index": live.instance.config.index},
+        )
         self.o.pidfiles.remove(*key)
         return [(key, live)]
 
-    def _switch(self, name: str, staged: list[Staged], target: Target, retire: tuple[int, ...]) -> list[
-            tuple[SlotKey, Live]]:
+    def _switch(
+        self, name: str, staged: list[Staged], target: Target, retire: tuple[int, ...]
+    ) -> list[tuple[SlotKey, Live]]:
         """Every staged instance into its slot and the old ones out, then one endpoint publication. No await."""
         retired: list[tuple[SlotKey, Live]] = []
         now = self.o.clock.monotonic()
@@ -139,10 +153,18 @@ class SlotMoves:
             key = (name, st.slot)
             old_slot = self.o.slots.get(key) or Slot(*key)
             retired += self._retire(key)
-            self.o.live[key] = Live(instance=st.instance, ports=st.ports, started_wall=time.time(),
-                                    health=deque(maxlen=self.o.settings.health_history))
-            self.o.slots[key] = planner.started(planner.reset(dataclasses.replace(old_slot, phase="absent"), now),
-                                                target.release, now, has_healthcheck=False)
+            self.o.live[key] = Live(
+                instance=st.instance,
+                ports=st.ports,
+                started_wall=time.time(),
+                health=deque(maxlen=self.o.settings.health_history),
+            )
+            self.o.slots[key] = planner.started(
+                planner.reset(dataclasses.replace(old_slot, phase="absent"), now),
+                target.release,
+                now,
+                has_healthcheck=False,
+            )
             self.o.pidfiles.write(name, st.slot, {**st.instance.record(), "instance_index": st.index})
             self.o.pidfiles.remove(name, rollout.staged_record_key(st.slot))
             self.o._watch(key, target.spec, st.instance)
@@ -164,8 +186,9 @@ class SlotMoves:
         assert self.o.runtime is not None
         if drain_s > 0:
             await asyncio.sleep(drain_s)
-        await asyncio.gather(*(self.o.runtime.stop(live.instance) for _, live in retired if live.instance),
-                             return_exceptions=True)
+        await asyncio.gather(
+            *(self.o.runtime.stop(live.instance) for _, live in retired if live.instance), return_exceptions=True
+        )
 
     async def _restore_files(self, name: str) -> None:
         """After a failed batch: the serving release's config files again (the new ones overwrote them
@@ -175,8 +198,9 @@ class SlotMoves:
             return
         for key, live in list(self.o.live.items()):
             if key[0] == name and live.instance is not None:
-                config = build_config(row.spec, key[1], live.ports, row.version, self.vars.get(name),
-                                      self.templates.get(name))
+                config = build_config(
+                    row.spec, key[1], live.ports, row.version, self.vars.get(name), self.templates.get(name)
+                )
                 with contextlib.suppress(RuntimeError_, OSError):
                     await self.o._write_files(row.spec, config)
                 return

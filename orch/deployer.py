@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("orch.deploy")
 
+
 class Deployer(SlotMoves):
     def __init__(self, orch: OrchService, env_name: str) -> None:
         self.o = orch
@@ -66,8 +67,11 @@ class Deployer(SlotMoves):
             rel = await self.repo.release(name, row.version)
             self._serving(name, rel["doc"] if rel else None, row)
             last = await self.repo.deployments(name, limit=1)
-            if last and last[0]["status"] in ("failed", "rolled_back") and any(
-                    s["step"] == "held" for s in last[0]["log"]):
+            if (
+                last
+                and last[0]["status"] in ("failed", "rolled_back")
+                and any(s["step"] == "held" for s in last[0]["log"])
+            ):
                 self.held.add(name)  # a part-switched rollout stays as it was left across restarts
 
     def _serving(self, name: str, doc: dict[str, Any] | None, row: Any) -> None:
@@ -75,8 +79,9 @@ class Deployer(SlotMoves):
             self.vars[name] = release_vars(str(row.version), None, self.env_name)
             self.templates[name] = {}
         else:
-            self.vars[name] = release_vars(doc.get("version") or str(row.version), doc.get("install_path"),
-                                           self.env_name)
+            self.vars[name] = release_vars(
+                doc.get("version") or str(row.version), doc.get("install_path"), self.env_name
+            )
             self.templates[name] = templates_of(doc, row.spec)
 
     async def recover(self) -> None:
@@ -94,21 +99,39 @@ class Deployer(SlotMoves):
             name = d["service"]
             row = self.o.services.get(name)
             leftovers = self._retire_leftovers(name)
-            self._step(d, "interrupted", "info", "the platform stopped during the deployment; at this start "
-                       f"{self.replicas_report(name)}"
-                       + (f"; {len(leftovers)} staged or draining instance(s) are stopped" if leftovers else ""))
+            self._step(
+                d,
+                "interrupted",
+                "info",
+                "the platform stopped during the deployment; at this start "
+                f"{self.replicas_report(name)}"
+                + (f"; {len(leftovers)} staged or draining instance(s) are stopped" if leftovers else ""),
+            )
             back = any(s["step"] == "rollback" for s in d["log"])
             # What the adopted replicas run decides, not the service's recorded release: a rollback batch
             # switches the service's release back before the rollback has finished.
-            runs = {s.version for s in self.o.slots.values()
-                    if s.service == name and s.active and s.index < rollout.STAGED_RECORD_BASE}
-            live = (row is not None and row.desired == "running" and d["status"] == "running"
-                    and d["from_release"] is not None and d["release"] != d["from_release"])
+            runs = {
+                s.version
+                for s in self.o.slots.values()
+                if s.service == name and s.active and s.index < rollout.STAGED_RECORD_BASE
+            }
+            live = (
+                row is not None
+                and row.desired == "running"
+                and d["status"] == "running"
+                and d["from_release"] is not None
+                and d["release"] != d["from_release"]
+            )
             report = self.replicas_report(name)
             if live and not back and d["release"] in runs:
                 target = await self._target(name, d["release"], strict=False)
-                self._step(d, "resume", "info", f"resuming the rollout to release {d['release']} ({report}): "
-                           "the slots not on it yet, batch by batch with health gates")
+                self._step(
+                    d,
+                    "resume",
+                    "info",
+                    f"resuming the rollout to release {d['release']} ({report}): "
+                    "the slots not on it yet, batch by batch with health gates",
+                )
             elif live and back and runs - {d["from_release"]}:
                 target = await self._target(name, d["from_release"], strict=False)
                 self._step(d, "resume", "info", f"resuming the rollback to release {d['from_release']} ({report})")
@@ -126,8 +149,12 @@ class Deployer(SlotMoves):
                         why = f"no replica runs release {d['release']}"
                     else:
                         why = "no replica runs"
-                    self._step(d, "kept", "failed", f"nothing to resume: {why} ({report}); the service's "
-                               f"release is {row.version if row else None}")
+                    self._step(
+                        d,
+                        "kept",
+                        "failed",
+                        f"nothing to resume: {why} ({report}); the service's release is {row.version if row else None}",
+                    )
                     d["status"] = rollout.advance(d["status"], "interrupt")
                     d["error"] = d.get("error") or "interrupted: the platform stopped during the deployment"
                 d["finished_at"] = d["phases"]["finished"] = time.time()
@@ -172,25 +199,39 @@ class Deployer(SlotMoves):
                 by.setdefault(s.version, []).append(f"{name}-{s.index}")
         if not by:
             return "no replica runs"
-        return "; ".join(f"{', '.join(who)} run{'s' if len(who) == 1 else ''} release {v}"
-                         for v, who in sorted(by.items(), reverse=True))
+        return "; ".join(
+            f"{', '.join(who)} run{'s' if len(who) == 1 else ''} release {v}"
+            for v, who in sorted(by.items(), reverse=True)
+        )
 
     # --- public ---------------------------------------------------------------------------------
 
-    async def deploy(self, name: str, *, version: str | None, artifact_id: str | None,
-                     overrides: dict[str, Any] | None, actor: str | None) -> dict[str, Any]:
+    async def deploy(
+        self,
+        name: str,
+        *,
+        version: str | None,
+        artifact_id: str | None,
+        overrides: dict[str, Any] | None,
+        actor: str | None,
+    ) -> dict[str, Any]:
         row = self.o._row(name)
         if version is not None and not VERSION_RE.match(version):
-            raise BadRequest(f"{version!r} is not a version label: {VERSION_RULE} (it expands in paths as "
-                             "${version} and names the release dir)", details={"field": "version"})
+            raise BadRequest(
+                f"{version!r} is not a version label: {VERSION_RULE} (it expands in paths as "
+                "${version} and names the release dir)",
+                details={"field": "version"},
+            )
         base = row.spec.model_dump(mode="json", exclude_defaults=True)
         data = {**base, **(overrides or {})}
         if data.get("name") != name:
             raise BadRequest(f"overrides cannot rename the service ({data.get('name')!r})")
         spec = await self.o._parse(validate_mapping, data, f"deploy {name}")
         if artifact_id is not None and self.o.artifacts is None:
-            raise BadRequest("artifact uploads are not available on this server",
-                             hint="deploy without artifact_id, or enable the artifact store")
+            raise BadRequest(
+                "artifact uploads are not available on this server",
+                hint="deploy without artifact_id, or enable the artifact store",
+            )
         # The artifact is unpacked by `_start`, after the conflict and admission checks passed.
         return await self.start(spec, None, "deploy", actor, version=version, artifact_id=artifact_id)
 
@@ -198,39 +239,70 @@ class Deployer(SlotMoves):
         """The artifact unpacked as `${installPath}`, in a task of orch's own that a cancelled caller (a
         client gone mid-request) does not cut short: the install finishes whole, and the same deploy again
         finds it done."""
+
         async def install() -> str:
             got = self.o.artifacts.install(artifact_id, name, version)
             return str(await got if inspect.isawaitable(got) else got)
 
         return await asyncio.shield(self.o._tasks.spawn(f"install:{name}:{version}", install()))
 
-    async def start(self, spec: ServiceSpec, text: str | None, kind: str, actor: str | None, *,
-                    version: str | None = None, install_path: str | None = None,
-                    artifact_id: str | None = None, filename: str = "(deploy)") -> dict[str, Any]:
+    async def start(
+        self,
+        spec: ServiceSpec,
+        text: str | None,
+        kind: str,
+        actor: str | None,
+        *,
+        version: str | None = None,
+        install_path: str | None = None,
+        artifact_id: str | None = None,
+        filename: str = "(deploy)",
+    ) -> dict[str, Any]:
         """Record release N+1 of `spec` and run its deployment in the background."""
         name = spec.name
         with self._claim(name):
-            return await self._start(spec, text, kind, actor, version=version, install_path=install_path,
-                                     artifact_id=artifact_id, filename=filename)
+            return await self._start(
+                spec,
+                text,
+                kind,
+                actor,
+                version=version,
+                install_path=install_path,
+                artifact_id=artifact_id,
+                filename=filename,
+            )
 
     @contextlib.contextmanager
     def _claim(self, name: str) -> Iterator[None]:
         """One deployment per service: refused while another runs or is being set up."""
         if name in self.active:
-            raise Conflict(f"service {name} is being deployed (deployment {self.active[name]['id']})",
-                           hint=f"wait for it: fsctl deploy status {self.active[name]['id']}")
+            raise Conflict(
+                f"service {name} is being deployed (deployment {self.active[name]['id']})",
+                hint=f"wait for it: fsctl deploy status {self.active[name]['id']}",
+            )
         if name in self._claimed:
-            raise Conflict(f"service {name} is being deployed (a deployment is starting)",
-                           hint="wait for it to finish, then try again")
+            raise Conflict(
+                f"service {name} is being deployed (a deployment is starting)",
+                hint="wait for it to finish, then try again",
+            )
         self._claimed.add(name)
         try:
             yield
         finally:
             self._claimed.discard(name)
 
-    async def _start(self, spec: ServiceSpec, text: str | None, kind: str, actor: str | None, *,
-                     version: str | None, install_path: str | None, artifact_id: str | None,
-                     filename: str) -> dict[str, Any]:
+    async def _start(
+        self,
+        spec: ServiceSpec,
+        text: str | None,
+        kind: str,
+        actor: str | None,
+        *,
+        version: str | None,
+        install_path: str | None,
+        artifact_id: str | None,
+        filename: str,
+    ) -> dict[str, Any]:
         name = spec.name
         row = self.o._row(name)
         risky = await self.o._admit(spec, text, filename)
@@ -240,14 +312,20 @@ class Deployer(SlotMoves):
         label = version or (prev["label"] if prev else "") or ""
         if install_path is None and prev and artifact_id is None and version is None:
             install_path = prev["doc"].get("install_path")
-        number = await self.o.repo.save_version(spec, text or spec.model_dump_json(), filename, actor,
-                                                 current=False)
+        number = await self.o.repo.save_version(spec, text or spec.model_dump_json(), filename, actor, current=False)
         label = label or str(number)
         rv = release_vars(label, install_path, self.env_name)
         templates = await self._read_templates(spec, rv, number)
         artifact = {"id": artifact_id, "install_path": install_path} if artifact_id else None
-        doc = build_release(spec, number, rv, templates, artifact=artifact, previous_spec=row.spec,
-                            previous_doc=prev["doc"] if prev else None)
+        doc = build_release(
+            spec,
+            number,
+            rv,
+            templates,
+            artifact=artifact,
+            previous_spec=row.spec,
+            previous_doc=prev["doc"] if prev else None,
+        )
         await self._extras(spec, number, rv, templates, doc)
         await self.repo.add_release(name, number, label, doc, actor)
         # What only `allow_host_mounts` / `allow_system_paths` let through is audited as on apply, whichever
@@ -275,17 +353,25 @@ class Deployer(SlotMoves):
         """The release of a spec applied directly (a new or stopped service): no instance to replace."""
         row = self.o.services.get(spec.name)
         prev = await self.repo.release(spec.name, row.version) if row is not None else None
-        rv = release_vars(prev["label"] if prev else str(number), prev["doc"].get("install_path") if prev else None,
-                          self.env_name)
+        rv = release_vars(
+            prev["label"] if prev else str(number), prev["doc"].get("install_path") if prev else None, self.env_name
+        )
         templates = await self._read_templates(spec, rv, number)
-        doc = build_release(spec, number, rv, templates, previous_spec=row.spec if row else None,
-                            previous_doc=prev["doc"] if prev else None)
+        doc = build_release(
+            spec,
+            number,
+            rv,
+            templates,
+            previous_spec=row.spec if row else None,
+            previous_doc=prev["doc"] if prev else None,
+        )
         await self._extras(spec, number, rv, templates, doc)
         await self.repo.add_release(spec.name, number, rv["version"], doc, actor)
         self.vars[spec.name], self.templates[spec.name] = rv, templates
 
-    async def _extras(self, spec: ServiceSpec, number: int, rv: dict[str, str], templates: dict[int, str],
-                      doc: dict[str, Any]) -> None:
+    async def _extras(
+        self, spec: ServiceSpec, number: int, rv: dict[str, str], templates: dict[int, str], doc: dict[str, Any]
+    ) -> None:
         """What only this host can say about a release: the image's digest when dockerd has the image,
         the systemd unit's text (rendered with the document's env: no secret in clear)."""
         if spec.image is not None and self.o.runtime is not None:
@@ -335,8 +421,16 @@ class Deployer(SlotMoves):
             if f.template is None:
                 continue
             if not spec.workdir:
-                raise SpecError([SpecProblem("deploy", None, f"config_files[{i}].template",
-                                             "a template is read inside the workdir: set workdir")])
+                raise SpecError(
+                    [
+                        SpecProblem(
+                            "deploy",
+                            None,
+                            f"config_files[{i}].template",
+                            "a template is read inside the workdir: set workdir",
+                        )
+                    ]
+                )
             try:
                 out[i] = await asyncio.to_thread(read_inside, expand(spec.workdir, v), expand(f.template, v))
             except ConfigFileRefused as e:
@@ -357,8 +451,14 @@ class Deployer(SlotMoves):
         self.o._wake.set()
         return {"deployment_id": dep_id, "release_id": target.release, "status": "pending"}
 
-    async def _run(self, d: dict[str, Any], target: Target, *, resume: str | None = None,
-                   leftovers: list[tuple[SlotKey, Live]] | None = None) -> None:
+    async def _run(
+        self,
+        d: dict[str, Any],
+        target: Target,
+        *,
+        resume: str | None = None,
+        leftovers: list[tuple[SlotKey, Live]] | None = None,
+    ) -> None:
         """Run a deployment to its end. `resume`: "forward" (a crash interrupted it after a switch: only the
         slots not on the target move) or "back" (a crash interrupted its rollback: finish the rollback)."""
         name = target.spec.name
@@ -374,16 +474,23 @@ class Deployer(SlotMoves):
             if resume == "back":
                 await self._roll_back(d, name, from_release)
                 return
-            old = sorted(s.index for s in self.o.slots.values()
-                         if s.service == name and s.active and s.index < rollout.STAGED_RECORD_BASE)
-            batches = rollout.plan_batches(old, spec.replicas, spec.deploy.strategy, spec.deploy.max_surge,
-                                           spec.deploy.max_unavailable)
+            old = sorted(
+                s.index
+                for s in self.o.slots.values()
+                if s.service == name and s.active and s.index < rollout.STAGED_RECORD_BASE
+            )
+            batches = rollout.plan_batches(
+                old, spec.replicas, spec.deploy.strategy, spec.deploy.max_surge, spec.deploy.max_unavailable
+            )
             if resume == "forward":
-                batches = [b for b in (self._not_yet(name, b, target.release) for b in batches)
-                           if b.slots or b.retire]
+                batches = [b for b in (self._not_yet(name, b, target.release) for b in batches) if b.slots or b.retire]
             if spec.deploy.strategy == "recreate":
-                self._step(d, "strategy", "info", "recreate: the old instances stop before the new ones start "
-                           "(the service is down in between)")
+                self._step(
+                    d,
+                    "strategy",
+                    "info",
+                    "recreate: the old instances stop before the new ones start (the service is down in between)",
+                )
             switched = resume == "forward"  # a resumed rollout had switched at least one batch
             d["_stopped"] = []  # slots whose old instance a replace batch stopped (recreate, max_surge: 0)
             try:
@@ -401,8 +508,12 @@ class Deployer(SlotMoves):
                     error = await self._restart_stopped(d, name, from_release, stopped)
                     if error is None:
                         d["status"] = rollout.advance(d["status"], "roll_back")
-                        self._step(d, "rolled back", "ok", f"release {from_release} is serving again "
-                                   f"({self.replicas_report(name)})")
+                        self._step(
+                            d,
+                            "rolled back",
+                            "ok",
+                            f"release {from_release} is serving again ({self.replicas_report(name)})",
+                        )
                     else:
                         d["error"] = f"{d['error']}; restarting release {from_release} failed too: {error}"
                         d["status"] = rollout.advance(d["status"], "fail")
@@ -414,20 +525,29 @@ class Deployer(SlotMoves):
                     await self._restore_files(name)
                     self.held.add(name)
                     d["status"] = rollout.advance(d["status"], "fail")
-                    self._step(d, "held", "failed", f"auto_rollback is off: {self.replicas_report(name)}; the "
-                               "replicas not switched keep their release (no restart onto the new one) until the "
-                               "next deploy or rollback; a replica that exits meanwhile restarts on the service's "
-                               f"release ({target.release})")
+                    self._step(
+                        d,
+                        "held",
+                        "failed",
+                        f"auto_rollback is off: {self.replicas_report(name)}; the "
+                        "replicas not switched keep their release (no restart onto the new one) until the "
+                        "next deploy or rollback; a replica that exits meanwhile restarts on the service's "
+                        f"release ({target.release})",
+                    )
                 else:
                     await self._restore_files(name)
                     if stopped:  # auto_rollback off (or nothing to go back to): the supervisor starts them again
                         d["status"] = rollout.advance(d["status"], "fail")
-                        self._step(d, "stopped", "failed", f"the old instance(s) of slot(s) {stopped} were stopped; "
-                                   f"auto_rollback is off, so they start again on release {from_release} "
-                                   "by the supervisor (no health gate)")
+                        self._step(
+                            d,
+                            "stopped",
+                            "failed",
+                            f"the old instance(s) of slot(s) {stopped} were stopped; "
+                            f"auto_rollback is off, so they start again on release {from_release} "
+                            "by the supervisor (no health gate)",
+                        )
                     else:
-                        d["status"] = rollout.advance(
-                            d["status"], "roll_back" if spec.deploy.auto_rollback else "fail")
+                        d["status"] = rollout.advance(d["status"], "roll_back" if spec.deploy.auto_rollback else "fail")
                         self._step(d, "kept", "ok", f"release {from_release} kept serving; it was never stopped")
             else:
                 row = self.o.services.get(name)
@@ -444,8 +564,12 @@ class Deployer(SlotMoves):
             if self.o._shutting_down and d["status"] == "running":
                 # A graceful stop: the record stays `running` and `recover()` resumes it at the next start,
                 # as after a SIGKILL (ending it `failed` would leave a part-switched service unheld).
-                self._step(d, "interrupted", "info", "interrupted by shutdown; resumes at next start: "
-                           f"{self.replicas_report(name)}")
+                self._step(
+                    d,
+                    "interrupted",
+                    "info",
+                    f"interrupted by shutdown; resumes at next start: {self.replicas_report(name)}",
+                )
             elif d["status"] not in rollout.TERMINAL:
                 d["error"] = "interrupted: the platform stopped during the deployment"
                 d["status"] = rollout.advance(d["status"], "interrupt")
@@ -469,8 +593,9 @@ class Deployer(SlotMoves):
                 await asyncio.shield(self._save(d))
             if ended:
                 self.o._emit(DeployFinished(**self._event(d)))
-                log.info("deployment finished", service=name, deployment=d["id"], status=d["status"],
-                         error=d.get("error"))
+                log.info(
+                    "deployment finished", service=name, deployment=d["id"], status=d["status"], error=d.get("error")
+                )
                 self.o._wake.set()
             else:  # interrupted by a graceful stop: resumed at the next start
                 log.info("deployment interrupted by shutdown", service=name, deployment=d["id"])
@@ -480,7 +605,8 @@ class Deployer(SlotMoves):
         row = self.o.services.get(name)
         return row is not None and any(
             s.service == name and s.active and s.index < rollout.STAGED_RECORD_BASE and s.version != row.version
-            for s in self.o.slots.values())
+            for s in self.o.slots.values()
+        )
 
     def _hold_if_mixed(self, d: dict[str, Any], name: str) -> None:
         """A deployment that did not succeed and left replicas on different releases: the planner keeps each
@@ -490,10 +616,15 @@ class Deployer(SlotMoves):
             return
         self.held.add(name)
         row = self.o.services.get(name)
-        self._step(d, "held", "failed", f"{self.replicas_report(name)}; each replica keeps its release (no "
-                   f"restart onto release {row.version if row else '?'} without a health gate) until the next "
-                   "deploy or rollback; a replica that exits meanwhile restarts on the service's release "
-                   f"({row.version if row else '?'})")
+        self._step(
+            d,
+            "held",
+            "failed",
+            f"{self.replicas_report(name)}; each replica keeps its release (no "
+            f"restart onto release {row.version if row else '?'} without a health gate) until the next "
+            "deploy or rollback; a replica that exits meanwhile restarts on the service's release "
+            f"({row.version if row else '?'})",
+        )
 
     def _runs(self, name: str, slot: int) -> bool:
         s = self.o.slots.get((name, slot))
@@ -501,8 +632,7 @@ class Deployer(SlotMoves):
 
     def _not_yet(self, name: str, batch: rollout.Batch, release: int) -> rollout.Batch:
         """`batch` without the slots already running `release` (a resumed rollout)."""
-        slots = tuple(i for i in batch.slots
-                      if not self._runs(name, i) or self.o.slots[(name, i)].version != release)
+        slots = tuple(i for i in batch.slots if not self._runs(name, i) or self.o.slots[(name, i)].version != release)
         return rollout.Batch(slots, batch.surge, tuple(i for i in batch.retire if self._runs(name, i)))
 
     async def _roll_back(self, d: dict[str, Any], name: str, from_release: int) -> None:
@@ -510,15 +640,23 @@ class Deployer(SlotMoves):
         A rollback batch failing too ends the deployment `failed` (no raise): the replicas it left on
         different releases are held by `_run`'s end."""
         back = await self._target(name, from_release, strict=False)
-        mine = [s for s in self.o.slots.values()
-                if s.service == name and s.active and s.index < rollout.STAGED_RECORD_BASE]
+        mine = [
+            s for s in self.o.slots.values() if s.service == name and s.active and s.index < rollout.STAGED_RECORD_BASE
+        ]
         moved = {s.index for s in mine if s.version != from_release}  # the switched slots only
         try:
-            for batch in rollout.plan_batches(sorted(s.index for s in mine), back.spec.replicas,
-                                              back.spec.deploy.strategy, back.spec.deploy.max_surge,
-                                              back.spec.deploy.max_unavailable):
-                batch = rollout.Batch(tuple(i for i in batch.slots if i in moved or (name, i) not in self.o.slots),
-                                      batch.surge, batch.retire)
+            for batch in rollout.plan_batches(
+                sorted(s.index for s in mine),
+                back.spec.replicas,
+                back.spec.deploy.strategy,
+                back.spec.deploy.max_surge,
+                back.spec.deploy.max_unavailable,
+            ):
+                batch = rollout.Batch(
+                    tuple(i for i in batch.slots if i in moved or (name, i) not in self.o.slots),
+                    batch.surge,
+                    batch.retire,
+                )
                 if batch.slots or batch.retire:
                     await self._batch(d, back, batch, 0, 0)
         except DeployFailed as e:
@@ -530,22 +668,31 @@ class Deployer(SlotMoves):
         d["status"] = rollout.advance(d["status"], "roll_back")
         self._step(d, "rolled back", "ok", f"release {from_release} is serving: {self.replicas_report(name)}")
 
-    async def _restart_stopped(self, d: dict[str, Any], name: str, from_release: int,
-                               stopped: list[int]) -> str | None:
+    async def _restart_stopped(self, d: dict[str, Any], name: str, from_release: int, stopped: list[int]) -> str | None:
         """A replace batch (recreate, max_surge: 0) stopped the old instances of `stopped` and the new ones
         failed: start the old release again in those slots, health-gated. None when they came back, else why
         not (the caller sets the status: `rolled_back` only if this worked)."""
-        self._step(d, "rollback", "info", f"the old instance(s) of slot(s) {stopped} were stopped before the new "
-                   f"ones started: starting release {from_release} again in them")
+        self._step(
+            d,
+            "rollback",
+            "info",
+            f"the old instance(s) of slot(s) {stopped} were stopped before the new "
+            f"ones started: starting release {from_release} again in them",
+        )
         back = await self._target(name, from_release, strict=False)
         try:
             await self._batch(d, back, rollout.Batch(tuple(stopped), surge=True), 0, 0)
         except DeployFailed as e:
-            self._step(d, "rollback", "failed", f"release {from_release} did not come back: {e}; "
-                       f"{self.replicas_report(name)}")
+            self._step(
+                d, "rollback", "failed", f"release {from_release} did not come back: {e}; {self.replicas_report(name)}"
+            )
             return str(e)
-        self._step(d, "restarted", "ok", f"the old instance(s) were stopped and restarted: release {from_release} "
-                   f"runs in slot(s) {stopped} again")
+        self._step(
+            d,
+            "restarted",
+            "ok",
+            f"the old instance(s) were stopped and restarted: release {from_release} runs in slot(s) {stopped} again",
+        )
         return None
 
     async def _batch(self, d: dict[str, Any], target: Target, batch: rollout.Batch, n: int, total: int) -> None:
@@ -572,8 +719,11 @@ class Deployer(SlotMoves):
         except (DeployFailed, RuntimeError_, OSError) as e:
             for st in staged:
                 await self._unstage(name, st)
-            hint = "; a fixed port cannot run twice: give the service deploy: {strategy: recreate}" \
-                if isinstance(e, OSError) and "already in use" in str(e) and batch.surge else ""
+            hint = (
+                "; a fixed port cannot run twice: give the service deploy: {strategy: recreate}"
+                if isinstance(e, OSError) and "already in use" in str(e) and batch.surge
+                else ""
+            )
             raise DeployFailed(f"{e}{hint}") from None
         self._step(d, "healthy", "ok", f"{what}: {len(staged)} new instance(s) healthy")
         await self._save(d)
@@ -581,8 +731,13 @@ class Deployer(SlotMoves):
         # Serving now: a restart after a crash from here on keeps the new release (no restart into the old).
         await self.o.repo.set_current(name, target.release)
         d["phases"].setdefault("switched", time.time())
-        self._step(d, "switch", "ok", f"{what}: gate switched to release {target.release} "
-                   f"({', '.join(f'{name}-{st.slot}' for st in staged) or 'no new instance'})")
+        self._step(
+            d,
+            "switch",
+            "ok",
+            f"{what}: gate switched to release {target.release} "
+            f"({', '.join(f'{name}-{st.slot}' for st in staged) or 'no new instance'})",
+        )
         if retired:
             await self._stop_retired(retired, spec.deploy.drain)
             self._step(d, "drain", "ok", f"{what}: {len(retired)} old instance(s) drained and stopped")
@@ -592,8 +747,7 @@ class Deployer(SlotMoves):
         """Forget releases beyond `orch.release_keep`; the artifact store, when wired and able, removes
         their unpacked directories (`prune(service, keep_paths)`)."""
         rows = await self.repo.releases(name)
-        gone = rollout.releases_to_prune([r["release"] for r in rows], current, previous,
-                                         self.o.settings.release_keep)
+        gone = rollout.releases_to_prune([r["release"] for r in rows], current, previous, self.o.settings.release_keep)
         if not gone:
             return
         await self.repo.forget_releases(name, gone)
@@ -601,8 +755,11 @@ class Deployer(SlotMoves):
         prune = getattr(self.o.artifacts, "prune", None)
         if prune is not None:
             # the store keys release dirs by version label: every kept release's directory stays
-            keep = {str(r["doc"].get("version") or "") for r in rows
-                    if r["release"] not in gone and r["doc"].get("install_path")} - {""}
+            keep = {
+                str(r["doc"].get("version") or "")
+                for r in rows
+                if r["release"] not in gone and r["doc"].get("install_path")
+            } - {""}
             try:
                 got = prune(name, keep)
                 if inspect.isawaitable(got):
@@ -615,21 +772,38 @@ class Deployer(SlotMoves):
     def _step(self, d: dict[str, Any], step: str, outcome: str, detail: str) -> None:
         d["log"].append({"at": time.time(), "step": step, "outcome": outcome, "detail": detail})
         self.o._emit(DeployProgress(**self._event(d), step=step, outcome=outcome, detail=detail))
-        log.info("deployment step", service=d["service"], deployment=d["id"], step=step, outcome=outcome,
-                 detail=detail)
+        log.info("deployment step", service=d["service"], deployment=d["id"], step=step, outcome=outcome, detail=detail)
 
     async def _save(self, d: dict[str, Any]) -> None:
         await self.repo.save_deployment(d)
 
     @staticmethod
     def _event(d: dict[str, Any]) -> dict[str, Any]:
-        return {"deployment_id": d["id"], "service": d["service"], "release": d["release"], "status": d["status"],
-                "error": d.get("error")}
+        return {
+            "deployment_id": d["id"],
+            "service": d["service"],
+            "release": d["release"],
+            "status": d["status"],
+            "error": d.get("error"),
+        }
 
 
 def _public(d: dict[str, Any]) -> dict[str, Any]:
-    keys = ("id", "service", "release", "from_release", "kind", "strategy", "status", "actor", "created_at",
-            "finished_at", "phases", "log", "error")
+    keys = (
+        "id",
+        "service",
+        "release",
+        "from_release",
+        "kind",
+        "strategy",
+        "status",
+        "actor",
+        "created_at",
+        "finished_at",
+        "phases",
+        "log",
+        "error",
+    )
     return {k: d.get(k) for k in keys}
 
 

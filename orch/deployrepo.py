@@ -9,7 +9,10 @@ from typing import Any
 
 from core.store import Migration, Store
 
-MIGRATION = Migration(2, "releases and deployments", """
+MIGRATION = Migration(
+    2,
+    "releases and deployments",
+    """
 CREATE TABLE orch_releases (
     name TEXT NOT NULL,
     release INTEGER NOT NULL,    -- the spec version it runs (orch_spec_versions.version)
@@ -37,7 +40,8 @@ CREATE TABLE orch_deployments (
     error TEXT
 );
 CREATE INDEX orch_deployments_service ON orch_deployments (service, id);
-""")
+""",
+)
 
 
 def _deployment(r: Any) -> dict[str, Any]:
@@ -54,7 +58,8 @@ class DeployRepo:
     async def add_release(self, name: str, release: int, label: str, doc: dict[str, Any], actor: str | None) -> None:
         await self.store.execute(
             "INSERT INTO orch_releases (name, release, label, doc, created_at, created_by) VALUES (?, ?, ?, ?, ?, ?)",
-            (name, release, label, json.dumps(doc), time.time(), actor))
+            (name, release, label, json.dumps(doc), time.time(), actor),
+        )
 
     async def release(self, name: str, release: int) -> dict[str, Any] | None:
         r = await self.store.fetchone("SELECT * FROM orch_releases WHERE name = ? AND release = ?", (name, release))
@@ -68,23 +73,25 @@ class DeployRepo:
         """Prune: whole releases go (a release is never changed, only forgotten)."""
         if releases:
             async with self.store.transaction() as db:
-                await db.executemany("DELETE FROM orch_releases WHERE name = ? AND release = ?",
-                                     [(name, r) for r in releases])
+                await db.executemany(
+                    "DELETE FROM orch_releases WHERE name = ? AND release = ?", [(name, r) for r in releases]
+                )
 
-    async def add_deployment(self, service: str, release: int, from_release: int | None, kind: str, strategy: str,
-                             actor: str | None) -> int:
+    async def add_deployment(
+        self, service: str, release: int, from_release: int | None, kind: str, strategy: str, actor: str | None
+    ) -> int:
         cur = await self.store.execute(
             "INSERT INTO orch_deployments (service, release, from_release, kind, strategy, status, actor, created_at, "
             "phases) VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?)",
-            (service, release, from_release, kind, strategy, actor, time.time(),
-             json.dumps({"pending": time.time()})))
+            (service, release, from_release, kind, strategy, actor, time.time(), json.dumps({"pending": time.time()})),
+        )
         return int(cur.lastrowid or 0)
 
     async def save_deployment(self, d: dict[str, Any]) -> None:
         await self.store.execute(
             "UPDATE orch_deployments SET status = ?, finished_at = ?, phases = ?, log = ?, error = ? WHERE id = ?",
-            (d["status"], d.get("finished_at"), json.dumps(d["phases"]), json.dumps(d["log"]), d.get("error"),
-             d["id"]))
+            (d["status"], d.get("finished_at"), json.dumps(d["phases"]), json.dumps(d["log"]), d.get("error"), d["id"]),
+        )
 
     async def deployment(self, deployment_id: int) -> dict[str, Any] | None:
         r = await self.store.fetchone("SELECT * FROM orch_deployments WHERE id = ?", (deployment_id,))
@@ -93,12 +100,14 @@ class DeployRepo:
     async def deployments(self, service: str | None, limit: int = 100) -> list[dict[str, Any]]:
         if service:
             rows = await self.store.fetchall(
-                "SELECT * FROM orch_deployments WHERE service = ? ORDER BY id DESC LIMIT ?", (service, limit))
+                "SELECT * FROM orch_deployments WHERE service = ? ORDER BY id DESC LIMIT ?", (service, limit)
+            )
         else:
             rows = await self.store.fetchall("SELECT * FROM orch_deployments ORDER BY id DESC LIMIT ?", (limit,))
         return [_deployment(r) for r in rows]
 
     async def unfinished(self) -> list[dict[str, Any]]:
         rows = await self.store.fetchall(
-            "SELECT * FROM orch_deployments WHERE status IN ('pending', 'running') ORDER BY id")
+            "SELECT * FROM orch_deployments WHERE status IN ('pending', 'running') ORDER BY id"
+        )
         return [_deployment(r) for r in rows]

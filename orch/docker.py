@@ -73,9 +73,15 @@ class ContainerInstance:
         return self.config.instance
 
     def record(self) -> dict[str, Any]:
-        return {"runtime": "docker", "container_id": self.container_id, "name": self.name,
-                "started_at": self.started_at, "version": self.config.version, "ports": dict(self.config.ports),
-                "container_ports": dict(self.config.container_ports)}
+        return {
+            "runtime": "docker",
+            "container_id": self.container_id,
+            "name": self.name,
+            "started_at": self.started_at,
+            "version": self.config.version,
+            "ports": dict(self.config.ports),
+            "container_ports": dict(self.config.container_ports),
+        }
 
 
 def _container_cgroup(container_id: str, pid: int | None) -> CgroupHandle | None:
@@ -111,8 +117,16 @@ class DockerRuntime:
 
     name = "docker"
 
-    def __init__(self, log_sink: LogSink, *, url: str | None = None, prefix: str = "infracore", owner: str = "",
-                 on_event: EventFn | None = None, pull_timeout_s: float = 600.0) -> None:
+    def __init__(
+        self,
+        log_sink: LogSink,
+        *,
+        url: str | None = None,
+        prefix: str = "infracore",
+        owner: str = "",
+        on_event: EventFn | None = None,
+        pull_timeout_s: float = 600.0,
+    ) -> None:
         self.log_sink = log_sink
         self.url = url
         self.prefix = prefix
@@ -141,8 +155,10 @@ class DockerRuntime:
             async with asyncio.timeout(5):
                 await self.docker.version()
         except (DockerError, aiohttp.ClientError, OSError, TimeoutError, ValueError) as e:
-            return f"dockerd does not answer at {self.where()} ({type(e).__name__}: {e}); start Docker or set " \
-                   "orch.docker_host"
+            return (
+                f"dockerd does not answer at {self.where()} ({type(e).__name__}: {e}); start Docker or set "
+                "orch.docker_host"
+            )
         self._reachable_at = time.monotonic()
         return None
 
@@ -195,16 +211,23 @@ class DockerRuntime:
                         now = time.monotonic()
                         if now - last >= 1.0:  # progress at most once a second
                             last = now
-                            self.on_event(ImagePullProgress(
-                                service=config.service, image=image, status=item.get("status"),
-                                layer=item.get("id"), progress=item.get("progressDetail") or None))
+                            self.on_event(
+                                ImagePullProgress(
+                                    service=config.service,
+                                    image=image,
+                                    status=item.get("status"),
+                                    layer=item.get("id"),
+                                    progress=item.get("progressDetail") or None,
+                                )
+                            )
             except (DockerError, TimeoutError) as e:
                 why = _msg(e) if isinstance(e, DockerError) else f"no result within {self.pull_timeout_s:g}s"
                 self.on_event(ImagePullFailed(config.service, image, "failed", why))
                 raise RuntimeError_(
                     f"{config.instance}: image {image} is not on this machine and pulling it failed: {why}. "
                     "Check the name and tag, or, where no registry is reachable, load it with docker load / "
-                    "docker build first") from None
+                    "docker build first"
+                ) from None
             self.on_event(ImagePull(config.service, image, "done"))
 
     async def _prepare_volumes(self, config: InstanceConfig) -> None:
@@ -212,12 +235,15 @@ class DockerRuntime:
             v = parse_volume(text)
             if v.kind == "bind":
                 if not os.path.exists(v.source):
-                    raise RuntimeError_(f"{config.instance}: volumes: bind mount source {v.source} does not exist "
-                                        "on this host; create it first")
+                    raise RuntimeError_(
+                        f"{config.instance}: volumes: bind mount source {v.source} does not exist "
+                        "on this host; create it first"
+                    )
                 continue
             vname = volume_name(self.prefix, config.service, v.source)
-            await self.docker.volumes.create({"Name": vname, "Labels": {LABEL_SERVICE: config.service,
-                                                                         LABEL_OWNER: self.owner}})
+            await self.docker.volumes.create(
+                {"Name": vname, "Labels": {LABEL_SERVICE: config.service, LABEL_OWNER: self.owner}}
+            )
 
     async def _clear_name(self, config: InstanceConfig, name: str) -> None:
         """A container already named `name`: ours and left from an earlier run → removed; anyone else's →
@@ -230,8 +256,10 @@ class DockerRuntime:
             raise
         lbl = old._container.get("Config", {}).get("Labels") or {}
         if lbl.get(LABEL_OWNER) != self.owner or lbl.get(LABEL_SERVICE) != config.service:
-            raise RuntimeError_(f"{config.instance}: a container named {name} exists and was not made by this "
-                                f"platform (labels {LABEL_SERVICE}/{LABEL_OWNER} differ); remove or rename it")
+            raise RuntimeError_(
+                f"{config.instance}: a container named {name} exists and was not made by this "
+                f"platform (labels {LABEL_SERVICE}/{LABEL_OWNER} differ); remove or rename it"
+            )
         log.info("removing a leftover container", name=name, container=old.id[:12])
         await old.delete(force=True)
 
@@ -247,8 +275,14 @@ class DockerRuntime:
         instance.started_at = time.time()
         instance.cgroup = _container_cgroup(instance.container_id or "", instance.pid)
         self._watch(instance, since=0)
-        log.info("container started", service=cfg.service, instance=cfg.instance, container=instance.name,
-                 id=(instance.container_id or "")[:12], image=cfg.image)
+        log.info(
+            "container started",
+            service=cfg.service,
+            instance=cfg.instance,
+            container=instance.name,
+            id=(instance.container_id or "")[:12],
+            image=cfg.image,
+        )
 
     def _container(self, instance: ContainerInstance) -> DockerContainer:
         if instance.container_id is None:  # `create` sets it: an instance without one was never created
@@ -273,8 +307,9 @@ class DockerRuntime:
         params = {"follow": "1", "stdout": "1", "stderr": "1", "since": str(since)}
         try:
             # aiodocker's own log() joins stdout and stderr; the raw stream keeps them apart.
-            async with self.docker._query(f"containers/{instance.container_id}/logs", params=params,
-                                          timeout=_STREAM) as resp:
+            async with self.docker._query(
+                f"containers/{instance.container_id}/logs", params=params, timeout=_STREAM
+            ) as resp:
                 async for chunk in resp.content.iter_any():
                     emit(frames.feed(chunk))
         except (DockerError, aiohttp.ClientError, OSError) as e:
@@ -306,13 +341,17 @@ class DockerRuntime:
                     log.warning("waiting for a container failed; retrying", container=instance.name, error=_msg(e))
                     await asyncio.sleep(1)
             except (aiohttp.ClientError, OSError) as e:
-                log.warning("dockerd unreachable while waiting for a container", container=instance.name,
-                            error=str(e))
+                log.warning("dockerd unreachable while waiting for a container", container=instance.name, error=str(e))
                 await asyncio.sleep(1)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(instance.logs_done.wait(), 2)  # its last lines before its end is reported
-        log.info("container exited", service=instance.config.service, container=instance.name,
-                 status=status.detail, expected=instance.stopping)
+        log.info(
+            "container exited",
+            service=instance.config.service,
+            container=instance.name,
+            status=status.detail,
+            expected=instance.stopping,
+        )
         if instance.exit is not None and not instance.exit.done():
             instance.exit.set_result(status)
 
@@ -353,8 +392,9 @@ class DockerRuntime:
 
     async def remove_volumes(self, service: str) -> list[str]:
         """Remove the named volumes this platform made for `service` (`fsctl service rm --volumes`)."""
-        found = await self.docker.volumes.list(filters={"label": [f"{LABEL_SERVICE}={service}",
-                                                                  f"{LABEL_OWNER}={self.owner}"]})
+        found = await self.docker.volumes.list(
+            filters={"label": [f"{LABEL_SERVICE}={service}", f"{LABEL_OWNER}={self.owner}"]}
+        )
         gone = []
         for v in found.get("Volumes") or []:
             try:
@@ -399,10 +439,18 @@ class DockerRuntime:
         ex = instance.exit.result() if instance.exit is not None and instance.exit.done() else None
         cfg = instance.config
         return {
-            "id": instance.id, "runtime": self.name, "pid": instance.pid, "started_at": instance.started_at,
-            "adopted": instance.adopted, "running": ex is None and instance.exit is not None,
-            "exit": ex.to_dict() if ex else None, "cgroup": None, "container_id": instance.container_id,
-            "container": instance.name, "image": cfg.image, "ports": dict(cfg.ports),
+            "id": instance.id,
+            "runtime": self.name,
+            "pid": instance.pid,
+            "started_at": instance.started_at,
+            "adopted": instance.adopted,
+            "running": ex is None and instance.exit is not None,
+            "exit": ex.to_dict() if ex else None,
+            "cgroup": None,
+            "container_id": instance.container_id,
+            "container": instance.name,
+            "image": cfg.image,
+            "ports": dict(cfg.ports),
             "container_ports": dict(cfg.container_ports),
         }
 
@@ -411,16 +459,26 @@ class DockerRuntime:
     async def discover(self) -> list[dict[str, Any]]:
         """Adoption records, from their labels, of the running containers this platform made."""
         out = []
-        for c in await self.docker.containers.list(filters={"label": [f"{LABEL_OWNER}={self.owner}"],
-                                                            "status": ["running"]}):
+        for c in await self.docker.containers.list(
+            filters={"label": [f"{LABEL_OWNER}={self.owner}"], "status": ["running"]}
+        ):
             lbl = c._container.get("Labels") or {}
             host, inside = ports_from_labels(lbl)
             if not lbl.get(LABEL_INDEX, "").isdigit() or not lbl.get(LABEL_SERVICE):
                 continue
             release = lbl.get(LABEL_RELEASE, "")
-            out.append({"service": lbl[LABEL_SERVICE], "index": int(lbl[LABEL_INDEX]), "runtime": "docker",
-                        "container_id": c.id, "ports": host, "container_ports": inside,
-                        "version": int(release) if release.isdigit() else 0, "started_at": c._container.get("Created")})
+            out.append(
+                {
+                    "service": lbl[LABEL_SERVICE],
+                    "index": int(lbl[LABEL_INDEX]),
+                    "runtime": "docker",
+                    "container_id": c.id,
+                    "ports": host,
+                    "container_ports": inside,
+                    "version": int(release) if release.isdigit() else 0,
+                    "started_at": c._container.get("Created"),
+                }
+            )
         return out
 
     async def adopt(self, config: InstanceConfig, record: Mapping[str, Any]) -> ContainerInstance | None:
@@ -438,8 +496,14 @@ class DockerRuntime:
             return None
         if not info["State"].get("Running"):
             return None  # it ended while the platform was away: orch starts a new one (and removes this one)
-        inst = ContainerInstance(config, info["Name"].lstrip("/"), container_id=cid, pid=info["State"].get("Pid"),
-                                 started_at=record.get("started_at"), adopted=True)
+        inst = ContainerInstance(
+            config,
+            info["Name"].lstrip("/"),
+            container_id=cid,
+            pid=info["State"].get("Pid"),
+            started_at=record.get("started_at"),
+            adopted=True,
+        )
         inst.cgroup = _container_cgroup(cid, inst.pid)
         self._watch(inst, since=int(time.time()))
         log.info("container adopted", service=config.service, container=inst.name, id=cid[:12])

@@ -11,8 +11,9 @@ from collections.abc import Iterable, Mapping
 from core.ports import Endpoint, EndpointBoard
 
 
-def endpoint_sets(name: str, port_names: list[str], healthy: Iterable[tuple[int, Mapping[str, int]]],
-                  host: str = "127.0.0.1") -> dict[str, tuple[Endpoint, ...]]:
+def endpoint_sets(
+    name: str, port_names: list[str], healthy: Iterable[tuple[int, Mapping[str, int]]], host: str = "127.0.0.1"
+) -> dict[str, tuple[Endpoint, ...]]:
     """Board key → endpoints, from the healthy instances as (index, {port name: port}). Pure."""
     sets: dict[str, list[Endpoint]] = {name: [], **{f"{name}:{p}": [] for p in port_names}}
     for index, ports in sorted(healthy, key=lambda x: x[0]):

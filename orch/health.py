@@ -45,8 +45,10 @@ async def probe_http(url: str, timeout_s: float) -> tuple[bool, str]:
     try:
         reader, writer = await asyncio.open_connection(parts.hostname, port, ssl=ctx)
         host = parts.netloc.rsplit("@", 1)[-1]
-        writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: infracore-health\r\n"
-                     "Connection: close\r\nAccept: */*\r\n\r\n".encode())
+        writer.write(
+            f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: infracore-health\r\n"
+            "Connection: close\r\nAccept: */*\r\n\r\n".encode()
+        )
         await writer.drain()
         line = await reader.readline()
         fields = line.decode("latin-1").split(" ", 2)
@@ -74,8 +76,13 @@ async def probe_tcp(target: str, timeout_s: float) -> tuple[bool, str]:
 
 async def probe_exec(argv: list[str], env: Mapping[str, str], cwd: str | None) -> tuple[bool, str]:
     proc = await asyncio.create_subprocess_exec(
-        *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-        env={**os.environ, **env}, cwd=cwd, start_new_session=True,
+        *argv,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env={**os.environ, **env},
+        cwd=cwd,
+        start_new_session=True,
     )
     try:
         out, _ = await proc.communicate()
@@ -90,9 +97,15 @@ async def probe_exec(argv: list[str], env: Mapping[str, str], cwd: str | None) -
     return proc.returncode == 0, msg
 
 
-async def run_probe(kind: str, target: str | list[str], timeout_s: float, *, env: Mapping[str, str] | None = None,
-                    cwd: str | None = None,
-                    exec_in: Callable[[list[str]], Awaitable[tuple[bool, str]]] | None = None) -> HealthResult:
+async def run_probe(
+    kind: str,
+    target: str | list[str],
+    timeout_s: float,
+    *,
+    env: Mapping[str, str] | None = None,
+    cwd: str | None = None,
+    exec_in: Callable[[list[str]], Awaitable[tuple[bool, str]]] | None = None,
+) -> HealthResult:
     """One probe of `kind` against `target` (URL, HOST:PORT, or argv), bounded by `timeout_s`. An `exec`
     probe runs through `exec_in` when given (inside a container), else as a child on the host."""
     t0 = time.monotonic()

@@ -20,14 +20,24 @@ async def releases(repo: DeployRepo, name: str, current: int | None, run: Run) -
     if not rows and current is None:
         raise NotFound(f"no service named {name!r}", hint="see `fsctl service ls`")
     changes = await run(summaries, [r["doc"] for r in rows], None)
-    return [{"release": r["release"], "version": r["label"], "created_at": r["created_at"],
-             "created_by": r["created_by"], "current": r["release"] == current, "changes": changed,
-             "artifact": r["doc"].get("artifact"), "image": r["doc"].get("image")}
-            for r, changed in zip(rows, changes, strict=True)]
+    return [
+        {
+            "release": r["release"],
+            "version": r["label"],
+            "created_at": r["created_at"],
+            "created_by": r["created_by"],
+            "current": r["release"] == current,
+            "changes": changed,
+            "artifact": r["doc"].get("artifact"),
+            "image": r["doc"].get("image"),
+        }
+        for r, changed in zip(rows, changes, strict=True)
+    ]
 
 
-async def diff(repo: DeployRepo, name: str, current: int | None, from_: int | None,
-               to: int | None, run: Run) -> dict[str, Any]:
+async def diff(
+    repo: DeployRepo, name: str, current: int | None, from_: int | None, to: int | None, run: Run
+) -> dict[str, Any]:
     rows = {r["release"]: r["doc"] for r in await repo.releases(name)}
     if not rows:
         raise NotFound(f"service {name!r} has no releases", hint="see `fsctl service ls`")

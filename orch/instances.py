@@ -20,8 +20,9 @@ def expand(text: str, variables: Mapping[str, str]) -> str:
     return _VAR.sub(lambda m: variables.get(m.group(1), m.group(0)), text)
 
 
-def variables(spec: ServiceSpec, index: int, ports: Mapping[str, int],
-              release: Mapping[str, str] | None = None) -> dict[str, str]:
+def variables(
+    spec: ServiceSpec, index: int, ports: Mapping[str, int], release: Mapping[str, str] | None = None
+) -> dict[str, str]:
     out = {k: v for k, v in spec.env.items()}
     out |= dict(release or {})  # version, installPath, env: the release's, over a same-named env entry
     out |= {"SERVICE": spec.name, "INSTANCE": f"{spec.name}-{index}", "INDEX": str(index)}
@@ -35,8 +36,7 @@ def variables(spec: ServiceSpec, index: int, ports: Mapping[str, int],
 def container_ports(spec: ServiceSpec, ports: Mapping[str, int]) -> dict[str, int]:
     """For a container, the port each named port listens on inside it: `internal` when a number, else
     the same number as its published host port (the program reads it from `${PORT}`)."""
-    return {p.name: p.internal if isinstance(p.internal, int) else ports[p.name]
-            for p in spec.ports if p.name in ports}
+    return {p.name: p.internal if isinstance(p.internal, int) else ports[p.name] for p in spec.ports if p.name in ports}
 
 
 def port_requests(spec: ServiceSpec) -> list[PortSpec]:
@@ -47,9 +47,14 @@ def port_requests(spec: ServiceSpec) -> list[PortSpec]:
     return [PortSpec(name=p.name, internal="auto") for p in spec.ports]
 
 
-def build_config(spec: ServiceSpec, index: int, ports: Mapping[str, int], version: int,
-                 release: Mapping[str, str] | None = None,
-                 templates: Mapping[int, str] | None = None) -> InstanceConfig:
+def build_config(
+    spec: ServiceSpec,
+    index: int,
+    ports: Mapping[str, int],
+    version: int,
+    release: Mapping[str, str] | None = None,
+    templates: Mapping[int, str] | None = None,
+) -> InstanceConfig:
     """The instance config for replica `index` of `spec` with `ports` (on the host) already chosen. In a
     container's env, `${PORT}` and `${PORT_<NAME>}` are the ports inside it. `release` holds the release's
     variables; `templates` the text of each `template:` config file (by its position), read by the caller."""
@@ -58,14 +63,26 @@ def build_config(spec: ServiceSpec, index: int, ports: Mapping[str, int], versio
     env = {k: expand(val, v) for k, val in spec.env.items()}
     env |= {k: val for k, val in v.items() if k.startswith("PORT") or k in ("SERVICE", "INSTANCE")}
     return InstanceConfig(
-        service=spec.name, index=index, argv=tuple(expand(a, v) for a in spec.argv), image=spec.image, env=env,
-        workdir=expand(spec.workdir, v) if spec.workdir else None, user=spec.user, ports=dict(ports),
-        memory_bytes=spec.resources.memory, cpu=spec.resources.cpu, stop_timeout_s=spec.stop_timeout,
-        stop_signal=int(getattr(signal, spec.stop_signal)), version=version,
-        config_files=tuple((expand(f.path, v), expand(f.content if f.content is not None else
-                                                      (templates or {}).get(i, ""), v), f.mode)
-                           for i, f in enumerate(spec.config_files)),
-        runtime=spec.runtime_name, container_ports=inside, volumes=tuple(spec.volumes),
+        service=spec.name,
+        index=index,
+        argv=tuple(expand(a, v) for a in spec.argv),
+        image=spec.image,
+        env=env,
+        workdir=expand(spec.workdir, v) if spec.workdir else None,
+        user=spec.user,
+        ports=dict(ports),
+        memory_bytes=spec.resources.memory,
+        cpu=spec.resources.cpu,
+        stop_timeout_s=spec.stop_timeout,
+        stop_signal=int(getattr(signal, spec.stop_signal)),
+        version=version,
+        config_files=tuple(
+            (expand(f.path, v), expand(f.content if f.content is not None else (templates or {}).get(i, ""), v), f.mode)
+            for i, f in enumerate(spec.config_files)
+        ),
+        runtime=spec.runtime_name,
+        container_ports=inside,
+        volumes=tuple(spec.volumes),
         entrypoint=tuple(expand(a, v) for a in ep) if (ep := spec.entrypoint_argv) is not None else None,
     )
 

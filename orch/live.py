@@ -29,19 +29,29 @@ class Live:
     last_exit: dict[str, Any] | None = None
 
 
-def instance_view(slot: Slot, live: Live, inspect: dict[str, Any], stats: InstanceStats | None, now: float,
-                  runtime: str) -> dict[str, Any]:
+def instance_view(
+    slot: Slot, live: Live, inspect: dict[str, Any], stats: InstanceStats | None, now: float, runtime: str
+) -> dict[str, Any]:
     """One instance as `describe` shows it: the slot's state, the live handle's facts, the runtime's details."""
     wait = slot.next_start_at - now if slot.phase == "absent" else 0
     return {
-        "id": f"{slot.service}-{slot.index}", "index": slot.index, "phase": slot.phase, "state": slot.state,
-        "healthy": slot.healthy, "health_failures": slot.health_failures, "version": slot.version,
+        "id": f"{slot.service}-{slot.index}",
+        "index": slot.index,
+        "phase": slot.phase,
+        "state": slot.state,
+        "healthy": slot.healthy,
+        "health_failures": slot.health_failures,
+        "version": slot.version,
         "pid": inspect.get("pid") if slot.phase in ("running", "stopping") else None,
-        "ports": live.ports if slot.phase != "absent" else {}, "restarts": slot.restarts,
-        "reason": slot.reason, "started_at": live.started_wall if slot.phase != "absent" else None,
+        "ports": live.ports if slot.phase != "absent" else {},
+        "restarts": slot.restarts,
+        "reason": slot.reason,
+        "started_at": live.started_wall if slot.phase != "absent" else None,
         "next_start_in_s": round(wait, 1) if wait > 0 and slot.state not in ("failed", "exited") else None,
-        "last_exit": live.last_exit, "adopted": inspect.get("adopted", False),
-        "cgroup": inspect.get("cgroup"), "runtime": inspect.get("runtime", runtime),
+        "last_exit": live.last_exit,
+        "adopted": inspect.get("adopted", False),
+        "cgroup": inspect.get("cgroup"),
+        "runtime": inspect.get("runtime", runtime),
         **{k: inspect[k] for k in _RUNTIME_KEYS if k in inspect},
         "stats": dataclasses.asdict(stats) if stats else None,
         "health": [h.to_dict() for h in live.health],

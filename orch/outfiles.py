@@ -103,10 +103,15 @@ class _Output:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def record(self) -> dict[str, Any]:
-        return {"service": self.service, "instance": self.instance, "pid": self.pid,
-                "start_ticks": self.start_ticks,
-                "streams": {s.name: {"file": s.path.name, "base": s.base, "stored": s.stored}
-                            for s in self.streams.values()}}
+        return {
+            "service": self.service,
+            "instance": self.instance,
+            "pid": self.pid,
+            "start_ticks": self.start_ticks,
+            "streams": {
+                s.name: {"file": s.path.name, "base": s.base, "stored": s.stored} for s in self.streams.values()
+            },
+        }
 
 
 @dataclass(frozen=True)
@@ -123,8 +128,15 @@ class NewOutput:
 class OutputFiles:
     """The tailer: ships every manifest's files in `dir` to `sink` on one thread. Thread-safe."""
 
-    def __init__(self, sink: LogSink, dir: Path, *, max_bytes: int = 16 * 1024 * 1024,
-                 alive: Callable[[int, int | None], bool] | None = None, poll_s: float = 0.1) -> None:
+    def __init__(
+        self,
+        sink: LogSink,
+        dir: Path,
+        *,
+        max_bytes: int = 16 * 1024 * 1024,
+        alive: Callable[[int, int | None], bool] | None = None,
+        poll_s: float = 0.1,
+    ) -> None:
         self.sink = sink
         self.dir = dir
         self.max_bytes = max_bytes
@@ -146,8 +158,9 @@ class OutputFiles:
         for manifest in sorted(self.dir.glob("*.json")):
             self.adopt(manifest)
         for path in self.dir.iterdir():  # a crash between creating files and recording them left these
-            if (path.name.startswith(".") and path.name.endswith(".tmp")) or \
-                    (path.suffix in (".stdout", ".stderr") and not path.with_suffix(".json").exists()):
+            if (path.name.startswith(".") and path.name.endswith(".tmp")) or (
+                path.suffix in (".stdout", ".stderr") and not path.with_suffix(".json").exists()
+            ):
                 log.warning("removing output file of no instance", path=str(path))
                 path.unlink(missing_ok=True)
         self._thread = threading.Thread(target=self._run, name="orch-output", daemon=True)
@@ -182,8 +195,7 @@ class OutputFiles:
         """The child runs (with its own copies of the write ends): record it and ship its output."""
         for fd in new.write_fds.values():
             os.close(fd)
-        streams = {s: _Stream(s, p, os.open(p, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW))
-                   for s, p in new.paths.items()}
+        streams = {s: _Stream(s, p, os.open(p, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)) for s, p in new.paths.items()}
         out = _Output(new.manifest, new.service, new.instance, pid, start_ticks, streams)
         _write_manifest(out)
         with self._lock:
@@ -278,8 +290,12 @@ class OutputFiles:
                     b, bl = self._pass(out)
                     busy, backlog = busy or b, backlog or bl
                 except Exception as e:  # one instance's files must not stop the others' shipping
-                    log.error("shipping instance output failed; its files stay for the next start",
-                              instance=out.instance, manifest=str(out.manifest), error=repr(e))
+                    log.error(
+                        "shipping instance output failed; its files stay for the next start",
+                        instance=out.instance,
+                        manifest=str(out.manifest),
+                        error=repr(e),
+                    )
                     with self._lock:
                         self._outputs.pop(out.manifest, None)
                     for st in out.streams.values():
@@ -384,8 +400,11 @@ class OutputFiles:
                 if stored_off < self.max_bytes:
                     continue
                 stat = os.fstat(st.fd)
-                cut = collapsible(stored_off, stat.st_size, self.max_bytes, stat.st_blksize or 4096) \
-                    if out.can_collapse else 0
+                cut = (
+                    collapsible(stored_off, stat.st_size, self.max_bytes, stat.st_blksize or 4096)
+                    if out.can_collapse
+                    else 0
+                )
                 if cut and _collapse(st.fd, cut):
                     st.base += cut
                 elif cut or not out.can_collapse:

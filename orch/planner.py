@@ -138,8 +138,14 @@ class Plan:
 def started(slot: Slot, version: int, now: float, *, has_healthcheck: bool) -> Slot:
     """The instance was spawned: it is running, healthy at once only when there is no health check."""
     return dataclasses.replace(
-        slot, phase="running", version=version, started_at=now, healthy=not has_healthcheck,
-        health_failures=0, stop_intent="", reason="" if slot.state == "ok" else slot.reason,
+        slot,
+        phase="running",
+        version=version,
+        started_at=now,
+        healthy=not has_healthcheck,
+        health_failures=0,
+        stop_intent="",
+        reason="" if slot.state == "ok" else slot.reason,
     )
 
 
@@ -155,20 +161,22 @@ def health_checked(slot: Slot, ok: bool, now: float, svc: ServiceView, detail: s
     failures = slot.health_failures + 1
     retries = svc.health_retries or 1
     return dataclasses.replace(
-        slot, health_failures=failures, healthy=slot.healthy and failures < retries,
+        slot,
+        health_failures=failures,
+        healthy=slot.healthy and failures < retries,
         reason=f"health check failed {failures} time(s): {detail}" if detail else slot.reason,
     )
 
 
-def exited(slot: Slot, svc: ServiceView | None, *, failed: bool, detail: str, now: float,
-           bo: BackoffPolicy) -> Slot:
+def exited(slot: Slot, svc: ServiceView | None, *, failed: bool, detail: str, now: float, bo: BackoffPolicy) -> Slot:
     """The instance ended (or could not be spawned). Decides whether and when it comes back."""
     base = dataclasses.replace(slot, phase="absent", healthy=False, health_failures=0, stop_intent="")
     if svc is None or slot.stop_intent == "stop":
         return dataclasses.replace(base, state="ok", reason=f"stopped ({detail})", next_start_at=now)
     if slot.stop_intent == "restart":
-        return dataclasses.replace(base, state="ok", reason=f"restarted ({detail})", next_start_at=now,
-                                   restarts=slot.restarts + 1)
+        return dataclasses.replace(
+            base, state="ok", reason=f"restarted ({detail})", next_start_at=now, restarts=slot.restarts + 1
+        )
     health = slot.stop_intent == "health"
     failed = failed or health
     why = slot.reason if health else detail
@@ -190,15 +198,20 @@ def exited(slot: Slot, svc: ServiceView | None, *, failed: bool, detail: str, no
         state = "backoff"
         delay = bo.initial_s if base.backoff_s <= 0 else min(base.backoff_s * bo.factor, bo.max_s)
     return dataclasses.replace(
-        base, state=state, reason=why, failures=recent, backoff_s=delay, next_start_at=now + delay,
-        attempts=base.attempts + 1, restarts=base.restarts + 1,
+        base,
+        state=state,
+        reason=why,
+        failures=recent,
+        backoff_s=delay,
+        next_start_at=now + delay,
+        attempts=base.attempts + 1,
+        restarts=base.restarts + 1,
     )
 
 
 def reset(slot: Slot, now: float) -> Slot:
     """A person asked to (re)start: forget back-off, give-up and crash-loop state."""
-    return dataclasses.replace(slot, state="ok", reason="", attempts=0, failures=(), backoff_s=0.0,
-                               next_start_at=now)
+    return dataclasses.replace(slot, state="ok", reason="", attempts=0, failures=(), backoff_s=0.0, next_start_at=now)
 
 
 # --- planning ----------------------------------------------------------------------------------
@@ -215,8 +228,7 @@ def _ready(name: str, services: Mapping[str, ServiceView], slots: Mapping[SlotKe
     return any(s.phase == "running" and s.healthy for s in _slots_of(slots, name))
 
 
-def plan(services: Mapping[str, ServiceView], slots: Mapping[SlotKey, Slot], now: float,
-         bo: BackoffPolicy) -> Plan:
+def plan(services: Mapping[str, ServiceView], slots: Mapping[SlotKey, Slot], now: float, bo: BackoffPolicy) -> Plan:
     """Actions that move the observed slots toward the services' desired state."""
     out = Plan(slots=dict(slots))
     for name in sorted(services):
@@ -238,12 +250,14 @@ def plan(services: Mapping[str, ServiceView], slots: Mapping[SlotKey, Slot], now
 
 def _stop(out: Plan, slot: Slot, intent: StopIntent, reason: str) -> None:
     out.actions.append(StopInstance(slot.service, slot.index, intent, reason))
-    out.slots[slot.key] = dataclasses.replace(slot, phase="stopping", stop_intent=intent,
-                                              reason=reason if intent != "health" else slot.reason)
+    out.slots[slot.key] = dataclasses.replace(
+        slot, phase="stopping", stop_intent=intent, reason=reason if intent != "health" else slot.reason
+    )
 
 
-def _plan_running(svc: ServiceView, services: Mapping[str, ServiceView], out: Plan, now: float,
-                  bo: BackoffPolicy) -> None:
+def _plan_running(
+    svc: ServiceView, services: Mapping[str, ServiceView], out: Plan, now: float, bo: BackoffPolicy
+) -> None:
     missing = [d for d in svc.depends_on if d not in services]
     waiting_on = [d for d in svc.depends_on if not _ready(d, services, out.slots)]
     for index in range(1, svc.replicas + 1):
@@ -264,14 +278,18 @@ def _plan_running(svc: ServiceView, services: Mapping[str, ServiceView], out: Pl
         elif slot.phase == "running":
             if slot.version != svc.version and not svc.deploying and not svc.hold_versions:
                 _stop(out, slot, "restart", f"spec version {svc.version} applied")
-            elif (svc.health_retries is not None and slot.health_failures >= svc.health_retries
-                  and svc.restart.mode != "no"):
+            elif (
+                svc.health_retries is not None
+                and slot.health_failures >= svc.health_retries
+                and svc.restart.mode != "no"
+            ):
                 _stop(out, slot, "health", slot.reason)
             elif slot.state in ("backoff", "crashloop") and slot.started_at is not None:
                 stable_at = slot.started_at + bo.stable_s
                 if now >= stable_at:
-                    out.slots[slot.key] = dataclasses.replace(slot, state="ok", reason="", attempts=0,
-                                                              failures=(), backoff_s=0.0)
+                    out.slots[slot.key] = dataclasses.replace(
+                        slot, state="ok", reason="", attempts=0, failures=(), backoff_s=0.0
+                    )
                 else:
                     out._wake(stable_at)
     for slot in _slots_of(out.slots, svc.name):
@@ -285,7 +303,8 @@ def _plan_running(svc: ServiceView, services: Mapping[str, ServiceView], out: Pl
 
 def _plan_stopped(svc: ServiceView, services: Mapping[str, ServiceView], out: Plan) -> None:
     dependents = [
-        o.name for o in services.values()
+        o.name
+        for o in services.values()
         if svc.name in o.depends_on and o.desired == "stopped" and any(s.active for s in _slots_of(out.slots, o.name))
     ]
     for slot in _slots_of(out.slots, svc.name):

@@ -43,7 +43,7 @@ def proc_start_ticks(pid: int) -> int | None:
         raw = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    fields = raw[raw.rfind(")") + 2:].split()
+    fields = raw[raw.rfind(")") + 2 :].split()
     return int(fields[19])
 
 
@@ -58,7 +58,7 @@ def group_members(pgid: int) -> list[int]:
                 raw = f.read()
         except OSError:
             continue
-        rest = raw[raw.rfind(")") + 2:].split()
+        rest = raw[raw.rfind(")") + 2 :].split()
         if int(rest[2]) == pgid and rest[0] not in ("Z", "X"):
             out.append(int(entry.name))
     return out
@@ -86,12 +86,22 @@ def _signal_group(pgid: int, sig: int) -> None:
         os.killpg(pgid, sig)
 
 
-def _spawn(argv: list[str], out_w: int, err_w: int, workdir: str | None, env: dict[str, str], uid: int | None,
-           gid: int | None) -> subprocess.Popen[bytes]:
+def _spawn(
+    argv: list[str], out_w: int, err_w: int, workdir: str | None, env: dict[str, str], uid: int | None, gid: int | None
+) -> subprocess.Popen[bytes]:
     """fork+exec (vfork where Python can): a few milliseconds, fine on the loop, and no thread hand-off."""
     return subprocess.Popen(
-        argv, stdin=subprocess.DEVNULL, stdout=out_w, stderr=err_w, cwd=workdir, env=env,
-        start_new_session=True, close_fds=True, user=uid, group=gid, extra_groups=[] if uid is not None else None,
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=out_w,
+        stderr=err_w,
+        cwd=workdir,
+        env=env,
+        start_new_session=True,
+        close_fds=True,
+        user=uid,
+        group=gid,
+        extra_groups=[] if uid is not None else None,
     )
 
 
@@ -116,10 +126,16 @@ class ProcessInstance:
         return self.config.instance
 
     def record(self) -> dict[str, Any]:
-        return {"runtime": "process", "pid": self.pid, "start_ticks": self.start_ticks,
-                "started_at": self.started_at, "version": self.config.version, "ports": dict(self.config.ports),
-                "cgroup": self.cgroup.to_record() if self.cgroup else None,
-                **({"output": str(self.output)} if self.output else {})}
+        return {
+            "runtime": "process",
+            "pid": self.pid,
+            "start_ticks": self.start_ticks,
+            "started_at": self.started_at,
+            "version": self.config.version,
+            "ports": dict(self.config.ports),
+            "cgroup": self.cgroup.to_record() if self.cgroup else None,
+            **({"output": str(self.output)} if self.output else {}),
+        }
 
 
 class ProcessRuntime:
@@ -127,9 +143,16 @@ class ProcessRuntime:
 
     name = "process"
 
-    def __init__(self, log_sink: LogSink, cgroups: CgroupDriver, *, default_user: str | None = None,
-                 kill_grace_s: float = 5.0, output_dir: Path | None = None,
-                 output_max_bytes: int = 16 * 1024 * 1024) -> None:
+    def __init__(
+        self,
+        log_sink: LogSink,
+        cgroups: CgroupDriver,
+        *,
+        default_user: str | None = None,
+        kill_grace_s: float = 5.0,
+        output_dir: Path | None = None,
+        output_max_bytes: int = 16 * 1024 * 1024,
+    ) -> None:
         self.log_sink = log_sink
         self.cgroups = cgroups
         self.default_user = default_user
@@ -197,10 +220,10 @@ class ProcessRuntime:
                 # Join the cgroups while still root, then drop to the user: on cgroup v1 (and v2 without
                 # delegation) an unprivileged process may not move itself into a root-owned cgroup.
                 drop = f"exec {setpriv} --reuid={uid} --regid={gid} --clear-groups --"
-                argv = ["/bin/sh", "-c", f"{script}\n{drop} \"$@\"", cfg.argv[0], *cfg.argv]
+                argv = ["/bin/sh", "-c", f'{script}\n{drop} "$@"', cfg.argv[0], *cfg.argv]
                 uid = gid = None
             elif script:
-                argv = ["/bin/sh", "-c", f"{script}\nexec \"$@\"", cfg.argv[0], *cfg.argv]
+                argv = ["/bin/sh", "-c", f'{script}\nexec "$@"', cfg.argv[0], *cfg.argv]
                 if uid is not None:
                     cg.chown(uid, gid or 0)
             instance.oom_before = cg.oom_kills()
@@ -240,8 +263,9 @@ class ProcessRuntime:
             self.log_sink.attach(cfg.service, cfg.instance, "stdout", out_r)
             self.log_sink.attach(cfg.service, cfg.instance, "stderr", err_r)
         self._watch(instance)
-        log.info("instance started", service=cfg.service, instance=cfg.instance, pid=popen.pid,
-                 cgroup=cg.rel if cg else None)
+        log.info(
+            "instance started", service=cfg.service, instance=cfg.instance, pid=popen.pid, cgroup=cg.rel if cg else None
+        )
 
     def _watch(self, instance: ProcessInstance) -> None:
         loop = asyncio.get_running_loop()
@@ -278,8 +302,14 @@ class ProcessRuntime:
             cg.kill_all(signal.SIGKILL)
         if instance.output is not None and self.outputs is not None:
             self.outputs.ended(instance.output)
-        log.info("instance exited", service=instance.config.service, instance=instance.id, pid=instance.pid,
-                 status=status.detail, expected=instance.stopping)
+        log.info(
+            "instance exited",
+            service=instance.config.service,
+            instance=instance.id,
+            pid=instance.pid,
+            status=status.detail,
+            expected=instance.stopping,
+        )
         if instance.exit is not None and not instance.exit.done():
             instance.exit.set_result(status)
 
@@ -367,9 +397,14 @@ class ProcessRuntime:
     def inspect(self, instance: ProcessInstance) -> dict[str, Any]:
         ex = instance.exit.result() if instance.exit is not None and instance.exit.done() else None
         return {
-            "id": instance.id, "runtime": self.name, "pid": instance.pid, "started_at": instance.started_at,
-            "adopted": instance.adopted, "running": ex is None and instance.pid is not None,
-            "exit": ex.to_dict() if ex else None, "cgroup": instance.cgroup.rel if instance.cgroup else None,
+            "id": instance.id,
+            "runtime": self.name,
+            "pid": instance.pid,
+            "started_at": instance.started_at,
+            "adopted": instance.adopted,
+            "running": ex is None and instance.pid is not None,
+            "exit": ex.to_dict() if ex else None,
+            "cgroup": instance.cgroup.rel if instance.cgroup else None,
             "ports": dict(instance.config.ports),
         }
 
@@ -382,16 +417,26 @@ class ProcessRuntime:
         if record.get("output"):
             name = Path(str(record["output"])).name  # a manifest of this runtime's output dir, nothing else
             if self.outputs is None or not name.endswith(".json") or name.startswith("."):
-                log.warning("output of adopted instance cannot be shipped", instance=config.instance,
-                            record=str(record["output"]))
+                log.warning(
+                    "output of adopted instance cannot be shipped",
+                    instance=config.instance,
+                    record=str(record["output"]),
+                )
             else:  # shipped from where the last run stopped, alive or not (a dead one's last lines too)
                 output = self.outputs.dir / name
                 self.outputs.adopt(output, ended=gone)
         if gone:
             return None
         assert isinstance(pid, int)
-        inst = ProcessInstance(config, CgroupHandle.from_record(record.get("cgroup")), pid=pid, start_ticks=ticks,
-                               started_at=record.get("started_at"), adopted=True, output=output)
+        inst = ProcessInstance(
+            config,
+            CgroupHandle.from_record(record.get("cgroup")),
+            pid=pid,
+            start_ticks=ticks,
+            started_at=record.get("started_at"),
+            adopted=True,
+            output=output,
+        )
         if inst.cgroup is not None:
             inst.oom_before = inst.cgroup.oom_kills()
         pipes: tuple[tuple[int, Stream], ...] = ((1, "stdout"), (2, "stderr")) if output is None else ()
@@ -401,8 +446,12 @@ class ProcessRuntime:
                     fd = os.open(f"/proc/{pid}/fd/{fd_no}", os.O_RDONLY | os.O_NONBLOCK)
                     self.log_sink.attach(config.service, config.instance, stream, fd)
             except OSError as e:
-                log.warning("cannot reattach output of adopted instance", instance=config.instance, stream=stream,
-                            error=e.strerror)
+                log.warning(
+                    "cannot reattach output of adopted instance",
+                    instance=config.instance,
+                    stream=stream,
+                    error=e.strerror,
+                )
         self._watch(inst)
         log.info("instance adopted", service=config.service, instance=config.instance, pid=pid)
         return inst

@@ -36,8 +36,12 @@ def is_secret(name: str, value: str) -> bool:
     return bool(SECRET_NAME.search(name)) and not value.startswith("${secret:")
 
 
-def redacted_env(env: Mapping[str, str], previous_env: Mapping[str, str] | None,
-                 previous_doc_env: Mapping[str, str] | None, release: int) -> dict[str, str]:
+def redacted_env(
+    env: Mapping[str, str],
+    previous_env: Mapping[str, str] | None,
+    previous_doc_env: Mapping[str, str] | None,
+    release: int,
+) -> dict[str, str]:
     """`env` for the release document: a secret-looking value becomes `<secret set in release N>`, where N
     is this release when the value differs from the previous spec's, else the marker it had."""
     out = {}
@@ -51,33 +55,57 @@ def redacted_env(env: Mapping[str, str], previous_env: Mapping[str, str] | None,
     return out
 
 
-def build_release(spec: ServiceSpec, release: int, variables: Mapping[str, str], templates: Mapping[int, str],
-                  *, artifact: Mapping[str, Any] | None = None, image_digest: str | None = None,
-                  unit: str | None = None, previous_spec: ServiceSpec | None = None,
-                  previous_doc: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def build_release(
+    spec: ServiceSpec,
+    release: int,
+    variables: Mapping[str, str],
+    templates: Mapping[int, str],
+    *,
+    artifact: Mapping[str, Any] | None = None,
+    image_digest: str | None = None,
+    unit: str | None = None,
+    previous_spec: ServiceSpec | None = None,
+    previous_doc: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     """The document stored for release `release` of `spec`."""
     rv = {k: variables[k] for k in RELEASE_VARS if k in variables}
-    env = redacted_env(spec.env, previous_spec.env if previous_spec else None,
-                       (previous_doc or {}).get("env"), release)
+    env = redacted_env(spec.env, previous_spec.env if previous_spec else None, (previous_doc or {}).get("env"), release)
     data = spec.model_dump(mode="json", exclude_defaults=True)
     if "env" in data:
         data["env"] = env
     files = []
     for i, f in enumerate(spec.config_files):
         text = f.content if f.content is not None else templates.get(i, "")
-        files.append({"path": expand(f.path, rv), "mode": f"{f.mode:04o}", "owner": f.owner,
-                      "template": f.template, "content": expand(text, rv)})
-    return {"release": release, "version": rv.get("version", ""), "install_path": rv.get("installPath") or None,
-            "spec": data, "env": env, "config_files": files, "artifact": dict(artifact) if artifact else None,
-            "image": spec.image, "image_digest": image_digest, "unit": unit}
+        files.append(
+            {
+                "path": expand(f.path, rv),
+                "mode": f"{f.mode:04o}",
+                "owner": f.owner,
+                "template": f.template,
+                "content": expand(text, rv),
+            }
+        )
+    return {
+        "release": release,
+        "version": rv.get("version", ""),
+        "install_path": rv.get("installPath") or None,
+        "spec": data,
+        "env": env,
+        "config_files": files,
+        "artifact": dict(artifact) if artifact else None,
+        "image": spec.image,
+        "image_digest": image_digest,
+        "unit": unit,
+    }
 
 
 def templates_of(doc: Mapping[str, Any], spec: ServiceSpec) -> dict[int, str]:
     """The template texts a stored release used, by config file position (a rollback reuses them, not the
     files on disk today)."""
     files = doc.get("config_files") or []
-    return {i: files[i]["content"] for i, f in enumerate(spec.config_files)
-            if f.template is not None and i < len(files)}
+    return {
+        i: files[i]["content"] for i, f in enumerate(spec.config_files) if f.template is not None and i < len(files)
+    }
 
 
 def _flat(value: Any, prefix: str, out: dict[str, Any]) -> None:
@@ -131,8 +159,7 @@ def _unified(va: str, vb: str) -> str:
 
 def summaries(docs: Sequence[Mapping[str, Any]], _: Any = None) -> list[str]:
     """For releases newest first: what each changed against the one after it in the list (no line diffs)."""
-    return [summary(diff(docs[i + 1] if i + 1 < len(docs) else None, d, unified=False))
-            for i, d in enumerate(docs)]
+    return [summary(diff(docs[i + 1] if i + 1 < len(docs) else None, d, unified=False)) for i, d in enumerate(docs)]
 
 
 def _short(v: Any) -> Any:

@@ -53,8 +53,9 @@ class Batch:
     retire: tuple[int, ...] = ()  # slots whose old instance stops with no replacement (scale down)
 
 
-def plan_batches(old_slots: Sequence[int], replicas: int, strategy: str, max_surge: int,
-                 max_unavailable: int) -> list[Batch]:
+def plan_batches(
+    old_slots: Sequence[int], replicas: int, strategy: str, max_surge: int, max_unavailable: int
+) -> list[Batch]:
     """The batches that take `old_slots` (indices running the old release) to `replicas` new instances."""
     targets = list(range(1, replicas + 1))
     extra = tuple(sorted(i for i in old_slots if i > replicas))
@@ -64,7 +65,7 @@ def plan_batches(old_slots: Sequence[int], replicas: int, strategy: str, max_sur
     size = max_surge if surge else max_unavailable
     if size < 1:
         raise ValueError("max_surge and max_unavailable cannot both be 0")
-    batches = [Batch(tuple(targets[i:i + size]), surge) for i in range(0, len(targets), size)]
+    batches = [Batch(tuple(targets[i : i + size]), surge) for i in range(0, len(targets), size)]
     if extra:
         if batches:
             last = batches[-1]
@@ -93,6 +94,6 @@ def staged_record_key(slot: int) -> int:
 def releases_to_prune(releases: Sequence[int], current: int | None, previous: int | None, keep: int) -> list[int]:
     """Which releases to forget: all but the newest `keep`, never the serving one nor the one before it
     (a rollback's target), never one newer than the serving one (a deployment may be about to use it)."""
-    newest = sorted(releases, reverse=True)[:max(keep, 0)]
+    newest = sorted(releases, reverse=True)[: max(keep, 0)]
     spared = {*newest, current, previous}
     return sorted(r for r in releases if r not in spared and (current is None or r < current))

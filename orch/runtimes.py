@@ -85,25 +85,53 @@ class RuntimeSet:
                 await close()
 
 
-def make_runtimes(settings: OrchSettings, log_sink: LogSink, cgroups: CgroupDriver, *, data_dir: Path, run_dir: Path,
-                  on_event: Callable[[DomainEvent], None], process: Runtime[Any] | None = None) -> RuntimeSet:
+def make_runtimes(
+    settings: OrchSettings,
+    log_sink: LogSink,
+    cgroups: CgroupDriver,
+    *,
+    data_dir: Path,
+    run_dir: Path,
+    on_event: Callable[[DomainEvent], None],
+    process: Runtime[Any] | None = None,
+) -> RuntimeSet:
     """The runtimes the settings ask for: process always, docker and systemd unless turned off."""
     from orch.docker import DockerRuntime
     from orch.process import ProcessRuntime
     from orch.systemd import SystemdRuntime
 
     st = settings
-    runtimes: dict[str, Runtime[Any]] = {"process": process or ProcessRuntime(
-        log_sink, cgroups, default_user=st.run_as_user, kill_grace_s=st.kill_grace_s, output_dir=run_dir / "out",
-        output_max_bytes=st.output_file_max_bytes)}
+    runtimes: dict[str, Runtime[Any]] = {
+        "process": process
+        or ProcessRuntime(
+            log_sink,
+            cgroups,
+            default_user=st.run_as_user,
+            kill_grace_s=st.kill_grace_s,
+            output_dir=run_dir / "out",
+            output_max_bytes=st.output_file_max_bytes,
+        )
+    }
     if st.docker:
         # The owner label keeps platforms that share a dockerd (one per data dir) out of each other's way.
         owner = hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:16]
-        runtimes["docker"] = DockerRuntime(log_sink, url=st.docker_host, owner=owner, prefix=st.docker_name_prefix,
-                                           on_event=on_event, pull_timeout_s=st.docker_pull_timeout_s)
+        runtimes["docker"] = DockerRuntime(
+            log_sink,
+            url=st.docker_host,
+            owner=owner,
+            prefix=st.docker_name_prefix,
+            on_event=on_event,
+            pull_timeout_s=st.docker_pull_timeout_s,
+        )
     if st.systemd:
         runtimes["systemd"] = SystemdRuntime(
-            log_sink, state_dir=run_dir / "units", unit_dir=st.systemd_unit_dir, prefix=st.systemd_unit_prefix,
-            command_prefix=st.systemd_command_prefix, enable=st.systemd_enable, poll_s=st.systemd_poll_s,
-            cgroup_root=st.systemd_cgroup_root)
+            log_sink,
+            state_dir=run_dir / "units",
+            unit_dir=st.systemd_unit_dir,
+            prefix=st.systemd_unit_prefix,
+            command_prefix=st.systemd_command_prefix,
+            enable=st.systemd_enable,
+            poll_s=st.systemd_poll_s,
+            cgroup_root=st.systemd_cgroup_root,
+        )
     return RuntimeSet(runtimes)

@@ -67,10 +67,20 @@ class OrchService(Supervision):
 
     name = "orch"
 
-    def __init__(self, settings: OrchSettings, *, data_dir: Path, store: Store, bus: EventBus,
-                 endpoints: EndpointBoard, log_sink: LogSink | None = None, runtime: Runtime | None = None,
-                 cgroups: CgroupDriver | None = None, clock: Clock | None = None,
-                 parse_pool: WorkerPool | None = None) -> None:
+    def __init__(
+        self,
+        settings: OrchSettings,
+        *,
+        data_dir: Path,
+        store: Store,
+        bus: EventBus,
+        endpoints: EndpointBoard,
+        log_sink: LogSink | None = None,
+        runtime: Runtime | None = None,
+        cgroups: CgroupDriver | None = None,
+        clock: Clock | None = None,
+        parse_pool: WorkerPool | None = None,
+    ) -> None:
         self.settings = settings
         # Where specs are parsed and validated (YAML and pydantic are CPU work: never on the loop). The
         # composition root passes its process pool; without one (tests, tools) parsing runs inline.
@@ -118,8 +128,15 @@ class OrchService(Supervision):
             log.warning("resource limits are limited", cgroups=self.cgroups.kind, warning=self.cgroups.warning)
         else:
             log.info("resource limits by cgroups", cgroups=self.cgroups.kind)
-        self.runtime = make_runtimes(self.settings, self.log_sink, self.cgroups, data_dir=self.data_dir,
-                                     run_dir=self.run_dir, on_event=self._emit, process=self._process_runtime)
+        self.runtime = make_runtimes(
+            self.settings,
+            self.log_sink,
+            self.cgroups,
+            data_dir=self.data_dir,
+            run_dir=self.run_dir,
+            on_event=self._emit,
+            process=self._process_runtime,
+        )
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._publisher = self._tasks.spawn("events", self._publish_events())
         await self.deployer.load()
@@ -133,10 +150,13 @@ class OrchService(Supervision):
         try:
             await self._wait_for(
                 lambda: not any(s.active for s in self.slots.values() if self._stops_on_exit(s.service)),
-                drain_timeout_s)
+                drain_timeout_s,
+            )
         except TimeoutError:
-            log.error("instances still running at shutdown; killing them",
-                      instances=[f"{k[0]}-{k[1]}" for k, s in self.slots.items() if s.active])
+            log.error(
+                "instances still running at shutdown; killing them",
+                instances=[f"{k[0]}-{k[1]}" for k, s in self.slots.items() if s.active],
+            )
             for key, live in self.live.items():
                 if live.instance is not None and self.runtime is not None and self._stops_on_exit(key[0]):
                     await self.runtime.kill(live.instance, signal.SIGKILL)
@@ -166,8 +186,9 @@ class OrchService(Supervision):
 
     # --- public API (console routes, CLI) ---------------------------------------------------------
 
-    async def apply(self, source: str | dict[str, Any], filename: str = "spec.yaml",
-                    actor: str | None = None) -> dict[str, Any]:
+    async def apply(
+        self, source: str | dict[str, Any], filename: str = "spec.yaml", actor: str | None = None
+    ) -> dict[str, Any]:
         """Validate and store a spec as the service's next version; the supervisor converges to it."""
         lines: dict[str, int] = {}
         if isinstance(source, dict):
@@ -188,8 +209,9 @@ class OrchService(Supervision):
         try:
             planner.start_order(views)
         except ValueError as e:
-            raise SpecError([SpecProblem(filename, line("depends_on"), "depends_on",
-                                         f"dependency cycle: {e}")]) from None
+            raise SpecError(
+                [SpecProblem(filename, line("depends_on"), "depends_on", f"dependency cycle: {e}")]
+            ) from None
         current = self.services.get(spec.name)
         if current is not None and current.spec == spec:
             return {**self.describe(spec.name), "changed": False}
@@ -198,25 +220,42 @@ class OrchService(Supervision):
             # Whatever phase its replicas are in (a recreate has stopped them all): a direct write here would
             # be overwritten by the deployment when it switches.
             which = f"deployment {running['id']}" if running is not None else "a deployment that is starting"
-            raise Conflict(f"service {spec.name} cannot be applied now: a deployment is in progress ({which})",
-                           hint=(f"wait for it (fsctl deploy status {running['id']}) or roll it back "
-                                 f"(fsctl service rollback {spec.name}) once it ends, then apply again"
-                                 if running is not None else "wait a moment for it to start, then see "
-                                 f"fsctl deploy status for service {spec.name}"))
-        if current is not None and current.desired == "running" and any(
-                s.service == spec.name and s.phase == "running" for s in self.slots.values()):
+            raise Conflict(
+                f"service {spec.name} cannot be applied now: a deployment is in progress ({which})",
+                hint=(
+                    f"wait for it (fsctl deploy status {running['id']}) or roll it back "
+                    f"(fsctl service rollback {spec.name}) once it ends, then apply again"
+                    if running is not None
+                    else f"wait a moment for it to start, then see fsctl deploy status for service {spec.name}"
+                ),
+            )
+        if (
+            current is not None
+            and current.desired == "running"
+            and any(s.service == spec.name and s.phase == "running" for s in self.slots.values())
+        ):
             # A running service changes by a deployment (rolling by default): its release N+1 serves once healthy.
             started = await self.deployer.start(spec, text, "apply", actor, filename=filename)  # audits `risky`
-            return {**self.describe(spec.name), "version": started["release_id"], "changed": True,
-                    "deployment_id": started["deployment_id"]}
+            return {
+                **self.describe(spec.name),
+                "version": started["release_id"],
+                "changed": True,
+                "deployment_id": started["deployment_id"],
+            }
         version = await self.repo.save_version(spec, text, filename, actor)
         await self.deployer.record(spec, version, actor)
         await self._audit_risky(spec, risky, version, actor)
         now = time.time()
         self.services[spec.name] = ServiceRow(
-            spec.name, version, current.desired if current else "running", spec,
-            current.created_at if current else now, now, current.restarts if current else 0,
-            current.last_exit if current else None)
+            spec.name,
+            version,
+            current.desired if current else "running",
+            spec,
+            current.created_at if current else now,
+            now,
+            current.restarts if current else 0,
+            current.last_exit if current else None,
+        )
         now_m = self.clock.monotonic()
         for key, slot in list(self.slots.items()):
             if key[0] == spec.name and slot.phase == "absent":
@@ -229,32 +268,51 @@ class OrchService(Supervision):
     async def _admit(self, spec: ServiceSpec, source: str | None, filename: str) -> list[str]:
         """The host-dependent checks of a spec (`orch.admission`); raises SpecError with each fault's line."""
         assert self.runtime is not None
-        faults, risky = await admit(spec, runtimes=self.runtime, default_user=self.settings.run_as_user,
-                                    data_dir=self.data_dir)
+        faults, risky = await admit(
+            spec, runtimes=self.runtime, default_user=self.settings.run_as_user, data_dir=self.data_dir
+        )
         if faults:
             at: list[int | None] = [None] * len(faults)
             if source is not None:  # composing the YAML again is parsing work: in the pool too
                 at = await self._parse(lines_of, source, [loc for loc, _, _ in faults])
-            raise SpecError([SpecProblem(filename, n, field, msg) for n, (_, field, msg) in zip(at, faults,
-                                                                                                strict=True)])
+            raise SpecError(
+                [SpecProblem(filename, n, field, msg) for n, (_, field, msg) in zip(at, faults, strict=True)]
+            )
         return risky
 
     async def _audit_risky(self, spec: ServiceSpec, risky: list[str], version: int, actor: str | None) -> None:
         """What `allow_host_mounts` / `allow_system_paths` let through, in the audit log (apply and deploy)."""
         if risky:
             log.warning("service mounts host paths (allow_host_mounts)", service=spec.name, mounts=risky, by=actor)
-            await AuditLog(self.repo.store).record(AuditEntry(
-                actor or "system", None, "service.host_mounts.allowed", spec.name, "ok", None, None,
-                after={"version": version, "mounts": risky}))
+            await AuditLog(self.repo.store).record(
+                AuditEntry(
+                    actor or "system",
+                    None,
+                    "service.host_mounts.allowed",
+                    spec.name,
+                    "ok",
+                    None,
+                    None,
+                    after={"version": version, "mounts": risky},
+                )
+            )
 
     # --- deploys (orch.deployer) ------------------------------------------------------------------
 
-    async def deploy(self, name: str, *, version: str | None = None, artifact_id: str | None = None,
-                     overrides: dict[str, Any] | None = None, actor: str) -> dict[str, Any]:
+    async def deploy(
+        self,
+        name: str,
+        *,
+        version: str | None = None,
+        artifact_id: str | None = None,
+        overrides: dict[str, Any] | None = None,
+        actor: str,
+    ) -> dict[str, Any]:
         """Start a deployment of `name` (a new `version` label, an artifact's `${installPath}`, spec
         `overrides`); returns `{deployment_id, release_id, status: "pending"}` at once, runs in the background."""
-        return await self.deployer.deploy(name, version=version, artifact_id=artifact_id, overrides=overrides,
-                                          actor=actor)
+        return await self.deployer.deploy(
+            name, version=version, artifact_id=artifact_id, overrides=overrides, actor=actor
+        )
 
     async def rollback(self, name: str, *, to: int | None = None, actor: str | None = None) -> dict[str, Any]:
         """Re-apply release `to` (default: the one before the serving release) through the same rolling path."""
@@ -291,11 +349,17 @@ class OrchService(Supervision):
         for slot in sorted((s for s in self.slots.values() if s.service == name), key=lambda s: s.index):
             live = self.live.get(slot.key, Live())
             inspect = self.runtime.inspect(live.instance) if live.instance is not None and self.runtime else {}
-            stats = self.runtime.stats(live.instance) if live.instance is not None and self.runtime and \
-                slot.phase == "running" else None
+            stats = (
+                self.runtime.stats(live.instance)
+                if live.instance is not None and self.runtime and slot.phase == "running"
+                else None
+            )
             insts.append(instance_view(slot, live, inspect, stats, self.clock.monotonic(), row.spec.runtime_name))
-        return {**self._summary(name), "spec": row.spec.model_dump(mode="json", exclude_defaults=True),
-                "instances": insts}
+        return {
+            **self._summary(name),
+            "spec": row.spec.model_dump(mode="json", exclude_defaults=True),
+            "instances": insts,
+        }
 
     async def versions(self, name: str) -> builtins.list[dict[str, Any]]:
         self._row(name)
@@ -374,9 +438,18 @@ class OrchService(Supervision):
             if slot.phase not in ("running", "stopping") or live is None or live.instance is None:
                 continue
             info = self.runtime.inspect(live.instance) if self.runtime else {}
-            out.append(InstanceInfo(service=key[0], instance=f"{key[0]}-{key[1]}", runtime=info.get("runtime", "?"),
-                                    state=slot.phase, pid=info.get("pid"), cgroup=info.get("cgroup"),
-                                    container_id=info.get("container_id"), restarts=slot.restarts))
+            out.append(
+                InstanceInfo(
+                    service=key[0],
+                    instance=f"{key[0]}-{key[1]}",
+                    runtime=info.get("runtime", "?"),
+                    state=slot.phase,
+                    pid=info.get("pid"),
+                    cgroup=info.get("cgroup"),
+                    container_id=info.get("container_id"),
+                    restarts=slot.restarts,
+                )
+            )
         return out
 
     def service_states(self) -> builtins.list[ServiceState]:
@@ -402,8 +475,16 @@ class OrchService(Supervision):
     def _view_of(spec: ServiceSpec, version: int, desired: str) -> ServiceView:
         hc = spec.healthcheck
         # `desired` is "running" or "stopped" (the state DB's CHECK constraint; callers pass a literal)
-        return ServiceView(spec.name, version, desired, spec.replicas, spec.restart,  # type: ignore[arg-type]
-                           tuple(spec.depends_on), hc.retries if hc else None, hc.start_period if hc else 0.0)
+        return ServiceView(
+            spec.name,
+            version,
+            desired,  # type: ignore[arg-type]
+            spec.replicas,
+            spec.restart,
+            tuple(spec.depends_on),
+            hc.retries if hc else None,
+            hc.start_period if hc else 0.0,
+        )
 
     def _stops_on_exit(self, service: str) -> bool:
         return self.settings.stop_services_on_exit
@@ -411,18 +492,30 @@ class OrchService(Supervision):
     def _view(self, row: ServiceRow) -> ServiceView:
         stopping = self._shutting_down and self._stops_on_exit(row.name)
         desired = "stopped" if stopping or row.name in self._deleting else row.desired
-        return dataclasses.replace(self._view_of(row.spec, row.version, desired),
-                                   deploying=row.name in self.deployer.active,
-                                   hold_versions=row.name in self.deployer.held)
+        return dataclasses.replace(
+            self._view_of(row.spec, row.version, desired),
+            deploying=row.name in self.deployer.active,
+            hold_versions=row.name in self.deployer.held,
+        )
 
     def _summary(self, name: str) -> dict[str, Any]:
         row = self._row(name)
         st = self.statuses.get(name) or planner.ServiceStatus("pending", "", 0, row.spec.replicas)
-        return {"name": name, "version": row.version, "desired": row.desired, "status": st.status,
-                "reason": st.reason, "healthy": st.healthy, "replicas": row.spec.replicas,
-                "restarts": row.restarts, "last_exit": row.last_exit, "runtime": row.spec.runtime_name,
-                "created_at": row.created_at, "updated_at": row.updated_at,
-                "endpoints": [f"{e.host}:{e.port}" for e in self.endpoints.get(name)]}
+        return {
+            "name": name,
+            "version": row.version,
+            "desired": row.desired,
+            "status": st.status,
+            "reason": st.reason,
+            "healthy": st.healthy,
+            "replicas": row.spec.replicas,
+            "restarts": row.restarts,
+            "last_exit": row.last_exit,
+            "runtime": row.spec.runtime_name,
+            "created_at": row.created_at,
+            "updated_at": row.updated_at,
+            "endpoints": [f"{e.host}:{e.port}" for e in self.endpoints.get(name)],
+        }
 
     async def _wait_for(self, pred: Callable[[], bool], timeout_s: float | None) -> None:
         async with self._changed:
@@ -434,8 +527,10 @@ class OrchService(Supervision):
         try:
             await self._wait_for(lambda: not any(s.active for k, s in self.slots.items() if k[0] == name), timeout)
         except TimeoutError:
-            raise Conflict(f"service {name} did not stop within {timeout:g}s",
-                           hint="see `fsctl service status` for what is still running") from None
+            raise Conflict(
+                f"service {name} did not stop within {timeout:g}s",
+                hint="see `fsctl service status` for what is still running",
+            ) from None
 
     async def _notify(self) -> None:
         async with self._changed:
@@ -464,22 +559,40 @@ class OrchService(Supervision):
             key = (action.service, action.index)
             if isinstance(action, StartInstance):
                 live = self.live.setdefault(key, Live(health=deque(maxlen=self.settings.health_history)))
-                live.starting = self._tasks.spawn(f"start:{action.service}-{action.index}",
-                                                  self._start_instance(action))
+                live.starting = self._tasks.spawn(
+                    f"start:{action.service}-{action.index}", self._start_instance(action)
+                )
             elif isinstance(action, StopInstance):
-                log.info("stopping instance", service=action.service, instance=f"{action.service}-{action.index}",
-                         intent=action.intent, reason=action.reason)
+                log.info(
+                    "stopping instance",
+                    service=action.service,
+                    instance=f"{action.service}-{action.index}",
+                    intent=action.intent,
+                    reason=action.reason,
+                )
                 self._tasks.spawn(f"stop:{action.service}-{action.index}", self._stop_instance(key))
         for name, st in p.statuses.items():
             prev = self.statuses.get(name)
             if prev is None or (prev.status, prev.reason) != (st.status, st.reason):
                 self.statuses[name] = st
                 if prev is None or prev.status != st.status:
-                    log.info("service status changed", service=name, status=st.status, previous=prev and prev.status,
-                             reason=st.reason)
-                    self._emit(ServiceStatusChanged(
-                        service=name, status=st.status, previous=prev.status if prev else None,
-                        reason=st.reason, healthy=st.healthy, replicas=st.replicas))
+                    log.info(
+                        "service status changed",
+                        service=name,
+                        status=st.status,
+                        previous=prev and prev.status,
+                        reason=st.reason,
+                    )
+                    self._emit(
+                        ServiceStatusChanged(
+                            service=name,
+                            status=st.status,
+                            previous=prev.status if prev else None,
+                            reason=st.reason,
+                            healthy=st.healthy,
+                            replicas=st.replicas,
+                        )
+                    )
             else:
                 self.statuses[name] = st
         for name in {*self.services, *self._endpoints.services()}:
@@ -492,8 +605,11 @@ class OrchService(Supervision):
 
     def _publish_endpoints(self, name: str) -> None:
         row = self.services.get(name)
-        healthy = [(s.index, self.live[s.key].ports) for s in self.slots.values()
-                   if s.service == name and s.phase == "running" and s.healthy and s.key in self.live]
+        healthy = [
+            (s.index, self.live[s.key].ports)
+            for s in self.slots.values()
+            if s.service == name and s.phase == "running" and s.healthy and s.key in self.live
+        ]
         self._endpoints.publish(name, endpoint_sets(name, [p.name for p in row.spec.ports] if row else [], healthy))
 
     def _emit(self, event: DomainEvent) -> None:

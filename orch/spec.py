@@ -46,8 +46,9 @@ from orch.specparts import (  # the parts (and the names other modules import fr
 
 NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 # A spec is a page of YAML; inline config files make it longer, never millions of nodes.
-SPEC_YAML_LIMITS = yamlsafe.YamlLimits(max_bytes=1024 * 1024, max_nodes=50_000, max_expanded_bytes=4 * 1024 * 1024,
-                                       max_depth=32)
+SPEC_YAML_LIMITS = yamlsafe.YamlLimits(
+    max_bytes=1024 * 1024, max_nodes=50_000, max_expanded_bytes=4 * 1024 * 1024, max_depth=32
+)
 
 
 class ServiceSpec(_Model):
@@ -115,8 +116,11 @@ class ServiceSpec(_Model):
     @classmethod
     def _volumes(cls, v: list[str], info: ValidationInfo) -> list[str]:
         if v and info.data.get("image") is None and info.data.get("runtime") in (None, "process"):
-            raise _err("volumes_process", "volumes are for containers (image:); a native process (cmd:) sees the "
-                       "host's files directly: remove volumes, or use workdir")
+            raise _err(
+                "volumes_process",
+                "volumes are for containers (image:); a native process (cmd:) sees the "
+                "host's files directly: remove volumes, or use workdir",
+            )
         return v
 
     @field_validator("depends_on")
@@ -132,8 +136,10 @@ class ServiceSpec(_Model):
     @model_validator(mode="after")
     def _whole(self, info: ValidationInfo) -> ServiceSpec:
         if self.cmd is None and self.image is None:
-            raise _err("cmd_or_image", "give cmd (a native process) or image (a container; cmd then "
-                       "replaces the image's command)")
+            raise _err(
+                "cmd_or_image",
+                "give cmd (a native process) or image (a container; cmd then replaces the image's command)",
+            )
         if self.runtime == "docker" and self.image is None:
             raise _err("runtime_image", "runtime docker needs image:")
         if self.image is not None and self.runtime not in (None, "docker"):
@@ -149,15 +155,28 @@ class ServiceSpec(_Model):
         # it writes, failing that service only, not the platform's start).
         # A container's files go into its own file system (orch.containers.config_files_tar), not the host's.
         stored = bool(info.context and info.context.get("stored"))
-        bad = [] if stored or self.image is not None else [(i, msg) for i, f in enumerate(self.config_files)
-                                 if (msg := config_path_problem(f.path, self.workdir)) is not None]
+        bad = (
+            []
+            if stored or self.image is not None
+            else [
+                (i, msg)
+                for i, f in enumerate(self.config_files)
+                if (msg := config_path_problem(f.path, self.workdir)) is not None
+            ]
+        )
         if bad:
             # Raised with each item's own location, so a YAML spec's error names the `path:` line.
-            raise ValidationError.from_exception_data("ServiceSpec", [
-                InitErrorDetails(type=_err("config_file_path", msg), loc=("config_files", i, "path"),
-                                 input=self.config_files[i].path)
-                for i, msg in bad
-            ])
+            raise ValidationError.from_exception_data(
+                "ServiceSpec",
+                [
+                    InitErrorDetails(
+                        type=_err("config_file_path", msg),
+                        loc=("config_files", i, "path"),
+                        input=self.config_files[i].path,
+                    )
+                    for i, msg in bad
+                ],
+            )
         return self
 
     @property
@@ -300,7 +319,7 @@ def problems_from(e: ValidationError, filename: str, root: yaml.Node | None) -> 
         elif err["type"] == "missing":
             msg = "is required"
         elif msg.startswith("Value error, "):
-            msg = msg[len("Value error, "):]
+            msg = msg[len("Value error, ") :]
         out.append(SpecProblem(filename, line, field, msg))
     return sorted(out, key=lambda p: (p.line or 0, p.field))
 
@@ -338,8 +357,16 @@ def _compose(text: str, filename: str) -> yaml.Node:
     if root is None:
         raise SpecError([SpecProblem(filename, 1, "", "the file is empty; a spec needs at least name and cmd")])
     if not isinstance(root, yaml.MappingNode):
-        raise SpecError([SpecProblem(filename, root.start_mark.line + 1, "",
-                                     "a spec is a mapping of fields (name: ..., cmd: ...), not a list or a value")])
+        raise SpecError(
+            [
+                SpecProblem(
+                    filename,
+                    root.start_mark.line + 1,
+                    "",
+                    "a spec is a mapping of fields (name: ..., cmd: ...), not a list or a value",
+                )
+            ]
+        )
     return root
 
 

@@ -70,13 +70,17 @@ def _scalar_str(value: Any) -> Any:
 # digits and a port; the path is lowercase).
 _IMAGE_RE = re.compile(
     r"^(?:[a-zA-Z0-9.-]+(?::[0-9]+)?/)?[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
-    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[a-f0-9]{64})?$")
+    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[a-f0-9]{64})?$"
+)
 
 
 def _image(value: Any) -> Any:
     if isinstance(value, str) and not _IMAGE_RE.match(value):
-        raise _err("image", f"{value!r} is not an image reference like nginx:1.27, ghcr.io/owner/app:2 or "
-                   "name@sha256:<digest> (lowercase path)")
+        raise _err(
+            "image",
+            f"{value!r} is not an image reference like nginx:1.27, ghcr.io/owner/app:2 or "
+            "name@sha256:<digest> (lowercase path)",
+        )
     return value
 
 
@@ -91,8 +95,11 @@ def _volume(value: Any, info: ValidationInfo) -> Any:
     if vol.kind == "bind" and not info.data.get("allow_host_mounts"):
         problem = host_mount_problem(vol.source)
         if problem:
-            raise _err("volume_host_mount", f"{value!r} is refused: {problem}; if you really mean it, add "
-                       "allow_host_mounts: true (recorded in the audit log)")
+            raise _err(
+                "volume_host_mount",
+                f"{value!r} is refused: {problem}; if you really mean it, add "
+                "allow_host_mounts: true (recorded in the audit log)",
+            )
     return value
 
 
@@ -164,12 +171,18 @@ class ConfigFileSpec(_Model):
     @model_validator(mode="after")
     def _one_source(self) -> ConfigFileSpec:
         if (self.content is None) == (self.template is None):
-            raise _err("config_file_source", "give exactly one of content (the text) or template (a file inside "
-                       "the workdir whose text is expanded)")
-        if self.template is not None and ((self.template.startswith("/") and "${" not in self.template)
-                                          or ".." in self.template.split("/")):
-            raise _err("config_file_template", f"{self.template!r}: a template is a path relative to the workdir "
-                       "(or under ${installPath}), without '..'")
+            raise _err(
+                "config_file_source",
+                "give exactly one of content (the text) or template (a file inside the workdir whose text is expanded)",
+            )
+        if self.template is not None and (
+            (self.template.startswith("/") and "${" not in self.template) or ".." in self.template.split("/")
+        ):
+            raise _err(
+                "config_file_template",
+                f"{self.template!r}: a template is a path relative to the workdir "
+                "(or under ${installPath}), without '..'",
+            )
         return self
 
 
@@ -206,8 +219,10 @@ def config_path_problem(path: str, workdir: str | None) -> str | None:
     target = posixpath.normpath(path if path.startswith("/") else posixpath.join(base, path))
     inside = target.startswith(base.rstrip("/") + "/")
     if path.startswith("/") and not inside:
-        return (f"{path!r} is outside the workdir {workdir}: config files are written inside it "
-                "(give a path relative to it, or an absolute one under it)")
+        return (
+            f"{path!r} is outside the workdir {workdir}: config files are written inside it "
+            "(give a path relative to it, or an absolute one under it)"
+        )
     if not inside:
         return f"{path!r} leads outside the workdir {workdir} with '..': give a path inside it"
     return None

@@ -3,7 +3,6 @@ through the runtime, watching each instance's exit and health, turning an exit i
 and adopting at start-up the instances that outlived the last run. Mixed into `OrchService`, whose state
 (`slots`, `live`, `services`, the runtime) these methods read and write on its one loop."""
 
-
 from __future__ import annotations
 
 import asyncio
@@ -84,8 +83,14 @@ class Supervision:
         spec = row.spec
         try:
             live.ports = self.ports.allocate(port_requests(spec), live.ports)
-            config = build_config(spec, action.index, live.ports, action.version,
-                                  self.deployer.vars.get(spec.name), self.deployer.templates.get(spec.name))
+            config = build_config(
+                spec,
+                action.index,
+                live.ports,
+                action.version,
+                self.deployer.vars.get(spec.name),
+                self.deployer.templates.get(spec.name),
+            )
             instance = await self._spawn(spec, config)
         except (RuntimeError_, OSError) as e:
             self.ports.release(live.ports)
@@ -97,8 +102,9 @@ class Supervision:
         live.instance = instance
         live.started_wall = time.time()
         slot = self.slots.get(key, Slot(*key))
-        new = planner.started(slot, action.version, self.clock.monotonic(),
-                              has_healthcheck=spec.healthcheck is not None)
+        new = planner.started(
+            slot, action.version, self.clock.monotonic(), has_healthcheck=spec.healthcheck is not None
+        )
         if slot.phase == "stopping":  # a stop was planned while it was starting: it still goes
             new = dataclasses.replace(new, phase="stopping", stop_intent=slot.stop_intent, reason=slot.reason)
         self.slots[key] = new
@@ -123,8 +129,13 @@ class Supervision:
 
     async def _write_files(self, spec: ServiceSpec, config: InstanceConfig) -> None:
         try:
-            await asyncio.to_thread(write_config_files, config, owners=[f.owner for f in spec.config_files],
-                                    allow_system=spec.allow_system_paths, data_dir=str(self.data_dir))
+            await asyncio.to_thread(
+                write_config_files,
+                config,
+                owners=[f.owner for f in spec.config_files],
+                allow_system=spec.allow_system_paths,
+                data_dir=str(self.data_dir),
+            )
         except ConfigFileRefused as e:
             raise RuntimeError_(f"{config.instance}: {e}") from e
 
@@ -168,8 +179,7 @@ class Supervision:
         """The one place an instance's end is turned into the slot's next state (no await in here)."""
         slot = self.slots.get(key, Slot(*key))
         row = self.services.get(key[0])
-        view = self._view(row) if row is not None and key[0] not in self._deleting and not self._shutting_down \
-            else None
+        view = self._view(row) if row is not None and key[0] not in self._deleting and not self._shutting_down else None
         if view is not None and key[1] > view.replicas:
             view = None
         if view is not None and view.desired == "stopped":
@@ -187,13 +197,28 @@ class Supervision:
             row.restarts += new.restarts - slot.restarts
             row.last_exit = exit_info
             self._tasks.spawn("record-exit", self.repo.record_exit(row.name, row.restarts, exit_info))
-        self._emit(InstanceExited(
-            service=key[0], instance=f"{key[0]}-{key[1]}", exit=status.to_dict(), expected=not failed,
-            state=new.state, restarts=new.restarts, reason=new.reason,
-            restart_in_s=round(new.next_start_at - self.clock.monotonic(), 2)
-            if new.state in ("backoff", "crashloop") else None))
-        log.info("instance ended", service=key[0], instance=f"{key[0]}-{key[1]}", status=status.detail,
-                 state=new.state, restarts=new.restarts)
+        self._emit(
+            InstanceExited(
+                service=key[0],
+                instance=f"{key[0]}-{key[1]}",
+                exit=status.to_dict(),
+                expected=not failed,
+                state=new.state,
+                restarts=new.restarts,
+                reason=new.reason,
+                restart_in_s=round(new.next_start_at - self.clock.monotonic(), 2)
+                if new.state in ("backoff", "crashloop")
+                else None,
+            )
+        )
+        log.info(
+            "instance ended",
+            service=key[0],
+            instance=f"{key[0]}-{key[1]}",
+            status=status.detail,
+            state=new.state,
+            restarts=new.restarts,
+        )
         self._publish_endpoints(key[0])
         self._transitioned()
 
@@ -217,8 +242,14 @@ class Supervision:
                 ramp = hc.interval
             await asyncio.sleep(min(hc.interval, ramp))
             ramp *= 2
-            result = await run_probe(hc.kind, target, hc.timeout, env=env, cwd=cfg.workdir if cfg else None,
-                                     exec_in=self.runtime.exec_in(instance) if self.runtime else None)
+            result = await run_probe(
+                hc.kind,
+                target,
+                hc.timeout,
+                env=env,
+                cwd=cfg.workdir if cfg else None,
+                exec_in=self.runtime.exec_in(instance) if self.runtime else None,
+            )
             live.health.append(result)
             slot = self.slots.get(key)
             if slot is None or slot.phase != "running" or live.instance is not instance:
@@ -233,10 +264,18 @@ class Supervision:
             new = planner.health_checked(slot, result.ok, now, self._view(row), result.detail)
             self.slots[key] = new
             if new.healthy != slot.healthy:
-                log.info("instance health changed", service=key[0], instance=f"{key[0]}-{key[1]}",
-                         healthy=new.healthy, detail=result.detail)
-                self._emit(InstanceHealth(service=key[0], instance=f"{key[0]}-{key[1]}",
-                                          healthy=new.healthy, detail=result.detail))
+                log.info(
+                    "instance health changed",
+                    service=key[0],
+                    instance=f"{key[0]}-{key[1]}",
+                    healthy=new.healthy,
+                    detail=result.detail,
+                )
+                self._emit(
+                    InstanceHealth(
+                        service=key[0], instance=f"{key[0]}-{key[1]}", healthy=new.healthy, detail=result.detail
+                    )
+                )
                 self._publish_endpoints(key[0])
             if new != slot:
                 self._transitioned()
@@ -252,24 +291,31 @@ class Supervision:
             # slot (orch.rollout.staged_index), so a container already recorded is known by its id too.
             known = {(r["service"], r["index"]) for r in records}
             ids = {r.get("container_id") for r in records if r.get("container_id")}
-            records += [r for r in await docker.discover()
-                        if (r["service"], r["index"]) not in known and r.get("container_id") not in ids]
+            records += [
+                r
+                for r in await docker.discover()
+                if (r["service"], r["index"]) not in known and r.get("container_id") not in ids
+            ]
         for rec in records:
             key = (rec["service"], rec["index"])
             row = self.services.get(key[0])
             spec = row.spec if row is not None else None
             ports = {str(k): int(v) for k, v in (rec.get("ports") or {}).items()}
             if spec is None:
-                spec = ServiceSpec(name=key[0], image="unknown") if rec.get("runtime") == "docker" else \
-                    ServiceSpec(name=key[0], cmd=["unknown"], runtime=rec.get("runtime") or "process")
+                spec = (
+                    ServiceSpec(name=key[0], image="unknown")
+                    if rec.get("runtime") == "docker"
+                    else ServiceSpec(name=key[0], cmd=["unknown"], runtime=rec.get("runtime") or "process")
+                )
             try:
                 index = int(rec.get("instance_index") or key[1])
                 version = int(rec.get("version", 0))
             except (TypeError, ValueError):  # a damaged record must not stop the platform from starting
                 log.error("instance record unreadable, not adopted", service=key[0], index=key[1])
                 continue
-            config = build_config(spec, index, ports, version,
-                                  self.deployer.vars.get(key[0]), self.deployer.templates.get(key[0]))
+            config = build_config(
+                spec, index, ports, version, self.deployer.vars.get(key[0]), self.deployer.templates.get(key[0])
+            )
             try:
                 instance = await self.runtime.adopt(config, rec)
             except RuntimeError_ as e:  # e.g. dockerd down: its record stays for the next start
@@ -284,11 +330,16 @@ class Supervision:
                 self.pidfiles.remove(*key)
                 continue
             self.ports.reserve(ports)
-            live = Live(instance=instance, ports=ports, started_wall=rec.get("started_at"),
-                        health=deque(maxlen=self.settings.health_history))
+            live = Live(
+                instance=instance,
+                ports=ports,
+                started_wall=rec.get("started_at"),
+                health=deque(maxlen=self.settings.health_history),
+            )
             self.live[key] = live
             # Assumed healthy (it was serving); its probes say otherwise within `retries`.
-            self.slots[key] = planner.started(Slot(*key), int(rec.get("version", 0)), self.clock.monotonic(),
-                                              has_healthcheck=False)
+            self.slots[key] = planner.started(
+                Slot(*key), int(rec.get("version", 0)), self.clock.monotonic(), has_healthcheck=False
+            )
             self._watch(key, spec, instance)
             self._emit(InstanceAdopted(service=key[0], instance=f"{key[0]}-{key[1]}", pid=rec.get("pid")))

@@ -46,14 +46,18 @@ class UnitHost:
     def __init__(self, prefix: Sequence[str] = ()) -> None:
         self.prefix = list(prefix)
 
-    async def run(self, argv: Sequence[str], *, stdin: bytes | None = None, timeout_s: float = 60,
-                  merge: bool = True) -> tuple[int, str]:
+    async def run(
+        self, argv: Sequence[str], *, stdin: bytes | None = None, timeout_s: float = 60, merge: bool = True
+    ) -> tuple[int, str]:
         """(exit code, stdout + stderr, or stdout only without `merge`). A missing program is exit code 127."""
         try:
             proc = await asyncio.create_subprocess_exec(
-                *self.prefix, *argv, stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+                *self.prefix,
+                *argv,
+                stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.STDOUT if merge else asyncio.subprocess.DEVNULL)
+                stderr=asyncio.subprocess.STDOUT if merge else asyncio.subprocess.DEVNULL,
+            )
         except OSError as e:
             return 127, f"cannot run {shlex.join([*self.prefix, *argv][:3])}: {e.strerror or e}"
         try:
@@ -118,8 +122,14 @@ class UnitInstance:
         return self.config.instance
 
     def record(self) -> dict[str, Any]:
-        return {"runtime": "systemd", "unit": self.unit, "invocation_id": self.invocation_id,
-                "started_at": self.started_at, "version": self.config.version, "ports": dict(self.config.ports)}
+        return {
+            "runtime": "systemd",
+            "unit": self.unit,
+            "invocation_id": self.invocation_id,
+            "started_at": self.started_at,
+            "version": self.config.version,
+            "ports": dict(self.config.ports),
+        }
 
 
 class SystemdRuntime:
@@ -127,11 +137,20 @@ class SystemdRuntime:
 
     name = "systemd"
 
-    def __init__(self, log_sink: LogSink, *, state_dir: Path, unit_dir: str = "/etc/systemd/system",
-                 prefix: str = "infracore", command_prefix: Sequence[str] = (),
-                 systemctl: Sequence[str] = ("systemctl",), journalctl: Sequence[str] = ("journalctl",),
-                 enable: bool = False, poll_s: float = 1.0,
-                 cgroup_root: str = "") -> None:
+    def __init__(
+        self,
+        log_sink: LogSink,
+        *,
+        state_dir: Path,
+        unit_dir: str = "/etc/systemd/system",
+        prefix: str = "infracore",
+        command_prefix: Sequence[str] = (),
+        systemctl: Sequence[str] = ("systemctl",),
+        journalctl: Sequence[str] = ("journalctl",),
+        enable: bool = False,
+        poll_s: float = 1.0,
+        cgroup_root: str = "",
+    ) -> None:
         self.log_sink = log_sink
         self.state_dir = state_dir
         self.unit_dir = unit_dir.rstrip("/")
@@ -250,13 +269,20 @@ class SystemdRuntime:
         self._wake.set()
 
     async def _follow_journal(self, instance: UnitInstance, backlog: bool) -> None:
-        match = f"_SYSTEMD_INVOCATION_ID={instance.invocation_id}" if instance.invocation_id else \
-            f"_SYSTEMD_UNIT={instance.unit}"
+        match = (
+            f"_SYSTEMD_INVOCATION_ID={instance.invocation_id}"
+            if instance.invocation_id
+            else f"_SYSTEMD_UNIT={instance.unit}"
+        )
         argv = [*self.host.prefix, *self.journalctl, "-f", "-o", "json", "-n", "all" if backlog else "0", match]
         try:
-            proc = await asyncio.create_subprocess_exec(*argv, stdin=asyncio.subprocess.DEVNULL,
-                                                        stdout=asyncio.subprocess.PIPE,
-                                                        stderr=asyncio.subprocess.DEVNULL, limit=1 << 20)
+            proc = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.DEVNULL,
+                limit=1 << 20,
+            )
         except OSError as e:
             log.warning("cannot follow the journal", unit=instance.unit, error=e.strerror)
             return
@@ -283,8 +309,11 @@ class SystemdRuntime:
         """After the end: what the follower has not read yet, from its last cursor (exactly once)."""
         instance.draining = True  # the follower passes nothing more on: from here the cursor query does
         self._end_journal(instance)
-        match = f"_SYSTEMD_INVOCATION_ID={instance.invocation_id}" if instance.invocation_id else \
-            f"_SYSTEMD_UNIT={instance.unit}"
+        match = (
+            f"_SYSTEMD_INVOCATION_ID={instance.invocation_id}"
+            if instance.invocation_id
+            else f"_SYSTEMD_UNIT={instance.unit}"
+        )
         after = [f"--after-cursor={instance.cursor}"] if instance.cursor else []
         rc, out = await self.host.run([*self.journalctl, "-o", "json", "--no-pager", *after, match], merge=False)
         for line in out.splitlines() if rc == 0 else []:
@@ -319,8 +348,13 @@ class SystemdRuntime:
 
     async def _ended(self, instance: UnitInstance, status: ExitStatus) -> None:
         await self._drain_journal(instance)  # its last lines, before its end is reported
-        log.info("unit ended", service=instance.config.service, unit=instance.unit, status=status.detail,
-                 expected=instance.stopping)
+        log.info(
+            "unit ended",
+            service=instance.config.service,
+            unit=instance.unit,
+            status=status.detail,
+            expected=instance.stopping,
+        )
         if instance.exit is not None and not instance.exit.done():
             instance.exit.set_result(status)
 
@@ -388,12 +422,19 @@ class SystemdRuntime:
     def inspect(self, instance: UnitInstance) -> dict[str, Any]:
         ex = instance.exit.result() if instance.exit is not None and instance.exit.done() else None
         return {
-            "id": instance.id, "runtime": self.name, "unit": instance.unit, "pid": instance.main_pid,
-            "started_at": instance.started_at, "adopted": instance.adopted,
-            "running": ex is None and instance.exit is not None, "exit": ex.to_dict() if ex else None,
+            "id": instance.id,
+            "runtime": self.name,
+            "unit": instance.unit,
+            "pid": instance.main_pid,
+            "started_at": instance.started_at,
+            "adopted": instance.adopted,
+            "running": ex is None and instance.exit is not None,
+            "exit": ex.to_dict() if ex else None,
             "cgroup": self.cgroup_root + instance.control_group if instance.control_group else None,
-            "ports": dict(instance.config.ports), "active_state": instance.props.get("ActiveState"),
-            "sub_state": instance.props.get("SubState"), "systemd_restarts": instance.props.get("NRestarts"),
+            "ports": dict(instance.config.ports),
+            "active_state": instance.props.get("ActiveState"),
+            "sub_state": instance.props.get("SubState"),
+            "systemd_restarts": instance.props.get("NRestarts"),
         }
 
     # --- adoption -------------------------------------------------------------------------------
@@ -405,10 +446,16 @@ class SystemdRuntime:
         props = (await self._show([unit])).get(unit)
         if props is None or not is_running(props) or (inv and props.get("InvocationID") != inv):
             return None
-        inst = UnitInstance(config, unit, invocation_id=props.get("InvocationID"),
-                            main_pid=int(props.get("MainPID", "0")) or None,
-                            control_group=props.get("ControlGroup") or None, started_at=record.get("started_at"),
-                            adopted=True, props=props)
+        inst = UnitInstance(
+            config,
+            unit,
+            invocation_id=props.get("InvocationID"),
+            main_pid=int(props.get("MainPID", "0")) or None,
+            control_group=props.get("ControlGroup") or None,
+            started_at=record.get("started_at"),
+            adopted=True,
+            props=props,
+        )
         self._watch(inst, backlog=False)
         log.info("unit adopted", service=config.service, unit=unit)
         return inst

@@ -18,8 +18,20 @@ from typing import Any
 from core.ports import Stream
 from orch.runtime import ExitStatus, InstanceConfig
 
-SHOW_PROPERTIES = ("Id", "LoadState", "ActiveState", "SubState", "Result", "MainPID", "NRestarts", "ExecMainCode",
-                   "ExecMainStatus", "InvocationID", "ControlGroup", "ExecMainStartTimestampMonotonic")
+SHOW_PROPERTIES = (
+    "Id",
+    "LoadState",
+    "ActiveState",
+    "SubState",
+    "Result",
+    "MainPID",
+    "NRestarts",
+    "ExecMainCode",
+    "ExecMainStatus",
+    "InvocationID",
+    "ControlGroup",
+    "ExecMainStartTimestampMonotonic",
+)
 _SAFE = re.compile(r"^[A-Za-z0-9_@%+=:,./-]+$")
 # ExecMainCode is a waitid() si_code: CLD_EXITED 1, CLD_KILLED 2, CLD_DUMPED 3.
 _CLD_EXITED, _CLD_KILLED, _CLD_DUMPED = 1, 2, 3
@@ -118,16 +130,23 @@ def unit_exit_status(props: Mapping[str, str]) -> ExitStatus:
         # A unit that ended cleanly is unloaded and forgets its ExecMain* values: "success" is exit code 0
         # (or a clean SIGTERM/SIGINT/SIGHUP/SIGPIPE death, which systemd counts as success too).
         return ExitStatus(code=0)
-    return ExitStatus(note=f"exit status unknown (unit {props.get('ActiveState', '?')}, "
-                           f"result {props.get('Result', '?')})")
+    return ExitStatus(
+        note=f"exit status unknown (unit {props.get('ActiveState', '?')}, result {props.get('Result', '?')})"
+    )
 
 
 # systemd's own exit codes for a failure before the program ran (systemd.exec(5), "Process exit codes").
-_SETUP_FAILURES = {200: "changing to the working directory failed (does it exist?)", 203: "the program cannot "
-                   "be executed (missing, or not executable)", 217: "the user does not exist",
-                   216: "the group does not exist", 214: "setting up the scheduling failed",
-                   209: "setting up standard output failed", 226: "setting up the namespace failed",
-                   218: "capabilities could not be set", 204: "memory limits could not be set"}
+_SETUP_FAILURES = {
+    200: "changing to the working directory failed (does it exist?)",
+    203: "the program cannot be executed (missing, or not executable)",
+    217: "the user does not exist",
+    216: "the group does not exist",
+    214: "setting up the scheduling failed",
+    209: "setting up standard output failed",
+    226: "setting up the namespace failed",
+    218: "capabilities could not be set",
+    204: "memory limits could not be set",
+}
 
 
 def setup_failure(props: Mapping[str, str]) -> str | None:

@@ -15,8 +15,17 @@ from dataclasses import dataclass
 from typing import Literal
 
 # Paths no container gets without `allow_host_mounts: true` (the platform's data dir is added at apply).
-SENSITIVE: tuple[str, ...] = ("/", "/etc", "/var/run/docker.sock", "/run/docker.sock", "/proc", "/sys", "/dev",
-                              "/boot", "/root")
+SENSITIVE: tuple[str, ...] = (
+    "/",
+    "/etc",
+    "/var/run/docker.sock",
+    "/run/docker.sock",
+    "/proc",
+    "/sys",
+    "/dev",
+    "/boot",
+    "/root",
+)
 _VOLUME_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,63}$")
 
 
@@ -49,8 +58,10 @@ def parse_volume(text: str) -> Volume:
     if source.startswith("/"):
         return Volume("bind", posixpath.normpath(source), posixpath.normpath(target), mode == "ro")
     if source.startswith(".") or "/" in source:
-        raise ValueError(f"{text!r}: a bind mount needs an absolute host path (start it with /); "
-                         "a named volume is a plain name like data")
+        raise ValueError(
+            f"{text!r}: a bind mount needs an absolute host path (start it with /); "
+            "a named volume is a plain name like data"
+        )
     if not _VOLUME_NAME.match(source):
         raise ValueError(f"{text!r}: {source!r} is not a volume name (letters, digits, _ . -, up to 64)")
     return Volume("volume", source, posixpath.normpath(target), mode == "ro")
@@ -78,9 +89,13 @@ def host_mount_problem(path: str, sensitive: Iterable[str] = SENSITIVE) -> str |
 
 def _what(s: str) -> str:
     return {
-        "/": "the host's whole file system", "/etc": "the host's configuration and password files",
+        "/": "the host's whole file system",
+        "/etc": "the host's configuration and password files",
         "/var/run/docker.sock": "the Docker socket, i.e. root on the host",
-        "/run/docker.sock": "the Docker socket, i.e. root on the host", "/proc": "the host's process table",
-        "/sys": "the host's kernel settings", "/dev": "the host's devices", "/boot": "the host's boot files",
+        "/run/docker.sock": "the Docker socket, i.e. root on the host",
+        "/proc": "the host's process table",
+        "/sys": "the host's kernel settings",
+        "/dev": "the host's devices",
+        "/boot": "the host's boot files",
         "/root": "root's home directory",
     }.get(s, "the platform's data dir (its database and keys)")

@@ -14,5 +14,14 @@ from probe.params import parse_labels, parse_step, parse_time
 from probe.service import ProbeService
 from probe.tsdb import MetricsStore
 
-__all__ = ["CONTENT_TYPE", "AlertRuleBody", "MetricsStore", "ProbeConfig", "ProbeService", "load_probe_config",
-           "parse_labels", "parse_step", "parse_time"]
+__all__ = [
+    "CONTENT_TYPE",
+    "AlertRuleBody",
+    "MetricsStore",
+    "ProbeConfig",
+    "ProbeService",
+    "load_probe_config",
+    "parse_labels",
+    "parse_step",
+    "parse_time",
+]

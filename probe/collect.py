@@ -121,16 +121,23 @@ class HostCollector:
         rate = self._rates.rate
         for dev, reads, writes, rbytes, wbytes in parse_diskstats(_read(f"{self.proc}/diskstats"), self._disks):
             labels = {"device": dev}
-            for name, value in (("host_disk_reads_per_second", reads), ("host_disk_writes_per_second", writes),
-                                ("host_disk_read_bytes_per_second", rbytes),
-                                ("host_disk_write_bytes_per_second", wbytes)):
+            for name, value in (
+                ("host_disk_reads_per_second", reads),
+                ("host_disk_writes_per_second", writes),
+                ("host_disk_read_bytes_per_second", rbytes),
+                ("host_disk_write_bytes_per_second", wbytes),
+            ):
                 r = rate((name, dev), mono, value)
                 if r is not None:
                     out.append((name, labels, r))
         for iface, rxb, rxp, txb, txp in parse_net_dev(_read(f"{self.proc}/net/dev")):
             labels = {"interface": iface}
-            for name, value in (("host_net_rx_bytes_per_second", rxb), ("host_net_rx_packets_per_second", rxp),
-                                ("host_net_tx_bytes_per_second", txb), ("host_net_tx_packets_per_second", txp)):
+            for name, value in (
+                ("host_net_rx_bytes_per_second", rxb),
+                ("host_net_rx_packets_per_second", rxp),
+                ("host_net_tx_bytes_per_second", txb),
+                ("host_net_tx_packets_per_second", txp),
+            ):
                 r = rate((name, iface), mono, value)
                 if r is not None:
                     out.append((name, labels, r))
@@ -162,8 +169,12 @@ def find_cgroup_files(cgroup: str, root: str = "/sys/fs/cgroup") -> _CgroupFiles
     mem = mem_v2 or first(f"{root}/memory/{rel}/memory.usage_in_bytes")
     mem_stat = str(Path(mem).parent / "memory.stat") if mem else None
     io = first(f"{root}/{rel}/io.stat", f"{root}/unified/{rel}/io.stat")
-    procs = first(*(f"{root}/{hier}{rel}/cgroup.procs" for hier in ("", "unified/", "memory/", "cpuacct/",
-                                                                      "cpu,cpuacct/", "pids/", "systemd/")))
+    procs = first(
+        *(
+            f"{root}/{hier}{rel}/cgroup.procs"
+            for hier in ("", "unified/", "memory/", "cpuacct/", "cpu,cpuacct/", "pids/", "systemd/")
+        )
+    )
     return _CgroupFiles(cpu, cpu_v2 is not None, mem, mem_stat, io, procs)
 
 
@@ -180,9 +191,15 @@ class ServiceCollector:
     so it has no `service_net_*` series rather than a made-up one.
     """
 
-    def __init__(self, *, proc: str = "/proc", cgroup_root: str = "/sys/fs/cgroup",
-                 connections_every_s: float = 10.0, io_files_per_tick: int = IO_FILES_PER_TICK,
-                 io_seconds_per_tick: float = IO_SECONDS_PER_TICK) -> None:
+    def __init__(
+        self,
+        *,
+        proc: str = "/proc",
+        cgroup_root: str = "/sys/fs/cgroup",
+        connections_every_s: float = 10.0,
+        io_files_per_tick: int = IO_FILES_PER_TICK,
+        io_seconds_per_tick: float = IO_SECONDS_PER_TICK,
+    ) -> None:
         self.proc = proc
         self.io_files_per_tick = io_files_per_tick
         self.io_seconds_per_tick = io_seconds_per_tick
@@ -261,8 +278,10 @@ class ServiceCollector:
                     readings.append(("service_rss_bytes", float(rss), False))
             if files.io:
                 rb, wb = parse_io_stat(_read(files.io))
-                readings += [("service_io_read_bytes_per_second", rb, True),
-                             ("service_io_write_bytes_per_second", wb, True)]
+                readings += [
+                    ("service_io_read_bytes_per_second", rb, True),
+                    ("service_io_write_bytes_per_second", wb, True),
+                ]
         if inst.pid is not None and (cpu_s is None or not any(r[0] == "service_rss_bytes" for r in readings)):
             utime, stime, rss_pages = parse_pid_stat(_read(f"{self.proc}/{inst.pid}/stat"))
             if cpu_s is None:
@@ -271,8 +290,10 @@ class ServiceCollector:
         if files is None or not files.io:
             io = self._process_io(key, files.procs if files is not None else None, inst.pid)
             if io is not None:
-                readings += [("service_io_read_bytes_per_second", io[0], True),
-                             ("service_io_write_bytes_per_second", io[1], True)]
+                readings += [
+                    ("service_io_read_bytes_per_second", io[0], True),
+                    ("service_io_write_bytes_per_second", io[1], True),
+                ]
         if cpu_s is not None:
             prev = self._cpu_prev.get(key)
             self._cpu_prev[key] = (mono, cpu_s)
@@ -371,8 +392,12 @@ class ServiceCollector:
         for iface, a, b, c, d in parse_net_dev(text):
             if iface != "lo":
                 rxb, rxp, txb, txp = rxb + a, rxp + b, txb + c, txp + d
-        return [("service_net_rx_bytes_per_second", rxb, True), ("service_net_tx_bytes_per_second", txb, True),
-                ("service_net_rx_packets_per_second", rxp, True), ("service_net_tx_packets_per_second", txp, True)]
+        return [
+            ("service_net_rx_bytes_per_second", rxb, True),
+            ("service_net_tx_bytes_per_second", txb, True),
+            ("service_net_rx_packets_per_second", rxp, True),
+            ("service_net_tx_packets_per_second", txp, True),
+        ]
 
     def _connections(self, pid: int, key: str, mono: float) -> int | None:
         last = self._conns.get(key)
@@ -422,4 +447,3 @@ class GateAdapter:
                 out.append((s.name, labels, float(s.value)))
         self._rates.sweep()
         return out
-

@@ -57,8 +57,9 @@ class ProbeConfig(BaseModel):
     webhook_attempts: int = Field(default=5, ge=1, le=20)
     webhook_backoff_s: float = Field(default=1.0, gt=0, le=300)
 
-    _parse = field_validator("interval_s", "connections_every_s", "alert_stale_s", "webhook_timeout_s",
-                             "webhook_backoff_s", mode="before")(_duration)
+    _parse = field_validator(
+        "interval_s", "connections_every_s", "alert_stale_s", "webhook_timeout_s", "webhook_backoff_s", mode="before"
+    )(_duration)
 
     @field_validator("webhook_url")
     @classmethod
@@ -68,8 +69,9 @@ class ProbeConfig(BaseModel):
 
 def load_probe_config(section: dict[str, Any]) -> ProbeConfig:
     """Validate the `probe:` section; a mistake is a StartupError naming the setting's path."""
-    return load_section(ProbeConfig, section, key="probe", what="invalid probe settings",
-                        hint="fix the probe: section of the config")
+    return load_section(
+        ProbeConfig, section, key="probe", what="invalid probe settings", hint="fix the probe: section of the config"
+    )
 
 
 def _check_url(v: str | None) -> str | None:

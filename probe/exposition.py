@@ -66,9 +66,7 @@ def render(readings: Iterable[Reading]) -> str:
         lines.append(f"# TYPE {name} {kind}")
         seen: set[str] = set()
         for r in group:
-            labels = ",".join(
-                f'{label_name(k)}="{escape_value(str(v))}"' for k, v in sorted(r.labels.items())
-            )
+            labels = ",".join(f'{label_name(k)}="{escape_value(str(v))}"' for k, v in sorted(r.labels.items()))
             series = f"{name}{{{labels}}}" if labels else name
             if series in seen:
                 continue  # two source names that sanitise to one series: keep the first

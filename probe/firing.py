@@ -32,7 +32,8 @@ class FiringStore:
 
     async def load(self) -> dict[Key, tuple[AlertState, dict[str, str]]]:
         rows = await self.store.fetchall(
-            "SELECT rule_id, series, labels, since, value, last_seen FROM probe_alert_firing")
+            "SELECT rule_id, series, labels, since, value, last_seen FROM probe_alert_firing"
+        )
         out: dict[Key, tuple[AlertState, dict[str, str]]] = {}
         for r in rows:
             try:
@@ -65,15 +66,17 @@ class FiringStore:
             await self.store.execute("DELETE FROM probe_alert_outbox WHERE id = ?", (pending.row,))
             pending.row = None
 
-    async def save(self, alerts: Mapping[Key, tuple[AlertState, Mapping[str, str]]],
-                   outbox: Sequence[Pending] = ()) -> None:
+    async def save(
+        self, alerts: Mapping[Key, tuple[AlertState, Mapping[str, str]]], outbox: Sequence[Pending] = ()
+    ) -> None:
         """Make the table hold exactly the firing ones of `alerts`, and the outbox the entries of `outbox`
         not saved yet (one transaction; nothing when unchanged)."""
         async with self._lock:
             await self._save(alerts, outbox)
 
-    async def _save(self, alerts: Mapping[Key, tuple[AlertState, Mapping[str, str]]],
-                    outbox: Sequence[Pending]) -> None:
+    async def _save(
+        self, alerts: Mapping[Key, tuple[AlertState, Mapping[str, str]]], outbox: Sequence[Pending]
+    ) -> None:
         firing = {k: v for k, v in alerts.items() if v[0].status == "firing"}
         new = [k for k in firing if k not in self._saved]
         gone = [k for k in self._saved if k not in firing]
@@ -86,11 +89,22 @@ class FiringStore:
             await db.executemany(
                 "INSERT OR REPLACE INTO probe_alert_firing (rule_id, series, labels, since, value, last_seen) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
-                [(rid, key, json.dumps(dict(firing[(rid, key)][1]), sort_keys=True), firing[(rid, key)][0].since,
-                  firing[(rid, key)][0].value, firing[(rid, key)][0].last_seen) for rid, key in new])
+                [
+                    (
+                        rid,
+                        key,
+                        json.dumps(dict(firing[(rid, key)][1]), sort_keys=True),
+                        firing[(rid, key)][0].since,
+                        firing[(rid, key)][0].value,
+                        firing[(rid, key)][0].last_seen,
+                    )
+                    for rid, key in new
+                ],
+            )
             for p in unsaved:
-                cur = await db.execute("INSERT INTO probe_alert_outbox (payload) VALUES (?)",
-                                       (json.dumps(p.payload, sort_keys=True),))
+                cur = await db.execute(
+                    "INSERT INTO probe_alert_outbox (payload) VALUES (?)", (json.dumps(p.payload, sort_keys=True),)
+                )
                 rows.append(cur.lastrowid)
         for p, row in zip(unsaved, rows, strict=True):
             p.row = row

@@ -20,8 +20,9 @@ def parse_time(text: str | None, now: float, *, default: float, param: str) -> f
     try:
         return timespec.parse_time(text, now, what=param)
     except ValueError:
-        raise BadRequest(f"{param}={text!r} is not a time", hint=f"use {timespec.FORMS}",
-                         details={"field": param}) from None
+        raise BadRequest(
+            f"{param}={text!r} is not a time", hint=f"use {timespec.FORMS}", details={"field": param}
+        ) from None
 
 
 def parse_step(text: str | None, *, param: str = "step") -> int | None:
@@ -45,7 +46,9 @@ def parse_labels(text: str | None, *, param: str = "labels") -> dict[str, str]:
         key, sep, value = part.partition("=")
         key = key.strip()
         if not sep or not _LABEL.match(key):
-            raise BadRequest(f"{param}: {part!r} is not a label filter like service=web",
-                             hint="write labels as key=value pairs separated by commas")
+            raise BadRequest(
+                f"{param}: {part!r} is not a label filter like service=web",
+                hint="write labels as key=value pairs separated by commas",
+            )
         out[key] = value.strip()
     return out

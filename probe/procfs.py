@@ -75,7 +75,7 @@ def parse_pid_io(text: str) -> tuple[int, int]:
     try:
         a = text.index("\nread_bytes: ") + 13
         b = text.index("\nwrite_bytes: ") + 14
-        return int(text[a:text.index("\n", a)]), int(text[b:text.index("\n", b)])
+        return int(text[a : text.index("\n", a)]), int(text[b : text.index("\n", b)])
     except ValueError:
         vals = dict(line.split(": ", 1) for line in text.splitlines() if ": " in line)
         return int(vals.get("read_bytes", 0)), int(vals.get("write_bytes", 0))

@@ -66,15 +66,32 @@ RULE_MIGRATIONS: list[Migration] = [
 
 def _row(r: sqlite3.Row) -> dict[str, Any]:
     return {
-        "id": r["id"], "name": r["name"], "metric": r["metric"], "labels": json.loads(r["labels"]), "op": r["op"],
-        "threshold": r["threshold"], "for_s": r["for_s"], "hysteresis": r["hysteresis"], "webhook": r["webhook"],
-        "enabled": bool(r["enabled"]), "created_at": r["created_at"],
+        "id": r["id"],
+        "name": r["name"],
+        "metric": r["metric"],
+        "labels": json.loads(r["labels"]),
+        "op": r["op"],
+        "threshold": r["threshold"],
+        "for_s": r["for_s"],
+        "hysteresis": r["hysteresis"],
+        "webhook": r["webhook"],
+        "enabled": bool(r["enabled"]),
+        "created_at": r["created_at"],
     }
 
 
 def to_rule(d: dict[str, Any]) -> AlertRule:
-    return AlertRule(d["id"], d["name"], d["metric"], d["op"], d["threshold"], dict(d["labels"]), d["for_s"],
-                     d["hysteresis"], d["webhook"])
+    return AlertRule(
+        d["id"],
+        d["name"],
+        d["metric"],
+        d["op"],
+        d["threshold"],
+        dict(d["labels"]),
+        d["for_s"],
+        d["hysteresis"],
+        d["webhook"],
+    )
 
 
 class RuleRepo:
@@ -105,13 +122,25 @@ class RuleRepo:
                 cur = await db.execute(
                     "INSERT INTO probe_alert_rules (name, metric, labels, op, threshold, for_s, hysteresis, webhook, "
                     "enabled, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (body.name, body.metric, json.dumps(body.labels, sort_keys=True), body.op, body.threshold,
-                     body.for_s, body.hysteresis, body.webhook, int(body.enabled), time.time()),
+                    (
+                        body.name,
+                        body.metric,
+                        json.dumps(body.labels, sort_keys=True),
+                        body.op,
+                        body.threshold,
+                        body.for_s,
+                        body.hysteresis,
+                        body.webhook,
+                        int(body.enabled),
+                        time.time(),
+                    ),
                 )
                 rid = cur.lastrowid
         except sqlite3.IntegrityError as e:
-            raise Conflict(f"an alert rule named {body.name!r} exists already",
-                           hint="pick another name, or remove the old rule first") from e
+            raise Conflict(
+                f"an alert rule named {body.name!r} exists already",
+                hint="pick another name, or remove the old rule first",
+            ) from e
         return await self.get(int(rid or 0))
 
     async def replace(self, ref: str | int, body: AlertRuleBody) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -120,8 +149,18 @@ class RuleRepo:
             await self.store.execute(
                 "UPDATE probe_alert_rules SET name = ?, metric = ?, labels = ?, op = ?, threshold = ?, for_s = ?, "
                 "hysteresis = ?, webhook = ?, enabled = ? WHERE id = ?",
-                (body.name, body.metric, json.dumps(body.labels, sort_keys=True), body.op, body.threshold,
-                 body.for_s, body.hysteresis, body.webhook, int(body.enabled), before["id"]),
+                (
+                    body.name,
+                    body.metric,
+                    json.dumps(body.labels, sort_keys=True),
+                    body.op,
+                    body.threshold,
+                    body.for_s,
+                    body.hysteresis,
+                    body.webhook,
+                    int(body.enabled),
+                    before["id"],
+                ),
             )
         except sqlite3.IntegrityError as e:
             raise Conflict(f"an alert rule named {body.name!r} exists already") from e

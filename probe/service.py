@@ -50,10 +50,17 @@ ALIASES = {
     "up": "service_up",
 }
 SERVICE_METRICS = (
-    "service_up", "service_healthy_instances", "service_cpu_percent", "service_rss_bytes", "service_memory_bytes",
-    "service_connections", "service_restarts",
-    "service_io_read_bytes_per_second", "service_io_write_bytes_per_second",
-    "service_net_rx_bytes_per_second", "service_net_tx_bytes_per_second",
+    "service_up",
+    "service_healthy_instances",
+    "service_cpu_percent",
+    "service_rss_bytes",
+    "service_memory_bytes",
+    "service_connections",
+    "service_restarts",
+    "service_io_read_bytes_per_second",
+    "service_io_write_bytes_per_second",
+    "service_net_rx_bytes_per_second",
+    "service_net_tx_bytes_per_second",
 )
 _HISTORY = 200
 _CADENCE_CAP_TICKS = 300.0  # a series' reporting gap counts for "no data" up to this (an outage is not a cadence)
@@ -112,8 +119,9 @@ class ProbeService:
         self.host = host_collector or HostCollector()
         self.services = ServiceCollector(connections_every_s=config.connections_every_s)
         self.gate = GateAdapter()
-        self.webhooks = WebhookSender(timeout_s=config.webhook_timeout_s, attempts=config.webhook_attempts,
-                                      backoff_s=config.webhook_backoff_s)
+        self.webhooks = WebhookSender(
+            timeout_s=config.webhook_timeout_s, attempts=config.webhook_attempts, backoff_s=config.webhook_backoff_s
+        )
         self.stats = TickStats()
         self.latest: dict[tuple[str, str], tuple[Mapping[str, str], float]] = {}
         self._gate_counters: list[Reading] = []
@@ -136,7 +144,8 @@ class ProbeService:
         # `labels_key` per label set, remembered (the same sets come back every tick); bounded, so vanished
         # instances' label sets do not pile up.
         self._keys: BoundedMemo[tuple[tuple[str, str], ...], str] = BoundedMemo(
-            lambda items: labels_key(dict(items)), 50_000)
+            lambda items: labels_key(dict(items)), 50_000
+        )
 
     # --- component ------------------------------------------------------------------------------
 
@@ -151,8 +160,7 @@ class ProbeService:
         if self.config.enabled:
             self._tasks.spawn("tick", self._tick_loop())
             self._tasks.spawn("maintain", self._maintain_loop())
-        log.info("probe started", interval_s=self.config.interval_s, db=str(self.metrics.path),
-                 rules=len(self._rules))
+        log.info("probe started", interval_s=self.config.interval_s, db=str(self.metrics.path), rules=len(self._rules))
 
     async def stop(self, drain_timeout_s: float) -> None:
         await self._tasks.close(drain_timeout_s)
@@ -208,8 +216,9 @@ class ProbeService:
             samples += extra.samples()
         if samples:
             gate_points = self.gate.convert(samples, mono)
-            self._gate_counters = [Reading(s.name, dict(s.labels), s.value, "counter") for s in samples
-                                   if s.kind == "counter"]
+            self._gate_counters = [
+                Reading(s.name, dict(s.labels), s.value, "counter") for s in samples if s.kind == "counter"
+            ]
         loop_cpu = time.thread_time() - loop_t0
         assert self._executor is not None
         points, collect_cpu = await asyncio.get_running_loop().run_in_executor(
@@ -285,8 +294,11 @@ class ProbeService:
                 continue
             del self._alerts[(rid, key)]
             if state.status == "firing" and rid in old:
-                resolved.append(self._transition(old[rid], "resolved", labels, None, now,
-                                                 "rule changed" if rid == changed else "rule removed"))
+                resolved.append(
+                    self._transition(
+                        old[rid], "resolved", labels, None, now, "rule changed" if rid == changed else "rule removed"
+                    )
+                )
         self._outbox += [Pending(t) for t in resolved]
         await self.firing.save(self._alerts, self._outbox)
         await self._flush()
@@ -305,8 +317,11 @@ class ProbeService:
                 self._alerts[key] = (replace(state, last_seen=max(state.last_seen, now)), labels)
         await self.firing.save(self._alerts)
         if restored:
-            log.info("restored firing alerts", firing=sum(1 for k in restored if k[0] in ids),
-                     dropped=sum(1 for k in restored if k[0] not in ids))
+            log.info(
+                "restored firing alerts",
+                firing=sum(1 for k in restored if k[0] in ids),
+                dropped=sum(1 for k in restored if k[0] not in ids),
+            )
 
     async def _flush(self) -> None:
         """Announce the queued transitions in order (one flusher at a time: a later caller finds them
@@ -349,8 +364,9 @@ class ProbeService:
                 state, tr = evaluate(rule, prev[0] if prev else None, value, now)
                 self._alerts[(rule.id, key)] = (state, labels)
                 if tr:
-                    transitions.append(self._transition(rule, tr, labels, value, now,
-                                                        "threshold" if tr == "triggered" else "cleared"))
+                    transitions.append(
+                        self._transition(rule, tr, labels, value, now, "threshold" if tr == "triggered" else "cleared")
+                    )
             for (rid, key), (prev_state, labels) in list(self._alerts.items()):
                 if rid != rule.id or key in seen:
                     continue
@@ -368,12 +384,22 @@ class ProbeService:
                     transitions.append(self._transition(rule, tr, labels, None, now, "no data"))
         return transitions
 
-    def _transition(self, rule: AlertRule, tr: str, labels: Mapping[str, str], value: float | None,
-                    now: float, reason: str) -> dict[str, Any]:
+    def _transition(
+        self, rule: AlertRule, tr: str, labels: Mapping[str, str], value: float | None, now: float, reason: str
+    ) -> dict[str, Any]:
         return {
-            "event": f"alert.{tr}", "rule_id": rule.id, "rule": rule.name, "metric": rule.metric,
-            "labels": dict(labels), "op": rule.op, "threshold": rule.threshold, "for_s": rule.for_s,
-            "value": value, "at": now, "reason": reason, "webhook": rule.webhook or self.config.webhook_url,
+            "event": f"alert.{tr}",
+            "rule_id": rule.id,
+            "rule": rule.name,
+            "metric": rule.metric,
+            "labels": dict(labels),
+            "op": rule.op,
+            "threshold": rule.threshold,
+            "for_s": rule.for_s,
+            "value": value,
+            "at": now,
+            "reason": reason,
+            "webhook": rule.webhook or self.config.webhook_url,
         }
 
     async def _announce(self, payload: dict[str, Any]) -> None:
@@ -381,8 +407,13 @@ class ProbeService:
         etype = payload["event"]
         self.history.append(payload)
         del self.history[:-_HISTORY]
-        log.info("alert " + etype.split(".")[1], rule=payload["rule"], labels=payload["labels"],
-                 value=payload["value"], reason=payload["reason"])
+        log.info(
+            "alert " + etype.split(".")[1],
+            rule=payload["rule"],
+            labels=payload["labels"],
+            value=payload["value"],
+            reason=payload["reason"],
+        )
         await self.bus.publish(AlertTransition.of(etype, {k: v for k, v in payload.items() if k != "event"}))
         if url:
             self.webhooks.send(url, payload)
@@ -391,9 +422,15 @@ class ProbeService:
         """Pending and firing alerts now, and the recent transitions (newest last)."""
         names = {r.id: r for r in self._rules}
         active = [
-            {"rule_id": rid, "rule": names[rid].name if rid in names else None, "metric": names[rid].metric
-             if rid in names else None, "labels": dict(labels), "status": st.status, "since": st.since,
-             "value": st.value}
+            {
+                "rule_id": rid,
+                "rule": names[rid].name if rid in names else None,
+                "metric": names[rid].metric if rid in names else None,
+                "labels": dict(labels),
+                "status": st.status,
+                "since": st.since,
+                "value": st.value,
+            }
             for (rid, _), (st, labels) in sorted(self._alerts.items(), key=lambda kv: (kv[0][0], kv[0][1]))
             if st.status != "ok"
         ]
@@ -420,12 +457,14 @@ class ProbeService:
     def resolve_name(name: str) -> str:
         return ALIASES.get(name, name)
 
-    async def query(self, name: str, labels: Mapping[str, str], from_t: float, to_t: float,
-                    step: int | None) -> dict[str, Any]:
+    async def query(
+        self, name: str, labels: Mapping[str, str], from_t: float, to_t: float, step: int | None
+    ) -> dict[str, Any]:
         if not name:
             raise BadRequest("name is required", hint=f"one of: {', '.join(self.metrics.names()[:20])} ...")
-        return await self.metrics.query(self.resolve_name(name), labels, from_t, to_t,
-                                        step or default_step(from_t, to_t), now=self.clock.now())
+        return await self.metrics.query(
+            self.resolve_name(name), labels, from_t, to_t, step or default_step(from_t, to_t), now=self.clock.now()
+        )
 
     async def top(self, name: str, by: str, n: int, from_t: float, to_t: float) -> list[dict[str, Any]]:
         return await self.metrics.top(self.resolve_name(name), by, n, from_t, to_t, now=self.clock.now())
@@ -449,8 +488,13 @@ class ProbeService:
         out += [
             Reading("probe_ticks_total", {}, s.ticks, "counter", "collection ticks completed"),
             Reading("probe_points_total", {}, s.points, "counter", "points written to metrics.db"),
-            Reading("probe_collect_cpu_seconds_total", {}, s.collect_cpu_s + s.loop_cpu_s, "counter",
-                    "CPU time spent collecting"),
+            Reading(
+                "probe_collect_cpu_seconds_total",
+                {},
+                s.collect_cpu_s + s.loop_cpu_s,
+                "counter",
+                "CPU time spent collecting",
+            ),
             Reading("probe_tick_duration_seconds", {}, s.last_tick_ms / 1000, "gauge", "last tick's wall time"),
         ]
         return out
@@ -461,12 +505,20 @@ class ProbeService:
     def status(self) -> dict[str, Any]:
         s = self.stats
         return {
-            "interval_s": self.config.interval_s, "ticks": s.ticks, "skipped": s.skipped, "errors": s.errors,
-            "points": s.points, "series": len(self.latest), "last_tick_ms": round(s.last_tick_ms, 2),
-            "collect_cpu_s": round(s.collect_cpu_s, 4), "loop_cpu_s": round(s.loop_cpu_s, 4),
+            "interval_s": self.config.interval_s,
+            "ticks": s.ticks,
+            "skipped": s.skipped,
+            "errors": s.errors,
+            "points": s.points,
+            "series": len(self.latest),
+            "last_tick_ms": round(s.last_tick_ms, 2),
+            "collect_cpu_s": round(s.collect_cpu_s, 4),
+            "loop_cpu_s": round(s.loop_cpu_s, 4),
             "io_skipped": self.services.io_skipped,
-            "rules": len(self._rules), "webhooks": {"delivered": self.webhooks.delivered,
-                                                    "failed": self.webhooks.failed, "pending": self.webhooks.pending},
+            "rules": len(self._rules),
+            "webhooks": {
+                "delivered": self.webhooks.delivered,
+                "failed": self.webhooks.failed,
+                "pending": self.webhooks.pending,
+            },
         }
-
-

@@ -239,9 +239,7 @@ class MetricsStore:
             if end <= start:
                 return 0
         if source is RAW:
-            rows = await self.store.fetchall(
-                "SELECT series, t, v FROM points_raw WHERE t >= ? AND t < ?", (start, end)
-            )
+            rows = await self.store.fetchall("SELECT series, t, v FROM points_raw WHERE t >= ? AND t < ?", (start, end))
             buckets = rollup_points(((r[0], r[1], r[2]) for r in rows), target.width_s)
         else:
             rows = await self.store.fetchall(
@@ -304,8 +302,14 @@ class MetricsStore:
         return sorted(self._by_name)
 
     async def query(
-        self, name: str, match: Mapping[str, str] | None, from_t: float, to_t: float, step_s: int,
-        *, now: float | None = None,
+        self,
+        name: str,
+        match: Mapping[str, str] | None,
+        from_t: float,
+        to_t: float,
+        step_s: int,
+        *,
+        now: float | None = None,
     ) -> dict[str, Any]:
         """Points of every matching series in `[from_t, to_t)`, one per `step_s` bucket (aligned to
         multiples of `step_s`), from the coarsest resolution that serves that step: `[t, avg, min, max]`."""
@@ -324,8 +328,14 @@ class MetricsStore:
                 hint="use a larger step or a shorter range",
             )
         refs = self.series(name, match)
-        out: dict[str, Any] = {"name": name, "resolution": res.name, "step": step_s, "from": start, "to": end,
-                               "series": []}
+        out: dict[str, Any] = {
+            "name": name,
+            "resolution": res.name,
+            "step": step_s,
+            "from": start,
+            "to": end,
+            "series": [],
+        }
         if not refs:
             return out
         by_id: dict[int, dict[str, Any]] = {r.id: {"labels": dict(r.labels), "points": []} for r in refs}
@@ -388,8 +398,10 @@ class MetricsStore:
         cols = "SUM(v), COUNT(*), MIN(v), MAX(v)" if r is RAW else "SUM(avg * n), SUM(n), MIN(min), MAX(max)"
         # Grouping by series alone follows the (series, t) key: no temporary B-tree for Top-N.
         group = "series, b" if step_s else "series"
-        sql = (f"SELECT series, {bucket} AS b, {cols} FROM {r.table} "
-               f"WHERE series IN ({marks}) AND t >= ? AND t < ? GROUP BY {group}")
+        sql = (
+            f"SELECT series, {bucket} AS b, {cols} FROM {r.table} "
+            f"WHERE series IN ({marks}) AND t >= ? AND t < ? GROUP BY {group}"
+        )
         params = ((step_s,) if step_s else ()) + (*ids, s0, s1)
         return await self.store.fetchall(sql, params)
 

@@ -66,8 +66,13 @@ class WebhookSender:
             except (aiohttp.ClientError, TimeoutError, OSError) as e:
                 error = repr(e).replace(url, safe_url(url))  # some errors quote the whole URL
             if attempt < self.attempts:
-                log.info("webhook delivery failed; retrying", url=safe_url(url), error=error, attempt=attempt,
-                         retry_in_s=delay)
+                log.info(
+                    "webhook delivery failed; retrying",
+                    url=safe_url(url),
+                    error=error,
+                    attempt=attempt,
+                    retry_in_s=delay,
+                )
                 await asyncio.sleep(delay)
                 delay *= 2
         self.failed += 1

@@ -18,8 +18,14 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "docs" / "images"
 FSCTL = [sys.executable, "-m", "fsctl"]
-PAGES = [("overview", "/"), ("services", "/services"), ("service-hello", "/services/hello"),
-         ("gateway", "/gateway"), ("logs", "/logs?service=hello"), ("metrics", "/monitoring")]
+PAGES = [
+    ("overview", "/"),
+    ("services", "/services"),
+    ("service-hello", "/services/hello"),
+    ("gateway", "/gateway"),
+    ("logs", "/logs?service=hello"),
+    ("metrics", "/monitoring"),
+]
 
 
 def _port() -> int:
@@ -37,9 +43,24 @@ def main() -> int:
         url = f"http://127.0.0.1:{console}"
         env = {**os.environ, "XDG_CONFIG_HOME": f"{tmp}/xdg", "FSCTL_SERVER": url}
         env.pop("FSCTL_TOKEN", None)
-        srv = subprocess.Popen([*FSCTL, "serve", "--data-dir", str(data), "--console", f"127.0.0.1:{console}",
-                                "--http-port", str(_port()), "--https-port", str(_port())], env=env, cwd=ROOT,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        srv = subprocess.Popen(
+            [
+                *FSCTL,
+                "serve",
+                "--data-dir",
+                str(data),
+                "--console",
+                f"127.0.0.1:{console}",
+                "--http-port",
+                str(_port()),
+                "--https-port",
+                str(_port()),
+            ],
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         try:
             for _ in range(300):
                 try:
@@ -48,16 +69,35 @@ def main() -> int:
                 except httpx.HTTPError:
                     time.sleep(0.1)
             password = (data / "initial-admin-password").read_text().strip()
-            subprocess.run([*FSCTL, "login", "--user", "admin", "--password-stdin"], input=password.encode(),
-                           env=env, cwd=ROOT, check=True, capture_output=True)
-            subprocess.run([*FSCTL, "service", "apply", "-f", "examples/hello/hello.yaml", "--wait", "60"],
-                           env=env, cwd=ROOT, check=True, capture_output=True)
-            subprocess.run([*FSCTL, "route", "add", "--host", "hello.localhost", "--upstream", "service:hello"],
-                           env=env, cwd=ROOT, check=True, capture_output=True)
+            subprocess.run(
+                [*FSCTL, "login", "--user", "admin", "--password-stdin"],
+                input=password.encode(),
+                env=env,
+                cwd=ROOT,
+                check=True,
+                capture_output=True,
+            )
+            subprocess.run(
+                [*FSCTL, "service", "apply", "-f", "examples/hello/hello.yaml", "--wait", "60"],
+                env=env,
+                cwd=ROOT,
+                check=True,
+                capture_output=True,
+            )
+            subprocess.run(
+                [*FSCTL, "route", "add", "--host", "hello.localhost", "--upstream", "service:hello"],
+                env=env,
+                cwd=ROOT,
+                check=True,
+                capture_output=True,
+            )
             time.sleep(8)  # a few seconds of metrics for the charts
             with sync_playwright() as p:
-                browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True,
-                                            args=["--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"])
+                browser = p.chromium.launch(
+                    executable_path="/usr/bin/chromium",
+                    headless=True,
+                    args=["--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"],
+                )
                 page = browser.new_page(base_url=url, viewport={"width": 1280, "height": 800})
                 page.goto("/")
                 page.get_by_label("Username").fill("admin")

@@ -12,9 +12,11 @@ from dataclasses import dataclass
 
 from secscan.findings import Finding
 
-UFW_FIX = ("`ufw default deny incoming && ufw allow 22/tcp && ufw allow 80/tcp && ufw allow 443/tcp && ufw enable` "
-           "(or an nftables input chain with `policy drop` in /etc/nftables.conf and "
-           "`systemctl enable --now nftables`)")
+UFW_FIX = (
+    "`ufw default deny incoming && ufw allow 22/tcp && ufw allow 80/tcp && ufw allow 443/tcp && ufw enable` "
+    "(or an nftables input chain with `policy drop` in /etc/nftables.conf and "
+    "`systemctl enable --now nftables`)"
+)
 
 
 @dataclass(frozen=True)
@@ -39,7 +41,7 @@ def _blocks(text: str, word: str) -> list[tuple[str, str]]:
         while i < len(text) and depth:
             depth += {"{": 1, "}": -1}.get(text[i], 0)
             i += 1
-        out.append((m.group(1), text[m.end():i - 1]))
+        out.append((m.group(1), text[m.end() : i - 1]))
     return out
 
 
@@ -122,15 +124,39 @@ def check_firewall(facts: FirewallFacts) -> list[Finding]:
     evidence += facts.errors
     out: list[Finding] = []
     if not active:
-        out.append(Finding("firewall.none", "firewall", "medium", "No host firewall filters incoming traffic",
-                           tuple(evidence or ["no nftables, iptables, ufw or firewalld found"]), UFW_FIX,
-                           {"checked": [e.split(" ", 1)[0] for e in evidence]}))
+        out.append(
+            Finding(
+                "firewall.none",
+                "firewall",
+                "medium",
+                "No host firewall filters incoming traffic",
+                tuple(evidence or ["no nftables, iptables, ufw or firewalld found"]),
+                UFW_FIX,
+                {"checked": [e.split(" ", 1)[0] for e in evidence]},
+            )
+        )
     else:
-        out.append(Finding("firewall.active", "firewall", "info", f"Host firewall on: {', '.join(active)}",
-                           tuple(evidence), "nothing to do", {"active": active}))
+        out.append(
+            Finding(
+                "firewall.active",
+                "firewall",
+                "info",
+                f"Host firewall on: {', '.join(active)}",
+                tuple(evidence),
+                "nothing to do",
+                {"active": active},
+            )
+        )
         if "nftables" in active and facts.nft_enabled is False and facts.nft_source.startswith("/"):
-            out.append(Finding("firewall.nft_not_enabled", "firewall", "medium",
-                               "nftables rules exist but nftables.service is not enabled at boot",
-                               (f"{facts.nft_source} filters input; no nftables.service link in "
-                                "/etc/systemd/system/*.wants",), "`systemctl enable --now nftables`", {}))
+            out.append(
+                Finding(
+                    "firewall.nft_not_enabled",
+                    "firewall",
+                    "medium",
+                    "nftables rules exist but nftables.service is not enabled at boot",
+                    (f"{facts.nft_source} filters input; no nftables.service link in /etc/systemd/system/*.wants",),
+                    "`systemctl enable --now nftables`",
+                    {},
+                )
+            )
     return out

@@ -73,7 +73,7 @@ def redact_cmdline(args: Iterable[str], limit: int = 200) -> str:
         else:
             out.append(arg)
     text = " ".join(out)
-    return text if len(text) <= limit else text[:limit - 1] + "…"
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 # UDP has no "listening" state: an unconnected client socket (a resolver's, DHCP's) looks like a server's.
@@ -84,8 +84,13 @@ EPHEMERAL = range(32768, 61000)
 
 def exposed(listeners: Iterable[Listener], allowed_ports: Iterable[int]) -> list[Listener]:
     allowed = set(allowed_ports)
-    return [s for s in listeners if not is_loopback(s.address) and s.port not in allowed
-            and not (s.proto == "udp" and (s.port in UDP_CLIENT_PORTS or s.port in EPHEMERAL))]
+    return [
+        s
+        for s in listeners
+        if not is_loopback(s.address)
+        and s.port not in allowed
+        and not (s.proto == "udp" and (s.port in UDP_CLIENT_PORTS or s.port in EPHEMERAL))
+    ]
 
 
 def check_sockets(listeners: Iterable[Listener], allowed_ports: Iterable[int]) -> list[Finding]:
@@ -100,19 +105,31 @@ def check_sockets(listeners: Iterable[Listener], allowed_ports: Iterable[int]) -
         what = f" ({risky[1]})" if risky else ""
         evidence = tuple(
             f"{proto} {_addr(s.address)}:{s.port} pid {s.pid if s.pid is not None else '?'} "
-            f"{s.process or '?'}: {s.cmdline or '(command line not readable)'}" for s in socks)
+            f"{s.process or '?'}: {s.cmdline or '(command line not readable)'}"
+            for s in socks
+        )
         pids = sorted({s.pid for s in socks if s.pid is not None})
         stop = f"`kill {pids[0]}`" if pids else "`ss -ltnup` shows who holds it"
         addrs = ", ".join(sorted({_addr(s.address) for s in socks}))
-        out.append(Finding(
-            f"sockets.{proto}.{port}", "sockets", severity,
-            f"{'/'.join(procs)} listens on {proto}/{port}{what} on {addrs}",
-            evidence,
-            f"make it listen on 127.0.0.1 only (and reach it through a gate route or an SSH tunnel), or stop it "
-            f"({stop} / `systemctl disable --now <unit>`); if it must be public, limit who can reach it: "
-            f"`ufw allow from 203.0.113.0/24 to any port {port} proto {proto}`",
-            {"proto": proto, "port": port, "pids": pids,
-             "processes": procs, "addresses": sorted({s.address for s in socks})}))
+        out.append(
+            Finding(
+                f"sockets.{proto}.{port}",
+                "sockets",
+                severity,
+                f"{'/'.join(procs)} listens on {proto}/{port}{what} on {addrs}",
+                evidence,
+                f"make it listen on 127.0.0.1 only (and reach it through a gate route or an SSH tunnel), or stop it "
+                f"({stop} / `systemctl disable --now <unit>`); if it must be public, limit who can reach it: "
+                f"`ufw allow from 203.0.113.0/24 to any port {port} proto {proto}`",
+                {
+                    "proto": proto,
+                    "port": port,
+                    "pids": pids,
+                    "processes": procs,
+                    "addresses": sorted({s.address for s in socks}),
+                },
+            )
+        )
     return out
 
 

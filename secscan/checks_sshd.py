@@ -42,12 +42,15 @@ class Effective:
         if self.directive is not None:
             lines.append(self.directive.evidence())
         elif self.disagreeing is not None:
-            lines.append(f"{self.disagreeing.evidence()} — not what sshd uses (set elsewhere: an unread file "
-                         "or the command line?)")
+            lines.append(
+                f"{self.disagreeing.evidence()} — not what sshd uses (set elsewhere: an unread file "
+                "or the command line?)"
+            )
         elif self.source in ("default", "sshd -T"):
             ver = f"{facts.version[0]}.{facts.version[1]}" if facts.version else "current"
-            lines.append(f"not set in {', '.join(facts.config.files) or 'any file'}: "
-                         f"OpenSSH {ver} default ({self.value})")
+            lines.append(
+                f"not set in {', '.join(facts.config.files) or 'any file'}: OpenSSH {ver} default ({self.value})"
+            )
         return lines
 
 
@@ -79,8 +82,16 @@ def check_sshd(facts: SshdFacts) -> list[Finding]:
     if not cfg.found and not facts.sshd_t:
         if not facts.installed:
             return []
-        return [Finding("sshd.no_config", "sshd", "info", "No sshd configuration found",
-                        ("/etc/ssh/sshd_config does not exist",), "nothing to do if sshd is not installed")]
+        return [
+            Finding(
+                "sshd.no_config",
+                "sshd",
+                "info",
+                "No sshd configuration found",
+                ("/etc/ssh/sshd_config does not exist",),
+                "nothing to do if sshd is not installed",
+            )
+        ]
     out: list[Finding] = []
     root = effective(facts, "permitrootlogin")
     pw = effective(facts, "passwordauthentication")
@@ -92,46 +103,109 @@ def check_sshd(facts: SshdFacts) -> list[Finding]:
     if root.value == "yes":
         sev: Severity = "critical" if passwords else "medium"
         title = "root can log in over SSH" + (" with a password" if passwords else " (with a key)")
-        out.append(Finding("sshd.permit_root_login", "sshd", sev, title, tuple(root.evidence(facts)),
-                           _fix("PermitRootLogin no", root) + "; log in as a user with sudo instead",
-                           {"value": root.value, "source": root.source}))
+        out.append(
+            Finding(
+                "sshd.permit_root_login",
+                "sshd",
+                sev,
+                title,
+                tuple(root.evidence(facts)),
+                _fix("PermitRootLogin no", root) + "; log in as a user with sudo instead",
+                {"value": root.value, "source": root.source},
+            )
+        )
     elif root.value == "prohibit-password":
-        out.append(Finding("sshd.permit_root_login", "sshd", "low", "root can log in over SSH with a key",
-                           tuple(root.evidence(facts)),
-                           _fix("PermitRootLogin no", root) + " once a sudo user has a key",
-                           {"value": root.value, "source": root.source}))
+        out.append(
+            Finding(
+                "sshd.permit_root_login",
+                "sshd",
+                "low",
+                "root can log in over SSH with a key",
+                tuple(root.evidence(facts)),
+                _fix("PermitRootLogin no", root) + " once a sudo user has a key",
+                {"value": root.value, "source": root.source},
+            )
+        )
     if pw.value == "yes":
-        out.append(Finding("sshd.password_authentication", "sshd", "high",
-                           "SSH accepts passwords (open to brute force)", tuple(pw.evidence(facts)),
-                           _fix("PasswordAuthentication no", pw) + " after checking your key works",
-                           {"value": pw.value, "source": pw.source}))
+        out.append(
+            Finding(
+                "sshd.password_authentication",
+                "sshd",
+                "high",
+                "SSH accepts passwords (open to brute force)",
+                tuple(pw.evidence(facts)),
+                _fix("PasswordAuthentication no", pw) + " after checking your key works",
+                {"value": pw.value, "source": pw.source},
+            )
+        )
     if kbd.value == "yes":
         with_pam = pam.value == "yes"
         ev = [*kbd.evidence(facts), *(f"UsePAM: {e}" for e in pam.evidence(facts))]
-        out.append(Finding(
-            "sshd.kbd_interactive", "sshd", "high" if with_pam else "low",
-            "SSH keyboard-interactive login is on" + (" (with PAM: passwords are accepted even with "
-                                                       "PasswordAuthentication no)" if with_pam else ""),
-            tuple(ev), _fix("KbdInteractiveAuthentication no", kbd), {"value": kbd.value, "usepam": pam.value}))
+        out.append(
+            Finding(
+                "sshd.kbd_interactive",
+                "sshd",
+                "high" if with_pam else "low",
+                "SSH keyboard-interactive login is on"
+                + (" (with PAM: passwords are accepted even with PasswordAuthentication no)" if with_pam else ""),
+                tuple(ev),
+                _fix("KbdInteractiveAuthentication no", kbd),
+                {"value": kbd.value, "usepam": pam.value},
+            )
+        )
     if pubkey.value == "no":
-        out.append(Finding("sshd.pubkey_authentication", "sshd", "medium", "SSH public-key login is off",
-                           tuple(pubkey.evidence(facts)), _fix("PubkeyAuthentication yes", pubkey),
-                           {"value": pubkey.value}))
+        out.append(
+            Finding(
+                "sshd.pubkey_authentication",
+                "sshd",
+                "medium",
+                "SSH public-key login is off",
+                tuple(pubkey.evidence(facts)),
+                _fix("PubkeyAuthentication yes", pubkey),
+                {"value": pubkey.value},
+            )
+        )
     ports = _ports(facts)
     if ports == ["22"]:
         d = cfg.first("port")
         port_ev = (d.evidence() if d else "Port not set: default 22",)
-        out.append(Finding("sshd.port", "sshd", "info", "sshd listens on the default port 22", port_ev,
-                           "optional: `Port 2222` (fewer scanner log lines; not a defence by itself) — "
-                           "allow the new port in the firewall first", {"ports": ports}))
+        out.append(
+            Finding(
+                "sshd.port",
+                "sshd",
+                "info",
+                "sshd listens on the default port 22",
+                port_ev,
+                "optional: `Port 2222` (fewer scanner log lines; not a defence by itself) — "
+                "allow the new port in the firewall first",
+                {"ports": ports},
+            )
+        )
     out += _conditional(facts)
     if cfg.problems:
-        out.append(Finding("sshd.config_problems", "sshd", "low", "Parts of the sshd configuration could not be read",
-                           tuple(cfg.problems), "check the Include lines named above", {}))
+        out.append(
+            Finding(
+                "sshd.config_problems",
+                "sshd",
+                "low",
+                "Parts of the sshd configuration could not be read",
+                tuple(cfg.problems),
+                "check the Include lines named above",
+                {},
+            )
+        )
     if facts.sshd_t_error:
-        out.append(Finding("sshd.sshd_t", "sshd", "info", "`sshd -T` could not run: values come from the files",
-                           (facts.sshd_t_error,), "run the scan as root where sshd is installed for exact values",
-                           {}))
+        out.append(
+            Finding(
+                "sshd.sshd_t",
+                "sshd",
+                "info",
+                "`sshd -T` could not run: values come from the files",
+                (facts.sshd_t_error,),
+                "run the scan as root where sshd is installed for exact values",
+                {},
+            )
+        )
     return out
 
 
@@ -147,8 +221,7 @@ def sshd_ports(facts: SshdFacts) -> list[int]:
 
 
 # A Match block that turns these on widens access for the connections it matches.
-_WEAK = {"passwordauthentication": ("yes",), "kbdinteractiveauthentication": ("yes",),
-         "permitrootlogin": ("yes",)}
+_WEAK = {"passwordauthentication": ("yes",), "kbdinteractiveauthentication": ("yes",), "permitrootlogin": ("yes",)}
 
 
 def _conditional(facts: SshdFacts) -> list[Finding]:
@@ -158,11 +231,17 @@ def _conditional(facts: SshdFacts) -> list[Finding]:
             if _norm(d.value) not in weak:
                 continue
             everyone = (d.match or "").lower() in ("all", "user *", "address *", "address 0.0.0.0/0")
-            out.append(Finding(
-                f"sshd.match.{keyword}.{_slug(d.match or '')}", "sshd", "high" if everyone else "medium",
-                f"`{d.written} {d.value}` applies to connections matching `Match {d.match}` (conditional)",
-                (d.evidence(),), f"remove line {d.line} of {d.file} (or set it to `no`), then `{RELOAD}`",
-                {"match": d.match, "file": d.file, "line": d.line, "value": d.value}))
+            out.append(
+                Finding(
+                    f"sshd.match.{keyword}.{_slug(d.match or '')}",
+                    "sshd",
+                    "high" if everyone else "medium",
+                    f"`{d.written} {d.value}` applies to connections matching `Match {d.match}` (conditional)",
+                    (d.evidence(),),
+                    f"remove line {d.line} of {d.file} (or set it to `no`), then `{RELOAD}`",
+                    {"match": d.match, "file": d.file, "line": d.line, "value": d.value},
+                )
+            )
     return out
 
 

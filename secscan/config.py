@@ -21,8 +21,11 @@ class SecurityConfig(BaseModel):
     cert_warn_s: float = Field(default=14 * 86400.0, gt=0, description="certificates expiring sooner are reported")
     token_max_s: float = Field(default=365 * 86400.0, gt=0, description="API tokens valid longer are reported")
     sockets: bool = Field(default=True, description="read the host's listening sockets (psutil)")
-    allowed_ports: list[int] = Field(default_factory=lambda: [22, 80, 443], max_length=1000,
-                                     description="ports expected to face outside (the gate's are added)")
+    allowed_ports: list[int] = Field(
+        default_factory=lambda: [22, 80, 443],
+        max_length=1000,
+        description="ports expected to face outside (the gate's are added)",
+    )
 
     @field_validator("interval_s", "first_scan_after_s", "cert_warn_s", "token_max_s", mode="before")
     @classmethod

@@ -27,8 +27,15 @@ class Finding:
     details: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "category": self.category, "severity": self.severity, "title": self.title,
-                "evidence": list(self.evidence), "fix": self.fix, "details": dict(self.details)}
+        return {
+            "id": self.id,
+            "category": self.category,
+            "severity": self.severity,
+            "title": self.title,
+            "evidence": list(self.evidence),
+            "fix": self.fix,
+            "details": dict(self.details),
+        }
 
 
 def rank(severity: str) -> int:

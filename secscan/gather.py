@@ -63,18 +63,24 @@ class HostFiles:
     def glob(self, pattern: str) -> list[str]:
         base = str(self.root).rstrip("/")
         hits = sorted(globmod.glob(globmod.escape(base) + "/" + pattern.lstrip("/")))
-        return ["/" + h[len(base):].lstrip("/") for h in hits if os.path.isfile(h)]
+        return ["/" + h[len(base) :].lstrip("/") for h in hits if os.path.isfile(h)]
 
 
 def run(argv: list[str], timeout: float = COMMAND_TIMEOUT_S) -> tuple[int, str, str] | None:
     """(exit code, stdout, stderr), or None when the program is not installed."""
-    exe = shutil.which(argv[0]) or next((p for p in (f"/usr/sbin/{argv[0]}", f"/sbin/{argv[0]}")
-                                         if os.access(p, os.X_OK)), None)
+    exe = shutil.which(argv[0]) or next(
+        (p for p in (f"/usr/sbin/{argv[0]}", f"/sbin/{argv[0]}") if os.access(p, os.X_OK)), None
+    )
     if exe is None:
         return None
     try:
-        p = subprocess.run([exe, *argv[1:]], capture_output=True, text=True, timeout=timeout,
-                           env={"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "LC_ALL": "C"})
+        p = subprocess.run(
+            [exe, *argv[1:]],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env={"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "LC_ALL": "C"},
+        )
     except subprocess.TimeoutExpired:
         return 124, "", f"{argv[0]} timed out after {timeout:.0f} s"
     except OSError as e:
@@ -149,12 +155,12 @@ def firewall_facts(root: Path) -> FirewallFacts:
     conf = files.read("/etc/ufw/ufw.conf")
     if conf is not None:
         ufw_source = "/etc/ufw/ufw.conf"
-        ufw = any(line.strip().replace(" ", "").upper() in ("ENABLED=YES", 'ENABLED="YES"')
-                  for line in conf.splitlines())
+        ufw = any(
+            line.strip().replace(" ", "").upper() in ("ENABLED=YES", 'ENABLED="YES"') for line in conf.splitlines()
+        )
     if fwd is None and files.exists("/etc/firewalld/firewalld.conf"):
         fwd, fwd_source = _wants(files, "firewalld.service"), "firewalld.service enabled"
-    return FirewallFacts(nft, nft_source, nft_enabled, ipt, ipt_source, ufw, ufw_source, fwd, fwd_source,
-                         tuple(errors))
+    return FirewallFacts(nft, nft_source, nft_enabled, ipt, ipt_source, ufw, ufw_source, fwd, fwd_source, tuple(errors))
 
 
 def listeners() -> list[Listener]:

@@ -25,8 +25,9 @@ class HostScan:
     sources: dict[str, str] = field(default_factory=dict)
 
 
-def scan_host(root: Path, *, sockets: bool, allowed_ports: tuple[int, ...] = DEFAULT_ALLOWED,
-              data_dir: Path | None = None) -> HostScan:
+def scan_host(
+    root: Path, *, sockets: bool, allowed_ports: tuple[int, ...] = DEFAULT_ALLOWED, data_dir: Path | None = None
+) -> HostScan:
     """The host part: sshd, firewall, (live) listening sockets, and the data dir's file modes if given."""
     findings: list[Finding] = []
     sources: dict[str, str] = {"root": str(root)}
@@ -54,14 +55,17 @@ def data_dir_findings(data_dir: Path) -> list[Finding]:
     return check_file_modes(str(data_dir), modes) + check_initial_password(str(password), password.exists())
 
 
-def platform_findings(facts: PlatformFacts, now: float, listeners: list[Listener] | None, *,
-                      cert_warn_days: float, token_max_days: float) -> list[Finding]:
-    return check_platform(facts, now, cert_warn_days=cert_warn_days, token_max_days=token_max_days,
-                          listeners=listeners or ())
+def platform_findings(
+    facts: PlatformFacts, now: float, listeners: list[Listener] | None, *, cert_warn_days: float, token_max_days: float
+) -> list[Finding]:
+    return check_platform(
+        facts, now, cert_warn_days=cert_warn_days, token_max_days=token_max_days, listeners=listeners or ()
+    )
 
 
-def report(findings: list[Finding], *, scanned_at: float, sources: dict[str, str],
-           new_ids: set[str] | None = None) -> dict[str, Any]:
+def report(
+    findings: list[Finding], *, scanned_at: float, sources: dict[str, str], new_ids: set[str] | None = None
+) -> dict[str, Any]:
     items = ordered(findings)
     return {
         "scanned_at": scanned_at,

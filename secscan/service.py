@@ -25,7 +25,10 @@ from secscan.scanner import platform_findings, report, scan_host
 log = structlog.get_logger("secscan")
 
 MIGRATIONS = [
-    Migration(1, "findings of the last scan", """
+    Migration(
+        1,
+        "findings of the last scan",
+        """
         CREATE TABLE security_findings (
             id TEXT PRIMARY KEY,
             severity TEXT NOT NULL,
@@ -33,7 +36,8 @@ MIGRATIONS = [
             first_seen REAL NOT NULL,
             last_seen REAL NOT NULL
         );
-    """),
+    """,
+    ),
 ]
 MAX_EVENTS_PER_SCAN = 100  # a host with hundreds of open ports still gets a bounded burst
 
@@ -41,9 +45,16 @@ MAX_EVENTS_PER_SCAN = 100  # a host with hundreds of open ports still gets a bou
 class SecscanService:
     name = "secscan"
 
-    def __init__(self, config: SecurityConfig, *, store: Store, bus: EventBus,
-                 facts: PlatformFactsSource | None = None, clock: Clock | None = None,
-                 root: Path = Path("/")) -> None:
+    def __init__(
+        self,
+        config: SecurityConfig,
+        *,
+        store: Store,
+        bus: EventBus,
+        facts: PlatformFactsSource | None = None,
+        clock: Clock | None = None,
+        root: Path = Path("/"),
+    ) -> None:
         self.config = config
         self.store = store
         self.bus = bus
@@ -83,20 +94,35 @@ class SecscanService:
         started = time.monotonic()
         facts = await self.facts.platform_facts() if self.facts is not None else None
         allowed = tuple(self.config.allowed_ports) + (facts.edge_ports if facts else ())
-        host = await asyncio.to_thread(scan_host, self.root, sockets=self.config.sockets, allowed_ports=allowed,
-                                       data_dir=facts.data_dir if facts else None)
+        host = await asyncio.to_thread(
+            scan_host,
+            self.root,
+            sockets=self.config.sockets,
+            allowed_ports=allowed,
+            data_dir=facts.data_dir if facts else None,
+        )
         findings = list(host.findings)
         now = self.clock.now()
         if facts is not None:
-            findings += platform_findings(facts, now, host.listeners, cert_warn_days=self.config.cert_warn_s / 86400,
-                                          token_max_days=self.config.token_max_s / 86400)
+            findings += platform_findings(
+                facts,
+                now,
+                host.listeners,
+                cert_warn_days=self.config.cert_warn_s / 86400,
+                token_max_days=self.config.token_max_s / 86400,
+            )
         findings = ordered(findings)
         new = await self._remember(findings, now)
         out = report(findings, scanned_at=now, sources=host.sources, new_ids={f.id for f in new})
         for f in [f for f in new if f.severity != "info"][:MAX_EVENTS_PER_SCAN]:
             await self.bus.publish(SecurityFindingRaised(f.id, f.category, f.severity, f.title, f.fix))
-        log.info("security scan finished", findings=len(findings), new=len(new), counts=out["counts"],
-                 duration_ms=round((time.monotonic() - started) * 1000))
+        log.info(
+            "security scan finished",
+            findings=len(findings),
+            new=len(new),
+            counts=out["counts"],
+            duration_ms=round((time.monotonic() - started) * 1000),
+        )
         self.last = out
         return out
 
@@ -113,5 +139,7 @@ class SecscanService:
                 await db.execute(
                     "INSERT INTO security_findings (id, severity, title, first_seen, last_seen) VALUES (?, ?, ?, ?, ?) "
                     "ON CONFLICT(id) DO UPDATE SET severity = excluded.severity, title = excluded.title, "
-                    "last_seen = excluded.last_seen", (f.id, f.severity, f.title, now, now))
+                    "last_seen = excluded.last_seen",
+                    (f.id, f.severity, f.title, now, now),
+                )
         return [f for f in findings if f.id not in known]

@@ -19,10 +19,13 @@ MAIN_CONFIG = "/etc/ssh/sshd_config"
 MAX_DEPTH = 16  # sshd's SERVCONF_MAX_DEPTH
 MAX_FILES = 256  # a glob matching thousands of files is someone's mistake; stop reading, say so
 # Keywords that take many values instead of first-wins.
-MULTI = frozenset({"port", "listenaddress", "hostkey", "acceptenv", "setenv", "subsystem", "include",
-                   "hostcertificate"})
-ALIASES = {"challengeresponseauthentication": "kbdinteractiveauthentication",
-           "dsaauthentication": "pubkeyauthentication"}
+MULTI = frozenset(
+    {"port", "listenaddress", "hostkey", "acceptenv", "setenv", "subsystem", "include", "hostcertificate"}
+)
+ALIASES = {
+    "challengeresponseauthentication": "kbdinteractiveauthentication",
+    "dsaauthentication": "pubkeyauthentication",
+}
 
 
 class ConfigFiles(Protocol):
@@ -47,8 +50,7 @@ class DictFiles:
         return self.files.get(path)
 
     def glob(self, pattern: str) -> list[str]:
-        return sorted(p for p in self.files if fnmatch.fnmatchcase(p, pattern) and
-                      p.count("/") == pattern.count("/"))
+        return sorted(p for p in self.files if fnmatch.fnmatchcase(p, pattern) and p.count("/") == pattern.count("/"))
 
 
 @dataclass(frozen=True)
@@ -121,7 +123,7 @@ def split_line(text: str) -> tuple[str, list[str]] | None:
         if rest[i] == '"':
             j = rest.find('"', i + 1)
             j = n if j < 0 else j
-            args.append(rest[i + 1:j])
+            args.append(rest[i + 1 : j])
             i = j + 1
         else:
             j = i
@@ -159,8 +161,9 @@ def _parse_file(files: ConfigFiles, path: str, text: str, cfg: SshdConfig, match
         cfg.directives.append(Directive(keyword, tuple(args), path, lineno, written, match))
 
 
-def _include(files: ConfigFiles, path: str, lineno: int, patterns: list[str], cfg: SshdConfig,
-             match: str | None, depth: int) -> None:
+def _include(
+    files: ConfigFiles, path: str, lineno: int, patterns: list[str], cfg: SshdConfig, match: str | None, depth: int
+) -> None:
     if depth + 1 > MAX_DEPTH:
         cfg.problems.append(f"{path}:{lineno}: Include nested more than {MAX_DEPTH} deep (a loop?): not followed")
         return

@@ -15,9 +15,15 @@ if TYPE_CHECKING:
 
 # The public face, imported on first use: the `snap.runner` child imports this package too, and needs
 # neither the settings models nor the asyncio shell (they would triple its start-up time).
-_PUBLIC = {"ForgetBody": "snap.config", "PlanBody": "snap.config", "RestoreBody": "snap.config",
-           "ScrubBody": "snap.config", "SnapConfig": "snap.config", "load_snap_config": "snap.config",
-           "SnapService": "snap.service"}
+_PUBLIC = {
+    "ForgetBody": "snap.config",
+    "PlanBody": "snap.config",
+    "RestoreBody": "snap.config",
+    "ScrubBody": "snap.config",
+    "SnapConfig": "snap.config",
+    "load_snap_config": "snap.config",
+    "SnapService": "snap.service",
+}
 
 
 def __getattr__(name: str) -> Any:

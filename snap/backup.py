@@ -112,9 +112,15 @@ def _parent_files(repo: Repository, parent: SnapshotInfo | None) -> dict[str, tu
     return out
 
 
-def run_backup(repo: Repository, req: BackupRequest, *, now: float | None = None, progress: Progress | None = None,
-               cancel: threading.Event | None = None,
-               on_chunk: Callable[[], None] | None = None) -> SnapshotInfo:
+def run_backup(
+    repo: Repository,
+    req: BackupRequest,
+    *,
+    now: float | None = None,
+    progress: Progress | None = None,
+    cancel: threading.Event | None = None,
+    on_chunk: Callable[[], None] | None = None,
+) -> SnapshotInfo:
     """Back up `req.paths` into `repo` under a shared lock; returns the new snapshot.
 
     Files that cannot be read are recorded in `stats.errors` and left out; the snapshot is still
@@ -128,8 +134,11 @@ def run_backup(repo: Repository, req: BackupRequest, *, now: float | None = None
     paths = sorted({os.path.normpath(os.path.abspath(p)) for p in req.paths})
     with repo.lock("shared", f"backup {req.plan or paths}") as lock:
         repo.load_index()  # packs of other runs since we opened, and of interrupted ones
-        parent = find_parent(repo, req.plan, paths) if req.parent == "auto" else (
-            repo.snapshot(req.parent) if req.parent else None)
+        parent = (
+            find_parent(repo, req.plan, paths)
+            if req.parent == "auto"
+            else (repo.snapshot(req.parent) if req.parent else None)
+        )
         old = _parent_files(repo, parent)
         progress.expected_bytes = int(parent.stats.get("bytes", 0)) if parent else 0
         saver = BlobSaver(repo)
@@ -160,8 +169,9 @@ def run_backup(repo: Repository, req: BackupRequest, *, now: float | None = None
 
         extra, extra_lock = [0], threading.Lock()  # bytes workers hold beyond what `held` counted for them
 
-        def work_file(abspath: str, counted: int = 0) -> tuple[list[tuple[bytes, int, bytes | None]], int, int,
-                                                                 int] | str | None:
+        def work_file(
+            abspath: str, counted: int = 0
+        ) -> tuple[list[tuple[bytes, int, bytes | None]], int, int, int] | str | None:
             """A whole small file: its chunks (id, length, stored form or None when known), size, mtime and
             the bytes beyond `counted` it holds; "grew" when it is now too large to hold, None when it vanished
             or is no regular file."""
@@ -214,8 +224,11 @@ def run_backup(repo: Repository, req: BackupRequest, *, now: float | None = None
 
         def drain(keep: int) -> None:
             """Take results in order until at most `keep` items (and `INFLIGHT_BYTES`) are in flight."""
-            while inflight and (len(inflight) > min(keep, max_items) or (keep and held[0] + extra[0] > INFLIGHT_BYTES)
-                                or inflight[0][0].done()):  # finished ones too: progress stays current
+            while inflight and (
+                len(inflight) > min(keep, max_items)
+                or (keep and held[0] + extra[0] > INFLIGHT_BYTES)
+                or inflight[0][0].done()
+            ):  # finished ones too: progress stays current
                 take(inflight.popleft())
             while pending and pending[0].get("_wait", 0) <= 0:
                 e = pending.popleft()
@@ -232,8 +245,9 @@ def run_backup(repo: Repository, req: BackupRequest, *, now: float | None = None
 
         def _stream_file(abspath: str, entry: Entry) -> None:
             entry["chunks"], entry["_wait"] = [], 1
-            if _read_file(abspath, entry, chunker, pool, work, submit, drain, max_items, limiter,
-                          progress, cancel, on_chunk):
+            if _read_file(
+                abspath, entry, chunker, pool, work, submit, drain, max_items, limiter, progress, cancel, on_chunk
+            ):
                 entry["_wait"] -= 1
             else:
                 entry["_wait"] = -1  # vanished or unreadable: left out of the manifest, error recorded
@@ -257,8 +271,11 @@ def run_backup(repo: Repository, req: BackupRequest, *, now: float | None = None
                             continue
                         progress.files += 1
                         prev = old.get(entry["path"])
-                        if (prev is not None and prev[:3] == (entry["size"], entry["mtime_ns"], entry["inode"])
-                                and all(bytes.fromhex(c) in repo.index for c in prev[3])):
+                        if (
+                            prev is not None
+                            and prev[:3] == (entry["size"], entry["mtime_ns"], entry["inode"])
+                            and all(bytes.fromhex(c) in repo.index for c in prev[3])
+                        ):
                             entry["chunks"] = list(prev[3])
                             progress.unchanged_files += 1
                             progress.bytes += entry["size"]
@@ -290,17 +307,31 @@ def run_backup(repo: Repository, req: BackupRequest, *, now: float | None = None
                     # A failed read or a cancel: the queued work is dropped, not run before the error is told.
                     pool.shutdown(wait=False, cancel_futures=True)
                     raise
-            stats = {"files": progress.files, "dirs": progress.dirs, "bytes": progress.bytes,
-                     "read_bytes": progress.read_bytes, "new_bytes": progress.new_bytes,
-                     "stored_bytes": progress.stored_bytes, "unchanged_files": progress.unchanged_files,
-                     "errors": progress.errors[:100], "error_count": len(progress.errors),
-                     "duration_s": round(time.monotonic() - t0, 3)}
+            stats = {
+                "files": progress.files,
+                "dirs": progress.dirs,
+                "bytes": progress.bytes,
+                "read_bytes": progress.read_bytes,
+                "new_bytes": progress.new_bytes,
+                "stored_bytes": progress.stored_bytes,
+                "unchanged_files": progress.unchanged_files,
+                "errors": progress.errors[:100],
+                "error_count": len(progress.errors),
+                "duration_s": round(time.monotonic() - t0, 3),
+            }
         finally:
             saver.flush()  # packs → index, even on failure: the next run reuses them
-        snap = repo.save_snapshot(time=progress.started, plan=req.plan, paths=paths,
-                                  parent=parent.id if parent else None, tree=tree_ids, stats=stats)
-        log.info("snapshot saved", snapshot=snap.id[:12], plan=req.plan, **{k: v for k, v in stats.items()
-                                                                            if k != "errors"})
+        snap = repo.save_snapshot(
+            time=progress.started,
+            plan=req.plan,
+            paths=paths,
+            parent=parent.id if parent else None,
+            tree=tree_ids,
+            stats=stats,
+        )
+        log.info(
+            "snapshot saved", snapshot=snap.id[:12], plan=req.plan, **{k: v for k, v in stats.items() if k != "errors"}
+        )
         return snap
 
 
@@ -344,9 +375,20 @@ def _read_small(abspath: str, cap: int) -> tuple[bytes, os.stat_result] | str | 
     return (parts[0] if len(parts) == 1 else b"".join(parts)), st
 
 
-def _read_file(abspath: str, entry: Entry, chunker: Chunker, pool: ThreadPoolExecutor, work: Any,
-               submit: Any, drain: Any, limit: int, limiter: _RateLimiter,
-               progress: Progress, cancel: threading.Event, on_chunk: Any) -> bool:
+def _read_file(
+    abspath: str,
+    entry: Entry,
+    chunker: Chunker,
+    pool: ThreadPoolExecutor,
+    work: Any,
+    submit: Any,
+    drain: Any,
+    limit: int,
+    limiter: _RateLimiter,
+    progress: Progress,
+    cancel: threading.Event,
+    on_chunk: Any,
+) -> bool:
     try:
         # O_NOFOLLOW | O_NONBLOCK: a file swapped for a symlink or a FIFO since the walk is not followed
         # or waited on; fstat then confirms it is still a regular file.

@@ -24,13 +24,19 @@ class ChunkerParams:
     normalized_chunking: int = 1
 
     def to_dict(self) -> dict[str, int]:
-        return {"min_size": self.min_size, "avg_size": self.avg_size, "max_size": self.max_size,
-                "seed": self.seed, "normalized_chunking": self.normalized_chunking}
+        return {
+            "min_size": self.min_size,
+            "avg_size": self.avg_size,
+            "max_size": self.max_size,
+            "seed": self.seed,
+            "normalized_chunking": self.normalized_chunking,
+        }
 
     @classmethod
     def from_dict(cls, d: dict[str, int]) -> ChunkerParams:
-        return cls(int(d["min_size"]), int(d["avg_size"]), int(d["max_size"]), int(d["seed"]),
-                   int(d["normalized_chunking"]))
+        return cls(
+            int(d["min_size"]), int(d["avg_size"]), int(d["max_size"]), int(d["seed"]), int(d["normalized_chunking"])
+        )
 
 
 class Chunker:
@@ -39,9 +45,14 @@ class Chunker:
     def __init__(self, params: ChunkerParams | None = None) -> None:
         self.params = params or ChunkerParams()
         p = self.params
-        self._cdc = FastCDC(p.avg_size, min_size=p.min_size, max_size=p.max_size,
-                            # pyfastcdc types it Literal[0, 1, 2, 3]; the repository's config keeps the int it chose
-                            normalized_chunking=p.normalized_chunking, seed=p.seed)  # type: ignore[arg-type]
+        self._cdc = FastCDC(
+            p.avg_size,
+            min_size=p.min_size,
+            max_size=p.max_size,
+            # pyfastcdc types it Literal[0, 1, 2, 3]; the repository's config keeps the int it chose
+            normalized_chunking=p.normalized_chunking,  # type: ignore[arg-type]
+            seed=p.seed,
+        )
 
     def cut(self, data: bytes | bytearray | memoryview) -> Iterator[bytes]:
         """The chunks of an in-memory buffer, as independent `bytes` objects."""

@@ -56,15 +56,19 @@ class SnapConfig(BaseModel):
         try:
             return self.passphrase_file.read_bytes().rstrip(b"\n")
         except OSError as e:
-            raise StartupError(f"snap.passphrase_file {self.passphrase_file}: {e.strerror}",
-                               hint="create it (mode 0600) with a long random string") from e
+            raise StartupError(
+                f"snap.passphrase_file {self.passphrase_file}: {e.strerror}",
+                hint="create it (mode 0600) with a long random string",
+            ) from e
 
 
 def load_snap_config(section: dict[str, Any]) -> SnapConfig:
     cfg = load_section(SnapConfig, section, key="snap", hint="e.g. snap: {repository: /backup/repo}")
     if cfg.encryption != "none" and cfg.passphrase_file is None:
-        raise StartupError("snap.encryption is aes-256-gcm but snap.passphrase_file is not set",
-                           hint="point snap.passphrase_file at a 0600 file holding a long random string")
+        raise StartupError(
+            "snap.encryption is aes-256-gcm but snap.passphrase_file is not set",
+            hint="point snap.passphrase_file at a 0600 file holding a long random string",
+        )
     return cfg
 
 

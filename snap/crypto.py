@@ -64,8 +64,10 @@ class AesGcmCrypto:
         try:
             return self._aead.decrypt(data[:_NONCE], data[_NONCE:], None)
         except InvalidTag:
-            raise DamagedData(f"{what}: authentication failed (the data was changed or damaged)",
-                              hint="run `fsctl snap scrub --all` to list what is affected") from None
+            raise DamagedData(
+                f"{what}: authentication failed (the data was changed or damaged)",
+                hint="run `fsctl snap scrub --all` to list what is affected",
+            ) from None
 
 
 def _kek(passphrase: bytes, salt: bytes, n: int, r: int, p: int) -> bytes:
@@ -78,8 +80,15 @@ def new_key(passphrase: bytes) -> tuple[dict[str, Any], AesGcmCrypto]:
     data_key, id_key, salt = os.urandom(32), os.urandom(32), os.urandom(16)
     nonce = os.urandom(_NONCE)
     wrapped = AESGCM(_kek(passphrase, salt, SCRYPT_N, SCRYPT_R, SCRYPT_P)).encrypt(nonce, data_key + id_key, None)
-    doc = {"version": 1, "kdf": "scrypt", "n": SCRYPT_N, "r": SCRYPT_R, "p": SCRYPT_P,
-           "salt": base64.b64encode(salt).decode(), "data": base64.b64encode(nonce + wrapped).decode()}
+    doc = {
+        "version": 1,
+        "kdf": "scrypt",
+        "n": SCRYPT_N,
+        "r": SCRYPT_R,
+        "p": SCRYPT_P,
+        "salt": base64.b64encode(salt).decode(),
+        "data": base64.b64encode(nonce + wrapped).decode(),
+    }
     return doc, AesGcmCrypto(data_key, id_key)
 
 
@@ -94,6 +103,7 @@ def unlock(doc: dict[str, Any], passphrase: bytes) -> AesGcmCrypto:
     try:
         keys = AESGCM(kek).decrypt(blob[:_NONCE], blob[_NONCE:], None)
     except InvalidTag:
-        raise WrongPassphrase("the passphrase does not open this repository's key",
-                              hint="check the passphrase or key file given for snap") from None
+        raise WrongPassphrase(
+            "the passphrase does not open this repository's key", hint="check the passphrase or key file given for snap"
+        ) from None
     return AesGcmCrypto(keys[:32], keys[32:64])

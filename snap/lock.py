@@ -45,8 +45,15 @@ class RepoLock:
         self._refreshed = 0.0
 
     def _doc(self) -> bytes:
-        return json.dumps({"kind": self.kind, "pid": os.getpid(), "hostname": socket.gethostname(),
-                           "time": time.time(), "op": self.op}).encode()
+        return json.dumps(
+            {
+                "kind": self.kind,
+                "pid": os.getpid(),
+                "hostname": socket.gethostname(),
+                "time": time.time(),
+                "op": self.op,
+            }
+        ).encode()
 
     def acquire(self) -> RepoLock:
         self.path = self._write(self._doc())
@@ -67,7 +74,8 @@ class RepoLock:
                     f"the repository is locked by {doc.get('op', '?')} (pid {doc.get('pid')} on "
                     f"{doc.get('hostname')}, {doc.get('kind')} lock)",
                     hint="wait for it to finish and retry; a lock whose process died is ignored automatically",
-                    details={"holder": doc})
+                    details={"holder": doc},
+                )
         return self
 
     def refresh(self, force: bool = False) -> None:

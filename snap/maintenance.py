@@ -36,8 +36,13 @@ class ScrubReport:
 
     @property
     def ok(self) -> bool:
-        return not (self.damaged_packs or self.damaged_blobs or self.missing_blobs or self.unreadable_snapshots
-                    or self.damaged_index_files)
+        return not (
+            self.damaged_packs
+            or self.damaged_blobs
+            or self.missing_blobs
+            or self.unreadable_snapshots
+            or self.damaged_index_files
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "ok": self.ok}
@@ -78,7 +83,7 @@ def scrub(repo: Repository, *, fraction: float = 1.0, seed: int | None = None) -
                 rep.damaged_packs.append({"pack": pack, "error": e.message})
             for bid, ref in by_pack.get(pack, []):
                 rep.blobs_checked += 1
-                stored = data[ref.offset:ref.offset + ref.length]
+                stored = data[ref.offset : ref.offset + ref.length]
                 try:
                     if len(stored) != ref.length:
                         raise DamagedData(f"blob {bid.hex()[:12]} in pack {pack[:12]}: truncated")
@@ -87,8 +92,14 @@ def scrub(repo: Repository, *, fraction: float = 1.0, seed: int | None = None) -
                     rep.damaged_blobs.append({"blob": bid.hex(), "pack": pack, "error": e.message})
                     bad[bid] = pack
         _map_damage(repo, rep, bad)
-    log.info("scrub finished", ok=rep.ok, packs=rep.packs_checked, blobs=rep.blobs_checked,
-             damaged=len(rep.damaged_blobs), missing=len(rep.missing_blobs))
+    log.info(
+        "scrub finished",
+        ok=rep.ok,
+        packs=rep.packs_checked,
+        blobs=rep.blobs_checked,
+        damaged=len(rep.damaged_blobs),
+        missing=len(rep.missing_blobs),
+    )
     return rep
 
 
@@ -197,7 +208,7 @@ def prune(repo: Repository, *, repack_unused_fraction: float = 0.2, dry_run: boo
             data = repo.pack_path(pack).read_bytes()
             for bid, ref in by_pack[pack]:
                 if bid in used:
-                    stored = data[ref.offset:ref.offset + ref.length]
+                    stored = data[ref.offset : ref.offset + ref.length]
                     repo.decode_blob(bid, stored, f"pack {pack[:12]}")  # never copy damage silently
                     builder.add(bid, ref.type, stored, ref.raw_length)
                     if builder.full:
@@ -227,8 +238,13 @@ def _size(repo: Repository, pack: str) -> int:
         return 0
 
 
-def forget(repo: Repository, policies: dict[str, RetentionPolicy], *, dry_run: bool = False,
-           default: RetentionPolicy | None = None) -> list[dict[str, Any]]:
+def forget(
+    repo: Repository,
+    policies: dict[str, RetentionPolicy],
+    *,
+    dry_run: bool = False,
+    default: RetentionPolicy | None = None,
+) -> list[dict[str, Any]]:
     """Apply each plan's policy to its own snapshots (grouped by plan, as restic groups by host and
     paths); plans without a policy (and without `default`) keep everything. Returns the decisions."""
     out: list[dict[str, Any]] = []
@@ -239,10 +255,7 @@ def forget(repo: Repository, policies: dict[str, RetentionPolicy], *, dry_run: b
         for plan, snaps in sorted(groups.items()):
             policy = policies.get(plan, default) or RetentionPolicy()
             for d in apply_policy([(s.id, s.time) for s in snaps], policy):
-                out.append({"snapshot": d.id, "plan": plan, "time": d.time, "keep": d.keep,
-                            "reasons": list(d.reasons)})
+                out.append({"snapshot": d.id, "plan": plan, "time": d.time, "keep": d.keep, "reasons": list(d.reasons)})
                 if not d.keep and not dry_run:
                     repo.remove_snapshot(d.id)
     return out
-
-

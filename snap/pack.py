@@ -71,7 +71,7 @@ def parse_pack(data: bytes, crypto: Crypto, name: str) -> list[PackEntry]:
     end = len(data) - _TAIL.size
     if magic != TRAILER_MAGIC or length > end - len(HEADER):
         raise DamagedData(f"pack {name}: the trailer is damaged or the file is truncated")
-    table = crypto.open(data[end - length:end], f"pack {name} trailer")
+    table = crypto.open(data[end - length : end], f"pack {name} trailer")
     if len(table) % ENTRY.size:
         raise DamagedData(f"pack {name}: the trailer has a partial entry")
     entries = [PackEntry(*ENTRY.unpack_from(table, i)) for i in range(0, len(table), ENTRY.size)]

@@ -56,19 +56,33 @@ SNAP_MIGRATIONS: list[Migration] = [
 
 
 def _plan(r: sqlite3.Row) -> dict[str, Any]:
-    return {"id": r["id"], **json.loads(r["spec"]), "created_at": r["created_at"], "updated_at": r["updated_at"],
-            "last_run_at": r["last_run_at"]}
+    return {
+        "id": r["id"],
+        **json.loads(r["spec"]),
+        "created_at": r["created_at"],
+        "updated_at": r["updated_at"],
+        "last_run_at": r["last_run_at"],
+    }
 
 
 def policy_of(plan: dict[str, Any]) -> RetentionPolicy:
-    return RetentionPolicy(last=plan["keep_last"], daily=plan["keep_daily"], weekly=plan["keep_weekly"],
-                           monthly=plan["keep_monthly"])
+    return RetentionPolicy(
+        last=plan["keep_last"], daily=plan["keep_daily"], weekly=plan["keep_weekly"], monthly=plan["keep_monthly"]
+    )
 
 
 def _run(r: sqlite3.Row) -> dict[str, Any]:
-    return {"id": r["id"], "plan": r["plan"], "trigger": r["trigger"], "started_at": r["started_at"],
-            "finished_at": r["finished_at"], "state": r["state"], "snapshot": r["snapshot"],
-            "stats": json.loads(r["stats"]) if r["stats"] else None, "error": r["error"]}
+    return {
+        "id": r["id"],
+        "plan": r["plan"],
+        "trigger": r["trigger"],
+        "started_at": r["started_at"],
+        "finished_at": r["finished_at"],
+        "state": r["state"],
+        "snapshot": r["snapshot"],
+        "stats": json.loads(r["stats"]) if r["stats"] else None,
+        "error": r["error"],
+    }
 
 
 class PlanRepo:
@@ -93,10 +107,13 @@ class PlanRepo:
         try:
             await self.store.execute(
                 "INSERT INTO snap_plans (name, spec, created_at, updated_at) VALUES (?, ?, ?, ?)",
-                (body.name, body.model_dump_json(), now, now))
+                (body.name, body.model_dump_json(), now, now),
+            )
         except sqlite3.IntegrityError:
-            raise Conflict(f"a backup plan named {body.name!r} exists",
-                           hint="choose another name, or remove it first (`fsctl snap plan rm`)") from None
+            raise Conflict(
+                f"a backup plan named {body.name!r} exists",
+                hint="choose another name, or remove it first (`fsctl snap plan rm`)",
+            ) from None
         return await self.get(body.name)
 
     async def remove(self, name: str) -> dict[str, Any]:
@@ -109,19 +126,30 @@ class PlanRepo:
 
     async def start_run(self, plan: str, trigger: str, at: float) -> int:
         cur = await self.store.execute(
-            "INSERT INTO snap_runs (plan, trigger, started_at, state) VALUES (?, ?, ?, 'running')", (plan, trigger, at))
+            "INSERT INTO snap_runs (plan, trigger, started_at, state) VALUES (?, ?, ?, 'running')", (plan, trigger, at)
+        )
         return int(cur.lastrowid or 0)
 
-    async def finish_run(self, run_id: int, at: float, state: str, *, snapshot: str | None = None,
-                         stats: dict[str, Any] | None = None, error: str | None = None) -> None:
+    async def finish_run(
+        self,
+        run_id: int,
+        at: float,
+        state: str,
+        *,
+        snapshot: str | None = None,
+        stats: dict[str, Any] | None = None,
+        error: str | None = None,
+    ) -> None:
         await self.store.execute(
             "UPDATE snap_runs SET finished_at = ?, state = ?, snapshot = ?, stats = ?, error = ? WHERE id = ?",
-            (at, state, snapshot, json.dumps(stats) if stats is not None else None, error, run_id))
+            (at, state, snapshot, json.dumps(stats) if stats is not None else None, error, run_id),
+        )
 
     async def runs(self, limit: int = 50, plan: str | None = None) -> builtins.list[dict[str, Any]]:
         if plan:
-            rows = await self.store.fetchall("SELECT * FROM snap_runs WHERE plan = ? ORDER BY id DESC LIMIT ?",
-                                             (plan, limit))
+            rows = await self.store.fetchall(
+                "SELECT * FROM snap_runs WHERE plan = ? ORDER BY id DESC LIMIT ?", (plan, limit)
+            )
         else:
             rows = await self.store.fetchall("SELECT * FROM snap_runs ORDER BY id DESC LIMIT ?", (limit,))
         return [_run(r) for r in rows]
@@ -135,8 +163,10 @@ class PlanRepo:
         return json.loads(row["info"]) if row is not None else None
 
     async def put_shadow(self, name: str, info: dict[str, Any], at: float) -> None:
-        await self.store.execute("INSERT OR REPLACE INTO snap_shadows (name, info, created_at) VALUES (?, ?, ?)",
-                                 (name, json.dumps(info), at))
+        await self.store.execute(
+            "INSERT OR REPLACE INTO snap_shadows (name, info, created_at) VALUES (?, ?, ?)",
+            (name, json.dumps(info), at),
+        )
 
     async def forget_shadow(self, name: str) -> None:
         await self.store.execute("DELETE FROM snap_shadows WHERE name = ?", (name,))

@@ -59,8 +59,15 @@ class SnapshotInfo:
     stats: dict[str, Any]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "time": self.time, "plan": self.plan, "paths": self.paths, "hostname": self.hostname,
-                "parent": self.parent, "stats": self.stats}
+        return {
+            "id": self.id,
+            "time": self.time,
+            "plan": self.plan,
+            "paths": self.paths,
+            "hostname": self.hostname,
+            "parent": self.parent,
+            "stats": self.stats,
+        }
 
 
 def fsync_dir(path: Path) -> None:
@@ -90,23 +97,32 @@ class Repository:
     def init(cls, path: Path, *, encryption: str = "none", passphrase: bytes | None = None) -> Repository:
         """Create a repository in `path` (which must not exist or be empty). CPU-heavy with encryption."""
         if path.exists() and any(path.iterdir()):
-            raise RepositoryError(f"cannot create a repository in {path}: the directory is not empty",
-                                  hint="choose an empty or new directory")
+            raise RepositoryError(
+                f"cannot create a repository in {path}: the directory is not empty",
+                hint="choose an empty or new directory",
+            )
         path.mkdir(parents=True, exist_ok=True, mode=0o700)
         for d in ("keys", "packs", "index", "snapshots", "locks", "tmp"):
             (path / d).mkdir(exist_ok=True, mode=0o700)
         crypto: Crypto = PlainCrypto()
         if encryption == "aes-256-gcm":
             if not passphrase:
-                raise RepositoryError("an encrypted repository needs a passphrase",
-                                      hint="set snap.passphrase_file to a file holding a long random string")
+                raise RepositoryError(
+                    "an encrypted repository needs a passphrase",
+                    hint="set snap.passphrase_file to a file holding a long random string",
+                )
             doc, crypto = crypto_mod.new_key(passphrase)
             data = json.dumps(doc).encode()
             _atomic_write(path / "tmp", path / "keys" / hashlib.sha256(data).hexdigest(), data)
         elif encryption != "none":
             raise RepositoryError(f"unknown encryption {encryption!r}", hint="use 'none' or 'aes-256-gcm'")
-        config = {"version": FORMAT_VERSION, "id": secrets.token_hex(32), "chunker": ChunkerParams().to_dict(),
-                  "compression": "zstd", "encryption": encryption}
+        config = {
+            "version": FORMAT_VERSION,
+            "id": secrets.token_hex(32),
+            "chunker": ChunkerParams().to_dict(),
+            "compression": "zstd",
+            "encryption": encryption,
+        }
         _atomic_write(path / "tmp", path / "config", json.dumps(config, indent=1).encode())
         log.info("repository created", path=str(path), encryption=encryption)
         return cls(path, config, crypto)
@@ -118,19 +134,24 @@ class Repository:
         try:
             config = json.loads((path / "config").read_bytes())
         except FileNotFoundError:
-            raise RepositoryError(f"{path} is not a snap repository (no config file)",
-                                  hint="create one with Repository.init, or check the path") from None
+            raise RepositoryError(
+                f"{path} is not a snap repository (no config file)",
+                hint="create one with Repository.init, or check the path",
+            ) from None
         except (OSError, ValueError) as e:
             raise RepositoryError(f"{path}/config cannot be read: {e}") from e
         if config.get("version") != FORMAT_VERSION:
-            raise RepositoryError(f"{path}: repository format version {config.get('version')!r} is not known "
-                                  f"(this release reads version {FORMAT_VERSION})",
-                                  hint="use the release that wrote it")
+            raise RepositoryError(
+                f"{path}: repository format version {config.get('version')!r} is not known "
+                f"(this release reads version {FORMAT_VERSION})",
+                hint="use the release that wrote it",
+            )
         crypto: Crypto = PlainCrypto()
         if config.get("encryption") == "aes-256-gcm":
             if not passphrase:
-                raise RepositoryError(f"{path} is encrypted and no passphrase was given",
-                                      hint="set snap.passphrase_file")
+                raise RepositoryError(
+                    f"{path} is encrypted and no passphrase was given", hint="set snap.passphrase_file"
+                )
             keys = sorted((path / "keys").iterdir())
             last: Exception | None = None
             for k in keys:
@@ -217,9 +238,13 @@ class Repository:
 
     def add_index(self, packs: dict[str, list[PackEntry]]) -> None:
         """Write an index file for `packs` (already on disk) and add them to the in-memory index."""
-        doc = {"version": 1, "packs": [
-            {"id": p, "blobs": [[e.id.hex(), e.type, e.offset, e.length, e.raw_length] for e in entries]}
-            for p, entries in packs.items()]}
+        doc = {
+            "version": 1,
+            "packs": [
+                {"id": p, "blobs": [[e.id.hex(), e.type, e.offset, e.length, e.raw_length] for e in entries]}
+                for p, entries in packs.items()
+            ],
+        }
         self.write_file("index", self._seal_doc(doc))
         for p, entries in packs.items():
             self._indexed_packs.add(p)
@@ -246,8 +271,10 @@ class Repository:
     def read_blob(self, blob_id: bytes) -> bytes:
         ref = self.index.get(blob_id)
         if ref is None:
-            raise DamagedData(f"blob {blob_id.hex()[:12]} is missing from the repository (not in any index)",
-                              hint="run `fsctl snap scrub --all` to list the affected snapshots")
+            raise DamagedData(
+                f"blob {blob_id.hex()[:12]} is missing from the repository (not in any index)",
+                hint="run `fsctl snap scrub --all` to list the affected snapshots",
+            )
         where = f"pack {ref.pack[:12]} at offset {ref.offset}"
         try:
             with open(self.pack_path(ref.pack), "rb") as f:
@@ -256,22 +283,38 @@ class Repository:
         except OSError as e:
             raise DamagedData(f"blob {blob_id.hex()[:12]}: {where} cannot be read ({e.strerror})") from e
         if len(stored) != ref.length:
-            raise DamagedData(f"blob {blob_id.hex()[:12]}: {where} is truncated "
-                              f"({len(stored)} of {ref.length} bytes)")
+            raise DamagedData(f"blob {blob_id.hex()[:12]}: {where} is truncated ({len(stored)} of {ref.length} bytes)")
         return self.decode_blob(blob_id, stored, where)
 
     # --- snapshots ---------------------------------------------------------------------------------
 
-    def save_snapshot(self, *, time: float, plan: str, paths: list[str], parent: str | None, tree: list[str],
-                      stats: dict[str, Any]) -> SnapshotInfo:
-        doc = {"version": 1, "time": datetime.fromtimestamp(time, UTC).isoformat(), "plan": plan, "paths": paths,
-               "hostname": socket.gethostname(), "parent": parent, "tree": tree, "stats": stats}
+    def save_snapshot(
+        self, *, time: float, plan: str, paths: list[str], parent: str | None, tree: list[str], stats: dict[str, Any]
+    ) -> SnapshotInfo:
+        doc = {
+            "version": 1,
+            "time": datetime.fromtimestamp(time, UTC).isoformat(),
+            "plan": plan,
+            "paths": paths,
+            "hostname": socket.gethostname(),
+            "parent": parent,
+            "tree": tree,
+            "stats": stats,
+        }
         path = self.write_file("snapshots", self._seal_doc(doc))
         return self._snapshot_from(path.name, doc)
 
     def _snapshot_from(self, sid: str, doc: dict[str, Any]) -> SnapshotInfo:
-        return SnapshotInfo(sid, datetime.fromisoformat(doc["time"]).timestamp(), doc["plan"], doc["paths"],
-                            doc["hostname"], doc.get("parent"), doc["tree"], doc.get("stats", {}))
+        return SnapshotInfo(
+            sid,
+            datetime.fromisoformat(doc["time"]).timestamp(),
+            doc["plan"],
+            doc["paths"],
+            doc["hostname"],
+            doc.get("parent"),
+            doc["tree"],
+            doc.get("stats", {}),
+        )
 
     def snapshots(self) -> list[SnapshotInfo]:
         """Every readable snapshot, oldest first. Unreadable ones are logged and skipped (scrub reports them)."""
@@ -293,8 +336,7 @@ class Repository:
         if not matches:
             raise SnapshotNotFound(f"no snapshot {ref!r}", hint="list them with `fsctl snap ls`")
         if len(matches) > 1:
-            raise SnapshotNotFound(f"snapshot id {ref!r} is ambiguous ({len(matches)} match)",
-                                   hint="give more digits")
+            raise SnapshotNotFound(f"snapshot id {ref!r} is ambiguous ({len(matches)} match)", hint="give more digits")
         p = matches[0]
         return self._snapshot_from(p.name, self._open_doc(p.read_bytes(), f"snapshot {p.name[:12]}"))
 
@@ -421,7 +463,7 @@ def _atomic_write(tmp_dir: Path, dest: Path, data: bytes | list[bytes]) -> None:
             for part in parts:
                 view = memoryview(part)
                 while view:  # a raw write may be partial
-                    view = view[f.write(view) or 0:]
+                    view = view[f.write(view) or 0 :]
             os.fsync(f.fileno())
         dest.parent.mkdir(exist_ok=True, mode=0o700)
         os.replace(tmp, dest)

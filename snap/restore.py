@@ -49,9 +49,17 @@ def _under(path: str, sub: str | None) -> bool:
     return sub is None or path == sub or path.startswith(sub + "/") or sub.startswith(path + "/")
 
 
-def run_restore(repo: Repository, snapshot_id: str, target: Path, *, sub_path: str | None = None,
-                force: bool = False, workers: int = 2, progress: RestoreResult | None = None,
-                cancel: threading.Event | None = None) -> RestoreResult:
+def run_restore(
+    repo: Repository,
+    snapshot_id: str,
+    target: Path,
+    *,
+    sub_path: str | None = None,
+    force: bool = False,
+    workers: int = 2,
+    progress: RestoreResult | None = None,
+    cancel: threading.Event | None = None,
+) -> RestoreResult:
     """Restore into `target`, which must not exist or be empty unless `force` (then existing files with
     the same names are replaced; nothing else is touched). Returns what was done and what was damaged."""
     cancel = cancel or threading.Event()
@@ -59,8 +67,10 @@ def run_restore(repo: Repository, snapshot_id: str, target: Path, *, sub_path: s
     sub = sub_path.strip("/") if sub_path else None
     target = target.absolute()
     if target.exists() and any(target.iterdir()) and not force:
-        raise Conflict(f"restore target {target} exists and is not empty",
-                       hint="choose a new directory, or pass --force to write into it")
+        raise Conflict(
+            f"restore target {target} exists and is not empty",
+            hint="choose a new directory, or pass --force to write into it",
+        )
     target.mkdir(parents=True, exist_ok=True, mode=0o700)
     res = progress or RestoreResult(snap.id, str(target))
     res.snapshot, res.target = snap.id, str(target)
@@ -69,8 +79,10 @@ def run_restore(repo: Repository, snapshot_id: str, target: Path, *, sub_path: s
     dir_meta: list[Entry] = []
     restored: dict[str, str] = {}  # manifest path of an inode's first name -> where its data now is
     linked: dict[str, Entry] = {}  # first names of multiply-linked files outside the sub-path
-    with repo.lock("shared", f"restore {snap.id[:12]}") as lock, \
-            ThreadPoolExecutor(max_workers=workers, thread_name_prefix="snap-restore") as pool:
+    with (
+        repo.lock("shared", f"restore {snap.id[:12]}") as lock,
+        ThreadPoolExecutor(max_workers=workers, thread_name_prefix="snap-restore") as pool,
+    ):
         repo.load_index()  # as it is now, under the lock
         for line in iter_lines(repo, snap.tree):
             if cancel.is_set():
@@ -133,8 +145,14 @@ def run_restore(repo: Repository, snapshot_id: str, target: Path, *, sub_path: s
                 res.damaged.append({"path": p, "error": f"cannot restore: {err.strerror or err}"})
         for e in reversed(dir_meta):  # deepest first, after their contents, so mtimes stick
             _set_meta(os.path.join(target, e["path"]), e, as_root)
-    log.info("restore finished", snapshot=snap.id[:12], target=str(target), files=res.files, bytes=res.bytes,
-             damaged=len(res.damaged))
+    log.info(
+        "restore finished",
+        snapshot=snap.id[:12],
+        target=str(target),
+        files=res.files,
+        bytes=res.bytes,
+        damaged=len(res.damaged),
+    )
     return res
 
 
@@ -158,8 +176,9 @@ def _remove_existing(dest: str) -> None:
         os.unlink(dest)
 
 
-def _write_file(repo: Repository, pool: ThreadPoolExecutor, e: Entry, dest: str, workers: int,
-                cancel: threading.Event) -> None:
+def _write_file(
+    repo: Repository, pool: ThreadPoolExecutor, e: Entry, dest: str, workers: int, cancel: threading.Event
+) -> None:
     """Write a file's chunks, read and verified ahead in the pool (bounded); checks the total size."""
     fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     with os.fdopen(fd, "wb") as f:

@@ -54,8 +54,9 @@ def _own_bucket(nr: int) -> Callable[[datetime], int]:
     return lambda _d: nr
 
 
-def apply_policy(snapshots: Sequence[tuple[str, float]], policy: RetentionPolicy,
-                 tz: tzinfo = UTC, *, keep_oldest: bool = True) -> list[Decision]:
+def apply_policy(
+    snapshots: Sequence[tuple[str, float]], policy: RetentionPolicy, tz: tzinfo = UTC, *, keep_oldest: bool = True
+) -> list[Decision]:
     """Decide for each `(id, epoch seconds)`; returns decisions newest first.
 
     An empty policy keeps everything (restic refuses to forget with no policy; so do we).
@@ -64,8 +65,14 @@ def apply_policy(snapshots: Sequence[tuple[str, float]], policy: RetentionPolicy
     ordered = sorted(snapshots, key=lambda s: (s[1], s[0]), reverse=True)
     if policy.empty():
         return [Decision(i, t, True, ("no policy",)) for i, t in ordered]
-    counts = {"last": policy.last, "hourly": policy.hourly, "daily": policy.daily, "weekly": policy.weekly,
-              "monthly": policy.monthly, "yearly": policy.yearly}
+    counts = {
+        "last": policy.last,
+        "hourly": policy.hourly,
+        "daily": policy.daily,
+        "weekly": policy.weekly,
+        "monthly": policy.monthly,
+        "yearly": policy.yearly,
+    }
     last_bucket: dict[str, int | None] = dict.fromkeys(counts)
     out: list[Decision] = []
     for nr, (sid, t) in enumerate(ordered):

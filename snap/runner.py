@@ -52,16 +52,30 @@ def execute(req: dict[str, Any], progress: Any, cancel: threading.Event) -> Any:
     p = req.get("params", {})
     op = req["op"]
     if op == "backup":
-        snap = run_backup(repo, BackupRequest(paths=p["paths"], plan=p.get("plan", ""),
-                                              excludes=p.get("excludes", []),
-                                              rate_limit_bytes_s=p.get("rate_limit_bytes_s"),
-                                              workers=int(p.get("workers", 2))),
-                          progress=progress, cancel=cancel)
+        snap = run_backup(
+            repo,
+            BackupRequest(
+                paths=p["paths"],
+                plan=p.get("plan", ""),
+                excludes=p.get("excludes", []),
+                rate_limit_bytes_s=p.get("rate_limit_bytes_s"),
+                workers=int(p.get("workers", 2)),
+            ),
+            progress=progress,
+            cancel=cancel,
+        )
         return snap.to_dict()
     if op == "restore":
-        res = run_restore(repo, p["snapshot"], Path(p["target"]), sub_path=p.get("path"),
-                          force=bool(p.get("force")), workers=int(p.get("workers", 2)), progress=progress,
-                          cancel=cancel)
+        res = run_restore(
+            repo,
+            p["snapshot"],
+            Path(p["target"]),
+            sub_path=p.get("path"),
+            force=bool(p.get("force")),
+            workers=int(p.get("workers", 2)),
+            progress=progress,
+            cancel=cancel,
+        )
         return res.to_dict()
     if op == "scrub":
         return scrub(repo, fraction=float(p.get("fraction", 1.0))).to_dict()
@@ -122,8 +136,11 @@ def main() -> int:
     _limit_cpus(req.get("cpus"))
     cancel = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: cancel.set())
-    progress: Any = Progress() if req.get("op") == "backup" else (
-        RestoreResult("", req.get("params", {}).get("target", "")) if req.get("op") == "restore" else None)
+    progress: Any = (
+        Progress()
+        if req.get("op") == "backup"
+        else (RestoreResult("", req.get("params", {}).get("target", "")) if req.get("op") == "restore" else None)
+    )
     stop_ticker = threading.Event()
 
     def ticker() -> None:
@@ -136,8 +153,16 @@ def main() -> int:
     try:
         result = execute(req, progress, cancel)
     except Cancelled:
-        _emit(out, lock, {"error": {"code": "cancelled", "message": "stopped before it finished; what was "
-                                    "written is kept and reused by the next run"}})
+        _emit(
+            out,
+            lock,
+            {
+                "error": {
+                    "code": "cancelled",
+                    "message": "stopped before it finished; what was written is kept and reused by the next run",
+                }
+            },
+        )
         return 1
     except InfraError as e:
         _emit(out, lock, e.to_dict())

@@ -14,12 +14,15 @@ def validate_cron(expr: str) -> str:
     """The expression, normalized (single spaces), or `ValidationFailed` saying what is wrong."""
     norm = " ".join(expr.split())
     if len(norm.split(" ")) != 5:
-        raise ValidationFailed(f"cron expression {expr!r} must have 5 fields (minute hour day month weekday)",
-                               hint="e.g. '0 3 * * *' for every day at 03:00")
+        raise ValidationFailed(
+            f"cron expression {expr!r} must have 5 fields (minute hour day month weekday)",
+            hint="e.g. '0 3 * * *' for every day at 03:00",
+        )
     if not croniter.is_valid(norm):
-        raise ValidationFailed(f"cron expression {expr!r} is not valid",
-                               hint="fields: minute 0-59, hour 0-23, day 1-31, month 1-12, weekday 0-6; "
-                                    "e.g. '0 3 * * *'")
+        raise ValidationFailed(
+            f"cron expression {expr!r} is not valid",
+            hint="fields: minute 0-59, hour 0-23, day 1-31, month 1-12, weekday 0-6; e.g. '0 3 * * *'",
+        )
     return norm
 
 

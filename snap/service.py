@@ -62,9 +62,17 @@ class Job:
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "kind": self.kind, "state": self.state, "started_at": self.started_at,
-                "finished_at": self.finished_at, "progress": self.progress, "result": self.result,
-                "error": self.error, "target": self.target}
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "state": self.state,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "progress": self.progress,
+            "result": self.result,
+            "error": self.error,
+            "target": self.target,
+        }
 
 
 _ROOT = str(Path(__file__).resolve().parent.parent)  # so the child imports this very code
@@ -76,8 +84,16 @@ class SnapService:
 
     name = "snap"
 
-    def __init__(self, config: SnapConfig, data_dir: Path, store: Store, bus: EventBus, *,
-                 clock: Clock | None = None, launcher: Callable[[], ServiceLauncher | None] = lambda: None) -> None:
+    def __init__(
+        self,
+        config: SnapConfig,
+        data_dir: Path,
+        store: Store,
+        bus: EventBus,
+        *,
+        clock: Clock | None = None,
+        launcher: Callable[[], ServiceLauncher | None] = lambda: None,
+    ) -> None:
         self.config = config
         self.data_dir = data_dir
         self.plans = PlanRepo(store)
@@ -143,8 +159,12 @@ class SnapService:
             now = self.clock.now()
             try:
                 for plan in await self.plans.list():
-                    if (plan["enabled"] and plan["cron"] and plan["name"] not in self._running_plans
-                            and due(plan["cron"], plan["last_run_at"], plan["created_at"], now)):
+                    if (
+                        plan["enabled"]
+                        and plan["cron"]
+                        and plan["name"] not in self._running_plans
+                        and due(plan["cron"], plan["last_run_at"], plan["created_at"], now)
+                    ):
                         await self.run_plan(plan["name"], trigger="schedule")
             except asyncio.CancelledError:
                 raise
@@ -206,13 +226,24 @@ class SnapService:
 
     async def _run_child(self, job: Job, op: str, params: dict[str, Any]) -> Any:
         """Run `op` in a `snap.runner` child; progress into `job.progress`; its result, or its error raised."""
-        req = {"op": op, "repo": str(self.config.repo_path(self.data_dir)),
-               "passphrase_file": str(self.config.passphrase_file) if self.config.passphrase_file else None,
-               "nice": self.config.nice, "cpus": self.config.job_cpu_count(), "params": params}
+        req = {
+            "op": op,
+            "repo": str(self.config.repo_path(self.data_dir)),
+            "passphrase_file": str(self.config.passphrase_file) if self.config.passphrase_file else None,
+            "nice": self.config.nice,
+            "cpus": self.config.job_cpu_count(),
+            "params": params,
+        }
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [_ROOT, os.environ.get("PYTHONPATH")]))}
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "snap.runner", stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-            env=env, limit=_MAX_LINE)
+            sys.executable,
+            "-m",
+            "snap.runner",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            env=env,
+            limit=_MAX_LINE,
+        )
         job.proc = proc
         final: dict[str, Any] | None = None
         try:
@@ -237,8 +268,10 @@ class SnapService:
                     proc.kill()
             raise
         if final is None:
-            raise InfraError(f"snap {op} ended without a result (exit status {proc.returncode})",
-                             hint="see the server log for the runner's output")
+            raise InfraError(
+                f"snap {op} ended without a result (exit status {proc.returncode})",
+                hint="see the server log for the runner's output",
+            )
         if "error" in final:
             err = final["error"]
             e = InfraError(err.get("message", "?"), details=err.get("details"), code=err.get("code", "internal"))
@@ -277,9 +310,13 @@ class SnapService:
         try:
             if plan.get("pre_hook"):
                 await self._hook(plan["pre_hook"], "pre", name)
-            params = {"paths": plan["paths"], "plan": name, "excludes": plan["excludes"],
-                      "workers": self.config.workers,
-                      "rate_limit_bytes_s": plan["rate_limit_mb_s"] * 1e6 if plan["rate_limit_mb_s"] else None}
+            params = {
+                "paths": plan["paths"],
+                "plan": name,
+                "excludes": plan["excludes"],
+                "workers": self.config.workers,
+                "rate_limit_bytes_s": plan["rate_limit_mb_s"] * 1e6 if plan["rate_limit_mb_s"] else None,
+            }
             snap = await self._run_child(job, "backup", params)
         except BaseException as e:
             msg = e.message if isinstance(e, InfraError) else (str(e) or type(e).__name__)
@@ -301,9 +338,19 @@ class SnapService:
                     log.error("post hook failed", plan=name, error=e.message)
         s = snap["stats"]
         await self.plans.finish_run(run_id, self.clock.now(), "done", snapshot=snap["id"], stats=s)
-        await self.bus.publish(SnapDone(plan=name, run_id=run_id, snapshot=snap["id"], files=s["files"],
-                                        bytes=s["bytes"], new_bytes=s["new_bytes"], stored_bytes=s["stored_bytes"],
-                                        duration_s=s["duration_s"], errors=s["error_count"]))
+        await self.bus.publish(
+            SnapDone(
+                plan=name,
+                run_id=run_id,
+                snapshot=snap["id"],
+                files=s["files"],
+                bytes=s["bytes"],
+                new_bytes=s["new_bytes"],
+                stored_bytes=s["stored_bytes"],
+                duration_s=s["duration_s"],
+                errors=s["error_count"],
+            )
+        )
         retention: list[dict[str, Any]] = []
         try:
             policy = policy_of(plan)
@@ -317,19 +364,24 @@ class SnapService:
 
     async def _hook(self, command: str, which: str, plan: str) -> None:
         argv = shlex.split(command)
-        proc = await asyncio.create_subprocess_exec(*argv, stdin=asyncio.subprocess.DEVNULL,
-                                                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        proc = await asyncio.create_subprocess_exec(
+            *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+        )
         try:
             out, _ = await asyncio.wait_for(proc.communicate(), self.config.hook_timeout_s)
         except TimeoutError:
             proc.kill()
             await proc.wait()
-            raise InfraError(f"{which} hook of plan {plan!r} timed out after {self.config.hook_timeout_s:g} s",
-                             code="snap_hook") from None
+            raise InfraError(
+                f"{which} hook of plan {plan!r} timed out after {self.config.hook_timeout_s:g} s", code="snap_hook"
+            ) from None
         if proc.returncode != 0:
             tail = out.decode(errors="replace").strip()[-500:]
-            raise InfraError(f"{which} hook of plan {plan!r} exited with {proc.returncode}: {tail}",
-                             code="snap_hook", hint="fix the hook command, or remove it from the plan")
+            raise InfraError(
+                f"{which} hook of plan {plan!r} exited with {proc.returncode}: {tail}",
+                code="snap_hook",
+                hint="fix the hook command, or remove it from the plan",
+            )
 
     # --- snapshots, restore, upkeep -------------------------------------------------------------
 
@@ -341,8 +393,11 @@ class SnapService:
         repo = self._repo()
         snap = await self._in_thread(repo.snapshot, body.snapshot)
         stamp = datetime.fromtimestamp(snap.time, UTC).strftime("%Y%m%dT%H%M%SZ")
-        target = Path(body.target) if body.target else self.config.restore_dir(self.data_dir) / (
-            f"{snap.plan or 'snapshot'}-{stamp}")
+        target = (
+            Path(body.target)
+            if body.target
+            else self.config.restore_dir(self.data_dir) / (f"{snap.plan or 'snapshot'}-{stamp}")
+        )
         service, launcher = None, None
         if body.shadow:
             service, launcher = await self._shadow_check(snap.plan)
@@ -350,24 +405,44 @@ class SnapService:
         job.target = str(target)
 
         async def go() -> dict[str, Any]:
-            res = await self._run_child(job, "restore", {"snapshot": snap.id, "target": str(target),
-                                                         "path": body.path, "force": body.force,
-                                                         "workers": self.config.workers})
+            res = await self._run_child(
+                job,
+                "restore",
+                {
+                    "snapshot": snap.id,
+                    "target": str(target),
+                    "path": body.path,
+                    "force": body.force,
+                    "workers": self.config.workers,
+                },
+            )
             if not res["ok"]:
-                raise InfraError(f"restore of {snap.id[:12]} into {target}: {len(res['damaged'])} file(s) damaged "
-                                 f"and not restored", code="snap_damaged", details=res,
-                                 hint="run `fsctl snap scrub --all` for the full damage report")
+                raise InfraError(
+                    f"restore of {snap.id[:12]} into {target}: {len(res['damaged'])} file(s) damaged and not restored",
+                    code="snap_damaged",
+                    details=res,
+                    hint="run `fsctl snap scrub --all` for the full damage report",
+                )
             if launcher is not None and service is not None:
                 path_map = {p: str(target) + p for p in snap.paths}
                 name = shadow_name(service)
                 info = dict(await launcher.start_copy(service, name, path_map, self.config.shadow_timeout_s))
                 eps = info.get("endpoints")
-                info.update(service=service, snapshot=snap.id, target=str(target),
-                            url=f"http://{eps[0]}/" if isinstance(eps, list) and eps else None)
+                info.update(
+                    service=service,
+                    snapshot=snap.id,
+                    target=str(target),
+                    url=f"http://{eps[0]}/" if isinstance(eps, list) and eps else None,
+                )
                 await self.plans.put_shadow(name, info, self.clock.now())
                 res["shadow"] = info
-                log.info("shadow instance started", service=service, shadow=name, healthy=info.get("healthy"),
-                         url=info["url"])
+                log.info(
+                    "shadow instance started",
+                    service=service,
+                    shadow=name,
+                    healthy=info.get("healthy"),
+                    url=info["url"],
+                )
             return res
 
         self._spawn(job, go())
@@ -380,8 +455,10 @@ class SnapService:
         except NotFound:
             raise BadRequest(f"--shadow needs the snapshot's plan {plan_name!r}, which no longer exists") from None
         if not plan.get("service"):
-            raise BadRequest(f"plan {plan_name!r} names no service, so there is nothing to start a shadow of",
-                             hint="add the plan again with --service NAME")
+            raise BadRequest(
+                f"plan {plan_name!r} names no service, so there is nothing to start a shadow of",
+                hint="add the plan again with --service NAME",
+            )
         launcher = self._launcher()
         if launcher is None:
             raise Unavailable("shadow instances need orch, which is not running in this server")
@@ -420,12 +497,21 @@ class SnapService:
 
     def status(self) -> dict[str, Any]:
         repo = self.repo
-        return {"repository": str(repo.path) if repo else None, "encryption": repo.crypto.mode if repo else None,
-                "running": sorted(self._running_plans),
-                "jobs": [j.to_dict() for j in self.jobs.values() if j.state == "running"],
-                "checked_at": time.time()}
+        return {
+            "repository": str(repo.path) if repo else None,
+            "encryption": repo.crypto.mode if repo else None,
+            "running": sorted(self._running_plans),
+            "jobs": [j.to_dict() for j in self.jobs.values() if j.state == "running"],
+            "checked_at": time.time(),
+        }
 
 
 def _policy_dict(p: Any) -> dict[str, int]:
-    return {"last": p.last, "hourly": p.hourly, "daily": p.daily, "weekly": p.weekly, "monthly": p.monthly,
-            "yearly": p.yearly}
+    return {
+        "last": p.last,
+        "hourly": p.hourly,
+        "daily": p.daily,
+        "weekly": p.weekly,
+        "monthly": p.monthly,
+        "yearly": p.yearly,
+    }

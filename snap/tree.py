@@ -24,9 +24,18 @@ def rel(path: str) -> str:
 
 
 def _meta(st: os.stat_result, path: str, kind: str) -> Entry:
-    return {"path": path, "type": kind, "mode": st.st_mode, "uid": st.st_uid, "gid": st.st_gid,
-            "mtime_ns": st.st_mtime_ns, "size": st.st_size if kind == "file" else 0, "inode": st.st_ino,
-            "dev": st.st_dev, "nlink": st.st_nlink}
+    return {
+        "path": path,
+        "type": kind,
+        "mode": st.st_mode,
+        "uid": st.st_uid,
+        "gid": st.st_gid,
+        "mtime_ns": st.st_mtime_ns,
+        "size": st.st_size if kind == "file" else 0,
+        "inode": st.st_ino,
+        "dev": st.st_dev,
+        "nlink": st.st_nlink,
+    }
 
 
 def excluded(relpath: str, name: str, patterns: list[str]) -> bool:
@@ -34,8 +43,9 @@ def excluded(relpath: str, name: str, patterns: list[str]) -> bool:
     return any(fnmatch.fnmatchcase(name, p) or fnmatch.fnmatchcase(relpath, p) for p in patterns)
 
 
-def walk(sources: list[str], excludes: list[str],
-         on_error: Callable[[str, OSError], None]) -> Iterator[tuple[Entry, str]]:
+def walk(
+    sources: list[str], excludes: list[str], on_error: Callable[[str, OSError], None]
+) -> Iterator[tuple[Entry, str]]:
     """(entry, absolute path) for every object under `sources` and each source's parent directories,
     depth first with names sorted. Hard links after the first name become `hardlink` entries.
     Objects that vanish or cannot be read are passed to `on_error` and skipped."""
@@ -54,9 +64,14 @@ def walk(sources: list[str], excludes: list[str],
         yield from _walk_one(src, src, excludes, seen_dirs, inodes, on_error)
 
 
-def _walk_one(root: str, path: str, excludes: list[str], seen_dirs: set[str],
-              inodes: dict[tuple[int, int], str],
-              on_error: Callable[[str, OSError], None]) -> Iterator[tuple[Entry, str]]:
+def _walk_one(
+    root: str,
+    path: str,
+    excludes: list[str],
+    seen_dirs: set[str],
+    inodes: dict[tuple[int, int], str],
+    on_error: Callable[[str, OSError], None],
+) -> Iterator[tuple[Entry, str]]:
     try:
         st = os.lstat(path)
     except OSError as e:
@@ -150,8 +165,9 @@ def check_entry(line: bytes) -> Entry:
         safe_path(str(e.get("link", "")))
     if e["type"] == "symlink" and (not isinstance(e.get("target"), str) or "\0" in e["target"]):
         raise DamagedData(f"manifest entry {e['path']!r}: bad symlink target")
-    if e["type"] == "file" and (not isinstance(e.get("chunks"), list)
-                                or not all(isinstance(c, str) and len(c) == 64 for c in e["chunks"])):
+    if e["type"] == "file" and (
+        not isinstance(e.get("chunks"), list) or not all(isinstance(c, str) and len(c) == 64 for c in e["chunks"])
+    ):
         raise DamagedData(f"manifest entry {e['path']!r}: bad chunk list")
     return e
 

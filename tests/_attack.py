@@ -49,8 +49,15 @@ def _read_response(sock: socket.socket, deadline: float) -> tuple[int, bytes]:
     return status, head
 
 
-def request(port: int, host: str, path: str, headers: dict[str, str] | None = None,
-            timeout_s: float = 10.0, method: str = "GET", body: bytes = b"") -> tuple[int, bytes, float]:
+def request(
+    port: int,
+    host: str,
+    path: str,
+    headers: dict[str, str] | None = None,
+    timeout_s: float = 10.0,
+    method: str = "GET",
+    body: bytes = b"",
+) -> tuple[int, bytes, float]:
     """One request on a fresh connection: (status, response head, seconds from connect to full response)."""
     hdrs = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
     if body:
@@ -63,8 +70,17 @@ def request(port: int, host: str, path: str, headers: dict[str, str] | None = No
     return status, head, time.perf_counter() - t0
 
 
-def hammer(port: int, host: str, path: str, *, headers: dict[str, str], threads: int, seconds: float,
-           method: str = "GET", body: bytes = b"") -> Counter[str]:
+def hammer(
+    port: int,
+    host: str,
+    path: str,
+    *,
+    headers: dict[str, str],
+    threads: int,
+    seconds: float,
+    method: str = "GET",
+    body: bytes = b"",
+) -> Counter[str]:
     counts: Counter[str] = Counter()
     lock = threading.Lock()
     end = time.monotonic() + seconds
@@ -89,13 +105,31 @@ def hammer(port: int, host: str, path: str, *, headers: dict[str, str], threads:
     return counts
 
 
-def start_hammer(port: int, host: str, path: str, *, headers: dict[str, str], threads: int = 8,
-                 seconds: float = 3.0, method: str = "GET", body: str = "") -> subprocess.Popen[str]:
+def start_hammer(
+    port: int,
+    host: str,
+    path: str,
+    *,
+    headers: dict[str, str],
+    threads: int = 8,
+    seconds: float = 3.0,
+    method: str = "GET",
+    body: str = "",
+) -> subprocess.Popen[str]:
     """The hammer in a child process; `finish_hammer` collects its counts."""
-    config = {"port": port, "host": host, "path": path, "headers": headers, "threads": threads, "seconds": seconds,
-              "method": method, "body": body}
-    return subprocess.Popen([sys.executable, "-m", "tests._attack", json.dumps(config)], stdout=subprocess.PIPE,
-                            text=True, cwd=ROOT)
+    config = {
+        "port": port,
+        "host": host,
+        "path": path,
+        "headers": headers,
+        "threads": threads,
+        "seconds": seconds,
+        "method": method,
+        "body": body,
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests._attack", json.dumps(config)], stdout=subprocess.PIPE, text=True, cwd=ROOT
+    )
 
 
 def finish_hammer(proc: subprocess.Popen[str], timeout_s: float = 60) -> dict[str, int]:
@@ -103,8 +137,9 @@ def finish_hammer(proc: subprocess.Popen[str], timeout_s: float = 60) -> dict[st
     return json.loads(out)
 
 
-def probe_while(proc: subprocess.Popen[str], port: int, host: str, path: str,
-                interval_s: float = 0.05, limit: int = 400) -> list[float]:
+def probe_while(
+    proc: subprocess.Popen[str], port: int, host: str, path: str, interval_s: float = 0.05, limit: int = 400
+) -> list[float]:
     """Latencies (s) of requests to an unrelated route, one every `interval_s`, until `proc` ends."""
     out: list[float] = []
     for _ in range(limit):
@@ -121,8 +156,12 @@ def p90(xs: list[float]) -> float:
     return sorted(xs)[int(len(xs) * 0.9)]
 
 
-def check_no_stall(attempt: Callable[[], list[float]], limit_s: float = 0.05, tries: int = 3,
-                   loop_was_idle: Callable[[], bool] | None = None) -> list[float]:
+def check_no_stall(
+    attempt: Callable[[], list[float]],
+    limit_s: float = 0.05,
+    tries: int = 3,
+    loop_was_idle: Callable[[], bool] | None = None,
+) -> list[float]:
     """Run `attempt` (an attack with probes; returns their latencies) until one window has every probe
     under `limit_s`. A stalled loop fails at once: 90% of the probes must be under the limit in every
     window (a bcrypt check on the loop makes nearly all of them wait). Only a window spoiled by a few
@@ -139,14 +178,17 @@ def check_no_stall(attempt: Callable[[], list[float]], limit_s: float = 0.05, tr
             return lat
         seen.append(f"max {max(lat) * 1000:.1f} ms ({sum(x >= limit_s for x in lat)} of {len(lat)} over)")
     if loop_was_idle is not None and loop_was_idle():
-        print(f"\nevery window had an outlier over {limit_s * 1000:.0f} ms ({seen}) while the loop thread "
-              "was idle: the machine, not the loop")
+        print(
+            f"\nevery window had an outlier over {limit_s * 1000:.0f} ms ({seen}) while the loop thread "
+            "was idle: the machine, not the loop"
+        )
         return lat
     raise AssertionError(f"no window without a probe over {limit_s * 1000:.0f} ms: {seen}")
 
 
-async def arequest(port: int, host: str, path: str, headers: dict[str, str] | None = None,
-                   timeout_s: float = 10.0) -> tuple[int, float]:
+async def arequest(
+    port: int, host: str, path: str, headers: dict[str, str] | None = None, timeout_s: float = 10.0
+) -> tuple[int, float]:
     """`request` for a test whose server runs on its own loop: (status, seconds)."""
     hdrs = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
     t0 = time.perf_counter()
@@ -160,8 +202,9 @@ async def arequest(port: int, host: str, path: str, headers: dict[str, str] | No
     return int(data.split(b" ", 2)[1]), time.perf_counter() - t0
 
 
-async def aprobe_while(proc: subprocess.Popen[str], port: int, host: str, path: str,
-                       interval_s: float = 0.05, limit: int = 400) -> list[float]:
+async def aprobe_while(
+    proc: subprocess.Popen[str], port: int, host: str, path: str, interval_s: float = 0.05, limit: int = 400
+) -> list[float]:
     """`probe_while` on the test's loop."""
     out: list[float] = []
     for _ in range(limit):
@@ -176,5 +219,17 @@ async def aprobe_while(proc: subprocess.Popen[str], port: int, host: str, path: 
 
 if __name__ == "__main__":
     c = json.loads(sys.argv[1])
-    print(json.dumps(hammer(c["port"], c["host"], c["path"], headers=c["headers"], threads=c["threads"],
-                            seconds=c["seconds"], method=c["method"], body=c["body"].encode())))
+    print(
+        json.dumps(
+            hammer(
+                c["port"],
+                c["host"],
+                c["path"],
+                headers=c["headers"],
+                threads=c["threads"],
+                seconds=c["seconds"],
+                method=c["method"],
+                body=c["body"].encode(),
+            )
+        )
+    )

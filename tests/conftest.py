@@ -58,8 +58,9 @@ class RunningServer:
     def login(self, username: str = "admin", password: str | None = None) -> str:
         key = f"{username}:{password}"
         if key not in self._tokens:
-            r = httpx.post(f"{self.url}/api/auth/login",
-                           json={"username": username, "password": password or self.admin_password})
+            r = httpx.post(
+                f"{self.url}/api/auth/login", json={"username": username, "password": password or self.admin_password}
+            )
             assert r.status_code == 200, r.text
             self._tokens[key] = r.json()["token"]
         return self._tokens[key]
@@ -73,16 +74,18 @@ class RunningServer:
             headers["Authorization"] = f"Bearer {token}"
         return httpx.request(method, f"{self.url}{path}", headers=headers, timeout=30, **kw)
 
-    def fsctl(self, *args: str, input: str | None = None, token: str | None = "admin",
-              timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    def fsctl(
+        self, *args: str, input: str | None = None, token: str | None = "admin", timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
         """Run the CLI against this server."""
         env = {**self.env, "FSCTL_SERVER": self.url}
         if token == "admin":
             token = self.login()
         if token:
             env["FSCTL_TOKEN"] = token
-        return subprocess.run([*FSCTL, *args], input=input, env=env, capture_output=True, text=True,
-                              timeout=timeout, cwd=ROOT)
+        return subprocess.run(
+            [*FSCTL, *args], input=input, env=env, capture_output=True, text=True, timeout=timeout, cwd=ROOT
+        )
 
     def wait_ready(self, timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout
@@ -109,8 +112,14 @@ class RunningServer:
         return self.proc.returncode
 
 
-def start_server(data_dir: Path, *, extra_args: list[str] | None = None, env: dict[str, str] | None = None,
-                 console_port: int | None = None, wait: bool = True) -> RunningServer:
+def start_server(
+    data_dir: Path,
+    *,
+    extra_args: list[str] | None = None,
+    env: dict[str, str] | None = None,
+    console_port: int | None = None,
+    wait: bool = True,
+) -> RunningServer:
     data_dir.mkdir(parents=True, exist_ok=True)
     chosen_console = console_port
     for attempt in range(3):
@@ -125,14 +134,14 @@ def start_server(data_dir: Path, *, extra_args: list[str] | None = None, env: di
             # the server binds it; a failed start creates nothing, so start again on other ports. Only for
             # the ports picked here: a test that gives a taken port on purpose still sees the failure.
             ours = {srv.http_port, srv.https_port} | ({srv.console_port} if chosen_console is None else set())
-            if srv.proc.poll() is None or attempt == 2 or not any(
-                    f":{p} is already in use" in srv.log() for p in ours):
+            if srv.proc.poll() is None or attempt == 2 or not any(f":{p} is already in use" in srv.log() for p in ours):
                 raise
     raise AssertionError("unreachable")
 
 
-def _launch(data_dir: Path, extra_args: list[str] | None, env: dict[str, str] | None,
-            console_port: int) -> RunningServer:
+def _launch(
+    data_dir: Path, extra_args: list[str] | None, env: dict[str, str] | None, console_port: int
+) -> RunningServer:
     http_port, https_port = free_port(), free_port()
     full_env = {
         **os.environ,
@@ -145,8 +154,19 @@ def _launch(data_dir: Path, extra_args: list[str] | None, env: dict[str, str] | 
     full_env.pop("FSCTL_SERVER", None)
     full_env.pop("FSCTL_TOKEN", None)
     log_path = data_dir.parent / f"serve-{console_port}.log"
-    args = [*FSCTL, "serve", "--data-dir", str(data_dir), "--console", f"127.0.0.1:{console_port}",
-            "--http-port", str(http_port), "--https-port", str(https_port), *(extra_args or [])]
+    args = [
+        *FSCTL,
+        "serve",
+        "--data-dir",
+        str(data_dir),
+        "--console",
+        f"127.0.0.1:{console_port}",
+        "--http-port",
+        str(http_port),
+        "--https-port",
+        str(https_port),
+        *(extra_args or []),
+    ]
     with open(log_path, "ab") as log_file:
         proc = subprocess.Popen(args, stdout=log_file, stderr=subprocess.STDOUT, env=full_env, cwd=ROOT)
     return RunningServer(proc, data_dir, console_port, http_port, https_port, log_path, full_env)
@@ -228,8 +248,9 @@ def pytest_unconfigure(config: pytest.Config) -> None:
             return
         time.sleep(0.1)
     names = [_leaked_threads.get(t.ident or 0, t.name) for t in alive]
-    sys.stderr.write("\nERROR: threads still running after the tests (a resource was not closed):\n  "
-                     + "\n  ".join(names) + "\n")
+    sys.stderr.write(
+        "\nERROR: threads still running after the tests (a resource was not closed):\n  " + "\n  ".join(names) + "\n"
+    )
     sys.stderr.flush()
     sys.stdout.flush()
     os._exit(_exit_status or 3)  # the leaked threads would block interpreter exit forever

@@ -51,7 +51,7 @@ def _read_env(path: Path) -> dict[str, str]:
         line = line.strip()
         if not line.startswith("export "):
             continue
-        key, _, value = line[len("export "):].partition("=")
+        key, _, value = line[len("export ") :].partition("=")
         parts = shlex.split(value, comments=True)
         env[key.strip()] = parts[0] if parts else ""
     return env
@@ -62,8 +62,10 @@ def pebble() -> Pebble:
     """Pebble on 127.0.0.1:14000 through `peers.sh start` (idempotent; WITH_DOCKER=0)."""
     script = PEERS_SH.resolve()
     if not script.exists():
-        pytest.skip(f"{script} is missing: the Pebble tests need the shared peers scripts cloned beside the repo "
-                    "(<repo>/../shared/peers/peers.sh), or INFRACORE_PEERS_SH set to it")
+        pytest.skip(
+            f"{script} is missing: the Pebble tests need the shared peers scripts cloned beside the repo "
+            "(<repo>/../shared/peers/peers.sh), or INFRACORE_PEERS_SH set to it"
+        )
     env = {**os.environ, "WITH_DOCKER": "0"}
     proc = subprocess.run(["bash", str(script), "start"], env=env, capture_output=True, text=True, timeout=900)
     if proc.returncode != 0:
@@ -150,9 +152,14 @@ def own_pebble(pebble: Pebble, tmp_path: Path) -> Iterator[Callable[..., Pebble]
     def start(validity_s: int | None = None) -> Pebble:
         api, mgmt, http01, tls = _free_port(), _free_port(), _free_port(), _free_port()
         config: dict[str, Any] = {
-            "listenAddress": f"127.0.0.1:{api}", "managementListenAddress": f"127.0.0.1:{mgmt}",
-            "certificate": str(shared / "cert.pem"), "privateKey": str(shared / "key.pem"),
-            "httpPort": http01, "tlsPort": tls, "ocspResponderURL": "", "externalAccountBindingRequired": False,
+            "listenAddress": f"127.0.0.1:{api}",
+            "managementListenAddress": f"127.0.0.1:{mgmt}",
+            "certificate": str(shared / "cert.pem"),
+            "privateKey": str(shared / "key.pem"),
+            "httpPort": http01,
+            "tlsPort": tls,
+            "ocspResponderURL": "",
+            "externalAccountBindingRequired": False,
         }
         if validity_s is not None:
             config["certificateValidityPeriod"] = validity_s
@@ -163,7 +170,9 @@ def own_pebble(pebble: Pebble, tmp_path: Path) -> Iterator[Callable[..., Pebble]
             proc = subprocess.Popen(
                 ["pebble", "-config", str(cfg), "-dnsserver", "127.0.0.1:8053", "-strict=false"],
                 env={**os.environ, "PEBBLE_VA_NOSLEEP": "1", "PEBBLE_WFE_NONCEREJECT": "0"},
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
             )
         procs.append(proc)
         trust = ssl.create_default_context(cafile=str(pebble.ca_bundle))
@@ -178,8 +187,13 @@ def own_pebble(pebble: Pebble, tmp_path: Path) -> Iterator[Callable[..., Pebble]
                 time.sleep(0.05)
         root = tmp_path / f"pebble-{api}-root.pem"
         root.write_bytes(httpx.get(f"https://127.0.0.1:{mgmt}/roots/0", verify=trust).content)
-        return Pebble(directory=f"https://127.0.0.1:{api}/dir", ca_bundle=pebble.ca_bundle, root_pem=root,
-                      http01_port=http01, env={})
+        return Pebble(
+            directory=f"https://127.0.0.1:{api}/dir",
+            ca_bundle=pebble.ca_bundle,
+            root_pem=root,
+            http01_port=http01,
+            env={},
+        )
 
     yield start
     for proc in procs:
@@ -212,8 +226,10 @@ def tls_handshake(cert_path: str, key_path: str, root_pem: Path, server_name: st
     t = threading.Thread(target=serve, daemon=True)
     t.start()
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw, \
-                client_ctx.wrap_socket(raw, server_hostname=server_name) as tls:
+        with (
+            socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
+            client_ctx.wrap_socket(raw, server_hostname=server_name) as tls,
+        ):
             peer = tls.getpeercert()
             tls.sendall(b"x")
     finally:
@@ -261,9 +277,17 @@ async def certd_factory(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
     started Harness; a second call with the same `data` reuses that data dir (a restart)."""
     made: list[Harness] = []
 
-    async def make(*, directory: str, ca_bundle: Path | None = None, challenges: ChallengeStore | None = None,
-                   certd: dict[str, Any] | None = None, data: str = "data", email: str | None = None,
-                   start: bool = True, clock: Clock | None = None) -> Harness:
+    async def make(
+        *,
+        directory: str,
+        ca_bundle: Path | None = None,
+        challenges: ChallengeStore | None = None,
+        certd: dict[str, Any] | None = None,
+        data: str = "data",
+        email: str | None = None,
+        start: bool = True,
+        clock: Clock | None = None,
+    ) -> Harness:
         data_dir = tmp_path / data
         data_dir.mkdir(exist_ok=True)
         store = Store(data_dir / "state.db")
@@ -274,12 +298,21 @@ async def certd_factory(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
         board = CertificateBoard()
         challenges = challenges or ChallengeStore()
         service = CertdService(
-            data_dir=data_dir, directory_url=directory, config=load_config(certd or {}), store=store, bus=bus,
-            challenges=challenges, board=board, ca_bundle=ca_bundle, email=email, clock=clock,
+            data_dir=data_dir,
+            directory_url=directory,
+            config=load_config(certd or {}),
+            store=store,
+            bus=bus,
+            challenges=challenges,
+            board=board,
+            ca_bundle=ca_bundle,
+            email=email,
+            clock=clock,
         )
         h = Harness(service, store, bus, board, challenges, data_dir)
         board.on_change(
-            lambda ref, name: h.published.append((name, ref.serial if ref else "", ref.source if ref else "")))
+            lambda ref, name: h.published.append((name, ref.serial if ref else "", ref.source if ref else ""))
+        )
         made.append(h)
         if start:
             await service.start()

@@ -24,8 +24,13 @@ def _cert(serial: int, aki: bytes | None) -> x509.Certificate:
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ari.test")])
     now = datetime.datetime.now(datetime.UTC)
     builder = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(_KEY.public_key())
-        .serial_number(serial).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(_KEY.public_key())
+        .serial_number(serial)
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=1))
     )
     if aki is not None:
         builder = builder.add_extension(x509.AuthorityKeyIdentifier(aki, None, None), critical=False)
@@ -39,8 +44,9 @@ def test_cert_id_matches_the_rfc_example() -> None:
     assert cert_id(_cert(0x87654321, aki)) == "aYhba4dGQEHhs3uEe6CuLN4ByNQ.AIdlQyE"
 
 
-@pytest.mark.parametrize(("serial", "encoded"),
-                         [(1, "AQ"), (0x7F, "fw"), (0x80, "AIA"), (0xFF, "AP8"), (0x0100, "AQA")])
+@pytest.mark.parametrize(
+    ("serial", "encoded"), [(1, "AQ"), (0x7F, "fw"), (0x80, "AIA"), (0xFF, "AP8"), (0x0100, "AQA")]
+)
 def test_cert_id_serial_is_the_der_integer(serial: int, encoded: str) -> None:
     assert cert_id(_cert(serial, b"\x01\x02")) == f"AQI.{encoded}"
 

@@ -45,8 +45,12 @@ class TrickleServer:
             request = conn.recv(4096)
             if request.startswith(b"GET /dir "):
                 body = f'{{"renewalInfo": "http://127.0.0.1:{self.port}/ri"}}'.encode()
-                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
-                             + str(len(body)).encode() + b"\r\n\r\n" + body)
+                conn.sendall(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
+                    + str(len(body)).encode()
+                    + b"\r\n\r\n"
+                    + body
+                )
                 return
             body = b'{"suggestedWindow": {"start": "2026-12-01T00:00:00Z", "end": "2026-12-02T00:00:00Z"}}' + b" " * 500
             head = b"HTTP/1.1 200 OK\r\n" + self.close_header + b"Content-Length: " + str(len(body)).encode() + b"\r\n"
@@ -60,7 +64,7 @@ class TrickleServer:
                 if self.stop.is_set() or time.monotonic() - t0 > TRICKLE_FOR_S:
                     return
                 try:
-                    conn.sendall(out[i:i + 1])
+                    conn.sendall(out[i : i + 1])
                 except OSError:
                     return
                 time.sleep(0.2)
@@ -71,8 +75,10 @@ class TrickleServer:
         self.sock.close()
 
 
-@pytest.fixture(params=[(True, False), (False, False), (False, True)],
-                ids=["trickled-headers", "trickled-body", "trickled-body-connection-close"])
+@pytest.fixture(
+    params=[(True, False), (False, False), (False, True)],
+    ids=["trickled-headers", "trickled-body", "trickled-body-connection-close"],
+)
 def trickle(request: pytest.FixtureRequest) -> Iterator[TrickleServer]:
     # With `Connection: close` http.client lets go of its socket once the headers are read: the
     # deadline must still reach the body.
@@ -102,10 +108,17 @@ def test_a_prompt_answer_is_still_read(tmp_path: Path) -> None:
             conn, _ = server.accept()
             with conn:
                 request = conn.recv(4096)
-                payload = (f'{{"renewalInfo": "http://127.0.0.1:{port}/ri"}}'.encode()
-                           if request.startswith(b"GET /dir ") else body)
-                conn.sendall(b"HTTP/1.1 200 OK\r\nRetry-After: 120\r\nContent-Length: "
-                             + str(len(payload)).encode() + b"\r\n\r\n" + payload)
+                payload = (
+                    f'{{"renewalInfo": "http://127.0.0.1:{port}/ri"}}'.encode()
+                    if request.startswith(b"GET /dir ")
+                    else body
+                )
+                conn.sendall(
+                    b"HTTP/1.1 200 OK\r\nRetry-After: 120\r\nContent-Length: "
+                    + str(len(payload)).encode()
+                    + b"\r\n\r\n"
+                    + payload
+                )
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
@@ -134,16 +147,23 @@ def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ari test")])
     now = datetime.datetime.now(datetime.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(hours=1))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
-            .sign(key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+        .sign(key, hashes.SHA256())
+    )
     cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     return cert_path, key_path
 
 
@@ -199,7 +219,7 @@ class Relay:
                     step = max(1, len(data) // 4)
                     for i in range(0, len(data), step):
                         time.sleep(0.3)
-                        dst.sendall(data[i:i + step])
+                        dst.sendall(data[i : i + step])
                 else:
                     dst.sendall(data)
 
@@ -237,8 +257,7 @@ def test_a_connect_longer_than_the_deadline_still_ends_at_it(tmp_path: Path) -> 
     server = TlsTrickleServer(tmp_path)
     relay = Relay(server.port, slow_for_s=1.3)
     try:
-        issuer = AcmeIssuer(_dir_url("https", relay.port), tmp_path, ca_bundle=server.cert,
-                            request_timeout_s=1.0)
+        issuer = AcmeIssuer(_dir_url("https", relay.port), tmp_path, ca_bundle=server.cert, request_timeout_s=1.0)
         issuer._directory = {"renewalInfo": f"https://127.0.0.1:{relay.port}/ri"}
         issuer._directory_at = time.monotonic()
         t0 = time.monotonic()
@@ -261,8 +280,9 @@ def test_tls_answer_through_a_connect_proxy(tmp_path: Path, monkeypatch: pytest.
     monkeypatch.delenv("NO_PROXY", raising=False)
     monkeypatch.delenv("no_proxy", raising=False)
     try:
-        issuer = AcmeIssuer(f"https://127.0.0.1:{server.port}/dir", tmp_path, ca_bundle=server.cert,
-                            request_timeout_s=1.0)
+        issuer = AcmeIssuer(
+            f"https://127.0.0.1:{server.port}/dir", tmp_path, ca_bundle=server.cert, request_timeout_s=1.0
+        )
         status, _, body = issuer._fetch(f"https://127.0.0.1:{server.port}/dir")  # a prompt answer
         assert status == 200 and b"renewalInfo" in body
         t0 = time.monotonic()
@@ -280,8 +300,9 @@ def test_tls_answer_through_a_connect_proxy(tmp_path: Path, monkeypatch: pytest.
         server.close()
 
 
-def test_the_deadline_spans_the_proxy_tunnel_and_the_tls_handshake(tmp_path: Path,
-                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_deadline_spans_the_proxy_tunnel_and_the_tls_handshake(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The proxy answers CONNECT after 0.6 s, then the handshake takes ~1.2 s: each phase alone is within
     the 1 s deadline (and would be under a per-phase timeout); together they are not."""
     server = TlsTrickleServer(tmp_path)
@@ -290,8 +311,9 @@ def test_the_deadline_spans_the_proxy_tunnel_and_the_tls_handshake(tmp_path: Pat
     monkeypatch.delenv("NO_PROXY", raising=False)
     monkeypatch.delenv("no_proxy", raising=False)
     try:
-        issuer = AcmeIssuer(f"https://127.0.0.1:{server.port}/dir", tmp_path, ca_bundle=server.cert,
-                            request_timeout_s=1.0)
+        issuer = AcmeIssuer(
+            f"https://127.0.0.1:{server.port}/dir", tmp_path, ca_bundle=server.cert, request_timeout_s=1.0
+        )
         t0 = time.monotonic()
         with pytest.raises(AriFailure) as failure:
             issuer._fetch(f"https://127.0.0.1:{server.port}/dir")
@@ -309,8 +331,9 @@ def test_a_ca_directory_and_a_bad_certificate_are_ari_failures(tmp_path: Path) -
     cadir.mkdir()
     try:
         for bundle in (cadir, None):  # a CA path without the server's CA; the default (certifi) bundle
-            issuer = AcmeIssuer(f"https://127.0.0.1:{server.port}/dir", tmp_path, ca_bundle=bundle,
-                                request_timeout_s=5.0)
+            issuer = AcmeIssuer(
+                f"https://127.0.0.1:{server.port}/dir", tmp_path, ca_bundle=bundle, request_timeout_s=5.0
+            )
             with pytest.raises(AriFailure, match="certificate verify failed"):
                 issuer.offers_ari()
     finally:

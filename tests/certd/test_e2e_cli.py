@@ -29,8 +29,16 @@ def pair(tmp_path: Path) -> tuple[Path, Path, Path]:
 
 def test_cert_import_ls_rm_through_fsctl_serve(pebble, server_factory, pair, tmp_path: Path) -> None:
     fullchain, key, wrong_key = pair
-    srv = server_factory(extra_args=["--acme-directory", pebble.directory, "--acme-ca-bundle",
-                                     str(pebble.ca_bundle), "--acme-email", "ops@example.com"])
+    srv = server_factory(
+        extra_args=[
+            "--acme-directory",
+            pebble.directory,
+            "--acme-ca-bundle",
+            str(pebble.ca_bundle),
+            "--acme-email",
+            "ops@example.com",
+        ]
+    )
     r = srv.fsctl("cert", "ls")
     assert r.returncode == 0 and "(none)" in r.stdout, r.stderr
 
@@ -85,9 +93,13 @@ def test_cert_issue_failure_is_reported_through_the_cli(pebble, server_factory) 
     """No HTTP-01 responder answers for this name on Pebble's port (the gate of this server listens on
     its own test port), so Pebble refuses: the CLI shows Pebble's reason and what is served meanwhile.
     The ACME settings come from the environment here (INFRACORE_ACME_*), the other tests pass flags."""
-    srv = server_factory(env={"INFRACORE_ACME_DIRECTORY": pebble.directory,
-                              "INFRACORE_ACME_CA_BUNDLE": str(pebble.ca_bundle),
-                              "INFRACORE_ACME_EMAIL": "ops@example.com"})
+    srv = server_factory(
+        env={
+            "INFRACORE_ACME_DIRECTORY": pebble.directory,
+            "INFRACORE_ACME_CA_BUNDLE": str(pebble.ca_bundle),
+            "INFRACORE_ACME_EMAIL": "ops@example.com",
+        }
+    )
     name = unique_name("cli")
     r = srv.fsctl("cert", "issue", name, timeout=120)
     assert r.returncode == 1
@@ -110,8 +122,10 @@ def test_cert_issue_failure_is_reported_through_the_cli(pebble, server_factory) 
         ({"renew_at": 1_800_000_000.0, "auto_renew": False}, "-"),  # imported / unwanted
         ({"renew_at": 1_800_000_000.0, "auto_renew": True, "ari": None}, when(1_800_000_000.0)),
         ({"renew_at": 1_800_000_000.0, "auto_renew": True, "ari": {"renew_at": None}}, when(1_800_000_000.0)),
-        ({"renew_at": 1_800_000_000.0, "auto_renew": True, "ari": {"renew_at": 1_800_000_000.0}},
-         when(1_800_000_000.0) + " (ARI)"),
+        (
+            {"renew_at": 1_800_000_000.0, "auto_renew": True, "ari": {"renew_at": 1_800_000_000.0}},
+            when(1_800_000_000.0) + " (ARI)",
+        ),
     ],
 )
 def test_cert_ls_renews_column(cert: dict, shown: str) -> None:

@@ -81,8 +81,14 @@ def _serve_on_pebble_port(server_factory: Any, pebble: Any, deadline_s: float = 
     attempt = 0
     while True:
         attempt += 1
-        args = ["--acme-directory", pebble.directory, "--acme-ca-bundle", str(pebble.ca_bundle),
-                "--http-port", str(pebble.http01_port)]  # the last --http-port wins over the fixture's
+        args = [
+            "--acme-directory",
+            pebble.directory,
+            "--acme-ca-bundle",
+            str(pebble.ca_bundle),
+            "--http-port",
+            str(pebble.http01_port),
+        ]  # the last --http-port wins over the fixture's
         try:
             return server_factory(name=f"data{attempt}", extra_args=args)
         except AssertionError as e:

@@ -30,14 +30,19 @@ def _pair(name: str, days: float) -> tuple[str, str]:
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
     now = datetime.datetime.now(datetime.UTC)
     cert = (
-        x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1)).not_valid_after(now + datetime.timedelta(days=days))
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=days))
         .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
         .sign(key, hashes.SHA256())
     )
-    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption())
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
     return cert.public_bytes(serialization.Encoding.PEM).decode(), key_pem.decode()
 
 
@@ -83,13 +88,25 @@ def test_cert_expiry_metric_is_exposed_stored_and_alerts_reach_the_webhook(serve
         cert_pem, key_pem = _pair(name, days)
         r = srv.api("POST", "/api/certs/import", json={"cert_pem": cert_pem, "key_pem": key_pem})
         assert r.status_code == 200, r.text
-    r = srv.api("POST", "/api/alerts/rules", json={
-        "name": "cert-expiring", "metric": "cert_expiry_seconds", "op": "<", "threshold": 10 * DAY, "webhook": url})
+    r = srv.api(
+        "POST",
+        "/api/alerts/rules",
+        json={
+            "name": "cert-expiring",
+            "metric": "cert_expiry_seconds",
+            "op": "<",
+            "threshold": 10 * DAY,
+            "webhook": url,
+        },
+    )
     assert r.status_code == 200, r.text
 
     # The alert fires for the certificate with 5 days left, and the webhook gets it.
-    hooks = _poll(lambda: [h for h in received if h.get("event") == "alert.triggered"], 30,
-                  f"the alert at the webhook\n{srv.log()[-3000:]}")
+    hooks = _poll(
+        lambda: [h for h in received if h.get("event") == "alert.triggered"],
+        30,
+        f"the alert at the webhook\n{srv.log()[-3000:]}",
+    )
     assert [h["labels"] for h in hooks] == [{"name": "soon.test"}]
     assert hooks[0]["metric"] == "cert_expiry_seconds" and 4.9 * DAY < hooks[0]["value"] < 5 * DAY
     active = srv.api("GET", "/api/alerts").json()["active"]
@@ -102,7 +119,9 @@ def test_cert_expiry_metric_is_exposed_stored_and_alerts_reach_the_webhook(serve
     assert kind == "gauge"
     values = {series.split('"')[1]: value for series, value in samples}
     assert sorted(series for series, _ in samples) == [
-        'cert_expiry_seconds{name="later.test"}', 'cert_expiry_seconds{name="soon.test"}']
+        'cert_expiry_seconds{name="later.test"}',
+        'cert_expiry_seconds{name="soon.test"}',
+    ]
     assert 4.9 * DAY < values["soon.test"] < 5 * DAY and 59.9 * DAY < values["later.test"] < 60 * DAY
 
     # ... and in probe's store.
@@ -116,7 +135,14 @@ def test_cert_expiry_metric_is_exposed_stored_and_alerts_reach_the_webhook(serve
 
     # A removed certificate's series goes away with it.
     assert srv.fsctl("cert", "rm", "later.test").returncode == 0
-    text = _poll(lambda: (t := httpx.get(f"{srv.url}/metrics", headers={"Authorization": f"Bearer {tok}"}).text)
-                 and 'name="later.test"' not in t and t, 10, "later.test gone from /metrics")
+    text = _poll(
+        lambda: (
+            (t := httpx.get(f"{srv.url}/metrics", headers={"Authorization": f"Bearer {tok}"}).text)
+            and 'name="later.test"' not in t
+            and t
+        ),
+        10,
+        "later.test gone from /metrics",
+    )
     assert 'cert_expiry_seconds{name="soon.test"}' in text
     assert srv.stop() == 0

@@ -54,8 +54,7 @@ def test_write_pair_modes_even_with_a_permissive_umask(tmp_path: Path, pairs) ->
         ({"key": 1, "crt.new": 1}, 1, "finished an interrupted swap"),
     ],
 )
-def test_recover_each_crash_point(tmp_path: Path, pairs, present: dict[str, int], expect_pair: int,
-                                  what: str) -> None:
+def test_recover_each_crash_point(tmp_path: Path, pairs, present: dict[str, int], expect_pair: int, what: str) -> None:
     d = tmp_path / "certs"
     files.write_pair(d, "s.test", *pairs[0])
     cert_new, key_new = pairs[1]

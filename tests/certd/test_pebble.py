@@ -23,8 +23,9 @@ from tests.certd.conftest import tls_handshake, unique_name
 
 
 async def test_issue_multi_san_chain_verifies_against_pebble_root(pebble, responder, certd_factory) -> None:
-    h = await certd_factory(directory=pebble.directory, ca_bundle=pebble.ca_bundle, challenges=responder.store,
-                            email="ops@example.com")
+    h = await certd_factory(
+        directory=pebble.directory, ca_bundle=pebble.ca_bundle, challenges=responder.store, email="ops@example.com"
+    )
     name, www = unique_name("multi"), None
     www = "www." + name
     view = await h.service.issue(name, [www])
@@ -63,8 +64,11 @@ async def test_wanted_name_gets_fallback_then_acme_cert(pebble, responder, certd
     name = unique_name("auto")
     h.board.set_wanted({name})  # what the gate does for a route with `tls: auto`
 
-    ref = await h.wait_for(lambda: (r := h.board.get(name)) is not None and r.source == "acme" and r, 30,
-                           "an ACME certificate on the board")
+    ref = await h.wait_for(
+        lambda: (r := h.board.get(name)) is not None and r.source == "acme" and r,
+        30,
+        "an ACME certificate on the board",
+    )
     # The self-signed fallback was published first, so HTTPS answered while the order ran.
     sources = [src for n, _, src in h.published if n == name]
     assert sources[0] == "self-signed" and sources[-1] == "acme"
@@ -81,12 +85,17 @@ async def test_wanted_name_gets_fallback_then_acme_cert(pebble, responder, certd
 async def test_renewal_replaces_pair_atomically_and_publishes(pebble, responder, certd_factory) -> None:
     # A renewal window of the whole lifetime (renew_share 1): every cert is due at once, and the
     # scheduler renews again after `min_order_interval`.
-    h = await certd_factory(directory=pebble.directory, ca_bundle=pebble.ca_bundle, challenges=responder.store,
-                            certd={"renew_share": 1, "renew_jitter": "1s", "min_order_interval": "1s"})
+    h = await certd_factory(
+        directory=pebble.directory,
+        ca_bundle=pebble.ca_bundle,
+        challenges=responder.store,
+        certd={"renew_share": 1, "renew_jitter": "1s", "min_order_interval": "1s"},
+    )
     name = unique_name("renew")
     h.board.set_wanted({name})
-    first = await h.wait_for(lambda: (r := h.board.get(name)) is not None and r.source == "acme" and r, 30,
-                             "the first certificate")
+    first = await h.wait_for(
+        lambda: (r := h.board.get(name)) is not None and r.source == "acme" and r, 30, "the first certificate"
+    )
     crt = Path(first.cert_path)
     key = Path(first.key_path)
     inode = crt.stat().st_ino
@@ -113,7 +122,9 @@ async def test_renewal_replaces_pair_atomically_and_publishes(pebble, responder,
     try:
         second = await h.wait_for(
             lambda: (r := h.board.get(name)) is not None and r.serial != first.serial and r.source == "acme" and r,
-            30, "a renewed certificate")
+            30,
+            "a renewed certificate",
+        )
     finally:
         task.cancel()
     assert loads > 10
@@ -131,8 +142,12 @@ async def test_renewal_replaces_pair_atomically_and_publishes(pebble, responder,
 
 async def test_challenge_not_served_fails_with_acme_text_and_keeps_fallback(pebble, responder, certd_factory) -> None:
     responder.serving = False  # Pebble's GETs reach a listener that answers 404: the challenge is not served
-    h = await certd_factory(directory=pebble.directory, ca_bundle=pebble.ca_bundle, challenges=responder.store,
-                            certd={"backoff_base": "30s"})
+    h = await certd_factory(
+        directory=pebble.directory,
+        ca_bundle=pebble.ca_bundle,
+        challenges=responder.store,
+        certd={"backoff_base": "30s"},
+    )
     name = unique_name("fail")
     with pytest.raises(AcmeOrderFailed) as exc:
         await h.service.issue(name)
@@ -161,10 +176,18 @@ async def test_acme_server_unreachable_keeps_previous_cert_and_backs_off(
     await h.service.stop(5)
 
     # Restart on the same data dir with the ACME server gone and a renew window that makes it due now.
-    h2 = await certd_factory(directory=f"https://127.0.0.1:{free_tcp_port}/dir", ca_bundle=pebble.ca_bundle,
-                             data="data", certd={"renew_share": 1, "renew_jitter": "1s",
-                                                 "min_order_interval": "0.1s", "backoff_base": "0.2s",
-                                                 "backoff_cap": "0.8s"})
+    h2 = await certd_factory(
+        directory=f"https://127.0.0.1:{free_tcp_port}/dir",
+        ca_bundle=pebble.ca_bundle,
+        data="data",
+        certd={
+            "renew_share": 1,
+            "renew_jitter": "1s",
+            "min_order_interval": "0.1s",
+            "backoff_base": "0.2s",
+            "backoff_cap": "0.8s",
+        },
+    )
     ref = h2.board.get(name)
     assert ref is not None and ref.serial == good["serial"], "the stored cert is published again at start"
     failed = await h2.wait_for(lambda: _failures(h2, 4), 30, "four failed attempts")
@@ -218,12 +241,14 @@ async def test_restart_with_a_lost_key_file_orders_a_new_certificate(pebble, res
     view = await h.service.issue(unique_name("lost"))
     await h.service.stop(5)
     os.unlink(view["key_path"])
-    h2 = await certd_factory(directory=pebble.directory, ca_bundle=pebble.ca_bundle, data="data",
-                             challenges=responder.store)
+    h2 = await certd_factory(
+        directory=pebble.directory, ca_bundle=pebble.ca_bundle, data="data", challenges=responder.store
+    )
     # The unusable pair is never published; the scheduler orders a new one on its own.
     assert all(serial != view["serial"] for _, serial, _ in h2.published)
-    ref = await h2.wait_for(lambda: (r := h2.board.get(view["name"])) is not None and r.source == "acme" and r,
-                            30, "a new certificate")
+    ref = await h2.wait_for(
+        lambda: (r := h2.board.get(view["name"])) is not None and r.source == "acme" and r, 30, "a new certificate"
+    )
     assert ref.serial != view["serial"]
     assert (Path(view["key_path"]).stat().st_mode & 0o777) == 0o600
 
@@ -247,8 +272,9 @@ async def test_orders_never_stall_the_event_loop(pebble, responder, certd_factor
         await h.service.renew(views[0]["name"])
         wanted = unique_name("lagauto")
         h.board.set_wanted({wanted})
-        await h.wait_for(lambda: (r := h.board.get(wanted)) is not None and r.source == "acme", 30,
-                         "the wanted name's certificate")
+        await h.wait_for(
+            lambda: (r := h.board.get(wanted)) is not None and r.source == "acme", 30, "the wanted name's certificate"
+        )
     finally:
         task.cancel()
     assert len(gaps) > 50
@@ -267,8 +293,13 @@ async def test_ten_days_before_expiry_with_failing_renewals_warns_and_keeps_serv
     good = await h.service.issue(unique_name("late"))
     await h.service.stop(5)
     clock = ManualClock(good["not_after"] - 10 * 86400)
-    h2 = await certd_factory(directory=f"https://127.0.0.1:{free_tcp_port}/dir", ca_bundle=pebble.ca_bundle,
-                             data="data", clock=clock, certd={"backoff_base": "1h"})
+    h2 = await certd_factory(
+        directory=f"https://127.0.0.1:{free_tcp_port}/dir",
+        ca_bundle=pebble.ca_bundle,
+        data="data",
+        clock=clock,
+        certd={"backoff_base": "1h"},
+    )
     [failed] = await h2.wait_for(lambda: h2.events_of("cert.failed"), 20, "cert.failed")
     assert failed.data["serving"] == f"previous certificate (serial {good['serial']}) until its expiry"
     [expiring] = await h2.wait_for(lambda: h2.events_of("cert.expiring"), 20, "cert.expiring")

@@ -55,10 +55,16 @@ def test_key_mismatch(ca: trustme.CA, leaf: trustme.LeafCert) -> None:
         (b"hello", None, "cert_pem: no PEM certificate found"),
         (b"", None, "cert_pem: no PEM certificate found"),
         (None, b"garbage", "key_pem: no PEM private key found"),
-        (b"-----BEGIN CERTIFICATE-----\nAAAAnotbase64!!\n-----END CERTIFICATE-----\n", None,
-         "cert_pem: certificate block 1 of 1 does not parse"),
-        (None, b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
-         "key_pem: the private key PEM does not parse"),
+        (
+            b"-----BEGIN CERTIFICATE-----\nAAAAnotbase64!!\n-----END CERTIFICATE-----\n",
+            None,
+            "cert_pem: certificate block 1 of 1 does not parse",
+        ),
+        (
+            None,
+            b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+            "key_pem: the private key PEM does not parse",
+        ),
     ],
 )
 def test_garbage_pem(leaf: trustme.LeafCert, cert: bytes | None, key: bytes | None, message: str) -> None:
@@ -68,7 +74,8 @@ def test_garbage_pem(leaf: trustme.LeafCert, cert: bytes | None, key: bytes | No
 
 def test_certificate_given_as_key_and_key_as_certificate(leaf: trustme.LeafCert) -> None:
     assert _error(leaf.private_key_pem.bytes(), leaf.private_key_pem.bytes()).message.startswith(
-        "cert_pem: no PEM certificate found")
+        "cert_pem: no PEM certificate found"
+    )
     e = _error(_chain(leaf), _chain(leaf))
     assert e.message.startswith("key_pem: no PEM private key found")
     assert e.hint == "pass the key file, not the certificate"
@@ -89,8 +96,9 @@ def test_chain_out_of_order(ca: trustme.CA, leaf: trustme.LeafCert) -> None:
 
 def test_encrypted_key(leaf: trustme.LeafCert) -> None:
     key = serialization.load_pem_private_key(leaf.private_key_pem.bytes(), None)
-    encrypted = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                  serialization.BestAvailableEncryption(b"secret"))
+    encrypted = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.BestAvailableEncryption(b"secret")
+    )
     e = _error(_chain(leaf), encrypted)
     assert e.message == "key_pem: the private key is encrypted; certd needs it without a passphrase"
     assert "openssl pkey" in e.hint
@@ -101,8 +109,9 @@ def test_expired_and_not_yet_valid(ca: trustme.CA, leaf: trustme.LeafCert) -> No
     e = _error(_chain(leaf), leaf.private_key_pem.bytes(), now=later + 1)
     expired = datetime.datetime.fromtimestamp(leaf_not_after, datetime.UTC).isoformat()
     assert e.message == f"cert_pem: the certificate expired on {expired}"
-    future = ca.issue_cert("future.example.com", not_before=datetime.datetime.now(datetime.UTC)
-                           + datetime.timedelta(days=3))
+    future = ca.issue_cert(
+        "future.example.com", not_before=datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=3)
+    )
     e = _error(_chain(future), future.private_key_pem.bytes())
     assert e.message.startswith("cert_pem: the certificate is not valid before")
 
@@ -117,8 +126,15 @@ def test_normalize_name(name: str, ok: str) -> None:
 
 @pytest.mark.parametrize(
     ("name", "problem"),
-    [("", "empty"), ("bad..name", "label ''"), ("-x.test", "label '-x'"), ("*.com", "wildcard"),
-     ("a" * 64 + ".test", "1-63"), ("sp ace.test", "label 'sp ace'"), ("x" * 254, "longer than 253")],
+    [
+        ("", "empty"),
+        ("bad..name", "label ''"),
+        ("-x.test", "label '-x'"),
+        ("*.com", "wildcard"),
+        ("a" * 64 + ".test", "1-63"),
+        ("sp ace.test", "label 'sp ace'"),
+        ("x" * 254, "longer than 253"),
+    ],
 )
 def test_normalize_name_errors(name: str, problem: str) -> None:
     with pytest.raises(ValueError) as exc:

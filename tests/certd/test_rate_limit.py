@@ -25,8 +25,15 @@ NOW = 1_800_000_000.0
 @pytest.mark.parametrize(
     ("header", "seconds"),
     [
-        ("120", 120.0), (" 5 ", 5.0), ("0", 0.0), (None, None), ("", None), ("soon", None), ("-5", None),
-        ("\u00b2", None), ("\u0663", None),  # digits to str.isdigit, not to float(): a hostile CA header
+        ("120", 120.0),
+        (" 5 ", 5.0),
+        ("0", 0.0),
+        (None, None),
+        ("", None),
+        ("soon", None),
+        ("-5", None),
+        ("\u00b2", None),
+        ("\u0663", None),  # digits to str.isdigit, not to float(): a hostile CA header
         (email.utils.formatdate(NOW + 90, usegmt=True), 90.0),
         (email.utils.formatdate(NOW - 90, usegmt=True), 0.0),  # a date in the past: retry now
     ],
@@ -45,22 +52,27 @@ async def rate_limited_acme() -> AsyncIterator[dict]:
 
     async def directory(request: web.Request) -> web.Response:
         base = f"http://{request.host}"
-        return web.json_response({"newNonce": f"{base}/nonce", "newAccount": f"{base}/acct",
-                                  "newOrder": f"{base}/order"})
+        return web.json_response(
+            {"newNonce": f"{base}/nonce", "newAccount": f"{base}/acct", "newOrder": f"{base}/order"}
+        )
 
     async def nonce(request: web.Request) -> web.Response:
         return web.Response(headers=headers())
 
     async def account(request: web.Request) -> web.Response:
-        return web.json_response({"status": "valid"}, status=201,
-                                 headers=headers(Location=f"http://{request.host}/acct/1"))
+        return web.json_response(
+            {"status": "valid"}, status=201, headers=headers(Location=f"http://{request.host}/acct/1")
+        )
 
     async def order(request: web.Request) -> web.Response:
         seen["orders"] += 1
-        problem = {"type": "urn:ietf:params:acme:error:rateLimited",
-                   "detail": "too many certificates (5) already issued for this exact set of identifiers"}
-        return web.json_response(problem, status=429, content_type="application/problem+json",
-                                 headers=headers(**{"Retry-After": "3600"}))
+        problem = {
+            "type": "urn:ietf:params:acme:error:rateLimited",
+            "detail": "too many certificates (5) already issued for this exact set of identifiers",
+        }
+        return web.json_response(
+            problem, status=429, content_type="application/problem+json", headers=headers(**{"Retry-After": "3600"})
+        )
 
     app = web.Application()
     app.router.add_get("/dir", directory)

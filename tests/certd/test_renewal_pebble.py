@@ -41,12 +41,17 @@ async def test_short_lived_certificate_is_renewed_with_a_third_left_not_at_every
     pebble = own_pebble(validity_s=30)
     responder, runner = await serve_responder(pebble.http01_port)
     try:
-        h = await certd_factory(directory=pebble.directory, ca_bundle=pebble.ca_bundle, challenges=responder.store,
-                                certd={"min_order_interval": "1s", "backoff_base": "1s"})
+        h = await certd_factory(
+            directory=pebble.directory,
+            ca_bundle=pebble.ca_bundle,
+            challenges=responder.store,
+            certd={"min_order_interval": "1s", "backoff_base": "1s"},
+        )
         name = unique_name("short")
         h.board.set_wanted({name})
-        first = await h.wait_for(lambda: (r := h.board.get(name)) is not None and r.source == "acme" and r, 30,
-                                 "the first certificate")
+        first = await h.wait_for(
+            lambda: (r := h.board.get(name)) is not None and r.source == "acme" and r, 30, "the first certificate"
+        )
         info = pem.read_info(Path(first.cert_path).read_bytes())
         lifetime = info.not_after - info.not_before
         assert 25 <= lifetime <= 31, info
@@ -54,7 +59,9 @@ async def test_short_lived_certificate_is_renewed_with_a_third_left_not_at_every
 
         second = await h.wait_for(
             lambda: (r := h.board.get(name)) is not None and r.serial != first.serial and r.source == "acme" and r,
-            45, "the renewal")
+            45,
+            "the renewal",
+        )
         issued = await h.events_of("cert.issued")
         assert [e.data["serial"] for e in issued][:2] == [first.serial, second.serial], issued
         # Ordered at its time (not one min_order_interval after the first), and before the first expired.
@@ -109,18 +116,21 @@ async def ari_proxy(own_pebble) -> AsyncIterator[tuple[AriProxy, Pebble]]:
 
     async def forward(request: web.Request, body: bytes) -> tuple[int, dict[str, str], bytes]:
         headers = {k: v for k, v in request.headers.items() if k.lower() not in ("accept-encoding", "content-length")}
-        async with session.request(request.method, upstream + request.path_qs, headers=headers, data=body,
-                                   allow_redirects=False) as resp:
-            out = {k: v for k, v in resp.headers.items()
-                   if k.lower() not in ("content-length", "transfer-encoding", "content-encoding", "connection")}
+        async with session.request(
+            request.method, upstream + request.path_qs, headers=headers, data=body, allow_redirects=False
+        ) as resp:
+            out = {
+                k: v
+                for k, v in resp.headers.items()
+                if k.lower() not in ("content-length", "transfer-encoding", "content-encoding", "connection")
+            }
             return resp.status, out, await resp.read()
 
     async def handle(request: web.Request) -> web.Response:
         if request.path.startswith("/renewal-info/"):
             proxy.hits.append(request.path.rsplit("/", 1)[1])
             headers = {"Retry-After": proxy.retry_after} if proxy.retry_after is not None else {}
-            return web.Response(status=proxy.status, body=proxy.body, headers=headers,
-                                content_type="application/json")
+            return web.Response(status=proxy.status, body=proxy.body, headers=headers, content_type="application/json")
         body = await request.read()
         if request.method == "POST" and request.path == "/order-plz":
             proxy.orders.append(_payload(body))
@@ -158,8 +168,9 @@ async def test_ari_window_is_followed_with_retry_after_and_the_renewal_replaces(
     responder, runner = await serve_responder(pebble.http01_port)
     try:
         clock = ManualClock(time.time())
-        h = await certd_factory(directory=proxy.directory, ca_bundle=pebble.ca_bundle, challenges=responder.store,
-                                clock=clock)
+        h = await certd_factory(
+            directory=proxy.directory, ca_bundle=pebble.ca_bundle, challenges=responder.store, clock=clock
+        )
         # The CA suggests renewing in ten days (long before Pebble's five-year cert's own third), and
         # says to ask again in an hour.
         now = clock.now()
@@ -206,8 +217,9 @@ async def test_ari_failures_keep_the_last_window_and_fall_back_safely(ari_proxy,
     responder, runner = await serve_responder(pebble.http01_port)
     try:
         clock = ManualClock(time.time())
-        h = await certd_factory(directory=proxy.directory, ca_bundle=pebble.ca_bundle, challenges=responder.store,
-                                clock=clock)
+        h = await certd_factory(
+            directory=proxy.directory, ca_bundle=pebble.ca_bundle, challenges=responder.store, clock=clock
+        )
         now = clock.now()
         proxy.window(now + 10 * DAY, now + 11 * DAY)  # no Retry-After: ask again in 6 h
         name = unique_name("arifail")
@@ -222,8 +234,13 @@ async def test_ari_failures_keep_the_last_window_and_fall_back_safely(ari_proxy,
         cases = [
             (500, b'{"type": "urn:ietf:params:acme:error:serverInternal"}', "120", "answered 500", 120),
             (200, b"<html>not json</html>", None, "not JSON", 6 * HOUR),
-            (200, b'{"suggestedWindow": {"start": "2026-12-03T00:00:00Z", "end": "2026-12-01T00:00:00Z"}}', "1",
-             "before it starts", 60),  # a silly Retry-After is clamped to a minute
+            (
+                200,
+                b'{"suggestedWindow": {"start": "2026-12-03T00:00:00Z", "end": "2026-12-01T00:00:00Z"}}',
+                "1",
+                "before it starts",
+                60,
+            ),  # a silly Retry-After is clamped to a minute
             (200, b"{" * 70_000, "999999999", "more than", DAY),  # a huge one to a day
             (404, b"", None, "answered 404", 6 * HOUR),
         ]
@@ -241,8 +258,9 @@ async def test_ari_failures_keep_the_last_window_and_fall_back_safely(ari_proxy,
         # A CA that stops offering ARI: the share of the lifetime decides again, and renewals do not
         # send `replaces`.
         proxy.advertise = False
-        h2 = await certd_factory(directory=proxy.directory, ca_bundle=pebble.ca_bundle, challenges=responder.store,
-                                 clock=clock, data="other")
+        h2 = await certd_factory(
+            directory=proxy.directory, ca_bundle=pebble.ca_bundle, challenges=responder.store, clock=clock, data="other"
+        )
         other = await h2.service.issue(unique_name("noari"))
         clock.advance(DAY)
         h2.service.wake()

@@ -58,8 +58,11 @@ def test_renewal_window_without_a_start_assumes_ninety_days() -> None:
     assert renewal_window(None, NOW + 10 * DAY, P) == pytest.approx(30 * DAY)
 
 
-@given(lifetime=st.floats(min_value=1, max_value=10 * 365 * DAY), u=st.floats(min_value=0, max_value=0.999999),
-       share=st.floats(min_value=0.01, max_value=1.0))
+@given(
+    lifetime=st.floats(min_value=1, max_value=10 * 365 * DAY),
+    u=st.floats(min_value=0, max_value=0.999999),
+    share=st.floats(min_value=0.01, max_value=1.0),
+)
 def test_renewal_time_stays_inside_the_lifetime(lifetime: float, u: float, share: float) -> None:
     policy = Policy(renew_share=share)
     at = renewal_time(NOW, NOW + lifetime, policy, u)
@@ -97,8 +100,9 @@ def test_jitter_spreads_many_certificates() -> None:
 @given(left_days=st.floats(min_value=-10, max_value=400), name=st.sampled_from(["a.test", "b.example.com"]))
 def test_never_reorders_a_valid_cert_with_more_than_its_window_left(left_days: float, name: str) -> None:
     # A 90-day certificate: its window is 30 days.
-    state = CertState(source="acme", not_after=NOW + left_days * DAY, not_before=NOW + (left_days - 90) * DAY,
-                      serial="abc")
+    state = CertState(
+        source="acme", not_after=NOW + left_days * DAY, not_before=NOW + (left_days - 90) * DAY, serial="abc"
+    )
     d = decide(name, state, NOW, P)
     if left_days > 30:
         assert d.action == "wait" and d.at is not None and d.at > NOW
@@ -121,11 +125,19 @@ def test_never_reorders_a_valid_cert_with_more_than_its_window_left(left_days: f
         # valid, due: 30 d (u≈0.79 → ~28.4 d left at renewal) — 20 d left is past due
         (CertState(source="acme", not_after=NOW + 20 * DAY, serial="s"), "order", NOW, "renewal due"),
         # valid, due, but failing: the back-off wins
-        (CertState(source="acme", not_after=NOW + 20 * DAY, serial="s", failures=1, next_attempt_at=NOW + 60),
-         "wait", NOW + 60, "retrying after 1"),
+        (
+            CertState(source="acme", not_after=NOW + 20 * DAY, serial="s", failures=1, next_attempt_at=NOW + 60),
+            "wait",
+            NOW + 60,
+            "retrying after 1",
+        ),
         # valid, due, but issued moments ago: min_order_interval (1 h) guards against duplicates
-        (CertState(source="acme", not_after=NOW + 20 * DAY, serial="s", last_issued_at=NOW - 60),
-         "wait", NOW - 60 + 3600, "renewal due"),
+        (
+            CertState(source="acme", not_after=NOW + 20 * DAY, serial="s", last_issued_at=NOW - 60),
+            "wait",
+            NOW - 60 + 3600,
+            "renewal due",
+        ),
         # imported: never ordered
         (CertState(source="imported", not_after=NOW + 1 * DAY), "wait", None, "imported"),
         # no longer wanted: not renewed
@@ -151,10 +163,18 @@ def test_decide_waits_until_the_renewal_time() -> None:
 @pytest.mark.parametrize(
     ("failures", "retry_after", "delay"),
     [
-        (1, None, 60), (2, None, 120), (3, None, 240), (8, None, 60 * 128), (9, None, 60 * 256), (10, None, 6 * 3600),
-        (50, None, 6 * 3600), (10_000, None, 6 * 3600), (0, None, 60),
+        (1, None, 60),
+        (2, None, 120),
+        (3, None, 240),
+        (8, None, 60 * 128),
+        (9, None, 60 * 256),
+        (10, None, 6 * 3600),
+        (50, None, 6 * 3600),
+        (10_000, None, 6 * 3600),
+        (0, None, 60),
         # 429 with Retry-After: the server's word when it is later than our back-off...
-        (1, 3600, 3600), (9, 12 * 3600, 12 * 3600),
+        (1, 3600, 3600),
+        (9, 12 * 3600, 12 * 3600),
         # ... ours when it is later than the server's ...
         (5, 30, 960),
         # ... and an absurd one is clamped to max_retry_after (7 d).
@@ -196,30 +216,87 @@ OWN_89 = renewal_time(NOW - DAY, NOW + 89 * DAY, P, jitter_fraction("x.test", ""
     ("state", "action", "at", "reason"),
     [
         # the CA's window says "later than our third": follow it
-        (CertState(source="acme", not_before=NOW - DAY, not_after=NOW + 89 * DAY, ari_renew_at=NOW + 70 * DAY),
-         "wait", NOW + 70 * DAY, "renewal due (the CA's ARI window)"),
+        (
+            CertState(source="acme", not_before=NOW - DAY, not_after=NOW + 89 * DAY, ari_renew_at=NOW + 70 * DAY),
+            "wait",
+            NOW + 70 * DAY,
+            "renewal due (the CA's ARI window)",
+        ),
         # ... "now" (a window in the past: e.g. the CA will revoke it): renew at once, though 89 days are left
-        (CertState(source="acme", not_before=NOW - DAY, not_after=NOW + 89 * DAY, ari_renew_at=NOW - HOUR),
-         "order", NOW, "renewal due (the CA's ARI window)"),
+        (
+            CertState(source="acme", not_before=NOW - DAY, not_after=NOW + 89 * DAY, ari_renew_at=NOW - HOUR),
+            "order",
+            NOW,
+            "renewal due (the CA's ARI window)",
+        ),
         # ... but never sooner than min_order_interval after the last issuance
-        (CertState(source="acme", not_before=NOW - MIN, not_after=NOW + 89 * DAY, ari_renew_at=NOW - HOUR,
-                   last_issued_at=NOW - MIN), "wait", NOW - MIN + HOUR, "renewal due (the CA's ARI window)"),
+        (
+            CertState(
+                source="acme",
+                not_before=NOW - MIN,
+                not_after=NOW + 89 * DAY,
+                ari_renew_at=NOW - HOUR,
+                last_issued_at=NOW - MIN,
+            ),
+            "wait",
+            NOW - MIN + HOUR,
+            "renewal due (the CA's ARI window)",
+        ),
         # ... nor before a failure's back-off
-        (CertState(source="acme", not_before=NOW - DAY, not_after=NOW + 89 * DAY, ari_renew_at=NOW - HOUR,
-                   failures=1, next_attempt_at=NOW + 60), "wait", NOW + 60, "retrying after 1"),
+        (
+            CertState(
+                source="acme",
+                not_before=NOW - DAY,
+                not_after=NOW + 89 * DAY,
+                ari_renew_at=NOW - HOUR,
+                failures=1,
+                next_attempt_at=NOW + 60,
+            ),
+            "wait",
+            NOW + 60,
+            "retrying after 1",
+        ),
         # a window reaching past the expiry renews no later than our own schedule (a third left: 30 of
         # 90 days; this cert's jitter is below a tenth of 2 days) — not at the expiry itself
-        (CertState(source="acme", not_before=NOW - 85 * DAY, not_after=NOW + 5 * DAY, ari_renew_at=NOW + 9 * DAY),
-         "order", NOW, "renewal due (the CA's ARI window ends after expiry"),
-        (CertState(source="acme", not_before=NOW - DAY, not_after=NOW + 89 * DAY, ari_renew_at=NOW + 88 * DAY,
-                   ari_window_end=NOW + 95 * DAY), "wait", OWN_89, "renewal due (the CA's ARI window ends after"),
+        (
+            CertState(source="acme", not_before=NOW - 85 * DAY, not_after=NOW + 5 * DAY, ari_renew_at=NOW + 9 * DAY),
+            "order",
+            NOW,
+            "renewal due (the CA's ARI window ends after expiry",
+        ),
+        (
+            CertState(
+                source="acme",
+                not_before=NOW - DAY,
+                not_after=NOW + 89 * DAY,
+                ari_renew_at=NOW + 88 * DAY,
+                ari_window_end=NOW + 95 * DAY,
+            ),
+            "wait",
+            OWN_89,
+            "renewal due (the CA's ARI window ends after",
+        ),
         # ... while a pick inside such a window that is sooner than our schedule stands
-        (CertState(source="acme", not_before=NOW - DAY, not_after=NOW + 89 * DAY, ari_renew_at=NOW + 20 * DAY,
-                   ari_window_end=NOW + 95 * DAY), "wait", NOW + 20 * DAY, "renewal due (the CA's ARI window)"),
+        (
+            CertState(
+                source="acme",
+                not_before=NOW - DAY,
+                not_after=NOW + 89 * DAY,
+                ari_renew_at=NOW + 20 * DAY,
+                ari_window_end=NOW + 95 * DAY,
+            ),
+            "wait",
+            NOW + 20 * DAY,
+            "renewal due (the CA's ARI window)",
+        ),
         # imported and unwanted certificates ignore it
         (CertState(source="imported", not_after=NOW + 5 * DAY, ari_renew_at=NOW - HOUR), "wait", None, "imported"),
-        (CertState(source="acme", not_after=NOW + 5 * DAY, ari_renew_at=NOW - HOUR, auto=False), "wait", None,
-         "no longer wanted"),
+        (
+            CertState(source="acme", not_after=NOW + 5 * DAY, ari_renew_at=NOW - HOUR, auto=False),
+            "wait",
+            None,
+            "no longer wanted",
+        ),
     ],
 )
 def test_decide_with_ari(state: CertState, action: str, at: float | None, reason: str) -> None:
@@ -266,8 +343,11 @@ def test_ari_pick(window, previous, previous_at, u: float, at: float) -> None:
     assert ari_pick(window, previous, previous_at, u) == pytest.approx(at)
 
 
-@given(start=st.floats(min_value=0, max_value=4e9), length=st.floats(min_value=1e-3, max_value=1e8),
-       u=st.floats(min_value=0, max_value=0.999999))
+@given(
+    start=st.floats(min_value=0, max_value=4e9),
+    length=st.floats(min_value=1e-3, max_value=1e8),
+    u=st.floats(min_value=0, max_value=0.999999),
+)
 def test_ari_pick_is_inside_the_window(start: float, length: float, u: float) -> None:
     at = ari_pick((start, start + length), None, None, u)
     assert start <= at <= start + length

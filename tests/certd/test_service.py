@@ -190,9 +190,11 @@ async def test_a_database_from_before_ari_is_upgraded_and_its_files_give_the_ari
     await h.service.stop(5)
     # Take the DB back to migration 1: only the old columns, no trace of migration 2.
     async with h.store.transaction() as db:
-        await db.execute("CREATE TABLE v1 AS SELECT name, names, source, origin, auto, serial, not_before, not_after, "
-                         "issuer, fingerprint, failures, last_error, last_attempt_at, next_attempt_at, last_issued_at, "
-                         "last_warned_at, created_at, updated_at FROM certd_certs")
+        await db.execute(
+            "CREATE TABLE v1 AS SELECT name, names, source, origin, auto, serial, not_before, not_after, "
+            "issuer, fingerprint, failures, last_error, last_attempt_at, next_attempt_at, last_issued_at, "
+            "last_warned_at, created_at, updated_at FROM certd_certs"
+        )
         await db.execute("DROP TABLE certd_certs")
         await db.execute("ALTER TABLE v1 RENAME TO certd_certs")
         await db.execute("DELETE FROM schema_migrations WHERE component = 'certd' AND version = 2")
@@ -222,9 +224,15 @@ async def test_ari_turned_off_forgets_the_stored_windows(certd_factory, unreacha
     await h.service.stop(5)
     now = time.time()
     # What an ACME certificate looks like after the CA's window said "renew an hour ago".
-    await h.service.records.update("arioff.test", source="acme", origin="wanted", ari_window_start=now - 7200,
-                                   ari_window_end=now - 3600, ari_renew_at=now - 3600,
-                                   ari_next_check_at=now + 86400)
+    await h.service.records.update(
+        "arioff.test",
+        source="acme",
+        origin="wanted",
+        ari_window_start=now - 7200,
+        ari_window_end=now - 3600,
+        ari_renew_at=now - 3600,
+        ari_next_check_at=now + 86400,
+    )
     h2 = await certd_factory(directory=unreachable, data="arioff", certd={"ari": False})
     h2.service.wake()
     rec = await h2.wait_for(lambda: _ari_cleared(h2), 20, "the stored window cleared")

@@ -13,8 +13,11 @@ import httpx
 
 from tests.orch import tarfiles
 
-LIMITS = {"artifact_max_bytes": 3 * 1024 * 1024, "artifact_max_unpacked_bytes": 4 * 1024 * 1024,
-          "artifact_max_members": 500}
+LIMITS = {
+    "artifact_max_bytes": 3 * 1024 * 1024,
+    "artifact_max_unpacked_bytes": 4 * 1024 * 1024,
+    "artifact_max_members": 500,
+}
 
 
 def _server(server_factory, **env):
@@ -22,21 +25,32 @@ def _server(server_factory, **env):
 
 
 def _upload(srv, data, *, token="admin", params=None, headers=None, content=None):
-    return srv.api("POST", "/api/artifacts", token=token, params=params or {}, headers=headers or {},
-                   content=data if content is None else content)
+    return srv.api(
+        "POST",
+        "/api/artifacts",
+        token=token,
+        params=params or {},
+        headers=headers or {},
+        content=data if content is None else content,
+    )
 
 
 def _pieces(data: bytes, n: int = 64 * 1024) -> Iterator[bytes]:
     for i in range(0, len(data), n):
-        yield data[i:i + n]
+        yield data[i : i + n]
 
 
 def test_upload_checks_dedupe_and_limits(server_factory, tmp_path):
     srv = _server(server_factory)
     data = tarfiles.app("v1")
     sha = hashlib.sha256(data).hexdigest()
-    r = _upload(srv, None, params={"service": "web", "filename": "app.tgz"}, headers={"X-Content-SHA256": sha},
-                content=_pieces(data, 100))  # chunked transfer, no Content-Length
+    r = _upload(
+        srv,
+        None,
+        params={"service": "web", "filename": "app.tgz"},
+        headers={"X-Content-SHA256": sha},
+        content=_pieces(data, 100),
+    )  # chunked transfer, no Content-Length
     assert r.status_code == 200, r.text
     rec = r.json()
     assert rec["id"] == sha and rec["kind"] == "tar.gz" and rec["services"] == ["web"] and not rec["deduplicated"]
@@ -66,8 +80,9 @@ def test_upload_checks_dedupe_and_limits(server_factory, tmp_path):
     r = _upload(srv, binary, params={"filename": "server-bin"})
     assert r.status_code == 200 and r.json()["kind"] == "file" and r.json()["size"] == len(binary)
     binary_sha = r.json()["id"]
-    assert sorted(p.name for p in (srv.data_dir / "artifacts" / "blobs").rglob("*") if p.is_file()) == \
-        sorted([sha, binary_sha])
+    assert sorted(p.name for p in (srv.data_dir / "artifacts" / "blobs").rglob("*") if p.is_file()) == sorted(
+        [sha, binary_sha]
+    )
 
     # Every attack is refused with its rule named, nothing outside written, nothing stored.
     for name, (bad, rule, must_not_exist) in tarfiles.attacks(tmp_path).items():
@@ -86,8 +101,12 @@ def test_upload_checks_dedupe_and_limits(server_factory, tmp_path):
     assert _upload(srv, data, params={"service": "Not A Name"}).status_code == 400
     assert _upload(srv, data, params={"filename": "../x"}).status_code == 400
     assert _upload(srv, data, params={"sha256": "xyz"}).json()["error"]["details"]["field"] == "sha256"
-    assert srv.api("POST", "/api/users", json={"username": "vera", "password": "viewer-pass-1",
-                                               "role": "viewer"}).status_code == 200
+    assert (
+        srv.api(
+            "POST", "/api/users", json={"username": "vera", "password": "viewer-pass-1", "role": "viewer"}
+        ).status_code
+        == 200
+    )
     viewer = srv.login("vera", "viewer-pass-1")
     assert _upload(srv, data, token=viewer).status_code == 403
     assert srv.api("GET", "/api/artifacts", token=viewer).status_code == 200
@@ -96,6 +115,7 @@ def test_upload_checks_dedupe_and_limits(server_factory, tmp_path):
     from pydantic import TypeAdapter
 
     from console_api.schemas_deploy import Artifact, ArtifactInstall, ArtifactUploaded
+
     TypeAdapter(ArtifactUploaded).validate_python(rec)
     TypeAdapter(list[Artifact]).validate_python(srv.api("GET", "/api/artifacts").json())
     TypeAdapter(Artifact).validate_python(srv.api("GET", f"/api/artifacts/{sha}").json())
@@ -110,8 +130,11 @@ def test_oversized_stream_is_answered_while_the_client_still_sends(server_factor
     srv = _server(server_factory)
     with socket.create_connection(("127.0.0.1", srv.console_port), timeout=20) as s:
         token = srv.login()
-        s.sendall(b"POST /api/artifacts HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer " + token.encode()
-                  + b"\r\nTransfer-Encoding: chunked\r\n\r\n")
+        s.sendall(
+            b"POST /api/artifacts HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer "
+            + token.encode()
+            + b"\r\nTransfer-Encoding: chunked\r\n\r\n"
+        )
         chunk = os.urandom(64 * 1024)
         sent = 0
         reply = b""

@@ -13,24 +13,27 @@ from console_api._clientaddr import forwarded_client, host_allowed, parse_ip, pa
 TRUSTED = parse_networks(["10.0.0.0/8", "fd00::/8"])
 
 
-@pytest.mark.parametrize(("peer", "xff", "peer_trusted", "want"), [
-    ("127.0.0.1", [], True, "127.0.0.1"),  # no header: the peer
-    ("127.0.0.1", ["203.0.113.7"], True, "203.0.113.7"),  # the gate's header
-    ("127.0.0.1", ["203.0.113.7"], False, "127.0.0.1"),  # a direct client's header: ignored
-    ("198.51.100.1", ["203.0.113.7"], False, "198.51.100.1"),
-    ("10.1.2.3", ["203.0.113.7"], False, "203.0.113.7"),  # a configured trusted proxy
-    ("10.1.2.3", ["1.1.1.1, 203.0.113.7, 10.9.9.9"], False, "203.0.113.7"),  # right-most untrusted
-    ("10.1.2.3", ["1.1.1.1", "203.0.113.7"], False, "203.0.113.7"),  # two header lines are one list
-    ("127.0.0.1", ["forged-by-client, 203.0.113.7"], True, "203.0.113.7"),  # left of the answer: unread
-    ("127.0.0.1", ["203.0.113.7, garbage"], True, "127.0.0.1"),  # malformed right-most: stop at the peer
-    ("10.1.2.3", ["10.0.0.1, 10.0.0.2"], False, "10.0.0.1"),  # all trusted: the left-most
-    ("127.0.0.1", ["203.0.113.7:5555"], True, "203.0.113.7"),  # with a port
-    ("127.0.0.1", ["[2001:db8::1]:443"], True, "2001:db8::1"),
-    ("127.0.0.1", ["2001:db8::1"], True, "2001:db8::1"),
-    ("127.0.0.1", ["::ffff:203.0.113.7"], True, "203.0.113.7"),  # v4-mapped is the v4 address
-    ("::ffff:127.0.0.1", [], False, "127.0.0.1"),
-    ("127.0.0.1", [" , ,203.0.113.7 "], True, "203.0.113.7"),
-])
+@pytest.mark.parametrize(
+    ("peer", "xff", "peer_trusted", "want"),
+    [
+        ("127.0.0.1", [], True, "127.0.0.1"),  # no header: the peer
+        ("127.0.0.1", ["203.0.113.7"], True, "203.0.113.7"),  # the gate's header
+        ("127.0.0.1", ["203.0.113.7"], False, "127.0.0.1"),  # a direct client's header: ignored
+        ("198.51.100.1", ["203.0.113.7"], False, "198.51.100.1"),
+        ("10.1.2.3", ["203.0.113.7"], False, "203.0.113.7"),  # a configured trusted proxy
+        ("10.1.2.3", ["1.1.1.1, 203.0.113.7, 10.9.9.9"], False, "203.0.113.7"),  # right-most untrusted
+        ("10.1.2.3", ["1.1.1.1", "203.0.113.7"], False, "203.0.113.7"),  # two header lines are one list
+        ("127.0.0.1", ["forged-by-client, 203.0.113.7"], True, "203.0.113.7"),  # left of the answer: unread
+        ("127.0.0.1", ["203.0.113.7, garbage"], True, "127.0.0.1"),  # malformed right-most: stop at the peer
+        ("10.1.2.3", ["10.0.0.1, 10.0.0.2"], False, "10.0.0.1"),  # all trusted: the left-most
+        ("127.0.0.1", ["203.0.113.7:5555"], True, "203.0.113.7"),  # with a port
+        ("127.0.0.1", ["[2001:db8::1]:443"], True, "2001:db8::1"),
+        ("127.0.0.1", ["2001:db8::1"], True, "2001:db8::1"),
+        ("127.0.0.1", ["::ffff:203.0.113.7"], True, "203.0.113.7"),  # v4-mapped is the v4 address
+        ("::ffff:127.0.0.1", [], False, "127.0.0.1"),
+        ("127.0.0.1", [" , ,203.0.113.7 "], True, "203.0.113.7"),
+    ],
+)
 def test_forwarded_client_table(peer, xff, peer_trusted, want):
     assert forwarded_client(peer, xff, peer_trusted=peer_trusted, trusted=TRUSTED) == want
 
@@ -60,14 +63,30 @@ def test_bad_trusted_proxy_is_named():
         parse_networks(["10.0.0.0/8", "nope"])
 
 
-@pytest.mark.parametrize(("host", "ok"), [
-    (None, True), ("", True),
-    ("127.0.0.1", True), ("127.0.0.1:7070", True), ("[::1]:7070", True), ("[::1]", True), ("10.2.3.4", True),
-    ("localhost", True), ("LOCALHOST:7070", True), ("localhost.", True),
-    ("panel.example.com", True), ("PANEL.example.com:443", True), ("a.tenant.example.net", True),
-    ("evil.example", False), ("localhost.evil.example", False), ("panel.example.com.evil.example", False),
-    ("tenant.example.net", False),  # `*.tenant...` does not cover the bare name
-    ("example.com", False), ("127.0.0.1.nip.io", False), ("[::1", False),
-])
+@pytest.mark.parametrize(
+    ("host", "ok"),
+    [
+        (None, True),
+        ("", True),
+        ("127.0.0.1", True),
+        ("127.0.0.1:7070", True),
+        ("[::1]:7070", True),
+        ("[::1]", True),
+        ("10.2.3.4", True),
+        ("localhost", True),
+        ("LOCALHOST:7070", True),
+        ("localhost.", True),
+        ("panel.example.com", True),
+        ("PANEL.example.com:443", True),
+        ("a.tenant.example.net", True),
+        ("evil.example", False),
+        ("localhost.evil.example", False),
+        ("panel.example.com.evil.example", False),
+        ("tenant.example.net", False),  # `*.tenant...` does not cover the bare name
+        ("example.com", False),
+        ("127.0.0.1.nip.io", False),
+        ("[::1", False),
+    ],
+)
 def test_host_table(host, ok):
     assert host_allowed(host, ["panel.example.com", "*.tenant.example.net"]) is ok

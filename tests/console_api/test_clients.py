@@ -18,8 +18,11 @@ def _client(srv, name="ci", services=("web",), allow=("127.0.0.1/32",)):
 
 
 def _token(srv, client, headers=None):
-    return httpx.post(f"{srv.url}/api/auth/client-token", headers=headers or {},
-                      json={"client_id": client["client_id"], "client_secret": client["client_secret"]})
+    return httpx.post(
+        f"{srv.url}/api/auth/client-token",
+        headers=headers or {},
+        json={"client_id": client["client_id"], "client_secret": client["client_secret"]},
+    )
 
 
 def test_client_token_scope(server):
@@ -35,6 +38,7 @@ def test_client_token_scope(server):
     from pydantic import TypeAdapter
 
     from console_api.schemas_deploy import Client, ClientCreated, ClientToken
+
     TypeAdapter(ClientCreated).validate_python(c)
     TypeAdapter(list[Client]).validate_python(listed)
     TypeAdapter(ClientToken).validate_python(tok)
@@ -116,12 +120,19 @@ def test_disallowed_address_is_refused_at_exchange_and_per_request(server_factor
     # The same token from another address is refused, and audited although it is a read.
     r = srv.api("GET", "/api/services/web/installs", token=t, headers={"X-Forwarded-For": "198.51.100.7"})
     assert r.status_code == 403 and r.json()["error"]["code"] == "client_ip_refused"
-    r = srv.api("POST", "/api/artifacts", token=t, params={"service": "web"}, content=tarfiles.app("v1"),
-                headers={"X-Forwarded-For": "198.51.100.7"})
+    r = srv.api(
+        "POST",
+        "/api/artifacts",
+        token=t,
+        params={"service": "web"},
+        content=tarfiles.app("v1"),
+        headers={"X-Forwarded-For": "198.51.100.7"},
+    )
     assert r.status_code == 403
     audit = srv.api("GET", "/api/audit", params={"actor": "client:near"}).json()
-    assert [(e["outcome"], e["client_ip"]) for e in audit if e["outcome"] == "denied"] == \
-        [("denied", "198.51.100.7")] * 2
+    assert [(e["outcome"], e["client_ip"]) for e in audit if e["outcome"] == "denied"] == [
+        ("denied", "198.51.100.7")
+    ] * 2
     exchange = srv.api("GET", "/api/audit", params={"action": "auth.client_token"}).json()
     assert ("denied", "127.0.0.1", 403) in {(e["outcome"], e["client_ip"], e["status"]) for e in exchange}
 
@@ -137,8 +148,12 @@ def test_bad_client_definitions(server):
         assert r.status_code == 400, (body, r.text)
         assert field in r.text, (field, r.text)
     _client(server)
-    assert server.api("POST", "/api/clients", json={"name": "ci", "services": ["web"],
-                                                    "ip_allowlist": ["0.0.0.0/0"]}).status_code == 409
+    assert (
+        server.api(
+            "POST", "/api/clients", json={"name": "ci", "services": ["web"], "ip_allowlist": ["0.0.0.0/0"]}
+        ).status_code
+        == 409
+    )
 
 
 async def test_a_handler_scoped_route_that_never_checks_is_refused(tmp_path):
@@ -178,8 +193,9 @@ async def test_a_handler_scoped_route_that_never_checks_is_refused(tmp_path):
         api.route("GET", "/api/x", summary="x", clients="path")
     secret, rec = await clients.create("ci", ["web"], ["127.0.0.1/32"])
     token, _exp, _p = await clients.exchange(rec["client_id"], secret, "127.0.0.1")
-    app = ConsoleServer(api, identity, AuditLog(store), host="127.0.0.1", port=0, socket_path=None,
-                        max_body_bytes=1024, clients=clients).build_app()
+    app = ConsoleServer(
+        api, identity, AuditLog(store), host="127.0.0.1", port=0, socket_path=None, max_body_bytes=1024, clients=clients
+    ).build_app()
     async with TestClient(TestServer(app, host="127.0.0.1")) as http:
         h = {"Authorization": f"Bearer {token}"}
         r = await http.get("/api/forgetful/web", headers=h)

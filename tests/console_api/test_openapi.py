@@ -13,8 +13,12 @@ def test_openapi_matches_the_served_routes(server):
     assert doc["openapi"].startswith("3.")
     documented = {(m.upper(), p) for p, ops in doc["paths"].items() for m in ops}
     assert ("GET", "/api/health") in documented and ("POST", "/api/auth/login") in documented
-    streams = {(m.upper(), p) for p, ops in doc["paths"].items() for m, op in ops.items()
-               if "text/event-stream" in op["responses"].get("200", {}).get("content", {})}
+    streams = {
+        (m.upper(), p)
+        for p, ops in doc["paths"].items()
+        for m, op in ops.items()
+        if "text/event-stream" in op["responses"].get("200", {}).get("content", {})
+    }
     assert ("GET", "/api/events") in streams
     # Every documented operation exists on the server: probing it never yields "no such API path"/405.
     for method, path in sorted(documented - streams):
@@ -42,8 +46,9 @@ async def test_served_routes_are_exactly_the_documented_ones(tmp_path):
     identity = Identity(store, bus, hash_rounds=4)
     api = Api()
     routes_core.register(api, routes_core.CoreContext(identity, AuditLog(store), bus, "test"))
-    app = ConsoleServer(api, identity, AuditLog(store), host="127.0.0.1", port=0, socket_path=None,
-                        max_body_bytes=1024).build_app()
+    app = ConsoleServer(
+        api, identity, AuditLog(store), host="127.0.0.1", port=0, socket_path=None, max_body_bytes=1024
+    ).build_app()
     served = set()
     for route in app.router.routes():
         info = route.resource.get_info() if route.resource else {}
@@ -61,8 +66,11 @@ def test_every_mutating_operation_requires_auth_except_login(server):
     doc = server.api("GET", "/api/openapi.json", token=None).json()
     for path, ops in doc["paths"].items():
         for method, op in ops.items():
-            if method in ("post", "put", "patch", "delete") and path not in ("/api/auth/login", "/api/auth/session",
-                                                                                     "/api/auth/client-token"):
+            if method in ("post", "put", "patch", "delete") and path not in (
+                "/api/auth/login",
+                "/api/auth/session",
+                "/api/auth/client-token",
+            ):
                 assert op.get("security"), (method, path)
 
 
@@ -96,7 +104,8 @@ def test_every_operation_has_request_and_response_schemas():
     assert "tls" not in schemas["RouteSpec"].get("required", [])
     assert {"id", "host", "tls", "policies"} <= set(schemas["Route"]["required"])
     assert doc["paths"]["/api/routes"]["post"]["requestBody"]["content"]["application/json"]["schema"] == {
-        "$ref": "#/components/schemas/RouteSpec"}
+        "$ref": "#/components/schemas/RouteSpec"
+    }
 
 
 def test_an_undocumented_route_is_caught():
@@ -123,25 +132,42 @@ def test_real_responses_match_their_schemas(server):
 
     hello = ROOT / "examples" / "hello" / "hello.yaml"
     assert server.fsctl("service", "apply", "-f", str(hello)).returncode == 0
-    assert server.api("POST", "/api/routes", json={"host": "hello.localhost", "upstreams": ["service:hello"]}
-                      ).status_code == 200
-    server.api("POST", "/api/alerts/rules", json={"name": "hot", "metric": "host_cpu_percent", "op": ">",
-                                                  "threshold": 1000})
+    assert (
+        server.api("POST", "/api/routes", json={"host": "hello.localhost", "upstreams": ["service:hello"]}).status_code
+        == 200
+    )
+    server.api(
+        "POST", "/api/alerts/rules", json={"name": "hot", "metric": "host_cpu_percent", "op": ">", "threshold": 1000}
+    )
     server.api("POST", "/api/tokens", json={"name": "ci"})
     with tempfile.TemporaryDirectory() as tmp:
         ops = {(op.method, op.path): op for op in asyncio.run(full_api(Path(tmp))).operations}
     concrete = {
-        "/api/health": "/api/health", "/api/status": "/api/status", "/api/auth/me": "/api/auth/me",
-        "/api/auth/session": "/api/auth/session", "/api/tokens": "/api/tokens", "/api/users": "/api/users",
-        "/api/audit": "/api/audit", "/api/services": "/api/services", "/api/services/{name}": "/api/services/hello",
+        "/api/health": "/api/health",
+        "/api/status": "/api/status",
+        "/api/auth/me": "/api/auth/me",
+        "/api/auth/session": "/api/auth/session",
+        "/api/tokens": "/api/tokens",
+        "/api/users": "/api/users",
+        "/api/audit": "/api/audit",
+        "/api/services": "/api/services",
+        "/api/services/{name}": "/api/services/hello",
         "/api/services/{name}/status": "/api/services/hello/status",
-        "/api/services/{name}/versions": "/api/services/hello/versions", "/api/orch/limits": "/api/orch/limits",
-        "/api/routes": "/api/routes", "/api/routes/{ref:.+}": "/api/routes/1", "/api/gate/metrics": "/api/gate/metrics",
-        "/api/certs": "/api/certs", "/api/logs": "/api/logs?limit=5", "/api/logs/services": "/api/logs/services",
+        "/api/services/{name}/versions": "/api/services/hello/versions",
+        "/api/orch/limits": "/api/orch/limits",
+        "/api/routes": "/api/routes",
+        "/api/routes/{ref:.+}": "/api/routes/1",
+        "/api/gate/metrics": "/api/gate/metrics",
+        "/api/certs": "/api/certs",
+        "/api/logs": "/api/logs?limit=5",
+        "/api/logs/services": "/api/logs/services",
         "/api/metrics/query": "/api/metrics/query?name=host_cpu_percent&from=1m",
-        "/api/metrics/names": "/api/metrics/names", "/api/metrics/top": "/api/metrics/top",
-        "/api/services/{id}/metrics": "/api/services/hello/metrics?from=1m", "/api/probe/status": "/api/probe/status",
-        "/api/alerts": "/api/alerts", "/api/alerts/rules": "/api/alerts/rules",
+        "/api/metrics/names": "/api/metrics/names",
+        "/api/metrics/top": "/api/metrics/top",
+        "/api/services/{id}/metrics": "/api/services/hello/metrics?from=1m",
+        "/api/probe/status": "/api/probe/status",
+        "/api/alerts": "/api/alerts",
+        "/api/alerts/rules": "/api/alerts/rules",
         "/api/alerts/rules/{ref}": "/api/alerts/rules/hot",
     }
     for path, url in concrete.items():
@@ -181,8 +207,11 @@ def test_real_snap_responses_match_their_schemas(server, tmp_path):
     src.mkdir()
     (src / "a.txt").write_text("hello\n" * 1000)
     (src / "b.bin").write_bytes(bytes(range(256)) * 200)
-    check("POST", "/api/snap/plans", json={"name": "app", "paths": [str(src)], "cron": "0 3 * * *",
-                                           "keep_last": 1, "pre_hook": "true"})
+    check(
+        "POST",
+        "/api/snap/plans",
+        json={"name": "app", "paths": [str(src)], "cron": "0 3 * * *", "keep_last": 1, "pre_hook": "true"},
+    )
     assert check("GET", "/api/snap/plans")[0].next_runs
     backup = check("POST", "/api/snap/plans/{name}/run", "/api/snap/plans/app/run")
     check("GET", "/api/snap/status")
@@ -190,8 +219,9 @@ def test_real_snap_responses_match_their_schemas(server, tmp_path):
     assert backup.result.snapshot.stats.files == 2
     (snap,) = check("GET", "/api/snap/snapshots")
     assert check("GET", "/api/snap/runs")[0].stats.files == 2
-    restore = finished(check("POST", "/api/snap/restore", json={"snapshot": snap.id,
-                                                                "target": str(tmp_path / "restored")}))
+    restore = finished(
+        check("POST", "/api/snap/restore", json={"snapshot": snap.id, "target": str(tmp_path / "restored")})
+    )
     assert restore.result.ok and restore.result.files == 2
     assert finished(check("POST", "/api/snap/scrub", json={"all": True})).result.ok
     assert finished(check("POST", "/api/snap/forget", json={"dry_run": True})).result[0].keep

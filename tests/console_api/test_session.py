@@ -14,8 +14,11 @@ YAML = (ROOT / "examples" / "hello" / "hello.yaml").read_text().replace("${SPEC_
 
 
 def _login(server: Any, **headers: str) -> httpx.Response:
-    return httpx.post(f"{server.url}/api/auth/session", json={"username": "admin", "password": server.admin_password},
-                      headers={"X-CSRF-Token": "1", **headers})
+    return httpx.post(
+        f"{server.url}/api/auth/session",
+        json={"username": "admin", "password": server.admin_password},
+        headers={"X-CSRF-Token": "1", **headers},
+    )
 
 
 @pytest.fixture
@@ -43,8 +46,9 @@ def test_the_cookie_is_httponly_strict_and_secure_behind_tls(server):
 
 
 def test_session_login_refuses_cross_site_requests(server):
-    plain_form = httpx.post(f"{server.url}/api/auth/session",
-                            json={"username": "admin", "password": server.admin_password})
+    plain_form = httpx.post(
+        f"{server.url}/api/auth/session", json={"username": "admin", "password": server.admin_password}
+    )
     assert plain_form.status_code == 403 and plain_form.json()["error"]["code"] == "csrf_failed"
     assert "Set-Cookie" not in plain_form.headers
     evil = _login(server, Origin="http://evil.example")
@@ -58,17 +62,34 @@ def test_cross_site_form_and_text_plain_posts_change_nothing(server, session):
     # What an attacker's page can make a browser send: a form post (urlencoded), a text/plain post
     # (no preflight), with the victim's cookie, from another origin or with no Origin at all.
     attempts = [
-        ("POST", "/api/users", {"headers": {"Content-Type": "application/x-www-form-urlencoded",
-                                            "Origin": "http://evil.example"},
-                                "content": b"username=mallory&password=password123&role=admin"}),
+        (
+            "POST",
+            "/api/users",
+            {
+                "headers": {"Content-Type": "application/x-www-form-urlencoded", "Origin": "http://evil.example"},
+                "content": b"username=mallory&password=password123&role=admin",
+            },
+        ),
         ("POST", "/api/services", {"headers": {"Content-Type": "text/plain"}, "content": YAML.encode()}),
-        ("POST", "/api/services", {"headers": {"Content-Type": "text/plain", "Origin": "null"},
-                                   "content": YAML.encode()}),
+        (
+            "POST",
+            "/api/services",
+            {"headers": {"Content-Type": "text/plain", "Origin": "null"}, "content": YAML.encode()},
+        ),
         # Even the right token does not help a request the browser marks as cross-site.
-        ("POST", "/api/users", {"headers": {"X-CSRF-Token": csrf, "Sec-Fetch-Site": "cross-site"},
-                                "json": {"username": "mallory", "password": "password123"}}),
-        ("POST", "/api/users", {"headers": {"X-CSRF-Token": "guess"},
-                                "json": {"username": "mallory", "password": "password123"}}),
+        (
+            "POST",
+            "/api/users",
+            {
+                "headers": {"X-CSRF-Token": csrf, "Sec-Fetch-Site": "cross-site"},
+                "json": {"username": "mallory", "password": "password123"},
+            },
+        ),
+        (
+            "POST",
+            "/api/users",
+            {"headers": {"X-CSRF-Token": "guess"}, "json": {"username": "mallory", "password": "password123"}},
+        ),
         ("DELETE", "/api/auth/session", {}),
         ("DELETE", "/api/users/admin", {"headers": {"Origin": "http://evil.example"}}),
     ]
@@ -86,9 +107,14 @@ def test_cross_site_form_and_text_plain_posts_change_nothing(server, session):
 
 def test_same_origin_calls_with_the_token_work_and_bearer_needs_none(server, session):
     cookie, csrf = session["cookie"], session["csrf"]
-    r = _call(server, "POST", "/api/users", cookie, headers={"X-CSRF-Token": csrf, "Origin": server.url,
-                                                              "Sec-Fetch-Site": "same-origin"},
-              json={"username": "alice", "password": "password123"})
+    r = _call(
+        server,
+        "POST",
+        "/api/users",
+        cookie,
+        headers={"X-CSRF-Token": csrf, "Origin": server.url, "Sec-Fetch-Site": "same-origin"},
+        json={"username": "alice", "password": "password123"},
+    )
     assert r.status_code == 200, r.text
     audit = server.api("GET", "/api/audit?action=user.add").json()[0]
     assert audit["action"] == "user.add" and audit["actor"] == "admin"
@@ -100,8 +126,9 @@ def test_same_origin_calls_with_the_token_work_and_bearer_needs_none(server, ses
 
 
 def test_the_event_stream_is_reachable_with_the_cookie(server, session):
-    with httpx.stream("GET", f"{server.url}/api/events", headers={"Cookie": f"ic_session={session['cookie']}"},
-                      timeout=10) as r:
+    with httpx.stream(
+        "GET", f"{server.url}/api/events", headers={"Cookie": f"ic_session={session['cookie']}"}, timeout=10
+    ) as r:
         assert r.status_code == 200
         assert r.headers["Content-Type"].startswith("text/event-stream")
         first = next(r.iter_lines())

@@ -25,8 +25,9 @@ async def _console(tmp_path: Path, ui_dir: Path | None) -> AsyncIterator[str]:
     identity = Identity(store, bus, hash_rounds=4)
     api = Api()
     routes_core.register(api, routes_core.CoreContext(identity, AuditLog(store), bus, "test"))
-    console = ConsoleServer(api, identity, AuditLog(store), host="127.0.0.1", port=0, socket_path=None,
-                            max_body_bytes=1024, ui_dir=ui_dir)
+    console = ConsoleServer(
+        api, identity, AuditLog(store), host="127.0.0.1", port=0, socket_path=None, max_body_bytes=1024, ui_dir=ui_dir
+    )
     await console.start()
     try:
         yield f"http://127.0.0.1:{console.bound_port}"
@@ -86,8 +87,15 @@ async def test_client_routes_get_index_but_api_and_missing_files_do_not(built: s
 
 async def test_traversal_stays_inside_the_build(built: str) -> None:
     async with httpx.AsyncClient(base_url=built) as c:
-        for path in ("/../secret.txt", "/assets/../../secret.txt", "/assets/%2e%2e/%2e%2e/secret.txt",
-                     "/%2e%2e/secret.txt", "/assets/..%2f..%2fsecret.txt", "/assets/%00.js", "/..%5csecret.txt"):
+        for path in (
+            "/../secret.txt",
+            "/assets/../../secret.txt",
+            "/assets/%2e%2e/%2e%2e/secret.txt",
+            "/%2e%2e/secret.txt",
+            "/assets/..%2f..%2fsecret.txt",
+            "/assets/%00.js",
+            "/..%5csecret.txt",
+        ):
             r = await c.get(path)
             assert "outside the build" not in r.text, path
 
@@ -101,5 +109,3 @@ async def test_without_a_build_the_page_says_how_to_build_it(tmp_path: Path) -> 
                 assert r.headers["Content-Type"].startswith("text/html")
             assert (await c.get("/api/health")).status_code == 200
             assert (await c.get("/api/nope")).status_code == 404
-
-

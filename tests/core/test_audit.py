@@ -9,8 +9,16 @@ from core.errors import is_disk_full
 
 
 def _entry(i: int) -> AuditEntry:
-    return AuditEntry(actor="alice", role="admin", action=f"thing.{i}", target=None, outcome="ok", status=200,
-                      client_ip="10.0.0.1", after={"password": "hunter22", "n": i})
+    return AuditEntry(
+        actor="alice",
+        role="admin",
+        action=f"thing.{i}",
+        target=None,
+        outcome="ok",
+        status=200,
+        client_ip="10.0.0.1",
+        after={"password": "hunter22", "n": i},
+    )
 
 
 async def _fill_database(store) -> None:
@@ -19,8 +27,9 @@ async def _fill_database(store) -> None:
     await store._writer.execute(f"PRAGMA max_page_count = {row[0] + 1}")
     for i in range(10_000):
         try:
-            await store.execute("INSERT INTO audit (at, actor, action, outcome) VALUES (0, 'filler', ?, 'ok')",
-                                (f"filler.{i}",))
+            await store.execute(
+                "INSERT INTO audit (at, actor, action, outcome) VALUES (0, 'filler', ?, 'ok')", (f"filler.{i}",)
+            )
         except Exception as e:
             assert is_disk_full(e), e
             return
@@ -42,7 +51,11 @@ async def test_entries_wait_while_full_and_are_written_in_order(store):
     assert audit.pending == 3
     listed = await audit.list(actor="alice")
     assert [(e["action"], e.get("pending", False)) for e in listed] == [
-        ("thing.3", True), ("thing.2", True), ("thing.1", True), ("thing.0", False)]
+        ("thing.3", True),
+        ("thing.2", True),
+        ("thing.1", True),
+        ("thing.0", False),
+    ]
     assert listed[0]["after"] == {"password": "[redacted]", "n": 3}
     assert [e["action"] for e in await audit.list(action="thing.2")] == ["thing.2"]
     await _unfill(store)

@@ -13,11 +13,13 @@ class ThingHappened(DomainEvent):
 
 async def _take(sub, n, limit_s=5.0):
     out = []
+
     async def run():
         async for ev in sub:
             out.append(ev)
             if len(out) == n:
                 return
+
     await asyncio.wait_for(run(), limit_s)
     return out
 

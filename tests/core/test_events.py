@@ -19,8 +19,11 @@ from core.events import (
 CASES: list[tuple[DomainEvent, str, dict[str, object]]] = [
     (UserCreated("ann", "admin"), "user.created", {"username": "ann", "role": "admin"}),
     (UserUpdated("ann", "password"), "user.updated", {"username": "ann", "change": "password"}),
-    (RecoveryCodeUsed("ann", "recovery_code_used", 7), "user.updated",
-     {"username": "ann", "change": "recovery_code_used", "codes_left": 7}),
+    (
+        RecoveryCodeUsed("ann", "recovery_code_used", 7),
+        "user.updated",
+        {"username": "ann", "change": "recovery_code_used", "codes_left": 7},
+    ),
     (UserRemoved("ann"), "user.removed", {"username": "ann"}),
     (TokenCreated(3, "ci", "operator"), "token.created", {"id": 3, "name": "ci", "role": "operator"}),
     (TokenRevoked(3, "ci"), "token.revoked", {"id": 3, "name": "ci"}),

@@ -46,7 +46,9 @@ def test_password_hash_round_trip_and_long_passwords_not_truncated():
 
 def test_redact_hides_secret_fields_at_any_depth():
     assert redact({"name": "ci", "token": "ic_x", "nested": [{"password": "p", "ok": 1}]}) == {
-        "name": "ci", "token": "[redacted]", "nested": [{"password": "[redacted]", "ok": 1}]
+        "name": "ci",
+        "token": "[redacted]",
+        "nested": [{"password": "[redacted]", "ok": 1}],
     }
 
 
@@ -181,8 +183,9 @@ async def test_a_recovery_code_is_spent_once_even_concurrently(identity, tmp_pat
     secret = (await identity.totp_begin(admin, "admin"))["secret"]
     codes = await identity.totp_confirm(admin, "admin", pyotp.TOTP(secret).at(identity._clock.now()))
     assert len(codes) == 10
-    results = await asyncio.gather(*(identity.login("admin", pw, f"10.0.1.{i}", codes[3]) for i in range(4)),
-                                   return_exceptions=True)
+    results = await asyncio.gather(
+        *(identity.login("admin", pw, f"10.0.1.{i}", codes[3]) for i in range(4)), return_exceptions=True
+    )
     assert sum(not isinstance(r, BaseException) for r in results) == 1, results
     assert all(isinstance(r, Unauthorized) for r in results if isinstance(r, BaseException))
     fresh = await identity.regenerate_recovery_codes(admin, "admin")

@@ -20,8 +20,15 @@ def test_hash_is_salted_and_matches_typing_variants():
 
 
 def test_what_is_not_a_code():
-    for text in ("", "123456", "abcd-efgh-jkmn-pqr", "abcd-efgh-jkmn-pqrst", "abcd-efgh-jkmn-pqr0",
-                 "abcd-efgh-jkmn-pqr1", "abcd-efgh-jkmn-pqrl"):
+    for text in (
+        "",
+        "123456",
+        "abcd-efgh-jkmn-pqr",
+        "abcd-efgh-jkmn-pqrst",
+        "abcd-efgh-jkmn-pqr0",
+        "abcd-efgh-jkmn-pqr1",
+        "abcd-efgh-jkmn-pqrl",
+    ):
         assert recovery.normalise(text) is None, text
         assert not recovery.matches(text, "salt$digest")
     assert not recovery.matches("abcd-efgh-jkmn-pqrs", "no-dollar")

@@ -78,8 +78,11 @@ def test_alias_bomb_in_the_config_file_is_refused_with_the_limit_and_line(tmp_pa
     lines += [f"  a{i}: &a{i} [" + ",".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, 8)]
     cfg = tmp_path / "config.yaml"
     cfg.write_text("\n".join(lines) + "\n")
-    with pytest.raises(StartupError, match=r"config.yaml:7: the sequence starting here expands to \d+ nodes.*"
-                                           r"\(max_nodes\)") as e:
+    with pytest.raises(
+        StartupError,
+        match=r"config.yaml:7: the sequence starting here expands to \d+ nodes.*"
+        r"\(max_nodes\)",
+    ) as e:
         load_settings(cfg)
     assert "write it out plainly" in (e.value.hint or "")
 
@@ -121,8 +124,13 @@ def test_load_section_names_each_bad_key_with_the_components_words() -> None:
     assert load_section(Section, None, key="demo", hint="h").size == 1
     assert load_section(Section, {"size": 2}, key="demo", hint="h").size == 2
     with pytest.raises(StartupError) as e:
-        load_section(Section, {"size": 0, "bogus": 1, "nested": {"a": "x"}}, key="demo", hint="fix demo:",
-                     what="invalid demo settings")
+        load_section(
+            Section,
+            {"size": 0, "bogus": 1, "nested": {"a": "x"}},
+            key="demo",
+            hint="fix demo:",
+            what="invalid demo settings",
+        )
     msg = str(e.value)
     assert msg.startswith("invalid demo settings: ")
     assert "demo.size: Input should be greater than 0" in msg

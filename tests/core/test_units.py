@@ -5,8 +5,17 @@ from core.units import format_duration, parse_duration, parse_size
 
 @pytest.mark.parametrize(
     ("text", "seconds"),
-    [("5s", 5), ("1m30s", 90), ("2h", 7200), ("7d", 7 * 86400), ("250ms", 0.25), ("10", 10), ("1.5", 1.5),
-     ("1w", 604800), (3, 3.0)],
+    [
+        ("5s", 5),
+        ("1m30s", 90),
+        ("2h", 7200),
+        ("7d", 7 * 86400),
+        ("250ms", 0.25),
+        ("10", 10),
+        ("1.5", 1.5),
+        ("1w", 604800),
+        (3, 3.0),
+    ],
 )
 def test_parse_duration(text, seconds):
     assert parse_duration(text) == pytest.approx(seconds)

@@ -26,8 +26,12 @@ async def test_a_full_pool_refuses_at_once_and_frees_slots_when_jobs_end():
         with pytest.raises(PoolBusy) as info:
             pool.submit(release.wait, 30)
         assert info.value.status == 503 and info.value.retry_after_s == 1.0
-        assert info.value.details == {"pool": "t", "capacity": 3, "retry_after_s": 1.0,
-                                      "hint": "retry after the time in Retry-After"}
+        assert info.value.details == {
+            "pool": "t",
+            "capacity": 3,
+            "retry_after_s": 1.0,
+            "hint": "retry after the time in Retry-After",
+        }
         assert pool.rejected == 1
         release.set()
         assert await asyncio.gather(*jobs) == [True, True, True]

@@ -93,11 +93,19 @@ def test_refusals_survive_a_process_boundary():
     assert (back.problem, back.line, back.column, back.limit, str(back)) == ("too big", 3, 4, "max_nodes", str(e))
 
 
-_scalars = st.one_of(st.integers(-10**6, 10**6), st.booleans(), st.none(),
-                     st.text(st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")), max_size=20))
-_values = st.recursive(_scalars, lambda inner: st.one_of(
-    st.lists(inner, max_size=4), st.dictionaries(st.text("abcxyz", min_size=1, max_size=5), inner, max_size=4)),
-    max_leaves=20)
+_scalars = st.one_of(
+    st.integers(-(10**6), 10**6),
+    st.booleans(),
+    st.none(),
+    st.text(st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")), max_size=20),
+)
+_values = st.recursive(
+    _scalars,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4), st.dictionaries(st.text("abcxyz", min_size=1, max_size=5), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
 
 
 @settings(max_examples=150, deadline=None)

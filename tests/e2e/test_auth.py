@@ -75,6 +75,7 @@ def test_token_commands_and_every_mutation_is_audited(server):
     r = server.fsctl("token", "create", "--name", "deploy-bot", "--role", "viewer", "--expires", "7d", "--json")
     assert r.returncode == 0, r.stderr
     import json
+
     created = json.loads(r.stdout)
     assert created["token"].startswith("ic_") and created["role"] == "viewer"
     r = server.fsctl("token", "ls")
@@ -118,8 +119,9 @@ def test_two_factor_login_through_the_api_and_cli(server):
     assert r.status_code == 200, r.text
     r = httpx.post(f"{server.url}/api/auth/login", json={"username": "tess", "password": "tess-password"})
     assert r.status_code == 401 and r.json()["error"]["code"] == "otp_required"
-    r = server.fsctl("login", "--user", "tess", "--password-stdin", "--otp", totp.now(),
-                     input="tess-password\n", token=None)
+    r = server.fsctl(
+        "login", "--user", "tess", "--password-stdin", "--otp", totp.now(), input="tess-password\n", token=None
+    )
     assert r.returncode == 0, r.stderr
     users = json.loads(server.fsctl("user", "ls", "--json").stdout)
     assert next(u for u in users if u["username"] == "tess")["totp"] is True

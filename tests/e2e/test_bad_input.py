@@ -42,17 +42,21 @@ def test_oversized_body_is_413(server):
     assert err["details"]["limit_bytes"] == 1024 * 1024
 
 
-@pytest.mark.parametrize(("method", "path", "status", "code"), [
-    ("GET", "/api/nope", 404, "not_found"),
-    ("PATCH", "/api/tokens", 405, "method_not_allowed"),
-    ("DELETE", "/api/tokens/999999", 404, "not_found"),
-])
+@pytest.mark.parametrize(
+    ("method", "path", "status", "code"),
+    [
+        ("GET", "/api/nope", 404, "not_found"),
+        ("PATCH", "/api/tokens", 405, "method_not_allowed"),
+        ("DELETE", "/api/tokens/999999", 404, "not_found"),
+    ],
+)
 def test_unknown_paths_methods_and_ids(server, method, path, status, code):
     _assert_error_shape(server.api(method, path), status, code)
 
 
 def test_garbage_bytes_on_the_socket_do_not_hurt(server):
     import socket
+
     with socket.create_connection(("127.0.0.1", server.console_port)) as s:
         s.sendall(b"\x16\x03\x01\x00\xff garbage \r\n\r\n")
         s.settimeout(5)

@@ -37,16 +37,21 @@ def test_forwarded_clients_are_throttled_and_audited_apart(server):
     gate = f"http://127.0.0.1:{server.http_port}/api/auth/login"
     host = {"Host": "console.test"}
     with _client("127.0.0.66") as attacker, _client("127.0.0.77") as user:
-        codes = [attacker.post(gate, headers=host, json={"username": f"nobody{i}", "password": "wrong-pass"})
-                 .status_code for i in range(20)]
+        codes = [
+            attacker.post(gate, headers=host, json={"username": f"nobody{i}", "password": "wrong-pass"}).status_code
+            for i in range(20)
+        ]
         assert codes == [401] * 20
         r = attacker.post(gate, headers=host, json={"username": "nobody", "password": "wrong-pass"})
         assert r.status_code == 429, r.text  # the attacker's own address is locked out...
         r = user.post(gate, headers=host, json={"username": "admin", "password": server.admin_password})
         assert r.status_code == 200, r.text  # ...and nobody else is
         # A header the attacker forges is replaced by the gate (it is not a trusted proxy of the gate).
-        r = attacker.post(gate, headers={**host, "X-Forwarded-For": "127.0.0.77"},
-                          json={"username": "nobody", "password": "wrong-pass"})
+        r = attacker.post(
+            gate,
+            headers={**host, "X-Forwarded-For": "127.0.0.77"},
+            json={"username": "nobody", "password": "wrong-pass"},
+        )
         assert r.status_code == 429, r.text
     by_ip: dict[str, list[str]] = {}
     for a in _login_audit(server):
@@ -60,12 +65,16 @@ def test_a_direct_client_cannot_forge_its_address(server):
     url = f"{server.url}/api/auth/login"
     with _client("127.0.0.88") as direct:
         for i in range(20):
-            r = direct.post(url, headers={"X-Forwarded-For": f"198.51.100.{i}"},
-                            json={"username": f"x{i}", "password": "wrong-pass"})
+            r = direct.post(
+                url,
+                headers={"X-Forwarded-For": f"198.51.100.{i}"},
+                json={"username": f"x{i}", "password": "wrong-pass"},
+            )
             assert r.status_code == 401, r.text
         # Each request named a different address; all of them counted against the real one.
-        r = direct.post(url, headers={"X-Forwarded-For": "198.51.100.200"},
-                        json={"username": "x", "password": "wrong-pass"})
+        r = direct.post(
+            url, headers={"X-Forwarded-For": "198.51.100.200"}, json={"username": "x", "password": "wrong-pass"}
+        )
         assert r.status_code == 429, r.text
     ips = {a["client_ip"] for a in _login_audit(server)}
     assert "127.0.0.88" in ips
@@ -77,8 +86,11 @@ def test_trusted_proxy_setting_believes_that_proxy_only(server_factory):
     server.login()
     url = f"{server.url}/api/users"
     with _client("127.0.0.99") as proxy, _client("127.0.0.98") as other:
-        r = proxy.post(url, headers={"X-Forwarded-For": "203.0.113.5, 127.0.0.99"},
-                       json={"username": "a", "password": "password-1"})
+        r = proxy.post(
+            url,
+            headers={"X-Forwarded-For": "203.0.113.5, 127.0.0.99"},
+            json={"username": "a", "password": "password-1"},
+        )
         assert r.status_code == 401
         r = other.post(url, headers={"X-Forwarded-For": "203.0.113.6"}, json={"username": "a", "password": "p"})
         assert r.status_code == 401
@@ -141,13 +153,27 @@ def test_first_start_password_is_shown_on_a_terminal(tmp_path):
     from tests.conftest import FSCTL, ROOT, free_port
 
     data = tmp_path / "data"
-    env = {**os.environ, "INFRACORE_PASSWORD_HASH_ROUNDS": "4", "INFRACORE_LOG_FORMAT": "json",
-           "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "INFRACORE_PASSWORD_HASH_ROUNDS": "4", "INFRACORE_LOG_FORMAT": "json", "PYTHONUNBUFFERED": "1"}
     master, slave = os.openpty()
     log = open(tmp_path / "stdout.log", "wb")
-    proc = subprocess.Popen([*FSCTL, "serve", "--data-dir", str(data), "--console", f"127.0.0.1:{free_port()}",
-                             "--http-port", str(free_port()), "--https-port", str(free_port())],
-                            stdout=log, stderr=slave, env=env, cwd=ROOT)
+    proc = subprocess.Popen(
+        [
+            *FSCTL,
+            "serve",
+            "--data-dir",
+            str(data),
+            "--console",
+            f"127.0.0.1:{free_port()}",
+            "--http-port",
+            str(free_port()),
+            "--https-port",
+            str(free_port()),
+        ],
+        stdout=log,
+        stderr=slave,
+        env=env,
+        cwd=ROOT,
+    )
     os.close(slave)
     seen = b""
     try:
@@ -174,11 +200,17 @@ def test_proxies_the_gate_trusts_are_skipped_by_the_console_too(server_factory):
     _route_to_console(server)
     gate = f"http://127.0.0.1:{server.http_port}/api/users"
     with _client("127.0.0.66") as nginx, _client("127.0.0.67") as other:
-        r = nginx.post(gate, headers={"Host": "console.test", "X-Forwarded-For": "203.0.113.9"},
-                       json={"username": "a", "password": "password-1"})
+        r = nginx.post(
+            gate,
+            headers={"Host": "console.test", "X-Forwarded-For": "203.0.113.9"},
+            json={"username": "a", "password": "password-1"},
+        )
         assert r.status_code == 401
-        r = other.post(gate, headers={"Host": "console.test", "X-Forwarded-For": "203.0.113.10"},
-                       json={"username": "a", "password": "password-1"})
+        r = other.post(
+            gate,
+            headers={"Host": "console.test", "X-Forwarded-For": "203.0.113.10"},
+            json={"username": "a", "password": "password-1"},
+        )
         assert r.status_code == 401
     ips = [a["client_ip"] for a in server.api("GET", "/api/audit?action=user.add").json()]
     assert ips == ["127.0.0.67", "203.0.113.9"]

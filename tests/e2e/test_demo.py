@@ -18,8 +18,9 @@ def test_the_demo_runs_end_to_end() -> None:
         pytest.skip(f"{peers} is missing: the demo needs Pebble (../shared/peers/peers.sh start)")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FSCTL_", "INFRACORE_"))}
     env["INFRACORE_PASSWORD_HASH_ROUNDS"] = "4"
-    done = subprocess.run(["bash", str(ROOT / "examples" / "demo.sh")], capture_output=True, text=True,
-                          timeout=600, cwd=ROOT, env=env)
+    done = subprocess.run(
+        ["bash", str(ROOT / "examples" / "demo.sh")], capture_output=True, text=True, timeout=600, cwd=ROOT, env=env
+    )
     out = done.stdout + done.stderr
     assert done.returncode == 0, out[-6000:]
     steps = [ln for ln in done.stdout.splitlines() if ln.startswith(("[ok]", "[FAIL]"))]

@@ -27,22 +27,39 @@ from tests.conftest import FSCTL, ROOT
 GiB = 1024**3
 
 
-@pytest.mark.parametrize(("fact", "status", "words"), [
-    (PortFact("http", 80, True, True), "ok", "served by the running platform"),
-    (PortFact("http", 80, True, False), "fail", "nothing answers"),
-    (PortFact("http", 8080, False, False), "ok", "can be bound"),
-    (PortFact("http", 80, False, False, "permission denied"), "fail", "CAP_NET_BIND_SERVICE"),
-    (PortFact("https", 443, False, True, "Address already in use", "nginx (pid 7)"), "fail", "taken by nginx (pid 7)"),
-])
+@pytest.mark.parametrize(
+    ("fact", "status", "words"),
+    [
+        (PortFact("http", 80, True, True), "ok", "served by the running platform"),
+        (PortFact("http", 80, True, False), "fail", "nothing answers"),
+        (PortFact("http", 8080, False, False), "ok", "can be bound"),
+        (PortFact("http", 80, False, False, "permission denied"), "fail", "CAP_NET_BIND_SERVICE"),
+        (
+            PortFact("https", 443, False, True, "Address already in use", "nginx (pid 7)"),
+            "fail",
+            "taken by nginx (pid 7)",
+        ),
+    ],
+)
 def test_port_rules(fact: PortFact, status: str, words: str) -> None:
     f = check_port(fact)
     assert f.status == status and words in f.message + f.fix
 
 
 def test_dns_clock_disk_mode_and_console_rules() -> None:
-    assert [is_public_name(h) for h in ("example.com", "a.test", "x.localhost", "10.0.0.1", "*.example.com",
-                                        "[::1]", "intranet", "Shop.Example.COM.")] == [
-        True, False, False, False, False, False, False, True]
+    assert [
+        is_public_name(h)
+        for h in (
+            "example.com",
+            "a.test",
+            "x.localhost",
+            "10.0.0.1",
+            "*.example.com",
+            "[::1]",
+            "intranet",
+            "Shop.Example.COM.",
+        )
+    ] == [True, False, False, False, False, False, False, True]
     mine = {"192.0.2.10", "127.0.0.1"}
     assert check_dns("a.example.com", "auto", ["192.0.2.10"], None, mine).status == "ok"
     far = check_dns("a.example.com", "auto", ["198.51.100.1"], None, mine)
@@ -66,17 +83,36 @@ def test_dns_clock_disk_mode_and_console_rules() -> None:
 
 
 def _doctor(srv: Any, *extra: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*FSCTL, "doctor", "--json", "--data-dir", str(srv.data_dir), "--http-port",
-                           str(srv.http_port), "--https-port", str(srv.https_port), *extra],
-                          capture_output=True, text=True, timeout=60, cwd=ROOT, env={**srv.env, **(env or {})})
+    return subprocess.run(
+        [
+            *FSCTL,
+            "doctor",
+            "--json",
+            "--data-dir",
+            str(srv.data_dir),
+            "--http-port",
+            str(srv.http_port),
+            "--https-port",
+            str(srv.https_port),
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        env={**srv.env, **(env or {})},
+    )
 
 
 def _peers_env() -> dict[str, str]:
     path = Path(os.environ.get("PEERS_DIR", "/tmp/infracore-peers")) / "peers.env"
     if not path.exists():
         pytest.skip(f"{path} is missing: start the peers (../shared/peers/peers.sh start); the ACME check needs Pebble")
-    pairs = (ln[len("export "):].split("#")[0].strip().partition("=") for ln in path.read_text().splitlines()
-             if ln.startswith("export "))
+    pairs = (
+        ln[len("export ") :].split("#")[0].strip().partition("=")
+        for ln in path.read_text().splitlines()
+        if ln.startswith("export ")
+    )
     return {k: v for k, _, v in pairs}
 
 
@@ -84,10 +120,23 @@ def test_doctor_against_a_real_server(server_factory: Any) -> None:
     peers = _peers_env()
     acme, bundle = peers["ACME_DIRECTORY"], peers["ACME_CA_BUNDLE"]
     srv = server_factory()
-    assert srv.fsctl("route", "add", "--host", "nowhere.infracore-doctor.invalid", "--upstream",
-                     "127.0.0.1:9").returncode == 0
-    assert srv.fsctl("route", "add", "--host", "shop.doesnotexist-infracore.example.org", "--upstream",
-                     "127.0.0.1:9", "--tls", "auto").returncode == 0
+    assert (
+        srv.fsctl("route", "add", "--host", "nowhere.infracore-doctor.invalid", "--upstream", "127.0.0.1:9").returncode
+        == 0
+    )
+    assert (
+        srv.fsctl(
+            "route",
+            "add",
+            "--host",
+            "shop.doesnotexist-infracore.example.org",
+            "--upstream",
+            "127.0.0.1:9",
+            "--tls",
+            "auto",
+        ).returncode
+        == 0
+    )
     env = {"INFRACORE_ACME_DIRECTORY": acme, "INFRACORE_ACME_CA_BUNDLE": bundle}
     out = _doctor(srv, env=env)
     found = {f["check"]: f for f in json.loads(out.stdout)}
@@ -106,8 +155,14 @@ def test_doctor_against_a_real_server(server_factory: Any) -> None:
     with socket.socket() as s:
         s.bind(("0.0.0.0", srv.http_port))
         s.listen()
-        out = _doctor(srv, env={**env, "INFRACORE_ACME_DIRECTORY": "https://127.0.0.1:9/dir",
-                                "DOCKER_HOST": f"unix://{srv.data_dir}/no-docker.sock"})
+        out = _doctor(
+            srv,
+            env={
+                **env,
+                "INFRACORE_ACME_DIRECTORY": "https://127.0.0.1:9/dir",
+                "DOCKER_HOST": f"unix://{srv.data_dir}/no-docker.sock",
+            },
+        )
     found = {f["check"]: f for f in json.loads(out.stdout)}
     assert found["port.http"]["status"] == "fail" and "is taken" in found["port.http"]["message"]
     assert found["port.https"]["status"] == "ok"
@@ -116,6 +171,12 @@ def test_doctor_against_a_real_server(server_factory: Any) -> None:
     assert found["acme.directory"]["status"] == "fail"
     docker = found["runtime.docker"]
     assert docker["status"] == "warn" and "no socket at" in docker["message"] and "docker.io" in docker["fix"]
-    human = subprocess.run([*FSCTL, "doctor", "--data-dir", str(srv.data_dir)], capture_output=True, text=True,
-                           timeout=60, cwd=ROOT, env={**srv.env, **env})
+    human = subprocess.run(
+        [*FSCTL, "doctor", "--data-dir", str(srv.data_dir)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        env={**srv.env, **env},
+    )
     assert "fix: chmod 700" in human.stdout and "failing" in human.stdout.splitlines()[-1]

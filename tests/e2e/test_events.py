@@ -80,8 +80,9 @@ def test_live_events_and_heartbeats(server_factory):
 
 def test_events_need_a_token_and_a_valid_id(server):
     assert httpx.get(f"{server.url}/api/events").status_code == 401
-    r = httpx.get(f"{server.url}/api/events", headers={"Authorization": f"Bearer {server.login()}",
-                                                       "Last-Event-ID": "abc"})
+    r = httpx.get(
+        f"{server.url}/api/events", headers={"Authorization": f"Bearer {server.login()}", "Last-Event-ID": "abc"}
+    )
     assert r.status_code == 400 and "Last-Event-ID must be a whole number" in r.json()["error"]["message"]
 
 
@@ -89,8 +90,9 @@ def test_cli_events_follows_from_an_id(server):
     server.api("POST", "/api/tokens", json={"name": "cli-seen"})
     # `fsctl events` follows forever; run it briefly and read what it printed.
     env = {**server.env, "FSCTL_SERVER": server.url, "FSCTL_TOKEN": server.login()}
-    proc = subprocess.Popen([sys.executable, "-m", "fsctl", "events", "--since", "0"], env=env, cwd=ROOT,
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fsctl", "events", "--since", "0"], env=env, cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
     try:
         lines = [proc.stdout.readline() for _ in range(2)]
     finally:

@@ -21,18 +21,26 @@ from tests.orch.dockerenv import in_container, systemd_container
 def test_the_unit_keeps_services_alive_and_gives_a_dedicated_user_only_port_binding() -> None:
     root = render(HostUnit(Path("/opt/infracore/.venv/bin/fsctl"), Path("/var/lib/infracore")))
     assert "ExecStart=/opt/infracore/.venv/bin/fsctl serve --data-dir /var/lib/infracore\n" in root
-    for line in ("KillMode=process", "Delegate=yes", "Restart=always", "LimitNOFILE=1048576",
-                 "WantedBy=multi-user.target"):
+    for line in (
+        "KillMode=process",
+        "Delegate=yes",
+        "Restart=always",
+        "LimitNOFILE=1048576",
+        "WantedBy=multi-user.target",
+    ):
         assert f"\n{line}\n" in root
     assert "User=" not in root and "AmbientCapabilities" not in root
-    user = render(HostUnit(Path("/opt/x/fsctl"), Path("/srv/my data"), Path("/etc/infracore/config.yaml"),
-                           "infracore"))
+    user = render(HostUnit(Path("/opt/x/fsctl"), Path("/srv/my data"), Path("/etc/infracore/config.yaml"), "infracore"))
     assert 'ExecStart=/opt/x/fsctl serve --data-dir "/srv/my data" --config /etc/infracore/config.yaml' in user
-    for line in ("User=infracore", "AmbientCapabilities=CAP_NET_BIND_SERVICE",
-                 "CapabilityBoundingSet=CAP_NET_BIND_SERVICE", "NoNewPrivileges=yes",
-                 'ReadWritePaths="/srv/my data"'):
+    for line in (
+        "User=infracore",
+        "AmbientCapabilities=CAP_NET_BIND_SERVICE",
+        "CapabilityBoundingSet=CAP_NET_BIND_SERVICE",
+        "NoNewPrivileges=yes",
+        'ReadWritePaths="/srv/my data"',
+    ):
         assert f"\n{line}\n" in user
-    hostile = render(HostUnit(Path("/opt/x/fsctl"), Path("/srv/$HOME%n\"\nExecStartPre=/bin/evil")))
+    hostile = render(HostUnit(Path("/opt/x/fsctl"), Path('/srv/$HOME%n"\nExecStartPre=/bin/evil')))
     assert "\nExecStartPre" not in hostile and "$$HOME%%n" in hostile
 
 
@@ -62,13 +70,31 @@ def box() -> str:
 def test_install_start_and_uninstall_on_a_real_systemd(box: str) -> None:
     unit = f"infracore-t{secrets.token_hex(3)}"
     stub = "/usr/local/bin/fsctl-stub"
-    rc, out = in_container(box, ["sh", "-c", f"printf '#!/bin/sh\\necho \"$(id -un) $*\" > $3/args\\n"
-                                             f"exec sleep 1000\\n' > {stub} && chmod 755 {stub} && "
-                                             "(id infracore || useradd --system infracore)"])
+    rc, out = in_container(
+        box,
+        [
+            "sh",
+            "-c",
+            f'printf \'#!/bin/sh\\necho "$(id -un) $*" > $3/args\\n'
+            f"exec sleep 1000\\n' > {stub} && chmod 755 {stub} && "
+            "(id infracore || useradd --system infracore)",
+        ],
+    )
     assert rc == 0, out
     via = f"docker exec -i {box}"
-    res = _fsctl("install-service", "--via", via, "--name", unit, "--fsctl", stub, "--user", "infracore",
-                 "--data-dir", "/var/lib/infracore-test")
+    res = _fsctl(
+        "install-service",
+        "--via",
+        via,
+        "--name",
+        unit,
+        "--fsctl",
+        stub,
+        "--user",
+        "infracore",
+        "--data-dir",
+        "/var/lib/infracore-test",
+    )
     assert res.returncode == 0, res.stderr
     assert f"wrote /etc/systemd/system/{unit}.service" in res.stdout and "undo: fsctl uninstall-service" in res.stdout
     rc, active = in_container(box, ["systemctl", "is-active", unit])
@@ -79,10 +105,31 @@ def test_install_start_and_uninstall_on_a_real_systemd(box: str) -> None:
             break
         time.sleep(0.05)
     assert args.strip() == "infracore serve --data-dir /var/lib/infracore-test"
-    rc, show = in_container(box, ["systemctl", "show", unit, "-p", "KillMode", "-p", "Delegate", "-p", "LimitNOFILE",
-                                  "-p", "UnitFileState", "-p", "AmbientCapabilities"])
-    for want in ("KillMode=process", "Delegate=yes", "LimitNOFILE=1048576", "UnitFileState=enabled",
-                 "AmbientCapabilities=cap_net_bind_service"):
+    rc, show = in_container(
+        box,
+        [
+            "systemctl",
+            "show",
+            unit,
+            "-p",
+            "KillMode",
+            "-p",
+            "Delegate",
+            "-p",
+            "LimitNOFILE",
+            "-p",
+            "UnitFileState",
+            "-p",
+            "AmbientCapabilities",
+        ],
+    )
+    for want in (
+        "KillMode=process",
+        "Delegate=yes",
+        "LimitNOFILE=1048576",
+        "UnitFileState=enabled",
+        "AmbientCapabilities=cap_net_bind_service",
+    ):
         assert want in show, show
     rc, verify = in_container(box, ["systemd-analyze", "verify", f"/etc/systemd/system/{unit}.service"])
     assert "Unknown" not in verify and "ignoring" not in verify.lower(), verify

@@ -82,8 +82,9 @@ def test_yaml_alias_bomb_is_refused_at_once_with_the_limit_named(server):
     bomb = alias_bomb()
     assert len(bomb.encode()) < 450
     t0 = time.perf_counter()
-    r = server.api("POST", "/api/services?filename=bomb.yaml", content=bomb,
-                   headers={"Content-Type": "application/yaml"})
+    r = server.api(
+        "POST", "/api/services?filename=bomb.yaml", content=bomb, headers={"Content-Type": "application/yaml"}
+    )
     took = time.perf_counter() - t0
     assert r.status_code == 400, r.text
     err = r.json()["error"]
@@ -99,16 +100,23 @@ def test_yaml_alias_bomb_is_refused_at_once_with_the_limit_named(server):
 
 
 def test_yaml_bombs_flood_while_console_and_gate_answer_fast(server, origin: int):
-    assert server.api("POST", "/api/routes", json={"host": "open", "upstreams": [f"127.0.0.1:{origin}"]}).status_code \
-        in (200, 201)
+    assert server.api(
+        "POST", "/api/routes", json={"host": "open", "upstreams": [f"127.0.0.1:{origin}"]}
+    ).status_code in (200, 201)
     baseline = probe_both_idle(server)
     token = server.login()
 
     def attempt() -> list[float]:
-        proc = start_hammer(server.console_port, f"127.0.0.1:{server.console_port}", "/api/services",
-                            method="POST", headers={"Authorization": f"Bearer {token}",
-                                                    "Content-Type": "application/yaml"},
-                            body=alias_bomb(), threads=8, seconds=3.0)
+        proc = start_hammer(
+            server.console_port,
+            f"127.0.0.1:{server.console_port}",
+            "/api/services",
+            method="POST",
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/yaml"},
+            body=alias_bomb(),
+            threads=8,
+            seconds=3.0,
+        )
         try:
             time.sleep(0.3)
             console, gate = probe_both(proc, server)
@@ -116,8 +124,10 @@ def test_yaml_bombs_flood_while_console_and_gate_answer_fast(server, origin: int
             counts = finish_hammer(proc)
         assert counts.get("400", 0) >= 8, counts
         assert set(counts) <= {"400", "503"}, counts  # refused, or the pool is full: never queued unbounded
-        print(f"\nyaml bomb flood {counts}: console worst {worst_ms(console):.1f} ms, "
-              f"gate worst {worst_ms(gate):.1f} ms (idle: {baseline})")
+        print(
+            f"\nyaml bomb flood {counts}: console worst {worst_ms(console):.1f} ms, "
+            f"gate worst {worst_ms(gate):.1f} ms (idle: {baseline})"
+        )
         return console + gate
 
     check_no_stall(attempt, STALL_MS / 1000)
@@ -130,20 +140,17 @@ def probe_both_idle(srv, n: int = 10) -> str:
 
 
 def test_legit_spec_with_aliases_still_loads(server):
-    spec = (
-        "name: anchored\n"
-        "cmd: ['true']\n"
-        "restart_policy: 'no'\n"
-        "env:\n"
-        "  BASE: &base /srv/app\n"
-        "  DATA: *base\n"
-    )
+    spec = "name: anchored\ncmd: ['true']\nrestart_policy: 'no'\nenv:\n  BASE: &base /srv/app\n  DATA: *base\n"
     r = server.api("POST", "/api/services", content=spec, headers={"Content-Type": "application/yaml"})
     assert r.status_code == 200, r.text
     assert r.json()["spec"]["env"] == {"BASE": "/srv/app", "DATA": "/srv/app"}
     # A line-precise error still names file, line and field.
-    r = server.api("POST", "/api/services?filename=x.yaml", content="name: a\ncmd: [x]\nreplicas: many\n",
-                   headers={"Content-Type": "application/yaml"})
+    r = server.api(
+        "POST",
+        "/api/services?filename=x.yaml",
+        content="name: a\ncmd: [x]\nreplicas: many\n",
+        headers={"Content-Type": "application/yaml"},
+    )
     assert r.status_code == 400 and "x.yaml:3 replicas" in r.json()["error"]["message"]
 
 
@@ -155,9 +162,14 @@ def test_wrong_password_flood_at_the_edge_does_not_stall_anything(server_factory
     cfg.write_text("gate:\n  basic_auth_failures: 10000\n")
     srv = server_factory(extra_args=["--config", str(cfg)])
     hashed = bcrypt.hashpw(b"right", bcrypt.gensalt(12)).decode()
-    for spec in ({"host": "open", "upstreams": [f"127.0.0.1:{origin}"]},
-                 {"host": "locked", "upstreams": [f"127.0.0.1:{origin}"],
-                  "policies": {"basic_auth": [{"username": "ann", "bcrypt_hash": hashed}]}}):
+    for spec in (
+        {"host": "open", "upstreams": [f"127.0.0.1:{origin}"]},
+        {
+            "host": "locked",
+            "upstreams": [f"127.0.0.1:{origin}"],
+            "policies": {"basic_auth": [{"username": "ann", "bcrypt_hash": hashed}]},
+        },
+    ):
         assert srv.api("POST", "/api/routes", json=spec).status_code in (200, 201)
     baseline = probe_both_idle(srv)
     wrong = "Basic " + base64.b64encode(b"ann:wrong").decode()
@@ -175,8 +187,10 @@ def test_wrong_password_flood_at_the_edge_does_not_stall_anything(server_factory
         loop_share = (loop_cpu_s(srv.proc.pid) - cpu0) / (time.monotonic() - t0)
         assert counts.get("401", 0) >= 2, counts  # bcrypt ran (a few times a second) while we probed
         assert set(counts) <= {"401", "503"}, counts
-        print(f"\nbasic-auth flood {counts}: console worst {worst_ms(console):.1f} ms, gate worst "
-              f"{worst_ms(gate):.1f} ms, loop thread busy {loop_share:.0%} (idle: {baseline})")
+        print(
+            f"\nbasic-auth flood {counts}: console worst {worst_ms(console):.1f} ms, gate worst "
+            f"{worst_ms(gate):.1f} ms, loop thread busy {loop_share:.0%} (idle: {baseline})"
+        )
         # bcrypt ran elsewhere: the loop thread itself was mostly idle (inline, it is busy ~100%)
         assert loop_share < 0.5, loop_share
         loop_shares.append(loop_share)
@@ -202,8 +216,12 @@ def _wait_gone(pids: list[int], limit_s: float = 10.0) -> list[int]:
     alive = pids
     while alive and time.monotonic() < deadline:
         time.sleep(0.1)
-        alive = [p for p in alive if Path(f"/proc/{p}").exists() and "Z" not in
-                 Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[0]]
+        alive = [
+            p
+            for p in alive
+            if Path(f"/proc/{p}").exists()
+            and "Z" not in Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        ]
     return alive
 
 
@@ -213,8 +231,9 @@ def test_worker_processes_end_with_the_server(server_factory, how: str):
     deadline = time.monotonic() + 20
     workers: list[int] = []
     while time.monotonic() < deadline and len(workers) < 2:  # the two pools' warmed-up processes
-        workers = [p for p in _children(srv.proc.pid)
-                   if "spawn_main" in Path(f"/proc/{p}/cmdline").read_text(errors="replace")]
+        workers = [
+            p for p in _children(srv.proc.pid) if "spawn_main" in Path(f"/proc/{p}/cmdline").read_text(errors="replace")
+        ]
         time.sleep(0.1)
     assert len(workers) >= 2, workers
     children = _children(srv.proc.pid)

@@ -21,8 +21,9 @@ from tests.conftest import free_port
 
 def _gate(server, host: str, path: str, **kw) -> httpx.Response:
     headers = {"Host": host, **kw.pop("headers", {})}
-    return httpx.request(kw.pop("method", "GET"), f"http://127.0.0.1:{server.http_port}{path}", headers=headers,
-                         timeout=30, **kw)
+    return httpx.request(
+        kw.pop("method", "GET"), f"http://127.0.0.1:{server.http_port}{path}", headers=headers, timeout=30, **kw
+    )
 
 
 def _wait_route(server, host: str, path: str, ok: set[int]) -> None:
@@ -65,20 +66,26 @@ def test_no_secret_appears_in_any_log(server_factory, tmp_path: Path):
     # An API token, used through a gate route to the console.
     r = server.api("POST", "/api/tokens", token=admin, json={"name": "ci", "role": "admin"})
     api_token = secrets["API token"] = r.json()["token"]
-    assert server.fsctl("route", "add", "--host", "console.test", "--upstream",
-                        f"127.0.0.1:{server.console_port}", token=api_token).returncode == 0
+    assert (
+        server.fsctl(
+            "route", "add", "--host", "console.test", "--upstream", f"127.0.0.1:{server.console_port}", token=api_token
+        ).returncode
+        == 0
+    )
     _wait_route(server, "console.test", "/api/health", {200})
-    assert _gate(server, "console.test", "/api/status",
-                 headers={"Authorization": f"Bearer {api_token}"}).status_code == 200
-    r = _gate(server, "console.test", "/api/auth/login", method="POST",
-              json={"username": "admin", "password": admin_pw})
+    assert (
+        _gate(server, "console.test", "/api/status", headers={"Authorization": f"Bearer {api_token}"}).status_code
+        == 200
+    )
+    r = _gate(
+        server, "console.test", "/api/auth/login", method="POST", json={"username": "admin", "password": admin_pw}
+    )
     assert r.status_code == 200
     secrets["session token through the gate"] = r.json()["token"]
 
     # Users and passwords, over the API and the CLI.
     carol_pw = secrets["carol's first password"] = "carol-first-Pa55word"
-    r = server.api("POST", "/api/users", token=admin, json={"username": "carol", "password": carol_pw,
-                                                              "role": "admin"})
+    r = server.api("POST", "/api/users", token=admin, json={"username": "carol", "password": carol_pw, "role": "admin"})
     assert r.status_code == 200, r.text
     carol_pw = secrets["carol's second password"] = "carol-second-Pa55word"
     r = server.fsctl("user", "passwd", "carol", "--password-stdin", input=f"{carol_pw}\n", token=admin)
@@ -111,8 +118,17 @@ def test_no_secret_appears_in_any_log(server_factory, tmp_path: Path):
     # A basic-auth route: the password, its Authorization header and its bcrypt hash.
     bob_pw = secrets["basic-auth password"] = "bob-basic-Pa55word"
     bob_hash = secrets["basic-auth bcrypt hash"] = bcrypt.hashpw(bob_pw.encode(), bcrypt.gensalt(4)).decode()
-    r = server.fsctl("route", "add", "--host", "basic.test", "--upstream", f"127.0.0.1:{server.console_port}",
-                     "--basic-auth", f"bob:{bob_hash}", token=admin)
+    r = server.fsctl(
+        "route",
+        "add",
+        "--host",
+        "basic.test",
+        "--upstream",
+        f"127.0.0.1:{server.console_port}",
+        "--basic-auth",
+        f"bob:{bob_hash}",
+        token=admin,
+    )
     assert r.returncode == 0, r.stderr
     _wait_route(server, "basic.test", "/api/health", {401})
     good = secrets["basic-auth header"] = base64.b64encode(f"bob:{bob_pw}".encode()).decode()
@@ -135,8 +151,12 @@ def test_no_secret_appears_in_any_log(server_factory, tmp_path: Path):
     secrets["webhook query secret"] = "hook-query-S3cret"
     secrets["webhook password"] = "hook-Pa55word"
     hook = f"http://hook-user:hook-Pa55word@127.0.0.1:{free_port()}/services/T0/{hook_secret}?token=hook-query-S3cret"
-    r = server.api("POST", "/api/alerts/rules", token=admin,
-                   json={"name": "always", "metric": "host_load1", "op": ">=", "threshold": -1, "webhook": hook})
+    r = server.api(
+        "POST",
+        "/api/alerts/rules",
+        token=admin,
+        json={"name": "always", "metric": "host_load1", "op": ">=", "threshold": -1, "webhook": hook},
+    )
     assert r.status_code == 200, r.text
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and "webhook delivery failed" not in server.log():
@@ -151,6 +171,7 @@ def test_no_secret_appears_in_any_log(server_factory, tmp_path: Path):
     assert server.stop() == 0
     captured = _captured(server)
     assert any("auth.login" in text for text in captured.values())  # the search looks at the right places
-    leaks = [f"{name} in {where}" for name, value in secrets.items() for where, text in captured.items()
-             if value in text]
+    leaks = [
+        f"{name} in {where}" for name, value in secrets.items() for where, text in captured.items() if value in text
+    ]
     assert not leaks, "secrets found in logs:\n  " + "\n  ".join(leaks)

@@ -40,8 +40,14 @@ def _as_client(server, env: dict[str, str], *args: str, timeout: float = 120):
 
     from tests.conftest import FSCTL
 
-    return subprocess.run([*FSCTL, *args], env={**server.env, **env, "FSCTL_SERVER": server.url},
-                          capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    return subprocess.run(
+        [*FSCTL, *args],
+        env={**server.env, **env, "FSCTL_SERVER": server.url},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+    )
 
 
 def test_client_cli_and_upload_with_client_credentials(server, tmp_path):
@@ -58,8 +64,9 @@ def test_client_cli_and_upload_with_client_credentials(server, tmp_path):
     r = _as_client(server, creds, "deploy", "--service", "other", "--artifact", str(art), "--version", "1")
     assert r.returncode == 1 and "may not act on service 'other'" in r.stderr
     # Wrong secret: a clear error, non-zero.
-    r = _as_client(server, {**creds, "INFRACORE_CLIENT_SECRET": "ics_wrong"}, "artifact", "upload", str(art),
-                   "--service", "web")
+    r = _as_client(
+        server, {**creds, "INFRACORE_CLIENT_SECRET": "ics_wrong"}, "artifact", "upload", str(art), "--service", "web"
+    )
     assert r.returncode == 1 and "wrong client id or secret" in r.stderr
     r = _as_client(server, {"INFRACORE_CLIENT_ID": creds["INFRACORE_CLIENT_ID"]}, "artifact", "ls")
     assert r.returncode == 1 and "set both" in r.stderr
@@ -80,10 +87,12 @@ def test_deploy_needs_its_flags(server):
 def test_packager_flow_end_to_end(server, tmp_path):
     """Upload a tar.gz, deploy it, poll to `succeeded` — with client credentials only — then deploy v2
     over it; the release dir is `${installPath}` and the service answers from the new code."""
-    spec = {"name": "web", "cmd": ["python3", "${installPath}/app.py", "${PORT}"],
-            "ports": [{"name": "http", "internal": "auto"}],
-            "healthcheck": {"http": "http://127.0.0.1:${PORT}/healthz", "interval": "1s", "timeout": "2s",
-                            "retries": 3}}
+    spec = {
+        "name": "web",
+        "cmd": ["python3", "${installPath}/app.py", "${PORT}"],
+        "ports": [{"name": "http", "internal": "auto"}],
+        "healthcheck": {"http": "http://127.0.0.1:${PORT}/healthz", "interval": "1s", "timeout": "2s", "retries": 3},
+    }
     creds = _add_client(server)
     for version in ("1.0.0", "2.0.0"):
         if version == "1.0.0":
@@ -91,8 +100,21 @@ def test_packager_flow_end_to_end(server, tmp_path):
             r = server.api("POST", "/api/services", json=spec)
             assert r.status_code == 200, r.text
         art = _release(tmp_path, version)
-        r = _as_client(server, creds, "deploy", "--service", "web", "--artifact", str(art), "--version", version,
-                       "--wait", "--timeout", "120", timeout=180)
+        r = _as_client(
+            server,
+            creds,
+            "deploy",
+            "--service",
+            "web",
+            "--artifact",
+            str(art),
+            "--version",
+            version,
+            "--wait",
+            "--timeout",
+            "120",
+            timeout=180,
+        )
         assert r.returncode == 0, (r.stdout, r.stderr)
         assert f"web {version} deployed" in r.stdout
         assert (server.data_dir / "releases" / "web" / version / "app.py").exists()
@@ -105,26 +127,40 @@ def test_packager_flow_end_to_end(server, tmp_path):
             assert time.monotonic() < deadline, (endpoints, body)
             time.sleep(0.2)
     # The deployments are readable with the client's token; another service's are not.
-    tok = httpx.post(f"{server.url}/api/auth/client-token", json={
-        "client_id": creds["INFRACORE_CLIENT_ID"], "client_secret": creds["INFRACORE_CLIENT_SECRET"]}).json()["token"]
-    r = _as_client(server, creds, "deploy", "--service", "web", "--artifact", str(art), "--version", "3.0.0",
-                   "--json")
+    tok = httpx.post(
+        f"{server.url}/api/auth/client-token",
+        json={"client_id": creds["INFRACORE_CLIENT_ID"], "client_secret": creds["INFRACORE_CLIENT_SECRET"]},
+    ).json()["token"]
+    r = _as_client(server, creds, "deploy", "--service", "web", "--artifact", str(art), "--version", "3.0.0", "--json")
     assert r.returncode == 0, r.stderr
     dep_id = json.loads(r.stdout)["deployment_id"]
     assert server.api("GET", f"/api/deployments/{dep_id}", token=tok).status_code == 200
-    assert server.api("POST", "/api/services/other/deploy", token=tok,
-                      json={"version": "1", "artifact_id": json.loads(r.stdout)["artifact"]["id"]}).status_code == 403
+    assert (
+        server.api(
+            "POST",
+            "/api/services/other/deploy",
+            token=tok,
+            json={"version": "1", "artifact_id": json.loads(r.stdout)["artifact"]["id"]},
+        ).status_code
+        == 403
+    )
     # Nor may it change the spec an admin applied (a new cmd would run what no admin approved), nor run an
     # artifact uploaded for another service under this one's name.
     before = [d["id"] for d in server.api("GET", "/api/deployments?service=web").json()]
-    r = server.api("POST", "/api/services/web/deploy", token=tok,
-                   json={"version": "4.0.0", "overrides": {"cmd": ["sh", "-c", "id > /tmp/pwned"]}})
+    r = server.api(
+        "POST",
+        "/api/services/web/deploy",
+        token=tok,
+        json={"version": "4.0.0", "overrides": {"cmd": ["sh", "-c", "id > /tmp/pwned"]}},
+    )
     assert r.status_code == 403 and r.json()["error"]["code"] == "client_scope", r.text
-    other = server.api("POST", "/api/artifacts?service=other&filename=x.tgz",
-                       content=_release(tmp_path, "9.9.9").read_bytes())
+    other = server.api(
+        "POST", "/api/artifacts?service=other&filename=x.tgz", content=_release(tmp_path, "9.9.9").read_bytes()
+    )
     assert other.status_code in (200, 201), other.text
-    r = server.api("POST", "/api/services/web/deploy", token=tok,
-                   json={"version": "9.9.9", "artifact_id": other.json()["id"]})
+    r = server.api(
+        "POST", "/api/services/web/deploy", token=tok, json={"version": "9.9.9", "artifact_id": other.json()["id"]}
+    )
     assert r.status_code == 403 and "was not uploaded for 'web'" in r.text, r.text
     r = server.api("POST", "/api/services/web/deploy", token=tok, json={"version": "9.9.8", "artifact_id": "0" * 64})
     assert r.status_code == 403, r.text

@@ -15,8 +15,13 @@ from tests.conftest import ROOT
 
 
 def _check(out: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "fsctl.refdocs", "--check", "--out", str(out)], capture_output=True,
-                          text=True, timeout=120, cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, "-m", "fsctl.refdocs", "--check", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
 
 
 def test_the_committed_references_match_the_code_and_a_stale_one_is_named(tmp_path: Path) -> None:

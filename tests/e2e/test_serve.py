@@ -42,8 +42,19 @@ def test_port_in_use_is_one_clear_line(tmp_path):
         s.bind(("127.0.0.1", 0))
         s.listen()
         port = s.getsockname()[1]
-        r = _serve_fails(["--data-dir", str(tmp_path / "d"), "--console", f"127.0.0.1:{port}",
-                          "--http-port", str(free_port()), "--https-port", str(free_port())], tmp_path)
+        r = _serve_fails(
+            [
+                "--data-dir",
+                str(tmp_path / "d"),
+                "--console",
+                f"127.0.0.1:{port}",
+                "--http-port",
+                str(free_port()),
+                "--https-port",
+                str(free_port()),
+            ],
+            tmp_path,
+        )
     assert r.returncode != 0
     last = r.stderr.strip().splitlines()[-1]
     assert last.startswith("fsctl serve: error: ") and f"127.0.0.1:{port} is already in use" in last
@@ -61,8 +72,19 @@ def test_data_dir_not_writable(tmp_path):
 
 
 def test_second_instance_on_the_same_data_dir_is_refused(server, tmp_path):
-    r = _serve_fails(["--data-dir", str(server.data_dir), "--console", f"127.0.0.1:{free_port()}",
-                      "--http-port", str(free_port()), "--https-port", str(free_port())], tmp_path)
+    r = _serve_fails(
+        [
+            "--data-dir",
+            str(server.data_dir),
+            "--console",
+            f"127.0.0.1:{free_port()}",
+            "--http-port",
+            str(free_port()),
+            "--https-port",
+            str(free_port()),
+        ],
+        tmp_path,
+    )
     assert r.returncode != 0
     assert f"another Infra-Core server (pid {server.proc.pid})" in r.stderr
     assert httpx.get(f"{server.url}/api/health").status_code == 200  # the first one is untouched

@@ -20,8 +20,7 @@ def _state(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*FSCTL, "state", *args], capture_output=True, text=True, timeout=60, cwd=ROOT)
 
 
-def test_a_running_servers_state_backs_up_and_restores_onto_an_empty_dir(server_factory: Any,
-                                                                         tmp_path: Path) -> None:
+def test_a_running_servers_state_backs_up_and_restores_onto_an_empty_dir(server_factory: Any, tmp_path: Path) -> None:
     srv = server_factory()
     r = srv.api("POST", "/api/users", json={"username": "olga", "password": "olga-pass-123", "role": "viewer"})
     assert r.status_code in (200, 201), r.text
@@ -77,8 +76,9 @@ def _rewrite(src: Path, dst: Path, change: Any) -> None:
                 tout.addfile(m, io.BytesIO(data))
 
 
-def test_altered_foreign_and_misplaced_archives_are_refused_and_nothing_is_restored(server_factory: Any,
-                                                                                   tmp_path: Path) -> None:
+def test_altered_foreign_and_misplaced_archives_are_refused_and_nothing_is_restored(
+    server_factory: Any, tmp_path: Path
+) -> None:
     srv = server_factory()
     good = tmp_path / "good.tar.gz"
     assert _state("backup", str(good), "--data-dir", str(srv.data_dir)).returncode == 0
@@ -99,8 +99,7 @@ def test_altered_foreign_and_misplaced_archives_are_refused_and_nothing_is_resto
             return m, b""
         return m, data
 
-    cases = {"flip": (flip, "damaged"), "escape": (escape, "not in the manifest"),
-             "link": (link, "not a plain file")}
+    cases = {"flip": (flip, "damaged"), "escape": (escape, "not in the manifest"), "link": (link, "not a plain file")}
     for name, (change, message) in cases.items():
         bad = tmp_path / f"{name}.tar.gz"
         _rewrite(good, bad, change)

@@ -19,8 +19,9 @@ CODE_RE = re.compile(r"\b[a-z2-9]{4}-[a-z2-9]{4}-[a-z2-9]{4}-[a-z2-9]{4}\b")
 
 
 def oathtool(secret: str, when: str = "now") -> str:
-    out = subprocess.run(["oathtool", "--totp", "-b", "-N", when, secret], capture_output=True, text=True,
-                         check=True, timeout=10)
+    out = subprocess.run(
+        ["oathtool", "--totp", "-b", "-N", when, secret], capture_output=True, text=True, check=True, timeout=10
+    )
     return out.stdout.strip()
 
 
@@ -69,8 +70,15 @@ def test_enrol_with_oathtool_then_codes_work_once(server, tess):
 
 def test_cli_enrolment_shows_codes_once_and_regenerates(server, tess):
     env = {**server.env, "FSCTL_SERVER": server.url, "FSCTL_TOKEN": tess}
-    proc = subprocess.Popen([*FSCTL, "user", "totp", "enable", "tess"], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+    proc = subprocess.Popen(
+        [*FSCTL, "user", "totp", "enable", "tess"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=ROOT,
+    )
     assert proc.stdout is not None and proc.stdin is not None
     secret = None
     for line in proc.stdout:
@@ -91,8 +99,9 @@ def test_cli_enrolment_shows_codes_once_and_regenerates(server, tess):
     assert len(second) == 10 and not set(first) & set(second)
     assert _login(server, first[0]).status_code == 401  # the old codes stopped working
     assert _login(server, second[0]).status_code == 200
-    r = server.fsctl("login", "--user", "tess", "--password-stdin", "--otp", oathtool(secret),
-                     input="tess-password\n", token=None)
+    r = server.fsctl(
+        "login", "--user", "tess", "--password-stdin", "--otp", oathtool(secret), input="tess-password\n", token=None
+    )
     assert r.returncode == 0, r.stderr
     # Turning 2FA off drops the codes; asking for new ones then says why not.
     assert server.fsctl("user", "totp", "disable", "tess", token=tess).returncode == 0

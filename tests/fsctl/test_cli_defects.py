@@ -41,8 +41,7 @@ def test_events_no_follow_without_since_prints_the_newest(server):
 
 def test_events_no_follow_against_no_server_is_an_error_not_a_wait(tmp_path):
     env = {**os.environ, "FSCTL_SERVER": "http://127.0.0.1:9", "XDG_CONFIG_HOME": str(tmp_path)}
-    r = subprocess.run([*FSCTL, "events", "--no-follow"], env=env, capture_output=True, text=True, timeout=30,
-                       cwd=ROOT)
+    r = subprocess.run([*FSCTL, "events", "--no-follow"], env=env, capture_output=True, text=True, timeout=30, cwd=ROOT)
     assert r.returncode == 1 and "cannot reach the Infra-Core server" in r.stderr
 
 
@@ -80,8 +79,15 @@ def test_totp_enable_with_code_but_nothing_pending_says_how_to_start(server):
 
 def test_totp_enable_reads_the_code_from_a_pipe(server):
     env = {**server.env, "FSCTL_SERVER": server.url, "FSCTL_TOKEN": server.login()}
-    proc = subprocess.Popen([*FSCTL, "user", "totp", "enable", "admin"], env=env, cwd=ROOT, text=True,
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [*FSCTL, "user", "totp", "enable", "admin"],
+        env=env,
+        cwd=ROOT,
+        text=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     try:
         secret = None
         while secret is None:
@@ -105,8 +111,9 @@ def _into_closed_pipe(args: list[str], env: dict[str, str]) -> subprocess.Comple
     read_end, write_end = os.pipe()
     os.close(read_end)  # the reader (head) has already gone: every write gets EPIPE
     try:
-        return subprocess.run([*FSCTL, *args], stdout=write_end, stderr=subprocess.PIPE, text=True, env=env,
-                              cwd=ROOT, timeout=60)
+        return subprocess.run(
+            [*FSCTL, *args], stdout=write_end, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT, timeout=60
+        )
     finally:
         os.close(write_end)
 
@@ -118,8 +125,9 @@ def test_help_into_a_closed_pipe_is_quiet(args, tmp_path):
     assert r.stderr == ""
 
 
-@pytest.mark.parametrize("args", [["audit", "--limit", "200"], ["events", "--since", "0", "--no-follow"],
-                                  ["user", "ls", "--json"]])
+@pytest.mark.parametrize(
+    "args", [["audit", "--limit", "200"], ["events", "--since", "0", "--no-follow"], ["user", "ls", "--json"]]
+)
 def test_commands_into_a_closed_pipe_are_quiet(server, args):
     for i in range(30):  # enough output to need more than one write
         server.api("POST", "/api/tokens", json={"name": f"t{i}"})
@@ -134,7 +142,7 @@ def test_commands_into_a_closed_pipe_are_quiet(server, args):
 
 def test_service_start_prints_the_state_after_it(server, tmp_path):
     spec = tmp_path / "sleeper.yaml"
-    spec.write_text(f"name: sleeper\ncmd: [\"{sys.executable}\", \"-c\", \"import time; time.sleep(300)\"]\n")
+    spec.write_text(f'name: sleeper\ncmd: ["{sys.executable}", "-c", "import time; time.sleep(300)"]\n')
     assert server.fsctl("service", "apply", "-f", str(spec), "--wait", "60").returncode == 0
     try:
         r = server.fsctl("service", "stop", "sleeper")

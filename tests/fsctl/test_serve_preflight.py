@@ -15,11 +15,28 @@ import httpx
 from tests.conftest import FSCTL, ROOT, free_port
 
 
-def _serve(tmp_path: Path, data: Path, *args: str, http_port: int | None = None,
-           https_port: int | None = None, console: str | None = None) -> subprocess.CompletedProcess[str]:
+def _serve(
+    tmp_path: Path,
+    data: Path,
+    *args: str,
+    http_port: int | None = None,
+    https_port: int | None = None,
+    console: str | None = None,
+) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "INFRACORE_PASSWORD_HASH_ROUNDS": "4", "XDG_CONFIG_HOME": str(tmp_path / "xdg")}
-    argv = [*FSCTL, "serve", "--data-dir", str(data), "--console", console or f"127.0.0.1:{free_port()}",
-            "--http-port", str(http_port or free_port()), "--https-port", str(https_port or free_port()), *args]
+    argv = [
+        *FSCTL,
+        "serve",
+        "--data-dir",
+        str(data),
+        "--console",
+        console or f"127.0.0.1:{free_port()}",
+        "--http-port",
+        str(http_port or free_port()),
+        "--https-port",
+        str(https_port or free_port()),
+        *args,
+    ]
     return subprocess.run(argv, capture_output=True, text=True, timeout=60, cwd=ROOT, env=env)
 
 
@@ -106,8 +123,13 @@ def test_after_the_fix_the_first_start_makes_the_admin(server_factory):
 
 
 def test_a_second_server_on_the_same_data_dir_and_ports_names_the_first(server, tmp_path):
-    r = _serve(tmp_path, server.data_dir, http_port=server.http_port, https_port=server.https_port,
-               console=f"127.0.0.1:{server.console_port}")
+    r = _serve(
+        tmp_path,
+        server.data_dir,
+        http_port=server.http_port,
+        https_port=server.https_port,
+        console=f"127.0.0.1:{server.console_port}",
+    )
     assert r.returncode == 1
     assert f"another Infra-Core server (pid {server.proc.pid}) is using the data dir" in r.stderr
     assert httpx.get(f"{server.url}/api/health").status_code == 200

@@ -35,12 +35,16 @@ class Origin:
 
 async def _echo(request: web.Request) -> web.StreamResponse:
     body = await request.read()
-    return web.json_response({
-        "method": request.method, "path": request.path_qs, "body_len": len(body),
-        "body": body[:200].decode("latin-1"),
-        "headers": {k.lower(): v for k, v in request.headers.items()},
-        "header_list": [[k, v] for k, v in request.headers.items()],
-    })
+    return web.json_response(
+        {
+            "method": request.method,
+            "path": request.path_qs,
+            "body_len": len(body),
+            "body": body[:200].decode("latin-1"),
+            "headers": {k.lower(): v for k, v in request.headers.items()},
+            "header_list": [[k, v] for k, v in request.headers.items()],
+        }
+    )
 
 
 async def _stream(request: web.Request) -> web.StreamResponse:
@@ -193,8 +197,9 @@ async def gate_factory() -> AsyncIterator[GateFactory]:
     async def make(workers: WorkerPool | None = None, **config: Any) -> Gate:
         sink = ListSink()
         loop = asyncio.get_running_loop()
-        state = ProxyState(GateConfig(**config), clock=loop.time, wall_clock=time.time, access_log=sink,
-                           workers=workers)
+        state = ProxyState(
+            GateConfig(**config), clock=loop.time, wall_clock=time.time, access_log=sink, workers=workers
+        )
         server = EdgeServer(state)
         port = await server.listen("127.0.0.1", 0)
         g = Gate(state, server, port, sink)

@@ -85,8 +85,9 @@ class _Loop(asyncio.SelectorEventLoop):
         self.dialed: list[FakeTransport] = []
         self.refuse = False
 
-    async def create_connection(self, protocol_factory: Callable[[], Any], host: Any = None, port: Any = None,
-                                **kw: Any) -> Any:
+    async def create_connection(
+        self, protocol_factory: Callable[[], Any], host: Any = None, port: Any = None, **kw: Any
+    ) -> Any:
         if self.refuse:
             raise ConnectionRefusedError(111, "Connection refused")
         proto = protocol_factory()
@@ -104,8 +105,9 @@ class Conversation:
         self.now = 1000.0
         self.loop = _Loop()
         asyncio.set_event_loop(self.loop)
-        self.state = ProxyState(GateConfig(**(config or {})), clock=lambda: self.now, wall_clock=lambda: 1.7e9,
-                                timer=lambda: self.now)
+        self.state = ProxyState(
+            GateConfig(**(config or {})), clock=lambda: self.now, wall_clock=lambda: 1.7e9, timer=lambda: self.now
+        )
         route = RouteSpec(**{"host": "app.test", "upstreams": [f"{ORIGIN[0]}:{ORIGIN[1]}"], **(spec or {})})
         self.state.install(self.state.build_snapshot([Route(1, route)]))
         self.client_t = FakeTransport()
@@ -123,10 +125,12 @@ class Conversation:
     def run(self, fn: Callable[[], object]) -> None:
         """Call `fn` on the loop (as a protocol callback would be), then run what the gate spawned (dials,
         file reads) until nothing is ready: loop turns, no waiting."""
+
         async def turn() -> None:
             fn()
             for _ in range(8):
                 await asyncio.sleep(0)
+
         self.loop.run_until_complete(turn())
 
     def settle(self) -> None:

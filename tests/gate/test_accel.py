@@ -245,15 +245,23 @@ def test_an_in_place_build_recompiles_what_its_record_says_changed_and_deletes_l
 
     done = subprocess.run(
         [sys.executable, "setup.py", "-q", "build_ext", "--inplace"],
-        cwd=tmp_path, env=_ENV, capture_output=True, text=True, timeout=600,
+        cwd=tmp_path,
+        env=_ENV,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert done.returncode == 0, done.stderr
     assert not leftover.exists()
     assert accel.check(tmp_path) is None
     code = "import gate.router as r; print(r.__file__, getattr(r, 'BUILD_MARKER', None))"
     done = subprocess.run(
-        [sys.executable, "-c", code], cwd=tmp_path, env={**_ENV, "PYTHONPATH": str(tmp_path)},
-        capture_output=True, text=True, timeout=120,
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env={**_ENV, "PYTHONPATH": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == [str(accel.compiled_file("gate.router", tmp_path)), "1"]
@@ -270,8 +278,9 @@ def test_the_hot_paths_pause_reading_with_plain_ints_not_the_enum():
     for module in accel.COMPILED:
         tree = ast.parse(accel.source_file(module).read_text())
         uses = [n.lineno for n in ast.walk(tree) if isinstance(n, ast.Name) and n.id == "Pause"]
-        uses += [n.lineno for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)
-                 for a in n.names if a.name == "Pause"]
+        uses += [
+            n.lineno for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) for a in n.names if a.name == "Pause"
+        ]
         assert not uses, f"{module} uses the Pause enum on lines {uses}; use downstream.PAUSE_*"
 
 
@@ -279,7 +288,11 @@ def test_a_build_with_infracore_pure_is_a_pure_python_wheel(tmp_path):
     """INFRACORE_PURE=1 at build time compiles nothing: a `py3-none-any` wheel without `_c/` files."""
     done = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "-q", "--no-build-isolation", "--no-deps", "-w", str(tmp_path), "."],
-        cwd=ROOT, env={**_ENV, "INFRACORE_PURE": "1"}, capture_output=True, text=True, timeout=300,
+        cwd=ROOT,
+        env={**_ENV, "INFRACORE_PURE": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert done.returncode == 0, done.stderr
     [wheel] = tmp_path.glob("*.whl")

@@ -38,10 +38,29 @@ async def test_lines_are_what_access_line_renders_with_the_start_on_the_wall_clo
     batch.add(1.0, 2.0, "h", b"PATCH", "/", 200, 0, None, "1.2.3.4", "r2", "r", "1.0", 0, None)
     (one, at1), (two, at2) = sink.got
     assert at1 == 1_796_000_000.0 and at2 == 1_796_000_000.0
-    assert one == [access_line(1_795_999_950_250_000, 'a"b', "G\nET", "/p\r\n", 502, 7, 1500, "127.0.0.1:9", "::1",
-                               "rid", None, "HTTP/2", 33, 250)]
-    assert two == [access_line(1_795_999_801_000_000, "h", "PATCH", "/", 200, 0, 1_000_000, None, "1.2.3.4", "r2",
-                               "r", "HTTP/1.0", 0, -1)]
+    assert one == [
+        access_line(
+            1_795_999_950_250_000,
+            'a"b',
+            "G\nET",
+            "/p\r\n",
+            502,
+            7,
+            1500,
+            "127.0.0.1:9",
+            "::1",
+            "rid",
+            None,
+            "HTTP/2",
+            33,
+            250,
+        )
+    ]
+    assert two == [
+        access_line(
+            1_795_999_801_000_000, "h", "PATCH", "/", 200, 0, 1_000_000, None, "1.2.3.4", "r2", "r", "HTTP/1.0", 0, -1
+        )
+    ]
 
 
 async def test_a_batch_goes_by_count_by_size_and_at_close_in_order() -> None:

@@ -14,10 +14,22 @@ from gate.accesslog import access_line
 
 
 def args(i: int, **kw: Any) -> dict[str, Any]:
-    base: dict[str, Any] = dict(at_us=1_796_000_000_123_456 + i, host="example.com", method="GET",
-                                path=f"/p/{i}", status=200, bytes_sent=10, duration_us=1500,
-                                upstream="127.0.0.1:9000", client_ip="10.0.0.1", request_id=f"r{i}", route=None,
-                                protocol="HTTP/1.1", bytes_received=0, upstream_us=-1)
+    base: dict[str, Any] = dict(
+        at_us=1_796_000_000_123_456 + i,
+        host="example.com",
+        method="GET",
+        path=f"/p/{i}",
+        status=200,
+        bytes_sent=10,
+        duration_us=1500,
+        upstream="127.0.0.1:9000",
+        client_ip="10.0.0.1",
+        request_id=f"r{i}",
+        route=None,
+        protocol="HTTP/1.1",
+        bytes_received=0,
+        upstream_us=-1,
+    )
     return base | kw
 
 
@@ -43,10 +55,15 @@ def test_the_line_is_json_escaped_as_json_dumps_does(a: dict[str, Any]) -> None:
     strings = ("host", "method", "path", "upstream", "client_ip", "request_id", "route", "protocol")
     for k in strings:  # byte for byte what json.dumps writes for each string
         assert f'"{k}":{json.dumps(a[k])}' in line
-    assert parsed == {**{k: a[k] for k in strings}, "status": a["status"], "bytes_sent": a["bytes_sent"],
-                      "bytes_received": a["bytes_received"], "at": a["at_us"] / 1e6,
-                      "duration_ms": a["duration_us"] / 1e3,
-                      "upstream_ms": None if a["upstream_us"] < 0 else a["upstream_us"] / 1e3}
+    assert parsed == {
+        **{k: a[k] for k in strings},
+        "status": a["status"],
+        "bytes_sent": a["bytes_sent"],
+        "bytes_received": a["bytes_received"],
+        "at": a["at_us"] / 1e6,
+        "duration_ms": a["duration_us"] / 1e3,
+        "upstream_ms": None if a["upstream_us"] < 0 else a["upstream_us"] / 1e3,
+    }
     assert AccessLogEntry.from_line(line).request_id == a["request_id"]
 
 

@@ -26,9 +26,14 @@ def basic(user: str, password: str) -> str:
 
 
 def locked_routes(origin: Origin, hashed: str) -> tuple[dict, dict]:
-    return ({"host": "locked", "upstreams": [origin.addr],
-             "policies": {"basic_auth": [{"username": "ann", "bcrypt_hash": hashed}]}},
-            {"host": "open", "upstreams": [origin.addr]})
+    return (
+        {
+            "host": "locked",
+            "upstreams": [origin.addr],
+            "policies": {"basic_auth": [{"username": "ann", "bcrypt_hash": hashed}]},
+        },
+        {"host": "open", "upstreams": [origin.addr]},
+    )
 
 
 async def test_wrong_password_flood_does_not_stall_other_sites(gate_factory, origin: Origin):
@@ -38,8 +43,9 @@ async def test_wrong_password_flood_does_not_stall_other_sites(gate_factory, ori
     g: Gate = await gate_factory(basic_auth_failures=10_000)  # no throttle: bcrypt runs for every attempt
     g.set_routes(*locked_routes(origin, hashed))
     baseline = [(await arequest(g.port, "open", "/echo"))[1] for _ in range(5)]
-    proc = start_hammer(g.port, "locked", "/echo", headers={"Authorization": basic("ann", "wrong")},
-                        threads=8, seconds=3.0)
+    proc = start_hammer(
+        g.port, "locked", "/echo", headers={"Authorization": basic("ann", "wrong")}, threads=8, seconds=3.0
+    )
     try:
         await asyncio.sleep(0.3)  # the hammer's interpreter is up and its requests are in flight
         latencies = await aprobe_while(proc, g.port, "open", "/echo")
@@ -50,8 +56,10 @@ async def test_wrong_password_flood_does_not_stall_other_sites(gate_factory, ori
     assert set(counts) <= {"401", "503"}, counts  # a full pool answers 503; nothing else happens
     assert len(latencies) >= 20, latencies
     worst_ms = max(latencies) * 1000
-    assert worst_ms < 50, (f"a request to another site took {worst_ms:.0f} ms during the attack "
-                           f"(baseline {max(baseline) * 1000:.1f} ms, attack {counts})")
+    assert worst_ms < 50, (
+        f"a request to another site took {worst_ms:.0f} ms during the attack "
+        f"(baseline {max(baseline) * 1000:.1f} ms, attack {counts})"
+    )
     assert not any(r.method == "GET" and r.host == "locked" for r in origin.requests)
 
 
@@ -63,8 +71,10 @@ async def test_wrong_passwords_are_throttled_per_client_with_retry_after(gate_fa
     async with httpx.AsyncClient() as c:
         good = await c.get(url, headers={"Host": "locked", "Authorization": basic("ann", "right")})
         assert good.status_code == 200  # verified once, then remembered
-        codes = [(await c.get(url, headers={"Host": "locked", "Authorization": basic("ann", f"x{i}")})).status_code
-                 for i in range(3)]
+        codes = [
+            (await c.get(url, headers={"Host": "locked", "Authorization": basic("ann", f"x{i}")})).status_code
+            for i in range(3)
+        ]
         assert codes == [401, 401, 401]
         r = await c.get(url, headers={"Host": "locked", "Authorization": basic("ann", "x9")})
         assert r.status_code == 429 and 1 <= int(r.headers["retry-after"]) <= 20, r.headers
@@ -112,8 +122,9 @@ async def test_full_pool_answers_503_with_retry_after(gate_factory, origin: Orig
     try:
         g: Gate = await gate_factory(workers=pool, basic_auth_failures=100)
         g.set_routes(*locked_routes(origin, hashed))
-        slow = asyncio.ensure_future(arequest(g.port, "locked", "/echo", {"Authorization": basic("ann", "a")},
-                                              timeout_s=60))
+        slow = asyncio.ensure_future(
+            arequest(g.port, "locked", "/echo", {"Authorization": basic("ann", "a")}, timeout_s=60)
+        )
         for _ in range(500):
             if pool.in_use:
                 break
@@ -122,8 +133,9 @@ async def test_full_pool_answers_503_with_retry_after(gate_factory, origin: Orig
         r = await arequest(g.port, "locked", "/echo", {"Authorization": basic("ann", "b")})
         assert r[0] == 503
         async with httpx.AsyncClient() as c:
-            resp = await c.get(f"http://127.0.0.1:{g.port}/echo",
-                               headers={"Host": "locked", "Authorization": basic("ann", "c")})
+            resp = await c.get(
+                f"http://127.0.0.1:{g.port}/echo", headers={"Host": "locked", "Authorization": basic("ann", "c")}
+            )
             assert resp.status_code == 503 and resp.headers["retry-after"] == "1"
             assert "busy" in resp.text
             assert (await c.get(f"http://127.0.0.1:{g.port}/echo", headers={"Host": "open"})).status_code == 200
@@ -139,8 +151,10 @@ async def test_client_gone_while_checking_is_fine(gate_factory, origin: Origin):
     g.set_routes(*locked_routes(origin, hashed))
     _reader, writer = await asyncio.open_connection("127.0.0.1", g.port)
     # A body still coming: the gate is reading this connection, so it sees the reset at once.
-    writer.write(f"POST /echo HTTP/1.1\r\nHost: locked\r\nAuthorization: {basic('ann', 'right')}\r\n"
-                 "Content-Length: 100\r\n\r\n0123456789".encode())
+    writer.write(
+        f"POST /echo HTTP/1.1\r\nHost: locked\r\nAuthorization: {basic('ann', 'right')}\r\n"
+        "Content-Length: 100\r\n\r\n0123456789".encode()
+    )
     await writer.drain()
     for _ in range(500):
         if g.state.workers.in_use:
@@ -163,12 +177,22 @@ async def test_client_gone_while_checking_is_fine(gate_factory, origin: Origin):
 async def test_basic_auth_over_http2_with_a_request_body(gate_factory, origin: Origin, tmp_path):
     hashed = bcrypt.hashpw(b"right", bcrypt.gensalt(8)).decode()
     g: Gate = await gate_factory()
-    g.set_routes({"host": "a.test", "upstreams": [origin.addr],
-                  "policies": {"basic_auth": [{"username": "ann", "bcrypt_hash": hashed}]}})
+    g.set_routes(
+        {
+            "host": "a.test",
+            "upstreams": [origin.addr],
+            "policies": {"basic_auth": [{"username": "ann", "bcrypt_hash": hashed}]},
+        }
+    )
     tg = await start_tls(g, tmp_path)
     tg.publish("a.test")
-    async with httpx.AsyncClient(http2=True, verify=tg.client_context(), timeout=30,
-                                 base_url=f"https://127.0.0.1:{tg.port}", headers={"host": "a.test"}) as c:
+    async with httpx.AsyncClient(
+        http2=True,
+        verify=tg.client_context(),
+        timeout=30,
+        base_url=f"https://127.0.0.1:{tg.port}",
+        headers={"host": "a.test"},
+    ) as c:
         ext = {"sni_hostname": "a.test"}
         body = b"x" * 300_000  # arrives while the password is checked: buffered under flow control
         results = await asyncio.gather(

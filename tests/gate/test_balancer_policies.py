@@ -80,11 +80,18 @@ def test_rate_limiter_memory_is_bounded():
 
 @pytest.mark.parametrize(
     ("nets", "ip", "inside"),
-    [(["10.0.0.0/8"], "10.1.2.3", True), (["10.0.0.0/8"], "11.0.0.1", False), (["2001:db8::/32"], "2001:db8::5", True),
-     (["10.0.0.0/8"], "::ffff:10.0.0.1", True), (["10.0.0.0/8"], "not-an-ip", False), (["::/0"], "1.2.3.4", False)],
+    [
+        (["10.0.0.0/8"], "10.1.2.3", True),
+        (["10.0.0.0/8"], "11.0.0.1", False),
+        (["2001:db8::/32"], "2001:db8::5", True),
+        (["10.0.0.0/8"], "::ffff:10.0.0.1", True),
+        (["10.0.0.0/8"], "not-an-ip", False),
+        (["::/0"], "1.2.3.4", False),
+    ],
 )
 def test_ip_in(nets, ip, inside):
     import ipaddress
+
     assert ip_in(tuple(ipaddress.ip_network(n) for n in nets), ip) is inside
 
 
@@ -120,8 +127,13 @@ def test_basic_auth():
     unknown = p.check_auth(b"Basic " + base64.b64encode(b"bob:s3cret"))
     assert isinstance(unknown, Credentials) and unknown.stored[:29] == h.encode()[:29]
     assert not verify_password(unknown.password, unknown.stored)
-    for bad in (b"", b"Basic !!", b"Basic " + base64.b64encode(b"ann"),
-                b"Bearer x", b"Basic " + base64.b64encode(b"\xff:x")):
+    for bad in (
+        b"",
+        b"Basic !!",
+        b"Basic " + base64.b64encode(b"ann"),
+        b"Bearer x",
+        b"Basic " + base64.b64encode(b"\xff:x"),
+    ):
         v = p.check_auth(bad)  # answered at once, no bcrypt
         assert isinstance(v, Verdict) and v.status == 401 and v.headers[0][0] == b"WWW-Authenticate"
     assert verify_password(b"x", b"not a bcrypt hash") is False

@@ -144,8 +144,9 @@ async def test_http2_stream_resets_mid_body_and_while_waiting_free_the_upstream(
     g: Gate = await gate_factory(eject_after_failures=2, eject_backoff_s=30)
     o = await RawOrigin.start()
     # (A small request buffer: the 1000 body bytes below pass it, so the upstream is engaged.)
-    g.set_routes({"host": "a.test", "upstreams": [o.addr], "request_buffer_bytes": 512},
-                 {"host": "b", "upstreams": [o.addr]})
+    g.set_routes(
+        {"host": "a.test", "upstreams": [o.addr], "request_buffer_bytes": 512}, {"host": "b", "upstreams": [o.addr]}
+    )
     tg = await start_tls(g, tmp_path)
     tg.publish("a.test")
     h = await RawH2.open(tg)
@@ -155,8 +156,16 @@ async def test_http2_stream_resets_mid_body_and_while_waiting_free_the_upstream(
             sids.append(h.request("/hang"))
         else:
             sid = h.conn.get_next_available_stream_id()
-            h.conn.send_headers(sid, [(b":method", b"POST"), (b":scheme", b"https"), (b":authority", b"a.test"),
-                                      (b":path", b"/upload"), (b"content-length", b"1000000")])
+            h.conn.send_headers(
+                sid,
+                [
+                    (b":method", b"POST"),
+                    (b":scheme", b"https"),
+                    (b":authority", b"a.test"),
+                    (b":path", b"/upload"),
+                    (b"content-length", b"1000000"),
+                ],
+            )
             h.conn.send_data(sid, b"x" * 1000)
             h.send()
             sids.append(sid)
@@ -187,8 +196,11 @@ async def test_http2_rapid_reset_dials_no_upstream_connections(gate_factory, tmp
     h = await RawH2.open(tg, auto_ack=True)
     for _ in range(150):  # under the per-connection reset budget: the connection stays up
         sid = h.conn.get_next_available_stream_id()
-        h.conn.send_headers(sid, [(b":method", b"GET"), (b":scheme", b"https"), (b":authority", b"a.test"),
-                                  (b":path", b"/ok")], end_stream=True)
+        h.conn.send_headers(
+            sid,
+            [(b":method", b"GET"), (b":scheme", b"https"), (b":authority", b"a.test"), (b":path", b"/ok")],
+            end_stream=True,
+        )
         h.conn.reset_stream(sid, ErrorCodes.CANCEL)
     h.send()
     sid = h.request("/ok")

@@ -164,8 +164,11 @@ def test_api_validation_roles_and_hidden_hashes(server_factory, origin_thread):
     fields = {e["field"] for e in bad.json()["error"]["details"]["errors"]}
     assert fields == {"upstreams", "colour"}
     h = bcrypt.hashpw(b"pw", bcrypt.gensalt(4)).decode()
-    spec = {"host": "a.test", "upstreams": [origin_thread.addr],
-            "policies": {"basic_auth": [{"username": "ann", "bcrypt_hash": h}]}}
+    spec = {
+        "host": "a.test",
+        "upstreams": [origin_thread.addr],
+        "policies": {"basic_auth": [{"username": "ann", "bcrypt_hash": h}]},
+    }
     r = srv.api("POST", "/api/routes", json=spec)
     assert r.status_code == 200, r.text
     rid = r.json()["id"]

@@ -32,8 +32,9 @@ def _paths(srv) -> list[str]:
     raise AssertionError("unreachable")
 
 
-def test_every_access_line_arrives_in_order_and_stop_writes_the_open_batch(server_factory, origin_thread,
-                                                                             tmp_path: Path):
+def test_every_access_line_arrives_in_order_and_stop_writes_the_open_batch(
+    server_factory, origin_thread, tmp_path: Path
+):
     # A batch timer far away, so the last partial batch is written by the shutdown and nothing else.
     config = tmp_path / "config.yaml"
     config.write_text("logbus:\n  access_batch_s: 60\n  access_batch_lines: 100\n")

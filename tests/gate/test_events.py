@@ -11,4 +11,5 @@ def test_route_changed_wire_form() -> None:
     e = RouteChanged("added", 7, "example.com", "/api", 3)
     assert e.type == "route.changed"
     assert json.dumps(e.payload()) == json.dumps(
-        {"action": "added", "id": 7, "host": "example.com", "path": "/api", "version": 3})
+        {"action": "added", "id": 7, "host": "example.com", "path": "/api", "version": 3}
+    )

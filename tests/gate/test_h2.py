@@ -72,8 +72,9 @@ async def raw_upstream(gate_factory, origin: Origin, tmp_path: Path, handler, **
     server = await asyncio.start_server(handler, "127.0.0.1", 0)
     try:
         tg = await make(gate_factory, origin, tmp_path)
-        tg.gate.set_routes({"host": "a.test", "upstreams": [f"127.0.0.1:{server.sockets[0].getsockname()[1]}"],
-                            **route})
+        tg.gate.set_routes(
+            {"host": "a.test", "upstreams": [f"127.0.0.1:{server.sockets[0].getsockname()[1]}"], **route}
+        )
         yield tg
     finally:
         server.close()
@@ -94,8 +95,13 @@ def h2_buffered(tg: TlsGate) -> int:
 
 
 def client(tg: TlsGate) -> httpx.AsyncClient:
-    return httpx.AsyncClient(http2=True, verify=tg.client_context(), timeout=30,
-                             base_url=f"https://127.0.0.1:{tg.port}", headers={"host": "a.test"})
+    return httpx.AsyncClient(
+        http2=True,
+        verify=tg.client_context(),
+        timeout=30,
+        base_url=f"https://127.0.0.1:{tg.port}",
+        headers={"host": "a.test"},
+    )
 
 
 SNI = {"sni_hostname": "a.test"}
@@ -185,8 +191,16 @@ async def test_slow_upstream_upload_is_flow_controlled(gate_factory, origin2: Or
     h = await RawH2.open(tg, auto_ack=True)
     total = 48 * 1024 * 1024
     sid = h.conn.get_next_available_stream_id()
-    h.conn.send_headers(sid, [(b":method", b"POST"), (b":scheme", b"https"), (b":authority", b"a.test"),
-                              (b":path", b"/held"), (b"content-length", str(total).encode())])
+    h.conn.send_headers(
+        sid,
+        [
+            (b":method", b"POST"),
+            (b":scheme", b"https"),
+            (b":authority", b"a.test"),
+            (b":path", b"/held"),
+            (b"content-length", str(total).encode()),
+        ],
+    )
     h.send()
     sent = 0
     block = b"p" * 16384
@@ -199,8 +213,9 @@ async def test_slow_upstream_upload_is_flow_controlled(gate_factory, origin2: Or
             if window <= 0:
                 before = len(h.of(WindowUpdated))
                 try:
-                    await h.pump(lambda b=before: len(h.of(WindowUpdated)) > b,
-                                 limit_s=max(0.05, until - time.monotonic()))
+                    await h.pump(
+                        lambda b=before: len(h.of(WindowUpdated)) > b, limit_s=max(0.05, until - time.monotonic())
+                    )
                 except TimeoutError:
                     return
                 continue
@@ -234,8 +249,11 @@ async def test_rapid_reset_flood_is_cut_off_without_harming_others(gate_factory,
     bad = await RawH2.open(tg)
     for _ in range(1000):
         sid = bad.conn.get_next_available_stream_id()
-        bad.conn.send_headers(sid, [(b":method", b"GET"), (b":scheme", b"https"), (b":authority", b"a.test"),
-                                    (b":path", b"/slow?s=5")], end_stream=True)
+        bad.conn.send_headers(
+            sid,
+            [(b":method", b"GET"), (b":scheme", b"https"), (b":authority", b"a.test"), (b":path", b"/slow?s=5")],
+            end_stream=True,
+        )
         bad.conn.reset_stream(sid, ErrorCodes.CANCEL)
     bad.send()
     await bad.pump(lambda: bool(bad.of(ConnectionTerminated)), limit_s=20)
@@ -253,8 +271,9 @@ async def test_rapid_reset_flood_is_cut_off_without_harming_others(gate_factory,
 async def test_continuation_flood_is_cut_off(gate_factory, origin: Origin, tmp_path: Path):
     tg = await make(gate_factory, origin, tmp_path)
     h = await RawH2.open(tg)
-    block = h.conn.encoder.encode([(b":method", b"GET"), (b":scheme", b"https"), (b":authority", b"a.test"),
-                                   (b":path", b"/echo")])
+    block = h.conn.encoder.encode(
+        [(b":method", b"GET"), (b":scheme", b"https"), (b":authority", b"a.test"), (b":path", b"/echo")]
+    )
     frames = [HeadersFrame(1, data=block[:5])]
     frames += [ContinuationFrame(1, data=b"") for _ in range(500)]
     h.writer.write(b"".join(f.serialize() for f in frames))
@@ -269,21 +288,25 @@ async def test_continuation_flood_is_cut_off(gate_factory, origin: Origin, tmp_p
     h2.close()
 
 
-@pytest.mark.parametrize(("headers", "text"), [
-    ([(b"X-Upper", b"1")], b"uppercase"),
-    ([(b"bad name", b"1")], b"characters not allowed"),
-    ([(b"connection", b"keep-alive")], b"connection-specific"),
-    ([(b"transfer-encoding", b"chunked")], b"connection-specific"),
-    ([(b"upgrade", b"websocket")], b"connection-specific"),
-    ([(b"te", b"gzip")], b"te may only be"),
-    ([(b"x-v", b" padded")], b"surrounding whitespace"),
-    ([(b"x-v", b"a\x00b")], b"control byte 0x00"),
-    ([(b"host", b"other.test")], b"different host"),
-    ([(b"x-a", b"1"), (b":path", b"/again")], b"after a regular field"),
-    ([(b":path", b"/again")], b"repeated"),
-])
-async def test_malformed_header_blocks_are_refused_on_their_stream(gate_factory, origin: Origin, tmp_path: Path,
-                                                                   headers, text):
+@pytest.mark.parametrize(
+    ("headers", "text"),
+    [
+        ([(b"X-Upper", b"1")], b"uppercase"),
+        ([(b"bad name", b"1")], b"characters not allowed"),
+        ([(b"connection", b"keep-alive")], b"connection-specific"),
+        ([(b"transfer-encoding", b"chunked")], b"connection-specific"),
+        ([(b"upgrade", b"websocket")], b"connection-specific"),
+        ([(b"te", b"gzip")], b"te may only be"),
+        ([(b"x-v", b" padded")], b"surrounding whitespace"),
+        ([(b"x-v", b"a\x00b")], b"control byte 0x00"),
+        ([(b"host", b"other.test")], b"different host"),
+        ([(b"x-a", b"1"), (b":path", b"/again")], b"after a regular field"),
+        ([(b":path", b"/again")], b"repeated"),
+    ],
+)
+async def test_malformed_header_blocks_are_refused_on_their_stream(
+    gate_factory, origin: Origin, tmp_path: Path, headers, text
+):
     tg = await make(gate_factory, origin, tmp_path)
     h = await RawH2.open(tg, auto_ack=True)
     sid = h.request("/echo", extra=headers)
@@ -333,8 +356,9 @@ async def test_refused_requests_get_precise_answers_on_their_stream(gate_factory
 
 async def test_upstream_errors_map_to_502_or_stream_reset(gate_factory, origin2: Origin, tmp_path: Path):
     tg = await make(gate_factory, origin2, tmp_path)
-    tg.gate.set_routes({"host": "a.test", "upstreams": [origin2.addr]},
-                       {"host": "dead.test", "upstreams": ["127.0.0.1:1"]})
+    tg.gate.set_routes(
+        {"host": "a.test", "upstreams": [origin2.addr]}, {"host": "dead.test", "upstreams": ["127.0.0.1:1"]}
+    )
     h = await RawH2.open(tg, auto_ack=True)
     mid = h.request("/partial")
     dead = h.request("/echo", host="dead.test")
@@ -362,8 +386,8 @@ async def read_frames(h: RawH2, frames: list, until, limit_s: float = 10.0) -> b
                 frame, length = Frame.parse_frame_header(memoryview(buf[:9]))
                 if len(buf) < 9 + length:
                     break
-                frame.parse_body(memoryview(buf[9:9 + length]))
-                buf = buf[9 + length:]
+                frame.parse_body(memoryview(buf[9 : 9 + length]))
+                buf = buf[9 + length :]
                 frames.append(frame)
     return True
 
@@ -407,9 +431,21 @@ async def test_static_files_over_h2(gate_factory, origin: Origin, tmp_path: Path
 async def test_curl_http2(gate_factory, origin: Origin, tmp_path: Path):
     tg = await make(gate_factory, origin, tmp_path)
     proc = await asyncio.create_subprocess_exec(
-        "curl", "-sS", "--http2", "--cacert", tg.ca_file(), "--resolve", f"a.test:{tg.port}:127.0.0.1",
-        "-o", "/dev/null", "-w", "%{http_version} %{http_code}", f"https://a.test:{tg.port}/echo",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        "curl",
+        "-sS",
+        "--http2",
+        "--cacert",
+        tg.ca_file(),
+        "--resolve",
+        f"a.test:{tg.port}:127.0.0.1",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_version} %{http_code}",
+        f"https://a.test:{tg.port}/echo",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     out, err = await asyncio.wait_for(proc.communicate(), 30)
     assert out.decode() == "2 200", err.decode()
 
@@ -418,8 +454,17 @@ async def test_curl_http2(gate_factory, origin: Origin, tmp_path: Path):
 async def test_h2load_completes_requests(gate_factory, origin: Origin, tmp_path: Path):
     tg = await make(gate_factory, origin, tmp_path)
     proc = await asyncio.create_subprocess_exec(
-        "h2load", "-n", "400", "-c", "4", "-m", "10", f"https://127.0.0.1:{tg.port}/echo",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        "h2load",
+        "-n",
+        "400",
+        "-c",
+        "4",
+        "-m",
+        "10",
+        f"https://127.0.0.1:{tg.port}/echo",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     out, _ = await asyncio.wait_for(proc.communicate(), 60)
     text = out.decode()
     assert "400 succeeded, 0 failed, 0 errored" in text, text
@@ -515,8 +560,10 @@ async def test_response_trailers_are_forwarded(gate_factory, origin: Origin, tmp
             except asyncio.IncompleteReadError:
                 break
             if head.startswith(b"GET /t "):
-                writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"
-                             b"0\r\nGrpc-Status: 0\r\nKeep-Alive: t1\r\nSet-Cookie: a=b\r\n\r\n")
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"
+                    b"0\r\nGrpc-Status: 0\r\nKeep-Alive: t1\r\nSet-Cookie: a=b\r\n\r\n"
+                )
             else:
                 writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
             await writer.drain()

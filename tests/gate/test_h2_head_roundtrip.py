@@ -24,9 +24,29 @@ from gate.h1 import FORWARDING, HOP_BY_HOP, HttpError, upstream_request_head
 _PATH_CHARS = b"abcxyz0189-_.~/%?=&;:,!*'()[]@+$\"{|}^`<>"
 _TCHAR = b"abcdefghijklmnopqrstuvwxyz0123456789!#$%&'*+-.^_`|~"
 _VALUE_CHARS = b"abcXYZ09 \t-_.~/%?=&;:,!*'()[]@+$\"{}<>\\\x80\xe9\xff"
-_NAMES = [b"accept", b"user-agent", b"x-a", b"cookie", b"cookie", b"host", b"te", b"content-length", b"expect",
-          b"x-forwarded-for", b"forwarded", b"x-real-ip", b"x-request-id", b"trailer", b"proxy-authorization",
-          b"accept-encoding", b"authorization", b"connection", b"transfer-encoding", b"upgrade", b"keep-alive"]
+_NAMES = [
+    b"accept",
+    b"user-agent",
+    b"x-a",
+    b"cookie",
+    b"cookie",
+    b"host",
+    b"te",
+    b"content-length",
+    b"expect",
+    b"x-forwarded-for",
+    b"forwarded",
+    b"x-real-ip",
+    b"x-request-id",
+    b"trailer",
+    b"proxy-authorization",
+    b"accept-encoding",
+    b"authorization",
+    b"connection",
+    b"transfer-encoding",
+    b"upgrade",
+    b"keep-alive",
+]
 _VALUES = [b"", b"1", b"trailers", b"100-continue", b"a=1", b"*/*", b"close", b"chunked", b"a.test"]
 
 
@@ -41,8 +61,14 @@ AUTHORITIES = st.sampled_from([b"a.test", b"a.test:8443", b"[::1]:443", b"127.0.
 SCHEMES = st.sampled_from([b"https", b"http"])
 NAMES = st.one_of(st.sampled_from(_NAMES), _text(_TCHAR, 1, 8))
 VALUES = st.one_of(st.sampled_from(_VALUES), _text(_VALUE_CHARS, 0, 20).map(lambda b: b.strip(b" \t")))
-MUTATIONS = st.tuples(st.sampled_from(["insert", "insert", "insert-name", "replace", "repeat", "drop", "move"]),
-                      st.integers(0, 40), st.integers(0, 40), st.integers(0, 255))
+MUTATIONS = st.tuples(
+    st.sampled_from(["insert", "insert", "insert-name", "replace", "repeat", "drop", "move"]),
+    st.integers(0, 40),
+    st.integers(0, 40),
+    st.integers(0, 255),
+)
+
+
 @dataclass
 class H2Req:
     pseudo: list[tuple[bytes, bytes]]
@@ -148,10 +174,18 @@ def check_roundtrip(req: H2Req, trusted: bool) -> bool:
     return True
 
 
-ATTACK = H2Req([(b":method", b"GET"), (b":scheme", b"https"), (b":authority", b"a.test"),
-                (b":path", b"/private/x HTTP/1.1\tX: /public")])
-PLAIN = H2Req([(b":method", b"GET"), (b":scheme", b"https"), (b":authority", b"a.test"), (b":path", b"/p?q=1")],
-              [(b"cookie", b"a=1"), (b"x-v", b"caf\xe9\tau lait"), (b"cookie", b"b=2"), (b"te", b"trailers")])
+ATTACK = H2Req(
+    [
+        (b":method", b"GET"),
+        (b":scheme", b"https"),
+        (b":authority", b"a.test"),
+        (b":path", b"/private/x HTTP/1.1\tX: /public"),
+    ]
+)
+PLAIN = H2Req(
+    [(b":method", b"GET"), (b":scheme", b"https"), (b":authority", b"a.test"), (b":path", b"/p?q=1")],
+    [(b"cookie", b"a=1"), (b"x-v", b"caf\xe9\tau lait"), (b"cookie", b"b=2"), (b"te", b"trailers")],
+)
 
 
 @settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -170,6 +204,7 @@ class _Found(Exception):
 def _reaches(cond: Callable[[H2Req], bool]) -> None:
     """Some generated request meets `cond` (generation only, no shrinking; derandomized: the same
     requests every run)."""
+
     @settings(max_examples=5000, database=None, derandomize=True, phases=[Phase.generate], deadline=None)
     @given(requests())
     def search(r: H2Req) -> None:
@@ -186,5 +221,5 @@ def test_the_generator_reaches_accepted_and_refused_requests():
     in the request line."""
     assert check_roundtrip(PLAIN, False) and not check_roundtrip(ATTACK, False)
     _reaches(lambda r: any(0x80 <= c or c == 9 for _, v in r.regular for c in v) and check_roundtrip(r, False))
-    _reaches(lambda r: any(c < 0x20 or c == 0x7f for c in dict(r.pseudo).get(b":path", b"")))
+    _reaches(lambda r: any(c < 0x20 or c == 0x7F for c in dict(r.pseudo).get(b":path", b"")))
     _reaches(lambda r: any(c in b" \t\x0b\x7f" for c in dict(r.pseudo).get(b":method", b"")))

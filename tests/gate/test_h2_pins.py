@@ -19,8 +19,11 @@ def test_installed_h2_stack_is_exactly_the_pinned_releases():
     bad = mismatches()
     if bad:
         found = ", ".join(f"{n} {f or 'missing'} (expected {w})" for n, w, f in bad)
-        pytest.fail(f"the installed h2 stack differs from the pins: {found}. {RECHECK}. Or reinstall the "
-                    f"pinned releases: `pip install -e .` in this checkout.", pytrace=False)
+        pytest.fail(
+            f"the installed h2 stack differs from the pins: {found}. {RECHECK}. Or reinstall the "
+            f"pinned releases: `pip install -e .` in this checkout.",
+            pytrace=False,
+        )
 
 
 def test_pyproject_pins_exactly_what_the_gate_was_checked_against():
@@ -33,7 +36,8 @@ def test_pyproject_pins_exactly_what_the_gate_was_checked_against():
     for name, version in PINNED.items():
         assert pins.get(name) == ("==", version), (
             f"pyproject.toml must pin {name}=={version} exactly (found {name}{''.join(pins.get(name) or ('', ''))!s}"
-            f" or nothing): {RECHECK}")
+            f" or nothing): {RECHECK}"
+        )
 
 
 def test_another_release_gives_one_loud_warning_naming_both_versions():

@@ -54,7 +54,7 @@ class RawOrigin:
                     end = _message_end(buf)
                     if end < 0:
                         break
-                    self.heads.append(buf[:buf.index(b"\r\n\r\n") + 4])
+                    self.heads.append(buf[: buf.index(b"\r\n\r\n") + 4])
                     buf = buf[end:]
                     writer.write(b"HTTP/1.1 200 OK\r\nX-Origin: raw\r\nContent-Length: 2\r\n\r\nok")
                     await writer.drain()
@@ -87,8 +87,10 @@ async def setup(gate_factory, origin: Origin, tmp_path: Path) -> AsyncIterator[t
     raw.server = await asyncio.start_server(raw.handle, "127.0.0.1", 0)
     addr = f"127.0.0.1:{raw.server.sockets[0].getsockname()[1]}"
     g: Gate = await gate_factory()
-    g.set_routes({"host": "*", "upstreams": [addr]},
-                 {"host": "*", "path": "/private", "upstreams": [addr], "policies": {"deny": ["0.0.0.0/0", "::/0"]}})
+    g.set_routes(
+        {"host": "*", "upstreams": [addr]},
+        {"host": "*", "path": "/private", "upstreams": [addr], "policies": {"deny": ["0.0.0.0/0", "::/0"]}},
+    )
     tg = await start_tls(g, tmp_path)
     tg.publish("a.test")
     yield tg, raw
@@ -102,25 +104,53 @@ def _send(h: RawH2, fields: list[tuple[bytes, bytes]]) -> int:
     return sid
 
 
-def _req(path: bytes = b"/public", method: bytes = b"GET", authority: bytes = b"a.test",
-         extra: tuple[tuple[bytes, bytes], ...] = ()) -> list[tuple[bytes, bytes]]:
+def _req(
+    path: bytes = b"/public",
+    method: bytes = b"GET",
+    authority: bytes = b"a.test",
+    extra: tuple[tuple[bytes, bytes], ...] = (),
+) -> list[tuple[bytes, bytes]]:
     return [(b":method", method), (b":scheme", b"https"), (b":authority", authority), (b":path", path), *extra]
 
 
 ATTACKS = [
-    _req(b"/private/x HTTP/1.1\tX: /public"), _req(b"/public HTTP/1.1\tX: /private/x"),
-    _req(b"/public\tHTTP/1.1"), _req(b"/public /private/x"), _req(b"/public\x0b/private/x"),
-    _req(b"/public\x0c"), _req(b"/public\x01"), _req(b"/public\x7f"), _req(b"/public\x00"), _req(b"/p\x80"),
-    _req(b"/p\xff"), _req(b"/public\r\nX: y"), _req(b"http://a.test/private/x"), _req(b"*"),
-    _req(method=b"GET /private/x HTTP/1.1\tX:"), _req(method=b"GET\t"), _req(method=b"GET\x7f"),
-    _req(method=b"G\x0bET"), _req(method=b"get"), _req(method=b"GET /private/x"),
-    _req(authority=b"a.test\t/private"), _req(authority=b"a.test /private"), _req(authority=b"user@a.test"),
-    _req(extra=((b"x-v", b"a\x01b"),)), _req(extra=((b"x-v", b"a\x7fb"),)), _req(extra=((b"x-v", b"a\x0bb"),)),
-    _req(extra=((b"x-v", b"a\x0dX-Injected: 1"),)), _req(extra=((b"x-v", b"\x1f"),)),
-    _req(extra=((b"x\x01y", b"1"),)), _req(extra=((b"x y", b"1"),)), _req(extra=((b"X-Up", b"1"),)),
-    _req(extra=((b"host", b"a.test"), (b"host", b"b.test"))), _req(extra=((b"te", b"trailers, chunked"),)),
-    _req(extra=((b"transfer-encoding", b"chunked"),)), _req(extra=((b"content-length", b"40"),)),
-    [*_req(), (b":path", b"/private/x")], [(b"x-a", b"1"), *_req()],
+    _req(b"/private/x HTTP/1.1\tX: /public"),
+    _req(b"/public HTTP/1.1\tX: /private/x"),
+    _req(b"/public\tHTTP/1.1"),
+    _req(b"/public /private/x"),
+    _req(b"/public\x0b/private/x"),
+    _req(b"/public\x0c"),
+    _req(b"/public\x01"),
+    _req(b"/public\x7f"),
+    _req(b"/public\x00"),
+    _req(b"/p\x80"),
+    _req(b"/p\xff"),
+    _req(b"/public\r\nX: y"),
+    _req(b"http://a.test/private/x"),
+    _req(b"*"),
+    _req(method=b"GET /private/x HTTP/1.1\tX:"),
+    _req(method=b"GET\t"),
+    _req(method=b"GET\x7f"),
+    _req(method=b"G\x0bET"),
+    _req(method=b"get"),
+    _req(method=b"GET /private/x"),
+    _req(authority=b"a.test\t/private"),
+    _req(authority=b"a.test /private"),
+    _req(authority=b"user@a.test"),
+    _req(extra=((b"x-v", b"a\x01b"),)),
+    _req(extra=((b"x-v", b"a\x7fb"),)),
+    _req(extra=((b"x-v", b"a\x0bb"),)),
+    _req(extra=((b"x-v", b"a\x0dX-Injected: 1"),)),
+    _req(extra=((b"x-v", b"\x1f"),)),
+    _req(extra=((b"x\x01y", b"1"),)),
+    _req(extra=((b"x y", b"1"),)),
+    _req(extra=((b"X-Up", b"1"),)),
+    _req(extra=((b"host", b"a.test"), (b"host", b"b.test"))),
+    _req(extra=((b"te", b"trailers, chunked"),)),
+    _req(extra=((b"transfer-encoding", b"chunked"),)),
+    _req(extra=((b"content-length", b"40"),)),
+    [*_req(), (b":path", b"/private/x")],
+    [(b"x-a", b"1"), *_req()],
 ]
 
 
@@ -145,13 +175,17 @@ async def test_request_line_and_field_smuggling_reaches_nothing(setup):
 
 def _random_request(rng: random.Random) -> H2Req:
     """Like the Hypothesis strategy of test_h2_head_roundtrip, from a seeded generator."""
+
     def text(alphabet: bytes, lo: int, hi: int) -> bytes:
         return bytes(rng.choice(alphabet) for _ in range(rng.randint(lo, hi)))
 
     method = rng.choice([b"GET", b"POST", b"DELETE", b"OPTIONS", b"PURGE", b"M-SEARCH", b"FOO"])
-    fields = [(b":method", method), (b":scheme", rng.choice([b"https", b"http"])),
-              (b":authority", rng.choice([b"a.test", b"a.test:8443", b"127.0.0.1", b"[::1]:443"])),
-              (b":path", b"/" + text(_PATH_CHARS, 0, 24))]
+    fields = [
+        (b":method", method),
+        (b":scheme", rng.choice([b"https", b"http"])),
+        (b":authority", rng.choice([b"a.test", b"a.test:8443", b"127.0.0.1", b"[::1]:443"])),
+        (b":path", b"/" + text(_PATH_CHARS, 0, 24)),
+    ]
     rng.shuffle(fields)
     for _ in range(rng.randint(0, 5)):
         name = rng.choice(_NAMES) if rng.random() < 0.7 else text(_TCHAR, 1, 8)
@@ -159,8 +193,13 @@ def _random_request(rng: random.Random) -> H2Req:
             continue  # no body is sent here (a length with END_STREAM is refused: covered by the table tests)
         fields.append((name, rng.choice(_VALUES) if rng.random() < 0.3 else text(_VALUE_CHARS, 0, 20).strip(b" \t")))
     for _ in range(rng.choice([0, 0, 1, 1, 2, 3])):
-        fields = _mutate(fields, rng.choice(["insert", "insert", "insert-name", "replace", "repeat", "drop", "move"]),
-                         rng.randint(0, 40), rng.randint(0, 40), rng.randint(0, 255))
+        fields = _mutate(
+            fields,
+            rng.choice(["insert", "insert", "insert-name", "replace", "repeat", "drop", "move"]),
+            rng.randint(0, 40),
+            rng.randint(0, 40),
+            rng.randint(0, 255),
+        )
     n = next((k for k, (name, _) in enumerate(fields) if not name.startswith(b":")), len(fields))
     return H2Req(fields[:n], fields[n:], True)
 
@@ -210,9 +249,20 @@ async def test_request_trailers_obey_the_same_value_rules(setup):
     h.conn.send_headers(sid, _req(b"/t", b"POST", extra=((b"te", b"trailers"),)), end_stream=False)
     h.send()
     h.conn.send_data(sid, b"payload")
-    h.conn.send_headers(sid, [(b"x-ok", b"fine\tvalue"), (b"x-ctl", b"a\x01b"), (b"x-del", b"a\x7fb"),
-                              (b"x-vt", b"a\x0bb"), (b"x-crlf", b"a\r\nx-injected: 1"), (b"Bad Name", b"v"),
-                              (b"x-ws", b" padded"), (b"x-obs", b"caf\xe9")], end_stream=True)
+    h.conn.send_headers(
+        sid,
+        [
+            (b"x-ok", b"fine\tvalue"),
+            (b"x-ctl", b"a\x01b"),
+            (b"x-del", b"a\x7fb"),
+            (b"x-vt", b"a\x0bb"),
+            (b"x-crlf", b"a\r\nx-injected: 1"),
+            (b"Bad Name", b"v"),
+            (b"x-ws", b" padded"),
+            (b"x-obs", b"caf\xe9"),
+        ],
+        end_stream=True,
+    )
     h.send()
     await h.pump(lambda: h.ended(sid))
     assert h.status(sid) == 200

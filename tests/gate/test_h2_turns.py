@@ -34,8 +34,11 @@ def test_frame_cut_table():
 
 
 @settings(max_examples=300, deadline=None)
-@given(lengths=st.lists(st.integers(0, 20000), min_size=1, max_size=60),
-       cuts=st.lists(st.integers(1, 40000), max_size=20), limit=st.integers(1, 40))
+@given(
+    lengths=st.lists(st.integers(0, 20000), min_size=1, max_size=60),
+    cuts=st.lists(st.integers(1, 40000), max_size=20),
+    limit=st.integers(1, 40),
+)
 def test_frame_cut_follows_frames_across_any_reads(lengths, cuts, limit):
     stream = b"P" * PREFACE_BYTES + b"".join(frame(n) for n in lengths)
     starts = []
@@ -64,8 +67,9 @@ def test_frame_cut_follows_frames_across_any_reads(lengths, cuts, limit):
         offset += len(piece)
 
 
-async def test_rapid_reset_burst_in_one_write_leaves_other_connections_answered(gate_factory, origin: Origin,
-                                                                               tmp_path: Path):
+async def test_rapid_reset_burst_in_one_write_leaves_other_connections_answered(
+    gate_factory, origin: Origin, tmp_path: Path
+):
     g: Gate = await gate_factory()
     g.set_routes({"host": "a.test", "upstreams": [origin.addr]}, {"host": "b", "upstreams": [origin.addr]})
     tg = await start_tls(g, tmp_path)
@@ -73,8 +77,11 @@ async def test_rapid_reset_burst_in_one_write_leaves_other_connections_answered(
     bad = await RawH2.open(tg)
     for _ in range(2000):
         sid = bad.conn.get_next_available_stream_id()
-        bad.conn.send_headers(sid, [(b":method", b"GET"), (b":scheme", b"https"), (b":authority", b"a.test"),
-                                    (b":path", b"/echo")], end_stream=True)
+        bad.conn.send_headers(
+            sid,
+            [(b":method", b"GET"), (b":scheme", b"https"), (b":authority", b"a.test"), (b":path", b"/echo")],
+            end_stream=True,
+        )
         bad.conn.reset_stream(sid, ErrorCodes.CANCEL)
     latencies = []
     async with httpx.AsyncClient(timeout=10) as c:

@@ -16,15 +16,33 @@ from hypothesis import strategies as st
 
 from gate._h2conn import SENSITIVE, SERVER_CONFIG, GateH2Connection, HeaderBlockDecoder, HeaderBlockEncoder
 
-_NAMES = [b":status", b":path", b"content-type", b"content-length", b"date", b"server", b"cache-control",
-          b"set-cookie", b"cookie", b"authorization", b"x-request-id", b"x-custom-field", b"via"]
-_FIELD = st.tuples(st.sampled_from(_NAMES) | st.binary(min_size=1, max_size=20),
-                   st.sampled_from([b"", b"200", b"404", b"text/plain", b"gzip, deflate"]) | st.binary(max_size=300))
+_NAMES = [
+    b":status",
+    b":path",
+    b"content-type",
+    b"content-length",
+    b"date",
+    b"server",
+    b"cache-control",
+    b"set-cookie",
+    b"cookie",
+    b"authorization",
+    b"x-request-id",
+    b"x-custom-field",
+    b"via",
+]
+_FIELD = st.tuples(
+    st.sampled_from(_NAMES) | st.binary(min_size=1, max_size=20),
+    st.sampled_from([b"", b"200", b"404", b"text/plain", b"gzip, deflate"]) | st.binary(max_size=300),
+)
 
 
 @settings(max_examples=300, deadline=None)
-@given(blocks=st.lists(st.lists(st.tuples(_FIELD, st.booleans()), max_size=12), min_size=1, max_size=6),
-       huffman=st.booleans(), table_size=st.sampled_from([4096, 200, 0]))
+@given(
+    blocks=st.lists(st.lists(st.tuples(_FIELD, st.booleans()), max_size=12), min_size=1, max_size=6),
+    huffman=st.booleans(),
+    table_size=st.sampled_from([4096, 200, 0]),
+)
 def test_header_block_decoder_decodes_like_hpack(blocks, huffman: bool, table_size: int):
     enc = Encoder()
     enc.header_table_size = table_size  # the first block starts with a table size update
@@ -58,14 +76,17 @@ def test_header_block_decoder_fails_where_hpack_fails(data: bytes):
         assert ours.decode(data, raw=True) == want
 
 
-@pytest.mark.parametrize(("data", "error"), [
-    (b"\x80", "Invalid table index"),  # index 0
-    (b"\xff\x00", "Invalid table index"),  # index 127: past the (empty) dynamic table
-    (b"\x82\x3f\xe1\x1f", "not at the start"),  # a table size update after a field
-    (b"\x3f\xe2\x1f", "max allowable"),  # a table size of 4097
-    (b"\x40\x85abc", "Truncated"),  # a literal shorter than its length
-    (b"\x00\x03abc\x7f\xff\xff\xff\xff\xff\x7f", "too long"),  # a runaway integer
-])
+@pytest.mark.parametrize(
+    ("data", "error"),
+    [
+        (b"\x80", "Invalid table index"),  # index 0
+        (b"\xff\x00", "Invalid table index"),  # index 127: past the (empty) dynamic table
+        (b"\x82\x3f\xe1\x1f", "not at the start"),  # a table size update after a field
+        (b"\x3f\xe2\x1f", "max allowable"),  # a table size of 4097
+        (b"\x40\x85abc", "Truncated"),  # a literal shorter than its length
+        (b"\x00\x03abc\x7f\xff\xff\xff\xff\xff\x7f", "too long"),  # a runaway integer
+    ],
+)
 def test_header_block_decoder_errors(data: bytes, error: str):
     with pytest.raises(HPACKError, match=error):
         HeaderBlockDecoder().decode(data, raw=True)

@@ -10,28 +10,46 @@ import pytest
 from tests.gate.conftest import Gate, Origin
 
 SMUGGLING = [
-    ("cl_and_te", b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n"
-                  b"0\r\n\r\nGET /echo/smuggled HTTP/1.1\r\nHost: a\r\n\r\n", 400),
-    ("te_and_cl", b"POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n"
-                  b"0\r\n\r\n", 400),
+    (
+        "cl_and_te",
+        b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"0\r\n\r\nGET /echo/smuggled HTTP/1.1\r\nHost: a\r\n\r\n",
+        400,
+    ),
+    (
+        "te_and_cl",
+        b"POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n0\r\n\r\n",
+        400,
+    ),
     ("duplicate_cl", b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcde", 400),
-    ("same_duplicate_cl", b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nContent-Length: 4\r\n\r\nabcd",
-     400),
+    ("same_duplicate_cl", b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nContent-Length: 4\r\n\r\nabcd", 400),
     ("cl_list", b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 4, 4\r\n\r\nabcd", 400),
     ("cl_plus", b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: +4\r\n\r\nabcd", 400),
     ("cl_hex", b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 0x4\r\n\r\nabcd", 400),
     ("te_gzip_chunked", b"POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", 501),
-    ("te_chunked_identity", b"POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, identity\r\n\r\n"
-                            b"0\r\n\r\n", 400),
+    (
+        "te_chunked_identity",
+        b"POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n",
+        400,
+    ),
     ("te_xchunked", b"POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: xchunked\r\n\r\n0\r\n\r\n", 501),
-    ("te_twice", b"POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n"
-                 b"0\r\n\r\n", 400),
+    (
+        "te_twice",
+        b"POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        400,
+    ),
     ("te_space_name", b"POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding : chunked\r\n\r\n0\r\n\r\n", 400),
     ("te_http10", b"POST /echo HTTP/1.0\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
-    ("bad_chunk_size", b"POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n",
-     400),
-    ("chunk_size_overflow", b"POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
-                            b"FFFFFFFFFFFFFFFFF1\r\nabc\r\n0\r\n\r\n", 400),
+    (
+        "bad_chunk_size",
+        b"POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n",
+        400,
+    ),
+    (
+        "chunk_size_overflow",
+        b"POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nFFFFFFFFFFFFFFFFF1\r\nabc\r\n0\r\n\r\n",
+        400,
+    ),
     ("chunk_bare_lf", b"POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\nabc\n0\n\n", 400),
     ("obs_fold", b"GET /echo HTTP/1.1\r\nHost: a\r\nX-A: b\r\n c\r\n\r\n", 400),
     ("nul_in_value", b"GET /echo HTTP/1.1\r\nHost: a\r\nX-A: b\x00c\r\n\r\n", 400),
@@ -70,8 +88,10 @@ async def test_absolute_form_same_host_is_rewritten_to_origin_form(gate_factory,
 async def test_chunked_body_is_reframed_exactly(gate_factory, origin: Origin):
     g = await gate_factory()
     g.set_routes({"host": "a", "upstreams": [origin.addr]})
-    out = await g.raw(b"POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
-                      b"3;ext=1\r\nabc\r\n2\r\nde\r\n0\r\nTrailer-X: 1\r\n\r\n")
+    out = await g.raw(
+        b"POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+        b"3;ext=1\r\nabc\r\n2\r\nde\r\n0\r\nTrailer-X: 1\r\n\r\n"
+    )
     assert out.startswith(b"HTTP/1.1 200 OK") and b'"body": "abcde"' in out
     assert b"Trailer-X" not in out
 
@@ -82,15 +102,30 @@ async def test_chunked_body_is_reframed_exactly(gate_factory, origin: Origin):
         (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: a\r\n\r\n", 414, {}),
         (b"GET / HTTP/1.1\r\nHost: a\r\nX-Big: " + b"b" * 40000 + b"\r\n\r\n", 431, {}),
         (b"GET / HTTP/1.1\r\nHost: a\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(120)) + b"\r\n", 431, {}),
-        (b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 2000\r\n\r\n" + b"x" * 2000, 413,
-         {"max_body_bytes": 1000}),
-        (b"POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n800\r\n" + b"x" * 2048
-         + b"\r\n0\r\n\r\n", 413, {"max_body_bytes": 1000}),
+        (
+            b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 2000\r\n\r\n" + b"x" * 2000,
+            413,
+            {"max_body_bytes": 1000},
+        ),
+        (
+            b"POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n800\r\n"
+            + b"x" * 2048
+            + b"\r\n0\r\n\r\n",
+            413,
+            {"max_body_bytes": 1000},
+        ),
         (b"GET / HTTP/1.1\r\nHost: a\r\nExpect: something\r\n\r\n", 417, {}),
         (b"GET / HTTP/3.0\r\nHost: a\r\n\r\n", 400, {}),
     ],
-    ids=["long_target", "big_header", "many_headers", "body_too_large_cl", "body_too_large_chunked", "expect",
-         "version"],
+    ids=[
+        "long_target",
+        "big_header",
+        "many_headers",
+        "body_too_large_cl",
+        "body_too_large_chunked",
+        "expect",
+        "version",
+    ],
 )
 async def test_limits(gate_factory, origin: Origin, data, status, config):
     g = await gate_factory(**config)

@@ -34,7 +34,10 @@ def _policies(host: str = "a.test", tls: str = "manual", port: int | None = 8443
 # (route host, tls, redirect_https, https port, scheme, method, request host, target) → (status, Location)
 CASES = [
     # Plain GET/HEAD → 301; other methods keep method and body → 308. The HTTPS port is kept unless 443.
-    (("a.test", "manual", True, 8443, "http", b"GET", "a.test", "/p?q=1&r=%2F"), (301, "https://a.test:8443/p?q=1&r=%2F")),
+    (
+        ("a.test", "manual", True, 8443, "http", b"GET", "a.test", "/p?q=1&r=%2F"),
+        (301, "https://a.test:8443/p?q=1&r=%2F"),
+    ),
     (("a.test", "auto", True, 8443, "http", b"HEAD", "a.test", "/"), (301, "https://a.test:8443/")),
     (("a.test", "auto", True, 8443, "http", b"POST", "a.test", "/form"), (308, "https://a.test:8443/form")),
     (("a.test", "auto", True, 8443, "http", b"DELETE", "a.test", "/x"), (308, "https://a.test:8443/x")),
@@ -42,10 +45,14 @@ CASES = [
     (("a.test", "auto", True, None, "http", b"GET", "a.test", "/x"), (301, "https://a.test/x")),
     # The path and query exactly as sent (no decoding, no normalising); a target that looks like an
     # authority stays a path after our host.
-    (("a.test", "auto", True, 8443, "http", b"GET", "a.test", "//evil.example/x?u=https://evil.example"),
-     (301, "https://a.test:8443//evil.example/x?u=https://evil.example")),
-    (("a.test", "auto", True, 8443, "http", b"GET", "a.test", "/%7E/a b?x=%00&y"),
-     (301, "https://a.test:8443/%7E/a b?x=%00&y")),
+    (
+        ("a.test", "auto", True, 8443, "http", b"GET", "a.test", "//evil.example/x?u=https://evil.example"),
+        (301, "https://a.test:8443//evil.example/x?u=https://evil.example"),
+    ),
+    (
+        ("a.test", "auto", True, 8443, "http", b"GET", "a.test", "/%7E/a b?x=%00&y"),
+        (301, "https://a.test:8443/%7E/a b?x=%00&y"),
+    ),
     # An exact route names itself, whatever host the request matched it with.
     (("a.test", "manual", True, 8443, "http", b"GET", "other.test", "/"), (301, "https://a.test:8443/")),
     # Wildcard and catch-all routes name the (already validated) host the router matched.
@@ -96,8 +103,11 @@ def test_https_requests_on_a_default_tls_route_take_the_fast_path():
     off = _policies(tls="off")
     assert _trivial(off, "http") and _trivial(off, "https")
     # Any other check still runs for HTTPS too.
-    for pol in (_policies(tls="auto", allow=["10.0.0.0/8"]), _policies(tls="auto", deny=["10.0.0.0/8"]),
-                _policies(tls="off", allow=["10.0.0.0/8"])):
+    for pol in (
+        _policies(tls="auto", allow=["10.0.0.0/8"]),
+        _policies(tls="auto", deny=["10.0.0.0/8"]),
+        _policies(tls="off", allow=["10.0.0.0/8"]),
+    ):
         assert not _trivial(pol, "https") and not _trivial(pol, "http")
 
 
@@ -129,9 +139,17 @@ class Certs:
         cert_path.write_bytes(b"".join(p.bytes() for p in leaf.cert_chain_pems))
         key_path.write_bytes(leaf.private_key_pem.bytes())
         cert = x509.load_pem_x509_certificate(leaf.cert_chain_pems[0].bytes())
-        self.board.publish(CertificateRef(names=tuple(names), cert_path=str(cert_path), key_path=str(key_path),
-                                          not_after=cert.not_valid_after_utc.timestamp(), issuer="test CA",
-                                          serial=format(cert.serial_number, "x"), source="imported"))
+        self.board.publish(
+            CertificateRef(
+                names=tuple(names),
+                cert_path=str(cert_path),
+                key_path=str(key_path),
+                not_after=cert.not_valid_after_utc.timestamp(),
+                issuer="test CA",
+                serial=format(cert.serial_number, "x"),
+                source="imported",
+            )
+        )
 
     def client_context(self) -> ssl.SSLContext:
         ctx = ssl.create_default_context()
@@ -154,8 +172,16 @@ async def store(tmp_path):
 
 async def _service(store: Store, tmp_path, https_port: int | None = 0) -> tuple[GateService, CertificateBoard]:
     board = CertificateBoard()
-    svc = GateService(GateConfig(), store=store, bus=store.bus, listen_host="127.0.0.1",  # type: ignore[attr-defined]
-                      listen_port=0, certificates=board, https_port=https_port, data_dir=tmp_path)
+    svc = GateService(
+        GateConfig(),
+        store=store,
+        bus=store.bus,
+        listen_host="127.0.0.1",  # type: ignore[attr-defined]
+        listen_port=0,
+        certificates=board,
+        https_port=https_port,
+        data_dir=tmp_path,
+    )
     await svc.start()
     return svc, board
 
@@ -188,8 +214,9 @@ async def test_redirect_defaults_through_the_real_gate(store, tmp_path, origin: 
         assert tls_port != 443
         certs = Certs(board, tmp_path)
         await svc.add_route(RouteSpec(host="a.test", upstreams=[origin.addr], tls="manual"))
-        await svc.add_route(RouteSpec(host="keep.test", upstreams=[origin.addr], tls="manual",
-                                      policies={"redirect_https": False}))
+        await svc.add_route(
+            RouteSpec(host="keep.test", upstreams=[origin.addr], tls="manual", policies={"redirect_https": False})
+        )
         await svc.add_route(RouteSpec(host="plain.test", upstreams=[origin.addr]))
         await svc.add_route(RouteSpec(host="*.w.test", upstreams=[origin.addr], tls="manual"))
         await svc.add_route(RouteSpec(host="[::1]", upstreams=[origin.addr], tls="manual"))
@@ -216,8 +243,11 @@ async def test_redirect_defaults_through_the_real_gate(store, tmp_path, origin: 
             assert r.status_code == 200
         # The Location works: the same path over HTTPS on that port reaches the site.
         async with httpx.AsyncClient(verify=certs.client_context()) as c:
-            r = await c.get(f"https://127.0.0.1:{tls_port}/echo?x=1", headers={"Host": "a.test"},
-                            extensions={"sni_hostname": "a.test"})
+            r = await c.get(
+                f"https://127.0.0.1:{tls_port}/echo?x=1",
+                headers={"Host": "a.test"},
+                extensions={"sni_hostname": "a.test"},
+            )
             assert r.status_code == 200 and r.json()["path"] == "/echo?x=1"
 
         port = svc.bound_port
@@ -235,8 +265,16 @@ async def test_redirect_defaults_through_the_real_gate(store, tmp_path, origin: 
         for host, location in cases:
             status, headers, _ = await _raw(port, b"GET / HTTP/1.1\r\nHost: " + host + b"\r\nConnection: close\r\n\r\n")
             assert (status, headers.get("location")) == (301, location), host
-        for host in (b"a.test@evil.example", b"evil.example/a.test", b"a.test/x", b"a.test:80@evil.example",
-                     b"evil.example\\a.test", b"a.test:443:1", b"[::1]evil.example", b"a.test%2f.evil"):
+        for host in (
+            b"a.test@evil.example",
+            b"evil.example/a.test",
+            b"a.test/x",
+            b"a.test:80@evil.example",
+            b"evil.example\\a.test",
+            b"a.test:443:1",
+            b"[::1]evil.example",
+            b"a.test%2f.evil",
+        ):
             status, headers, _ = await _raw(port, b"GET / HTTP/1.1\r\nHost: " + host + b"\r\nConnection: close\r\n\r\n")
             assert status == 400 and "location" not in headers, host
         for host in (b"evil.example", b"a.b.w.test", b"w.test"):  # no route of ours: 404, no redirect
@@ -244,10 +282,12 @@ async def test_redirect_defaults_through_the_real_gate(store, tmp_path, origin: 
             assert status == 404 and "location" not in headers, host
         # Absolute-form target: its authority must agree with Host; the Location still names the route.
         status, headers, _ = await _raw(
-            port, b"GET http://A.test:80/abs?q HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n")
+            port, b"GET http://A.test:80/abs?q HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n"
+        )
         assert (status, headers.get("location")) == (301, f"https://a.test:{tls_port}/abs?q")
         status, headers, _ = await _raw(
-            port, b"GET http://evil.example/abs HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n")
+            port, b"GET http://evil.example/abs HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n"
+        )
         assert status == 400 and "location" not in headers
         # HTTP/1.0 without Host on an exact route: still the route's name.
         status, headers, _ = await _raw(port, b"GET /old HTTP/1.0\r\n\r\n")
@@ -258,8 +298,14 @@ async def test_redirect_defaults_through_the_real_gate(store, tmp_path, origin: 
 
 async def test_location_has_no_port_when_https_is_443(store, tmp_path, origin: Origin):
     # Without a certificate board no TLS listener binds (443 needs root); the configured port is used.
-    svc = GateService(GateConfig(), store=store, bus=store.bus, listen_host="127.0.0.1",  # type: ignore[attr-defined]
-                      listen_port=0, https_port=443)
+    svc = GateService(
+        GateConfig(),
+        store=store,
+        bus=store.bus,
+        listen_host="127.0.0.1",  # type: ignore[attr-defined]
+        listen_port=0,
+        https_port=443,
+    )
     await svc.start()
     try:
         await svc.add_route(RouteSpec(host="a.test", upstreams=[origin.addr], tls="auto"))
@@ -278,8 +324,10 @@ async def test_stored_routes_get_the_redirect_default(store, tmp_path, origin: O
         spec = RouteSpec(**{**old, "host": host, "tls": tls}).model_dump()
         spec["policies"]["redirect_https"] = False  # what every stored route carried: the old default
         async with store.transaction() as db:
-            await db.execute("INSERT INTO gate_routes (host, path, spec, created_at, updated_at) "
-                             "VALUES (?, ?, ?, ?, ?)", (host, "/", json.dumps(spec), time.time(), time.time()))
+            await db.execute(
+                "INSERT INTO gate_routes (host, path, spec, created_at, updated_at) VALUES (?, ?, ?, ?, ?)",
+                (host, "/", json.dumps(spec), time.time(), time.time()),
+            )
     svc, _ = await _service(store, tmp_path)
     try:
         assert all(r.spec.policies.redirect_https for r in svc.routes())

@@ -44,8 +44,11 @@ def test_samples_carry_each_routes_latency_quantiles_over_a_recent_window():
         s.record(200, 0, 0, 100.0 if i < 10 else 1.0, 5.0)  # 90 fast requests, 10 slow ones
 
     def quantiles(now: float) -> dict[str, float]:
-        return {x.labels["quantile"]: x.value for x in m.samples(now)
-                if x.name == "gate_request_duration_ms" and x.labels["route"] == "a.test"}
+        return {
+            x.labels["quantile"]: x.value
+            for x in m.samples(now)
+            if x.name == "gate_request_duration_ms" and x.labels["route"] == "a.test"
+        }
 
     q = quantiles(6.0)
     assert 1.0 <= q["0.5"] < 1.2 and 90 < q["0.95"] < 115 and 100.0 <= q["0.99"] < 115

@@ -11,8 +11,9 @@ async def test_get_round_trip_and_forwarded_headers(gate_factory, origin: Origin
     g: Gate = await gate_factory()
     g.set_routes({"host": "app.test", "upstreams": [origin.addr]})
     async with httpx.AsyncClient() as c:
-        r = await c.get(f"http://127.0.0.1:{g.port}/echo/x?y=1", headers={"Host": "app.test",
-                                                                            "X-Forwarded-For": "6.6.6.6"})
+        r = await c.get(
+            f"http://127.0.0.1:{g.port}/echo/x?y=1", headers={"Host": "app.test", "X-Forwarded-For": "6.6.6.6"}
+        )
     assert r.status_code == 200, r.text
     data = r.json()
     assert data["path"] == "/echo/x?y=1"
@@ -63,8 +64,10 @@ async def test_chunked_response_streams_and_head(gate_factory, origin: Origin):
 
 async def test_strip_prefix_and_longest_match(gate_factory, origin: Origin):
     g = await gate_factory()
-    g.set_routes({"host": "app.test", "path": "/api", "strip_prefix": True, "upstreams": [origin.addr]},
-                 {"host": "app.test", "upstreams": ["127.0.0.1:1"]})
+    g.set_routes(
+        {"host": "app.test", "path": "/api", "strip_prefix": True, "upstreams": [origin.addr]},
+        {"host": "app.test", "upstreams": ["127.0.0.1:1"]},
+    )
     async with httpx.AsyncClient() as c:
         r = await c.get(f"http://127.0.0.1:{g.port}/api/echo/a?b=c", headers={"Host": "app.test"})
     assert r.json()["path"] == "/echo/a?b=c"
@@ -91,6 +94,7 @@ async def test_durations_are_finer_than_the_loop_clock(gate_factory, origin: Ori
     entries = g.sink.entries
     assert len(entries) == 5
     # (The origin's 3.3 ms sleep is itself a loop timer, whole milliseconds: it may end after 3 ms.)
-    assert all(e.duration_ms >= 2.5 and e.upstream_ms is not None and 2.5 <= e.upstream_ms <= e.duration_ms
-               for e in entries), [(e.duration_ms, e.upstream_ms) for e in entries]
+    assert all(
+        e.duration_ms >= 2.5 and e.upstream_ms is not None and 2.5 <= e.upstream_ms <= e.duration_ms for e in entries
+    ), [(e.duration_ms, e.upstream_ms) for e in entries]
     assert any(e.duration_ms != int(e.duration_ms) for e in entries), [e.duration_ms for e in entries]

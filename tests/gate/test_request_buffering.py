@@ -77,11 +77,14 @@ async def _read_response(reader: asyncio.StreamReader) -> bytes:
     return head + await asyncio.wait_for(reader.readexactly(length), 10)
 
 
-@pytest.mark.parametrize("body", [
-    b"5\r\nhello\r\nzz\r\n",  # a chunk size that is not hex
-    b"5\r\nhelloXX3\r\nabc\r\n0\r\n\r\n",  # chunk data longer than its size
-    b"3\nabc\n0\n\n",  # bare LF framing
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"5\r\nhello\r\nzz\r\n",  # a chunk size that is not hex
+        b"5\r\nhelloXX3\r\nabc\r\n0\r\n\r\n",  # chunk data longer than its size
+        b"3\nabc\n0\n\n",  # bare LF framing
+    ],
+)
 async def test_malformed_chunked_body_is_refused_before_anything_goes_upstream(gate_factory, body):
     g, o = await _gate(gate_factory)
     out = await g.raw(b"POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n" + body)
@@ -108,8 +111,10 @@ async def test_slow_small_body_holds_no_origin_connection(gate_factory):
 
 async def test_chunked_small_body_is_forwarded_whole(gate_factory):
     g, o = await _gate(gate_factory)
-    out = await g.raw(b"POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
-                      b"3\r\nabc\r\n4\r\ndefg\r\n0\r\n\r\n")
+    out = await g.raw(
+        b"POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+        b"3\r\nabc\r\n4\r\ndefg\r\n0\r\n\r\n"
+    )
     assert out.startswith(b"HTTP/1.1 200 ") and out.endswith(b"\r\n\r\n7"), out
     assert o.bodies == [b"abcdefg"]
     o.close()
@@ -117,9 +122,11 @@ async def test_chunked_small_body_is_forwarded_whole(gate_factory):
 
 async def test_pipelined_requests_with_bodies_are_each_buffered_and_answered_in_order(gate_factory):
     g, o = await _gate(gate_factory)
-    out = await g.raw(b"POST /1 HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc"
-                      b"POST /2 HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nde\r\n0\r\n\r\n"
-                      b"POST /3 HTTP/1.0\r\nHost: a\r\nContent-Length: 1\r\n\r\nf")
+    out = await g.raw(
+        b"POST /1 HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc"
+        b"POST /2 HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nde\r\n0\r\n\r\n"
+        b"POST /3 HTTP/1.0\r\nHost: a\r\nContent-Length: 1\r\n\r\nf"
+    )
     assert out.count(b"HTTP/1.1 200 OK") == 3, out
     assert o.bodies == [b"abc", b"de", b"f"] and [h.split(b" ")[1] for h in o.heads] == [b"/1", b"/2", b"/3"]
     o.close()
@@ -193,8 +200,9 @@ async def test_http2_small_body_is_buffered_whole(gate_factory, tmp_path: Path):
     tg.publish("a.test")
     h = await RawH2.open(tg, auto_ack=True)
     sid = h.conn.get_next_available_stream_id()
-    h.conn.send_headers(sid, [(b":method", b"POST"), (b":scheme", b"https"), (b":authority", b"a.test"),
-                              (b":path", b"/x")])
+    h.conn.send_headers(
+        sid, [(b":method", b"POST"), (b":scheme", b"https"), (b":authority", b"a.test"), (b":path", b"/x")]
+    )
     h.conn.send_data(sid, b"hello")
     h.send()
     await asyncio.sleep(0.4)
@@ -211,8 +219,9 @@ async def test_http2_small_body_is_buffered_whole(gate_factory, tmp_path: Path):
 
 
 def test_hop_field_is_parsed_and_not_forwarded_as_is():
-    info = check_request(b"GET", b"/", "1.1", [(b"Host", b"a"), (b"X-Infracore-Hop", b"abc"),
-                                                (b"x-infracore-hop", b"def")])
+    info = check_request(
+        b"GET", b"/", "1.1", [(b"Host", b"a"), (b"X-Infracore-Hop", b"abc"), (b"x-infracore-hop", b"def")]
+    )
     assert info.hop == b"abc, def"
     assert info.lines is not None and b"X-Infracore-Hop" not in b"".join(info.lines)
 

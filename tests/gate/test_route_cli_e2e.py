@@ -42,8 +42,9 @@ def test_route_edit_redirect_default_and_warnings(server_factory, origin_thread)
     assert r.stdout.strip() == f"updated route {route_id}: app.test (policies.hsts_max_age_s 0 → 600)"
     after = json.loads(srv.fsctl("route", "show", "app.test", "--json").stdout)
     assert after["policies"] == {**before["policies"], "hsts_max_age_s": 600}
-    assert {k: v for k, v in after.items() if k not in ("policies", "certificate")} == \
-        {k: v for k, v in before.items() if k not in ("policies", "certificate")}
+    assert {k: v for k, v in after.items() if k not in ("policies", "certificate")} == {
+        k: v for k, v in before.items() if k not in ("policies", "certificate")
+    }
     r = srv.fsctl("route", "edit", "app.test", "--no-hsts", "--no-redirect-https", "--methods", "GET,POST")
     assert r.returncode == 0, r.stderr
     after = json.loads(srv.fsctl("route", "show", str(route_id), "--json").stdout)
@@ -52,8 +53,9 @@ def test_route_edit_redirect_default_and_warnings(server_factory, origin_thread)
     resp = httpx.get(f"{http}/echo", headers={"Host": "app.test"})
     assert resp.status_code == 200 and resp.json()["path"] == "/echo"  # no longer redirected
     r = srv.fsctl("route", "edit", str(route_id), "--all-methods", "--redirect-https")
-    assert r.returncode == 0 and json.loads(srv.fsctl("route", "show", str(route_id), "--json").stdout)["methods"] \
-        is None
+    assert (
+        r.returncode == 0 and json.loads(srv.fsctl("route", "show", str(route_id), "--json").stdout)["methods"] is None
+    )
     assert httpx.get(f"{http}/echo", headers={"Host": "app.test"}).status_code == 301
 
     # Clear errors: unknown route, nothing to change, conflicting flags, a bad value (route kept).

@@ -33,17 +33,28 @@ async def service(tmp_path):
 
 
 async def test_patch_changes_only_the_given_fields(service: GateService):
-    r = await service.add_route(RouteSpec(host="a.test", upstreams=["127.0.0.1:1"], tls="auto",
-                                          max_body_bytes=1000, policies={"security_headers": True,
-                                                                         "rate_limit": {"rate_per_s": 5, "burst": 9}}))
+    r = await service.add_route(
+        RouteSpec(
+            host="a.test",
+            upstreams=["127.0.0.1:1"],
+            tls="auto",
+            max_body_bytes=1000,
+            policies={"security_headers": True, "rate_limit": {"rate_per_s": 5, "burst": 9}},
+        )
+    )
     before, after = await service.patch_route(r.id, {"policies": {"hsts_max_age_s": 600}})
     assert before.spec == r.spec
-    assert after.spec == r.spec.model_copy(update={"policies": r.spec.policies.model_copy(
-        update={"hsts_max_age_s": 600})})
+    assert after.spec == r.spec.model_copy(
+        update={"policies": r.spec.policies.model_copy(update={"hsts_max_age_s": 600})}
+    )
     # null: back to the default; nested values other than policies' fields are replaced whole.
-    _, after = await service.patch_route(r.id, {"max_body_bytes": None,
-                                                "policies": {"hsts_max_age_s": None, "redirect_https": False,
-                                                             "rate_limit": {"rate_per_s": 2}}})
+    _, after = await service.patch_route(
+        r.id,
+        {
+            "max_body_bytes": None,
+            "policies": {"hsts_max_age_s": None, "redirect_https": False, "rate_limit": {"rate_per_s": 2}},
+        },
+    )
     assert after.spec.max_body_bytes is None and after.spec.policies.hsts_max_age_s == 0
     assert after.spec.policies.redirect_https is False and after.spec.policies.security_headers is True
     assert after.spec.policies.rate_limit is not None and after.spec.policies.rate_limit.burst == 0
@@ -68,12 +79,24 @@ async def test_patch_errors_name_the_field_and_keep_the_route(service: GateServi
 
 async def test_concurrent_patches_of_different_fields_both_stick(service: GateService):
     r = await service.add_route(RouteSpec(host="a.test", upstreams=["127.0.0.1:1"], tls="auto"))
-    await asyncio.gather(*(service.patch_route(r.id, change) for change in (
-        {"policies": {"hsts_max_age_s": 60}}, {"policies": {"security_headers": True}}, {"balance": "least_conn"},
-        {"max_body_bytes": 5})))
+    await asyncio.gather(
+        *(
+            service.patch_route(r.id, change)
+            for change in (
+                {"policies": {"hsts_max_age_s": 60}},
+                {"policies": {"security_headers": True}},
+                {"balance": "least_conn"},
+                {"max_body_bytes": 5},
+            )
+        )
+    )
     spec = service.get_route(r.id).spec
-    assert (spec.policies.hsts_max_age_s, spec.policies.security_headers, spec.balance, spec.max_body_bytes) == \
-        (60, True, "least_conn", 5)
+    assert (spec.policies.hsts_max_age_s, spec.policies.security_headers, spec.balance, spec.max_body_bytes) == (
+        60,
+        True,
+        "least_conn",
+        5,
+    )
 
 
 def test_route_patch_model_is_partial_and_strict():

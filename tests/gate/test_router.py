@@ -88,8 +88,10 @@ def test_match(host, target, route_id, upstream_target):
 
 def test_duplicate_host_path_is_refused_naming_both():
     with pytest.raises(RouteConflict, match=r"route 2 and route 1 both claim host a\.com path /x"):
-        table({"host": "a.com", "path": "/x", "upstreams": ["h:1"]},
-              {"host": "A.com", "path": "/x/", "upstreams": ["h:2"]})
+        table(
+            {"host": "a.com", "path": "/x", "upstreams": ["h:1"]},
+            {"host": "A.com", "path": "/x/", "upstreams": ["h:2"]},
+        )
 
 
 def test_strip_prefix_root_keeps_target():
@@ -123,10 +125,14 @@ def test_hosts_wanting_certs():
         ({"host": "a.com", "upstreams": ["h:1"], "tls": "sometimes"}, "tls"),
         ({"host": "a.com", "upstreams": ["h:1"], "typo": 1}, "Extra inputs are not permitted"),
         ({"host": "a.com", "upstreams": ["h:1"], "policies": {"allow": ["10.0.0.300/8"]}}, "not an IP address or CIDR"),
-        ({"host": "a.com", "upstreams": ["h:1"], "policies": {"response_headers": {"set": {"X-A": "b\r\nc"}}}},
-         "CR, LF or NUL"),
-        ({"host": "a.com", "upstreams": ["h:1"], "policies": {"request_headers": {"remove": ["Connection"]}}},
-         "managed by the gate"),
+        (
+            {"host": "a.com", "upstreams": ["h:1"], "policies": {"response_headers": {"set": {"X-A": "b\r\nc"}}}},
+            "CR, LF or NUL",
+        ),
+        (
+            {"host": "a.com", "upstreams": ["h:1"], "policies": {"request_headers": {"remove": ["Connection"]}}},
+            "managed by the gate",
+        ),
         ({"host": "a.com", "upstreams": ["h:1"], "static_dir": "/srv/www"}, "not both"),
     ],
 )
@@ -145,8 +151,13 @@ def test_spec_normalizes():
 
 @pytest.mark.parametrize(
     ("value", "expected"),
-    [("127.0.0.1:80", ("127.0.0.1", 80)), ("[::1]:8080", ("::1", 8080)), ("http://a.local:3000/", ("a.local", 3000)),
-     ("service:web", "web"), ("service:web:admin", "web:admin")],
+    [
+        ("127.0.0.1:80", ("127.0.0.1", 80)),
+        ("[::1]:8080", ("::1", 8080)),
+        ("http://a.local:3000/", ("a.local", 3000)),
+        ("service:web", "web"),
+        ("service:web:admin", "web:admin"),
+    ],
 )
 def test_parse_target(value, expected):
     assert parse_target(value) == expected
@@ -157,8 +168,10 @@ def test_host_resolution_stays_bounded_and_right_under_many_hosts():
     without growing it, and answers stay those of `core.hostnames` after every reset."""
     from gate.router import _CACHE_MAX
 
-    t = table({"host": "*.wild.test", "path": "/", "upstreams": ["127.0.0.1:1"]},
-              {"host": "*", "path": "/", "upstreams": ["127.0.0.1:2"]})
+    t = table(
+        {"host": "*.wild.test", "path": "/", "upstreams": ["127.0.0.1:1"]},
+        {"host": "*", "path": "/", "upstreams": ["127.0.0.1:2"]},
+    )
     for i in range(3 * _CACHE_MAX):
         found = t.lookup(f"h{i}.wild.test" if i % 2 else f"h{i}.other.test", "/")
         assert found is not None and found[0].id == (1 if i % 2 else 2)

@@ -28,8 +28,9 @@ async def service(tmp_path):
     await bus.start()
     sink = ListSink()
     certs = CertificateBoard()
-    svc = GateService(GateConfig(), store=store, bus=bus, listen_host="127.0.0.1", listen_port=0,
-                      certificates=certs, access_log=sink)
+    svc = GateService(
+        GateConfig(), store=store, bus=bus, listen_host="127.0.0.1", listen_port=0, certificates=certs, access_log=sink
+    )
     await svc.start()
     svc.sink = sink  # type: ignore[attr-defined]
     yield svc

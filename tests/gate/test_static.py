@@ -28,10 +28,18 @@ def site(tmp_path):
 @pytest.mark.parametrize(
     ("path", "spa", "expected"),
     [
-        ("/", False, "index.html"), ("/docs", False, "docs/index.html"), ("/docs/", False, "docs/index.html"),
-        ("/assets/app.js", False, "assets/app.js"), ("/nope", False, None), ("/nope", True, "index.html"),
-        ("/nope.png", True, None), ("/leak.txt", False, None), ("/%2e%2e/secret.txt", False, None),
-        ("/assets/%61pp.js", False, "assets/app.js"), ("/a%00b", False, None), ("/%ff", False, None),
+        ("/", False, "index.html"),
+        ("/docs", False, "docs/index.html"),
+        ("/docs/", False, "docs/index.html"),
+        ("/assets/app.js", False, "assets/app.js"),
+        ("/nope", False, None),
+        ("/nope", True, "index.html"),
+        ("/nope.png", True, None),
+        ("/leak.txt", False, None),
+        ("/%2e%2e/secret.txt", False, None),
+        ("/assets/%61pp.js", False, "assets/app.js"),
+        ("/a%00b", False, None),
+        ("/%ff", False, None),
     ],
 )
 def test_pick_file(site, path, spa, expected):
@@ -50,9 +58,19 @@ def test_precompressed_variant_chosen_by_accept_encoding(site):
 
 @pytest.mark.parametrize(
     ("header", "size", "expected"),
-    [("", 100, None), ("bytes=0-9", 100, (0, 9)), ("bytes=90-", 100, (90, 99)), ("bytes=-10", 100, (90, 99)),
-     ("bytes=50-500", 100, (50, 99)), ("bytes=100-", 100, False), ("bytes=5-1", 100, False),
-     ("bytes=0-1,5-6", 100, None), ("items=0-1", 100, None), ("bytes=x-y", 100, None), ("bytes=-0", 100, False)],
+    [
+        ("", 100, None),
+        ("bytes=0-9", 100, (0, 9)),
+        ("bytes=90-", 100, (90, 99)),
+        ("bytes=-10", 100, (90, 99)),
+        ("bytes=50-500", 100, (50, 99)),
+        ("bytes=100-", 100, False),
+        ("bytes=5-1", 100, False),
+        ("bytes=0-1,5-6", 100, None),
+        ("items=0-1", 100, None),
+        ("bytes=x-y", 100, None),
+        ("bytes=-0", 100, False),
+    ],
 )
 def test_plan_range(header, size, expected):
     assert plan_range(header, size) == expected
@@ -78,14 +96,17 @@ async def test_static_route_end_to_end(gate_factory, site):
         r = await c.get(f"{base}/assets/app.js", headers={"Host": "a", "Accept-Encoding": "gzip"})
         assert r.headers["content-encoding"] == "gzip" and r.text == "console.log(1);" * 100
         etag = r.headers["etag"]
-        r = await c.get(f"{base}/assets/app.js", headers={"Host": "a", "If-None-Match": etag,
-                                                          "Accept-Encoding": "gzip"})
+        r = await c.get(
+            f"{base}/assets/app.js", headers={"Host": "a", "If-None-Match": etag, "Accept-Encoding": "gzip"}
+        )
         assert r.status_code == 304 and r.content == b""
-        r = await c.get(f"{base}/assets/app.js", headers={"Host": "a", "Range": "bytes=0-6",
-                                                          "Accept-Encoding": "identity"})
+        r = await c.get(
+            f"{base}/assets/app.js", headers={"Host": "a", "Range": "bytes=0-6", "Accept-Encoding": "identity"}
+        )
         assert r.status_code == 206 and r.text == "console" and r.headers["content-range"] == "bytes 0-6/1500"
-        r = await c.get(f"{base}/assets/app.js", headers={"Host": "a", "Range": "bytes=9999-",
-                                                          "Accept-Encoding": "identity"})
+        r = await c.get(
+            f"{base}/assets/app.js", headers={"Host": "a", "Range": "bytes=9999-", "Accept-Encoding": "identity"}
+        )
         assert r.status_code == 416
         r = await c.get(f"{base}/leak.txt", headers={"Host": "a"})
         assert r.status_code == 404  # a symlink out of the root is never followed

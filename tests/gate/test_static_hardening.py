@@ -26,25 +26,62 @@ SECRET = b"TOP-SECRET-CONTENT"
 DATA = "/data/ic"
 
 
-@pytest.mark.parametrize(("path", "why"), [
-    ("/", "whole file system"), ("//", "whole file system"), ("/.", "whole file system"),
-    ("/etc", "/etc"), ("/etc/nginx/html", "/etc"), ("/root", "/root"), ("/root/site", "/root"),
-    ("/proc/self/root", "/proc"), ("/sys", "/sys"), ("/dev", "/dev"), ("/boot", "/boot"), ("/run/secrets", "/run"),
-    ("/var/lib", "/var/lib"), ("/var/lib/docker/volumes/x", "/var/lib"), ("/var/log/nginx", "/var/log"),
-    ("/usr", "/usr"), ("/usr/share/nginx/html", "/usr"), ("/bin", "/bin"), ("/sbin", "/sbin"), ("/lib64", "/lib64"),
-    ("/var", "contains the system directory"), ("/home", "other users"), ("/home/", "other users"),
-    ("/srv", "other users"), ("/tmp", "other users"), ("/opt", "other users"), ("/mnt", "other users"),
-    ("/srv/www/../../etc", "/etc"), ("/srv/./../etc/ssl", "/etc"),
-    (DATA, "it is the platform's data dir"), (DATA + "/certs", "inside the platform's data dir"),
-    ("/data", "contains the platform's data dir"),
-])
+@pytest.mark.parametrize(
+    ("path", "why"),
+    [
+        ("/", "whole file system"),
+        ("//", "whole file system"),
+        ("/.", "whole file system"),
+        ("/etc", "/etc"),
+        ("/etc/nginx/html", "/etc"),
+        ("/root", "/root"),
+        ("/root/site", "/root"),
+        ("/proc/self/root", "/proc"),
+        ("/sys", "/sys"),
+        ("/dev", "/dev"),
+        ("/boot", "/boot"),
+        ("/run/secrets", "/run"),
+        ("/var/lib", "/var/lib"),
+        ("/var/lib/docker/volumes/x", "/var/lib"),
+        ("/var/log/nginx", "/var/log"),
+        ("/usr", "/usr"),
+        ("/usr/share/nginx/html", "/usr"),
+        ("/bin", "/bin"),
+        ("/sbin", "/sbin"),
+        ("/lib64", "/lib64"),
+        ("/var", "contains the system directory"),
+        ("/home", "other users"),
+        ("/home/", "other users"),
+        ("/srv", "other users"),
+        ("/tmp", "other users"),
+        ("/opt", "other users"),
+        ("/mnt", "other users"),
+        ("/srv/www/../../etc", "/etc"),
+        ("/srv/./../etc/ssl", "/etc"),
+        (DATA, "it is the platform's data dir"),
+        (DATA + "/certs", "inside the platform's data dir"),
+        ("/data", "contains the platform's data dir"),
+    ],
+)
 def test_refused_roots(path, why):
     problem = static_root_problem(path, DATA)
     assert problem is not None and why in problem
 
 
-@pytest.mark.parametrize("path", ["/srv/www", "/var/www/html", "/var/www", "/home/ann/site", "/tmp/build",
-                                  "/data/other", "/data2", "/opt/app/dist", "/srv/etc"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/srv/www",
+        "/var/www/html",
+        "/var/www",
+        "/home/ann/site",
+        "/tmp/build",
+        "/data/other",
+        "/data2",
+        "/opt/app/dist",
+        "/srv/etc",
+    ],
+)
 def test_allowed_roots(path):
     assert static_root_problem(path, DATA) is None
 
@@ -57,8 +94,12 @@ def test_symlinks_are_resolved_before_judging(tmp_path: Path):
     for name, target in links.items():
         os.symlink(target, tmp_path / "www" / name)
     assert check_static_root(str(tmp_path / "www"), str(data)) is None
-    for name, why in [("to-root", "whole file system"), ("to-etc", "/etc"), ("to-data-certs", "data dir"),
-                      ("to-tmp-parent", "contains the platform's data dir")]:
+    for name, why in [
+        ("to-root", "whole file system"),
+        ("to-etc", "/etc"),
+        ("to-data-certs", "data dir"),
+        ("to-tmp-parent", "contains the platform's data dir"),
+    ]:
         problem = check_static_root(str(tmp_path / "www" / name), str(data))
         assert problem is not None and "resolves to" in problem and why in problem, (name, problem)
     # The data dir itself given through a symlink is recognised too.
@@ -95,16 +136,17 @@ async def service_with_data_dir(tmp_path: Path):
     await store.close()
 
 
-async def test_service_refuses_data_dir_and_symlinked_system_roots(service_with_data_dir: GateService,
-                                                                   tmp_path: Path):
+async def test_service_refuses_data_dir_and_symlinked_system_roots(service_with_data_dir: GateService, tmp_path: Path):
     svc = service_with_data_dir
     (tmp_path / "data" / "certs").mkdir()
     (tmp_path / "www").mkdir()
     os.symlink("/etc", tmp_path / "etc-link")
     ok = await svc.add_route(RouteSpec(host="ok.test", static_dir=str(tmp_path / "www")))
-    for host, root, why in [("d.test", tmp_path / "data" / "certs", "inside the platform's data dir"),
-                            ("p.test", tmp_path, "contains the platform's data dir"),
-                            ("e.test", tmp_path / "etc-link", "resolves to /etc")]:
+    for host, root, why in [
+        ("d.test", tmp_path / "data" / "certs", "inside the platform's data dir"),
+        ("p.test", tmp_path, "contains the platform's data dir"),
+        ("e.test", tmp_path / "etc-link", "resolves to /etc"),
+    ]:
         with pytest.raises(ValidationFailed) as e:
             await svc.add_route(RouteSpec(host=host, static_dir=str(root)))
         assert f"invalid route {host}: static_dir" in e.value.message and why in e.value.message
@@ -117,8 +159,9 @@ async def test_service_refuses_data_dir_and_symlinked_system_roots(service_with_
     assert [r["host"] for r in rows] == ["ok.test"]
 
 
-async def test_stored_route_whose_root_became_a_system_dir_is_skipped_at_start(service_with_data_dir: GateService,
-                                                                              tmp_path: Path):
+async def test_stored_route_whose_root_became_a_system_dir_is_skipped_at_start(
+    service_with_data_dir: GateService, tmp_path: Path
+):
     svc = service_with_data_dir
     (tmp_path / "www").mkdir()
     bad = tmp_path / "www-link"
@@ -127,8 +170,9 @@ async def test_stored_route_whose_root_became_a_system_dir_is_skipped_at_start(s
     await svc.add_route(RouteSpec(host="b.test", static_dir=str(tmp_path / "www")))
     os.unlink(bad)
     os.symlink("/etc", bad)  # someone re-points the link while the platform is down
-    other = GateService(GateConfig(), store=svc.store, bus=svc.bus, listen_host="127.0.0.1", listen_port=0,
-                        data_dir=tmp_path / "data")
+    other = GateService(
+        GateConfig(), store=svc.store, bus=svc.bus, listen_host="127.0.0.1", listen_port=0, data_dir=tmp_path / "data"
+    )
     await other.start()
     try:
         assert [r.spec.host for r in other.routes()] == ["b.test"]
@@ -139,9 +183,12 @@ async def test_stored_route_whose_root_became_a_system_dir_is_skipped_at_start(s
 def test_cli_route_add_refuses_system_and_data_roots(server_factory, tmp_path: Path):
     srv = server_factory()
     os.symlink("/etc", tmp_path / "innocent")
-    for root, why in [("/", "it is the whole file system"), ("/etc", "inside the system directory /etc"),
-                      (str(srv.data_dir), "it is the platform's data dir"),
-                      (str(tmp_path / "innocent"), "resolves to /etc")]:
+    for root, why in [
+        ("/", "it is the whole file system"),
+        ("/etc", "inside the system directory /etc"),
+        (str(srv.data_dir), "it is the platform's data dir"),
+        (str(tmp_path / "innocent"), "resolves to /etc"),
+    ]:
         r = srv.fsctl("route", "add", "--host", "s.test", "--static-dir", root)
         assert r.returncode != 0, (root, r.stdout)
         assert "static_dir" in r.stderr and why in r.stderr, (root, r.stderr)
@@ -187,16 +234,45 @@ def root(tmp_path: Path) -> Path:
 
 # Names that exist but must look missing: exactly 404, like a file that is not there.
 HIDDEN = [
-    "/secret600.txt", "/no-other-read.txt", "/private/file.txt", "/.env", "/.htpasswd", "/.git/config",
-    "/.git/", "/assets/.hidden", "/.well-known/.private", "/config.txt", "/leak.txt", "/up/outside.txt",
-    "/etc/passwd", "/etc/hostname", "/%2eenv", "/%2Egit/config", "/.%65nv", "/private%2ffile.txt",
+    "/secret600.txt",
+    "/no-other-read.txt",
+    "/private/file.txt",
+    "/.env",
+    "/.htpasswd",
+    "/.git/config",
+    "/.git/",
+    "/assets/.hidden",
+    "/.well-known/.private",
+    "/config.txt",
+    "/leak.txt",
+    "/up/outside.txt",
+    "/etc/passwd",
+    "/etc/hostname",
+    "/%2eenv",
+    "/%2Egit/config",
+    "/.%65nv",
+    "/private%2ffile.txt",
 ]
 # Traversal and encoding tricks: refused by the parser (400) or by the file picker (404).
 TRICKS = [
-    "/%2e%2e/outside.txt", "/%2E%2E/outside.txt", "/..%2foutside.txt", "/..%2Foutside.txt",
-    "/%2e%2e%2foutside.txt", "/.%2e/outside.txt", "/assets/..%2f..%2foutside.txt", "/%252e%252e/outside.txt",
-    "/..%5coutside.txt", "/%5c..%5coutside.txt", "/..\\outside.txt", "/secret600.txt%00.html", "/%00",
-    "/%c0%ae%c0%ae/outside.txt", "/%ff", "/./secret600.txt", "/assets/../.env", "/up/../up/outside.txt",
+    "/%2e%2e/outside.txt",
+    "/%2E%2E/outside.txt",
+    "/..%2foutside.txt",
+    "/..%2Foutside.txt",
+    "/%2e%2e%2foutside.txt",
+    "/.%2e/outside.txt",
+    "/assets/..%2f..%2foutside.txt",
+    "/%252e%252e/outside.txt",
+    "/..%5coutside.txt",
+    "/%5c..%5coutside.txt",
+    "/..\\outside.txt",
+    "/secret600.txt%00.html",
+    "/%00",
+    "/%c0%ae%c0%ae/outside.txt",
+    "/%ff",
+    "/./secret600.txt",
+    "/assets/../.env",
+    "/up/../up/outside.txt",
 ]
 
 

@@ -49,6 +49,7 @@ async def test_slow_client_download_keeps_gate_memory_bounded(gate_factory, orig
     r, w = await asyncio.open_connection("127.0.0.1", g.port, limit=1 << 20)
     sock = w.get_extra_info("socket")
     import socket as s
+
     sock.setsockopt(s.SOL_SOCKET, s.SO_RCVBUF, 64 * 1024)
     w.write(b"GET /big?bytes=%d HTTP/1.1\r\nHost: a\r\n\r\n" % total)
     await r.readuntil(b"\r\n\r\n")
@@ -137,9 +138,12 @@ async def test_response_trailers_are_forwarded_and_do_not_leak_into_the_next_res
     async def trailing_server(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         for _ in range(2):
             heads.append(await reader.readuntil(b"\r\n\r\n"))
-            writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n"
-                         b"0\r\nX-Checksum: c1\r\nKeep-Alive: t99\r\n\r\n"
-                         if len(heads) == 1 else b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            writer.write(
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n"
+                b"0\r\nX-Checksum: c1\r\nKeep-Alive: t99\r\n\r\n"
+                if len(heads) == 1
+                else b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+            )
             await writer.drain()
         writer.close()
 
@@ -192,8 +196,10 @@ async def test_body_stall_is_408(gate_factory, origin: Origin):
 async def test_bad_pipelined_request_is_answered_after_the_good_one(gate_factory, origin: Origin):
     g = await gate_factory()
     g.set_routes({"host": "a", "upstreams": [origin.addr]})
-    out = await g.raw(b"GET /slow?s=0.3 HTTP/1.1\r\nHost: a\r\n\r\n"
-                      b"POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n")
+    out = await g.raw(
+        b"GET /slow?s=0.3 HTTP/1.1\r\nHost: a\r\n\r\n"
+        b"POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"
+    )
     first, _, rest = out.partition(b"HTTP/1.1 400 ")
     assert first.startswith(b"HTTP/1.1 200 OK") and first.endswith(b"slow") and rest
     assert origin.requests[-1].path == "/slow" and len(origin.requests) == 1

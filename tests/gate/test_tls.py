@@ -20,8 +20,14 @@ from tests.gate.conftest import Origin
 from tests.gate.tls_support import TlsGate, served_serial, start_tls
 
 
-async def handshake(tg: TlsGate, sni: str | None, *, verify: bool = True, alpn: list[str] | None = None,
-                    ctx: ssl.SSLContext | None = None):
+async def handshake(
+    tg: TlsGate,
+    sni: str | None,
+    *,
+    verify: bool = True,
+    alpn: list[str] | None = None,
+    ctx: ssl.SSLContext | None = None,
+):
     if ctx is None:
         if verify:
             ctx = tg.client_context(alpn)
@@ -32,7 +38,8 @@ async def handshake(tg: TlsGate, sni: str | None, *, verify: bool = True, alpn: 
             if alpn:
                 ctx.set_alpn_protocols(alpn)
     reader, writer = await asyncio.wait_for(
-        asyncio.open_connection("127.0.0.1", tg.port, ssl=ctx, server_hostname=sni), 10)
+        asyncio.open_connection("127.0.0.1", tg.port, ssl=ctx, server_hostname=sni), 10
+    )
     return reader, writer
 
 
@@ -47,8 +54,11 @@ async def get_h1(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, hos
 @pytest.fixture
 async def tls_gate(gate_factory, origin: Origin, tmp_path: Path) -> TlsGate:
     g = await gate_factory()
-    g.set_routes({"host": "a.test", "upstreams": [origin.addr]}, {"host": "b.test", "upstreams": [origin.addr]},
-                 {"host": "*.w.test", "upstreams": [origin.addr]})
+    g.set_routes(
+        {"host": "a.test", "upstreams": [origin.addr]},
+        {"host": "b.test", "upstreams": [origin.addr]},
+        {"host": "*.w.test", "upstreams": [origin.addr]},
+    )
     return await start_tls(g, tmp_path)
 
 
@@ -108,8 +118,11 @@ async def test_broken_certificate_files_keep_the_previous_certificate(tls_gate: 
     good = tls_gate.publish("a.test")
     bad_cert = tmp_path / "bad.crt"
     bad_cert.write_text("not a certificate")
-    tls_gate.board.publish(CertificateRef(names=("a.test",), cert_path=str(bad_cert), key_path=good.key_path,
-                                          not_after=good.not_after, serial="bad"))
+    tls_gate.board.publish(
+        CertificateRef(
+            names=("a.test",), cert_path=str(bad_cert), key_path=good.key_path, not_after=good.not_after, serial="bad"
+        )
+    )
     _, w = await handshake(tls_gate, "a.test")
     assert served_serial(w.get_extra_info("ssl_object").getpeercert(binary_form=True)) == good.serial
     w.close()
@@ -125,8 +138,9 @@ async def test_alpn_h2_http11_and_none(tls_gate: TlsGate):
             assert (await get_h1(reader, writer, "a.test")).startswith(b"HTTP/1.1 200 ")
         writer.close()
     async with httpx.AsyncClient(http2=False, verify=tls_gate.client_context()) as c:
-        r = await c.get(f"https://127.0.0.1:{tls_gate.port}/echo", headers={"host": "a.test"},
-                        extensions={"sni_hostname": "a.test"})
+        r = await c.get(
+            f"https://127.0.0.1:{tls_gate.port}/echo", headers={"host": "a.test"}, extensions={"sni_hostname": "a.test"}
+        )
         assert r.http_version == "HTTP/1.1" and r.status_code == 200
         assert r.json()["headers"]["x-forwarded-proto"] == "https"
 
@@ -204,8 +218,7 @@ async def test_describe_for_route_listing(tls_gate: TlsGate):
 
 async def test_redirect_and_hsts_end_to_end(tls_gate: TlsGate, origin: Origin):
     g = tls_gate.gate
-    g.set_routes({"host": "a.test", "upstreams": [origin.addr], "tls": "manual",
-                  "policies": {"hsts_max_age_s": 600}})
+    g.set_routes({"host": "a.test", "upstreams": [origin.addr], "tls": "manual", "policies": {"hsts_max_age_s": 600}})
     g.state.challenges.put("tok", "tok.keyauth")
     tls_gate.publish("a.test")
     async with httpx.AsyncClient(verify=tls_gate.client_context(), http2=True) as c:
@@ -216,6 +229,9 @@ async def test_redirect_and_hsts_end_to_end(tls_gate: TlsGate, origin: Origin):
         assert r.status_code == 200 and r.text == "tok.keyauth"  # never redirected
         for http2 in (True, False):
             async with httpx.AsyncClient(verify=tls_gate.client_context(), http2=http2) as c2:
-                r = await c2.get(f"https://127.0.0.1:{tls_gate.port}/echo", headers={"host": "a.test"},
-                                 extensions={"sni_hostname": "a.test"})
+                r = await c2.get(
+                    f"https://127.0.0.1:{tls_gate.port}/echo",
+                    headers={"host": "a.test"},
+                    extensions={"sni_hostname": "a.test"},
+                )
                 assert r.status_code == 200 and r.headers["strict-transport-security"] == "max-age=600"

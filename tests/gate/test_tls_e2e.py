@@ -37,8 +37,10 @@ def _https_listening(port: int, limit_s: float = 3.0) -> bool:
 
 
 def _serial_for(port: int, ctx: ssl.SSLContext, name: str) -> str:
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw, \
-            ctx.wrap_socket(raw, server_hostname=name) as s:
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
+        ctx.wrap_socket(raw, server_hostname=name) as s,
+    ):
         return served_serial(s.getpeercert(binary_form=True))
 
 
@@ -54,9 +56,14 @@ def test_imported_certificate_is_served_and_swapped_live(server_factory, origin_
     serials = []
     for _ in range(2):  # import, then "renew" by importing a new pair for the same name
         leaf = ca.issue_cert("app.test")
-        r = srv.api("POST", "/api/certs/import", json={
-            "cert_pem": "".join(p.bytes().decode() for p in leaf.cert_chain_pems),
-            "key_pem": leaf.private_key_pem.bytes().decode()})
+        r = srv.api(
+            "POST",
+            "/api/certs/import",
+            json={
+                "cert_pem": "".join(p.bytes().decode() for p in leaf.cert_chain_pems),
+                "key_pem": leaf.private_key_pem.bytes().decode(),
+            },
+        )
         assert r.status_code == 200, r.text
         from cryptography import x509
 
@@ -75,8 +82,11 @@ def test_imported_certificate_is_served_and_swapped_live(server_factory, origin_
         serials.append(want)
         for http2 in (True, False):
             with httpx.Client(http2=http2, verify=ctx, timeout=30) as c:
-                resp = c.get(f"https://127.0.0.1:{srv.https_port}/echo", headers={"host": "app.test"},
-                             extensions={"sni_hostname": "app.test"})
+                resp = c.get(
+                    f"https://127.0.0.1:{srv.https_port}/echo",
+                    headers={"host": "app.test"},
+                    extensions={"sni_hostname": "app.test"},
+                )
             assert resp.status_code == 200
             assert resp.http_version == ("HTTP/2" if http2 else "HTTP/1.1")
             assert resp.json()["headers"]["x-forwarded-proto"] == "https"

@@ -19,29 +19,35 @@ def _hdrs(*lines: str) -> list[tuple[bytes, bytes]]:
     return [(a.encode(), b.strip().encode()) for a, b in (x.split(":", 1) for x in lines)]
 
 
-@pytest.mark.parametrize(("upgrade", "expected"), [
-    ("h2c", None),
-    ("H2C", None),
-    ("h2c, websocket", b"websocket"),
-    ("websocket,h2c", b"websocket"),
-    ("websocket", b"websocket"),
-    ("foo/1, h2c , bar", b"foo/1, bar"),
-])
+@pytest.mark.parametrize(
+    ("upgrade", "expected"),
+    [
+        ("h2c", None),
+        ("H2C", None),
+        ("h2c, websocket", b"websocket"),
+        ("websocket,h2c", b"websocket"),
+        ("websocket", b"websocket"),
+        ("foo/1, h2c , bar", b"foo/1, bar"),
+    ],
+)
 def test_h2c_is_stripped_from_upgrade(upgrade, expected):
     info = check_request(b"GET", b"/", "1.1", _hdrs("Host: a", "Connection: Upgrade", f"Upgrade: {upgrade}"))
     assert info.upgrade == expected
 
 
-@pytest.mark.parametrize(("asked", "answered", "ok"), [
-    (b"websocket", [(b"Upgrade", b"websocket")], True),
-    (b"websocket", [(b"upgrade", b"WebSocket")], True),
-    (b"websocket", [(b"Upgrade", b"websocket/13")], True),
-    (b"websocket", [(b"Upgrade", b"h2c")], False),
-    (b"websocket", [(b"Upgrade", b"websocket, h2c")], False),
-    (b"websocket", [], False),
-    (b"foo/2", [(b"Upgrade", b"foo/1")], False),
-    (b"foo/2, websocket", [(b"Upgrade", b"foo/2")], True),
-])
+@pytest.mark.parametrize(
+    ("asked", "answered", "ok"),
+    [
+        (b"websocket", [(b"Upgrade", b"websocket")], True),
+        (b"websocket", [(b"upgrade", b"WebSocket")], True),
+        (b"websocket", [(b"Upgrade", b"websocket/13")], True),
+        (b"websocket", [(b"Upgrade", b"h2c")], False),
+        (b"websocket", [(b"Upgrade", b"websocket, h2c")], False),
+        (b"websocket", [], False),
+        (b"foo/2", [(b"Upgrade", b"foo/1")], False),
+        (b"foo/2, websocket", [(b"Upgrade", b"foo/2")], True),
+    ],
+)
 def test_switch_must_name_a_protocol_asked_for(asked, answered, ok):
     assert switch_matches(asked, answered) is ok
 
@@ -100,8 +106,15 @@ async def test_h2c_only_upgrade_is_an_ordinary_request(gate_factory, body):
     }[body]
     method = b"GET" if body == "none" else b"POST"
     # The h2c request and a pipelined follower on the same connection: both answered, in order.
-    out = await g.raw(method + b" /one HTTP/1.1\r\nHost: a\r\n" + H2C + framing + b"\r\n" + payload
-                      + b"GET /two HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+    out = await g.raw(
+        method
+        + b" /one HTTP/1.1\r\nHost: a\r\n"
+        + H2C
+        + framing
+        + b"\r\n"
+        + payload
+        + b"GET /two HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+    )
     assert out.count(b"HTTP/1.1 200 OK\r\n") == 2, out
     assert b"101" not in out.split(b"\r\n", 1)[0]
     assert len(up.heads) == 2
@@ -116,8 +129,9 @@ async def test_h2c_is_dropped_but_websocket_kept(gate_factory):
     up = RawUpstream(b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\nhi")
     g: Gate = await gate_factory()
     g.set_routes({"host": "a", "upstreams": [await up.start()]})
-    out = await g.raw(b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: h2c, websocket\r\n\r\n",
-                      read_until_close=False)
+    out = await g.raw(
+        b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: h2c, websocket\r\n\r\n", read_until_close=False
+    )
     assert out.startswith(b"HTTP/1.1 101 "), out
     assert b"upgrade: websocket\r\n" in up.heads[0].lower() and b"h2c" not in up.heads[0].lower()
     up.server.close()
@@ -129,8 +143,7 @@ async def test_101_to_a_protocol_not_asked_for_is_refused(gate_factory, answer):
     up = RawUpstream(b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n" + hdr + b"\r\nSECRET-TUNNEL")
     g: Gate = await gate_factory()
     g.set_routes({"host": "a", "upstreams": [await up.start()]})
-    out = await g.raw(b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
-                      b"CLIENT-BYTES")
+    out = await g.raw(b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\nCLIENT-BYTES")
     assert out.startswith(b"HTTP/1.1 502 "), out
     assert b"SECRET-TUNNEL" not in out and b" 101 " not in out
     await asyncio.wait_for(up.closed.wait(), 5)  # the gate closed the upstream connection

@@ -15,14 +15,17 @@ from gate.upstream_check import names_to_resolve, service_problems, upstream_war
 SERVICES = {"web": ["http", "admin"], "db": []}
 
 
-@pytest.mark.parametrize(("upstreams", "expected"), [
-    (["service:web"], []),
-    (["service:web:admin"], []),
-    (["service:doesnotexist"], ["orch has no service named 'doesnotexist' (known: db, web)"]),
-    (["service:web:metrics"], ["service 'web' has no port named 'metrics' (its ports: admin, http)"]),
-    (["service:db:http"], ["service 'db' has no port named 'http' (its ports: none)"]),
-    (["127.0.0.1:80", "app:8080"], []),  # not services: for the resolver
-])
+@pytest.mark.parametrize(
+    ("upstreams", "expected"),
+    [
+        (["service:web"], []),
+        (["service:web:admin"], []),
+        (["service:doesnotexist"], ["orch has no service named 'doesnotexist' (known: db, web)"]),
+        (["service:web:metrics"], ["service 'web' has no port named 'metrics' (its ports: admin, http)"]),
+        (["service:db:http"], ["service 'db' has no port named 'http' (its ports: none)"]),
+        (["127.0.0.1:80", "app:8080"], []),  # not services: for the resolver
+    ],
+)
 def test_service_problems(upstreams, expected):
     found = service_problems(upstreams, SERVICES)
     assert len(found) == len(expected)
@@ -31,14 +34,17 @@ def test_service_problems(upstreams, expected):
 
 
 def test_names_to_resolve_skips_literals_and_services():
-    assert names_to_resolve(["127.0.0.1:1", "[::1]:2", "service:web", "app:8080", "App.example:1", "app:9"]) == \
-        ["app", "App.example"]
+    assert names_to_resolve(["127.0.0.1:1", "[::1]:2", "service:web", "app:8080", "App.example:1", "app:9"]) == [
+        "app",
+        "App.example",
+    ]
 
 
 async def test_real_resolver_warns_for_names_that_do_not_resolve():
     # `.invalid` never resolves (RFC 6761); `localhost` always does.
-    out = await upstream_warnings(["localhost:80", "nothing-here.invalid:8080", "127.0.0.1:1"],
-                                  services=None, resolve=resolve_host, timeout_s=5.0)
+    out = await upstream_warnings(
+        ["localhost:80", "nothing-here.invalid:8080", "127.0.0.1:1"], services=None, resolve=resolve_host, timeout_s=5.0
+    )
     assert len(out) == 1 and "'nothing-here.invalid'" in out[0], out
     assert "does not resolve" in out[0] or "did not resolve within" in out[0]
 
@@ -67,8 +73,9 @@ async def test_a_hanging_lookup_is_bounded_and_the_loop_stays_free():
     took = time.monotonic() - started
     t.cancel()
     assert took < 1.2 and ticks >= 5  # answered at the deadline; the loop kept running meanwhile
-    assert out == ["upstream host 'app' did not resolve within 0.3 s; check the name (requests get 502 while "
-                   "it does not resolve)"]
+    assert out == [
+        "upstream host 'app' did not resolve within 0.3 s; check the name (requests get 502 while it does not resolve)"
+    ]
 
 
 def test_slow_lookups_of_the_checks_do_not_delay_an_upstream_connect(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -43,9 +43,15 @@ class TlsGate:
         cert_path.write_bytes(b"".join(p.bytes() for p in leaf.cert_chain_pems))
         key_path.write_bytes(leaf.private_key_pem.bytes())
         cert = x509.load_pem_x509_certificate(leaf.cert_chain_pems[0].bytes())
-        ref = CertificateRef(names=tuple(names), cert_path=str(cert_path), key_path=str(key_path),
-                             not_after=cert.not_valid_after_utc.timestamp(), issuer="trustme test CA",
-                             serial=format(cert.serial_number, "x"), source="imported")
+        ref = CertificateRef(
+            names=tuple(names),
+            cert_path=str(cert_path),
+            key_path=str(key_path),
+            not_after=cert.not_valid_after_utc.timestamp(),
+            issuer="trustme test CA",
+            serial=format(cert.serial_number, "x"),
+            source="imported",
+        )
         self.board.publish(ref)
         return ref
 
@@ -96,11 +102,22 @@ class RawH2:
         from h2.config import H2Configuration
         from h2.connection import H2Connection
 
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(
-            "127.0.0.1", tg.port, ssl=tg.client_context(["h2"]), server_hostname=sni, limit=1 << 22), 10)
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(
+                "127.0.0.1", tg.port, ssl=tg.client_context(["h2"]), server_hostname=sni, limit=1 << 22
+            ),
+            10,
+        )
         assert writer.get_extra_info("ssl_object").selected_alpn_protocol() == "h2"
-        conn = H2Connection(H2Configuration(client_side=True, header_encoding=None, validate_outbound_headers=False,
-                                            normalize_outbound_headers=False, validate_inbound_headers=False))
+        conn = H2Connection(
+            H2Configuration(
+                client_side=True,
+                header_encoding=None,
+                validate_outbound_headers=False,
+                normalize_outbound_headers=False,
+                validate_inbound_headers=False,
+            )
+        )
         conn.initiate_connection()
         writer.write(conn.data_to_send())
         c = cls(reader, writer, conn)
@@ -114,11 +131,23 @@ class RawH2:
         if data and not self.writer.is_closing():
             self.writer.write(data)
 
-    def request(self, path: str, *, host: str = "a.test", method: str = "GET", body: bytes | None = None,
-                extra: list[tuple[bytes, bytes]] | None = None, end: bool | None = None) -> int:
+    def request(
+        self,
+        path: str,
+        *,
+        host: str = "a.test",
+        method: str = "GET",
+        body: bytes | None = None,
+        extra: list[tuple[bytes, bytes]] | None = None,
+        end: bool | None = None,
+    ) -> int:
         sid = self.conn.get_next_available_stream_id()
-        headers = [(b":method", method.encode()), (b":scheme", b"https"), (b":authority", host.encode()),
-                   (b":path", path.encode())] + (extra or [])
+        headers = [
+            (b":method", method.encode()),
+            (b":scheme", b"https"),
+            (b":authority", host.encode()),
+            (b":path", path.encode()),
+        ] + (extra or [])
         self.conn.send_headers(sid, headers, end_stream=body is None if end is None else end)
         if body is not None:
             self.conn.send_data(sid, body, end_stream=True)

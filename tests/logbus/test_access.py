@@ -32,8 +32,22 @@ def gate_side(svc: LogbusService) -> AccessBatch:
 def add(batch: AccessBatch, i: int, path: str | None = None) -> None:
     """Request `r{i}` finished (the gate renders its line; tests/gate/test_access_line.py checks how)."""
     t = time.perf_counter()
-    batch.add(t - 0.002, t, "example.com", b"GET", path or f"/p/{i}", 200, 10, "127.0.0.1:9000", "10.0.0.1",
-              f"r{i}", None, "1.1", 0, 1.5)
+    batch.add(
+        t - 0.002,
+        t,
+        "example.com",
+        b"GET",
+        path or f"/p/{i}",
+        200,
+        10,
+        "127.0.0.1:9000",
+        "10.0.0.1",
+        f"r{i}",
+        None,
+        "1.1",
+        0,
+        1.5,
+    )
 
 
 @pytest.fixture

@@ -13,8 +13,13 @@ from typing import Any
 import httpx
 
 
-def _sse_reader(srv: Any, path: str, out: queue.Queue[tuple[float, str]], stop: threading.Event,
-                headers: dict[str, str] | None = None) -> threading.Thread:
+def _sse_reader(
+    srv: Any,
+    path: str,
+    out: queue.Queue[tuple[float, str]],
+    stop: threading.Event,
+    headers: dict[str, str] | None = None,
+) -> threading.Thread:
     def run() -> None:
         h = {"Authorization": f"Bearer {srv.login()}", **(headers or {})}
         try:
@@ -66,7 +71,8 @@ def test_ingest_search_download_tail_and_cli(server_factory: Any) -> None:
     got = search(service="cron-backup", q="failed")["lines"]
     assert [x["text"] for x in got] == ["job run 7 FAILED"] and got[0]["instance"] == "nightly"
     assert [x["text"] for x in search(service="cron-backup", regex=r"run 1\d ok$")["lines"]] == [
-        f"job run {i} ok" for i in range(10, 20)]
+        f"job run {i} ok" for i in range(10, 20)
+    ]
     page = search(service="cron-backup", limit="8")
     assert len(page["lines"]) == 8 and page["next_cursor"]
     rest = search(service="cron-backup", limit="100", cursor=page["next_cursor"])
@@ -125,8 +131,9 @@ def test_follow_from_the_cli_and_resume_by_last_event_id(server_factory: Any) ->
 
     env = {**srv.env, "FSCTL_SERVER": srv.url, "FSCTL_TOKEN": srv.login()}
     # The `with` closes the pipe and waits for the CLI after the kill.
-    with subprocess.Popen([sys.executable, "-m", "fsctl", "logs", "web", "-f", "--tail", "1"], env=env,
-                          stdout=subprocess.PIPE, text=True) as proc:
+    with subprocess.Popen(
+        [sys.executable, "-m", "fsctl", "logs", "web", "-f", "--tail", "1"], env=env, stdout=subprocess.PIPE, text=True
+    ) as proc:
         try:
             assert proc.stdout is not None
             assert proc.stdout.readline().rstrip().endswith("while away")

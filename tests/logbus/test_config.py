@@ -19,12 +19,15 @@ def test_units_as_written() -> None:
     assert (cfg.max_age_s, cfg.max_total_bytes, cfg.max_line_bytes) == (7 * 86400, 512 * 1024**2, 64000)
 
 
-@pytest.mark.parametrize(("section", "where"), [
-    ({"max_agee_s": "7d"}, "logbus.max_agee_s"),
-    ({"max_age_s": "a week"}, "logbus.max_age_s"),
-    ({"max_total_bytes": 0}, "logbus.max_total_bytes"),
-    ({"max_line_bytes": "10"}, "logbus.max_line_bytes"),
-])
+@pytest.mark.parametrize(
+    ("section", "where"),
+    [
+        ({"max_agee_s": "7d"}, "logbus.max_agee_s"),
+        ({"max_age_s": "a week"}, "logbus.max_age_s"),
+        ({"max_total_bytes": 0}, "logbus.max_total_bytes"),
+        ({"max_line_bytes": "10"}, "logbus.max_line_bytes"),
+    ],
+)
 def test_mistakes_name_the_key(section: dict[str, object], where: str) -> None:
     with pytest.raises(StartupError) as e:
         load_logbus_config(section)

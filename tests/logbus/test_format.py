@@ -122,14 +122,18 @@ def test_splitter_loses_nothing(chunks: list[bytes], limit: int) -> None:
     assert rebuilt == expected
 
 
-@pytest.mark.parametrize("line", [
-    b"2026-11-23T08:00:00.000000Z out web-1 hello world\n",
-    b"2026-11-23T08:00:00.000000Z err+ w \xff\xfe\n",
-    b"2026-11-23T08:00:00.000000Z sys w logbus: dropped 3 lines",
-    b"2026-11-23T08:00:00.000000Z out w \n",
-    b"2026-11-23T08:00:00.000000Z out\n",
-    b"garbage\n",
-])
+@pytest.mark.parametrize(
+    "line",
+    [
+        b"2026-11-23T08:00:00.000000Z out web-1 hello world\n",
+        b"2026-11-23T08:00:00.000000Z err+ w \xff\xfe\n",
+        b"2026-11-23T08:00:00.000000Z sys w logbus: dropped 3 lines",
+        b"2026-11-23T08:00:00.000000Z out w \n",
+        b"2026-11-23T08:00:00.000000Z out\n",
+        b"garbage\n",
+    ],
+)
 def test_record_dict_agrees_with_parse_record(line: bytes) -> None:
     from logbus.format import record_dict
+
     assert record_dict(line, "svc") == parse_record(line).to_dict("svc")

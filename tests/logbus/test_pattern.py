@@ -31,8 +31,22 @@ REFUSED = [  # (pattern, what the message names, the construct quoted, its posit
     (r"done\Z", "Python's end-of-text anchor (RE2 spells it \\z)", r"\Z", 5),
 ]
 
-SUPPORTED = [r"\\1", r"[(?=]", r"a+?b", r"(?:a)+", r"(?i)error", r"(?P<n>a)b", r"[]a]+", r"[^]]\d{2,}",
-             r"a{,3}", r"x|y*", r"\z", r"[[:alpha:]]+\+", r"(a+)+$", r"(a|aa)*b"]
+SUPPORTED = [
+    r"\\1",
+    r"[(?=]",
+    r"a+?b",
+    r"(?:a)+",
+    r"(?i)error",
+    r"(?P<n>a)b",
+    r"[]a]+",
+    r"[^]]\d{2,}",
+    r"a{,3}",
+    r"x|y*",
+    r"\z",
+    r"[[:alpha:]]+\+",
+    r"(a+)+$",
+    r"(a|aa)*b",
+]
 
 
 @pytest.mark.parametrize(("pattern", "what", "text", "at"), REFUSED)
@@ -59,8 +73,18 @@ def test_other_errors_keep_re2s_reason_and_bounds_hold() -> None:
         UserRegex(r"\pL{1000}")
 
 
-@pytest.mark.parametrize("pattern", [r"\pL{1000}", r"(?i)[\pL\pN\pP]{100}", r"\p{Greek}{1000}", r"(\pL|\pN){300}",
-                                     r"[^a]{1000}[^b]{1000}", r"\pL{100}" * 10, r"(.*){1000}"])
+@pytest.mark.parametrize(
+    "pattern",
+    [
+        r"\pL{1000}",
+        r"(?i)[\pL\pN\pP]{100}",
+        r"\p{Greek}{1000}",
+        r"(\pL|\pN){300}",
+        r"[^a]{1000}[^b]{1000}",
+        r"\pL{100}" * 10,
+        r"(.*){1000}",
+    ],
+)
 def test_compiling_any_pattern_is_quick(pattern: str) -> None:
     """Compiling holds the GIL: the program size bound keeps it short (115 ms at RE2's default budget)."""
     best = float("inf")
@@ -107,18 +131,22 @@ def test_same_lines_match_as_with_pythons_re(pattern: str, text: str) -> None:
 
 
 def _buf(*texts: str) -> bytes:
-    return b"".join(format_records(iso_bytes(float(i)), b"out", b"web-1", t.encode() + b"\n")
-                    for i, t in enumerate(texts))
+    return b"".join(
+        format_records(iso_bytes(float(i)), b"out", b"web-1", t.encode() + b"\n") for i, t in enumerate(texts)
+    )
 
 
-@pytest.mark.parametrize(("pattern", "line", "hits"), [  # (`re` itself would take ages on most of these)
-    ("(a|aa)*b", "a" * 28, ["x foo y bar zb"]),  # re: 0.1 s, 1.6 times more per extra `a`
-    ("(a|aa)*b", "a" * 100_000, ["x foo y bar zb"]),
-    (".*foo.*bar", "foo" * 1366, ["x foo y bar zb"]),  # 4 KB: re 2.6 s
-    (".*foo.*bar", "foo" * 100_000, ["x foo y bar zb"]),
-    ("(a+)+$", "a" * 5000 + "!", []),
-    (r"(\w+\s?)*t$", "word " * 2000, ["first", "last"]),
-])
+@pytest.mark.parametrize(
+    ("pattern", "line", "hits"),
+    [  # (`re` itself would take ages on most of these)
+        ("(a|aa)*b", "a" * 28, ["x foo y bar zb"]),  # re: 0.1 s, 1.6 times more per extra `a`
+        ("(a|aa)*b", "a" * 100_000, ["x foo y bar zb"]),
+        (".*foo.*bar", "foo" * 1366, ["x foo y bar zb"]),  # 4 KB: re 2.6 s
+        (".*foo.*bar", "foo" * 100_000, ["x foo y bar zb"]),
+        ("(a+)+$", "a" * 5000 + "!", []),
+        (r"(\w+\s?)*t$", "word " * 2000, ["first", "last"]),
+    ],
+)
 def test_backtracking_shapes_run_in_linear_time(pattern: str, line: str, hits: list[str]) -> None:
     buf = _buf("first", line, "x foo y bar zb", "last")
     m = Matcher(regex=pattern)

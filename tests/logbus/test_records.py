@@ -53,20 +53,21 @@ def test_segments_tell_chunks_from_line_records() -> None:
     kinds = [(s.head[1] if s.head else None) for s in segs]
     assert kinds == [None, b"out", None, b"err", b"out", None]
     assert segs[1].head == (iso_bytes(2.0), b"out", INST)
-    assert buf[segs[1].text:segs[1].end] == b"one\n@not a header: payload is skipped\n" \
+    assert (
+        buf[segs[1].text : segs[1].end] == b"one\n@not a header: payload is skipped\n"
         b"2026-01-01T00:00:00.000000Z out x fake\n"
+    )
     assert segs[0].end == segs[1].start and segs[-1].end == len(buf)
     assert expand(buf) == expanded
-    assert [parse_record(x).text for x in expanded.splitlines()][1:3] == [
-        "one", "@not a header: payload is skipped"]
+    assert [parse_record(x).text for x in expanded.splitlines()][1:3] == ["one", "@not a header: payload is skipped"]
 
 
 def test_a_damaged_header_line_is_read_as_a_line_record() -> None:
     buf = b"@torn header\n" + build([(1.0, b"out", [b"x", b"y"], True)])[0] + b"@2026 also bad\nrest\n"
     segs = segments(buf)
     assert [s.head is None for s in segs] == [True, False, True]
-    assert buf[segs[0].start:segs[0].end] == b"@torn header\n"
-    assert buf[segs[2].start:segs[2].end] == b"@2026 also bad\nrest\n"
+    assert buf[segs[0].start : segs[0].end] == b"@torn header\n"
+    assert buf[segs[2].start : segs[2].end] == b"@2026 also bad\nrest\n"
 
 
 def test_runs_with_many_at_signs_still_find_the_next_header() -> None:
@@ -75,14 +76,21 @@ def test_runs_with_many_at_signs_still_find_the_next_header() -> None:
     buf = run + chunk + run
     segs = segments(buf)
     assert [(s.start, s.end, s.head is None) for s in segs] == [
-        (0, len(run), True), (len(run), len(run) + len(chunk), False), (len(run) + len(chunk), len(buf), True)]
+        (0, len(run), True),
+        (len(run), len(run) + len(chunk), False),
+        (len(run) + len(chunk), len(buf), True),
+    ]
 
 
 def test_header_round_trip_and_refusals() -> None:
     h = chunk_header(iso_bytes(1.0), b"err", INST, 42)
     assert parse_header(h[:-1]) == (iso_bytes(1.0), b"err", INST, 42)
-    for bad in (b"@x out w 1", b"@" + iso_bytes(1.0) + b" out w", b"@" + iso_bytes(1.0) + b" out w -1",
-                iso_bytes(1.0) + b" out w 1"):
+    for bad in (
+        b"@x out w 1",
+        b"@" + iso_bytes(1.0) + b" out w",
+        b"@" + iso_bytes(1.0) + b" out w -1",
+        iso_bytes(1.0) + b" out w 1",
+    ):
         assert parse_header(bad) is None
 
 
@@ -109,7 +117,8 @@ def items(draw: st.DrawFn) -> list[Item]:
     out: list[Item] = []
     ts = 1_700_000_000.0
     line = st.binary(max_size=30).map(lambda b: b.replace(b"\n", b"")) | st.sampled_from(
-        [b"@", b"@x", b"@" + iso_bytes(1.0) + b" out w 3", b"", b"2026-01-01T00:00:00.000000Z out x y"])
+        [b"@", b"@x", b"@" + iso_bytes(1.0) + b" out w 3", b"", b"2026-01-01T00:00:00.000000Z out x y"]
+    )
     for _ in range(draw(st.integers(0, 25))):
         ts += draw(st.sampled_from([0.0, 0.5, 1.0, 7.0]))
         chunked = draw(st.booleans())
@@ -131,7 +140,7 @@ def test_walk_expand_seek_and_blocks_agree_with_the_lines(its: list[Item], block
         if s.head is not None:
             stamps += [s.head[0]] * n
         else:
-            stamps += [x[:27] for x in buf[s.start:s.end].split(b"\n")[:-1]]
+            stamps += [x[:27] for x in buf[s.start : s.end].split(b"\n")[:-1]]
     assert stamps == [x[:27] for x in expanded.split(b"\n")[:-1]]
     # seek: the lines before the offset are exactly those earlier than the bound.
     iso = iso_bytes(bound)
@@ -145,7 +154,7 @@ def test_walk_expand_seek_and_blocks_agree_with_the_lines(its: list[Item], block
     assert sum(c.lines for c in cuts) == len(stamps)
     seen = 0
     for c in cuts:
-        part = expand(buf[c.start:c.end])
+        part = expand(buf[c.start : c.end])
         assert part.count(b"\n") == c.lines
         assert (c.first_ts, c.last_ts) == (stamps[seen], stamps[seen + c.lines - 1])
         seen += c.lines

@@ -37,13 +37,22 @@ def _ingest(srv: Any, service: str, lines: list[str]) -> None:
 def test_backtracking_patterns_answer_at_once(server: Any) -> None:
     _ingest(server, "redos", [AAA, LONG, "x foo y bar zb", "aab"])
     token = _viewer(server)
-    for pattern, hits in ((".*foo.*bar", ["x foo y bar zb"]), ("(a|aa)*b", ["x foo y bar zb", "aab"]),
-                          ("(a+)+$", [AAA]), ("(?i)FOO.*BAR", ["x foo y bar zb"])):
+    for pattern, hits in (
+        (".*foo.*bar", ["x foo y bar zb"]),
+        ("(a|aa)*b", ["x foo y bar zb", "aab"]),
+        ("(a+)+$", [AAA]),
+        ("(?i)FOO.*BAR", ["x foo y bar zb"]),
+    ):
         path = "/api/logs?" + urlencode({"service": "redos", "regex": pattern})
         took = []
         for _ in range(3):
-            status, _, t = request(server.console_port, f"127.0.0.1:{server.console_port}", path,
-                                   {"Authorization": f"Bearer {token}"}, timeout_s=30)
+            status, _, t = request(
+                server.console_port,
+                f"127.0.0.1:{server.console_port}",
+                path,
+                {"Authorization": f"Bearer {token}"},
+                timeout_s=30,
+            )
             assert status == 200
             took.append(t)
         got = server.api("GET", path).json()["lines"]
@@ -58,9 +67,14 @@ def test_a_viewers_regex_flood_leaves_the_console_answering(server: Any) -> None
     idle = max(request(server.console_port, f"127.0.0.1:{server.console_port}", "/api/health")[2] for _ in range(10))
 
     def attempt() -> list[float]:
-        proc = start_hammer(server.console_port, f"127.0.0.1:{server.console_port}",
-                            "/api/logs?" + urlencode({"service": "redos", "regex": ".*foo.*bar|(a|aa)*b"}),
-                            headers={"Authorization": f"Bearer {token}"}, threads=4, seconds=3.0)
+        proc = start_hammer(
+            server.console_port,
+            f"127.0.0.1:{server.console_port}",
+            "/api/logs?" + urlencode({"service": "redos", "regex": ".*foo.*bar|(a|aa)*b"}),
+            headers={"Authorization": f"Bearer {token}"},
+            threads=4,
+            seconds=3.0,
+        )
         try:
             time.sleep(0.3)
             lat: list[float] = []
@@ -106,8 +120,10 @@ def test_syntax_re2_lacks_is_a_precise_400(server: Any) -> None:
         (r"\pL{1000}", "too large once compiled"),
     ]
     for pattern, text in cases:
-        for path in (f"/api/logs?{urlencode({'service': 'web', 'regex': pattern})}",
-                     f"/api/logs/web/stream?{urlencode({'regex': pattern})}"):
+        for path in (
+            f"/api/logs?{urlencode({'service': 'web', 'regex': pattern})}",
+            f"/api/logs/web/stream?{urlencode({'regex': pattern})}",
+        ):
             r = server.api("GET", path, token=token)
             assert r.status_code == 400, (path, r.text)
             err = r.json()["error"]

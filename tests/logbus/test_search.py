@@ -62,15 +62,16 @@ def test_bad_regex_is_a_precise_error() -> None:
         Matcher(regex="(unclosed")
 
 
-@given(st.lists(st.floats(min_value=0, max_value=1000), min_size=1, max_size=40),
-       st.floats(min_value=-1, max_value=1001))
+@given(
+    st.lists(st.floats(min_value=0, max_value=1000), min_size=1, max_size=40), st.floats(min_value=-1, max_value=1001)
+)
 def test_seek_finds_the_first_line_at_or_after(tss: list[float], bound: float) -> None:
     tss = sorted(round(t, 6) for t in tss)
     b = buf_of(*[(t, b"out", f"line {i}") for i, t in enumerate(tss)])
     pos = seek_ts(b, iso_bytes(max(bound, 0)))
     before = b[:pos].count(b"\n")
     assert before == sum(1 for t in tss if iso_bytes(t) < iso_bytes(max(bound, 0)))
-    assert pos == len(b) or b[pos - 1:pos] in (b"", b"\n")
+    assert pos == len(b) or b[pos - 1 : pos] in (b"", b"\n")
 
 
 def test_cursor_round_trip_and_garbage() -> None:

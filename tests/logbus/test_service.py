@@ -205,7 +205,10 @@ async def test_keyword_regex_and_multi_service_merge(make: Factory) -> None:
     assert len(merged) == 200
     last = await svc.query(Query(("api", "db"), tail=True, limit=3))
     assert [x["text"] for x in last.lines] == [
-        "db query 98 took 98ms", "api request 99 status=200", "db query 99 took 99ms"]
+        "db query 98 took 98ms",
+        "api request 99 status=200",
+        "db query 99 took 99ms",
+    ]
 
 
 async def test_retention_deletes_oldest_files_and_their_index_rows(make: Factory) -> None:
@@ -279,6 +282,7 @@ async def test_a_flooding_child_is_not_slowed(make: Factory) -> None:
             while os.read(r, 1 << 20):
                 pass
             os.close(r)
+
         threading.Thread(target=loop, daemon=True).start()
 
     baseline = min([await asyncio.to_thread(run, drain), await asyncio.to_thread(run, drain)])
@@ -293,11 +297,7 @@ async def test_a_flooding_child_is_not_slowed(make: Factory) -> None:
 async def test_a_stalled_disk_drops_lines_with_a_marker_never_blocking_the_child(make: Factory) -> None:
     svc = await make(buffer_bytes=65536)
     svc.writer.pause()  # stands in for a disk that stopped answering
-    proc, r, _ = spawn(
-        "import sys\n"
-        "for i in range(50000):\n"
-        "    sys.stdout.write(f'line {i}\\n')\n"
-    )
+    proc, r, _ = spawn("import sys\nfor i in range(50000):\n    sys.stdout.write(f'line {i}\\n')\n")
     svc.attach("stall", "s", "stdout", r)
     # The child finishes although nothing is being written: the pump keeps draining its pipe.
     await asyncio.to_thread(proc.wait, 30)
@@ -321,11 +321,24 @@ async def _no_pumps(svc: LogbusService) -> bool:
 
 async def test_access_log_entries_are_json_lines(make: Factory) -> None:
     svc = await make()
-    lines = [json.dumps({"at": time.time(), "host": "example.com", "method": "GET", "path": f"/p/{i}",
-                         "status": 200, "request_id": f"r{i}"}, separators=(",", ":")) + "\n" for i in range(20000)]
+    lines = [
+        json.dumps(
+            {
+                "at": time.time(),
+                "host": "example.com",
+                "method": "GET",
+                "path": f"/p/{i}",
+                "status": 200,
+                "request_id": f"r{i}",
+            },
+            separators=(",", ":"),
+        )
+        + "\n"
+        for i in range(20000)
+    ]
     t = time.perf_counter()
     for i in range(0, len(lines), 512):  # in the gate's batches
-        svc.record_lines(lines[i:i + 512], time.time())
+        svc.record_lines(lines[i : i + 512], time.time())
     per_line = (time.perf_counter() - t) / 20000
     assert per_line < 250e-6, per_line  # no I/O on the proxy's path (generous: loaded CI machines)
     await wait_for(lambda: _at_least(svc, "gate-access", 20000))
@@ -573,7 +586,10 @@ async def test_a_torn_chunk_is_mended_at_start(make: Factory, tmp_path: Path) ->
     svc2 = await make(name="torn")
     texts = [(x["stream"], x["text"]) for x in await all_lines(svc2, "tc")]
     assert texts == [("stdout", f"line {i}") for i in range(10)] + [
-        ("stderr", "late 1"), ("stderr", "late 2"), ("stderr", "la")]
+        ("stderr", "late 1"),
+        ("stderr", "late 2"),
+        ("stderr", "la"),
+    ]
     svc2.append("tc", "t", "stdout", b"after 1\nafter 2\n")
     await svc2.flush()
     assert [x["text"] for x in await all_lines(svc2, "tc")][-3:] == ["la", "after 1", "after 2"]
@@ -585,7 +601,8 @@ async def test_a_torn_chunk_is_mended_at_start(make: Factory, tmp_path: Path) ->
 
 
 async def test_an_index_of_the_previous_release_is_taken_over_and_a_newer_one_refused(
-        make: Factory, tmp_path: Path) -> None:
+    make: Factory, tmp_path: Path
+) -> None:
     import sqlite3
 
     from core.errors import StartupError

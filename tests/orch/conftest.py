@@ -121,9 +121,15 @@ def _process(tmp: Path) -> RuntimeUnderTest:
 
     sink = FileLogSink(tmp / "logs")
     driver = cgroup_driver()
-    return RuntimeUnderTest("process", ProcessRuntime(sink, driver, output_dir=tmp / "out"), tmp / "logs", sink,
-                            make=make, enforces_memory=driver.kind != "rlimit" and driver.enforces_memory,
-                            leftovers=leftovers)
+    return RuntimeUnderTest(
+        "process",
+        ProcessRuntime(sink, driver, output_dir=tmp / "out"),
+        tmp / "logs",
+        sink,
+        make=make,
+        enforces_memory=driver.kind != "rlimit" and driver.enforces_memory,
+        leftovers=leftovers,
+    )
 
 
 def _docker(tmp: Path) -> RuntimeUnderTest:
@@ -150,11 +156,20 @@ def _docker(tmp: Path) -> RuntimeUnderTest:
 
     sink = FileLogSink(tmp / "logs")
     inst_runtime = DockerRuntime(sink, prefix="infracore-test", owner=owner)
-    return RuntimeUnderTest("docker", inst_runtime, tmp / "logs", sink, service=f"c{secrets.token_hex(3)}",
-                            extra={"image": FULL_IMAGE, "runtime": "docker"}, host_pids=False, enforces_memory=True,
-                            pidns_note="a container has its own pid namespace, which the kernel empties when its "
-                            "init ends (Init: true; stop kills init)",
-                            make=make, leftovers=leftovers)
+    return RuntimeUnderTest(
+        "docker",
+        inst_runtime,
+        tmp / "logs",
+        sink,
+        service=f"c{secrets.token_hex(3)}",
+        extra={"image": FULL_IMAGE, "runtime": "docker"},
+        host_pids=False,
+        enforces_memory=True,
+        pidns_note="a container has its own pid namespace, which the kernel empties when its "
+        "init ends (Init: true; stop kills init)",
+        make=make,
+        leftovers=leftovers,
+    )
 
 
 def _systemd(tmp: Path) -> RuntimeUnderTest:
@@ -167,9 +182,14 @@ def _systemd(tmp: Path) -> RuntimeUnderTest:
     prefix = f"infracore-t{secrets.token_hex(3)}"
 
     def make(logs: Path) -> SystemdRuntime:
-        return SystemdRuntime(FileLogSink(logs), state_dir=tmp / "units", prefix=prefix,
-                              command_prefix=["docker", "exec", "-i", cid], poll_s=0.3,
-                              cgroup_root="")  # cgroupns=host: its ControlGroup paths are the host's
+        return SystemdRuntime(
+            FileLogSink(logs),
+            state_dir=tmp / "units",
+            prefix=prefix,
+            command_prefix=["docker", "exec", "-i", cid],
+            poll_s=0.3,
+            cgroup_root="",
+        )  # cgroupns=host: its ControlGroup paths are the host's
 
     def leftovers(inst: Any) -> list[str]:
         rc, _ = in_container(cid, ["test", "-e", f"/etc/systemd/system/{inst.unit}"])
@@ -178,18 +198,27 @@ def _systemd(tmp: Path) -> RuntimeUnderTest:
     sink = FileLogSink(tmp / "logs")
     rt = make(tmp / "logs")
     rt.log_sink = sink
-    r = RuntimeUnderTest("systemd", rt, tmp / "logs", sink, service=f"u{secrets.token_hex(3)}", host_pids=False,
-                         enforces_memory=True, make=make, leftovers=leftovers, separate_streams=False,
-                         reports_oom="memory" not in Mounts.read().v1,
-                         pidns_note="the test's systemd runs in a container's pid namespace; systemd itself ends "
-                         "a unit's whole cgroup (KillMode=control-group)")
+    r = RuntimeUnderTest(
+        "systemd",
+        rt,
+        tmp / "logs",
+        sink,
+        service=f"u{secrets.token_hex(3)}",
+        host_pids=False,
+        enforces_memory=True,
+        make=make,
+        leftovers=leftovers,
+        separate_streams=False,
+        reports_oom="memory" not in Mounts.read().v1,
+        pidns_note="the test's systemd runs in a container's pid namespace; systemd itself ends "
+        "a unit's whole cgroup (KillMode=control-group)",
+    )
     r.prepare_workdir = lambda path: in_container(cid, ["mkdir", "-p", path])  # type: ignore[attr-defined]
     return r
 
 
 # Every runtime the conformance suite runs against.
-RUNTIMES: dict[str, Callable[[Path], RuntimeUnderTest]] = {"process": _process, "docker": _docker,
-                                                           "systemd": _systemd}
+RUNTIMES: dict[str, Callable[[Path], RuntimeUnderTest]] = {"process": _process, "docker": _docker, "systemd": _systemd}
 
 
 @pytest.fixture(params=sorted(RUNTIMES))

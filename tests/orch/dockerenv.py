@@ -29,7 +29,7 @@ class _UnixConnection(http.client.HTTPConnection):
 
 def _socket_path() -> str | None:
     host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
-    return host[len("unix://"):] if host.startswith("unix://") else None
+    return host[len("unix://") :] if host.startswith("unix://") else None
 
 
 def api(method: str, path: str, body: Any = None, timeout: float = 60) -> tuple[int, Any]:
@@ -66,8 +66,11 @@ def docker_problem() -> str | None:
         return None
     if api("GET", f"/images/{quote(BASE_IMAGE, safe='')}/json")[0] != 200:
         return f"no image {BASE_IMAGE} (peers.sh start builds it)"
-    status, made = api("POST", "/containers/create", {
-        "Image": BASE_IMAGE, "Cmd": ["/bin/busybox", "sh", "-c", "/bin/busybox --install -s /bin; true"]})
+    status, made = api(
+        "POST",
+        "/containers/create",
+        {"Image": BASE_IMAGE, "Cmd": ["/bin/busybox", "sh", "-c", "/bin/busybox --install -s /bin; true"]},
+    )
     if status != 201:
         return f"cannot make the test image: {made}"
     cid = made["Id"]
@@ -121,11 +124,23 @@ def systemd_container() -> tuple[str | None, str]:
     # As peers/README.md describes: systemd as PID 1 needs SYS_ADMIN, no seccomp filter, the host's cgroup
     # tree (cgroupns=host), and tmpfs on /run. Nothing of the host's /tmp is mounted: systemd-tmpfiles
     # cleans /tmp at boot.
-    status, made = api("POST", f"/containers/create?name={name}", {
-        "Image": SYSTEMD_IMAGE, "Cmd": ["/lib/systemd/systemd"], "StopSignal": "SIGRTMIN+3",
-        "Labels": {"infracore.test": "systemd"},
-        "HostConfig": {"CapAdd": ["SYS_ADMIN"], "SecurityOpt": ["seccomp=unconfined"], "CgroupnsMode": "host",
-                       "Binds": ["/sys/fs/cgroup:/sys/fs/cgroup:rw"], "Tmpfs": {"/run": "", "/run/lock": ""}}})
+    status, made = api(
+        "POST",
+        f"/containers/create?name={name}",
+        {
+            "Image": SYSTEMD_IMAGE,
+            "Cmd": ["/lib/systemd/systemd"],
+            "StopSignal": "SIGRTMIN+3",
+            "Labels": {"infracore.test": "systemd"},
+            "HostConfig": {
+                "CapAdd": ["SYS_ADMIN"],
+                "SecurityOpt": ["seccomp=unconfined"],
+                "CgroupnsMode": "host",
+                "Binds": ["/sys/fs/cgroup:/sys/fs/cgroup:rw"],
+                "Tmpfs": {"/run": "", "/run/lock": ""},
+            },
+        },
+    )
     if status != 201:
         _systemd["why"] = f"cannot create the systemd container: {made}"
         return None, _systemd["why"]

@@ -39,13 +39,16 @@ def build(entries: list[Entry], *, gz: bool = True, pax: dict[str, str] | None =
 
 def app(version: str) -> bytes:
     """A small release: a script, a config file, a symlink and a hard link that stay inside."""
-    return build([
-        ("./", "dir"), ("./bin/", "dir"),
-        ("./bin/app.py", "file", f"print('hello from {version}')\n".encode(), 0o755),
-        ("./config/app.yaml", "file", f"version: {version}\n".encode()),
-        ("./current.yaml", "symlink", "config/app.yaml"),
-        ("./bin/app-copy.py", "hardlink", "./bin/app.py"),
-    ])
+    return build(
+        [
+            ("./", "dir"),
+            ("./bin/", "dir"),
+            ("./bin/app.py", "file", f"print('hello from {version}')\n".encode(), 0o755),
+            ("./config/app.yaml", "file", f"version: {version}\n".encode()),
+            ("./current.yaml", "symlink", "config/app.yaml"),
+            ("./bin/app-copy.py", "hardlink", "./bin/app.py"),
+        ]
+    )
 
 
 class _Zeros(io.RawIOBase):
@@ -77,16 +80,28 @@ def attacks(tmp_path: Path) -> dict[str, tuple[bytes, str, list[Path]]]:
     outside = tmp_path / f"outside-{secrets.token_hex(4)}"
     etc = Path("/etc") / f"infracore-tartest-{secrets.token_hex(4)}"
     return {
-        "dotdot": (build([("ok.txt", "file", b"ok"), (f"../{outside.name}", "file", b"pwned")]),
-                   "parent_path", [outside]),
+        "dotdot": (
+            build([("ok.txt", "file", b"ok"), (f"../{outside.name}", "file", b"pwned")]),
+            "parent_path",
+            [outside],
+        ),
         "deep_dotdot": (build([(f"a/../../../{outside.name}", "file", b"pwned")]), "parent_path", [outside]),
         "absolute": (build([(str(etc), "file", b"pwned")]), "absolute_path", [etc]),
-        "symlink_out": (build([("esc", "symlink", "../.."), ("esc/x", "file", b"pwned")]), "symlink_outside",
-                        [tmp_path / "x"]),
-        "symlink_abs": (build([("esc", "symlink", str(tmp_path)), ("esc/" + outside.name, "file", b"pwned")]),
-                        "symlink_outside", [outside]),
-        "symlink_chain": (build([("a", "symlink", "."), ("b", "symlink", "a/.."),
-                                 ("b/" + outside.name, "file", b"pwned")]), "symlink_outside", [outside]),
+        "symlink_out": (
+            build([("esc", "symlink", "../.."), ("esc/x", "file", b"pwned")]),
+            "symlink_outside",
+            [tmp_path / "x"],
+        ),
+        "symlink_abs": (
+            build([("esc", "symlink", str(tmp_path)), ("esc/" + outside.name, "file", b"pwned")]),
+            "symlink_outside",
+            [outside],
+        ),
+        "symlink_chain": (
+            build([("a", "symlink", "."), ("b", "symlink", "a/.."), ("b/" + outside.name, "file", b"pwned")]),
+            "symlink_outside",
+            [outside],
+        ),
         "hardlink_out": (build([("h", "hardlink", "/etc/passwd")]), "hardlink_outside", []),
         "hardlink_up": (build([("h", "hardlink", f"../{outside.name}")]), "hardlink_outside", [outside]),
         "device": (build([("null", "chr")]), "device_file", []),

@@ -22,7 +22,7 @@ from tests.orch import tarfiles
 
 async def _chunks(data: bytes, size: int = 7777) -> AsyncIterator[bytes]:
     for i in range(0, len(data), size):
-        yield data[i:i + size]
+        yield data[i : i + size]
 
 
 @pytest.fixture
@@ -30,8 +30,13 @@ async def arts(tmp_path: Path) -> AsyncIterator[ArtifactStore]:
     store = Store(tmp_path / "data" / "state.db")
     (tmp_path / "data").mkdir()
     await store.open()
-    a = ArtifactStore(tmp_path / "data", store, max_bytes=4 * 1024 * 1024,
-                      limits=TarLimits(max_members=200, max_unpacked_bytes=8 * 1024 * 1024), keep_count=3)
+    a = ArtifactStore(
+        tmp_path / "data",
+        store,
+        max_bytes=4 * 1024 * 1024,
+        limits=TarLimits(max_members=200, max_unpacked_bytes=8 * 1024 * 1024),
+        keep_count=3,
+    )
     await a.start()
     yield a
     await a.stop(5)
@@ -54,8 +59,7 @@ def _tree(root: Path) -> dict[str, str]:
 async def test_upload_install_and_dedupe(arts: ArtifactStore):
     data = tarfiles.app("v1")
     sha = hashlib.sha256(data).hexdigest()
-    rec = await arts.receive(_chunks(data), expected_sha256=sha.upper(), filename="app.tgz", service="web",
-                             actor="ci")
+    rec = await arts.receive(_chunks(data), expected_sha256=sha.upper(), filename="app.tgz", service="web", actor="ci")
     assert rec["id"] == sha and rec["kind"] == "tar.gz" and rec["size"] == len(data)
     assert rec["services"] == ["web"] and rec["deduplicated"] is False and rec["members"] == 6
     again = await arts.receive(_chunks(data, 100), service="api", content_length=len(data))
@@ -89,6 +93,7 @@ async def test_single_file_and_kind_by_content(arts: ArtifactStore):
     tgz = await arts.receive(_chunks(tarfiles.app("v3")), filename="payload.bin")
     assert tgz["kind"] == "tar.gz"
     import gzip
+
     gz = await arts.receive(_chunks(gzip.compress(b"just text\n" * 100)), filename="notes.tgz")
     assert gz["kind"] == "file"
     plain = await arts.receive(_chunks(tarfiles.build([("a.txt", "file", b"a")], gz=False)))
@@ -131,8 +136,9 @@ async def test_attacks_are_refused_at_upload_and_at_install(arts: ArtifactStore,
         assert not dest.exists() and list((arts.releases / "web").iterdir()) == [], name
     assert await arts.list() == []
     after = _tree(tmp_path)
-    assert {k: v for k, v in after.items() if not k.startswith("data/")} == \
-        {k: v for k, v in before.items() if not k.startswith("data/")}
+    assert {k: v for k, v in after.items() if not k.startswith("data/")} == {
+        k: v for k, v in before.items() if not k.startswith("data/")
+    }
 
 
 async def test_bombs_are_refused(arts: ArtifactStore, tmp_path: Path):
@@ -193,8 +199,10 @@ async def test_concurrent_installs_of_one_version_unpack_once(arts: ArtifactStor
 
 async def test_install_repairs_a_claim_left_by_a_crash(arts: ArtifactStore):
     rec = await arts.receive(_chunks(tarfiles.app("v1")))
-    await arts.store.execute("INSERT INTO artifact_installs (service, version, artifact_id, installed_at) "
-                             "VALUES ('web', '1', ?, 0)", (rec["id"],))
+    await arts.store.execute(
+        "INSERT INTO artifact_installs (service, version, artifact_id, installed_at) VALUES ('web', '1', ?, 0)",
+        (rec["id"],),
+    )
     path = await arts.install(rec["id"], "web", "1")
     assert (path / "bin/app.py").exists()
 

@@ -12,41 +12,47 @@ from orch._files import ConfigFileRefused, write_inside
 from orch.spec import SpecError, config_path_problem, load_spec, validate_mapping
 
 
-@pytest.mark.parametrize(("path", "workdir", "ok"), [
-    ("app.ini", "/srv/a", True),
-    ("conf/app.ini", "/srv/a", True),
-    ("./conf/../app.ini", "/srv/a", True),
-    ("/srv/a/app.ini", "/srv/a", True),
-    ("/srv/a/sub/../app.ini", "/srv/a", True),
-    ("${installPath}/app.ini", "/srv/a", True),  # a variable is one opaque component here
-    ("../app.ini", "/srv/a", False),
-    ("conf/../../app.ini", "/srv/a", False),
-    ("../../../../etc/cron.d/x", "/srv/a", False),
-    ("/etc/passwd", "/srv/a", False),
-    ("/srv/ab/app.ini", "/srv/a", False),  # a sibling sharing the prefix
-    ("/srv/a", "/srv/a", False),  # the workdir itself is not a file
-    (".", "/srv/a", False),
-    ("/srv/a/../a2/x", "/srv/a", False),
-    ("app.ini", None, False),  # no workdir: nothing to be inside of
-    ("app\0.ini", "/srv/a", False),
-])
+@pytest.mark.parametrize(
+    ("path", "workdir", "ok"),
+    [
+        ("app.ini", "/srv/a", True),
+        ("conf/app.ini", "/srv/a", True),
+        ("./conf/../app.ini", "/srv/a", True),
+        ("/srv/a/app.ini", "/srv/a", True),
+        ("/srv/a/sub/../app.ini", "/srv/a", True),
+        ("${installPath}/app.ini", "/srv/a", True),  # a variable is one opaque component here
+        ("../app.ini", "/srv/a", False),
+        ("conf/../../app.ini", "/srv/a", False),
+        ("../../../../etc/cron.d/x", "/srv/a", False),
+        ("/etc/passwd", "/srv/a", False),
+        ("/srv/ab/app.ini", "/srv/a", False),  # a sibling sharing the prefix
+        ("/srv/a", "/srv/a", False),  # the workdir itself is not a file
+        (".", "/srv/a", False),
+        ("/srv/a/../a2/x", "/srv/a", False),
+        ("app.ini", None, False),  # no workdir: nothing to be inside of
+        ("app\0.ini", "/srv/a", False),
+    ],
+)
 def test_config_path_table(path, workdir, ok):
     assert (config_path_problem(path, workdir) is None) == ok
 
 
 def test_escaping_path_is_a_spec_error_on_its_own_line():
-    text = ("name: web\ncmd: ./run\nworkdir: /srv/web\nconfig_files:\n"
-            "  - path: ok.ini\n    content: a\n"
-            "  - path: ../../etc/cron.d/evil\n    content: '* * * * * root sh -c id'\n"
-            "  - path: /etc/ssh/sshd_config\n    content: x\n")
+    text = (
+        "name: web\ncmd: ./run\nworkdir: /srv/web\nconfig_files:\n"
+        "  - path: ok.ini\n    content: a\n"
+        "  - path: ../../etc/cron.d/evil\n    content: '* * * * * root sh -c id'\n"
+        "  - path: /etc/ssh/sshd_config\n    content: x\n"
+    )
     with pytest.raises(SpecError) as info:
         load_spec(text, "web.yaml")
     got = [(p.line, p.field) for p in info.value.problems]
     assert got == [(7, "config_files[1].path"), (9, "config_files[2].path")]
     assert "outside the workdir /srv/web" in str(info.value.problems[1])
     with pytest.raises(SpecError):  # the API's JSON form too
-        validate_mapping({"name": "web", "cmd": "x", "workdir": "/srv/web",
-                          "config_files": [{"path": "../x", "content": ""}]})
+        validate_mapping(
+            {"name": "web", "cmd": "x", "workdir": "/srv/web", "config_files": [{"path": "../x", "content": ""}]}
+        )
 
 
 def test_writer_writes_inside_with_mode(tmp_path: Path):

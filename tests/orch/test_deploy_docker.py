@@ -16,8 +16,10 @@ from tests.orch.test_supervisor import Harness, until
 
 pytestmark = pytest.mark.skipif(bool(docker_problem()), reason=f"docker runtime: {docker_problem()}")
 
-SPEC = SITE + "config_files: [{ path: /www/index.html, content: \"release ${version}\\n\" }]\n" \
-              "deploy: { drain: 1s, health_deadline: 60s }\n"
+SPEC = (
+    SITE + 'config_files: [{ path: /www/index.html, content: "release ${version}\\n" }]\n'
+    "deploy: { drain: 1s, health_deadline: 60s }\n"
+)
 
 
 async def test_rolling_deploy_of_a_container_without_a_failed_request(h: Harness) -> None:  # noqa: F811
@@ -49,8 +51,9 @@ async def test_rolling_deploy_of_a_container_without_a_failed_request(h: Harness
         t0 = time.monotonic()
 
         async def done() -> bool:
-            return (await o.deployment(started["deployment_id"]))["status"] != "running" and \
-                (await o.deployment(started["deployment_id"]))["status"] != "pending"
+            return (await o.deployment(started["deployment_id"]))["status"] != "running" and (
+                await o.deployment(started["deployment_id"])
+            )["status"] != "pending"
 
         await until(done, 90)
         d = await o.deployment(started["deployment_id"])

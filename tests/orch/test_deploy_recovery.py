@@ -37,10 +37,12 @@ async def h(tmp_path: Path) -> AsyncIterator[Harness]:
 def _app(work: Path, replicas: int, deploy: str, env: str = "", deadline: str = "3s") -> str:
     work.mkdir(exist_ok=True)
     shutil.copy(APP, work / "app.py")
-    return (f"name: app\ncmd: ['{PY}', app.py, '${{PORT}}']\nworkdir: {work}\nreplicas: {replicas}\n"
-            f"env: {{VERSION: '${{version}}'{env}}}\nports: [{{name: http}}]\n"
-            "healthcheck: {http: 'http://127.0.0.1:${PORT}/healthz', interval: 0.3s, retries: 2}\n"
-            f"restart_policy: always\ndeploy: {{drain: 0s, health_deadline: {deadline}{deploy}}}\n")
+    return (
+        f"name: app\ncmd: ['{PY}', app.py, '${{PORT}}']\nworkdir: {work}\nreplicas: {replicas}\n"
+        f"env: {{VERSION: '${{version}}'{env}}}\nports: [{{name: http}}]\n"
+        "healthcheck: {http: 'http://127.0.0.1:${PORT}/healthz', interval: 0.3s, retries: 2}\n"
+        f"restart_policy: always\ndeploy: {{drain: 0s, health_deadline: {deadline}{deploy}}}\n"
+    )
 
 
 def _by_slot(o: Any) -> dict[int, tuple[int, int]]:
@@ -50,19 +52,20 @@ def _by_slot(o: Any) -> dict[int, tuple[int, int]]:
 
 async def _answers(h: Harness) -> list[str]:
     async with httpx.AsyncClient() as c:
-        return sorted([(await c.get(f"http://{ep.host}:{ep.port}/")).text.split()[0]
-                       for ep in h.endpoints.get("app")])
+        return sorted([(await c.get(f"http://{ep.host}:{ep.port}/")).text.split()[0] for ep in h.endpoints.get("app")])
 
 
-async def test_a_failed_rollout_without_auto_rollback_keeps_the_rest_on_the_old_release(h: Harness,
-                                                                                        tmp_path: Path) -> None:
+async def test_a_failed_rollout_without_auto_rollback_keeps_the_rest_on_the_old_release(
+    h: Harness, tmp_path: Path
+) -> None:
     o = await h.orch(stop_services_on_exit=False)  # the default: instances outlive a platform stop
     await o.apply(_app(tmp_path / "work", 3, ", auto_rollback: false"), "app.yaml")
     await until(lambda: o.describe("app")["healthy"] == 3)
     before = _by_slot(o)
     # Batch 1 (slot 1) turns healthy and switches; batch 2's new instance (app-102) never does.
-    started = await o.deploy("app", version="v2", actor="ci", overrides={
-        "env": {"VERSION": "${version}", "FAIL_INSTANCE": "app-102"}})
+    started = await o.deploy(
+        "app", version="v2", actor="ci", overrides={"env": {"VERSION": "${version}", "FAIL_INSTANCE": "app-102"}}
+    )
     d = await _finished(o, started["deployment_id"])
     assert d["status"] == "failed" and "app-2 (new) not healthy" in d["error"], d
     held = [s for s in d["log"] if s["step"] == "held"]
@@ -82,8 +85,12 @@ async def test_a_failed_rollout_without_auto_rollback_keeps_the_rest_on_the_old_
         now = _by_slot(o)
         assert now[2] == before[2] and now[3] == before[3], now
     # The next deployment moves them again, health-gated.
-    d = await _finished(o, (await o.deploy("app", version="v3", actor="ci", overrides={
-        "env": {"VERSION": "${version}"}}))["deployment_id"])
+    d = await _finished(
+        o,
+        (await o.deploy("app", version="v3", actor="ci", overrides={"env": {"VERSION": "${version}"}}))[
+            "deployment_id"
+        ],
+    )
     assert d["status"] == "succeeded", d
     await until(lambda: {v for v, _ in _by_slot(o).values()} == {d["release"]})
     assert "app-1, app-2, app-3 run release" in d["log"][-1]["detail"], d["log"][-1]
@@ -94,8 +101,14 @@ async def test_a_failed_recreate_starts_the_old_release_again_and_says_so(h: Har
     await o.apply(_app(tmp_path / "work", 1, ", strategy: recreate"), "app.yaml")
     await until(lambda: o.describe("app")["healthy"] == 1)
     pid_v1 = _by_slot(o)[1][1]
-    d = await _finished(o, (await o.deploy("app", version="v2", actor="ci", overrides={
-        "env": {"VERSION": "${version}", "FAIL_HEALTH": "1"}}))["deployment_id"])
+    d = await _finished(
+        o,
+        (
+            await o.deploy(
+                "app", version="v2", actor="ci", overrides={"env": {"VERSION": "${version}", "FAIL_HEALTH": "1"}}
+            )
+        )["deployment_id"],
+    )
     assert d["status"] == "rolled_back", d
     text = " | ".join(s["detail"] for s in d["log"])
     assert "never stopped" not in text and "stopped and restarted" in text, text
@@ -110,8 +123,14 @@ async def test_a_failed_recreate_whose_old_release_does_not_come_back_is_failed(
     # Release 1 is healthy as app-1 but not as app-101 (the index a restarted replacement runs under).
     await o.apply(_app(tmp_path / "work", 1, ", strategy: recreate", env=", FAIL_INSTANCE: app-101"), "app.yaml")
     await until(lambda: o.describe("app")["healthy"] == 1)
-    d = await _finished(o, (await o.deploy("app", version="v2", actor="ci", overrides={
-        "env": {"VERSION": "${version}", "FAIL_HEALTH": "1"}}))["deployment_id"])
+    d = await _finished(
+        o,
+        (
+            await o.deploy(
+                "app", version="v2", actor="ci", overrides={"env": {"VERSION": "${version}", "FAIL_HEALTH": "1"}}
+            )
+        )["deployment_id"],
+    )
     assert d["status"] == "failed", d
     assert "restarting release 1 failed too" in d["error"], d
     assert "restarted" not in [s["step"] for s in d["log"]], d["log"]
@@ -121,14 +140,24 @@ async def test_a_failed_recreate_whose_old_release_does_not_come_back_is_failed(
 
 
 async def test_a_failed_replace_batch_without_auto_rollback_restarts_its_slot_on_the_old_release(
-        h: Harness, tmp_path: Path) -> None:
+    h: Harness, tmp_path: Path
+) -> None:
     o = await h.orch()
     await o.apply(_app(tmp_path / "work", 3, ", auto_rollback: false, max_surge: 0, max_unavailable: 1"), "app.yaml")
     await until(lambda: o.describe("app")["healthy"] == 3)
     before = _by_slot(o)
     # max_surge 0: each batch stops its slot's old instance first; batch 2's new instance never turns healthy.
-    d = await _finished(o, (await o.deploy("app", version="v2", actor="ci", overrides={
-        "env": {"VERSION": "${version}", "FAIL_INSTANCE": "app-102"}}))["deployment_id"])
+    d = await _finished(
+        o,
+        (
+            await o.deploy(
+                "app",
+                version="v2",
+                actor="ci",
+                overrides={"env": {"VERSION": "${version}", "FAIL_INSTANCE": "app-102"}},
+            )
+        )["deployment_id"],
+    )
     assert d["status"] == "failed", d
     steps = [s["step"] for s in d["log"]]
     assert "restarted" in steps and steps[-1] == "held", steps
@@ -144,6 +173,7 @@ async def _step_seen(o: Any, dep_id: int, step: str, starts: str = "") -> None:
     async def seen() -> bool:
         d = await o.deployment(dep_id)
         return any(s["step"] == step and s["detail"].startswith(starts) for s in d["log"])
+
     await until(seen, timeout=40)
 
 
@@ -157,8 +187,17 @@ async def test_a_rollback_that_fails_holds_the_replicas_on_the_release_they_run(
     hold.write_text("")
     # Batch 1 switches slot 1 to release 2, batch 2 (app-102) is never healthy; the rollback of slot 1
     # to release 1 never comes up either.
-    d = await _finished(o, (await o.deploy("app", version="v2", actor="ci", overrides={
-        "env": {"VERSION": "${version}", "FAIL_INSTANCE": "app-102"}}))["deployment_id"])
+    d = await _finished(
+        o,
+        (
+            await o.deploy(
+                "app",
+                version="v2",
+                actor="ci",
+                overrides={"env": {"VERSION": "${version}", "FAIL_INSTANCE": "app-102"}},
+            )
+        )["deployment_id"],
+    )
     assert d["status"] == "failed" and "the rollback failed too" in d["error"], d
     held = [s for s in d["log"] if s["step"] == "held"]
     assert len(held) == 1 and "app-1 runs release 2; app-2, app-3 run release 1" in held[0]["detail"], d["log"]
@@ -178,8 +217,9 @@ async def test_a_rollback_that_fails_holds_the_replicas_on_the_release_they_run(
         assert now[2] == before[2] and now[3] == before[3], now
 
 
-async def test_a_graceful_stop_mid_rollout_resumes_it_batch_by_batch_at_the_next_start(h: Harness,
-                                                                                      tmp_path: Path) -> None:
+async def test_a_graceful_stop_mid_rollout_resumes_it_batch_by_batch_at_the_next_start(
+    h: Harness, tmp_path: Path
+) -> None:
     o = await h.orch(stop_services_on_exit=False)
     await o.apply(_app(tmp_path / "work", 3, ""), "app.yaml")
     await until(lambda: o.describe("app")["healthy"] == 3)
@@ -187,9 +227,17 @@ async def test_a_graceful_stop_mid_rollout_resumes_it_batch_by_batch_at_the_next
     hold = tmp_path / "hold-app-102"
     hold.write_text("")
     # Batch 1 (slot 1) switches; batch 2's new instance (app-102) waits while the hold file exists.
-    dep_id = (await o.deploy("app", version="v2", actor="ci", overrides={
-        "env": {"VERSION": "${version}", "HOLD_INSTANCE": "app-102", "HOLD_FILE": str(hold)},
-        "deploy": {"drain": "0s", "health_deadline": "40s"}}))["deployment_id"]
+    dep_id = (
+        await o.deploy(
+            "app",
+            version="v2",
+            actor="ci",
+            overrides={
+                "env": {"VERSION": "${version}", "HOLD_INSTANCE": "app-102", "HOLD_FILE": str(hold)},
+                "deploy": {"drain": "0s", "health_deadline": "40s"},
+            },
+        )
+    )["deployment_id"]
     await _step_seen(o, dep_id, "start", "batch 2/3")
     assert _by_slot(o)[1][0] == 2 and _by_slot(o)[2] == before[2]
     await o.stop(20)
@@ -209,27 +257,35 @@ async def test_a_graceful_stop_mid_rollout_resumes_it_batch_by_batch_at_the_next
     hold.unlink()
     d = await _finished(o, dep_id)
     assert d["status"] == "succeeded", d
-    after = d["log"][[s["step"] for s in d["log"]].index("resume"):]
+    after = d["log"][[s["step"] for s in d["log"]].index("resume") :]
     assert [s["detail"].split(":")[0] for s in after if s["step"] == "switch"] == ["batch 1/2", "batch 2/2"], after
     now = _by_slot(o)
     assert {v for v, _ in now.values()} == {2} and now[2][1] != before[2][1] and now[3][1] != before[3][1], now
 
 
-async def test_a_stop_mid_rollback_resumes_the_rollback_from_what_the_replicas_run(h: Harness,
-                                                                                  tmp_path: Path) -> None:
+async def test_a_stop_mid_rollback_resumes_the_rollback_from_what_the_replicas_run(h: Harness, tmp_path: Path) -> None:
     o = await h.orch(stop_services_on_exit=False)
     hold = tmp_path / "hold-app-2"
     # Release 1 as app-2 (slot 2's rollback instance) waits while the hold file exists.
-    await o.apply(_app(tmp_path / "work", 3, "", env=f", HOLD_INSTANCE: app-2, HOLD_FILE: '{hold}'",
-                       deadline="40s"), "app.yaml")
+    await o.apply(
+        _app(tmp_path / "work", 3, "", env=f", HOLD_INSTANCE: app-2, HOLD_FILE: '{hold}'", deadline="40s"), "app.yaml"
+    )
     await until(lambda: o.describe("app")["healthy"] == 3)
     before = _by_slot(o)
     hold.write_text("")
     # Slots 1 and 2 switch to release 2; app-103 is never healthy: the rollback moves slot 1 back
     # (the service's release is 1 again), then waits on slot 2.
-    dep_id = (await o.deploy("app", version="v2", actor="ci", overrides={
-        "env": {"VERSION": "${version}", "FAIL_INSTANCE": "app-103"},
-        "deploy": {"drain": "0s", "health_deadline": "3s"}}))["deployment_id"]
+    dep_id = (
+        await o.deploy(
+            "app",
+            version="v2",
+            actor="ci",
+            overrides={
+                "env": {"VERSION": "${version}", "FAIL_INSTANCE": "app-103"},
+                "deploy": {"drain": "0s", "health_deadline": "3s"},
+            },
+        )
+    )["deployment_id"]
     await _step_seen(o, dep_id, "start", "rollback batch: starting slot(s) [2]")
     assert o.describe("app")["version"] == 1 and _by_slot(o)[2][0] == 2
     await o.stop(20)
@@ -250,8 +306,9 @@ async def test_apply_during_a_deployment_is_refused_whatever_the_replicas_phase(
     await o.apply(_app(tmp_path / "work", 1, ", strategy: recreate", deadline="40s"), "app.yaml")
     await until(lambda: o.describe("app")["healthy"] == 1)
     # recreate: the old instance stops first, the new one takes a while to listen: no replica is running.
-    dep_id = (await o.deploy("app", version="v2", actor="ci", overrides={
-        "env": {"VERSION": "${version}", "SLOW_START": "4"}}))["deployment_id"]
+    dep_id = (
+        await o.deploy("app", version="v2", actor="ci", overrides={"env": {"VERSION": "${version}", "SLOW_START": "4"}})
+    )["deployment_id"]
     await _step_seen(o, dep_id, "start")
     assert not [i for i in o.describe("app")["instances"] if i["phase"] == "running" and i["index"] < 100]
     with pytest.raises(Conflict) as e:

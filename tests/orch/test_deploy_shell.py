@@ -55,9 +55,13 @@ async def test_deploy_contract_artifact_install_path_and_template(h: Harness, tm
     with pytest.raises(BadRequest, match="artifact uploads are not available"):
         await o.deploy("web", version="v2", artifact_id="abc", actor="ci")
     o.artifacts = Artifacts(tmp_path / "data" / "releases")
-    started = await o.deploy("web", version="v2", artifact_id="abc", actor="ci", overrides={
-        "workdir": "${installPath}",
-        "config_files": [{"path": "app.ini", "template": "app.tmpl"}]})
+    started = await o.deploy(
+        "web",
+        version="v2",
+        artifact_id="abc",
+        actor="ci",
+        overrides={"workdir": "${installPath}", "config_files": [{"path": "app.ini", "template": "app.tmpl"}]},
+    )
     assert set(started) == {"deployment_id", "release_id", "status"} and started["status"] == "pending"
     with pytest.raises(Conflict, match="being deployed"):
         await o.deploy("web", version="v3", actor="ci")
@@ -74,8 +78,7 @@ async def test_deploy_contract_artifact_install_path_and_template(h: Harness, tm
     assert {e["step"] for e in await until(lambda: h.events("deploy.progress"))} >= {"created", "switch"}
 
 
-async def test_install_path_into_a_system_dir_is_refused_and_the_old_release_serves(h: Harness,
-                                                                                  tmp_path: Path) -> None:
+async def test_install_path_into_a_system_dir_is_refused_and_the_old_release_serves(h: Harness, tmp_path: Path) -> None:
     o = await h.orch()
     await o.apply(web_spec(), "web.yaml")
     await until(lambda: o.describe("web")["status"] == "running")
@@ -86,8 +89,16 @@ async def test_install_path_into_a_system_dir_is_refused_and_the_old_release_ser
             return Path("/etc")  # a compromised or buggy store: orch still refuses to write there
 
     o.artifacts = Evil(tmp_path)
-    started = await o.deploy("web", version="v2", artifact_id="x", actor="ci", overrides={
-        "workdir": "${installPath}", "config_files": [{"path": "cron.d/evil", "content": "* * * * * root id\n"}]})
+    started = await o.deploy(
+        "web",
+        version="v2",
+        artifact_id="x",
+        actor="ci",
+        overrides={
+            "workdir": "${installPath}",
+            "config_files": [{"path": "cron.d/evil", "content": "* * * * * root id\n"}],
+        },
+    )
     d = await _finished(o, started["deployment_id"])
     assert d["status"] in ("failed", "rolled_back") and "system directory" in d["error"], d
     assert not Path("/etc/cron.d/evil").exists()
@@ -132,9 +143,12 @@ async def test_bad_version_label_and_a_fixed_port_rolling_deploy(h: Harness) -> 
 
     o = await h.orch()
     port = free_port()
-    await o.apply(f"name: fixed\ncmd: ['{PY}', -m, http.server, --bind, 127.0.0.1, '{port}']\n"
-                  f"ports: [{{name: http, internal: {port}}}]\n"
-                  "healthcheck: {tcp: '127.0.0.1:${PORT}', interval: 0.3s}\n", "fixed.yaml")
+    await o.apply(
+        f"name: fixed\ncmd: ['{PY}', -m, http.server, --bind, 127.0.0.1, '{port}']\n"
+        f"ports: [{{name: http, internal: {port}}}]\n"
+        "healthcheck: {tcp: '127.0.0.1:${PORT}', interval: 0.3s}\n",
+        "fixed.yaml",
+    )
     await until(lambda: o.describe("fixed")["status"] == "running")
     for bad in ("../../etc", "/abs", "a b", "", "x" * 200):
         with pytest.raises(BadRequest, match="not a version label"):
@@ -176,14 +190,18 @@ async def test_a_later_batch_failing_rolls_the_switched_ones_back(h: Harness, tm
     work.mkdir()
     shutil.copy(Path(__file__).parent / "deployapp" / "app.py", work / "app.py")
     o = await h.orch()
-    await o.apply(f"name: app\ncmd: ['{PY}', app.py, '${{PORT}}']\nworkdir: {work}\nreplicas: 2\n"
-                  "env: {VERSION: '${version}'}\nports: [{name: http}]\n"
-                  "healthcheck: {http: 'http://127.0.0.1:${PORT}/healthz', interval: 0.3s}\n"
-                  "deploy: {drain: 0s, health_deadline: 3s}\n", "app.yaml")
+    await o.apply(
+        f"name: app\ncmd: ['{PY}', app.py, '${{PORT}}']\nworkdir: {work}\nreplicas: 2\n"
+        "env: {VERSION: '${version}'}\nports: [{name: http}]\n"
+        "healthcheck: {http: 'http://127.0.0.1:${PORT}/healthz', interval: 0.3s}\n"
+        "deploy: {drain: 0s, health_deadline: 3s}\n",
+        "app.yaml",
+    )
     await until(lambda: o.describe("app")["healthy"] == 2)
     # Batch 1 (slot 1) turns healthy and switches; batch 2's instance (app-102) never does.
-    started = await o.deploy("app", version="v2", actor="ci", overrides={
-        "env": {"VERSION": "${version}", "FAIL_INSTANCE": "app-102"}})
+    started = await o.deploy(
+        "app", version="v2", actor="ci", overrides={"env": {"VERSION": "${version}", "FAIL_INSTANCE": "app-102"}}
+    )
     d = await _finished(o, started["deployment_id"])
     assert d["status"] == "rolled_back", d
     steps = [s["step"] for s in d["log"]]
@@ -202,8 +220,12 @@ async def test_two_deploys_at_once_start_one_deployment(h: Harness) -> None:
     o = await h.orch()
     await o.apply(web_spec(extra="deploy: {drain: 0s}\n"), "web.yaml")
     await until(lambda: o.describe("web")["status"] == "running")
-    got = await asyncio.gather(o.deploy("web", version="a", actor="ci"), o.deploy("web", version="b", actor="ci"),
-                               o.rollback("web", to=1, actor="admin"), return_exceptions=True)
+    got = await asyncio.gather(
+        o.deploy("web", version="a", actor="ci"),
+        o.deploy("web", version="b", actor="ci"),
+        o.rollback("web", to=1, actor="admin"),
+        return_exceptions=True,
+    )
     started = [g for g in got if isinstance(g, dict)]
     assert len(started) == 1 and all(isinstance(g, Conflict) for g in got if not isinstance(g, dict)), got
     d = await _finished(o, started[0]["deployment_id"])
@@ -254,8 +276,10 @@ async def test_risky_overrides_of_a_deploy_are_audited_as_on_apply(h: Harness, t
     after = json.loads(rows[0]["after"])
     assert after["version"] == started["release_id"] and "data dir" in after["mounts"][0], after
     # An apply of a running service (also a deployment) audits it once, not twice.
-    spec = web_spec(extra=f"deploy: {{drain: 0s}}\nworkdir: {inside}\nallow_system_paths: true\n"
-                          "config_files: [{path: app.ini, content: 'x=2'}]\n")
+    spec = web_spec(
+        extra=f"deploy: {{drain: 0s}}\nworkdir: {inside}\nallow_system_paths: true\n"
+        "config_files: [{path: app.ini, content: 'x=2'}]\n"
+    )
     r = await o.apply(spec, "web.yaml", actor="bob")
     assert (await _finished(o, r["deployment_id"]))["status"] == "succeeded"
     rows = await h.store.fetchall("SELECT actor FROM audit")
@@ -280,8 +304,12 @@ async def _artifact_store(h: Harness, tmp_path: Path) -> Any:
     from orch._tarcheck import TarLimits
     from orch.artifacts import ArtifactStore
 
-    arts = ArtifactStore(tmp_path / "data", h.store, max_bytes=64 * 1024 * 1024,
-                         limits=TarLimits(max_members=100_000, max_unpacked_bytes=256 * 1024 * 1024))
+    arts = ArtifactStore(
+        tmp_path / "data",
+        h.store,
+        max_bytes=64 * 1024 * 1024,
+        limits=TarLimits(max_members=100_000, max_unpacked_bytes=256 * 1024 * 1024),
+    )
     await arts.start()
     return arts
 

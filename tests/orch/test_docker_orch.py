@@ -37,8 +37,9 @@ async def h(tmp_path: Path) -> AsyncIterator[Harness]:
     harness = Harness(tmp_path)
     await harness.open()
     yield harness
-    owners = {o.runtime.runtimes["docker"].owner: o.runtime.runtimes["docker"] for o in harness.orchs
-              if o.runtime is not None}
+    owners = {
+        o.runtime.runtimes["docker"].owner: o.runtime.runtimes["docker"] for o in harness.orchs if o.runtime is not None
+    }
     try:
         await harness.close()
     finally:
@@ -78,8 +79,11 @@ async def test_image_service_runs_healthy_published_on_loopback_and_restarted_af
     assert info["HostConfig"]["RestartPolicy"]["Name"] == "no" and info["HostConfig"]["Init"] is True
     assert info["HostConfig"]["PortBindings"] == {"80/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(ep.port)}]}
     labels = info["Config"]["Labels"]
-    assert (labels["infracore.service"], labels["infracore.instance"], labels["infracore.release"]) == \
-        ("site", "site-1", "1")
+    assert (labels["infracore.service"], labels["infracore.instance"], labels["infracore.release"]) == (
+        "site",
+        "site-1",
+        "1",
+    )
     (inv,) = o.instances()
     assert (inv.runtime, inv.container_id, inv.cgroup) == ("docker", inst["container_id"], None)
     # Killed from outside: orch's policy (always) brings a new container up under the same name.
@@ -93,7 +97,8 @@ async def test_image_service_runs_healthy_published_on_loopback_and_restarted_af
 async def test_exec_health_check_runs_inside_the_container(h: Harness) -> None:
     o = await _orch(h)
     spec = SITE.replace('{ http: "http://127.0.0.1:${PORT}/",', "{ exec: [test, -f, /tmp/ok],").replace(
-        'cmd: [httpd, -f, -p, "80", -h, /www]', 'cmd: [sh, -c, "touch /tmp/ok; httpd -f -p 80 -h /www; echo end"]')
+        'cmd: [httpd, -f, -p, "80", -h, /www]', 'cmd: [sh, -c, "touch /tmp/ok; httpd -f -p 80 -h /www; echo end"]'
+    )
     await o.apply(spec, "site.yaml")
     await until(lambda: o.describe("site")["status"] == "running", 60)
     inst = _inst(o, "site")
@@ -112,8 +117,10 @@ async def test_hostile_specs_are_refused_with_the_field_named(h: Harness, tmp_pa
     cases = [
         ("volumes:\n  - /:/host\n", "x.yaml:9 volumes[0]: '/:/host' is refused: mounting / gives the container"),
         ("volumes: ['/var/run/docker.sock:/var/run/docker.sock']\n", "the Docker socket, i.e. root on the host"),
-        (f"volumes: ['{tmp_path}/nope:/data']\n",
-         f"x.yaml:8 volumes[0]: bind mount source {tmp_path}/nope does not exist on this host"),
+        (
+            f"volumes: ['{tmp_path}/nope:/data']\n",
+            f"x.yaml:8 volumes[0]: bind mount source {tmp_path}/nope does not exist on this host",
+        ),
         (f"volumes: ['{h.tmp / 'data'}:/data']\n", "the platform's data dir"),  # the platform's own data dir
     ]
     for extra, expected in cases:
@@ -209,10 +216,13 @@ async def test_remove_with_volumes_removes_the_named_volumes_of_that_service_onl
 
 async def test_user_entrypoint_env_and_config_files_reach_the_container(h: Harness) -> None:
     o = await _orch(h)
-    await o.apply(f"name: who\nimage: {FULL_IMAGE}\nentrypoint: [/bin/sh, -c]\n"
-                  "cmd: ['echo uid=$(id -u) port=$PORT greeting=$GREETING; cat /etc/who.conf; sleep 60; true']\n"
-                  "user: '1234:1234'\nenv: {GREETING: hi}\nports: [{name: http, internal: 8080}]\n"
-                  "config_files: [{path: /etc/who.conf, content: \"conf ${INSTANCE}\\n\"}]\n", "who.yaml")
+    await o.apply(
+        f"name: who\nimage: {FULL_IMAGE}\nentrypoint: [/bin/sh, -c]\n"
+        "cmd: ['echo uid=$(id -u) port=$PORT greeting=$GREETING; cat /etc/who.conf; sleep 60; true']\n"
+        "user: '1234:1234'\nenv: {GREETING: hi}\nports: [{name: http, internal: 8080}]\n"
+        'config_files: [{path: /etc/who.conf, content: "conf ${INSTANCE}\\n"}]\n',
+        "who.yaml",
+    )
     logs = h.tmp / "data" / "logs" / "who"
     await until(lambda: logs.exists() and "conf who-1" in "".join(p.read_text() for p in logs.glob("*.log")), 20)
     text = "".join(p.read_text() for p in logs.glob("*.log"))

@@ -33,15 +33,17 @@ def _until(fn: Any, timeout: float = 30.0, what: Any = "condition") -> Any:
 
 
 def _spec(workdir: Path, name: str = "app", extra: str = "") -> str:
-    return (f"name: {name}\n"
-            f"cmd: [\"{sys.executable}\", \"app.py\", \"${{PORT}}\"]\n"
-            f"workdir: {workdir}\n"
-            "env: { VERSION: \"${version}\", CONF: conf/app.ini }\n"
-            "ports: [{ name: http, internal: auto }]\n"
-            "healthcheck: { http: \"http://127.0.0.1:${PORT}/healthz\", interval: 0.5s, timeout: 2s, retries: 2 }\n"
-            "config_files: [{ path: conf/app.ini, content: \"greeting=${version} env=${env}\\n\", mode: 0640 }]\n"
-            "deploy: { drain: 1s, health_deadline: 6s }\n"
-            "restart_policy: always\n" + extra)
+    return (
+        f"name: {name}\n"
+        f'cmd: ["{sys.executable}", "app.py", "${{PORT}}"]\n'
+        f"workdir: {workdir}\n"
+        'env: { VERSION: "${version}", CONF: conf/app.ini }\n'
+        "ports: [{ name: http, internal: auto }]\n"
+        'healthcheck: { http: "http://127.0.0.1:${PORT}/healthz", interval: 0.5s, timeout: 2s, retries: 2 }\n'
+        'config_files: [{ path: conf/app.ini, content: "greeting=${version} env=${env}\\n", mode: 0640 }]\n'
+        "deploy: { drain: 1s, health_deadline: 6s }\n"
+        "restart_policy: always\n" + extra
+    )
 
 
 def _deploy(srv: Any, name: str, body: dict[str, Any], timeout: float = 60) -> dict[str, Any]:
@@ -57,8 +59,11 @@ def _finished(srv: Any, dep_id: int, timeout: float = 60) -> dict[str, Any]:
         d = srv.api("GET", f"/api/deployments/{dep_id}").json()
         return d if d["status"] in ("succeeded", "failed", "rolled_back") else None
 
-    return _until(done, timeout, what=lambda: f"deployment {dep_id} finished: "
-                  f"{srv.api('GET', f'/api/deployments/{dep_id}').json()}")
+    return _until(
+        done,
+        timeout,
+        what=lambda: f"deployment {dep_id} finished: {srv.api('GET', f'/api/deployments/{dep_id}').json()}",
+    )
 
 
 @pytest.fixture
@@ -101,17 +106,28 @@ def test_rolling_deploy_failed_deploy_and_rollback_under_traffic(platform: Any) 
         assert d["status"] == "succeeded", d
         assert [s["step"] for s in d["log"]][-4:] == ["healthy", "switch", "drain", "done"], d["log"]
         assert {"pending", "running", "switched", "finished"} <= set(d["phases"])
-        _until(lambda: load.since(time.monotonic() - 0.3) and all(
-            b == "v2 greeting=v2 env=staging" for b in load.since(time.monotonic() - 0.3)), 10, "only v2 answers")
+        _until(
+            lambda: (
+                load.since(time.monotonic() - 0.3)
+                and all(b == "v2 greeting=v2 env=staging" for b in load.since(time.monotonic() - 0.3))
+            ),
+            10,
+            "only v2 answers",
+        )
         seen = load.since(t0)
         assert seen[0] == "1 greeting=1 env=staging" and seen[-1] == "v2 greeting=v2 env=staging"
         assert not load.failures, load.failures
 
         # v3 never turns healthy: v2 keeps serving, the deployment ends with the health error in its log.
         t1 = time.monotonic()
-        d3 = _deploy(srv, "app", {"version": "v3", "overrides": {"env": {"VERSION": "${version}",
-                                                                          "CONF": "conf/app.ini",
-                                                                          "FAIL_HEALTH": "1"}}})
+        d3 = _deploy(
+            srv,
+            "app",
+            {
+                "version": "v3",
+                "overrides": {"env": {"VERSION": "${version}", "CONF": "conf/app.ini", "FAIL_HEALTH": "1"}},
+            },
+        )
         assert d3["status"] in ("failed", "rolled_back"), d3
         assert "health check failed" in d3["error"] and "503" in d3["error"], d3
         assert any("health check failed" in s["detail"] for s in d3["log"])
@@ -137,8 +153,14 @@ def test_rolling_deploy_failed_deploy_and_rollback_under_traffic(platform: Any) 
         t2 = time.monotonic()
         r = srv.fsctl("service", "rollback", "app", "--to", "1", "--wait", "60")
         assert r.returncode == 0, r.stdout + r.stderr
-        _until(lambda: load.since(time.monotonic() - 0.3) and all(
-            b == "1 greeting=1 env=staging" for b in load.since(time.monotonic() - 0.3)), 10, "release 1 answers")
+        _until(
+            lambda: (
+                load.since(time.monotonic() - 0.3)
+                and all(b == "1 greeting=1 env=staging" for b in load.since(time.monotonic() - 0.3))
+            ),
+            10,
+            "release 1 answers",
+        )
         assert load.since(t2)[-1] == "1 greeting=1 env=staging"
         assert (work / "conf/app.ini").read_text() == "greeting=1 env=staging\n"
         assert (work / "conf/app.ini").stat().st_mode & 0o777 == 0o640
@@ -166,8 +188,14 @@ def test_rolling_deploy_two_replicas_under_traffic(platform: Any) -> None:
         d = _deploy(srv, "app", {"version": "v2"})
         assert d["status"] == "succeeded", d
         assert sum(1 for s in d["log"] if s["step"] == "switch") == 2  # max_surge 1: two batches
-        _until(lambda: load.since(time.monotonic() - 0.3) and all(
-            b.startswith("v2 ") for b in load.since(time.monotonic() - 0.3)), 10, "only v2 answers")
+        _until(
+            lambda: (
+                load.since(time.monotonic() - 0.3)
+                and all(b.startswith("v2 ") for b in load.since(time.monotonic() - 0.3))
+            ),
+            10,
+            "only v2 answers",
+        )
         st = srv.api("GET", "/api/services/app").json()
         assert st["healthy"] == 2 and {i["version"] for i in st["instances"]} == {2}
     finally:
@@ -182,28 +210,41 @@ def test_platform_killed_mid_deploy_recovers_serving_the_old_release(platform: A
     srv = start()
     url = _serve_app(srv, work)
     pid_v1 = srv.api("GET", "/api/services/app").json()["instances"][0]["pid"]
-    r = srv.api("POST", "/api/services/app/deploy", json={"version": "v2", "overrides": {"env": {
-        "VERSION": "${version}", "CONF": "conf/app.ini", "SLOW_START": "30"}}})
+    r = srv.api(
+        "POST",
+        "/api/services/app/deploy",
+        json={
+            "version": "v2",
+            "overrides": {"env": {"VERSION": "${version}", "CONF": "conf/app.ini", "SLOW_START": "30"}},
+        },
+    )
     assert r.status_code == 202, r.text
     dep_id = r.json()["deployment_id"]
-    _until(lambda: any(s["step"] == "start" for s in srv.api("GET", f"/api/deployments/{dep_id}").json()["log"]),
-           what="new instance starting")
+    _until(
+        lambda: any(s["step"] == "start" for s in srv.api("GET", f"/api/deployments/{dep_id}").json()["log"]),
+        what="new instance starting",
+    )
     staged = [p for p in (srv.data_dir / "run" / "orch").glob("app-2*.json")]
     _until(lambda: list((srv.data_dir / "run" / "orch").glob("app-201.json")), what="staged instance recorded")
     srv.proc.send_signal(signal.SIGKILL)
     srv.proc.wait(10)
     again = start("data", console_port=srv.console_port)
     try:
-        d = _until(lambda: (x := again.api("GET", f"/api/deployments/{dep_id}").json())["status"] != "running" and x,
-                   what="deployment marked")
+        d = _until(
+            lambda: (x := again.api("GET", f"/api/deployments/{dep_id}").json())["status"] != "running" and x,
+            what="deployment marked",
+        )
         assert d["status"] == "failed" and "interrupted" in d["error"], d
-        st = _until(lambda: (x := again.api("GET", "/api/services/app").json())["status"] == "running" and x,
-                    what="app running after the restart")
+        st = _until(
+            lambda: (x := again.api("GET", "/api/services/app").json())["status"] == "running" and x,
+            what="app running after the restart",
+        )
         # Slot 1 holds what served before the crash; the staged instance (adopted beyond the replica
         # count) may still be listed while it is being stopped.
         assert st["version"] == 1 and [i["pid"] for i in st["instances"] if i["index"] == 1] == [pid_v1], st
-        assert httpx.get(url.replace(str(srv.http_port), str(again.http_port)),
-                         headers={"Host": "app.localhost"}).text.startswith("1 ")
+        assert httpx.get(
+            url.replace(str(srv.http_port), str(again.http_port)), headers={"Host": "app.localhost"}
+        ).text.startswith("1 ")
         _until(lambda: not list((again.data_dir / "run" / "orch").glob("app-201.json")), what="staged one stopped")
         del staged
     finally:
@@ -221,24 +262,31 @@ def test_platform_killed_while_the_old_release_drains_keeps_the_new_one(platform
     r = srv.api("POST", "/api/services/app/deploy", json={"version": "v2", "overrides": {"deploy": {"drain": "60s"}}})
     assert r.status_code == 202, r.text
     dep_id = r.json()["deployment_id"]
-    _until(lambda: any(s["step"] == "switch" for s in srv.api("GET", f"/api/deployments/{dep_id}").json()["log"]),
-           what="switched")
+    _until(
+        lambda: any(s["step"] == "switch" for s in srv.api("GET", f"/api/deployments/{dep_id}").json()["log"]),
+        what="switched",
+    )
     pid_v2 = srv.api("GET", "/api/services/app").json()["instances"][0]["pid"]
     assert pid_v2 != pid_v1 and alive(pid_v1)  # still draining
     srv.proc.send_signal(signal.SIGKILL)
     srv.proc.wait(10)
     again = start("data", console_port=srv.console_port)
     try:
-        d = _until(lambda: (x := again.api("GET", f"/api/deployments/{dep_id}").json())["status"] != "running" and x,
-                   what="deployment marked")
+        d = _until(
+            lambda: (x := again.api("GET", f"/api/deployments/{dep_id}").json())["status"] != "running" and x,
+            what="deployment marked",
+        )
         # Every replica had switched: the resumed rollout has nothing left to move and succeeds.
         steps = [s["step"] for s in d["log"]]
         assert d["status"] == "succeeded" and "interrupted" in steps and "resume" in steps, d
-        st = _until(lambda: (x := again.api("GET", "/api/services/app").json())["status"] == "running" and x,
-                    what="app running after the restart")
+        st = _until(
+            lambda: (x := again.api("GET", "/api/services/app").json())["status"] == "running" and x,
+            what="app running after the restart",
+        )
         assert st["version"] == 2 and [i["pid"] for i in st["instances"] if i["index"] == 1] == [pid_v2], st
-        assert httpx.get(f"http://127.0.0.1:{again.http_port}/", headers={"Host": "app.localhost"}).text \
-            .startswith("v2 ")
+        assert httpx.get(f"http://127.0.0.1:{again.http_port}/", headers={"Host": "app.localhost"}).text.startswith(
+            "v2 "
+        )
         _until(lambda: not alive(pid_v1), what="the draining v1 stopped")
     finally:
         assert again.stop() == 0
@@ -248,13 +296,15 @@ def test_platform_killed_while_the_old_release_drains_keeps_the_new_one(platform
 def _slots(srv: Any) -> dict[int, tuple[int, int]]:
     """slot -> (release, pid) of the running replicas 1..N."""
     st = srv.api("GET", "/api/services/app").json()
-    return {i["index"]: (i["version"], i["pid"]) for i in st["instances"] if i["phase"] == "running"
-            and i["index"] < 100}
+    return {
+        i["index"]: (i["version"], i["pid"]) for i in st["instances"] if i["phase"] == "running" and i["index"] < 100
+    }
 
 
 @pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM"])
-def test_platform_killed_between_batches_of_three_replicas_resumes_batch_by_batch(platform: Any, tmp_path: Path,
-                                                                                    how: str) -> None:
+def test_platform_killed_between_batches_of_three_replicas_resumes_batch_by_batch(
+    platform: Any, tmp_path: Path, how: str
+) -> None:
     """SIGTERM (a graceful stop) leaves the deployment `running` as SIGKILL does: both resume it."""
     start, work = platform
     srv = start()
@@ -264,9 +314,22 @@ def test_platform_killed_between_batches_of_three_replicas_resumes_batch_by_batc
     hold = tmp_path / "hold-app-102"
     hold.write_text("")
     # Batch 1 (slot 1) switches; batch 2's new instance (app-102) waits while the hold file exists.
-    r = srv.api("POST", "/api/services/app/deploy", json={"version": "v2", "overrides": {
-        "env": {"VERSION": "${version}", "CONF": "conf/app.ini", "HOLD_INSTANCE": "app-102", "HOLD_FILE": str(hold)},
-        "deploy": {"drain": "0s", "health_deadline": "40s"}}})
+    r = srv.api(
+        "POST",
+        "/api/services/app/deploy",
+        json={
+            "version": "v2",
+            "overrides": {
+                "env": {
+                    "VERSION": "${version}",
+                    "CONF": "conf/app.ini",
+                    "HOLD_INSTANCE": "app-102",
+                    "HOLD_FILE": str(hold),
+                },
+                "deploy": {"drain": "0s", "health_deadline": "40s"},
+            },
+        },
+    )
     assert r.status_code == 202, r.text
     dep_id = r.json()["deployment_id"]
     _until(lambda: list((srv.data_dir / "run" / "orch").glob("app-202.json")), what="batch 2 staged")
@@ -278,8 +341,14 @@ def test_platform_killed_between_batches_of_three_replicas_resumes_batch_by_batc
         assert srv.stop() == 0
     again = start("data", console_port=srv.console_port)
     try:
-        d = _until(lambda: (x := again.api("GET", f"/api/deployments/{dep_id}").json()) and
-                   any(s["step"] == "resume" for s in x["log"]) and x, what="deployment resumed")
+        d = _until(
+            lambda: (
+                (x := again.api("GET", f"/api/deployments/{dep_id}").json())
+                and any(s["step"] == "resume" for s in x["log"])
+                and x
+            ),
+            what="deployment resumed",
+        )
         if how == "SIGTERM":
             assert any(s["step"] == "interrupted" and "resumes at next start" in s["detail"] for s in d["log"]), d
         interrupted = [s for s in d["log"] if s["step"] == "interrupted"][-1]["detail"]
@@ -292,7 +361,7 @@ def test_platform_killed_between_batches_of_three_replicas_resumes_batch_by_batc
         hold.unlink()
         d = _finished(again, dep_id)
         assert d["status"] == "succeeded", d
-        after = d["log"][[s["step"] for s in d["log"]].index("resume"):]
+        after = d["log"][[s["step"] for s in d["log"]].index("resume") :]
         assert [s["detail"].split(":")[0] for s in after if s["step"] == "switch"] == ["batch 1/2", "batch 2/2"], after
         assert "app-1, app-2, app-3 run release 2" in d["log"][-1]["detail"], d["log"][-1]
         now = _slots(again)
@@ -302,8 +371,9 @@ def test_platform_killed_between_batches_of_three_replicas_resumes_batch_by_batc
     kill_left_instances(again.data_dir)
 
 
-def test_platform_killed_between_batches_of_a_failing_rollout_rolls_back_health_gated(platform: Any,
-                                                                                     tmp_path: Path) -> None:
+def test_platform_killed_between_batches_of_a_failing_rollout_rolls_back_health_gated(
+    platform: Any, tmp_path: Path
+) -> None:
     start, work = platform
     srv = start()
     _serve_app(srv, work, extra="replicas: 3\n")
@@ -313,10 +383,23 @@ def test_platform_killed_between_batches_of_a_failing_rollout_rolls_back_health_
     hold.write_text("")
     # As above, but release 2's app-103 (slot 3, the last batch) is never healthy: the resumed rollout
     # fails there and rolls the switched slots back, batch by batch.
-    r = srv.api("POST", "/api/services/app/deploy", json={"version": "v2", "overrides": {
-        "env": {"VERSION": "${version}", "CONF": "conf/app.ini", "HOLD_INSTANCE": "app-102", "HOLD_FILE": str(hold),
-                "FAIL_INSTANCE": "app-103"},
-        "deploy": {"drain": "0s", "health_deadline": "6s"}}})
+    r = srv.api(
+        "POST",
+        "/api/services/app/deploy",
+        json={
+            "version": "v2",
+            "overrides": {
+                "env": {
+                    "VERSION": "${version}",
+                    "CONF": "conf/app.ini",
+                    "HOLD_INSTANCE": "app-102",
+                    "HOLD_FILE": str(hold),
+                    "FAIL_INSTANCE": "app-103",
+                },
+                "deploy": {"drain": "0s", "health_deadline": "6s"},
+            },
+        },
+    )
     assert r.status_code == 202, r.text
     dep_id = r.json()["deployment_id"]
     _until(lambda: list((srv.data_dir / "run" / "orch").glob("app-202.json")), what="batch 2 staged")

@@ -33,14 +33,19 @@ def _remove_owned(data_dir: Path) -> None:
         api("DELETE", f"/containers/{c['Id']}?force=1")
 
 
-def test_site_container_routed_stopped_with_the_platform_left_running_and_adopted(server_factory: Any,
-                                                                                  tmp_path: Path) -> None:
+def test_site_container_routed_stopped_with_the_platform_left_running_and_adopted(
+    server_factory: Any, tmp_path: Path
+) -> None:
     prefix = f"infracore-e{secrets.token_hex(3)}"
     env = {"INFRACORE_ORCH": json.dumps({"docker_name_prefix": prefix})}
     spec = tmp_path / "site.yaml"
-    spec.write_text((EXAMPLES / "site-container" / "site.yaml").read_text()
-                    .replace("busybox:1.36", BASE_IMAGE).replace("interval: 5s", "interval: 0.5s")
-                    .replace("${SPEC_DIR}", str(EXAMPLES / "site-container")))
+    spec.write_text(
+        (EXAMPLES / "site-container" / "site.yaml")
+        .read_text()
+        .replace("busybox:1.36", BASE_IMAGE)
+        .replace("interval: 5s", "interval: 0.5s")
+        .replace("${SPEC_DIR}", str(EXAMPLES / "site-container"))
+    )
     srv = server_factory("data", env=env)
     try:
         r = srv.fsctl("service", "apply", "-f", str(spec), "--wait", "60")

@@ -48,10 +48,11 @@ def _write_spec(tmp_path: Path, name: str = "web", extra: str = "") -> Path:
     spec = tmp_path / f"{name}.yaml"
     spec.write_text(
         f"name: {name}\n"
-        f"cmd: [\"{sys.executable}\", \"-m\", \"http.server\", \"--bind\", \"127.0.0.1\", \"${{PORT}}\"]\n"
+        f'cmd: ["{sys.executable}", "-m", "http.server", "--bind", "127.0.0.1", "${{PORT}}"]\n'
         "ports: [{ name: http, internal: auto }]\n"
-        "healthcheck: { http: \"http://127.0.0.1:${PORT}/\", interval: 0.5s, timeout: 2s, retries: 2 }\n"
-        "restart_policy: always\n" + extra)
+        'healthcheck: { http: "http://127.0.0.1:${PORT}/", interval: 0.5s, timeout: 2s, retries: 2 }\n'
+        "restart_policy: always\n" + extra
+    )
     return spec
 
 
@@ -60,8 +61,9 @@ def _check_api_shapes(srv: Any) -> None:
     spec = "name: idle\ncmd: [sleep, '300']\nreplicas: 0\n"
     r = srv.api("POST", "/api/services?filename=idle.yaml", content=spec, headers={"Content-Type": "application/yaml"})
     assert r.status_code == 200 and r.json()["version"] == 1, r.text
-    r = srv.api("POST", "/api/services", json={"name": "idle", "cmd": ["sleep", "300"], "replicas": 0,
-                                                "env": {"A": "1"}})
+    r = srv.api(
+        "POST", "/api/services", json={"name": "idle", "cmd": ["sleep", "300"], "replicas": 0, "env": {"A": "1"}}
+    )
     assert r.status_code == 200 and r.json()["version"] == 2 and r.json()["changed"], r.text
     r = srv.api("POST", "/api/services", json={"yaml": "name: x\ncmd: y\nreplicas: many\n", "filename": "x.yaml"})
     assert r.status_code == 400
@@ -72,8 +74,9 @@ def _check_api_shapes(srv: Any) -> None:
     assert srv.api("GET", "/api/services/idle").json()["status"] == "stopped"
     assert [v["version"] for v in srv.api("GET", "/api/services/idle/versions").json()] == [2, 1]
     assert srv.api("GET", "/api/services/nope").status_code == 404
-    assert srv.api("POST", "/api/services", content=b"", headers={"Content-Type": "application/yaml"}
-                   ).status_code == 400
+    assert (
+        srv.api("POST", "/api/services", content=b"", headers={"Content-Type": "application/yaml"}).status_code == 400
+    )
     assert srv.api("GET", "/api/orch/limits").json()["kind"] in ("v1", "v2", "rlimit")
     assert srv.api("DELETE", "/api/services/idle").status_code == 200
 
@@ -104,8 +107,10 @@ def test_apply_healthy_kill_restarted_and_cli(server_factory: Any, tmp_path: Pat
         assert ls.returncode == 0 and "web" in ls.stdout and "running" in ls.stdout
         st = srv.fsctl("service", "status", "web")
         assert st.returncode == 0 and str(new_pid) in st.stdout and "killed by SIGKILL" in st.stdout
-        assert srv.fsctl("service", "apply", "-f", str(_write_spec(tmp_path))).stdout.strip() == \
-            "web unchanged (version 1)"
+        assert (
+            srv.fsctl("service", "apply", "-f", str(_write_spec(tmp_path))).stdout.strip()
+            == "web unchanged (version 1)"
+        )
 
         r = srv.fsctl("service", "restart", "web")
         assert r.returncode == 0 and r.stdout.startswith("web: "), r.stderr
@@ -132,11 +137,15 @@ def test_gate_service_upstream_across_a_health_restart(server_factory: Any, tmp_
     srv = server_factory(extra_args=["--config", str(config)])
     flag = tmp_path / "unhealthy"
     spec = tmp_path / "hello.yaml"
-    spec.write_text((EXAMPLES / "hello" / "hello.yaml").read_text()
-                    .replace("interval: 5s", "interval: 0.3s").replace("start_period: 10s", "start_period: 5s")
-                    .replace("retries: 3", "retries: 2")
-                    .replace("env: { GREETING: hi }", f"env: {{ GREETING: hi, UNHEALTHY_FILE: '{flag}' }}")
-                    .replace("${SPEC_DIR}", str(EXAMPLES / "hello")))
+    spec.write_text(
+        (EXAMPLES / "hello" / "hello.yaml")
+        .read_text()
+        .replace("interval: 5s", "interval: 0.3s")
+        .replace("start_period: 10s", "start_period: 5s")
+        .replace("retries: 3", "retries: 2")
+        .replace("env: { GREETING: hi }", f"env: {{ GREETING: hi, UNHEALTHY_FILE: '{flag}' }}")
+        .replace("${SPEC_DIR}", str(EXAMPLES / "hello"))
+    )
     try:
         if srv.api("GET", "/api/routes").status_code == 404:
             pytest.skip("the gate is not wired in this build")
@@ -179,8 +188,10 @@ def test_gate_service_upstream_across_a_health_restart(server_factory: Any, tmp_
             flag.write_text("1")
             _until(lambda: _status(srv, "hello")["restarts"] >= 1, what="health-driven restart")
             flag.unlink()
-            new_pid = _until(lambda: (p := _running_pid(srv, "hello")) and p != pid and p,
-                             what=lambda: f"hello back ({_status(srv, 'hello')})")
+            new_pid = _until(
+                lambda: (p := _running_pid(srv, "hello")) and p != pid and p,
+                what=lambda: f"hello back ({_status(srv, 'hello')})",
+            )
             _until(lambda: gaps, timeout=30, what="traffic back to 200 after the gap")
             time.sleep(0.5)
         finally:
@@ -218,4 +229,3 @@ def test_platform_killed_then_restarted_adopts_without_duplicates(server_factory
     finally:
         assert again.stop() == 0
     assert alive(pid), "a graceful platform stop leaves native instances running (stop_services_on_exit: false)"
-

@@ -46,10 +46,11 @@ def _spec(tmp_path: Path, name: str, trigger: str = "-", done: str = "-") -> Pat
     spec = tmp_path / f"{name}.yaml"
     spec.write_text(
         f"name: {name}\n"
-        f"cmd: [\"{sys.executable}\", \"{prog}\", \"${{PORT}}\", \"{trigger}\", \"{done}\"]\n"
+        f'cmd: ["{sys.executable}", "{prog}", "${{PORT}}", "{trigger}", "{done}"]\n'
         "ports: [{ name: http, internal: auto }]\n"
-        "healthcheck: { http: \"http://127.0.0.1:${PORT}/\", interval: 0.3s, timeout: 2s, retries: 2 }\n"
-        "stop_timeout: 2s\n")
+        'healthcheck: { http: "http://127.0.0.1:${PORT}/", interval: 0.3s, timeout: 2s, retries: 2 }\n'
+        "stop_timeout: 2s\n"
+    )
     return spec
 
 
@@ -78,8 +79,9 @@ def _running(srv: Any, name: str) -> int | None:
 
 
 @pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL])
-def test_the_platform_goes_the_service_stays_and_its_output_arrives(server_factory: Any, tmp_path: Path,
-                                                                     how: signal.Signals) -> None:
+def test_the_platform_goes_the_service_stays_and_its_output_arrives(
+    server_factory: Any, tmp_path: Path, how: signal.Signals
+) -> None:
     srv = server_factory("data")
     trigger, done = tmp_path / "burst", tmp_path / "burst-done"
     r = srv.fsctl("service", "apply", "-f", str(_spec(tmp_path, "ticker", str(trigger), str(done))))

@@ -7,8 +7,9 @@ from orch.endpoints import EndpointPublisher, endpoint_sets
 
 
 def test_sets_by_service_and_named_port() -> None:
-    sets = endpoint_sets("web", ["http", "admin"], [(2, {"http": 8002, "admin": 9002}), (1, {"http": 8001,
-                                                                                             "admin": 9001})])
+    sets = endpoint_sets(
+        "web", ["http", "admin"], [(2, {"http": 8002, "admin": 9002}), (1, {"http": 8001, "admin": 9001})]
+    )
     assert sets["web"] == (Endpoint("127.0.0.1", 8001, "web-1"), Endpoint("127.0.0.1", 8002, "web-2"))
     assert [e.port for e in sets["web:admin"]] == [9001, 9002]
     assert sets["web:http"] == sets["web"]

@@ -25,22 +25,39 @@ CASES: list[tuple[DomainEvent, str, list[str]]] = [
     (ServiceApplied("web", 3, "admin"), "service.applied", ["service", "version", "by"]),
     (ServiceRestartRequested("web"), "service.restart.requested", ["service"]),
     (ServiceRemoved("web"), "service.removed", ["service"]),
-    (ServiceStatusChanged("web", "running", None, "", 1, 1), "service.status.changed",
-     ["service", "status", "previous", "reason", "healthy", "replicas"]),
-    (InstanceExited("web", "web-1", {"code": 1}, False, "backoff", 2, "exit code 1", 1.5),
-     "service.instance.exited",
-     ["service", "instance", "exit", "expected", "state", "restarts", "reason", "restart_in_s"]),
-    (InstanceHealth("web", "web-1", True, "200 OK"), "service.instance.health",
-     ["service", "instance", "healthy", "detail"]),
+    (
+        ServiceStatusChanged("web", "running", None, "", 1, 1),
+        "service.status.changed",
+        ["service", "status", "previous", "reason", "healthy", "replicas"],
+    ),
+    (
+        InstanceExited("web", "web-1", {"code": 1}, False, "backoff", 2, "exit code 1", 1.5),
+        "service.instance.exited",
+        ["service", "instance", "exit", "expected", "state", "restarts", "reason", "restart_in_s"],
+    ),
+    (
+        InstanceHealth("web", "web-1", True, "200 OK"),
+        "service.instance.health",
+        ["service", "instance", "healthy", "detail"],
+    ),
     (InstanceAdopted("web", "web-1", 42), "service.instance.adopted", ["service", "instance", "pid"]),
     (ImagePull("web", "nginx:1", "started"), "service.image.pull", ["service", "image", "status"]),
-    (ImagePullProgress("web", "nginx:1", "Downloading", "abc", {"current": 1}), "service.image.pull",
-     ["service", "image", "status", "layer", "progress"]),
-    (ImagePullFailed("web", "nginx:1", "failed", "not found"), "service.image.pull",
-     ["service", "image", "status", "error"]),
+    (
+        ImagePullProgress("web", "nginx:1", "Downloading", "abc", {"current": 1}),
+        "service.image.pull",
+        ["service", "image", "status", "layer", "progress"],
+    ),
+    (
+        ImagePullFailed("web", "nginx:1", "failed", "not found"),
+        "service.image.pull",
+        ["service", "image", "status", "error"],
+    ),
     (DeployFinished(**DEPLOY), "deploy.finished", list(DEPLOY)),
-    (DeployProgress(**DEPLOY, step="start", outcome="ok", detail="web-3"), "deploy.progress",
-     [*DEPLOY, "step", "outcome", "detail"]),
+    (
+        DeployProgress(**DEPLOY, step="start", outcome="ok", detail="web-3"),
+        "deploy.progress",
+        [*DEPLOY, "step", "outcome", "detail"],
+    ),
 ]
 
 

@@ -38,8 +38,9 @@ def _closed_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.parametrize(("path", "ok", "detail"), [("/ok", True, "HTTP 200"), ("/bad", False, "HTTP 500"),
-                                                     ("/moved", True, "HTTP 301")])
+@pytest.mark.parametrize(
+    ("path", "ok", "detail"), [("/ok", True, "HTTP 200"), ("/bad", False, "HTTP 500"), ("/moved", True, "HTTP 301")]
+)
 async def test_http(http_server: int, path: str, ok: bool, detail: str) -> None:
     r = await run_probe("http", f"http://127.0.0.1:{http_server}{path}", 5)
     assert (r.ok, r.detail) == (ok, detail)

@@ -23,14 +23,17 @@ from tests.orch.conftest import cgroup_driver, eventually, read_logs
 PY = sys.executable
 
 
-@pytest.mark.parametrize(("data", "final", "want"), [
-    (b"", False, 0),
-    (b"abc", False, 0),  # a partial line waits for its newline
-    (b"abc", True, 3),  # ... unless the stream ended
-    (b"a\nb", False, 2),
-    (b"a\nb\n", False, 4),
-    (b"x" * 10, False, 0),
-])
+@pytest.mark.parametrize(
+    ("data", "final", "want"),
+    [
+        (b"", False, 0),
+        (b"abc", False, 0),  # a partial line waits for its newline
+        (b"abc", True, 3),  # ... unless the stream ended
+        (b"a\nb", False, 2),
+        (b"a\nb\n", False, 4),
+        (b"x" * 10, False, 0),
+    ],
+)
 def test_shippable_cuts_after_the_last_newline(data: bytes, final: bool, want: int) -> None:
     assert shippable(data, final=final) == want
 
@@ -40,13 +43,16 @@ def test_shippable_ships_an_overlong_line_as_it_is() -> None:
     assert shippable(b"x" * 99, final=False, max_line=100) == 0
 
 
-@pytest.mark.parametrize(("stored", "size", "max_bytes", "block", "want"), [
-    (1000, 5000, 4096, 4096, 0),  # under the bound: nothing cut
-    (10_000, 10_000, 4096, 4096, 8192),  # everything stored: whole blocks, never up to EOF
-    (8192, 8192, 4096, 4096, 4096),  # EOF on a block boundary: one block stays
-    (9000, 20_000, 4096, 4096, 8192),  # only what is stored
-    (5000, 5000, 4096, 0, 0),
-])
+@pytest.mark.parametrize(
+    ("stored", "size", "max_bytes", "block", "want"),
+    [
+        (1000, 5000, 4096, 4096, 0),  # under the bound: nothing cut
+        (10_000, 10_000, 4096, 4096, 8192),  # everything stored: whole blocks, never up to EOF
+        (8192, 8192, 4096, 4096, 4096),  # EOF on a block boundary: one block stays
+        (9000, 20_000, 4096, 4096, 8192),  # only what is stored
+        (5000, 5000, 4096, 0, 0),
+    ],
+)
 def test_collapsible_cuts_stored_whole_blocks(stored: int, size: int, max_bytes: int, block: int, want: int) -> None:
     assert collapsible(stored, size, max_bytes, block) == want
 
@@ -85,8 +91,10 @@ async def test_a_chatty_child_never_blocks_while_the_platform_is_down(tmp_path: 
     out = tmp_path / "out"
     rt1 = ProcessRuntime(FileLogSink(tmp_path / "logs1"), cgroup_driver(), output_dir=out)
     n = 40_000
-    code = (f"import os, time\ntime.sleep(0.5)\nfor i in range({n}): os.write(1, b'%07d ' % i + b'x' * 92 + b'\\n')\n"
-            "os.write(2, b'done\\n')\n")
+    code = (
+        f"import os, time\ntime.sleep(0.5)\nfor i in range({n}): os.write(1, b'%07d ' % i + b'x' * 92 + b'\\n')\n"
+        "os.write(2, b'done\\n')\n"
+    )
     inst = await _start(rt1, "chat", code)
     record = inst.record()
     await rt1.close()  # the platform is down before the child writes
@@ -119,8 +127,9 @@ os.write(1, b"no newline at the end")
 
 
 @pytest.mark.parametrize("where", ["ext4-or-whatever-tmp-is", "tmpfs"])
-async def test_a_platform_restart_mid_stream_loses_and_repeats_nothing(tmp_path: Path, where: str,
-                                                                       request: pytest.FixtureRequest) -> None:
+async def test_a_platform_restart_mid_stream_loses_and_repeats_nothing(
+    tmp_path: Path, where: str, request: pytest.FixtureRequest
+) -> None:
     """The tailer is stopped while the child writes and a new one adopts it: every line of both streams
     arrives exactly once and in order, the last partial line too; the files stay bounded while shipping
     (the stored head is cut: collapsed, or truncated on tmpfs), and go once the child ended."""
@@ -145,8 +154,7 @@ async def test_a_platform_restart_mid_stream_loses_and_repeats_nothing(tmp_path:
         await asyncio.wait_for(rt2.wait(adopted), 60)
         await eventually(lambda: not list(out.iterdir()), timeout=30)
         bursts = [f"b{i:06d} " + "y" * 91 for i in range(burst * 1000)]
-        assert _lines(logs, "paced", "stdout") == [*bursts, *(f"o{i:05d}" for i in range(n)),
-                                                   "no newline at the end"]
+        assert _lines(logs, "paced", "stdout") == [*bursts, *(f"o{i:05d}" for i in range(n)), "no newline at the end"]
         assert _lines(logs, "paced", "stderr") == [f"e{i:05d}" for i in range(n)]
         assert _lines([tmp_path / "logs2"], "paced", "stderr"), "part of it was shipped by the second tailer"
     finally:
@@ -154,20 +162,50 @@ async def test_a_platform_restart_mid_stream_loses_and_repeats_nothing(tmp_path:
         await rt1.remove(inst)
 
 
-@pytest.mark.parametrize("manifest", [
-    "not json",
-    json.dumps([1, 2]),
-    json.dumps({"service": "x", "instance": "x-1", "pid": 1, "start_ticks": 1,
-                "streams": {"stdout": {"file": "../victim", "base": 0, "stored": 0},
-                            "stderr": {"file": "../victim", "base": 0, "stored": 0}}}),
-    json.dumps({"service": "x", "instance": "x-1", "pid": "1; rm -rf /", "start_ticks": 1, "streams": {}}),
-    json.dumps({"service": "x", "instance": "x-1", "pid": 1, "start_ticks": 1,  # the right name, a symlink
-                "streams": {"stdout": {"file": "x-1-0000.stdout", "base": 0, "stored": 0},
-                            "stderr": {"file": "x-1-0000.stderr", "base": 0, "stored": 0}}}),
-    json.dumps({"service": "x", "instance": "x-1", "pid": 1, "start_ticks": 1,
-                "streams": {"stdout": {"file": "x-1-0000.stdout", "base": 5, "stored": 1},
-                            "stderr": {"file": "x-1-0000.stderr", "base": 0, "stored": 0}}}),
-])
+@pytest.mark.parametrize(
+    "manifest",
+    [
+        "not json",
+        json.dumps([1, 2]),
+        json.dumps(
+            {
+                "service": "x",
+                "instance": "x-1",
+                "pid": 1,
+                "start_ticks": 1,
+                "streams": {
+                    "stdout": {"file": "../victim", "base": 0, "stored": 0},
+                    "stderr": {"file": "../victim", "base": 0, "stored": 0},
+                },
+            }
+        ),
+        json.dumps({"service": "x", "instance": "x-1", "pid": "1; rm -rf /", "start_ticks": 1, "streams": {}}),
+        json.dumps(
+            {
+                "service": "x",
+                "instance": "x-1",
+                "pid": 1,
+                "start_ticks": 1,  # the right name, a symlink
+                "streams": {
+                    "stdout": {"file": "x-1-0000.stdout", "base": 0, "stored": 0},
+                    "stderr": {"file": "x-1-0000.stderr", "base": 0, "stored": 0},
+                },
+            }
+        ),
+        json.dumps(
+            {
+                "service": "x",
+                "instance": "x-1",
+                "pid": 1,
+                "start_ticks": 1,
+                "streams": {
+                    "stdout": {"file": "x-1-0000.stdout", "base": 5, "stored": 1},
+                    "stderr": {"file": "x-1-0000.stderr", "base": 0, "stored": 0},
+                },
+            }
+        ),
+    ],
+)
 def test_a_bad_manifest_is_removed_and_touches_nothing(tmp_path: Path, manifest: str) -> None:
     out = tmp_path / "out"
     out.mkdir()
@@ -193,8 +231,9 @@ async def test_a_forged_output_path_in_a_pidfile_is_not_followed(tmp_path: Path)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     streams = {s: {"file": f"v.{s}", "base": 0, "stored": 0} for s in ("stdout", "stderr")}
-    (elsewhere / "v.json").write_text(json.dumps({"service": "v", "instance": "v-1", "pid": 1, "start_ticks": 1,
-                                                  "streams": streams}))
+    (elsewhere / "v.json").write_text(
+        json.dumps({"service": "v", "instance": "v-1", "pid": 1, "start_ticks": 1, "streams": streams})
+    )
     for s in ("stdout", "stderr"):
         (elsewhere / f"v.{s}").write_bytes(b"not yours\n" * 10)
     rt = ProcessRuntime(FileLogSink(tmp_path / "logs"), cgroup_driver(), output_dir=tmp_path / "out")

@@ -26,10 +26,27 @@ from orch.spec import RestartPolicy
 BO = BackoffPolicy(initial_s=1, max_s=16, factor=2, stable_s=30, crashloop_failures=5, crashloop_window_s=60)
 
 
-def svc(name: str = "web", *, policy: str = "always", deps: tuple[str, ...] = (), replicas: int = 1,
-        desired: str = "running", health: int | None = None, version: int = 1, start_period: float = 0) -> ServiceView:
-    return ServiceView(name, version, desired, replicas, RestartPolicy.parse(policy), deps, health,  # type: ignore[arg-type]
-                       start_period)
+def svc(
+    name: str = "web",
+    *,
+    policy: str = "always",
+    deps: tuple[str, ...] = (),
+    replicas: int = 1,
+    desired: str = "running",
+    health: int | None = None,
+    version: int = 1,
+    start_period: float = 0,
+) -> ServiceView:
+    return ServiceView(
+        name,
+        version,
+        desired,
+        replicas,
+        RestartPolicy.parse(policy),
+        deps,
+        health,  # type: ignore[arg-type]
+        start_period,
+    )
 
 
 def running(name: str = "web", index: int = 1, at: float = 0.0, *, healthy: bool = True, version: int = 1) -> Slot:
@@ -155,8 +172,7 @@ def test_failures_outside_the_window_do_not_make_a_crash_loop() -> None:
         ([False, False, True], 0, 0, True),
     ],
 )
-def test_health_results(results: list[bool], start_period: float, expect_failures: int,
-                        expect_healthy: bool) -> None:
+def test_health_results(results: list[bool], start_period: float, expect_failures: int, expect_healthy: bool) -> None:
     s = svc(health=3, start_period=start_period)
     slot = running(at=0, healthy=False)
     for i, ok in enumerate(results):

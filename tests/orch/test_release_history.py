@@ -40,8 +40,13 @@ def _conf(seed: int, size: int = 1024 * 1024) -> str:
 
 
 def _spec(work: Path, content: str) -> dict[str, Any]:
-    return {"name": "big", "cmd": ["sleep", "60"], "workdir": str(work), "replicas": 0,
-            "config_files": [{"path": "app.ini", "content": content}]}
+    return {
+        "name": "big",
+        "cmd": ["sleep", "60"],
+        "workdir": str(work),
+        "replicas": 0,
+        "config_files": [{"path": "app.ini", "content": content}],
+    }
 
 
 async def _max_gap(coro: Any) -> tuple[Any, float]:
@@ -69,8 +74,15 @@ async def _max_gap(coro: Any) -> tuple[Any, float]:
 async def test_diff_and_history_of_two_1mib_templates_do_not_stall_the_loop(h: Harness, tmp_path: Path) -> None:
     pool = WorkerPool("control", workers=1, backlog=4, kind="process")
     await pool.start()
-    o = OrchService(OrchSettings(**FAST), data_dir=tmp_path / "data", store=h.store, bus=h.bus,
-                    endpoints=h.endpoints, cgroups=cgroup_driver(), parse_pool=pool)
+    o = OrchService(
+        OrchSettings(**FAST),
+        data_dir=tmp_path / "data",
+        store=h.store,
+        bus=h.bus,
+        endpoints=h.endpoints,
+        cgroups=cgroup_driver(),
+        parse_pool=pool,
+    )
     await o.start()
     h.orchs.append(o)
     try:

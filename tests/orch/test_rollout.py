@@ -13,25 +13,30 @@ from orch.rollout import TERMINAL, TRANSITIONS, Batch, InvalidTransition, advanc
 from orch.spec import validate_mapping
 
 
-@pytest.mark.parametrize(("old", "replicas", "strategy", "surge", "unavail", "want"), [
-    ([1], 1, "rolling", 1, 0, [Batch((1,), True)]),
-    ([1, 2], 2, "rolling", 1, 0, [Batch((1,), True), Batch((2,), True)]),
-    ([1, 2, 3], 3, "rolling", 2, 0, [Batch((1, 2), True), Batch((3,), True)]),
-    ([1, 2], 2, "rolling", 0, 1, [Batch((1,), False), Batch((2,), False)]),
-    ([1, 2, 3], 1, "rolling", 1, 0, [Batch((1,), True, (2, 3))]),  # scale down: extras retire last
-    ([1], 3, "rolling", 1, 0, [Batch((1,), True), Batch((2,), True), Batch((3,), True)]),  # scale up
-    ([], 1, "rolling", 1, 0, [Batch((1,), True)]),
-    ([1, 2], 0, "rolling", 1, 0, [Batch((), True, (1, 2))]),
-    ([1, 2], 2, "recreate", 1, 0, [Batch((1, 2), False)]),
-    ([1, 2, 3], 2, "recreate", 1, 0, [Batch((1, 2), False, (3,))]),
-    ([], 0, "recreate", 1, 0, []),
-])
+@pytest.mark.parametrize(
+    ("old", "replicas", "strategy", "surge", "unavail", "want"),
+    [
+        ([1], 1, "rolling", 1, 0, [Batch((1,), True)]),
+        ([1, 2], 2, "rolling", 1, 0, [Batch((1,), True), Batch((2,), True)]),
+        ([1, 2, 3], 3, "rolling", 2, 0, [Batch((1, 2), True), Batch((3,), True)]),
+        ([1, 2], 2, "rolling", 0, 1, [Batch((1,), False), Batch((2,), False)]),
+        ([1, 2, 3], 1, "rolling", 1, 0, [Batch((1,), True, (2, 3))]),  # scale down: extras retire last
+        ([1], 3, "rolling", 1, 0, [Batch((1,), True), Batch((2,), True), Batch((3,), True)]),  # scale up
+        ([], 1, "rolling", 1, 0, [Batch((1,), True)]),
+        ([1, 2], 0, "rolling", 1, 0, [Batch((), True, (1, 2))]),
+        ([1, 2], 2, "recreate", 1, 0, [Batch((1, 2), False)]),
+        ([1, 2, 3], 2, "recreate", 1, 0, [Batch((1, 2), False, (3,))]),
+        ([], 0, "recreate", 1, 0, []),
+    ],
+)
 def test_batches(old, replicas, strategy, surge, unavail, want):
     assert plan_batches(old, replicas, strategy, surge, unavail) == want
 
 
-@pytest.mark.parametrize(("old", "replicas", "surge", "unavail"),
-                         list(itertools.product([[], [1], [1, 2], [1, 2, 3, 4]], [0, 1, 2, 5], [0, 1, 3], [0, 1, 2])))
+@pytest.mark.parametrize(
+    ("old", "replicas", "surge", "unavail"),
+    list(itertools.product([[], [1], [1, 2], [1, 2, 3, 4]], [0, 1, 2, 5], [0, 1, 3], [0, 1, 2])),
+)
 def test_batches_cover_every_slot_once_and_respect_the_bounds(old, replicas, surge, unavail):
     if surge == 0 and unavail == 0:
         with pytest.raises(ValueError):
@@ -72,8 +77,10 @@ def _spec(**kw):
 
 def test_release_document_keeps_secrets_out_and_diffs_by_field():
     v = release_vars("v1", "/data/releases/web/v1", "prod")
-    s1 = _spec(env={"DB_PASSWORD": "hunter2", "MODE": "a", "API": "${secret:api}"},
-               config_files=[{"path": "app.ini", "content": "v=${version} pw=${DB_PASSWORD} port=${PORT}\n"}])
+    s1 = _spec(
+        env={"DB_PASSWORD": "hunter2", "MODE": "a", "API": "${secret:api}"},
+        config_files=[{"path": "app.ini", "content": "v=${version} pw=${DB_PASSWORD} port=${PORT}\n"}],
+    )
     d1 = build_release(s1, 1, v, {})
     text = repr(d1)
     assert "hunter2" not in text
@@ -81,8 +88,10 @@ def test_release_document_keeps_secrets_out_and_diffs_by_field():
     # Only the release's variables are expanded in history; the password stays a reference.
     assert d1["config_files"][0]["content"] == "v=v1 pw=${DB_PASSWORD} port=${PORT}\n"
     # Same password in the next release: same marker (no change shown); a new one: a new marker.
-    s2 = _spec(env={"DB_PASSWORD": "hunter2", "MODE": "b", "API": "${secret:api}"},
-               config_files=[{"path": "app.ini", "content": "v=${version} pw=${DB_PASSWORD} port=${PORT}\n"}])
+    s2 = _spec(
+        env={"DB_PASSWORD": "hunter2", "MODE": "b", "API": "${secret:api}"},
+        config_files=[{"path": "app.ini", "content": "v=${version} pw=${DB_PASSWORD} port=${PORT}\n"}],
+    )
     d2 = build_release(s2, 2, release_vars("v2", None, "prod"), {}, previous_spec=s1, previous_doc=d1)
     changes = {c["field"]: c for c in diff(d1, d2)}
     assert "env.DB_PASSWORD" not in changes
@@ -96,22 +105,25 @@ def test_release_document_keeps_secrets_out_and_diffs_by_field():
     assert diff(d3, d3) == []
 
 
-@pytest.mark.parametrize(("workdir", "ok"), [
-    ("/srv/web", True),
-    ("/opt/app", True),
-    ("/home/app/site", True),
-    ("/data/releases/web/v2", True),  # ${installPath}: inside the data dir's release area
-    ("/", False),
-    ("/etc", False),
-    ("/etc/cron.d", False),
-    ("/usr/local/bin", False),
-    ("/root", False),
-    ("/var/spool/cron", False),
-    ("/boot", False),
-    ("/data", False),  # the platform's database and keys
-    ("/data/run/orch", False),
-    ("/data/releases", False),  # the release area itself, not one release
-])
+@pytest.mark.parametrize(
+    ("workdir", "ok"),
+    [
+        ("/srv/web", True),
+        ("/opt/app", True),
+        ("/home/app/site", True),
+        ("/data/releases/web/v2", True),  # ${installPath}: inside the data dir's release area
+        ("/", False),
+        ("/etc", False),
+        ("/etc/cron.d", False),
+        ("/usr/local/bin", False),
+        ("/root", False),
+        ("/var/spool/cron", False),
+        ("/boot", False),
+        ("/data", False),  # the platform's database and keys
+        ("/data/run/orch", False),
+        ("/data/releases", False),  # the release area itself, not one release
+    ],
+)
 def test_system_dir_table(workdir, ok):
     assert (system_dir_problem(workdir, "/data", "/data/releases") is None) == ok
 
@@ -154,7 +166,10 @@ def test_planner_leaves_a_deploying_service_to_the_deployer():
     svc = planner.ServiceView("web", 2, "running", replicas=2)
     idle = planner.plan({"web": svc}, slots, 1.0, bo)
     assert {(type(a).__name__, a.index) for a in idle.actions} == {
-        ("StopInstance", 1), ("StartInstance", 2), ("StopInstance", 3)}
+        ("StopInstance", 1),
+        ("StartInstance", 2),
+        ("StopInstance", 3),
+    }
     busy = planner.plan({"web": planner.ServiceView("web", 2, "running", replicas=2, deploying=True)}, slots, 1.0, bo)
     assert busy.actions == []  # no restart into v2, no new slot 2, no scale-down of slot 3: the deployer's job
     crashed = {("web", 1): planner.Slot("web", 1, phase="absent", version=1)}
@@ -162,14 +177,17 @@ def test_planner_leaves_a_deploying_service_to_the_deployer():
     assert [(type(a).__name__, a.index, a.version) for a in again.actions] == [("StartInstance", 1, 2)]
 
 
-@pytest.mark.parametrize(("releases", "current", "previous", "keep", "gone"), [
-    ([1, 2, 3], 3, 2, 10, []),
-    (list(range(1, 13)), 12, 11, 10, [1, 2]),
-    (list(range(1, 13)), 3, 2, 10, [1]),  # rolled back to 3: 2 stays (previous), newer ones are not pruned
-    (list(range(1, 13)), 12, 1, 10, [2]),  # a rollback's source far back stays
-    (list(range(1, 13)), 10, 9, 2, [1, 2, 3, 4, 5, 6, 7, 8]),  # 11, 12 newer than serving: kept
-    ([5], 5, None, 2, []),
-])
+@pytest.mark.parametrize(
+    ("releases", "current", "previous", "keep", "gone"),
+    [
+        ([1, 2, 3], 3, 2, 10, []),
+        (list(range(1, 13)), 12, 11, 10, [1, 2]),
+        (list(range(1, 13)), 3, 2, 10, [1]),  # rolled back to 3: 2 stays (previous), newer ones are not pruned
+        (list(range(1, 13)), 12, 1, 10, [2]),  # a rollback's source far back stays
+        (list(range(1, 13)), 10, 9, 2, [1, 2, 3, 4, 5, 6, 7, 8]),  # 11, 12 newer than serving: kept
+        ([5], 5, None, 2, []),
+    ],
+)
 def test_release_pruning(releases, current, previous, keep, gone):
     from orch.rollout import releases_to_prune
 

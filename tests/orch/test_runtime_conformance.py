@@ -49,16 +49,21 @@ async def test_exit_code_and_separate_streams(rt: RuntimeUnderTest) -> None:
 
 
 async def test_env_and_workdir_are_applied(rt: RuntimeUnderTest, tmp_path: Path) -> None:
-    inst = await _run(rt, ["sh", "-c", 'echo "greeting=$GREETING cwd=$(pwd)"'], env={"GREETING": "hi"},
-                      workdir=str(tmp_path))
+    inst = await _run(
+        rt, ["sh", "-c", 'echo "greeting=$GREETING cwd=$(pwd)"'], env={"GREETING": "hi"}, workdir=str(tmp_path)
+    )
     assert (await asyncio.wait_for(rt.runtime.wait(inst), 30)).code == 0
     await eventually(lambda: f"greeting=hi cwd={tmp_path}" in rt.output())
     await rt.runtime.remove(inst)
 
 
 async def test_config_files_are_in_place_before_start(rt: RuntimeUnderTest, tmp_path: Path) -> None:
-    inst = await _run(rt, ["sh", "-c", "cat conf/app.ini; ls -l conf/app.ini"], workdir=str(tmp_path),
-                      config_files=(("conf/app.ini", "port=8080\n", 0o600),))
+    inst = await _run(
+        rt,
+        ["sh", "-c", "cat conf/app.ini; ls -l conf/app.ini"],
+        workdir=str(tmp_path),
+        config_files=(("conf/app.ini", "port=8080\n", 0o600),),
+    )
     assert (await asyncio.wait_for(rt.runtime.wait(inst), 30)).code == 0
     await eventually(lambda: "port=8080" in rt.output() and "-rw-------" in rt.output())
     await rt.runtime.remove(inst)
@@ -166,8 +171,10 @@ async def test_memory_limit_kills_and_reports_oom(rt: RuntimeUnderTest) -> None:
     assert "held" not in rt.output()
     await rt.runtime.remove(inst)
     if not rt.reports_oom:
-        pytest.skip(f"{rt.name}: the limit is enforced (killed by SIGKILL), but on cgroup v1 it cannot be told "
-                    "from another SIGKILL (systemd reports Result=oom-kill only on cgroup v2)")
+        pytest.skip(
+            f"{rt.name}: the limit is enforced (killed by SIGKILL), but on cgroup v1 it cannot be told "
+            "from another SIGKILL (systemd reports Result=oom-kill only on cgroup v2)"
+        )
     if rt.name == "docker" and not status.oom_killed and (why := docker_oom_unreliable()):
         pytest.skip(f"docker: the limit is enforced (killed by SIGKILL), but {why}")
     assert status.oom_killed and "OOM" in status.detail, status

@@ -123,8 +123,9 @@ def test_examples_are_valid() -> None:
 
 
 def test_container_spec_fields() -> None:
-    spec = load_spec("name: site\nimage: infracore-test/busybox:1\ncmd: [httpd, -f]\nentrypoint: /bin/env\n"
-                     "volumes: [data:/data]\n")
+    spec = load_spec(
+        "name: site\nimage: infracore-test/busybox:1\ncmd: [httpd, -f]\nentrypoint: /bin/env\nvolumes: [data:/data]\n"
+    )
     assert spec.runtime_name == "docker" and spec.argv == ["httpd", "-f"] and spec.entrypoint_argv == ["/bin/env"]
     assert load_spec("name: a\nimage: ghcr.io/owner/app@sha256:" + "a" * 64 + "\n").image is not None
     assert load_spec("name: a\nimage: registry.local:5000/team/app:v1.2\n").runtime_name == "docker"
@@ -133,12 +134,16 @@ def test_container_spec_fields() -> None:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("name: a\nimage: nginx\nvolumes:\n  - data:/data\n  - /:/host\n",
-         "hello.yaml:5 volumes[1]: '/:/host' is refused: mounting / gives the container the host's whole file "
-         "system; if you really mean it, add allow_host_mounts: true (recorded in the audit log)"),
-        ("name: a\nimage: nginx\nvolumes: ['/var/run/docker.sock:/var/run/docker.sock']\n",
-         "hello.yaml:3 volumes[0]: '/var/run/docker.sock:/var/run/docker.sock' is refused: mounting "
-         "/var/run/docker.sock gives the container the Docker socket, i.e. root on the host"),
+        (
+            "name: a\nimage: nginx\nvolumes:\n  - data:/data\n  - /:/host\n",
+            "hello.yaml:5 volumes[1]: '/:/host' is refused: mounting / gives the container the host's whole file "
+            "system; if you really mean it, add allow_host_mounts: true (recorded in the audit log)",
+        ),
+        (
+            "name: a\nimage: nginx\nvolumes: ['/var/run/docker.sock:/var/run/docker.sock']\n",
+            "hello.yaml:3 volumes[0]: '/var/run/docker.sock:/var/run/docker.sock' is refused: mounting "
+            "/var/run/docker.sock gives the container the Docker socket, i.e. root on the host",
+        ),
         ("name: a\nimage: nginx\nvolumes: ['/etc/ssl:/etc/ssl:ro']\n", "lies inside /etc"),
         ("name: a\nimage: nginx\nvolumes: ['site:www']\n", "hello.yaml:3 volumes[0]: 'site:www': the target"),
         ("name: a\nimage: Nginx:latest\n", "hello.yaml:2 image: 'Nginx:latest' is not an image reference"),

@@ -24,8 +24,14 @@ from orch.spec import SpecError
 from tests.orch.conftest import PY, alive, cgroup_driver
 
 # Instances stop with the harness's orch (no process outlives a test); tests of the default pass False.
-FAST = {"backoff_initial_s": 0.1, "backoff_max_s": 0.4, "stable_after_s": 30, "crashloop_failures": 4,
-        "crashloop_window_s": 60, "stop_services_on_exit": True}
+FAST = {
+    "backoff_initial_s": 0.1,
+    "backoff_max_s": 0.4,
+    "stable_after_s": 30,
+    "crashloop_failures": 4,
+    "crashloop_window_s": 60,
+    "stop_services_on_exit": True,
+}
 
 
 class Harness:
@@ -42,8 +48,14 @@ class Harness:
         await self.bus.start()
 
     async def orch(self, **settings: Any) -> OrchService:
-        o = OrchService(OrchSettings(**{**FAST, **settings}), data_dir=self.tmp / "data", store=self.store,
-                        bus=self.bus, endpoints=self.endpoints, cgroups=cgroup_driver())
+        o = OrchService(
+            OrchSettings(**{**FAST, **settings}),
+            data_dir=self.tmp / "data",
+            store=self.store,
+            bus=self.bus,
+            endpoints=self.endpoints,
+            cgroups=cgroup_driver(),
+        )
         await o.start()
         self.orchs.append(o)
         return o
@@ -159,8 +171,10 @@ async def test_failing_health_check_restarts_with_the_reason(h: Harness, tmp_pat
     o = await h.orch()
     flag = tmp_path / "ok"
     flag.write_text("1")
-    spec = (f"name: checked\ncmd: [sleep, '300']\nrestart_policy: on-failure\n"
-            f"healthcheck: {{ exec: [test, -f, '{flag}'], interval: 0.2s, timeout: 2s, retries: 2 }}\n")
+    spec = (
+        f"name: checked\ncmd: [sleep, '300']\nrestart_policy: on-failure\n"
+        f"healthcheck: {{ exec: [test, -f, '{flag}'], interval: 0.2s, timeout: 2s, retries: 2 }}\n"
+    )
     await o.apply(spec, "c.yaml")
     await until(lambda: o.describe("checked")["status"] == "running")
     pid = pid_of(o, "checked")
@@ -179,12 +193,14 @@ async def test_depends_on_start_order_and_reverse_stop(h: Harness, tmp_path: Pat
     o = await h.orch()
     log = tmp_path / "order"
     trap = f"trap 'echo stop-$0 >> {log}; exit 0' TERM; echo start-$0 >> {log}; while :; do sleep 0.05; done"
-    await o.apply(f"name: api\ncmd: [sh, -c, \"{trap}\", api]\ndepends_on: [db]\n", "api.yaml")
+    await o.apply(f'name: api\ncmd: [sh, -c, "{trap}", api]\ndepends_on: [db]\n', "api.yaml")
     await until(lambda: o.describe("api")["status"] == "waiting")
     assert "depends on db, which is not defined" in o.describe("api")["reason"]
-    await o.apply(f"name: db\ncmd: [sh, -c, \"sleep 0.5; {trap}\", db]\nports: [{{name: pg}}]\n"
-                  "healthcheck: { exec: [sh, -c, 'test -s " + str(log) + "'], interval: 0.2s, retries: 3 }\n",
-                  "db.yaml")
+    await o.apply(
+        f'name: db\ncmd: [sh, -c, "sleep 0.5; {trap}", db]\nports: [{{name: pg}}]\n'
+        "healthcheck: { exec: [sh, -c, 'test -s " + str(log) + "'], interval: 0.2s, retries: 3 }\n",
+        "db.yaml",
+    )
     await until(lambda: o.describe("api")["status"] == "running")
     await until(lambda: "start-api" in log.read_text())  # running = spawned; its shell writes a moment later
     assert log.read_text().split() == ["start-db", "start-api"]
@@ -195,8 +211,10 @@ async def test_depends_on_start_order_and_reverse_stop(h: Harness, tmp_path: Pat
 async def test_stop_and_delete_leave_nothing_running(h: Harness, tmp_path: Path) -> None:
     o = await h.orch()
     pids = tmp_path / "pids"
-    await o.apply(f"name: forker\ncmd: [sh, -c, 'sleep 300 & echo $! >> {pids}; echo $$ >> {pids}; wait']\n"
-                  "stop_timeout: 1s\n", "f.yaml")
+    await o.apply(
+        f"name: forker\ncmd: [sh, -c, 'sleep 300 & echo $! >> {pids}; echo $$ >> {pids}; wait']\nstop_timeout: 1s\n",
+        "f.yaml",
+    )
     await until(lambda: pids.exists() and len(pids.read_text().split()) == 2)
     procs = [int(p) for p in pids.read_text().split()]
     d = await o.stop_service("forker")
@@ -253,8 +271,13 @@ async def test_invalid_spec_and_unavailable_runtime(h: Harness) -> None:
     down = await h.orch(docker_host="unix:///nonexistent/docker.sock", systemd_command_prefix=["/nonexistent/ctl"])
     with pytest.raises(SpecError, match=re.escape("a.yaml:2 image: dockerd does not answer at unix:///nonexistent")):
         await down.apply("name: a\nimage: nginx\n", "a.yaml")
-    with pytest.raises(SpecError, match=re.escape("a.yaml:2 runtime: the systemd runtime cannot reach systemd through "
-                                                  "/nonexistent/ctl (cannot run /nonexistent/ctl")):
+    with pytest.raises(
+        SpecError,
+        match=re.escape(
+            "a.yaml:2 runtime: the systemd runtime cannot reach systemd through "
+            "/nonexistent/ctl (cannot run /nonexistent/ctl"
+        ),
+    ):
         await down.apply("name: a\nruntime: systemd\ncmd: [sleep, '100']\n", "a.yaml")
     await o.apply("name: a\ncmd: [sleep, '100']\ndepends_on: [b]\n", "a.yaml")
     with pytest.raises(SpecError, match=re.escape("b.yaml:3 depends_on: dependency cycle: a -> b -> a")):
@@ -294,8 +317,9 @@ async def test_memory_limit_exit_is_reported_as_oom(h: Harness) -> None:
         pytest.skip(f"memory limits need a cgroup memory controller here: {cgroup_driver().warning}")
     o = await h.orch()
     hog = "x = [bytearray(8 << 20) for _ in range(40)]"
-    await o.apply(f"name: hog\ncmd: ['{PY}', -c, '{hog}']\nresources: {{memory: 48Mi}}\nrestart_policy: 'no'\n",
-                  "hog.yaml")
+    await o.apply(
+        f"name: hog\ncmd: ['{PY}', -c, '{hog}']\nresources: {{memory: 48Mi}}\nrestart_policy: 'no'\n", "hog.yaml"
+    )
     await until(lambda: o.describe("hog")["status"] == "exited")
     d = o.describe("hog")
     assert d["last_exit"]["oom_killed"] and "OOM" in d["reason"], d

@@ -34,8 +34,13 @@ async def h(tmp_path: Path) -> AsyncIterator[Harness]:
 
 
 async def _orch(h: Harness, box: str, prefix: str) -> OrchService:
-    return await h.orch(systemd_command_prefix=["docker", "exec", "-i", box], systemd_poll_s=0.3,
-                        systemd_unit_prefix=prefix, docker=False, stop_services_on_exit=False)
+    return await h.orch(
+        systemd_command_prefix=["docker", "exec", "-i", box],
+        systemd_poll_s=0.3,
+        systemd_unit_prefix=prefix,
+        docker=False,
+        stop_services_on_exit=False,
+    )
 
 
 def _running(o: OrchService, name: str) -> dict[str, Any]:
@@ -55,8 +60,7 @@ stop_timeout: 2s
 """
 
 
-async def test_unit_written_restarted_after_outside_kill_left_running_adopted_and_removed(h: Harness,
-                                                                                          box: str) -> None:
+async def test_unit_written_restarted_after_outside_kill_left_running_adopted_and_removed(h: Harness, box: str) -> None:
     prefix = f"infracore-t{secrets.token_hex(3)}"
     unit = f"{prefix}-ticker-1.service"
     o = await _orch(h, box, prefix)
@@ -66,9 +70,15 @@ async def test_unit_written_restarted_after_outside_kill_left_running_adopted_an
     assert first["runtime"] == "systemd" and first["unit"] == unit
     rc, text = in_container(box, ["cat", f"/etc/systemd/system/{unit}"])
     assert rc == 0
-    for line in ('ExecStart=/usr/bin/sh -c "echo started $$GREETING; while :; do sleep 1; done"',
-                 'Environment="GREETING=hi there"', "WorkingDirectory=/var/tmp", f"MemoryMax={64 << 20}",
-                 "CPUQuota=50%", "Restart=no", "TimeoutStopSec=2"):
+    for line in (
+        'ExecStart=/usr/bin/sh -c "echo started $$GREETING; while :; do sleep 1; done"',
+        'Environment="GREETING=hi there"',
+        "WorkingDirectory=/var/tmp",
+        f"MemoryMax={64 << 20}",
+        "CPUQuota=50%",
+        "Restart=no",
+        "TimeoutStopSec=2",
+    ):
         assert line in text, text
     out = h.tmp / "data" / "logs" / "ticker"
     await until(lambda: out.exists() and "started hi there" in "".join(p.read_text() for p in out.glob("*.log")))
@@ -95,8 +105,10 @@ async def test_failing_health_check_restarts_the_unit(h: Harness, box: str, tmp_
     flag = tmp_path / "healthy"
     flag.write_text("1")
     o = await _orch(h, box, prefix)
-    await o.apply(SPEC + f"healthcheck: {{ exec: [test, -f, '{flag}'], interval: 0.3s, timeout: 2s, retries: 2 }}\n",
-                  "ticker.yaml")
+    await o.apply(
+        SPEC + f"healthcheck: {{ exec: [test, -f, '{flag}'], interval: 0.3s, timeout: 2s, retries: 2 }}\n",
+        "ticker.yaml",
+    )
     await until(lambda: (i := _running(o, "ticker")) and i["healthy"], 60)
     first = _running(o, "ticker")
     flag.unlink()

@@ -7,17 +7,33 @@ import pytest
 from orch._tarcheck import Member, TarChecker, TarLimits, TarRejected, normalise
 
 
-@pytest.mark.parametrize(("name", "expected"), [
-    ("a", "a"), ("./a/b", "a/b"), ("a//b/", "a/b"), ("./", ""), ("a/./b", "a/b"),
-])
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("a", "a"),
+        ("./a/b", "a/b"),
+        ("a//b/", "a/b"),
+        ("./", ""),
+        ("a/./b", "a/b"),
+    ],
+)
 def test_normalise_accepts(name, expected):
     assert normalise(name) == expected
 
 
-@pytest.mark.parametrize(("name", "rule"), [
-    ("/etc/x", "absolute_path"), ("../x", "parent_path"), ("a/../../x", "parent_path"), ("a/..", "parent_path"),
-    ("", "bad_name"), ("a\x00b", "bad_name"), ("C:/x", "absolute_path"), ("/".join(["d"] * 100), "bad_name"),
-])
+@pytest.mark.parametrize(
+    ("name", "rule"),
+    [
+        ("/etc/x", "absolute_path"),
+        ("../x", "parent_path"),
+        ("a/../../x", "parent_path"),
+        ("a/..", "parent_path"),
+        ("", "bad_name"),
+        ("a\x00b", "bad_name"),
+        ("C:/x", "absolute_path"),
+        ("/".join(["d"] * 100), "bad_name"),
+    ],
+)
 def test_normalise_refuses(name, rule):
     with pytest.raises(TarRejected) as e:
         normalise(name)

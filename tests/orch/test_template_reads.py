@@ -61,8 +61,9 @@ def test_a_plain_template_is_read(rel: Path) -> None:
     assert _read(rel, "conf/../conf/app.tmpl") == "x=${version}\n"
 
 
-@pytest.mark.parametrize("path", ["../outside.txt", "conf/../../outside.txt", "/etc/passwd", "", ".", "conf/..",
-                                  "/", "//etc/passwd"])
+@pytest.mark.parametrize(
+    "path", ["../outside.txt", "conf/../../outside.txt", "/etc/passwd", "", ".", "conf/..", "/", "//etc/passwd"]
+)
 def test_paths_leaving_the_release_dir_are_refused(rel: Path, path: str) -> None:
     with pytest.raises(ConfigFileRefused, match="outside"):
         _read(rel, path)
@@ -185,10 +186,18 @@ async def test_a_deploy_with_a_hostile_template_is_refused_precisely(h: Harness,
     work = tmp_path / "work"
     (work / "conf").mkdir(parents=True)
     os.mkfifo(work / "fifo.tmpl")
-    for template, why in (("conf", "not a regular file"), ("fifo.tmpl", "not a regular file"),
-                          ("../outside", "without '..'"), ("/etc/passwd", "relative to the workdir")):
+    for template, why in (
+        ("conf", "not a regular file"),
+        ("fifo.tmpl", "not a regular file"),
+        ("../outside", "without '..'"),
+        ("/etc/passwd", "relative to the workdir"),
+    ):
         with pytest.raises(SpecError, match=re.escape(why)) as e:
-            await o.deploy("web", version="v2", actor="ci", overrides={
-                "workdir": str(work), "config_files": [{"path": "app.ini", "template": template}]})
+            await o.deploy(
+                "web",
+                version="v2",
+                actor="ci",
+                overrides={"workdir": str(work), "config_files": [{"path": "app.ini", "template": template}]},
+            )
         assert "config_files[0]" in str(e.value)
     assert o.describe("web")["version"] == 1

@@ -23,8 +23,15 @@ def run(rule: AlertRule, values: list[tuple[float, float | None]]) -> list[tuple
 def test_fires_after_the_for_duration_and_resolves_under_the_hysteresis_band() -> None:
     seq = [(0, 50), (1, 95), (5, 96), (10, 97), (11, 97), (12, 88), (13, 86), (14, 84), (15, 84)]
     assert run(RULE, seq) == [
-        ("ok", None), ("pending", None), ("pending", None), ("pending", None), ("firing", "triggered"),
-        ("firing", None), ("firing", None), ("ok", "resolved"), ("ok", None),
+        ("ok", None),
+        ("pending", None),
+        ("pending", None),
+        ("pending", None),
+        ("firing", "triggered"),
+        ("firing", None),
+        ("firing", None),
+        ("ok", "resolved"),
+        ("ok", None),
     ]
 
 
@@ -41,18 +48,30 @@ def test_zero_for_duration_fires_at_once() -> None:
 def test_missing_data_resets_pending_and_resolves_firing_only_when_stale() -> None:
     seq = [(0, 95), (1, None), (2, 95), (12, 95), (13, None), (30, None), (42, None), (43, None)]
     assert run(RULE, seq) == [
-        ("pending", None), ("ok", None), ("pending", None), ("firing", "triggered"), ("firing", None),
-        ("firing", None), ("ok", "resolved"), ("ok", None),
+        ("pending", None),
+        ("ok", None),
+        ("pending", None),
+        ("firing", "triggered"),
+        ("firing", None),
+        ("firing", None),
+        ("ok", "resolved"),
+        ("ok", None),
     ]
 
 
 @pytest.mark.parametrize(
     ("interval_s", "for_s", "floor_s", "want"),
-    [(1.0, 0.0, 0.0, 2.0), (1.0, 10.0, 0.0, 10.0), (5.0, 3.0, 0.0, 10.0), (1.0, 10.0, 60.0, 60.0),
-     (0.25, 0.0, 0.0, 0.5)],
+    [
+        (1.0, 0.0, 0.0, 2.0),
+        (1.0, 10.0, 0.0, 10.0),
+        (5.0, 3.0, 0.0, 10.0),
+        (1.0, 10.0, 60.0, 60.0),
+        (0.25, 0.0, 0.0, 0.5),
+    ],
 )
-def test_no_data_resolves_after_two_intervals_or_the_for_duration(interval_s: float, for_s: float, floor_s: float,
-                                                                   want: float) -> None:
+def test_no_data_resolves_after_two_intervals_or_the_for_duration(
+    interval_s: float, for_s: float, floor_s: float, want: float
+) -> None:
     rule = AlertRule(3, "r", "m", ">", 1.0, for_s=for_s)
     assert no_data_after(rule, interval_s, floor_s) == want
     stale = no_data_after(rule, interval_s, floor_s)
@@ -73,8 +92,16 @@ def test_label_matching_is_a_subset_match() -> None:
 
 @pytest.mark.parametrize(
     ("op", "value", "breach", "clear"),
-    [(">", 90, False, True), (">", 91, True, False), (">=", 90, True, False), (">=", 89, False, True),
-     ("<", 10, False, True), ("<", 9, True, False), ("<=", 10, True, False), ("<=", 11, False, True)],
+    [
+        (">", 90, False, True),
+        (">", 91, True, False),
+        (">=", 90, True, False),
+        (">=", 89, False, True),
+        ("<", 10, False, True),
+        ("<", 9, True, False),
+        ("<=", 10, True, False),
+        ("<=", 11, False, True),
+    ],
 )
 def test_without_hysteresis_clear_is_exactly_not_breach(op: str, value: float, breach: bool, clear: bool) -> None:
     threshold = 90 if op.startswith(">") else 10

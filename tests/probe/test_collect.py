@@ -100,8 +100,10 @@ def test_proc_stat_parser_agrees_with_psutil() -> None:
 def test_a_child_burning_cpu_shows_up_in_its_instance(child: callable) -> None:  # type: ignore[valid-type]
     burner, idle = child(BURN), child(SLEEP)
     sc = ServiceCollector()
-    inv = [InstanceInfo("burn", "burn-1", "process", "running", pid=burner.pid, restarts=2),
-           InstanceInfo("idle", "idle-1", "process", "running", pid=idle.pid)]
+    inv = [
+        InstanceInfo("burn", "burn-1", "process", "running", pid=burner.pid, restarts=2),
+        InstanceInfo("idle", "idle-1", "process", "running", pid=idle.pid),
+    ]
     sc.collect(inv, time.monotonic())
     deadline = time.monotonic() + 3.0
     cpu: dict = {}
@@ -223,8 +225,12 @@ def test_a_cgroups_processes_io_without_io_stat(child: callable, tmp_path: Path)
     if not made:
         pytest.skip("cannot create a cgroup on this host (not root, or no writable hierarchy)")
     # The writer joins the cgroup before it forks, so its child is in it too; the instance names no pid.
-    writer = child("import os, sys, time\nwhile not os.path.exists(sys.argv[2]): time.sleep(0.02)\nexec(sys.argv[3])",
-                   str(tmp_path / "out.bin"), str(tmp_path / "go"), WRITER)
+    writer = child(
+        "import os, sys, time\nwhile not os.path.exists(sys.argv[2]): time.sleep(0.02)\nexec(sys.argv[3])",
+        str(tmp_path / "out.bin"),
+        str(tmp_path / "go"),
+        WRITER,
+    )
     try:
         for d in made:
             (d / "cgroup.procs").write_text(str(writer.pid))
@@ -233,8 +239,9 @@ def test_a_cgroups_processes_io_without_io_stat(child: callable, tmp_path: Path)
         assert files.procs is not None
         sc = ServiceCollector()
         inv = [InstanceInfo("cg", "cg-1", "process", "running", cgroup=rel)]
-        rate = _io_rate(sc, inv, "service_io_write_bytes_per_second", (("instance", "cg-1"), ("service", "cg")),
-                        256 * 1024)
+        rate = _io_rate(
+            sc, inv, "service_io_write_bytes_per_second", (("instance", "cg-1"), ("service", "cg")), 256 * 1024
+        )
         if files.io is None:
             assert rate > 256 * 1024
         else:
@@ -274,29 +281,46 @@ def test_pid_stat_parser_handles_odd_command_names() -> None:
 
 @pytest.mark.parametrize(
     ("status", "desired", "healthy", "up"),
-    [("running", "running", 2, 1.0), ("degraded", "running", 1, 1.0), ("stopped", "stopped", 0, 0.0),
-     ("failed", "running", 0, 0.0), ("crashloop", "running", 0, 0.0), ("exited", "running", 0, 0.0),
-     ("backoff", "running", 0, 0.0), ("unhealthy", "running", 0, 0.0), ("starting", "running", 0, 0.0),
-     ("stopped", "stopped", 0, 0.0), ("pending", "running", 0, None)],
+    [
+        ("running", "running", 2, 1.0),
+        ("degraded", "running", 1, 1.0),
+        ("stopped", "stopped", 0, 0.0),
+        ("failed", "running", 0, 0.0),
+        ("crashloop", "running", 0, 0.0),
+        ("exited", "running", 0, 0.0),
+        ("backoff", "running", 0, 0.0),
+        ("unhealthy", "running", 0, 0.0),
+        ("starting", "running", 0, 0.0),
+        ("stopped", "stopped", 0, 0.0),
+        ("pending", "running", 0, None),
+    ],
 )
 def test_service_up_from_orchs_state(status: str, desired: str, healthy: int, up: float | None) -> None:
     pts = service_state_points([ServiceState("web", status, desired, healthy, 2)])
     if up is None:
         assert pts == []  # orch has not planned it yet: not known to be down
     else:
-        assert pts == [("service_up", {"service": "web"}, up),
-                       ("service_healthy_instances", {"service": "web"}, float(healthy))]
+        assert pts == [
+            ("service_up", {"service": "web"}, up),
+            ("service_healthy_instances", {"service": "web"}, float(healthy)),
+        ]
 
 
 def test_gate_counters_become_rates() -> None:
     ga = GateAdapter()
-    s1 = [Sample("gate_requests_total", 100, {"route": "a", "class": "2xx"}, kind="counter"),
-          Sample("gate_open_connections", 3)]
+    s1 = [
+        Sample("gate_requests_total", 100, {"route": "a", "class": "2xx"}, kind="counter"),
+        Sample("gate_open_connections", 3),
+    ]
     assert ga.convert(s1, 10.0) == [("gate_open_connections", {}, 3.0)]
-    s2 = [Sample("gate_requests_total", 150, {"route": "a", "class": "2xx"}, kind="counter"),
-          Sample("gate_open_connections", 4)]
-    assert ga.convert(s2, 12.0) == [("gate_requests_per_second", {"route": "a", "class": "2xx"}, 25.0),
-                                    ("gate_open_connections", {}, 4.0)]
+    s2 = [
+        Sample("gate_requests_total", 150, {"route": "a", "class": "2xx"}, kind="counter"),
+        Sample("gate_open_connections", 4),
+    ]
+    assert ga.convert(s2, 12.0) == [
+        ("gate_requests_per_second", {"route": "a", "class": "2xx"}, 25.0),
+        ("gate_open_connections", {}, 4.0),
+    ]
 
 
 def _docker_ready() -> bool:
@@ -308,13 +332,20 @@ def _docker_ready() -> bool:
 
 @pytest.mark.skipif(not _docker_ready(), reason="no dockerd with infracore-test/busybox:1 (../shared/peers/peers.sh)")
 def test_a_container_is_measured_by_its_cgroup_and_network_namespace() -> None:
-    run = subprocess.run(["docker", "run", "-d", "--rm", "infracore-test/busybox:1", "sh", "-c",
-                          "while :; do :; done"], capture_output=True, text=True, timeout=60)
+    run = subprocess.run(
+        ["docker", "run", "-d", "--rm", "infracore-test/busybox:1", "sh", "-c", "while :; do :; done"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert run.returncode == 0, run.stderr
     cid = run.stdout.strip()
     try:
-        pid = int(subprocess.run(["docker", "inspect", "-f", "{{.State.Pid}}", cid], capture_output=True,
-                                 text=True, check=True).stdout)
+        pid = int(
+            subprocess.run(
+                ["docker", "inspect", "-f", "{{.State.Pid}}", cid], capture_output=True, text=True, check=True
+            ).stdout
+        )
         sc = ServiceCollector()
         inv = [InstanceInfo("box", "box-1", "docker", "running", pid=pid, container_id=cid)]
         sc.collect(inv, time.monotonic())

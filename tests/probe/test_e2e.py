@@ -46,8 +46,11 @@ def test_serve_collects_and_exposes_metrics(server_factory: Any) -> None:
         assert httpx.get(f"http://127.0.0.1:{srv.http_port}/", headers={"Host": "nobody.test"}).status_code == 404
 
     def p99_points() -> list:
-        r = srv.api("GET", "/api/metrics/query?name=gate_request_duration_ms&labels=route=*,quantile=0.99"
-                    "&from=5m&step=1", token=viewer)
+        r = srv.api(
+            "GET",
+            "/api/metrics/query?name=gate_request_duration_ms&labels=route=*,quantile=0.99&from=5m&step=1",
+            token=viewer,
+        )
         assert r.status_code == 200, r.text
         series = r.json()["series"]
         return series[0]["points"] if series else []
@@ -100,8 +103,9 @@ def test_serve_collects_and_exposes_metrics(server_factory: Any) -> None:
     bad = srv.api("GET", "/api/metrics/top?n=zero", token=viewer)
     assert bad.status_code == 400
     # a viewer cannot add alert rules
-    denied = srv.api("POST", "/api/alerts/rules", token=viewer,
-                     json={"name": "x", "metric": "host_load1", "op": ">", "threshold": 1})
+    denied = srv.api(
+        "POST", "/api/alerts/rules", token=viewer, json={"name": "x", "metric": "host_load1", "op": ">", "threshold": 1}
+    )
     assert denied.status_code == 403
 
     # the CLI
@@ -113,8 +117,9 @@ def test_serve_collects_and_exposes_metrics(server_factory: Any) -> None:
     assert "host_load1" in out.stdout
     out = srv.fsctl("metrics", "no_such_metric")
     assert out.returncode == 1 and "no data for no_such_metric" in out.stderr
-    out = srv.fsctl("alert", "add", "--name", "busy", "--metric", "host_load1", "--op", ">", "--threshold",
-                    "1000", "--for", "1m")
+    out = srv.fsctl(
+        "alert", "add", "--name", "busy", "--metric", "host_load1", "--op", ">", "--threshold", "1000", "--for", "1m"
+    )
     assert out.returncode == 0, out.stderr
     assert "host_load1 > 1000 for 60s" in out.stdout
     out = srv.fsctl("alert", "add", "--name", "bad", "--metric", "host load", "--threshold", "1")
@@ -122,15 +127,19 @@ def test_serve_collects_and_exposes_metrics(server_factory: Any) -> None:
     out = srv.fsctl("alert", "ls")
     assert out.returncode == 0 and "busy" in out.stdout
     rules = srv.api("GET", "/api/alerts/rules").json()
-    put = srv.api("PUT", f"/api/alerts/rules/{rules[0]['id']}",
-                  json={"name": "busy", "metric": "host_load1", "op": ">=", "threshold": 2000, "for": "2m"})
+    put = srv.api(
+        "PUT",
+        f"/api/alerts/rules/{rules[0]['id']}",
+        json={"name": "busy", "metric": "host_load1", "op": ">=", "threshold": 2000, "for": "2m"},
+    )
     assert put.status_code == 200, put.text
     assert (put.json()["threshold"], put.json()["for_s"], put.json()["op"]) == (2000, 120, ">=")
     assert srv.api("GET", "/api/alerts/rules/busy").json()["threshold"] == 2000
     missing = srv.api("DELETE", "/api/alerts/rules/nope")
     assert missing.status_code == 404 and "no alert rule 'nope'" in missing.json()["error"]["message"]
-    typo = srv.api("POST", "/api/alerts/rules", json={"name": "t", "metric": "m", "op": ">", "threshold": 1,
-                                                      "treshold": 2})
+    typo = srv.api(
+        "POST", "/api/alerts/rules", json={"name": "t", "metric": "m", "op": ">", "threshold": 1, "treshold": 2}
+    )
     assert typo.status_code == 400 and "treshold" in typo.json()["error"]["message"]
     assert srv.api("GET", "/api/alerts").json() == {"active": [], "recent": []}
     out = srv.fsctl("alert", "rm", "busy")
@@ -171,8 +180,9 @@ def test_a_service_run_by_orch_shows_up_in_its_metrics(server_factory: Any) -> N
     # orch tells probe about the stopped service too: service_up goes to 0 rather than vanishing
     def up() -> float | None:
         text = httpx.get(f"{srv.url}/metrics", headers={"Authorization": f"Bearer {srv.login()}"}).text
-        values = [v for series, v in parse(text).get("service_up", ("", []))[1]
-                  if series == 'service_up{service="burner"}']
+        values = [
+            v for series, v in parse(text).get("service_up", ("", []))[1] if series == 'service_up{service="burner"}'
+        ]
         return values[0] if values else None
 
     _poll(lambda: up() == 0.0, 20, "service_up{service=burner} 0 in /metrics after the stop")

@@ -6,8 +6,18 @@ import pytest
 
 from probe.events import AlertResolved, AlertTransition, AlertTriggered
 
-FIELDS = {"rule_id": 1, "rule": "cpu", "metric": "host_cpu_percent", "labels": {"host": "h"}, "op": ">",
-          "threshold": 90.0, "for_s": 60.0, "value": 95.5, "at": 1000.0, "reason": "above threshold"}
+FIELDS = {
+    "rule_id": 1,
+    "rule": "cpu",
+    "metric": "host_cpu_percent",
+    "labels": {"host": "h"},
+    "op": ">",
+    "threshold": 90.0,
+    "for_s": 60.0,
+    "value": 95.5,
+    "at": 1000.0,
+    "reason": "above threshold",
+}
 
 
 @pytest.mark.parametrize(("etype", "cls"), [("alert.triggered", AlertTriggered), ("alert.resolved", AlertResolved)])

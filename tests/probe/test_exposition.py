@@ -39,13 +39,15 @@ def parse(text: str) -> dict[str, tuple[str, list[tuple[str, float]]]]:
 
 
 def test_render_groups_escapes_and_parses() -> None:
-    text = render([
-        Reading("host_load1", {}, 0.5),
-        Reading("svc.cpu-percent", {"service": 'we"ird\\\nname', "9x": "a"}, 12.25),
-        Reading("gate_requests_total", {"route": "r1", "class": "2xx"}, 10, kind="counter"),
-        Reading("gate_requests_total", {"route": "r1", "class": "5xx"}, 2, kind="counter"),
-        Reading("host_load1", {}, 0.7),  # duplicate series: first wins
-    ])
+    text = render(
+        [
+            Reading("host_load1", {}, 0.5),
+            Reading("svc.cpu-percent", {"service": 'we"ird\\\nname', "9x": "a"}, 12.25),
+            Reading("gate_requests_total", {"route": "r1", "class": "2xx"}, 10, kind="counter"),
+            Reading("gate_requests_total", {"route": "r1", "class": "5xx"}, 2, kind="counter"),
+            Reading("host_load1", {}, 0.7),  # duplicate series: first wins
+        ]
+    )
     fams = parse(text)
     assert fams["host_load1"] == ("gauge", [("host_load1", 0.5)])
     assert fams["gate_requests_total"][0] == "counter"

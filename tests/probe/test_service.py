@@ -51,8 +51,10 @@ class Gauge:
         self.requests += 10
         if not self.present:
             return []
-        return [Sample("gate_upstream_latency_p99_ms", self.value, {"route": "r1"}),
-                Sample("gate_requests_total", self.requests, {"route": "r1", "class": "2xx"}, kind="counter")]
+        return [
+            Sample("gate_upstream_latency_p99_ms", self.value, {"route": "r1"}),
+            Sample("gate_requests_total", self.requests, {"route": "r1", "class": "2xx"}, kind="counter"),
+        ]
 
 
 @pytest.fixture
@@ -91,8 +93,9 @@ async def test_ticks_store_host_and_service_metrics(tmp_path: Path, kernel: Any,
     inv = Inventory()
     inv.items = [InstanceInfo("burn", "burn-1", "process", "running", pid=burner.pid)]
     gauge = Gauge()
-    svc = ProbeService(ProbeConfig(interval_s=0.25), tmp_path, store, bus, inventory=lambda: inv,
-                       gate_source=lambda: gauge)
+    svc = ProbeService(
+        ProbeConfig(interval_s=0.25), tmp_path, store, bus, inventory=lambda: inv, gate_source=lambda: gauge
+    )
     await svc.start()
     try:
         assert (tmp_path / "metrics.db").exists()
@@ -147,10 +150,20 @@ async def test_alert_fires_after_for_duration_resolves_and_webhook_is_retried(tm
     await svc.start()
     sub = bus.subscribe(types=["alert.triggered", "alert.resolved"])
     try:
-        rule = await svc.add_rule(AlertRuleBody.model_validate({
-            "name": "slow upstream", "metric": "gate_upstream_latency_p99_ms", "labels": {"route": "r1"},
-            "op": ">", "threshold": 500, "for": "1s", "hysteresis": 100,
-            "webhook": f"http://127.0.0.1:{port}/hook"}))
+        rule = await svc.add_rule(
+            AlertRuleBody.model_validate(
+                {
+                    "name": "slow upstream",
+                    "metric": "gate_upstream_latency_p99_ms",
+                    "labels": {"route": "r1"},
+                    "op": ">",
+                    "threshold": 500,
+                    "for": "1s",
+                    "hysteresis": 100,
+                    "webhook": f"http://127.0.0.1:{port}/hook",
+                }
+            )
+        )
         gauge.value = 900.0
         started = time.monotonic()
         ev = await asyncio.wait_for(sub.__anext__(), 10)
@@ -249,8 +262,14 @@ async def test_a_firing_alert_whose_series_vanishes_resolves_with_reason_no_data
     url = f"http://127.0.0.1:{runner.addresses[0][1]}/hook"
     gauge = Gauge()
     clock = ManualClock()
-    svc = ProbeService(ProbeConfig(enabled=False, interval_s=0.25, webhook_url=url), tmp_path, store, bus,
-                       gate_source=lambda: gauge, clock=clock)
+    svc = ProbeService(
+        ProbeConfig(enabled=False, interval_s=0.25, webhook_url=url),
+        tmp_path,
+        store,
+        bus,
+        gate_source=lambda: gauge,
+        clock=clock,
+    )
     await svc.start()
 
     async def tick() -> None:
@@ -258,8 +277,11 @@ async def test_a_firing_alert_whose_series_vanishes_resolves_with_reason_no_data
         await svc.tick()
 
     try:
-        await svc.add_rule(AlertRuleBody.model_validate({
-            "name": "slow", "metric": "gate_upstream_latency_p99_ms", "op": ">", "threshold": 500, "for": "1s"}))
+        await svc.add_rule(
+            AlertRuleBody.model_validate(
+                {"name": "slow", "metric": "gate_upstream_latency_p99_ms", "op": ">", "threshold": 500, "for": "1s"}
+            )
+        )
         gauge.value = 900.0
         for _ in range(5):  # pending for 1 s, then firing
             await tick()
@@ -280,8 +302,12 @@ async def test_a_firing_alert_whose_series_vanishes_resolves_with_reason_no_data
         for _ in range(5):
             await tick()
         assert [a["status"] for a in svc.alerts()["active"]] == ["firing"]
-        await svc.replace_rule("slow", AlertRuleBody.model_validate({
-            "name": "slow", "metric": "gate_upstream_latency_p99_ms", "op": ">", "threshold": 600}))
+        await svc.replace_rule(
+            "slow",
+            AlertRuleBody.model_validate(
+                {"name": "slow", "metric": "gate_upstream_latency_p99_ms", "op": ">", "threshold": 600}
+            ),
+        )
         assert svc.alerts()["active"] == [] and svc.alerts()["recent"][-1]["reason"] == "rule changed"
         await tick()  # the new rule, from a new state: no for-duration, fires at once
         assert [a["status"] for a in svc.alerts()["active"]] == ["firing"]
@@ -295,9 +321,13 @@ async def test_a_firing_alert_whose_series_vanishes_resolves_with_reason_no_data
         await poll(delivered, 10, "six webhook deliveries")
         got = sorted(received, key=lambda r: (r["at"], r["event"] == "alert.resolved"))
         assert [(r["event"], r["reason"]) for r in got] == [
-            ("alert.triggered", "threshold"), ("alert.resolved", "no data"),
-            ("alert.triggered", "threshold"), ("alert.resolved", "rule changed"),
-            ("alert.triggered", "threshold"), ("alert.resolved", "rule removed")]
+            ("alert.triggered", "threshold"),
+            ("alert.resolved", "no data"),
+            ("alert.triggered", "threshold"),
+            ("alert.resolved", "rule changed"),
+            ("alert.triggered", "threshold"),
+            ("alert.resolved", "rule removed"),
+        ]
     finally:
         await svc.stop(5.0)
         await runner.cleanup()
@@ -311,20 +341,23 @@ class Sporadic:
 
     def samples(self) -> list[Sample]:
         self.n += 1
-        return [Sample("gate_upstream_latency_p99_ms", self.value, {"route": "r1"})] if self.n % self.every == 1 \
-            else []
+        return [Sample("gate_upstream_latency_p99_ms", self.value, {"route": "r1"})] if self.n % self.every == 1 else []
 
 
 async def test_a_sporadic_series_does_not_flap_but_still_resolves_when_gone(tmp_path: Path, kernel: Any) -> None:
     store, bus = kernel
     source = Sporadic(every=6)  # a report every 1.5 s at 0.25 s ticks: "no data" for 2 intervals is normal
     clock = ManualClock()
-    svc = ProbeService(ProbeConfig(enabled=False, interval_s=0.25), tmp_path, store, bus,
-                       gate_source=lambda: source, clock=clock)
+    svc = ProbeService(
+        ProbeConfig(enabled=False, interval_s=0.25), tmp_path, store, bus, gate_source=lambda: source, clock=clock
+    )
     await svc.start()
     try:
-        await svc.add_rule(AlertRuleBody.model_validate({
-            "name": "slow", "metric": "gate_upstream_latency_p99_ms", "op": ">", "threshold": 500}))
+        await svc.add_rule(
+            AlertRuleBody.model_validate(
+                {"name": "slow", "metric": "gate_upstream_latency_p99_ms", "op": ">", "threshold": 500}
+            )
+        )
         for _ in range(61):  # 15 s of sporadic reports, all breaching, the last one in the last tick
             clock.advance(0.25)
             await svc.tick()
@@ -339,7 +372,9 @@ async def test_a_sporadic_series_does_not_flap_but_still_resolves_when_gone(tmp_
             clock.advance(0.25)
             await svc.tick()
         assert [(r["event"], r["reason"]) for r in svc.alerts()["recent"]] == [
-            ("alert.triggered", "threshold"), ("alert.resolved", "no data")]
+            ("alert.triggered", "threshold"),
+            ("alert.resolved", "no data"),
+        ]
     finally:
         await svc.stop(5.0)
 
@@ -351,8 +386,9 @@ async def test_a_rule_removed_during_a_tick_is_resolved_after_it_triggered(tmp_p
     gauge = Gauge()
     gauge.value = 900.0
     clock = ManualClock()
-    svc = ProbeService(ProbeConfig(enabled=False, interval_s=0.25), tmp_path, store, bus,
-                       gate_source=lambda: gauge, clock=clock)
+    svc = ProbeService(
+        ProbeConfig(enabled=False, interval_s=0.25), tmp_path, store, bus, gate_source=lambda: gauge, clock=clock
+    )
     await svc.start()
     real_write = svc.metrics.write
     writing, proceed = asyncio.Event(), asyncio.Event()
@@ -363,8 +399,11 @@ async def test_a_rule_removed_during_a_tick_is_resolved_after_it_triggered(tmp_p
         return await real_write(*args)
 
     try:
-        await svc.add_rule(AlertRuleBody.model_validate({
-            "name": "slow", "metric": "gate_upstream_latency_p99_ms", "op": ">", "threshold": 500}))
+        await svc.add_rule(
+            AlertRuleBody.model_validate(
+                {"name": "slow", "metric": "gate_upstream_latency_p99_ms", "op": ">", "threshold": 500}
+            )
+        )
         svc.metrics.write = held_write  # type: ignore[method-assign]
         clock.advance(0.25)
         tick = asyncio.create_task(svc.tick())
@@ -391,8 +430,9 @@ async def test_a_firing_alert_survives_a_restart_without_a_second_triggered(tmp_
     rule = {"name": "slow", "metric": "gate_upstream_latency_p99_ms", "op": ">", "threshold": 500}
 
     def make() -> ProbeService:
-        return ProbeService(ProbeConfig(enabled=False, interval_s=0.25), tmp_path, store, bus,
-                            gate_source=lambda: gauge, clock=clock)
+        return ProbeService(
+            ProbeConfig(enabled=False, interval_s=0.25), tmp_path, store, bus, gate_source=lambda: gauge, clock=clock
+        )
 
     first = make()
     await first.start()
@@ -429,7 +469,8 @@ async def test_a_firing_alert_survives_a_restart_without_a_second_triggered(tmp_
 
 
 async def test_a_restored_alert_is_not_resolved_for_no_data_on_the_first_ticks_after_a_restart(
-        tmp_path: Path, kernel: Any) -> None:
+    tmp_path: Path, kernel: Any
+) -> None:
     """Firing for far longer than its "no data" wait, then a restart whose first tick lacks the series
     (normal for rates, CPU %, connection counts): no "resolved", no second "triggered"; the series gone
     for good still resolves, counted from the start."""
@@ -440,8 +481,9 @@ async def test_a_restored_alert_is_not_resolved_for_no_data_on_the_first_ticks_a
     rule = {"name": "slow", "metric": "gate_upstream_latency_p99_ms", "op": ">", "threshold": 500}
 
     def make() -> ProbeService:
-        return ProbeService(ProbeConfig(enabled=False, interval_s=1), tmp_path, store, bus,
-                            gate_source=lambda: gauge, clock=clock)
+        return ProbeService(
+            ProbeConfig(enabled=False, interval_s=1), tmp_path, store, bus, gate_source=lambda: gauge, clock=clock
+        )
 
     first = make()
     await first.start()
@@ -500,8 +542,11 @@ async def test_stop_right_after_a_transition_still_announces_it(tmp_path: Path, 
     saved = _hold_after_saving_a_firing_state(svc)
     await svc.start()
     try:
-        await svc.add_rule(AlertRuleBody.model_validate({
-            "name": "slow", "metric": "gate_upstream_latency_p99_ms", "op": ">", "threshold": 500}))
+        await svc.add_rule(
+            AlertRuleBody.model_validate(
+                {"name": "slow", "metric": "gate_upstream_latency_p99_ms", "op": ">", "threshold": 500}
+            )
+        )
         await asyncio.wait_for(saved.wait(), 20)
     finally:
         await svc.stop(5.0)  # cancels the held tick
@@ -511,21 +556,26 @@ async def test_stop_right_after_a_transition_still_announces_it(tmp_path: Path, 
 
 
 async def test_a_transition_saved_but_not_announced_before_a_crash_is_announced_at_the_next_start(
-        tmp_path: Path, kernel: Any) -> None:
+    tmp_path: Path, kernel: Any
+) -> None:
     store, bus = kernel
     gauge = Gauge()
     gauge.value = 900.0
     clock = ManualClock()
 
     def make() -> ProbeService:
-        return ProbeService(ProbeConfig(enabled=False, interval_s=0.25), tmp_path, store, bus,
-                            gate_source=lambda: gauge, clock=clock)
+        return ProbeService(
+            ProbeConfig(enabled=False, interval_s=0.25), tmp_path, store, bus, gate_source=lambda: gauge, clock=clock
+        )
 
     first = make()
     saved = _hold_after_saving_a_firing_state(first)
     await first.start()
-    await first.add_rule(AlertRuleBody.model_validate({
-        "name": "slow", "metric": "gate_upstream_latency_p99_ms", "op": ">", "threshold": 500}))
+    await first.add_rule(
+        AlertRuleBody.model_validate(
+            {"name": "slow", "metric": "gate_upstream_latency_p99_ms", "op": ">", "threshold": 500}
+        )
+    )
     clock.advance(0.25)
     tick = asyncio.create_task(first.tick())
     await asyncio.wait_for(saved.wait(), 10)
@@ -558,8 +608,9 @@ async def test_no_data_after_an_outage_is_held_by_the_series_usual_gap(tmp_path:
     gauge = Gauge()
     gauge.value = 900.0
     clock = ManualClock()
-    svc = ProbeService(ProbeConfig(enabled=False, interval_s=0.25), tmp_path, store, bus,
-                       gate_source=lambda: gauge, clock=clock)
+    svc = ProbeService(
+        ProbeConfig(enabled=False, interval_s=0.25), tmp_path, store, bus, gate_source=lambda: gauge, clock=clock
+    )
     await svc.start()
 
     async def ticks(n: int) -> None:
@@ -573,23 +624,35 @@ async def test_no_data_after_an_outage_is_held_by_the_series_usual_gap(tmp_path:
         await ticks(120)  # a 30 s outage (no rule yet: nothing fires meanwhile)
         gauge.present = True
         await ticks(4)
-        await svc.add_rule(AlertRuleBody.model_validate({
-            "name": "slow", "metric": "gate_upstream_latency_p99_ms", "op": ">", "threshold": 500}))
+        await svc.add_rule(
+            AlertRuleBody.model_validate(
+                {"name": "slow", "metric": "gate_upstream_latency_p99_ms", "op": ">", "threshold": 500}
+            )
+        )
         await ticks(1)
         assert [a["status"] for a in svc.alerts()["active"]] == ["firing"]
         gauge.present = False
         await ticks(4)  # "no data" after 2 intervals of an every-tick series (0.5 s), not 2 outages
         assert [(r["event"], r["reason"]) for r in svc.alerts()["recent"]] == [
-            ("alert.triggered", "threshold"), ("alert.resolved", "no data")]
+            ("alert.triggered", "threshold"),
+            ("alert.resolved", "no data"),
+        ]
     finally:
         await svc.stop(5.0)
 
 
-@pytest.mark.parametrize(("gaps", "usual"), [
-    ((1.0,), 1.0), ((6.0, 6.0, 6.0), 6.0), ((3.0, 8.0, 5.0, 6.0), 8.0),  # jitter: held by the longest
-    ((1.0, 1.0, 1.0, 120.0), 1.0), ((120.0, 1.0, 1.0), 1.0),  # an outage among ordinary gaps is ignored
-    ((120.0,), 120.0), ((120.0, 1.0), 120.0),  # too few to tell: the cautious answer
-])
+@pytest.mark.parametrize(
+    ("gaps", "usual"),
+    [
+        ((1.0,), 1.0),
+        ((6.0, 6.0, 6.0), 6.0),
+        ((3.0, 8.0, 5.0, 6.0), 8.0),  # jitter: held by the longest
+        ((1.0, 1.0, 1.0, 120.0), 1.0),
+        ((120.0, 1.0, 1.0), 1.0),  # an outage among ordinary gaps is ignored
+        ((120.0,), 120.0),
+        ((120.0, 1.0), 120.0),  # too few to tell: the cautious answer
+    ],
+)
 def test_the_usual_gap_of_a_series(gaps: tuple[float, ...], usual: float) -> None:
     from probe.service import _usual_gap
 

@@ -71,10 +71,17 @@ async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
     await store.migrate("core", CORE_MIGRATIONS)
     bus = EventBus(store)
     await bus.start()
-    driver = detect("auto", group=f"infracore-probe-test-{os.getpid()}") if os.geteuid() == 0 else \
-        RlimitDriver("not root")
-    orch = OrchService(OrchSettings(backoff_initial_s=0.1, backoff_max_s=0.4), data_dir=tmp_path / "data",
-                       store=store, bus=bus, endpoints=EndpointBoard(), cgroups=driver)
+    driver = (
+        detect("auto", group=f"infracore-probe-test-{os.getpid()}") if os.geteuid() == 0 else RlimitDriver("not root")
+    )
+    orch = OrchService(
+        OrchSettings(backoff_initial_s=0.1, backoff_max_s=0.4),
+        data_dir=tmp_path / "data",
+        store=store,
+        bus=bus,
+        endpoints=EndpointBoard(),
+        cgroups=driver,
+    )
     await orch.start()
     # Not enabled: the test ticks it by hand, so it knows what each tick saw.
     probe = ProbeService(ProbeConfig(enabled=False, interval_s=0.5), tmp_path, store, bus, inventory=lambda: orch)
@@ -90,12 +97,20 @@ async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
 
 
 async def test_service_up_goes_to_zero_when_stopped_or_oom_killed_and_ends_when_removed(
-        stack: Stack, tmp_path: Path) -> None:
+    stack: Stack, tmp_path: Path
+) -> None:
     o, probe = stack.orch, stack.probe
     trigger = tmp_path / "oom-now"
     oom_for_real = stack.driver.kind != "rlimit" and getattr(stack.driver, "enforces_memory", False)
-    await o.apply({"name": "hog", "cmd": [PY, "-c", HOG.format(trigger=str(trigger))], "restart_policy": "no",
-                   **({"resources": {"memory": "64Mi"}} if oom_for_real else {})}, "hog.yaml")
+    await o.apply(
+        {
+            "name": "hog",
+            "cmd": [PY, "-c", HOG.format(trigger=str(trigger))],
+            "restart_policy": "no",
+            **({"resources": {"memory": "64Mi"}} if oom_for_real else {}),
+        },
+        "hog.yaml",
+    )
     await o.apply({"name": "steady", "cmd": [PY, "-c", SLEEP], "restart_policy": "no"}, "steady.yaml")
     await until(lambda: all(o.describe(n)["status"] == "running" for n in ("hog", "steady")), what="both running")
     await probe.tick()
@@ -106,9 +121,17 @@ async def test_service_up_goes_to_zero_when_stopped_or_oom_killed_and_ends_when_
 
     sub = stack.bus.subscribe(types=["alert.triggered", "alert.resolved"])
     try:
-        await probe.add_rule(AlertRuleBody.model_validate(
-            {"name": "steady down", "metric": "service_up", "labels": {"service": "steady"}, "op": "<",
-             "threshold": 1}))
+        await probe.add_rule(
+            AlertRuleBody.model_validate(
+                {
+                    "name": "steady down",
+                    "metric": "service_up",
+                    "labels": {"service": "steady"},
+                    "op": "<",
+                    "threshold": 1,
+                }
+            )
+        )
         await o.stop_service("steady", wait_s=20)
         await probe.tick()
         up = latest(probe, "service_up")
@@ -154,8 +177,9 @@ async def test_a_services_disk_writes_show_in_its_io_series(stack: Stack, tmp_pa
     cgroup v1, nor on v2 without the io controller), and the writes are a child process's."""
     o, probe = stack.orch, stack.probe
     out = tmp_path / "written.bin"
-    await o.apply({"name": "writer", "cmd": [PY, "-c", WRITER.format(path=str(out))], "restart_policy": "no"},
-                  "writer.yaml")
+    await o.apply(
+        {"name": "writer", "cmd": [PY, "-c", WRITER.format(path=str(out))], "restart_policy": "no"}, "writer.yaml"
+    )
     await until(lambda: o.describe("writer")["status"] == "running", what="writer running")
     key = (("instance", "writer-1"), ("service", "writer"))
 

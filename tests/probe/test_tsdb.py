@@ -90,8 +90,12 @@ async def test_retention_removes_exactly_what_is_older_than_each_window(tmp_path
 
 async def test_query_picks_resolution_by_step_and_aligns(tsdb: MetricsStore) -> None:
     for s in range(0, 600):
-        await tsdb.write_many([("cpu", labels_key({"service": "a"}), T0 + s, float(s % 10)),
-                               ("cpu", labels_key({"service": "b"}), T0 + s, 50.0)])
+        await tsdb.write_many(
+            [
+                ("cpu", labels_key({"service": "a"}), T0 + s, float(s % 10)),
+                ("cpu", labels_key({"service": "b"}), T0 + s, 50.0),
+            ]
+        )
     for _ in range(20):
         await tsdb.rollup(T0 + 700)
     now = T0 + 700
@@ -119,10 +123,12 @@ async def test_query_picks_resolution_by_step_and_aligns(tsdb: MetricsStore) -> 
 async def test_top_sums_instances_per_service(tsdb: MetricsStore) -> None:
     pts = []
     for s in range(0, 60):
-        pts += [("service_cpu_percent", labels_key({"service": "a", "instance": "a1"}), T0 + s, 10.0),
-                ("service_cpu_percent", labels_key({"service": "a", "instance": "a2"}), T0 + s, 15.0),
-                ("service_cpu_percent", labels_key({"service": "b", "instance": "b1"}), T0 + s, 20.0),
-                ("service_cpu_percent", labels_key({"service": "c", "instance": "c1"}), T0 + s, 1.0)]
+        pts += [
+            ("service_cpu_percent", labels_key({"service": "a", "instance": "a1"}), T0 + s, 10.0),
+            ("service_cpu_percent", labels_key({"service": "a", "instance": "a2"}), T0 + s, 15.0),
+            ("service_cpu_percent", labels_key({"service": "b", "instance": "b1"}), T0 + s, 20.0),
+            ("service_cpu_percent", labels_key({"service": "c", "instance": "c1"}), T0 + s, 1.0),
+        ]
     await tsdb.write_many(pts)
     top = await tsdb.top("service_cpu_percent", "service", 2, T0, T0 + 60, now=T0 + 61)
     assert top == [{"service": "a", "value": 25.0, "series": 2}, {"service": "b", "value": 20.0, "series": 1}]
@@ -139,7 +145,9 @@ async def test_query_fills_the_not_yet_rolled_up_tail_from_finer_tables(tsdb: Me
     assert q["resolution"] == "1m"
     # [0,60) from 1m; [60,90) from 5s and [90,120) from raw merge into one bucket; the rest raw
     assert q["series"][0]["points"] == [
-        [T0, 29.5, 0.0, 59.0], [T0 + 60, 89.5, 60.0, 119.0], [T0 + 120, 149.5, 120.0, 179.0],
+        [T0, 29.5, 0.0, 59.0],
+        [T0 + 60, 89.5, 60.0, 119.0],
+        [T0 + 120, 149.5, 120.0, 179.0],
         [T0 + 180, 189.5, 180.0, 199.0],
     ]
     top = await tsdb.top("m", "nolabel", 1, T0, T0 + 200, now=T0 + 200)

@@ -48,10 +48,13 @@ def tree(tmp_path) -> Path:
     hostkey = keygen(tmp_path / "hostkey")
     (root / "etc/ssh/sshd_config").write_text(
         "Include /etc/ssh/sshd_config.d/*.conf\nKbdInteractiveAuthentication no\nUsePAM yes\n"
-        f"HostKey {hostkey}\nSubsystem sftp /usr/lib/openssh/sftp-server\n")
+        f"HostKey {hostkey}\nSubsystem sftp /usr/lib/openssh/sftp-server\n"
+    )
     (root / CLOUD_INIT).write_text("PasswordAuthentication yes\n")
-    (root / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/bash\nalice:x:1000:1000::/home/alice:/bin/bash\n"
-                                     "bob:x:1001:1001::/home/bob:/bin/bash\n")
+    (root / "etc/passwd").write_text(
+        "root:x:0:0:root:/root:/bin/bash\nalice:x:1000:1000::/home/alice:/bin/bash\n"
+        "bob:x:1001:1001::/home/bob:/bin/bash\n"
+    )
     for user in ("alice", "bob"):
         (root / "home" / user / ".ssh").mkdir(parents=True, mode=0o700)
         os.chmod(root / "home" / user, 0o755)
@@ -63,8 +66,13 @@ def tree(tmp_path) -> Path:
 
 
 def run(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["bash", str(SCRIPT), "--root", str(root), *args], capture_output=True, text=True,
-                          timeout=60, env={**os.environ, "SSHD": SSHD or "sshd"})
+    return subprocess.run(
+        ["bash", str(SCRIPT), "--root", str(root), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "SSHD": SSHD or "sshd"},
+    )
 
 
 def snapshot(root: Path) -> dict[str, tuple[bytes, int]]:
@@ -75,8 +83,13 @@ def scan_ids(root: Path) -> set[str]:
     import json
     import sys
 
-    r = subprocess.run([sys.executable, "-m", "fsctl", "security", "scan", "--root", str(root), "--json"],
-                       capture_output=True, text=True, timeout=60, cwd=ROOT)
+    r = subprocess.run(
+        [sys.executable, "-m", "fsctl", "security", "scan", "--root", str(root), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
     return {f["id"] for f in json.loads(r.stdout)["findings"]}
 
 
@@ -152,8 +165,7 @@ def test_sshd_t_failure_changes_nothing(tree):
 
 def test_without_an_include_the_main_file_is_edited_with_a_backup(tree):
     main = tree / "etc/ssh/sshd_config"
-    original = main.read_text().replace("Include /etc/ssh/sshd_config.d/*.conf\n", "") + \
-        "PasswordAuthentication yes\n"
+    original = main.read_text().replace("Include /etc/ssh/sshd_config.d/*.conf\n", "") + "PasswordAuthentication yes\n"
     main.write_text(original)
     r = run(tree, "--user", "alice", "--apply")
     assert r.returncode == 0, r.stderr

@@ -16,8 +16,13 @@ SCRIPT = ROOT / "scripts" / "install.sh"
 
 
 def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["sh", str(SCRIPT), *args], capture_output=True, text=True, timeout=30,
-                          env={"PATH": "/usr/bin:/bin", **(env or {})})
+    return subprocess.run(
+        ["sh", str(SCRIPT), *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={"PATH": "/usr/bin:/bin", **(env or {})},
+    )
 
 
 def test_shellcheck_clean() -> None:

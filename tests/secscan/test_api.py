@@ -34,8 +34,16 @@ def test_scan_through_the_api_and_the_cli(server, tmp_path):
     r = server.api("POST", "/api/tokens", json={"name": "ci", "role": "admin", "expires_in_s": 3 * 365 * 86400})
     assert r.status_code == 200, r.text
     token_id = r.json()["id"]
-    r = server.api("POST", "/api/routes", json={"host": "shop.test", "upstreams": ["127.0.0.1:9"], "tls": "manual",
-                                                "policies": {"redirect_https": False}})
+    r = server.api(
+        "POST",
+        "/api/routes",
+        json={
+            "host": "shop.test",
+            "upstreams": ["127.0.0.1:9"],
+            "tls": "manual",
+            "policies": {"redirect_https": False},
+        },
+    )
     assert r.status_code in (200, 201), r.text
     route_id = r.json()["id"]
     os.chmod(server.data_dir / "initial-admin-password", 0o644)
@@ -54,8 +62,10 @@ def test_scan_through_the_api_and_the_cli(server, tmp_path):
     assert {k: found[k]["severity"] for k in expected if k in found} == expected, sorted(found)
     assert report["failing"] is True and report["counts"]["critical"] >= 1
     assert all(found[k]["new"] is True for k in expected)
-    assert found["platform.mode.initial-admin-password"]["fix"] == \
-        f"`chmod 0600 {server.data_dir / 'initial-admin-password'}`"
+    assert (
+        found["platform.mode.initial-admin-password"]["fix"]
+        == f"`chmod 0600 {server.data_dir / 'initial-admin-password'}`"
+    )
     assert "firewall" in {f["category"] for f in report["findings"]}  # (sshd's only where it is installed)
     assert report["sources"]["root"] == "/"
     assert report["sources"]["sockets"] == "live (psutil)"
@@ -92,18 +102,30 @@ def test_scan_through_the_api_and_the_cli(server, tmp_path):
 
 def test_only_admins_may_scan(server):
     assert server.api("GET", "/api/security/scan", token=None).status_code == 401
-    assert server.api("POST", "/api/users", json={"username": "vera", "password": "viewer-pass-1",
-                                                  "role": "viewer"}).status_code == 200
+    assert (
+        server.api(
+            "POST", "/api/users", json={"username": "vera", "password": "viewer-pass-1", "role": "viewer"}
+        ).status_code
+        == 200
+    )
     viewer = server.login("vera", "viewer-pass-1")
     assert server.api("GET", "/api/security/scan", token=viewer).status_code == 403
     # The findings reach admins' event streams only (a viewer's browser must not receive them either).
     assert server.api("GET", "/api/security/scan").status_code == 200  # publishes security.finding events
-    assert server.api("POST", "/api/users", json={"username": "marker", "password": "marker-pass-1",
-                                                  "role": "viewer"}).status_code == 200
+    assert (
+        server.api(
+            "POST", "/api/users", json={"username": "marker", "password": "marker-pass-1", "role": "viewer"}
+        ).status_code
+        == 200
+    )
     assert wait_security_events(server, {"platform.admin_no_2fa.admin"}), "the admin sees the findings"
     seen = []
-    with httpx.stream("GET", f"{server.url}/api/events", timeout=20,
-                      headers={"Authorization": f"Bearer {viewer}", "Last-Event-ID": "0"}) as r:
+    with httpx.stream(
+        "GET",
+        f"{server.url}/api/events",
+        timeout=20,
+        headers={"Authorization": f"Bearer {viewer}", "Last-Event-ID": "0"},
+    ) as r:
         for ev in sse_events(r.iter_lines()):
             seen.append(ev.get("event"))
             if ev.get("event") == "user.created" and "marker" in ev.get("data", ""):
@@ -113,13 +135,17 @@ def test_only_admins_may_scan(server):
 
 def test_a_service_listening_beyond_loopback_is_named(server, tmp_path):
     app = tmp_path / "wide.py"
-    app.write_text("import http.server, sys\n"
-                   "http.server.ThreadingHTTPServer(('0.0.0.0', int(sys.argv[1])),"
-                   " http.server.SimpleHTTPRequestHandler).serve_forever()\n")
+    app.write_text(
+        "import http.server, sys\n"
+        "http.server.ThreadingHTTPServer(('0.0.0.0', int(sys.argv[1])),"
+        " http.server.SimpleHTTPRequestHandler).serve_forever()\n"
+    )
     spec = tmp_path / "wide.yaml"
-    spec.write_text(f"name: wide\ncmd: [{json.dumps(sys.executable)}, {json.dumps(str(app))}, '${{PORT}}']\n"
-                    f"workdir: {tmp_path}\nports: [{{name: http, internal: auto}}]\n"
-                    "healthcheck: { tcp: '127.0.0.1:${PORT}', interval: 1s, timeout: 1s, retries: 3 }\n")
+    spec.write_text(
+        f"name: wide\ncmd: [{json.dumps(sys.executable)}, {json.dumps(str(app))}, '${{PORT}}']\n"
+        f"workdir: {tmp_path}\nports: [{{name: http, internal: auto}}]\n"
+        "healthcheck: { tcp: '127.0.0.1:${PORT}', interval: 1s, timeout: 1s, retries: 3 }\n"
+    )
     r = server.fsctl("service", "apply", "-f", str(spec), "--wait", timeout=90)
     assert r.returncode == 0, r.stdout + r.stderr
     info = server.api("GET", "/api/services/wide").json()
@@ -131,4 +157,3 @@ def test_a_service_listening_beyond_loopback_is_named(server, tmp_path):
     assert f["severity"] == "high" and f["details"]["pid"] == pid
     assert f"sockets.tcp.{port}" in found and pid in found[f"sockets.tcp.{port}"]["details"]["pids"]
     server.fsctl("service", "rm", "wide")
-

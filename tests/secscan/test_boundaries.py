@@ -14,7 +14,12 @@ def test_secscan_imports_only_core():
     bad = []
     for path in Path(secscan.__file__).parent.glob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
-                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
             bad += [f"{path.name}: {n}" for n in names if n.split(".")[0] in OURS - {"core", "secscan"}]
     assert bad == []

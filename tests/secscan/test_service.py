@@ -50,13 +50,27 @@ async def _events(bus: EventBus, after: int) -> list[dict]:
 
 async def test_new_findings_raise_an_event_once(kernel, tmp_path):
     store, bus = kernel
-    root = make_tree(tmp_path / "root", {**CLEAN, CLOUD_INIT: "PasswordAuthentication yes\n",
-                                         "etc/ssh/sshd_config.d/00-infracore-hardening.conf": None})
+    root = make_tree(
+        tmp_path / "root",
+        {
+            **CLEAN,
+            CLOUD_INIT: "PasswordAuthentication yes\n",
+            "etc/ssh/sshd_config.d/00-infracore-hardening.conf": None,
+        },
+    )
     data_dir = root / "var/lib/infracore"
-    facts = StaticFacts(PlatformFacts(data_dir=data_dir, console_host="127.0.0.1", console_port=7070,
-                                      edge_ports=(80, 443), users=(UserFact("admin", "admin", totp=False),)))
-    svc = SecscanService(SecurityConfig(interval_s=0, sockets=False), store=store, bus=bus, facts=facts,
-                         clock=ManualClock(), root=root)
+    facts = StaticFacts(
+        PlatformFacts(
+            data_dir=data_dir,
+            console_host="127.0.0.1",
+            console_port=7070,
+            edge_ports=(80, 443),
+            users=(UserFact("admin", "admin", totp=False),),
+        )
+    )
+    svc = SecscanService(
+        SecurityConfig(interval_s=0, sockets=False), store=store, bus=bus, facts=facts, clock=ManualClock(), root=root
+    )
     await svc.start()
     try:
         first, again = await asyncio.gather(svc.scan(), svc.scan())
@@ -66,8 +80,11 @@ async def test_new_findings_raise_an_event_once(kernel, tmp_path):
         assert ids["platform.admin_no_2fa.admin"]["severity"] == "medium"
         assert first["failing"] is True
         events = await _events(bus, 0)
-        assert {e["data"]["id"] for e in events} == {"sshd.password_authentication", "sshd.permit_root_login",
-                                                      "platform.admin_no_2fa.admin"}  # info findings raise none
+        assert {e["data"]["id"] for e in events} == {
+            "sshd.password_authentication",
+            "sshd.permit_root_login",
+            "platform.admin_no_2fa.admin",
+        }  # info findings raise none
         pw = next(e for e in events if e["data"]["id"] == "sshd.password_authentication")["data"]
         assert pw["severity"] == "high" and "PasswordAuthentication no" in pw["fix"]
         mark = bus.last_id
@@ -107,8 +124,9 @@ async def test_the_previous_scan_survives_a_restart(kernel, tmp_path):
 async def test_periodic_scan(kernel, tmp_path):
     store, bus = kernel
     root = make_tree(tmp_path / "root", {**CLEAN, "etc/nftables.conf": None})
-    svc = SecscanService(SecurityConfig(interval_s=3600, first_scan_after_s=0, sockets=False), store=store,
-                         bus=bus, root=root)
+    svc = SecscanService(
+        SecurityConfig(interval_s=3600, first_scan_after_s=0, sockets=False), store=store, bus=bus, root=root
+    )
     await svc.start()
     try:
         for _ in range(200):
@@ -129,4 +147,3 @@ def test_config_parses_durations_and_refuses_typos():
         load_security_config({"intervall": "1h"})
     with pytest.raises(StartupError, match=r"security\.allowed_ports"):
         load_security_config({"allowed_ports": [0]})
-

@@ -56,13 +56,26 @@ def test_the_cli_reports_it_under_root_with_sockets(tmp_path):
 
 def test_a_secret_on_a_listeners_command_line_is_masked(tmp_path):
     child = subprocess.Popen(
-        [sys.executable, "-c", "import socket,sys,time; s=socket.socket(); s.bind(('0.0.0.0',0)); s.listen(); "
-         "print(s.getsockname()[1], flush=True); time.sleep(60)", "--password", "hunter2"],
-        stdout=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-c",
+            "import socket,sys,time; s=socket.socket(); s.bind(('0.0.0.0',0)); s.listen(); "
+            "print(s.getsockname()[1], flush=True); time.sleep(60)",
+            "--password",
+            "hunter2",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         port = int(child.stdout.readline())
-        r = subprocess.run([*FSCTL, "security", "scan", "--root", str(make_tree(tmp_path, CLEAN)), "--sockets",
-                            "--json"], capture_output=True, text=True, timeout=60, cwd=ROOT)
+        r = subprocess.run(
+            [*FSCTL, "security", "scan", "--root", str(make_tree(tmp_path, CLEAN)), "--sockets", "--json"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=ROOT,
+        )
         assert f'"sockets.tcp.{port}"' in r.stdout and f"pid {child.pid} " in r.stdout
         assert "hunter2" not in r.stdout and "--password ***" in r.stdout
     finally:

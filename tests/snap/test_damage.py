@@ -47,7 +47,9 @@ def _pack_of(repo: Repository, path: str) -> str:
 
 def test_flipped_byte_is_caught_by_scrub_and_restore(tmp_path: Path) -> None:
     src = _src(tmp_path)
-    repo = Repository.init(tmp_path / "repo", )
+    repo = Repository.init(
+        tmp_path / "repo",
+    )
     snap = run_backup(repo, BackupRequest(paths=[str(src)], plan="p"))
     pack = _pack_of(repo, str(src / "f2.bin"))
     ref = next(r for r in repo.index.values() if r.pack == pack)
@@ -116,8 +118,13 @@ print("done", flush=True)
 
 
 def _child(repo: Path, src: Path, rate: float) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-c", _CHILD, str(repo), str(src), str(rate)], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", _CHILD, str(repo), str(src), str(rate)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _wait_for(cond, timeout_s: float = 60.0) -> None:  # type: ignore[no-untyped-def]
@@ -133,8 +140,9 @@ def test_sigkill_mid_backup_then_rerun_reuses_and_scrub_passes(tmp_path: Path) -
     child = _child(tmp_path / "repo", src, 8e6)  # ~4 s at 8 MB/s
     repo_path = tmp_path / "repo"
     try:
-        _wait_for(lambda: len(Repository.open(repo_path).list_packs()) >= 2 if (repo_path / "packs").exists()
-                  else False)
+        _wait_for(
+            lambda: len(Repository.open(repo_path).list_packs()) >= 2 if (repo_path / "packs").exists() else False
+        )
     finally:
         child.send_signal(signal.SIGKILL)
         child.wait(10)

@@ -37,8 +37,9 @@ def test_plan_run_restore_scrub_through_the_cli(server_factory: Any, tmp_path: P
     src.mkdir(parents=True)
     make_tree(src, large_mib=3)
 
-    out = srv.fsctl("snap", "plan", "add", "--name", "app-daily", "--paths", str(src), "--keep-daily", "7",
-                    "--cron", "0 3 * * *")
+    out = srv.fsctl(
+        "snap", "plan", "add", "--name", "app-daily", "--paths", str(src), "--keep-daily", "7", "--cron", "0 3 * * *"
+    )
     assert out.returncode == 0, out.stderr
     assert "plan app-daily added (cron 0 3 * * *)" in out.stdout
     out = srv.fsctl("snap", "plan", "ls")
@@ -91,8 +92,26 @@ def test_forget_and_prune_through_the_cli(server_factory: Any, tmp_path: Path) -
     srv = _server(server_factory, tmp_path)
     src = tmp_path / "d"
     src.mkdir()
-    assert srv.fsctl("snap", "plan", "add", "--name", "p", "--paths", str(src), "--keep-last", "1",
-                     "--keep-daily", "0", "--keep-weekly", "0", "--keep-monthly", "0").returncode == 0
+    assert (
+        srv.fsctl(
+            "snap",
+            "plan",
+            "add",
+            "--name",
+            "p",
+            "--paths",
+            str(src),
+            "--keep-last",
+            "1",
+            "--keep-daily",
+            "0",
+            "--keep-weekly",
+            "0",
+            "--keep-monthly",
+            "0",
+        ).returncode
+        == 0
+    )
     for i in range(2):
         (src / f"f{i}").write_bytes(os.urandom(300_000))
         assert srv.fsctl("snap", "run", "p", timeout=120).returncode == 0
@@ -140,13 +159,17 @@ def test_shadow_instance_boots_from_restored_data(server_factory: Any, tmp_path:
     (data / "notes.txt").write_text("notes v1\nbuy milk\n")
     app = Path(__file__).resolve().parents[2] / "examples" / "snap" / "notes_app.py"
     spec = tmp_path / "notes.yaml"
-    spec.write_text(f"name: notes\ncmd: [python3, {app}, '${{PORT}}', {data}]\n"
-                    "ports: [{name: http, internal: auto}]\n"
-                    "healthcheck: {http: 'http://127.0.0.1:${PORT}/healthz', interval: 1s, timeout: 1s, retries: 2}\n")
+    spec.write_text(
+        f"name: notes\ncmd: [python3, {app}, '${{PORT}}', {data}]\n"
+        "ports: [{name: http, internal: auto}]\n"
+        "healthcheck: {http: 'http://127.0.0.1:${PORT}/healthz', interval: 1s, timeout: 1s, retries: 2}\n"
+    )
     out = srv.fsctl("service", "apply", "-f", str(spec), "--wait", "60", timeout=90)
     assert out.returncode == 0, out.stdout + out.stderr
-    assert srv.fsctl("snap", "plan", "add", "--name", "notes-daily", "--paths", str(data),
-                     "--service", "notes").returncode == 0
+    assert (
+        srv.fsctl("snap", "plan", "add", "--name", "notes-daily", "--paths", str(data), "--service", "notes").returncode
+        == 0
+    )
     assert srv.fsctl("snap", "run", "notes-daily", timeout=120).returncode == 0
     sid = json.loads(srv.fsctl("snap", "ls", "--json").stdout)[0]["id"]
     # the live data moves on after the backup; the shadow must serve what was backed up

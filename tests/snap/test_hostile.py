@@ -31,8 +31,15 @@ def _snapshot(repo: Repository, entries: list[dict], data: bytes = b"payload") -
 
 
 def _e(path: str, kind: str = "file", **kw: object) -> dict:
-    base = {"path": path, "type": kind, "mode": 0o100644 if kind == "file" else 0o40755, "uid": 0, "gid": 0,
-            "mtime_ns": 0, "size": 7 if kind == "file" else 0}
+    base = {
+        "path": path,
+        "type": kind,
+        "mode": 0o100644 if kind == "file" else 0o40755,
+        "uid": 0,
+        "gid": 0,
+        "mtime_ns": 0,
+        "size": 7 if kind == "file" else 0,
+    }
     if kind == "file":
         base["chunks"] = ["CHUNK"]
     return {**base, **kw}
@@ -42,14 +49,17 @@ def test_traversal_and_planted_symlinks_are_refused(tmp_path: Path) -> None:
     outside = tmp_path / "outside"
     outside.mkdir()
     repo = Repository.init(tmp_path / "repo")
-    sid = _snapshot(repo, [
-        _e("x", "dir"),
-        _e("x/ok.txt"),
-        _e("x/link", "symlink", target=str(outside), mode=0o120777),
-        _e("x/link/pwned.txt"),  # through the symlink just restored
-        _e("x/hl", "hardlink", link="x/ok.txt"),
-        _e("x/hl2", "hardlink", link="x/nothing-here"),
-    ])
+    sid = _snapshot(
+        repo,
+        [
+            _e("x", "dir"),
+            _e("x/ok.txt"),
+            _e("x/link", "symlink", target=str(outside), mode=0o120777),
+            _e("x/link/pwned.txt"),  # through the symlink just restored
+            _e("x/hl", "hardlink", link="x/ok.txt"),
+            _e("x/hl2", "hardlink", link="x/nothing-here"),
+        ],
+    )
     target = tmp_path / "target"
     res = run_restore(repo, sid, target)
     assert not res.ok
@@ -62,18 +72,21 @@ def test_traversal_and_planted_symlinks_are_refused(tmp_path: Path) -> None:
     assert os.stat(target / "x" / "hl").st_ino == os.stat(target / "x" / "ok.txt").st_ino
 
 
-@pytest.mark.parametrize("entry, fragment", [
-    (_e("../escape"), "not a plain relative path"),
-    (_e("/etc/passwd"), "not a plain relative path"),
-    (_e("a/./b"), "not a plain relative path"),
-    (_e("a//b"), "not a plain relative path"),
-    (_e("nul\x00byte"), "not a plain relative path"),
-    (_e("h", "hardlink", link="../../etc/shadow"), "not a plain relative path"),
-    (_e("f", mode=-1), "mode must be a non-negative integer"),
-    (_e("f", chunks=["zz"]), "bad chunk list"),
-    ({"path": "f", "type": "device"}, "malformed"),
-    (_e("s", "symlink", target=None), "bad symlink target"),
-])
+@pytest.mark.parametrize(
+    "entry, fragment",
+    [
+        (_e("../escape"), "not a plain relative path"),
+        (_e("/etc/passwd"), "not a plain relative path"),
+        (_e("a/./b"), "not a plain relative path"),
+        (_e("a//b"), "not a plain relative path"),
+        (_e("nul\x00byte"), "not a plain relative path"),
+        (_e("h", "hardlink", link="../../etc/shadow"), "not a plain relative path"),
+        (_e("f", mode=-1), "mode must be a non-negative integer"),
+        (_e("f", chunks=["zz"]), "bad chunk list"),
+        ({"path": "f", "type": "device"}, "malformed"),
+        (_e("s", "symlink", target=None), "bad symlink target"),
+    ],
+)
 def test_bad_entries(entry: dict, fragment: str) -> None:
     with pytest.raises(DamagedData, match=fragment):
         check_entry(json.dumps(entry).encode())

@@ -18,8 +18,13 @@ from snap.repo import Repository
 
 
 def _plant(repo: Repository, **doc: object) -> Path:
-    base = {"kind": "shared", "pid": os.getpid(), "hostname": socket.gethostname(), "time": time.time(),
-            "op": "backup planted"}
+    base = {
+        "kind": "shared",
+        "pid": os.getpid(),
+        "hostname": socket.gethostname(),
+        "time": time.time(),
+        "op": "backup planted",
+    }
     return repo.write_file("locks", json.dumps({**base, **doc}).encode())
 
 
@@ -36,8 +41,9 @@ def test_shared_locks_coexist_and_exclusive_excludes(tmp_path: Path) -> None:
 
 def test_stale_locks_are_ignored_and_removed(tmp_path: Path) -> None:
     repo = Repository.init(tmp_path / "repo")
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
-                          text=True, check=True)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True
+    )
     p1 = _plant(repo, pid=int(dead.stdout), kind="exclusive")  # its process is gone
     p2 = _plant(repo, time=time.time() - 31 * 60, hostname="elsewhere")  # not refreshed for 31 min
     with repo.lock("exclusive", "prune"):

@@ -32,8 +32,18 @@ def src(tmp_path: Path) -> Path:
     make_tree(root / "kinds", large_mib=3)
     rng = random.Random(11)
     cdc_min = Chunker().params.min_size
-    sizes = [0, 1, 4095, 4096, cdc_min - 1, cdc_min, cdc_min + 1, backup.SMALL_FILE - 1, backup.SMALL_FILE,
-             backup.SMALL_FILE + 1] + [rng.randint(1, 96 * 1024) for _ in range(300)]
+    sizes = [
+        0,
+        1,
+        4095,
+        4096,
+        cdc_min - 1,
+        cdc_min,
+        cdc_min + 1,
+        backup.SMALL_FILE - 1,
+        backup.SMALL_FILE,
+        backup.SMALL_FILE + 1,
+    ] + [rng.randint(1, 96 * 1024) for _ in range(300)]
     for i, n in enumerate(sizes):
         d = root / f"d{i % 7}"
         d.mkdir(exist_ok=True)
@@ -96,8 +106,9 @@ def test_parallel_backup_equals_serial_and_is_deterministic(tmp_path: Path, src:
     assert digest(target / str(src).lstrip("/")) == digest(src)
 
 
-def test_small_file_that_grew_is_read_again_as_a_stream(tmp_path: Path, src: Path,
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_small_file_that_grew_is_read_again_as_a_stream(
+    tmp_path: Path, src: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A file small when walked but larger than a worker may hold when read (it grew in between) is
     re-read by the streaming path, not cut short or dropped. The cap is lowered to make every
     small file above 2 KiB take that path."""
@@ -122,7 +133,6 @@ def test_read_small_refuses_what_it_cannot_hold_or_is_no_regular_file(tmp_path: 
     assert backup._read_small(str(tmp_path / "gone"), 100) is None
 
 
-
 def test_read_small_of_a_file_that_grew_huge_holds_at_most_the_cap(tmp_path: Path) -> None:
     """A file small when walked may be hundreds of MiB when a worker opens it (or grow while it is
     read): the worker reads at most `cap + 1` bytes, never the whole file (sparse here: no disk used)."""
@@ -140,8 +150,9 @@ def test_read_small_of_a_file_that_grew_huge_holds_at_most_the_cap(tmp_path: Pat
     assert peak < 16 * 1024 * 1024, peak  # the old read took st_size + 1 = 300 MiB at once
 
 
-def test_a_small_file_that_grew_huge_is_streamed_in_bounded_memory(tmp_path: Path,
-                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_small_file_that_grew_huge_is_streamed_in_bounded_memory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """In a whole backup: a file walked at 1 KiB that is 300 MiB (sparse) when read is streamed, the
     snapshot holds it whole, and memory stays far below its size."""
     import tracemalloc
@@ -196,8 +207,12 @@ def test_a_cancel_drops_the_queued_reads(tmp_path: Path) -> None:
         pytest.skip("cannot set access times here")
     cancel = threading.Event()
     with pytest.raises(backup.Cancelled):
-        run_backup(Repository.init(tmp_path / "repo"), BackupRequest(paths=[str(src)], plan="p", workers=1),
-                   cancel=cancel, on_chunk=cancel.set)
+        run_backup(
+            Repository.init(tmp_path / "repo"),
+            BackupRequest(paths=[str(src)], plan="p", workers=1),
+            cancel=cancel,
+            on_chunk=cancel.set,
+        )
     read = [f.name for f in files if os.stat(f).st_atime != 1_000_000]
     if not read:
         pytest.skip("access times are not updated on read here")

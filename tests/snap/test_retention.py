@@ -49,8 +49,7 @@ def test_keep_oldest_when_counts_are_left() -> None:
 
 def test_weekly_uses_iso_weeks() -> None:
     # 2026-12-27 is a Sunday (ISO week 52), 2026-12-28 a Monday (week 53 of 2026)
-    snaps = [("sun", _t("2026-12-27T10:00:00")), ("mon", _t("2026-12-28T10:00:00")),
-             ("tue", _t("2026-12-29T10:00:00"))]
+    snaps = [("sun", _t("2026-12-27T10:00:00")), ("mon", _t("2026-12-28T10:00:00")), ("tue", _t("2026-12-29T10:00:00"))]
     assert _kept(snaps, RetentionPolicy(weekly=2), keep_oldest=False) == ["tue", "sun"]
 
 
@@ -61,8 +60,19 @@ def test_seed_defaults_daily_weekly_monthly() -> None:
     kept = _kept(snaps, RetentionPolicy(daily=7, weekly=4, monthly=3), keep_oldest=False)
     days = sorted(datetime.fromtimestamp(dict(snaps)[k], UTC).date().isoformat() for k in kept)
     # monthly: Dec 31, Nov 30, Oct 31; weekly (ISO): Dec 31 (week 53), 27, 20, 13; daily: Dec 25..31
-    assert days == ["2026-10-31", "2026-11-30", "2026-12-13", "2026-12-20", "2026-12-25", "2026-12-26",
-                    "2026-12-27", "2026-12-28", "2026-12-29", "2026-12-30", "2026-12-31"]
+    assert days == [
+        "2026-10-31",
+        "2026-11-30",
+        "2026-12-13",
+        "2026-12-20",
+        "2026-12-25",
+        "2026-12-26",
+        "2026-12-27",
+        "2026-12-28",
+        "2026-12-29",
+        "2026-12-30",
+        "2026-12-31",
+    ]
 
 
 def test_unlimited() -> None:
@@ -75,8 +85,13 @@ def test_reasons() -> None:
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.integers(0, 400 * 86400), min_size=0, max_size=40, unique=True),
-       st.integers(0, 5), st.integers(0, 5), st.integers(0, 4), st.integers(0, 3))
+@given(
+    st.lists(st.integers(0, 400 * 86400), min_size=0, max_size=40, unique=True),
+    st.integers(0, 5),
+    st.integers(0, 5),
+    st.integers(0, 4),
+    st.integers(0, 3),
+)
 def test_properties(offsets: list[int], last: int, daily: int, weekly: int, monthly: int) -> None:
     snaps = [(f"x{o}", 1_700_000_000.0 + o) for o in offsets]
     policy = RetentionPolicy(last=last, daily=daily, weekly=weekly, monthly=monthly)
@@ -93,6 +108,7 @@ def test_properties(offsets: list[int], last: int, daily: int, weekly: int, mont
 
 # --- the same timestamps through restic -------------------------------------------------------------
 
+
 def _restic_version() -> tuple[int, int] | None:
     exe = shutil.which("restic")
     if not exe:
@@ -106,8 +122,13 @@ def _restic_version() -> tuple[int, int] | None:
 def test_same_as_restic(tmp_path: Path) -> None:
     version = _restic_version()
     assert version is not None
-    env = {**os.environ, "RESTIC_REPOSITORY": str(tmp_path / "repo"), "RESTIC_PASSWORD": "test",
-           "TZ": "UTC", "RESTIC_CACHE_DIR": str(tmp_path / "cache")}
+    env = {
+        **os.environ,
+        "RESTIC_REPOSITORY": str(tmp_path / "repo"),
+        "RESTIC_PASSWORD": "test",
+        "TZ": "UTC",
+        "RESTIC_CACHE_DIR": str(tmp_path / "cache"),
+    }
     src = tmp_path / "src"
     src.mkdir()
     (src / "f").write_text("x")
@@ -118,19 +139,33 @@ def test_same_as_restic(tmp_path: Path) -> None:
     times = [start + timedelta(hours=h, minutes=h % 7) for h in hours]
     ids: dict[str, float] = {}
     for t in times:
-        out = subprocess.run(["restic", "backup", "--json", "--host", "h", "--time", t.strftime("%Y-%m-%d %H:%M:%S"),
-                              str(src)], env=env, check=True, capture_output=True, text=True).stdout
+        out = subprocess.run(
+            ["restic", "backup", "--json", "--host", "h", "--time", t.strftime("%Y-%m-%d %H:%M:%S"), str(src)],
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
         summary = [json.loads(line) for line in out.splitlines() if '"summary"' in line][-1]
         ids[summary["snapshot_id"][:8]] = t.timestamp()
     snaps = list(ids.items())
-    policies = [RetentionPolicy(last=3), RetentionPolicy(daily=7, weekly=4, monthly=3),
-                RetentionPolicy(last=2, daily=3, weekly=2), RetentionPolicy(weekly=3), RetentionPolicy(monthly=5),
-                RetentionPolicy(daily=30)]
+    policies = [
+        RetentionPolicy(last=3),
+        RetentionPolicy(daily=7, weekly=4, monthly=3),
+        RetentionPolicy(last=2, daily=3, weekly=2),
+        RetentionPolicy(weekly=3),
+        RetentionPolicy(monthly=5),
+        RetentionPolicy(daily=30),
+    ]
     for p in policies:
-        args = [f"--keep-{k}={v}" for k, v in (("last", p.last), ("daily", p.daily), ("weekly", p.weekly),
-                                                 ("monthly", p.monthly)) if v]
-        out = subprocess.run(["restic", "forget", "--dry-run", "--json", *args], env=env, check=True,
-                             capture_output=True, text=True).stdout
+        args = [
+            f"--keep-{k}={v}"
+            for k, v in (("last", p.last), ("daily", p.daily), ("weekly", p.weekly), ("monthly", p.monthly))
+            if v
+        ]
+        out = subprocess.run(
+            ["restic", "forget", "--dry-run", "--json", *args], env=env, check=True, capture_output=True, text=True
+        ).stdout
         groups = json.loads(out)
         restic_kept = {s["id"][:8] for g in groups for s in (g.get("keep") or [])}
         ours = set(_kept(snaps, p, keep_oldest=version >= (0, 16)))

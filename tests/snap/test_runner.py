@@ -17,8 +17,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _run(req: str) -> tuple[int, list[dict]]:
-    p = subprocess.run([sys.executable, "-m", "snap.runner"], input=req, capture_output=True, text=True, cwd=ROOT,
-                       timeout=120)
+    p = subprocess.run(
+        [sys.executable, "-m", "snap.runner"], input=req, capture_output=True, text=True, cwd=ROOT, timeout=120
+    )
     return p.returncode, [json.loads(line) for line in p.stdout.splitlines()]
 
 
@@ -26,8 +27,17 @@ def test_backup_then_scrub(tmp_path: Path) -> None:
     Repository.init(tmp_path / "repo")
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "f").write_bytes(os.urandom(200_000))
-    rc, lines = _run(json.dumps({"op": "backup", "repo": str(tmp_path / "repo"), "nice": 5, "cpus": 1,
-                                 "params": {"paths": [str(tmp_path / "src")], "plan": "p"}}))
+    rc, lines = _run(
+        json.dumps(
+            {
+                "op": "backup",
+                "repo": str(tmp_path / "repo"),
+                "nice": 5,
+                "cpus": 1,
+                "params": {"paths": [str(tmp_path / "src")], "plan": "p"},
+            }
+        )
+    )
     assert rc == 0 and lines[-1]["result"]["stats"]["new_bytes"] == 200_000
     assert all("progress" in x for x in lines[:-1])
     rc, lines = _run(json.dumps({"op": "scrub", "repo": str(tmp_path / "repo"), "params": {"fraction": 1.0}}))
@@ -51,10 +61,19 @@ def test_sigterm_stops_a_backup_and_keeps_its_packs(tmp_path: Path) -> None:
     (tmp_path / "src").mkdir()
     for i in range(3):
         (tmp_path / "src" / f"f{i}").write_bytes(os.urandom(8 * 1024 * 1024))
-    req = {"op": "backup", "repo": str(tmp_path / "repo"),
-           "params": {"paths": [str(tmp_path / "src")], "rate_limit_bytes_s": 6e6}}
-    p = subprocess.Popen([sys.executable, "-m", "snap.runner"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                         stderr=subprocess.DEVNULL, text=True, cwd=ROOT)
+    req = {
+        "op": "backup",
+        "repo": str(tmp_path / "repo"),
+        "params": {"paths": [str(tmp_path / "src")], "rate_limit_bytes_s": 6e6},
+    }
+    p = subprocess.Popen(
+        [sys.executable, "-m", "snap.runner"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        cwd=ROOT,
+    )
     assert p.stdin is not None and p.stdout is not None
     p.stdin.write(json.dumps(req))
     p.stdin.close()

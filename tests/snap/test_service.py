@@ -39,8 +39,9 @@ async def kernel(tmp_path: Path) -> AsyncIterator[tuple[Store, EventBus]]:
 async def service(tmp_path: Path, kernel: tuple[Store, EventBus]) -> AsyncIterator[SnapService]:
     store, bus = kernel
     clock = ManualClock(1_700_000_000.0)  # 2023-11-14T22:13:20Z
-    svc = SnapService(SnapConfig(check_every_s=1.0, restore_root=tmp_path / "restore"), tmp_path / "data", store,
-                      bus, clock=clock)
+    svc = SnapService(
+        SnapConfig(check_every_s=1.0, restore_root=tmp_path / "restore"), tmp_path / "data", store, bus, clock=clock
+    )
     (tmp_path / "data").mkdir()
     await svc.start()
     yield svc
@@ -93,8 +94,9 @@ async def test_cron_plan_fires_and_publishes_done(tmp_path: Path, service: SnapS
 
 async def test_retention_after_each_run_and_one_run_per_plan(tmp_path: Path, service: SnapService) -> None:
     src = _src(tmp_path)
-    await service.add_plan(PlanBody(name="p", paths=[str(src)], keep_last=1, keep_daily=0, keep_weekly=0,
-                                    keep_monthly=0))
+    await service.add_plan(
+        PlanBody(name="p", paths=[str(src)], keep_last=1, keep_daily=0, keep_weekly=0, keep_monthly=0)
+    )
     for i in range(2):
         (src / f"new-{i}").write_bytes(os.urandom(1000))
         job = await service.run_plan("p")
@@ -109,12 +111,17 @@ async def test_retention_after_each_run_and_one_run_per_plan(tmp_path: Path, ser
     assert len(job.result["forgotten"]) == 1
 
 
-async def test_failing_pre_hook_fails_the_run_and_post_hook_still_runs(tmp_path: Path,
-                                                                       service: SnapService) -> None:
+async def test_failing_pre_hook_fails_the_run_and_post_hook_still_runs(tmp_path: Path, service: SnapService) -> None:
     src = _src(tmp_path)
     marker = tmp_path / "post-ran"
-    await service.add_plan(PlanBody(name="hooked", paths=[str(src)], pre_hook="sh -c 'echo flushing failed; exit 3'",
-                                    post_hook=f"touch {marker}"))
+    await service.add_plan(
+        PlanBody(
+            name="hooked",
+            paths=[str(src)],
+            pre_hook="sh -c 'echo flushing failed; exit 3'",
+            post_hook=f"touch {marker}",
+        )
+    )
     job = await service.run_plan("hooked")
     await job.done.wait()
     assert job.state == "failed"
@@ -158,8 +165,9 @@ async def test_loop_keeps_ticking_during_a_backup(tmp_path: Path, service: SnapS
     assert p99(during) < max(3 * p99(base), 0.05), (p99(base), p99(during), max(during))
 
 
-async def test_stop_during_a_backup_interrupts_it_and_the_next_run_reuses(tmp_path: Path,
-                                                                          kernel: tuple[Store, EventBus]) -> None:
+async def test_stop_during_a_backup_interrupts_it_and_the_next_run_reuses(
+    tmp_path: Path, kernel: tuple[Store, EventBus]
+) -> None:
     store, bus = kernel
     src = tmp_path / "slow"
     src.mkdir()
@@ -199,9 +207,18 @@ async def test_a_run_refused_by_the_lock_is_due_again(tmp_path: Path, service: S
 
     src = _src(tmp_path)
     await service.add_plan(PlanBody(name="p", paths=[str(src)], cron="0 3 * * *"))
-    lock = service._repo().write_file("locks", _json.dumps(  # a prune of another process holds the repository
-        {"kind": "exclusive", "pid": os.getppid(), "hostname": socket.gethostname(), "time": time.time(),
-         "op": "prune"}).encode())
+    lock = service._repo().write_file(
+        "locks",
+        _json.dumps(  # a prune of another process holds the repository
+            {
+                "kind": "exclusive",
+                "pid": os.getppid(),
+                "hostname": socket.gethostname(),
+                "time": time.time(),
+                "op": "prune",
+            }
+        ).encode(),
+    )
     job = await service.run_plan("p")
     await job.done.wait()
     assert job.state == "failed" and job.error["code"] == "snap_locked"

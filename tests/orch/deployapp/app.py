@@ -15,8 +15,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         if self.path == "/healthz":
-            failing = os.environ.get("FAIL_HEALTH") or \
-                os.environ.get("FAIL_INSTANCE", "-") == os.environ.get("INSTANCE")
+            failing = os.environ.get("FAIL_HEALTH") or os.environ.get("FAIL_INSTANCE", "-") == os.environ.get(
+                "INSTANCE"
+            )
             status = 503 if failing else 200
             body = b"unhealthy\n" if status == 503 else b"ok\n"
         else:
@@ -44,8 +45,9 @@ CONF = _conf()
 
 if __name__ == "__main__":
     time.sleep(float(os.environ.get("SLOW_START") or 0))
-    while os.environ.get("HOLD_INSTANCE", "-") == os.environ.get("INSTANCE") and \
-            os.path.exists(os.environ.get("HOLD_FILE") or "/nonexistent"):
+    while os.environ.get("HOLD_INSTANCE", "-") == os.environ.get("INSTANCE") and os.path.exists(
+        os.environ.get("HOLD_FILE") or "/nonexistent"
+    ):
         time.sleep(0.05)
     server = http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler)
     server.daemon_threads = True
