@@ -59,7 +59,9 @@ class RunningServer:
         key = f"{username}:{password}"
         if key not in self._tokens:
             r = httpx.post(
-                f"{self.url}/api/auth/login", json={"username": username, "password": password or self.admin_password}
+                f"{self.url}/api/auth/login",
+                json={"username": username, "password": password or self.admin_password},
+                timeout=30,  # bcrypt in the worker pool: seconds on a loaded machine (httpx's default is 5 s)
             )
             assert r.status_code == 200, r.text
             self._tokens[key] = r.json()["token"]
