@@ -32,7 +32,6 @@ import asyncio
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -45,6 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench._attack_clients import run_attack  # noqa: E402  (after the path insert)
+from bench._product import ProductServe  # noqa: E402
 
 ATTACKS = ("basic_auth", "yaml_bomb", "aborted_bodies", "slow_bodies", "h2_rapid_reset")
 GOAL_MS = 50.0
@@ -196,83 +196,10 @@ def run_probe(port: int, seconds: float, interval_ms: float, timeout_s: float) -
 # --- the server under test ------------------------------------------------------------------------------
 
 
-class Serve:
-    """A `fsctl serve` on a temp data dir, edge and console on 127.0.0.1."""
-
-    def __init__(self, tmp: Path, name: str) -> None:
-        import httpx
-
-        self.dir = tmp / name
-        self.dir.mkdir()
-        self.console_port, self.http_port, self.https_port = free_port(), free_port(), free_port()
-        env = {
-            **os.environ,
-            "INFRACORE_EDGE_HOST": "127.0.0.1",
-            "INFRACORE_LOG_FORMAT": "json",
-            "INFRACORE_PASSWORD_HASH_ROUNDS": "4",
-            "XDG_CONFIG_HOME": str(self.dir / "xdg"),
-            "PYTHONUNBUFFERED": "1",
-        }
-        env.pop("FSCTL_SERVER", None)
-        env.pop("FSCTL_TOKEN", None)
-        self.log = self.dir / "serve.log"
-        with open(self.log, "wb") as log:
-            self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "fsctl",
-                    "serve",
-                    "--data-dir",
-                    str(self.dir / "data"),
-                    "--console",
-                    f"127.0.0.1:{self.console_port}",
-                    "--http-port",
-                    str(self.http_port),
-                    "--https-port",
-                    str(self.https_port),
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-                cwd=ROOT,
-            )
-        self.url = f"http://127.0.0.1:{self.console_port}"
-        deadline = time.monotonic() + 60
-        while True:
-            if self.proc.poll() is not None:
-                raise SystemExit(f"fsctl serve exited ({self.proc.returncode}):\n{self.log.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{self.url}/api/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                self.stop()
-                raise SystemExit(f"fsctl serve not ready in 60 s:\n{self.log.read_text()[-3000:]}")
-            time.sleep(0.1)
-        password = (self.dir / "data" / "initial-admin-password").read_text().strip()
-        r = httpx.post(f"{self.url}/api/auth/login", json={"username": "admin", "password": password}, timeout=30)
-        r.raise_for_status()
-        self.token = r.json()["token"]
-
-    def add_route(self, spec: dict[str, Any]) -> None:
-        import httpx
-
-        r = httpx.post(
-            f"{self.url}/api/routes", json=spec, headers={"Authorization": f"Bearer {self.token}"}, timeout=30
-        )
-        if r.status_code >= 300:
-            raise SystemExit(f"adding route {spec['host']} failed: {r.status_code} {r.text}")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:  # stuck (an attack still holds its loop): not our concern here
-                self.proc.kill()
-                self.proc.wait()
+def serve(tmp: Path, name: str) -> ProductServe:
+    """A `fsctl serve` on a temp data dir, edge and console on 127.0.0.1, cheap bcrypt for the admin."""
+    env = {"INFRACORE_LOG_FORMAT": "json", "INFRACORE_PASSWORD_HASH_ROUNDS": "4", "PYTHONUNBUFFERED": "1"}
+    return ProductServe(tmp, None, name=name, env=env)
 
 
 # --- the run --------------------------------------------------------------------------------------------
@@ -365,7 +292,7 @@ def main() -> int:
         wait_port(origin_port)
         upstream = [f"127.0.0.1:{origin_port}"]
         for name in names:
-            srv = Serve(tmp, name)
+            srv = serve(tmp, name)
             try:
                 srv.add_route({"host": "probe.bench", "upstreams": upstream})
                 srv.add_route({"host": "upload.bench", "upstreams": upstream})
