@@ -38,7 +38,7 @@ def locked_routes(origin: Origin, hashed: str) -> tuple[dict, dict]:
 
 async def test_wrong_password_flood_does_not_stall_other_sites(gate_factory, origin: Origin):
     """The issue's attack: 8 concurrent clients sending wrong passwords to one basic-auth route for
-    3 s; meanwhile every request to another site answers within 50 ms (inline bcrypt: seconds)."""
+    3 s; meanwhile requests to another site answer within 50 ms (inline bcrypt: seconds)."""
     hashed = bcrypt.hashpw(b"right", bcrypt.gensalt(ROUNDS)).decode()
     g: Gate = await gate_factory(basic_auth_failures=10_000)  # no throttle: bcrypt runs for every attempt
     g.set_routes(*locked_routes(origin, hashed))
@@ -55,10 +55,13 @@ async def test_wrong_password_flood_does_not_stall_other_sites(gate_factory, ori
     assert checked >= 4, counts  # bcrypt really ran, many times, while we probed
     assert set(counts) <= {"401", "503"}, counts  # a full pool answers 503; nothing else happens
     assert len(latencies) >= 20, latencies
-    worst_ms = max(latencies) * 1000
-    assert worst_ms < 50, (
-        f"a request to another site took {worst_ms:.0f} ms during the attack "
-        f"(baseline {max(baseline) * 1000:.1f} ms, attack {counts})"
+    # Inline bcrypt (0.1-0.3 s a check, 8 clients) delays nearly every probe past 100 ms. One or two
+    # slow probes are the test process itself (a GC pass over 2,000 tests' garbage, or the OS handing
+    # the loop thread's core to the hammer on a 2-core runner): the test's own steps log as slow then.
+    slow = sorted(t * 1000 for t in latencies if t > 0.05)
+    assert len(slow) <= 2, (
+        f"{len(slow)} of {len(latencies)} requests to another site took over 50 ms during the attack "
+        f"({', '.join(f'{ms:.0f}' for ms in slow)} ms; baseline {max(baseline) * 1000:.1f} ms, attack {counts})"
     )
     assert not any(r.method == "GET" and r.host == "locked" for r in origin.requests)
 
