@@ -10,6 +10,14 @@ context it was handed, so open connections keep their certificate. Contexts of u
 is logged and the previous context for that name is kept (a broken renewal never replaces a working
 certificate). The SNI callback runs on the loop inside the handshake: a dict lookup and one
 assignment, nothing else.
+
+Session resumption: OpenSSL encrypts session tickets (TLS 1.3 and 1.2) with keys it draws at random
+when a context is created, and takes them from the context a connection starts on, whichever
+certificate SNI then picks. The listener therefore starts every connection on the selector's current
+*session context* (`ListenerContext.wrap_bio`), which is replaced by a fresh one every
+`SESSION_KEY_LIFETIME_S`: ticket keys live at most that long (no key encrypts tickets forever, as a
+context created once at start would), at the cost of one full handshake for a client whose ticket was
+issued by the previous keys (OpenSSL's tickets are valid 300 s anyway).
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ import asyncio
 import datetime
 import os
 import ssl
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +48,7 @@ log = structlog.get_logger("gate.tls")
 ALPN = ["h2", "http/1.1"]
 TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
 FALLBACK_NAME = "infracore.invalid"
+SESSION_KEY_LIFETIME_S = 3600.0  # session-ticket keys (and the session-ID cache) are replaced hourly
 
 
 def server_context(cert_path: str, key_path: str) -> ssl.SSLContext:
@@ -136,12 +146,27 @@ def lookup(table: Mapping[str, Served], name: str) -> Served | None:
 class CertSelector:
     """SNI → context, rebuilt from the board on every change. Used only on the loop."""
 
-    def __init__(self, board: CertificateBoard, fallback_dir: Path, *, now: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        board: CertificateBoard,
+        fallback_dir: Path,
+        *,
+        now: Callable[[], float],
+        clock: Callable[[], float] = time.monotonic,
+        session_key_lifetime_s: float = SESSION_KEY_LIFETIME_S,
+    ) -> None:
         self.board = board
+        self.now = now
+        self.clock = clock
+        self.fallback_dir = fallback_dir
+        self.session_key_lifetime_s = session_key_lifetime_s
         cert, key = ensure_fallback(fallback_dir, now())
-        self.fallback = server_context(cert, key)
         self.fallback_path = cert
-        self.fallback.sni_callback = self._sni
+        self.fallback_files = (cert, key)
+        self.fallback = self._new_session_context()
+        self.rotate_at = clock() + session_key_lifetime_s
+        self.session_key_rotations = 0
+        self.listener_context = ListenerContext(self)
         self.table: Mapping[str, Served] = MappingProxyType({})
         self.handshakes_fallback = 0
         self.rebuild()
@@ -149,8 +174,42 @@ class CertSelector:
 
     @property
     def context(self) -> ssl.SSLContext:
-        """The context the listener is created with (the fallback, carrying the SNI callback)."""
+        """The context new connections start on (the fallback certificate, the SNI callback, the current
+        session-ticket keys)."""
         return self.fallback
+
+    def _new_session_context(self) -> ssl.SSLContext:
+        ctx = server_context(*self.fallback_files)
+        ctx.sni_callback = self._sni
+        return ctx
+
+    def session_context(self) -> ssl.SSLContext:
+        """The context for a new connection; a fresh one (new ticket keys) once the current one is
+        `session_key_lifetime_s` old. Connections keep the context they started on."""
+        if self.clock() >= self.rotate_at:
+            self.rotate_session_keys()
+        return self.fallback
+
+    def rotate_session_keys(self) -> None:
+        """Start new connections on a new context, whose ticket keys OpenSSL draws at random. If the
+        fallback files no longer load they are generated again; failing that, the old context stops
+        issuing tickets (`OP_NO_TICKET`) rather than keep its keys."""
+        self.rotate_at = self.clock() + self.session_key_lifetime_s
+        try:
+            ctx = self._new_session_context()
+        except (OSError, ssl.SSLError) as e:
+            log.error("fallback certificate does not load; generating it again", error=str(e))
+            try:
+                self.fallback_files = ensure_fallback(self.fallback_dir, self.now())
+                self.fallback_path = self.fallback_files[0]
+                ctx = self._new_session_context()
+            except (OSError, ssl.SSLError, ValueError) as e2:
+                log.error("session ticket keys not rotated; tickets disabled", error=str(e2))
+                self.fallback.options |= ssl.OP_NO_TICKET
+                return
+        self.fallback = ctx
+        self.session_key_rotations += 1
+        log.info("session ticket keys rotated", rotations=self.session_key_rotations)
 
     def _on_change(self, ref: CertificateRef | None, name: str) -> None:
         self.rebuild()
@@ -231,6 +290,30 @@ class CertSelector:
 # --- the listener ----------------------------------------------------------------------------------------
 
 
+class ListenerContext(ssl.SSLContext):
+    """What the listener is bound with: the event loop wraps every accepted connection with `wrap_bio`,
+    which this hands to the selector's current session context (so ticket keys rotate without binding
+    the listener again). Its own OpenSSL context is never used for a handshake."""
+
+    selector: CertSelector
+
+    def __new__(cls, selector: CertSelector) -> ListenerContext:
+        return super().__new__(cls, ssl.PROTOCOL_TLS_SERVER)
+
+    def __init__(self, selector: CertSelector) -> None:
+        self.selector = selector
+
+    def wrap_bio(
+        self,
+        incoming: ssl.MemoryBIO,
+        outgoing: ssl.MemoryBIO,
+        server_side: bool = False,
+        server_hostname: str | bytes | None = None,
+        session: ssl.SSLSession | None = None,
+    ) -> ssl.SSLObject:
+        return self.selector.session_context().wrap_bio(incoming, outgoing, server_side, server_hostname, session)
+
+
 class AlpnDispatch(asyncio.Protocol):
     """Lives for the instant between the handshake and the first byte: picks HTTP/2 or HTTP/1.1 by
     ALPN, hands the transport to that protocol and steps aside."""
@@ -263,10 +346,19 @@ class TlsListener:
 
 
 async def start_tls_listener(
-    edge: EdgeServer, host: str, port: int, selector: CertSelector, *, handshake_timeout_s: float = 10.0
+    edge: EdgeServer,
+    host: str,
+    port: int,
+    selector: CertSelector,
+    *,
+    handshake_timeout_s: float = 10.0,
+    shutdown_timeout_s: float = 3.0,
 ) -> TlsListener:
     """Bind the HTTPS listener on the gate's existing `EdgeServer` (same state, routes, pool, sweeper,
-    draining): `edge.stop()` closes it with the rest. Raises StartupError when the port is taken."""
+    draining): `edge.stop()` closes it with the rest. Raises StartupError when the port is taken.
+    A handshake not done in `handshake_timeout_s` is dropped; a closing connection waits at most
+    `shutdown_timeout_s` for the client's close_notify (asyncio's default, 30 s, let a client that
+    never answers hold its connection that long)."""
     warn_if_unpinned()  # this listener speaks HTTP/2 through gate._h2conn, written against exact h2/hpack releases
     loop = asyncio.get_running_loop()
     state = edge.state
@@ -275,8 +367,9 @@ async def start_tls_listener(
             lambda: AlpnDispatch(state),
             host,
             port,
-            ssl=selector.context,
+            ssl=selector.listener_context,
             ssl_handshake_timeout=handshake_timeout_s,
+            ssl_shutdown_timeout=shutdown_timeout_s,
             backlog=2048,
             reuse_address=True,
         )

@@ -178,7 +178,7 @@ async def test_session_resumption(tls_gate: TlsGate):
         raw = socket.create_connection(("127.0.0.1", tls_gate.port), timeout=10)
         s = ctx.wrap_socket(raw, server_hostname="a.test", session=session)
         try:
-            return s.session, s.session_reused
+            return s.session, bool(s.session_reused)
         finally:
             s.close()
 
@@ -186,6 +186,66 @@ async def test_session_resumption(tls_gate: TlsGate):
     assert not reused
     _, reused = await asyncio.to_thread(connect, session)
     assert reused
+
+
+def _connect13(port: int, ctx: ssl.SSLContext, session: ssl.SSLSession | None) -> tuple[ssl.SSLSession, bool]:
+    """A TLS 1.3 connection that reads one response, so the server's session tickets have arrived."""
+    raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+    s = ctx.wrap_socket(raw, server_hostname="a.test", session=session)
+    try:
+        s.sendall(b"GET /echo HTTP/1.1\r\nHost: a.test\r\n\r\n")
+        buf = b""
+        while b"\r\n\r\n" not in buf:
+            chunk = s.recv(65536)
+            assert chunk, "closed before the response"
+            buf += chunk
+        assert s.session is not None
+        return s.session, bool(s.session_reused)
+    finally:
+        s.close()
+
+
+async def test_session_ticket_keys_rotate(tls_gate: TlsGate):
+    """TLS 1.3 tickets resume while their keys are current; after the keys' lifetime new connections
+    start on a context with new keys, which cannot decrypt the old tickets (a full handshake) and issues
+    tickets that resume again. No rotation before the lifetime is up."""
+    ref = tls_gate.publish("a.test")
+    sel = tls_gate.selector
+    ctx = tls_gate.client_context()
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    first, reused = await asyncio.to_thread(_connect13, tls_gate.port, ctx, None)
+    assert not reused
+    _, reused = await asyncio.to_thread(_connect13, tls_gate.port, ctx, first)
+    assert reused and sel.session_key_rotations == 0
+    assert sel.rotate_at > time.monotonic() + sel.session_key_lifetime_s - 120
+
+    sel.rotate_at = time.monotonic() - 1  # the keys' lifetime is up: the next connection rotates them
+    old_context = sel.context
+    second, reused = await asyncio.to_thread(_connect13, tls_gate.port, ctx, first)
+    assert not reused, "a ticket from the previous keys was accepted after the rotation"
+    assert sel.session_key_rotations == 1 and sel.context is not old_context
+    assert sel.rotate_at > time.monotonic() + sel.session_key_lifetime_s - 120
+    _, reused = await asyncio.to_thread(_connect13, tls_gate.port, ctx, second)
+    assert reused and sel.session_key_rotations == 1
+    # The new context serves like the old one: SNI still picks the name's certificate.
+    _, w = await handshake(tls_gate, "a.test")
+    assert served_serial(w.get_extra_info("ssl_object").getpeercert(binary_form=True)) == ref.serial
+    w.close()
+
+
+async def test_rotation_regenerates_unloadable_fallback_files(tls_gate: TlsGate):
+    """Fallback files deleted behind the gate's back: rotation generates them again (never keeps the old
+    keys for good); connections are still served."""
+    sel = tls_gate.selector
+    cert_path, key_path = sel.fallback_files
+    Path(cert_path).unlink()
+    Path(key_path).write_text("not a key")
+    sel.rotate_session_keys()
+    assert sel.session_key_rotations == 1 and Path(cert_path).exists()
+    _, w = await handshake(tls_gate, "unknown.test", verify=False)
+    cert = x509.load_der_x509_certificate(w.get_extra_info("ssl_object").getpeercert(binary_form=True))
+    assert FALLBACK_NAME in cert.subject.rfc4514_string()
+    w.close()
 
 
 async def test_fallback_is_generated_once_and_cached(tmp_path: Path):
