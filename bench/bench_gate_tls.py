@@ -7,7 +7,9 @@ Measures, for each proxy pinned to core 0 with the load generator on core 1 and 
 The proxies: the gate's engine alone, the product (`fsctl serve` started as a user starts it, every
 thread on core 0, the route added through the console API, on its self-signed fallback certificate;
 `--no-product` skips it), nginx (access log on, `buffer=64k flush=1s`) and Caddy. Every proxy serves an
-ECDSA P-256 certificate. Load goes only to 127.0.0.1 for a bounded time (`--seconds`, default 5 per run).
+ECDSA P-256 certificate with the same TLS settings (TLS 1.2-1.3, OpenSSL's TLS 1.3 cipher order, X25519,
+session tickets on, one TLS 1.3 ticket per handshake as the gate sends). Load goes only to 127.0.0.1
+for a bounded time (`--seconds`, default 5 per run).
 
     .venv/bin/python bench/bench_gate_tls.py [--seconds 5] [--profile [serve]] [--no-product]
     .venv/bin/python bench/bench_gate_tls.py --micro
@@ -61,6 +63,7 @@ NGINX_TLS_PROXY = """
         ssl_certificate_key {key};
         ssl_protocols TLSv1.2 TLSv1.3;
         ssl_session_cache shared:SSL:10m;
+        ssl_conf_command NumTickets 1;
         keepalive_requests 1000000;
         http2_max_requests 1000000;
         location / {{

@@ -26,6 +26,7 @@ import asyncio
 import datetime
 import os
 import ssl
+import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -53,13 +54,17 @@ SESSION_KEY_LIFETIME_S = 3600.0  # session-ticket keys (and the session-ID cache
 
 def server_context(cert_path: str, key_path: str) -> ssl.SSLContext:
     """A server context for one certificate: TLS >= 1.2, AEAD + forward-secret ciphers for TLS 1.2,
-    no renegotiation, session tickets on (OpenSSL's default), ALPN h2 then http/1.1.
+    no renegotiation, session tickets on, one TLS 1.3 ticket per handshake, ALPN h2 then http/1.1.
     Raises OSError / ssl.SSLError when the files do not load."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.set_ciphers(TLS12_CIPHERS)
     ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION | ssl.OP_CIPHER_SERVER_PREFERENCE
     ctx.set_alpn_protocols(ALPN)
+    # OpenSSL sends two TLS 1.3 tickets by default; each costs ~6 % of a full handshake's instructions
+    # (bench/bench_tls_instr.py). One is what a client resumes its next connection with, and a resumed
+    # handshake brings a new one (Go's and Caddy's servers send one too).
+    ctx.num_tickets = 1
     ctx.load_cert_chain(cert_path, key_path)
     return ctx
 
@@ -289,6 +294,37 @@ class CertSelector:
 
 # --- the listener ----------------------------------------------------------------------------------------
 
+bad_sni_handshakes = 0  # handshakes refused because the SNI bytes were not ASCII (see `_quiet_bad_sni`)
+
+
+def _quiet_bad_sni() -> None:
+    """Python's ssl module decodes the client's SNI bytes as ASCII before any callback runs; when that
+    fails it refuses the handshake and reports the UnicodeDecodeError through `sys.unraisablehook`,
+    whose default prints a traceback to stderr: a client could make the gate write one per handshake.
+    This wraps the hook (once per process) to count those and pass every other report on unchanged."""
+    previous = sys.unraisablehook
+    if getattr(previous, "gate_bad_sni", False):
+        return
+
+    def hook(unraisable: Any) -> None:
+        global bad_sni_handshakes
+        exc = unraisable.exc_value
+        if (
+            isinstance(exc, UnicodeDecodeError)
+            and exc.encoding == "ascii"
+            and isinstance(unraisable.object, bytes)
+            and exc.object == unraisable.object
+            and len(unraisable.object) <= 255
+        ):
+            bad_sni_handshakes += 1
+            if bad_sni_handshakes & (bad_sni_handshakes - 1) == 0:  # 1st, 2nd, 4th, 8th ...: bounded logging
+                log.warning("handshake refused: server name is not ASCII", count=bad_sni_handshakes)
+            return
+        previous(unraisable)
+
+    hook.gate_bad_sni = True  # type: ignore[attr-defined]
+    sys.unraisablehook = hook
+
 
 class ListenerContext(ssl.SSLContext):
     """What the listener is bound with: the event loop wraps every accepted connection with `wrap_bio`,
@@ -359,6 +395,7 @@ async def start_tls_listener(
     A handshake not done in `handshake_timeout_s` is dropped; a closing connection waits at most
     `shutdown_timeout_s` for the client's close_notify (asyncio's default, 30 s, let a client that
     never answers hold its connection that long)."""
+    _quiet_bad_sni()
     warn_if_unpinned()  # this listener speaks HTTP/2 through gate._h2conn, written against exact h2/hpack releases
     loop = asyncio.get_running_loop()
     state = edge.state

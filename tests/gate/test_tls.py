@@ -233,6 +233,34 @@ async def test_session_ticket_keys_rotate(tls_gate: TlsGate):
     w.close()
 
 
+@pytest.mark.parametrize("sni", ["a.test", "unknown.test"])
+async def test_one_tls13_ticket_per_handshake(tls_gate: TlsGate, sni: str):
+    """A full TLS 1.3 handshake brings exactly one NewSessionTicket (OpenSSL's default is two), on a
+    name's own context and on the fallback alike."""
+    tls_gate.publish("a.test")
+    ctx = tls_gate.client_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    tickets: list[int] = []
+
+    def on_message(_conn: object, direction: str, _v: object, _ct: object, msg_type: object, _d: bytes) -> None:
+        if direction == "read" and msg_type == ssl._TLSMessageType.NEWSESSION_TICKET:  # type: ignore[attr-defined]
+            tickets.append(1)
+
+    ctx._msg_callback = on_message  # type: ignore[attr-defined]  # CPython's debugging hook
+
+    def connect() -> None:
+        raw = socket.create_connection(("127.0.0.1", tls_gate.port), timeout=10)
+        with ctx.wrap_socket(raw, server_hostname=sni) as s:
+            s.sendall(f"GET /echo HTTP/1.1\r\nHost: {sni}\r\nConnection: close\r\n\r\n".encode())
+            while s.recv(65536):
+                pass
+
+    await asyncio.to_thread(connect)
+    assert len(tickets) == 1
+
+
 async def test_rotation_regenerates_unloadable_fallback_files(tls_gate: TlsGate):
     """Fallback files deleted behind the gate's back: rotation generates them again (never keeps the old
     keys for good); connections are still served."""
