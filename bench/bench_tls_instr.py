@@ -224,6 +224,7 @@ def main() -> int:
     ap.add_argument("--conns", type=int, default=10)
     ap.add_argument("--by-object", action="store_true")
     ap.add_argument("--only", choices=("gate", "nginx"))
+    ap.add_argument("--keep", action="store_true", help="keep the callgrind dumps (printed) for callgrind_annotate")
     ap.add_argument("--wrk-conns", type=int, default=0, help="handshakes from wrk with this many connections, 20 s")
     args = ap.parse_args()
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
@@ -286,7 +287,10 @@ def main() -> int:
         if origin is not None:
             origin.terminate()
             origin.wait(10)
-        shutil.rmtree(tmp, ignore_errors=True)
+        if args.keep:
+            print(f"callgrind dumps kept in {tmp} (callgrind_annotate {tmp}/cg-gate.out.*)")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
