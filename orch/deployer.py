@@ -14,6 +14,8 @@ import asyncio
 import contextlib
 import dataclasses
 import inspect
+import os
+import posixpath
 import shutil
 import time
 from collections.abc import Coroutine, Iterator
@@ -32,7 +34,7 @@ from orch.events import DeployFinished, DeployProgress
 from orch.instances import build_config, expand, variables
 from orch.live import Live
 from orch.planner import SlotKey
-from orch.release import VERSION_RE, VERSION_RULE, build_release, release_vars, templates_of
+from orch.release import VERSION_RE, VERSION_RULE, build_release, override_changes, release_vars, templates_of
 from orch.runtime import RuntimeError_
 from orch.spec import ServiceSpec, SpecError, SpecProblem, validate_mapping
 from orch.units import render_unit
@@ -58,6 +60,7 @@ class Deployer(SlotMoves):
         # release it runs until the next deployment (`ServiceView.hold_versions`).
         self.held: set[str] = set()
         self._running: set[asyncio.Task[Any]] = set()  # the deployments' tasks, cancelled first at a stop
+        self._releases: dict[tuple[str, int], Target] = {}  # older releases replicas still run (`release_of`)
 
     # --- start-up --------------------------------------------------------------------------------
 
@@ -233,7 +236,12 @@ class Deployer(SlotMoves):
                 hint="deploy without artifact_id, or enable the artifact store",
             )
         # The artifact is unpacked by `_start`, after the conflict and admission checks passed.
-        return await self.start(spec, None, "deploy", actor, version=version, artifact_id=artifact_id)
+        started = await self.start(spec, None, "deploy", actor, version=version, artifact_id=artifact_id)
+        if overrides:  # for the audit log: each field the overrides changed, old → new (secrets as markers)
+            new = await self.repo.release(name, started["release_id"])
+            old = await self.repo.release(name, row.version)
+            started["changes"] = override_changes(old["doc"] if old else None, new["doc"] if new else {}, overrides)
+        return started
 
     async def _install(self, artifact_id: str, name: str, version: str) -> str:
         """The artifact unpacked as `${installPath}`, in a task of orch's own that a cancelled caller (a
@@ -414,6 +422,25 @@ class Deployer(SlotMoves):
         rv = release_vars(doc.get("version") or str(number), doc.get("install_path"), self.env_name)
         return Target(spec, number, rv, templates_of(doc, spec))
 
+    async def release_of(self, name: str, number: int) -> Target:
+        """What an instance of release `number` runs under (its spec, variables and templates), for the
+        supervision of a replica on another release than the service's (adopted mid-rollout, or held after
+        a failed one): its probes, its stop and its crash restart follow its own release. The serving
+        release, or that one with a warning when release `number` is gone (pruned)."""
+        row = self.o._row(name)
+        if number != row.version:
+            got = self._releases.get((name, number))
+            if got is not None:
+                return got
+            try:
+                got = await self._target(name, number, strict=False)
+            except NotFound:
+                log.warning("release of a replica is gone; supervised as the serving one", service=name, release=number)
+            else:
+                self._releases[(name, number)] = got  # releases are immutable: kept for the next restart
+                return got
+        return Target(row.spec, row.version, self.vars.get(name, {}), self.templates.get(name, {}))
+
     async def _read_templates(self, spec: ServiceSpec, rv: dict[str, str], number: int) -> dict[int, str]:
         out: dict[int, str] = {}
         v = variables(spec, 0, {}, rv)
@@ -432,7 +459,14 @@ class Deployer(SlotMoves):
                     ]
                 )
             try:
-                out[i] = await asyncio.to_thread(read_inside, expand(spec.workdir, v), expand(f.template, v))
+                # The workdir as its real path (links an admin laid out resolved once): `read_inside` then
+                # opens every component without following a link, so one swapped in afterwards is refused.
+                given = posixpath.normpath(expand(spec.workdir, v))
+                template = posixpath.normpath(expand(f.template, v))
+                if template.startswith(given.rstrip("/") + "/"):  # absolute under the workdir as given
+                    template = template[len(given.rstrip("/")) + 1 :]
+                workdir = await asyncio.to_thread(os.path.realpath, given)
+                out[i] = await asyncio.to_thread(read_inside, workdir, template)
             except ConfigFileRefused as e:
                 raise SpecError([SpecProblem("deploy", None, f"config_files[{i}].template", str(e))]) from None
         return out
@@ -531,8 +565,8 @@ class Deployer(SlotMoves):
                         "failed",
                         f"auto_rollback is off: {self.replicas_report(name)}; the "
                         "replicas not switched keep their release (no restart onto the new one) until the "
-                        "next deploy or rollback; a replica that exits meanwhile restarts on the service's "
-                        f"release ({target.release})",
+                        "next deploy or rollback; a replica that exits meanwhile restarts on its own release, "
+                        "health-checked",
                     )
                 else:
                     await self._restore_files(name)
@@ -622,8 +656,7 @@ class Deployer(SlotMoves):
             "failed",
             f"{self.replicas_report(name)}; each replica keeps its release (no "
             f"restart onto release {row.version if row else '?'} without a health gate) until the next "
-            "deploy or rollback; a replica that exits meanwhile restarts on the service's release "
-            f"({row.version if row else '?'})",
+            "deploy or rollback; a replica that exits meanwhile restarts on its own release, health-checked",
         )
 
     def _runs(self, name: str, slot: int) -> bool:
