@@ -112,7 +112,7 @@ def register(api: Api, orch: OrchService) -> None:
             name, version=body.version, artifact_id=body.artifact_id, overrides=body.overrides, actor=principal.username
         )
         # What the overrides changed, old → new per field (secrets as the release history shows them).
-        changes = started.pop("changes", None) or {}
+        changes = await orch.deploy_changes(started["deployment_id"], body.overrides) if body.overrides else {}
         req.audit(
             f"service:{name}",
             before={"overrides": {f: c["from"] for f, c in changes.items()}} if changes else None,

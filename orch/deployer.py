@@ -18,7 +18,7 @@ import os
 import posixpath
 import shutil
 import time
-from collections.abc import Coroutine, Iterator
+from collections.abc import Coroutine, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -236,12 +236,15 @@ class Deployer(SlotMoves):
                 hint="deploy without artifact_id, or enable the artifact store",
             )
         # The artifact is unpacked by `_start`, after the conflict and admission checks passed.
-        started = await self.start(spec, None, "deploy", actor, version=version, artifact_id=artifact_id)
-        if overrides:  # for the audit log: each field the overrides changed, old → new (secrets as markers)
-            new = await self.repo.release(name, started["release_id"])
-            old = await self.repo.release(name, row.version)
-            started["changes"] = override_changes(old["doc"] if old else None, new["doc"] if new else {}, overrides)
-        return started
+        return await self.start(spec, None, "deploy", actor, version=version, artifact_id=artifact_id)
+
+    async def changes(self, deployment_id: int, keys: Iterable[str]) -> dict[str, Any]:
+        """For the audit log of a deploy with `overrides` (top-level spec fields `keys`): each field they
+        changed from the deployment's previous release to its new one, old → new, secrets as markers."""
+        d = await self.deployment(deployment_id)
+        new = await self.repo.release(d["service"], d["release"])
+        old = await self.repo.release(d["service"], d["from_release"]) if d["from_release"] is not None else None
+        return override_changes(old["doc"] if old else None, new["doc"] if new else {}, keys)
 
     async def _install(self, artifact_id: str, name: str, version: str) -> str:
         """The artifact unpacked as `${installPath}`, in a task of orch's own that a cancelled caller (a

@@ -314,6 +314,10 @@ class OrchService(Supervision):
             name, version=version, artifact_id=artifact_id, overrides=overrides, actor=actor
         )
 
+    async def deploy_changes(self, deployment_id: int, overrides: dict[str, Any]) -> dict[str, Any]:
+        """What a deploy's `overrides` changed, `{field: {"from", "to"}}` (secrets as release markers): audit."""
+        return await self.deployer.changes(deployment_id, overrides)
+
     async def rollback(self, name: str, *, to: int | None = None, actor: str | None = None) -> dict[str, Any]:
         """Re-apply release `to` (default: the one before the serving release) through the same rolling path."""
         return await self.deployer.rollback(name, to, actor)
