@@ -140,12 +140,16 @@ class SlotMoves:
         if live.health_task is not None:
             live.health_task.cancel()
         self.o._retired.add(id(live.instance))
-        self.o.pidfiles.write(
-            key[0],
-            RETIRED_RECORD_BASE + key[1],
-            {**live.instance.record(), "instance_index": live.instance.config.index},
-        )
-        self.o.pidfiles.remove(*key)
+        try:
+            self.o.pidfiles.write(
+                key[0],
+                RETIRED_RECORD_BASE + key[1],
+                {**live.instance.record(), "instance_index": live.instance.config.index},
+            )
+        except OSError as e:  # (disk full) no await here: it stays found by its slot's record until it stops
+            log.error("pidfile not moved aside", instance=f"{key[0]}-{key[1]}", error=e.strerror)
+        else:
+            self.o.pidfiles.remove(*key)
         return [(key, live)]
 
     def _switch(
