@@ -111,7 +111,13 @@ def register(api: Api, orch: OrchService) -> None:
         started = await orch.deploy(
             name, version=body.version, artifact_id=body.artifact_id, overrides=body.overrides, actor=principal.username
         )
-        req.audit(f"service:{name}", after=started)
+        # What the overrides changed, old → new per field (secrets as the release history shows them).
+        changes = await orch.deploy_changes(started["deployment_id"], body.overrides) if body.overrides else {}
+        req.audit(
+            f"service:{name}",
+            before={"overrides": {f: c["from"] for f, c in changes.items()}} if changes else None,
+            after={**started, "overrides": {f: c["to"] for f, c in changes.items()}} if changes else started,
+        )
         return web.Response(status=202, text=json.dumps(started), content_type="application/json")
 
     @api.route(

@@ -3,13 +3,14 @@
 The spec refuses paths that leave the workdir as text (`orch.spec.config_path_problem`); this writer
 also refuses what only the disk can show: a symlink anywhere on the way (a directory or the file itself
 replaced by a link to /etc, say, by the service that owns the workdir). It walks the path one component
-at a time with `openat(..., O_NOFOLLOW)` from a descriptor of the workdir, so no check-then-open race
-lets a link swapped in between redirect the write.
+at a time with `openat(..., O_NOFOLLOW)` from `/` — the workdir's own path included, as the caller resolved
+and checked it — so no check-then-open race lets a link swapped in between redirect a write or a read.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import grp
 import os
 import posixpath
@@ -66,9 +67,36 @@ def system_dir_problem(workdir: str, data_dir: str, releases_dir: str) -> str | 
     return None
 
 
+def _open_base(base: str, path: str) -> int:
+    """A descriptor of the workdir `base` (absolute, normalized), opened from `/` one component at a time
+    with O_NOFOLLOW: a component swapped for a symlink after the caller resolved and checked the path (its
+    realpath) is refused, not followed. (`openat2`'s RESOLVE_NO_SYMLINKS does this in one call, but Python's
+    `os` has no openat2.)"""
+    dir_fd = os.open("/", os.O_RDONLY | os.O_DIRECTORY)
+    done = "/"
+    try:
+        for part in [p for p in base.split("/") if p]:
+            done = posixpath.join(done, part)
+            try:
+                fd = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=dir_fd)
+            except OSError as e:
+                what = "is a symlink or not a directory" if e.errno in (errno.ELOOP, errno.ENOTDIR) else e.strerror
+                raise ConfigFileRefused(
+                    f"config file {path!r}: the workdir {base} cannot be opened: {done} {what}; the workdir is "
+                    "opened without following symlinks (give it as its real path, see `realpath`)"
+                ) from e
+            os.close(dir_fd)
+            dir_fd = fd
+    except BaseException:
+        os.close(dir_fd)
+        raise
+    return dir_fd
+
+
 def _walk(base: str, parts: list[str], path: str, *, create: bool) -> int:
-    """A descriptor of the directory `base/parts...`, reached without following any symlink."""
-    dir_fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY)
+    """A descriptor of the directory `base/parts...`, reached without following any symlink (in the
+    workdir's own path too, see `_open_base`)."""
+    dir_fd = _open_base(base, path)
     try:
         for i, part in enumerate(parts):
             if create:

@@ -27,8 +27,9 @@ from typing import IO, Any
 import structlog
 
 from core.clock import Clock, SystemClock
-from core.errors import BadRequest, Conflict, NotFound, PayloadTooLarge
+from core.errors import BadRequest, Conflict, NotFound, PayloadTooLarge, Unavailable
 from core.store import Migration, Store
+from core.tasks import TaskSet
 from core.workers import WorkerPool
 from orch import _unpack
 from orch._tarcheck import TarLimits, TarRejected
@@ -140,7 +141,10 @@ class ArtifactStore:
         # 503 with Retry-After (PoolBusy), not an unbounded queue of uploads.
         self._pool = pool or WorkerPool("artifacts", workers=2, backlog=16, kind="thread")
         self._install_locks: dict[tuple[str, str], asyncio.Lock] = {}
-        self._installing: set[asyncio.Task[None]] = set()
+        # The installs run in tasks of the store's own (a caller cancelled mid-way does not cut one short),
+        # owned here: `stop` cancels and awaits them before the worker pool goes.
+        self._tasks = TaskSet("artifacts")
+        self._stopping = False
 
     # --- component ------------------------------------------------------------------------------
 
@@ -152,6 +156,10 @@ class ArtifactStore:
         await self._pool.run(_clear_dir, self.tmp)  # uploads a crash cut short
 
     async def stop(self, drain_timeout_s: float) -> None:
+        """Cancel the installs under way and wait for them (each drops its claim: the next install of that
+        version cleans what a cut-short unpack left and unpacks again), then the worker pool."""
+        self._stopping = True
+        await self._tasks.close(drain_timeout_s)
         await self._pool.stop(drain_timeout_s)
 
     # --- upload ---------------------------------------------------------------------------------
@@ -323,10 +331,28 @@ class ArtifactStore:
         art = await self.get(artifact_id)
         # The claim, the unpack and its record run to their end in a task of their own: a caller cancelled
         # mid-way (a client gone) must not leave a dir without its record or a record without its dir.
-        task = asyncio.ensure_future(self._install(artifact_id, art, service, version, dest))
-        self._installing.add(task)
-        task.add_done_callback(self._installing.discard)
-        await asyncio.shield(task)
+        if self._stopping:
+            raise Unavailable("the artifact store is stopping", hint="deploy again once the server is back")
+
+        async def run() -> BaseException | None:  # the install's error is the caller's, not a crashed task
+            try:
+                await self._install(artifact_id, art, service, version, dest)
+            except Exception as e:
+                return e
+            return None
+
+        task = self._tasks.spawn(f"install:{service}:{version}", run())
+        try:
+            error = await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if not task.cancelled():
+                raise  # the caller is cancelled; the install runs on (and `stop` ends it)
+            raise Unavailable(
+                f"the install of {service} version {version} was stopped: the server is stopping",
+                hint="deploy again once the server is back (the cut-short unpack is cleaned and redone)",
+            ) from None
+        if error is not None:
+            raise error
         log.info("artifact installed", artifact_id=artifact_id, service=service, version=version, path=str(dest))
         return dest
 

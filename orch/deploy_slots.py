@@ -13,6 +13,8 @@ from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import structlog
+
 from orch import planner, rollout
 from orch.health import run_probe
 from orch.instances import build_config, health_target, port_requests
@@ -23,6 +25,8 @@ from orch.spec import ServiceSpec
 
 if TYPE_CHECKING:
     from orch.service import OrchService
+
+log = structlog.get_logger("orch.deploy")
 
 RETIRED_RECORD_BASE = 300  # an old instance draining after a switch: pidfile key 300 + slot
 
@@ -64,10 +68,11 @@ class SlotMoves:
         config = build_config(target.spec, index, ports, target.release, target.vars, target.templates)
         try:
             instance = await self.o._spawn(target.spec, config)
+            # Recorded before anything else, or stopped again (`_record` raises `RuntimeError_`: the batch fails).
+            await self.o._record(name, rollout.staged_record_key(slot), instance, f"{name}-{slot} (new)")
         except BaseException:
             self.o.ports.release(ports)
             raise
-        self.o.pidfiles.write(name, rollout.staged_record_key(slot), {**instance.record(), "instance_index": index})
         return Staged(slot, index, instance, ports)
 
     async def _unstage(self, name: str, st: Staged) -> None:
@@ -135,12 +140,16 @@ class SlotMoves:
         if live.health_task is not None:
             live.health_task.cancel()
         self.o._retired.add(id(live.instance))
-        self.o.pidfiles.write(
-            key[0],
-            RETIRED_RECORD_BASE + key[1],
-            {**live.instance.record(), "instance_index": live.instance.config.index},
-        )
-        self.o.pidfiles.remove(*key)
+        try:
+            self.o.pidfiles.write(
+                key[0],
+                RETIRED_RECORD_BASE + key[1],
+                {**live.instance.record(), "instance_index": live.instance.config.index},
+            )
+        except OSError as e:  # (disk full) no await here: it stays found by its slot's record until it stops
+            log.error("pidfile not moved aside", instance=f"{key[0]}-{key[1]}", error=e.strerror)
+        else:
+            self.o.pidfiles.remove(*key)
         return [(key, live)]
 
     def _switch(
@@ -165,8 +174,12 @@ class SlotMoves:
                 now,
                 has_healthcheck=False,
             )
-            self.o.pidfiles.write(name, st.slot, {**st.instance.record(), "instance_index": st.index})
-            self.o.pidfiles.remove(name, rollout.staged_record_key(st.slot))
+            try:
+                self.o.pidfiles.write(name, st.slot, {**st.instance.record(), "instance_index": st.index})
+            except OSError as e:  # no await here: it stays found by its staged record (adopted as a leftover)
+                log.error("pidfile not moved to its slot", instance=f"{name}-{st.slot}", error=e.strerror)
+            else:
+                self.o.pidfiles.remove(name, rollout.staged_record_key(st.slot))
             self.o._watch(key, target.spec, st.instance)
         for i in retire:
             retired += self._retire((name, i))

@@ -5,18 +5,17 @@ with their step log and announced as `deploy.progress` / `deploy.finished` event
 
 Planning is pure (`orch.rollout`, `orch.release`); this module only executes it. While a service has a
 deployment running, the planner leaves its slots' versions and missing slots alone (`ServiceView.deploying`):
-the deployer is the one moving them (the instance-level moves are `orch.deploy_slots`).
+the deployer is the one moving them (the instance-level moves are `orch.deploy_slots`, what a release is
+made of `orch.deploy_releases`, recovery at start-up, holds and the moves back `orch.deploy_recovery`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import inspect
-import shutil
 import time
-from collections.abc import Coroutine, Iterator
+from collections.abc import Coroutine, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,18 +23,16 @@ import structlog
 
 from core.errors import BadRequest, Conflict, NotFound
 from orch import rollout
-from orch._files import ConfigFileRefused, read_inside
-from orch.deploy_slots import DeployFailed, SlotMoves, Staged, Target
+from orch.deploy_recovery import Recovery
+from orch.deploy_releases import Releases
+from orch.deploy_slots import DeployFailed, Staged, Target
 from orch.deployrepo import DeployRepo
-from orch.docker import DockerRuntime
 from orch.events import DeployFinished, DeployProgress
-from orch.instances import build_config, expand, variables
 from orch.live import Live
 from orch.planner import SlotKey
-from orch.release import VERSION_RE, VERSION_RULE, build_release, release_vars, templates_of
+from orch.release import VERSION_RE, VERSION_RULE, build_release, override_changes, release_vars
 from orch.runtime import RuntimeError_
-from orch.spec import ServiceSpec, SpecError, SpecProblem, validate_mapping
-from orch.units import render_unit
+from orch.spec import ServiceSpec, validate_mapping
 
 if TYPE_CHECKING:
     from orch.service import OrchService
@@ -43,7 +40,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger("orch.deploy")
 
 
-class Deployer(SlotMoves):
+class Deployer(Recovery, Releases):
     def __init__(self, orch: OrchService, env_name: str) -> None:
         self.o = orch
         self.repo = DeployRepo(orch.repo.store)
@@ -58,116 +55,7 @@ class Deployer(SlotMoves):
         # release it runs until the next deployment (`ServiceView.hold_versions`).
         self.held: set[str] = set()
         self._running: set[asyncio.Task[Any]] = set()  # the deployments' tasks, cancelled first at a stop
-
-    # --- start-up --------------------------------------------------------------------------------
-
-    async def load(self) -> None:
-        """The serving release's variables of every service (a restarted instance gets the same)."""
-        for name, row in self.o.services.items():
-            rel = await self.repo.release(name, row.version)
-            self._serving(name, rel["doc"] if rel else None, row)
-            last = await self.repo.deployments(name, limit=1)
-            if (
-                last
-                and last[0]["status"] in ("failed", "rolled_back")
-                and any(s["step"] == "held" for s in last[0]["log"])
-            ):
-                self.held.add(name)  # a part-switched rollout stays as it was left across restarts
-
-    def _serving(self, name: str, doc: dict[str, Any] | None, row: Any) -> None:
-        if doc is None:
-            self.vars[name] = release_vars(str(row.version), None, self.env_name)
-            self.templates[name] = {}
-        else:
-            self.vars[name] = release_vars(
-                doc.get("version") or str(row.version), doc.get("install_path"), self.env_name
-            )
-            self.templates[name] = templates_of(doc, row.spec)
-
-    async def recover(self) -> None:
-        """Deployments a killed platform left unfinished, after adoption found what still runs.
-
-        Like a Kubernetes Deployment or a Nomad deployment after a controller restart, a rollout that had
-        switched at least one batch resumes: the slots not yet on the new release move batch by batch with
-        the same health gates (an interrupted rollback resumes as a rollback). What the adopted replicas run
-        decides: a rollout resumes when a replica runs its release, a rollback when a replica runs another
-        release than the one it goes back to. One killed before any switch ends `failed`: its release never
-        served and the old one still does. A graceful stop leaves its deployment `running` too, and it
-        resumes the same way. Staged and draining instances the crash left are stopped first. The step log
-        says which replica runs which release."""
-        for d in await self.repo.unfinished():
-            name = d["service"]
-            row = self.o.services.get(name)
-            leftovers = self._retire_leftovers(name)
-            self._step(
-                d,
-                "interrupted",
-                "info",
-                "the platform stopped during the deployment; at this start "
-                f"{self.replicas_report(name)}"
-                + (f"; {len(leftovers)} staged or draining instance(s) are stopped" if leftovers else ""),
-            )
-            back = any(s["step"] == "rollback" for s in d["log"])
-            # What the adopted replicas run decides, not the service's recorded release: a rollback batch
-            # switches the service's release back before the rollback has finished.
-            runs = {
-                s.version
-                for s in self.o.slots.values()
-                if s.service == name and s.active and s.index < rollout.STAGED_RECORD_BASE
-            }
-            live = (
-                row is not None
-                and row.desired == "running"
-                and d["status"] == "running"
-                and d["from_release"] is not None
-                and d["release"] != d["from_release"]
-            )
-            report = self.replicas_report(name)
-            if live and not back and d["release"] in runs:
-                target = await self._target(name, d["release"], strict=False)
-                self._step(
-                    d,
-                    "resume",
-                    "info",
-                    f"resuming the rollout to release {d['release']} ({report}): "
-                    "the slots not on it yet, batch by batch with health gates",
-                )
-            elif live and back and runs - {d["from_release"]}:
-                target = await self._target(name, d["from_release"], strict=False)
-                self._step(d, "resume", "info", f"resuming the rollback to release {d['from_release']} ({report})")
-            else:
-                if live and back and runs:  # the rollback had brought every replica back: it is done
-                    await self.o.repo.set_current(name, d["from_release"])
-                    d["status"] = rollout.advance(d["status"], "roll_back")
-                    self._step(d, "rolled back", "ok", f"release {d['from_release']} is serving: {report}")
-                else:
-                    if row is None or row.desired != "running":
-                        why = "the service is not to run"
-                    elif d["status"] != "running":
-                        why = "it had not started"
-                    elif not back:
-                        why = f"no replica runs release {d['release']}"
-                    else:
-                        why = "no replica runs"
-                    self._step(
-                        d,
-                        "kept",
-                        "failed",
-                        f"nothing to resume: {why} ({report}); the service's release is {row.version if row else None}",
-                    )
-                    d["status"] = rollout.advance(d["status"], "interrupt")
-                    d["error"] = d.get("error") or "interrupted: the platform stopped during the deployment"
-                d["finished_at"] = d["phases"]["finished"] = time.time()
-                self._hold_if_mixed(d, name)
-                await self.repo.save_deployment(d)
-                self.o._emit(DeployFinished(**self._event(d)))
-                if leftovers:
-                    self.o._tasks.spawn(f"deploy-leftovers:{name}", self._stop_retired(leftovers, 0.0))
-                continue
-            d["phases"]["resumed"] = time.time()
-            await self._save(d)
-            self.active[name] = d
-            self._spawn(d, self._run(d, target, resume="back" if back else "forward", leftovers=leftovers))
+        self._releases: dict[tuple[str, int], Target] = {}  # older releases replicas still run (`release_of`)
 
     def _spawn(self, d: dict[str, Any], run: Coroutine[Any, Any, None]) -> None:
         task = self.o._tasks.spawn(f"deploy:{d['service']}:{d['id']}", run)
@@ -182,27 +70,6 @@ class Deployer(SlotMoves):
             t.cancel()
         if tasks:
             await asyncio.wait(tasks, timeout=timeout_s)
-
-    def _retire_leftovers(self, name: str) -> list[tuple[SlotKey, Live]]:
-        """Adopted instances a crash left beyond the replica slots (staged: 200+, draining: 300+): out of the
-        planner's hands, to be stopped by the recovery (no await)."""
-        out: list[tuple[SlotKey, Live]] = []
-        for key in [k for k in self.o.slots if k[0] == name and k[1] >= rollout.STAGED_RECORD_BASE]:
-            out += self._retire(key)
-        return out
-
-    def replicas_report(self, name: str) -> str:
-        """Which replica runs which release, e.g. `web-1 runs release 3; web-2, web-3 run release 2`."""
-        by: dict[int, list[str]] = {}
-        for s in sorted(self.o.slots.values(), key=lambda s: s.index):
-            if s.service == name and s.active and s.index < rollout.STAGED_RECORD_BASE:
-                by.setdefault(s.version, []).append(f"{name}-{s.index}")
-        if not by:
-            return "no replica runs"
-        return "; ".join(
-            f"{', '.join(who)} run{'s' if len(who) == 1 else ''} release {v}"
-            for v, who in sorted(by.items(), reverse=True)
-        )
 
     # --- public ---------------------------------------------------------------------------------
 
@@ -234,6 +101,14 @@ class Deployer(SlotMoves):
             )
         # The artifact is unpacked by `_start`, after the conflict and admission checks passed.
         return await self.start(spec, None, "deploy", actor, version=version, artifact_id=artifact_id)
+
+    async def changes(self, deployment_id: int, keys: Iterable[str]) -> dict[str, Any]:
+        """For the audit log of a deploy with `overrides` (top-level spec fields `keys`): each field they
+        changed from the deployment's previous release to its new one, old → new, secrets as markers."""
+        d = await self.deployment(deployment_id)
+        new = await self.repo.release(d["service"], d["release"])
+        old = await self.repo.release(d["service"], d["from_release"]) if d["from_release"] is not None else None
+        return override_changes(old["doc"] if old else None, new["doc"] if new else {}, keys)
 
     async def _install(self, artifact_id: str, name: str, version: str) -> str:
         """The artifact unpacked as `${installPath}`, in a task of orch's own that a cancelled caller (a
@@ -349,46 +224,6 @@ class Deployer(SlotMoves):
         target = await self._target(name, to)
         return await self._launch(target, "rollback", actor)
 
-    async def record(self, spec: ServiceSpec, number: int, actor: str | None) -> None:
-        """The release of a spec applied directly (a new or stopped service): no instance to replace."""
-        row = self.o.services.get(spec.name)
-        prev = await self.repo.release(spec.name, row.version) if row is not None else None
-        rv = release_vars(
-            prev["label"] if prev else str(number), prev["doc"].get("install_path") if prev else None, self.env_name
-        )
-        templates = await self._read_templates(spec, rv, number)
-        doc = build_release(
-            spec,
-            number,
-            rv,
-            templates,
-            previous_spec=row.spec if row else None,
-            previous_doc=prev["doc"] if prev else None,
-        )
-        await self._extras(spec, number, rv, templates, doc)
-        await self.repo.add_release(spec.name, number, rv["version"], doc, actor)
-        self.vars[spec.name], self.templates[spec.name] = rv, templates
-
-    async def _extras(
-        self, spec: ServiceSpec, number: int, rv: dict[str, str], templates: dict[int, str], doc: dict[str, Any]
-    ) -> None:
-        """What only this host can say about a release: the image's digest when dockerd has the image,
-        the systemd unit's text (rendered with the document's env: no secret in clear)."""
-        if spec.image is not None and self.o.runtime is not None:
-            docker = self.o.runtime.runtimes.get("docker")
-            if isinstance(docker, DockerRuntime):
-                with contextlib.suppress(Exception):
-                    info = await asyncio.wait_for(docker.docker.images.inspect(spec.image), 5)
-                    doc["image_digest"] = (info.get("RepoDigests") or [None])[0] or info.get("Id")
-        if spec.runtime_name == "systemd":
-            shown = spec.model_copy(update={"env": doc["env"]})
-            config = build_config(shown, 1, {}, number, rv, templates)
-            if config.argv and not config.argv[0].startswith("/"):
-                found = shutil.which(config.argv[0])
-                config = dataclasses.replace(config, argv=(found or f"/{config.argv[0]}", *config.argv[1:]))
-            with contextlib.suppress(ValueError):
-                doc["unit"] = render_unit(config)
-
     async def deployment(self, deployment_id: int) -> dict[str, Any]:
         for d in self.active.values():
             if d["id"] == deployment_id:
@@ -403,39 +238,6 @@ class Deployer(SlotMoves):
         return [_public(live.get(d["id"], d)) for d in await self.repo.deployments(service)]
 
     # --- running a deployment -------------------------------------------------------------------
-
-    async def _target(self, name: str, number: int, *, strict: bool = True) -> Target:
-        rel = await self.repo.release(name, number)
-        spec = await self.o.repo.spec_version(name, number)
-        if spec is None or (strict and rel is None and await self.repo.releases(name)):
-            # A spec version without its release was pruned (or failed before it was recorded).
-            raise NotFound(f"service {name} has no release {number}", hint=f"see fsctl service releases {name}")
-        doc = rel["doc"] if rel else {}
-        rv = release_vars(doc.get("version") or str(number), doc.get("install_path"), self.env_name)
-        return Target(spec, number, rv, templates_of(doc, spec))
-
-    async def _read_templates(self, spec: ServiceSpec, rv: dict[str, str], number: int) -> dict[int, str]:
-        out: dict[int, str] = {}
-        v = variables(spec, 0, {}, rv)
-        for i, f in enumerate(spec.config_files):
-            if f.template is None:
-                continue
-            if not spec.workdir:
-                raise SpecError(
-                    [
-                        SpecProblem(
-                            "deploy",
-                            None,
-                            f"config_files[{i}].template",
-                            "a template is read inside the workdir: set workdir",
-                        )
-                    ]
-                )
-            try:
-                out[i] = await asyncio.to_thread(read_inside, expand(spec.workdir, v), expand(f.template, v))
-            except ConfigFileRefused as e:
-                raise SpecError([SpecProblem("deploy", None, f"config_files[{i}].template", str(e))]) from None
-        return out
 
     async def _launch(self, target: Target, kind: str, actor: str | None) -> dict[str, Any]:
         name = target.spec.name
@@ -531,8 +333,8 @@ class Deployer(SlotMoves):
                         "failed",
                         f"auto_rollback is off: {self.replicas_report(name)}; the "
                         "replicas not switched keep their release (no restart onto the new one) until the "
-                        "next deploy or rollback; a replica that exits meanwhile restarts on the service's "
-                        f"release ({target.release})",
+                        "next deploy or rollback; a replica that exits meanwhile restarts on its own release, "
+                        "health-checked",
                     )
                 else:
                     await self._restore_files(name)
@@ -599,101 +401,6 @@ class Deployer(SlotMoves):
                 self.o._wake.set()
             else:  # interrupted by a graceful stop: resumed at the next start
                 log.info("deployment interrupted by shutdown", service=name, deployment=d["id"])
-
-    def _mixed(self, name: str) -> bool:
-        """Some replica runs another release than the service's (a part-switched rollout or rollback)."""
-        row = self.o.services.get(name)
-        return row is not None and any(
-            s.service == name and s.active and s.index < rollout.STAGED_RECORD_BASE and s.version != row.version
-            for s in self.o.slots.values()
-        )
-
-    def _hold_if_mixed(self, d: dict[str, Any], name: str) -> None:
-        """A deployment that did not succeed and left replicas on different releases: the planner keeps each
-        on the release it runs (no unchecked restart onto the service's release) until the next deployment;
-        the `held` step lets `load()` restore that after a restart. No await."""
-        if d["status"] == "succeeded" or not self._mixed(name) or name in self.held:
-            return
-        self.held.add(name)
-        row = self.o.services.get(name)
-        self._step(
-            d,
-            "held",
-            "failed",
-            f"{self.replicas_report(name)}; each replica keeps its release (no "
-            f"restart onto release {row.version if row else '?'} without a health gate) until the next "
-            "deploy or rollback; a replica that exits meanwhile restarts on the service's release "
-            f"({row.version if row else '?'})",
-        )
-
-    def _runs(self, name: str, slot: int) -> bool:
-        s = self.o.slots.get((name, slot))
-        return s is not None and s.active
-
-    def _not_yet(self, name: str, batch: rollout.Batch, release: int) -> rollout.Batch:
-        """`batch` without the slots already running `release` (a resumed rollout)."""
-        slots = tuple(i for i in batch.slots if not self._runs(name, i) or self.o.slots[(name, i)].version != release)
-        return rollout.Batch(slots, batch.surge, tuple(i for i in batch.retire if self._runs(name, i)))
-
-    async def _roll_back(self, d: dict[str, Any], name: str, from_release: int) -> None:
-        """The switched slots back to `from_release` through the same health-gated batches; `rolled_back`.
-        A rollback batch failing too ends the deployment `failed` (no raise): the replicas it left on
-        different releases are held by `_run`'s end."""
-        back = await self._target(name, from_release, strict=False)
-        mine = [
-            s for s in self.o.slots.values() if s.service == name and s.active and s.index < rollout.STAGED_RECORD_BASE
-        ]
-        moved = {s.index for s in mine if s.version != from_release}  # the switched slots only
-        try:
-            for batch in rollout.plan_batches(
-                sorted(s.index for s in mine),
-                back.spec.replicas,
-                back.spec.deploy.strategy,
-                back.spec.deploy.max_surge,
-                back.spec.deploy.max_unavailable,
-            ):
-                batch = rollout.Batch(
-                    tuple(i for i in batch.slots if i in moved or (name, i) not in self.o.slots),
-                    batch.surge,
-                    batch.retire,
-                )
-                if batch.slots or batch.retire:
-                    await self._batch(d, back, batch, 0, 0)
-        except DeployFailed as e:
-            d["error"] = f"{d.get('error') or 'failed'}; the rollback failed too: {e}"
-            self._step(d, "rollback", "failed", f"{e}; {self.replicas_report(name)}")
-            d["status"] = rollout.advance(d["status"], "fail")
-            return
-        await self.o.repo.set_current(name, from_release)
-        d["status"] = rollout.advance(d["status"], "roll_back")
-        self._step(d, "rolled back", "ok", f"release {from_release} is serving: {self.replicas_report(name)}")
-
-    async def _restart_stopped(self, d: dict[str, Any], name: str, from_release: int, stopped: list[int]) -> str | None:
-        """A replace batch (recreate, max_surge: 0) stopped the old instances of `stopped` and the new ones
-        failed: start the old release again in those slots, health-gated. None when they came back, else why
-        not (the caller sets the status: `rolled_back` only if this worked)."""
-        self._step(
-            d,
-            "rollback",
-            "info",
-            f"the old instance(s) of slot(s) {stopped} were stopped before the new "
-            f"ones started: starting release {from_release} again in them",
-        )
-        back = await self._target(name, from_release, strict=False)
-        try:
-            await self._batch(d, back, rollout.Batch(tuple(stopped), surge=True), 0, 0)
-        except DeployFailed as e:
-            self._step(
-                d, "rollback", "failed", f"release {from_release} did not come back: {e}; {self.replicas_report(name)}"
-            )
-            return str(e)
-        self._step(
-            d,
-            "restarted",
-            "ok",
-            f"the old instance(s) were stopped and restarted: release {from_release} runs in slot(s) {stopped} again",
-        )
-        return None
 
     async def _batch(self, d: dict[str, Any], target: Target, batch: rollout.Batch, n: int, total: int) -> None:
         name = target.spec.name

@@ -195,9 +195,18 @@ class OutputFiles:
         """The child runs (with its own copies of the write ends): record it and ship its output."""
         for fd in new.write_fds.values():
             os.close(fd)
-        streams = {s: _Stream(s, p, os.open(p, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)) for s, p in new.paths.items()}
-        out = _Output(new.manifest, new.service, new.instance, pid, start_ticks, streams)
-        _write_manifest(out)
+        streams: dict[Stream, _Stream] = {}
+        try:
+            for s, p in new.paths.items():
+                streams[s] = _Stream(s, p, os.open(p, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW))
+            out = _Output(new.manifest, new.service, new.instance, pid, start_ticks, streams)
+            _write_manifest(out)
+        except OSError:  # (disk full, read-only) the caller stops the child: nothing of it is kept
+            for st in streams.values():
+                os.close(st.fd)
+            for p in new.paths.values():
+                p.unlink(missing_ok=True)
+            raise
         with self._lock:
             self._outputs[out.manifest] = out
         self._wake.wake()
@@ -479,5 +488,9 @@ class _Wakeups:
 
 def _write_manifest(out: _Output) -> None:
     tmp = out.manifest.with_name(f".{out.manifest.name}.{threading.get_ident()}.tmp")
-    tmp.write_text(json.dumps(out.record()))
-    os.replace(tmp, out.manifest)
+    try:
+        tmp.write_text(json.dumps(out.record()))
+        os.replace(tmp, out.manifest)
+    except OSError:
+        tmp.unlink(missing_ok=True)  # a part written before the disk filled up
+        raise

@@ -63,7 +63,8 @@ class ServiceView:
     # A deployment is moving this service's slots (orch.deployer): leave versions and missing slots alone.
     deploying: bool = False
     # A rollout failed part-way with auto_rollback off: the slots it switched run `version`, the rest keep
-    # the release they run (no restart onto `version` without a health gate) until the next deployment.
+    # the release they run (no restart onto `version` without a health gate; one that exits starts again on
+    # its own release) until the next deployment.
     hold_versions: bool = False
 
 
@@ -273,7 +274,10 @@ def _plan_running(
                 continue
             if waiting_on:
                 continue
-            out.actions.append(StartInstance(svc.name, index, svc.version))
+            # A held replica comes back on the release it ran (health-checked as a start always is), not
+            # on the service's release without the deployment's health gate.
+            held = svc.hold_versions and slot.version > 0
+            out.actions.append(StartInstance(svc.name, index, slot.version if held else svc.version))
             out.slots[slot.key] = dataclasses.replace(slot, phase="starting")
         elif slot.phase == "running":
             if slot.version != svc.version and not svc.deploying and not svc.hold_versions:

@@ -208,7 +208,7 @@ class ProcessRuntime:
             if not workdir:
                 raise RuntimeError_(f"{cfg.instance}: config file {path_s!r} needs a workdir to be written in")
             try:
-                write_inside(workdir, path_s, content, mode)
+                write_inside(os.path.realpath(workdir), path_s, content, mode)  # no link after this: refused
             except ConfigFileRefused as e:
                 raise RuntimeError_(f"{cfg.instance}: {e}") from e
         argv = list(cfg.argv)
@@ -257,7 +257,17 @@ class ProcessRuntime:
         instance.started_at = time.time()
         if files is not None:
             assert self.outputs is not None  # the files came from it
-            self.outputs.started(files, popen.pid, instance.start_ticks)
+            try:
+                self.outputs.started(files, popen.pid, instance.start_ticks)
+            except OSError as e:
+                # Without its manifest nobody would ship its output or find it after a restart: it goes again.
+                self._signal_all(instance, signal.SIGKILL)
+                await asyncio.to_thread(popen.wait)
+                raise RuntimeError_(
+                    f"{cfg.instance}: started (pid {popen.pid}) but its output manifest {files.manifest} could "
+                    f"not be written ({e.strerror or e}); it was stopped again: free space in "
+                    f"{files.manifest.parent} or make it writable"
+                ) from e
             instance.output = files.manifest
         else:
             self.log_sink.attach(cfg.service, cfg.instance, "stdout", out_r)

@@ -11,9 +11,10 @@ that last set them; `${secret:NAME}` references stay references.
 from __future__ import annotations
 
 import difflib
+import hashlib
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from orch.instances import expand
@@ -169,3 +170,27 @@ def _short(v: Any) -> Any:
 def summary(changes: Sequence[Mapping[str, Any]]) -> str:
     """`spec.cmd, config_files[app.ini].content` — what a release changed, for its list entry."""
     return ", ".join(c["field"] for c in changes[:8]) + (f" (+{len(changes) - 8})" if len(changes) > 8 else "")
+
+
+MAX_AUDIT_VALUE = 200  # characters: a longer text (a config file) is audited by its size and digest
+
+
+def override_changes(a: Mapping[str, Any] | None, b: Mapping[str, Any], keys: Iterable[str]) -> dict[str, Any]:
+    """What a deploy's `overrides` (the top-level spec fields `keys`) changed from release document `a` to
+    `b`, for the audit log: `{field: {"from": old, "to": new}}` with fields as in `diff` (`env.DB_PASSWORD`,
+    `spec.healthcheck.http`, `config_files[app.ini].content`); env values as the documents hold them (a
+    secret is its `<secret set in release N>` marker), texts over `MAX_AUDIT_VALUE` by size and digest."""
+    wanted = set(keys)
+    out: dict[str, Any] = {}
+    for c in diff(a, b, unified=False):
+        field = c["field"]
+        top = re.split(r"[.\[]", field.removeprefix("spec."), maxsplit=1)[0]
+        if top in wanted:
+            out[field] = {"from": _audited(c["from"]), "to": _audited(c["to"])}
+    return out
+
+
+def _audited(v: Any) -> Any:
+    if isinstance(v, str) and len(v) > MAX_AUDIT_VALUE:
+        return f"<{len(v)} characters, sha256 {hashlib.sha256(v.encode()).hexdigest()[:16]}>"
+    return v

@@ -2,7 +2,8 @@
 executes the planner's actions through a `Runtime`, persists specs and pidfiles, publishes endpoints and
 `service.*` events, and is the public object the console API and the wiring use. Changes to a running
 service run as deployments (`orch.deployer`: releases, rolling switch, rollback). The instance side
-(executing actions, exits, health probes, adoption at start) is `orch.supervise`, mixed in.
+(executing actions, exits, health probes, adoption at start) is `orch.supervise`, mixed in, as is what it
+shows of services and instances (`orch.inventory`).
 
 Concurrency: everything runs on one loop. `self.slots` is only ever replaced slot by slot with the result
 of a pure transition, with no `await` between reading a slot and writing it back; the reconcile task is
@@ -29,7 +30,7 @@ from core.audit import AuditEntry, AuditLog
 from core.bus import DomainEvent, EventBus
 from core.clock import Clock, SystemClock
 from core.errors import Conflict, NotFound
-from core.ports import EndpointBoard, InstanceInfo, LogSink, ServiceState
+from core.ports import EndpointBoard, LogSink
 from core.store import Store
 from core.tasks import TaskSet
 from core.workers import WorkerPool
@@ -47,7 +48,8 @@ from orch.events import (
     ServiceStatusChanged,
 )
 from orch.instances import PortAllocator
-from orch.live import Live, instance_view
+from orch.inventory import Inventory
+from orch.live import Live
 from orch.logfiles import FileLogSink
 from orch.pidfiles import PidFiles
 from orch.planner import ServiceView, Slot, SlotKey, StartInstance, StopInstance
@@ -62,7 +64,7 @@ T = TypeVar("T")
 log = structlog.get_logger("orch")
 
 
-class OrchService(Supervision):
+class OrchService(Supervision, Inventory):
     """Services from specs, supervised. Implements `core.ports.ServiceInventory`."""
 
     name = "orch"
@@ -314,6 +316,10 @@ class OrchService(Supervision):
             name, version=version, artifact_id=artifact_id, overrides=overrides, actor=actor
         )
 
+    async def deploy_changes(self, deployment_id: int, overrides: dict[str, Any]) -> dict[str, Any]:
+        """What a deploy's `overrides` changed, `{field: {"from", "to"}}` (secrets as release markers): audit."""
+        return await self.deployer.changes(deployment_id, overrides)
+
     async def rollback(self, name: str, *, to: int | None = None, actor: str | None = None) -> dict[str, Any]:
         """Re-apply release `to` (default: the one before the serving release) through the same rolling path."""
         return await self.deployer.rollback(name, to, actor)
@@ -339,27 +345,6 @@ class OrchService(Supervision):
         if self.parse_pool is None:
             return fn(source, arg)
         return await self.parse_pool.run(fn, source, arg)
-
-    def list(self) -> list[dict[str, Any]]:
-        return [self._summary(n) for n in sorted(self.services)]
-
-    def describe(self, name: str) -> dict[str, Any]:
-        row = self._row(name)
-        insts = []
-        for slot in sorted((s for s in self.slots.values() if s.service == name), key=lambda s: s.index):
-            live = self.live.get(slot.key, Live())
-            inspect = self.runtime.inspect(live.instance) if live.instance is not None and self.runtime else {}
-            stats = (
-                self.runtime.stats(live.instance)
-                if live.instance is not None and self.runtime and slot.phase == "running"
-                else None
-            )
-            insts.append(instance_view(slot, live, inspect, stats, self.clock.monotonic(), row.spec.runtime_name))
-        return {
-            **self._summary(name),
-            "spec": row.spec.model_dump(mode="json", exclude_defaults=True),
-            "instances": insts,
-        }
 
     async def versions(self, name: str) -> builtins.list[dict[str, Any]]:
         self._row(name)
@@ -430,39 +415,6 @@ class OrchService(Supervision):
         self._emit(ServiceRemoved(name))
         return before
 
-    def instances(self) -> builtins.list[InstanceInfo]:
-        """`ServiceInventory`: the running instances now."""
-        out = []
-        for key, slot in self.slots.items():
-            live = self.live.get(key)
-            if slot.phase not in ("running", "stopping") or live is None or live.instance is None:
-                continue
-            info = self.runtime.inspect(live.instance) if self.runtime else {}
-            out.append(
-                InstanceInfo(
-                    service=key[0],
-                    instance=f"{key[0]}-{key[1]}",
-                    runtime=info.get("runtime", "?"),
-                    state=slot.phase,
-                    pid=info.get("pid"),
-                    cgroup=info.get("cgroup"),
-                    container_id=info.get("container_id"),
-                    restarts=slot.restarts,
-                )
-            )
-        return out
-
-    def service_states(self) -> builtins.list[ServiceState]:
-        """`ServiceInventory`: every defined service and its status now, stopped and failed ones included."""
-        out = []
-        for name, row in self.services.items():
-            st = self.statuses.get(name) or planner.ServiceStatus("pending", "", 0, row.spec.replicas)
-            out.append(ServiceState(name, st.status, row.desired, st.healthy, row.spec.replicas))
-        return out
-
-    def limits(self) -> dict[str, Any]:
-        return self.cgroups.describe() if self.cgroups else {}
-
     # --- internals: views and waiting ----------------------------------------------------------
 
     def _row(self, name: str) -> ServiceRow:
@@ -497,25 +449,6 @@ class OrchService(Supervision):
             deploying=row.name in self.deployer.active,
             hold_versions=row.name in self.deployer.held,
         )
-
-    def _summary(self, name: str) -> dict[str, Any]:
-        row = self._row(name)
-        st = self.statuses.get(name) or planner.ServiceStatus("pending", "", 0, row.spec.replicas)
-        return {
-            "name": name,
-            "version": row.version,
-            "desired": row.desired,
-            "status": st.status,
-            "reason": st.reason,
-            "healthy": st.healthy,
-            "replicas": row.spec.replicas,
-            "restarts": row.restarts,
-            "last_exit": row.last_exit,
-            "runtime": row.spec.runtime_name,
-            "created_at": row.created_at,
-            "updated_at": row.updated_at,
-            "endpoints": [f"{e.host}:{e.port}" for e in self.endpoints.get(name)],
-        }
 
     async def _wait_for(self, pred: Callable[[], bool], timeout_s: float | None) -> None:
         async with self._changed:

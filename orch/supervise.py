@@ -80,18 +80,15 @@ class Supervision:
         if row is None:
             self._on_exit(key, ExitStatus(note="service removed"), failed=False)
             return
-        spec = row.spec
         try:
+            # A held replica restarts on the release it ran (`planner`: `hold_versions`), under that
+            # release's spec, variables and templates; any other start is on the serving release.
+            own = await self.deployer.release_of(action.service, action.version)
+            spec = own.spec
             live.ports = self.ports.allocate(port_requests(spec), live.ports)
-            config = build_config(
-                spec,
-                action.index,
-                live.ports,
-                action.version,
-                self.deployer.vars.get(spec.name),
-                self.deployer.templates.get(spec.name),
-            )
+            config = build_config(spec, action.index, live.ports, own.release, own.vars, own.templates)
             instance = await self._spawn(spec, config)
+            await self._record(key[0], key[1], instance, f"{key[0]}-{key[1]}")
         except (RuntimeError_, OSError) as e:
             self.ports.release(live.ports)
             log.warning("cannot start instance", service=action.service, index=action.index, error=str(e))
@@ -102,13 +99,10 @@ class Supervision:
         live.instance = instance
         live.started_wall = time.time()
         slot = self.slots.get(key, Slot(*key))
-        new = planner.started(
-            slot, action.version, self.clock.monotonic(), has_healthcheck=spec.healthcheck is not None
-        )
+        new = planner.started(slot, own.release, self.clock.monotonic(), has_healthcheck=spec.healthcheck is not None)
         if slot.phase == "stopping":  # a stop was planned while it was starting: it still goes
             new = dataclasses.replace(new, phase="stopping", stop_intent=slot.stop_intent, reason=slot.reason)
         self.slots[key] = new
-        self.pidfiles.write(key[0], key[1], {**instance.record(), "instance_index": instance.config.index})
         self._watch(key, spec, instance)
         self._transitioned()
 
@@ -126,6 +120,29 @@ class Supervision:
             await self.runtime.remove(instance)
             raise
         return instance
+
+    async def _record(self, service: str, record_key: int, instance: Instance, what: str) -> None:
+        """Write the instance's pidfile (what lets the next start adopt it). When it cannot be written (disk
+        full, a read-only file system) the instance is stopped and removed again: a child no record points
+        to would run untracked after a restart. Raises `RuntimeError_` saying so."""
+        rec = instance.record()
+        try:
+            self.pidfiles.write(service, record_key, {**rec, "instance_index": instance.config.index})
+        except OSError as e:
+            assert self.runtime is not None
+            with contextlib.suppress(Exception):
+                await self.runtime.stop(instance)
+            with contextlib.suppress(Exception):
+                await self.runtime.remove(instance)
+            self.pidfiles.remove(service, record_key)  # (no-op unless a stale one is there)
+            who = f"pid {rec['pid']}" if rec.get("pid") else rec.get("container_id") or rec.get("unit") or "?"
+            path = self.pidfiles.path(service, record_key)
+            log.error("pidfile not written; instance stopped", instance=what, path=str(path), error=e.strerror)
+            raise RuntimeError_(
+                f"{what} was started ({who}) but its pidfile {path} could not be written ({e.strerror}); it "
+                f"was stopped again, since the platform could not find it after a restart: free space in "
+                f"{self.pidfiles.run_dir} or make it writable"
+            ) from e
 
     async def _write_files(self, spec: ServiceSpec, config: InstanceConfig) -> None:
         try:
@@ -313,9 +330,13 @@ class Supervision:
             except (TypeError, ValueError):  # a damaged record must not stop the platform from starting
                 log.error("instance record unreadable, not adopted", service=key[0], index=key[1])
                 continue
-            config = build_config(
-                spec, index, ports, version, self.deployer.vars.get(key[0]), self.deployer.templates.get(key[0])
-            )
+            rv, templates = self.deployer.vars.get(key[0]), self.deployer.templates.get(key[0])
+            if row is not None and version != row.version:
+                # A replica on another release (held after a failed rollout, or mid-rollout): its probes,
+                # stop and restart follow the release it was started from, as recorded in its pidfile.
+                own = await self.deployer.release_of(key[0], version)
+                spec, rv, templates = own.spec, own.vars, own.templates
+            config = build_config(spec, index, ports, version, rv, templates)
             try:
                 instance = await self.runtime.adopt(config, rec)
             except RuntimeError_ as e:  # e.g. dockerd down: its record stays for the next start

@@ -214,3 +214,67 @@ async def test_bad_names(arts: ArtifactStore):
             await arts.install(rec["id"], service, version)
     with pytest.raises(BadRequest):
         await arts.receive(_chunks(b"x"), filename="../evil")
+
+
+async def test_stop_ends_an_install_under_way_and_the_next_install_redoes_it(tmp_path: Path):
+    """An install blocked in its unpack (the blob swapped for a FIFO nobody writes yet) when the store stops:
+    `stop` cancels and awaits it (no task outlives the store), the caller gets a precise 503, and after a
+    restart the same install cleans whatever the cut-short unpack left and unpacks again."""
+    import asyncio
+
+    from core.errors import Unavailable
+
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    store = Store(data_dir / "state.db")
+    await store.open()
+    limits = TarLimits(max_members=200, max_unpacked_bytes=8 * 1024 * 1024)
+    a = ArtifactStore(data_dir, store, max_bytes=4 * 1024 * 1024, limits=limits)
+    await a.start()
+    data = tarfiles.app("v1")
+    rec = await a.receive(_chunks(data))
+    blob = a.blob_path(rec["id"])
+    blob.unlink()
+    os.mkfifo(blob)
+    installing = asyncio.ensure_future(a.install(rec["id"], "web", "1"))
+    writer: asyncio.Future[None] | None = None
+    try:
+        for _ in range(400):  # the unpack is blocked in its worker, the claim recorded
+            claimed = await store.fetchone("SELECT 1 FROM artifact_installs WHERE service = 'web'")
+            if claimed and a._pool.in_use == 1:
+                break
+            await asyncio.sleep(0.025)
+        else:
+            raise AssertionError("the install never reached its unpack")
+        await a.stop(0.5)
+        owned = [t for t in asyncio.all_tasks() if "install:web:1" in t.get_name() or t is installing]
+        assert installing.done() and not [t for t in owned if not t.done()], owned
+        with pytest.raises(Unavailable, match="install of web version 1 was stopped"):
+            installing.result()
+        assert await store.fetchone("SELECT 1 FROM artifact_installs WHERE service = 'web'") is None
+    finally:
+
+        def feed() -> None:  # let the blocked worker end (it unpacks into place, or fails)
+            with open(blob, "wb") as f:
+                f.write(data)
+
+        writer = asyncio.ensure_future(asyncio.to_thread(feed))
+        await asyncio.wait_for(writer, 10)
+        installing.cancel()
+    for _ in range(400):
+        if a._pool.in_use == 0:
+            break
+        await asyncio.sleep(0.025)
+    blob.unlink()
+    blob.write_bytes(data)
+    # The next start: whatever the worker left (a release dir with no record, or nothing) gives way to a
+    # whole install.
+    b = ArtifactStore(data_dir, store, max_bytes=4 * 1024 * 1024, limits=limits)
+    await b.start()
+    try:
+        path = await b.install(rec["id"], "web", "1")
+        assert _tree(path)["bin/app.py"] == "print('hello from v1')\n"
+        assert sorted(p.name for p in (b.releases / "web").iterdir() if not p.name.startswith(".staging-")) == ["1"]
+    finally:
+        await b.stop(5)
+        await store.close()

@@ -6,7 +6,9 @@ health-gated, and says the old instances were stopped."""
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
+import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -318,3 +320,48 @@ async def test_apply_during_a_deployment_is_refused_whatever_the_replicas_phase(
     d = await _finished(o, dep_id)
     assert d["status"] == "succeeded", d
     assert o.describe("app")["version"] == d["release"] and o.services["app"].spec.replicas == 1
+
+
+async def test_held_replicas_adopted_after_a_restart_are_supervised_on_their_own_release(
+    h: Harness, tmp_path: Path
+) -> None:
+    o = await h.orch(stop_services_on_exit=False)
+    await o.apply(_app(tmp_path / "work", 3, ", auto_rollback: false"), "app.yaml")
+    await until(lambda: o.describe("app")["healthy"] == 3)
+    before = _by_slot(o)
+    # Release 2 moves its health check to /healthz2, which release 1's processes answer 404: probing an old
+    # replica with release 2's spec fails it. Batch 1 (slot 1) switches; batch 2 (app-102) never turns healthy.
+    d = await _finished(
+        o,
+        (
+            await o.deploy(
+                "app",
+                version="v2",
+                actor="ci",
+                overrides={
+                    "env": {"VERSION": "${version}", "FAIL_INSTANCE": "app-102", "HEALTH_PATH": "/healthz2"},
+                    "healthcheck": {"http": "http://127.0.0.1:${PORT}/healthz2", "interval": "0.3s", "retries": 2},
+                },
+            )
+        )["deployment_id"],
+    )
+    assert d["status"] == "failed" and any(s["step"] == "held" for s in d["log"]), d
+    await o.stop(20)
+    o = await h.orch(stop_services_on_exit=True)
+    await until(lambda: o.describe("app")["healthy"] == 3)
+    # Adopted, app-2 and app-3 are probed on release 1's /healthz: they stay healthy, in the same processes
+    # (probed with release 2's spec they failed and were restarted within ~1 s).
+    for _ in range(10):
+        await asyncio.sleep(0.3)
+        now = _by_slot(o)
+        assert now[2] == before[2] and now[3] == before[3] and now[1][0] == 2, now
+        assert o.describe("app")["healthy"] == 3
+    # A held replica that crashes comes back on its own release (its spec, env, health check), health-gated.
+    os.kill(before[2][1], signal.SIGKILL)
+    await until(lambda: 2 in _by_slot(o) and _by_slot(o)[2][1] != before[2][1])
+    assert _by_slot(o)[2][0] == 1, o.describe("app")["instances"]
+    await until(lambda: o.describe("app")["healthy"] == 3)
+    for _ in range(6):  # and it stays (release 2's probe on it would fail it within ~1 s)
+        await asyncio.sleep(0.3)
+        assert _by_slot(o)[2][0] == 1 and o.describe("app")["healthy"] == 3, o.describe("app")["instances"]
+    assert await _answers(h) == ["1", "1", "v2"]

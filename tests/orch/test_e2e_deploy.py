@@ -4,6 +4,7 @@ code and config files, and a platform SIGKILLed in the middle of a deploy."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import signal
 import sys
@@ -419,3 +420,41 @@ def test_platform_killed_between_batches_of_a_failing_rollout_rolls_back_health_
     finally:
         assert again.stop() == 0
     kill_left_instances(again.data_dir)
+
+
+def test_the_deploy_audit_record_says_what_the_overrides_changed(platform: Any) -> None:
+    start, work = platform
+    srv = start()
+    r = srv.fsctl("service", "apply", "-f", "-", input=_spec(work))
+    assert r.returncode == 0, r.stderr
+    _until(lambda: srv.api("GET", "/api/services/app").json()["status"] == "running", what="app running")
+    body = {
+        "version": "v2",
+        "overrides": {
+            "env": {
+                "VERSION": "${version}",
+                "CONF": "conf/app.ini",
+                "DB_PASS": "hunter2-very-secret",
+                "API_TOKEN": "tok-9",
+            },
+            "healthcheck": {"http": "http://127.0.0.1:${PORT}/healthz", "interval": "0.4s", "retries": 4},
+        },
+    }
+    assert _deploy(srv, "app", body)["status"] == "succeeded"
+    entries = srv.api("GET", "/api/audit?action=service.deploy").json()
+    ok = [e for e in entries if e["outcome"] == "ok"]
+    assert ok, entries
+    before, after = ok[0]["before"]["overrides"], ok[0]["after"]["overrides"]
+    # Secrets as the release history shows them (a marker), and the audit log's own redaction on top.
+    assert after["env.DB_PASS"] == "<secret set in release 2>" and before["env.DB_PASS"] is None, ok[0]
+    assert after["env.API_TOKEN"] == "[redacted]", ok[0]
+    assert before["spec.healthcheck.interval"] == 0.5 and after["spec.healthcheck.interval"] == 0.4, ok[0]
+    assert before["spec.healthcheck.retries"] == 2 and after["spec.healthcheck.retries"] == 4, ok[0]
+    assert "env.VERSION" not in after and "version" not in after, ok[0]  # unchanged, or not an override
+    assert (
+        ok[0]["after"]["deployment_id"] and "hunter2" not in json.dumps(entries) and "tok-9" not in json.dumps(entries)
+    )
+    # A deploy with no overrides records the deployment alone.
+    assert _deploy(srv, "app", {"version": "v3"})["status"] == "succeeded"
+    last = srv.api("GET", "/api/audit?action=service.deploy").json()[0]
+    assert last["before"] is None and set(last["after"]) == {"deployment_id", "release_id", "status"}, last

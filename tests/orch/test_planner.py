@@ -271,3 +271,20 @@ def test_property_backoff_never_exceeds_cap_and_start_never_before_due(events: l
         assert p.actions == [StartInstance("web", 1, 1)]
         slot = started(p.slots[slot.key], 1, slot.next_start_at, has_healthcheck=False)
         now = slot.next_start_at
+
+
+@pytest.mark.parametrize(
+    ("hold", "slot_version", "starts_on"),
+    [
+        (True, 1, 1),  # a held replica that exited comes back on the release it ran
+        (True, 0, 2),  # a slot that never ran starts on the service's release
+        (True, 2, 2),
+        (False, 1, 2),  # not held: the service's release
+    ],
+)
+def test_a_held_replica_restarts_on_its_own_release(hold: bool, slot_version: int, starts_on: int) -> None:
+    s = dataclasses.replace(svc(version=2, replicas=2), hold_versions=hold)
+    down = crash(running(index=1, version=slot_version or 1), s, now=0.0)
+    down = dataclasses.replace(down, version=slot_version, next_start_at=0.0)
+    p = plan({"web": s}, {("web", 1): down, ("web", 2): running(index=2, version=2)}, now=5.0, bo=BO)
+    assert [a for a in p.actions if isinstance(a, StartInstance)] == [StartInstance("web", 1, starts_on)]

@@ -118,3 +118,30 @@ def test_line_diffs_are_bounded() -> None:
     wide = "".join(f"{'w' * 200}{i}\n" for i in range(release.MAX_DIFF_LINES))  # ~4 MiB of diff text
     (entry,) = release.diff(doc, {"config_files": [{"path": "a", "content": wide}]})
     assert len(entry["diff"]) <= release.MAX_DIFF_CHARS + 40 and entry["diff"].endswith("(diff cut at 1 MiB)\n")
+
+
+def test_override_changes_keep_the_overridden_fields_with_secrets_as_markers() -> None:
+    from orch.release import MAX_AUDIT_VALUE, override_changes
+
+    a = {
+        "release": 1,
+        "version": "1",
+        "spec": {"name": "web", "cmd": ["a"], "replicas": 1},
+        "env": {"A": "1", "DB_PASS": "<secret set in release 1>"},
+        "config_files": [{"path": "c.ini", "content": "x"}],
+    }
+    b = {
+        "release": 2,
+        "version": "v2",
+        "spec": {"name": "web", "cmd": ["b"], "replicas": 2},
+        "env": {"A": "1", "DB_PASS": "<secret set in release 2>", "NEW": "n"},
+        "config_files": [{"path": "c.ini", "content": "y" * (MAX_AUDIT_VALUE + 1)}],
+    }
+    got = override_changes(a, b, ["env", "cmd", "config_files"])
+    assert got["env.DB_PASS"] == {"from": "<secret set in release 1>", "to": "<secret set in release 2>"}
+    assert got["env.NEW"] == {"from": None, "to": "n"} and "env.A" not in got
+    assert got["spec.cmd"] == {"from": '["a"]', "to": '["b"]'}
+    assert got["config_files[c.ini].content"]["from"] == "x"
+    assert got["config_files[c.ini].content"]["to"].startswith(f"<{MAX_AUDIT_VALUE + 1} characters, sha256 ")
+    # Not overridden: the replica count and the version label stay out.
+    assert not {"spec.replicas", "version"} & set(got), got

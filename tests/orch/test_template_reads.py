@@ -201,3 +201,75 @@ async def test_a_deploy_with_a_hostile_template_is_refused_precisely(h: Harness,
             )
         assert "config_files[0]" in str(e.value)
     assert o.describe("web")["version"] == 1
+
+
+def test_a_workdir_component_swapped_for_a_symlink_is_refused_not_followed(tmp_path: Path) -> None:
+    """The workdir's own path, as the caller resolved (realpath) and checked it: a component swapped for a
+    link afterwards (here: `site/current` → a directory outside holding the same names) is refused for
+    reads and writes alike, not followed."""
+    from orch._files import write_inside
+
+    outside = tmp_path / "outside"
+    (outside / "conf").mkdir(parents=True)
+    (outside / "conf" / "app.tmpl").write_text(SECRET)
+    work = tmp_path / "site" / "current"
+    (work / "conf").mkdir(parents=True)
+    (work / "conf" / "app.tmpl").write_text("x=1\n")
+    checked = os.path.realpath(work)
+    assert read_inside(checked, "conf/app.tmpl") == "x=1\n"
+    # The swap, after the check: the workdir itself becomes a link to the outside directory.
+    work.rename(tmp_path / "site" / "old")
+    work.symlink_to(outside)
+    with pytest.raises(ConfigFileRefused, match=r"workdir .*current is a symlink or not a directory"):
+        read_inside(checked, "conf/app.tmpl")
+    with pytest.raises(ConfigFileRefused, match=r"current is a symlink"):
+        write_inside(checked, "conf/app.ini", "written\n", 0o644)
+    assert not (outside / "conf" / "app.ini").exists()
+    # A link higher up the path (the workdir's parent) is refused the same way.
+    work.unlink()
+    (tmp_path / "site").rename(tmp_path / "site-real")
+    (tmp_path / "site").symlink_to(tmp_path / "site-real")
+    with pytest.raises(ConfigFileRefused, match=r"site is a symlink"):
+        read_inside(checked, "conf/app.tmpl")
+
+
+def test_a_workdir_swapped_while_templates_are_read_never_yields_what_lies_outside(tmp_path: Path) -> None:
+    """A thread keeps swapping the (already resolved) workdir for a link to a directory holding a secret
+    at the same name: every read is the real template's text or a refusal."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "app.tmpl").write_text(SECRET)
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "app.tmpl").write_text("x=1\n")
+    real = tmp_path / "work-real"
+    link = tmp_path / "work-link"
+    link.symlink_to(outside)
+    checked = os.path.realpath(work)
+    stop = threading.Event()
+
+    def swap() -> None:
+        while not stop.is_set():
+            os.rename(work, real)
+            os.rename(link, work)  # now a link out
+            os.rename(work, link)
+            os.rename(real, work)  # the real one back
+
+    t = threading.Thread(target=swap, daemon=True)
+    t.start()
+    seen: set[str] = set()
+    try:
+        deadline = time.monotonic() + 1.5
+        n = 0
+        while time.monotonic() < deadline and n < 20000:
+            n += 1
+            try:
+                seen.add(read_inside(checked, "app.tmpl"))
+            except ConfigFileRefused:
+                seen.add("refused")
+            except OSError:
+                seen.add("gone")  # the workdir mid-rename
+    finally:
+        stop.set()
+        t.join(5)
+    assert SECRET not in seen, seen

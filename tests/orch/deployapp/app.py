@@ -1,7 +1,7 @@
 """A test app for deploys: GET / answers `<VERSION> <text of the config file $CONF, as read at start>` over
-HTTP/1.1 keep-alive; /healthz is 200 unless $FAIL_HEALTH is set or $FAIL_INSTANCE names this instance;
-$SLOW_START seconds pass before it listens; the instance named by $HOLD_INSTANCE waits to listen while the file
-$HOLD_FILE exists."""
+HTTP/1.1 keep-alive; /healthz (or $HEALTH_PATH; any other /healthz* path is 404) is 200 unless $FAIL_HEALTH
+is set or $FAIL_INSTANCE names this instance; $SLOW_START seconds pass before it listens; the instance named
+by $HOLD_INSTANCE waits to listen while the file $HOLD_FILE exists."""
 
 import http.server
 import os
@@ -14,7 +14,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
     disable_nagle_algorithm = True  # headers and body are two writes: Nagle + delayed ACK would add 40 ms
 
     def do_GET(self) -> None:
-        if self.path == "/healthz":
+        if self.path.startswith("/healthz") and self.path != os.environ.get("HEALTH_PATH", "/healthz"):
+            status, body = 404, b"not my health path\n"
+        elif self.path.startswith("/healthz"):
             failing = os.environ.get("FAIL_HEALTH") or os.environ.get("FAIL_INSTANCE", "-") == os.environ.get(
                 "INSTANCE"
             )
