@@ -44,7 +44,7 @@ def test_data_alias_survives_resets() -> None:
 
 
 def test_hostile_keys_do_not_grow_it() -> None:
-    memo = BoundedMemo(len, 64)
+    memo: BoundedMemo[bytes, int] = BoundedMemo(len, 64)
     for i in range(10_000):
         memo(b"host-%d.example" % i)
     assert len(memo) <= 64
