@@ -97,10 +97,10 @@ def _serve_on_pebble_port(server_factory: Any, pebble: Any, deadline_s: float = 
             time.sleep(0.5)  # the port is busy: wait our turn
 
 
-def _cert(srv: Any, name: str) -> dict[str, Any]:
+def _cert(srv: Any, name: str) -> dict[str, Any] | None:
     r = srv.fsctl("cert", "ls", "--json")
     assert r.returncode == 0, r.stderr
-    found: dict[str, Any] = next(c for c in json.loads(r.stdout) if c["name"] == name)
+    found: dict[str, Any] | None = next((c for c in json.loads(r.stdout) if c["name"] == name), None)
     return found
 
 
@@ -130,6 +130,7 @@ def test_tls_auto_route_gets_a_pebble_certificate(pebble, server_factory) -> Non
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith(f"issued {other} ({other}, www.{other}): valid")
     c = _cert(srv, other)
+    assert c is not None
     tls_handshake(c["cert_path"], c["key_path"], pebble.root_pem, f"www.{other}")
     # And renew replaces it with a new serial.
     r = srv.fsctl("cert", "renew", other, "--json", timeout=120)
