@@ -12,8 +12,8 @@ and emits `cert.failed`: whatever was served stays served.
 When the CA offers ACME Renewal Information, each pass also fetches (in the same worker thread) the
 suggested window of every ACME certificate whose check is due, picks a random time inside it (kept
 while the window does not change) and asks again after the answer's Retry-After; a renewal then
-names the certificate it `replaces`. The service is also a `MetricsSource`: `cert_expiry_seconds`
-per served certificate.
+names the certificate it `replaces` (`certd.renewal_info`). What is served (the board, the
+`cert_expiry_seconds` metric of this `MetricsSource`) is `certd.served`.
 """
 
 from __future__ import annotations
@@ -21,8 +21,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
-import ipaddress
-import random
+import functools
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -31,25 +30,26 @@ from typing import Any
 import structlog
 
 from certd import files, pem
-from certd.acme_client import Aborted, AcmeFailure, AcmeIssuer, AriFailure, Issued
+from certd.acme_client import Aborted, AcmeFailure, AcmeIssuer, Issued
 from certd.config import CertdConfig
 from certd.events import CertificateExpiring, CertificateFailed, CertificateIssued
+from certd.names import name_or_error, orderable
 from certd.records import CertRecord, CertRecords
+from certd.renewal_info import check_renewal_info
 from certd.schedule import (
     Policy,
-    ari_check_delay,
     ari_due,
-    ari_pick,
     backoff_delay,
     decide,
     may_reorder,
     next_wakeup,
     should_warn_expiring,
 )
+from certd.served import Served
 from core.bus import EventBus
 from core.clock import Clock, SystemClock
 from core.errors import Conflict, InfraError, NotFound, StartupError, ValidationFailed
-from core.ports import CertificateBoard, CertificateRef, ChallengeStore, Sample
+from core.ports import CertificateBoard, ChallengeStore, Sample
 from core.store import Store
 from core.tasks import TaskSet
 
@@ -123,7 +123,7 @@ class CertdService:
         self._wanted: frozenset[str] = frozenset()
         self._wanted_known = False  # the gate has declared its names at least once
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._expiry: dict[str, float] = {}  # record name → not_after of the certificate served for it
+        self.served = Served(board, self.cert_dir)
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -161,7 +161,7 @@ class CertdService:
         """At start: trust the files over the DB (a crash may have come between them), then publish."""
         if rec.source is None:
             return
-        crt, key = self._paths(rec.name)
+        crt, key = self.served.paths(rec.name)
         try:
             info = await self._blocking(_read_info, crt)
             if not key.exists():
@@ -201,7 +201,7 @@ class CertdService:
         elif info.ari_id != rec.ari_id:  # a row from before ARI ids were kept
             rec = rec.with_(ari_id=info.ari_id)
             await self.records.update(rec.name, ari_id=info.ari_id)
-        self._publish(rec)
+        self.served.publish(rec)
 
     # --- the gate's wanted names -------------------------------------------------------------
 
@@ -217,7 +217,7 @@ class CertdService:
             records = await self.records.all()
             now = self.clock.now()
             for wanted in sorted(self._wanted):
-                name = _orderable(wanted)
+                name = orderable(wanted)
                 if name is None:
                     continue
                 owner = next((r for r in records if r.covers(name)), None)
@@ -267,7 +267,13 @@ class CertdService:
                 rec = rec.with_(**forget)
                 log.info("renewal information forgotten: ari is off", name=rec.name)
             if self.config.ari and ari_due(rec.state(), rec.ari_id, rec.ari_next_check_at, now):
-                rec = await self._check_renewal_info(rec)
+                rec = await check_renewal_info(
+                    rec,
+                    fetch=functools.partial(self._blocking, self.issuer.renewal_info),
+                    records=self.records,
+                    clock=self.clock,
+                    policy=self.policy,
+                )
             if self.config.ari and ari_due(rec.state(), rec.ari_id, None, now) and rec.ari_next_check_at is not None:
                 checks.append(rec.ari_next_check_at)
             state = rec.state()
@@ -279,60 +285,6 @@ class CertdService:
                 return 0.0  # look again at once: the records changed
             decisions.append(decision)
         return next_wakeup(decisions, now, also=checks)
-
-    async def _check_renewal_info(self, rec: CertRecord) -> CertRecord:
-        """Ask the CA for `rec`'s renewal window (RFC 9773) and note the answer: the time picked in it,
-        when to ask again. A failure only sets the error and the next check (the last window stays)."""
-        changes: dict[str, Any]
-        try:
-            answer = await self._blocking(self.issuer.renewal_info, rec.ari_id)
-        except Exception as e:  # any failure (a cut connection surfaces as urllib3's own errors): noted, the
-            # next check pushed back, so one certificate's CA answer can never stall the whole pass
-            message = e.message if isinstance(e, AriFailure) else f"renewal information unreadable: {e!r}"[:500]
-            delay = ari_check_delay(e.retry_after_s if isinstance(e, AriFailure) else None, self.policy)
-            changes = {"ari_error": message, "ari_next_check_at": self.clock.now() + delay}
-            log.warning("renewal information unavailable", name=rec.name, error=message, retry_in_s=round(delay))
-        else:
-            now = self.clock.now()
-            if answer is None:  # the CA does not offer ARI (now): the share of the lifetime decides
-                changes = {
-                    "ari_window_start": None,
-                    "ari_window_end": None,
-                    "ari_renew_at": None,
-                    "ari_error": None,
-                    "ari_next_check_at": now + self.policy.ari_default_check_s,
-                }
-            else:
-                window = (answer.window.start, answer.window.end)
-                previous = (
-                    None
-                    if rec.ari_window_start is None or rec.ari_window_end is None
-                    else (rec.ari_window_start, rec.ari_window_end)
-                )
-                at = ari_pick(window, previous, rec.ari_renew_at, random.random())
-                delay = ari_check_delay(answer.retry_after_s, self.policy)
-                changes = {
-                    "ari_window_start": window[0],
-                    "ari_window_end": window[1],
-                    "ari_renew_at": at,
-                    "ari_next_check_at": now + delay,
-                    "ari_error": None,
-                }
-                if window != previous:
-                    log.info(
-                        "renewal window from the CA",
-                        name=rec.name,
-                        start=window[0],
-                        end=window[1],
-                        renew_at=round(at),
-                        explanation=answer.window.explanation_url,
-                        next_check_in_s=round(delay),
-                    )
-        current = await self.records.get(rec.name)
-        if current is None or current.serial != rec.serial:
-            return current or rec  # an order replaced the certificate meanwhile: this answer is about the old one
-        await self.records.update(rec.name, **changes)
-        return current.with_(**changes)
 
     async def _warn_expiring(self, rec: CertRecord, now: float) -> None:
         assert rec.not_after is not None
@@ -397,7 +349,7 @@ class CertdService:
                 **rec.new_certificate(),
             )
             await self.records.put(rec)
-            self._publish(rec)
+            self.served.publish(rec)
             log.info(
                 "certificate issued",
                 name=name,
@@ -487,7 +439,7 @@ class CertdService:
             **rec.new_certificate(),
         )
         await self.records.put(rec)
-        self._publish(rec)
+        self.served.publish(rec)
         log.info("serving a self-signed fallback", name=rec.name)
 
     async def _write_pair(self, name: str, cert_pem: bytes, key_pem: bytes) -> None:
@@ -497,42 +449,12 @@ class CertdService:
         files.swap_pair(self.cert_dir, stem)
         await self._blocking(files.sync_dir, self.cert_dir)
 
-    # --- the board ---------------------------------------------------------------------------
-
-    def _paths(self, name: str) -> tuple[Path, Path]:
-        stem = pem.file_stem(name)
-        return self.cert_dir / f"{stem}.crt", self.cert_dir / f"{stem}.key"
-
-    def _publish(self, rec: CertRecord) -> None:
-        crt, key = self._paths(rec.name)
-        assert rec.source is not None and rec.not_after is not None
-        self.board.publish(
-            CertificateRef(
-                names=rec.names,
-                cert_path=str(crt),
-                key_path=str(key),
-                not_after=rec.not_after,
-                issuer=rec.issuer,
-                serial=rec.serial,
-                source=rec.source,
-            )
-        )
-        self._expiry[rec.name] = rec.not_after
-
-    def _withdraw(self, rec: CertRecord) -> None:
-        self._expiry.pop(rec.name, None)
-        crt, _ = self._paths(rec.name)
-        for n in rec.names:
-            ref = self.board.all().get(n)
-            if ref is not None and ref.cert_path == str(crt):
-                self.board.withdraw(n)
-
     # --- the public surface (console API, CLI) -----------------------------------------------
 
     def _view(self, rec: CertRecord) -> dict[str, Any]:
         now = self.clock.now()
         out = rec.to_api(now, self.policy.expiring_warn_s)
-        crt, key = self._paths(rec.name)
+        crt, key = self.served.paths(rec.name)
         plan = decide(rec.name, rec.state(), now, self.policy)
         out.update(
             cert_path=str(crt), key_path=str(key), wanted=any(rec.covers(n) for n in self._wanted), renew_at=plan.at
@@ -542,13 +464,8 @@ class CertdService:
     # --- metrics (core.ports.MetricsSource) ---------------------------------------------------
 
     def samples(self) -> list[Sample]:
-        """`cert_expiry_seconds{name}`: seconds until the served certificate of each record expires
-        (negative once expired; the self-signed fallback's while it is what is served)."""
-        now = self.clock.now()
-        return [
-            Sample("cert_expiry_seconds", round(not_after - now, 3), {"name": name})
-            for name, not_after in self._expiry.items()
-        ]
+        """`cert_expiry_seconds{name}` (see `Served.samples`)."""
+        return self.served.samples(self.clock.now())
 
     async def list(self) -> list[dict[str, Any]]:
         return [self._view(r) for r in await self.records.all()]
@@ -557,7 +474,7 @@ class CertdService:
         return self._view(await self._existing(name))
 
     async def _existing(self, name: str) -> CertRecord:
-        key = _name_or_error(name, "name")
+        key = name_or_error(name, "name")
         rec = await self.records.get(key)
         if rec is None:
             raise NotFound(f"no certificate named {key}", hint="see `fsctl cert ls`", details={"name": key})
@@ -566,8 +483,8 @@ class CertdService:
     async def issue(self, name: str, also: builtins.list[str] | None = None) -> dict[str, Any]:
         """Order now a certificate for `name` (+ `also` as more SANs). Refuses (409) when `name` already
         has a valid certificate for the same names with more than its renewal window left."""
-        key = _name_or_error(name, "name")
-        names = tuple(dict.fromkeys([key, *(_name_or_error(n, "also") for n in also or [])]))
+        key = name_or_error(name, "name")
+        names = tuple(dict.fromkeys([key, *(name_or_error(n, "also") for n in also or [])]))
         if any(n.startswith("*.") for n in names):
             raise ValidationFailed(
                 "wildcard names need the DNS-01 challenge, which certd does not do (HTTP-01 only)",
@@ -638,7 +555,7 @@ class CertdService:
                 ari_id=info.ari_id,
             )
             await self.records.put(rec)
-            self._publish(rec)
+            self.served.publish(rec)
         log.info("certificate imported", name=key, names=list(info.names), serial=info.serial, issuer=info.issuer)
         await self.bus.publish(
             CertificateIssued(
@@ -659,7 +576,7 @@ class CertdService:
         async with self._order_lock:
             rec = await self._existing(name)
             before = self._view(rec)
-            self._withdraw(rec)
+            self.served.withdraw(rec)
             await self.records.delete(rec.name)
             files.remove_pair(self.cert_dir, pem.file_stem(rec.name))  # on the loop: readers see both or none
         log.info("certificate removed", name=rec.name)
@@ -677,30 +594,3 @@ async def _call(fn: Any, *args: Any) -> None:
 
 def _read_info(path: Path) -> pem.CertInfo:
     return pem.read_info(path.read_bytes())
-
-
-def _orderable(name: str) -> str | None:
-    """A wanted name certd can order over HTTP-01, normalized; None (with a log line) otherwise."""
-    try:
-        ipaddress.ip_address(name.strip("[]"))
-    except ValueError:
-        pass
-    else:
-        log.info("not ordering a certificate for an IP address", name=name)
-        return None
-    try:
-        n = pem.normalize_name(name)
-    except ValueError as e:
-        log.warning("ignoring a wanted name", name=name, error=str(e))
-        return None
-    if n.startswith("*."):
-        log.warning("wildcard names need the DNS-01 challenge; import a certificate for it", name=n)
-        return None
-    return n
-
-
-def _name_or_error(name: str, field: str) -> str:
-    try:
-        return pem.normalize_name(name)
-    except ValueError as e:
-        raise ValidationFailed(f"{field}: {e}", details={"field": field}) from e

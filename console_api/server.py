@@ -35,6 +35,7 @@ from core.errors import (
     is_disk_full,
 )
 from core.identity import Identity, Principal
+from core.memo import BoundedMap
 from core.tasks import TaskSet
 
 log = structlog.get_logger("console_api")
@@ -162,7 +163,7 @@ class ConsoleServer:
         self.drain_timeout_s = drain_timeout_s
         self.ui_dir = ui_dir
         self.data_dir = data_dir
-        self._gate_peers: dict[tuple[Any, ...], bool] = {}  # connection key -> its peer is our own socket
+        self._gate_peers: BoundedMap[tuple[Any, ...], bool] = BoundedMap(4096)  # connection → peer is ours
         self.trusted_proxies = parse_networks(trusted_proxies or ())
         self.allowed_hosts = [h.strip().lower() for h in (allowed_hosts or ()) if h.strip()]
         if host not in ("0.0.0.0", "::", ""):
@@ -228,9 +229,7 @@ class ConsoleServer:
         found = self._gate_peers.get(key)
         if found is None:
             found = await asyncio.to_thread(peer_is_this_process, peer, local)
-            if len(self._gate_peers) >= 4096:
-                self._gate_peers.clear()
-            self._gate_peers[key] = found
+            self._gate_peers.put(key, found)
         return found
 
     @web.middleware

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import bcrypt
 
+from core.memo import RecentSet
 from gate.routes import Policies, RateLimit, RouteSpec
 
 ACME_PREFIX = "/.well-known/acme-challenge/"  # HTTP-01 answers: served over plain HTTP, never redirected
@@ -112,7 +113,7 @@ class CompiledPolicies:
         self.auth_users = {u.username: u.bcrypt_hash.encode() for u in p.basic_auth}
         self.auth_decoy = decoy_hash(next(iter(self.auth_users.values()))) if self.auth_users else b""
         self.realm = p.basic_auth_realm
-        self.auth_cache: OrderedDict[bytes, None] = OrderedDict()
+        self.auth_cache: RecentSet[bytes] = RecentSet(AUTH_CACHE_SIZE)
         self.req_set = dict(p.request_headers.set)
         self.req_remove = frozenset(h.lower().encode() for h in [*p.request_headers.remove, *p.request_headers.set])
         extra: list[tuple[bytes, bytes]] = []
@@ -166,8 +167,9 @@ class CompiledPolicies:
         cred = parse_basic(authorization, self.auth_users, self.auth_decoy)
         if cred is None:
             return self.unauthorized()
-        if cred.key in self.auth_cache:
-            self.auth_cache.move_to_end(cred.key)
+        cache = self.auth_cache.data  # `RecentSet.hit` inlined: every request on an auth route comes here
+        if cred.key in cache:
+            cache.move_to_end(cred.key)
             return None
         return cred
 
@@ -178,14 +180,10 @@ class CompiledPolicies:
             ((b"WWW-Authenticate", f'Basic realm="{self.realm}", charset="UTF-8"'.encode()),),
         )
 
-    def remember(self, cred: Credentials, cache_size: int = AUTH_CACHE_SIZE) -> None:
+    def remember(self, cred: Credentials) -> None:
         """Cache a verified credential: bounded LRU keyed by a SHA-256 of the whole header and the
         stored hash, so a changed password (new hash) or a different header never matches."""
-        cache = self.auth_cache
-        cache[cred.key] = None
-        cache.move_to_end(cred.key)
-        while len(cache) > cache_size:
-            cache.popitem(last=False)
+        self.auth_cache.add(cred.key)
 
 
 @dataclass(frozen=True, slots=True)

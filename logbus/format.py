@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 TS_LEN = 27
-STREAM_TOKEN = {"stdout": b"out", "stderr": b"err"}
 TOKEN_STREAM = {b"out": "stdout", b"err": "stderr", b"out+": "stdout", b"err+": "stderr", b"sys": "logbus"}
 SERVICE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _WS = re.compile(rb"\s")

@@ -27,7 +27,6 @@ import structlog
 from core.errors import BadRequest
 from core.store import Migration, Store
 from probe.rollup import (
-    BY_NAME,
     FIVE_S,
     ONE_M,
     RAW,
@@ -435,7 +434,3 @@ class MetricsStore:
             row = await self.store.fetchone(f"SELECT COUNT(*) FROM {res.table}")
             out[res.name] = int(row[0]) if row else 0
         return out
-
-
-def resolution(name: str) -> Resolution:
-    return BY_NAME[name]

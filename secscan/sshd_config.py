@@ -18,10 +18,6 @@ SSH_DIR = "/etc/ssh"
 MAIN_CONFIG = "/etc/ssh/sshd_config"
 MAX_DEPTH = 16  # sshd's SERVCONF_MAX_DEPTH
 MAX_FILES = 256  # a glob matching thousands of files is someone's mistake; stop reading, say so
-# Keywords that take many values instead of first-wins.
-MULTI = frozenset(
-    {"port", "listenaddress", "hostkey", "acceptenv", "setenv", "subsystem", "include", "hostcertificate"}
-)
 ALIASES = {
     "challengeresponseauthentication": "kbdinteractiveauthentication",
     "dsaauthentication": "pubkeyauthentication",

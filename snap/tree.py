@@ -8,7 +8,6 @@ import json
 import os
 import stat
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 from snap.chunker import Chunker
@@ -177,8 +176,3 @@ def safe_path(p: str) -> str:
     if not p or p.startswith("/") or "\0" in p or any(x in ("", ".", "..") for x in parts):
         raise DamagedData(f"manifest path {p!r} is not a plain relative path (refused: it could escape the target)")
     return p
-
-
-def fs_path(target: Path, manifest_path: str) -> str:
-    """The on-disk path of a manifest path under `target`, as bytes-safe str (surrogateescape)."""
-    return os.path.join(os.fspath(target), manifest_path)

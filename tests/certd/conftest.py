@@ -205,7 +205,7 @@ def own_pebble(pebble: Pebble, tmp_path: Path) -> Iterator[Callable[..., Pebble]
             proc.wait()
 
 
-def tls_handshake(cert_path: str, key_path: str, root_pem: Path, server_name: str) -> dict:
+def tls_handshake(cert_path: str, key_path: str, root_pem: Path, server_name: str) -> dict[str, Any]:
     """Serve the pair with real TLS on 127.0.0.1 and connect a client that trusts only Pebble's root:
     returns the peer certificate as the client verified it (raises on any verification failure)."""
     server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -230,7 +230,7 @@ def tls_handshake(cert_path: str, key_path: str, root_pem: Path, server_name: st
             socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
             client_ctx.wrap_socket(raw, server_hostname=server_name) as tls,
         ):
-            peer = tls.getpeercert()
+            peer: dict[str, Any] = tls.getpeercert() or {}
             tls.sendall(b"x")
     finally:
         t.join(10)

@@ -62,11 +62,11 @@ class HttpsClient:
 
     @property
     def serial(self) -> str:
-        return str(self.tls.getpeercert()["serialNumber"]).lower().lstrip("0")
+        return str((self.tls.getpeercert() or {})["serialNumber"]).lower().lstrip("0")
 
     def get(self, path: str = "/") -> tuple[int, bytes]:
         self.tls.sendall(f"GET {path} HTTP/1.1\r\nHost: {self.name}\r\n\r\n".encode())
-        resp = http.client.HTTPResponse(self.tls)  # type: ignore[arg-type]
+        resp = http.client.HTTPResponse(self.tls)
         resp.begin()
         return resp.status, resp.read()
 
@@ -97,10 +97,11 @@ def _serve_on_pebble_port(server_factory: Any, pebble: Any, deadline_s: float = 
             time.sleep(0.5)  # the port is busy: wait our turn
 
 
-def _cert(srv: Any, name: str) -> dict | None:
+def _cert(srv: Any, name: str) -> dict[str, Any] | None:
     r = srv.fsctl("cert", "ls", "--json")
     assert r.returncode == 0, r.stderr
-    return next((c for c in json.loads(r.stdout) if c["name"] == name), None)
+    found: dict[str, Any] | None = next((c for c in json.loads(r.stdout) if c["name"] == name), None)
+    return found
 
 
 def test_tls_auto_route_gets_a_pebble_certificate(pebble, server_factory) -> None:
@@ -129,6 +130,7 @@ def test_tls_auto_route_gets_a_pebble_certificate(pebble, server_factory) -> Non
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith(f"issued {other} ({other}, www.{other}): valid")
     c = _cert(srv, other)
+    assert c is not None
     tls_handshake(c["cert_path"], c["key_path"], pebble.root_pem, f"www.{other}")
     # And renew replaces it with a new serial.
     r = srv.fsctl("cert", "renew", other, "--json", timeout=120)

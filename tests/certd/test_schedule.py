@@ -153,7 +153,7 @@ def test_decide(state: CertState, action: str, at: float | None, reason: str) ->
 def test_decide_waits_until_the_renewal_time() -> None:
     state = CertState(source="acme", not_after=NOW + 60 * DAY, not_before=NOW - 30 * DAY, serial="s1")
     d = decide("x.test", state, NOW, P)
-    assert d.action == "wait"
+    assert d.action == "wait" and d.at is not None and state.not_before is not None and state.not_after is not None
     assert d.at == pytest.approx(renewal_time(state.not_before, state.not_after, P, jitter_fraction("x.test", "s1")))
     assert NOW + 30 * DAY <= d.at <= NOW + 32 * DAY
     # ... and orders once that time has come.

@@ -52,7 +52,7 @@ async def test_served_routes_are_exactly_the_documented_ones(tmp_path):
     served = set()
     for route in app.router.routes():
         info = route.resource.get_info() if route.resource else {}
-        path = info.get("path") or info.get("formatter")
+        path = info.get("path") or info.get("formatter") or ""
         served.add((route.method, re.sub(r"\{(\w+)(?::[^}]*)?\}", r"{\1}", path)))
     doc = openapi_document(api, version="test")
     documented = {(m.upper(), p) for p, ops in doc["paths"].items() for m in ops}

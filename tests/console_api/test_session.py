@@ -61,7 +61,7 @@ def test_cross_site_form_and_text_plain_posts_change_nothing(server, session):
     cookie, csrf = session["cookie"], session["csrf"]
     # What an attacker's page can make a browser send: a form post (urlencoded), a text/plain post
     # (no preflight), with the victim's cookie, from another origin or with no Origin at all.
-    attempts = [
+    attempts: list[tuple[str, str, dict[str, Any]]] = [
         (
             "POST",
             "/api/users",
@@ -150,5 +150,5 @@ def test_a_garbage_cookie_is_just_unauthenticated(server):
     for value in ("x", "ic_" + "A" * 400, '"quoted"', "a;b"):
         r = _call(server, "GET", "/api/services", value)
         assert r.status_code == 401, value
-    raw = httpx.get(f"{server.url}/api/services", headers={"Cookie": "ic_session=\u00e9".encode()}, timeout=10)
+    raw = httpx.get(f"{server.url}/api/services", headers={b"Cookie": "ic_session=\u00e9".encode()}, timeout=10)
     assert raw.status_code in (400, 401)

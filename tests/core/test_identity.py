@@ -210,6 +210,7 @@ async def test_password_work_runs_in_the_pool_and_a_full_pool_is_503(store, bus,
     try:
         ident = Identity(store, bus, clock=ManualClock(), hash_rounds=4, workers=procs)
         pw = await ident.ensure_initial_admin(tmp_path)
+        assert pw is not None
         token, _, principal = await ident.login("admin", pw, "127.0.0.1")
         assert principal.role == "admin" and token
         with pytest.raises(Unauthorized):

@@ -14,7 +14,7 @@ async def test_wal_mode_and_migrations_apply_once(tmp_path):
     s = Store(tmp_path / "a.db")
     await s.open()
     assert await s.migrate("demo", [M1]) == 1
-    assert (await s.fetchone("PRAGMA journal_mode"))[0] == "wal"
+    assert tuple(await s.fetchone("PRAGMA journal_mode") or ()) == ("wal",)
     assert await s.migrate("demo", [M1, M2]) == 2
     assert await s.migrate("demo", [M1, M2]) == 2  # nothing pending: a no-op
     rows = await s.fetchall("SELECT version, name FROM schema_migrations WHERE component = 'demo' ORDER BY version")
@@ -58,7 +58,7 @@ async def test_transaction_rolls_back_on_error_and_readers_see_commits(tmp_path)
         async with s.transaction() as db:
             await db.execute("INSERT INTO things (name) VALUES ('a')")
             await db.execute("INSERT INTO things (name) VALUES ('a')")  # unique violation
-    assert (await s.fetchone("SELECT COUNT(*) FROM things"))[0] == 0
+    assert tuple(await s.fetchone("SELECT COUNT(*) FROM things") or ()) == (0,)
     cur = await s.execute("INSERT INTO things (name) VALUES (?)", ("b",))
     assert cur.lastrowid == 1
     assert [r["name"] for r in await s.fetchall("SELECT name FROM things")] == ["b"]
@@ -168,4 +168,5 @@ async def test_a_crash_loop_keeps_the_copy_made_before_the_first_attempt(tmp_pat
     await later.migrate("demo", [_step(1), _step(2), _step(3)])
     await later.close()
     assert not baseline.exists()
+    assert later.upgrade_backup is not None
     assert [p.name for p in (tmp_path / "upgrade-backups").glob("*.db")] == [later.upgrade_backup.name]

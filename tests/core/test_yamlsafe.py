@@ -35,6 +35,7 @@ def test_the_alias_bomb_is_refused_at_once_naming_the_limit_and_line():
 def test_expanded_size_counts_each_alias_as_what_it_repeats():
     doc = "x: &x [1, 2, 3]\ny: [*x, *x]\nz: {k: *x}\n"
     root = yamlsafe.compose(doc)
+    assert root is not None
     nodes, size = yamlsafe.check_expansion(root)
 
     def count(v):  # the expanded tree, as a consumer walking the loaded value sees it

@@ -94,6 +94,7 @@ def test_cli_events_follows_from_an_id(server):
         [sys.executable, "-m", "fsctl", "events", "--since", "0"], env=env, cwd=ROOT, stdout=subprocess.PIPE, text=True
     )
     try:
+        assert proc.stdout is not None
         lines = [proc.stdout.readline() for _ in range(2)]
     finally:
         proc.kill()

@@ -34,7 +34,7 @@ def test_events_no_follow_without_since_prints_the_newest(server):
     r = server.fsctl("events", "--no-follow", "--last", "3", "--types", "token.created", timeout=30)
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
-    assert len(lines) == 3 and [re.search(r"tok\d", ln).group() for ln in lines] == ["tok2", "tok3", "tok4"]
+    assert len(lines) == 3 and [m.group() for ln in lines if (m := re.search(r"tok\d", ln))] == ["tok2", "tok3", "tok4"]
     r = server.fsctl("events", "--no-follow", "--json", timeout=30)
     assert r.returncode == 0 and '"type": "token.created"' in r.stdout
 
@@ -64,7 +64,9 @@ def test_totp_enable_without_terminal_or_code_is_a_clear_error(server):
 
 def test_totp_enable_in_two_steps_with_code(server):
     r = server.fsctl("user", "totp", "enable", "admin", input="")
-    secret = re.search(r"secret: (\S+)", r.stdout).group(1)
+    found = re.search(r"secret: (\S+)", r.stdout)
+    assert found, r.stdout
+    secret = found.group(1)
     r = server.fsctl("user", "totp", "enable", "admin", "--code", pyotp.TOTP(secret).now())
     assert r.returncode == 0, r.stderr
     assert "two-factor login is on for admin" in r.stdout and "Recovery codes" in r.stdout
@@ -90,6 +92,7 @@ def test_totp_enable_reads_the_code_from_a_pipe(server):
     )
     try:
         secret = None
+        assert proc.stdout is not None and proc.stderr is not None
         while secret is None:
             line = proc.stdout.readline()
             assert line, proc.stderr.read()

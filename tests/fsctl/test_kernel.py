@@ -37,7 +37,7 @@ def test_wiring_sets_every_service_and_keeps_the_start_order(tmp_path: Path) -> 
     assert s.log_sink is s.logbus and s.access_log is s.logbus
     assert s.inventory is s.orch and s.gate_metrics is s.gate and s.certd_metrics is s.certd
     assert s.metrics_sources() == [s.certd]
-    assert s.orch.artifacts is s.artifacts
+    assert s.orch is not None and s.orch.artifacts is s.artifacts
     assert names == ["clients", "logbus", "artifacts", "orch", "probe", "certd", "gate", "snap", "secscan"]
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -11,9 +13,9 @@ from probe.alerts import AlertRule, AlertState, breaches, clears, evaluate, no_d
 RULE = AlertRule(1, "cpu high", "host_cpu_percent", ">", 90.0, {"cpu": "total"}, for_s=10.0, hysteresis=5.0)
 
 
-def run(rule: AlertRule, values: list[tuple[float, float | None]]) -> list[tuple[str, str | None]]:
+def run(rule: AlertRule, values: Sequence[tuple[float, float | None]]) -> list[tuple[str, str | None]]:
     state = None
-    out = []
+    out: list[tuple[str, str | None]] = []
     for now, v in values:
         state, tr = evaluate(rule, state, v, now, stale_s=30.0)
         out.append((state.status, tr))

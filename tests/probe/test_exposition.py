@@ -20,7 +20,7 @@ SAMPLE = re.compile(
 def parse(text: str) -> dict[str, tuple[str, list[tuple[str, float]]]]:
     """A strict parser: name → (type, [(series, value)]); raises on any line out of the grammar."""
     families: dict[str, tuple[str, list[tuple[str, float]]]] = {}
-    current = None
+    current = ""
     for line in text.splitlines():
         if line.startswith("# HELP "):
             continue

@@ -404,7 +404,7 @@ async def test_a_rule_removed_during_a_tick_is_resolved_after_it_triggered(tmp_p
                 {"name": "slow", "metric": "gate_upstream_latency_p99_ms", "op": ">", "threshold": 500}
             )
         )
-        svc.metrics.write = held_write  # type: ignore[method-assign]
+        svc.metrics.write = held_write  # type: ignore[method-assign, assignment]
         clock.advance(0.25)
         tick = asyncio.create_task(svc.tick())
         await asyncio.wait_for(writing.wait(), 10)
@@ -530,7 +530,7 @@ def _hold_after_saving_a_firing_state(svc: ProbeService) -> asyncio.Event:
             saved.set()
             await asyncio.sleep(3600)
 
-    svc.firing.save = save  # type: ignore[method-assign]
+    svc.firing.save = save  # type: ignore[method-assign, assignment]
     return saved
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import stat
+from pathlib import Path
 
 import pytest
 
@@ -210,7 +211,7 @@ DAY = 86400.0
 
 def test_check_platform():
     facts = PlatformFacts(
-        data_dir="/var/lib/infracore",
+        data_dir=Path("/var/lib/infracore"),
         console_host="0.0.0.0",
         console_port=7070,
         edge_ports=(80, 443),

@@ -68,6 +68,7 @@ def test_a_secret_on_a_listeners_command_line_is_masked(tmp_path):
         text=True,
     )
     try:
+        assert child.stdout is not None
         port = int(child.stdout.readline())
         r = subprocess.run(
             [*FSCTL, "security", "scan", "--root", str(make_tree(tmp_path, CLEAN)), "--sockets", "--json"],

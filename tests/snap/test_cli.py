@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import pytest
 
@@ -26,7 +27,7 @@ def test_size(n: float | None, text: str) -> None:
 
 
 def test_progress_line_with_and_without_a_known_total() -> None:
-    job = {
+    job: dict[str, Any] = {
         "started_at": time.time() - 2,
         "progress": {"files": 3, "bytes": 50 * 1024 * 1024, "new_bytes": 1024, "expected_bytes": 100 * 1024 * 1024},
     }

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -127,7 +128,7 @@ def _child(repo: Path, src: Path, rate: float) -> subprocess.Popen[str]:
     )
 
 
-def _wait_for(cond, timeout_s: float = 60.0) -> None:  # type: ignore[no-untyped-def]
+def _wait_for(cond: Callable[[], object], timeout_s: float = 60.0) -> None:
     deadline = time.monotonic() + timeout_s
     while not cond():
         assert time.monotonic() < deadline, "timed out"

@@ -30,8 +30,8 @@ def _snapshot(repo: Repository, entries: list[dict], data: bytes = b"payload") -
     return repo.save_snapshot(time=1.0, plan="evil", paths=["/x"], parent=None, tree=[tid.hex()], stats={}).id
 
 
-def _e(path: str, kind: str = "file", **kw: object) -> dict:
-    base = {
+def _e(path: str, kind: str = "file", **kw: object) -> dict[str, object]:
+    base: dict[str, object] = {
         "path": path,
         "type": kind,
         "mode": 0o100644 if kind == "file" else 0o40755,

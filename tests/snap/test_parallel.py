@@ -55,11 +55,11 @@ def src(tmp_path: Path) -> Path:
     return root
 
 
-def _manifest(repo: Repository, tree: list[str]) -> list[dict]:  # type: ignore[type-arg]
+def _manifest(repo: Repository, tree: list[str]) -> list[dict]:
     return [check_entry(line) for line in iter_lines(repo, tree)]
 
 
-def _under(repo: Repository, tree: list[str], src: Path) -> list[dict]:  # type: ignore[type-arg]
+def _under(repo: Repository, tree: list[str], src: Path) -> list[dict]:
     """The manifest's entries below `src` (its parent directories belong to pytest, which other test
     runs change at any time)."""
     prefix = str(src).lstrip("/") + "/"

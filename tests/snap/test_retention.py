@@ -21,8 +21,8 @@ def _t(s: str) -> float:
     return datetime.fromisoformat(s).replace(tzinfo=UTC).timestamp()
 
 
-def _kept(snaps: list[tuple[str, float]], policy: RetentionPolicy, **kw: bool) -> list[str]:
-    return [d.id for d in apply_policy(snaps, policy, **kw) if d.keep]
+def _kept(snaps: list[tuple[str, float]], policy: RetentionPolicy, *, keep_oldest: bool = True) -> list[str]:
+    return [d.id for d in apply_policy(snaps, policy, keep_oldest=keep_oldest) if d.keep]
 
 
 DAILY_TWICE = [(f"s{i:02d}", _t("2026-11-01T06:00:00") + i * 12 * 3600) for i in range(40)]  # 20 days, 2/day

@@ -125,6 +125,7 @@ async def test_failing_pre_hook_fails_the_run_and_post_hook_still_runs(tmp_path:
     job = await service.run_plan("hooked")
     await job.done.wait()
     assert job.state == "failed"
+    assert job.error is not None
     assert "pre hook of plan 'hooked' exited with 3: flushing failed" in job.error["message"]
     assert marker.exists()
     (failed,) = await _events(service.bus, ["snap.failed"], 1)
@@ -184,7 +185,7 @@ async def test_stop_during_a_backup_interrupts_it_and_the_next_run_reuses(
         assert time.monotonic() < deadline and job.state == "running", job.to_dict()
         await asyncio.sleep(0.1)
     await svc.stop(20)
-    assert job.state == "failed" and job.error["code"] == "cancelled"
+    assert job.state == "failed" and job.error is not None and job.error["code"] == "cancelled"
     (run,) = await svc.plans.runs()
     assert run["state"] == "interrupted"
 
@@ -221,7 +222,7 @@ async def test_a_run_refused_by_the_lock_is_due_again(tmp_path: Path, service: S
     )
     job = await service.run_plan("p")
     await job.done.wait()
-    assert job.state == "failed" and job.error["code"] == "snap_locked"
+    assert job.state == "failed" and job.error is not None and job.error["code"] == "snap_locked"
     assert "locked by prune" in job.error["message"]
     (plan,) = await service.plans.list()
     assert plan["last_run_at"] is None  # so the scheduler tries again at its next pass
