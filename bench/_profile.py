@@ -88,8 +88,11 @@ def threads(pid: int) -> dict[int, ThreadStat]:
     return out
 
 
-def thread_delta(before: dict[int, ThreadStat], after: dict[int, ThreadStat], seconds: float) -> list[str]:
-    """One line per thread that ran or woke: CPU ms, share of the process's CPU, wake-ups per second."""
+def thread_delta(
+    before: dict[int, ThreadStat], after: dict[int, ThreadStat], seconds: float, names: dict[int, str] | None = None
+) -> list[str]:
+    """One line per thread that ran or woke: CPU ms, share of the process's CPU, wake-ups per second
+    (`names`: Python's thread names by id, from `thread_names`)."""
     rows = []
     total = sum(a.ticks - before.get(t, ThreadStat(a.name, 0, 0, 0)).ticks for t, a in after.items()) or 1
     for tid, a in after.items():
@@ -99,7 +102,22 @@ def thread_delta(before: dict[int, ThreadStat], after: dict[int, ThreadStat], se
             rows.append((ticks, vol, invol, tid, a.name))
     rows.sort(reverse=True)
     return [
-        f"  {name:16} tid {tid:>7}: CPU {ticks * 1000 / TICK:>7.0f} ms ({ticks / total:>4.0%}), "
-        f"wake-ups {vol / seconds:>8.1f}/s, preempted {invol / seconds:>7.1f}/s"
+        f"  {(names or {}).get(tid, name)[:24]:24} tid {tid:>7}: CPU {ticks * 1000 / TICK:>7.0f} ms "
+        f"({ticks / total:>4.0%}), wake-ups {vol / seconds:>8.1f}/s, preempted {invol / seconds:>7.1f}/s"
         for ticks, vol, invol, tid, name in rows
     ]
+
+
+def thread_names(pid: int) -> dict[int, str]:
+    """Python's names of the process's threads (`py-spy dump`: Python does not name OS threads); {} without
+    py-spy."""
+    exe = pyspy()
+    if exe is None:
+        return {}
+    out = subprocess.run([exe, "dump", "-p", str(pid)], capture_output=True, text=True, timeout=60).stdout
+    names = {}
+    for line in out.splitlines():
+        if line.startswith("Thread ") and '"' in line:
+            tid = line.split()[1]
+            names[int(tid, 16) if tid.startswith("0x") else int(tid)] = line.split('"')[1]
+    return names
