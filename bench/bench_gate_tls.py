@@ -40,18 +40,18 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_gate import (  # noqa: E402 - the plain-HTTP bench's helpers
+import _profile  # noqa: E402 - the benches' helpers
+from _load import (  # noqa: E402
     LOAD_CPU,
     ORIGIN_BODY,
     PROXY_CPU,
     CpuMeter,
     RssSampler,
     free_port,
-    gate_build,
     start_nginx,
-    summarize_profile,
     wait_port,
 )
+from bench_gate import gate_build  # noqa: E402
 
 PROFILE = Path(tempfile.gettempdir()) / "gate-tls-profile.txt"
 
@@ -132,7 +132,7 @@ def micro_h2(requests: int = 30_000, rounds: int = 5, streams: int = 10) -> floa
     `streams` HEADERS frames, hpack-indexed after the first) and nginx-like responses, with one event
     loop iteration (the front's one flush) per batch. No TLS, no sockets, no other process."""
     import uvloop
-    from bench_gate import _FakeTransport
+    from _micro import _FakeTransport
     from hpack import Encoder
     from hyperframe.frame import SettingsFrame, WindowUpdateFrame
 
@@ -401,25 +401,8 @@ def main() -> int:
             r["hs"] = measured(meter, s, https_wrk, port, 50, s, close=True)
             sampler.sample()
             profiler = None
-            if args.profile == name and shutil.which("py-spy"):
-                profiler = subprocess.Popen(
-                    [
-                        "py-spy",
-                        "record",
-                        "-p",
-                        str(meter.proc.pid),
-                        "-o",
-                        str(PROFILE),
-                        "-f",
-                        "raw",
-                        "-d",
-                        str(int(s)),
-                        "-r",
-                        "200",
-                    ],
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                )
+            if args.profile == name and _profile.pyspy():
+                profiler = _profile.record(meter.proc.pid, PROFILE, s)
             r["h2"] = measured(meter, s, h2load, port, s)
             sampler.sample()
             if profiler:
@@ -466,7 +449,7 @@ def main() -> int:
             print(f"CPU per request, nginx / gate, {label}: {n[k]['cpu_us'] / g[k]['cpu_us']:.2f}")
         print(f"gate peak RSS: {sampler.peak / 2**20:.1f} MiB")
         if args.profile and PROFILE.exists():
-            summarize_profile(PROFILE)
+            print("\n" + _profile.summarize(PROFILE))
         return 0
     finally:
         if serve:

@@ -58,47 +58,58 @@ def access_line(
     durations in ms with 3 — since a float's shortest repr (what json.dumps writes) costs half the line."""
     return _render(
         at_us,
-        _q(host),
-        _q(method),
+        _head(host, method),
         path,
         status,
         bytes_sent,
         duration_us,
-        upstream,
-        client_ip,
+        _middle(upstream, client_ip),
         request_id,
-        route,
-        _q(protocol),
+        _tail(route, _q(protocol)),
         bytes_received,
         upstream_us,
     )
 
 
+# A line is fixed text, the per-request values, and three fragments of the values that repeat from request
+# to request, each with the keys around it: rendering joins 20 pieces instead of 36 (the join was half the
+# line's cost), and a batch keeps the last fragments it made (see `AccessBatch.add`).
+def _head(host: str, method: str | bytes) -> str:
+    return f',"host":{_q(host)},"method":{_q(method)},"path":'
+
+
+def _middle(upstream: str | None, client_ip: str) -> str:
+    return f',"upstream":{"null" if upstream is None else _q(upstream)},"client_ip":{_q(client_ip)},"request_id":'
+
+
+def _tail(route: str | None, protocol_q: str) -> str:
+    return f',"route":{"null" if route is None else _q(route)},"protocol":{protocol_q},"bytes_received":'
+
+
 def _render(
     at_us: int,
-    host_q: str,
-    method_q: str,
+    head: str,
     path: str,
     status: int,
     bytes_sent: int,
     duration_us: int,
-    upstream: str | None,
-    client_ip: str,
+    middle: str,
     request_id: str,
-    route: str | None,
-    protocol_q: str,
+    tail: str,
     bytes_received: int,
     upstream_us: int,
 ) -> str:
-    """`access_line` with the host, method and protocol already as JSON text."""
+    """`access_line` with the repeating values already as their fragments (`_head`, `_middle`, `_tail`)."""
+    if upstream_us < 0:
+        return (
+            f'{{"at":{at_us // 1_000_000}.{at_us % 1_000_000:06d}{head}{_esc(path)},"status":{status},'
+            f'"bytes_sent":{bytes_sent},"duration_ms":{duration_us // 1000}.{duration_us % 1000:03d}{middle}'
+            f'{_esc(request_id)}{tail}{bytes_received},"upstream_ms":null}}\n'
+        )
     return (
-        f'{{"at":{at_us // 1_000_000}.{at_us % 1_000_000:06d},"host":{host_q},"method":{method_q},'
-        f'"path":{_esc(path)},"status":{status},"bytes_sent":{bytes_sent},'
-        f'"duration_ms":{duration_us // 1000}.{duration_us % 1000:03d},'
-        f'"upstream":{"null" if upstream is None else _q(upstream)},"client_ip":{_q(client_ip)},'
-        f'"request_id":{_esc(request_id)},"route":{"null" if route is None else _q(route)},'
-        f'"protocol":{protocol_q},"bytes_received":{bytes_received},"upstream_ms":'
-        f"{'null' if upstream_us < 0 else f'{upstream_us // 1000}.{upstream_us % 1000:03d}'}}}\n"
+        f'{{"at":{at_us // 1_000_000}.{at_us % 1_000_000:06d}{head}{_esc(path)},"status":{status},'
+        f'"bytes_sent":{bytes_sent},"duration_ms":{duration_us // 1000}.{duration_us % 1000:03d}{middle}'
+        f'{_esc(request_id)}{tail}{bytes_received},"upstream_ms":{upstream_us // 1000}.{upstream_us % 1000:03d}}}\n'
     )
 
 
@@ -124,11 +135,20 @@ class AccessBatch:
         "chars",
         "closed",
         "first_at",
+        "head",
+        "head_host",
+        "head_method",
         "lines",
         "max_chars",
         "max_lines",
         "max_s",
+        "middle",
+        "middle_client",
+        "middle_upstream",
         "sink",
+        "tail",
+        "tail_route",
+        "tail_version",
         "timer",
         "timer_handle",
         "wall_clock",
@@ -149,6 +169,14 @@ class AccessBatch:
         self.at_offset = 0.0
         self.timer_handle: asyncio.TimerHandle | None = None
         self.closed = False
+        # The last fragments made and the values they were made from: consecutive requests mostly repeat
+        # them (a keep-alive connection, a busy route), so a line usually costs six string compares
+        # instead of six cache lookups and three joins. Compared by value, never trusted by identity.
+        self.head_host, self.head_method, self.head = "", b"", _head("", b"")
+        self.middle_upstream: str | None = None
+        self.middle_client, self.middle = "", _middle(None, "")
+        self.tail_route: str | None = None
+        self.tail_version, self.tail = "", _tail(None, '""')
 
     def add(
         self,
@@ -173,19 +201,24 @@ class AccessBatch:
         if not lines:
             self._open()
         at = started + self.at_offset
+        if host != self.head_host or method != self.head_method:
+            self.head_host, self.head_method, self.head = host, method, _head(host, method)
+        if upstream != self.middle_upstream or client_ip != self.middle_client:
+            self.middle_upstream, self.middle_client = upstream, client_ip
+            self.middle = _middle(upstream, client_ip)
+        if route != self.tail_route or version != self.tail_version:
+            self.tail_route, self.tail_version = route, version
+            self.tail = _tail(route, _PROTOCOLS.get(version) or _esc(f"HTTP/{version}"))
         line = _render(
             int(at * 1_000_000 + 0.5),
-            _q(host),
-            _q(method),
+            self.head,
             path,
             status,
             bytes_sent,
             int((ended - started) * 1_000_000 + 0.5),
-            upstream,
-            client_ip,
+            self.middle,
             request_id,
-            route,
-            _PROTOCOLS.get(version) or _esc(f"HTTP/{version}"),
+            self.tail,
             bytes_received,
             -1 if upstream_ms is None else int(upstream_ms * 1000 + 0.5),
         )

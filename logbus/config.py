@@ -28,7 +28,9 @@ class LogbusConfig(BaseModel):
     access_batch_s: float = Field(
         default=0.1, gt=0, le=60, description="the gate's access log is written in batches: at most this late"
     )
-    access_batch_lines: int = Field(default=512, ge=1, le=65536, description="or once a batch has this many lines")
+    access_batch_lines: int = Field(
+        default=2048, ge=1, le=65536, description="or once a batch has this many lines (each batch wakes the writer)"
+    )
 
     @field_validator("max_age_s", "retention_interval_s", "access_batch_s", mode="before")
     @classmethod

@@ -50,7 +50,8 @@ class LogbusService:
         # How the gate batches its access log for us (`core.ports.AccessLogSink`): a batch is joined and
         # encoded on the loop, so clients' long request targets bound it by size too, not just by count.
         self.access_batch_lines = self.config.access_batch_lines
-        self.access_batch_chars = 256 * 1024
+        # Under a tail client's buffer (tail_buffer_bytes, 1 MiB by default) so one batch always fits it.
+        self.access_batch_chars = min(512 * 1024, self.config.tail_buffer_bytes // 2)
         self.access_batch_s = self.config.access_batch_s
         self._loop: asyncio.AbstractEventLoop | None = None
         self._running = False

@@ -101,3 +101,30 @@ async def test_a_failing_sink_never_reaches_the_request() -> None:
         add(batch, i)
     batch.close()
     assert batch.lines == []
+
+
+async def test_lines_stay_exact_when_the_repeating_values_change_from_request_to_request() -> None:
+    """The batch reuses the fragments of the previous line while host, method, upstream, client address,
+    route and version repeat: every change of any of them (and back) must show in the very next line."""
+    sink = Batches(lines=1)
+    batch = AccessBatch(sink, wall_clock=lambda: 1_796_000_000.0, timer=lambda: 0.0)
+    values = [
+        ("a.example", b"GET", "10.0.0.1:80", "10.1.1.1", "app", "1.1"),
+        ("a.example", b"POST", "10.0.0.1:80", "10.1.1.1", "app", "1.1"),
+        ("b.example", b"POST", "10.0.0.1:80", "10.1.1.1", "app", "1.1"),
+        ("b.example", b"POST", None, "10.1.1.1", "app", "1.1"),
+        ("b.example", b"POST", None, "::1", "app", "1.1"),
+        ("b.example", b"POST", None, "::1", None, "1.1"),
+        ("b.example", b"POST", None, "::1", None, "2"),
+        ("b.example", b"POST", None, "::1", None, "9\n"),
+        ("", b"", "", "", "", ""),
+        ("a.example", b"GET", "10.0.0.1:80", "10.1.1.1", "app", "1.1"),
+    ]
+    for i, (host, method, upstream, ip, route, version) in enumerate(values * 2):
+        batch.add(1.0, 1.5, host, method, "/", 200, 1, upstream, ip, f"r{i}", route, version, 0, None)
+        protocol = {"1.1": "HTTP/1.1", "2": "HTTP/2"}.get(version, f"HTTP/{version}")
+        want = access_line(
+            1_796_000_001_000_000, host, method, "/", 200, 1, 500_000, upstream, ip, f"r{i}", route, protocol, 0, -1
+        )
+        assert sink.got[-1][0] == [want]
+        assert json.loads(want)["method"] == method.decode()
