@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import faulthandler
 import json
 import logging
 import os
@@ -221,6 +222,33 @@ def kill_left_instances(data_dir: Path) -> None:
 @pytest.fixture
 def server(server_factory: Any) -> RunningServer:
     return server_factory()
+
+
+# The last resort against a hang. pytest-timeout (`timeout` in pyproject) fails a test once, by SIGALRM
+# raising `Failed` where the test is: a hypothesis test catches that as a failing example and goes on
+# generating and shrinking with no timer left (CI hung over 15 minutes so on logbus's `re` oracle), and a
+# C call that never checks for signals is not interrupted at all. faulthandler's watchdog is a C thread
+# that needs no GIL: a minute past the test's own timeout it prints every thread's stack to the real
+# stderr and ends the run, failing CI in minutes instead of eating its whole budget.
+_WATCHDOG_GRACE = 60.0
+_watchdog_fd: int | None = None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    global _watchdog_fd
+    _watchdog_fd = os.dup(2)  # capture is suspended here: fd 2 is the terminal or CI log, not a capture file
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    marker = item.get_closest_marker("timeout")
+    limit = float(marker.args[0]) if marker and marker.args else float(item.config.getini("timeout") or 0)
+    if limit > 0 and _watchdog_fd is not None:
+        faulthandler.dump_traceback_later(limit + _WATCHDOG_GRACE, exit=True, file=_watchdog_fd)
+    try:
+        yield
+    finally:
+        faulthandler.cancel_dump_traceback_later()
 
 
 # A thread left running by a test (an aiosqlite connection never closed, say) keeps the interpreter
