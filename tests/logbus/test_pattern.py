@@ -230,9 +230,13 @@ def _buf(*texts: str) -> bytes:
 def test_backtracking_shapes_run_in_linear_time(pattern: str, line: str, hits: list[str]) -> None:
     buf = _buf("first", line, "x foo y bar zb", "last")
     m = Matcher(regex=pattern)
-    t0 = time.perf_counter()
-    got = [parse_record(buf[a:b]).text for a, b in m.spans(buf, 0, len(buf))]
-    took = time.perf_counter() - t0
+    # The best of three: one run can lose 100 ms to the scheduler on a loaded 2-core runner; backtracking
+    # loses seconds on every run (`re` takes 2.6 s on the 4 KB line alone), so the best still shows it.
+    took = float("inf")
+    for _ in range(3):
+        t0 = time.perf_counter()
+        got = [parse_record(buf[a:b]).text for a, b in m.spans(buf, 0, len(buf))]
+        took = min(took, time.perf_counter() - t0)
     assert took < 0.05, f"{pattern!r} on a {len(line)}-character line took {took * 1000:.1f} ms"
     assert got == hits
 
