@@ -81,3 +81,4 @@ def test_a_secret_on_a_listeners_command_line_is_masked(tmp_path):
     finally:
         child.kill()
         child.wait()
+        child.stdout.close()
