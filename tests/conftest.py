@@ -242,7 +242,10 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
     marker = item.get_closest_marker("timeout")
-    limit = float(marker.args[0]) if marker and marker.args else float(item.config.getini("timeout") or 0)
+    try:
+        limit = float(marker.args[0]) if marker and marker.args else float(item.config.getini("timeout") or 0)
+    except ValueError:  # pytest-timeout not loaded (`-p no:timeout`): no timeout, no watchdog
+        limit = 0.0
     if limit > 0 and _watchdog_fd is not None:
         faulthandler.dump_traceback_later(limit + _WATCHDOG_GRACE, exit=True, file=_watchdog_fd)
     try:
