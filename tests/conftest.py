@@ -90,7 +90,7 @@ class RunningServer:
             [*FSCTL, *args], input=input, env=env, capture_output=True, text=True, timeout=timeout, cwd=ROOT
         )
 
-    def wait_ready(self, timeout: float = 30) -> None:
+    def wait_ready(self, timeout: float = 60) -> None:  # a start, not a speed check: 30 s passed on a loaded box
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -133,11 +133,15 @@ def start_server(
             srv.wait_ready()
             return srv
         except AssertionError:
+            alive = srv.proc.poll() is None
+            if alive:  # not ready in time: end it, or it outlives the test, owned by no fixture
+                srv.proc.kill()
+                srv.proc.wait()
             # A port free_port() handed out can be taken (by another program's outgoing connection) before
             # the server binds it; a failed start creates nothing, so start again on other ports. Only for
             # the ports picked here: a test that gives a taken port on purpose still sees the failure.
             ours = {srv.http_port, srv.https_port} | ({srv.console_port} if chosen_console is None else set())
-            if srv.proc.poll() is None or attempt == 2 or not any(f":{p} is already in use" in srv.log() for p in ours):
+            if alive or attempt == 2 or not any(f":{p} is already in use" in srv.log() for p in ours):
                 raise
     raise AssertionError("unreachable")
 
