@@ -81,4 +81,5 @@ def test_a_secret_on_a_listeners_command_line_is_masked(tmp_path):
     finally:
         child.kill()
         child.wait()
-        child.stdout.close()
+        if child.stdout is not None:
+            child.stdout.close()
