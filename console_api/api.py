@@ -18,6 +18,14 @@ from core.identity import Principal, Role
 
 MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
+# What the console's middlewares store on a request, as typed keys (a plain string key makes aiohttp
+# warn, NotAppKeyWarning, and mypy cannot check what is stored under it).
+REQUEST_ID = web.RequestKey("request_id", str)
+CLIENT_IP = web.RequestKey("client_ip", str)  # see `client_ip`
+PRINCIPAL: web.RequestKey[Principal | None] = web.RequestKey("principal")
+SESSION_TOKEN = web.RequestKey("session_token", str)  # the token that came in the session cookie
+AUTH_ERROR = web.RequestKey("auth_error", Exception)  # why a presented credential was not accepted
+
 
 @dataclass
 class ApiRequest:
@@ -187,7 +195,7 @@ def validation_failed(e: ValidationError) -> ValidationFailed:
 def client_ip(request: web.Request) -> str:
     """The client's address as the console's middleware established it (`X-Forwarded-For` from the
     gate or a trusted proxy), else the TCP peer, else "local" (the Unix socket)."""
-    found = request.get("client_ip")
+    found = request.get(CLIENT_IP)
     if found:
         return str(found)
     peer = request.transport.get_extra_info("peername") if request.transport else None

@@ -22,7 +22,17 @@ from pydantic import BaseModel
 from console_api import session, static_ui
 from console_api._clientaddr import forwarded_client, host_allowed, host_name, parse_networks
 from console_api._peerproc import peer_is_this_process
-from console_api.api import Api, ApiRequest, Operation, client_ip, parse_body
+from console_api.api import (
+    AUTH_ERROR,
+    CLIENT_IP,
+    PRINCIPAL,
+    REQUEST_ID,
+    Api,
+    ApiRequest,
+    Operation,
+    client_ip,
+    parse_body,
+)
 from core.audit import AuditEntry, AuditLog
 from core.clients import CLIENT_TOKEN_PREFIX, ClientRegistry, address_refused
 from core.errors import (
@@ -71,7 +81,7 @@ _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_la
 @web.middleware
 async def _errors(request: web.Request, handler: Any) -> web.StreamResponse:
     request_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex[:16]
-    request["request_id"] = request_id
+    request[REQUEST_ID] = request_id
     try:
         return await handler(request)
     except InfraError as e:
@@ -190,13 +200,13 @@ class ConsoleServer:
 
     @web.middleware
     async def _client(self, request: web.Request, handler: Any) -> web.StreamResponse:
-        """The client's address (`request["client_ip"]`, used by login throttling and the audit log)
+        """The client's address (`request[CLIENT_IP]`, used by login throttling and the audit log)
         and the Host check against DNS rebinding. The Unix socket is exempt from both."""
         transport = request.transport
         sock = transport.get_extra_info("socket") if transport else None
         peer = transport.get_extra_info("peername") if transport else None
         if sock is None or sock.family == socket.AF_UNIX or not isinstance(peer, tuple) or not peer:
-            request["client_ip"] = "local"
+            request[CLIENT_IP] = "local"
             return await handler(request)
         local = transport.get_extra_info("sockname") if transport else None
         xff = request.headers.getall("X-Forwarded-For", [])
@@ -214,7 +224,7 @@ class ConsoleServer:
                 "to the console_allowed_hosts setting",
                 details={"host": name},
             )
-        request["client_ip"] = forwarded_client(str(peer[0]), xff, peer_trusted=from_gate, trusted=self.trusted_proxies)
+        request[CLIENT_IP] = forwarded_client(str(peer[0]), xff, peer_trusted=from_gate, trusted=self.trusted_proxies)
         return await handler(request)
 
     async def _peer_is_gate(self, sock: Any, peer: tuple[str, int], local: tuple[str, int]) -> bool:
@@ -251,19 +261,19 @@ class ConsoleServer:
                     else:
                         principal = await self.identity.authenticate(token.strip())
                 except Unauthorized as e:
-                    request["auth_error"] = e
+                    request[AUTH_ERROR] = e
             elif auth:
-                request["auth_error"] = Unauthorized("unsupported Authorization scheme; use 'Bearer TOKEN'")
-        request["principal"] = principal
+                request[AUTH_ERROR] = Unauthorized("unsupported Authorization scheme; use 'Bearer TOKEN'")
+        request[PRINCIPAL] = principal
         return await handler(request)
 
     def _adapt(self, op: Operation) -> Any:
         async def handle(request: web.Request) -> web.StreamResponse:
-            areq = ApiRequest(request, request.get("principal"))
+            areq = ApiRequest(request, request.get(PRINCIPAL))
             try:
                 if op.role is not None:
                     if areq.principal is None:
-                        raise request.get("auth_error") or Unauthorized(
+                        raise request.get(AUTH_ERROR) or Unauthorized(
                             "authentication required",
                             hint="log in with `fsctl login`, or send 'Authorization: Bearer TOKEN'",
                         )

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from console_api.api import MUTATING, Api, ApiRequest
+from console_api.api import AUTH_ERROR, MUTATING, PRINCIPAL, SESSION_TOKEN, Api, ApiRequest
 from core.errors import Forbidden, Unauthorized
 from core.identity import Identity
 
@@ -85,18 +85,18 @@ def middleware(identity: Identity) -> Any:
     @web.middleware
     async def session_cookie(request: web.Request, handler: Any) -> web.StreamResponse:
         token = request.cookies.get(COOKIE)
-        if token and request.get("principal") is None and "Authorization" not in request.headers:
+        if token and request.get(PRINCIPAL) is None and "Authorization" not in request.headers:
             problem: Exception | None = None
             if request.method in MUTATING and (request.method, request.path) != ("POST", SESSION_PATH):
                 problem = check_csrf(request, token)
             if problem is None:
                 try:
-                    request["principal"] = await identity.authenticate(token)
-                    request["session_token"] = token
+                    request[PRINCIPAL] = await identity.authenticate(token)
+                    request[SESSION_TOKEN] = token
                 except Unauthorized:
                     problem = Unauthorized("your session has ended; log in again", code="session_expired")
             if problem is not None:
-                request["auth_error"] = problem
+                request[AUTH_ERROR] = problem
         return await handler(request)
 
     return session_cookie
@@ -146,7 +146,7 @@ def register(api: Api, identity: Identity) -> None:
     @api.route("GET", SESSION_PATH, summary="The browser session: who, until when, and its CSRF token")
     async def session_get(req: ApiRequest) -> dict[str, Any]:
         p = req.require()
-        token = req.raw.get("session_token")
+        token = req.raw.get(SESSION_TOKEN)
         expires_at = None
         if p.token_id is not None:
             expires_at = (await identity.get_token(p.token_id))["expires_at"]

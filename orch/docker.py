@@ -310,8 +310,13 @@ class DockerRuntime:
             async with self.docker._query(
                 f"containers/{instance.container_id}/logs", params=params, timeout=_STREAM
             ) as resp:
-                async for chunk in resp.content.iter_any():
-                    emit(frames.feed(chunk))
+                try:
+                    async for chunk in resp.content.iter_any():
+                        emit(frames.feed(chunk))
+                finally:
+                    # aiodocker's _query leaves the response to its caller: unclosed, the stream's
+                    # connection stayed open until the GC found it (a ResourceWarning per container).
+                    resp.close()
         except (DockerError, aiohttp.ClientError, OSError) as e:
             log.warning("container log stream ended", container=instance.name, error=str(e))
         finally:

@@ -156,34 +156,42 @@ def p90(xs: list[float]) -> float:
     return sorted(xs)[int(len(xs) * 0.9)]
 
 
+def outlier_allowance(n: int) -> int:
+    """How many of `n` probes may be slow for reasons other than the loop: 5%, at least two."""
+    return max(2, n // 20)
+
+
 def check_no_stall(
     attempt: Callable[[], list[float]],
     limit_s: float = 0.05,
     tries: int = 3,
     loop_was_idle: Callable[[], bool] | None = None,
 ) -> list[float]:
-    """Run `attempt` (an attack with probes; returns their latencies) until one window has every probe
-    under `limit_s`. A stalled loop fails at once: 90% of the probes must be under the limit in every
-    window (a bcrypt check on the loop makes nearly all of them wait). Only a window spoiled by a few
-    outliers — a 2-core machine shared with other test runs delays a runnable process now and then,
-    idle probes included — is run again, at most `tries` times. When no window is clean,
-    `loop_was_idle` (the server's loop thread measured mostly idle during the last window, so the
-    outliers waited for a CPU, not for the loop) is the last word."""
+    """Run `attempt` (an attack with probes; returns their latencies) until one window has at most a few
+    probes over `limit_s` (5%, at least two: `outlier_allowance`). A stalled loop fails at once: 90% of
+    the probes must be under the limit in every window (a bcrypt check or a YAML bomb on the loop makes
+    nearly all of them wait, far past any allowance). The allowance is for the machine: a 2-core runner
+    shared with other test runs delays a runnable process now and then (a GC pass, the scheduler giving
+    the core to the hammer), idle probes included; CI once failed on one 116 ms probe whose own test
+    step took 114 ms. Only a window with more outliers than that is run again, at most `tries` times.
+    When no window passes, `loop_was_idle` (the server's loop thread measured mostly idle during the
+    last window, so the outliers waited for a CPU, not for the loop) is the last word."""
     seen: list[str] = []
     for _ in range(tries):
         lat = attempt()
         assert lat, "no probe ran"
         assert p90(lat) < limit_s, f"the loop stalled: p90 {p90(lat) * 1000:.1f} ms, max {max(lat) * 1000:.1f} ms"
-        if max(lat) < limit_s:
+        slow = sum(x >= limit_s for x in lat)
+        if slow <= outlier_allowance(len(lat)):
             return lat
-        seen.append(f"max {max(lat) * 1000:.1f} ms ({sum(x >= limit_s for x in lat)} of {len(lat)} over)")
+        seen.append(f"max {max(lat) * 1000:.1f} ms ({slow} of {len(lat)} over)")
     if loop_was_idle is not None and loop_was_idle():
         print(
-            f"\nevery window had an outlier over {limit_s * 1000:.0f} ms ({seen}) while the loop thread "
+            f"\nevery window had outliers over {limit_s * 1000:.0f} ms ({seen}) while the loop thread "
             "was idle: the machine, not the loop"
         )
         return lat
-    raise AssertionError(f"no window without a probe over {limit_s * 1000:.0f} ms: {seen}")
+    raise AssertionError(f"no window with at most 5% of probes over {limit_s * 1000:.0f} ms: {seen}")
 
 
 async def arequest(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import faulthandler
 import json
 import logging
 import os
@@ -89,7 +90,7 @@ class RunningServer:
             [*FSCTL, *args], input=input, env=env, capture_output=True, text=True, timeout=timeout, cwd=ROOT
         )
 
-    def wait_ready(self, timeout: float = 30) -> None:
+    def wait_ready(self, timeout: float = 60) -> None:  # a start, not a speed check: 30 s passed on a loaded box
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -132,11 +133,15 @@ def start_server(
             srv.wait_ready()
             return srv
         except AssertionError:
+            alive = srv.proc.poll() is None
+            if alive:  # not ready in time: end it, or it outlives the test, owned by no fixture
+                srv.proc.kill()
+                srv.proc.wait()
             # A port free_port() handed out can be taken (by another program's outgoing connection) before
             # the server binds it; a failed start creates nothing, so start again on other ports. Only for
             # the ports picked here: a test that gives a taken port on purpose still sees the failure.
             ours = {srv.http_port, srv.https_port} | ({srv.console_port} if chosen_console is None else set())
-            if srv.proc.poll() is None or attempt == 2 or not any(f":{p} is already in use" in srv.log() for p in ours):
+            if alive or attempt == 2 or not any(f":{p} is already in use" in srv.log() for p in ours):
                 raise
     raise AssertionError("unreachable")
 
@@ -221,6 +226,36 @@ def kill_left_instances(data_dir: Path) -> None:
 @pytest.fixture
 def server(server_factory: Any) -> RunningServer:
     return server_factory()
+
+
+# The last resort against a hang. pytest-timeout (`timeout` in pyproject) fails a test once, by SIGALRM
+# raising `Failed` where the test is: a hypothesis test catches that as a failing example and goes on
+# generating and shrinking with no timer left (CI hung over 15 minutes so on logbus's `re` oracle), and a
+# C call that never checks for signals is not interrupted at all. faulthandler's watchdog is a C thread
+# that needs no GIL: a minute past the test's own timeout it prints every thread's stack to the real
+# stderr and ends the run, failing CI in minutes instead of eating its whole budget.
+_WATCHDOG_GRACE = 60.0
+_watchdog_fd: int | None = None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    global _watchdog_fd
+    _watchdog_fd = os.dup(2)  # capture is suspended here: fd 2 is the terminal or CI log, not a capture file
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    marker = item.get_closest_marker("timeout")
+    try:
+        limit = float(marker.args[0]) if marker and marker.args else float(item.config.getini("timeout") or 0)
+    except ValueError:  # pytest-timeout not loaded (`-p no:timeout`): no timeout, no watchdog
+        limit = 0.0
+    if limit > 0 and _watchdog_fd is not None:
+        faulthandler.dump_traceback_later(limit + _WATCHDOG_GRACE, exit=True, file=_watchdog_fd)
+    try:
+        yield
+    finally:
+        faulthandler.cancel_dump_traceback_later()
 
 
 # A thread left running by a test (an aiosqlite connection never closed, say) keeps the interpreter

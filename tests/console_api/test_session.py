@@ -18,6 +18,7 @@ def _login(server: Any, **headers: str) -> httpx.Response:
         f"{server.url}/api/auth/session",
         json={"username": "admin", "password": server.admin_password},
         headers={"X-CSRF-Token": "1", **headers},
+        timeout=30,  # bcrypt in the worker pool: seconds on a loaded machine (httpx's default is 5 s)
     )
 
 
@@ -47,7 +48,7 @@ def test_the_cookie_is_httponly_strict_and_secure_behind_tls(server):
 
 def test_session_login_refuses_cross_site_requests(server):
     plain_form = httpx.post(
-        f"{server.url}/api/auth/session", json={"username": "admin", "password": server.admin_password}
+        f"{server.url}/api/auth/session", json={"username": "admin", "password": server.admin_password}, timeout=30
     )
     assert plain_form.status_code == 403 and plain_form.json()["error"]["code"] == "csrf_failed"
     assert "Set-Cookie" not in plain_form.headers

@@ -22,10 +22,10 @@ def bomb(levels: int = 7, fan: int = 9) -> str:
 
 
 def test_the_alias_bomb_is_refused_at_once_naming_the_limit_and_line():
-    t0 = time.perf_counter()
+    t0 = time.thread_time()  # CPU time: a loaded runner's scheduling is not the point; expanding 9^7 nodes is
     with pytest.raises(YamlRefused) as e:
         yamlsafe.load(bomb())
-    assert time.perf_counter() - t0 < 0.5
+    assert time.thread_time() - t0 < 0.5
     assert e.value.limit == "max_nodes" and e.value.line == 6  # a5: 125,479 nodes, past 100,000
     assert "past the limit of 100000 (max_nodes)" in str(e.value) and str(e.value).startswith("line 6:")
     with pytest.raises(YamlRefused, match="line 4: the sequence starting here expands to 1549 nodes"):

@@ -27,9 +27,11 @@ def test_cli_says_not_logged_in_and_not_running(server, tmp_path):
 
 def test_wrong_passwords_are_throttled_with_429(server):
     url = f"{server.url}/api/auth/login"
-    codes = [httpx.post(url, json={"username": "admin", "password": f"wrong-{i}"}).status_code for i in range(5)]
+    codes = [
+        httpx.post(url, json={"username": "admin", "password": f"wrong-{i}"}, timeout=30).status_code for i in range(5)
+    ]
     assert codes == [401] * 5
-    r = httpx.post(url, json={"username": "admin", "password": server.admin_password})
+    r = httpx.post(url, json={"username": "admin", "password": server.admin_password}, timeout=30)
     assert r.status_code == 429
     assert r.json()["error"]["code"] == "throttled"
     assert int(r.headers["Retry-After"]) >= 1
@@ -117,7 +119,7 @@ def test_two_factor_login_through_the_api_and_cli(server):
     # Confirm with the previous step's code (accepted: one step of drift), so the current one is unused.
     r = server.api("POST", "/api/users/tess/totp/confirm", token=tess, json={"code": totp.at(time.time() - 30)})
     assert r.status_code == 200, r.text
-    r = httpx.post(f"{server.url}/api/auth/login", json={"username": "tess", "password": "tess-password"})
+    r = httpx.post(f"{server.url}/api/auth/login", json={"username": "tess", "password": "tess-password"}, timeout=30)
     assert r.status_code == 401 and r.json()["error"]["code"] == "otp_required"
     r = server.fsctl(
         "login", "--user", "tess", "--password-stdin", "--otp", totp.now(), input="tess-password\n", token=None

@@ -90,13 +90,12 @@ def test_cli_events_follows_from_an_id(server):
     server.api("POST", "/api/tokens", json={"name": "cli-seen"})
     # `fsctl events` follows forever; run it briefly and read what it printed.
     env = {**server.env, "FSCTL_SERVER": server.url, "FSCTL_TOKEN": server.login()}
-    proc = subprocess.Popen(
+    with subprocess.Popen(  # `with` closes its stdout pipe too (kill and wait leave it open)
         [sys.executable, "-m", "fsctl", "events", "--since", "0"], env=env, cwd=ROOT, stdout=subprocess.PIPE, text=True
-    )
-    try:
+    ) as proc:
         assert proc.stdout is not None
-        lines = [proc.stdout.readline() for _ in range(2)]
-    finally:
-        proc.kill()
-        proc.wait()
+        try:
+            lines = [proc.stdout.readline() for _ in range(2)]
+        finally:
+            proc.kill()
     assert "user.created" in lines[0] and "token.created" in lines[1] and "cli-seen" in lines[1]

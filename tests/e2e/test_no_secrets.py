@@ -58,7 +58,9 @@ def test_no_secret_appears_in_any_log(server_factory, tmp_path: Path):
 
     # Logins: a typo of the real password first (a near-miss is as secret as the password), then the CLI.
     typo = secrets["mistyped admin password"] = admin_pw[:-2] + "zz"
-    assert httpx.post(f"{url}/api/auth/login", json={"username": "admin", "password": typo}).status_code == 401
+    assert (
+        httpx.post(f"{url}/api/auth/login", json={"username": "admin", "password": typo}, timeout=30).status_code == 401
+    )
     r = server.fsctl("login", "--user", "admin", "--password-stdin", input=admin_pw + "\n", token=None)
     assert r.returncode == 0, r.stderr
     admin = secrets["admin session token"] = server.login()
@@ -103,13 +105,13 @@ def test_no_secret_appears_in_any_log(server_factory, tmp_path: Path):
         secrets[f"recovery code {i}"] = code
         secrets[f"recovery code {i} as typed"] = code.replace("-", "")
     login = {"username": "carol", "password": carol_pw}
-    r = httpx.post(f"{url}/api/auth/login", json={**login, "otp": totp.now()})
+    r = httpx.post(f"{url}/api/auth/login", json={**login, "otp": totp.now()}, timeout=30)
     assert r.status_code == 200, r.text
     secrets["session after OTP"] = r.json()["token"]
-    r = httpx.post(f"{url}/api/auth/login", json={**login, "otp": codes[0]})
+    r = httpx.post(f"{url}/api/auth/login", json={**login, "otp": codes[0]}, timeout=30)
     assert r.status_code == 200, r.text
     secrets["session after recovery code"] = r.json()["token"]
-    assert httpx.post(f"{url}/api/auth/login", json={**login, "otp": codes[0]}).status_code == 401  # spent
+    assert httpx.post(f"{url}/api/auth/login", json={**login, "otp": codes[0]}, timeout=30).status_code == 401  # spent
     r = server.fsctl("user", "totp", "recovery-codes", "carol", token=carol)
     assert r.returncode == 0, r.stderr
     for i, line in enumerate(ln.strip() for ln in r.stdout.splitlines() if ln.startswith("  ")):

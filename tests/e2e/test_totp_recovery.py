@@ -70,7 +70,7 @@ def test_enrol_with_oathtool_then_codes_work_once(server, tess):
 
 def test_cli_enrolment_shows_codes_once_and_regenerates(server, tess):
     env = {**server.env, "FSCTL_SERVER": server.url, "FSCTL_TOKEN": tess}
-    proc = subprocess.Popen(
+    with subprocess.Popen(  # `with` closes the three pipes however the test ends
         [*FSCTL, "user", "totp", "enable", "tess"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
@@ -78,18 +78,18 @@ def test_cli_enrolment_shows_codes_once_and_regenerates(server, tess):
         text=True,
         env=env,
         cwd=ROOT,
-    )
-    assert proc.stdout is not None and proc.stdin is not None
-    secret = None
-    for line in proc.stdout:
-        if line.strip().startswith("secret:"):
-            secret = line.split(":", 1)[1].strip()
-            break
-    assert secret, proc.stderr.read() if proc.stderr else ""
-    proc.stdin.write(oathtool(secret, "30 seconds ago") + "\n")
-    proc.stdin.close()
-    rest = proc.stdout.read()
-    assert proc.wait(60) == 0, proc.stderr.read() if proc.stderr else ""
+    ) as proc:
+        assert proc.stdout is not None and proc.stdin is not None and proc.stderr is not None
+        secret = None
+        for line in proc.stdout:
+            if line.strip().startswith("secret:"):
+                secret = line.split(":", 1)[1].strip()
+                break
+        assert secret, proc.stderr.read()
+        proc.stdin.write(oathtool(secret, "30 seconds ago") + "\n")
+        proc.stdin.close()
+        rest = proc.stdout.read()
+        assert proc.wait(60) == 0, proc.stderr.read()
     first = CODE_RE.findall(rest)
     assert len(first) == 10 and "shown only now" in rest
 

@@ -45,6 +45,8 @@ class OriginThread:
         fut.result(10)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
+        assert not self.thread.is_alive()
+        self.loop.close()  # unclosed, it was reported (ResourceWarning) in whichever later test the GC ran
 
 
 @pytest.fixture

@@ -37,13 +37,8 @@ def _ingest(srv: Any, service: str, lines: list[str]) -> None:
 def test_backtracking_patterns_answer_at_once(server: Any) -> None:
     _ingest(server, "redos", [AAA, LONG, "x foo y bar zb", "aab"])
     token = _viewer(server)
-    for pattern, hits in (
-        (".*foo.*bar", ["x foo y bar zb"]),
-        ("(a|aa)*b", ["x foo y bar zb", "aab"]),
-        ("(a+)+$", [AAA]),
-        ("(?i)FOO.*BAR", ["x foo y bar zb"]),
-    ):
-        path = "/api/logs?" + urlencode({"service": "redos", "regex": pattern})
+
+    def best_of_3(path: str) -> tuple[float, list[float]]:
         took = []
         for _ in range(3):
             status, _, t = request(
@@ -55,10 +50,28 @@ def test_backtracking_patterns_answer_at_once(server: Any) -> None:
             )
             assert status == 200
             took.append(t)
+        return min(took), took
+
+    # The same request without a regex, measured here: on a loaded runner a whole API round trip can
+    # take more than 50 ms by itself. Backtracking adds 0.1 s on the 28-character line and 2.6 s on the
+    # 4 KB one on every try, so the best regex search still stands out against it.
+    base, _ = best_of_3("/api/logs?" + urlencode({"service": "redos"}))
+    for pattern, hits in (
+        (".*foo.*bar", ["x foo y bar zb"]),
+        ("(a|aa)*b", ["x foo y bar zb", "aab"]),
+        ("(a+)+$", [AAA]),
+        ("(?i)FOO.*BAR", ["x foo y bar zb"]),
+    ):
+        path = "/api/logs?" + urlencode({"service": "redos", "regex": pattern})
+        best, took = best_of_3(path)
         got = server.api("GET", path).json()["lines"]
         assert [x["text"] for x in got] == hits, pattern
-        print(f"\n{pattern!r} over a 4 KB and a 28-character line: best {min(took) * 1000:.1f} ms")
-        assert min(took) < STALL_S, f"{pattern!r}: {[round(t * 1000, 1) for t in took]} ms"
+        print(
+            f"\n{pattern!r} over a 4 KB and a 28-character line: best {best * 1000:.1f} ms (no regex {base * 1000:.1f})"
+        )
+        assert best < base + STALL_S, (
+            f"{pattern!r}: {[round(t * 1000, 1) for t in took]} ms, no regex {base * 1000:.1f}"
+        )
 
 
 def test_a_viewers_regex_flood_leaves_the_console_answering(server: Any) -> None:

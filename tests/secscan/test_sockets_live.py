@@ -82,3 +82,5 @@ def test_a_secret_on_a_listeners_command_line_is_masked(tmp_path):
     finally:
         child.kill()
         child.wait()
+        if child.stdout is not None:
+            child.stdout.close()

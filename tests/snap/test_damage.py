@@ -128,6 +128,13 @@ def _child(repo: Path, src: Path, rate: float) -> subprocess.Popen[str]:
     )
 
 
+def _close_pipes(child: subprocess.Popen[str]) -> None:
+    """Its stdout and stderr: left open, each was a ResourceWarning in whichever later test the GC ran."""
+    for pipe in (child.stdout, child.stderr):
+        if pipe is not None:
+            pipe.close()
+
+
 def _wait_for(cond: Callable[[], object], timeout_s: float = 60.0) -> None:
     deadline = time.monotonic() + timeout_s
     while not cond():
@@ -147,6 +154,7 @@ def test_sigkill_mid_backup_then_rerun_reuses_and_scrub_passes(tmp_path: Path) -
     finally:
         child.send_signal(signal.SIGKILL)
         child.wait(10)
+        _close_pipes(child)
     repo = Repository.open(repo_path)  # indexes the packs the killed run left
     assert repo.snapshots() == []
     written = len(repo.index)
@@ -177,6 +185,7 @@ def test_prune_refuses_while_a_backup_runs_and_never_drops_referenced(tmp_path: 
         if child.poll() is None:
             child.kill()
             child.wait()
+        _close_pipes(child)
     repo = Repository.open(tmp_path / "repo")
     rep = prune(repo)
     assert rep.packs_deleted + rep.packs_repacked >= 1

@@ -86,6 +86,7 @@ def test_sigterm_stops_a_backup_and_keeps_its_packs(tmp_path: Path) -> None:
     p.send_signal(signal.SIGTERM)
     last = [json.loads(x) for x in p.stdout.read().splitlines()][-1]
     assert p.wait(30) == 1 and last["error"]["code"] == "cancelled"
+    p.stdout.close()
     repo = Repository.open(tmp_path / "repo")
     assert repo.snapshots() == [] and len(repo.index) >= 8  # its packs are indexed, ready for reuse
     assert not repo.damaged_index_files and not list((tmp_path / "repo" / "locks").iterdir())

@@ -155,14 +155,21 @@ async def test_loop_keeps_ticking_during_a_backup(tmp_path: Path, service: SnapS
 
     base = await lags(1.5)
     await service.add_plan(PlanBody(name="big", paths=[str(src)]))
+    t0 = time.monotonic()
     job = await service.run_plan("big")
     during = await lags(None, job.done)
+    took = time.monotonic() - t0
     assert job.state == "done", job.error
     # The backup runs in a child process; the loop only reads its progress lines. A backup on the loop
-    # (or holding its GIL) would show here as one stall of hundreds of ms (48 MiB hashed and
-    # compressed). The p99 bound is loose because this machine's other tenants move the baseline.
-    print("loop lag p99 base", p99(base), "during", p99(during), "max", max(during))
-    assert max(during) < 0.25, (p99(base), p99(during), max(during))
+    # (or holding its GIL) stalls it for most of the job's wall time (48 MiB hashed and compressed):
+    # the lag past 50 ms adds up to nearly `took`. Measured against the job's own duration, so a slow
+    # machine slows both; one or two scheduler hiccups (CI logs show test steps of 400 ms on a loaded
+    # runner) stay far under half of it. (A single `max(during) < 0.25` failed on such a hiccup.)
+    stalled = sum(lag - 0.05 for lag in during if lag > 0.05)
+    print("loop lag p99 base", p99(base), "during", p99(during), "max", max(during), "stalled", stalled, "of", took)
+    assert stalled < 0.4 * took, (stalled, took, sorted(during)[-5:])
+    assert sum(lag > 0.1 for lag in during) <= 3, sorted(during)[-5:]
+    # The p99 bound is loose because this machine's other tenants move the baseline.
     assert p99(during) < max(3 * p99(base), 0.05), (p99(base), p99(during), max(during))
 
 
