@@ -50,6 +50,7 @@ COMPILED = (
     "gate.metrics",
     "gate.balancer",
     "gate.router",
+    "gate.admission",
     "gate.state",
     "gate.h2front",
     "gate._h2stream",
