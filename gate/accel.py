@@ -51,6 +51,7 @@ COMPILED = (
     "gate.balancer",
     "gate.router",
     "gate.admission",
+    "gate.pipeline",
     "gate.state",
     "gate.h2front",
     "gate._h2stream",
