@@ -684,6 +684,30 @@ class Exchange:
         self._account()
         self.client.response_done(self, close)
 
+    # --- a response from a file (gate._static_io streams it through these) -------------------------------
+
+    def static_head(self, status: int, headers: list[tuple[bytes, bytes]], length: int | None) -> None:
+        """Queue the head of a response the gate makes from a file; `length` bytes follow (None: no body)."""
+        close = not self.keep_alive or self.client.closing or not self.req_ended
+        self.framing = framing = ResponseFraming(length is not None, length, False, False, close)
+        self.client.send_head(status, b"", headers, framing, (), frozenset())
+        self.status = status
+        self.response_started = True
+
+    def static_body(self, data: bytes) -> None:
+        self.client.send_body(data, self.framing)
+        self.bytes_out += len(data)
+
+    def static_end(self) -> None:
+        """The file's response is complete."""
+        self._account()
+        self.client.response_done(self, self.framing.close_after if self.framing else True)
+
+    def static_abort(self) -> None:
+        """The file could not be sent whole: break the response off."""
+        self._account()
+        self.client.abort()
+
     # --- bookkeeping ----------------------------------------------------------------------------------
 
     def _release_target(self, *, success: bool) -> None:
