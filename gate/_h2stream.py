@@ -53,7 +53,9 @@ class H2Stream:
     closing = False  # per-stream: never asks an exchange to close anything but itself
     h1_heads = False  # response heads become HTTP/2 header lists (see `gate.downstream.Downstream`)
 
-    def __init__(self, conn: H2Front, sid: int) -> None:
+    def __init__(
+        self, conn: H2Front, sid: int, *, req_ended: bool = False, up_paused: bool = False, now: float = 0.0
+    ) -> None:
         self.conn = conn
         self.sid = sid
         self.ex: Exchange | None = None
@@ -67,9 +69,9 @@ class H2Stream:
         self.closed = False
         self.paused = 0
         self.unacked = 0
-        self.up_paused = False
-        self.req_ended = False
-        self.last_data = 0.0
+        self.up_paused = up_paused
+        self.req_ended = req_ended
+        self.last_data = now
         self._writable: asyncio.Future[None] | None = None
 
     # --- fields the exchange reads ---------------------------------------------------------------
@@ -203,6 +205,38 @@ class H2Stream:
         response is flushed first; the stream then ends with RST_STREAM(NO_ERROR) (see `_ended`)."""
         if not self.response_done_:
             self.reset(ErrorCodes.CANCEL)
+
+    # --- what the connection (gate.h2front) tells its stream ---------------------------------------------
+
+    def attach(self, ex: Exchange) -> None:
+        """`ex` carries this stream's request."""
+        self.ex = ex
+
+    def answered(self) -> None:
+        """The front answered the request itself (a refused header block): no exchange."""
+        self.response_done_ = True
+
+    def request_ended(self) -> None:
+        self.req_ended = True
+
+    def data_arrived(self, now: float) -> None:
+        self.last_data = now  # the body timeout counts from here
+
+    def hold_ack(self, n: int) -> None:
+        """`n` bytes received while reading is paused: acknowledged (WINDOW_UPDATE) when it resumes."""
+        self.unacked += n
+
+    def connection_gone(self) -> None:
+        self.closed = True
+        self._wake()
+
+    def gone(self) -> None:
+        """The client reset the stream."""
+        self._gone()
+
+    def pressure(self) -> None:
+        """The connection's writability changed: pause or resume the upstream."""
+        self._pressure()
 
     # --- internals --------------------------------------------------------------------------------------
 

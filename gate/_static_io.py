@@ -1,7 +1,8 @@
 """The static-file half of an `Exchange`: answer from a directory (validators, ranges, precompressed
 variants) and stream the file with back-pressure, reading it in a worker thread. Functions of the
-exchange (it uses its fields: client, rt, method, framing, ...); the body goes through the downstream's
-`send_body`/`flush`/`wait_writable`, the same for HTTP/1.1 and HTTP/2."""
+exchange: they read its request (method, headers, route) and answer through its methods
+(`static_head`, `static_body`, `static_end`, `static_abort`), which own its response fields; the body goes
+through the downstream's `flush`/`wait_writable`, the same for HTTP/1.1 and HTTP/2."""
 
 from __future__ import annotations
 
@@ -14,7 +15,6 @@ from typing import IO, TYPE_CHECKING
 import structlog
 
 from gate import static
-from gate.h1 import ResponseFraming
 
 if TYPE_CHECKING:
     from gate.exchange import Exchange
@@ -54,8 +54,8 @@ def serve_static(ex: Exchange, root: str, spa: bool) -> None:
     if static.not_modified(
         f, ex.header(b"if-none-match").decode("latin-1"), ex.header(b"if-modified-since").decode("latin-1")
     ):
-        _static_head(ex, 304, hdrs, None)
-        _static_done(ex)
+        ex.static_head(304, hdrs, None)
+        ex.static_end()
         return
     rng = static.plan_range(ex.header(b"range").decode("latin-1"), f.size)
     if rng is False:
@@ -68,8 +68,8 @@ def serve_static(ex: Exchange, root: str, spa: bool) -> None:
         hdrs.append((b"Content-Range", b"bytes %d-%d/%d" % (start, end, f.size)))
     length = max(0, end - start + 1)
     if ex.method == b"HEAD" or length == 0:
-        _static_head(ex, status, hdrs, length)
-        _static_done(ex)
+        ex.static_head(status, hdrs, length)
+        ex.static_end()
         return
     try:
         fh = open_checked(f)  # before the head: a file that fails here is answered like a missing one
@@ -77,21 +77,8 @@ def serve_static(ex: Exchange, root: str, spa: bool) -> None:
         log.warning("static file changed after its checks; answered 404", path=f.path, error=str(e))
         ex.error(404, "no such file")
         return
-    _static_head(ex, status, hdrs, length)
+    ex.static_head(status, hdrs, length)
     ex.state.tasks.spawn("static", _send_file(ex, fh, f.path, start, length))
-
-
-def _static_head(ex: Exchange, status: int, hdrs: list[tuple[bytes, bytes]], length: int | None) -> None:
-    close = not ex.keep_alive or ex.client.closing or not ex.req_ended
-    ex.framing = ResponseFraming(length is not None, length, False, False, close)
-    ex.client.send_head(status, b"", hdrs, ex.framing, (), frozenset())
-    ex.status = status
-    ex.response_started = True
-
-
-def _static_done(ex: Exchange) -> None:
-    ex._account()
-    ex.client.response_done(ex, ex.framing.close_after if ex.framing else True)
 
 
 def open_checked(f: static.StaticFile) -> IO[bytes]:
@@ -120,9 +107,8 @@ async def _send_file(ex: Exchange, fh: IO[bytes], path: str, start: int, length:
                 data = await asyncio.to_thread(_read_at, fh, pos, min(left, 256 * 1024))
                 if not data:
                     break  # the file shrank while we sent it; the client sees a short body
-                client.send_body(data, ex.framing)  # (a static body is never chunked)
+                ex.static_body(data)  # (a static body is never chunked)
                 client.flush()
-                ex.bytes_out += len(data)
                 pos += len(data)
                 left -= len(data)
                 if client.write_paused:
@@ -133,10 +119,9 @@ async def _send_file(ex: Exchange, fh: IO[bytes], path: str, start: int, length:
     if client.closed or ex.finished:
         return
     if left > 0:
-        ex._account()
-        client.abort()
+        ex.static_abort()
         return
-    _static_done(ex)
+    ex.static_end()
     client.flush()
 
 

@@ -50,6 +50,8 @@ COMPILED = (
     "gate.metrics",
     "gate.balancer",
     "gate.router",
+    "gate.admission",
+    "gate.pipeline",
     "gate.state",
     "gate.h2front",
     "gate._h2stream",

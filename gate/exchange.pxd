@@ -2,6 +2,7 @@
 # behaviour. Keep the fields in step with `Exchange.__init__`.
 cimport cython
 
+from gate.admission cimport decide, route
 from gate.h1 cimport RequestInfo, ResponseFraming, response_framing, upstream_request_head
 from gate.state cimport ProxyState, RouteRuntime
 
@@ -21,7 +22,7 @@ cdef class Exchange:
     cdef public double started, up_started
 
     cpdef start(self)
-    cpdef admit(self)
+    cpdef admit(self, bint checked=*)
     cpdef choose(self)
     cpdef attach(self, conn, now=*)
     cpdef on_request_body(self, data)

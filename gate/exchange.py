@@ -1,9 +1,10 @@
 """One request/response exchange through the gate: route, policies, upstream choice (with retry and
 passive health), request body streaming, response streaming, upgrade tunnels, accounting.
 
-Theory of operation: `start()` decides synchronously whether the gate answers itself (ACME token, 404,
-405, policy verdict, 413, 503) or proxies — except a Basic-auth password not seen before, which is
-checked by bcrypt in the worker pool (`_verify`) while the exchange waits; `admit()` then goes on.
+Theory of operation: `start()` asks the pure admission core (`gate.admission`: `route`, then `decide`)
+whether the gate answers itself (ACME token, 404, 405, policy verdict, 429, 413), serves a static file or
+proxies, and carries that out — a Basic-auth password not seen before is checked by bcrypt in the worker
+pool (`_verify`) while the exchange waits, then `admit()` asks again.
 Proxying takes a warm pooled connection when there is one (no task, no await) and otherwise dials in a
 task. Body bytes that arrive before the upstream is attached are buffered up to the high-water mark,
 after which the client is paused. The response head and body are appended to the downstream's `out`
@@ -29,13 +30,15 @@ from gate._static_io import serve_static
 from gate._upgrade import switch_matches
 from gate.admission import (
     MAX_ATTEMPTS,
+    PROXY,
+    STATIC,
     Answer,
-    acme_answer,
+    decide,
     fail_over,
     loss_counts_against,
-    method_refused,
     no_target,
     retry_stale,
+    route,
     too_large,
     too_many,
 )
@@ -52,7 +55,7 @@ from gate.h1 import (
 )
 from gate.metrics import Stats, record_request
 from gate.pages import error_page
-from gate.policies import ACME_PREFIX, Credentials, verify_password
+from gate.policies import Credentials, verify_password
 
 if TYPE_CHECKING:
     from gate.downstream import Downstream, UpstreamLink
@@ -174,71 +177,41 @@ class Exchange:
     # --- deciding --------------------------------------------------------------------------------------
 
     def start(self) -> None:
+        """Ask `gate.admission` which route takes the request and what to do with it, and do it."""
         st = self.state
         info = self.info
-        client = self.client
-        if client.scheme == "http" and info.target.startswith(ACME_PREFIX):
-            self.answer(acme_answer(info.target, ACME_PREFIX, st.challenges))
-            return
-        hop = info.hop
-        if hop is not None and hop.find(st.hop_id) >= 0:
-            log.warning("request loop", host=info.host, target=info.target, request_id=self.request_id)
-            self.error(
-                508,
-                "this request came back to the gate that forwarded it: a route's upstream leads to the "
-                "gate itself; point it at the application instead",
-            )
-            return
         snap = st.snapshot
-        m = snap.table.lookup(info.host, info.target)
-        if m is None:
-            self.error(404, f"no site is configured for {info.host or 'this address'} at this path")
+        m = route(snap, self.client.scheme, info, st.hop_id, st.challenges)
+        if type(m) is not tuple:
+            assert isinstance(m, Answer)
+            if m.status == 508:
+                log.warning("request loop", host=info.host, target=info.target, request_id=self.request_id)
+            self.answer(m)
             return
-        route, upstream_target = m
-        rt = snap.runtimes[route.id]
+        r, upstream_target = m
+        rt = snap.runtimes[r.id]
         self.rt = rt
         self.upstream_target = upstream_target
         rt.metrics.active += 1
-        if rt.methods is not None and self.method not in rt.methods:
-            self.answer(method_refused(self.method, rt.route.spec.methods))
-            return
-        pol = rt.policies
-        if not (pol.trivial_https if client.scheme == "https" else pol.trivial):
-            verdict = pol.check_ip(client.client_ip) or pol.check_redirect(
-                client.scheme, self.method, info.host, info.target
-            )
-            if verdict is None and pol.auth_users:
-                auth = pol.check_auth(self.header(b"authorization"))
-                if isinstance(auth, Credentials):
-                    self._verify(auth)  # suspended until a worker has checked the password
-                    return
-                verdict = auth
-            if verdict is not None:
-                if 300 <= verdict.status < 400:
-                    self.respond(verdict.status, b"", b"text/plain", headers=verdict.headers)
-                else:
-                    self.error(verdict.status, verdict.message, headers=verdict.headers)
-                return
-        self.admit()
+        self.admit(False)
 
-    def admit(self) -> None:
-        """The request passed the route's access policies: rate limit, size, then static or proxy."""
+    def admit(self, checked: bool = True) -> None:
+        """Carry out the route's admission decision (`checked`: the access policies passed already)."""
         st = self.state
         info = self.info
         client = self.client
         rt = self.rt
         assert rt is not None
-        spec = rt.route.spec
-        if rt.limiter is not None:
-            wait = rt.limiter.take(client.client_ip, st.clock())
-            if wait > 0:
-                self.answer(too_many(wait))
-                return
-        if rt.max_body is not None and info.content_length is not None and info.content_length > rt.max_body:
-            self.answer(too_large(rt.max_body))
-            return
-        if rt.static_root is not None:
-            serve_static(self, rt.static_root, spec.static_spa)
+        d = decide(rt, self.method, client.scheme, client.client_ip, info, self.headers, st.clock, checked)
+        if d is not PROXY:
+            if d is STATIC:
+                assert rt.static_root is not None
+                serve_static(self, rt.static_root, rt.route.spec.static_spa)
+            elif type(d) is Credentials:
+                self._verify(d)  # suspended until a worker has checked the password; then `admit()` again
+            else:
+                assert isinstance(d, Answer)
+                self.answer(d)
             return
         has_body = info.has_body
         self.retry_ok = self.method in IDEMPOTENT and not has_body
@@ -710,6 +683,30 @@ class Exchange:
         self.bytes_out = len(body)
         self._account()
         self.client.response_done(self, close)
+
+    # --- a response from a file (gate._static_io streams it through these) -------------------------------
+
+    def static_head(self, status: int, headers: list[tuple[bytes, bytes]], length: int | None) -> None:
+        """Queue the head of a response the gate makes from a file; `length` bytes follow (None: no body)."""
+        close = not self.keep_alive or self.client.closing or not self.req_ended
+        self.framing = framing = ResponseFraming(length is not None, length, False, False, close)
+        self.client.send_head(status, b"", headers, framing, (), frozenset())
+        self.status = status
+        self.response_started = True
+
+    def static_body(self, data: bytes) -> None:
+        self.client.send_body(data, self.framing)
+        self.bytes_out += len(data)
+
+    def static_end(self) -> None:
+        """The file's response is complete."""
+        self._account()
+        self.client.response_done(self, self.framing.close_after if self.framing else True)
+
+    def static_abort(self) -> None:
+        """The file could not be sent whole: break the response off."""
+        self._account()
+        self.client.abort()
 
     # --- bookkeeping ----------------------------------------------------------------------------------
 

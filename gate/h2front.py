@@ -238,8 +238,7 @@ class H2Front(asyncio.Protocol):
         st.clients.discard(self)
         st.metrics.connections_open -= 1
         for s in list(self.streams.values()):
-            s.closed = True
-            s._wake()
+            s.connection_gone()
             if s.ex is not None:
                 s.ex.on_client_lost()
         self.streams.clear()
@@ -251,13 +250,13 @@ class H2Front(asyncio.Protocol):
         self.write_paused = True
         self.write_deadline = self.state.clock() + self.config.send_timeout_s
         for s in self.streams.values():
-            s._pressure()
+            s.pressure()
 
     def resume_writing(self) -> None:
         self.write_paused = False
         self.write_deadline = 0.0
         for s in list(self.streams.values()):
-            s._pressure()
+            s.pressure()
 
     # --- events -------------------------------------------------------------------------------------
 
@@ -270,12 +269,10 @@ class H2Front(asyncio.Protocol):
         st = self.state
         self.requests += 1
         self.deadline = 0.0
-        s = H2Stream(self, sid)
-        self.streams[sid] = s
         ended = ev.stream_ended is not None
-        s.req_ended = ended
-        s.up_paused = self.write_paused  # the exchange pauses a fresh upstream itself while we cannot write
-        s.last_data = st.clock()
+        # (`up_paused`: the exchange pauses a fresh upstream itself while we cannot write.)
+        s = H2Stream(self, sid, req_ended=ended, up_paused=self.write_paused, now=st.clock())
+        self.streams[sid] = s
         c = self.config
         try:
             method, headers, info = h2_request(
@@ -288,7 +285,7 @@ class H2Front(asyncio.Protocol):
             s.send_simple(
                 e.status, body, ctype, keep_alive=True, headers=[(b"x-request-id", rid.encode())], head_only=False
             )
-            s.response_done_ = True
+            s.answered()
             log.info(
                 "refused request",
                 status=e.status,
@@ -299,11 +296,11 @@ class H2Front(asyncio.Protocol):
             )
             return
         ex = Exchange(s, method, "2", headers, info, True, ended)
-        s.ex = ex
+        s.attach(ex)
         ex.start()
 
     def _on_request_end(self, s: H2Stream) -> None:
-        s.req_ended = True
+        s.request_ended()
         ex = s.ex
         if ex is not None and not ex.req_ended:
             ex.on_request_end()
@@ -320,13 +317,13 @@ class H2Front(asyncio.Protocol):
             if n:
                 self.ack(sid, n)
             return
-        s.last_data = self.state.clock()
+        s.data_arrived(self.state.clock())
         if ev.data:
             ex.on_request_body(ev.data)
         if s.closed:
             return
         if s.paused:
-            s.unacked += n
+            s.hold_ack(n)
         elif n:
             self.ack(sid, n)
 
@@ -343,7 +340,7 @@ class H2Front(asyncio.Protocol):
         if s is None:
             return
         unfinished = not s.response_done_
-        s._gone()
+        s.gone()
         if s.ex is not None and not s.ex.finished:
             s.ex.on_client_lost()
         if unfinished and not self.resets.take(self.state.clock()):

@@ -3,6 +3,7 @@
 cimport cython
 
 from gate.exchange cimport Exchange
+from gate.pipeline cimport after_response, on_error, on_request
 from gate.state cimport ProxyState
 
 

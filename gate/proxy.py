@@ -38,6 +38,19 @@ from gate.h1 import (
     simple_response,
 )
 from gate.pages import error_page
+from gate.pipeline import (
+    ABORT_ACTIVE,
+    ANSWER_NOW,
+    CLOSE,
+    DROP_AND_DEFER,
+    IDLE,
+    LINGER,
+    NEXT,
+    START,
+    after_response,
+    on_error,
+    on_request,
+)
 from gate.state import ProxyState
 
 if TYPE_CHECKING:
@@ -263,7 +276,7 @@ class ClientConnection:
             self.dkind = D_NONE
             self.deadline = 0.0
         self.queue.append(ex)
-        if len(self.queue) == 1:
+        if on_request(len(self.queue)) == START:
             ex.start()
         else:
             self.pause_reading_for(PAUSE_PIPELINE)
@@ -401,25 +414,27 @@ class ClientConnection:
 
     def response_done(self, ex: Exchange, close: bool) -> None:
         """The active exchange's response is complete (its bytes are in `out` or written)."""
-        if self.queue and self.queue[0] is ex:
-            self.queue.popleft()
-        if close or self.closing or not ex.keep_alive:
-            self.flush()
-            if ex.request_complete:
-                self.close()
-            else:
-                self.linger()
-            return
-        if self.queue:
-            nxt = self.queue[0]
-            if len(self.queue) == 1:
+        queue = self.queue
+        if queue and queue[0] is ex:
+            queue.popleft()
+        turn = after_response(
+            close, self.closing, ex.keep_alive, ex.req_ended, len(queue), self.pending_error is not None
+        )
+        if turn == NEXT:
+            nxt = queue[0]
+            if len(queue) == 1:
                 self.resume_reading_for(PAUSE_PIPELINE)
             self.flush()
             nxt.start()
             return
-        if self.pending_error is not None:
+        if turn != IDLE:
             self.flush()
-            self._send_error(self.pending_error)
+            if turn == CLOSE:
+                self.close()
+            elif turn == LINGER:
+                self.linger()
+            elif self.pending_error is not None:  # SEND_ERROR
+                self._send_error(self.pending_error)
             return
         self.dkind = D_IDLE
         self.deadline = self.state.clock() + self.config.keepalive_timeout_s
@@ -475,16 +490,14 @@ class ClientConnection:
         if err.status != 408:
             self.state.metrics.protocol_errors += 1
         self.pause_reading_for(PAUSE_ERROR)
-        if self.queue:
-            last = self.queue[-1]
-            if not last.request_complete and last is self.queue[0]:
-                # The bad bytes were in the body of the request being answered.
-                last.on_request_aborted(err)
-                return
-            if not last.request_complete:
-                # ... of a pipelined request not started yet: drop it; answer in order after the others.
-                self.queue.pop()
-                last.on_client_lost()
+        queue = self.queue
+        turn = on_error(len(queue), bool(queue) and queue[-1].request_complete)
+        if turn == ABORT_ACTIVE:
+            queue[-1].on_request_aborted(err)  # the bad bytes were in the body of the request being answered
+            return
+        if turn == DROP_AND_DEFER:
+            queue.pop().on_client_lost()  # ... of a pipelined request not started yet: dropped
+        if turn != ANSWER_NOW:
             self.pending_error = err  # answered (then the connection closes) once the earlier responses are out
             return
         self.closing = True

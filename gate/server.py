@@ -63,9 +63,13 @@ class EdgeServer:
         self.servers.append(server)
         bound = server.sockets[0].getsockname()[1]
         log.info("gate listening", host=host, port=bound, scheme=scheme)
+        self.start_sweeper()
+        return int(bound)
+
+    def start_sweeper(self) -> None:
+        """The one task that checks every connection's deadlines (started by the first listener)."""
         if self._sweeper is None:
             self._sweeper = self.state.tasks.spawn("sweeper", self._sweep())
-        return int(bound)
 
     def _interval(self) -> float:
         c = self.state.config
@@ -110,15 +114,14 @@ class EdgeServer:
     async def stop(self, drain_timeout_s: float) -> None:
         """Stop accepting, let in-flight requests finish (bounded), then close everything."""
         st = self.state
-        st.draining = True
+        drained = st.start_draining()
         for server in self.servers:
             server.close()
-        st.drained = asyncio.Event()
         for conn in list(st.clients):
             conn.drain()
         if st.clients:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(st.drained.wait(), drain_timeout_s)
+                await asyncio.wait_for(drained.wait(), drain_timeout_s)
         for conn in list(st.clients):
             conn.abort()
         st.pool.close_all()

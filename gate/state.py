@@ -210,6 +210,12 @@ class ProxyState:
             t = self.health[key] = TargetHealth(host, port)
         return t
 
+    def start_draining(self) -> asyncio.Event:
+        """Shutdown begins: new connections are told to close; the event is set once the last one has."""
+        self.draining = True
+        self.drained = asyncio.Event()
+        return self.drained
+
     def is_trusted(self, ip: str) -> bool:
         return bool(self.trusted) and ip_in(self.trusted, ip)
 

@@ -416,8 +416,7 @@ async def start_tls_listener(
             hint="another program uses that port; stop it or choose another with --https-port",
         ) from e
     edge.servers.append(server)
-    if edge._sweeper is None:  # normally started by the plain-HTTP listener
-        edge._sweeper = state.tasks.spawn("sweeper", edge._sweep())
+    edge.start_sweeper()  # (normally started already by the plain-HTTP listener)
     bound = int(server.sockets[0].getsockname()[1])
     log.info("gate listening", host=host, port=bound, scheme="https")
     return TlsListener(server, bound, selector)
