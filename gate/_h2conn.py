@@ -32,10 +32,18 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from h2.config import H2Configuration
-from h2.connection import ConnectionInputs, H2Connection
+from h2.connection import AllowedStreamIDs, ConnectionInputs, H2Connection, _decode_headers
 from h2.errors import ErrorCodes
-from h2.exceptions import FlowControlError, FrameTooLargeError, ProtocolError, StreamClosedError, StreamIDTooLowError
+from h2.exceptions import (
+    FlowControlError,
+    FrameTooLargeError,
+    ProtocolError,
+    StreamClosedError,
+    StreamIDTooLowError,
+    TooManyStreamsError,
+)
 from h2.stream import StreamInputs
+from h2.utilities import is_informational_response
 from hpack import Decoder, NeverIndexedHeaderTuple
 from hpack.exceptions import HPACKDecodingError, InvalidTableSizeError, OversizedHeaderListError
 from hpack.hpack import decode_integer, encode_integer
@@ -240,7 +248,7 @@ def _frame_header(length: int, kind: int, flags: int, sid: int) -> bytes:
 
 
 _HEADERS, _CONTINUATION, _DATA = 0x1, 0x9, 0x0
-_END_STREAM, _END_HEADERS = 0x1, 0x4
+_END_STREAM, _END_HEADERS, _PADDED, _PRIORITY = 0x1, 0x4, 0x8, 0x20
 
 
 class GateH2Connection(H2Connection):
@@ -264,6 +272,72 @@ class GateH2Connection(H2Connection):
         if len(streams) < self.local_settings.max_concurrent_streams:
             return len(streams)
         return self._open_streams(int(not self.config.client_side))
+
+    def receive_data(self, data: bytes) -> list:  # type: ignore[override]
+        """h2's `receive_data`, with the frames every request starts with handled here: a run of HEADERS
+        frames that each open a new stream with a whole header block (END_HEADERS; no padding, no
+        priority) is parsed without h2's frame buffer, hyperframe objects or generic event chain, and
+        moves the same state (the decoder's table, the connection and stream state machines, the
+        stream's expected content length, the highest stream id) with the same checks in the same
+        order (stream limit, header block, connection state, stream id). The first frame of any other
+        kind, and everything after it, goes to h2's own `receive_data`, as does everything while h2's
+        buffer holds a partial frame, the connection preface or an unfinished header block."""
+        buf = self.incoming_buffer
+        if buf._preamble_len or buf._data or buf._headers_buffer:
+            return super().receive_data(data)
+        n = len(data)
+        i = 0
+        events: list = []
+        maxf = self.max_inbound_frame_size
+        try:
+            while i + 9 <= n:
+                length = (data[i] << 16) | (data[i + 1] << 8) | data[i + 2]
+                flags = data[i + 4]
+                end = i + 9 + length
+                if (
+                    data[i + 3] != _HEADERS
+                    or not flags & _END_HEADERS
+                    or flags & (_PADDED | _PRIORITY)
+                    or length > maxf
+                    or end > n
+                ):
+                    break
+                sid = int.from_bytes(data[i + 5 : i + 9], "big") & 0x7FFFFFFF
+                if not sid & 1 or sid <= self.highest_inbound_stream_id:
+                    break  # an even id (refused by h2) or an existing or closed stream: h2's own path
+                events += self._receive_new_stream(sid, data[i + 9 : end], flags & _END_STREAM)
+                i = end
+        except ProtocolError as e:  # as h2's `receive_data` does: GOAWAY queued, then raise
+            self._terminate_connection(e.error_code)
+            raise
+        if i < n:
+            events += super().receive_data(data[i:] if i else data)
+        return events
+
+    def _receive_new_stream(self, sid: int, block: bytes, end_stream: int) -> list:
+        # h2's `_receive_headers_frame` + `_get_or_create_stream` + `H2Stream.receive_headers` for a
+        # HEADERS frame opening stream `sid` (> every inbound id so far, odd), with header validation,
+        # normalization and decoding off (SERVER_CONFIG).
+        max_open = self.local_settings.max_concurrent_streams
+        value = self.open_inbound_streams
+        if value + 1 > max_open:
+            raise TooManyStreamsError(f"Max inbound streams is {max_open}, {value} open")
+        headers = _decode_headers(self.decoder, block)
+        events = self.state_machine.process_input(ConnectionInputs.RECV_HEADERS)
+        stream = self._begin_new_stream(sid, AllowedStreamIDs.ODD)
+        if is_informational_response(headers):
+            _, stream_events = stream.receive_headers(headers, bool(end_stream), self.config.header_encoding)
+            return events + stream_events
+        sm = stream.state_machine
+        stream_events = sm.process_input(StreamInputs.RECV_HEADERS)
+        ev: Any = stream_events[0]  # a RequestReceived
+        if end_stream:
+            ended = sm.process_input(StreamInputs.RECV_END_STREAM)
+            ev.stream_ended = ended[0]
+            stream_events += ended
+        stream._initialize_content_length(headers)
+        ev.headers = headers
+        return events + stream_events if events else stream_events
 
     def _receive_frame(self, frame: Frame) -> list:
         # h2 4.x's `_receive_frame` minus `logger.trace("Received frame: %s", repr(frame))`.
