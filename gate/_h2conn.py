@@ -151,22 +151,52 @@ class HeaderBlockEncoder:
         return b"".join(parts)
 
 
+_BLOCK_CACHE_ENTRIES = 32  # per connection
+_BLOCK_CACHE_MAX_BYTES = 512
+
+
 class HeaderBlockDecoder(Decoder):
     """hpack's `Decoder` with a leaner `decode(data, raw=True)` (the only form h2 calls). Fields come
     back as plain `(name, value)` tuples (an indexed one is the table's own tuple), except those sent
-    "never indexed", which stay `NeverIndexedHeaderTuple`s."""
+    "never indexed", which stay `NeverIndexedHeaderTuple`s.
+
+    Clients send the same header block again and again (a browser's or h2load's requests differ in
+    nothing, or only in `:path`, and refer to the dynamic table for the rest): a block that leaves the
+    table alone (no literal with incremental indexing, no table-size update) decodes to the same fields
+    for as long as the table is unchanged, so its fields are kept (a few dozen blocks per connection,
+    small ones) and reused while the table's generation (counted up on every change made while
+    decoding), its size and maximum, and the limits are those the block was decoded under."""
+
+    def __init__(self, max_header_list_size: int = 65536) -> None:
+        super().__init__(max_header_list_size=max_header_list_size)
+        self._generation = 0
+        self._blocks: dict[bytes, tuple[tuple[int, int, int, int, int], list[tuple[bytes, bytes]]]] = {}
 
     def decode(self, data: bytes, raw: bool = False) -> list[tuple[bytes, bytes]]:  # type: ignore[override]
         if not raw:
+            self._generation += 1
             return list(super().decode(data, raw))
         table = self.header_table
-        dynamic = table.dynamic_entries
         limit = self.max_header_list_size
+        data = bytes(data)
+        end = len(data)
+        key = (self._generation, table._maxsize, table._current_size, self.max_allowed_table_size, limit)
+        hit = self._blocks.get(data)
+        if hit is not None and hit[0] == key:
+            return hit[1][:]
+        headers = self._decode(data, end, table, limit)
+        if end <= _BLOCK_CACHE_MAX_BYTES and key[0] == self._generation:  # (the table was left alone)
+            blocks = self._blocks
+            if len(blocks) >= _BLOCK_CACHE_ENTRIES:
+                blocks.clear()
+            blocks[data] = (key, headers[:])
+        return headers
+
+    def _decode(self, data: bytes, end: int, table: HeaderTable, limit: int) -> list[tuple[bytes, bytes]]:
+        dynamic = table.dynamic_entries
         headers: list[tuple[bytes, bytes]] = []
         size = 0
         i = 0
-        end = len(data)
-        data = bytes(data)
         while i < end:
             b = data[i]
             if b & 0x80:  # indexed field
@@ -183,6 +213,7 @@ class HeaderBlockDecoder(Decoder):
                 new_size, used = decode_integer(data[i : i + 8], 5)
                 if new_size > self.max_allowed_table_size:
                     raise InvalidTableSizeError("Encoder exceeded max allowable table size")
+                self._generation += 1
                 table.maxsize = new_size
                 i += used
                 continue
@@ -205,6 +236,7 @@ class HeaderBlockDecoder(Decoder):
                 else:
                     header = (name, value)
                     if indexing:
+                        self._generation += 1
                         table.add(name, value)
             headers.append(header)
             size += 32 + len(header[0]) + len(header[1])
