@@ -28,6 +28,7 @@ with hpack's, so an upgrade that changes what they rely on fails there rather th
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -42,7 +43,7 @@ from h2.exceptions import (
     StreamIDTooLowError,
     TooManyStreamsError,
 )
-from h2.stream import StreamInputs
+from h2.stream import StreamInputs, StreamState
 from h2.utilities import is_informational_response
 from hpack import Decoder, NeverIndexedHeaderTuple
 from hpack.exceptions import HPACKDecodingError, InvalidTableSizeError, OversizedHeaderListError
@@ -279,6 +280,7 @@ def _frame_header(length: int, kind: int, flags: int, sid: int) -> bytes:
     return ((((length << 8) | kind) << 8 | flags) << 32 | sid).to_bytes(9, "big")
 
 
+_odict_setitem = OrderedDict.__setitem__
 _HEADERS, _CONTINUATION, _DATA = 0x1, 0x9, 0x0
 _END_STREAM, _END_HEADERS, _PADDED, _PRIORITY = 0x1, 0x4, 0x8, 0x20
 
@@ -370,6 +372,22 @@ class GateH2Connection(H2Connection):
         stream._initialize_content_length(headers)
         ev.headers = headers
         return events + stream_events if events else stream_events
+
+    def retire(self, stream_id: int) -> None:
+        """Move a closed stream out of `streams` now, as h2's `_open_streams` does for every closed stream
+        each time it counts (remembering how it was closed, for frames that still arrive on it). The
+        gate calls this when it is done with a stream, so h2 holds only live streams and its count
+        (`open_inbound_streams`) never has to scan finished ones: ~1.5 % of a request's instructions."""
+        stream = self.streams.get(stream_id)
+        if stream is not None and stream.state_machine.state == StreamState.CLOSED:
+            del self.streams[stream_id]
+            # h2's `SizeLimitDict.__setitem__`, without its two Python-level calls per stream
+            closed: Any = self._closed_streams  # (an h2 SizeLimitDict, an OrderedDict)
+            _odict_setitem(closed, stream_id, stream.state_machine.stream_closed_by)
+            limit = closed._size_limit
+            if limit is not None:
+                while len(closed) > limit:
+                    closed.popitem(last=False)
 
     def _receive_frame(self, frame: Frame) -> list:
         # h2 4.x's `_receive_frame` minus `logger.trace("Received frame: %s", repr(frame))`.

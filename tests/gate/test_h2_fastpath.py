@@ -218,3 +218,70 @@ def test_fast_path_handles_the_common_batch_and_h2_the_rest():
         ]
     finally:
         H2Connection.receive_data = original  # type: ignore[method-assign]
+
+
+_late = st.sampled_from(
+    [
+        frame(3, 0, 1, b"\0\0\0\x08"),  # RST_STREAM on the finished stream
+        frame(8, 0, 1, b"\0\0\x01\0"),  # WINDOW_UPDATE on it
+        frame(0, 1, 1, b"late"),  # DATA on it
+        frame(1, 0x5, 1, _BLOCKS[1]),  # HEADERS on it again
+        frame(2, 0, 1, b"\0\0\0\0\x10"),  # PRIORITY on it
+        frame(1, 0x5, 3, _BLOCKS[1]),  # a new stream
+        frame(3, 0, 3, b"\0\0\0\x08"),
+    ]
+)
+
+
+def _finished(cls: type[GateH2Connection], retire: bool) -> GateH2Connection:
+    c = _server(cls)
+    c.receive_data(PREFACE + settings_frame({}) + _headers(1, _BLOCKS[0]))
+    c.send_headers(1, [(b":status", b"204")], end_stream=True)
+    c.data_to_send()
+    if retire:
+        c.retire(1)
+        assert 1 not in c.streams and c._closed_streams[1] is not None
+    else:
+        c._open_streams(1)  # what h2 does to closed streams whenever it counts open ones
+    return c
+
+
+@settings(max_examples=200, deadline=None)
+@given(late=st.lists(_late, min_size=1, max_size=6))
+def test_a_retired_stream_is_handled_as_h2_handles_streams_it_has_forgotten(late: list[bytes]):
+    seen = []
+    for retire in (True, False):
+        c = _finished(GateH2Connection, retire)
+        out: list[Any] = []
+        for f in late:
+            try:
+                out.append([_event(ev) for ev in c.receive_data(f)])
+            except ProtocolError as e:
+                out.append(f"raised {type(e).__name__}: {e}")
+                break
+            finally:
+                out.append(c.data_to_send())
+                out.append(_state(c))
+        seen.append(out)
+    assert seen[0] == seen[1]
+
+
+def test_retire_keeps_open_streams_and_h2s_limit_on_remembered_streams():
+    c = _server(GateH2Connection, max_streams=10)
+    c.receive_data(PREFACE + settings_frame({}) + _headers(1, _BLOCKS[0]) + _headers(3, _BLOCKS[1], 0x4))
+    c.retire(3)  # still open (the request has no end yet): kept
+    c.retire(1)  # open until answered: kept
+    assert sorted(c.streams) == [1, 3]
+    c.send_headers(1, [(b":status", b"204")], end_stream=True)
+    c.retire(1)
+    c.retire(99)  # unknown: nothing
+    assert sorted(c.streams) == [3] and list(c._closed_streams) == [1]
+    limit = c._closed_streams._size_limit  # type: ignore[attr-defined]
+    sid = 5
+    for _ in range(limit + 5):
+        c.receive_data(_headers(sid, _BLOCKS[1]))
+        c.send_headers(sid, [(b":status", b"204")], end_stream=True)
+        c.retire(sid)
+        sid += 2
+    assert len(c._closed_streams) == limit and 1 not in c._closed_streams  # the oldest forgotten first
+    assert sorted(c.streams) == [3]
