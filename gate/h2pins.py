@@ -21,8 +21,9 @@ RECHECK = (
     "reads the frame buffer's private fields, the closed-stream table it fills) and reimplements hpack's "
     "decoder/encoder with hpack's private tables: before bumping, diff h2's connection.py/stream.py/"
     "frame_buffer.py/utilities.py and hpack's hpack.py/table.py/huffman*.py between the two releases, run "
-    "tests/gate/test_h2*.py (compiled and with INFRACORE_PURE=1) and `make bench-gate-tls`, then update "
-    "PINNED in gate/h2pins.py and the pins in pyproject.toml together"
+    "tests/gate/test_h2.py, test_h2conn.py and test_h2_fastpath.py (compiled and with INFRACORE_PURE=1) "
+    "and `make bench-gate-tls`, then update PINNED in gate/h2pins.py and the pins in pyproject.toml "
+    "together"
 )
 
 
