@@ -33,7 +33,14 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from h2.config import H2Configuration
-from h2.connection import AllowedStreamIDs, ConnectionInputs, H2Connection, _decode_headers
+from h2.connection import (
+    AllowedStreamIDs,
+    ConnectionInputs,
+    ConnectionState,
+    H2Connection,
+    H2ConnectionStateMachine,
+    _decode_headers,
+)
 from h2.errors import ErrorCodes
 from h2.exceptions import (
     FlowControlError,
@@ -44,6 +51,7 @@ from h2.exceptions import (
     TooManyStreamsError,
 )
 from h2.stream import StreamInputs, StreamState
+from h2.stream import _transitions as _stream_transitions
 from h2.utilities import is_informational_response
 from hpack import Decoder, NeverIndexedHeaderTuple
 from hpack.exceptions import HPACKDecodingError, InvalidTableSizeError, OversizedHeaderListError
@@ -276,6 +284,53 @@ def _read_string(data: bytes, i: int, end: int) -> tuple[bytes, int]:
     return s, i + length
 
 
+# h2's state machines look up (state, input) in a dict keyed by two enum members, and a 3.11 enum
+# hashes in Python: ~8 lookups per request. These tables hold the same transitions, per input, keyed by
+# the state member's id (enum members are singletons); `_stream_step` / `_conn_step` are h2's
+# `process_input` over them (same transitions, same callbacks, same errors).
+def _per_input(table: dict, input_: object) -> dict[int, tuple[Any, Any]]:
+    return {id(state): t for (state, inp), t in table.items() if inp is input_}
+
+
+_S_RECV_HEADERS = _per_input(_stream_transitions, StreamInputs.RECV_HEADERS)
+_S_RECV_END_STREAM = _per_input(_stream_transitions, StreamInputs.RECV_END_STREAM)
+_S_SEND_HEADERS = _per_input(_stream_transitions, StreamInputs.SEND_HEADERS)
+_S_SEND_DATA = _per_input(_stream_transitions, StreamInputs.SEND_DATA)
+_S_SEND_END_STREAM = _per_input(_stream_transitions, StreamInputs.SEND_END_STREAM)
+_C_RECV_HEADERS = _per_input(H2ConnectionStateMachine._transitions, ConnectionInputs.RECV_HEADERS)
+_C_SEND_HEADERS = _per_input(H2ConnectionStateMachine._transitions, ConnectionInputs.SEND_HEADERS)
+_C_SEND_DATA = _per_input(H2ConnectionStateMachine._transitions, ConnectionInputs.SEND_DATA)
+
+
+def _stream_step(sm: Any, table: dict[int, tuple[Any, Any]], input_: StreamInputs) -> list:
+    state = sm.state
+    t = table.get(id(state))
+    if t is None:
+        sm.state = StreamState.CLOSED
+        raise ProtocolError(f"Invalid input {input_} in state {state}")
+    func, sm.state = t
+    if func is None:
+        return []
+    try:
+        return func(sm, state)
+    except ProtocolError:
+        sm.state = StreamState.CLOSED
+        raise
+    except AssertionError as err:  # (as h2 does)
+        sm.state = StreamState.CLOSED
+        raise ProtocolError(err) from err
+
+
+def _conn_step(sm: Any, table: dict[int, tuple[Any, Any]], input_: ConnectionInputs) -> list:
+    state = sm.state
+    t = table.get(id(state))
+    if t is None:
+        sm.state = ConnectionState.CLOSED
+        raise ProtocolError(f"Invalid input {input_} in state {state}")
+    func, sm.state = t
+    return func() if func is not None else []
+
+
 def _frame_header(length: int, kind: int, flags: int, sid: int) -> bytes:
     return ((((length << 8) | kind) << 8 | flags) << 32 | sid).to_bytes(9, "big")
 
@@ -357,16 +412,16 @@ class GateH2Connection(H2Connection):
         if value + 1 > max_open:
             raise TooManyStreamsError(f"Max inbound streams is {max_open}, {value} open")
         headers = _decode_headers(self.decoder, block)
-        events = self.state_machine.process_input(ConnectionInputs.RECV_HEADERS)
+        events = _conn_step(self.state_machine, _C_RECV_HEADERS, ConnectionInputs.RECV_HEADERS)
         stream = self._begin_new_stream(sid, AllowedStreamIDs.ODD)
         if is_informational_response(headers):
             _, stream_events = stream.receive_headers(headers, bool(end_stream), self.config.header_encoding)
             return events + stream_events
         sm = stream.state_machine
-        stream_events = sm.process_input(StreamInputs.RECV_HEADERS)
+        stream_events = _stream_step(sm, _S_RECV_HEADERS, StreamInputs.RECV_HEADERS)
         ev: Any = stream_events[0]  # a RequestReceived
         if end_stream:
-            ended = sm.process_input(StreamInputs.RECV_END_STREAM)
+            ended = _stream_step(sm, _S_RECV_END_STREAM, StreamInputs.RECV_END_STREAM)
             ev.stream_ended = ended[0]
             stream_events += ended
         stream._initialize_content_length(headers)
@@ -440,12 +495,12 @@ class GateH2Connection(H2Connection):
                 stream_id, headers, end_stream, priority_weight, priority_depends_on, priority_exclusive
             )
             return
-        self.state_machine.process_input(ConnectionInputs.SEND_HEADERS)
+        _conn_step(self.state_machine, _C_SEND_HEADERS, ConnectionInputs.SEND_HEADERS)
         sm = stream.state_machine
-        sm.process_input(StreamInputs.SEND_HEADERS)
+        _stream_step(sm, _S_SEND_HEADERS, StreamInputs.SEND_HEADERS)
         block = self.encoder.encode(headers)
         if end_stream:
-            sm.process_input(StreamInputs.SEND_END_STREAM)
+            _stream_step(sm, _S_SEND_END_STREAM, StreamInputs.SEND_END_STREAM)
         elif sm.trailers_sent:
             raise ProtocolError("Trailers must have END_STREAM set.")
         stream.request_method = None  # (h2 records the :method of what it sends: a response has none)
@@ -477,11 +532,11 @@ class GateH2Connection(H2Connection):
             raise FlowControlError(f"Cannot send {n} bytes, flow control window is {window}")
         if n > self.max_outbound_frame_size:
             raise FrameTooLargeError(f"Cannot send frame size {n}, max frame size is {self.max_outbound_frame_size}")
-        self.state_machine.process_input(ConnectionInputs.SEND_DATA)
+        _conn_step(self.state_machine, _C_SEND_DATA, ConnectionInputs.SEND_DATA)
         sm = stream.state_machine
-        sm.process_input(StreamInputs.SEND_DATA)
+        _stream_step(sm, _S_SEND_DATA, StreamInputs.SEND_DATA)
         if end_stream:
-            sm.process_input(StreamInputs.SEND_END_STREAM)
+            _stream_step(sm, _S_SEND_END_STREAM, StreamInputs.SEND_END_STREAM)
         stream.outbound_flow_control_window -= n
         self.outbound_flow_control_window -= n
         out = self._data_to_send
@@ -493,6 +548,6 @@ class GateH2Connection(H2Connection):
         if stream is None:
             super().end_stream(stream_id)
             return
-        self.state_machine.process_input(ConnectionInputs.SEND_DATA)
-        stream.state_machine.process_input(StreamInputs.SEND_END_STREAM)
+        _conn_step(self.state_machine, _C_SEND_DATA, ConnectionInputs.SEND_DATA)
+        _stream_step(stream.state_machine, _S_SEND_END_STREAM, StreamInputs.SEND_END_STREAM)
         self._data_to_send += _frame_header(0, _DATA, _END_STREAM, stream_id)

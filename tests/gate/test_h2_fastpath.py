@@ -285,3 +285,49 @@ def test_retire_keeps_open_streams_and_h2s_limit_on_remembered_streams():
         sid += 2
     assert len(c._closed_streams) == limit and 1 not in c._closed_streams  # the oldest forgotten first
     assert sorted(c.streams) == [3]
+
+
+def _outcome(step: Any, sm: Any) -> tuple:
+    try:
+        events = step()
+        got: Any = [type(e).__name__ for e in events]
+    except ProtocolError as e:
+        got = f"{type(e).__name__}: {e}"
+    return got, sm.state
+
+
+def test_the_state_steps_are_h2s_process_input():
+    """Every (state, input) the gate steps itself, from every state: the same next state, events and
+    errors as h2's `process_input` (the per-input tables hold exactly h2's transitions)."""
+    from h2.connection import ConnectionInputs, ConnectionState, H2ConnectionStateMachine
+    from h2.stream import H2StreamStateMachine, StreamInputs, StreamState
+
+    from gate import _h2conn as c
+
+    stream_inputs = [
+        (c._S_RECV_HEADERS, StreamInputs.RECV_HEADERS),
+        (c._S_RECV_END_STREAM, StreamInputs.RECV_END_STREAM),
+        (c._S_SEND_HEADERS, StreamInputs.SEND_HEADERS),
+        (c._S_SEND_DATA, StreamInputs.SEND_DATA),
+        (c._S_SEND_END_STREAM, StreamInputs.SEND_END_STREAM),
+    ]
+    for table, inp in stream_inputs:
+        for state in StreamState:
+            for client in (False, True):
+                ours, theirs = H2StreamStateMachine(1), H2StreamStateMachine(1)
+                for sm in (ours, theirs):
+                    sm.state, sm.client = state, client
+                want = _outcome(lambda sm=theirs, inp=inp: sm.process_input(inp), theirs)
+                assert _outcome(lambda sm=ours, t=table, inp=inp: c._stream_step(sm, t, inp), ours) == want
+                assert vars(ours) == vars(theirs)
+    conn_inputs = [
+        (c._C_RECV_HEADERS, ConnectionInputs.RECV_HEADERS),
+        (c._C_SEND_HEADERS, ConnectionInputs.SEND_HEADERS),
+        (c._C_SEND_DATA, ConnectionInputs.SEND_DATA),
+    ]
+    for table, cinp in conn_inputs:
+        for cstate in ConnectionState:
+            cours, ctheirs = H2ConnectionStateMachine(), H2ConnectionStateMachine()
+            cours.state = ctheirs.state = cstate
+            want = _outcome(lambda sm=ctheirs, i=cinp: sm.process_input(i), ctheirs)
+            assert _outcome(lambda sm=cours, t=table, i=cinp: c._conn_step(sm, t, i), cours) == want
