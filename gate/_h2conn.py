@@ -5,6 +5,9 @@ docs/benchmarks/gate-tls.md):
 - `open_inbound_streams` that scans h2's streams only when the count can matter (see there);
 - `_receive_frame` without the `repr(frame)` h2 builds for a trace log line on every frame even though
   the configured logger discards it;
+- `receive_data` that handles HEADERS frames opening new streams itself (h2's checks and state, none
+  of its frame buffer and event chain), and `retire` for streams the gate is done with (see there);
+- state-machine steps through h2's transition tables re-keyed by the state's id (`_stream_step`);
 - `send_headers` (final responses and trailers), `send_data` and `end_stream` that move the same
   connection and stream state machines and flow-control windows as h2 does, then append the frame
   bytes directly instead of building hyperframe objects (with a `Flags` set each) and serializing
@@ -12,7 +15,8 @@ docs/benchmarks/gate-tls.md):
   to h2's own method;
 - `HeaderBlockDecoder`: hpack's decoder with the per-field debug logging, `memoryview` slicing and
   copying taken out of the hot loop; same wire semantics and the same limits (header-list size,
-  table-size updates only first, the table size within what we announced);
+  table-size updates only first, the table size within what we announced), reusing the fields of a
+  repeated block while the dynamic table is unchanged;
 - `HeaderBlockEncoder`: a stateless HPACK encoder that never inserts into the dynamic table (nginx
   does not compress responses with it either: it writes literals and never refers back to them).
   Each (name, value) encodes to the same bytes on every connection, so the bytes are cached
