@@ -366,6 +366,7 @@ class H2Front(asyncio.Protocol):
     def forget(self, s: H2Stream) -> None:
         if self.streams.get(s.sid) is s:
             del self.streams[s.sid]
+            self.h2.retire(s.sid)
             if not self.streams:
                 self.deadline = self.state.clock() + self.config.keepalive_timeout_s
                 if self.closing:

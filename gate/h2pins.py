@@ -17,11 +17,13 @@ PINNED: dict[str, str] = {"h2": "4.4.1", "hpack": "4.2.0", "hyperframe": "6.1.0"
 
 RECHECK = (
     "gate/_h2conn.py overrides h2's private H2Connection methods (_receive_frame, the stream/connection "
-    "state machines and flow-control windows it moves itself) and reimplements hpack's decoder/encoder "
-    "with hpack's private tables: before bumping, diff h2's connection.py/stream.py and hpack's hpack.py/"
-    "table.py/huffman*.py between the two releases, run tests/gate/test_h2.py (compiled and with "
-    "INFRACORE_PURE=1) and `make bench-gate-tls`, then update PINNED in gate/h2pins.py and the pins in "
-    "pyproject.toml together"
+    "state machines and flow-control windows it moves itself, the HEADERS fast path in receive_data that "
+    "reads the frame buffer's private fields, the closed-stream table it fills) and reimplements hpack's "
+    "decoder/encoder with hpack's private tables: before bumping, diff h2's connection.py/stream.py/"
+    "frame_buffer.py/utilities.py and hpack's hpack.py/table.py/huffman*.py between the two releases, run "
+    "tests/gate/test_h2.py, test_h2conn.py and test_h2_fastpath.py (compiled and with INFRACORE_PURE=1) "
+    "and `make bench-gate-tls`, then update PINNED in gate/h2pins.py and the pins in pyproject.toml "
+    "together"
 )
 
 

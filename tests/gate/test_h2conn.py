@@ -201,3 +201,76 @@ def test_gate_connection_still_limits_concurrent_streams_and_forgets_closed_ones
     frame = HeadersFrame(sid, data=Encoder().encode(req), flags=["END_HEADERS", "END_STREAM"])
     with pytest.raises(ProtocolError, match="Max inbound streams is 5, 5 open"):
         server.receive_data(frame.serialize())
+
+
+_enc_pool = Encoder()
+_enc_pool.header_table_size = 120  # small: indexing evicts
+_POOL = [
+    _enc_pool.encode([(b":method", b"GET"), (b"x-a", b"1")]),  # indexes x-a: 1
+    _enc_pool.encode([(b":method", b"GET"), (b"x-a", b"1")]),  # refers to it (index 62)
+    _enc_pool.encode([(b"x-b", b"22"), (b"x-c", b"333")]),  # indexes two more: evicts
+    b"\xbe",  # index 62: the newest dynamic entry, whatever it is now
+    b"\xbe\xbf",  # 62 and 63
+    b"\x82\xbe",
+    b"\x20",  # table size update to 0: empties the table
+    b"\x3f\x19",  # table size update to 56: room for one small entry
+    b"\x3f\xe2\x1f",  # a table size of 4097: refused
+    b"\x40\x03x-d\x01d",  # a literal indexing x-d: d
+    b"\x00\x03x-e" + b"\x7f\x81\x01" + b"e" * 200,  # a 200-byte value: past a small header-list limit
+]
+
+
+@settings(max_examples=400, deadline=None)
+@given(picks=st.lists(st.sampled_from(range(len(_POOL))), max_size=25), limit=st.sampled_from([65536, 150]))
+def test_repeated_blocks_decode_like_hpack_as_the_table_changes(picks: list[int], limit: int):
+    """The per-connection cache of decoded blocks: the same bytes again, before and after the dynamic
+    table changes (entries added, evicted, the table resized or emptied), decode as hpack decodes them."""
+    ref, ours = Decoder(max_header_list_size=limit), HeaderBlockDecoder(max_header_list_size=limit)
+    for i in picks:
+        try:
+            want = list(ref.decode(_POOL[i], raw=True))
+        except OversizedHeaderListError:
+            with pytest.raises(OversizedHeaderListError):  # (h2: a DenialOfServiceError, not a decoding error)
+                ours.decode(_POOL[i], raw=True)
+            return
+        except HPACKError:
+            with pytest.raises(HPACKError):
+                ours.decode(_POOL[i], raw=True)
+            return
+        assert ours.decode(_POOL[i], raw=True) == want
+        assert ours.header_table.dynamic_entries == ref.header_table.dynamic_entries
+
+
+def test_a_cached_block_is_decoded_again_when_the_table_or_the_limits_change():
+    dec = HeaderBlockDecoder()
+    dec.decode(b"\x40\x03x-a\x011", raw=True)  # x-a: 1 at index 62
+    assert dec.decode(b"\xbe", raw=True) == [(b"x-a", b"1")]
+    assert dec.decode(b"\xbe", raw=True) == [(b"x-a", b"1")]  # from the cache
+    dec.decode(b"\x40\x03x-b\x012", raw=True)  # x-b: 2 is now 62
+    assert dec.decode(b"\xbe", raw=True) == [(b"x-b", b"2")]
+    got = dec.decode(b"\xbe", raw=True)
+    got.append((b"x", b"y"))  # a caller changing what it got changes nothing cached
+    assert dec.decode(b"\xbe", raw=True) == [(b"x-b", b"2")]
+    dec.header_table_size = 0  # emptied from outside decode: the cached fields must not come back
+    dec.header_table_size = 4096
+    with pytest.raises(HPACKError, match="Invalid table index"):
+        dec.decode(b"\xbe", raw=True)
+    dec.decode(b"\x40\x03x-c\x013", raw=True)
+    assert dec.decode(b"\xbe\xbe", raw=True) == [(b"x-c", b"3")] * 2
+    dec.max_header_list_size = 50  # lowered after the block was cached: now past the limit
+    with pytest.raises(OversizedHeaderListError):
+        dec.decode(b"\xbe\xbe", raw=True)
+    dec.max_header_list_size = 65536
+    dec.max_allowed_table_size = 100  # our SETTINGS lowered the table below its size: refused
+    with pytest.raises(HPACKError, match="did not shrink"):
+        dec.decode(b"\xbe\xbe", raw=True)
+
+
+def test_the_block_cache_stays_small_whatever_a_client_sends():
+    dec = HeaderBlockDecoder()
+    for i in range(1000):
+        dec.decode(b"\x00\x03x-a" + bytes([4]) + b"%04d" % i, raw=True)  # a thousand different blocks
+        assert len(dec._blocks) <= 32
+    big = b"\x00\x03x-a\x7f\xbd\x04" + b"v" * 700  # a block past the size cached
+    dec.decode(big, raw=True)
+    assert big not in dec._blocks
