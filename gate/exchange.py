@@ -300,6 +300,12 @@ class Exchange:
         tried = self.tried
         if len(tried) >= MAX_ATTEMPTS:
             t = None
+        elif len(targets) == 1 and not tried:
+            # One target, none tried yet (most routes, every first attempt): what `pick` would return,
+            # without its call (a cursor over one target only ever points at it).
+            t = targets[0]
+            if t.ejected_until > now:
+                t = None
         else:
             t = pick(targets, now, rt.balance, rt.cursor, tried)
         if t is None:

@@ -7,7 +7,9 @@ from gate.exchange cimport Exchange
 
 @cython.final
 cdef class UpstreamConnection:
-    cdef public object pool, target, transport, parser, tunnel, _headers, _reason
+    cdef public object pool, target, transport, parser, tunnel
+    cdef public list _headers
+    cdef public bytes _reason
     cdef public Exchange exchange
     cdef public double idle_since, deadline
     cdef public bint closed, keep_alive, _counted_out
