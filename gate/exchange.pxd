@@ -30,5 +30,6 @@ cdef class Exchange:
     cpdef on_response_head(self, int status, reason, headers)
     cpdef on_response_body(self, data)
     cpdef on_response_end(self, trailers=*)
+    cpdef _release_target(self, bint success)
     @cython.locals(ended=double, ms=double)
     cpdef _account(self)

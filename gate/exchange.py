@@ -553,7 +553,7 @@ class Exchange:
         up = self.up
         if up is not None:
             self.up = None
-            self._release_target(success=True)
+            self._release_target(True)
             up.finish(self.req_ended)
         self._account()
         client.response_done(self, framing.close_after if framing is not None else True)
@@ -591,7 +591,7 @@ class Exchange:
 
     def tunnel_finished(self) -> None:
         if not self.finished:
-            self._release_target(success=True)
+            self._release_target(True)
             self.up = None
             self._account()
 
@@ -719,7 +719,7 @@ class Exchange:
 
     # --- bookkeeping ----------------------------------------------------------------------------------
 
-    def _release_target(self, *, success: bool) -> None:
+    def _release_target(self, success: bool) -> None:
         t = self.target
         if t is not None:
             t.active -= 1
@@ -736,7 +736,7 @@ class Exchange:
             up.drop()
             if failed:
                 record_failure(up.target, self.state.clock(), self.state.health_policy)
-        self._release_target(success=False)
+        self._release_target(False)
 
     def _account(self) -> None:
         if self.finished:

@@ -5,9 +5,13 @@ cimport cython
 from gate.exchange cimport Exchange
 
 
+cdef class UpstreamPool
+
+
 @cython.final
 cdef class UpstreamConnection:
-    cdef public object pool, target, transport, parser, tunnel
+    cdef public UpstreamPool pool
+    cdef public object target, transport, parser, tunnel
     cdef public list _headers
     cdef public bytes _reason
     cdef public Exchange exchange
