@@ -4,6 +4,7 @@ cimport cython
 
 from gate.admission cimport decide, route
 from gate.h1 cimport RequestInfo, ResponseFraming, response_framing, upstream_request_head
+from gate.metrics cimport record_request
 from gate.state cimport ProxyState, RouteRuntime
 
 
@@ -30,5 +31,6 @@ cdef class Exchange:
     cpdef on_response_head(self, int status, reason, headers)
     cpdef on_response_body(self, data)
     cpdef on_response_end(self, trailers=*)
+    cpdef _release_target(self, bint success)
     @cython.locals(ended=double, ms=double)
     cpdef _account(self)

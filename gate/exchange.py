@@ -273,6 +273,12 @@ class Exchange:
         tried = self.tried
         if len(tried) >= MAX_ATTEMPTS:
             t = None
+        elif len(targets) == 1 and not tried:
+            # One target, none tried yet (most routes, every first attempt): what `pick` would return,
+            # without its call (a cursor over one target only ever points at it).
+            t = targets[0]
+            if t.ejected_until > now:
+                t = None
         else:
             t = pick(targets, now, rt.balance, rt.cursor, tried)
         if t is None:
@@ -520,7 +526,7 @@ class Exchange:
         up = self.up
         if up is not None:
             self.up = None
-            self._release_target(success=True)
+            self._release_target(True)
             up.finish(self.req_ended)
         self._account()
         client.response_done(self, framing.close_after if framing is not None else True)
@@ -558,7 +564,7 @@ class Exchange:
 
     def tunnel_finished(self) -> None:
         if not self.finished:
-            self._release_target(success=True)
+            self._release_target(True)
             self.up = None
             self._account()
 
@@ -710,7 +716,7 @@ class Exchange:
 
     # --- bookkeeping ----------------------------------------------------------------------------------
 
-    def _release_target(self, *, success: bool) -> None:
+    def _release_target(self, success: bool) -> None:
         t = self.target
         if t is not None:
             t.active -= 1
@@ -727,7 +733,7 @@ class Exchange:
             up.drop()
             if failed:
                 record_failure(up.target, self.state.clock(), self.state.health_policy)
-        self._release_target(success=False)
+        self._release_target(False)
 
     def _account(self) -> None:
         if self.finished:

@@ -37,3 +37,11 @@ cpdef bytes response_head(int status, bytes reason, list headers, ResponseFramin
 
 
 cpdef bytes content_length_line(length)
+
+
+@cython.locals(key=tuple, found=bytes)
+cpdef bytes forwarding_block(host_header, client_ip, proto)
+
+
+@cython.locals(key=tuple, line=bytes)
+cpdef bytes status_line(status, reason)

@@ -211,7 +211,11 @@ def check_request(method: bytes, url: bytes, version: str, headers: list[tuple[b
         if kind < 0:
             kind = _req_kind(name)
         if not kind:
-            lines += (name, b": ", value, b"\r\n")
+            # (Four appends: compiled, each is a C list append; `+= (...)` would build a tuple per field.)
+            lines.append(name)
+            lines.append(b": ")
+            lines.append(value)
+            lines.append(b"\r\n")
         elif kind == _H_HOST:
             if host_header is not None:
                 repeated |= 1 << _H_HOST
@@ -553,7 +557,10 @@ def response_framing(
         kind = kinds.get(ln)
         if kind is None:
             if lines is not None and ln not in render:  # type: ignore[operator]
-                lines += (name, b": ", value, b"\r\n")
+                lines.append(name)
+                lines.append(b": ")
+                lines.append(value)
+                lines.append(b"\r\n")
             continue
         if kind == _R_CL:
             # Repeated identical values ("5, 5" or two headers) are one length (RFC 9110 §8.6).

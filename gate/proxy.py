@@ -70,6 +70,10 @@ class ClientConnection:
         "_head_bytes",
         "_headers",
         "_in_body",
+        "_keepalive_s",
+        "_max_head_bytes",
+        "_max_headers",
+        "_max_url",
         "_url",
         "_writable",
         "client_ip",
@@ -126,6 +130,13 @@ class ClientConnection:
         self._headers: list[tuple[bytes, bytes]] = []
         self._head_bytes = 0
         self._in_body = False
+        # The limits read on every request, copied out of the (pydantic) config once: compiled, they are C
+        # fields, where each `self.config.x` is a generic attribute lookup through the model's type.
+        cfg = self.config
+        self._max_url = cfg.max_request_line_bytes
+        self._max_head_bytes = cfg.max_header_bytes
+        self._max_headers = cfg.max_header_count
+        self._keepalive_s = cfg.keepalive_timeout_s
 
     # --- asyncio.Protocol ---------------------------------------------------------------------------
 
@@ -245,18 +256,19 @@ class ClientConnection:
 
     def on_url(self, url: bytes) -> None:
         self._url += url
-        if len(self._url) > self.config.max_request_line_bytes:
-            raise HttpError(414, f"the request target is longer than {self.config.max_request_line_bytes} bytes")
+        if len(self._url) > self._max_url:
+            raise HttpError(414, f"the request target is longer than {self._max_url} bytes")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._head_bytes += len(name) + len(value) + 4
-        if self._head_bytes > self.config.max_header_bytes:
-            raise HttpError(431, f"the request headers are larger than {self.config.max_header_bytes} bytes")
+        if self._head_bytes > self._max_head_bytes:
+            raise HttpError(431, f"the request headers are larger than {self._max_head_bytes} bytes")
         if self._in_body:
             return  # trailers of a chunked body: dropped (they are not forwarded)
-        self._headers.append((name, value))
-        if len(self._headers) > self.config.max_header_count:
-            raise HttpError(431, f"the request has more than {self.config.max_header_count} headers")
+        headers = self._headers
+        headers.append((name, value))
+        if len(headers) > self._max_headers:
+            raise HttpError(431, f"the request has more than {self._max_headers} headers")
 
     def on_headers_complete(self) -> None:
         p = self.parser
@@ -342,6 +354,7 @@ class ClientConnection:
     ) -> None:
         """Queue a response head (written at the next `flush`, together with the first body bytes).
         `extra_lines`, when given, is `extra` already rendered as header lines."""
+        # (Compiled, `response_head` is a direct C call: `proxy.pxd` cimports it.)
         self.out.append(
             response_head(
                 status,
@@ -437,7 +450,7 @@ class ClientConnection:
                 self._send_error(self.pending_error)
             return
         self.dkind = D_IDLE
-        self.deadline = self.state.clock() + self.config.keepalive_timeout_s
+        self.deadline = self.state.clock() + self._keepalive_s
         if self.paused:
             self.resume_reading_for(PAUSE_PIPELINE)
 

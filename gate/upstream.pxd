@@ -5,9 +5,15 @@ cimport cython
 from gate.exchange cimport Exchange
 
 
+cdef class UpstreamPool
+
+
 @cython.final
 cdef class UpstreamConnection:
-    cdef public object pool, target, transport, parser, tunnel, _headers, _reason
+    cdef public UpstreamPool pool
+    cdef public object target, transport, parser, tunnel
+    cdef public list _headers
+    cdef public bytes _reason
     cdef public Exchange exchange
     cdef public double idle_since, deadline
     cdef public bint closed, keep_alive, _counted_out
