@@ -57,6 +57,18 @@ CASES: dict[str, tuple[dict[str, Any], list[tuple[str, Any]]]] = {
             ("goaway", None),
         ],
     ),
+    "bodies cut off by a 413 give their connection-window credit back": (
+        {"max_body_bytes": 8},
+        [
+            ("request", (1, {"method": "POST", "end": False})),
+            ("body", (1, b"x" * 16_000, False)),  # one frame: the 413 closes the stream inside it
+            ("stream", (1, {"status": 413, "ended": True})),
+            ("request", (3, {"method": "POST", "end": False})),
+            ("body", (3, b"y" * 16_000, False)),
+            ("stream", (3, {"status": 413, "ended": True})),
+            ("window_back", None),  # lost, ~65 such answers would stall every upload; doubled, floods pass
+        ],
+    ),
     "RST_STREAM from the client mid-response closes the upstream connection": (
         {},
         [
@@ -185,6 +197,11 @@ def play(c: H2Conversation, steps: list[tuple[str, Any]]) -> None:
             from h2.events import WindowUpdated
 
             assert any(isinstance(e, WindowUpdated) and e.stream_id == arg for e in c.events), where
+        elif actor == "window_back":
+            # Every byte the gate received is credited back to the connection window exactly once: h2
+            # sends the WINDOW_UPDATE lazily (at half the window), so the gate's own books are read.
+            books = c.front.h2._inbound_flow_control_window_manager
+            assert books.current_window_size + books._bytes_processed == books.max_window_size, where
         elif actor == "goaway":
             code = c.goaway.error_code if c.goaway is not None else None
             assert code == arg, f"{where}: {c.goaway!r}"
