@@ -176,7 +176,7 @@ class AccessBatch:
         self.middle_upstream: str | None = None
         self.middle_client, self.middle = "", _middle(None, "")
         self.tail_route: str | None = None
-        self.tail_version, self.tail = "", _tail(None, '""')
+        self.tail_version, self.tail = "", _tail(None, _esc("HTTP/"))  # as `add` renders version ""
 
     def add(
         self,

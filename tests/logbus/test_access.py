@@ -128,6 +128,7 @@ async def test_overload_drops_whole_batches_counted_with_a_marker_in_order(make:
     await svc.flush()
     for i in range(1000, 1010):  # after the stall: the marker goes first, then these
         add(batch, i)
+    batch.flush()  # a 4 KiB intake closes batches by size before 10 lines: hand over the open one
     await svc.flush()
     lines = await all_lines(svc)
     markers = [x for x in lines if x["stream"] == "logbus"]
@@ -183,3 +184,21 @@ async def test_a_burst_all_arrives_and_a_drop_still_unmarked_at_stop_is_marked(m
     finally:
         await again.stop(10)
     assert len(lines) == 5001 and lines[-1]["text"].startswith("logbus: dropped 7 lines")
+
+
+async def test_a_small_intake_buffer_still_takes_full_batches(make: Factory) -> None:
+    # The intake refuses an item larger than buffer_bytes whole: a batch bounded only by the tail buffer
+    # (512 KiB) would lose every line of a busy gate at buffer_bytes 384k. ~450 KiB of lines, fed in
+    # steps the writer keeps up with, so nothing but a batch's own size could make the intake refuse it.
+    svc = await make(access_batch_s=60, access_batch_lines=2048, buffer_bytes=384 * 1024)
+    batch = gate_side(svc)
+    n = 640
+    for i in range(n):
+        add(batch, i, f"/p/{i}/" + "a" * 500)
+        if i % 100 == 99:
+            await asyncio.wrap_future(svc.writer.control(lambda: None))
+    batch.close()
+    await svc.flush()
+    assert svc.stats()["dropped_unmarked_lines"] == 0
+    written = await all_lines(svc)
+    assert [json.loads(x["text"])["request_id"] for x in written] == [f"r{i}" for i in range(n)]
