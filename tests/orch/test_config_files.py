@@ -80,3 +80,48 @@ def test_writer_refuses_symlinked_directory_and_file(tmp_path: Path):
     with pytest.raises(ConfigFileRefused, match="outside"):
         write_inside(str(work), "../outside/x", "x", 0o644)
     assert os.listdir(outside) == ["victim"]
+
+
+_AS_NOBODY = """
+import os, sys
+from orch._files import read_inside, write_inside  # first: the interpreter's own files may be root's only
+os.setgroups([])
+os.setgid(65534)
+os.setuid(65534)
+work = sys.argv[1]
+print(write_inside(work, "conf/app.ini", "x = 1\\n", 0o644))
+print(read_inside(work, "conf/app.ini"))
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to switch to an unprivileged user")
+def test_ancestor_with_search_permission_only_is_enough(tmp_path: Path):
+    """A workdir under a directory the platform's user may traverse but not list (a home at 0711): the
+    walk from `/` needs only search permission on the way, as a plain open of the path would. Run as
+    uid 65534 in a child process."""
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+
+    top = Path(tempfile.mkdtemp(prefix="infracore-0711-", dir="/tmp"))
+    try:
+        os.chmod(top, 0o711)  # root's, searchable, not readable by others
+        work = top / "work"
+        work.mkdir()
+        os.chown(work, 65534, 65534)
+        repo = Path(__file__).resolve().parents[2]
+        done = subprocess.run(
+            [sys.executable, "-c", _AS_NOBODY, str(work)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=repo,
+            env={**os.environ, "PYTHONPATH": str(repo)},
+        )
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.splitlines() == [str(work / "conf/app.ini"), "x = 1"]
+        st = (work / "conf/app.ini").stat()
+        assert (st.st_uid, st.st_mode & 0o777) == (65534, 0o644)
+    finally:
+        shutil.rmtree(top)
