@@ -90,7 +90,7 @@ os.setgid(65534)
 os.setuid(65534)
 work = sys.argv[1]
 print(write_inside(work, "conf/app.ini", "x = 1\\n", 0o644))
-print(read_inside(work, "conf/app.ini"))
+print(read_inside(work, "conf/app.ini"), end="")
 """
 
 
