@@ -17,7 +17,11 @@ certificate SNI then picks. The listener therefore starts every connection on th
 *session context* (`ListenerContext.wrap_bio`), which is replaced by a fresh one every
 `SESSION_KEY_LIFETIME_S`: ticket keys live at most that long (no key encrypts tickets forever, as a
 context created once at start would), at the cost of one full handshake for a client whose ticket was
-issued by the previous keys (OpenSSL's tickets are valid 300 s anyway).
+issued by the previous keys. The tickets' own lifetime (their `ticket_lifetime_hint`, the session timeout)
+is OpenSSL's default, 7200 s, which Python's `ssl` cannot set; the rotation is what bounds resumption: a
+ticket resumes until the keys that issued it are replaced, at most `SESSION_KEY_LIFETIME_S`. (Keeping the
+previous keys for decryption, as nginx and Caddy do, is not possible here: OpenSSL takes a connection's
+ticket keys from the context it starts on, before the ClientHello is read.)
 """
 
 from __future__ import annotations
