@@ -3,6 +3,7 @@ writer when a symlink on disk would lead the write elsewhere."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -125,3 +126,33 @@ def test_ancestor_with_search_permission_only_is_enough(tmp_path: Path):
         assert (st.st_uid, st.st_mode & 0o777) == (65534, 0o644)
     finally:
         shutil.rmtree(top)
+
+
+async def test_systemd_runtime_on_this_machine_writes_config_files_without_following_symlinks(tmp_path: Path):
+    """The systemd runtime on this machine (no command prefix) writes config files like native services:
+    a directory in the workdir swapped for a symlink to elsewhere is refused, nothing is written there.
+    (`systemctl` is `true` here: only the files matter.)"""
+    from orch.logfiles import FileLogSink
+    from orch.runtime import InstanceConfig, RuntimeError_
+    from orch.systemd import SystemdRuntime
+
+    work, outside = tmp_path / "work", tmp_path / "outside"
+    work.mkdir()
+    outside.mkdir()
+    rt = SystemdRuntime(
+        FileLogSink(tmp_path / "logs"),
+        unit_dir=str(tmp_path / "unit"),
+        systemctl=("true",),
+    )
+    config = InstanceConfig("svc", 1, argv=("/bin/sleep", "60"), workdir=str(work))
+    ok = dataclasses.replace(config, config_files=(("conf/app.ini", "x = 1\n", 0o640),))
+    await rt.create(ok)
+    assert (work / "conf/app.ini").read_text() == "x = 1\n"
+    assert (work / "conf/app.ini").stat().st_mode & 0o777 == 0o640
+    (work / "conf/app.ini").unlink()
+    (work / "conf").rmdir()
+    (work / "conf").symlink_to(outside)
+    with pytest.raises(RuntimeError_, match="symlink"):
+        await rt.create(ok)
+    assert not list(outside.iterdir())
+    await rt.close()
