@@ -181,7 +181,6 @@ class CertSelector:
         self.session_key_rotations = 0
         self.listener_context = ListenerContext(self)
         self.table: Mapping[str, Served] = MappingProxyType({})
-        self.handshakes_fallback = 0
         self.rebuild()
         board.on_change(self._on_change)
 
@@ -267,7 +266,6 @@ class CertSelector:
     def _sni(self, sslobj: ssl.SSLObject, server_name: str | None, _ctx: ssl.SSLContext) -> None:
         s = lookup(self.table, server_name) if server_name else None
         if s is None:
-            self.handshakes_fallback += 1
             return None  # the listener's context is the fallback already
         sslobj.context = s.ctx
         return None
