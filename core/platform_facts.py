@@ -69,7 +69,6 @@ class PlatformFacts:
     routes: tuple[RouteFact, ...] = ()
     certs: tuple[CertFact, ...] = ()
     instances: tuple[InstanceFact, ...] = ()
-    server_pid: int | None = None
     missing: tuple[str, ...] = field(default=())  # parts that could not be read (component not wired)
 
 

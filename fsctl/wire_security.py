@@ -5,8 +5,6 @@ and its console routes."""
 
 from __future__ import annotations
 
-import os
-
 from console_api import routes_security
 from core.component import Component
 from core.platform_facts import CertFact, InstanceFact, PlatformFacts, RouteFact, TokenFact, UserFact
@@ -65,7 +63,6 @@ class KernelFacts:
             routes=routes,
             certs=tuple(certs),
             instances=instances,
-            server_pid=os.getpid(),
             missing=tuple(missing),
         )
 

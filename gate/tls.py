@@ -17,16 +17,23 @@ certificate SNI then picks. The listener therefore starts every connection on th
 *session context* (`ListenerContext.wrap_bio`), which is replaced by a fresh one every
 `SESSION_KEY_LIFETIME_S`: ticket keys live at most that long (no key encrypts tickets forever, as a
 context created once at start would), at the cost of one full handshake for a client whose ticket was
-issued by the previous keys (OpenSSL's tickets are valid 300 s anyway).
+issued by the previous keys. The tickets' own lifetime (their `ticket_lifetime_hint`, the session timeout)
+is OpenSSL's default, 7200 s, which Python's `ssl` cannot set; the rotation is what bounds resumption: a
+ticket resumes until the keys that issued it are replaced, at most `SESSION_KEY_LIFETIME_S`. (Keeping the
+previous keys for decryption, as nginx and Caddy do, is not possible here: OpenSSL takes a connection's
+ticket keys from the context it starts on, before the ClientHello is read.)
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime
+import fcntl
 import os
 import ssl
+import struct
 import sys
+import termios
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -49,6 +56,7 @@ log = structlog.get_logger("gate.tls")
 ALPN = ["h2", "http/1.1"]
 TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
 FALLBACK_NAME = "infracore.invalid"
+CLOSE_FLUSH_LIMIT_S = 30.0  # a closing connection's tail (and the close_notify wait) may take at most this long
 SESSION_KEY_LIFETIME_S = 3600.0  # session-ticket keys (and the session-ID cache) are replaced hourly
 
 
@@ -173,7 +181,6 @@ class CertSelector:
         self.session_key_rotations = 0
         self.listener_context = ListenerContext(self)
         self.table: Mapping[str, Served] = MappingProxyType({})
-        self.handshakes_fallback = 0
         self.rebuild()
         board.on_change(self._on_change)
 
@@ -259,7 +266,6 @@ class CertSelector:
     def _sni(self, sslobj: ssl.SSLObject, server_name: str | None, _ctx: ssl.SSLContext) -> None:
         s = lookup(self.table, server_name) if server_name else None
         if s is None:
-            self.handshakes_fallback += 1
             return None  # the listener's context is the fallback already
         sslobj.context = s.ctx
         return None
@@ -381,6 +387,47 @@ class TlsListener:
     selector: CertSelector
 
 
+def _undelivered(transport: Any) -> int:
+    """Bytes a closing TLS connection has not yet handed to the client's kernel: what the TLS layer still
+    buffers plus what the socket's send queue holds (SIOCOUTQ: unsent and unacknowledged). 0 also when
+    the socket is gone."""
+    n = int(transport.get_write_buffer_size())
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return n
+    try:
+        queued = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
+    except (OSError, ValueError):
+        return n
+    return n + int(struct.unpack("i", queued)[0])
+
+
+async def _drop_silent_closers(state: ProxyState, close_notify_timeout_s: float) -> None:
+    """asyncio's TLS shutdown timer starts when the transport is closed and, when it fires, drops what is
+    still buffered: with a short timeout a slow reader would lose the tail of a `Connection: close`
+    response. So the listener's timer is long (`CLOSE_FLUSH_LIMIT_S`), and this loop gives a closed TLS
+    connection `close_notify_timeout_s` for the client's close_notify counted from when everything,
+    close_notify included, has reached the client's kernel; then aborts it (nothing is lost then)."""
+    interval = min(1.0, max(0.05, close_notify_timeout_s / 4))
+    delivered_at: dict[Any, float] = {}
+    while True:
+        await asyncio.sleep(interval)
+        now = state.clock()
+        still: dict[Any, float] = {}
+        for conn in list(state.clients):
+            if not conn.closed:
+                continue
+            t = conn.transport
+            if t is None or t.get_extra_info("ssl_object") is None or _undelivered(t):
+                continue
+            since = delivered_at.get(conn, now)
+            if now - since >= close_notify_timeout_s:
+                conn.abort()
+            else:
+                still[conn] = since
+        delivered_at = still
+
+
 async def start_tls_listener(
     edge: EdgeServer,
     host: str,
@@ -389,12 +436,15 @@ async def start_tls_listener(
     *,
     handshake_timeout_s: float = 10.0,
     shutdown_timeout_s: float = 3.0,
+    flush_timeout_s: float = CLOSE_FLUSH_LIMIT_S,
 ) -> TlsListener:
     """Bind the HTTPS listener on the gate's existing `EdgeServer` (same state, routes, pool, sweeper,
     draining): `edge.stop()` closes it with the rest. Raises StartupError when the port is taken.
-    A handshake not done in `handshake_timeout_s` is dropped; a closing connection waits at most
-    `shutdown_timeout_s` for the client's close_notify (asyncio's default, 30 s, let a client that
-    never answers hold its connection that long)."""
+    A handshake not done in `handshake_timeout_s` is dropped. A closing connection first delivers what
+    it has buffered (a client that stops reading is dropped by the send timeout, and the whole close by
+    `flush_timeout_s`), then waits at most `shutdown_timeout_s` for the client's close_notify (asyncio's
+    default, 30 s from the close, let a client that never answers hold its connection that long; a short
+    one cut slow readers' tails, see `_drop_silent_closers`)."""
     _quiet_bad_sni()
     warn_if_unpinned()  # this listener speaks HTTP/2 through gate._h2conn, written against exact h2/hpack releases
     loop = asyncio.get_running_loop()
@@ -406,7 +456,7 @@ async def start_tls_listener(
             port,
             ssl=selector.listener_context,
             ssl_handshake_timeout=handshake_timeout_s,
-            ssl_shutdown_timeout=shutdown_timeout_s,
+            ssl_shutdown_timeout=max(flush_timeout_s, shutdown_timeout_s),
             backlog=2048,
             reuse_address=True,
         )
@@ -417,6 +467,7 @@ async def start_tls_listener(
         ) from e
     edge.servers.append(server)
     edge.start_sweeper()  # (normally started already by the plain-HTTP listener)
+    state.tasks.spawn("tls-closer", _drop_silent_closers(state, shutdown_timeout_s))
     bound = int(server.sockets[0].getsockname()[1])
     log.info("gate listening", host=host, port=bound, scheme="https")
     return TlsListener(server, bound, selector)

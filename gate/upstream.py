@@ -308,6 +308,9 @@ class UpstreamPool:
             conn.close()
             return
         conn.idle_since = self.clock()
+        # Its exchange may have paused reading for a slow client and finished before resuming: an idle
+        # connection reads (the next response; the origin closing it).
+        conn.resume_reading()
         lst.append(conn)
 
     def forget(self, conn: UpstreamConnection) -> None:

@@ -53,9 +53,7 @@ class LogbusService:
         # The intake takes a batch as one item (refused whole past buffer_bytes) and the writer publishes
         # what it merged to tail clients at once: bounded by both, so a batch is never dropped whole for
         # its size and a merged write of a few batches mostly fits a tail client's buffer.
-        self.access_batch_chars = min(
-            512 * 1024, self.config.tail_buffer_bytes // 2, self.config.buffer_bytes // 4
-        )
+        self.access_batch_chars = min(512 * 1024, self.config.tail_buffer_bytes // 2, self.config.buffer_bytes // 4)
         self.access_batch_s = self.config.access_batch_s
         self._loop: asyncio.AbstractEventLoop | None = None
         self._running = False

@@ -67,18 +67,23 @@ def system_dir_problem(workdir: str, data_dir: str, releases_dir: str) -> str | 
     return None
 
 
+_DIR_FLAGS = os.O_PATH | os.O_DIRECTORY
+
+
 def _open_base(base: str, path: str) -> int:
     """A descriptor of the workdir `base` (absolute, normalized), opened from `/` one component at a time
     with O_NOFOLLOW: a component swapped for a symlink after the caller resolved and checked the path (its
     realpath) is refused, not followed. (`openat2`'s RESOLVE_NO_SYMLINKS does this in one call, but Python's
-    `os` has no openat2.)"""
-    dir_fd = os.open("/", os.O_RDONLY | os.O_DIRECTORY)
+    `os` has no openat2.) O_PATH: walking needs only search permission on each directory, as a plain open of
+    the whole path would (a home at 0711 on the way is fine); every later use of these descriptors is a
+    `dir_fd` for openat/mkdirat/renameat/unlinkat, which O_PATH descriptors serve."""
+    dir_fd = os.open("/", _DIR_FLAGS)
     done = "/"
     try:
         for part in [p for p in base.split("/") if p]:
             done = posixpath.join(done, part)
             try:
-                fd = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=dir_fd)
+                fd = os.open(part, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=dir_fd)
             except OSError as e:
                 what = "is a symlink or not a directory" if e.errno in (errno.ELOOP, errno.ENOTDIR) else e.strerror
                 raise ConfigFileRefused(
@@ -105,7 +110,7 @@ def _walk(base: str, parts: list[str], path: str, *, create: bool) -> int:
                 except FileExistsError:
                     pass
             try:
-                fd = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=dir_fd)
+                fd = os.open(part, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=dir_fd)
             except OSError as e:
                 where = posixpath.join(base, *parts[: i + 1])
                 raise ConfigFileRefused(

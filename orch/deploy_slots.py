@@ -148,6 +148,7 @@ class SlotMoves:
             )
         except OSError as e:  # (disk full) no await here: it stays found by its slot's record until it stops
             log.error("pidfile not moved aside", instance=f"{key[0]}-{key[1]}", error=e.strerror)
+            live.holds_slot_record = True
         else:
             self.o.pidfiles.remove(*key)
         return [(key, live)]
@@ -161,7 +162,9 @@ class SlotMoves:
         for st in staged:
             key = (name, st.slot)
             old_slot = self.o.slots.get(key) or Slot(*key)
-            retired += self._retire(key)
+            out = self._retire(key)
+            retired += out
+            keep_staged = any(live.holds_slot_record for _, live in out)
             self.o.live[key] = Live(
                 instance=st.instance,
                 ports=st.ports,
@@ -174,12 +177,10 @@ class SlotMoves:
                 now,
                 has_healthcheck=False,
             )
-            try:
-                self.o.pidfiles.write(name, st.slot, {**st.instance.record(), "instance_index": st.index})
-            except OSError as e:  # no await here: it stays found by its staged record (adopted as a leftover)
-                log.error("pidfile not moved to its slot", instance=f"{name}-{st.slot}", error=e.strerror)
-            else:
-                self.o.pidfiles.remove(name, rollout.staged_record_key(st.slot))
+            # The slot's record still names the draining old instance when it could not be moved aside: the
+            # new one stays under its staged record until the old one has stopped (`_stop_retired`).
+            if not keep_staged:
+                self._record_in_slot(name, st.slot, st.instance, st.index)
             self.o._watch(key, target.spec, st.instance)
         for i in retire:
             retired += self._retire((name, i))
@@ -187,6 +188,15 @@ class SlotMoves:
         self.o._publish_endpoints(name)
         self.o._transitioned()
         return retired
+
+    def _record_in_slot(self, name: str, slot: int, instance: Instance, index: int) -> None:
+        """Move a switched-in instance's record from its staged key to its slot's. No await."""
+        try:
+            self.o.pidfiles.write(name, slot, {**instance.record(), "instance_index": index})
+        except OSError as e:  # no await here: it stays found by its staged record (adopted as a leftover)
+            log.error("pidfile not moved to its slot", instance=f"{name}-{slot}", error=e.strerror)
+        else:
+            self.o.pidfiles.remove(name, rollout.staged_record_key(slot))
 
     def _adopt_row(self, name: str, target: Target) -> None:
         row = self.o.services.get(name)
@@ -202,6 +212,10 @@ class SlotMoves:
         await asyncio.gather(
             *(self.o.runtime.stop(live.instance) for _, live in retired if live.instance), return_exceptions=True
         )
+        for key, live in retired:  # the old one is gone: its slot's record may name the new one now
+            cur = self.o.live.get(key)
+            if live.holds_slot_record and cur is not None and cur.instance is not None:
+                self._record_in_slot(key[0], key[1], cur.instance, cur.instance.config.index)
 
     async def _restore_files(self, name: str) -> None:
         """After a failed batch: the serving release's config files again (the new ones overwrote them

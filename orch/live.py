@@ -27,6 +27,8 @@ class Live:
     health: deque[HealthResult] = field(default_factory=lambda: deque(maxlen=20))
     started_wall: float | None = None
     last_exit: dict[str, Any] | None = None
+    # A retired instance whose record could not be moved aside: it is still the slot's record (see `_switch`).
+    holds_slot_record: bool = False
 
 
 def instance_view(

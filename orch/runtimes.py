@@ -126,7 +126,6 @@ def make_runtimes(
     if st.systemd:
         runtimes["systemd"] = SystemdRuntime(
             log_sink,
-            state_dir=run_dir / "units",
             unit_dir=st.systemd_unit_dir,
             prefix=st.systemd_unit_prefix,
             command_prefix=st.systemd_command_prefix,

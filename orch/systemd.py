@@ -24,6 +24,7 @@ import structlog
 
 from core.ports import LogSink
 from core.tasks import TaskSet
+from orch._files import ConfigFileRefused, write_inside
 from orch.cgroups import CgroupHandle, Mounts
 from orch.runtime import ExitStatus, InstanceConfig, InstanceStats, RuntimeError_
 from orch.units import (
@@ -141,7 +142,6 @@ class SystemdRuntime:
         self,
         log_sink: LogSink,
         *,
-        state_dir: Path,
         unit_dir: str = "/etc/systemd/system",
         prefix: str = "infracore",
         command_prefix: Sequence[str] = (),
@@ -152,7 +152,6 @@ class SystemdRuntime:
         cgroup_root: str = "",
     ) -> None:
         self.log_sink = log_sink
-        self.state_dir = state_dir
         self.unit_dir = unit_dir.rstrip("/")
         self.prefix = prefix
         self.host = UnitHost(command_prefix)
@@ -213,15 +212,18 @@ class SystemdRuntime:
         except ValueError as e:
             raise RuntimeError_(str(e)) from None
         path = self.unit_path(unit)
-        previous = await self.host.read_file(path)
-        if previous is not None and previous != text:
-            self.state_dir.mkdir(parents=True, exist_ok=True)
-            (self.state_dir / f"{unit}.prev").write_text(previous)  # for rollback: the unit as it was
         try:
             await self.host.write_file(path, text)
         except OSError as e:
             raise RuntimeError_(f"{config.instance}: {e}") from e
         for file_path, content, mode in config.config_files:
+            if not self.host.prefix:  # this machine: walked without following symlinks, as native services
+                try:
+                    real = os.path.realpath(config.workdir or "/")
+                    await asyncio.to_thread(write_inside, real, file_path, content, mode)
+                except ConfigFileRefused as e:
+                    raise RuntimeError_(f"{config.instance}: {e}") from e
+                continue
             full = os.path.normpath(os.path.join(config.workdir or "/", file_path))
             try:
                 await self.host.write_file(full, content, mode)
@@ -231,11 +233,6 @@ class SystemdRuntime:
         if self.enable:
             await self._ctl("enable", unit)
         return UnitInstance(config, unit)
-
-    def previous_unit(self, unit: str) -> str | None:
-        """The unit's text before the last change (what a rollback writes back), if any."""
-        p = self.state_dir / f"{unit}.prev"
-        return p.read_text() if p.exists() else None
 
     async def start(self, instance: UnitInstance) -> None:
         if instance.missing:

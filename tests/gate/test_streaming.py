@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import socket
+import time
 
 import aiohttp
 import httpx
@@ -253,3 +255,34 @@ async def test_an_http10_upstream_connection_is_not_reused_even_with_keep_alive(
                 assert r.status_code == 200 and r.text == "ok"
     assert connections == {b"1.0": 3, b"1.1": 1}
     srv.close()
+
+
+async def test_upstream_pooled_while_paused_for_a_slow_client_answers_the_next_request(gate_factory, origin: Origin):
+    """A response that completes while the gate has paused reading its upstream for a slow client: the
+    upstream connection goes back to the pool, and must read again there — the next request on it gets
+    its answer (it hung until the upstream timeout)."""
+
+    g = await gate_factory()
+    g.set_routes({"host": "*", "upstreams": [origin.addr]})
+    g.server.servers[0].sockets[0].setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 32 * 1024)  # inherited
+    total, tail = 4 * 1024 * 1024, 384 * 1024
+
+    def slow_download() -> int:
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 * 1024)
+            s.settimeout(30)
+            s.connect(("127.0.0.1", g.port))
+            s.sendall(f"GET /big?bytes={total} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+            got = 0
+            while got < total - tail:
+                got += len(s.recv(65536))
+            time.sleep(2.0)  # the gate pauses the upstream, then the origin's last bytes arrive
+            while chunk := s.recv(65536):
+                got += len(chunk)
+            return got
+
+    assert await asyncio.to_thread(slow_download) > total
+    t0 = time.monotonic()
+    head = await g.raw(b"GET /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", limit_s=20)
+    assert head.startswith(b"HTTP/1.1 200"), head[:80]
+    assert time.monotonic() - t0 < 10

@@ -217,3 +217,53 @@ async def test_client_that_never_answers_close_notify_is_dropped(tls_gate: TlsGa
     assert got.startswith(b"HTTP/1.1 200"), got[:80]
     assert took < 15.0, f"the gate kept the connection {took:.1f} s after its close_notify"
     await still_serves(tls_gate)
+
+
+async def test_slow_reader_gets_the_whole_tail_of_a_closing_response(tls_gate: TlsGate):
+    """A multi-MiB `Connection: close` response to a client that stops reading near the end for longer
+    than the close_notify timeout: the gate closes once the origin's last byte is in its buffers, and
+    the short timeout must not throw away what is still buffered. The client gets every byte."""
+    total = 4 * 1024 * 1024
+    tail = 384 * 1024  # fits in the gate's buffers, so the response completes (and closes) during the pause
+    # Small kernel buffers on both sides (accepted sockets inherit the listener's), so that most of the
+    # tail waits in the gate's own buffers rather than in the kernels' during the pause.
+    tls_gate.listener.server.sockets[0].setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 32 * 1024)
+
+    def client() -> tuple[int, int]:
+        ctx = tls_gate.client_context(["http/1.1"])
+        raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 * 1024)  # keep the kernel's share small
+        raw.settimeout(30)
+        raw.connect(("127.0.0.1", tls_gate.port))
+        with ctx.wrap_socket(raw, server_hostname="a.test") as s:
+            s.sendall(f"GET /big?bytes={total} HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n".encode())
+            buf = b""
+            while b"\r\n\r\n" not in buf:
+                chunk = s.recv(65536)
+                assert chunk, buf
+                buf += chunk
+            head, body = buf.split(b"\r\n\r\n", 1)
+            assert head.startswith(b"HTTP/1.1 200"), head
+            got = len(body)
+            while got < total - tail:
+                chunk = s.recv(min(65536, total - tail - got))
+                if not chunk:
+                    return got, 0
+                got += len(chunk)
+            time.sleep(6.0)  # the gate has the rest and has closed: longer than its close_notify timeout
+            ended = 0
+            while True:
+                try:
+                    chunk = s.recv(65536)
+                except (ssl.SSLError, ConnectionResetError):
+                    break
+                if not chunk:
+                    ended = 1
+                    break
+                got += len(chunk)
+                time.sleep(0.01)
+            return got, ended
+
+    got, _ = await asyncio.to_thread(client)
+    assert got == total, f"the client got {got} of {total} bytes ({total - got} of the tail were dropped)"
+    await still_serves(tls_gate)

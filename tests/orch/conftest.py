@@ -184,7 +184,6 @@ def _systemd(tmp: Path) -> RuntimeUnderTest:
     def make(logs: Path) -> SystemdRuntime:
         return SystemdRuntime(
             FileLogSink(logs),
-            state_dir=tmp / "units",
             prefix=prefix,
             command_prefix=["docker", "exec", "-i", cid],
             poll_s=0.3,

@@ -52,6 +52,11 @@ def _by_slot(o: Any) -> dict[int, tuple[int, int]]:
     return {i["index"]: (i["version"], i["pid"]) for i in o.describe("app")["instances"] if i["phase"] == "running"}
 
 
+def _restarts(o: Any) -> dict[int, int]:
+    """slot -> how often the supervisor restarted it."""
+    return {i["index"]: i["restarts"] for i in o.describe("app")["instances"]}
+
+
 async def _answers(h: Harness) -> list[str]:
     async with httpx.AsyncClient() as c:
         return sorted([(await c.get(f"http://{ep.host}:{ep.port}/")).text.split()[0] for ep in h.endpoints.get("app")])
@@ -349,19 +354,23 @@ async def test_held_replicas_adopted_after_a_restart_are_supervised_on_their_own
     await o.stop(20)
     o = await h.orch(stop_services_on_exit=True)
     await until(lambda: o.describe("app")["healthy"] == 3)
-    # Adopted, app-2 and app-3 are probed on release 1's /healthz: they stay healthy, in the same processes
-    # (probed with release 2's spec they failed and were restarted within ~1 s).
+    restarts = _restarts(o)
+    # Adopted, app-2 and app-3 are probed on release 1's /healthz: they stay, in the same processes, never
+    # restarted (probed with release 2's spec they failed and were restarted within ~1 s). Not asserted:
+    # `healthy == 3` at each instant (one slow probe on a loaded runner is not what this is about).
     for _ in range(10):
         await asyncio.sleep(0.3)
         now = _by_slot(o)
         assert now[2] == before[2] and now[3] == before[3] and now[1][0] == 2, now
-        assert o.describe("app")["healthy"] == 3
+        assert _restarts(o) == restarts, o.describe("app")["instances"]
     # A held replica that crashes comes back on its own release (its spec, env, health check), health-gated.
     os.kill(before[2][1], signal.SIGKILL)
     await until(lambda: 2 in _by_slot(o) and _by_slot(o)[2][1] != before[2][1])
     assert _by_slot(o)[2][0] == 1, o.describe("app")["instances"]
     await until(lambda: o.describe("app")["healthy"] == 3)
-    for _ in range(6):  # and it stays (release 2's probe on it would fail it within ~1 s)
+    restarted = _by_slot(o)[2]
+    restarts = _restarts(o)
+    for _ in range(6):  # and it stays (release 2's probe on it would fail it and restart it within ~1 s)
         await asyncio.sleep(0.3)
-        assert _by_slot(o)[2][0] == 1 and o.describe("app")["healthy"] == 3, o.describe("app")["instances"]
+        assert _by_slot(o).get(2) == restarted and _restarts(o) == restarts, o.describe("app")["instances"]
     assert await _answers(h) == ["1", "1", "v2"]

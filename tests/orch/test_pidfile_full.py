@@ -135,3 +135,38 @@ async def test_an_output_manifest_that_cannot_be_written_stops_the_child_and_fai
     await until(lambda: o.describe("app")["healthy"] == 1, timeout=30)
     (pid,) = _in(work)
     assert _by_slot(o)[1][1] == pid
+
+
+async def test_an_old_instance_whose_record_cannot_move_aside_keeps_its_slot_record_while_it_drains(
+    h: Harness, tmp_path: Path, run_dir: Path
+) -> None:
+    """The deployment switches slot 1 to the new instance, but the draining old one's record cannot be moved
+    aside (`app-301.tmp` is taken by a directory): the slot's record keeps naming the old instance until it
+    has stopped — a crash during the drain still finds it — and the new one stays under its staged record;
+    then the slot's record names the new one."""
+    import json
+
+    work = tmp_path / "work"
+    spec = _app(work, 1, "").replace("drain: 0s", "drain: 4s")
+    o = await h.orch()
+    await o.apply(spec, "app.yaml")
+    await until(lambda: o.describe("app")["healthy"] == 1)
+    (pid_v1,) = _in(work)
+    (run_dir / "app-301.tmp").mkdir()  # the retired record's temporary file cannot be created
+    dep = (await o.deploy("app", version="v2", actor="ci", overrides={"env": {"VERSION": "${version}"}}))[
+        "deployment_id"
+    ]
+    await until(lambda: 1 in _by_slot(o) and _by_slot(o)[1][1] != pid_v1)  # switched; the old one drains
+    pid_v2 = _by_slot(o)[1][1]
+    assert pid_v1 in _in(work)
+
+    def pid_in(index: int) -> int | None:
+        path = run_dir / f"app-{index}.json"
+        return json.loads(path.read_text())["pid"] if path.exists() else None
+
+    assert pid_in(1) == pid_v1, "the draining old instance has no record"
+    assert pid_in(201) == pid_v2
+    d = await _finished(o, dep)
+    assert d["status"] == "succeeded", d
+    await until(lambda: _in(work) == [pid_v2], timeout=15)
+    await until(lambda: pid_in(1) == pid_v2 and pid_in(201) is None, timeout=10)
