@@ -228,14 +228,43 @@ def server(server_factory: Any) -> RunningServer:
     return server_factory()
 
 
-# The last resort against a hang. pytest-timeout (`timeout` in pyproject) fails a test once, by SIGALRM
-# raising `Failed` where the test is: a hypothesis test catches that as a failing example and goes on
-# generating and shrinking with no timer left (CI hung over 15 minutes so on logbus's `re` oracle), and a
-# C call that never checks for signals is not interrupted at all. faulthandler's watchdog is a C thread
-# that needs no GIL: a minute past the test's own timeout it prints every thread's stack to the real
-# stderr and ends the run, failing CI in minutes instead of eating its whole budget.
-_WATCHDOG_GRACE = 60.0
+# The last resort against a hang. pytest-timeout (`timeout` in pyproject, `--timeout`, PYTEST_TIMEOUT, the
+# `timeout` marker) fails a test once, by SIGALRM raising `Failed` where the test is: a hypothesis test
+# catches that as a failing example and goes on generating and shrinking with no timer left (CI hung over 15
+# minutes so on logbus's `re` oracle), a failed step cancels the timer for the rest of the test (a teardown
+# that then hangs has none), and a C call that never checks for signals is not interrupted at all. So a
+# watchdog is armed by pytest-timeout's own timer hooks, with the timeout it resolved (`settings.timeout`),
+# in two stages: a minute past it a daemon thread prints every thread's stack to the real stderr and sends
+# SIGINT (pytest stops and still prints its failures and summary, exit status 2); two minutes past it, for a
+# main thread stuck in C that never sees the SIGINT, faulthandler's C thread (no GIL needed) prints the
+# stacks and ends the process. pytest's faulthandler plugin and pytest-timeout cancel timers whenever a step
+# fails (`pytest_exception_interact`); the watchdog is re-armed for what is left of its time right after,
+# unless `--pdb` is debugging.
+_WATCHDOG_SIGINT_AFTER = 60.0
+_WATCHDOG_EXIT_AFTER = 120.0
 _watchdog_fd: int | None = None
+
+
+@dataclass
+class _Watchdog:
+    nodeid: str
+    exit_at: float  # time.monotonic() of the second stage
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def arm_exit(self) -> None:
+        assert _watchdog_fd is not None
+        faulthandler.dump_traceback_later(max(self.exit_at - time.monotonic(), 1.0), exit=True, file=_watchdog_fd)
+
+    def interrupt_after(self, delay: float) -> None:
+        if self.stop.wait(delay) or _watchdog_fd is None:
+            return
+        os.write(_watchdog_fd, f"\n+++ watchdog: {self.nodeid} hangs; every thread's stack, then SIGINT\n".encode())
+        faulthandler.dump_traceback(file=_watchdog_fd, all_threads=True)
+        os.kill(os.getpid(), signal.SIGINT)
+
+
+_watchdog: _Watchdog | None = None
+_interacting = False
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -243,19 +272,39 @@ def pytest_configure(config: pytest.Config) -> None:
     _watchdog_fd = os.dup(2)  # capture is suspended here: fd 2 is the terminal or CI log, not a capture file
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_timeout_set_timer(item: pytest.Item, settings: Any) -> None:
+    global _watchdog
+    if not settings.timeout or _watchdog_fd is None:
+        return  # returning None: pytest-timeout's own implementation still sets its timer
+    timeout = float(settings.timeout)
+    _watchdog = _Watchdog(item.nodeid, time.monotonic() + timeout + _WATCHDOG_EXIT_AFTER)
+    threading.Thread(
+        target=_watchdog.interrupt_after, args=(timeout + _WATCHDOG_SIGINT_AFTER,), name="watchdog", daemon=True
+    ).start()
+    _watchdog.arm_exit()
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_timeout_cancel_timer(item: pytest.Item) -> None:
+    global _watchdog
+    if _watchdog is None or (_interacting and not item.config.getoption("usepdb")):
+        return  # a failed step, not the end of the test: the watchdog stays (re-armed below)
+    _watchdog.stop.set()
+    faulthandler.cancel_dump_traceback_later()
+    _watchdog = None
+
+
 @pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
-    marker = item.get_closest_marker("timeout")
-    try:
-        limit = float(marker.args[0]) if marker and marker.args else float(item.config.getini("timeout") or 0)
-    except ValueError:  # pytest-timeout not loaded (`-p no:timeout`): no timeout, no watchdog
-        limit = 0.0
-    if limit > 0 and _watchdog_fd is not None:
-        faulthandler.dump_traceback_later(limit + _WATCHDOG_GRACE, exit=True, file=_watchdog_fd)
+def pytest_exception_interact(node: pytest.Item | pytest.Collector) -> Iterator[None]:
+    global _interacting
+    _interacting = True
     try:
         yield
     finally:
-        faulthandler.cancel_dump_traceback_later()
+        _interacting = False
+    if _watchdog is not None and not node.config.getoption("usepdb"):
+        _watchdog.arm_exit()  # pytest's faulthandler plugin cancelled it
 
 
 # A thread left running by a test (an aiosqlite connection never closed, say) keeps the interpreter

@@ -136,7 +136,11 @@ _ORACLE_CODE = """
 import json, re, sys
 for line in sys.stdin:
     pattern, text = json.loads(line)
-    m = re.search(pattern.encode(), text.encode())
+    try:
+        m = re.search(pattern.encode(), text.encode())
+    except Exception as e:  # one pattern's error, reported; the child goes on with the next
+        print("error", json.dumps(f"{type(e).__name__}: {e}"), flush=True)
+        continue
     print(-1 if m is None else m.start(), flush=True)
 """
 ORACLE_LIMIT = 5.0  # seconds; a normal example takes microseconds
@@ -150,6 +154,8 @@ class _ReOracle:
         self.limit_s = limit_s
 
     def _start(self) -> subprocess.Popen[str]:
+        if self._proc is not None and self._proc.poll() is not None:
+            self.close()  # it died (killed, out of memory): a fresh one, not a broken pipe for every later example
         if self._proc is None:
             self._proc = subprocess.Popen(
                 [sys.executable, "-c", _ORACLE_CODE], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
@@ -165,7 +171,13 @@ class _ReOracle:
         if not ready:
             self.close()  # killed mid-match; the next example starts a fresh one
             return "timeout"
-        start = int(proc.stdout.readline())
+        line = proc.stdout.readline()
+        if not line:
+            self.close()
+            raise AssertionError(f"the oracle's child process died on re.search({pattern!r}, {text!r})")
+        if line.startswith("error "):  # the child goes on; this example fails with `re`'s own message
+            raise AssertionError(f"re.search({pattern!r}, {text!r}) raised {json.loads(line[6:])}")
+        start = int(line)
         return None if start < 0 else start
 
     def close(self) -> None:

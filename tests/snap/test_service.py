@@ -160,6 +160,7 @@ async def test_loop_keeps_ticking_during_a_backup(tmp_path: Path, service: SnapS
     during = await lags(None, job.done)
     took = time.monotonic() - t0
     assert job.state == "done", job.error
+    assert len(during) >= 20, f"only {len(during)} lag samples while the {took:.2f} s backup ran"
     # The backup runs in a child process; the loop only reads its progress lines. A backup on the loop
     # (or holding its GIL) stalls it for most of the job's wall time (48 MiB hashed and compressed):
     # the lag past 50 ms adds up to nearly `took`. Measured against the job's own duration, so a slow
@@ -169,8 +170,12 @@ async def test_loop_keeps_ticking_during_a_backup(tmp_path: Path, service: SnapS
     print("loop lag p99 base", p99(base), "during", p99(during), "max", max(during), "stalled", stalled, "of", took)
     assert stalled < 0.4 * took, (stalled, took, sorted(during)[-5:])
     assert sum(lag > 0.1 for lag in during) <= 3, sorted(during)[-5:]
-    # The p99 bound is loose because this machine's other tenants move the baseline.
-    assert p99(during) < max(3 * p99(base), 0.05), (p99(base), p99(during), max(during))
+    # Against the baseline, a count with a floor rather than a p99: on a fast run (a few hundred samples)
+    # three scheduler hiccups of 60 ms were the p99. The bound is loose because this machine's other
+    # tenants move the baseline.
+    bound = max(3 * p99(base), 0.05)
+    over = sum(lag > bound for lag in during)
+    assert over <= max(3, len(during) // 100), (over, len(during), bound, sorted(during)[-5:])
 
 
 async def test_stop_during_a_backup_interrupts_it_and_the_next_run_reuses(
