@@ -42,7 +42,7 @@ from gate.admission import (
     too_large,
     too_many,
 )
-from gate.balancer import TargetHealth, pick, record_failure, record_success
+from gate.balancer import TargetHealth, begin_request, end_request, pick, record_failure
 from gate.downstream import PAUSE_BUFFERED
 from gate.h1 import (
     IDEMPOTENT,
@@ -192,7 +192,7 @@ class Exchange:
         rt = snap.runtimes[r.id]
         self.rt = rt
         self.upstream_target = upstream_target
-        rt.metrics.active += 1
+        rt.metrics.enter()
         self.admit(False)
 
     def admit(self, checked: bool = True) -> None:
@@ -341,13 +341,13 @@ class Exchange:
         self.up = conn
         t = conn.target
         self.target = t
-        t.active += 1
+        begin_request(t)
         key = self.upstream_key = t.key
         ts = st.metrics.targets.get(key)
         if ts is None:
             ts = st.metrics.target(key)
         self.target_stats = ts
-        ts.active += 1
+        ts.enter()
         if now is None:
             now = st.clock()
         self.up_started = st.timer()
@@ -494,7 +494,7 @@ class Exchange:
         if framing.upstream_close and self.up is not None:
             self.up.refuse_reuse()
         if client.closing or self.info.upgrade is not None or not self.req_ended:
-            framing.close_after = True
+            framing.close_after_response()
         self.framing = framing
         self.status = status
         scheme = client.scheme
@@ -719,11 +719,10 @@ class Exchange:
     def _release_target(self, success: bool) -> None:
         t = self.target
         if t is not None:
-            t.active -= 1
-            if success:
-                record_success(t)
-            if self.target_stats is not None:
-                self.target_stats.active -= 1
+            end_request(t, success)
+            ts = self.target_stats
+            if ts is not None:
+                ts.leave()
             self.target = None
 
     def _drop_upstream(self, *, failed: bool) -> None:
@@ -751,16 +750,9 @@ class Exchange:
         if ts is not None:
             upstream = self.upstream_key
         if rt is not None:
-            rt.metrics.active -= 1
+            rt.metrics.leave()
             route_name = rt.name
-            # The Stats this request counts towards and its latency cell, per (route, target): made once.
-            found = rt.cells.get(upstream)
-            if found is None:
-                found = rt.cells[upstream] = (
-                    (metrics.total, rt.metrics, ts) if ts is not None else (metrics.total, rt.metrics),
-                    metrics.cell(route_name, upstream),
-                )
-            stats, cell = found
+            stats, cell = rt.stats_for(upstream, ts, metrics)
         else:
             stats = (metrics.total, ts) if ts is not None else (metrics.total,)
             cell = metrics.cell(None, upstream)

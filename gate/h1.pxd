@@ -14,6 +14,8 @@ cdef class ResponseFraming:
     cdef public object content_length, connection_drop, lines
     cdef public bint body, chunked_in, chunked_out, close_after, keep_alive_header, upstream_close
 
+    cpdef close_after_response(self)
+
 
 @cython.locals(kind=Py_ssize_t, repeated=Py_ssize_t, lines=list, seen=dict, name=bytes, value=bytes, cl=bytes, te=bytes,
                host_header=bytes, expect=bytes, upgrade=bytes, target=bytes, hop=bytes)

@@ -508,6 +508,11 @@ class ResponseFraming:
         # rendered while framing (`response_framing(render=...)`); None: not rendered.
         self.lines = lines
 
+    def close_after_response(self) -> None:
+        """The client connection ends after this response (the exchange knows why: a closing client, an
+        upgrade, a request body not read to its end)."""
+        self.close_after = True
+
     def __repr__(self) -> str:
         return _repr(self)
 

@@ -91,6 +91,14 @@ class Stats:
         self.latency = Histogram()
         self.cells: list[Histogram] = []
 
+    def enter(self) -> None:
+        """A request counted here is now in flight (`active`)."""
+        self.active += 1
+
+    def leave(self) -> None:
+        """A request counted here is no longer in flight."""
+        self.active -= 1
+
     def record(self, status: int, bytes_in: int, bytes_out: int, ms: float, now: float) -> None:
         record_request((self,), self.latency, status, bytes_in, bytes_out, ms, now)
 

@@ -102,6 +102,21 @@ class RouteRuntime:
             else:
                 self.static_targets.append(state.target(t[0], t[1]))
 
+    def stats_for(
+        self, upstream: str | None, target_stats: Stats | None, metrics: GateMetrics
+    ) -> tuple[tuple[Stats, ...], Histogram]:
+        """The Stats a request to `upstream` (a target key; None: none) counts towards and its latency cell
+        (`GateMetrics.cell(route, target)`), made once per target and kept in `cells`."""
+        found = self.cells.get(upstream)
+        if found is None:
+            found = self.cells[upstream] = (
+                (metrics.total, self.metrics, target_stats)
+                if target_stats is not None
+                else (metrics.total, self.metrics),
+                metrics.cell(self.name, upstream),
+            )
+        return found
+
     def targets(self, state: ProxyState) -> Sequence[TargetHealth]:
         if not self.services:
             return self.static_targets
