@@ -51,8 +51,8 @@ from gate.h1 import (
     RequestInfo,
     ResponseFraming,
     response_framing,
-    upstream_request_head,
 )
+from gate.h1heads import upstream_request_head
 from gate.metrics import Stats, record_request
 from gate.pages import error_page
 from gate.policies import Credentials, verify_password

@@ -34,9 +34,8 @@ from gate.h1 import (
     ResponseFraming,
     check_request,
     last_chunk,
-    response_head,
-    simple_response,
 )
+from gate.h1heads import response_head, simple_response
 from gate.pages import error_page
 from gate.pipeline import (
     ABORT_ACTIVE,

@@ -24,7 +24,7 @@ from core.workers import WorkerPool, default_workers
 from gate.accesslog import AccessBatch
 from gate.balancer import Cursor, HealthPolicy, TargetHealth
 from gate.config import GateConfig
-from gate.h1 import header_lines
+from gate.h1heads import header_lines
 from gate.metrics import GateMetrics, Histogram, Stats
 from gate.policies import AuthFailures, CompiledPolicies, RateLimiter, https_redirect, ip_in
 from gate.router import RouteTable
