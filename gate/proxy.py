@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, cast
 import httptools
 import structlog
 
+from gate._body_first import BodyFirst
 from gate.downstream import PAUSE_ERROR, PAUSE_PIPELINE
 from gate.exchange import Exchange
 from gate.h1 import (
@@ -308,12 +309,12 @@ class ClientConnection:
 
     def _resume_plain(self, rest: bytes) -> None:
         """Continue after a request whose Upgrade the gate dropped: a fresh parser for what follows; a body
-        of that request is parsed through a synthetic head of the same framing (see `_BodyFirst`)."""
+        of that request is parsed through a synthetic head of the same framing (see `gate._body_first.BodyFirst`)."""
         mode = self.plain_upgrade
         self.plain_upgrade = 0
         if mode == 2 and self.queue:
             info = self.queue[-1].info
-            self.parser = httptools.HttpRequestParser(_BodyFirst(self))
+            self.parser = httptools.HttpRequestParser(BodyFirst(self))
             framing = (
                 b"Transfer-Encoding: chunked" if info.chunked else b"Content-Length: %d" % (info.content_length or 0)
             )
@@ -582,39 +583,3 @@ class ClientConnection:
         self.closing = True
         if not self.queue and self.tunnel is None:
             self.close()
-
-
-class _BodyFirst:
-    """Parser callbacks for a connection whose request's Upgrade was dropped while it has a body: the
-    body (after a synthetic head carrying its framing) goes to that request, then everything is passed
-    through to the connection as usual. Rare (clients seldom ask for h2c with a body), so the extra
-    call per callback on such a connection does not matter."""
-
-    __slots__ = ("conn", "live")
-
-    def __init__(self, conn: ClientConnection) -> None:
-        self.conn = conn
-        self.live = False
-
-    def on_message_begin(self) -> None:
-        if self.live:
-            self.conn.on_message_begin()
-
-    def on_url(self, url: bytes) -> None:
-        if self.live:
-            self.conn.on_url(url)
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        if self.live:
-            self.conn.on_header(name, value)
-
-    def on_headers_complete(self) -> None:
-        if self.live:
-            self.conn.on_headers_complete()
-
-    def on_body(self, data: bytes) -> None:
-        self.conn.on_body(data)
-
-    def on_message_complete(self) -> None:
-        self.conn.on_message_complete()
-        self.live = True
