@@ -113,7 +113,7 @@ def timed_out(ex: Exchange, now: float) -> None:
     """The upstream's deadline passed (`Exchange.check_timeouts` checked): a 504, or the response broken off."""
     up = ex.up
     assert up is not None
-    ex.state.metrics.timeouts += 1
+    ex.state.metrics.count_timeout()
     t = up.target
     record_failure(t, now, ex.state.health_policy)
     log.info("upstream timed out", target=t.key, request_id=ex.request_id)

@@ -159,6 +159,19 @@ class GateMetrics:
         self.timeouts = 0
         self._cells: dict[tuple[str | None, str | None], Histogram] = {}
 
+    def connection_opened(self) -> None:
+        self.connections_open += 1
+        self.connections_total += 1
+
+    def connection_closed(self) -> None:
+        self.connections_open -= 1
+
+    def count_protocol_error(self) -> None:
+        self.protocol_errors += 1
+
+    def count_timeout(self) -> None:
+        self.timeouts += 1
+
     def route(self, name: str) -> Stats:
         s = self.routes.get(name)
         if s is None:

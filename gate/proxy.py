@@ -151,8 +151,7 @@ class ClientConnection:
         t.set_write_buffer_limits(self.config.high_water_bytes, self.config.low_water_bytes)
         self.state.clients.add(self)
         m = self.state.metrics
-        m.connections_open += 1
-        m.connections_total += 1
+        m.connection_opened()
         self.set_deadline(D_HEADER, self.config.header_timeout_s)
         if self.state.draining:
             self.closing = True
@@ -215,7 +214,7 @@ class ClientConnection:
         self.closed = True
         st = self.state
         st.clients.discard(self)
-        st.metrics.connections_open -= 1
+        st.metrics.connection_closed()
         if st.drained is not None and not st.clients:
             st.drained.set()
         if self.tunnel is not None:
@@ -501,7 +500,7 @@ class ClientConnection:
     def protocol_error(self, err: HttpError) -> None:
         """The client sent something we refuse. Answer it (in order, after earlier responses) and close."""
         if err.status != 408:
-            self.state.metrics.protocol_errors += 1
+            self.state.metrics.count_protocol_error()
         self.pause_reading_for(PAUSE_ERROR)
         queue = self.queue
         turn = on_error(len(queue), bool(queue) and queue[-1].request_complete)
@@ -531,7 +530,7 @@ class ClientConnection:
     def check_timeouts(self, now: float) -> None:
         """Called by the sweeper: act on a passed deadline."""
         if self.write_deadline and now >= self.write_deadline:
-            self.state.metrics.timeouts += 1
+            self.state.metrics.count_timeout()
             log.info("client stopped reading; closing", client_ip=self.client_ip)
             self.abort()
             return
@@ -541,13 +540,13 @@ class ClientConnection:
             if kind == D_IDLE:
                 self.close()
             elif kind == D_HEADER:
-                self.state.metrics.timeouts += 1
+                self.state.metrics.count_timeout()
                 if self._head_bytes or self._url:
                     self.protocol_error(HttpError(408, "the request head was not received in time"))
                 else:
                     self.close()
             elif kind == D_BODY:
-                self.state.metrics.timeouts += 1
+                self.state.metrics.count_timeout()
                 self.protocol_error(HttpError(408, "the request body stalled"))
         if self.queue:
             self.queue[0].check_timeouts(now)
