@@ -44,6 +44,7 @@ from pathlib import Path
 # The modules every proxied request runs through (HTTP/1.1, and HTTP/2 with its front end). One line per module.
 COMPILED = (
     "gate.h1",
+    "gate.h1heads",
     "gate.exchange",
     "gate.proxy",
     "gate.upstream",

@@ -54,6 +54,18 @@ def record_failure(t: TargetHealth, now: float, policy: HealthPolicy) -> bool:
     return False
 
 
+def begin_request(t: TargetHealth) -> None:
+    """A request to `t` is in flight (least-connections reads `active`)."""
+    t.active += 1
+
+
+def end_request(t: TargetHealth, success: bool) -> None:
+    """The request to `t` is over; `success`: it got a whole response (resets the failure count)."""
+    t.active -= 1
+    if success:
+        record_success(t)
+
+
 def record_success(t: TargetHealth) -> None:
     if not (t.failures or t.ejections or t.ejected_until):
         return

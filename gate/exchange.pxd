@@ -3,7 +3,9 @@
 cimport cython
 
 from gate.admission cimport decide, route
-from gate.h1 cimport RequestInfo, ResponseFraming, response_framing, upstream_request_head
+from gate.balancer cimport begin_request, end_request
+from gate.h1 cimport RequestInfo, ResponseFraming, response_framing
+from gate.h1heads cimport upstream_request_head
 from gate.metrics cimport record_request
 from gate.state cimport ProxyState, RouteRuntime
 

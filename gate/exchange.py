@@ -4,12 +4,14 @@ passive health), request body streaming, response streaming, upgrade tunnels, ac
 Theory of operation: `start()` asks the pure admission core (`gate.admission`: `route`, then `decide`)
 whether the gate answers itself (ACME token, 404, 405, policy verdict, 429, 413), serves a static file or
 proxies, and carries that out — a Basic-auth password not seen before is checked by bcrypt in the worker
-pool (`_verify`) while the exchange waits, then `admit()` asks again.
+pool (`gate._auth_io`) while the exchange waits, then `admit()` asks again.
 Proxying takes a warm pooled connection when there is one (no task, no await) and otherwise dials in a
-task. Body bytes that arrive before the upstream is attached are buffered up to the high-water mark,
-after which the client is paused. The response head and body are appended to the downstream's `out`
-and written once per upstream read. Every path ends in exactly one `_account()` (metrics and access
-log) guarded by `finished`.
+task. The rarer upstream events — a failed dial (failover), an invalid or lost response (the stale-
+connection retry), a timeout, a `101` — are handled in `gate._upstream_events`, the exchange's own code
+split out by size, like the static-file half in `gate._static_io`. Body bytes that arrive before the
+upstream is attached are buffered up to the high-water mark, after which the client is paused. The
+response head and body are appended to the downstream's `out` and written once per upstream read.
+Every path ends in exactly one `_account()` (metrics and access log) guarded by `finished`.
 
 The exchange talks to its downstream and its upstream connection only through the Protocols of
 `gate.downstream` (`Downstream`, `UpstreamLink`), so an HTTP/2 stream can be a downstream too; it
@@ -18,31 +20,25 @@ reads their fields and changes them only by calling their methods.
 
 from __future__ import annotations
 
-import asyncio
-from functools import partial
 from typing import TYPE_CHECKING
 
 import structlog
 
-from core.errors import Unavailable
+from gate._auth_io import verify
 from gate._h2rules import request_last_chunk
 from gate._static_io import serve_static
-from gate._upgrade import switch_matches
+from gate._upstream_events import connect, switched, timed_out, upstream_failed, upstream_lost
 from gate.admission import (
     MAX_ATTEMPTS,
     PROXY,
     STATIC,
     Answer,
     decide,
-    fail_over,
-    loss_counts_against,
     no_target,
-    retry_stale,
     route,
     too_large,
-    too_many,
 )
-from gate.balancer import TargetHealth, pick, record_failure, record_success
+from gate.balancer import TargetHealth, begin_request, end_request, pick, record_failure
 from gate.downstream import PAUSE_BUFFERED
 from gate.h1 import (
     IDEMPOTENT,
@@ -51,11 +47,11 @@ from gate.h1 import (
     RequestInfo,
     ResponseFraming,
     response_framing,
-    upstream_request_head,
 )
+from gate.h1heads import upstream_request_head
 from gate.metrics import Stats, record_request
 from gate.pages import error_page
-from gate.policies import Credentials, verify_password
+from gate.policies import Credentials
 
 if TYPE_CHECKING:
     from gate.downstream import Downstream, UpstreamLink
@@ -192,7 +188,7 @@ class Exchange:
         rt = snap.runtimes[r.id]
         self.rt = rt
         self.upstream_target = upstream_target
-        rt.metrics.active += 1
+        rt.metrics.enter()
         self.admit(False)
 
     def admit(self, checked: bool = True) -> None:
@@ -208,7 +204,7 @@ class Exchange:
                 assert rt.static_root is not None
                 serve_static(self, rt.static_root, rt.route.spec.static_spa)
             elif type(d) is Credentials:
-                self._verify(d)  # suspended until a worker has checked the password; then `admit()` again
+                verify(self, d)  # suspended until a worker has checked the password; then `admit()` again
             else:
                 assert isinstance(d, Answer)
                 self.answer(d)
@@ -226,43 +222,6 @@ class Exchange:
         self.choose()
 
     # --- Basic auth off the loop ---------------------------------------------------------------------
-
-    def _verify(self, cred: Credentials) -> None:
-        """Check a password in the worker pool; the exchange waits (its connection keeps reading and
-        buffering the body under back-pressure, other connections are unaffected) and `_verified` resumes."""
-        st = self.state
-        wait = st.auth_failures.attempt(self.client.client_ip, st.clock())
-        if wait > 0:
-            self.answer(too_many(wait, "too many wrong passwords from your address; wait before trying again"))
-            return
-        try:
-            fut = st.workers.submit(verify_password, cred.password, cred.stored)
-        except Unavailable:  # PoolBusy (full) or PoolStopped (shutting down): never queue without bound
-            st.auth_failures.succeeded(self.client.client_ip, st.clock())  # not checked: not a failure
-            log.warning("basic auth refused: worker pool full", request_id=self.request_id)
-            self.error(503, "the server is busy checking passwords; retry shortly", headers=((b"Retry-After", b"1"),))
-            return
-        fut.add_done_callback(partial(self._verified, cred))
-
-    def _verified(self, cred: Credentials, fut: asyncio.Future[bool]) -> None:
-        st = self.state
-        ok = not fut.cancelled() and fut.exception() is None and fut.result()
-        ip = self.client.client_ip
-        rt = self.rt
-        if ok:
-            st.auth_failures.succeeded(ip, st.clock())
-            if rt is not None:
-                rt.policies.remember(cred)
-        if self.finished or self.client.closed or rt is None:
-            return  # the client left meanwhile (its failure still counted)
-        if fut.cancelled():
-            self.error(503, "the server is shutting down", headers=((b"Retry-After", b"1"),))
-        elif ok:
-            self.admit()
-        else:
-            verdict = rt.policies.unauthorized()
-            self.error(verdict.status, verdict.message, headers=verdict.headers)
-        self.client.flush()
 
     def choose(self) -> None:
         st = self.state
@@ -292,45 +251,7 @@ class Exchange:
         if pool.at_limit(t):
             self.error(503, "the upstream has too many open connections", headers=((b"Retry-After", b"1"),))
             return
-        st.tasks.spawn("connect", self._connect(t))
-
-    async def _connect(self, t: TargetHealth) -> None:
-        st = self.state
-        if self.finished or self.client.closed:
-            # Gone before this task's first step: an HTTP/2 stream reset in the same read as its HEADERS
-            # (rapid reset) dials nothing, instead of leaving the origin one more pooled connection.
-            self.force_new = False
-            return
-        try:
-            conn = await st.pool.open(t, st.config.connect_timeout_s)
-        except TimeoutError:
-            self._connect_failed(t, 504, "the upstream did not accept the connection in time")
-            return
-        except OSError as e:
-            self._connect_failed(t, 502, f"the upstream refused the connection ({e.strerror or e})")
-            return
-        finally:
-            self.force_new = False
-        if self.finished or self.client.closed:
-            st.pool.release(conn)
-            return
-        self.attach(conn)
-        self.client.flush()
-
-    def _connect_failed(self, t: TargetHealth, status: int, message: str) -> None:
-        st = self.state
-        if record_failure(t, st.clock(), st.health_policy):
-            log.warning("upstream ejected", target=t.key, until_s=round(t.ejected_until - st.clock(), 1))
-        log.info("upstream connect failed", target=t.key, status=status, reason=message, request_id=self.request_id)
-        if self.finished or self.client.closed:
-            return
-        self.tried = [*self.tried, t]
-        if self.rt is not None and fail_over(self.tried, self.rt.targets(st), st.clock()):
-            self.choose()
-            self.client.flush()
-            return
-        self.error(status, message)
-        self.client.flush()
+        st.tasks.spawn("connect", connect(self, t))
 
     # --- proxying the request -------------------------------------------------------------------------
 
@@ -341,13 +262,13 @@ class Exchange:
         self.up = conn
         t = conn.target
         self.target = t
-        t.active += 1
+        begin_request(t)
         key = self.upstream_key = t.key
         ts = st.metrics.targets.get(key)
         if ts is None:
             ts = st.metrics.target(key)
         self.target_stats = ts
-        ts.active += 1
+        ts.enter()
         if now is None:
             now = st.clock()
         self.up_started = st.timer()
@@ -494,7 +415,7 @@ class Exchange:
         if framing.upstream_close and self.up is not None:
             self.up.refuse_reuse()
         if client.closing or self.info.upgrade is not None or not self.req_ended:
-            framing.close_after = True
+            framing.close_after_response()
         self.framing = framing
         self.status = status
         scheme = client.scheme
@@ -532,35 +453,8 @@ class Exchange:
         client.response_done(self, framing.close_after if framing is not None else True)
 
     def on_upstream_upgrade(self, rest: bytes) -> None:
-        """The upstream answered 101: relay it and turn both connections into a raw tunnel."""
-        up = self.up
-        client = self.client
-        if up is None or self.finished:
-            return
-        if self.info.upgrade is None or self.status != 101:
-            self.on_upstream_failed(up, HttpError(502, "the upstream switched protocols unasked"), protocol_error=True)
-            return
-        if not switch_matches(self.info.upgrade, self.headers_101):
-            # A tunnel to a protocol the client did not ask for (h2c, say) would carry requests past the
-            # route's rules: refused, both connections closed, nothing relayed. Not counted against the
-            # upstream's health: the client chose what to ask for.
-            log.warning(
-                "upstream switched to a protocol not asked for",
-                target=up.target.key,
-                asked=self.info.upgrade.decode("latin-1"),
-                request_id=self.request_id,
-            )
-            self._drop_upstream(failed=False)
-            self.error(502, "the upstream switched to a protocol the client did not ask for", close=True)
-            return
-        client.send_switch(list(self.headers_101), self.info.upgrade, rest)
-        self.response_started = True
-        self.upstream_ms = (self.state.timer() - self.up_started) * 1000
-        up.start_tunnel(client)
-        client.start_tunnel(up)
-        if self.tunnel_buf:
-            up.write(b"".join(self.tunnel_buf))
-            self.tunnel_buf = ()
+        """The upstream answered 101 (`gate._upstream_events.switched`: a raw tunnel, or refused)."""
+        switched(self, rest)
 
     def tunnel_finished(self) -> None:
         if not self.finished:
@@ -569,61 +463,17 @@ class Exchange:
             self._account()
 
     def on_upstream_failed(self, conn: UpstreamLink | None, exc: BaseException, *, protocol_error: bool) -> None:
-        """The upstream sent something unparseable or ambiguous."""
-        if conn is not None and conn is self.up:
-            log.warning("invalid upstream response", target=conn.target.key, error=str(exc), request_id=self.request_id)
-            self._drop_upstream(failed=True)
-        if self.finished:
-            return
-        if not self.response_started:
-            self.error(502, "the upstream sent an invalid response")
-        else:
-            self._account()
-            self.client.abort()
+        """The upstream sent something unparseable or ambiguous (`gate._upstream_events.upstream_failed`)."""
+        upstream_failed(self, conn, exc, protocol_error=protocol_error)
 
     def on_upstream_lost(self, conn: UpstreamLink, exc: Exception | None) -> None:
-        if conn is not self.up or self.finished:
-            return
-        framing = self.framing
-        if self.response_started and framing is not None:
-            if framing.body and framing.content_length is None and not framing.chunked_in and exc is None:
-                conn.refuse_reuse()
-                self.on_response_end()  # a close-delimited body ends here
-                self.client.flush()
-                return
-            self._drop_upstream(failed=False)
-            self._account()
-            self.client.flush()
-            self.client.abort()
-            return
-        self._drop_upstream(failed=False)
-        t = conn.target
-        if retry_stale(conn.requests, self.retry_ok, self.retried_stale):
-            # A pooled connection the upstream had closed just as we sent: try once on a fresh one.
-            self.retried_stale = True
-            self.force_new = True
-            self.state.tasks.spawn("reconnect", self._connect(t))
-            return
-        if loss_counts_against(self.req_ended) and record_failure(t, self.state.clock(), self.state.health_policy):
-            log.warning("upstream ejected", target=t.key)
-        self.error(502, "the upstream closed the connection without answering")
-        self.client.flush()
+        """The upstream connection closed (`gate._upstream_events.upstream_lost`: retry, end, or an error)."""
+        upstream_lost(self, conn, exc)
 
     def check_timeouts(self, now: float) -> None:
         up = self.up
-        if up is None or not up.deadline or now < up.deadline:
-            return
-        self.state.metrics.timeouts += 1
-        t = up.target
-        record_failure(t, now, self.state.health_policy)
-        log.info("upstream timed out", target=t.key, request_id=self.request_id)
-        self._drop_upstream(failed=False)
-        if not self.response_started:
-            self.error(504, "the upstream did not answer in time")
-            self.client.flush()
-        else:
-            self._account()
-            self.client.abort()
+        if up is not None and up.deadline and now >= up.deadline:
+            timed_out(self, now)
 
     def pause_upstream(self) -> None:
         up = self.up
@@ -719,11 +569,10 @@ class Exchange:
     def _release_target(self, success: bool) -> None:
         t = self.target
         if t is not None:
-            t.active -= 1
-            if success:
-                record_success(t)
-            if self.target_stats is not None:
-                self.target_stats.active -= 1
+            end_request(t, success)
+            ts = self.target_stats
+            if ts is not None:
+                ts.leave()
             self.target = None
 
     def _drop_upstream(self, *, failed: bool) -> None:
@@ -751,16 +600,9 @@ class Exchange:
         if ts is not None:
             upstream = self.upstream_key
         if rt is not None:
-            rt.metrics.active -= 1
+            rt.metrics.leave()
             route_name = rt.name
-            # The Stats this request counts towards and its latency cell, per (route, target): made once.
-            found = rt.cells.get(upstream)
-            if found is None:
-                found = rt.cells[upstream] = (
-                    (metrics.total, rt.metrics, ts) if ts is not None else (metrics.total, rt.metrics),
-                    metrics.cell(route_name, upstream),
-                )
-            stats, cell = found
+            stats, cell = rt.stats_for(upstream, ts, metrics)
         else:
             stats = (metrics.total, ts) if ts is not None else (metrics.total,)
             cell = metrics.cell(None, upstream)

@@ -14,6 +14,8 @@ cdef class ResponseFraming:
     cdef public object content_length, connection_drop, lines
     cdef public bint body, chunked_in, chunked_out, close_after, keep_alive_header, upstream_close
 
+    cpdef close_after_response(self)
+
 
 @cython.locals(kind=Py_ssize_t, repeated=Py_ssize_t, lines=list, seen=dict, name=bytes, value=bytes, cl=bytes, te=bytes,
                host_header=bytes, expect=bytes, upgrade=bytes, target=bytes, hop=bytes)
@@ -24,24 +26,3 @@ cpdef RequestInfo check_request(bytes method, bytes url, str version, list heade
                no_body=bint, ka10=bint)
 cpdef ResponseFraming response_framing(int status, list headers, bytes request_method, str client_version,
                                        bint client_keep_alive, render=*)
-
-
-@cython.locals(out=list, name=bytes, value=bytes, n=bytes, lines=list, i=Py_ssize_t)
-cpdef bytes upstream_request_head(bytes method, str target, list headers, RequestInfo info, str client_ip, str proto,
-                                  bytes request_id, bint trusted, set_headers=*, remove_headers=*, bytes set_lines=*)
-
-
-@cython.locals(out=list, name=bytes, value=bytes)
-cpdef bytes response_head(int status, bytes reason, list headers, ResponseFraming framing, extra=*, remove=*, via=*,
-                          bytes extra_lines=*, bint scanned=*)
-
-
-cpdef bytes content_length_line(length)
-
-
-@cython.locals(key=tuple, found=bytes)
-cpdef bytes forwarding_block(host_header, client_ip, proto)
-
-
-@cython.locals(key=tuple, line=bytes)
-cpdef bytes status_line(status, reason)

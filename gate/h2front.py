@@ -123,8 +123,7 @@ class H2Front(asyncio.Protocol):
         transport.set_write_buffer_limits(self.high_water, self.low_water)  # type: ignore[attr-defined]
         st = self.state
         st.clients.add(self)
-        st.metrics.connections_open += 1
-        st.metrics.connections_total += 1
+        st.metrics.connection_opened()
         self.h2.initiate_connection()
         self.h2.increment_flow_control_window(CONNECTION_WINDOW - 65535)
         self.deadline = st.clock() + self.config.header_timeout_s
@@ -170,7 +169,7 @@ class H2Front(asyncio.Protocol):
         try:
             events = self.h2.receive_data(data)
         except ProtocolError as e:
-            self.state.metrics.protocol_errors += 1
+            self.state.metrics.count_protocol_error()
             log.info("http/2 protocol error; closing", client_ip=self.client_ip, error=str(e) or type(e).__name__)
             self._fatal()
             return
@@ -236,7 +235,7 @@ class H2Front(asyncio.Protocol):
         self.closed = True
         st = self.state
         st.clients.discard(self)
-        st.metrics.connections_open -= 1
+        st.metrics.connection_closed()
         for s in list(self.streams.values()):
             s.connection_gone()
             if s.ex is not None:
@@ -279,7 +278,7 @@ class H2Front(asyncio.Protocol):
                 ev.headers, ended=ended, max_count=c.max_header_count, max_path_bytes=c.max_request_line_bytes
             )
         except HttpError as e:
-            st.metrics.protocol_errors += 1
+            st.metrics.count_protocol_error()
             rid = st.request_id()
             body, ctype = error_page(e.status, e.message, rid, code=e.code)
             s.send_simple(
@@ -413,7 +412,7 @@ class H2Front(asyncio.Protocol):
         self._close_after_flush()
 
     def _calm(self, why: str) -> None:
-        self.state.metrics.protocol_errors += 1
+        self.state.metrics.count_protocol_error()
         log.warning("http/2 flood; closing", reason=why, client_ip=self.client_ip)
         try:
             self.h2.close_connection(ErrorCodes.ENHANCE_YOUR_CALM)
@@ -425,7 +424,7 @@ class H2Front(asyncio.Protocol):
 
     def check_timeouts(self, now: float) -> None:
         if self.write_deadline and now >= self.write_deadline:
-            self.state.metrics.timeouts += 1
+            self.state.metrics.count_timeout()
             log.info("client stopped reading; closing", client_ip=self.client_ip, protocol="HTTP/2")
             self.abort()
             return
@@ -439,7 +438,7 @@ class H2Front(asyncio.Protocol):
             if ex is None:
                 continue
             if not s.req_ended and not s.paused and now - s.last_data > body_limit and not ex.finished:
-                self.state.metrics.timeouts += 1
+                self.state.metrics.count_timeout()
                 ex.on_request_aborted(HttpError(408, "the request body stalled"))
                 continue
             ex.check_timeouts(now)

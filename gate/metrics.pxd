@@ -19,6 +19,9 @@ cdef class Stats:
     cdef public list by_class, cells
     cdef public Histogram latency
 
+    cpdef enter(self)
+    cpdef leave(self)
+
 
 @cython.locals(s=Stats, cls=Py_ssize_t)
 cpdef record_request(tuple stats, Histogram cell, Py_ssize_t status, Py_ssize_t bytes_in, Py_ssize_t bytes_out,

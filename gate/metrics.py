@@ -91,6 +91,14 @@ class Stats:
         self.latency = Histogram()
         self.cells: list[Histogram] = []
 
+    def enter(self) -> None:
+        """A request counted here is now in flight (`active`)."""
+        self.active += 1
+
+    def leave(self) -> None:
+        """A request counted here is no longer in flight."""
+        self.active -= 1
+
     def record(self, status: int, bytes_in: int, bytes_out: int, ms: float, now: float) -> None:
         record_request((self,), self.latency, status, bytes_in, bytes_out, ms, now)
 
@@ -150,6 +158,19 @@ class GateMetrics:
         self.protocol_errors = 0
         self.timeouts = 0
         self._cells: dict[tuple[str | None, str | None], Histogram] = {}
+
+    def connection_opened(self) -> None:
+        self.connections_open += 1
+        self.connections_total += 1
+
+    def connection_closed(self) -> None:
+        self.connections_open -= 1
+
+    def count_protocol_error(self) -> None:
+        self.protocol_errors += 1
+
+    def count_timeout(self) -> None:
+        self.timeouts += 1
 
     def route(self, name: str) -> Stats:
         s = self.routes.get(name)

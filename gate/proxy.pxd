@@ -4,7 +4,8 @@ cimport cython
 
 from gate.exchange cimport Exchange
 from gate.pipeline cimport after_response, on_error, on_request
-from gate.h1 cimport ResponseFraming, check_request, response_head
+from gate.h1 cimport ResponseFraming, check_request
+from gate.h1heads cimport response_head
 from gate.state cimport ProxyState
 
 

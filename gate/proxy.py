@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, cast
 import httptools
 import structlog
 
+from gate._body_first import BodyFirst
 from gate.downstream import PAUSE_ERROR, PAUSE_PIPELINE
 from gate.exchange import Exchange
 from gate.h1 import (
@@ -34,9 +35,8 @@ from gate.h1 import (
     ResponseFraming,
     check_request,
     last_chunk,
-    response_head,
-    simple_response,
 )
+from gate.h1heads import response_head, simple_response
 from gate.pages import error_page
 from gate.pipeline import (
     ABORT_ACTIVE,
@@ -151,8 +151,7 @@ class ClientConnection:
         t.set_write_buffer_limits(self.config.high_water_bytes, self.config.low_water_bytes)
         self.state.clients.add(self)
         m = self.state.metrics
-        m.connections_open += 1
-        m.connections_total += 1
+        m.connection_opened()
         self.set_deadline(D_HEADER, self.config.header_timeout_s)
         if self.state.draining:
             self.closing = True
@@ -215,7 +214,7 @@ class ClientConnection:
         self.closed = True
         st = self.state
         st.clients.discard(self)
-        st.metrics.connections_open -= 1
+        st.metrics.connection_closed()
         if st.drained is not None and not st.clients:
             st.drained.set()
         if self.tunnel is not None:
@@ -309,12 +308,12 @@ class ClientConnection:
 
     def _resume_plain(self, rest: bytes) -> None:
         """Continue after a request whose Upgrade the gate dropped: a fresh parser for what follows; a body
-        of that request is parsed through a synthetic head of the same framing (see `_BodyFirst`)."""
+        of that request is parsed through a synthetic head of the same framing (see `gate._body_first.BodyFirst`)."""
         mode = self.plain_upgrade
         self.plain_upgrade = 0
         if mode == 2 and self.queue:
             info = self.queue[-1].info
-            self.parser = httptools.HttpRequestParser(_BodyFirst(self))
+            self.parser = httptools.HttpRequestParser(BodyFirst(self))
             framing = (
                 b"Transfer-Encoding: chunked" if info.chunked else b"Content-Length: %d" % (info.content_length or 0)
             )
@@ -501,7 +500,7 @@ class ClientConnection:
     def protocol_error(self, err: HttpError) -> None:
         """The client sent something we refuse. Answer it (in order, after earlier responses) and close."""
         if err.status != 408:
-            self.state.metrics.protocol_errors += 1
+            self.state.metrics.count_protocol_error()
         self.pause_reading_for(PAUSE_ERROR)
         queue = self.queue
         turn = on_error(len(queue), bool(queue) and queue[-1].request_complete)
@@ -531,7 +530,7 @@ class ClientConnection:
     def check_timeouts(self, now: float) -> None:
         """Called by the sweeper: act on a passed deadline."""
         if self.write_deadline and now >= self.write_deadline:
-            self.state.metrics.timeouts += 1
+            self.state.metrics.count_timeout()
             log.info("client stopped reading; closing", client_ip=self.client_ip)
             self.abort()
             return
@@ -541,13 +540,13 @@ class ClientConnection:
             if kind == D_IDLE:
                 self.close()
             elif kind == D_HEADER:
-                self.state.metrics.timeouts += 1
+                self.state.metrics.count_timeout()
                 if self._head_bytes or self._url:
                     self.protocol_error(HttpError(408, "the request head was not received in time"))
                 else:
                     self.close()
             elif kind == D_BODY:
-                self.state.metrics.timeouts += 1
+                self.state.metrics.count_timeout()
                 self.protocol_error(HttpError(408, "the request body stalled"))
         if self.queue:
             self.queue[0].check_timeouts(now)
@@ -583,39 +582,3 @@ class ClientConnection:
         self.closing = True
         if not self.queue and self.tunnel is None:
             self.close()
-
-
-class _BodyFirst:
-    """Parser callbacks for a connection whose request's Upgrade was dropped while it has a body: the
-    body (after a synthetic head carrying its framing) goes to that request, then everything is passed
-    through to the connection as usual. Rare (clients seldom ask for h2c with a body), so the extra
-    call per callback on such a connection does not matter."""
-
-    __slots__ = ("conn", "live")
-
-    def __init__(self, conn: ClientConnection) -> None:
-        self.conn = conn
-        self.live = False
-
-    def on_message_begin(self) -> None:
-        if self.live:
-            self.conn.on_message_begin()
-
-    def on_url(self, url: bytes) -> None:
-        if self.live:
-            self.conn.on_url(url)
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        if self.live:
-            self.conn.on_header(name, value)
-
-    def on_headers_complete(self) -> None:
-        if self.live:
-            self.conn.on_headers_complete()
-
-    def on_body(self, data: bytes) -> None:
-        self.conn.on_body(data)
-
-    def on_message_complete(self) -> None:
-        self.conn.on_message_complete()
-        self.live = True

@@ -3,17 +3,21 @@
 cimport cython
 
 from gate.accesslog cimport AccessBatch
+from gate.metrics cimport Stats
 
 
 @cython.final
 cdef class RouteRuntime:
-    cdef public object balance, cursor, limiter, max_body, methods, metrics, name, policies, req_set_lines, route
+    cdef public object balance, cursor, limiter, max_body, methods, name, policies, req_set_lines, route
     cdef public object req_set_base
     cdef public object static_root
+    cdef public Stats metrics
     cdef public dict cells, resp_extra, resp_lines
     cdef public list services, static_targets
     cdef public double timeout_s
     cdef public Py_ssize_t buffer_bytes
+
+    cpdef tuple stats_for(self, upstream, target_stats, metrics)
 
 
 @cython.final

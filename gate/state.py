@@ -24,7 +24,7 @@ from core.workers import WorkerPool, default_workers
 from gate.accesslog import AccessBatch
 from gate.balancer import Cursor, HealthPolicy, TargetHealth
 from gate.config import GateConfig
-from gate.h1 import header_lines
+from gate.h1heads import header_lines
 from gate.metrics import GateMetrics, Histogram, Stats
 from gate.policies import AuthFailures, CompiledPolicies, RateLimiter, https_redirect, ip_in
 from gate.router import RouteTable
@@ -101,6 +101,21 @@ class RouteRuntime:
                 self.services.append(t)
             else:
                 self.static_targets.append(state.target(t[0], t[1]))
+
+    def stats_for(
+        self, upstream: str | None, target_stats: Stats | None, metrics: GateMetrics
+    ) -> tuple[tuple[Stats, ...], Histogram]:
+        """The Stats a request to `upstream` (a target key; None: none) counts towards and its latency cell
+        (`GateMetrics.cell(route, target)`), made once per target and kept in `cells`."""
+        found = self.cells.get(upstream)
+        if found is None:
+            found = self.cells[upstream] = (
+                (metrics.total, self.metrics, target_stats)
+                if target_stats is not None
+                else (metrics.total, self.metrics),
+                metrics.cell(self.name, upstream),
+            )
+        return found
 
     def targets(self, state: ProxyState) -> Sequence[TargetHealth]:
         if not self.services:

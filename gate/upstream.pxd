@@ -19,6 +19,11 @@ cdef class UpstreamConnection:
     cdef public bint closed, keep_alive, _counted_out
     cdef public Py_ssize_t requests
 
+    cpdef resume_reading(self)
+    cpdef detach(self)
+    cpdef park(self, double now)
+    cpdef bint count_out(self)
+
 
 @cython.final
 cdef class UpstreamPool:

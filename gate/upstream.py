@@ -211,6 +211,24 @@ class UpstreamConnection:
         self.deadline = 0.0
         self.tunnel = client
 
+    def detach(self) -> None:
+        """The exchange is done with this connection: no exchange, no deadline (before pooling or closing)."""
+        self.exchange = None
+        self.deadline = 0.0
+
+    def park(self, now: float) -> None:
+        """Idle in the pool from `now`; reading, since its exchange may have paused reading for a slow
+        client and finished before resuming (an idle connection reads the origin closing it)."""
+        self.idle_since = now
+        self.resume_reading()
+
+    def count_out(self) -> bool:
+        """Whether the pool still counts this (closed) connection as open: True once, then False."""
+        if self._counted_out:
+            return False
+        self._counted_out = True
+        return True
+
     def finish(self, reuse: bool) -> None:
         if reuse and self.keep_alive:
             self.pool.release(self)  # (which also forgets the exchange)
@@ -298,8 +316,7 @@ class UpstreamPool:
 
     def release(self, conn: UpstreamConnection) -> None:
         """Back to the pool after a cleanly finished exchange (or closed if it cannot be reused)."""
-        conn.exchange = None
-        conn.deadline = 0.0
+        conn.detach()
         if conn.closed or not conn.keep_alive:
             conn.close()
             return
@@ -307,17 +324,13 @@ class UpstreamPool:
         if len(lst) >= self.max_idle:
             conn.close()
             return
-        conn.idle_since = self.clock()
-        # Its exchange may have paused reading for a slow client and finished before resuming: an idle
-        # connection reads (the next response; the origin closing it).
-        conn.resume_reading()
+        conn.park(self.clock())
         lst.append(conn)
 
     def forget(self, conn: UpstreamConnection) -> None:
         """Called once a connection is closed (idempotent)."""
-        if conn._counted_out:
+        if not conn.count_out():
             return
-        conn._counted_out = True
         key = conn.target.key
         self.open_count[key] = max(0, self.open_count.get(key, 0) - 1)
         lst = self.idle.get(key)

@@ -13,6 +13,7 @@ what is in the files. Timestamps are clamped so a service's lines only move forw
 what lets a query trust block order. Only this thread writes files or the index; retention runs here
 too, so a file is never deleted under a write. After each commit, batches of services someone is
 tailing are handed to `on_written` (which must be thread-safe: the service posts them to the loop).
+Opening runs the crash recovery of `logbus.recovery` (index brought in line with the files, torn tails mended).
 """
 
 from __future__ import annotations
@@ -26,16 +27,17 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import structlog
 
 from core.clock import Clock
 from logbus.config import LogbusConfig
-from logbus.format import day_of, file_name, parse_file_name, parse_iso, round_ts
+from logbus.format import day_of, file_name, round_ts
 from logbus.index import connect
 from logbus.intake import Intake
-from logbus.records import chunk_header, complete_prefix, cut_blocks, expand, parse_header, segments
+from logbus.records import chunk_header, expand
+from logbus.recovery import recover
 from logbus.retention import FileStat, plan_retention
 
 log = structlog.get_logger("logbus.writer")
@@ -124,7 +126,7 @@ class LogWriter:
         """Create the directory and index, and bring the index in line with the files (crash recovery)."""
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._db = connect(self.db_path)
-        self._recover()
+        recover(self._db, self.dir, self.cfg.block_bytes)
 
     def start(self) -> None:
         self._next_retention = self.clock.monotonic() + self.cfg.retention_interval_s
@@ -472,110 +474,6 @@ class LogWriter:
             log.info("log retention deleted files", files=removed)
         return removed
 
-    # --- recovery ------------------------------------------------------------------------------
-
-    def _recover(self) -> None:
-        db = self._db
-        assert db is not None
-        known: set[tuple[str, str]] = set()
-        for file_id, service, name in db.execute("SELECT id, service, name FROM files").fetchall():
-            path = self.dir / service / name
-            if not path.exists():
-                db.execute("DELETE FROM files WHERE id = ?", (file_id,))
-                db.execute("DELETE FROM blocks WHERE file_id = ?", (file_id,))
-                continue
-            known.add((service, name))
-            end = db.execute('SELECT COALESCE(MAX("end"), 0) FROM blocks WHERE file_id = ?', (file_id,)).fetchone()[0]
-            size = path.stat().st_size
-            if size < end:  # truncated behind our back: forget the blocks past the end
-                db.execute('DELETE FROM blocks WHERE file_id = ? AND "end" > ?', (file_id, size))
-                end = db.execute('SELECT COALESCE(MAX("end"), 0) FROM blocks WHERE file_id = ?', (file_id,)).fetchone()[
-                    0
-                ]
-            if size != end:
-                self._index_range(file_id, service, path, end)
-        for d in sorted(p for p in self.dir.iterdir() if p.is_dir()):
-            # In (day, seq) order, so file ids (which order a service's blocks) follow time.
-            found = sorted((parsed, path) for path in d.iterdir() if (parsed := parse_file_name(path.name)))
-            for parsed, path in found:
-                if (d.name, path.name) in known:
-                    continue
-                cur = db.execute(
-                    "INSERT INTO files (service, name, day, seq) VALUES (?, ?, ?, ?)",
-                    (d.name, path.name, parsed[0], parsed[1]),
-                )
-                assert cur.lastrowid is not None
-                self._index_range(cur.lastrowid, d.name, path, 0)
-                log.info("indexed log file found on disk", service=d.name, file=path.name)
-
-    def _index_range(self, file_id: int, service: str, path: Path, start: int) -> None:
-        """Index the records of `path` from `start` (a record boundary) to its end, in blocks of about
-        `block_bytes`. A torn write at the end (the process died mid-write) is mended first: an
-        unterminated last line gets its newline, a chunk cut short gets the length of what it holds."""
-        db = self._db
-        assert db is not None
-        with open(path, "r+b") as f:
-            size = f.seek(0, os.SEEK_END)
-            fallback = path.stat().st_mtime
-            want = max(4 * self.cfg.block_bytes, 1 << 20)
-            pos = start
-            while pos < size:
-                f.seek(pos)
-                buf = f.read(want)
-                segs = segments(buf)
-                end = complete_prefix(buf, segs)
-                if end == 0:
-                    if pos + len(buf) < size:
-                        want *= 2  # one record longer than the read
-                    else:
-                        size = _mend_tail(f, pos, buf)
-                    continue
-                for c in cut_blocks(buf, segs, end, self.cfg.block_bytes):
-                    first = _ts_or(c.first_ts, fallback)
-                    db.execute(
-                        'INSERT INTO blocks (file_id, service, start, "end", first_ts, last_ts, lines) '
-                        "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        (
-                            file_id,
-                            service,
-                            pos + c.start,
-                            pos + c.end,
-                            first,
-                            max(first, _ts_or(c.last_ts, first)),
-                            c.lines,
-                        ),
-                    )
-                pos += end
-        row = db.execute(
-            'SELECT MIN(first_ts), MAX(last_ts), COALESCE(SUM(lines), 0), COALESCE(MAX("end"), 0) '
-            "FROM blocks WHERE file_id = ?",
-            (file_id,),
-        ).fetchone()
-        db.execute(
-            "UPDATE files SET first_ts = ?, last_ts = ?, lines = ?, size = ? WHERE id = ?",
-            (row[0], row[1], row[2], row[3], file_id),
-        )
-
-
-def _mend_tail(f: BinaryIO, pos: int, buf: bytes) -> int:
-    """Rewrite the torn record `buf` at `pos`, the end of the file: a chunk keeps the lines it holds (its
-    length corrected, its last line terminated), a line record gets its newline. The file's new size."""
-    nl = buf.find(b"\n")
-    head = parse_header(buf[:nl]) if buf[:1] == b"@" and nl >= 0 else None
-    if head is not None:
-        body = buf[nl + 1 :]
-        if body and not body.endswith(b"\n"):
-            body += b"\n"
-        data = chunk_header(head[0], head[1], head[2], len(body)) + body if body else b""
-    else:
-        data = buf + b"\n"
-    f.truncate(pos)
-    f.seek(pos)
-    f.write(data)
-    f.flush()
-    log.warning("mended a torn write at the end of a log file", file=getattr(f, "name", "?"), at=pos)
-    return pos + len(data)
-
 
 def _write_all(fd: int, parts: list[bytes | memoryview]) -> int:
     """Write every buffer, in order, with as few `writev` calls as the kernel allows; the byte count."""
@@ -603,10 +501,3 @@ def _write_all(fd: int, parts: list[bytes | memoryview]) -> int:
                 total += k
         i += len(group)
     return total
-
-
-def _ts_or(text: bytes, fallback: float) -> float:
-    try:
-        return parse_iso(text)
-    except ValueError:
-        return fallback

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from gate.h1 import HttpError, check_request, response_framing, response_head, upstream_request_head
+from gate.h1 import HttpError, check_request, response_framing
+from gate.h1heads import response_head, upstream_request_head
 
 H = list[tuple[bytes, bytes]]
 

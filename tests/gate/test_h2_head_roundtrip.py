@@ -16,7 +16,8 @@ from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
 from gate._h2rules import H1_METHODS, h2_request
-from gate.h1 import FORWARDING, HOP_BY_HOP, HttpError, upstream_request_head
+from gate.h1 import FORWARDING, HOP_BY_HOP, HttpError
+from gate.h1heads import upstream_request_head
 
 # A request is drawn well-formed, then 0-3 mutations put any byte value (control bytes, DEL, obs-text,
 # SP, HTAB, CR, LF...) anywhere in a pseudo-header or field, or repeat, drop or move a field: near
