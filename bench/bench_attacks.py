@@ -44,29 +44,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench._attack_clients import run_attack  # noqa: E402  (after the path insert)
+from bench._load import free_port, wait_port  # noqa: E402
 from bench._product import ProductServe  # noqa: E402
 
 ATTACKS = ("basic_auth", "yaml_bomb", "aborted_bodies", "slow_bodies", "h2_rapid_reset")
 GOAL_MS = 50.0
 ORIGIN_WORKERS = 64
 ORIGIN_BODY_TIMEOUT_S = 5.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port: int, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
 
 
 # --- the origin (own process) -------------------------------------------------------------------------
@@ -289,7 +273,7 @@ def main() -> int:
     auth_hash = bcrypt.hashpw(b"the-right-password", bcrypt.gensalt(12)).decode()
     results: list[tuple[str, dict[str, Any], dict[str, Any], dict[str, Any]]] = []
     try:
-        wait_port(origin_port)
+        wait_port(origin_port, timeout=20.0)
         upstream = [f"127.0.0.1:{origin_port}"]
         for name in names:
             srv = serve(tmp, name)
