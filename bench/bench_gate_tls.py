@@ -310,9 +310,8 @@ def main() -> int:
         run_gate(int(args.run_gate[0]), args.run_gate[1], args.run_gate[2])
         return 0
     if args.micro:
-        print(
-            f"gate HTTP/2 per-request Python cost (in process, best of 5 rounds): {micro_h2(access_log=args.access_log):.2f} µs; {gate_build()}"
-        )
+        cost = micro_h2(access_log=args.access_log)
+        print(f"gate HTTP/2 per-request Python cost (in process, best of 5 rounds): {cost:.2f} µs; {gate_build()}")
         return 0
     nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
     missing = [
