@@ -126,11 +126,12 @@ def _h2_frame(kind: int, flags: int, sid: int, payload: bytes) -> bytes:
     return len(payload).to_bytes(3, "big") + bytes((kind, flags)) + sid.to_bytes(4, "big") + payload
 
 
-def micro_h2(requests: int = 30_000, rounds: int = 5, streams: int = 10) -> float:
+def micro_h2(requests: int = 30_000, rounds: int = 5, streams: int = 10, access_log: bool = False) -> float:
     """Best-of-`rounds` process CPU µs per proxied request through the gate's HTTP/2 path: an `H2Front`
     and `streams` pooled upstream connections on fake transports, fed what h2load sends (batches of
     `streams` HEADERS frames, hpack-indexed after the first) and nginx-like responses, with one event
-    loop iteration (the front's one flush) per batch. No TLS, no sockets, no other process."""
+    loop iteration (the front's one flush) per batch. No TLS, no sockets, no other process. `access_log`:
+    with an access-log sink that takes the batches as logbus does, then drops them."""
     import uvloop
     from _micro import _FakeTransport
     from hpack import Encoder
@@ -151,8 +152,16 @@ def micro_h2(requests: int = 30_000, rounds: int = 5, streams: int = 10) -> floa
             self.writes += 1
             self.bytes += len(data)
 
+    class Sink:  # takes the batches as logbus does (same thresholds), then drops them
+        access_batch_lines, access_batch_chars, access_batch_s = 512, 256 * 1024, 0.1
+
+        def record_lines(self, lines: list[str], at: float) -> None:
+            pass
+
     async def run() -> float:
-        state = ProxyState(GateConfig(), clock=time.monotonic, wall_clock=time.time)
+        state = ProxyState(
+            GateConfig(), clock=time.monotonic, wall_clock=time.time, access_log=Sink() if access_log else None
+        )
         state.install(state.build_snapshot([Route(1, RouteSpec(host="*", upstreams=["127.0.0.1:9"]))]))
         target = state.target("127.0.0.1", 9)
         ups = []
@@ -294,15 +303,15 @@ def main() -> int:
     )
     ap.add_argument("--no-product", action="store_true", help="skip the `fsctl serve` runs (the engine alone)")
     ap.add_argument("--micro", action="store_true", help="only the in-process per-request Python cost of HTTP/2")
+    ap.add_argument("--access-log", action="store_true", help="--micro: with an access-log sink")
     ap.add_argument("--run-gate", nargs=3, metavar=("PORT", "UPSTREAM", "DIR"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.run_gate:
         run_gate(int(args.run_gate[0]), args.run_gate[1], args.run_gate[2])
         return 0
     if args.micro:
-        print(
-            f"gate HTTP/2 per-request Python cost (in process, best of 5 rounds): {micro_h2():.2f} µs; {gate_build()}"
-        )
+        cost = micro_h2(access_log=args.access_log)
+        print(f"gate HTTP/2 per-request Python cost (in process, best of 5 rounds): {cost:.2f} µs; {gate_build()}")
         return 0
     nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
     missing = [

@@ -32,7 +32,7 @@ class GateConfig(BaseModel):
     connect_timeout_s: float = Field(default=5.0, gt=0, le=120)
     upstream_timeout_s: float = Field(default=60.0, gt=0, le=3600, description="longest wait for upstream bytes")
     upstream_idle_s: float = Field(default=30.0, gt=0, le=3600, description="pooled idle connection lifetime")
-    pool_max_idle_per_target: int = Field(default=64, ge=0, le=10_000)
+    pool_max_idle_per_target: int = Field(default=256, ge=0, le=10_000)
     pool_max_per_target: int = Field(default=1024, ge=1, le=100_000)
     eject_after_failures: int = Field(default=3, ge=1, le=100)
     eject_backoff_s: float = Field(default=1.0, gt=0, le=600)
